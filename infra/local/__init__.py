@@ -1,0 +1,11 @@
+"""Provision and run the platform's infrastructure as local processes (no Docker).
+
+Kafka (KRaft, jars from Maven Central), Consul (built from its Go module),
+FerretDB (MongoDB wire protocol on SQLite) and MariaDB (Debian packages), each
+bound to 127.0.0.1 with its data and log under the run folder.
+"""
+
+from infra.local.settings import LocalSettings
+from infra.local.stack import Stack
+
+__all__ = ["LocalSettings", "Stack"]

@@ -1,0 +1,43 @@
+"""`python -m infra.local up|down|status [service ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from infra.local.service import ServiceError
+from infra.local.stack import Stack
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.local", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument(
+        "services", nargs="*", help="kafka, consul, ferretdb, mariadb (default: all)"
+    )
+    args = parser.parse_args(argv)
+    stack = Stack()
+    names = args.services or None
+    t0 = time.monotonic()
+    try:
+        if args.command == "up":
+            stack.up(names)
+            print(f"infra up in {time.monotonic() - t0:.1f}s; run folder {stack.settings.run_dir}")
+        elif args.command == "down":
+            stopped = stack.down(names)
+            print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+        else:
+            rows = stack.status()
+            for row in rows:
+                state = "ready" if row.ready else ("starting/unhealthy" if row.pid else "stopped")
+                print(f"{row.name:<9} {state:<18} pid={row.pid or '-':<8} {row.endpoint}")
+            return 0 if all(r.ready for r in rows) else 3
+    except ServiceError as exc:
+        print(f"infra {args.command} failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

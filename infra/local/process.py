@@ -1,0 +1,125 @@
+"""Start, find and stop one long-running local process through its pid file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class ProcessError(RuntimeError):
+    """A local service process could not be started or stopped."""
+
+
+def _cmdline(pid: int) -> str:
+    # A process that is starting up (Go runtimes, seen with FerretDB) can briefly
+    # show an empty cmdline; ask again for a moment before concluding anything.
+    for _ in range(50):
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return ""
+        if raw:
+            return raw.replace(b"\0", b" ").decode(errors="replace")
+        time.sleep(0.01)
+    return ""
+
+
+class ManagedProcess:
+    """One process we started, remembered by a pid file next to its log.
+
+    The pid file also stores a marker from the command line, so a pid recycled
+    by an unrelated process is never mistaken for ours (and never signalled).
+    """
+
+    def __init__(self, name: str, run_dir: Path, marker: str) -> None:
+        self.name = name
+        self.marker = marker
+        self.pid_file = run_dir / f"{name}.pid"
+        self.log_file = run_dir / f"{name}.log"
+
+    def pid(self) -> int | None:
+        """The pid of our running process, or None."""
+        try:
+            pid = int(self.pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        if self.marker not in _cmdline(pid):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    def start(self, argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> int:
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            proc = subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own group: a Ctrl-C here does not stop it
+            )
+        self.pid_file.write_text(f"{proc.pid}\n")
+        return proc.pid
+
+    def signal(self, sig: signal.Signals) -> bool:
+        """Send a signal to our process; False when it is not running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, sig)
+        return True
+
+    def stop(self, timeout: float = 20.0) -> bool:
+        """SIGTERM, then SIGKILL after timeout; True if something was stopped."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGCONT)  # a stopped process cannot handle SIGTERM
+        os.kill(pid, signal.SIGTERM)
+        if not self._wait_gone(pid, timeout):
+            os.kill(pid, signal.SIGKILL)
+            if not self._wait_gone(pid, 5.0):
+                raise ProcessError(f"{self.name} (pid {pid}) survived SIGKILL")
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def kill(self) -> bool:
+        """SIGKILL, as a crash would; True if something was killed."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGKILL)
+        self._wait_gone(pid, 5.0)
+        return True
+
+    @staticmethod
+    def _wait_gone(pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                # Reap it if it is our child (a test harness that started it).
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+                return True
+            time.sleep(0.05)
+        return False
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"

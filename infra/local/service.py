@@ -1,0 +1,58 @@
+"""The shape every local service has: provision, prepare, run, probe."""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+
+from infra.local.settings import LocalSettings
+
+
+class ServiceError(RuntimeError):
+    """A step of a local service failed; the message says which and where its log is."""
+
+
+class Service(abc.ABC):
+    """One infrastructure service run as a local process."""
+
+    name: str
+    #: A string that appears in the process command line (guards pid reuse).
+    marker: str
+
+    def __init__(self, settings: LocalSettings) -> None:
+        self.settings = settings
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.run_dir / self.name
+
+    @abc.abstractmethod
+    def provision(self, progress: Progress) -> None:
+        """Download/build/install what the service needs into the cache (idempotent)."""
+
+    def prepare(self, progress: Progress) -> None:  # noqa: B027 - optional hook
+        """One-time set-up of the data folder before the first start."""
+
+    @abc.abstractmethod
+    def argv(self) -> list[str]:
+        """The command that runs the service in the foreground."""
+
+    def env(self) -> dict[str, str] | None:
+        """Environment for the process; None inherits ours."""
+        return None
+
+    @abc.abstractmethod
+    def probe(self) -> None:
+        """Raise unless the service answers its own protocol."""
+
+    def after_ready(self, progress: Progress) -> None:  # noqa: B027 - optional hook
+        """Set-up that needs the running service (users, databases)."""
+
+    def endpoint(self) -> str:
+        """Where clients reach it, for status output."""
+        return ""
+
+
+class Progress(abc.ABC):
+    @abc.abstractmethod
+    def step(self, service: str, message: str) -> None: ...

@@ -1,0 +1,173 @@
+"""The local stack: provision, start, wait for, inspect and stop every service."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from infra.local.consul import Consul
+from infra.local.ferretdb import FerretDB
+from infra.local.kafka import Kafka
+from infra.local.mariadb import MariaDB
+from infra.local.process import ManagedProcess
+from infra.local.service import Progress, Service, ServiceError
+from infra.local.settings import LocalSettings
+
+READY_TIMEOUT = {"kafka": 120.0, "consul": 60.0, "ferretdb": 60.0, "mariadb": 90.0}
+
+
+class PrintProgress(Progress):
+    """One line per step on stderr, with the time since the stack started."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def step(self, service: str, message: str) -> None:
+        elapsed = time.monotonic() - self.t0
+        print(f"[infra {elapsed:6.1f}s] {service:<8} {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Status:
+    name: str
+    pid: int | None
+    ready: bool
+    endpoint: str
+    log: str
+
+
+class Stack:
+    """Every local service, in start order."""
+
+    def __init__(
+        self, settings: LocalSettings | None = None, progress: Progress | None = None
+    ) -> None:
+        self.settings = settings or LocalSettings.from_env()
+        self.progress = progress or PrintProgress()
+        services: list[Service] = [
+            MariaDB(self.settings),
+            FerretDB(self.settings),
+            Consul(self.settings),
+            Kafka(self.settings),
+        ]
+        self.services = {s.name: s for s in services}
+
+    def _pick(self, names: Iterable[str] | None) -> list[Service]:
+        if names is None:
+            return list(self.services.values())
+        unknown = set(names) - set(self.services)
+        if unknown:
+            raise ServiceError(
+                f"unknown service(s): {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(self.services)}"
+            )
+        return [s for s in self.services.values() if s.name in set(names)]
+
+    def process(self, name: str) -> ManagedProcess:
+        service = self.services[name]
+        return ManagedProcess(name, self.settings.run_dir, service.marker)
+
+    def _ready(self, service: Service) -> bool:
+        try:
+            service.probe()
+        except Exception:  # any failure of the protocol check means "not ready yet"
+            return False
+        return True
+
+    def up(self, names: Iterable[str] | None = None) -> list[str]:
+        """Start what is not running and wait until each answers; returns those started."""
+        chosen = self._pick(names)
+        self.settings.run_dir.mkdir(parents=True, exist_ok=True)
+        todo = [s for s in chosen if self.process(s.name).pid() is None]
+        for service in chosen:
+            if service not in todo:
+                self.progress.step(service.name, f"already running at {service.endpoint()}")
+        # Builds and downloads are independent: run them side by side.
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for future in [pool.submit(s.provision, self.progress) for s in todo]:
+                future.result()
+        started: list[str] = []
+        for service in todo:
+            if self._ready(service):
+                raise ServiceError(
+                    f"{service.name}: something not started by infra already answers at "
+                    f"{service.endpoint()}; stop it or change its port (see README)"
+                )
+            service.data_dir.mkdir(parents=True, exist_ok=True)
+            service.prepare(self.progress)
+            proc = self.process(service.name)
+            try:
+                pid = proc.start(service.argv(), cwd=service.data_dir, env=service.env())
+            except OSError as exc:
+                raise ServiceError(f"{service.name} could not be started: {exc}") from exc
+            self.progress.step(service.name, f"starting (pid {pid}, log {proc.log_file})")
+            started.append(service.name)
+        for service in todo:
+            self._wait_ready(service)
+            service.after_ready(self.progress)
+        return started
+
+    def _wait_ready(self, service: Service) -> None:
+        proc = self.process(service.name)
+        t0 = time.monotonic()
+        deadline = t0 + READY_TIMEOUT[service.name]
+        while time.monotonic() < deadline:
+            if proc.pid() is None:
+                raise ServiceError(
+                    f"{service.name} exited during start-up; its log "
+                    f"{proc.log_file} ends with:\n{_tail(proc)}"
+                )
+            if self._ready(service):
+                self.progress.step(
+                    service.name, f"ready at {service.endpoint()} ({time.monotonic() - t0:.1f}s)"
+                )
+                return
+            time.sleep(0.2)
+        raise ServiceError(
+            f"{service.name} not ready after {READY_TIMEOUT[service.name]:.0f}s; "
+            f"log {proc.log_file} ends with:\n{_tail(proc)}"
+        )
+
+    def down(self, names: Iterable[str] | None = None) -> list[str]:
+        """Stop what we started (by pid), in reverse order; returns those stopped."""
+        stopped = []
+        for service in reversed(self._pick(names)):
+            if self.process(service.name).stop():
+                self.progress.step(service.name, "stopped")
+                stopped.append(service.name)
+        return stopped
+
+    def kill(self, name: str) -> bool:
+        """SIGKILL a service, as a crash would."""
+        return self.process(name).kill()
+
+    @contextlib.contextmanager
+    def paused(self, name: str) -> Iterator[None]:
+        """SIGSTOP a service for the duration of the block (a hung process)."""
+        proc = self.process(name)
+        proc.signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            proc.signal(signal.SIGCONT)
+
+    def status(self) -> list[Status]:
+        result = []
+        for service in self.services.values():
+            proc = self.process(service.name)
+            pid = proc.pid()
+            ready = pid is not None and self._ready(service)
+            result.append(Status(service.name, pid, ready, service.endpoint(), str(proc.log_file)))
+        return result
+
+
+def _tail(proc: ManagedProcess, lines: int = 15) -> str:
+    try:
+        return "\n".join(proc.log_file.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
