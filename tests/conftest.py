@@ -39,16 +39,20 @@ def unique(run_id: str) -> Callable[[str], str]:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+def stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
     """The real infrastructure, started if needed; what this session started it stops.
 
     KEEP_INFRA=1 leaves it running for the next session (faster local loops).
     """
     stack = Stack()
-    started = stack.up()
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    # A first start builds Consul and FerretDB for minutes: show its progress lines live.
+    with capture.global_and_fixture_disabled():
+        started = stack.up()
     yield stack
     if started and os.environ.get("KEEP_INFRA") != "1":
-        stack.down(started)
+        with capture.global_and_fixture_disabled():
+            stack.down(started)
 
 
 @pytest.fixture(scope="session")
