@@ -1,0 +1,130 @@
+"""Validation of ids, chat members, message text and paging parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from contracts.errors import ErrorCode
+from contracts.ids import is_object_id
+from contracts.records import TEXT_MAX
+from gateway.errors import GatewayError
+
+LIMIT_DEFAULT, LIMIT_MAX = 50, 200
+MAX_USERS_PER_REQUEST = 1000
+IDEMPOTENCY_KEY_MAX = 255
+
+
+def chat_id(value: str) -> str:
+    """A chat id from the path: 24 lowercase hex characters (else 4001)."""
+    if not is_object_id(value):
+        raise GatewayError(ErrorCode.BAD_CHAT_ID, "chat id must be 24 lowercase hex characters")
+    return value
+
+
+def user_ids(body: Mapping[str, Any]) -> list[int]:
+    """The `users` list of a chat body, de-duplicated in order (4000/4002)."""
+    users = body.get("users")
+    if not isinstance(users, list):
+        raise GatewayError(ErrorCode.MALFORMED, "users must be a list of user ids")
+    if len(users) > MAX_USERS_PER_REQUEST:
+        raise GatewayError(ErrorCode.MALFORMED, f"at most {MAX_USERS_PER_REQUEST} users")
+    for uid in users:
+        if type(uid) is not int or not 1 <= uid < 2**63:
+            raise GatewayError(ErrorCode.BAD_USER_ID, f"bad user id: {uid!r}")
+    return list(dict.fromkeys(users))
+
+
+def new_chat_members(body: Mapping[str, Any], caller: int) -> list[int]:
+    """Members of a chat to create: >= 2 distinct (4004), caller among them (4030)."""
+    users = user_ids(body)
+    if len(users) < 2:
+        raise GatewayError(ErrorCode.TOO_FEW_USERS, "a chat needs at least 2 distinct users")
+    if caller not in users:
+        raise GatewayError(ErrorCode.FORBIDDEN, "you can only create chats you are in")
+    return users
+
+
+def added_members(body: Mapping[str, Any]) -> list[int]:
+    """Users to add to a chat: at least one."""
+    users = user_ids(body)
+    if not users:
+        raise GatewayError(ErrorCode.MALFORMED, "users must name at least one user")
+    return users
+
+
+def message_text(body: Mapping[str, Any]) -> str:
+    """The `txt` of a message: a string with a non-space character, <= TEXT_MAX (4003)."""
+    text = body.get("txt")
+    if not isinstance(text, str):
+        raise GatewayError(ErrorCode.MALFORMED, "txt must be a string")
+    if not text.strip() or len(text) > TEXT_MAX:
+        raise GatewayError(ErrorCode.BAD_TEXT, f"txt must be 1-{TEXT_MAX} characters, not blank")
+    return text
+
+
+def idempotency_key(header: str | None) -> str | None:
+    """The Idempotency-Key header, if any: 1-255 visible ASCII characters."""
+    if header is None:
+        return None
+    if not 1 <= len(header) <= IDEMPOTENCY_KEY_MAX or not all("!" <= ch <= "~" for ch in header):
+        raise GatewayError(
+            ErrorCode.MALFORMED, "Idempotency-Key must be 1-255 visible ASCII characters"
+        )
+    return header
+
+
+@dataclass(frozen=True)
+class Paging:
+    limit: int = LIMIT_DEFAULT
+    cursor: str | None = None
+    before: str | None = None
+    after: str | None = None
+
+    def params(self) -> dict[str, str]:
+        """Query parameters for the worker, without the unset ones."""
+        out = {"limit": str(self.limit)}
+        for name in ("cursor", "before", "after"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+def _paging_error(message: str) -> GatewayError:
+    return GatewayError(ErrorCode.BAD_PAGING, message)
+
+
+def _limit(query: Mapping[str, str]) -> int:
+    raw = query.get("limit")
+    if raw is None or raw == "":
+        return LIMIT_DEFAULT
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 4:
+        raise _paging_error(f"limit must be an integer 1-{LIMIT_MAX}")
+    limit = int(raw)
+    if not 1 <= limit <= LIMIT_MAX:
+        raise _paging_error(f"limit must be an integer 1-{LIMIT_MAX}")
+    return limit
+
+
+def _cursor(query: Mapping[str, str], name: str) -> str | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    if not is_object_id(raw):
+        raise _paging_error(f"{name} must be an id from nextCursor")
+    return raw
+
+
+def chat_paging(query: Mapping[str, str]) -> Paging:
+    """?limit=&cursor= of GET /v1/chats (4005)."""
+    return Paging(limit=_limit(query), cursor=_cursor(query, "cursor"))
+
+
+def message_paging(query: Mapping[str, str]) -> Paging:
+    """?limit=&before=&after= of GET /v1/chats/{cid}/messages; one cursor at most (4005)."""
+    before, after = _cursor(query, "before"), _cursor(query, "after")
+    if before is not None and after is not None:
+        raise _paging_error("use either before or after, not both")
+    return Paging(limit=_limit(query), before=before, after=after)

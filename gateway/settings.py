@@ -1,0 +1,157 @@
+"""The gateway's one settings object, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_JWT_SECRET = "local-only-jwt-secret-do-not-use-in-production"
+LOCAL_ENTRYPOINT_TOKEN = "local-only-entrypoint-token"
+LOCAL_ADMIN_TOKEN = "local-only-admin-token"
+LOCAL_MYSQL_PASSWORD = "dialogue-local"
+MIN_SECRET_BYTES = 32
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a gateway that may start."""
+
+
+class GatewaySettings(BaseSettings):
+    """Every field is read from the environment variable of the same name, upper-cased."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    gateway_host: str = Field(default="127.0.0.1", description="address the HTTP server binds to")
+    gateway_port: int = Field(default=8007, ge=0, le=65535, description="HTTP port")
+    dialogue_env: Literal["local", "production"] = Field(
+        default="production", description="local allows the built-in development secrets"
+    )
+    log_level: str = Field(default="INFO", description="root log level")
+
+    jwt_secret: SecretStr | None = Field(default=None, description="HS256 key, >= 32 bytes")
+    jwt_issuer: str = Field(default="dialogue-gateway", description="iss claim issued and required")
+    jwt_ttl: int = Field(default=3600, ge=60, description="token lifetime in seconds")
+
+    mysql_host: str = Field(default="127.0.0.1", description="MySQL/MariaDB host")
+    mysql_port: int = Field(default=3306, description="MySQL/MariaDB port")
+    mysql_user: str = Field(default="dialogue", description="MySQL user")
+    mysql_password: SecretStr | None = Field(default=None, description="MySQL password")
+    mysql_database: str = Field(default="dialogue", description="database holding `users`")
+    mysql_pool_size: int = Field(default=10, ge=1, description="maximum pooled connections")
+    mysql_timeout: float = Field(default=3.0, gt=0, description="seconds for one user-store call")
+    mysql_connect_wait: float = Field(
+        default=30.0, ge=0, description="seconds start-up keeps retrying MySQL before giving up"
+    )
+
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers")
+    topic: str = Field(default="dialogue.messages", description="topic message records go to")
+    kafka_send_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="seconds a POST waits for the Kafka ack before answering 5031",
+    )
+
+    consul_url: str = Field(default="http://127.0.0.1:8500", description="Consul HTTP API")
+    worker_service: str = Field(
+        default="dialogue", description="Consul service name of the workers"
+    )
+    entrypoint_token: SecretStr | None = Field(
+        default=None,
+        description="internal token sent to workers as `Authorization: Entrypoint ...`",
+    )
+    upstream_attempts: int = Field(default=3, ge=1, description="worker instances tried per read")
+    upstream_deadline: float = Field(
+        default=5.0, gt=0, description="seconds for a whole worker call"
+    )
+    upstream_request_timeout: float = Field(
+        default=2.0, gt=0, description="seconds per worker attempt"
+    )
+    upstream_cooldown: float = Field(
+        default=5.0, ge=0, description="seconds a failed worker is ejected"
+    )
+
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token for /v1/admin/*; unset outside local mode disables it",
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="largest accepted request body"
+    )
+    membership_cache_ttl: float = Field(
+        default=5.0,
+        ge=0,
+        description="seconds a confirmed chat membership is reused by POST messages",
+    )
+    idempotency_ttl: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="seconds an Idempotency-Key is remembered (per process)",
+    )
+    idempotency_max_keys: int = Field(
+        default=100_000, ge=1, description="keys kept before evicting"
+    )
+    signin_max_failures: int = Field(
+        default=5, ge=1, description="failed sign-ins before a lockout"
+    )
+    signin_window: float = Field(
+        default=300.0, gt=0, description="seconds failures are counted over"
+    )
+    signin_lockout: float = Field(
+        default=60.0, gt=0, description="seconds a username is locked out"
+    )
+    argon2_time_cost: int = Field(default=3, ge=1, description="argon2id iterations")
+    argon2_memory_kib: int = Field(default=65536, ge=8, description="argon2id memory in KiB")
+    argon2_parallelism: int = Field(default=4, ge=1, description="argon2id lanes")
+
+    @property
+    def local(self) -> bool:
+        return self.dialogue_env == "local"
+
+    @model_validator(mode="after")
+    def _secrets(self) -> GatewaySettings:
+        if self.local:
+            return self
+        problems = []
+        for name, default in (
+            ("jwt_secret", LOCAL_JWT_SECRET),
+            ("entrypoint_token", LOCAL_ENTRYPOINT_TOKEN),
+            ("mysql_password", LOCAL_MYSQL_PASSWORD),
+        ):
+            value: SecretStr | None = getattr(self, name)
+            if value is None or not value.get_secret_value():
+                problems.append(f"{name.upper()} is not set")
+            elif value.get_secret_value() == default:
+                problems.append(f"{name.upper()} is the local development default")
+        jwt = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+        if jwt and len(jwt.encode()) < MIN_SECRET_BYTES:
+            problems.append(f"JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes")
+        admin = self.admin_token.get_secret_value() if self.admin_token else ""
+        if admin == LOCAL_ADMIN_TOKEN:
+            problems.append("ADMIN_TOKEN is the local development default")
+        if problems:
+            raise SettingsError(
+                f"refusing to start with DIALOGUE_ENV={self.dialogue_env}: "
+                + "; ".join(problems)
+                + " (set DIALOGUE_ENV=local only for development)"
+            )
+        return self
+
+    def secret(self, name: Literal["jwt_secret", "entrypoint_token", "mysql_password"]) -> str:
+        """The secret's value, or its local default (only reachable in local mode)."""
+        value: SecretStr | None = getattr(self, name)
+        if value is not None and value.get_secret_value():
+            return value.get_secret_value()
+        defaults = {
+            "jwt_secret": LOCAL_JWT_SECRET,
+            "entrypoint_token": LOCAL_ENTRYPOINT_TOKEN,
+            "mysql_password": LOCAL_MYSQL_PASSWORD,
+        }
+        return defaults[name]
+
+    def admin_secret(self) -> str | None:
+        """The admin bearer token, the local default in local mode, else None (view off)."""
+        if self.admin_token is not None and self.admin_token.get_secret_value():
+            return self.admin_token.get_secret_value()
+        return LOCAL_ADMIN_TOKEN if self.local else None
