@@ -1,1 +1,52 @@
-"""discovery package."""
+"""Service discovery through Consul, used by both sides of the platform.
+
+Workers register with a TTL heartbeat (`Registrar`); the gateway follows the
+passing instances with a blocking query (`ServiceWatch`) and sends reads to one
+of them, round robin with ejection and retries (`BalancedClient`).
+See docs/discovery.md.
+"""
+
+from discovery.backoff import Backoff
+from discovery.balancer import Balancer
+from discovery.client import BalancedClient
+from discovery.errors import (
+    ConsulUnavailable,
+    DiscoveryError,
+    DuplicateInstance,
+    NoInstanceAvailable,
+    OutcomeUnknown,
+    WatchNotReady,
+)
+from discovery.models import (
+    HealthReport,
+    HealthStatus,
+    Instance,
+    InstanceStats,
+    Registration,
+    UpstreamResponse,
+    instance_id_for,
+)
+from discovery.registry import Probe, Registrar
+from discovery.watch import ServiceWatch
+
+__all__ = [
+    "Backoff",
+    "BalancedClient",
+    "Balancer",
+    "ConsulUnavailable",
+    "DiscoveryError",
+    "DuplicateInstance",
+    "HealthReport",
+    "HealthStatus",
+    "Instance",
+    "InstanceStats",
+    "NoInstanceAvailable",
+    "OutcomeUnknown",
+    "Probe",
+    "Registrar",
+    "Registration",
+    "ServiceWatch",
+    "UpstreamResponse",
+    "WatchNotReady",
+    "instance_id_for",
+]

@@ -1,0 +1,149 @@
+"""Round robin with passive health (ejection and cool-down), without I/O.
+
+An instance that fails a request (connection error, timeout, 5xx) is ejected
+for a cool-down that doubles with each ejection in a row (up to a ceiling).
+When the cool-down is over it is due for a readmission probe; it only takes
+requests again once the probe passed (or a request to it succeeded). When every
+instance of the set is ejected the balancer does not refuse: it hands out the
+one whose cool-down ends first (a crashed set then fails fast, a set that was
+ejected by a short blip recovers on the next request).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+
+from discovery.models import Instance, InstanceStats
+
+
+@dataclass
+class _Slot:
+    instance: Instance
+    requests: int = 0
+    failures: int = 0
+    ejections: int = 0
+    strikes: int = 0  # ejections since the last successful request
+    ejected_until: float | None = None  # None while in rotation
+    probing: bool = False
+
+
+class Balancer:
+    """The current healthy set, whose turn is next, and which instances sit out."""
+
+    def __init__(
+        self,
+        *,
+        cooldown: float = 5.0,
+        max_cooldown: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 < cooldown <= max_cooldown:
+            raise ValueError("need 0 < cooldown <= max_cooldown")
+        self.cooldown = cooldown
+        self.max_cooldown = max_cooldown
+        self._clock = clock
+        self._slots: dict[str, _Slot] = {}
+        self._order: list[str] = []
+        self._cursor = 0
+
+    @property
+    def instances(self) -> tuple[Instance, ...]:
+        return tuple(self._slots[i].instance for i in self._order)
+
+    def update(self, instances: Iterable[Instance]) -> None:
+        """Replace the set; an instance that stays (same id and URL) keeps its counters."""
+        slots: dict[str, _Slot] = {}
+        for instance in sorted(instances, key=lambda i: i.id):
+            old = self._slots.get(instance.id)
+            if old is not None and old.instance.base_url == instance.base_url:
+                old.instance = instance
+                slots[instance.id] = old
+            else:
+                slots[instance.id] = _Slot(instance)
+        self._slots = slots
+        self._order = list(slots)
+        self._cursor %= max(1, len(self._order))
+
+    def pick(self, exclude: Collection[str] = ()) -> Instance | None:
+        """The next instance in rotation not in `exclude`; None when there is none at all."""
+        n = len(self._order)
+        for k in range(n):
+            i = (self._cursor + k) % n
+            slot = self._slots[self._order[i]]
+            if slot.ejected_until is None and slot.instance.id not in exclude:
+                self._cursor = (i + 1) % n
+                slot.requests += 1
+                return slot.instance
+        ejected = [s for s in self._slots.values() if s.instance.id not in exclude]
+        if not ejected:
+            return None
+        slot = min(ejected, key=lambda s: s.ejected_until or 0.0)
+        slot.requests += 1
+        return slot.instance
+
+    def succeeded(self, instance_id: str) -> None:
+        """A request to the instance got an answer (< 500): it is healthy."""
+        slot = self._slots.get(instance_id)
+        if slot is not None:
+            slot.strikes = 0
+            slot.ejected_until = None
+            slot.probing = False
+
+    def failed(self, instance_id: str) -> bool:
+        """A request to the instance failed; returns True when that ejected it."""
+        slot = self._slots.get(instance_id)
+        if slot is None:
+            return False
+        slot.failures += 1
+        return self._eject(slot)
+
+    def due_for_probe(self) -> list[Instance]:
+        """Ejected instances whose cool-down is over; each is handed out once per cool-down."""
+        now = self._clock()
+        due = []
+        for slot in self._slots.values():
+            if slot.ejected_until is not None and now >= slot.ejected_until and not slot.probing:
+                slot.probing = True
+                due.append(slot.instance)
+        return due
+
+    def probe_passed(self, instance_id: str) -> None:
+        slot = self._slots.get(instance_id)
+        if slot is not None and slot.probing:
+            slot.ejected_until = None
+            slot.probing = False
+
+    def probe_failed(self, instance_id: str) -> None:
+        slot = self._slots.get(instance_id)
+        if slot is not None and slot.probing:
+            self._eject(slot)
+
+    def cooldown_for(self, strikes: int) -> float:
+        """How long the `strikes`-th ejection in a row lasts."""
+        return min(self.max_cooldown, self.cooldown * 2.0 ** min(strikes - 1, 60))
+
+    def stats(self) -> list[InstanceStats]:
+        return [
+            InstanceStats(
+                id=slot.instance.id,
+                url=slot.instance.base_url,
+                requests=slot.requests,
+                failures=slot.failures,
+                ejections=slot.ejections,
+                ejected_until=slot.ejected_until,
+                healthy=slot.ejected_until is None,
+            )
+            for slot in (self._slots[i] for i in self._order)
+        ]
+
+    def _eject(self, slot: _Slot) -> bool:
+        now = self._clock()
+        if slot.ejected_until is not None and now < slot.ejected_until:
+            return False  # already sitting out (a concurrent request failed first)
+        slot.strikes += 1
+        slot.ejections += 1
+        slot.ejected_until = now + self.cooldown_for(slot.strikes)
+        slot.probing = False
+        return True

@@ -1,0 +1,204 @@
+"""The gateway side: HTTP requests to one healthy instance, retried on the next one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from discovery.balancer import Balancer
+from discovery.errors import NoInstanceAvailable, OutcomeUnknown
+from discovery.models import Instance, InstanceStats, UpstreamResponse
+from discovery.watch import ServiceWatch
+
+log = logging.getLogger(__name__)
+
+
+class BalancedClient:
+    """Round robin over the watch's instances with passive health checks and retries.
+
+    A connection error, timeout or 5xx ejects the instance for a cool-down and
+    an idempotent request moves on to the next instance, within `attempts` and
+    `deadline` seconds. A non-idempotent request moves on only when the
+    connection could not be made (it never reached the instance). 4xx answers
+    are returned as they are. An ejected instance is readmitted once a GET of
+    `probe_path` answers below 500 (None: readmit when the cool-down ends).
+    """
+
+    def __init__(
+        self,
+        watch: ServiceWatch,
+        *,
+        attempts: int = 3,
+        deadline: float = 5.0,
+        request_timeout: float = 2.0,
+        cooldown: float = 5.0,
+        headers: Mapping[str, str] | None = None,
+        max_cooldown: float = 60.0,
+        probe_path: str | None = "/ping",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self.watch = watch
+        self.attempts = attempts
+        self.deadline = deadline
+        self.request_timeout = request_timeout
+        self.probe_path = probe_path
+        self._headers = dict(headers or {})
+        self._balancer = Balancer(cooldown=cooldown, max_cooldown=max_cooldown, clock=clock)
+        self._session: aiohttp.ClientSession | None = None
+        self._probes: set[asyncio.Task[None]] = set()
+
+    @property
+    def instances(self) -> tuple[Instance, ...]:
+        return self._balancer.instances
+
+    def stats(self) -> list[InstanceStats]:
+        """Per-instance counters of the current set, for admin and metrics endpoints."""
+        return self._balancer.stats()
+
+    async def start(self) -> None:
+        if self._session is not None:
+            return
+        self._session = aiohttp.ClientSession(headers=self._headers)
+        self.watch.subscribe(self._balancer.update)
+
+    async def stop(self) -> None:
+        self.watch.unsubscribe(self._balancer.update)
+        probes, self._probes = self._probes, set()
+        for task in probes:
+            task.cancel()
+        for task in probes:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool = True,
+    ) -> UpstreamResponse:
+        """Send the request to the next healthy instance; raises NoInstanceAvailable."""
+        session = self._session
+        if session is None:
+            raise RuntimeError("BalancedClient.start() was not called")
+        self._probe_due(session)
+        give_up_at = time.monotonic() + self.deadline
+        tried: list[str] = []
+        failures: list[str] = []
+        while len(tried) < self.attempts:
+            remaining = give_up_at - time.monotonic()
+            if remaining <= 0:
+                failures.append(f"deadline of {self.deadline:g}s reached")
+                break
+            instance = self._balancer.pick(exclude=tried)
+            if instance is None:
+                break
+            tried.append(instance.id)
+            timeout = aiohttp.ClientTimeout(total=min(self.request_timeout, remaining))
+            try:
+                async with session.request(
+                    method,
+                    instance.base_url + path,
+                    params=params,
+                    json=json,
+                    headers=headers,
+                    timeout=timeout,
+                ) as resp:
+                    body = await resp.read()
+                    status, resp_headers = resp.status, resp.headers
+            except aiohttp.ClientConnectorError as exc:  # no connection: it never got there
+                failures.append(self._failed(instance, f"cannot connect: {exc.os_error}"))
+                continue
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                reason = self._failed(instance, _describe(exc, timeout.total))
+                if not idempotent:
+                    raise OutcomeUnknown(_unknown(method, path, reason)) from exc
+                failures.append(reason)
+                continue
+            if status >= 500:
+                reason = self._failed(instance, f"HTTP {status}")
+                if not idempotent:
+                    raise OutcomeUnknown(_unknown(method, path, reason))
+                failures.append(reason)
+                continue
+            self._balancer.succeeded(instance.id)
+            return UpstreamResponse(
+                status=status,
+                body=body,
+                headers=CIMultiDictProxy(CIMultiDict(resp_headers)),
+                instance_id=instance.id,
+            )
+        raise NoInstanceAvailable(self._nobody(method, path, failures))
+
+    def _failed(self, instance: Instance, reason: str) -> str:
+        ejected = self._balancer.failed(instance.id)
+        log.warning(
+            "request to instance '%s' failed: %s%s",
+            instance.id,
+            reason,
+            "; ejected" if ejected else "",
+        )
+        return f"{instance.id}: {reason}"
+
+    def _nobody(self, method: str, path: str, failures: list[str]) -> str:
+        service = self.watch.service
+        if not failures:
+            state = "" if self.watch.ready else " (Consul not reached yet)"
+            return f"{method} {path}: no instance of '{service}' is registered and passing{state}"
+        return f"{method} {path}: no instance of '{service}' answered ({'; '.join(failures)})"
+
+    def _probe_due(self, session: aiohttp.ClientSession) -> None:
+        for instance in self._balancer.due_for_probe():
+            if self.probe_path is None:
+                self._balancer.probe_passed(instance.id)
+                continue
+            task = asyncio.create_task(
+                self._probe(session, instance, self.probe_path), name=f"probe:{instance.id}"
+            )
+            self._probes.add(task)
+            task.add_done_callback(self._probes.discard)
+
+    async def _probe(self, session: aiohttp.ClientSession, instance: Instance, path: str) -> None:
+        try:
+            async with session.get(
+                instance.base_url + path,
+                timeout=aiohttp.ClientTimeout(total=self.request_timeout),
+            ) as resp:
+                await resp.read()
+                healthy = resp.status < 500
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.info("instance '%s' still unhealthy: %s", instance.id, _describe(exc, None))
+            healthy = False
+        if healthy:
+            log.info("instance '%s' answers again; back in rotation", instance.id)
+            self._balancer.probe_passed(instance.id)
+        else:
+            self._balancer.probe_failed(instance.id)
+
+
+def _describe(exc: BaseException, timeout: float | None) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g}s" if timeout else "timed out"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _unknown(method: str, path: str, reason: str) -> str:
+    return (
+        f"{method} {path} failed after it may have reached an instance ({reason}); "
+        "not retried because the request is not idempotent"
+    )

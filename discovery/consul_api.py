@@ -1,0 +1,56 @@
+"""The thin adapter over py-consul's asyncio client: opening it and reading its answers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import consul
+import consul.aio
+
+from discovery.models import Instance
+
+log = logging.getLogger(__name__)
+
+#: What a call to an unreachable, restarting or overloaded Consul raises (ValueError:
+#: an answer that cannot be read, such as a missing or malformed index).
+CONSUL_ERRORS: tuple[type[Exception], ...] = (
+    consul.ConsulException,
+    aiohttp.ClientError,
+    TimeoutError,
+    ValueError,
+)
+
+
+def open_consul(url: str) -> consul.aio.Consul:
+    """A client for the agent at `url` ("http://127.0.0.1:8500"); needs a running loop."""
+    parts = urlsplit(url if "//" in url else f"//{url}")
+    if not parts.hostname:
+        raise ValueError(f"not a Consul URL: {url!r} (expected e.g. http://127.0.0.1:8500)")
+    scheme = parts.scheme or "http"
+    port = parts.port or (443 if scheme == "https" else 8500)
+    return consul.aio.Consul(host=parts.hostname, port=port, scheme=scheme)
+
+
+def instances_from_health(nodes: Iterable[Mapping[str, Any]]) -> tuple[Instance, ...]:
+    """Instances from a /v1/health/service answer, sorted by id; malformed entries are skipped."""
+    found: dict[str, Instance] = {}
+    for node in nodes:
+        try:
+            service = node["Service"]
+            address = service.get("Address") or node["Node"]["Address"]
+            instance = Instance(
+                id=str(service["ID"]),
+                address=str(address),
+                port=int(service["Port"]),
+                meta={str(k): str(v) for k, v in (service.get("Meta") or {}).items()},
+                tags=tuple(str(t) for t in service.get("Tags") or ()),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("skipping malformed health entry from consul: %r (%s)", node, exc)
+            continue
+        found[instance.id] = instance
+    return tuple(found[i] for i in sorted(found))

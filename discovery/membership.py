@@ -1,0 +1,76 @@
+"""What the watch serves, and when it stops trusting Consul's answer, without I/O.
+
+Consul being unreachable never empties the set: the last known set keeps
+serving and is marked stale. Right after Consul comes back (or its index went
+backwards, as after an agent restart), an empty answer is not believed for a
+grace period: a restarted dev or client agent has forgotten every service until
+the workers' next heartbeat registers them again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from discovery.models import Instance
+
+
+class Membership:
+    """The set a watch serves, whether it is fresh, and since when it is not."""
+
+    def __init__(self, *, restart_grace: float, clock: Callable[[], float]) -> None:
+        self.restart_grace = restart_grace
+        self._clock = clock
+        self._instances: tuple[Instance, ...] = ()
+        self._stale_since: float | None = None
+        self._ready = False
+        self._doubt_pending = False
+        self._doubt_until: float | None = None
+
+    @property
+    def instances(self) -> tuple[Instance, ...]:
+        return self._instances
+
+    @property
+    def stale_since(self) -> float | None:
+        """When the set stopped being confirmed by Consul; None while it is."""
+        return self._stale_since
+
+    @property
+    def ready(self) -> bool:
+        """Whether Consul answered at least once."""
+        return self._ready
+
+    def unreachable(self) -> None:
+        """A query failed: keep serving the last set, marked stale."""
+        if self._stale_since is None:
+            self._stale_since = self._clock()
+        self._doubt_pending = True
+
+    def restarted(self) -> None:
+        """Consul's index went backwards: its state may have been lost."""
+        self._doubt_pending = True
+
+    def doubt_left(self) -> float | None:
+        """Seconds an empty answer is still doubted; None when answers are trusted."""
+        if self._doubt_until is None:
+            return None
+        left = self._doubt_until - self._clock()
+        return left if left > 0 else None
+
+    def observed(self, instances: tuple[Instance, ...]) -> bool:
+        """Consul answered with `instances`; returns True when the served set changed."""
+        now = self._clock()
+        self._ready = True
+        if self._doubt_pending:
+            self._doubt_pending = False
+            self._doubt_until = now + self.restart_grace
+        if not instances and self._instances and self.doubt_left() is not None:
+            if self._stale_since is None:
+                self._stale_since = now
+            return False
+        self._doubt_until = None
+        self._stale_since = None
+        if instances == self._instances:
+            return False
+        self._instances = instances
+        return True

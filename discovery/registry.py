@@ -1,0 +1,228 @@
+"""The worker side: register in Consul, keep a TTL check fresh, deregister on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import consul
+import consul.aio
+
+from discovery.consul_api import CONSUL_ERRORS, open_consul
+from discovery.durations import to_go, to_seconds
+from discovery.errors import ConsulUnavailable, DuplicateInstance
+from discovery.models import HealthReport, Registration
+
+log = logging.getLogger(__name__)
+
+Probe = Callable[[], Awaitable[HealthReport]]
+
+#: Consul keeps at most 4 KiB of check output; reasons are cut well below that.
+_REASON_MAX = 1000
+#: How much longer than one TTL a registration must stay passing to prove a live owner.
+_OWNER_SLACK = 1.0
+
+
+class Registrar:
+    """Registers one instance with a TTL check and heartbeats it from `probe`.
+
+    The heartbeat runs every `interval` (a third of `ttl` by default), so one
+    late beat never lets the check lapse; a probe that raises or hangs counts as
+    critical. When the agent answers that it does not know the check (it was
+    restarted) the instance registers again.
+    """
+
+    def __init__(
+        self,
+        consul_url: str,
+        registration: Registration,
+        probe: Probe,
+        *,
+        ttl: float = 10.0,
+        interval: float | None = None,
+        deregister_critical_after: str = "1m",
+    ) -> None:
+        interval = ttl / 3 if interval is None else interval
+        if not 0 < interval < ttl:
+            raise ValueError(f"need 0 < interval < ttl, got interval={interval} ttl={ttl}")
+        to_seconds(deregister_critical_after)  # fail early on a malformed duration
+        self.consul_url = consul_url
+        self.registration = registration
+        self.ttl = ttl
+        self.interval = interval
+        self.deregister_critical_after = deregister_critical_after
+        self._probe = probe
+        self._consul: consul.aio.Consul | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._registered = False
+        self._last: HealthReport | None = None
+
+    @property
+    def check_id(self) -> str:
+        return f"service:{self.registration.instance_id}"
+
+    @property
+    def last_report(self) -> HealthReport | None:
+        """What the last heartbeat reported; None before the first one."""
+        return self._last
+
+    async def start(self) -> None:
+        """Register, send the first heartbeat and start the heartbeat task."""
+        if self._task is not None:
+            return
+        client = self._consul = self._consul or open_consul(self.consul_url)
+        try:
+            await self._refuse_duplicate(client)
+            await self._register(client)
+            await self._beat(client)
+        except CONSUL_ERRORS as exc:
+            await self.stop()
+            raise ConsulUnavailable(
+                f"cannot register '{self.registration.instance_id}' in Consul at "
+                f"{self.consul_url}: {type(exc).__name__}: {exc}"
+            ) from exc
+        except BaseException:  # DuplicateInstance or cancellation: leave nothing behind
+            await self.stop()
+            raise
+        self._task = asyncio.create_task(
+            self._heartbeat(client), name=f"heartbeat:{self.registration.instance_id}"
+        )
+
+    async def deregister(self) -> None:
+        """Stop the heartbeat and leave Consul (before draining, on graceful shutdown)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if not self._registered or self._consul is None:
+            return
+        self._registered = False
+        try:
+            async with asyncio.timeout(5):
+                await self._consul.agent.service.deregister(self.registration.instance_id)
+        except CONSUL_ERRORS as exc:
+            log.warning(
+                "could not deregister '%s' (%s: %s); its TTL lapses and Consul removes it after %s",
+                self.registration.instance_id,
+                type(exc).__name__,
+                exc,
+                self.deregister_critical_after,
+            )
+            return
+        log.info("deregistered '%s'", self.registration.instance_id)
+
+    async def stop(self) -> None:
+        """Deregister (if still registered) and close the Consul client."""
+        await self.deregister()
+        client, self._consul = self._consul, None
+        if client is not None:
+            await client.close()
+
+    async def _refuse_duplicate(self, client: consul.aio.Consul) -> None:
+        # A registration that stays passing longer than one TTL has a live owner;
+        # one left behind by a crashed process lapses within its TTL.
+        if await self._check_status(client) not in ("passing", "warning"):
+            return
+        reg = self.registration
+        log.warning(
+            "'%s' is already registered and passing; waiting up to %.1fs to see whether "
+            "its owner is alive (a crashed predecessor's TTL lapses)",
+            reg.instance_id,
+            self.ttl + _OWNER_SLACK,
+        )
+        deadline = time.monotonic() + self.ttl + _OWNER_SLACK
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(0.5, self.ttl / 10))
+            if await self._check_status(client) not in ("passing", "warning"):
+                return
+        raise DuplicateInstance(
+            f"instance id '{reg.instance_id}' of service '{reg.service}' is kept passing "
+            "by another live process; give every process its own SERVICE_ID "
+            "(or its own port when the id is derived from host and port)"
+        )
+
+    async def _check_status(self, client: consul.aio.Consul) -> str | None:
+        async with asyncio.timeout(5):
+            checks = await client.agent.checks()
+        check = checks.get(self.check_id) if isinstance(checks, dict) else None
+        return str(check.get("Status")) if isinstance(check, dict) else None
+
+    async def _register(self, client: consul.aio.Consul) -> None:
+        reg = self.registration
+        check = consul.Check.ttl(to_go(self.ttl)) | {
+            "DeregisterCriticalServiceAfter": self.deregister_critical_after
+        }
+        async with asyncio.timeout(5):
+            await client.agent.service.register(
+                reg.service,
+                service_id=reg.instance_id,
+                address=reg.address,
+                port=reg.port,
+                tags=reg.all_tags,
+                meta=reg.all_meta,
+                check=check,
+            )
+        self._registered = True
+        log.info(
+            "registered '%s' as %s:%d in service '%s' (ttl %gs, heartbeat every %gs)",
+            reg.instance_id,
+            reg.address,
+            reg.port,
+            reg.service,
+            self.ttl,
+            self.interval,
+        )
+
+    async def _heartbeat(self, client: consul.aio.Consul) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self._beat(client)
+            except CONSUL_ERRORS as exc:
+                log.warning(
+                    "heartbeat of '%s' not delivered (%s: %s); next try in %gs",
+                    self.registration.instance_id,
+                    type(exc).__name__,
+                    exc,
+                    self.interval,
+                )
+
+    async def _beat(self, client: consul.aio.Consul) -> None:
+        report = await self._run_probe()
+        if not await self._report(client, report):
+            log.warning(
+                "consul does not know '%s' any more (agent restarted?); registering again",
+                self.registration.instance_id,
+            )
+            await self._register(client)
+            await self._report(client, report)
+        if self._last is None or self._last.status != report.status:
+            level = logging.INFO if report.status == "passing" else logging.WARNING
+            log.log(
+                level, "'%s' is %s %s", self.registration.instance_id, report.status, report.reason
+            )
+        self._last = report
+
+    async def _run_probe(self) -> HealthReport:
+        try:
+            async with asyncio.timeout(self.interval):
+                return await self._probe()
+        except TimeoutError:
+            return HealthReport.critical(f"health probe gave no answer within {self.interval:g}s")
+        except Exception as exc:  # a broken probe is a sick worker: report it, keep beating
+            return HealthReport.critical(f"health probe raised {type(exc).__name__}: {exc}")
+
+    async def _report(self, client: consul.aio.Consul, report: HealthReport) -> bool:
+        """Send one TTL update; False when the agent does not know the check."""
+        update = {
+            "passing": client.agent.check.ttl_pass,
+            "warning": client.agent.check.ttl_warn,
+            "critical": client.agent.check.ttl_fail,
+        }[report.status]
+        async with asyncio.timeout(min(self.interval, 5.0)):
+            known = await update(self.check_id, report.reason[:_REASON_MAX] or None)
+        return bool(known)

@@ -1,0 +1,178 @@
+"""The gateway side: follow the passing instances of a service with a blocking query."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import consul.aio
+
+from discovery.backoff import Backoff
+from discovery.consul_api import CONSUL_ERRORS, instances_from_health, open_consul
+from discovery.durations import to_go, to_seconds
+from discovery.errors import WatchNotReady
+from discovery.index import Pacer, next_index
+from discovery.membership import Membership
+from discovery.models import Instance
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[[tuple[Instance, ...]], None]
+
+#: Consul adds up to wait/16 of jitter to a blocking query; this much more is network slack.
+_QUERY_SLACK = 5.0
+
+
+class ServiceWatch:
+    """The current passing instances of `service`, kept fresh by a blocking-query loop.
+
+    `wait` is how long one query may block in Consul. When Consul is unreachable
+    the last known set keeps serving (see `stale_since`) and the loop retries
+    with backoff; it never empties the set because Consul is down.
+    """
+
+    def __init__(
+        self,
+        consul_url: str,
+        service: str = "dialogue",
+        *,
+        wait: str = "30s",
+        min_interval: float = 0.05,
+        restart_grace: float = 15.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.consul_url = consul_url
+        self.service = service
+        self._wait = to_seconds(wait)
+        self._pacer = Pacer(min_interval, time.monotonic)
+        self._backoff = backoff or Backoff(initial=0.1, maximum=5.0)
+        self._membership = Membership(restart_grace=restart_grace, clock=time.monotonic)
+        self._subscribers: list[Subscriber] = []
+        self._ready = asyncio.Event()
+        self._consul: consul.aio.Consul | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def instances(self) -> tuple[Instance, ...]:
+        return self._membership.instances
+
+    @property
+    def stale_since(self) -> float | None:
+        """Monotonic time since which the set is not confirmed by Consul; None when fresh."""
+        return self._membership.stale_since
+
+    @property
+    def ready(self) -> bool:
+        return self._membership.ready
+
+    def subscribe(self, callback: Subscriber) -> None:
+        """Call `callback` with the current set now and with every new set after."""
+        self._subscribers.append(callback)
+        callback(self.instances)
+
+    def unsubscribe(self, callback: Subscriber) -> None:
+        with contextlib.suppress(ValueError):
+            self._subscribers.remove(callback)
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._consul = open_consul(self.consul_url)
+        self._task = asyncio.create_task(self._run(self._consul), name=f"watch:{self.service}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        client, self._consul = self._consul, None
+        if client is not None:
+            await client.close()
+
+    async def wait_ready(self, timeout: float) -> None:  # noqa: ASYNC109 - agreed API
+        """Return once Consul answered the first query; raises WatchNotReady after `timeout`."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            raise WatchNotReady(
+                f"no answer from Consul at {self.consul_url} about '{self.service}' "
+                f"within {timeout:g}s"
+            ) from None
+
+    async def _run(self, client: consul.aio.Consul) -> None:
+        index = 0
+        while True:
+            await asyncio.sleep(self._pacer.delay())
+            self._pacer.started()
+            wait = self._wait
+            doubt = self._membership.doubt_left()
+            if doubt is not None:
+                wait = min(wait, doubt)
+            try:
+                async with asyncio.timeout(wait * 17 / 16 + _QUERY_SLACK):
+                    raw_index, nodes = await client.health.service(
+                        self.service, passing=True, index=index or None, wait=to_go(wait)
+                    )
+                returned = int(raw_index)
+            except CONSUL_ERRORS as exc:
+                index = 0  # after an outage, ask without blocking: Consul may have restarted
+                await asyncio.sleep(self._unreachable(exc))
+                continue
+            self._backoff.reset()
+            index = next_index(index, returned)
+            if index == 0:
+                log.info("consul index went backwards for '%s'; starting over", self.service)
+                self._membership.restarted()
+            self._observed(instances_from_health(nodes))
+
+    def _unreachable(self, exc: BaseException) -> float:
+        """Log the outage; returns how long to back off."""
+        self._membership.unreachable()
+        delay = self._backoff.next_delay()
+        age = time.monotonic() - (self._membership.stale_since or time.monotonic())
+        log.warning(
+            "consul unreachable for '%s' (%s: %s); serving last known set of %d instance(s), "
+            "stale for %.1fs; retrying in %.2fs",
+            self.service,
+            type(exc).__name__,
+            exc,
+            len(self.instances),
+            age,
+            delay,
+        )
+        return delay
+
+    def _observed(self, instances: tuple[Instance, ...]) -> None:
+        was_stale = self.stale_since
+        changed = self._membership.observed(instances)
+        self._ready.set()
+        if was_stale is not None and self.stale_since is None:
+            log.info(
+                "consul answers again for '%s' after %.1fs",
+                self.service,
+                time.monotonic() - was_stale,
+            )
+        elif self.stale_since is not None and not instances:
+            log.warning(
+                "consul lists no instance of '%s' right after coming back; keeping the last "
+                "known %d for up to %.0fs while they re-register",
+                self.service,
+                len(self.instances),
+                self._membership.doubt_left() or 0.0,
+            )
+        if not changed:
+            return
+        log.info(
+            "instances of '%s' now: %s",
+            self.service,
+            ", ".join(i.id for i in self.instances) or "none",
+        )
+        for callback in list(self._subscribers):
+            try:
+                callback(self.instances)
+            except Exception:  # one faulty subscriber must not stop the others or the watch
+                log.exception("subscriber %r of '%s' failed", callback, self.service)
