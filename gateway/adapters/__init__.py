@@ -1,0 +1,1 @@
+"""Adapters to MySQL, Kafka, the password hash and the workers (through discovery/)."""

@@ -1,0 +1,106 @@
+"""The one shared Kafka producer: acks=all, idempotent, every send bounded in time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from contracts.errors import ErrorCode
+from contracts.records import MessageRecord
+from gateway.errors import GatewayError
+
+log = logging.getLogger(__name__)
+
+
+def _unavailable(reason: str) -> GatewayError:
+    return GatewayError(ErrorCode.BUS_UNAVAILABLE, f"message bus unavailable: {reason}")
+
+
+class KafkaBus:
+    """Owns the producer. If Kafka is down at start the producer is (re)connected in the
+    background; until then every publish answers 5031 at once."""
+
+    def __init__(self, bootstrap: str, topic: str, send_timeout: float) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._send_timeout = send_timeout
+        self._producer: Any = None
+        self._connector: asyncio.Task[None] | None = None
+
+    def _new_producer(self) -> Any:
+        timeout_ms = int(self._send_timeout * 1000)
+        return AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            client_id="dialogue-gateway",
+            acks="all",
+            enable_idempotence=True,
+            request_timeout_ms=timeout_ms,
+            retry_backoff_ms=100,
+            linger_ms=0,
+        )
+
+    async def start(self) -> None:
+        if self._producer is not None or self._connector is not None:
+            return
+        if not await self._connect_once():
+            self._connector = asyncio.create_task(self._keep_connecting(), name="kafka-connect")
+
+    async def stop(self) -> None:
+        connector, self._connector = self._connector, None
+        if connector is not None:
+            connector.cancel()
+            await asyncio.gather(connector, return_exceptions=True)
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def _connect_once(self) -> bool:
+        producer = self._new_producer()
+        try:
+            await producer.start()
+        except (KafkaError, OSError) as exc:
+            log.warning("Kafka producer cannot start yet: %s", exc)
+            await producer.stop()
+            return False
+        self._producer = producer
+        log.info("Kafka producer started", extra={"bootstrap": self._bootstrap})
+        return True
+
+    async def _keep_connecting(self) -> None:
+        delay = 0.5
+        while not await self._connect_once():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        self._connector = None
+
+    async def publish(self, record: MessageRecord) -> None:
+        producer = self._producer
+        if producer is None:
+            raise _unavailable("not connected")
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                await producer.send_and_wait(self._topic, record.to_bytes(), key=record.key())
+        except TimeoutError:
+            log.warning("Kafka send timed out", extra={"message_id": record.id})
+            raise _unavailable("no acknowledgement in time") from None
+        except KafkaError as exc:
+            log.warning("Kafka send failed: %s", exc, extra={"message_id": record.id})
+            raise _unavailable(type(exc).__name__) from None
+
+    async def ready(self) -> bool:
+        """True when the producer runs and the broker answers metadata for the topic."""
+        producer = self._producer
+        if producer is None:
+            return False
+        try:
+            async with asyncio.timeout(min(2.0, self._send_timeout)):
+                updated = await producer.client.force_metadata_update()
+        except TimeoutError:
+            return False
+        return (
+            bool(updated) and producer.client.cluster.partitions_for_topic(self._topic) is not None
+        )

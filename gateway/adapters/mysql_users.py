@@ -1,0 +1,148 @@
+"""Users in MySQL/MariaDB through an aiomysql pool."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiomysql
+import pymysql
+
+from contracts.errors import ErrorCode
+from gateway.adapters.migrations import migrate
+from gateway.domain.users import Gender, User
+from gateway.errors import GatewayError
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_ENTRY = 1062
+_COLUMNS = "id, username, password_hash, gender, created_at"
+
+
+def _unavailable() -> GatewayError:
+    return GatewayError(ErrorCode.USER_STORE_UNAVAILABLE, "user store unavailable")
+
+
+def _user(row: tuple[Any, ...]) -> User:
+    uid, username, password_hash, gender, created_at = row
+    return User(int(uid), username, password_hash, gender, int(created_at))
+
+
+class MySQLUserStore:
+    """Every call is bounded by `timeout`; outages become GatewayError 5032."""
+
+    def __init__(self, pool: Any, timeout: float) -> None:
+        self._pool = pool
+        self._timeout = timeout
+
+    @asynccontextmanager
+    async def _cursor(self) -> AsyncIterator[Any]:
+        try:
+            async with asyncio.timeout(self._timeout), self._pool.acquire() as conn:
+                try:
+                    async with conn.cursor() as cur:
+                        yield cur
+                except pymysql.err.IntegrityError:
+                    raise
+                except BaseException:
+                    conn.close()  # a half-finished query leaves no reusable connection
+                    raise
+        except (pymysql.err.OperationalError, pymysql.err.InterfaceError, OSError) as exc:
+            log.warning("user store error: %s", exc)
+            raise _unavailable() from exc
+        except TimeoutError as exc:
+            log.warning("user store timed out after %.1f s", self._timeout)
+            raise _unavailable() from exc
+
+    async def add(self, username: str, password_hash: str, gender: Gender) -> User:
+        created = int(time.time())
+        try:
+            async with self._cursor() as cur:
+                await cur.execute(
+                    "INSERT INTO users (username, password_hash, gender, created_at)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (username, password_hash, gender, created),
+                )
+                uid = cur.lastrowid
+        except pymysql.err.IntegrityError as exc:
+            if exc.args and exc.args[0] == DUPLICATE_ENTRY:
+                raise GatewayError(ErrorCode.USERNAME_TAKEN, "username is taken") from None
+            raise
+        return User(int(uid), username, password_hash, gender, created)
+
+    async def by_username(self, username: str) -> User | None:
+        async with self._cursor() as cur:
+            await cur.execute(f"SELECT {_COLUMNS} FROM users WHERE username = %s", (username,))
+            row = await cur.fetchone()
+        return _user(row) if row else None
+
+    async def by_id(self, user_id: int) -> User | None:
+        async with self._cursor() as cur:
+            await cur.execute(f"SELECT {_COLUMNS} FROM users WHERE id = %s", (user_id,))
+            row = await cur.fetchone()
+        return _user(row) if row else None
+
+    async def unknown(self, user_ids: Iterable[int]) -> set[int]:
+        wanted = set(user_ids)
+        if not wanted:
+            return set()
+        marks = ", ".join(["%s"] * len(wanted))
+        async with self._cursor() as cur:
+            await cur.execute(f"SELECT id FROM users WHERE id IN ({marks})", tuple(wanted))
+            found = {int(row[0]) for row in await cur.fetchall()}
+        return wanted - found
+
+    async def ping(self) -> None:
+        async with self._cursor() as cur:
+            await cur.execute("SELECT 1")
+            await cur.fetchone()
+
+
+@asynccontextmanager
+async def mysql_pool(
+    *,
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+    database: str,
+    size: int,
+    connect_wait: float,
+) -> AsyncIterator[Any]:
+    """An aiomysql pool with the migrations applied; retries start-up for `connect_wait` s."""
+    deadline = time.monotonic() + connect_wait
+    delay = 0.2
+    while True:
+        try:
+            pool = await aiomysql.create_pool(
+                host=host,
+                port=port,
+                user=user,
+                password=password,
+                db=database,
+                minsize=1,
+                maxsize=size,
+                autocommit=True,
+                connect_timeout=5,
+                pool_recycle=3600,
+                charset="utf8mb4",
+            )
+            break
+        except (pymysql.err.OperationalError, OSError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise RuntimeError(f"MySQL at {host}:{port} unreachable: {exc}") from exc
+            log.warning("MySQL not reachable yet (%s); retrying in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    try:
+        async with pool.acquire() as conn:
+            applied = await migrate(conn)
+        log.info("MySQL ready", extra={"database": database, "migrations_applied": applied})
+        yield pool
+    finally:
+        pool.close()
+        await pool.wait_closed()

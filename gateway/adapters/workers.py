@@ -1,0 +1,116 @@
+"""The workers' internal read API, reached through discovery/'s balancer."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from contracts.api import Chat, Message, Page
+from contracts.errors import ErrorCode
+from discovery import BalancedClient, NoInstanceAvailable, OutcomeUnknown
+from gateway.domain.requests import Paging
+from gateway.errors import GatewayError
+from gateway.logs import request_id
+from gateway.services.ports import InstanceView
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+_CODES = {code.value: code for code in ErrorCode}
+
+
+def worker_error(status: int, body: bytes) -> GatewayError:
+    """The worker's own error when it sent a well-formed one, else a 5xx of ours."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and data.get("object") == "error":
+        code = _CODES.get(str(data.get("code")))
+        message = data.get("message")
+        if code is not None and code.status == status and isinstance(message, str):
+            return GatewayError(code, message)
+    log.error("unexpected worker answer", extra={"status": status, "body": body[:200]})
+    if status >= 500:
+        return GatewayError(ErrorCode.NO_WORKER, f"dialogue worker failed (status {status})")
+    return GatewayError(ErrorCode.INTERNAL, f"unexpected worker answer (status {status})")
+
+
+class WorkerClient:
+    """Typed calls to the worker API; every call carries the request id and the caller's uid."""
+
+    def __init__(self, client: BalancedClient) -> None:
+        self._client = client
+
+    async def _call(
+        self,
+        model: type[M],
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: Any = None,
+        idempotent: bool = True,
+    ) -> M:
+        try:
+            response = await self._client.request(
+                method,
+                path,
+                params=params,
+                json=json,
+                headers={"X-Request-ID": request_id.get()},
+                idempotent=idempotent,
+            )
+        except OutcomeUnknown as exc:
+            log.warning("worker call may or may not have taken effect: %s", exc)
+            raise GatewayError(
+                ErrorCode.NO_WORKER, "dialogue worker failed; the change may or may not be applied"
+            ) from None
+        except NoInstanceAvailable as exc:
+            log.warning("no worker available: %s", exc)
+            raise GatewayError(ErrorCode.NO_WORKER, "no dialogue worker available") from None
+        if response.status >= 400:
+            raise worker_error(response.status, response.body)
+        try:
+            return model.model_validate_json(response.body)
+        except ValidationError as exc:
+            log.error("worker answer does not match %s: %s", model.__name__, exc)
+            raise GatewayError(ErrorCode.INTERNAL, "unexpected worker answer") from None
+
+    async def chat(self, uid: int, cid: str) -> Chat:
+        return await self._call(Chat, "GET", f"/chats/{cid}", params={"uid": str(uid)})
+
+    async def chats(self, uid: int, paging: Paging) -> Page[Chat]:
+        params = {"uid": str(uid), **paging.params()}
+        return await self._call(Page[Chat], "GET", "/chats", params=params)
+
+    async def create_chat(self, users: list[int]) -> Chat:
+        return await self._call(Chat, "POST", "/chats", json={"users": users}, idempotent=False)
+
+    async def add_users(self, uid: int, cid: str, users: list[int]) -> Chat:
+        return await self._call(
+            Chat, "PUT", f"/chats/{cid}", params={"uid": str(uid)}, json={"users": users}
+        )
+
+    async def messages(self, uid: int, cid: str, paging: Paging) -> Page[Message]:
+        params = {"uid": str(uid), "cid": cid, **paging.params()}
+        return await self._call(Page[Message], "GET", "/messages", params=params)
+
+    async def ping(self) -> None:
+        try:
+            response = await self._client.request(
+                "GET", "/ping", headers={"X-Request-ID": request_id.get()}
+            )
+        except NoInstanceAvailable as exc:
+            raise GatewayError(ErrorCode.NO_WORKER, "no dialogue worker available") from exc
+        if response.status >= 400:
+            raise worker_error(response.status, response.body)
+
+    def instances(self) -> list[InstanceView]:
+        return [
+            InstanceView(s.id, s.url, s.requests, s.failures, s.ejections, s.healthy)
+            for s in self._client.stats()
+        ]

@@ -1,0 +1,41 @@
+"""The app factory: settings in, a wired aiohttp application out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from gateway.bootstrap import AdaptersFactory, build_services, real_adapters
+from gateway.entrypoints import auth_routes, chat_routes, ops_routes
+from gateway.entrypoints.middlewares import errors, metrics, request_ids
+from gateway.entrypoints.state import METRICS, SERVICES, SETTINGS
+from gateway.metrics import GatewayMetrics
+from gateway.settings import GatewaySettings
+
+
+def create_app(
+    settings: GatewaySettings,
+    adapters: AdaptersFactory = real_adapters,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
+    """The gateway app; its adapters are opened on start-up and closed on clean-up."""
+    app = web.Application(
+        middlewares=[request_ids, metrics, errors], client_max_size=settings.max_body_bytes
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = GatewayMetrics()
+    app.add_routes(auth_routes.routes)
+    app.add_routes(chat_routes.routes)
+    app.add_routes(ops_routes.routes)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        async with adapters(settings) as opened:
+            services = build_services(settings, opened, clock)
+            app[SERVICES] = services
+            app[METRICS].watch_instances(services.workers.instances)
+            yield
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,95 @@
+"""Opens the real adapters from the settings and builds the services on top of them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from discovery import BalancedClient, ServiceWatch
+from gateway.adapters.kafka_bus import KafkaBus
+from gateway.adapters.mysql_users import MySQLUserStore, mysql_pool
+from gateway.adapters.passwords import Argon2Hasher
+from gateway.adapters.workers import WorkerClient
+from gateway.domain.idempotency import IdempotencyCache
+from gateway.domain.throttle import SignInThrottle
+from gateway.domain.tokens import TokenCodec
+from gateway.entrypoints.state import Services
+from gateway.services.auth import AuthService
+from gateway.services.chats import ChatService, Membership
+from gateway.services.messages import MessageService
+from gateway.services.ports import MessageBus, PasswordHasher, UserStore, Workers
+from gateway.services.readiness import Readiness
+from gateway.settings import GatewaySettings
+
+
+@dataclass(frozen=True)
+class Adapters:
+    users: UserStore
+    hasher: PasswordHasher
+    bus: MessageBus
+    workers: Workers
+
+
+AdaptersFactory = Callable[[GatewaySettings], AbstractAsyncContextManager[Adapters]]
+
+
+@asynccontextmanager
+async def real_adapters(settings: GatewaySettings) -> AsyncIterator[Adapters]:
+    """MySQL pool (migrated), Kafka producer, Consul watch and balancer; closed in reverse."""
+    async with AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(
+            mysql_pool(
+                host=settings.mysql_host,
+                port=settings.mysql_port,
+                user=settings.mysql_user,
+                password=settings.secret("mysql_password"),
+                database=settings.mysql_database,
+                size=settings.mysql_pool_size,
+                connect_wait=settings.mysql_connect_wait,
+            )
+        )
+        bus = KafkaBus(settings.kafka_bootstrap, settings.topic, settings.kafka_send_timeout)
+        stack.push_async_callback(bus.stop)
+        await bus.start()
+        watch = ServiceWatch(settings.consul_url, service=settings.worker_service)
+        stack.push_async_callback(watch.stop)
+        await watch.start()
+        client = BalancedClient(
+            watch,
+            attempts=settings.upstream_attempts,
+            deadline=settings.upstream_deadline,
+            request_timeout=settings.upstream_request_timeout,
+            cooldown=settings.upstream_cooldown,
+            headers={"Authorization": f"Entrypoint {settings.secret('entrypoint_token')}"},
+        )
+        stack.push_async_callback(client.stop)
+        await client.start()
+        hasher = Argon2Hasher(
+            settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
+        )
+        yield Adapters(
+            users=MySQLUserStore(pool, settings.mysql_timeout),
+            hasher=hasher,
+            bus=bus,
+            workers=WorkerClient(client),
+        )
+
+
+def build_services(
+    settings: GatewaySettings, adapters: Adapters, clock: Callable[[], float] = time.time
+) -> Services:
+    tokens = TokenCodec(settings.secret("jwt_secret"), settings.jwt_issuer, settings.jwt_ttl)
+    throttle = SignInThrottle(
+        settings.signin_max_failures, settings.signin_window, settings.signin_lockout
+    )
+    membership = Membership(adapters.workers, settings.membership_cache_ttl, clock)
+    idempotency = IdempotencyCache(settings.idempotency_ttl, settings.idempotency_max_keys)
+    return Services(
+        auth=AuthService(adapters.users, adapters.hasher, tokens, throttle, clock),
+        chats=ChatService(adapters.workers, adapters.users, membership),
+        messages=MessageService(adapters.workers, adapters.bus, membership, idempotency, clock),
+        readiness=Readiness(adapters.bus, adapters.users, adapters.workers),
+        workers=adapters.workers,
+    )

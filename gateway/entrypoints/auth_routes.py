@@ -1,0 +1,30 @@
+"""POST /v1/auth/sign-up, POST /v1/auth/sign-in, GET /v1/users/me."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.domain.users import parse_sign_in, parse_sign_up
+from gateway.entrypoints.http import caller, json_body, json_response, services
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/auth/sign-up")
+async def sign_up(request: web.Request) -> web.Response:
+    form = parse_sign_up(await json_body(request))
+    token = await services(request).auth.sign_up(form)
+    return json_response(token.public(), status=201)
+
+
+@routes.post("/v1/auth/sign-in")
+async def sign_in(request: web.Request) -> web.Response:
+    credentials = parse_sign_in(await json_body(request))
+    token = await services(request).auth.sign_in(credentials)
+    return json_response(token.public())
+
+
+@routes.get("/v1/users/me")
+async def me(request: web.Request) -> web.Response:
+    user = await services(request).auth.me(caller(request))
+    return json_response(user.public())

@@ -1,0 +1,91 @@
+"""Request id, metrics and the error mapping every response goes through."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from contracts.errors import ErrorCode
+from gateway.entrypoints.http import error_response
+from gateway.entrypoints.state import METRICS
+from gateway.errors import GatewayError
+from gateway.logs import request_id
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_HTTP_CODES = {
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.TOO_LARGE,
+}
+_HTTP_MESSAGES = {
+    ErrorCode.NOT_FOUND: "no such route",
+    ErrorCode.METHOD_NOT_ALLOWED: "method not allowed on this route",
+    ErrorCode.TOO_LARGE: "request body too large",
+}
+
+
+def _incoming_id(value: str | None) -> str | None:
+    if value and len(value) <= 128 and all("!" <= ch <= "~" for ch in value):
+        return value
+    return None
+
+
+@web.middleware
+async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Take X-Request-ID (or make one), expose it to logs and workers, echo it back."""
+    rid = _incoming_id(request.headers.get(REQUEST_ID_HEADER)) or uuid.uuid4().hex
+    token = request_id.set(rid)
+    try:
+        response = await handler(request)
+        response.headers[REQUEST_ID_HEADER] = rid
+        return response
+    finally:
+        request_id.reset(token)
+
+
+@web.middleware
+async def metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    response = await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    app_metrics = request.app[METRICS]
+    app_metrics.requests.labels(route, request.method, str(response.status)).inc()
+    app_metrics.latency.labels(route).observe(time.perf_counter() - started)
+    return response
+
+
+def _http_error(exc: web.HTTPException) -> web.Response:
+    code = _HTTP_CODES.get(exc.status)
+    if code is None:
+        code = ErrorCode.MALFORMED if exc.status < 500 else ErrorCode.INTERNAL
+    message = _HTTP_MESSAGES.get(code) or exc.reason
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    return error_response(code, message, headers)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as a JSON error body; nothing unexpected leaks a 500 page."""
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        if exc.code.status >= 500:
+            log.warning("%s %s failed: %s", request.method, request.path, exc)
+        request.app[METRICS].errors.labels(exc.code.value).inc()
+        return error_response(exc.code, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = _http_error(exc)
+        return response
+    except Exception:  # the edge of the app: anything unforeseen becomes a logged 5000
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        request.app[METRICS].errors.labels(ErrorCode.INTERNAL.value).inc()
+        return error_response(ErrorCode.INTERNAL, "internal error")

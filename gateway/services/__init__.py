@@ -1,0 +1,1 @@
+"""Use cases of the gateway, written against the ports in `ports.py`."""

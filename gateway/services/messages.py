@@ -1,0 +1,96 @@
+"""Posting messages to Kafka and reading them back through the workers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Hashable
+from contextlib import asynccontextmanager
+from typing import Generic, TypeVar
+
+from contracts.api import Message, Page
+from contracts.ids import new_id
+from contracts.records import MessageRecord
+from gateway.domain.idempotency import Attempt, IdempotencyCache
+from gateway.domain.requests import Paging
+from gateway.domain.tokens import Principal
+from gateway.services.chats import Membership
+from gateway.services.ports import MessageBus, Workers
+
+K = TypeVar("K", bound=Hashable)
+
+
+class KeyedLocks(Generic[K]):
+    """One asyncio.Lock per key, dropped when nobody holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[K, tuple[asyncio.Lock, list[int]]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: K) -> AsyncIterator[None]:
+        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[key]
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+class MessageService:
+    def __init__(
+        self,
+        workers: Workers,
+        bus: MessageBus,
+        membership: Membership,
+        idempotency: IdempotencyCache,
+        clock: Callable[[], float],
+    ) -> None:
+        self._workers = workers
+        self._bus = bus
+        self._membership = membership
+        self._idempotency = idempotency
+        self._clock = clock
+        self._key_locks: KeyedLocks[tuple[int, str]] = KeyedLocks()
+
+    async def post(self, caller: Principal, cid: str, text: str, key: str | None) -> Message:
+        """The message, once Kafka has acknowledged its record (5031 if it cannot)."""
+        await self._membership.require(caller.user_id, cid)
+        if key is None:
+            return await self._send(self._new_message(caller, cid, text))
+        async with self._key_locks.hold((caller.user_id, key)):
+            return await self._post_once(caller, cid, text, key)
+
+    async def list_messages(self, caller: Principal, cid: str, paging: Paging) -> Page[Message]:
+        return await self._workers.messages(caller.user_id, cid, paging)
+
+    async def _post_once(self, caller: Principal, cid: str, text: str, key: str) -> Message:
+        uid = caller.user_id
+        earlier = self._idempotency.lookup(uid, key, cid, text, self._clock())
+        if earlier is not None and earlier.acked:
+            return earlier.message
+        message = earlier.message if earlier else self._new_message(caller, cid, text)
+        self._idempotency.record(uid, key, Attempt(message, acked=False), self._clock())
+        await self._send(message)
+        self._idempotency.record(uid, key, Attempt(message, acked=True), self._clock())
+        return message
+
+    def _new_message(self, caller: Principal, cid: str, text: str) -> Message:
+        created = round(self._clock(), 3)
+        return Message(id=new_id(), cid=cid, uid=caller.user_id, createdAt=created, text=text)
+
+    async def _send(self, message: Message) -> Message:
+        record = MessageRecord(
+            v=1,
+            id=message.id,
+            cid=message.cid,
+            uid=message.uid,
+            text=message.text,
+            createdAt=message.createdAt,
+        )
+        await self._bus.publish(record)
+        return message

@@ -1,0 +1,67 @@
+"""What the services need from the outside world; adapters implement these."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from contracts.api import Chat, Message, Page
+from contracts.records import MessageRecord
+from gateway.domain.requests import Paging
+from gateway.domain.users import Gender, User
+
+
+class UserStore(Protocol):
+    async def add(self, username: str, password_hash: str, gender: Gender) -> User:
+        """Insert a user; GatewayError 4090 when the username is taken."""
+
+    async def by_username(self, username: str) -> User | None: ...
+
+    async def by_id(self, user_id: int) -> User | None: ...
+
+    async def unknown(self, user_ids: Iterable[int]) -> set[int]:
+        """The ids among `user_ids` that have no user."""
+
+    async def ping(self) -> None: ...
+
+
+class PasswordHasher(Protocol):
+    async def hash(self, password: str) -> str: ...
+
+    async def verify(self, password_hash: str, password: str) -> bool: ...
+
+
+class MessageBus(Protocol):
+    async def publish(self, record: MessageRecord) -> None:
+        """Return once the record is durable; GatewayError 5031 when it cannot be."""
+
+    async def ready(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    id: str
+    url: str
+    requests: int
+    failures: int
+    ejections: int
+    healthy: bool
+
+
+class Workers(Protocol):
+    """The dialogue workers' internal read API; worker error codes arrive as GatewayError."""
+
+    async def chat(self, uid: int, cid: str) -> Chat: ...
+
+    async def chats(self, uid: int, paging: Paging) -> Page[Chat]: ...
+
+    async def create_chat(self, users: list[int]) -> Chat: ...
+
+    async def add_users(self, uid: int, cid: str, users: list[int]) -> Chat: ...
+
+    async def messages(self, uid: int, cid: str, paging: Paging) -> Page[Message]: ...
+
+    async def ping(self) -> None: ...
+
+    def instances(self) -> list[InstanceView]: ...

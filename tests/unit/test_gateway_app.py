@@ -1,0 +1,370 @@
+"""The whole HTTP edge with hand-written fakes behind it: routes, errors, auth, writes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from contracts.api import Chat, Message, Page
+from contracts.errors import ErrorCode
+from contracts.ids import new_id
+from contracts.records import MessageRecord
+from gateway.app import create_app
+from gateway.bootstrap import Adapters
+from gateway.domain.requests import Paging
+from gateway.domain.users import Gender, User
+from gateway.errors import GatewayError
+from gateway.services.ports import InstanceView
+from gateway.settings import GatewaySettings
+
+OPENAPI = Path(__file__).resolve().parents[2] / "gateway" / "openapi.json"
+
+
+class FakeUsers:
+    def __init__(self) -> None:
+        self.users: dict[int, User] = {}
+        self.ids = itertools.count(1)
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise GatewayError(ErrorCode.USER_STORE_UNAVAILABLE, "user store unavailable")
+
+    async def add(self, username: str, password_hash: str, gender: Gender) -> User:
+        self._check()
+        if await self.by_username(username):
+            raise GatewayError(ErrorCode.USERNAME_TAKEN, "username is taken")
+        user = User(next(self.ids), username, password_hash, gender, 1_700_000_000)
+        self.users[user.id] = user
+        return user
+
+    async def by_username(self, username: str) -> User | None:
+        self._check()
+        return next((u for u in self.users.values() if u.username == username), None)
+
+    async def by_id(self, user_id: int) -> User | None:
+        self._check()
+        return self.users.get(user_id)
+
+    async def unknown(self, user_ids: Iterable[int]) -> set[int]:
+        self._check()
+        return set(user_ids) - set(self.users)
+
+    async def ping(self) -> None:
+        self._check()
+
+
+class FakeHasher:
+    async def hash(self, password: str) -> str:
+        return f"hashed:{password}"
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        return password_hash == f"hashed:{password}"
+
+
+class FakeBus:
+    def __init__(self) -> None:
+        self.records: list[MessageRecord] = []
+        self.down = False
+
+    async def publish(self, record: MessageRecord) -> None:
+        if self.down:
+            raise GatewayError(ErrorCode.BUS_UNAVAILABLE, "message bus unavailable")
+        self.records.append(record)
+
+    async def ready(self) -> bool:
+        return not self.down
+
+
+class FakeWorkers:
+    """An in-memory worker API with the worker's error codes."""
+
+    def __init__(self, bus: FakeBus) -> None:
+        self.chats_by_id: dict[str, Chat] = {}
+        self.bus = bus
+        self.calls: list[str] = []
+        self.crash = False
+
+    def _chat(self, uid: int, cid: str) -> Chat:
+        if self.crash:
+            raise RuntimeError("boom")
+        chat = self.chats_by_id.get(cid)
+        if chat is None:
+            raise GatewayError(ErrorCode.NOT_FOUND, "chat not found")
+        if uid not in chat.users:
+            raise GatewayError(ErrorCode.NOT_MEMBER, "user does not belong to chat")
+        return chat
+
+    async def chat(self, uid: int, cid: str) -> Chat:
+        self.calls.append("chat")
+        return self._chat(uid, cid)
+
+    async def chats(self, uid: int, paging: Paging) -> Page[Chat]:
+        mine = [c for c in self.chats_by_id.values() if uid in c.users]
+        return Page[Chat](data=sorted(mine, key=lambda c: c.id, reverse=True)[: paging.limit])
+
+    async def create_chat(self, users: list[int]) -> Chat:
+        chat = Chat(id=new_id(), users=users, createdAt=1_700_000_000)
+        self.chats_by_id[chat.id] = chat
+        return chat
+
+    async def add_users(self, uid: int, cid: str, users: list[int]) -> Chat:
+        chat = self._chat(uid, cid)
+        merged = Chat(id=cid, users=list(dict.fromkeys(chat.users + users)), createdAt=1)
+        self.chats_by_id[cid] = merged
+        return merged
+
+    async def messages(self, uid: int, cid: str, paging: Paging) -> Page[Message]:
+        self._chat(uid, cid)
+        found = [
+            Message(id=r.id, cid=r.cid, uid=r.uid, createdAt=r.createdAt, text=r.text)
+            for r in reversed(self.bus.records)
+            if r.cid == cid
+        ]
+        return Page[Message](data=found[: paging.limit])
+
+    async def ping(self) -> None:
+        pass
+
+    def instances(self) -> list[InstanceView]:
+        return [InstanceView("w1", "http://127.0.0.1:1", 3, 0, 0, True)]
+
+
+class World:
+    def __init__(self) -> None:
+        self.users = FakeUsers()
+        self.bus = FakeBus()
+        self.workers = FakeWorkers(self.bus)
+
+    @asynccontextmanager
+    async def adapters(self, settings: GatewaySettings) -> AsyncIterator[Adapters]:
+        yield Adapters(self.users, FakeHasher(), self.bus, self.workers)
+
+
+def _settings(**overrides: Any) -> GatewaySettings:
+    return GatewaySettings(dialogue_env="local", max_body_bytes=2048, **overrides)
+
+
+@pytest.fixture
+async def world() -> World:
+    return World()
+
+
+@pytest.fixture
+async def client(world: World) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    app = create_app(_settings(signin_max_failures=3), adapters=world.adapters)
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+async def _error(response: Any, code: ErrorCode) -> dict[str, Any]:
+    body: dict[str, Any] = await response.json()
+    assert (response.status, body["object"], body["code"]) == (code.status, "error", code.value)
+    assert body["message"]
+    return body
+
+
+async def _sign_up(client: TestClient[web.Request, web.Application], name: str) -> str:
+    body = {"username": name, "password": "secret1", "passwordConfirm": "secret1", "gender": "m"}
+    response = await client.post("/v1/auth/sign-up", json=body)
+    assert response.status == 201, await response.text()
+    token: str = (await response.json())["token"]
+    return token
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_unknown_route_wrong_method_bad_json_and_big_body(client: Any) -> None:
+    await _error(await client.get("/nope"), ErrorCode.NOT_FOUND)
+    await _error(await client.get("/v1/chats/x/y/z"), ErrorCode.NOT_FOUND)
+    response = await client.delete("/v1/chats")
+    await _error(response, ErrorCode.METHOD_NOT_ALLOWED)
+    assert "POST" in response.headers["Allow"]
+    await _error(await client.post("/v1/auth/sign-in", data=b"{nope"), ErrorCode.MALFORMED)
+    await _error(await client.post("/v1/auth/sign-in", data=b"[1]"), ErrorCode.MALFORMED)
+    await _error(await client.post("/v1/auth/sign-in", data=b"x" * 4096), ErrorCode.TOO_LARGE)
+
+
+async def test_request_id_is_echoed_or_generated(client: Any) -> None:
+    response = await client.get("/health", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["X-Request-ID"] == "abc-123"
+    generated = (await client.get("/nope")).headers["X-Request-ID"]
+    assert len(generated) == 32
+
+
+async def test_auth_flow_and_token_errors(client: Any, world: World) -> None:
+    token = await _sign_up(client, "alice")
+    me = await client.get("/v1/users/me", headers=_auth(token))
+    assert (await me.json())["username"] == "alice"
+    await _error(await client.get("/v1/users/me"), ErrorCode.NO_TOKEN)
+    await _error(await client.get("/v1/users/me", headers=_auth(token + "x")), ErrorCode.BAD_TOKEN)
+    body = {"username": "alice", "password": "secret1", "passwordConfirm": "secret1", "gender": "f"}
+    await _error(await client.post("/v1/auth/sign-up", json=body), ErrorCode.USERNAME_TAKEN)
+    signed = await client.post(
+        "/v1/auth/sign-in", json={"username": "alice", "password": "secret1"}
+    )
+    assert set(await signed.json()) == {"object", "token", "userId", "username", "expiresAt"}
+
+
+async def test_sign_in_throttle_is_per_username(client: Any) -> None:
+    await _sign_up(client, "alice")
+    await _sign_up(client, "bobby")
+    wrong = {"username": "alice", "password": "wrong!!"}
+    for _ in range(3):
+        await _error(await client.post("/v1/auth/sign-in", json=wrong), ErrorCode.BAD_TOKEN)
+    locked = await client.post("/v1/auth/sign-in", json={**wrong, "password": "secret1"})
+    await _error(locked, ErrorCode.TOO_MANY_ATTEMPTS)
+    assert int(locked.headers["Retry-After"]) > 0
+    bob = await client.post("/v1/auth/sign-in", json={"username": "bobby", "password": "secret1"})
+    assert bob.status == 200
+
+
+async def test_chat_and_message_flow(client: Any, world: World) -> None:
+    a, b, c = [await _sign_up(client, n) for n in ("alice", "bobby", "carol")]
+    created = await client.post("/v1/chats", json={"users": [1, 2]}, headers=_auth(a))
+    assert created.status == 201
+    cid = (await created.json())["id"]
+    posted = await client.post(f"/v1/chats/{cid}/messages", json={"txt": "hi"}, headers=_auth(b))
+    assert posted.status == 202
+    message = await posted.json()
+    assert message["uid"] == 2 and message["cid"] == cid and message["text"] == "hi"
+    assert world.bus.records[0].id == message["id"]
+    listed = await client.get(f"/v1/chats/{cid}/messages?limit=10", headers=_auth(a))
+    assert [m["id"] for m in (await listed.json())["data"]] == [message["id"]]
+    chats = await (await client.get("/v1/chats", headers=_auth(a))).json()
+    assert chats["object"] == "list" and chats["data"][0]["id"] == cid
+    for call in (
+        client.get(f"/v1/chats/{cid}", headers=_auth(c)),
+        client.post(f"/v1/chats/{cid}/messages", json={"txt": "x"}, headers=_auth(c)),
+        client.put(f"/v1/chats/{cid}", json={"users": [3]}, headers=_auth(c)),
+        client.get(f"/v1/chats/{cid}/messages", headers=_auth(c)),
+    ):
+        await _error(await call, ErrorCode.NOT_MEMBER)
+    added = await client.put(f"/v1/chats/{cid}", json={"users": [3]}, headers=_auth(a))
+    assert (await added.json())["users"] == [1, 2, 3]
+
+
+async def test_chat_creation_errors(client: Any) -> None:
+    a = await _sign_up(client, "alice")
+    await _sign_up(client, "bobby")
+    h = _auth(a)
+    await _error(
+        await client.post("/v1/chats", json={"users": [1]}, headers=h), ErrorCode.TOO_FEW_USERS
+    )
+    await _error(
+        await client.post("/v1/chats", json={"users": [2, 3]}, headers=h), ErrorCode.FORBIDDEN
+    )
+    await _error(
+        await client.post("/v1/chats", json={"users": [1, "x"]}, headers=h), ErrorCode.BAD_USER_ID
+    )
+    unknown = await _error(
+        await client.post("/v1/chats", json={"users": [1, 99, 98]}, headers=h), ErrorCode.NOT_FOUND
+    )
+    assert "98, 99" in unknown["message"]
+    await _error(await client.get("/v1/chats/nope", headers=h), ErrorCode.BAD_CHAT_ID)
+    await _error(await client.get(f"/v1/chats/{new_id()}", headers=h), ErrorCode.NOT_FOUND)
+    await _error(await client.get("/v1/chats?limit=0", headers=h), ErrorCode.BAD_PAGING)
+
+
+async def test_idempotency_key_returns_same_message_and_produces_once(
+    client: Any, world: World
+) -> None:
+    a = await _sign_up(client, "alice")
+    await _sign_up(client, "bobby")
+    cid = (await (await client.post("/v1/chats", json={"users": [1, 2]}, headers=_auth(a))).json())[
+        "id"
+    ]
+    headers = {**_auth(a), "Idempotency-Key": "retry-1"}
+    url = f"/v1/chats/{cid}/messages"
+    answers = await asyncio.gather(
+        *(client.post(url, json={"txt": "once"}, headers=headers) for _ in range(5))
+    )
+    ids = {(await r.json())["id"] for r in answers}
+    assert len(ids) == 1 and all(r.status == 202 for r in answers)
+    assert len(world.bus.records) == 1
+    other = await client.post(url, json={"txt": "changed"}, headers=headers)
+    await _error(other, ErrorCode.MALFORMED)
+
+
+async def test_failed_send_is_5031_and_retry_with_key_keeps_the_id(
+    client: Any, world: World
+) -> None:
+    a = await _sign_up(client, "alice")
+    await _sign_up(client, "bobby")
+    cid = (await (await client.post("/v1/chats", json={"users": [1, 2]}, headers=_auth(a))).json())[
+        "id"
+    ]
+    url, headers = f"/v1/chats/{cid}/messages", {**_auth(a), "Idempotency-Key": "k"}
+    world.bus.down = True
+    await _error(
+        await client.post(url, json={"txt": "x"}, headers=headers), ErrorCode.BUS_UNAVAILABLE
+    )
+    await _error(
+        await client.post(url, json={"txt": "x"}, headers=_auth(a)), ErrorCode.BUS_UNAVAILABLE
+    )
+    ready = await client.get("/ready")
+    assert ready.status == 503 and not (await ready.json())["checks"]["kafka"]["ok"]
+    world.bus.down = False
+    first = await client.post(url, json={"txt": "x"}, headers=headers)
+    again = await client.post(url, json={"txt": "x"}, headers=headers)
+    assert first.status == again.status == 202
+    assert (await first.json())["id"] == (await again.json())["id"]
+    assert len(world.bus.records) == 1
+    assert (await client.get("/ready")).status == 200
+
+
+async def test_unexpected_error_is_a_json_5000(client: Any, world: World) -> None:
+    a = await _sign_up(client, "alice")
+    world.workers.crash = True
+    await _error(await client.get(f"/v1/chats/{new_id()}", headers=_auth(a)), ErrorCode.INTERNAL)
+    world.users.down = True
+    await _error(
+        await client.get("/v1/users/me", headers=_auth(a)), ErrorCode.USER_STORE_UNAVAILABLE
+    )
+
+
+async def test_ops_routes(client: Any) -> None:
+    await client.get("/health")
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_http_requests_total{method="GET",route="/health",status="200"}' in metrics
+    assert 'gateway_upstream_requests_total{instance="w1"} 3.0' in metrics
+    await _error(await client.get("/v1/admin/instances"), ErrorCode.NO_TOKEN)
+    await _error(
+        await client.get("/v1/admin/instances", headers=_auth("wrong")), ErrorCode.BAD_TOKEN
+    )
+    settings = _settings()
+    admin = await client.get("/v1/admin/instances", headers=_auth(settings.admin_secret() or ""))
+    assert (await admin.json())["data"][0] == {
+        "object": "instance",
+        "id": "w1",
+        "url": "http://127.0.0.1:1",
+        "requests": 3,
+        "failures": 0,
+        "ejections": 0,
+        "healthy": True,
+    }
+    served = await (await client.get("/v1/openapi.json")).json()
+    assert served == json.loads(OPENAPI.read_text())
+
+
+def test_every_registered_route_is_in_the_openapi_document() -> None:
+    doc = json.loads(OPENAPI.read_text())
+    app = create_app(_settings(), adapters=World().adapters)
+    registered = {
+        (route.resource.canonical, route.method.lower())
+        for route in app.router.routes()
+        if route.resource is not None and route.method != "HEAD"
+    }
+    documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
+    assert registered == documented
