@@ -1,0 +1,165 @@
+"""Round robin, ejection, cool-down and readmission, on a fake clock."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from discovery.balancer import Balancer
+from discovery.models import Instance
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def inst(name: str, port: int = 8000) -> Instance:
+    return Instance(id=name, address="127.0.0.1", port=port)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def balancer(clock: FakeClock) -> Balancer:
+    b = Balancer(cooldown=5.0, max_cooldown=40.0, clock=clock)
+    b.update([inst("c", 3), inst("a", 1), inst("b", 2)])
+    return b
+
+
+def picks(balancer: Balancer, n: int) -> list[str]:
+    out = []
+    for _ in range(n):
+        chosen = balancer.pick()
+        assert chosen is not None
+        out.append(chosen.id)
+    return out
+
+
+def test_round_robin_visits_every_instance_in_turn(balancer: Balancer) -> None:
+    assert picks(balancer, 7) == ["a", "b", "c", "a", "b", "c", "a"]
+    assert [s.requests for s in balancer.stats()] == [3, 2, 2]
+
+
+def test_empty_set_gives_nothing() -> None:
+    assert Balancer().pick() is None
+
+
+def test_exclude_skips_instances_already_tried(balancer: Balancer) -> None:
+    chosen = balancer.pick(exclude={"a", "b"})
+    assert chosen is not None and chosen.id == "c"
+    assert balancer.pick(exclude={"a", "b", "c"}) is None
+
+
+def test_failure_ejects_for_the_cooldown_then_probe_readmits(
+    balancer: Balancer, clock: FakeClock
+) -> None:
+    assert balancer.failed("b") is True
+    assert picks(balancer, 4) == ["a", "c", "a", "c"]
+    stats = {s.id: s for s in balancer.stats()}
+    assert stats["b"].healthy is False and stats["b"].ejected_until == clock.now + 5.0
+    assert stats["b"].failures == 1 and stats["b"].ejections == 1
+
+    clock.advance(4.9)
+    assert balancer.due_for_probe() == []
+    clock.advance(0.2)
+    assert [i.id for i in balancer.due_for_probe()] == ["b"]
+    assert balancer.due_for_probe() == []  # handed out once per cool-down
+    assert "b" not in picks(balancer, 4)  # still out until the probe passes
+    balancer.probe_passed("b")
+    assert Counter(picks(balancer, 6)) == {"a": 2, "b": 2, "c": 2}
+
+
+def test_failed_probe_doubles_the_cooldown_up_to_the_ceiling(
+    balancer: Balancer, clock: FakeClock
+) -> None:
+    balancer.failed("a")
+    lengths = []
+    for _ in range(5):
+        until = next(s.ejected_until for s in balancer.stats() if s.id == "a")
+        assert until is not None
+        lengths.append(until - clock.now)
+        clock.now = until
+        assert [i.id for i in balancer.due_for_probe()] == ["a"]
+        balancer.probe_failed("a")
+    assert lengths == [5.0, 10.0, 20.0, 40.0, 40.0]
+    assert next(s.ejections for s in balancer.stats() if s.id == "a") == 6
+
+
+def test_success_resets_the_doubling(balancer: Balancer, clock: FakeClock) -> None:
+    balancer.failed("a")
+    clock.advance(5)
+    balancer.due_for_probe()
+    balancer.probe_failed("a")  # second ejection: 10 s
+    balancer.succeeded("a")  # a request got through (e.g. while all were ejected)
+    assert next(s.healthy for s in balancer.stats() if s.id == "a")
+    balancer.failed("a")
+    until = next(s.ejected_until for s in balancer.stats() if s.id == "a")
+    assert until == clock.now + 5.0
+
+
+def test_concurrent_failures_eject_once(balancer: Balancer) -> None:
+    assert balancer.failed("a") is True
+    assert balancer.failed("a") is False
+    stats = {s.id: s for s in balancer.stats()}
+    assert stats["a"].failures == 2 and stats["a"].ejections == 1
+
+
+def test_all_ejected_hands_out_the_one_whose_cooldown_ends_first(
+    balancer: Balancer, clock: FakeClock
+) -> None:
+    balancer.failed("b")
+    clock.advance(1)
+    balancer.failed("a")
+    clock.advance(1)
+    balancer.failed("c")
+    chosen = balancer.pick()
+    assert chosen is not None and chosen.id == "b"
+    chosen = balancer.pick(exclude={"b"})
+    assert chosen is not None and chosen.id == "a"
+    assert balancer.pick(exclude={"a", "b", "c"}) is None
+
+
+def test_late_probe_result_after_a_new_ejection_is_ignored(
+    balancer: Balancer, clock: FakeClock
+) -> None:
+    balancer.failed("a")
+    clock.advance(5)
+    balancer.due_for_probe()
+    balancer.failed("a")  # a request (all-ejected fallback) failed while probing
+    balancer.probe_passed("a")  # the stale probe must not readmit it
+    assert not next(s.healthy for s in balancer.stats() if s.id == "a")
+
+
+def test_update_keeps_counters_of_instances_that_stay(balancer: Balancer) -> None:
+    picks(balancer, 3)
+    balancer.failed("a")
+    balancer.update([inst("a", 1), inst("b", 99), inst("d", 4)])
+    stats = {s.id: s for s in balancer.stats()}
+    assert set(stats) == {"a", "b", "d"}
+    assert stats["a"].requests == 1 and stats["a"].ejections == 1 and not stats["a"].healthy
+    assert stats["b"].requests == 0  # same id, new address: a new instance
+    assert stats["b"].url == "http://127.0.0.1:99"
+
+
+def test_update_while_cursor_is_past_the_end(balancer: Balancer) -> None:
+    picks(balancer, 2)
+    balancer.update([inst("a", 1)])
+    assert picks(balancer, 2) == ["a", "a"]
+
+
+def test_bad_cooldowns_are_refused() -> None:
+    with pytest.raises(ValueError):
+        Balancer(cooldown=0)
+    with pytest.raises(ValueError):
+        Balancer(cooldown=10, max_cooldown=5)

@@ -1,0 +1,73 @@
+"""What the watch serves while Consul is away or has just come back, on a fake clock."""
+
+from __future__ import annotations
+
+from discovery.membership import Membership
+from discovery.models import Instance
+
+A = Instance("a", "127.0.0.1", 1)
+B = Instance("b", "127.0.0.1", 2)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 10.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make() -> tuple[Membership, FakeClock]:
+    clock = FakeClock()
+    return Membership(restart_grace=15.0, clock=clock), clock
+
+
+def test_answers_replace_the_set_and_report_changes() -> None:
+    m, _ = make()
+    assert not m.ready
+    assert m.observed(()) is False and m.ready
+    assert m.observed((A, B)) is True
+    assert m.observed((A, B)) is False
+    assert m.observed((A,)) is True and m.instances == (A,)
+    assert m.observed(()) is True and m.instances == ()
+
+
+def test_unreachable_keeps_the_set_and_marks_it_stale_from_the_first_failure() -> None:
+    m, clock = make()
+    m.observed((A, B))
+    m.unreachable()
+    clock.now += 3
+    m.unreachable()
+    assert m.instances == (A, B)
+    assert m.stale_since == 10.0
+    assert m.observed((A, B)) is False
+    assert m.stale_since is None
+
+
+def test_empty_answer_right_after_an_outage_is_doubted_for_the_grace() -> None:
+    m, clock = make()
+    m.observed((A, B))
+    m.unreachable()
+    clock.now += 60  # a long outage; the grace starts when Consul is back
+    assert m.observed(()) is False
+    assert m.instances == (A, B) and m.stale_since == 10.0
+    assert m.doubt_left() == 15.0
+    clock.now += 5
+    assert m.observed((A,)) is True  # a re-registered instance is believed at once
+    assert m.instances == (A,) and m.stale_since is None and m.doubt_left() is None
+
+
+def test_empty_answer_is_believed_after_the_grace() -> None:
+    m, clock = make()
+    m.observed((A,))
+    m.restarted()  # index went backwards
+    assert m.observed(()) is False
+    clock.now += 15.1
+    assert m.doubt_left() is None
+    assert m.observed(()) is True and m.instances == () and m.stale_since is None
+
+
+def test_without_an_outage_an_empty_answer_is_believed() -> None:
+    m, _ = make()
+    m.observed((A,))
+    assert m.observed(()) is True
