@@ -1,0 +1,1 @@
+"""Adapters to the outside world: MongoDB, Kafka (topics, dead letters), Consul."""

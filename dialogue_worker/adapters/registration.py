@@ -1,0 +1,82 @@
+"""Registration in Consul through the shared discovery library, with our health as the probe."""
+
+from __future__ import annotations
+
+from dialogue_worker.errors import DuplicateWorker, WorkerError
+from dialogue_worker.services.health import Status, WorkerHealth
+from dialogue_worker.settings import WorkerSettings
+from discovery import (
+    DiscoveryError,
+    DuplicateInstance,
+    HealthReport,
+    Registrar,
+    Registration,
+    instance_id_for,
+)
+
+SERVICE = "dialogue"
+
+
+class RegistrationFailed(WorkerError):
+    """Consul could not be reached to register this worker."""
+
+
+def instance_id(settings: WorkerSettings) -> str:
+    """SERVICE_ID, else derived by discovery from the advertised address and port."""
+    if settings.service_id:
+        return settings.service_id
+    return instance_id_for(settings.advertise_host, settings.worker_port, env={})
+
+
+class ConsulRegistration:
+    """start() registers and heartbeats; stop() deregisters; both safe to call twice."""
+
+    def __init__(self, settings: WorkerSettings, instance_id: str, health: WorkerHealth) -> None:
+        self.instance_id = instance_id
+        self._health = health
+        registration = Registration(
+            instance_id=instance_id,
+            address=settings.advertise_host,
+            port=settings.worker_port,
+            version=settings.version,
+            service=SERVICE,
+            tags=("dialogue-worker",),
+            meta={"app_id": settings.worker_app_id},
+        )
+        self._registrar = Registrar(
+            settings.consul_url, registration, self.probe, ttl=settings.heartbeat_ttl
+        )
+        self._registered = False
+
+    async def probe(self) -> HealthReport:
+        state = await self._health.check()
+        if state.status is Status.PASSING:
+            return HealthReport.passing()
+        if state.status is Status.WARNING:
+            return HealthReport.warning(state.reason or "warning")
+        return HealthReport.critical(state.reason or "critical")
+
+    @property
+    def last_report(self) -> HealthReport | None:
+        """What the last heartbeat told Consul."""
+        return self._registrar.last_report
+
+    async def start(self) -> None:
+        try:
+            await self._registrar.start()
+        except DuplicateInstance as exc:
+            raise DuplicateWorker(
+                f"a worker registered as {self.instance_id!r} is already running and passing; "
+                "give this one another SERVICE_ID (or stop the other)"
+            ) from exc
+        except DiscoveryError as exc:
+            raise RegistrationFailed(str(exc)) from exc
+        self._registered = True
+
+    async def stop(self) -> None:
+        if self._registered:
+            self._registered = False
+            try:
+                await self._registrar.deregister()
+            finally:
+                await self._registrar.stop()

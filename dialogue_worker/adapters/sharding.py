@@ -1,0 +1,42 @@
+"""Sharding of the two collections when connected to a mongos; idempotent."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from pymongo.errors import OperationFailure
+
+log = logging.getLogger(__name__)
+
+Command = Callable[..., Awaitable[Mapping[str, Any]]]
+SHARD_KEYS: dict[str, dict[str, Any]] = {
+    "messages": {"cid": "hashed", "_id": 1},
+    "chats": {"_id": "hashed"},
+}
+ALREADY_INITIALIZED = 23
+
+
+def is_mongos(hello: Mapping[str, Any]) -> bool:
+    return hello.get("msg") == "isdbgrid"
+
+
+async def ensure_sharding(command: Command, database: str, hello: Mapping[str, Any]) -> bool:
+    """Shard messages and chats (see SHARD_KEYS) on a mongos; False on a plain server."""
+    if not is_mongos(hello):
+        log.info("not connected to a mongos: sharding of %s skipped", database)
+        return False
+    await _tolerate_done(command("enableSharding", database))
+    for collection, key in SHARD_KEYS.items():
+        await _tolerate_done(command("shardCollection", f"{database}.{collection}", key=key))
+    log.info("sharding of %s ensured: %s", database, SHARD_KEYS)
+    return True
+
+
+async def _tolerate_done(pending: Awaitable[Mapping[str, Any]]) -> None:
+    try:
+        await pending
+    except OperationFailure as exc:  # already enabled / already sharded with this key
+        if exc.code != ALREADY_INITIALIZED and "already" not in str(exc):
+            raise

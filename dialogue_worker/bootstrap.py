@@ -1,0 +1,105 @@
+"""Wiring: builds every component of a worker from one settings object (no I/O here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+import faust
+from aiohttp import web
+
+from dialogue_worker.adapters.dead_letters import DeadLetterProducer
+from dialogue_worker.adapters.mongo import MongoStore
+from dialogue_worker.adapters.registration import ConsulRegistration, instance_id
+from dialogue_worker.entrypoints.agent import ConsumerLag, attach_agent
+from dialogue_worker.entrypoints.http import InternalApi
+from dialogue_worker.entrypoints.middleware import edge_middleware
+from dialogue_worker.metrics import WorkerMetrics
+from dialogue_worker.services.chats import ChatService
+from dialogue_worker.services.health import WorkerHealth
+from dialogue_worker.services.membership import MembershipCache
+from dialogue_worker.services.persistence import Backoff, BatchPersister
+from dialogue_worker.settings import WorkerSettings
+
+
+@dataclass
+class Components:
+    settings: WorkerSettings
+    instance_id: str
+    app: faust.App
+    store: MongoStore
+    dead_letters: DeadLetterProducer
+    persister: BatchPersister
+    health: WorkerHealth
+    metrics: WorkerMetrics
+    registration: ConsulRegistration
+
+
+def faust_app(settings: WorkerSettings) -> faust.App:
+    """The faust app: consumer group = app id, raw bytes in, manual acks, quiet web server."""
+    return faust.App(
+        settings.worker_app_id,
+        broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
+        key_serializer="raw",
+        value_serializer="raw",
+        autodiscover=False,
+        datadir=str(settings.data_dir / settings.worker_app_id),
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=10.0,
+        broker_rebalance_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        broker_commit_interval=settings.commit_interval,
+        # Records in hand are redelivered after a rebalance (writes are idempotent);
+        # waiting for them could hang a rebalance while MongoDB is down.
+        stream_wait_empty=False,
+        topic_allow_declare=False,  # topics are created by adapters.topics
+        topic_disable_leader=True,
+        topic_partitions=settings.topic_partitions,
+        web_bind=settings.worker_host,
+        web_host=settings.advertise_host,
+        web_port=settings.worker_port,
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_metrics_enabled=False,
+    )
+
+
+def build(settings: WorkerSettings) -> Components:
+    app = faust_app(settings)
+    metrics = WorkerMetrics()
+    store = MongoStore(settings.mongo_url, settings.mongo_db, settings.mongo_timeout)
+    dead_letters = DeadLetterProducer(settings.kafka_bootstrap, settings.dlq_topic)
+    next_offsets: dict[tuple[str, int], int] = {}
+    lag = ConsumerLag(app, next_offsets)
+    health = WorkerHealth(store.ping, lag.total, stall_after=settings.stall_after)
+    persister = BatchPersister(
+        store,
+        dead_letters,
+        MembershipCache(settings.chat_cache_ttl),
+        health,
+        metrics,
+        backoff=Backoff(longest=settings.retry_backoff_max),
+        next_offsets=next_offsets,
+    )
+    topic: Any = app.topic(settings.topic, partitions=settings.topic_partitions)
+    attach_agent(app, topic, persister, settings.batch_size, settings.batch_within)
+    metrics.watch_lag(lag.per_partition)
+
+    ident = instance_id(settings)
+    web_app: web.Application = cast(Any, app.web).web_app  # faust's aiohttp application
+    token = settings.entrypoint_token.get_secret_value()
+    web_app.middlewares.append(edge_middleware(token, metrics))
+    InternalApi(ChatService(store), health, metrics, ident).install(web_app)
+    return Components(
+        settings=settings,
+        instance_id=ident,
+        app=app,
+        store=store,
+        dead_letters=dead_letters,
+        persister=persister,
+        health=health,
+        metrics=metrics,
+        registration=ConsulRegistration(settings, ident, health),
+    )

@@ -1,0 +1,94 @@
+"""Sorting a batch of raw Kafka records into messages to store and dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from contracts.records import InvalidRecord, MessageRecord, decode_record
+
+
+@dataclass(frozen=True)
+class InboundRecord:
+    """One record as read from Kafka, with where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def position(self) -> str:
+        return f"{self.topic}/{self.partition}@{self.offset}"
+
+
+class RejectKind(StrEnum):
+    INVALID = "invalid"  # not a valid v1 record
+    UNKNOWN_CHAT = "unknown_chat"  # the cid names no chat
+    NOT_MEMBER = "not_member"  # the author is not a member of the chat
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record for the dead-letter topic, with why it was refused."""
+
+    record: InboundRecord
+    kind: RejectKind
+    reason: str
+
+
+@dataclass(frozen=True)
+class Accepted:
+    record: InboundRecord
+    message: MessageRecord
+
+
+@dataclass
+class Sorted:
+    accepted: list[Accepted] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+    @property
+    def chat_ids(self) -> set[str]:
+        return {a.message.cid for a in self.accepted}
+
+
+def decode_all(records: Sequence[InboundRecord]) -> Sorted:
+    """Decode every record; invalid ones are rejected with the validation reason."""
+    result = Sorted()
+    for record in records:
+        try:
+            result.accepted.append(Accepted(record, decode_record(record.value)))
+        except InvalidRecord as exc:
+            result.rejected.append(Rejected(record, RejectKind.INVALID, exc.reason))
+    return result
+
+
+def check_membership(batch: Sorted, members: Mapping[str, frozenset[int]]) -> Sorted:
+    """Keep the messages whose author belongs to the chat; reject the others."""
+    result = Sorted(rejected=list(batch.rejected))
+    for item in batch.accepted:
+        msg = item.message
+        users = members.get(msg.cid)
+        if users is None:
+            result.rejected.append(
+                Rejected(item.record, RejectKind.UNKNOWN_CHAT, f"unknown chat {msg.cid}")
+            )
+        elif msg.uid not in users:
+            reason = f"user {msg.uid} is not a member of chat {msg.cid}"
+            result.rejected.append(Rejected(item.record, RejectKind.NOT_MEMBER, reason))
+        else:
+            result.accepted.append(item)
+    return result
+
+
+def needs_fresh_check(batch: Sorted, members: Mapping[str, frozenset[int]]) -> set[str]:
+    """Chats whose cached members would reject a message: confirm those before rejecting."""
+    return {
+        a.message.cid
+        for a in batch.accepted
+        if a.message.cid not in members or a.message.uid not in members[a.message.cid]
+    }

@@ -1,0 +1,1 @@
+"""How work comes in: the faust agent and the internal HTTP API."""

@@ -1,0 +1,76 @@
+"""The internal HTTP API: decode the request, call a service, encode the answer."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel
+
+from contracts.errors import ErrorCode
+from dialogue_worker.errors import RequestError
+from dialogue_worker.metrics import CONTENT_TYPE, WorkerMetrics
+from dialogue_worker.services.chats import ChatService
+from dialogue_worker.services.health import WorkerHealth
+
+
+def _json(model: BaseModel, status: int = 200) -> web.Response:
+    body = orjson.dumps(model.model_dump(mode="json"))
+    return web.Response(status=status, body=body, content_type="application/json")
+
+
+async def _body(request: web.Request) -> object:
+    try:
+        return orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(ErrorCode.MALFORMED, f"malformed JSON: {exc}") from None
+
+
+class Pong(BaseModel):
+    object: str = "pong"
+    id: str
+    status: str
+    reason: str | None
+
+
+class InternalApi:
+    def __init__(
+        self, chats: ChatService, health: WorkerHealth, metrics: WorkerMetrics, instance_id: str
+    ) -> None:
+        self._chats = chats
+        self._health = health
+        self._metrics = metrics
+        self._instance_id = instance_id
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_get("/ping", self.ping)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/chats", self.list_chats)
+        app.router.add_post("/chats", self.create_chat)
+        app.router.add_get("/chats/{cid}", self.get_chat)
+        app.router.add_put("/chats/{cid}", self.add_members)
+        app.router.add_get("/messages", self.list_messages)
+
+    async def ping(self, request: web.Request) -> web.Response:
+        """200 whenever the process serves HTTP; the health itself is in the body."""
+        state = await self._health.recent()
+        return _json(Pong(id=self._instance_id, status=state.status.value, reason=state.reason))
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def list_chats(self, request: web.Request) -> web.Response:
+        return _json(await self._chats.list(request.query))
+
+    async def create_chat(self, request: web.Request) -> web.Response:
+        return _json(await self._chats.create(await _body(request)), status=201)
+
+    async def get_chat(self, request: web.Request) -> web.Response:
+        cid = request.match_info["cid"]
+        return _json(await self._chats.get(cid, request.query.get("uid")))
+
+    async def add_members(self, request: web.Request) -> web.Response:
+        cid, uid = request.match_info["cid"], request.query.get("uid")
+        return _json(await self._chats.add_members(cid, uid, await _body(request)))
+
+    async def list_messages(self, request: web.Request) -> web.Response:
+        return _json(await self._chats.messages(request.query))

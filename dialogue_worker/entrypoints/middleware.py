@@ -1,0 +1,96 @@
+"""The edge of the internal API: token check, request id, and every error as a JSON body."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from contracts.errors import ErrorCode, error_body
+from dialogue_worker.errors import RequestError, StorageUnavailable
+from dialogue_worker.logs import request_id
+from dialogue_worker.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+SCHEME = "Entrypoint"
+REQUEST_ID = "X-Request-ID"
+_HTTP_CODES = {
+    400: ErrorCode.MALFORMED,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.TOO_LARGE,
+}
+
+
+def error_response(code: ErrorCode, message: str) -> web.Response:
+    return web.Response(
+        status=code.status,
+        body=orjson.dumps(error_body(code, message)),
+        content_type="application/json",
+    )
+
+
+def _authorize(request: web.Request, token: bytes) -> None:
+    header = request.headers.get("Authorization")
+    if not header:
+        raise RequestError(ErrorCode.NO_TOKEN, f"missing 'Authorization: {SCHEME} <token>'")
+    scheme, _, given = header.partition(" ")
+    if scheme != SCHEME or not hmac.compare_digest(given.strip().encode(), token):
+        raise RequestError(ErrorCode.BAD_TOKEN, "bad entrypoint token")
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def edge_middleware(token: str, metrics: WorkerMetrics) -> Middleware:
+    secret = token.encode()
+
+    @web.middleware
+    async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+        rid = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
+        context = request_id.set(rid)
+        started = time.monotonic()
+        try:
+            response = await _handle(request, handler, secret)
+            response.headers[REQUEST_ID] = rid
+            metrics.http_requests.labels(_route(request), str(response.status)).inc()
+            log.info(
+                "%s %s -> %d",
+                request.method,
+                request.path,
+                response.status,
+                extra={
+                    "status": response.status,
+                    "ms": round((time.monotonic() - started) * 1e3, 1),
+                },
+            )
+            return response
+        finally:
+            request_id.reset(context)
+
+    return edge
+
+
+async def _handle(request: web.Request, handler: Handler, token: bytes) -> web.StreamResponse:
+    try:
+        _authorize(request, token)
+        response: web.StreamResponse = await handler(request)
+        return response
+    except RequestError as exc:
+        return error_response(exc.code, exc.message)
+    except web.HTTPException as exc:  # aiohttp's own: unknown route, wrong method, too large
+        code = _HTTP_CODES.get(exc.status, ErrorCode.MALFORMED)
+        return error_response(code, exc.reason)
+    except StorageUnavailable as exc:
+        log.warning("storage unavailable: %s", exc)
+        return error_response(ErrorCode.NO_WORKER, "storage unavailable on this worker")
+    except Exception:  # the edge: anything unexpected is a logged 5000, never a plain page
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(ErrorCode.INTERNAL, "internal error")

@@ -1,0 +1,74 @@
+"""Prometheus metrics of one worker, in a registry of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+LagReader = Callable[[], Mapping[tuple[str, int], int]]
+
+
+class _LagCollector(Collector):
+    def __init__(self, read: LagReader) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "dialogue_worker_consumer_lag",
+            "Records in assigned partitions not yet persisted (high watermark - next offset).",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), lag in sorted(self._read().items()):
+            family.add_metric([topic, str(partition)], lag)
+        yield family
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.persisted = Counter(
+            "dialogue_worker_records_persisted",
+            "Messages newly written to MongoDB.",
+            registry=self.registry,
+        )
+        self.duplicates = Counter(
+            "dialogue_worker_records_duplicate",
+            "Redelivered messages that were already stored (idempotent no-ops).",
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "dialogue_worker_dlq_records",
+            "Records sent to the dead-letter topic, by reason kind.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "dialogue_worker_retries",
+            "Failed attempts of a batch step that were retried after a pause.",
+            ["step"],
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "dialogue_worker_batch_seconds",
+            "Time from taking a batch to having it durably written (with retries).",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.http_requests = Counter(
+            "dialogue_worker_http_requests",
+            "Internal API requests by route and status.",
+            ["route", "status"],
+            registry=self.registry,
+        )
+
+    def watch_lag(self, read: LagReader) -> None:
+        self.registry.register(_LagCollector(read))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

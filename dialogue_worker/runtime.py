@@ -1,0 +1,91 @@
+"""The worker's life: start in order, serve until SIGTERM, stop in the reverse order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from dialogue_worker.adapters.topics import ensure_topics
+from dialogue_worker.bootstrap import Components
+from dialogue_worker.errors import DuplicateWorker, WorkerError
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_DUPLICATE = 3
+
+
+class WorkerRuntime:
+    def __init__(self, parts: Components) -> None:
+        self._parts = parts
+        self._stop = asyncio.Event()
+        self._exit = EXIT_OK
+
+    def request_stop(self) -> None:
+        """What SIGTERM/SIGINT do: begin the graceful shutdown."""
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Start, serve until asked to stop (or the app fails), then shut down; the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self._start()
+            log.info("worker %s ready", self._parts.instance_id)
+            await self._serve()
+        except DuplicateWorker as exc:
+            log.error("refusing to start: %s", exc)
+            self._exit = EXIT_DUPLICATE
+        except WorkerError as exc:
+            log.error("cannot start: %s", exc)
+            self._exit = EXIT_FAILED
+        finally:
+            await self._shutdown()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        return self._exit
+
+    async def _start(self) -> None:
+        p, s = self._parts, self._parts.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        await p.store.open()
+        await ensure_topics(
+            s.kafka_bootstrap, [s.topic, s.dlq_topic], s.topic_partitions, s.topic_replication
+        )
+        await p.dead_letters.start()
+        # Web server first, then the consumer joins the group and the agent starts.
+        await p.app.start()
+        if p.app.crashed:
+            raise WorkerError(f"faust app failed to start: {p.app.crash_reason!r}")
+        await p.registration.start()
+
+    async def _serve(self) -> None:
+        app_ended = asyncio.ensure_future(self._parts.app.wait_until_stopped())
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({app_ended, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (app_ended, stop):
+                waiter.cancel()
+        if self._parts.app.crashed:
+            log.error("faust app crashed: %r", self._parts.app.crash_reason)
+            self._exit = EXIT_FAILED
+
+    async def _shutdown(self) -> None:
+        p, s = self._parts, self._parts.settings
+        log.info("shutting down: deregister, finish the batch in hand, commit, leave the group")
+        try:
+            await p.registration.stop()
+        except Exception:  # Consul gone: the TTL check expires and deregisters us anyway
+            log.exception("deregistration failed")
+        await asyncio.sleep(s.deregister_grace)  # readers notice before the server goes
+        if not await p.persister.drain(s.shutdown_grace):
+            log.warning("batch in hand unfinished after %.0fs: redelivered later", s.shutdown_grace)
+        if p.app.started or p.app.crashed:
+            await p.app.stop()  # commits acked offsets, leaves the group, stops the web server
+        await p.dead_letters.stop()
+        await p.store.close()
+        log.info("worker %s stopped", p.instance_id)

@@ -1,0 +1,1 @@
+"""Use cases: the persistence of batches and the chat/message reads, over abstract ports."""

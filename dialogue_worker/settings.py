@@ -1,0 +1,123 @@
+"""Every setting of a dialogue worker, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.records import TOPIC
+
+# Usable only when DIALOGUE_ENV=local; the gateway's local default is the same string.
+LOCAL_TOKEN = "local-only-entrypoint-token"
+
+
+class WorkerSettings(BaseSettings):
+    """Environment variables (upper-case field names) with their defaults."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    dialogue_env: Literal["local", "production"] = Field(
+        default="production", description="'local' allows the built-in development token"
+    )
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092", description="Kafka bootstrap servers, h:p,..."
+    )
+    mongo_url: str = Field(
+        default="mongodb://127.0.0.1:27017/", description="MongoDB (or mongos) URL"
+    )
+    mongo_db: str = Field(default="dialogue", description="database holding chats and messages")
+    mongo_timeout: float = Field(
+        default=10.0, gt=0, description="seconds one MongoDB operation may take (timeoutMS)"
+    )
+    consul_url: str = Field(default="http://127.0.0.1:8500", description="Consul agent HTTP API")
+    worker_app_id: str = Field(
+        default="dialogue-worker",
+        description="faust app id, which is also the Kafka consumer group",
+    )
+    worker_host: str = Field(
+        default="127.0.0.1", description="address the internal HTTP API binds to"
+    )
+    worker_port: int = Field(
+        default=8100, ge=1, le=65535, description="port of the internal HTTP API"
+    )
+    worker_advertise_host: str | None = Field(
+        default=None, description="address registered in Consul (default: WORKER_HOST)"
+    )
+    service_id: str | None = Field(
+        default=None,
+        description="Consul instance id (default: derived from advertised host and port)",
+    )
+    topic: str = Field(
+        default=TOPIC, description="message topic; its dead-letter topic is <topic>.dlq"
+    )
+    topic_partitions: int = Field(
+        default=12, ge=1, description="partitions created for both topics"
+    )
+    topic_replication: int = Field(
+        default=1, ge=1, description="replication factor of created topics"
+    )
+    entrypoint_token: SecretStr = Field(
+        default=SecretStr(LOCAL_TOKEN),
+        description="internal token expected in 'Authorization: Entrypoint <token>'",
+    )
+    batch_size: int = Field(default=500, ge=1, description="records written per bulk call at most")
+    batch_within: float = Field(default=0.05, gt=0, description="seconds to wait to fill a batch")
+    commit_interval: float = Field(default=1.0, gt=0, description="seconds between offset commits")
+    heartbeat_ttl: float = Field(
+        default=10.0, gt=0, description="TTL of the Consul health check, seconds"
+    )
+    stall_after: float = Field(
+        default=30.0, gt=0, description="seconds without progress while lag > 0 before 'stalled'"
+    )
+    chat_cache_ttl: float = Field(
+        default=5.0, ge=0, description="seconds a chat's members are trusted for membership checks"
+    )
+    retry_backoff_max: float = Field(
+        default=5.0, gt=0, description="longest pause between two retries of a failed write"
+    )
+    shutdown_grace: float = Field(
+        default=10.0, ge=0, description="seconds SIGTERM waits for the batch in hand to be written"
+    )
+    deregister_grace: float = Field(
+        default=0.5, ge=0, description="seconds reads are still served after deregistering"
+    )
+    data_dir: Path = Field(
+        default=Path(tempfile.gettempdir()) / "dialogue-worker",
+        description="faust's scratch directory (one sub-folder per app id)",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="root log level"
+    )
+    version: str = Field(
+        default="0.1.0", description="version published in the Consul registration"
+    )
+
+    @model_validator(mode="after")
+    def _no_default_secret_outside_local(self) -> Self:
+        token = self.entrypoint_token.get_secret_value()
+        if self.dialogue_env != "local" and token == LOCAL_TOKEN:
+            raise ValueError(
+                "ENTRYPOINT_TOKEN must be set to a non-default value when DIALOGUE_ENV "
+                f"is {self.dialogue_env!r} (the default token is for local runs only)"
+            )
+        if not token:
+            raise ValueError("ENTRYPOINT_TOKEN must not be empty")
+        return self
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic}.dlq"
+
+    @property
+    def advertise_host(self) -> str:
+        """WORKER_ADVERTISE_HOST, else WORKER_HOST, else (wildcard bind) the host name."""
+        if self.worker_advertise_host:
+            return self.worker_advertise_host
+        if self.worker_host in ("", "0.0.0.0", "::"):
+            return socket.gethostname()
+        return self.worker_host

@@ -1,0 +1,100 @@
+"""WorkerHealth, MembershipCache and the sharding decision, with fakes and a manual clock."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from dialogue_worker.adapters.sharding import ensure_sharding
+from dialogue_worker.errors import StorageUnavailable
+from dialogue_worker.services.health import Status, WorkerHealth
+from dialogue_worker.services.membership import MembershipCache
+from dialogue_worker.settings import LOCAL_TOKEN, WorkerSettings
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Mongo:
+    up = True
+
+    async def ping(self) -> None:
+        if not self.up:
+            raise StorageUnavailable("connection refused")
+
+
+async def test_health_critical_warning_passing() -> None:
+    clock, mongo, lag = Clock(), Mongo(), {"n": 0}
+    health = WorkerHealth(mongo.ping, lambda: lag["n"], stall_after=30, clock=clock)
+    assert (await health.check()).status is Status.PASSING
+
+    mongo.up = False
+    down = await health.check()
+    assert down.status is Status.CRITICAL and "connection refused" in (down.reason or "")
+
+    mongo.up, lag["n"], clock.now = True, 12, 31.0
+    stalled = await health.check()
+    assert stalled.status is Status.WARNING and "lag 12" in (stalled.reason or "")
+
+    health.progressed()
+    assert (await health.check()).status is Status.PASSING
+    health.failing("write failing: boom")
+    assert (await health.check()).reason == "write failing: boom"
+
+
+async def test_recent_reuses_a_fresh_check() -> None:
+    clock, mongo = Clock(), Mongo()
+    health = WorkerHealth(mongo.ping, lambda: None, stall_after=30, clock=clock)
+    await health.check()
+    mongo.up = False
+    assert (await health.recent(max_age=1.0)).status is Status.PASSING
+    clock.now = 2.0
+    assert (await health.recent(max_age=1.0)).status is Status.CRITICAL
+
+
+def test_membership_cache_expires() -> None:
+    clock = Clock()
+    cache = MembershipCache(5.0, clock)
+    cache.remember({"a": frozenset({1})})
+    assert cache.known({"a", "b"}) == {"a": frozenset({1})}
+    clock.now = 5.1
+    assert cache.known({"a"}) == {}
+
+
+class Commands:
+    def __init__(self) -> None:
+        self.issued: list[tuple[Any, ...]] = []
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Mapping[str, Any]:
+        self.issued.append((*args, kwargs))
+        return {"ok": 1}
+
+
+async def test_sharding_only_behind_mongos() -> None:
+    plain = Commands()
+    assert await ensure_sharding(plain, "db", {"isWritablePrimary": True}) is False
+    assert plain.issued == []
+
+    mongos = Commands()
+    assert await ensure_sharding(mongos, "db", {"msg": "isdbgrid"}) is True
+    assert mongos.issued == [
+        ("enableSharding", "db", {}),
+        ("shardCollection", "db.messages", {"key": {"cid": "hashed", "_id": 1}}),
+        ("shardCollection", "db.chats", {"key": {"_id": "hashed"}}),
+    ]
+
+
+def test_settings_refuse_the_default_token_outside_local_mode() -> None:
+    with pytest.raises(ValueError, match="ENTRYPOINT_TOKEN"):
+        WorkerSettings(dialogue_env="production", entrypoint_token=LOCAL_TOKEN)
+    local = WorkerSettings(dialogue_env="local")
+    assert local.entrypoint_token.get_secret_value() == LOCAL_TOKEN
+    assert local.dlq_topic == "dialogue.messages.dlq" and local.advertise_host == "127.0.0.1"
+    prod = WorkerSettings(dialogue_env="production", entrypoint_token="s3cret-token-value")
+    assert prod.worker_port == 8100 and prod.topic_partitions == 12
