@@ -1,0 +1,176 @@
+"""The internal HTTP API of a real worker: chats, message paging, auth and error bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from contracts.ids import new_id
+from contracts.records import MessageRecord
+from infra.local import LocalSettings
+from tests.support.worker import WorkerProcess, produce
+
+
+@pytest.fixture(scope="module")
+async def worker(
+    infra: LocalSettings, unique: Callable[[str], str]
+) -> AsyncIterator[WorkerProcess]:
+    proc = WorkerProcess.for_test(infra, unique).start()
+    try:
+        await proc.wait_ready()
+        yield proc
+    finally:
+        await proc.terminate()
+
+
+@pytest.fixture
+async def http(worker: WorkerProcess) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url=worker.base_url, headers=worker.headers) as s:
+        yield s
+
+
+async def call(
+    http: aiohttp.ClientSession, method: str, path: str, **kwargs: Any
+) -> tuple[int, Any]:
+    async with http.request(method, path, **kwargs) as resp:
+        assert resp.content_type == "application/json", await resp.text()
+        return resp.status, await resp.json()
+
+
+async def expect_error(
+    http: aiohttp.ClientSession, code: str, method: str, path: str, **kw: Any
+) -> None:
+    status, body = await call(http, method, path, **kw)
+    assert (status, body["object"], body["code"]) == (int(code[:3]), "error", code), body
+    assert body["message"]
+
+
+async def test_chat_lifecycle(http: aiohttp.ClientSession) -> None:
+    status, chat = await call(http, "POST", "/chats", json={"users": [7, 3, 7]})
+    assert status == 201 and chat["object"] == "chat" and chat["users"] == [3, 7]
+    assert isinstance(chat["createdAt"], int) and len(chat["id"]) == 24
+
+    assert await call(http, "GET", f"/chats/{chat['id']}", params={"uid": "3"}) == (200, chat)
+    status, grown = await call(
+        http, "PUT", f"/chats/{chat['id']}", params={"uid": "7"}, json={"users": [11, 3]}
+    )
+    assert status == 200 and grown["users"] == [3, 7, 11]
+
+    await expect_error(http, "4031", "GET", f"/chats/{chat['id']}", params={"uid": "4"})
+    await expect_error(
+        http, "4031", "PUT", f"/chats/{chat['id']}", params={"uid": "4"}, json={"users": [4]}
+    )
+    await expect_error(http, "4040", "GET", f"/chats/{new_id()}", params={"uid": "3"})
+    await expect_error(http, "4001", "GET", "/chats/not-an-id", params={"uid": "3"})
+    await expect_error(http, "4002", "GET", f"/chats/{chat['id']}", params={"uid": "x"})
+    await expect_error(http, "4004", "POST", "/chats", json={"users": [5, 5]})
+    await expect_error(http, "4000", "POST", "/chats", data=b"{nope")
+    await expect_error(http, "4000", "POST", "/chats", json={"people": [1, 2]})
+    await expect_error(http, "4040", "GET", "/nowhere")
+    await expect_error(http, "4050", "DELETE", "/chats")
+
+
+async def test_user_chats_newest_first_with_a_cursor(http: aiohttp.ClientSession) -> None:
+    uid = int(time.time() * 1000) % 1_000_000_000 + 1000  # a user no other test uses
+    created = [(await call(http, "POST", "/chats", json={"users": [uid, 1]}))[1] for _ in range(5)]
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        params = {"uid": str(uid), "limit": "2"} | ({"cursor": cursor} if cursor else {})
+        status, page = await call(http, "GET", "/chats", params=params)
+        assert status == 200 and page["object"] == "list"
+        seen += [c["id"] for c in page["data"]]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert seen == [c["id"] for c in reversed(created)]
+
+
+async def test_auth_and_request_id(worker: WorkerProcess) -> None:
+    async with aiohttp.ClientSession(base_url=worker.base_url) as anonymous:
+        await expect_error(anonymous, "4010", "GET", "/ping")
+        await expect_error(
+            anonymous, "4011", "GET", "/ping", headers={"Authorization": "Entrypoint nope"}
+        )
+        await expect_error(
+            anonymous, "4011", "GET", "/ping", headers={"Authorization": f"Bearer {worker.token}"}
+        )
+        headers = worker.headers | {"X-Request-ID": "req-123"}
+        async with anonymous.get("/ping", headers=headers) as resp:
+            assert resp.status == 200 and resp.headers["X-Request-ID"] == "req-123"
+            pong = await resp.json()
+    assert pong == {"object": "pong", "id": worker.service_id, "status": "passing", "reason": None}
+    assert '"request_id":"req-123"' in worker.log_text()
+
+
+async def test_paging_over_250_messages_returns_each_once_in_order(
+    http: aiohttp.ClientSession, worker: WorkerProcess, infra: LocalSettings
+) -> None:
+    _, chat = await call(http, "POST", "/chats", json={"users": [1, 2]})
+    cid = chat["id"]
+    records = [
+        MessageRecord(
+            v=1, id=new_id(), cid=cid, uid=1 + i % 2, text=f"m{i}", createdAt=1_700_000_000 + i
+        )
+        for i in range(250)
+    ]
+    await produce(infra.kafka_bootstrap, worker.topic, [(r.key(), r.to_bytes()) for r in records])
+    newest_first = [r.id for r in reversed(records)]
+
+    deadline = time.monotonic() + 60
+    while True:
+        _, page = await call(
+            http,
+            "GET",
+            "/messages",
+            params={"uid": "2", "cid": cid, "limit": "1", "after": records[-2].id},
+        )
+        if page["data"] or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert [m["id"] for m in page["data"]] == [records[-1].id]
+
+    pages, cursor = [], None
+    while True:
+        params = {"uid": "1", "cid": cid, "limit": "100"} | ({"before": cursor} if cursor else {})
+        status, page = await call(http, "GET", "/messages", params=params)
+        assert status == 200
+        pages.append(page["data"])
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert [len(p) for p in pages] == [100, 100, 50]
+    assert [m["id"] for p in pages for m in p] == newest_first
+    first = pages[0][0]
+    assert first == {
+        "object": "message",
+        "id": records[-1].id,
+        "cid": cid,
+        "uid": records[-1].uid,
+        "createdAt": records[-1].createdAt,
+        "text": "m249",
+    }
+
+    upward, cursor = [], records[0].id
+    while cursor is not None:
+        params = {"uid": "1", "cid": cid, "limit": "200", "after": cursor}
+        _, page = await call(http, "GET", "/messages", params=params)
+        upward.append([m["id"] for m in page["data"]])
+        cursor = page["nextCursor"]
+    assert [len(p) for p in upward] == [200, 49]
+    assert upward[0] == newest_first[49:249] and upward[1] == newest_first[:49]
+
+    for bad in (
+        {"limit": "201"},
+        {"limit": "0"},
+        {"before": "x"},
+        {"before": records[0].id, "after": records[1].id},
+    ):
+        await expect_error(http, "4005", "GET", "/messages", params={"uid": "1", "cid": cid} | bad)
+    await expect_error(http, "4031", "GET", "/messages", params={"uid": "3", "cid": cid})
+    await expect_error(http, "4040", "GET", "/messages", params={"uid": "1", "cid": new_id()})

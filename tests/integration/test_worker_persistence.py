@@ -1,0 +1,154 @@
+"""A real worker persists records from Kafka: exactly once in effect, DLQ for the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+from bson import ObjectId
+from pymongo import AsyncMongoClient
+
+from contracts.ids import new_id
+from contracts.records import MessageRecord
+from infra.local import LocalSettings
+from tests.support.worker import WorkerProcess, produce
+
+Mongo = AsyncMongoClient[dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+async def worker(
+    infra: LocalSettings, unique: Callable[[str], str]
+) -> AsyncIterator[WorkerProcess]:
+    proc = WorkerProcess.for_test(infra, unique).start()
+    try:
+        await proc.wait_ready()
+        yield proc
+    finally:
+        await proc.terminate()
+
+
+@pytest.fixture(scope="module")
+async def mongo(infra: LocalSettings, worker: WorkerProcess) -> AsyncIterator[Mongo]:
+    client: Mongo = AsyncMongoClient(infra.mongo_url)
+    yield client
+    await client.drop_database(worker.mongo_db)
+    await client.close()
+
+
+async def create_chat(worker: WorkerProcess, users: list[int]) -> str:
+    async with aiohttp.ClientSession(headers=worker.headers) as http:
+        async with http.post(f"{worker.base_url}/chats", json={"users": users}) as resp:
+            assert resp.status == 201, await resp.text()
+            chat_id: str = (await resp.json())["id"]
+            return chat_id
+
+
+def record(cid: str, uid: int, text: str = "hello") -> MessageRecord:
+    return MessageRecord(v=1, id=new_id(), cid=cid, uid=uid, text=text, createdAt=int(time.time()))
+
+
+async def metric(worker: WorkerProcess, name: str) -> float:
+    async with aiohttp.ClientSession(headers=worker.headers) as http:
+        async with http.get(f"{worker.base_url}/metrics") as resp:
+            text = await resp.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+async def eventually(check: Callable[[], Any], within: float = 60.0) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.2)
+
+
+async def test_n_records_make_n_documents_and_redelivery_adds_none(
+    worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
+) -> None:
+    cid = await create_chat(worker, [1, 2])
+    records = [record(cid, 1 + i % 2, f"message {i}") for i in range(500)]
+    payload = [(r.key(), r.to_bytes()) for r in records]
+    messages = mongo[worker.mongo_db]["messages"]
+
+    await produce(infra.kafka_bootstrap, worker.topic, payload)
+    await eventually(lambda: _count_is(messages, cid, 500))
+    assert await messages.count_documents({"cid": {"$exists": True}}) >= 500
+
+    duplicates_before = await metric(worker, "dialogue_worker_records_duplicate_total")
+    await produce(infra.kafka_bootstrap, worker.topic, payload)
+    await eventually(
+        lambda: _metric_reaches(
+            worker, "dialogue_worker_records_duplicate_total", duplicates_before + 500
+        )
+    )
+    stored = await messages.find({}, {"_id": 1, "text": 1}).to_list()
+    mine = [d for d in stored if str(d["_id"]) in {r.id for r in records}]
+    assert len(mine) == 500
+    assert sorted(d["text"] for d in mine) == sorted(r.text for r in records)
+
+
+async def _count_is(messages: Any, cid: str, n: int) -> bool:
+    return bool(await messages.count_documents({"cid": ObjectId(cid)}) == n)
+
+
+async def _metric_reaches(worker: WorkerProcess, name: str, value: float) -> bool:
+    return await metric(worker, name) >= value
+
+
+async def test_invalid_and_non_member_records_go_to_the_dlq_with_reasons(
+    worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
+) -> None:
+    cid = await create_chat(worker, [1, 2])
+    valid = [record(cid, 1, "ok 1"), record(cid, 2, "ok 2")]
+    good = valid[0].model_dump()
+    bad: dict[str, bytes] = {
+        "malformed": b"{not json",
+        "missing": orjson.dumps({k: v for k, v in good.items() if k != "uid"} | {"id": new_id()}),
+        "oversized": orjson.dumps(good | {"id": new_id(), "text": "x" * 5000}),
+        "not_member": record(cid, 99).to_bytes(),
+        "unknown_chat": record(new_id(), 1).to_bytes(),
+    }
+    payload = [(cid.encode(), v) for v in bad.values()] + [(r.key(), r.to_bytes()) for r in valid]
+
+    consumer = AIOKafkaConsumer(
+        worker.dlq_topic, bootstrap_servers=infra.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        await produce(infra.kafka_bootstrap, worker.topic, payload)
+        dead: dict[bytes, dict[str, bytes]] = {}
+        deadline = time.monotonic() + 60
+        while len(dead) < len(bad) and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for msgs in batches.values():
+                for msg in msgs:
+                    dead[msg.value] = dict(msg.headers)
+    finally:
+        await consumer.stop()
+
+    assert set(dead) == set(bad.values())  # the original values, each exactly once
+    reasons = {name: dead[value]["x-dlq-reason"].decode() for name, value in bad.items()}
+    kinds = {name: dead[value]["x-dlq-kind"].decode() for name, value in bad.items()}
+    assert "malformed JSON" in reasons["malformed"]
+    assert reasons["missing"].startswith("uid")
+    assert reasons["oversized"].startswith("text")
+    assert "not a member" in reasons["not_member"]
+    assert "unknown chat" in reasons["unknown_chat"]
+    assert kinds == {
+        "malformed": "invalid",
+        "missing": "invalid",
+        "oversized": "invalid",
+        "not_member": "not_member",
+        "unknown_chat": "unknown_chat",
+    }
+    assert all(h["x-dlq-topic"] == worker.topic.encode() for h in dead.values())
+    assert await eventually(lambda: _count_is(mongo[worker.mongo_db]["messages"], cid, 2))
+    assert await metric(worker, "dialogue_worker_dlq_records_total") >= 5

@@ -1,0 +1,211 @@
+"""Run a real dialogue worker (`python -m dialogue_worker`) as a subprocess in tests.
+
+    worker = WorkerProcess.for_test(infra, unique)   # unique app id, topic, db, port, id
+    worker.start()
+    await worker.wait_ready()                        # /ping answers
+    ... worker.base_url, worker.headers, worker.service_id ...
+    await worker.terminate()                         # SIGTERM; returns the exit code
+    worker.kill()                                    # SIGKILL, as a crash would
+
+Stable API, also used by the gateway's end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import aiohttp
+from aiokafka import AIOKafkaProducer
+
+from infra.local import LocalSettings
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "test-entrypoint-token"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class WorkerFailed(RuntimeError):
+    """The worker exited or did not answer in time; the message ends with its log."""
+
+
+@dataclass
+class WorkerProcess:
+    """One worker subprocess; every setting is passed through its environment."""
+
+    kafka_bootstrap: str
+    mongo_url: str
+    consul_url: str
+    app_id: str
+    topic: str
+    mongo_db: str
+    service_id: str
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    token: str = TOKEN
+    partitions: int = 3
+    env: Mapping[str, str] = field(default_factory=dict)
+    log_file: Path | None = None
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @classmethod
+    def for_test(
+        cls, infra: LocalSettings, unique: Callable[[str], str], **overrides: object
+    ) -> WorkerProcess:
+        """A worker with its own app id (consumer group), topic, database, port and id."""
+        name = unique("worker")
+        worker = cls(
+            kafka_bootstrap=infra.kafka_bootstrap,
+            mongo_url=infra.mongo_url,
+            consul_url=infra.consul_url,
+            app_id=name,
+            topic=f"{name}-messages",
+            mongo_db=name.replace("-", "_"),
+            service_id=name,
+        )
+        return replace(worker, **overrides)  # type: ignore[arg-type]
+
+    def sibling(self, service_id: str, **overrides: object) -> WorkerProcess:
+        """Another worker of the same group (topic, database), with its own id and port."""
+        return replace(
+            self, service_id=service_id, port=free_port(), _proc=None, log_file=None, **overrides
+        )  # type: ignore[arg-type]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Entrypoint {self.token}"}
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic}.dlq"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def environment(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DIALOGUE_ENV": "local",
+            "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "MONGO_URL": self.mongo_url,
+            "MONGO_DB": self.mongo_db,
+            "CONSUL_URL": self.consul_url,
+            "WORKER_APP_ID": self.app_id,
+            "WORKER_HOST": self.host,
+            "WORKER_PORT": str(self.port),
+            "SERVICE_ID": self.service_id,
+            "TOPIC": self.topic,
+            "TOPIC_PARTITIONS": str(self.partitions),
+            "ENTRYPOINT_TOKEN": self.token,
+            "DATA_DIR": str(Path(tempfile.gettempdir()) / "dialogue-worker-tests"),
+            **self.env,
+        }
+
+    def start(self) -> WorkerProcess:
+        if self._proc is not None and self._proc.poll() is None:
+            raise WorkerFailed(f"worker {self.service_id} is already running")
+        if self.log_file is None:
+            fd, path = tempfile.mkstemp(prefix=f"{self.service_id}-", suffix=".log")
+            os.close(fd)
+            self.log_file = Path(path)
+        with self.log_file.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "dialogue_worker"],
+                cwd=REPO,
+                env=self.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    async def wait_ready(self, within: float = 60.0) -> WorkerProcess:
+        """Wait until /ping answers and the worker logged that it is ready (registered)."""
+        deadline = time.monotonic() + within
+        async with aiohttp.ClientSession(headers=self.headers) as session:
+            while time.monotonic() < deadline:
+                if self.returncode is not None:
+                    raise WorkerFailed(f"worker exited with {self.returncode}{self._tail()}")
+                try:
+                    async with session.get(f"{self.base_url}/ping") as resp:
+                        if resp.status == 200 and self.is_ready_in_log():
+                            return self
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise WorkerFailed(f"worker not ready after {within:.0f}s{self._tail()}")
+
+    def is_ready_in_log(self) -> bool:
+        return f'"worker {self.service_id} ready"' in self.log_text()
+
+    async def wait_exit(self, within: float = 30.0) -> int:
+        deadline = time.monotonic() + within
+        while self.returncode is None:
+            if time.monotonic() > deadline:
+                raise WorkerFailed(f"worker still running after {within:.0f}s{self._tail()}")
+            await asyncio.sleep(0.1)
+        return self.returncode
+
+    async def terminate(self, within: float = 30.0) -> int:
+        """SIGTERM (graceful: deregister, finish the batch, commit); the exit code."""
+        if self._proc is None:
+            return 0
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+        try:
+            return await self.wait_exit(within)
+        except WorkerFailed:
+            self.kill()
+            raise
+
+    def kill(self) -> int | None:
+        """SIGKILL, as a crash would; the exit code (None if never started)."""
+        if self._proc is None:
+            return None
+        if self._proc.poll() is None:
+            self._proc.kill()
+        return self._proc.wait()
+
+    def log_text(self) -> str:
+        if self.log_file is None or not self.log_file.exists():
+            return ""
+        return self.log_file.read_text(errors="replace")
+
+    def _tail(self, lines: int = 25) -> str:
+        tail = "\n".join(self.log_text().splitlines()[-lines:])
+        return f"; log {self.log_file} ends with:\n{tail}"
+
+
+async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    """Produce (key, value) pairs with plain aiokafka, acks=all, and wait for all of them."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        pending = [await producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
