@@ -6,7 +6,8 @@ It serves GET /ping, GET /status/{code} (answers with that status) and echoes
 any other request as JSON with its own instance id. Once registered it prints
 one JSON line {"event": "registered", "id", "port", "at"} on stdout ("at" is
 time.monotonic(), comparable between processes on one machine). SIGTERM or
-SIGINT deregisters and exits.
+SIGINT deregisters and exits. `StubServer` is the same server in-process (no
+registration); `StubProcess` runs the command above as a child process.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import json
 import signal
 import sys
 import time
+from collections import Counter
+from typing import Any
 
 from aiohttp import web
 
@@ -25,25 +28,34 @@ from discovery.models import HealthReport, Registration, instance_id_for
 from discovery.registry import Registrar
 
 
-class Identity:
-    """The instance id, known only once the port is bound."""
+class StubState:
+    """What a stub answers and what it saw; tests change `fail_status` to make it sick."""
 
-    value = ""
+    def __init__(self) -> None:
+        self.id = ""
+        self.fail_status: int | None = None
+        self.hits: Counter[str] = Counter()
 
 
-def make_app(identity: Identity) -> web.Application:
+def make_app(state: StubState) -> web.Application:
     async def ping(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "instance": identity.value})
+        state.hits["/ping"] += 1
+        if state.fail_status is not None:
+            return web.json_response({"instance": state.id}, status=state.fail_status)
+        return web.json_response({"ok": True, "instance": state.id})
 
     async def status(request: web.Request) -> web.Response:
         code = int(request.match_info["code"])
-        return web.json_response({"instance": identity.value, "status": code}, status=code)
+        return web.json_response({"instance": state.id, "status": code}, status=code)
 
     async def echo(request: web.Request) -> web.Response:
+        state.hits[request.path] += 1
         body = await request.read()
+        if state.fail_status is not None:
+            return web.json_response({"instance": state.id}, status=state.fail_status)
         return web.json_response(
             {
-                "instance": identity.value,
+                "instance": state.id,
                 "method": request.method,
                 "path": request.path,
                 "query": dict(request.query),
@@ -59,21 +71,115 @@ def make_app(identity: Identity) -> web.Application:
     return app
 
 
+class StubServer:
+    """The stub's HTTP server in this process, on 127.0.0.1 (port 0: any free port)."""
+
+    def __init__(self, instance_id: str = "", host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.state = StubState()
+        self.state.id = instance_id
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, port: int = 0) -> int:
+        self._runner = web.AppRunner(make_app(self.state), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, port).start()
+        self.port = int(self._runner.addresses[0][1])
+        self.state.id = self.state.id or instance_id_for(self.host, self.port, {})
+        return self.port
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+
+class StubProcess:
+    """`python -m discovery.stub` as a child process, to be stopped or SIGKILLed."""
+
+    def __init__(
+        self,
+        consul_url: str,
+        service: str,
+        *,
+        ttl: float = 10.0,
+        deregister_critical_after: str = "1m",
+    ) -> None:
+        self.argv = [
+            sys.executable,
+            "-m",
+            "discovery.stub",
+            "--consul",
+            consul_url,
+            "--service",
+            service,
+            "--ttl",
+            str(ttl),
+            "--deregister-critical-after",
+            deregister_critical_after,
+        ]
+        self.proc: asyncio.subprocess.Process | None = None
+        self.registered: dict[str, Any] = {}
+
+    @property
+    def id(self) -> str:
+        return str(self.registered["id"])
+
+    async def start(self) -> dict[str, Any]:
+        """Start it and return its "registered" event once it is registered and passing."""
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
+        )
+        if self.proc.stdout is None:
+            raise RuntimeError("stub started without a stdout pipe")
+        async with asyncio.timeout(20):
+            line = await self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"stub exited with {await self.proc.wait()} before registering")
+        self.registered = json.loads(line)
+        return self.registered
+
+    async def kill(self) -> float:
+        """SIGKILL it, as a crash would; returns the monotonic time of the kill."""
+        if self.proc is None:
+            raise RuntimeError("stub was not started")
+        at = time.monotonic()
+        self.proc.kill()
+        await self.proc.wait()
+        return at
+
+    async def stop(self) -> None:
+        """SIGTERM (graceful: it deregisters) and wait; SIGKILL if it does not exit."""
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.terminate()
+        try:
+            async with asyncio.timeout(10):
+                await self.proc.wait()
+        except TimeoutError:
+            await self.kill()
+
+
 async def serve(args: argparse.Namespace) -> None:
-    identity = Identity()
-    runner = web.AppRunner(make_app(identity), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, args.host, args.port).start()
-    port = runner.addresses[0][1]
-    instance_id = identity.value = args.id or instance_id_for(args.host, port, {})
+    server = StubServer(args.id, args.host)
+    port = await server.start(args.port)
 
     async def healthy() -> HealthReport:
+        if server.state.fail_status is not None:
+            return HealthReport.critical(f"answering {server.state.fail_status}")
         return HealthReport.passing()
 
-    registration = Registration(instance_id, args.host, port, "stub", service=args.service)
-    registrar = Registrar(args.consul, registration, healthy, ttl=args.ttl)
+    registration = Registration(server.state.id, args.host, port, "stub", service=args.service)
+    registrar = Registrar(
+        args.consul,
+        registration,
+        healthy,
+        ttl=args.ttl,
+        deregister_critical_after=args.deregister_critical_after,
+    )
     await registrar.start()
-    event = {"event": "registered", "id": instance_id, "port": port, "at": time.monotonic()}
+    event = {"event": "registered", "id": server.state.id, "port": port, "at": time.monotonic()}
     print(json.dumps(event), flush=True)
 
     stopping = asyncio.Event()
@@ -82,7 +188,7 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
     await registrar.stop()
-    await runner.cleanup()
+    await server.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,10 +199,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--id", default="", help="instance id (default: derived from host:port)")
     parser.add_argument("--ttl", type=float, default=10.0)
+    parser.add_argument("--deregister-critical-after", default="1m")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args))
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":
