@@ -21,6 +21,7 @@ def go_env(cache_dir: Path) -> dict[str, str]:
 def run_go(args: list[str], cwd: Path, cache_dir: Path, what: str) -> str:
     if shutil.which("go") is None:
         raise ServiceError(f"{what} needs the go command on PATH")
+    cwd.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         ["go", *args], cwd=cwd, env=go_env(cache_dir), capture_output=True, text=True, check=False
     )
