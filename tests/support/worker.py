@@ -63,6 +63,7 @@ class WorkerProcess:
     env: Mapping[str, str] = field(default_factory=dict)
     log_file: Path | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _log_offset: int = field(default=0, repr=False)
 
     @classmethod
     def for_test(
@@ -133,6 +134,7 @@ class WorkerProcess:
             fd, path = tempfile.mkstemp(prefix=f"{self.service_id}-", suffix=".log")
             os.close(fd)
             self.log_file = Path(path)
+        self._log_offset = self.log_file.stat().st_size  # a restart appends to the same log
         with self.log_file.open("ab") as log:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "dialogue_worker"],
@@ -160,7 +162,7 @@ class WorkerProcess:
         raise WorkerFailed(f"worker not ready after {within:.0f}s{self._tail()}")
 
     def is_ready_in_log(self) -> bool:
-        return f'"worker {self.service_id} ready"' in self.log_text()
+        return f'"worker {self.service_id} ready"' in self.log_text(since_start=True)
 
     async def wait_exit(self, within: float = 30.0) -> int:
         deadline = time.monotonic() + within
@@ -190,10 +192,13 @@ class WorkerProcess:
             self._proc.kill()
         return self._proc.wait()
 
-    def log_text(self) -> str:
+    def log_text(self, since_start: bool = False) -> str:
+        """The worker's output (JSON lines); since_start: only that of the latest start()."""
         if self.log_file is None or not self.log_file.exists():
             return ""
-        return self.log_file.read_text(errors="replace")
+        with self.log_file.open("rb") as log:
+            log.seek(self._log_offset if since_start else 0)
+            return log.read().decode(errors="replace")
 
     def _tail(self, lines: int = 25) -> str:
         tail = "\n".join(self.log_text().splitlines()[-lines:])
