@@ -29,11 +29,12 @@ from discovery.registry import Registrar
 
 
 class StubState:
-    """What a stub answers and what it saw; tests change `fail_status` to make it sick."""
+    """What a stub answers and what it saw; tests set `fail_status` or `delay` to make it sick."""
 
     def __init__(self) -> None:
         self.id = ""
         self.fail_status: int | None = None
+        self.delay = 0.0  # seconds every answer except /ping waits
         self.hits: Counter[str] = Counter()
 
 
@@ -51,6 +52,8 @@ def make_app(state: StubState) -> web.Application:
     async def echo(request: web.Request) -> web.Response:
         state.hits[request.path] += 1
         body = await request.read()
+        if state.delay:
+            await asyncio.sleep(state.delay)
         if state.fail_status is not None:
             return web.json_response({"instance": state.id}, status=state.fail_status)
         return web.json_response(
@@ -82,7 +85,8 @@ class StubServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self, port: int = 0) -> int:
-        self._runner = web.AppRunner(make_app(self.state), access_log=None)
+        # A short shutdown: a test's deliberately hung requests must not hold up stop().
+        self._runner = web.AppRunner(make_app(self.state), access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, port).start()
         self.port = int(self._runner.addresses[0][1])

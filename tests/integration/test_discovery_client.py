@@ -1,0 +1,294 @@
+"""BalancedClient over real aiohttp servers registered in the real Consul."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from discovery import (
+    BalancedClient,
+    HealthReport,
+    NoInstanceAvailable,
+    OutcomeUnknown,
+    Registrar,
+    Registration,
+    ServiceWatch,
+)
+from discovery.stub import StubProcess, StubServer
+from infra.local import LocalSettings
+
+
+async def passing() -> HealthReport:
+    return HealthReport.passing()
+
+
+@dataclass
+class Fleet:
+    """Stub workers registered under one service, the watch and the client in front."""
+
+    service: str
+    watch: ServiceWatch
+    servers: list[StubServer] = field(default_factory=list)
+    registrars: list[Registrar] = field(default_factory=list)
+    clients: list[BalancedClient] = field(default_factory=list)
+
+    def client(self, **kwargs: object) -> BalancedClient:
+        client = BalancedClient(self.watch, **kwargs)  # type: ignore[arg-type]
+        self.clients.append(client)
+        return client
+
+    async def ready(self, n: int) -> None:
+        await until(lambda: len(self.watch.instances) == n, within=5)
+
+
+async def until(condition: Callable[[], bool], within: float) -> None:
+    async with asyncio.timeout(within):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def fleet_of(
+    infra: LocalSettings, unique: Callable[[str], str]
+) -> AsyncIterator[Callable[[int], Awaitable[Fleet]]]:
+    fleets: list[Fleet] = []
+
+    async def make(n: int) -> Fleet:
+        service = unique("disc-client")
+        fleet = Fleet(service, ServiceWatch(infra.consul_url, service))
+        fleets.append(fleet)
+        for _ in range(n):
+            server = StubServer()
+            await server.start()
+            reg = Registration(server.state.id, "127.0.0.1", server.port, "1.0", service=service)
+            registrar = Registrar(infra.consul_url, reg, passing, ttl=5.0)
+            await registrar.start()
+            fleet.servers.append(server)
+            fleet.registrars.append(registrar)
+        await fleet.watch.start()
+        await fleet.ready(n)
+        return fleet
+
+    yield make
+    for fleet in fleets:
+        for client in fleet.clients:
+            await client.stop()
+        await fleet.watch.stop()
+        for registrar in fleet.registrars:
+            await registrar.stop()
+        for server in fleet.servers:
+            await server.stop()
+
+
+async def test_round_robin_over_three_servers_is_even(
+    fleet_of: Callable[[int], Awaitable[Fleet]],
+) -> None:
+    fleet = await fleet_of(3)
+    client = fleet.client()
+    await client.start()
+    await client.start()  # safe twice
+    served = Counter([(await client.request("GET", "/chats")).instance_id for _ in range(300)])
+    assert sorted(served.values()) == [100, 100, 100]
+    assert {s.state.id: s.state.hits["/chats"] for s in fleet.servers} == served
+    stats = client.stats()
+    assert {s.id: s.requests for s in stats} == served
+    assert all(s.healthy and s.failures == 0 and s.ejections == 0 for s in stats)
+    assert {s.url for s in stats} == {f"http://127.0.0.1:{s.port}" for s in fleet.servers}
+
+    # Concurrent callers split evenly too.
+    results = await asyncio.gather(*(client.request("GET", "/chats") for _ in range(90)))
+    assert sorted(Counter(r.instance_id for r in results).values()) == [30, 30, 30]
+
+
+async def test_headers_params_body_and_4xx_pass_through(
+    fleet_of: Callable[[int], Awaitable[Fleet]],
+) -> None:
+    fleet = await fleet_of(1)
+    client = fleet.client(headers={"Authorization": "Entrypoint s3cret"})
+    await client.start()
+    resp = await client.request(
+        "POST", "/chats", params={"uid": "7"}, json={"users": [7, 9]}, idempotent=False
+    )
+    echoed = resp.json()
+    assert resp.status == 200 and resp.headers["content-type"].startswith("application/json")
+    assert echoed["authorization"] == "Entrypoint s3cret"
+    assert echoed["query"] == {"uid": "7"} and echoed["body"] == '{"users": [7, 9]}'
+    overridden = await client.request("GET", "/x", headers={"Authorization": "Entrypoint other"})
+    assert overridden.json()["authorization"] == "Entrypoint other"
+
+    not_found = await client.request("GET", "/status/404")
+    assert not_found.status == 404 and not_found.json()["status"] == 404
+    assert client.stats()[0].failures == 0 and client.stats()[0].healthy
+
+
+async def test_5xx_ejects_the_instance_and_the_read_moves_on(
+    fleet_of: Callable[[int], Awaitable[Fleet]],
+) -> None:
+    fleet = await fleet_of(3)
+    sick = fleet.servers[1]
+    sick.state.fail_status = 503
+    client = fleet.client(cooldown=0.5)
+    await client.start()
+    served = [(await client.request("GET", "/chats")).instance_id for _ in range(30)]
+    assert sick.state.id not in served and len(served) == 30
+    assert sick.state.hits["/chats"] == 1  # one failed try, then it sat out
+    stats = {s.id: s for s in client.stats()}
+    assert stats[sick.state.id].failures == 1 and stats[sick.state.id].ejections == 1
+
+    # Still sick after the cool-down: the readmission probe fails and traffic stays away.
+    await asyncio.sleep(0.6)
+    served = [(await client.request("GET", "/chats")).instance_id for _ in range(10)]
+    await asyncio.sleep(0.05)
+    assert sick.state.id not in served and sick.state.hits["/ping"] >= 1
+    assert not {s.id: s for s in client.stats()}[sick.state.id].healthy
+
+    # Healthy again: the next probe readmits it.
+    sick.state.fail_status = None
+    async with asyncio.timeout(5):
+        while True:
+            if (await client.request("GET", "/chats")).instance_id == sick.state.id:
+                break
+            await asyncio.sleep(0.05)
+    assert {s.id: s for s in client.stats()}[sick.state.id].healthy
+
+
+async def test_non_idempotent_request_is_not_retried_once_it_reached_an_instance(
+    fleet_of: Callable[[int], Awaitable[Fleet]],
+) -> None:
+    fleet = await fleet_of(2)
+    for server in fleet.servers:
+        server.state.fail_status = 500
+    client = fleet.client()
+    await client.start()
+    with pytest.raises(OutcomeUnknown, match="not idempotent"):
+        await client.request("POST", "/chats", json={"users": [1, 2]}, idempotent=False)
+    assert sum(s.state.hits["/chats"] for s in fleet.servers) == 1
+
+
+async def test_non_idempotent_request_moves_on_when_the_connection_is_refused(
+    fleet_of: Callable[[int], Awaitable[Fleet]],
+) -> None:
+    fleet = await fleet_of(2)
+    gone, alive = fleet.servers
+    await gone.stop()  # still registered and passing, but nothing listens
+    client = fleet.client()
+    await client.start()
+    for _ in range(4):
+        resp = await client.request("POST", "/chats", json={"users": [1, 2]}, idempotent=False)
+        assert resp.instance_id == alive.state.id
+    assert alive.state.hits["/chats"] == 4
+    assert {s.id: s for s in client.stats()}[gone.state.id].ejections == 1
+
+
+async def test_every_instance_failing_is_a_clear_no_instance_error(
+    fleet_of: Callable[[int], Awaitable[Fleet]],
+) -> None:
+    fleet = await fleet_of(3)
+    for server in fleet.servers:
+        server.state.fail_status = 502
+    client = fleet.client(attempts=5)
+    await client.start()
+    with pytest.raises(NoInstanceAvailable, match="HTTP 502") as err:
+        await client.request("GET", "/chats")
+    assert err.value.retryable
+    assert sum(s.state.hits["/chats"] for s in fleet.servers) == 3  # each tried once
+
+    # Every instance ejected: the one whose cool-down ends first still gets a try, and a
+    # server that recovered answers at once instead of a 503 for the whole cool-down.
+    fleet.servers[0].state.fail_status = None
+    resp = await client.request("GET", "/chats")
+    assert resp.instance_id == fleet.servers[0].state.id
+
+
+async def test_no_registered_instance_is_a_clear_no_instance_error(
+    fleet_of: Callable[[int], Awaitable[Fleet]],
+) -> None:
+    fleet = await fleet_of(0)
+    client = fleet.client()
+    await client.start()
+    with pytest.raises(NoInstanceAvailable, match="registered and passing"):
+        await client.request("GET", "/chats")
+
+
+async def test_a_timeout_ejects_the_instance_and_the_read_moves_on(
+    fleet_of: Callable[[int], Awaitable[Fleet]],
+) -> None:
+    fleet = await fleet_of(2)
+    hung, fine = fleet.servers
+    hung.state.delay = 30.0
+    client = fleet.client(request_timeout=0.3)
+    await client.start()
+    served = [(await client.request("GET", "/chats")).instance_id for _ in range(4)]
+    assert served == [fine.state.id] * 4
+    stats = {s.id: s for s in client.stats()}
+    assert stats[hung.state.id].failures == 1 and not stats[hung.state.id].healthy
+
+
+async def test_the_deadline_bounds_the_whole_request(
+    fleet_of: Callable[[int], Awaitable[Fleet]],
+) -> None:
+    fleet = await fleet_of(3)
+    for server in fleet.servers:
+        server.state.delay = 30.0
+    client = fleet.client(request_timeout=0.4, deadline=0.6, attempts=3)
+    await client.start()
+    t0 = time.monotonic()
+    with pytest.raises(NoInstanceAvailable, match="no answer within") as err:
+        await client.request("GET", "/chats")
+    assert time.monotonic() - t0 < 5.0  # far below the servers' 30 s: the deadline cut it
+    assert "deadline of 0.6s reached" in str(err.value)
+    assert sum(s.state.hits["/chats"] for s in fleet.servers) == 2  # 0.4 s + the 0.2 s left
+
+
+async def test_killing_a_server_under_load_fails_no_caller_request(
+    infra: LocalSettings, unique: Callable[[str], str]
+) -> None:
+    service = unique("disc-kill-load")
+    stubs = [StubProcess(infra.consul_url, service, ttl=3.0) for _ in range(3)]
+    watch = ServiceWatch(infra.consul_url, service)
+    client = BalancedClient(watch)
+    try:
+        await asyncio.gather(*(stub.start() for stub in stubs))
+        await watch.start()
+        await client.start()
+        await until(lambda: len(watch.instances) == 3, within=5)
+
+        served: list[tuple[float, str]] = []
+        failures: list[BaseException] = []
+        stop_at = time.monotonic() + 3.0
+
+        async def caller() -> None:
+            while (sent_at := time.monotonic()) < stop_at:
+                try:
+                    resp = await client.request("GET", "/messages", params={"cid": "c1"})
+                except NoInstanceAvailable as exc:
+                    failures.append(exc)
+                else:
+                    assert resp.status == 200
+                    served.append((sent_at, resp.instance_id))
+
+        load = [asyncio.create_task(caller()) for _ in range(8)]
+        await asyncio.sleep(1.0)
+        victim = stubs[1]
+        killed_at = await victim.kill()
+        await asyncio.gather(*load)
+
+        assert failures == []
+        assert len(served) > 100
+        assert {i for t, i in served if t < killed_at} == {s.id for s in stubs}
+        after = Counter(i for t, i in served if t > killed_at)  # sent after the kill
+        assert victim.id not in after and set(after) == {stubs[0].id, stubs[2].id}
+        victim_stats = next(s for s in client.stats() if s.id == victim.id)
+        assert victim_stats.ejections >= 1 and not victim_stats.healthy
+    finally:
+        await client.stop()
+        await watch.stop()
+        for stub in stubs:
+            await stub.stop()
