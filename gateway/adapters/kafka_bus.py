@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from contracts.errors import ErrorCode
 from contracts.records import MessageRecord
@@ -18,6 +19,17 @@ log = logging.getLogger(__name__)
 
 def _unavailable(reason: str) -> GatewayError:
     return GatewayError(ErrorCode.BUS_UNAVAILABLE, f"message bus unavailable: {reason}")
+
+
+def _late_outcome(message_id: str, delivery: asyncio.Future[Any]) -> None:
+    """Log what became of a record whose sender already got 5031."""
+    if delivery.cancelled():
+        return
+    exc = delivery.exception()
+    if exc is None:
+        log.warning("record delivered after its send timed out", extra={"message_id": message_id})
+    else:
+        log.warning("record never delivered: %s", exc, extra={"message_id": message_id})
 
 
 class KafkaBus:
@@ -56,7 +68,20 @@ class KafkaBus:
             await asyncio.gather(connector, return_exceptions=True)
         producer, self._producer = self._producer, None
         if producer is not None:
-            await producer.stop()
+            await self._close(producer)
+
+    async def _close(self, producer: Any) -> None:
+        """Flush for at most the send timeout, then drop what Kafka never took."""
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                await producer.flush()
+        except TimeoutError:
+            log.warning("Kafka unreachable at shutdown; dropping records never acknowledged")
+            # aiokafka retries batches for an unreachable leader forever and stop() waits
+            # for them: stop its sender, then fail those batches (their senders got 5031).
+            await producer._sender.close()
+            producer._message_accumulator.fail_all(KafkaConnectionError("gateway stopping"))
+        await producer.stop()
 
     async def _connect_once(self) -> bool:
         producer = self._new_producer()
@@ -74,18 +99,22 @@ class KafkaBus:
         delay = 0.5
         while not await self._connect_once():
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            delay = min(delay * 2, 5.0)
         self._connector = None
 
     async def publish(self, record: MessageRecord) -> None:
         producer = self._producer
         if producer is None:
             raise _unavailable("not connected")
+        delivery: asyncio.Future[Any] | None = None
         try:
             async with asyncio.timeout(self._send_timeout):
-                await producer.send_and_wait(self._topic, record.to_bytes(), key=record.key())
+                delivery = await producer.send(self._topic, record.to_bytes(), key=record.key())
+                await asyncio.shield(delivery)
         except TimeoutError:
             log.warning("Kafka send timed out", extra={"message_id": record.id})
+            if delivery is not None:
+                delivery.add_done_callback(functools.partial(_late_outcome, record.id))
             raise _unavailable("no acknowledgement in time") from None
         except KafkaError as exc:
             log.warning("Kafka send failed: %s", exc, extra={"message_id": record.id})

@@ -41,6 +41,9 @@ async def migrate(conn: Any) -> list[int]:
         if locked != 1:
             raise RuntimeError(f"could not take the migration lock {LOCK_NAME!r}")
         try:
+            # "already exists" notes are expected on re-runs; aiomysql would turn them
+            # into Python warnings.
+            await cur.execute("SET SESSION sql_notes = 0")
             await cur.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 " version INT NOT NULL PRIMARY KEY,"
@@ -61,5 +64,6 @@ async def migrate(conn: Any) -> list[int]:
                 log.info("applied migration", extra={"version": version, "name": name})
                 applied.append(version)
         finally:
+            await cur.execute("SET SESSION sql_notes = 1")
             await cur.execute("SELECT RELEASE_LOCK(%s)", (LOCK_NAME,))
     return applied

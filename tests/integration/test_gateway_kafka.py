@@ -1,0 +1,129 @@
+"""The gateway's producer against real Kafka: acked records, and 5031 when Kafka is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from contracts.errors import ErrorCode
+from contracts.ids import new_id
+from contracts.records import MessageRecord, decode_record
+from gateway.adapters.kafka_bus import KafkaBus
+from gateway.errors import GatewayError
+from infra.local import LocalSettings, Stack
+
+SEND_TIMEOUT = 2.0
+
+
+async def _create_topic(bootstrap: str, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+    finally:
+        await admin.close()
+
+
+def _record(cid: str | None = None, text: str = "hello") -> MessageRecord:
+    return MessageRecord(
+        v=1, id=new_id(), cid=cid or new_id(), uid=1, text=text, createdAt=time.time()
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _expect_5031(bus: KafkaBus) -> float:
+    started = time.monotonic()
+    with pytest.raises(GatewayError) as caught:
+        await bus.publish(_record())
+    assert caught.value.code is ErrorCode.BUS_UNAVAILABLE
+    return time.monotonic() - started
+
+
+async def test_published_records_are_acked_keyed_by_chat(
+    infra: LocalSettings, unique: Callable[[str], str]
+) -> None:
+    topic = unique("gw-bus")
+    await _create_topic(infra.kafka_bootstrap, topic)
+    bus = KafkaBus(infra.kafka_bootstrap, topic, SEND_TIMEOUT)
+    await bus.start()
+    try:
+        cid = new_id()
+        sent = [_record(cid, f"m{i}") for i in range(5)]
+        for record in sent:
+            await bus.publish(record)
+        assert await bus.ready()
+    finally:
+        await bus.stop()
+        await bus.stop()
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=infra.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        got: list[tuple[bytes | None, bytes | None]] = []
+        while len(got) < len(sent):
+            batch = await consumer.getmany(timeout_ms=10_000)
+            assert batch, "records did not arrive"
+            got.extend((r.key, r.value) for rs in batch.values() for r in rs)
+    finally:
+        await consumer.stop()
+    assert {key for key, _ in got} == {cid.encode()}
+    assert [decode_record(value) for _, value in got] == sent  # one key: one partition, in order
+
+
+async def test_unknown_topic_is_5031_within_the_send_timeout(infra: LocalSettings) -> None:
+    bus = KafkaBus(infra.kafka_bootstrap, "gw-missing-topic-never-created", SEND_TIMEOUT)
+    await bus.start()
+    try:
+        assert await _expect_5031(bus) < SEND_TIMEOUT + 1.5
+        assert not await bus.ready()
+    finally:
+        await bus.stop()
+
+
+# infra's ManagedProcess drops its Popen while Kafka runs, which CPython reports as a
+# ResourceWarning; the process is tracked by pid file and killed below.
+@pytest.mark.filterwarnings("ignore:subprocess .* is still running:ResourceWarning")
+async def test_private_broker_late_start_then_killed(tmp_path: Path) -> None:
+    port = _free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    bus = KafkaBus(bootstrap, "gw-private", SEND_TIMEOUT)
+    await bus.start()  # Kafka is not there yet: start returns, sends fail fast
+    stack = Stack(
+        LocalSettings.from_env(
+            {
+                "LOCAL_RUN_DIR": str(tmp_path),
+                "LOCAL_KAFKA_PORT": str(port),
+                "LOCAL_KAFKA_CONTROLLER_PORT": str(_free_port()),
+            }
+        )
+    )
+    try:
+        assert await _expect_5031(bus) < 0.5
+        await asyncio.to_thread(stack.up, ["kafka"])
+        await _create_topic(bootstrap, "gw-private")
+        deadline = time.monotonic() + 30
+        while not await bus.ready():
+            assert time.monotonic() < deadline, "producer never connected to the late broker"
+            await asyncio.sleep(0.5)
+        await bus.publish(_record())
+        stack.kill("kafka")
+        for _ in range(3):
+            assert await _expect_5031(bus) < SEND_TIMEOUT + 1.5
+        assert not await bus.ready()
+    finally:
+        stack.kill("kafka")
+        await bus.stop()
