@@ -4,8 +4,9 @@
 
 It serves GET /ping, GET /status/{code} (answers with that status) and echoes
 any other request as JSON with its own instance id. Once registered it prints
-one JSON line {"event": "registered", "id", "port", "at"} on stdout ("at" is
-time.monotonic(), comparable between processes on one machine). SIGTERM or
+one JSON line {"event": "registered", "id", "port", "registering_at", "at"} on
+stdout (time.monotonic() before and after Registrar.start(), comparable between
+processes on one machine). SIGTERM or
 SIGINT deregisters and exits. `StubServer` is the same server in-process (no
 registration); `StubProcess` runs the command above as a child process.
 """
@@ -182,8 +183,15 @@ async def serve(args: argparse.Namespace) -> None:
         ttl=args.ttl,
         deregister_critical_after=args.deregister_critical_after,
     )
+    registering_at = time.monotonic()
     await registrar.start()
-    event = {"event": "registered", "id": server.state.id, "port": port, "at": time.monotonic()}
+    event = {
+        "event": "registered",
+        "id": server.state.id,
+        "port": port,
+        "registering_at": registering_at,  # Registrar.start() called
+        "at": time.monotonic(),  # start() returned: registered and passing
+    }
     print(json.dumps(event), flush=True)
 
     stopping = asyncio.Event()

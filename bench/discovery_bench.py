@@ -1,0 +1,256 @@
+"""Discovery benchmark: real Consul, real stub workers (child processes), this machine.
+
+    .venv/bin/python bench/discovery_bench.py [--consul URL] [--trials N]
+
+With two and three instances it measures
+  (a) registration -> first request routed to the new instance,
+  (b) after SIGKILL of one instance under steady load: failed caller requests,
+      time to stop routing to it, attempts it got after the kill,
+  (c) the balancer's overhead per request versus calling the instance directly.
+It prints the figures; it asserts nothing.
+
+(a) starts when the new worker calls Registrar.start() (which checks for a
+duplicate id, registers, runs the health probe and passes the TTL check) and
+ends when the first caller request is sent that the new instance answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from itertools import cycle
+
+import aiohttp
+
+from discovery import BalancedClient, Balancer, Instance, NoInstanceAvailable, ServiceWatch
+from discovery.stub import StubProcess
+
+CALLERS = 4  # concurrent callers of the steady load
+AFTER_KILL = 13.0  # seconds of load after the kill: past the stub's 10 s TTL
+
+
+class Load:
+    """Callers sending GETs back to back; remembers when each request was sent and where."""
+
+    def __init__(self, client: BalancedClient) -> None:
+        self.client = client
+        self.sent: list[tuple[float, str]] = []
+        self.first: dict[str, float] = {}  # instance id -> when its first request was sent
+        self.failed = 0
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._caller()) for _ in range(CALLERS)]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+    async def _caller(self) -> None:
+        while not self._stop.is_set():
+            sent_at = time.monotonic()
+            try:
+                resp = await self.client.request("GET", "/messages", params={"cid": "bench"})
+            except NoInstanceAvailable:
+                self.failed += 1
+                await asyncio.sleep(0.01)
+                continue
+            self.sent.append((sent_at, resp.instance_id))
+            self.first.setdefault(resp.instance_id, sent_at)
+
+
+async def attempts_log(
+    client: BalancedClient, instance_id: str, stop: asyncio.Event
+) -> list[float]:
+    """Times at which the balancer routed an attempt to `instance_id` (sampled every 1 ms)."""
+    seen: list[float] = []
+    last = None
+    while not stop.is_set():
+        count = next((s.requests for s in client.stats() if s.id == instance_id), None)
+        if last is not None and count is not None and count > last:
+            seen.extend([time.monotonic()] * (count - last))
+        last = count if count is not None else last
+        await asyncio.sleep(0.001)
+    return seen
+
+
+async def wait_for(predicate: Callable[[], bool], within: float) -> None:
+    async with asyncio.timeout(within):
+        while True:
+            if predicate():
+                return
+            await asyncio.sleep(0.001)
+
+
+async def scenario(consul_url: str, n: int, trials: int) -> dict[str, object]:
+    service = f"bench-disc-{uuid.uuid4().hex[:8]}"
+    watch = ServiceWatch(consul_url, service)
+    client = BalancedClient(watch)
+    stubs = [StubProcess(consul_url, service) for _ in range(n - 1)]
+    await asyncio.gather(*(s.start() for s in stubs))
+    await watch.start()
+    await client.start()
+    await wait_for(lambda: len(watch.instances) == n - 1, 10)
+    load = Load(client)
+    load.start()
+    routed: list[float] = []
+    try:
+        # (a) the n-th instance joins n-1: registration -> first request routed to it.
+        for trial in range(trials):
+            newcomer = StubProcess(consul_url, service)
+            event = await newcomer.start()
+            new_id = newcomer.id
+            await wait_for(lambda: new_id in load.first, 10)  # noqa: B023 - awaited here
+            routed.append(load.first[new_id] - float(event["registering_at"]))
+            if trial == trials - 1:
+                stubs.append(newcomer)
+            else:
+                await newcomer.stop()  # graceful: deregisters
+                await wait_for(lambda: len(watch.instances) == n - 1, 10)
+        await asyncio.sleep(1.0)
+
+        # (b) SIGKILL one instance under steady load.
+        victim = stubs[0]
+        failed_before, sent_before = load.failed, len(load.sent)
+        stop_log = asyncio.Event()
+        log_task = asyncio.create_task(attempts_log(client, victim.id, stop_log))
+        await asyncio.sleep(0.2)
+        killed_at = await victim.kill()
+        dropped_at = None
+        deadline = time.monotonic() + AFTER_KILL
+        while time.monotonic() < deadline:
+            if dropped_at is None and victim.id not in {i.id for i in watch.instances}:
+                dropped_at = time.monotonic()
+            await asyncio.sleep(0.005)
+        stop_log.set()
+        attempts = [t - killed_at for t in await log_task if t >= killed_at]
+        served_after = len(load.sent) - sent_before
+        failed_after = load.failed - failed_before
+    finally:
+        await load.stop()
+        await client.stop()
+        await watch.stop()
+        for stub in stubs:
+            await stub.stop()
+    return {
+        "routed": routed,
+        "failed": failed_after,
+        "served": served_after,
+        "attempts": attempts,
+        "dropped": None if dropped_at is None else dropped_at - killed_at,
+        "rps": served_after / AFTER_KILL,
+    }
+
+
+async def overhead(consul_url: str, n: int, requests: int) -> tuple[list[float], list[float]]:
+    """Sequential GET latencies: straight to the instances vs through the BalancedClient."""
+    service = f"bench-disc-{uuid.uuid4().hex[:8]}"
+    stubs = [StubProcess(consul_url, service) for _ in range(n)]
+    await asyncio.gather(*(s.start() for s in stubs))
+    watch = ServiceWatch(consul_url, service)
+    client = BalancedClient(watch)
+    await watch.start()
+    await client.start()
+    await wait_for(lambda: len(watch.instances) == n, 10)
+    urls = cycle([f"http://127.0.0.1:{s.registered['port']}/messages" for s in stubs])
+    direct: list[float] = []
+    balanced: list[float] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            for rnd in range(2):  # interleave rounds so machine noise hits both alike
+                for _ in range(requests // 2):
+                    t0 = time.perf_counter()
+                    async with session.get(next(urls), params={"cid": "bench"}) as resp:
+                        await resp.read()
+                    if rnd or _ >= 100:
+                        direct.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    await client.request("GET", "/messages", params={"cid": "bench"})
+                    if rnd or _ >= 100:
+                        balanced.append(time.perf_counter() - t0)
+    finally:
+        await client.stop()
+        await watch.stop()
+        for stub in stubs:
+            await stub.stop()
+    return direct, balanced
+
+
+def balancer_cost(n: int, rounds: int = 200_000) -> float:
+    """Seconds of CPU per pick() + succeeded(), the bookkeeping a balanced request adds."""
+    balancer = Balancer()
+    balancer.update([Instance(f"w{i}", "127.0.0.1", 8000 + i) for i in range(n)])
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        chosen = balancer.pick()
+        assert chosen is not None
+        balancer.succeeded(chosen.id)
+    return (time.perf_counter() - t0) / rounds
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:7.2f} ms"
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+async def main(consul_url: str, trials: int, requests: int) -> None:
+    print(f"discovery benchmark against {consul_url}; {CALLERS} concurrent callers of load")
+    for n in (2, 3):
+        r = await scenario(consul_url, n, trials)
+        routed = r["routed"]
+        attempts = r["attempts"]
+        assert isinstance(routed, list) and isinstance(attempts, list)
+        print(f"\n== {n} instances ==")
+        print(
+            f"(a) register call -> first routed request, {len(routed)} trials: "
+            f"min {ms(min(routed))}  median {ms(statistics.median(routed))}  "
+            f"max {ms(max(routed))}"
+        )
+        print(
+            f"(b) SIGKILL under load ({r['rps']:.0f} req/s, {r['served']} requests in the "
+            f"{AFTER_KILL:g}s after): failed caller requests {r['failed']}"
+        )
+        last = max(attempts) if attempts else 0.0
+        late = [a for a in attempts if a > 1.0]
+        print(
+            f"    attempts routed to the dead instance after the kill: {len(attempts)}, "
+            f"last at {ms(last)} after it (all retried on a live one)"
+        )
+        print(f"    attempts later than 1 s after the kill: {len(late)}")
+        dropped = r["dropped"]
+        print(
+            "    Consul dropped it from the passing set (TTL 10 s lapsed) after "
+            + ("not within the window" if dropped is None else f"{dropped:.2f} s")
+        )
+    for n in (2, 3):
+        direct, balanced = await overhead(consul_url, n, requests)
+        diff = statistics.median(balanced) - statistics.median(direct)
+        print(f"\n(c) per-request cost, {n} instances, {len(direct)} sequential GETs each way:")
+        print(f"    direct   median {ms(statistics.median(direct))}  p99 {ms(pct(direct, 99))}")
+        print(
+            f"    balanced median {ms(statistics.median(balanced))}  "
+            f"p99 {ms(pct(balanced, 99))}  -> difference of medians {diff * 1e6:+.0f} µs"
+        )
+        print(
+            f"    balancer bookkeeping alone (pick + succeeded): "
+            f"{balancer_cost(n) * 1e6:.2f} µs per request"
+        )
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.ERROR)  # expected ejection warnings would drown the figures
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--consul", default="http://127.0.0.1:8500")
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=3000)
+    args = parser.parse_args()
+    asyncio.run(main(args.consul, args.trials, args.requests))
