@@ -5,8 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
+WORKERS ?=
+COMPOSE ?= docker compose
 
 .PHONY: help setup install infra-up infra-down infra-status test test-unit lint clean
+.PHONY: dev dev-down scale demo up down logs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -43,3 +46,32 @@ test-unit: install  ## only the unit tests (no services)
 
 clean: infra-down  ## stop everything and remove the run folder (caches are kept)
 	rm -rf .run
+
+# --- the whole platform as local processes (infra/dev), no Docker -----------------------
+
+dev: install  ## run it: infrastructure, the gateway on :8007 and two workers (WORKERS=N); prints what is where
+	$(BIN)/python -m infra.dev up --workers $(or $(WORKERS),2)
+
+dev-down:  ## stop what make dev started (infrastructure that was already running keeps running)
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m infra.dev down; fi
+
+scale: install  ## add or remove local workers while make dev runs: make scale WORKERS=3
+	@test -n "$(WORKERS)" || { echo "usage: make scale WORKERS=N" >&2; exit 2; }
+	$(BIN)/python -m infra.dev scale $(WORKERS)
+
+demo: install  ## demo data through the API of make dev: two users, a chat, a few messages
+	$(BIN)/python -m infra.dev demo
+
+# --- the production-like topology in Docker (docker-compose.yml) ------------------------
+
+.env:
+	$(PYTHON) -m infra.docker.dotenv .env
+
+up: .env  ## docker compose: build, start and wait for the full topology (sharded MongoDB, ...)
+	$(COMPOSE) up -d --build --wait
+
+down:  ## docker compose: stop and remove the containers (volumes are kept)
+	$(COMPOSE) down
+
+logs:  ## docker compose: follow the logs of every service
+	$(COMPOSE) logs -f --tail=100

@@ -1,0 +1,43 @@
+# One image for the gateway and the dialogue worker; the compose file picks the command:
+#   python -m gateway   |   python -m dialogue_worker
+# Build: docker build -t dialogue-platform:0.1.0 .
+
+# --- dependencies, installed into a venv that the runtime stage copies ---------------
+FROM python:3.11.11-slim-bookworm AS deps
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+WORKDIR /build
+COPY pyproject.toml ./
+# Only the runtime dependencies of pyproject.toml (not the dev tools), so this layer
+# is rebuilt when they change and not when the code does.
+RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('requirements.txt', 'w').write('\n'.join(deps) + '\n')" \
+    && python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir -r requirements.txt
+
+# --- runtime -----------------------------------------------------------------------
+FROM python:3.11.11-slim-bookworm
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    DATA_DIR=/tmp/dialogue-worker
+
+RUN groupadd --system --gid 10001 dialogue \
+    && useradd --system --uid 10001 --gid dialogue --no-create-home --shell /usr/sbin/nologin dialogue
+
+COPY --from=deps /opt/venv /opt/venv
+WORKDIR /app
+# The code runs from /app (python -m <package>), so data files such as
+# gateway/openapi.json and contracts/schema/ ship next to their modules.
+COPY contracts/ contracts/
+COPY discovery/ discovery/
+COPY dialogue_worker/ dialogue_worker/
+COPY gateway/ gateway/
+
+USER 10001:10001
+# 8007: gateway (published); 8100: worker's internal API (never published).
+EXPOSE 8007 8100
+CMD ["python", "-m", "gateway"]

@@ -1,0 +1,53 @@
+"""`python -m infra.docker.dotenv [.env]`: create .env from .env.example with random secrets.
+
+An existing file is left alone (its secrets protect data already on the volumes).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO_ROOT / ".env.example"
+#: Variables that get a fresh random value when the example leaves them empty.
+SECRETS = ("JWT_SECRET", "ENTRYPOINT_TOKEN", "MYSQL_ROOT_PASSWORD", "MYSQL_PASSWORD", "ADMIN_TOKEN")
+
+
+def parse(text: str) -> dict[str, str]:
+    """The NAME=value lines of a .env file (comments and blank lines skipped)."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and "=" in stripped:
+            name, _, value = stripped.partition("=")
+            values[name.strip()] = value.strip()
+    return values
+
+
+def render(example: str) -> str:
+    """The example with every empty secret filled with 32 random bytes (base64url)."""
+    lines = []
+    for line in example.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.strip() in SECRETS and not value.strip():
+            line = f"{name}={secrets.token_urlsafe(32)}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    target = Path(args[0]) if args else REPO_ROOT / ".env"
+    if target.exists():
+        print(f"{target} exists; left as it is")
+        return 0
+    target.write_text(render(EXAMPLE.read_text()))
+    target.chmod(0o600)
+    print(f"{target} written with random secrets (keep it; it is git-ignored)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+// One-shot init of the sharded MongoDB cluster of docker-compose.yml (mongosh --nodb).
+// Idempotent: every step checks before it acts, so re-running the job is harmless.
+//
+//  1. initiate the config-server replica set and the three shard replica sets
+//     (a primary and a secondary each) and wait for their primaries;
+//  2. wait for the mongos router, add the three shards;
+//  3. enable sharding on the APPLICATION database (env MONGO_DB, the worker's
+//     database) and shard its collections with the keys the worker expects.
+//
+// Topology (replica set -> members) comes from the environment, e.g.
+//   CONFIG_RS=cfgrs/cfg1:27017
+//   SHARD_RS=shard1/shard1a:27017,shard1b:27017;shard2/shard2a:27017,shard2b:27017;...
+//   MONGOS=mongos:27017  MONGO_DB=dialogue
+
+const env = process.env;
+const WAIT_MS = 180 * 1000;
+
+function required(name) {
+  const value = (env[name] || "").trim();
+  if (!value) {
+    throw new Error(`mongo-init: environment variable ${name} is required`);
+  }
+  return value;
+}
+
+function parseReplicaSet(spec) {
+  const [name, members] = spec.split("/");
+  return { name: name, hosts: members.split(",") };
+}
+
+function waitFor(what, probe) {
+  const deadline = Date.now() + WAIT_MS;
+  let lastError = null;
+  while (Date.now() < deadline) {
+    try {
+      const result = probe();
+      if (result) {
+        return result;
+      }
+    } catch (err) {
+      lastError = err;
+    }
+    sleep(1000);
+  }
+  throw new Error(`mongo-init: ${what} not ready after ${WAIT_MS / 1000}s: ${lastError}`);
+}
+
+// mongosh throws on {ok: 0}; the legacy shell returned it. Always return the answer.
+function run(db, command) {
+  try {
+    return db.runCommand(command);
+  } catch (err) {
+    return { ok: 0, code: err.code, codeName: err.codeName, errmsg: String(err.message) };
+  }
+}
+
+function connectTo(host) {
+  return waitFor(`mongod ${host}`, () => new Mongo(`mongodb://${host}/?directConnection=true`));
+}
+
+function initiateReplicaSet(rs, configsvr) {
+  const admin = connectTo(rs.hosts[0]).getDB("admin");
+  const status = run(admin, { replSetGetStatus: 1 });
+  if (status.ok === 1) {
+    print(`replica set ${rs.name}: already initiated`);
+  } else if (status.code === 94 /* NotYetInitialized */) {
+    const members = rs.hosts.map((host, i) => ({
+      _id: i,
+      host: host,
+      priority: i === 0 ? 2 : 1, // the first member is the preferred primary
+    }));
+    const config = { _id: rs.name, members: members };
+    if (configsvr) {
+      config.configsvr = true;
+    }
+    const result = run(admin, { replSetInitiate: config });
+    if (result.ok !== 1 && result.code !== 23 /* AlreadyInitialized */) {
+      throw new Error(`mongo-init: replSetInitiate ${rs.name} failed: ${tojson(result)}`);
+    }
+    print(`replica set ${rs.name}: initiated with ${rs.hosts.join(", ")}`);
+  } else {
+    throw new Error(`mongo-init: replSetGetStatus ${rs.name} failed: ${tojson(status)}`);
+  }
+  waitFor(`primary of ${rs.name}`, () => run(admin, { hello: 1 }).isWritablePrimary);
+  print(`replica set ${rs.name}: primary is ${run(admin, { hello: 1 }).primary}`);
+}
+
+function addShards(admin, shards) {
+  const known = new Set(run(admin, { listShards: 1 }).shards.map((s) => s._id));
+  for (const rs of shards) {
+    if (known.has(rs.name)) {
+      print(`shard ${rs.name}: already added`);
+      continue;
+    }
+    const result = run(admin, { addShard: `${rs.name}/${rs.hosts.join(",")}`, name: rs.name });
+    if (result.ok !== 1) {
+      throw new Error(`mongo-init: addShard ${rs.name} failed: ${tojson(result)}`);
+    }
+    print(`shard ${rs.name}: added`);
+  }
+}
+
+// The worker's shard keys (dialogue_worker/adapters/sharding.py, DESIGN.md).
+const SHARD_KEYS = {
+  messages: { cid: "hashed", _id: 1 },
+  chats: { _id: "hashed" },
+};
+
+function shardApplicationDatabase(admin, database) {
+  const enabled = run(admin, { enableSharding: database });
+  if (enabled.ok !== 1) {
+    throw new Error(`mongo-init: enableSharding ${database} failed: ${tojson(enabled)}`);
+  }
+  print(`database ${database}: sharding enabled`);
+  for (const [collection, key] of Object.entries(SHARD_KEYS)) {
+    const namespace = `${database}.${collection}`;
+    const result = run(admin, { shardCollection: namespace, key: key });
+    // Re-running with the same key answers ok (or "already sharded" on older servers).
+    if (result.ok !== 1 && !/already/.test(result.errmsg || "")) {
+      throw new Error(`mongo-init: shardCollection ${namespace} failed: ${tojson(result)}`);
+    }
+    print(`collection ${namespace}: sharded on ${tojson(key)}`);
+  }
+}
+
+const database = required("MONGO_DB");
+const configRs = parseReplicaSet(required("CONFIG_RS"));
+const shards = required("SHARD_RS").split(";").map(parseReplicaSet);
+
+initiateReplicaSet(configRs, true);
+for (const rs of shards) {
+  initiateReplicaSet(rs, false);
+}
+
+const router = connectTo(required("MONGOS")).getDB("admin");
+waitFor("mongos and its config servers", () => run(router, { listShards: 1 }).ok === 1);
+addShards(router, shards);
+shardApplicationDatabase(router, database);
+print(`mongo-init: done; application database ${database} is sharded over ${shards.length} shards`);

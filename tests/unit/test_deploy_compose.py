@@ -1,0 +1,346 @@
+"""Static checks of docker-compose.yml (no Docker engine here): the compose-spec schema,
+then the properties the topology must have (ports, networks, pins, health, scaling, MongoDB
+init) and agreement with the services' settings modules."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping
+from importlib.metadata import distribution
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from dialogue_worker.adapters import registration
+from dialogue_worker.adapters.sharding import SHARD_KEYS
+from dialogue_worker.settings import WorkerSettings
+from gateway.settings import GatewaySettings
+from infra.docker import dotenv
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+MONGO_INIT = REPO / "infra" / "docker" / "mongo-init.js"
+PUBLISHED = {"gateway": 8007, "consul": 8500}
+ONE_SHOT = {"mongo-init"}
+WORKER, GATEWAY = "dialogue_worker", "gateway"
+MONGO_SERVERS = ["cfg1", *(f"shard{n}{m}" for n in (1, 2, 3) for m in "ab")]
+DATA = {"kafka", "consul", "mysql", "mongos", "mongo-init", *MONGO_SERVERS}
+
+_VAR = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+
+
+def interpolate(value: Any, env: Mapping[str, str]) -> Any:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error}, applied to every string."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        current = env.get(name)
+        if op in (":?", "?") and not current:
+            raise KeyError(f"{name}: {arg}")
+        if op in (":-", "-") and not current:
+            return str(arg)
+        return current or ""
+
+    return _VAR.sub(one, value.replace("$$", "\0")).replace("\0", "$")
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    return data
+
+
+@pytest.fixture(scope="module")
+def dot_env() -> dict[str, str]:
+    """The .env `make up` would write (example + random secrets)."""
+    return dotenv.parse(dotenv.render((REPO / ".env.example").read_text()))
+
+
+@pytest.fixture(scope="module")
+def compose(raw: dict[str, Any], dot_env: dict[str, str]) -> dict[str, Any]:
+    """The file as compose resolves it with that .env."""
+    resolved: dict[str, Any] = interpolate(raw, dot_env)
+    return resolved
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return dict(compose["services"])
+
+
+def environment(service: Mapping[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def test_matches_the_compose_spec_schema(raw: dict[str, Any]) -> None:
+    dist = distribution("check-jsonschema")
+    vendor = "check_jsonschema/builtin_schemas/vendor"
+    schema_file = Path(str(dist.locate_file(f"{vendor}/compose-spec.json")))
+    digest = Path(str(dist.locate_file(f"{vendor}/sha256/compose-spec.sha256"))).read_text()
+    assert hashlib.sha256(schema_file.read_bytes()).hexdigest() == digest.strip()
+    schema = json.loads(schema_file.read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(raw)
+    ]
+    assert errors == []
+
+
+def test_the_topology_is_complete(services: dict[str, dict[str, Any]]) -> None:
+    assert set(services) == DATA | {WORKER, GATEWAY}
+    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert "-ui" in services["consul"]["command"]
+    assert services["mysql"]["image"].startswith("mysql:8.")
+
+
+def test_only_the_gateway_and_the_consul_ui_are_published(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
+    assert set(published) == set(PUBLISHED)
+    for name, port in PUBLISHED.items():
+        assert published[name] == [f"127.0.0.1:{port}:{port}"]
+    assert not any(s.get("expose") for s in services.values())
+
+
+def test_networks_keep_workers_and_data_internal(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    networks = compose["networks"]
+    internal = {name for name, net in networks.items() if (net or {}).get("internal")}
+    assert internal == {"backend"}
+    for name, service in services.items():
+        attached = set(service["networks"])
+        assert "backend" in attached, name
+        assert ("edge" in attached) == (name in PUBLISHED), name
+
+
+def test_every_image_is_pinned_to_a_version(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        image = service["image"]
+        repo, _, tag = image.rpartition(":")
+        assert repo and "/" not in tag, f"{name}: {image} has no tag"
+        assert tag != "latest" and re.search(r"\d+\.\d+", tag), f"{name}: {image} is not pinned"
+
+
+def test_long_running_services_have_health_checks_and_restart(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, service in services.items():
+        if name in ONE_SHOT:
+            assert service["restart"] == "no"
+            assert "healthcheck" not in service
+            continue
+        check = service.get("healthcheck")
+        assert check and check["test"][0] in ("CMD", "CMD-SHELL"), name
+        assert service["restart"] == "unless-stopped", name
+
+
+def test_dependencies_have_conditions_that_can_be_met(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, service in services.items():
+        depends = service.get("depends_on", {})
+        assert isinstance(depends, dict), f"{name}: depends_on needs the long form"
+        for target, spec in depends.items():
+            condition = spec["condition"]
+            if condition == "service_healthy":
+                assert "healthcheck" in services[target], f"{name} -> {target}"
+            elif condition == "service_completed_successfully":
+                assert target in ONE_SHOT, f"{name} -> {target}"
+            else:
+                assert condition == "service_started", f"{name} -> {target}"
+    assert services[WORKER]["depends_on"]["mongo-init"]["condition"] == (
+        "service_completed_successfully"
+    )
+    # The job initiates the config replica set the router needs: waiting for a healthy
+    # router before running it could deadlock.
+    assert services["mongo-init"]["depends_on"]["mongos"]["condition"] == "service_started"
+    for name in MONGO_SERVERS:
+        assert services["mongo-init"]["depends_on"][name]["condition"] == "service_healthy"
+
+
+def test_no_dependency_cycles(services: dict[str, dict[str, Any]]) -> None:
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, " -> ".join((*path, name))
+        if name not in done:
+            for target in services[name].get("depends_on", {}):
+                visit(target, (*path, name))
+            done.add(name)
+
+    for name in services:
+        visit(name, ())
+
+
+def test_workers_scale_without_clashes(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not any("container_name" in s for s in services.values())
+    worker = services[WORKER]
+    assert "ports" not in worker and "hostname" not in worker
+    env = environment(worker)
+    assert "SERVICE_ID" not in env and "WORKER_ADVERTISE_HOST" not in env
+    assert env["WORKER_HOST"] == "0.0.0.0"
+    settings = WorkerSettings.model_validate({k.lower(): v for k, v in env.items()})
+    ids = set()
+    for hostname in ("3f2a9c1b7d10", "8e41d0c2aa57"):  # two replicas' container hostnames
+        monkeypatch.setattr("socket.gethostname", lambda h=hostname: h)
+        assert settings.advertise_host == hostname
+        ids.add(registration.instance_id(settings))
+    assert ids == {"3f2a9c1b7d10-8100", "8e41d0c2aa57-8100"}
+
+
+def test_app_settings_are_known_fields_and_valid_in_production(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, model in ((WORKER, WorkerSettings), (GATEWAY, GatewaySettings)):
+        env = environment(services[name])
+        unknown = {k for k in env if k.lower() not in model.model_fields}
+        assert not unknown, f"{name}: {unknown} are not settings of {model.__name__}"
+        assert env["DIALOGUE_ENV"] == "production"
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        model()  # the production checks (no default secrets) pass with the generated .env
+        for key in env:
+            monkeypatch.delenv(key)
+    gateway, worker = environment(services[GATEWAY]), environment(services[WORKER])
+    for key in ("ENTRYPOINT_TOKEN", "TOPIC", "KAFKA_BOOTSTRAP", "CONSUL_URL"):
+        assert gateway[key] == worker[key], key
+    assert gateway["WORKER_SERVICE"] == registration.SERVICE
+    assert gateway["GATEWAY_PORT"] == "8007" and gateway["GATEWAY_HOST"] == "0.0.0.0"
+    mysql = environment(services["mysql"])
+    assert gateway["MYSQL_HOST"] == "mysql"
+    for key in ("MYSQL_USER", "MYSQL_PASSWORD", "MYSQL_DATABASE"):
+        assert gateway[key] == mysql[key], key
+
+
+def test_secrets_come_from_dot_env(raw: dict[str, Any]) -> None:
+    text = COMPOSE_FILE.read_text()
+    example = dotenv.parse((REPO / ".env.example").read_text())
+    referenced = {m["name"] for m in _VAR.finditer(text)}
+    assert referenced <= set(example), f"undocumented in .env.example: {referenced - set(example)}"
+    for secret in ("JWT_SECRET", "ENTRYPOINT_TOKEN", "MYSQL_PASSWORD", "MYSQL_ROOT_PASSWORD"):
+        assert example[secret] == "", f"{secret} must not have a usable example value"
+        uses = re.findall(r"\$\{" + secret + r"(:\?|:-|\})", text)
+        assert uses and set(uses) == {":?"}, f"{secret} must be required (${{{secret}:?...}})"
+    assert ".env" in (REPO / ".gitignore").read_text().split()
+    with pytest.raises(KeyError, match=r"set \w+ in \.env"):
+        interpolate(raw, {})
+
+
+def test_dot_env_is_written_once_with_random_secrets(tmp_path: Path) -> None:
+    target = tmp_path / ".env"
+    assert dotenv.main([str(target)]) == 0
+    first = dotenv.parse(target.read_text())
+    assert all(len(first[name]) >= 40 for name in dotenv.SECRETS)
+    assert len({first[name] for name in dotenv.SECRETS}) == len(dotenv.SECRETS)
+    assert first["MONGO_DB"] == "dialogue"
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert dotenv.main([str(target)]) == 0
+    assert dotenv.parse(target.read_text()) == first  # kept, never regenerated
+
+
+def _replica_sets(services: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    members: dict[str, list[str]] = {}
+    for name, service in services.items():
+        command = service.get("command", [])
+        if command and command[0] == "mongod":
+            rs = command[command.index("--replSet") + 1]
+            members.setdefault(rs, []).append(f"{name}:{command[command.index('--port') + 1]}")
+    return members
+
+
+def _parse_rs(spec: str) -> tuple[str, list[str]]:
+    name, hosts = spec.split("/")
+    return name, hosts.split(",")
+
+
+def test_mongo_cluster_is_config_rs_three_shards_and_mongos(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    rs = _replica_sets(services)
+    config = [n for n, s in services.items() if "--configsvr" in s.get("command", [])]
+    shards = {n for n, s in services.items() if "--shardsvr" in s.get("command", [])}
+    assert config == ["cfg1"] and len(shards) == 6
+    assert {name: len(hosts) for name, hosts in rs.items()} == {
+        "cfgrs": 1,
+        "shard1": 2,
+        "shard2": 2,
+        "shard3": 2,
+    }
+    init = environment(services["mongo-init"])
+    assert _parse_rs(init["CONFIG_RS"]) == ("cfgrs", rs["cfgrs"])
+    assert dict(map(_parse_rs, init["SHARD_RS"].split(";"))) == {
+        k: v for k, v in rs.items() if k != "cfgrs"
+    }
+    mongos = services["mongos"]["command"]
+    assert mongos[0] == "mongos"
+    assert mongos[mongos.index("--configdb") + 1] == init["CONFIG_RS"]
+    assert init["MONGOS"] == "mongos:27017"
+    assert environment(services[WORKER])["MONGO_URL"] == "mongodb://mongos:27017/"
+
+
+def test_mongo_init_shards_the_application_database(
+    raw: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    # Same expression in both services, so a MONGO_DB override moves both together.
+    assert (
+        raw["services"]["mongo-init"]["environment"]["MONGO_DB"]
+        == (raw["services"][WORKER]["environment"]["MONGO_DB"])
+    )
+    job = services["mongo-init"]
+    mount = next(v for v in job["volumes"] if v.startswith("./infra/docker/mongo-init.js:"))
+    assert job["command"][-1] == mount.split(":")[1]
+    script = MONGO_INIT.read_text()
+    assert 'const database = required("MONGO_DB");' in script
+    assert "{ enableSharding: database }" in script
+    assert "const namespace = `${database}.${collection}`;" in script
+    assert "getSiblingDB" not in script and '"test"' not in script
+    block = re.search(r"const SHARD_KEYS = (\{.*?\n\});", script, re.S)
+    assert block, "SHARD_KEYS not found in mongo-init.js"
+    keys = json.loads(re.sub(r"(\w+):", r'"\1":', block[1]).replace(",\n}", "\n}"))
+    assert keys == SHARD_KEYS  # the worker's own shard keys
+
+
+def test_mongo_init_script_is_valid_javascript() -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: syntax not checked")
+    subprocess.run([node, "--check", str(MONGO_INIT)], check=True, capture_output=True)
+
+
+def _walk(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _walk(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk(v)
+    elif isinstance(value, str):
+        yield value
+
+
+def test_nothing_binds_to_fixed_host_paths_outside_the_repo(raw: dict[str, Any]) -> None:
+    for name, service in raw["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            assert not source.startswith("/"), f"{name}: host path {source}"
+    assert not any("docker.sock" in s for s in _walk(raw))
