@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import statistics
 import time
 import uuid
@@ -99,7 +100,9 @@ async def scenario(consul_url: str, n: int, trials: int) -> dict[str, object]:
     await wait_for(lambda: len(watch.instances) == n - 1, 10)
     load = Load(client)
     load.start()
-    routed: list[float] = []
+    routed: list[float] = []  # Registrar.start() called -> first request routed to it
+    start_calls: list[float] = []  # Registrar.start() called -> returned (passing)
+    after_passing: list[float] = []  # start() returned -> first request routed to it
     try:
         # (a) the n-th instance joins n-1: registration -> first request routed to it.
         for trial in range(trials):
@@ -107,7 +110,10 @@ async def scenario(consul_url: str, n: int, trials: int) -> dict[str, object]:
             event = await newcomer.start()
             new_id = newcomer.id
             await wait_for(lambda: new_id in load.first, 10)  # noqa: B023 - awaited here
-            routed.append(load.first[new_id] - float(event["registering_at"]))
+            registering, passing = float(event["registering_at"]), float(event["at"])
+            routed.append(load.first[new_id] - registering)
+            start_calls.append(passing - registering)
+            after_passing.append(load.first[new_id] - passing)
             if trial == trials - 1:
                 stubs.append(newcomer)
             else:
@@ -140,6 +146,8 @@ async def scenario(consul_url: str, n: int, trials: int) -> dict[str, object]:
             await stub.stop()
     return {
         "routed": routed,
+        "start_calls": start_calls,
+        "after_passing": after_passing,
         "failed": failed_after,
         "served": served_after,
         "attempts": attempts,
@@ -204,17 +212,25 @@ def pct(values: list[float], q: float) -> float:
 
 async def main(consul_url: str, trials: int, requests: int) -> None:
     print(f"discovery benchmark against {consul_url}; {CALLERS} concurrent callers of load")
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     for n in (2, 3):
         r = await scenario(consul_url, n, trials)
         routed = r["routed"]
         attempts = r["attempts"]
         assert isinstance(routed, list) and isinstance(attempts, list)
         print(f"\n== {n} instances ==")
-        print(
-            f"(a) register call -> first routed request, {len(routed)} trials: "
-            f"min {ms(min(routed))}  median {ms(statistics.median(routed))}  "
-            f"max {ms(max(routed))}"
-        )
+        print(f"(a) new instance, {len(routed)} trials:")
+        for label, key in (
+            ("register call -> first routed request", "routed"),
+            ("  of which Registrar.start() itself  ", "start_calls"),
+            ("  passing -> first routed request    ", "after_passing"),
+        ):
+            values = r[key]
+            assert isinstance(values, list)
+            print(
+                f"    {label}: min {ms(min(values))}  median {ms(statistics.median(values))}  "
+                f"max {ms(max(values))}"
+            )
         print(
             f"(b) SIGKILL under load ({r['rps']:.0f} req/s, {r['served']} requests in the "
             f"{AFTER_KILL:g}s after): failed caller requests {r['failed']}"
@@ -244,6 +260,7 @@ async def main(consul_url: str, trials: int, requests: int) -> None:
             f"    balancer bookkeeping alone (pick + succeeded): "
             f"{balancer_cost(n) * 1e6:.2f} µs per request"
         )
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":
