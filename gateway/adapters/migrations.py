@@ -61,7 +61,7 @@ async def migrate(conn: Any) -> list[int]:
                     "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                     (version, name),
                 )
-                log.info("applied migration", extra={"version": version, "name": name})
+                log.info("applied migration", extra={"version": version, "migration": name})
                 applied.append(version)
         finally:
             await cur.execute("SET SESSION sql_notes = 1")

@@ -1,0 +1,551 @@
+"""The gateway as a user drives it: real MariaDB, Kafka, FerretDB, a private Consul agent,
+two real workers and `python -m gateway` as a subprocess.
+
+The workers always register as service "dialogue", so this module runs its own Consul
+agent: other test sessions' workers on the shared agent never answer our reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiomysql
+import jwt
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from infra.local import LocalSettings, Stack
+from infra.local.consul import Consul
+from tests.support.worker import WorkerProcess, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+JWT_SECRET = "e2e-gateway-secret-" + "x" * 32
+ISSUER = "dialogue-e2e"
+MAX_BODY = 8192
+# infra's ManagedProcess drops its Popen while the service runs; CPython reports that as
+# a ResourceWarning. Processes are tracked by pid file and stopped by the fixtures.
+pytestmark = pytest.mark.filterwarnings("ignore:subprocess .* is still running:ResourceWarning")
+
+
+class GatewayProcess:
+    """`python -m gateway` on a free port, configured only through its environment."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        fd, path = tempfile.mkstemp(prefix="gateway-", suffix=".log")
+        os.close(fd)
+        self.log_file = Path(path)
+        self.env = {**os.environ, **env, "GATEWAY_PORT": str(self.port)}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> GatewayProcess:
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway"], cwd=REPO, env=self.env, stdout=log, stderr=log
+            )
+        return self
+
+    async def wait_ready(self, within: float = 60.0) -> GatewayProcess:
+        deadline = time.monotonic() + within
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                assert self.proc is not None and self.proc.poll() is None, self.tail()
+                try:
+                    async with http.get(f"{self.url}/ready") as resp:
+                        if resp.status == 200:
+                            return self
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise AssertionError(f"gateway not ready after {within:.0f}s{self.tail()}")
+
+    def tail(self, lines: int = 30) -> str:
+        text = self.log_file.read_text(errors="replace").splitlines()[-lines:]
+        return f"\nlog {self.log_file}:\n" + "\n".join(text)
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                await asyncio.to_thread(self.proc.wait, 20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _free_base_port() -> int:
+    """A base port whose Consul offsets (0, 1, 2, 100, 202) are free for TCP and UDP."""
+    for base in range(21000 + os.getpid() % 4000, 29000, 7):
+        try:
+            for offset in (0, 1, 2, 100, 202):
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    with socket.socket(socket.AF_INET, kind) as sock:
+                        sock.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free port range for a private Consul agent")
+
+
+def _private_stack(tmp: Path, **ports: int) -> Stack:
+    env = {"LOCAL_RUN_DIR": str(tmp)} | {k: str(v) for k, v in ports.items()}
+    return Stack(LocalSettings.from_env(env))
+
+
+@pytest.fixture(scope="module")
+def consul_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private Consul dev agent built by infra; its gRPC-TLS port (which infra does not
+    set, default 8503, taken by the shared agent) is turned off."""
+    tmp = tmp_path_factory.mktemp("consul")
+    settings = _private_stack(
+        tmp, LOCAL_CONSUL_PORT=free_port(), LOCAL_CONSUL_BASE_PORT=_free_base_port()
+    ).settings
+    service = Consul(settings)
+    service.data_dir.mkdir(parents=True, exist_ok=True)
+    with (tmp / "consul.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [*service.argv(), "-grpc-tls-port", "-1"],
+            cwd=service.data_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (tmp / "consul.log").read_text()
+            try:
+                service.probe()
+                break
+            except Exception:  # not answering yet
+                assert time.monotonic() < deadline, "private Consul not ready"
+                time.sleep(0.2)
+        yield settings.consul_url
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+async def _mysql(infra: LocalSettings, sql: str) -> None:
+    conn = await aiomysql.connect(
+        host=infra.host, port=infra.mysql_port, user=infra.mysql_user, password=infra.mysql_password
+    )
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(sql)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+async def workers(
+    infra: LocalSettings, unique: Callable[[str], str], consul_url: str
+) -> AsyncIterator[list[WorkerProcess]]:
+    first = WorkerProcess.for_test(infra, unique, consul_url=consul_url)
+    pair = [first, first.sibling(unique("worker"))]
+    for worker in pair:
+        worker.start()
+    try:
+        await asyncio.gather(*(w.wait_ready(90) for w in pair))
+        yield pair
+    finally:
+        await asyncio.gather(*(w.terminate() for w in pair), return_exceptions=True)
+
+
+def gateway_env(
+    infra: LocalSettings, database: str, worker: WorkerProcess, consul_url: str
+) -> dict[str, str]:
+    return {
+        "DIALOGUE_ENV": "local",
+        "LOG_LEVEL": "INFO",
+        "JWT_SECRET": JWT_SECRET,
+        "JWT_ISSUER": ISSUER,
+        "MYSQL_HOST": infra.host,
+        "MYSQL_PORT": str(infra.mysql_port),
+        "MYSQL_USER": infra.mysql_user,
+        "MYSQL_PASSWORD": infra.mysql_password,
+        "MYSQL_DATABASE": database,
+        "KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+        "TOPIC": worker.topic,
+        "KAFKA_SEND_TIMEOUT": "2",
+        "CONSUL_URL": consul_url,
+        "ENTRYPOINT_TOKEN": worker.token,
+        "MAX_BODY_BYTES": str(MAX_BODY),
+        "SIGNIN_MAX_FAILURES": "3",
+        "ARGON2_TIME_COST": "1",
+        "ARGON2_MEMORY_KIB": "1024",
+        "ARGON2_PARALLELISM": "1",
+    }
+
+
+@pytest.fixture(scope="module")
+async def database(infra: LocalSettings, run_id: str) -> AsyncIterator[str]:
+    name = f"gw_e2e_{run_id}"
+    await _mysql(infra, f"CREATE DATABASE `{name}`")
+    yield name
+    await _mysql(infra, f"DROP DATABASE `{name}`")
+
+
+@pytest.fixture(scope="module")
+async def gateway(
+    infra: LocalSettings, database: str, workers: list[WorkerProcess], consul_url: str
+) -> AsyncIterator[GatewayProcess]:
+    process = GatewayProcess(gateway_env(infra, database, workers[0], consul_url)).start()
+    try:
+        yield await process.wait_ready()
+    finally:
+        await process.stop()
+
+
+class Api:
+    """A thin client: every call returns (status, JSON body)."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
+        self.http, self.url = http, url
+
+    async def call(
+        self, method: str, path: str, token: str | None = None, **kwargs: Any
+    ) -> tuple[int, Any]:
+        headers = dict(kwargs.pop("headers", {}))
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        async with self.http.request(method, self.url + path, headers=headers, **kwargs) as resp:
+            assert resp.content_type == "application/json", await resp.text()
+            return resp.status, await resp.json()
+
+    async def sign_up(self, username: str) -> dict[str, Any]:
+        body = {"username": username, "password": "secret1", "passwordConfirm": "secret1"}
+        status, token = await self.call("POST", "/v1/auth/sign-up", json={**body, "gender": "f"})
+        assert status == 201, token
+        return dict(token)
+
+
+@pytest.fixture
+async def api(gateway: GatewayProcess) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession() as http:
+        yield Api(http, gateway.url)
+
+
+def _name(unique: Callable[[str], str], prefix: str) -> str:
+    return prefix + unique("")[-12:].replace("-", "")
+
+
+def expect(answer: tuple[int, Any], code: str) -> None:
+    status, body = answer
+    assert (status, body["object"], body["code"]) == (int(code[:3]), "error", code), body
+
+
+async def _chat(api: Api, token: str, users: list[int]) -> str:
+    status, chat = await api.call("POST", "/v1/chats", token, json={"users": users})
+    assert status == 201, chat
+    return str(chat["id"])
+
+
+async def test_full_user_flow(api: Api, unique: Callable[[str], str]) -> None:
+    alice_name, bob_name = _name(unique, "alice"), _name(unique, "bob")
+    alice, bob = await api.sign_up(alice_name), await api.sign_up(bob_name)
+    status, signed = await api.call(
+        "POST", "/v1/auth/sign-in", json={"username": bob_name, "password": "secret1", "x": 1}
+    )
+    assert status == 200 and signed["userId"] == bob["userId"] and signed["object"] == "token"
+    a, b = alice["token"], signed["token"]
+    status, me = await api.call("GET", "/v1/users/me", a)
+    assert (status, me["id"], me["username"]) == (200, alice["userId"], alice_name)
+
+    cid = await _chat(api, a, [alice["userId"], bob["userId"]])
+    posted = []
+    for i in range(7):
+        status, message = await api.call(
+            "POST", f"/v1/chats/{cid}/messages", a if i % 2 else b, json={"txt": f"m{i}"}
+        )
+        assert status == 202 and message["object"] == "message" and message["cid"] == cid
+        posted.append(message)
+
+    newest_first = [m["id"] for m in reversed(posted)]
+    deadline = time.monotonic() + 5
+    while True:
+        status, page = await api.call("GET", f"/v1/chats/{cid}/messages?limit=50", a)
+        if [m["id"] for m in page["data"]] == newest_first or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert [m["id"] for m in page["data"]] == newest_first
+    assert page["data"][0] == posted[-1]
+
+    seen: list[str] = []
+    query = "limit=3"
+    while True:
+        status, page = await api.call("GET", f"/v1/chats/{cid}/messages?{query}", b)
+        assert status == 200 and len(page["data"]) <= 3
+        seen += [m["id"] for m in page["data"]]
+        if page["nextCursor"] is None:
+            break
+        query = f"limit=3&before={page['nextCursor']}"
+    assert seen == newest_first
+
+    status, newer = await api.call(
+        "GET", f"/v1/chats/{cid}/messages?after={posted[3]['id']}&limit=50", a
+    )
+    assert status == 200 and {m["id"] for m in newer["data"]} == set(newest_first[:3])
+
+    other = await _chat(api, b, [bob["userId"], alice["userId"]])
+    status, chats = await api.call("GET", "/v1/chats?limit=50", a)
+    assert status == 200 and chats["object"] == "list"
+    assert [c["id"] for c in chats["data"]][:2] == [other, cid]
+
+
+async def test_a_posted_message_is_readable_within_a_second(
+    api: Api, unique: Callable[[str], str]
+) -> None:
+    alice, bob = await api.sign_up(_name(unique, "rd")), await api.sign_up(_name(unique, "rd"))
+    cid = await _chat(api, alice["token"], [alice["userId"], bob["userId"]])
+    path = f"/v1/chats/{cid}/messages"
+    status, message = await api.call("POST", path, alice["token"], json={"txt": "fast"})
+    posted_at = time.monotonic()
+    assert status == 202
+    while True:
+        status, page = await api.call("GET", path, bob["token"])
+        if page["data"] and page["data"][0]["id"] == message["id"]:
+            break
+        assert time.monotonic() - posted_at < 1.0, "message not readable within a second"
+        await asyncio.sleep(0.02)
+
+
+async def test_every_client_error_code(api: Api, unique: Callable[[str], str]) -> None:
+    alice, bob, eve = [await api.sign_up(_name(unique, n)) for n in ("ea", "eb", "ee")]
+    a, e = alice["token"], eve["token"]
+    cid = await _chat(api, a, [alice["userId"], bob["userId"]])
+    msgs = f"/v1/chats/{cid}/messages"
+
+    expect(await api.call("GET", "/v1/nope", a), "4040")
+    expect(await api.call("DELETE", "/v1/chats", a), "4050")
+    expect(await api.call("POST", "/v1/chats", a, data=b"{not json"), "4000")
+    expect(await api.call("POST", msgs, a, data=b"x" * (MAX_BODY + 1)), "4130")
+    expect(await api.call("GET", "/v1/chats/not-an-id", a), "4001")
+    expect(await api.call("POST", "/v1/chats", a, json={"users": [alice["userId"], "b"]}), "4002")
+    expect(await api.call("POST", msgs, a, json={"txt": "   "}), "4003")
+    expect(await api.call("POST", msgs, a, json={"txt": "x" * 4097}), "4003")
+    expect(await api.call("POST", "/v1/chats", a, json={"users": [alice["userId"]] * 2}), "4004")
+    expect(await api.call("GET", f"{msgs}?limit=0", a), "4005")
+    expect(await api.call("GET", f"{msgs}?before=zzz", a), "4005")
+    expect(await api.call("GET", "/v1/chats?cursor=nope", a), "4005")
+    expect(await api.call("GET", "/v1/users/me"), "4010")
+    expect(await api.call("GET", "/v1/users/me", "garbage"), "4011")
+    pair = [bob["userId"], eve["userId"]]
+    expect(await api.call("POST", "/v1/chats", a, json={"users": pair}), "4030")
+    expect(await api.call("GET", f"/v1/chats/{cid}", e), "4031")
+    expect(await api.call("GET", msgs, e), "4031")
+    expect(await api.call("POST", msgs, e, json={"txt": "let me in"}), "4031")
+    expect(await api.call("PUT", f"/v1/chats/{cid}", e, json={"users": [eve["userId"]]}), "4031")
+    expect(await api.call("GET", "/v1/chats/65f0c0ffee0123456789abcd", a), "4040")
+    status, body = await api.call("POST", "/v1/chats", a, json={"users": [alice["userId"], 10**9]})
+    expect((status, body), "4040")
+    assert str(10**9) in body["message"]
+    form = {"username": alice["username"], "password": "secret1", "passwordConfirm": "secret1"}
+    expect(await api.call("POST", "/v1/auth/sign-up", json={**form, "gender": "m"}), "4090")
+
+    wrong = {"username": eve["username"], "password": "not-it"}
+    for _ in range(3):
+        expect(await api.call("POST", "/v1/auth/sign-in", json=wrong), "4011")
+    expect(
+        await api.call("POST", "/v1/auth/sign-in", json={**wrong, "password": "secret1"}), "4290"
+    )
+    right = {"username": alice["username"], "password": "secret1"}
+    assert (await api.call("POST", "/v1/auth/sign-in", json=right))[0] == 200
+
+    status, chat = await api.call("PUT", f"/v1/chats/{cid}", a, json={"users": [eve["userId"]]})
+    assert status == 200 and eve["userId"] in chat["users"]
+    assert (await api.call("POST", msgs, e, json={"txt": "now I am in"}))[0] == 202
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(data)).rstrip(b"=").decode()
+
+
+async def test_tampered_expired_and_unsigned_tokens_get_4011(
+    api: Api, unique: Callable[[str], str]
+) -> None:
+    user = await api.sign_up(_name(unique, "tok"))
+    header, payload, signature = user["token"].split(".")
+    claims = jwt.decode(user["token"], JWT_SECRET, algorithms=["HS256"], issuer=ISSUER)
+    tampered = f"{header}.{_b64({**claims, 'user_id': 1, 'sub': '1'})}.{signature}"
+    expired = jwt.encode({**claims, "iat": 1, "exp": 2}, JWT_SECRET, algorithm="HS256")
+    unsigned = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{payload}."
+    other_alg = jwt.encode(claims, JWT_SECRET + JWT_SECRET, algorithm="HS512")
+    for token in (tampered, expired, unsigned, other_alg, user["token"][:-2]):
+        expect(await api.call("GET", "/v1/users/me", token), "4011")
+        expect(await api.call("GET", "/v1/chats", token), "4011")
+    assert (await api.call("GET", "/v1/users/me", user["token"]))[0] == 200
+
+
+async def _records_with_id(bootstrap: str, topic: str, message_id: str) -> int:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        count = 0
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < end for tp, end in ends.items()])
+
+        while await behind():
+            batch = await consumer.getmany(timeout_ms=2000)
+            for records in batch.values():
+                count += sum(1 for r in records if r.value and message_id.encode() in r.value)
+        return count
+    finally:
+        await consumer.stop()
+
+
+async def test_idempotency_key_produces_once(
+    api: Api, unique: Callable[[str], str], infra: LocalSettings, workers: list[WorkerProcess]
+) -> None:
+    alice, bob = await api.sign_up(_name(unique, "idem")), await api.sign_up(_name(unique, "idem"))
+    cid = await _chat(api, alice["token"], [alice["userId"], bob["userId"]])
+    headers = {"Idempotency-Key": unique("key")}
+    answers = [
+        await api.call(
+            "POST",
+            f"/v1/chats/{cid}/messages",
+            alice["token"],
+            json={"txt": "once"},
+            headers=headers,
+        )
+        for _ in range(3)
+    ]
+    assert {status for status, _ in answers} == {202}
+    ids = {body["id"] for _, body in answers}
+    assert len(ids) == 1
+    assert await _records_with_id(infra.kafka_bootstrap, workers[0].topic, ids.pop()) == 1
+
+
+async def test_admin_view_and_metrics(api: Api, gateway: GatewayProcess) -> None:
+    from gateway.settings import LOCAL_ADMIN_TOKEN
+
+    status, body = await api.call("GET", "/v1/admin/instances", LOCAL_ADMIN_TOKEN)
+    assert status == 200 and len(body["data"]) == 2
+    assert sum(i["requests"] for i in body["data"]) > 0
+    async with api.http.get(f"{gateway.url}/metrics") as resp:
+        text = await resp.text()
+    assert resp.status == 200 and "gateway_upstream_requests_total" in text
+    status, ready = await api.call("GET", "/ready")
+    assert status == 200 and ready["ready"] is True
+
+
+async def test_schemathesis_finds_no_server_error(
+    api: Api, gateway: GatewayProcess, unique: Callable[[str], str], tmp_path: Path
+) -> None:
+    token = (await api.sign_up(_name(unique, "fuzz")))["token"]
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "schemathesis"),
+        "run",
+        f"{gateway.url}/v1/openapi.json",
+        "--url",
+        gateway.url,
+        "--checks",
+        "not_a_server_error",
+        "--max-examples",
+        "12",
+        "--seed",
+        "20240501",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--request-timeout",
+        "10",
+        "--workers",
+        "1",
+        "--no-color",
+        "--generation-database",
+        "none",
+        "-H",
+        f"Authorization: Bearer {token}",
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(proc.communicate(), timeout=240)
+    text = output.decode(errors="replace")
+    assert proc.returncode == 0, text[-6000:] + gateway.tail()
+    print(text[-1500:])
+
+
+@pytest.mark.filterwarnings("ignore:subprocess .* is still running:ResourceWarning")
+async def test_kafka_stopped_gives_5031_and_never_202(
+    api: Api,
+    unique: Callable[[str], str],
+    infra: LocalSettings,
+    database: str,
+    workers: list[WorkerProcess],
+    consul_url: str,
+    tmp_path: Path,
+) -> None:
+    alice, bob = await api.sign_up(_name(unique, "bus")), await api.sign_up(_name(unique, "bus"))
+    cid = await _chat(api, alice["token"], [alice["userId"], bob["userId"]])
+    kafka = _private_stack(
+        tmp_path, LOCAL_KAFKA_PORT=free_port(), LOCAL_KAFKA_CONTROLLER_PORT=free_port()
+    )
+    await asyncio.to_thread(kafka.up, ["kafka"])
+    lone = None
+    try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic("gw-e2e", 1, 1)])
+        finally:
+            await admin.close()
+        env = gateway_env(infra, database, workers[0], consul_url)
+        env |= {"KAFKA_BOOTSTRAP": kafka.settings.kafka_bootstrap, "TOPIC": "gw-e2e"}
+        lone = await GatewayProcess(env).start().wait_ready()
+        other = Api(api.http, lone.url)
+        path = f"/v1/chats/{cid}/messages"
+        assert (await other.call("POST", path, alice["token"], json={"txt": "before"}))[0] == 202
+        kafka.kill("kafka")
+        for i in range(3):
+            started = time.monotonic()
+            answer = await other.call("POST", path, alice["token"], json={"txt": f"after {i}"})
+            expect(answer, "5031")
+            assert time.monotonic() - started < 10, "5031 must come within a bounded time"
+        status, ready = await other.call("GET", "/ready")
+        assert status == 503 and ready["checks"]["kafka"]["ok"] is False
+    finally:
+        kafka.kill("kafka")
+        if lone is not None:
+            await lone.stop()
+
+
+async def test_reads_survive_a_sigkilled_worker(
+    api: Api, unique: Callable[[str], str], workers: list[WorkerProcess]
+) -> None:
+    """Runs last in this module: it leaves one worker dead."""
+    alice, bob = await api.sign_up(_name(unique, "kill")), await api.sign_up(_name(unique, "kill"))
+    a = alice["token"]
+    cid = await _chat(api, a, [alice["userId"], bob["userId"]])
+    assert (await api.call("POST", f"/v1/chats/{cid}/messages", a, json={"txt": "hi"}))[0] == 202
+
+    async def reads(count: int) -> list[int]:
+        statuses = []
+        for _ in range(count):
+            statuses.append((await api.call("GET", f"/v1/chats/{cid}/messages", a))[0])
+            statuses.append((await api.call("GET", f"/v1/chats/{cid}", a))[0])
+        return statuses
+
+    before = asyncio.gather(*(reads(15) for _ in range(4)))
+    await asyncio.sleep(0.1)
+    workers[0].kill()
+    statuses = [s for batch in await before for s in batch] + await reads(20)
+    assert set(statuses) == {200}, statuses
