@@ -1,0 +1,233 @@
+"""Benchmark: the worker's persisted records/s next to a plain aiokafka + pymongo baseline,
+and the lag from produce to visible in GET /messages (p50/p99).
+
+    .venv/bin/python -m bench.worker_bench [--records 50000] [--lag-samples 200]
+
+Runs against the local services (python -m infra.local up). Both sides read the same
+kind of pre-filled topic (same partitions, same payloads) into a fresh database; the
+rate is measured from the first stored document to the last, so start-up is excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from bson import ObjectId
+from pymongo import AsyncMongoClient
+
+from contracts.ids import new_id
+from contracts.records import MessageRecord
+from infra.local import LocalSettings
+from tests.support.worker import WorkerProcess, produce
+
+Mongo = AsyncMongoClient[dict[str, Any]]
+PARTITIONS = 12
+BATCH = 500
+
+
+def payload(cids: list[str], n: int) -> list[tuple[bytes, bytes]]:
+    out = []
+    for i in range(n):
+        record = MessageRecord(
+            v=1,
+            id=new_id(),
+            cid=cids[i % len(cids)],
+            uid=1,
+            text=f"benchmark message {i}",
+            createdAt=int(time.time()),
+        )
+        out.append((record.key(), record.to_bytes()))
+    return out
+
+
+async def rate_of(count: Callable[[], Awaitable[int]], total: int) -> float:
+    """Records/s between the first stored document and the last (as counted by `count`)."""
+    first = started = 0.0
+    while True:
+        done = await count()
+        if done and not first:
+            first, started = done, time.monotonic()
+        if done >= total:
+            return (done - first) / (time.monotonic() - started)
+        await asyncio.sleep(0.02)
+
+
+async def baseline(infra: LocalSettings, mongo: Mongo, cids: list[str], n: int) -> float:
+    """Plain aiokafka consumer + insert_many(ordered=False) per fetched batch, then commit."""
+    name = f"bench-base-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(name, PARTITIONS, 1)])
+    await admin.close()
+    await produce(infra.kafka_bootstrap, name, payload(cids, n))
+    messages = mongo[name.replace("-", "_")]["messages"]
+    consumer = AIOKafkaConsumer(
+        name,
+        bootstrap_servers=infra.kafka_bootstrap,
+        group_id=name,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=BATCH,
+    )
+    await consumer.start()
+
+    stored = 0
+
+    async def consume() -> None:
+        nonlocal stored
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=BATCH)
+            docs = []
+            for records in batches.values():
+                for r in records:
+                    d = orjson.loads(r.value)
+                    docs.append(
+                        {
+                            "_id": ObjectId(d["id"]),
+                            "cid": ObjectId(d["cid"]),
+                            "uid": d["uid"],
+                            "text": d["text"],
+                            "createdAt": d["createdAt"],
+                        }
+                    )
+            if docs:
+                await messages.insert_many(docs, ordered=False)
+                await consumer.commit()
+                stored += len(docs)
+
+    async def inserted() -> int:
+        return stored
+
+    task = asyncio.create_task(consume())
+    try:
+        return await rate_of(inserted, n)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.stop()
+        await mongo.drop_database(messages.database.name)
+
+
+def bench_worker() -> WorkerProcess:
+    run = uuid.uuid4().hex[:8]
+    infra = LocalSettings.from_env()
+    return WorkerProcess.for_test(
+        infra, lambda p: f"bench-{p}-{run}", partitions=PARTITIONS, env={"LOG_LEVEL": "WARNING"}
+    )
+
+
+async def create_chats(worker: WorkerProcess, n: int) -> list[str]:
+    async with aiohttp.ClientSession(base_url=worker.base_url, headers=worker.headers) as http:
+        cids = []
+        for _ in range(n):
+            async with http.post("/chats", json={"users": [1, 2]}) as resp:
+                cids.append((await resp.json())["id"])
+        return cids
+
+
+async def worker_rate(infra: LocalSettings, mongo: Mongo, n: int) -> float:
+    """The worker subprocess started on a pre-filled topic."""
+    worker = bench_worker()
+    try:
+        await worker.start().wait_ready()
+        cids = await create_chats(worker, 24)
+        await worker.terminate()
+        await produce(infra.kafka_bootstrap, worker.topic, payload(cids, n))
+        worker.start()
+        rate = await rate_of(lambda: persisted(worker), n)
+        assert await mongo[worker.mongo_db]["messages"].count_documents({}) == n
+        return rate
+    finally:
+        await worker.terminate()
+        await mongo.drop_database(worker.mongo_db)
+
+
+async def persisted(worker: WorkerProcess) -> int:
+    """dialogue_worker_records_persisted_total from /metrics (0 until the server answers)."""
+    try:
+        async with aiohttp.ClientSession(headers=worker.headers) as http:
+            async with http.get(f"{worker.base_url}/metrics") as resp:
+                text = await resp.text()
+    except aiohttp.ClientError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("dialogue_worker_records_persisted_total "):
+            return int(float(line.split()[1]))
+    return 0
+
+
+async def lag(infra: LocalSettings, mongo: Mongo, samples: int) -> list[float]:
+    """Seconds from producing one record to seeing it first in GET /messages (fresh worker)."""
+    worker = bench_worker()
+    try:
+        await worker.start().wait_ready()
+        (cid,) = await create_chats(worker, 1)
+        return await _lags(infra, worker, cid, samples)
+    finally:
+        await worker.terminate()
+        await mongo.drop_database(worker.mongo_db)
+
+
+async def _lags(infra: LocalSettings, worker: WorkerProcess, cid: str, samples: int) -> list[float]:
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all")
+    await producer.start()
+    lags = []
+    params = {"uid": "1", "cid": cid, "limit": "1"}
+    try:
+        async with aiohttp.ClientSession(base_url=worker.base_url, headers=worker.headers) as http:
+            for i in range(samples):
+                record = MessageRecord(
+                    v=1, id=new_id(), cid=cid, uid=1, text=f"lag {i}", createdAt=1
+                )
+                started = time.monotonic()
+                await producer.send_and_wait(worker.topic, record.to_bytes(), key=record.key())
+                while True:
+                    async with http.get("/messages", params=params) as resp:
+                        data = (await resp.json())["data"]
+                    if data and data[0]["id"] == record.id:
+                        break
+                    await asyncio.sleep(0.002)
+                lags.append(time.monotonic() - started)
+    finally:
+        await producer.stop()
+    return lags
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def main(records: int, samples: int) -> None:
+    infra = LocalSettings.from_env()
+    mongo: Mongo = AsyncMongoClient(infra.mongo_url)
+    try:
+        base = await baseline(infra, mongo, [new_id() for _ in range(24)], records)
+        rate = await worker_rate(infra, mongo, records)
+        lags = await lag(infra, mongo, samples)
+    finally:
+        await mongo.close()
+    print(f"records per run           : {records} ({PARTITIONS} partitions, batch {BATCH})")
+    print(f"baseline aiokafka+pymongo : {base:8.0f} records/s")
+    print(f"dialogue worker           : {rate:8.0f} records/s  ({rate / base:.2f} of baseline)")
+    print(
+        f"produce -> visible lag    : p50 {percentile(lags, 50) * 1e3:.0f} ms, "
+        f"p99 {percentile(lags, 99) * 1e3:.0f} ms ({len(lags)} samples)"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=50_000)
+    parser.add_argument("--lag-samples", type=int, default=200)
+    args = parser.parse_args()
+    asyncio.run(main(args.records, args.lag_samples))
