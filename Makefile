@@ -50,7 +50,7 @@ clean: infra-down  ## stop everything and remove the run folder (caches are kept
 # --- the whole platform as local processes (infra/dev), no Docker -----------------------
 
 dev: install  ## run it: infrastructure, the gateway on :8007 and two workers (WORKERS=N); prints what is where
-	$(BIN)/python -m infra.dev up --workers $(or $(WORKERS),2)
+	$(BIN)/python -m infra.dev up $(if $(WORKERS),--workers $(WORKERS))
 
 dev-down:  ## stop what make dev started (infrastructure that was already running keeps running)
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m infra.dev down; fi

@@ -1,0 +1,100 @@
+"""`python -m infra.dev up [--workers N] | down | scale N | status | demo`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from infra.dev.demo import ALICE, BOB, DemoError, curl_example, demo_pair, post_messages
+from infra.dev.platform import DevError, DevPlatform, DevStatus
+from infra.dev.settings import DevSettings
+
+TRY_IT = "# try it (three lines, in a POSIX shell):"
+
+
+def summary(settings: DevSettings, status: DevStatus, elapsed: float) -> str:
+    """What is where, and the three-line curl example (which the e2e test runs)."""
+    api, consul = settings.api_url, settings.consul_url
+    lines = [
+        f"dialogue platform is up ({elapsed:.1f}s): gateway + {len(status.workers)} worker(s) "
+        f"on {settings.host}",
+        f"  API         {api}   (OpenAPI {api}/v1/openapi.json, {api}/ready, {api}/metrics)",
+        f"  Consul UI   {consul}/ui/dc1/services/dialogue/instances",
+    ]
+    for w in status.workers:
+        state = "passing" if w.passing else "NOT passing"
+        lines.append(f"  worker      {w.service_id:<14} {w.url}  pid {w.pid}  {state}")
+    lines += [
+        f"  instances   curl -s -H 'Authorization: Bearer local-only-admin-token' "
+        f"{api}/v1/admin/instances",
+        f"  logs        {settings.run_dir}/gateway.log, {settings.run_dir}/worker-<n>.log; "
+        f"infrastructure {settings.local.run_dir}/<service>.log",
+        "  commands    make scale WORKERS=3 | make demo | make dev-down",
+        "",
+    ]
+    if status.demo_chat:
+        lines += [TRY_IT, *curl_example(api, status.demo_chat), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.dev", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start infrastructure, gateway and workers; wait; print")
+    up.add_argument("--workers", type=int, default=None, help="number of workers (default 2)")
+    sub.add_parser("down", help="stop what up started")
+    scale = sub.add_parser("scale", help="add or remove workers while running")
+    scale.add_argument("workers", type=int)
+    sub.add_parser("status", help="what runs, and whether it is ready/passing")
+    sub.add_parser("demo", help="two users, a chat and a few messages, through the API")
+    args = parser.parse_args(argv)
+
+    settings = DevSettings.from_env()
+    platform = DevPlatform(settings)
+    t0 = time.monotonic()
+    try:
+        if args.command == "up":
+            if args.workers is not None and args.workers < 1:
+                parser.error("up needs at least one worker (the gateway is ready with one)")
+            print(summary(settings, platform.up(args.workers), time.monotonic() - t0))
+        elif args.command == "scale":
+            status = platform.scale(args.workers)
+            print(
+                f"{len(status.workers)} worker(s): "
+                + ", ".join(f"{w.service_id} ({w.url})" for w in status.workers)
+            )
+        elif args.command == "down":
+            stopped = platform.down()
+            print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+        elif args.command == "demo":
+            alice, bob, chat = demo_pair(settings.api_url)
+            sent = post_messages(settings.api_url, chat, alice, bob)
+            print(
+                f"users: {ALICE[0]} (id {alice.user_id}, password {ALICE[1]}), "
+                f"{BOB[0]} (id {bob.user_id}, password {BOB[1]})"
+            )
+            print(f"chat:  {chat}; {len(sent)} messages posted (202, persisted by a worker)")
+        else:
+            status = platform.status()
+            ready = "ready" if status.gateway_ready else "not ready"
+            print(f"gateway  pid {status.gateway_pid or '-'}  {settings.api_url}  {ready}")
+            for w in status.workers:
+                print(
+                    f"{w.service_id}  pid {w.pid or '-'}  {w.url}  "
+                    f"{'passing' if w.passing else 'not passing'}"
+                )
+            return 0 if status.gateway_ready and all(w.passing for w in status.workers) else 3
+    except (DevError, DemoError) as exc:
+        print(f"infra.dev {args.command} failed: {exc}", file=sys.stderr)
+        if args.command in ("up", "scale"):
+            print("`make dev-down` stops whatever was started.", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"infra.dev {args.command} failed: {exc} (is `make dev` running?)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Settings of `python -m infra.dev`, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.local.settings import LocalSettings
+
+DEFAULT_WORKERS = 2
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class DevSettings:
+    """Where the gateway and the workers of `make dev` run and what they use.
+
+    Every field has an environment variable (in brackets) and a default; the
+    infrastructure itself is configured by infra.local's LOCAL_* variables.
+    Overriding the ports and names runs a second, independent copy (tests do).
+    """
+
+    local: LocalSettings  # the infrastructure (LOCAL_*)
+    run_dir: Path  # [DEV_RUN_DIR] pid files, logs and state; default <LOCAL_RUN_DIR>/dev
+    gateway_port: int  # [DEV_GATEWAY_PORT] the public API
+    worker_base_port: int  # [DEV_WORKER_BASE_PORT] worker n listens on base + n - 1
+    consul_url: str  # [DEV_CONSUL_URL] Consul agent; default the local stack's
+    topic: str  # [DEV_TOPIC] message topic
+    partitions: int  # [DEV_TOPIC_PARTITIONS] its partitions (the most workers that consume)
+    app_id: str  # [DEV_APP_ID] faust app id = Kafka consumer group of the workers
+    mongo_db: str  # [DEV_MONGO_DB] database of chats and messages
+    id_prefix: str  # [DEV_ID_PREFIX] worker n registers in Consul as <prefix>-<n>
+    log_level: str  # [DEV_LOG_LEVEL] LOG_LEVEL of the gateway and the workers
+    ready_timeout: float  # [DEV_READY_TIMEOUT] seconds to wait for readiness
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> DevSettings:
+        e = dict(os.environ if env is None else env)
+        local = LocalSettings.from_env(e)
+        return cls(
+            local=local,
+            run_dir=Path(e.get("DEV_RUN_DIR") or local.run_dir / "dev").resolve(),
+            gateway_port=_int(e, "DEV_GATEWAY_PORT", 8007),
+            worker_base_port=_int(e, "DEV_WORKER_BASE_PORT", 8100),
+            consul_url=(e.get("DEV_CONSUL_URL") or local.consul_url).rstrip("/"),
+            topic=e.get("DEV_TOPIC") or "dialogue.messages",
+            partitions=_int(e, "DEV_TOPIC_PARTITIONS", 12),
+            app_id=e.get("DEV_APP_ID") or "dialogue-worker",
+            mongo_db=e.get("DEV_MONGO_DB") or "dialogue",
+            id_prefix=e.get("DEV_ID_PREFIX") or "dev-worker",
+            log_level=e.get("DEV_LOG_LEVEL") or "INFO",
+            ready_timeout=float(_int(e, "DEV_READY_TIMEOUT", 120)),
+        )
+
+    @property
+    def host(self) -> str:
+        return self.local.host
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}"
+
+    def worker_port(self, index: int) -> int:
+        return self.worker_base_port + index - 1
+
+    def service_id(self, index: int) -> str:
+        return f"{self.id_prefix}-{index}"
+
+    def gateway_env(self) -> dict[str, str]:
+        """The gateway's settings (gateway/settings.py), local mode: built-in dev secrets."""
+        s = self.local
+        return {
+            "DIALOGUE_ENV": "local",
+            "LOG_LEVEL": self.log_level,
+            "GATEWAY_HOST": self.host,
+            "GATEWAY_PORT": str(self.gateway_port),
+            "MYSQL_HOST": s.host,
+            "MYSQL_PORT": str(s.mysql_port),
+            "MYSQL_USER": s.mysql_user,
+            "MYSQL_PASSWORD": s.mysql_password,
+            "MYSQL_DATABASE": s.mysql_database,
+            "KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+            "TOPIC": self.topic,
+            "CONSUL_URL": self.consul_url,
+            "WORKER_SERVICE": "dialogue",
+        }
+
+    def worker_env(self, index: int) -> dict[str, str]:
+        """Worker n's settings (dialogue_worker/settings.py): own port, id and scratch dir."""
+        s = self.local
+        return {
+            "DIALOGUE_ENV": "local",
+            "LOG_LEVEL": self.log_level,
+            "KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+            "MONGO_URL": s.mongo_url,
+            "MONGO_DB": self.mongo_db,
+            "CONSUL_URL": self.consul_url,
+            "WORKER_APP_ID": self.app_id,
+            "WORKER_HOST": self.host,
+            "WORKER_PORT": str(self.worker_port(index)),
+            "SERVICE_ID": self.service_id(index),
+            "TOPIC": self.topic,
+            "TOPIC_PARTITIONS": str(self.partitions),
+            "DATA_DIR": str(self.run_dir / f"worker-{index}.data"),
+        }
