@@ -6,11 +6,17 @@ import argparse
 import sys
 import time
 
-from infra.dev.demo import ALICE, BOB, DemoError, curl_example, demo_pair, post_messages
+from infra.dev.demo import (
+    ALICE,
+    BOB,
+    TRY_IT,
+    DemoError,
+    curl_example,
+    demo_pair,
+    post_messages,
+)
 from infra.dev.platform import DevError, DevPlatform, DevStatus
 from infra.dev.settings import DevSettings
-
-TRY_IT = "# try it (three lines, in a POSIX shell):"
 
 
 def summary(settings: DevSettings, status: DevStatus, elapsed: float) -> str:

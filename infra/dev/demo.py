@@ -18,6 +18,9 @@ MESSAGES = (
 )
 
 
+TRY_IT = "# try it (three lines, in a POSIX shell):"
+
+
 class DemoError(RuntimeError):
     """The API answered something the demo did not expect."""
 

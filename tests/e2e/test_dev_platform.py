@@ -1,0 +1,254 @@
+"""`make dev`'s entry point as a user drives it: `python -m infra.dev up` on other ports,
+the printed curl example run literally, scaling to three workers that all get reads, and
+a graceful scale-down under reads with no failed request.
+
+Workers always register as service "dialogue", so this copy uses its own Consul agent
+(DEV_CONSUL_URL): other sessions' workers on the shared agent never answer our reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.dev.demo import TRY_IT
+from infra.local import LocalSettings, Stack
+from infra.local.consul import Consul
+
+REPO = Path(__file__).resolve().parents[2]
+ADMIN = {"Authorization": "Bearer local-only-admin-token"}
+PRIVATE_PORTS = [(19500, 19300), (29500, 29300), (39500, 39300)]
+pytestmark = pytest.mark.filterwarnings(r"ignore:subprocess \d+ is still running:ResourceWarning")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class _PrivateConsul(Consul):
+    """infra's Consul with its gRPC TLS port moved too (it defaults to the shared one's)."""
+
+    def argv(self) -> list[str]:
+        return [*super().argv(), "-grpc-tls-port", str(self.settings.consul_base_port + 203)]
+
+
+@pytest.fixture(scope="module")
+def private_consul(
+    infra: LocalSettings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    for http, base in PRIVATE_PORTS:
+        if all(
+            _free(p) for p in (http, base, base + 1, base + 2, base + 100, base + 202, base + 203)
+        ):
+            break
+    else:
+        pytest.fail(f"no free port range for a private Consul among {PRIVATE_PORTS}")
+    settings = LocalSettings.from_env(
+        {
+            "LOCAL_RUN_DIR": str(tmp_path_factory.mktemp("dev-consul")),
+            "LOCAL_CACHE_DIR": str(infra.cache_dir),
+            "LOCAL_CONSUL_PORT": str(http),
+            "LOCAL_CONSUL_BASE_PORT": str(base),
+        }
+    )
+    stack = Stack(settings)
+    stack.services["consul"] = _PrivateConsul(settings)
+    stack.up(["consul"])
+    yield stack
+    stack.down(["consul"])
+
+
+def _free_range(count: int) -> int:
+    for _ in range(50):
+        base = random.randrange(20000, 60000)
+        if all(_free(base + i) for i in range(count)):
+            return base
+    raise AssertionError("no free port range")
+
+
+@pytest.fixture(scope="module")
+def dev_env(
+    private_consul: Stack, unique: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """A second copy of make dev: own ports, run folder, topic, group, database and ids."""
+    return {
+        **os.environ,
+        "DEV_RUN_DIR": str(tmp_path_factory.mktemp("dev-run")),
+        "DEV_GATEWAY_PORT": str(_free_range(1)),
+        "DEV_WORKER_BASE_PORT": str(_free_range(4)),
+        "DEV_CONSUL_URL": private_consul.settings.consul_url,
+        "DEV_TOPIC": unique("dev-messages"),
+        "DEV_TOPIC_PARTITIONS": "6",
+        "DEV_APP_ID": unique("dev-app"),
+        "DEV_MONGO_DB": unique("dev_db").replace("-", "_"),
+        "DEV_ID_PREFIX": unique("dev"),
+    }
+
+
+def dev(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """`python -m infra.dev ...` as make runs it; fails with its output when it fails."""
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.dev", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, f"infra.dev {args} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def running(dev_env: dict[str, str]) -> Iterator[str]:
+    """`up`'s printed summary; `down` afterwards, which must stop everything it started."""
+    try:
+        yield dev(dev_env, "up").stdout
+    finally:
+        down = dev(dev_env, "down")
+        assert "gateway" in down.stdout
+        assert not list(Path(dev_env["DEV_RUN_DIR"]).glob("*.pid"))
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def json_documents(text: str) -> list[Any]:
+    """The JSON bodies curl printed one after the other."""
+    decoder, docs, i = json.JSONDecoder(), [], 0
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+            continue
+        doc, i = decoder.raw_decode(text, i)
+        docs.append(doc)
+    return docs
+
+
+def bash(script: str) -> str:
+    result = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def try_it(summary: str) -> list[str]:
+    lines = summary.splitlines()
+    start = lines.index(TRY_IT) + 1
+    return lines[start : start + 3]
+
+
+def counts(api: str, prefix: str) -> dict[str, int]:
+    status, body = get(f"{api}/v1/admin/instances", ADMIN)
+    assert status == 200, body
+    return {i["id"]: i["requests"] for i in body["data"] if i["id"].startswith(prefix)}
+
+
+def test_up_prints_what_is_where_and_a_curl_example_that_works(
+    running: str, dev_env: dict[str, str]
+) -> None:
+    api = f"http://127.0.0.1:{dev_env['DEV_GATEWAY_PORT']}"
+    assert f"API         {api}" in running
+    assert f"{dev_env['DEV_CONSUL_URL']}/ui/" in running
+    assert f"{dev_env['DEV_RUN_DIR']}/gateway.log" in running
+    assert running.count(" passing\n") == 2  # two workers by default, both passing
+    example = try_it(running)
+    assert len(example) == 3 and all("curl -s" in line for line in example)
+    posted, page = json_documents(bash("\n".join([*example[:2], "echo", example[2]])))
+    assert posted["object"] == "message" and posted["text"] == "hello from curl"
+    assert page["object"] == "list"
+    # The write went through Kafka; reading the chat again shows it once a worker wrote it.
+    deadline = time.monotonic() + 30
+    while True:
+        (page,) = json_documents(bash("\n".join([example[0], example[2]])))
+        if posted["id"] in [m["id"] for m in page["data"]]:
+            break
+        assert time.monotonic() < deadline, f"message {posted['id']} never persisted: {page}"
+        time.sleep(0.5)
+
+
+def _reader(api: str, chat: str, token: str) -> Callable[[], int]:
+    headers = {"Authorization": f"Bearer {token}"}
+    return lambda: get(f"{api}/v1/chats/{chat}/messages?limit=5", headers)[0]
+
+
+def _demo_login(api: str) -> str:
+    request = urllib.request.Request(
+        f"{api}/v1/auth/sign-in",
+        data=json.dumps({"username": "alice-demo", "password": "alice-demo-password"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        token: str = json.loads(response.read())["token"]
+    return token
+
+
+def test_three_workers_all_get_reads_and_a_graceful_stop_fails_no_request(
+    running: str, dev_env: dict[str, str]
+) -> None:
+    api = f"http://127.0.0.1:{dev_env['DEV_GATEWAY_PORT']}"
+    prefix = dev_env["DEV_ID_PREFIX"]
+    chat = try_it(running)[1].split("/v1/chats/")[1].split("/")[0]
+    read = _reader(api, chat, _demo_login(api))
+
+    scaled = dev(dev_env, "scale", "3")
+    assert scaled.stdout.startswith("3 worker(s)")
+    before = counts(api, prefix)
+    assert len(before) == 3, before
+    assert all(read() == 200 for _ in range(30))
+    after = counts(api, prefix)
+    gained = {wid: after[wid] - before[wid] for wid in after}
+    assert all(n > 0 for n in gained.values()), gained  # round robin: about 10 each
+
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:  # sequential reads, bounded in count and time
+        deadline = time.monotonic() + 120
+        while not stop.is_set() and len(statuses) < 2000 and time.monotonic() < deadline:
+            statuses.append(read())
+
+    def until(count: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(statuses) < count and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        until(5)
+        during = len(statuses)
+        dev(dev_env, "scale", "2")  # SIGTERM to the newest worker: deregister, then exit
+        until(len(statuses) + 10)  # and reads go on afterwards
+    finally:
+        stop.set()
+        thread.join()
+    assert len(statuses) >= during + 10, statuses
+    assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+    assert set(counts(api, prefix)) == {f"{prefix}-1", f"{prefix}-2"}
