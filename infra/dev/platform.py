@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import sys
@@ -153,10 +154,7 @@ class DevPlatform:
                 f"{wanted} workers > {self.settings.partitions} partitions: "
                 "the extra ones serve reads but consume nothing",
             )
-        current = sorted(state.workers)
-        keep, removed = current[:wanted], current[wanted:]  # the newest go first
-        added = [i for i in range(1, wanted + len(current) + 1) if i not in keep]
-        added = added[: wanted - len(keep)]
+        keep, removed, added = plan_workers(state.workers, wanted)
         stopped = self._stop_workers(removed)
         state.workers = sorted(keep + added)
         state.save(self.run_dir)
@@ -282,6 +280,15 @@ class DevPlatform:
         gateway_pid = self.gateway().pid()
         ready = gateway_pid is not None and self._gateway_ready()
         return DevStatus(gateway_pid, ready, views, state.demo_chat)
+
+
+def plan_workers(current: Iterable[int], wanted: int) -> tuple[list[int], list[int], list[int]]:
+    """(kept, removed, added) worker indexes: the newest go first, new ones fill the gaps."""
+    ordered = sorted(current)
+    keep, removed = ordered[:wanted], ordered[wanted:]
+    free = (i for i in itertools.count(1) if i not in keep)
+    added = [next(free) for _ in range(wanted - len(keep))]
+    return keep, removed, added
 
 
 def _listening(host: str, port: int) -> bool:
