@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,7 +33,14 @@ def open_consul(url: str) -> consul.aio.Consul:
         raise ValueError(f"not a Consul URL: {url!r} (expected e.g. http://127.0.0.1:8500)")
     scheme = parts.scheme or "http"
     port = parts.port or (443 if scheme == "https" else 8500)
-    return consul.aio.Consul(host=parts.hostname, port=port, scheme=scheme)
+    if scheme == "https":
+        return consul.aio.Consul(host=parts.hostname, port=port, scheme=scheme)
+    # Over plain HTTP, verify=False spares py-consul building an SSL context it never
+    # uses (loading the CA bundle costs ~150 ms here); it then passes aiohttp the
+    # deprecated verify_ssl=False, whose warning is not ours to fix.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "verify_ssl is deprecated", DeprecationWarning)
+        return consul.aio.Consul(host=parts.hostname, port=port, scheme=scheme, verify=False)
 
 
 def instances_from_health(nodes: Iterable[Mapping[str, Any]]) -> tuple[Instance, ...]:
