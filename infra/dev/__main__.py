@@ -14,6 +14,7 @@ from infra.dev.demo import (
     curl_example,
     demo_pair,
     post_messages,
+    wait_persisted,
 )
 from infra.dev.platform import DevError, DevPlatform, DevStatus
 from infra.dev.settings import DevSettings
@@ -80,7 +81,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"users: {ALICE[0]} (id {alice.user_id}, password {ALICE[1]}), "
                 f"{BOB[0]} (id {bob.user_id}, password {BOB[1]})"
             )
-            print(f"chat:  {chat}; {len(sent)} messages posted (202, persisted by a worker)")
+            persisted = wait_persisted(
+                settings.api_url, chat, bob, {m["id"] for m in sent}, within=30
+            )
+            where = "read back through a worker" if persisted else "NOT readable after 30 s"
+            print(f"chat:  {chat}; {len(sent)} messages posted (202) and {where}")
+            if not persisted:
+                return 1
         else:
             status = platform.status()
             ready = "ready" if status.gateway_ready else "not ready"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,17 @@ def post_messages(api: str, chat: str, alice: DemoUser, bob: DemoUser) -> list[d
         answer = call("POST", f"{api}/v1/chats/{chat}/messages", {"txt": text}, token=author.token)
         sent.append(_expect(answer, 202, "post message"))
     return list(sent)
+
+
+def wait_persisted(api: str, chat: str, reader: DemoUser, ids: set[str], within: float) -> bool:
+    """Whether every message id is readable from the chat (a worker wrote it) in time."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        page = call("GET", f"{api}/v1/chats/{chat}/messages?limit=100", token=reader.token)
+        if page.status == 200 and ids <= {m["id"] for m in page.body["data"]}:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def curl_example(api: str, chat: str) -> list[str]:

@@ -96,6 +96,7 @@ class DevPlatform:
                 raise DevError(f"infrastructure: {exc}") from exc
             state.infra_started = sorted(set(state.infra_started) | set(started))
             state.save(self.run_dir)
+            self._check_consul()
             wanted = workers if workers is not None else (len(state.workers) or DEFAULT_WORKERS)
             self._scale(state, wanted, wait=False)
             gateway = self.gateway()
@@ -206,9 +207,25 @@ class DevPlatform:
             + ", ".join(str(p.log_file) for p in procs)
         )
 
+    def _check_consul(self) -> None:
+        url = f"{self.settings.consul_url}/v1/status/leader"
+        try:
+            leader = call("GET", url, timeout=3)
+        except OSError as exc:
+            raise DevError(f"Consul does not answer at {self.settings.consul_url}: {exc}") from exc
+        if leader.status != 200 or not leader.body:
+            raise DevError(f"Consul at {self.settings.consul_url} has no leader: {leader.body}")
+
     def _wait_gateway_ready(self) -> None:
         t0 = time.monotonic()
-        self._until("gateway /ready", self._gateway_ready, [self.gateway()])
+        try:
+            self._until("gateway /ready", self._gateway_ready, [self.gateway()])
+        except DevError as exc:
+            try:
+                last = call("GET", f"{self.settings.api_url}/ready", timeout=3).body
+            except OSError as error:
+                last = str(error)
+            raise DevError(f"{exc}; its last /ready answer: {last}") from None
         self._step("gateway", f"ready at {self.settings.api_url} ({time.monotonic() - t0:.1f}s)")
 
     def _gateway_ready(self) -> bool:
