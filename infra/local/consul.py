@@ -70,6 +70,8 @@ class Consul(Service):
             str(base + 100),
             "-grpc-port",
             str(base + 202),
+            "-grpc-tls-port",
+            str(base + 203),
             "-log-level",
             "warn",
         ]

@@ -9,6 +9,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+# Processes this interpreter started, kept so they can be reaped (no zombies, and no
+# ResourceWarning from a Popen object dropped while its process still runs).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 class ProcessError(RuntimeError):
     """A local service process could not be started or stopped."""
@@ -67,6 +71,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own group: a Ctrl-C here does not stop it
             )
+        _CHILDREN[proc.pid] = proc
         self.pid_file.write_text(f"{proc.pid}\n")
         return proc.pid
 
@@ -106,11 +111,10 @@ class ManagedProcess:
     def _wait_gone(pid: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                # Reap it if it is our child (a test harness that started it).
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
+            child = _CHILDREN.get(pid)
+            if child is not None and child.poll() is not None:  # our child: reaped now
+                del _CHILDREN[pid]
+                return True
             if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
                 return True
             time.sleep(0.05)

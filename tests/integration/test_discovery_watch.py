@@ -26,10 +26,6 @@ from discovery import (
 )
 from discovery.stub import StubServer
 from infra.local import LocalSettings, Stack
-from infra.local.consul import Consul
-
-# infra.local starts services detached and drops their Popen objects on purpose.
-pytestmark = pytest.mark.filterwarnings(r"ignore:subprocess \d+ is still running:ResourceWarning")
 
 #: (HTTP port, base port) pairs to try for the private agent.
 PRIVATE_PORTS = [(18500, 18300), (28500, 28300), (38500, 38300)]
@@ -43,13 +39,6 @@ def _free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-class _PrivateConsul(Consul):
-    """infra's Consul with its gRPC TLS port moved too (it defaults to 8503, the shared one's)."""
-
-    def argv(self) -> list[str]:
-        return [*super().argv(), "-grpc-tls-port", str(self.settings.consul_base_port + 203)]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +61,6 @@ def private_consul(
         }
     )
     stack = Stack(settings)
-    stack.services["consul"] = _PrivateConsul(settings)
     stack.up(["consul"])
     yield stack
     stack.down(["consul"])
