@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -226,10 +227,32 @@ def test_three_workers_all_get_reads_and_a_graceful_stop_fails_no_request(
     gained = {wid: after[wid] - before[wid] for wid in after}
     assert all(n > 0 for n in gained.values()), gained  # round robin: about 10 each
 
+    statuses = reads_during(read, lambda: dev(dev_env, "scale", "2"))  # SIGTERM the newest
+    assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+    assert set(counts(api, prefix)) == {f"{prefix}-1", f"{prefix}-2"}
+
+
+def test_a_crashed_worker_costs_no_read(running: str, dev_env: dict[str, str]) -> None:
+    api = f"http://127.0.0.1:{dev_env['DEV_GATEWAY_PORT']}"
+    chat = try_it(running)[1].split("/v1/chats/")[1].split("/")[0]
+    read = _reader(api, chat, _demo_login(api))
+    state = json.loads((Path(dev_env["DEV_RUN_DIR"]) / "state.json").read_text())
+    victim = Path(dev_env["DEV_RUN_DIR"]) / f"worker-{max(state['workers'])}.pid"
+    pid = int(victim.read_text())
+
+    def crash() -> None:
+        os.kill(pid, signal.SIGKILL)  # no deregistration: Consul still lists it for a while
+
+    statuses = reads_during(read, crash)
+    assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+
+
+def reads_during(read: Callable[[], int], action: Callable[[], object]) -> list[int]:
+    """Statuses of sequential reads from before `action` until 10 reads after it."""
     statuses: list[int] = []
     stop = threading.Event()
 
-    def load() -> None:  # sequential reads, bounded in count and time
+    def load() -> None:  # bounded in count and time
         deadline = time.monotonic() + 120
         while not stop.is_set() and len(statuses) < 2000 and time.monotonic() < deadline:
             statuses.append(read())
@@ -243,12 +266,11 @@ def test_three_workers_all_get_reads_and_a_graceful_stop_fails_no_request(
     thread.start()
     try:
         until(5)
-        during = len(statuses)
-        dev(dev_env, "scale", "2")  # SIGTERM to the newest worker: deregister, then exit
-        until(len(statuses) + 10)  # and reads go on afterwards
+        before = len(statuses)
+        action()
+        until(len(statuses) + 10)
     finally:
         stop.set()
         thread.join()
-    assert len(statuses) >= during + 10, statuses
-    assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
-    assert set(counts(api, prefix)) == {f"{prefix}-1", f"{prefix}-2"}
+    assert len(statuses) >= before + 10, statuses
+    return statuses
