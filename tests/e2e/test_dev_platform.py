@@ -27,12 +27,10 @@ import pytest
 
 from infra.dev.demo import TRY_IT
 from infra.local import LocalSettings, Stack
-from infra.local.consul import Consul
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN = {"Authorization": "Bearer local-only-admin-token"}
 PRIVATE_PORTS = [(19500, 19300), (29500, 29300), (39500, 39300)]
-pytestmark = pytest.mark.filterwarnings(r"ignore:subprocess \d+ is still running:ResourceWarning")
 
 
 def _free(port: int) -> bool:
@@ -43,13 +41,6 @@ def _free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-class _PrivateConsul(Consul):
-    """infra's Consul with its gRPC TLS port moved too (it defaults to the shared one's)."""
-
-    def argv(self) -> list[str]:
-        return [*super().argv(), "-grpc-tls-port", str(self.settings.consul_base_port + 203)]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +63,6 @@ def private_consul(
         }
     )
     stack = Stack(settings)
-    stack.services["consul"] = _PrivateConsul(settings)
     stack.up(["consul"])
     yield stack
     stack.down(["consul"])
