@@ -55,7 +55,11 @@ function run(db, command) {
 }
 
 function connectTo(host) {
-  return waitFor(`mongod ${host}`, () => new Mongo(`mongodb://${host}/?directConnection=true`));
+  // A connection is only proven by an answer: ping until the server responds.
+  return waitFor(`${host}`, () => {
+    const conn = new Mongo(`mongodb://${host}/?directConnection=true`);
+    return run(conn.getDB("admin"), { ping: 1 }).ok === 1 ? conn : null;
+  });
 }
 
 function initiateReplicaSet(rs, configsvr) {
