@@ -344,3 +344,102 @@ def test_nothing_binds_to_fixed_host_paths_outside_the_repo(raw: dict[str, Any])
             source = volume.split(":")[0]
             assert not source.startswith("/"), f"{name}: host path {source}"
     assert not any("docker.sock" in s for s in _walk(raw))
+
+
+# A fake cluster for mongo-init.js: mongosh's globals (Mongo, sleep, print, tojson) over
+# in-memory replica sets, shards and sharded namespaces. The script runs twice.
+_FAKE_MONGOSH = r"""
+const vm = require("vm");
+const fs = require("fs");
+const env = JSON.parse(process.argv[3]);
+const rsOf = {};
+const membersOf = {};
+for (const spec of [env.CONFIG_RS, ...env.SHARD_RS.split(";")]) {
+  const [name, hosts] = spec.split("/");
+  membersOf[name] = hosts.split(",");
+  for (const h of membersOf[name]) rsOf[h] = name;
+}
+const state = { initiated: {}, shards: [], sharding: [], collections: {} };
+const calls = [];
+function fail(code, message) { const e = new Error(message); e.code = code; throw e; }
+class Mongo {
+  constructor(url) { this.host = url.replace("mongodb://", "").split("/")[0]; }
+  getDB(name) {
+    const host = this.host;
+    return { runCommand(cmd) {
+      const op = Object.keys(cmd)[0];
+      calls.push({ host, op, cmd });
+      const rs = rsOf[host];
+      if (op === "ping") return { ok: 1 };
+      if (op === "replSetGetStatus") {
+        if (!state.initiated[rs]) fail(94, "no replset config has been received");
+        return { ok: 1 };
+      }
+      if (op === "replSetInitiate") {
+        if (state.initiated[rs]) fail(23, "already initialized");
+        state.initiated[cmd.replSetInitiate._id] = cmd.replSetInitiate;
+        return { ok: 1 };
+      }
+      if (op === "hello") {
+        const ok = !!state.initiated[rs];
+        const primary = membersOf[rs][0];
+        return { ok: 1, isWritablePrimary: ok && primary === host, primary };
+      }
+      if (host !== env.MONGOS) fail(13, `${op} sent to ${host}, not to the router`);
+      if (op === "listShards") return { ok: 1, shards: state.shards.map((id) => ({ _id: id })) };
+      if (op === "addShard") { state.shards.push(cmd.name); return { ok: 1 }; }
+      if (op === "enableSharding") { state.sharding.push(cmd.enableSharding); return { ok: 1 }; }
+      if (op === "shardCollection") {
+        state.collections[cmd.shardCollection] = cmd.key;
+        return { ok: 1 };
+      }
+      fail(59, `unexpected command ${op}`);
+    } };
+  }
+}
+const script = fs.readFileSync(process.argv[2], "utf8");
+const out = [];
+const runs = [];
+for (let i = 0; i < 2; i++) {
+  const start = calls.length;
+  vm.runInNewContext(script, {
+    process: { env }, Mongo, sleep() {}, print: (s) => out.push(s),
+    tojson: (v) => JSON.stringify(v), Date, Error, Set, Object, JSON, String,
+  });
+  runs.push(calls.slice(start).map((c) => c.op));
+}
+console.log(JSON.stringify({ state, runs, out }));
+"""
+
+
+def test_mongo_init_script_builds_the_cluster_and_shards_the_app_database(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the init script's logic not exercised")
+    env = {**environment(services["mongo-init"]), "MONGO_DB": "appdb"}
+    harness = tmp_path / "fake_mongosh.js"
+    harness.write_text(_FAKE_MONGOSH)
+    result = subprocess.run(
+        [node, str(harness), str(MONGO_INIT), json.dumps(env)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    state = report["state"]
+    rs = _replica_sets(services)
+    assert {
+        name: [m["host"] for m in cfg["members"]] for name, cfg in state["initiated"].items()
+    } == rs
+    assert state["initiated"]["cfgrs"]["configsvr"] is True
+    assert not any(state["initiated"][f"shard{n}"].get("configsvr") for n in (1, 2, 3))
+    assert state["shards"] == ["shard1", "shard2", "shard3"]
+    assert state["sharding"] == ["appdb", "appdb"]  # once per run: idempotent, no "test" db
+    assert state["collections"] == {f"appdb.{c}": key for c, key in SHARD_KEYS.items()}
+    first, second = report["runs"]
+    assert first.count("replSetInitiate") == 4 and first.count("addShard") == 3
+    assert "replSetInitiate" not in second and "addShard" not in second
