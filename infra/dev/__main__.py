@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if status.gateway_ready and all(w.passing for w in status.workers) else 3
     except (DevError, DemoError) as exc:
         print(f"infra.dev {args.command} failed: {exc}", file=sys.stderr)
-        if args.command in ("up", "scale"):
+        if args.command == "up":
             print("`make dev-down` stops whatever was started.", file=sys.stderr)
         return 1
     except OSError as exc:
