@@ -25,13 +25,15 @@ Mongo = AsyncMongoClient[dict[str, Any]]
 FAST_TTL = {"HEARTBEAT_TTL": "3"}
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], within: float = 90.0) -> Any:
+async def eventually(
+    check: Callable[[], Awaitable[Any]], within: float = 90.0, every: float = 0.1
+) -> Any:
     deadline = time.monotonic() + within
     while True:
         result = await check()
         if result or time.monotonic() > deadline:
             return result
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(every)
 
 
 async def api(worker: WorkerProcess, method: str, path: str, **kwargs: Any) -> Any:
@@ -85,12 +87,14 @@ async def test_sigkill_mid_run_then_restart_gives_exactly_n(
     messages = mongo[worker.mongo_db]["messages"]
     try:
         worker.start()
-        await eventually(lambda: _at_least(messages, 500))
+        # Watch the worker's counter, not the collection: counting on FerretDB scans it.
+        await eventually(lambda: _persisted_at_least(worker, 500), within=120)
         worker.kill()
         at_kill = await messages.count_documents({})
 
         await worker.start().wait_ready()
-        assert await eventually(lambda: _at_least(messages, 10_000))
+        missing = 10_000 - at_kill
+        assert await eventually(lambda: _persisted_at_least(worker, missing), within=180)
         await asyncio.sleep(1.0)  # anything redelivered late would show up now
         ids = {d["_id"] for d in await messages.find({}, {"_id": 1}).to_list()}
         assert len(ids) == await messages.count_documents({}) == 10_000
@@ -104,6 +108,13 @@ async def test_sigkill_mid_run_then_restart_gives_exactly_n(
 
 async def _at_least(messages: Any, n: int) -> bool:
     return bool(await messages.count_documents({}) >= n)
+
+
+async def _persisted_at_least(worker: WorkerProcess, n: int) -> bool:
+    try:
+        return await _metric(worker, "dialogue_worker_records_persisted_total") >= n
+    except aiohttp.ClientError:  # not listening yet
+        return False
 
 
 # infra.local starts services detached and tracks them by pid, dropping the Popen handle;
