@@ -13,6 +13,7 @@ Stable API, also used by the gateway's end-to-end tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -31,6 +32,11 @@ from infra.local import LocalSettings
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-entrypoint-token"
+
+
+@contextlib.asynccontextmanager
+async def _borrowed(session: aiohttp.ClientSession) -> AsyncIterator[aiohttp.ClientSession]:
+    yield session
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -146,7 +152,7 @@ class WorkerProcess:
         return self
 
     async def wait_ready(self, within: float = 60.0) -> WorkerProcess:
-        """Wait until /ping answers and the worker logged that it is ready (registered)."""
+        """Wait until /ping answers and the worker's Consul check passes (it registers last)."""
         deadline = time.monotonic() + within
         async with aiohttp.ClientSession(headers=self.headers) as session:
             while time.monotonic() < deadline:
@@ -154,15 +160,20 @@ class WorkerProcess:
                     raise WorkerFailed(f"worker exited with {self.returncode}{self._tail()}")
                 try:
                     async with session.get(f"{self.base_url}/ping") as resp:
-                        if resp.status == 200 and self.is_ready_in_log():
+                        if resp.status == 200 and await self.consul_status(session) == "passing":
                             return self
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.2)
         raise WorkerFailed(f"worker not ready after {within:.0f}s{self._tail()}")
 
-    def is_ready_in_log(self) -> bool:
-        return f'"worker {self.service_id} ready"' in self.log_text(since_start=True)
+    async def consul_status(self, session: aiohttp.ClientSession | None = None) -> str | None:
+        """Status of this worker's TTL check in the local Consul agent; None if unregistered."""
+        async with aiohttp.ClientSession() if session is None else _borrowed(session) as http:
+            async with http.get(f"{self.consul_url}/v1/agent/checks", headers={}) as resp:
+                checks = await resp.json()
+        check = checks.get(f"service:{self.service_id}")
+        return None if check is None else str(check["Status"])
 
     async def wait_exit(self, within: float = 30.0) -> int:
         deadline = time.monotonic() + within
