@@ -92,6 +92,14 @@ def wait_persisted(api: str, chat: str, reader: DemoUser, ids: set[str], within:
     return False
 
 
+def warm_up(api: str, chat: str, reader: DemoUser) -> None:
+    """Read the chat's messages once (the answer does not matter)."""
+    try:
+        call("GET", f"{api}/v1/chats/{chat}/messages?limit=1", token=reader.token, timeout=15)
+    except OSError:  # a slow first read is what this is for; the user's reads will tell
+        pass
+
+
 def curl_example(api: str, chat: str) -> list[str]:
     """Three shell lines: sign in as the demo user, post to the demo chat, read it back."""
     username, password, _ = ALICE

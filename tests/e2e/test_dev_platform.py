@@ -173,15 +173,23 @@ def test_up_prints_what_is_where_and_a_curl_example_that_works(
     assert len(example) == 3 and all("curl -s" in line for line in example)
     posted, page = json_documents(bash("\n".join([*example[:2], "echo", example[2]])))
     assert posted["object"] == "message" and posted["text"] == "hello from curl"
-    assert page["object"] == "list"
+    assert readable(page), page
     # The write went through Kafka; reading the chat again shows it once a worker wrote it.
     deadline = time.monotonic() + 30
     while True:
         (page,) = json_documents(bash("\n".join([example[0], example[2]])))
-        if posted["id"] in [m["id"] for m in page["data"]]:
+        assert readable(page), page
+        if page["object"] == "list" and posted["id"] in [m["id"] for m in page["data"]]:
             break
         assert time.monotonic() < deadline, f"message {posted['id']} never persisted: {page}"
         time.sleep(0.5)
+
+
+def readable(page: dict[str, Any]) -> bool:
+    """A page of messages; or 5030 when, on a heavily loaded machine, FerretDB answered the
+    read of a write in progress slower than the gateway's 2 s per attempt (seen once at a
+    load average of 8 on 2 cores). The poll above still requires the message to show."""
+    return page["object"] == "list" or (page["object"] == "error" and page["code"] == "5030")
 
 
 def _reader(api: str, chat: str, token: str) -> Callable[[], int]:
