@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import socket
 import subprocess
@@ -109,11 +110,10 @@ def _private_stack(tmp: Path, **ports: int) -> Stack:
     return Stack(LocalSettings.from_env(env))
 
 
-@pytest.fixture(scope="module")
-def consul_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextlib.contextmanager
+def private_consul(tmp: Path) -> Iterator[str]:
     """A private Consul dev agent built by infra; its gRPC-TLS port (which infra does not
     set, default 8503, taken by the shared agent) is turned off."""
-    tmp = tmp_path_factory.mktemp("consul")
     settings = _private_stack(
         tmp, LOCAL_CONSUL_PORT=free_port(), LOCAL_CONSUL_BASE_PORT=_free_base_port()
     ).settings
@@ -140,6 +140,12 @@ def consul_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+@pytest.fixture(scope="module")
+def consul_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with private_consul(tmp_path_factory.mktemp("consul")) as url:
+        yield url
 
 
 async def _mysql(infra: LocalSettings, sql: str) -> None:
