@@ -48,6 +48,10 @@ class WorkerSettings(BaseSettings):
     worker_advertise_host: str | None = Field(
         default=None, description="address registered in Consul (default: WORKER_HOST)"
     )
+    worker_service: str = Field(
+        default="dialogue",
+        description="Consul service name the worker registers under (the gateway's WORKER_SERVICE)",
+    )
     service_id: str | None = Field(
         default=None,
         description="Consul instance id (default: derived from advertised host and port)",

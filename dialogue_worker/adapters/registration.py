@@ -14,8 +14,6 @@ from discovery import (
     instance_id_for,
 )
 
-SERVICE = "dialogue"
-
 
 class RegistrationFailed(WorkerError):
     """Consul could not be reached to register this worker."""
@@ -39,7 +37,7 @@ class ConsulRegistration:
             address=settings.advertise_host,
             port=settings.worker_port,
             version=settings.version,
-            service=SERVICE,
+            service=settings.worker_service,
             tags=("dialogue-worker",),
             meta={"app_id": settings.worker_app_id},
         )
