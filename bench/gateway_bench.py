@@ -24,7 +24,8 @@ import aiohttp
 import aiomysql
 
 from infra.local import LocalSettings
-from tests.e2e.test_gateway_e2e import GatewayProcess, gateway_env, private_consul
+from tests.support.gateway import GatewayProcess, gateway_env
+from tests.support.private import private_consul
 from tests.support.worker import WorkerProcess
 
 
@@ -72,7 +73,8 @@ async def main(args: argparse.Namespace) -> None:
     async with conn.cursor() as cur:
         await cur.execute(f"CREATE DATABASE `{database}`")
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
-    with private_consul(tmp) as consul_url:
+    with private_consul(tmp, infra.cache_dir) as consul:
+        consul_url = consul.settings.consul_url
         first = WorkerProcess.for_test(infra, unique, consul_url=consul_url)
         workers = [first, first.sibling(unique("worker"))]
         gateway = GatewayProcess(gateway_env(infra, database, first, consul_url))

@@ -6,19 +6,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.local.settings import LocalSettings
+from infra.local.settings import LocalSettings, env_int
 
 DEFAULT_WORKERS = 2
-
-
-def _int(env: dict[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "")
-    if raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise SystemExit(f"{name} must be an integer, got {raw!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -50,16 +40,16 @@ class DevSettings:
         return cls(
             local=local,
             run_dir=Path(e.get("DEV_RUN_DIR") or local.run_dir / "dev").resolve(),
-            gateway_port=_int(e, "DEV_GATEWAY_PORT", 8007),
-            worker_base_port=_int(e, "DEV_WORKER_BASE_PORT", 8100),
+            gateway_port=env_int(e, "DEV_GATEWAY_PORT", 8007),
+            worker_base_port=env_int(e, "DEV_WORKER_BASE_PORT", 8100),
             consul_url=(e.get("DEV_CONSUL_URL") or local.consul_url).rstrip("/"),
             topic=e.get("DEV_TOPIC") or "dialogue.messages",
-            partitions=_int(e, "DEV_TOPIC_PARTITIONS", 12),
+            partitions=env_int(e, "DEV_TOPIC_PARTITIONS", 12),
             app_id=e.get("DEV_APP_ID") or "dialogue-worker",
             mongo_db=e.get("DEV_MONGO_DB") or "dialogue",
             id_prefix=e.get("DEV_ID_PREFIX") or "dev-worker",
             log_level=e.get("DEV_LOG_LEVEL") or "INFO",
-            ready_timeout=float(_int(e, "DEV_READY_TIMEOUT", 120)),
+            ready_timeout=float(env_int(e, "DEV_READY_TIMEOUT", 120)),
         )
 
     @property
@@ -105,6 +95,7 @@ class DevSettings:
             "MONGO_URL": s.mongo_url,
             "MONGO_DB": self.mongo_db,
             "CONSUL_URL": self.consul_url,
+            "WORKER_SERVICE": "dialogue",
             "WORKER_APP_ID": self.app_id,
             "WORKER_HOST": self.host,
             "WORKER_PORT": str(self.worker_port(index)),

@@ -8,6 +8,7 @@ import logging
 import shutil
 import subprocess
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -29,6 +30,14 @@ logger.kafka.level = INFO
 logger.state.name = state.change.logger
 logger.state.level = WARN
 """
+
+
+def _cluster_id() -> str:
+    """A random KRaft cluster id; like Kafka's own, never starting with '-' (read as a flag)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class Kafka(Service):
@@ -116,7 +125,7 @@ class Kafka(Service):
         if (self.data_dir / "data" / "meta.properties").exists():
             return
         progress.step(self.name, "formatting KRaft storage")
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = _cluster_id()
         proc = subprocess.run(
             self._java(
                 "kafka.tools.StorageTool",
@@ -138,7 +147,9 @@ class Kafka(Service):
         return self._java("kafka.Kafka", str(self.data_dir / "server.properties"), heap="1g")
 
     def probe(self) -> None:
-        asyncio.run(self._probe())
+        # Its own loop in its own thread, so a caller inside a running loop can probe too.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(asyncio.run, self._probe()).result()
 
     async def _probe(self) -> None:
         # aiokafka logs every refused connection at ERROR; a probe expects those.

@@ -9,7 +9,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _int(env: dict[str, str], name: str, default: int) -> int:
+def env_int(env: dict[str, str], name: str, default: int) -> int:
+    """env[name] as an int, default when unset or empty; a readable exit when not a number."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -53,12 +54,12 @@ class LocalSettings:
             host=host,
             run_dir=Path(e.get("LOCAL_RUN_DIR", REPO_ROOT / ".run")).resolve(),
             cache_dir=Path(e.get("LOCAL_CACHE_DIR", cache_default)).resolve(),
-            kafka_port=_int(e, "LOCAL_KAFKA_PORT", 9092),
-            kafka_controller_port=_int(e, "LOCAL_KAFKA_CONTROLLER_PORT", 9093),
-            consul_port=_int(e, "LOCAL_CONSUL_PORT", 8500),
-            consul_base_port=_int(e, "LOCAL_CONSUL_BASE_PORT", 8300),
-            mongo_port=_int(e, "LOCAL_MONGO_PORT", 27017),
-            mysql_port=_int(e, "LOCAL_MYSQL_PORT", 3306),
+            kafka_port=env_int(e, "LOCAL_KAFKA_PORT", 9092),
+            kafka_controller_port=env_int(e, "LOCAL_KAFKA_CONTROLLER_PORT", 9093),
+            consul_port=env_int(e, "LOCAL_CONSUL_PORT", 8500),
+            consul_base_port=env_int(e, "LOCAL_CONSUL_BASE_PORT", 8300),
+            mongo_port=env_int(e, "LOCAL_MONGO_PORT", 27017),
+            mysql_port=env_int(e, "LOCAL_MYSQL_PORT", 3306),
             mysql_user=e.get("LOCAL_MYSQL_USER", "dialogue"),
             mysql_password=e.get("LOCAL_MYSQL_PASSWORD", "dialogue-local"),
             mysql_database=e.get("LOCAL_MYSQL_DATABASE", "dialogue"),

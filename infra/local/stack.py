@@ -107,9 +107,13 @@ class Stack:
                 raise ServiceError(f"{service.name} could not be started: {exc}") from exc
             self.progress.step(service.name, f"starting (pid {pid}, log {proc.log_file})")
             started.append(service.name)
-        for service in todo:
-            self._wait_ready(service)
-            service.after_ready(self.progress)
+        try:
+            for service in todo:
+                self._wait_ready(service)
+                service.after_ready(self.progress)
+        except ServiceError:
+            self.down(started)  # leave nothing half-started behind
+            raise
         return started
 
     def _wait_ready(self, service: Service) -> None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,53 +25,19 @@ import pytest
 
 from infra.dev.demo import TRY_IT
 from infra.local import LocalSettings, Stack
+from tests.support.private import free_range
+from tests.support.private import private_consul as private_consul_stack
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN = {"Authorization": "Bearer local-only-admin-token"}
-PRIVATE_PORTS = [(19500, 19300), (29500, 29300), (39500, 39300)]
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @pytest.fixture(scope="module")
 def private_consul(
     infra: LocalSettings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    for http, base in PRIVATE_PORTS:
-        if all(
-            _free(p) for p in (http, base, base + 1, base + 2, base + 100, base + 202, base + 203)
-        ):
-            break
-    else:
-        pytest.fail(f"no free port range for a private Consul among {PRIVATE_PORTS}")
-    settings = LocalSettings.from_env(
-        {
-            "LOCAL_RUN_DIR": str(tmp_path_factory.mktemp("dev-consul")),
-            "LOCAL_CACHE_DIR": str(infra.cache_dir),
-            "LOCAL_CONSUL_PORT": str(http),
-            "LOCAL_CONSUL_BASE_PORT": str(base),
-        }
-    )
-    stack = Stack(settings)
-    stack.up(["consul"])
-    yield stack
-    stack.down(["consul"])
-
-
-def _free_range(count: int) -> int:
-    for _ in range(50):
-        base = random.randrange(20000, 60000)
-        if all(_free(base + i) for i in range(count)):
-            return base
-    raise AssertionError("no free port range")
+    with private_consul_stack(tmp_path_factory.mktemp("dev-consul"), infra.cache_dir) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +48,8 @@ def dev_env(
     return {
         **os.environ,
         "DEV_RUN_DIR": str(tmp_path_factory.mktemp("dev-run")),
-        "DEV_GATEWAY_PORT": str(_free_range(1)),
-        "DEV_WORKER_BASE_PORT": str(_free_range(4)),
+        "DEV_GATEWAY_PORT": str(free_range(1)),
+        "DEV_WORKER_BASE_PORT": str(free_range(4)),
         "DEV_CONSUL_URL": private_consul.settings.consul_url,
         "DEV_TOPIC": unique("dev-messages"),
         "DEV_TOPIC_PARTITIONS": "6",

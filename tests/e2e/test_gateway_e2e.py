@@ -9,154 +9,38 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import aiomysql
 import jwt
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from infra.local import LocalSettings, Stack
-from infra.local.consul import Consul
-from tests.support.worker import WorkerProcess, free_port
+from infra.local import LocalSettings
+from tests.support.gateway import (
+    ISSUER,
+    JWT_SECRET,
+    MAX_BODY,
+    GatewayProcess,
+    gateway_env,
+    mysql_execute,
+)
+from tests.support.private import free_port, private_consul, private_stack
+from tests.support.worker import WorkerProcess
 
 REPO = Path(__file__).resolve().parents[2]
-JWT_SECRET = "e2e-gateway-secret-" + "x" * 32
-ISSUER = "dialogue-e2e"
-MAX_BODY = 8192
-# infra's ManagedProcess drops its Popen while the service runs; CPython reports that as
-# a ResourceWarning. Processes are tracked by pid file and stopped by the fixtures.
-pytestmark = pytest.mark.filterwarnings("ignore:subprocess .* is still running:ResourceWarning")
-
-
-class GatewayProcess:
-    """`python -m gateway` on a free port, configured only through its environment."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        fd, path = tempfile.mkstemp(prefix="gateway-", suffix=".log")
-        os.close(fd)
-        self.log_file = Path(path)
-        self.env = {**os.environ, **env, "GATEWAY_PORT": str(self.port)}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> GatewayProcess:
-        with self.log_file.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway"], cwd=REPO, env=self.env, stdout=log, stderr=log
-            )
-        return self
-
-    async def wait_ready(self, within: float = 60.0) -> GatewayProcess:
-        deadline = time.monotonic() + within
-        async with aiohttp.ClientSession() as http:
-            while time.monotonic() < deadline:
-                assert self.proc is not None and self.proc.poll() is None, self.tail()
-                try:
-                    async with http.get(f"{self.url}/ready") as resp:
-                        if resp.status == 200:
-                            return self
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.2)
-        raise AssertionError(f"gateway not ready after {within:.0f}s{self.tail()}")
-
-    def tail(self, lines: int = 30) -> str:
-        text = self.log_file.read_text(errors="replace").splitlines()[-lines:]
-        return f"\nlog {self.log_file}:\n" + "\n".join(text)
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                await asyncio.to_thread(self.proc.wait, 20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def _free_base_port() -> int:
-    """A base port whose Consul offsets (0, 1, 2, 100, 202) are free for TCP and UDP."""
-    for base in range(21000 + os.getpid() % 4000, 29000, 7):
-        try:
-            for offset in (0, 1, 2, 100, 202):
-                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                    with socket.socket(socket.AF_INET, kind) as sock:
-                        sock.bind(("127.0.0.1", base + offset))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free port range for a private Consul agent")
-
-
-def _private_stack(tmp: Path, **ports: int) -> Stack:
-    env = {"LOCAL_RUN_DIR": str(tmp)} | {k: str(v) for k, v in ports.items()}
-    return Stack(LocalSettings.from_env(env))
-
-
-@contextlib.contextmanager
-def private_consul(tmp: Path) -> Iterator[str]:
-    """A private Consul dev agent built by infra; its gRPC-TLS port (which infra does not
-    set, default 8503, taken by the shared agent) is turned off."""
-    settings = _private_stack(
-        tmp, LOCAL_CONSUL_PORT=free_port(), LOCAL_CONSUL_BASE_PORT=_free_base_port()
-    ).settings
-    service = Consul(settings)
-    service.data_dir.mkdir(parents=True, exist_ok=True)
-    with (tmp / "consul.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [*service.argv(), "-grpc-tls-port", "-1"],
-            cwd=service.data_dir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp / "consul.log").read_text()
-            try:
-                service.probe()
-                break
-            except Exception:  # not answering yet
-                assert time.monotonic() < deadline, "private Consul not ready"
-                time.sleep(0.2)
-        yield settings.consul_url
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 @pytest.fixture(scope="module")
-def consul_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with private_consul(tmp_path_factory.mktemp("consul")) as url:
-        yield url
-
-
-async def _mysql(infra: LocalSettings, sql: str) -> None:
-    conn = await aiomysql.connect(
-        host=infra.host, port=infra.mysql_port, user=infra.mysql_user, password=infra.mysql_password
-    )
-    try:
-        async with conn.cursor() as cur:
-            await cur.execute(sql)
-    finally:
-        conn.close()
+def consul_url(infra: LocalSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with private_consul(tmp_path_factory.mktemp("consul"), infra.cache_dir) as stack:
+        yield stack.settings.consul_url
 
 
 @pytest.fixture(scope="module")
@@ -174,38 +58,12 @@ async def workers(
         await asyncio.gather(*(w.terminate() for w in pair), return_exceptions=True)
 
 
-def gateway_env(
-    infra: LocalSettings, database: str, worker: WorkerProcess, consul_url: str
-) -> dict[str, str]:
-    return {
-        "DIALOGUE_ENV": "local",
-        "LOG_LEVEL": "INFO",
-        "JWT_SECRET": JWT_SECRET,
-        "JWT_ISSUER": ISSUER,
-        "MYSQL_HOST": infra.host,
-        "MYSQL_PORT": str(infra.mysql_port),
-        "MYSQL_USER": infra.mysql_user,
-        "MYSQL_PASSWORD": infra.mysql_password,
-        "MYSQL_DATABASE": database,
-        "KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
-        "TOPIC": worker.topic,
-        "KAFKA_SEND_TIMEOUT": "2",
-        "CONSUL_URL": consul_url,
-        "ENTRYPOINT_TOKEN": worker.token,
-        "MAX_BODY_BYTES": str(MAX_BODY),
-        "SIGNIN_MAX_FAILURES": "3",
-        "ARGON2_TIME_COST": "1",
-        "ARGON2_MEMORY_KIB": "1024",
-        "ARGON2_PARALLELISM": "1",
-    }
-
-
 @pytest.fixture(scope="module")
 async def database(infra: LocalSettings, run_id: str) -> AsyncIterator[str]:
     name = f"gw_e2e_{run_id}"
-    await _mysql(infra, f"CREATE DATABASE `{name}`")
+    await mysql_execute(infra, f"CREATE DATABASE `{name}`")
     yield name
-    await _mysql(infra, f"DROP DATABASE `{name}`")
+    await mysql_execute(infra, f"DROP DATABASE `{name}`")
 
 
 @pytest.fixture(scope="module")
@@ -312,7 +170,9 @@ async def test_full_user_flow(api: Api, unique: Callable[[str], str]) -> None:
     other = await _chat(api, b, [bob["userId"], alice["userId"]])
     status, chats = await api.call("GET", "/v1/chats?limit=50", a)
     assert status == 200 and chats["object"] == "list"
-    assert [c["id"] for c in chats["data"]][:2] == [other, cid]
+    # Newest first means by id (docs/decisions.md): ObjectIds made by two workers within
+    # the same second order by their process part, not by which came first.
+    assert [c["id"] for c in chats["data"]][:2] == sorted([other, cid], reverse=True)
 
 
 async def test_a_posted_message_is_readable_within_a_second(
@@ -490,7 +350,6 @@ async def test_schemathesis_finds_no_server_error(
     print(text[-1500:])
 
 
-@pytest.mark.filterwarnings("ignore:subprocess .* is still running:ResourceWarning")
 async def test_kafka_stopped_gives_5031_and_never_202(
     api: Api,
     unique: Callable[[str], str],
@@ -502,12 +361,9 @@ async def test_kafka_stopped_gives_5031_and_never_202(
 ) -> None:
     alice, bob = await api.sign_up(_name(unique, "bus")), await api.sign_up(_name(unique, "bus"))
     cid = await _chat(api, alice["token"], [alice["userId"], bob["userId"]])
-    kafka = _private_stack(
-        tmp_path, LOCAL_KAFKA_PORT=free_port(), LOCAL_KAFKA_CONTROLLER_PORT=free_port()
-    )
-    await asyncio.to_thread(kafka.up, ["kafka"])
-    lone = None
-    try:
+    ports = {"LOCAL_KAFKA_PORT": str(free_port()), "LOCAL_KAFKA_CONTROLLER_PORT": str(free_port())}
+    # A private broker, so killing it disturbs no other test (starting it blocks ~10 s).
+    with private_stack(tmp_path, infra.cache_dir, ["kafka"], ports) as kafka:
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka.settings.kafka_bootstrap)
         await admin.start()
         try:
@@ -517,20 +373,20 @@ async def test_kafka_stopped_gives_5031_and_never_202(
         env = gateway_env(infra, database, workers[0], consul_url)
         env |= {"KAFKA_BOOTSTRAP": kafka.settings.kafka_bootstrap, "TOPIC": "gw-e2e"}
         lone = await GatewayProcess(env).start().wait_ready()
-        other = Api(api.http, lone.url)
-        path = f"/v1/chats/{cid}/messages"
-        assert (await other.call("POST", path, alice["token"], json={"txt": "before"}))[0] == 202
-        kafka.kill("kafka")
-        for i in range(3):
-            started = time.monotonic()
-            answer = await other.call("POST", path, alice["token"], json={"txt": f"after {i}"})
-            expect(answer, "5031")
-            assert time.monotonic() - started < 10, "5031 must come within a bounded time"
-        status, ready = await other.call("GET", "/ready")
-        assert status == 503 and ready["checks"]["kafka"]["ok"] is False
-    finally:
-        kafka.kill("kafka")
-        if lone is not None:
+        try:
+            other = Api(api.http, lone.url)
+            path = f"/v1/chats/{cid}/messages"
+            answer = await other.call("POST", path, alice["token"], json={"txt": "before"})
+            assert answer[0] == 202
+            kafka.kill("kafka")
+            for i in range(3):
+                started = time.monotonic()
+                answer = await other.call("POST", path, alice["token"], json={"txt": f"after {i}"})
+                expect(answer, "5031")
+                assert time.monotonic() - started < 10, "5031 must come within a bounded time"
+            status, ready = await other.call("GET", "/ready")
+            assert status == 503 and ready["checks"]["kafka"]["ok"] is False
+        finally:
             await lone.stop()
 
 

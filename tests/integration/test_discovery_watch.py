@@ -10,7 +10,6 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -26,44 +25,15 @@ from discovery import (
 )
 from discovery.stub import StubServer
 from infra.local import LocalSettings, Stack
-
-#: (HTTP port, base port) pairs to try for the private agent.
-PRIVATE_PORTS = [(18500, 18300), (28500, 28300), (38500, 38300)]
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+from tests.support.private import private_consul as private_consul_stack
 
 
 @pytest.fixture(scope="module")
 def private_consul(
     infra: LocalSettings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    for http, base in PRIVATE_PORTS:
-        ports = (http, base, base + 1, base + 2, base + 100, base + 202, base + 203)
-        if all(_free(p) for p in ports):
-            break
-    else:
-        pytest.fail(f"no free port range for a private Consul among {PRIVATE_PORTS}")
-    run_dir: Path = tmp_path_factory.mktemp("private-consul")
-    settings = LocalSettings.from_env(
-        {
-            "LOCAL_RUN_DIR": str(run_dir),
-            "LOCAL_CACHE_DIR": str(infra.cache_dir),
-            "LOCAL_CONSUL_PORT": str(http),
-            "LOCAL_CONSUL_BASE_PORT": str(base),
-        }
-    )
-    stack = Stack(settings)
-    stack.up(["consul"])
-    yield stack
-    stack.down(["consul"])
+    with private_consul_stack(tmp_path_factory.mktemp("private-consul"), infra.cache_dir) as stack:
+        yield stack
 
 
 @pytest.fixture

@@ -94,9 +94,6 @@ async def test_unknown_topic_is_5031_within_the_send_timeout(infra: LocalSetting
         await bus.stop()
 
 
-# infra's ManagedProcess drops its Popen while Kafka runs, which CPython reports as a
-# ResourceWarning; the process is tracked by pid file and killed below.
-@pytest.mark.filterwarnings("ignore:subprocess .* is still running:ResourceWarning")
 async def test_private_broker_late_start_then_killed(tmp_path: Path) -> None:
     port = _free_port()
     bootstrap = f"127.0.0.1:{port}"

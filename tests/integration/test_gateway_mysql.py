@@ -15,25 +15,15 @@ from gateway.adapters.mysql_users import MySQLUserStore, mysql_pool
 from gateway.adapters.passwords import Argon2Hasher
 from gateway.errors import GatewayError
 from infra.local import LocalSettings
-
-
-async def _admin(infra: LocalSettings, sql: str) -> None:
-    conn = await aiomysql.connect(
-        host=infra.host, port=infra.mysql_port, user=infra.mysql_user, password=infra.mysql_password
-    )
-    try:
-        async with conn.cursor() as cur:
-            await cur.execute(sql)
-    finally:
-        conn.close()
+from tests.support.gateway import mysql_execute
 
 
 @pytest.fixture(scope="module")
 async def database(infra: LocalSettings, run_id: str) -> AsyncIterator[str]:
     name = f"gw_users_{run_id}"
-    await _admin(infra, f"CREATE DATABASE `{name}`")
+    await mysql_execute(infra, f"CREATE DATABASE `{name}`")
     yield name
-    await _admin(infra, f"DROP DATABASE `{name}`")
+    await mysql_execute(infra, f"DROP DATABASE `{name}`")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +55,7 @@ async def test_concurrent_migrations_on_a_fresh_database(
     infra: LocalSettings, unique: Callable[[str], str]
 ) -> None:
     name = unique("gw_mig").replace("-", "_")
-    await _admin(infra, f"CREATE DATABASE `{name}`")
+    await mysql_execute(infra, f"CREATE DATABASE `{name}`")
     try:
         conns = [
             await aiomysql.connect(
@@ -83,7 +73,7 @@ async def test_concurrent_migrations_on_a_fresh_database(
             conn.close()
         assert sorted(results) == [[], [], [1]]
     finally:
-        await _admin(infra, f"DROP DATABASE `{name}`")
+        await mysql_execute(infra, f"DROP DATABASE `{name}`")
 
 
 async def test_users_add_find_and_unknown(pool: Any, unique: Callable[[str], str]) -> None:

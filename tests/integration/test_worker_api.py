@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -14,18 +14,6 @@ from contracts.ids import new_id
 from contracts.records import MessageRecord
 from infra.local import LocalSettings
 from tests.support.worker import WorkerProcess, produce
-
-
-@pytest.fixture(scope="module")
-async def worker(
-    infra: LocalSettings, unique: Callable[[str], str]
-) -> AsyncIterator[WorkerProcess]:
-    proc = WorkerProcess.for_test(infra, unique).start()
-    try:
-        await proc.wait_ready()
-        yield proc
-    finally:
-        await proc.terminate()
 
 
 @pytest.fixture

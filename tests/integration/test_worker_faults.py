@@ -18,6 +18,7 @@ from pymongo import AsyncMongoClient
 from contracts.ids import new_id
 from contracts.records import MessageRecord
 from infra.local import LocalSettings, Stack
+from tests.support.private import private_stack
 from tests.support.worker import WorkerProcess, free_port, produce
 
 pytestmark = pytest.mark.faults
@@ -117,17 +118,17 @@ async def _persisted_at_least(worker: WorkerProcess, n: int) -> bool:
         return False
 
 
-# infra.local starts services detached and tracks them by pid, dropping the Popen handle;
-# when that handle is collected during this test Python warns "subprocess is still running".
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_mongodb_outage_loses_nothing_and_shows_in_consul(
     infra: LocalSettings, unique: Callable[[str], str], tmp_path: Path, cleanup: list[WorkerProcess]
 ) -> None:
-    port = free_port()
-    private = Stack(
-        LocalSettings.from_env({"LOCAL_RUN_DIR": str(tmp_path), "LOCAL_MONGO_PORT": str(port)})
-    )
-    private.up(["ferretdb"])
+    ports = {"LOCAL_MONGO_PORT": str(free_port())}
+    with private_stack(tmp_path, infra.cache_dir, ["ferretdb"], ports) as private:
+        await _survive_outage(infra, unique, private, cleanup)
+
+
+async def _survive_outage(
+    infra: LocalSettings, unique: Callable[[str], str], private: Stack, cleanup: list[WorkerProcess]
+) -> None:
     env = FAST_TTL | {"MONGO_TIMEOUT": "2", "RETRY_BACKOFF_MAX": "1"}
     worker = WorkerProcess.for_test(infra, unique, mongo_url=private.settings.mongo_url, env=env)
     cleanup.append(worker)
@@ -156,7 +157,6 @@ async def test_mongodb_outage_loses_nothing_and_shows_in_consul(
     finally:
         worker.kill()
         await mongo.close()
-        private.down(["ferretdb"])
 
 
 async def _not_passing(infra: LocalSettings, worker: WorkerProcess) -> bool:

@@ -23,18 +23,6 @@ Mongo = AsyncMongoClient[dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
-async def worker(
-    infra: LocalSettings, unique: Callable[[str], str]
-) -> AsyncIterator[WorkerProcess]:
-    proc = WorkerProcess.for_test(infra, unique).start()
-    try:
-        await proc.wait_ready()
-        yield proc
-    finally:
-        await proc.terminate()
-
-
-@pytest.fixture(scope="module")
 async def mongo(infra: LocalSettings, worker: WorkerProcess) -> AsyncIterator[Mongo]:
     client: Mongo = AsyncMongoClient(infra.mongo_url)
     yield client

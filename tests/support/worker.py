@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 
 from infra.local import LocalSettings
+from tests.support.private import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-entrypoint-token"
@@ -37,14 +37,6 @@ TOKEN = "test-entrypoint-token"
 @contextlib.asynccontextmanager
 async def _borrowed(session: aiohttp.ClientSession) -> AsyncIterator[aiohttp.ClientSession]:
     yield session
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class WorkerFailed(RuntimeError):

@@ -224,7 +224,9 @@ def test_app_settings_are_known_fields_and_valid_in_production(
     gateway, worker = environment(services[GATEWAY]), environment(services[WORKER])
     for key in ("ENTRYPOINT_TOKEN", "TOPIC", "KAFKA_BOOTSTRAP", "CONSUL_URL"):
         assert gateway[key] == worker[key], key
-    assert gateway["WORKER_SERVICE"] == registration.SERVICE
+    assert gateway["WORKER_SERVICE"] == worker.get(
+        "WORKER_SERVICE", WorkerSettings.model_fields["worker_service"].default
+    )
     assert gateway["GATEWAY_PORT"] == "8007" and gateway["GATEWAY_HOST"] == "0.0.0.0"
     mysql = environment(services["mysql"])
     assert gateway["MYSQL_HOST"] == "mysql"

@@ -1,0 +1,111 @@
+"""`python -m gateway` as a subprocess, configured only through its environment."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import aiomysql
+
+from infra.local import LocalSettings
+from tests.support.private import free_port
+from tests.support.worker import WorkerProcess
+
+REPO = Path(__file__).resolve().parents[2]
+JWT_SECRET = "e2e-gateway-secret-" + "x" * 32
+ISSUER = "dialogue-e2e"
+MAX_BODY = 8192
+
+
+class GatewayProcess:
+    """`python -m gateway` on a free port, configured only through its environment."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        fd, path = tempfile.mkstemp(prefix="gateway-", suffix=".log")
+        os.close(fd)
+        self.log_file = Path(path)
+        self.env = {**os.environ, **env, "GATEWAY_PORT": str(self.port)}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> GatewayProcess:
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway"], cwd=REPO, env=self.env, stdout=log, stderr=log
+            )
+        return self
+
+    async def wait_ready(self, within: float = 60.0) -> GatewayProcess:
+        deadline = time.monotonic() + within
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                assert self.proc is not None and self.proc.poll() is None, self.tail()
+                try:
+                    async with http.get(f"{self.url}/ready") as resp:
+                        if resp.status == 200:
+                            return self
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise AssertionError(f"gateway not ready after {within:.0f}s{self.tail()}")
+
+    def tail(self, lines: int = 30) -> str:
+        text = self.log_file.read_text(errors="replace").splitlines()[-lines:]
+        return f"\nlog {self.log_file}:\n" + "\n".join(text)
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                await asyncio.to_thread(self.proc.wait, 20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def gateway_env(
+    infra: LocalSettings, database: str, worker: WorkerProcess, consul_url: str
+) -> dict[str, str]:
+    return {
+        "DIALOGUE_ENV": "local",
+        "LOG_LEVEL": "INFO",
+        "JWT_SECRET": JWT_SECRET,
+        "JWT_ISSUER": ISSUER,
+        "MYSQL_HOST": infra.host,
+        "MYSQL_PORT": str(infra.mysql_port),
+        "MYSQL_USER": infra.mysql_user,
+        "MYSQL_PASSWORD": infra.mysql_password,
+        "MYSQL_DATABASE": database,
+        "KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+        "TOPIC": worker.topic,
+        "KAFKA_SEND_TIMEOUT": "2",
+        "CONSUL_URL": consul_url,
+        "ENTRYPOINT_TOKEN": worker.token,
+        "MAX_BODY_BYTES": str(MAX_BODY),
+        "SIGNIN_MAX_FAILURES": "3",
+        "ARGON2_TIME_COST": "1",
+        "ARGON2_MEMORY_KIB": "1024",
+        "ARGON2_PARALLELISM": "1",
+    }
+
+
+async def mysql_execute(infra: LocalSettings, sql: str) -> None:
+    """Run one statement as the project user, outside any database (CREATE/DROP DATABASE)."""
+    conn = await aiomysql.connect(
+        host=infra.host, port=infra.mysql_port, user=infra.mysql_user, password=infra.mysql_password
+    )
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(sql)
+    finally:
+        conn.close()

@@ -1,0 +1,83 @@
+"""Private copies of infrastructure services, for tests that stop, kill or isolate them.
+
+The shared services (the `infra` fixture) are never stopped by a test; a test that needs
+to kill Consul, Kafka or FerretDB, or a Consul no other worker registers in, starts its
+own copy here with the project's infra code, on free ports, under a temporary run folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from infra.local import LocalSettings, Stack
+
+#: Offsets from LOCAL_CONSUL_BASE_PORT that Consul listens on (server, serf LAN/WAN,
+#: DNS, gRPC, gRPC TLS), as infra.local.consul sets them.
+CONSUL_OFFSETS = (0, 1, 2, 100, 202, 203)
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Nothing holds this port for TCP or UDP right now."""
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def free_range(count: int) -> int:
+    """The first of `count` consecutive free ports."""
+    for _ in range(100):
+        base = random.randrange(20000, 60000 - count)
+        if all(port_is_free(base + i) for i in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def consul_ports() -> tuple[int, int]:
+    """(HTTP port, base port) with every port a Consul agent needs free."""
+    for _ in range(100):
+        base = random.randrange(20000, 59000)
+        http = base + 500
+        if all(port_is_free(p) for p in (http, *(base + o for o in CONSUL_OFFSETS))):
+            return http, base
+    raise RuntimeError("no free port range for a private Consul agent")
+
+
+@contextlib.contextmanager
+def private_stack(
+    run_dir: Path, cache_dir: Path, services: list[str], env: dict[str, str]
+) -> Iterator[Stack]:
+    """Start `services` from a Stack configured by `env` (LOCAL_* variables); stop them after."""
+    settings = LocalSettings.from_env(
+        {"LOCAL_RUN_DIR": str(run_dir), "LOCAL_CACHE_DIR": str(cache_dir), **env}
+    )
+    stack = Stack(settings)
+    stack.up(services)
+    try:
+        yield stack
+    finally:
+        stack.down(services)
+
+
+@contextlib.contextmanager
+def private_consul(run_dir: Path, cache_dir: Path) -> Iterator[Stack]:
+    """A Consul dev agent of our own (its URL: stack.settings.consul_url)."""
+    http, base = consul_ports()
+    env = {"LOCAL_CONSUL_PORT": str(http), "LOCAL_CONSUL_BASE_PORT": str(base)}
+    with private_stack(run_dir, cache_dir, ["consul"], env) as stack:
+        yield stack
