@@ -1,0 +1,350 @@
+"""Load driver and invariant checks for the fault-injection suite (tests/faults).
+
+    async with Platform.start(infra, unique, consul_url=...) as platform:
+        load = await Load.prepare(platform, clients=4)
+        async with load.running(), ConsulMonitor(platform) as monitor:
+            ...inject the fault...
+        report = await check_written(platform, load)    # invariant W
+        load.read_violations(monitor)                    # invariant R
+
+Traffic goes only to 127.0.0.1; every loop is bounded in time and in count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from bson import ObjectId
+from pymongo import AsyncMongoClient
+
+from infra.local import LocalSettings
+from tests.support.gateway import GatewayProcess, gateway_env, mysql_execute
+from tests.support.worker import WorkerProcess
+
+REPO = Path(__file__).resolve().parents[2]
+#: FAULTS_SCALE=3 (make faults) runs every phase three times longer.
+SCALE = max(1.0, float(os.environ.get("FAULTS_SCALE", "1")))
+HEARTBEAT_TTL = 3.0
+#: Consul learns a worker's failure only on its next heartbeat (TTL/3) plus a query.
+CONSUL_LAG = HEARTBEAT_TTL / 3 + 0.5
+#: "Fail fast": a read refused during a total outage answers within this many seconds.
+FAST_FAIL = 5.0
+PASSWORD = "secret1"
+
+
+def phase(seconds: float) -> float:
+    """The length of one traffic phase, scaled by FAULTS_SCALE."""
+    return seconds * SCALE
+
+
+@dataclass
+class Platform:
+    """Two (or more) real workers and one gateway, on a service name of their own."""
+
+    infra: LocalSettings
+    workers: list[WorkerProcess]
+    gateway: GatewayProcess
+    consul_url: str
+    service: str
+    mongo_url: str
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def start(
+        cls,
+        infra: LocalSettings,
+        unique: Callable[[str], str],
+        *,
+        consul_url: str,
+        kafka_bootstrap: str | None = None,
+        mongo_url: str | None = None,
+        mysql: LocalSettings | None = None,
+        workers: int = 2,
+        gateway_overrides: dict[str, str] | None = None,
+    ) -> AsyncIterator[Platform]:
+        service = unique("faults")
+        bootstrap = kafka_bootstrap or infra.kafka_bootstrap
+        mongo = mongo_url or infra.mongo_url
+        env = {
+            "WORKER_SERVICE": service,
+            "HEARTBEAT_TTL": str(HEARTBEAT_TTL),
+            "MONGO_TIMEOUT": "3",
+            "RETRY_BACKOFF_MAX": "1",
+            "LOG_LEVEL": "INFO",
+        }
+        first = WorkerProcess.for_test(
+            infra,
+            unique,
+            consul_url=consul_url,
+            kafka_bootstrap=bootstrap,
+            mongo_url=mongo,
+            env=env,
+        )
+        pool = [first] + [first.sibling(unique("worker")) for _ in range(workers - 1)]
+        users = mysql or infra
+        database = f"faults_{service.replace('-', '_')}"
+        await mysql_execute(users, f"CREATE DATABASE `{database}`")
+        gateway: GatewayProcess | None = None
+        try:
+            for worker in pool:
+                worker.start()
+            await asyncio.gather(*(w.wait_ready(90) for w in pool))
+            genv = gateway_env(users, database, first, consul_url)
+            genv |= {"KAFKA_BOOTSTRAP": bootstrap, "WORKER_SERVICE": service}
+            genv |= gateway_overrides or {}
+            gateway = await GatewayProcess(genv).start().wait_ready(90)
+            yield cls(infra, pool, gateway, consul_url, service, mongo)
+        finally:
+            if gateway is not None:
+                await gateway.stop()
+            await asyncio.gather(*(w.terminate() for w in pool), return_exceptions=True)
+            for worker in pool:
+                worker.kill()
+            with contextlib.suppress(Exception):  # the user store may be the killed one
+                await asyncio.wait_for(mysql_execute(users, f"DROP DATABASE `{database}`"), 10)
+
+    async def passing(self, http: aiohttp.ClientSession) -> int:
+        """How many instances of our service Consul lists as passing (-1: Consul down)."""
+        url = f"{self.consul_url}/v1/health/service/{self.service}?passing"
+        try:
+            async with http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as resp:
+                return len(await resp.json()) if resp.status == 200 else -1
+        except (aiohttp.ClientError, TimeoutError):
+            return -1
+
+    async def wait_passing(self, count: int, within: float = 60.0) -> None:
+        """Wait (bounded) until Consul lists `count` passing instances."""
+        deadline = time.monotonic() + within
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if await self.passing(http) == count:
+                    return
+                await asyncio.sleep(0.2)
+        raise AssertionError(f"{count} passing instances not seen within {within:.0f}s")
+
+
+class ConsulMonitor:
+    """Samples how many workers Consul lists as passing, every 100 ms."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.samples: list[tuple[float, int]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> ConsulMonitor:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        async with aiohttp.ClientSession() as http:
+            while True:
+                self.samples.append((time.monotonic(), await self.platform.passing(http)))
+                await asyncio.sleep(0.1)
+
+    def none_passing_between(self, start: float, end: float) -> bool:
+        """Some sample in [start, end + CONSUL_LAG] saw no passing worker (or no Consul)."""
+        return any(start <= t <= end + CONSUL_LAG and n <= 0 for t, n in self.samples)
+
+
+@dataclass
+class Attempt:
+    kind: str  # "post" or "read"
+    started: float
+    ended: float
+    code: str  # "202", "200", an error code, or "conn"/"timeout"/"unparsed"
+
+
+@dataclass
+class Client:
+    token: str
+    cid: str
+    name: str
+    attempts: list[Attempt] = field(default_factory=list)
+    acked: dict[str, str] = field(default_factory=dict)  # message id -> text
+    max_gap: float = 0.0
+
+
+@dataclass
+class Load:
+    """Several concurrent clients, each posting to and reading its own chat."""
+
+    platform: Platform
+    http: aiohttp.ClientSession
+    clients: list[Client]
+    max_requests: int = 600  # per client and run: a hard bound on top of the time bound
+    pause: float = 0.02
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    async def prepare(
+        cls, platform: Platform, http: aiohttp.ClientSession, clients: int = 4
+    ) -> Load:
+        """Sign up clients + 1 users and make one chat per client with the last user."""
+        url = platform.gateway.url
+        tokens = []
+        for i in range(clients + 1):
+            name = f"f{platform.service[-10:].replace('-', '')}{i}"
+            body = {"username": name, "password": PASSWORD, "passwordConfirm": PASSWORD}
+            async with http.post(f"{url}/v1/auth/sign-up", json={**body, "gender": "f"}) as r:
+                assert r.status == 201, await r.text()
+                tokens.append(await r.json())
+        partner = tokens[-1]
+        made = []
+        for i, user in enumerate(tokens[:-1]):
+            users = {"users": [user["userId"], partner["userId"]]}
+            headers = {"Authorization": f"Bearer {user['token']}"}
+            async with http.post(f"{url}/v1/chats", json=users, headers=headers) as r:
+                assert r.status == 201, await r.text()
+                made.append(Client(user["token"], (await r.json())["id"], f"c{i}"))
+        return cls(platform, http, made)
+
+    async def _call(self, client: Client, kind: str, method: str, path: str, **kw: Any) -> Any:
+        started = time.monotonic()
+        headers = {"Authorization": f"Bearer {client.token}"}
+        body: Any = None
+        try:
+            async with self.http.request(
+                method,
+                self.platform.gateway.url + path,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=20),
+                **kw,
+            ) as resp:
+                body = await resp.json(content_type=None)
+                ok = resp.status in (200, 202)
+                code = str(resp.status) if ok else str(body.get("code", "unparsed"))
+        except aiohttp.ClientError:
+            code = "conn"
+        except TimeoutError:
+            code = "timeout"
+        except ValueError:
+            code = "unparsed"
+        client.attempts.append(Attempt(kind, started, time.monotonic(), code))
+        return body if code in ("200", "202") else None
+
+    async def _client(self, client: Client, until: float) -> None:
+        last_read = time.monotonic()
+        path = f"/v1/chats/{client.cid}/messages"
+        for seq in range(self.max_requests // 2):
+            if self._stop.is_set() or time.monotonic() > until:
+                return
+            text = f"{client.name}-{seq}"
+            answer = await self._call(client, "post", "POST", path, json={"txt": text})
+            if answer is not None:
+                client.acked[answer["id"]] = text
+            if await self._call(client, "read", "GET", f"{path}?limit=20") is not None:
+                now = time.monotonic()
+                client.max_gap = max(client.max_gap, now - last_read)
+                last_read = now
+            await asyncio.sleep(self.pause)
+
+    @contextlib.asynccontextmanager
+    async def running(self, at_most: float = 300.0) -> AsyncIterator[Load]:
+        """Traffic from every client for the duration of the block (bounded)."""
+        self._stop.clear()
+        until = time.monotonic() + at_most
+        tasks = [asyncio.create_task(self._client(c, until)) for c in self.clients]
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            await asyncio.gather(*tasks)
+
+    # --- figures ---------------------------------------------------------------------
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        return [a for c in self.clients for a in c.attempts]
+
+    @property
+    def acked(self) -> dict[str, str]:
+        return {mid: text for c in self.clients for mid, text in c.acked.items()}
+
+    def codes(self, kind: str | None = None) -> Counter[str]:
+        return Counter(a.code for a in self.attempts if kind is None or a.kind == kind)
+
+    def unclear(self) -> list[Attempt]:
+        """Requests that got no clear answer (no 2xx, no error code): never allowed."""
+        return [a for a in self.attempts if a.code in ("conn", "timeout", "unparsed")]
+
+    def failed_reads(self) -> list[Attempt]:
+        return [a for a in self.attempts if a.kind == "read" and a.code != "200"]
+
+    def read_violations(self, monitor: ConsulMonitor) -> list[Attempt]:
+        """Invariant R: reads that failed while a worker was passing, or failed slowly."""
+        bad = []
+        for a in self.failed_reads():
+            outage = monitor.none_passing_between(a.started, a.ended)
+            if not outage or a.code != "5030" or a.ended - a.started > FAST_FAIL:
+                bad.append(a)
+        return bad
+
+
+@dataclass
+class Written:
+    acked: int
+    persisted: int
+    missing: list[str]
+    duplicates: int
+
+
+async def check_written(platform: Platform, load: Load, within: float = 60.0) -> Written:
+    """Invariant W, read straight from MongoDB once the workers caught up (bounded wait)."""
+    acked = load.acked
+    wanted = [ObjectId(mid) for mid in acked]
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(platform.mongo_url, timeoutMS=10000)
+    try:
+        messages = client[platform.workers[0].mongo_db]["messages"]
+        deadline = time.monotonic() + within
+        while True:
+            docs = await messages.find({}, {"_id": 1, "text": 1}).to_list(None)
+            ids = Counter(str(d["_id"]) for d in docs)
+            found = [mid for mid in acked if ids[mid] >= 1]
+            if len(found) == len(acked) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        await client.close()
+    texts = Counter(str(d.get("text")) for d in docs)
+    duplicates = sum(n - 1 for n in ids.values() if n > 1)
+    duplicates += sum(n - 1 for n in texts.values() if n > 1)  # a retry under a new id
+    missing = [mid for mid in acked if ids[mid] == 0]
+    return Written(len(wanted), len(found), missing, duplicates)
+
+
+def summary(
+    scenario: str, load: Load, written: Written, extra: str = "", *, show: bool = True
+) -> str:
+    """The one-line report of a scenario; appended to $FAULTS_REPORT when set."""
+    errors = {k: v for k, v in sorted(load.codes().items()) if k not in ("200", "202")}
+    gap = max((c.max_gap for c in load.clients), default=0.0)
+    line = (
+        f"faults {scenario}: sent={len(load.attempts)} 202={load.codes()['202']} "
+        f"errors={errors or '{}'} persisted={written.persisted}/{written.acked} "
+        f"duplicates={written.duplicates} max_read_gap_ms={gap * 1000:.0f}"
+        + (f" {extra}" if extra else "")
+    )
+    if show:
+        print(line)
+    report = os.environ.get("FAULTS_REPORT")
+    if report:
+        path = REPO / report
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as out:
+            out.write(line + "\n")
+    return line
