@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pymysql
 
@@ -96,15 +98,27 @@ class MariaDB(Service):
             "--innodb-flush-log-at-trx-commit=2",
         ]
 
+    def _root(self) -> pymysql.Connection[Any]:
+        """A root session over the server's unix socket."""
+        # We open the socket ourselves: pymysql leaks it when connecting fails
+        # (it is not yet its own to close), and a probe fails often during start-up.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(2)
+        try:
+            sock.connect(str(self.settings.mysql_socket))
+            conn = pymysql.connect(user="root", autocommit=True, defer_connect=True)
+            conn.connect(sock)
+        except BaseException:
+            sock.close()
+            raise
+        return conn
+
     def probe(self) -> None:
-        conn = pymysql.connect(
-            unix_socket=str(self.settings.mysql_socket), user="root", connect_timeout=2
-        )
-        conn.close()
+        self._root().close()
 
     def after_ready(self, progress: Progress) -> None:
         s = self.settings
-        conn = pymysql.connect(unix_socket=str(s.mysql_socket), user="root", autocommit=True)
+        conn = self._root()
         try:
             with conn.cursor() as cur:
                 cur.execute(f"CREATE DATABASE IF NOT EXISTS `{s.mysql_database}`")
