@@ -34,8 +34,12 @@ REPO = Path(__file__).resolve().parents[2]
 #: FAULTS_SCALE=3 (make faults) runs every phase three times longer.
 SCALE = max(1.0, float(os.environ.get("FAULTS_SCALE", "1")))
 HEARTBEAT_TTL = 3.0
-#: Consul learns a worker's failure only on its next heartbeat (TTL/3) plus a query.
-CONSUL_LAG = HEARTBEAT_TTL / 3 + 0.5
+#: How late Consul may learn that a worker cannot serve: its next heartbeat (TTL/3),
+#: the probe's MongoDB ping timeout (2 s), plus a monitor sample.
+CONSUL_LAG = HEARTBEAT_TTL / 3 + 2.0 + 0.5
+#: How late the gateway may learn that Consul lists a worker again: the blocking query
+#: returns, the set is swapped in (DESIGN: "well under a second"), plus a monitor sample.
+WATCH_LAG = 0.5
 #: "Fail fast": a read refused during a total outage answers within this many seconds.
 FAST_FAIL = 5.0
 PASSWORD = "secret1"
@@ -157,8 +161,8 @@ class ConsulMonitor:
                 await asyncio.sleep(0.1)
 
     def none_passing_between(self, start: float, end: float) -> bool:
-        """Some sample in [start, end + CONSUL_LAG] saw no passing worker (or no Consul)."""
-        return any(start <= t <= end + CONSUL_LAG and n <= 0 for t, n in self.samples)
+        """Some sample in [start - WATCH_LAG, end + CONSUL_LAG] saw no passing worker."""
+        return any(start - WATCH_LAG <= t <= end + CONSUL_LAG and n <= 0 for t, n in self.samples)
 
 
 @dataclass
@@ -186,8 +190,9 @@ class Load:
     platform: Platform
     http: aiohttp.ClientSession
     clients: list[Client]
-    max_requests: int = 600  # per client and run: a hard bound on top of the time bound
+    max_requests: int = 3000  # per client and run: a hard bound on top of the time bound
     pause: float = 0.02
+    error_pause: float = 0.2  # a client that got an error waits a little, as real ones do
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
@@ -247,11 +252,13 @@ class Load:
             answer = await self._call(client, "post", "POST", path, json={"txt": text})
             if answer is not None:
                 client.acked[answer["id"]] = text
-            if await self._call(client, "read", "GET", f"{path}?limit=20") is not None:
-                now = time.monotonic()
-                client.max_gap = max(client.max_gap, now - last_read)
+            read = await self._call(client, "read", "GET", f"{path}?limit=20")
+            now = time.monotonic()
+            client.max_gap = max(client.max_gap, now - last_read)
+            if read is not None:
                 last_read = now
-            await asyncio.sleep(self.pause)
+            failed = answer is None or read is None
+            await asyncio.sleep(self.error_pause if failed else self.pause)
 
     @contextlib.asynccontextmanager
     async def running(self, at_most: float = 300.0) -> AsyncIterator[Load]:
@@ -327,10 +334,8 @@ async def check_written(platform: Platform, load: Load, within: float = 60.0) ->
     return Written(len(wanted), len(found), missing, duplicates)
 
 
-def summary(
-    scenario: str, load: Load, written: Written, extra: str = "", *, show: bool = True
-) -> str:
-    """The one-line report of a scenario; appended to $FAULTS_REPORT when set."""
+def summary(scenario: str, load: Load, written: Written, extra: str = "") -> str:
+    """The one-line report of a scenario (see `report`)."""
     errors = {k: v for k, v in sorted(load.codes().items()) if k not in ("200", "202")}
     gap = max((c.max_gap for c in load.clients), default=0.0)
     line = (
@@ -339,12 +344,16 @@ def summary(
         f"duplicates={written.duplicates} max_read_gap_ms={gap * 1000:.0f}"
         + (f" {extra}" if extra else "")
     )
-    if show:
-        print(line)
-    report = os.environ.get("FAULTS_REPORT")
-    if report:
-        path = REPO / report
+    report(line)
+    return line
+
+
+def report(line: str) -> None:
+    """Print a summary line and append it to $FAULTS_REPORT when set."""
+    print(line)
+    target = os.environ.get("FAULTS_REPORT")
+    if target:
+        path = REPO / target
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as out:
             out.write(line + "\n")
-    return line
