@@ -1,0 +1,57 @@
+"""Scenario 5: the MongoDB-protocol server (FerretDB) is killed for 10 s under load."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from infra.local import LocalSettings
+from tests.support.faults import ConsulMonitor, Load, Platform, check_written, phase, summary
+from tests.support.private import free_port, private_stack
+
+
+async def test_mongo_killed_for_ten_seconds(
+    infra: LocalSettings,
+    unique: Callable[[str], str],
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    ports = {"LOCAL_MONGO_PORT": str(free_port())}
+    with private_stack(tmp_path, infra.cache_dir, ["ferretdb"], ports) as mongo:
+        async with Platform.start(
+            infra, unique, consul_url=infra.consul_url, mongo_url=mongo.settings.mongo_url
+        ) as platform:
+            load = await Load.prepare(platform, http)
+            async with ConsulMonitor(platform) as monitor, load.running():
+                await asyncio.sleep(phase(3))
+                killed = time.monotonic()
+                mongo.kill("ferretdb")
+                await asyncio.sleep(10)
+                await asyncio.to_thread(mongo.up, ["ferretdb"])
+                await platform.wait_passing(2, within=60)
+                restored = time.monotonic()
+                await asyncio.sleep(phase(5))
+            written = await check_written(platform, load)
+            outage = [n for t, n in monitor.samples if t > killed]
+            summary("5-mongo-killed", load, written, f"min_passing={min(outage)}")
+
+    assert load.unclear() == [], load.unclear()
+    assert min(outage) == 0, "workers kept passing while MongoDB was down"
+    assert written.missing == [] and written.duplicates == 0, written
+    assert set(load.codes("post")) <= {"202", "5030"}, load.codes("post")
+    bad = load.read_violations(monitor)
+    assert bad == [], (
+        [(a.code, round(a.started - killed, 2), round(a.ended - a.started, 3)) for a in bad],
+        f"restored at {restored - killed:.2f}",
+        [
+            (round(t - killed, 2), n)
+            for t, n in monitor.samples
+            if any(abs(t - a.started) < 0.6 for a in bad)
+        ],
+    )
+    after = [a.code for a in load.attempts if a.started > restored + 1]
+    assert after and set(after) <= {"200", "202"}, after
