@@ -1,0 +1,73 @@
+"""Scenario 4: the Consul agent is killed for 20 s under load, then restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.settings import LOCAL_ADMIN_TOKEN
+from infra.local import LocalSettings, Stack
+from tests.support.faults import Load, Platform, check_written, phase, summary
+from tests.support.private import private_consul
+
+OUTAGE = 20.0
+
+
+@pytest.fixture
+def consul(infra: LocalSettings, tmp_path: Path) -> Iterator[Stack]:
+    with private_consul(tmp_path, infra.cache_dir) as stack:
+        yield stack
+
+
+async def gateway_sees(http: aiohttp.ClientSession, platform: Platform, ids: set[str]) -> bool:
+    """Wait (bounded) until the gateway's admin view lists exactly these instances."""
+    headers = {"Authorization": f"Bearer {LOCAL_ADMIN_TOKEN}"}
+    deadline = time.monotonic() + 10
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        url = f"{platform.gateway.url}/v1/admin/instances"
+        async with http.get(url, headers=headers) as resp:
+            seen = {str(i["id"]) for i in (await resp.json())["data"]}
+        if seen == ids:
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_consul_killed_for_twenty_seconds(
+    infra: LocalSettings,
+    unique: Callable[[str], str],
+    http: aiohttp.ClientSession,
+    consul: Stack,
+) -> None:
+    url = consul.settings.consul_url
+    async with Platform.start(infra, unique, consul_url=url) as platform:
+        load = await Load.prepare(platform, http)
+        ids = {w.service_id for w in platform.workers}
+        assert await gateway_sees(http, platform, ids)
+        async with load.running():
+            await asyncio.sleep(phase(2))
+            consul.kill("consul")
+            await asyncio.sleep(OUTAGE)
+            await asyncio.to_thread(consul.up, ["consul"])
+            # The restarted dev agent has forgotten everything: the workers re-register.
+            await platform.wait_passing(2, within=30)
+            # The gateway resumes watching: a worker started now reaches it.
+            third = platform.workers[0].sibling(unique("worker"))
+            platform.workers.append(third)
+            await third.start().wait_ready(90)
+            resumed = await gateway_sees(http, platform, ids | {third.service_id})
+            await asyncio.sleep(phase(2))
+        written = await check_written(platform, load)
+        summary("4-consul-killed", load, written, f"outage_s={OUTAGE:.0f}")
+
+    assert resumed, "the gateway did not pick up a worker registered after Consul returned"
+    assert load.unclear() == [], load.unclear()
+    assert written.missing == [] and written.duplicates == 0, written
+    assert load.failed_reads() == [], load.failed_reads()
+    assert set(load.codes("post")) <= {"202"}, load.codes("post")
