@@ -41,6 +41,12 @@ lint: install  ## ruff and mypy
 test: install lint  ## lint, then every test (starts the infrastructure it needs)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+.PHONY: faults
+faults: install  ## fault-injection suite, longer phases (FAULTS_SCALE, default 3); summaries in reports/faults.txt
+	@mkdir -p reports && : > reports/faults.txt
+	FAULTS_SCALE=$${FAULTS_SCALE:-3} FAULTS_REPORT=reports/faults.txt $(BIN)/pytest -m faults -s tests/faults $(PYTEST_ARGS)
+	@cat reports/faults.txt
+
 test-unit: install  ## only the unit tests (no services)
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
 
