@@ -18,8 +18,9 @@ from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.chats import ChatService
 from dialogue_worker.services.health import WorkerHealth
 from dialogue_worker.services.membership import MembershipCache
-from dialogue_worker.services.persistence import Backoff, BatchPersister
+from dialogue_worker.services.persistence import BatchPersister
 from dialogue_worker.settings import WorkerSettings
+from discovery import Backoff
 
 
 @dataclass
@@ -80,7 +81,7 @@ def build(settings: WorkerSettings) -> Components:
         MembershipCache(settings.chat_cache_ttl),
         health,
         metrics,
-        backoff=Backoff(longest=settings.retry_backoff_max),
+        backoff=lambda: Backoff(0.1, settings.retry_backoff_max),
         next_offsets=next_offsets,
     )
     topic: Any = app.topic(settings.topic, partitions=settings.topic_partitions)

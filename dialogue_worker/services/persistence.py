@@ -21,25 +21,10 @@ from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.health import WorkerHealth
 from dialogue_worker.services.membership import MembershipCache
 from dialogue_worker.services.ports import DeadLetters, MessageStore
+from discovery import Backoff
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class Backoff:
-    first: float = 0.1
-    longest: float = 5.0
-
-    def delays(self) -> Callable[[], float]:
-        delay = self.first / 2
-
-        def next_delay() -> float:
-            nonlocal delay
-            delay = min(delay * 2, self.longest)
-            return delay
-
-        return next_delay
 
 
 @dataclass(frozen=True)
@@ -64,7 +49,7 @@ class BatchPersister:
         health: WorkerHealth,
         metrics: WorkerMetrics,
         *,
-        backoff: Backoff = Backoff(),
+        backoff: Callable[[], Backoff] = Backoff,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         next_offsets: dict[tuple[str, int], int] | None = None,
@@ -148,7 +133,7 @@ class BatchPersister:
         return BatchOutcome(stored, duplicates, len(batch.rejected))
 
     async def _retry(self, step: str, attempt: Callable[[], Awaitable[R]]) -> R:
-        next_delay = self._backoff.delays()
+        next_delay = self._backoff().next_delay  # a fresh sequence for each failing step
         while True:
             try:
                 return await attempt()

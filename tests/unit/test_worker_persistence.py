@@ -13,8 +13,9 @@ from dialogue_worker.errors import DeadLetterUnavailable, StorageUnavailable
 from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.health import Status, WorkerHealth
 from dialogue_worker.services.membership import MembershipCache
-from dialogue_worker.services.persistence import Backoff, BatchPersister
+from dialogue_worker.services.persistence import BatchPersister
 from dialogue_worker.services.ports import InsertOutcome
+from discovery import Backoff
 
 CID = "65f0c0ffee0000000000beef"
 
@@ -95,7 +96,7 @@ def make(
         MembershipCache(5.0, clock),
         health,
         metrics,
-        backoff=Backoff(first=0.1, longest=0.4),
+        backoff=lambda: Backoff(0.1, 0.4, jitter=0.0),
         sleep=sleeps,
         clock=clock,
     )
