@@ -12,7 +12,7 @@ import pytest
 
 from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.local import LocalSettings, Stack
-from tests.support.faults import Load, Platform, check_written, phase, summary
+from tests.support.faults import Load, Platform, check_written, outage, phase, summary
 from tests.support.private import private_consul
 
 OUTAGE = 20.0
@@ -52,9 +52,7 @@ async def test_consul_killed_for_twenty_seconds(
         assert await gateway_sees(http, platform, ids)
         async with load.running():
             await asyncio.sleep(phase(2))
-            consul.kill("consul")
-            await asyncio.sleep(OUTAGE)
-            await asyncio.to_thread(consul.up, ["consul"])
+            await outage(consul, "consul", OUTAGE)
             # The restarted dev agent has forgotten everything: the workers re-register.
             await platform.wait_passing(2, within=30)
             # The gateway resumes watching: a worker started now reaches it.

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 
 from infra.local import LocalSettings
-from tests.support.faults import ConsulMonitor, Load, Platform, check_written, phase, summary
+from tests.support.faults import (
+    ConsulMonitor,
+    Load,
+    Platform,
+    check_written,
+    outage,
+    phase,
+    summary,
+)
 from tests.support.private import free_port, private_stack
 
 
@@ -29,19 +36,14 @@ async def test_kafka_killed_and_restarted(
             load = await Load.prepare(platform, http)
             async with ConsulMonitor(platform) as monitor, load.running():
                 await asyncio.sleep(phase(3))
-                killed = time.monotonic()
-                kafka.kill("kafka")
-                await asyncio.sleep(phase(6))
-                restarting = time.monotonic()
-                await asyncio.to_thread(kafka.up, ["kafka"])
-                restored = time.monotonic()
+                down = await outage(kafka, "kafka", phase(6))
                 await asyncio.sleep(phase(8))
             written = await check_written(platform, load)
             summary("3-kafka-killed", load, written)
 
     posts = [a for a in load.attempts if a.kind == "post"]
-    during = {a.code for a in posts if killed + 3 < a.started < restarting}
-    after = [a.code for a in posts if a.started > restored + phase(5)]
+    during = {a.code for a in posts if down.killed + 3 < a.started < down.restarting}
+    after = [a.code for a in posts if a.started > down.restored + phase(5)]
     assert load.unclear() == [], load.unclear()
     assert written.missing == [] and written.duplicates == 0, written
     assert during == {"5031"}, during

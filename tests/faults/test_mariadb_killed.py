@@ -18,6 +18,7 @@ from tests.support.faults import (
     Load,
     Platform,
     check_written,
+    outage,
     phase,
     summary,
 )
@@ -66,12 +67,7 @@ async def test_mariadb_killed(
             async with load.running():
                 signing = asyncio.create_task(sign_ins(http, platform.gateway.url, username, stop))
                 await asyncio.sleep(phase(2))
-                killed = time.monotonic()
-                mariadb.kill("mariadb")
-                await asyncio.sleep(phase(8))
-                restarting = time.monotonic()
-                await asyncio.to_thread(mariadb.up, ["mariadb"])
-                restored = time.monotonic()
+                down = await outage(mariadb, "mariadb", phase(8))
                 await asyncio.sleep(phase(4))
                 stop.set()
                 tried = await signing
@@ -79,8 +75,8 @@ async def test_mariadb_killed(
             codes = sorted({a.code for a in tried})
             summary("6-mariadb-killed", load, written, f"sign_in_codes={codes}")
 
-    during = [a for a in tried if killed + 1 < a.started < restarting]
-    after = [a.code for a in tried if a.started > restored + 2]
+    during = [a for a in tried if down.killed + 1 < a.started < down.restarting]
+    after = [a.code for a in tried if a.started > down.restored + 2]
     assert during and {a.code for a in during} == {"5032"}, during
     assert max(a.ended - a.started for a in during) < FAST_FAIL
     assert after and set(after) == {"200"}, after

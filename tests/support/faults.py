@@ -26,7 +26,7 @@ import aiohttp
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from infra.local import LocalSettings
+from infra.local import LocalSettings, Stack
 from tests.support.gateway import GatewayProcess, gateway_env, mysql_execute
 from tests.support.worker import WorkerProcess
 
@@ -48,6 +48,25 @@ PASSWORD = "secret1"
 def phase(seconds: float) -> float:
     """The length of one traffic phase, scaled by FAULTS_SCALE."""
     return seconds * SCALE
+
+
+@dataclass(frozen=True)
+class Outage:
+    """When a service was killed, when its restart began, and when it answered again."""
+
+    killed: float
+    restarting: float
+    restored: float
+
+
+async def outage(stack: Stack, service: str, seconds: float) -> Outage:
+    """SIGKILL a private service, leave it down for `seconds`, start it again and wait for it."""
+    killed = time.monotonic()
+    stack.kill(service)
+    await asyncio.sleep(seconds)
+    restarting = time.monotonic()
+    await asyncio.to_thread(stack.up, [service])
+    return Outage(killed, restarting, time.monotonic())
 
 
 @dataclass
