@@ -130,7 +130,7 @@ async def test_consul_outage_keeps_the_last_set_serving_then_recovers(
     await server.start()
     reg = Registration(server.state.id, "127.0.0.1", server.port, "1.0", service=service)
     # A slow heartbeat: the restarted agent answers "no instance" before it re-registers.
-    registrar = Registrar(url, reg, passing, ttl=6.0, interval=2.0)
+    registrar = Registrar(url, reg, passing, ttl=12.0, interval=4.0)
     watch = watch_of(service, url, wait="5s", backoff=Backoff(initial=0.05, maximum=0.2))
     client = BalancedClient(watch)
     await registrar.start()
