@@ -3,13 +3,21 @@
 Acks are manual (`noack_take` + `stream.ack`): faust commits an offset only when every
 record before it is acked, so offsets never pass a record that is not yet in MongoDB
 or in the dead-letter topic. Concurrency stays 1.
+
+While one batch is being written the stream fills the next one (`WriteBehind`), so
+taking records off the stream no longer waits for MongoDB. Writes, and so acks, stay
+one batch at a time and in offset order: faust commits the first run of consecutive
+acked offsets and checks for a gap at its head only once the partition has a committed
+offset, so acks out of order could commit past a record not yet written. At most two
+batches are in hand: the one being written and the next.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 import faust
 
@@ -17,6 +25,7 @@ from dialogue_worker.domain.records import InboundRecord
 from dialogue_worker.services.persistence import BatchPersister
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def inbound(event: Any) -> InboundRecord:
@@ -43,24 +52,68 @@ def _span(records: Iterable[InboundRecord]) -> dict[str, str]:
     return {tp: f"{min(o)}..{max(o)}" for tp, o in spans.items()}
 
 
+class WriteBehind(Generic[T]):
+    """Runs `write` for one batch at a time in the background, in the order submitted.
+
+    `submit` waits for the previous write to finish, then starts this one and returns at
+    once, so the caller can gather the next batch meanwhile. A failed write raises from
+    the next `submit` or `flush` (and is logged when it happens).
+    """
+
+    def __init__(self, write: Callable[[T], Awaitable[None]]) -> None:
+        self._write = write
+        self._in_flight: asyncio.Future[None] | None = None
+
+    async def submit(self, batch: T) -> None:
+        await self.flush()
+        self._in_flight = asyncio.ensure_future(self._write(batch))
+        self._in_flight.add_done_callback(_log_failure)
+
+    async def flush(self) -> None:
+        """Wait for the write in flight, if any."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            await in_flight
+
+    async def cancel(self) -> None:
+        """Abandon the write in flight (its records are not acked, so they are redelivered)."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None and not in_flight.done():
+            in_flight.cancel()
+            await asyncio.gather(in_flight, return_exceptions=True)
+
+
+def _log_failure(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.error("batch write failed", exc_info=done.exception())
+
+
 def attach_agent(
     app: faust.App, topic: Any, persister: BatchPersister, batch_size: int, within: float
 ) -> None:
+    async def persist_and_ack(stream: Any, events: Sequence[Any]) -> None:
+        records = [inbound(e) for e in events]
+        outcome = await persister.persist(records)
+        for event in events:
+            await stream.ack(event)
+        log.debug(
+            "batch persisted",
+            extra={
+                "offsets": _span(records),
+                "stored": outcome.stored,
+                "duplicates": outcome.duplicates,
+                "dead_lettered": outcome.dead_lettered,
+            },
+        )
+
     async def persist(stream: Any) -> None:
-        async for events in stream.noack_take(batch_size, within=within):
-            records = [inbound(e) for e in events]
-            outcome = await persister.persist(records)
-            for event in events:
-                await stream.ack(event)
-            log.debug(
-                "batch persisted",
-                extra={
-                    "offsets": _span(records),
-                    "stored": outcome.stored,
-                    "duplicates": outcome.duplicates,
-                    "dead_lettered": outcome.dead_lettered,
-                },
-            )
+        writer: WriteBehind[Sequence[Any]] = WriteBehind(lambda b: persist_and_ack(stream, b))
+        try:
+            async for events in stream.noack_take(batch_size, within=within):
+                await writer.submit(events)
+            await writer.flush()
+        finally:
+            await writer.cancel()
 
     app.agent(topic, name="dialogue_worker.persist", concurrency=1)(persist)
 
