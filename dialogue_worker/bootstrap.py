@@ -9,6 +9,7 @@ import faust
 from aiohttp import web
 
 from dialogue_worker.adapters.dead_letters import DeadLetterProducer
+from dialogue_worker.adapters.faust_app import RawSchema, WorkerApp
 from dialogue_worker.adapters.mongo import MongoStore
 from dialogue_worker.adapters.registration import ConsulRegistration, instance_id
 from dialogue_worker.entrypoints.agent import ConsumerLag, attach_agent
@@ -38,7 +39,7 @@ class Components:
 
 def faust_app(settings: WorkerSettings) -> faust.App:
     """The faust app: consumer group = app id, raw bytes in, manual acks, quiet web server."""
-    return faust.App(
+    return WorkerApp(
         settings.worker_app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
         key_serializer="raw",
@@ -84,7 +85,7 @@ def build(settings: WorkerSettings) -> Components:
         backoff=lambda: Backoff(0.1, settings.retry_backoff_max),
         next_offsets=next_offsets,
     )
-    topic: Any = app.topic(settings.topic, partitions=settings.topic_partitions)
+    topic: Any = app.topic(settings.topic, partitions=settings.topic_partitions, schema=RawSchema())
     attach_agent(app, topic, persister, settings.batch_size, settings.batch_within)
     metrics.watch_lag(lag.per_partition)
 
