@@ -1,17 +1,23 @@
 """Benchmark: the worker's persisted records/s next to a plain aiokafka + pymongo baseline,
 and the lag from produce to visible in GET /messages (p50/p99).
 
-    .venv/bin/python -m bench.worker_bench [--records 50000] [--lag-samples 200]
+    .venv/bin/python -m bench.worker_bench [--records 30000] [--rounds 3] [--lag-samples 200]
 
 Runs against the local services (python -m infra.local up). Both sides read the same
 kind of pre-filled topic (same partitions, same payloads) into a fresh database; the
 rate is measured from the first stored document to the last, so start-up is excluded.
+Baseline and worker alternate for `--rounds` rounds and the medians are compared: on a
+small shared machine one run of either side can be off by a factor of two.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
+import resource
+import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,7 +28,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bson import ObjectId
-from pymongo import AsyncMongoClient
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 
 from contracts.ids import new_id
 from contracts.records import MessageRecord
@@ -49,19 +55,35 @@ def payload(cids: list[str], n: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
-async def rate_of(count: Callable[[], Awaitable[int]], total: int) -> float:
-    """Records/s between the first stored document and the last (as counted by `count`)."""
-    first = started = 0.0
+Rate = tuple[float, float]  # records/s, CPU µs per record of the consuming process
+
+
+async def rate_of(
+    count: Callable[[], Awaitable[int]], total: int, cpu_seconds: Callable[[], float]
+) -> Rate:
+    """Records/s and CPU per record between the first stored document and the last."""
+    first = started = cpu = 0.0
     while True:
         done = await count()
         if done and not first:
-            first, started = done, time.monotonic()
+            first, started, cpu = done, time.monotonic(), cpu_seconds()
         if done >= total:
-            return (done - first) / (time.monotonic() - started)
+            records = done - first
+            return records / (time.monotonic() - started), 1e6 * (cpu_seconds() - cpu) / records
         await asyncio.sleep(0.02)
 
 
-async def baseline(infra: LocalSettings, mongo: Mongo, cids: list[str], n: int) -> float:
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_of(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def baseline(infra: LocalSettings, mongo: Mongo, cids: list[str], n: int) -> Rate:
     """Plain aiokafka consumer + insert_many(ordered=False) per fetched batch, then commit."""
     name = f"bench-base-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
@@ -70,6 +92,8 @@ async def baseline(infra: LocalSettings, mongo: Mongo, cids: list[str], n: int) 
     await admin.close()
     await produce(infra.kafka_bootstrap, name, payload(cids, n))
     messages = mongo[name.replace("-", "_")]["messages"]
+    # The same storage work as the worker: its messages collection has this index too.
+    await messages.create_index([("cid", ASCENDING), ("_id", DESCENDING)])
     consumer = AIOKafkaConsumer(
         name,
         bootstrap_servers=infra.kafka_bootstrap,
@@ -109,7 +133,7 @@ async def baseline(infra: LocalSettings, mongo: Mongo, cids: list[str], n: int) 
 
     task = asyncio.create_task(consume())
     try:
-        return await rate_of(inserted, n)
+        return await rate_of(inserted, n, own_cpu)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -134,7 +158,7 @@ async def create_chats(worker: WorkerProcess, n: int) -> list[str]:
         return cids
 
 
-async def worker_rate(infra: LocalSettings, mongo: Mongo, n: int) -> float:
+async def worker_rate(infra: LocalSettings, mongo: Mongo, n: int) -> Rate:
     """The worker subprocess started on a pre-filled topic."""
     worker = bench_worker()
     try:
@@ -142,8 +166,9 @@ async def worker_rate(infra: LocalSettings, mongo: Mongo, n: int) -> float:
         cids = await create_chats(worker, 24)
         await worker.terminate()
         await produce(infra.kafka_bootstrap, worker.topic, payload(cids, n))
-        worker.start()
-        rate = await rate_of(lambda: persisted(worker), n)
+        pid = worker.start().pid
+        assert pid is not None
+        rate = await rate_of(lambda: persisted(worker), n, lambda: cpu_of(pid))
         assert await mongo[worker.mongo_db]["messages"].count_documents({}) == n
         return rate
     finally:
@@ -207,18 +232,34 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def main(records: int, samples: int) -> None:
+async def main(records: int, rounds: int, samples: int) -> None:
     infra = LocalSettings.from_env()
     mongo: Mongo = AsyncMongoClient(infra.mongo_url)
+    bases: list[Rate] = []
+    workers: list[Rate] = []
+    print(f"{records} records per run, {PARTITIONS} partitions, batch {BATCH}, {rounds} rounds")
     try:
-        base = await baseline(infra, mongo, [new_id() for _ in range(24)], records)
-        rate = await worker_rate(infra, mongo, records)
+        for r in range(1, rounds + 1):
+            bases.append(await baseline(infra, mongo, [new_id() for _ in range(24)], records))
+            workers.append(await worker_rate(infra, mongo, records))
+            (b, b_cpu), (w, w_cpu) = bases[-1], workers[-1]
+            print(
+                f"round {r}: baseline {b:6.0f}/s ({b_cpu:.0f} µs CPU/record), "
+                f"worker {w:6.0f}/s ({w_cpu:.0f} µs CPU/record), ratio {w / b:.2f}"
+            )
         lags = await lag(infra, mongo, samples)
     finally:
         await mongo.close()
-    print(f"records per run           : {records} ({PARTITIONS} partitions, batch {BATCH})")
-    print(f"baseline aiokafka+pymongo : {base:8.0f} records/s")
-    print(f"dialogue worker           : {rate:8.0f} records/s  ({rate / base:.2f} of baseline)")
+    base = statistics.median(b for b, _ in bases)
+    rate = statistics.median(w for w, _ in workers)
+    print(f"baseline aiokafka+pymongo : {base:8.0f} records/s (median)")
+    share = rate / base
+    print(f"dialogue worker           : {rate:8.0f} records/s (median, {share:.2f} of baseline)")
+    print(
+        "CPU per record            : baseline "
+        f"{statistics.median(c for _, c in bases):.0f} µs, "
+        f"worker {statistics.median(c for _, c in workers):.0f} µs (median)"
+    )
     print(
         f"produce -> visible lag    : p50 {percentile(lags, 50) * 1e3:.0f} ms, "
         f"p99 {percentile(lags, 99) * 1e3:.0f} ms ({len(lags)} samples)"
@@ -227,7 +268,10 @@ async def main(records: int, samples: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=50_000)
+    parser.add_argument("--records", type=int, default=30_000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lag-samples", type=int, default=200)
     args = parser.parse_args()
-    asyncio.run(main(args.records, args.lag_samples))
+    # A topic is produced to right after it is created; metadata warnings are expected.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    asyncio.run(main(args.records, args.rounds, args.lag_samples))
