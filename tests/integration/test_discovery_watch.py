@@ -129,8 +129,16 @@ async def test_consul_outage_keeps_the_last_set_serving_then_recovers(
     server = StubServer()
     await server.start()
     reg = Registration(server.state.id, "127.0.0.1", server.port, "1.0", service=service)
-    # A slow heartbeat: the restarted agent answers "no instance" before it re-registers.
-    registrar = Registrar(url, reg, passing, ttl=12.0, interval=4.0)
+    # The Registrar re-registers from its heartbeat, after the probe; holding the probe
+    # lets the watch see the restarted agent's empty answer first, every time.
+    beats = asyncio.Event()
+    beats.set()
+
+    async def held_passing() -> HealthReport:
+        await beats.wait()
+        return HealthReport.passing()
+
+    registrar = Registrar(url, reg, held_passing, ttl=6.0, interval=2.0)
     watch = watch_of(service, url, wait="5s", backoff=Backoff(initial=0.05, maximum=0.2))
     client = BalancedClient(watch)
     await registrar.start()
@@ -148,7 +156,12 @@ async def test_consul_outage_keeps_the_last_set_serving_then_recovers(
         for _ in range(20):
             assert (await client.request("GET", "/chats")).instance_id == reg.instance_id
 
+        beats.clear()
         await asyncio.to_thread(private_consul.up, ["consul"])  # comes back knowing nothing
+        await until(lambda: "right after coming back" in caplog.text, within=10)
+        assert watch.stale_since is not None, "an empty answer is not believed right away"
+        assert ids(watch.instances) == {reg.instance_id}
+        beats.set()
         async with asyncio.timeout(10):
             while watch.stale_since is not None:
                 # Meanwhile the last known set keeps serving.
@@ -157,7 +170,6 @@ async def test_consul_outage_keeps_the_last_set_serving_then_recovers(
         # Fresh again because the Registrar registered again by itself; until then the
         # empty answer of the amnesiac agent was not believed.
         assert ids(watch.instances) == {reg.instance_id}
-        assert "right after coming back" in caplog.text
         assert client.stats()[0].failures == 0
     finally:
         await client.stop()
