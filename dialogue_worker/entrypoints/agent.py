@@ -21,11 +21,12 @@ from typing import Any, Generic, TypeVar
 
 import faust
 
-from dialogue_worker.domain.records import InboundRecord
+from dialogue_worker.domain.records import InboundRecord, Sorted
 from dialogue_worker.services.persistence import BatchPersister
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Taken = tuple[Sequence[Any], list[InboundRecord], Sorted]  # events, their records, sorted
 
 
 def inbound(event: Any) -> InboundRecord:
@@ -91,9 +92,9 @@ def _log_failure(done: asyncio.Future[None]) -> None:
 def attach_agent(
     app: faust.App, topic: Any, persister: BatchPersister, batch_size: int, within: float
 ) -> None:
-    async def persist_and_ack(stream: Any, events: Sequence[Any]) -> None:
-        records = [inbound(e) for e in events]
-        outcome = await persister.persist(records)
+    async def persist_and_ack(stream: Any, batch: Taken) -> None:
+        events, records, sorted_batch = batch
+        outcome = await persister.persist(records, sorted_batch)
         for event in events:
             await stream.ack(event)
         log.debug(
@@ -107,10 +108,12 @@ def attach_agent(
         )
 
     async def persist(stream: Any) -> None:
-        writer: WriteBehind[Sequence[Any]] = WriteBehind(lambda b: persist_and_ack(stream, b))
+        writer: WriteBehind[Taken] = WriteBehind(lambda b: persist_and_ack(stream, b))
         try:
             async for events in stream.noack_take(batch_size, within=within):
-                await writer.submit(events)
+                records = [inbound(e) for e in events]
+                # Decoding and the membership check overlap the write in flight.
+                await writer.submit((events, records, await persister.sort(records)))
             await writer.flush()
         finally:
             await writer.cancel()

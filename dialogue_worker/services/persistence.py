@@ -72,13 +72,23 @@ class BatchPersister:
         """Per (topic, partition): the offset after the last record made durable."""
         return self._next_offsets
 
-    async def persist(self, records: Sequence[InboundRecord]) -> BatchOutcome:
+    async def sort(self, records: Sequence[InboundRecord]) -> Sorted:
+        """Decode and check membership: what `persist` will store and what it dead-letters.
+
+        The agent calls this while the previous batch is still being written.
+        """
+        return await self._retry("membership", lambda: self._with_members(decode_all(records)))
+
+    async def persist(
+        self, records: Sequence[InboundRecord], sorted_batch: Sorted | None = None
+    ) -> BatchOutcome:
+        """Store the batch (sorted by `sort`, or here when not given) and dead-letter the rest."""
         if self._draining:
             await asyncio.Event().wait()  # shutting down: take nothing new; cancelled by faust
         self._idle.clear()
         started = self._clock()
         try:
-            batch = await self._retry("membership", lambda: self._with_members(decode_all(records)))
+            batch = sorted_batch if sorted_batch is not None else await self.sort(records)
             outcome = await self._write(batch)
         finally:
             self._idle.set()

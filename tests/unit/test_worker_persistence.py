@@ -117,6 +117,20 @@ async def test_valid_records_stored_once_even_when_redelivered() -> None:
     assert metrics.persisted._value.get() == 10
 
 
+async def test_a_batch_sorted_ahead_is_stored_and_dead_lettered_the_same_way() -> None:
+    store, dlq = FakeStore({CID: frozenset({1, 2})}), FakeDeadLetters()
+    persister, _, _, _ = make(store, dlq)
+    batch = [rec(0, 1), rec(1, 9), rec(2, 2)]
+
+    sorted_batch = await persister.sort(batch)  # what the agent does during the prior write
+    assert store.messages == {} and dlq.sent == []  # sorting stores nothing
+    outcome = await persister.persist(batch, sorted_batch)
+
+    assert (outcome.stored, outcome.dead_lettered) == (2, 1)
+    assert [r.kind for r in dlq.sent] == [RejectKind.NOT_MEMBER]
+    assert persister.next_offsets == {("msgs", 0): 3}
+
+
 async def test_invalid_and_non_member_records_are_dead_lettered_with_reasons() -> None:
     store, dlq = FakeStore({CID: frozenset({1, 2})}), FakeDeadLetters()
     persister, _, _, metrics = make(store, dlq)
