@@ -18,6 +18,7 @@ most of its CPU. Three pieces of it are cut here without changing what faust gua
    registry instead of looking up the "raw" codec twice per record.
 3. Sensors (`QuietMonitor`). faust's Monitor keeps per-event timings for its own stats
    page, which the worker does not serve (its metrics are in dialogue_worker.metrics).
+4. Settings look-ups per record: `WorkerApp.create_event` keeps the Event class.
 """
 
 from __future__ import annotations
@@ -38,21 +39,26 @@ from mode import Service
 ROOM_POLL_MIN = 0.001
 ROOM_POLL_MAX = 0.05
 
+#: How `DirectDeliveryConsumer` hands a record over (see `delivery_check`).
+DIRECT, WAIT_FOR_ROOM, FAUST = 0, 1, 2
+
 #: sha256 of `inspect.getsource(faust.transport.consumer.Consumer._drain_messages)`.
 FAUST_DRAIN_SOURCE_SHA256 = "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417"
 
 
 class DirectDeliveryConsumer(aiokafka_driver.Consumer):
-    def direct_delivery(self) -> tuple[Callable[[TP], bool], Callable[[TP], bool]]:
-        """Two checks per record of a partition: can it be handed over without suspending;
-        and is only a full stream buffer in the way (the streams are taking records, so
-        there will be room soon and waiting costs one timer, not a task per record).
+    def delivery_check(self) -> Callable[[TP], int]:
+        """Per record of a partition: how to hand it to the streams.
 
-        Mirrors the waits in faust's delivery callback (`ConductorCompiler.build`): flow
-        control, the producer buffer, a full stream buffer, and the conductor's lock.
+        `DIRECT` when that cannot suspend; `WAIT_FOR_ROOM` when only a full stream buffer
+        is in the way (the streams are taking records, so waiting costs one timer, not a
+        task per record); `FAUST` otherwise. Mirrors the waits in faust's delivery
+        callback (`ConductorCompiler.build`): flow control, the producer buffer, a full
+        stream buffer, and the conductor's lock.
         """
         app = self.app
         flow_suspended = self.suspend_flow.is_set
+        stopped = self._stopped.is_set
         flow_active = app.flow_control.is_active
         conductor: Any = app.topics  # faust's Conductor; its lock and index are private
         rebuilding = conductor._tp_to_callback_lock.locked
@@ -65,19 +71,15 @@ class DirectDeliveryConsumer(aiokafka_driver.Consumer):
 
         backlog = producer_backlog if app.conf.producer_threaded else buffer.pending.qsize
 
-        def flowing() -> bool:
-            return not (flow_suspended() or self.should_stop) and flow_active() and not rebuilding()
+        def check(tp: TP) -> int:
+            if flow_suspended() or stopped() or rebuilding() or not flow_active():
+                return FAUST
+            for channel in channels_of(tp, ()):
+                if channel.queue.full():
+                    return WAIT_FOR_ROOM
+            return DIRECT if backlog() <= limit else FAUST
 
-        def buffer_full(tp: TP) -> bool:
-            return any(channel.queue.full() for channel in channels_of(tp, ()))
-
-        def direct(tp: TP) -> bool:
-            return flowing() and backlog() <= limit and not buffer_full(tp)
-
-        def room_soon(tp: TP) -> bool:
-            return flowing() and buffer_full(tp)
-
-        return direct, room_soon
+        return check
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover
         # Copied from faust-streaming 0.15.3 faust/transport/consumer.py (BSD-3-Clause);
@@ -94,7 +96,7 @@ class DirectDeliveryConsumer(aiokafka_driver.Consumer):
         unset_flag = self.diag.unset_flag
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
-        direct, room_soon = self.direct_delivery()
+        delivery = self.delivery_check()
 
         yield_every = 100
         num_since_yield = 0
@@ -130,11 +132,13 @@ class DirectDeliveryConsumer(aiokafka_driver.Consumer):
                                     await self.commit()
                             # changed: no tasks when the delivery cannot block, and a
                             # full stream buffer is waited out before delivering.
+                            how = delivery(tp)
                             pause = ROOM_POLL_MIN
-                            while room_soon(tp) and not fetcher_should_stop():
+                            while how == WAIT_FOR_ROOM and not fetcher_should_stop():
                                 await sleep(pause)
                                 pause = min(2 * pause, ROOM_POLL_MAX)
-                            if direct(tp):
+                                how = delivery(tp)
+                            if how == DIRECT:
                                 await callback(message)
                             else:
                                 await self.wait_first(callback(message), self.suspend_flow.wait())
@@ -205,6 +209,13 @@ class WorkerApp(faust.App):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("Monitor", QuietMonitor)
         super().__init__(*args, **kwargs)
+
+    def create_event(self, key: Any, value: Any, headers: Any, message: Any) -> Any:
+        # faust's version reads the Event class from the settings for every record.
+        event_class: Any = self.__dict__.get("_event_class")
+        if event_class is None:
+            event_class = self.__dict__["_event_class"] = self.conf.Event
+        return event_class(self, key, value, headers, message)
 
     def _new_transport(self) -> Any:
         return DirectDeliveryTransport(self.conf.broker_consumer, self)

@@ -12,12 +12,16 @@ import inspect
 from collections.abc import AsyncIterator
 from typing import Any
 
+import faust
 import faust.transport.consumer
 import pytest
 from faust.types import TP, Message
 
 from dialogue_worker.adapters.faust_app import (
+    DIRECT,
+    FAUST,
     FAUST_DRAIN_SOURCE_SHA256,
+    WAIT_FOR_ROOM,
     DirectDeliveryConsumer,
     QuietMonitor,
     RawSchema,
@@ -113,19 +117,28 @@ async def test_delivery_is_direct_only_while_nothing_can_make_it_wait(app: Worke
     assert isinstance(consumer, DirectDeliveryConsumer)
     tp = TP("messages", 0)
     queue = _stream_buffer(app, tp)
-    direct, room_soon = consumer.direct_delivery()
+    delivery = consumer.delivery_check()
 
-    assert not direct(tp)  # flow control starts suspended until the consumer is assigned
+    assert delivery(tp) == FAUST  # flow control starts suspended until partitions come
     app.flow_control.resume()
-    assert direct(tp) and not room_soon(tp)
+    assert delivery(tp) == DIRECT
 
     while not queue.full():
         queue.force_put_nowait(object())
-    assert not direct(tp) and room_soon(tp)  # full buffer: wait for room, no tasks
+    assert delivery(tp) == WAIT_FOR_ROOM  # the streams will take some: no task per record
 
+    consumer.stop_flow()  # a rebalance: faust's own abandonable delivery, even when full
+    assert delivery(tp) == FAUST
+    consumer.resume_flow()
     queue.clear()
-    consumer.stop_flow()  # a rebalance: faust's own abandonable delivery
-    assert not direct(tp) and not room_soon(tp)
+    assert delivery(tp) == DIRECT
+
+
+async def test_events_are_faust_events(app: WorkerApp) -> None:
+    message = Message("messages", 0, 7, 0.0, 0, [], b"cid", b"{}", None)
+    event = app.create_event(b"cid", b"{}", [], message)
+    assert isinstance(event, faust.Event) and event.message is message
+    assert app.create_event(b"k", b"v", [], message).value == b"v"
 
 
 def test_raw_schema_hands_over_the_record_bytes() -> None:
