@@ -6,8 +6,9 @@ and the lag from produce to visible in GET /messages (p50/p99).
 Runs against the local services (python -m infra.local up). Both sides read the same
 kind of pre-filled topic (same partitions, same payloads) into a fresh database; the
 rate is measured from the first stored document to the last, so start-up is excluded.
-Baseline and worker alternate for `--rounds` rounds and the medians are compared: on a
-small shared machine one run of either side can be off by a factor of two.
+Baseline and worker alternate for `--rounds` rounds (which goes first alternates too)
+and the medians are compared: on a small shared machine one run of either side can be
+off by a factor of two.
 """
 
 from __future__ import annotations
@@ -240,8 +241,14 @@ async def main(records: int, rounds: int, samples: int) -> None:
     print(f"{records} records per run, {PARTITIONS} partitions, batch {BATCH}, {rounds} rounds")
     try:
         for r in range(1, rounds + 1):
-            bases.append(await baseline(infra, mongo, [new_id() for _ in range(24)], records))
-            workers.append(await worker_rate(infra, mongo, records))
+            # Which side goes first alternates, so neither always meets the server just
+            # after the other's database was dropped.
+            if r % 2:
+                bases.append(await baseline(infra, mongo, [new_id() for _ in range(24)], records))
+                workers.append(await worker_rate(infra, mongo, records))
+            else:
+                workers.append(await worker_rate(infra, mongo, records))
+                bases.append(await baseline(infra, mongo, [new_id() for _ in range(24)], records))
             (b, b_cpu), (w, w_cpu) = bases[-1], workers[-1]
             print(
                 f"round {r}: baseline {b:6.0f}/s ({b_cpu:.0f} µs CPU/record), "
