@@ -1,7 +1,7 @@
 """The worker's faust.App: per-record costs of faust-streaming taken out of the hot path.
 
 Profiling the worker (py-spy, a pre-filled topic) showed faust's own per-record work as
-most of its CPU. Three pieces of it are cut here without changing what faust guarantees:
+most of its CPU. Four pieces of it are cut here without changing what faust guarantees:
 
 1. Delivery (`DirectDeliveryConsumer`). faust's fetch loop (`Consumer._drain_messages`)
    hands over every record with `await self.wait_first(callback(message),

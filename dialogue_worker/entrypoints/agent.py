@@ -97,15 +97,16 @@ def attach_agent(
         outcome = await persister.persist(records, sorted_batch)
         for event in events:
             await stream.ack(event)
-        log.debug(
-            "batch persisted",
-            extra={
-                "offsets": _span(records),
-                "stored": outcome.stored,
-                "duplicates": outcome.duplicates,
-                "dead_lettered": outcome.dead_lettered,
-            },
-        )
+        if log.isEnabledFor(logging.DEBUG):  # the offset spans cost a pass over the batch
+            log.debug(
+                "batch persisted",
+                extra={
+                    "offsets": _span(records),
+                    "stored": outcome.stored,
+                    "duplicates": outcome.duplicates,
+                    "dead_lettered": outcome.dead_lettered,
+                },
+            )
 
     async def persist(stream: Any) -> None:
         writer: WriteBehind[Taken] = WriteBehind(lambda b: persist_and_ack(stream, b))
