@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
@@ -12,6 +15,8 @@ from dialogue_worker.errors import WorkerError
 
 log = logging.getLogger(__name__)
 TOPIC_ALREADY_EXISTS = 36
+#: Seconds a just-created topic may take to show up, with leaders, in the metadata.
+TOPICS_READY_WITHIN = 30.0
 
 
 class TopicSetupFailed(WorkerError):
@@ -36,7 +41,7 @@ async def ensure_topics(
                 raise TopicSetupFailed(
                     f"cannot create topic {result['topic']}: {result['error_message']}"
                 )
-        described = await admin.describe_topics(list(topics))
+        described = await _when_served(admin, topics, TOPICS_READY_WITHIN)
     except KafkaError as exc:
         raise TopicSetupFailed(f"cannot reach Kafka at {bootstrap}: {exc!r}") from exc
     finally:
@@ -51,3 +56,34 @@ async def ensure_topics(
                 partitions,
             )
     return counts
+
+
+def is_served(topic: dict[str, Any]) -> bool:
+    """A described topic whose every partition has a leader."""
+    partitions = topic["partitions"]
+    return (
+        topic["error_code"] == 0 and bool(partitions) and all(p["leader"] >= 0 for p in partitions)
+    )
+
+
+async def _when_served(
+    admin: AIOKafkaAdminClient, topics: Sequence[str], within: float
+) -> list[dict[str, Any]]:
+    """The topics' metadata once every partition has a leader.
+
+    A broker that has just started (or just created the topic) can answer with no
+    partitions for a moment. A consumer that joins its group then is assigned nothing
+    and stays idle until the next metadata refresh, minutes later, so the worker waits.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        described: list[dict[str, Any]] = await admin.describe_topics(list(topics))
+        if len(described) == len(topics) and all(is_served(t) for t in described):
+            return described
+        if time.monotonic() > deadline:
+            waiting = sorted(t["topic"] for t in described if not is_served(t))
+            raise TopicSetupFailed(
+                f"topics {waiting or list(topics)} have no partition leaders in Kafka's "
+                f"metadata after {within:g}s"
+            )
+        await asyncio.sleep(0.2)
