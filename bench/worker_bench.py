@@ -212,7 +212,7 @@ async def _lags(infra: LocalSettings, worker: WorkerProcess, cid: str, samples: 
         async with aiohttp.ClientSession(base_url=worker.base_url, headers=worker.headers) as http:
             for i in range(samples):
                 record = MessageRecord(
-                    v=1, id=new_id(), cid=cid, uid=1, text=f"lag {i}", createdAt=1
+                    v=1, id=new_id(), cid=cid, uid=1, text=f"lag {i}", createdAt=int(time.time())
                 )
                 started = time.monotonic()
                 await producer.send_and_wait(worker.topic, record.to_bytes(), key=record.key())

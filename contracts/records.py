@@ -6,17 +6,32 @@ contracts/schema/dialogue.messages.v1.json is generated from MessageRecord.
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 TOPIC = "dialogue.messages"
 DLQ_TOPIC = "dialogue.messages.dlq"
 TEXT_MAX = 4096  # characters
 RECORD_MAX_BYTES = 64 * 1024
+#: Largest user id: MongoDB and BSON hold signed 64-bit integers.
+UID_MAX = 2**63 - 1
+#: createdAt window: from 2001-01-01T00:00:00Z to one day past the consumer's clock. The
+#: JSON Schema carries a fixed outer bound (2100-01-01); the model also checks "now + 1 day".
+CREATED_MIN = 978_307_200
+CREATED_SCHEMA_MAX = 4_102_444_800
+FUTURE_SLACK = 86_400
+#: Non-blank, and no NUL: neither BSON keys nor PostgreSQL's jsonb (FerretDB) hold one.
+TEXT_PATTERN = r"^[^\x00]*[^\x00\s][^\x00]*$"
 
 ObjectIdHex = Annotated[str, Field(pattern=r"^[0-9a-f]{24}$", description="ObjectId, 24 hex")]
+UnixSeconds = (
+    Annotated[StrictInt, Field(ge=CREATED_MIN, le=CREATED_SCHEMA_MAX)]
+    | Annotated[float, Field(ge=CREATED_MIN, le=CREATED_SCHEMA_MAX, allow_inf_nan=False)]
+)
 
 
 class MessageRecord(BaseModel):
@@ -29,17 +44,40 @@ class MessageRecord(BaseModel):
     v: Literal[1] = Field(description="schema version")
     id: ObjectIdHex = Field(description="message id; becomes the MongoDB _id")
     cid: ObjectIdHex = Field(description="chat id; also the record key")
-    uid: Annotated[StrictInt, Field(ge=1, description="author's user id")]
-    text: Annotated[str, Field(min_length=1, max_length=TEXT_MAX, pattern=r"\S")]
-    createdAt: Annotated[StrictInt, Field(gt=0)] | Annotated[float, Field(gt=0)] = Field(
-        description="unix time in seconds"
+    uid: Annotated[StrictInt, Field(ge=1, le=UID_MAX, description="author's user id")]
+    text: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=TEXT_MAX,
+            pattern=TEXT_PATTERN,
+            description="message text: 1-4096 characters, not blank, no NUL",
+        ),
+    ]
+    createdAt: UnixSeconds = Field(
+        description="unix time in seconds, 2001-01-01 .. one day past the consumer's clock"
     )
+
+    @field_validator("createdAt")
+    @classmethod
+    def _not_in_the_future(cls, value: float) -> float:
+        if value > time.time() + FUTURE_SLACK:
+            raise ValueError("createdAt is more than one day in the future")
+        return value
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.model_dump())
 
     def key(self) -> bytes:
         return self.cid.encode()
+
+
+_TEXT = re.compile(TEXT_PATTERN)
+
+
+def acceptable_text(text: str) -> bool:
+    """What a record's text may be (the gateway refuses the rest before producing)."""
+    return len(text) <= TEXT_MAX and _TEXT.fullmatch(text) is not None
 
 
 class InvalidRecord(ValueError):

@@ -8,11 +8,12 @@ from typing import Any, cast
 import faust
 from aiohttp import web
 
+from dialogue_worker.adapters.consumer_lag import ConsumerLag
 from dialogue_worker.adapters.dead_letters import DeadLetterProducer
 from dialogue_worker.adapters.faust_app import RawSchema, WorkerApp
 from dialogue_worker.adapters.mongo import MongoStore
 from dialogue_worker.adapters.registration import ConsulRegistration, instance_id
-from dialogue_worker.entrypoints.agent import ConsumerLag, attach_agent
+from dialogue_worker.entrypoints.agent import attach_agent
 from dialogue_worker.entrypoints.http import InternalApi
 from dialogue_worker.entrypoints.middleware import edge_middleware
 from dialogue_worker.metrics import WorkerMetrics
@@ -75,7 +76,7 @@ def build(settings: WorkerSettings) -> Components:
     dead_letters = DeadLetterProducer(settings.kafka_bootstrap, settings.dlq_topic)
     next_offsets: dict[tuple[str, int], int] = {}
     lag = ConsumerLag(app, next_offsets)
-    health = WorkerHealth(store.ping, lag.total, stall_after=settings.stall_after)
+    health = WorkerHealth(store.ping, lag.per_partition, stall_after=settings.stall_after)
     persister = BatchPersister(
         store,
         dead_letters,
@@ -87,7 +88,7 @@ def build(settings: WorkerSettings) -> Components:
     )
     topic: Any = app.topic(settings.topic, partitions=settings.topic_partitions, schema=RawSchema())
     attach_agent(app, topic, persister, settings.batch_size, settings.batch_within)
-    metrics.watch_lag(lag.per_partition)
+    metrics.watch_partitions(lag.lags, lambda: len(health.stuck()))
 
     ident = instance_id(settings)
     web_app: web.Application = cast(Any, app.web).web_app  # faust's aiohttp application

@@ -26,6 +26,10 @@ class StorageUnavailable(WorkerError):
     retryable = True
 
 
+class StoreRefused(WorkerError):
+    """MongoDB refused a write for a reason a retry will not change (e.g. a document)."""
+
+
 class DeadLetterUnavailable(WorkerError):
     """The dead-letter topic could not be written; retrying later can succeed."""
 

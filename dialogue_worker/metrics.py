@@ -12,21 +12,28 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 LagReader = Callable[[], Mapping[tuple[str, int], int]]
+StuckCounter = Callable[[], int]
 
 
-class _LagCollector(Collector):
-    def __init__(self, read: LagReader) -> None:
-        self._read = read
+class _PartitionCollector(Collector):
+    def __init__(self, lags: LagReader, stuck: StuckCounter) -> None:
+        self._lags = lags
+        self._stuck = stuck
 
     def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily(
+        lag = GaugeMetricFamily(
             "dialogue_worker_consumer_lag",
             "Records in assigned partitions not yet persisted (high watermark - next offset).",
             labels=["topic", "partition"],
         )
-        for (topic, partition), lag in sorted(self._read().items()):
-            family.add_metric([topic, str(partition)], lag)
-        yield family
+        for (topic, partition), value in sorted(self._lags().items()):
+            lag.add_metric([topic, str(partition)], value)
+        yield lag
+        yield GaugeMetricFamily(
+            "dialogue_worker_stuck_partitions",
+            "Assigned partitions with lag whose position has not moved for STALL_AFTER seconds.",
+            value=self._stuck(),
+        )
 
 
 class WorkerMetrics:
@@ -48,6 +55,11 @@ class WorkerMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.id_conflicts = Counter(
+            "dialogue_worker_id_conflicts",
+            "Records whose id was already stored with another chat, author or text.",
+            registry=self.registry,
+        )
         self.retries = Counter(
             "dialogue_worker_retries",
             "Failed attempts of a batch step that were retried after a pause.",
@@ -67,8 +79,8 @@ class WorkerMetrics:
             registry=self.registry,
         )
 
-    def watch_lag(self, read: LagReader) -> None:
-        self.registry.register(_LagCollector(read))
+    def watch_partitions(self, lags: LagReader, stuck: StuckCounter) -> None:
+        self.registry.register(_PartitionCollector(lags, stuck))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,26 +3,59 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+import time
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+import bson
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+    WriteConcernError,
+)
 
 from contracts.records import MessageRecord
 from dialogue_worker.adapters.sharding import ensure_sharding
 from dialogue_worker.domain.chats import ChatView
 from dialogue_worker.domain.messages import MessageView
 from dialogue_worker.domain.paging import Direction, PageRequest
-from dialogue_worker.errors import StorageUnavailable
+from dialogue_worker.domain.records import RejectKind
+from dialogue_worker.errors import StorageUnavailable, StoreRefused
 from dialogue_worker.services.ports import InsertOutcome
 
 log = logging.getLogger(__name__)
 Doc = dict[str, Any]
 DUPLICATE_KEY = 11000
+#: Server error codes that mean "not now" rather than "not this": shutting down, not
+#: (or no longer) primary, time limits, write conflicts, network trouble behind a mongos.
+TRANSIENT_CODES = frozenset(
+    {6, 7, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
+)
+#: The fields a stored message and a record with the same id must agree on.
+IDENTITY = ("cid", "uid", "text")
+
+
+def is_transient(exc: PyMongoError) -> bool:
+    """Whether retrying the same operation later can succeed."""
+    if isinstance(exc, ConnectionFailure | ExecutionTimeout | WriteConcernError):
+        return True
+    if exc.timeout or exc.has_error_label("RetryableWriteError"):
+        return True
+    if exc.has_error_label("TransientTransactionError"):
+        return True
+    return isinstance(exc, OperationFailure) and exc.code in TRANSIENT_CODES
+
+
+def _failure(exc: PyMongoError) -> StorageUnavailable | StoreRefused:
+    return StorageUnavailable(str(exc)) if is_transient(exc) else StoreRefused(str(exc))
 
 
 def _chat(doc: Doc) -> ChatView:
@@ -33,7 +66,7 @@ def _message(doc: Doc) -> MessageView:
     return MessageView(str(doc["_id"]), str(doc["cid"]), doc["uid"], doc["text"], doc["createdAt"])
 
 
-def _message_doc(record: MessageRecord) -> Doc:
+def message_doc(record: MessageRecord) -> Doc:
     return {
         "_id": ObjectId(record.id),
         "cid": ObjectId(record.cid),
@@ -41,6 +74,15 @@ def _message_doc(record: MessageRecord) -> Doc:
         "text": record.text,
         "createdAt": record.createdAt,
     }
+
+
+def unstorable(message: MessageRecord) -> str | None:
+    """Why the message's document cannot be encoded as BSON, or None when it can."""
+    try:
+        bson.encode(message_doc(message))
+    except (bson.errors.BSONError, OverflowError, ValueError) as exc:
+        return f"cannot be encoded for MongoDB: {type(exc).__name__}: {exc}"
+    return None
 
 
 class MongoStore:
@@ -74,21 +116,69 @@ class MongoStore:
         except PyMongoError as exc:
             raise StorageUnavailable(str(exc)) from exc
 
+    def unstorable(self, message: MessageRecord) -> str | None:
+        return unstorable(message)
+
+    async def writable(self) -> None:
+        try:
+            await self._db["write_checks"].update_one(
+                {"_id": "write-check"}, {"$set": {"at": time.time()}}, upsert=True
+            )
+        except PyMongoError as exc:
+            raise StorageUnavailable(f"write check failed: {exc}") from exc
+
     async def insert_messages(self, messages: Sequence[MessageRecord]) -> InsertOutcome:
-        """One unordered insert; ids already stored count as duplicates, not errors."""
-        docs = [_message_doc(m) for m in messages]
+        """One unordered insert; ids already stored count as duplicates when the stored
+        message is the same one, as id conflicts when it is not."""
+        docs = [message_doc(m) for m in messages]
         try:
             result = await self._messages.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if exc.details.get("writeConcernErrors") or any(
-                e.get("code") != DUPLICATE_KEY for e in errors
-            ):
-                raise StorageUnavailable(f"bulk write failed: {errors[:1]}") from exc
-            return InsertOutcome(exc.details.get("nInserted", 0), len(errors))
+            if exc.details.get("writeConcernErrors"):
+                raise StorageUnavailable(f"write concern failed: {exc.details}") from exc
+            return await self._partial(docs, exc.details)
         except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
+            raise _failure(exc) from exc
         return InsertOutcome(len(result.inserted_ids), 0)
+
+    async def _partial(self, docs: Sequence[Doc], details: Mapping[str, Any]) -> InsertOutcome:
+        errors: list[Mapping[str, Any]] = details.get("writeErrors", [])
+        transient = [e for e in errors if e.get("code") in TRANSIENT_CODES]
+        if transient:
+            raise StorageUnavailable(f"bulk write failed: {transient[0]}")
+        refused: dict[int, tuple[RejectKind, str]] = {}
+        duplicate = [int(e["index"]) for e in errors if e.get("code") == DUPLICATE_KEY]
+        for error in errors:
+            if error.get("code") != DUPLICATE_KEY:
+                message = f"refused by MongoDB: code {error.get('code')}: {error.get('errmsg')}"
+                refused[int(error["index"])] = (RejectKind.UNSTORABLE, message[:500])
+        if duplicate:
+            refused |= await self._conflicts(docs, duplicate)
+        duplicates = len(duplicate) - sum(1 for i in duplicate if i in refused)
+        return InsertOutcome(details.get("nInserted", 0), duplicates, refused)
+
+    async def _conflicts(
+        self, docs: Sequence[Doc], indexes: Sequence[int]
+    ) -> dict[int, tuple[RejectKind, str]]:
+        """Of the documents whose _id exists, those whose stored chat, author or text differ."""
+        query = {"_id": {"$in": [docs[i]["_id"] for i in indexes]}}
+        try:
+            stored = {
+                d["_id"]: d async for d in self._messages.find(query, dict.fromkeys(IDENTITY, 1))
+            }
+        except PyMongoError as exc:
+            raise _failure(exc) from exc
+        conflicts = {}
+        for index in indexes:
+            doc = docs[index]
+            other = stored.get(doc["_id"])
+            differs = [f for f in IDENTITY if other is None or other.get(f) != doc[f]]
+            if differs:
+                conflicts[index] = (
+                    RejectKind.ID_CONFLICT,
+                    f"id {doc['_id']} is already stored with another {', '.join(differs)}",
+                )
+        return conflicts
 
     async def chat_members(self, cids: Collection[str]) -> dict[str, frozenset[int]]:
         query = {"_id": {"$in": [ObjectId(c) for c in cids]}}

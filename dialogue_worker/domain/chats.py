@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from contracts.api import Chat
 from contracts.errors import ErrorCode
 from contracts.ids import is_object_id
+from contracts.records import UID_MAX
 from dialogue_worker.errors import RequestError
 
 MIN_USERS = 2
+UID_DIGITS = str(UID_MAX)
 MAX_USERS = 1000
 
 
@@ -30,16 +32,19 @@ class ChatView:
 
 
 def parse_uid(raw: str | None) -> int:
-    """A user id from a query parameter: a positive integer (4002 otherwise)."""
-    if raw is None or not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+    """A user id from a query parameter: 1 .. 2**63 - 1 in decimal (4002 otherwise)."""
+    if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > len(UID_DIGITS):
+        raise RequestError(ErrorCode.BAD_USER_ID, f"bad user id: {(raw or '')[:40]!r}")
+    uid = int(raw)
+    if not 1 <= uid <= UID_MAX:
         raise RequestError(ErrorCode.BAD_USER_ID, f"bad user id: {raw!r}")
-    return int(raw)
+    return uid
 
 
 def parse_cid(raw: str | None) -> str:
     """A chat id from the path or query: 24 lowercase hex characters (4001 otherwise)."""
     if not is_object_id(raw):
-        raise RequestError(ErrorCode.BAD_CHAT_ID, f"bad chat id: {raw!r}")
+        raise RequestError(ErrorCode.BAD_CHAT_ID, f"bad chat id: {str(raw)[:40]!r}")
     assert raw is not None
     return raw
 
@@ -54,8 +59,8 @@ def parse_users(body: object) -> list[int]:
     users: set[int] = set()
     for uid in raw:
         # bool is an int subclass: reject it along with floats and strings.
-        if not isinstance(uid, int) or isinstance(uid, bool) or uid < 1:
-            raise RequestError(ErrorCode.BAD_USER_ID, f"bad user id: {uid!r}")
+        if not isinstance(uid, int) or isinstance(uid, bool) or not 1 <= uid <= UID_MAX:
+            raise RequestError(ErrorCode.BAD_USER_ID, f"bad user id: {str(uid)[:40]}")
         users.add(uid)
     return sorted(users)
 

@@ -41,8 +41,8 @@ def parse_limit(raw: str | None) -> int:
     """1..200, default 50 (4005 otherwise)."""
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise RequestError(ErrorCode.BAD_PAGING, f"limit must be 1..{MAX_LIMIT}, got {raw!r}")
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 4 or not 1 <= int(raw) <= MAX_LIMIT:
+        raise RequestError(ErrorCode.BAD_PAGING, f"limit must be 1..{MAX_LIMIT}, got {raw[:40]!r}")
     return int(raw)
 
 
@@ -50,7 +50,7 @@ def _cursor(name: str, raw: str | None) -> str | None:
     if raw is None or raw == "":
         return None
     if not is_object_id(raw):
-        raise RequestError(ErrorCode.BAD_PAGING, f"{name} must be an id, got {raw!r}")
+        raise RequestError(ErrorCode.BAD_PAGING, f"{name} must be an id, got {raw[:40]!r}")
     return raw
 
 

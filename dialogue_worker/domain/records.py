@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -29,6 +29,8 @@ class RejectKind(StrEnum):
     INVALID = "invalid"  # not a valid v1 record
     UNKNOWN_CHAT = "unknown_chat"  # the cid names no chat
     NOT_MEMBER = "not_member"  # the author is not a member of the chat
+    UNSTORABLE = "unstorable"  # valid, but the store cannot hold it (encoding, a refused write)
+    ID_CONFLICT = "id_conflict"  # its id is already stored with another chat, author or text
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,18 @@ def decode_all(records: Sequence[InboundRecord]) -> Sorted:
             result.accepted.append(Accepted(record, decode_record(record.value)))
         except InvalidRecord as exc:
             result.rejected.append(Rejected(record, RejectKind.INVALID, exc.reason))
+    return result
+
+
+def check_storable(batch: Sorted, unstorable: Callable[[MessageRecord], str | None]) -> Sorted:
+    """Keep the messages the store can hold; `unstorable` says why one cannot."""
+    result = Sorted(rejected=list(batch.rejected))
+    for item in batch.accepted:
+        reason = unstorable(item.message)
+        if reason is None:
+            result.accepted.append(item)
+        else:
+            result.rejected.append(Rejected(item.record, RejectKind.UNSTORABLE, reason))
     return result
 
 

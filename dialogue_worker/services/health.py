@@ -1,16 +1,19 @@
-"""Whether this worker is fit to serve: MongoDB reachable, writes succeeding, consumer moving."""
+"""Whether this worker is fit to serve: MongoDB reachable, writes succeeding, partitions moving."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 from dialogue_worker.errors import StorageUnavailable
 
 PING_TIMEOUT = 2.0
+#: Stuck partitions named in a health reason at most (the metric counts them all).
+REASON_PARTITIONS = 3
+TopicPartition = tuple[str, int]
 
 
 class Status(StrEnum):
@@ -25,6 +28,27 @@ class HealthState:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class PartitionState:
+    lag: int  # records in the partition not yet persisted
+    position: int  # the next offset to persist
+
+
+@dataclass(frozen=True)
+class StuckPartition:
+    topic: str
+    partition: int
+    offset: int
+    lag: int
+    seconds: float
+
+    def describe(self) -> str:
+        return (
+            f"{self.topic}/{self.partition} at offset {self.offset} "
+            f"for {self.seconds:.0f}s (lag {self.lag})"
+        )
+
+
 PASSING = HealthState(Status.PASSING)
 
 
@@ -32,23 +56,24 @@ class WorkerHealth:
     """Collects what the agent reports and checks MongoDB on demand.
 
     critical: MongoDB does not answer a ping, or the last batch write is failing.
-    warning:  records are waiting (lag > 0) but no batch finished for `stall_after` s.
+    warning:  a partition has records waiting (lag > 0) and its position has not moved
+              for `stall_after` seconds; the reason names the partition and offset.
     """
 
     def __init__(
         self,
         ping: Callable[[], Awaitable[None]],
-        lag: Callable[[], int | None],
+        partitions: Callable[[], Mapping[TopicPartition, PartitionState]],
         *,
         stall_after: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ping = ping
-        self._lag = lag
+        self._partitions = partitions
         self._stall_after = stall_after
         self._clock = clock
-        self._last_progress = clock()
         self._failure: str | None = None
+        self._waiting_since: dict[TopicPartition, tuple[int, float]] = {}
         self._last: tuple[float, HealthState] | None = None
 
     def failing(self, reason: str) -> None:
@@ -58,7 +83,23 @@ class WorkerHealth:
     def progressed(self) -> None:
         """The agent completed a batch."""
         self._failure = None
-        self._last_progress = self._clock()
+
+    def stuck(self) -> list[StuckPartition]:
+        """Partitions with lag whose position has not moved for `stall_after` seconds."""
+        now = self._clock()
+        states = self._partitions()
+        waiting: dict[TopicPartition, tuple[int, float]] = {}
+        for tp, state in states.items():
+            if state.lag > 0:
+                seen = self._waiting_since.get(tp)
+                same = seen is not None and seen[0] == state.position
+                waiting[tp] = seen if same and seen is not None else (state.position, now)
+        self._waiting_since = waiting
+        return [
+            StuckPartition(tp[0], tp[1], position, states[tp].lag, now - since)
+            for tp, (position, since) in sorted(waiting.items())
+            if now - since > self._stall_after
+        ]
 
     async def check(self) -> HealthState:
         state = await self._evaluate()
@@ -78,10 +119,9 @@ class WorkerHealth:
             await asyncio.wait_for(self._ping(), PING_TIMEOUT)
         except (StorageUnavailable, TimeoutError) as exc:
             return HealthState(Status.CRITICAL, f"mongodb unreachable: {exc or 'ping timed out'}")
-        idle = self._clock() - self._last_progress
-        lag = self._lag()
-        if lag and idle > self._stall_after:
-            return HealthState(
-                Status.WARNING, f"consumer stalled: lag {lag}, no batch for {idle:.0f}s"
-            )
+        stuck = self.stuck()
+        if stuck:
+            named = "; ".join(s.describe() for s in stuck[:REASON_PARTITIONS])
+            more = f" and {len(stuck) - REASON_PARTITIONS} more" if len(stuck) > 3 else ""
+            return HealthState(Status.WARNING, f"partition stuck: {named}{more}")
         return PASSING

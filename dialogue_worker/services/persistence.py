@@ -10,9 +10,13 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from dialogue_worker.domain.records import (
+    Accepted,
     InboundRecord,
+    Rejected,
+    RejectKind,
     Sorted,
     check_membership,
+    check_storable,
     decode_all,
     needs_fresh_check,
 )
@@ -20,11 +24,13 @@ from dialogue_worker.errors import WorkerError
 from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.health import WorkerHealth
 from dialogue_worker.services.membership import MembershipCache
-from dialogue_worker.services.ports import DeadLetters, MessageStore
+from dialogue_worker.services.ports import DeadLetters, InsertOutcome, MessageStore
 from discovery import Backoff
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
+#: Longest exception text kept as a dead-letter reason.
+REASON_MAX = 500
 
 
 @dataclass(frozen=True)
@@ -34,11 +40,34 @@ class BatchOutcome:
     dead_lettered: int
 
 
+@dataclass(frozen=True)
+class _Stored:
+    """What writing some accepted messages came to."""
+
+    inserted: int = 0
+    duplicates: int = 0
+    refused: tuple[Rejected, ...] = ()
+
+    def __add__(self, other: _Stored) -> _Stored:
+        return _Stored(
+            self.inserted + other.inserted,
+            self.duplicates + other.duplicates,
+            self.refused + other.refused,
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:REASON_MAX]
+
+
 class BatchPersister:
     """Called by the agent with each batch; returns only once the whole batch is durable.
 
     While MongoDB or the DLQ topic fail, it retries with exponential backoff (never
     giving up: the caller commits nothing meanwhile) and reports the failure to health.
+    A write that fails for any other reason is about the records: the batch is halved
+    until the record(s) it is about are found, and those are dead-lettered once a plain
+    write shows the store itself is fine; the rest is stored. No record holds a partition.
     """
 
     def __init__(
@@ -77,7 +106,8 @@ class BatchPersister:
 
         The agent calls this while the previous batch is still being written.
         """
-        return await self._retry("membership", lambda: self._with_members(decode_all(records)))
+        batch = check_storable(decode_all(records), self._store.unstorable)
+        return await self._retry("membership", lambda: self._with_members(batch))
 
     async def persist(
         self, records: Sequence[InboundRecord], sorted_batch: Sorted | None = None
@@ -119,28 +149,67 @@ class BatchPersister:
         return check_membership(batch, members)
 
     async def _write(self, batch: Sorted) -> BatchOutcome:
-        stored = duplicates = 0
-        if batch.accepted:
-            messages = [a.message for a in batch.accepted]
-            result = await self._retry("write", lambda: self._store.insert_messages(messages))
-            stored, duplicates = result.inserted, result.duplicates
-            self._metrics.persisted.inc(stored)
-            self._metrics.duplicates.inc(duplicates)
-        if batch.rejected:
-            await self._retry("dead-letter", lambda: self._dead_letters.send(batch.rejected))
-            for rejected in batch.rejected:
-                self._metrics.dead_letters.labels(rejected.kind.value).inc()
+        written = await self._store_all(batch.accepted) if batch.accepted else _Stored()
+        self._metrics.persisted.inc(written.inserted)
+        self._metrics.duplicates.inc(written.duplicates)
+        rejected = [*batch.rejected, *written.refused]
+        if rejected:
+            await self._retry("dead-letter", lambda: self._dead_letters.send(rejected))
+            for item in rejected:
+                self._metrics.dead_letters.labels(item.kind.value).inc()
+                if item.kind is RejectKind.ID_CONFLICT:
+                    self._metrics.id_conflicts.inc()
                 log.warning(
                     "record dead-lettered: %s",
-                    rejected.reason,
+                    item.reason,
                     extra={
-                        "topic": rejected.record.topic,
-                        "partition": rejected.record.partition,
-                        "offset": rejected.record.offset,
-                        "reason": rejected.kind.value,
+                        "topic": item.record.topic,
+                        "partition": item.record.partition,
+                        "offset": item.record.offset,
+                        "reason": item.kind.value,
                     },
                 )
-        return BatchOutcome(stored, duplicates, len(batch.rejected))
+        return BatchOutcome(written.inserted, written.duplicates, len(rejected))
+
+    async def _store_all(self, items: Sequence[Accepted]) -> _Stored:
+        """Write the messages; a non-transient failure is narrowed down by halving."""
+        try:
+            outcome = await self._retry("write", lambda: self._insert(items))
+        except Exception as exc:  # not transient (those are retried): about some record(s)
+            if len(items) == 1:
+                return await self._confirm_refusal(items[0], _reason(exc))
+            log.warning("batch write refused, halving %d records: %s", len(items), _reason(exc))
+            middle = len(items) // 2
+            return await self._store_all(items[:middle]) + await self._store_all(items[middle:])
+        written = _Stored(outcome.inserted, outcome.duplicates)
+        for index, (kind, reason) in sorted(outcome.refused.items()):
+            if kind is RejectKind.UNSTORABLE:
+                written += await self._confirm_refusal(items[index], reason)
+            else:
+                written += _Stored(refused=(Rejected(items[index].record, kind, reason),))
+        return written
+
+    async def _confirm_refusal(self, item: Accepted, why: str) -> _Stored:
+        """Try the record alone once a plain write succeeds; dead-letter it if still refused.
+
+        So a store that refuses everything (its backend is down behind a healthy
+        front) holds the batch, as an outage should, instead of emptying it into the DLQ.
+        """
+        await self._retry("write check", self._store.writable)
+        try:
+            outcome = await self._retry("write", lambda: self._insert([item]))
+        except Exception as exc:  # refused again with the store writable: this record
+            return _Stored(refused=(Rejected(item.record, RejectKind.UNSTORABLE, _reason(exc)),))
+        if outcome.refused:
+            kind, reason = outcome.refused[0]
+            return _Stored(refused=(Rejected(item.record, kind, reason),))
+        log.info(
+            "record refused once, then stored: %s", why if isinstance(why, str) else _reason(why)
+        )
+        return _Stored(outcome.inserted, outcome.duplicates)
+
+    async def _insert(self, items: Sequence[Accepted]) -> InsertOutcome:
+        return await self._store.insert_messages([item.message for item in items])
 
     async def _retry(self, step: str, attempt: Callable[[], Awaitable[R]]) -> R:
         next_delay = self._backoff().next_delay  # a fresh sequence for each failing step

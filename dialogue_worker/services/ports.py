@@ -2,27 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from contracts.records import MessageRecord
 from dialogue_worker.domain.chats import ChatView
 from dialogue_worker.domain.messages import MessageView
 from dialogue_worker.domain.paging import PageRequest
-from dialogue_worker.domain.records import Rejected
+from dialogue_worker.domain.records import Rejected, RejectKind
 
 
 @dataclass(frozen=True)
 class InsertOutcome:
     inserted: int
     duplicates: int  # already stored: a redelivery, not an error
+    #: Messages the store did not take, by their index in the call: why, and of what kind.
+    refused: Mapping[int, tuple[RejectKind, str]] = field(default_factory=dict)
 
 
 class MessageStore(Protocol):
-    """Raises StorageUnavailable when MongoDB cannot do it right now."""
+    """Raises StorageUnavailable when MongoDB cannot do it right now (a retry can help);
+    any other exception from a write is about the messages themselves."""
+
+    def unstorable(self, message: MessageRecord) -> str | None:
+        """Why the store could never hold this message (e.g. it cannot be encoded), or None."""
+        ...
 
     async def insert_messages(self, messages: Sequence[MessageRecord]) -> InsertOutcome: ...
+
+    async def writable(self) -> None:
+        """A plain write succeeds right now (else StorageUnavailable)."""
+        ...
 
     async def chat_members(self, cids: Collection[str]) -> dict[str, frozenset[int]]: ...
 

@@ -1,6 +1,9 @@
 """Scenario 7: malformed and hostile records produced straight to the topic, interleaved
-with valid ones: every bad one lands in the DLQ with its reason, every valid one is
-persisted once, and the stream keeps going."""
+with valid ones on one partition: every bad one lands in the DLQ with its reason, every
+valid one is persisted once and readable, and the stream keeps going.
+
+The burst of edge records (every field at and past its bounds, tests/support/hostile.py)
+is produced by librdkafka (confluent-kafka), as a producer outside this project would."""
 
 from __future__ import annotations
 
@@ -15,13 +18,16 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 from bson import ObjectId
-from pymongo import AsyncMongoClient
 
+from contracts.records import UID_MAX, InvalidRecord, decode_record
 from infra.local import LocalSettings
 from tests.support.faults import SCALE, report
+from tests.support.hostile import EDGE_INTS, edge_values
+from tests.support.waiting import eventually
 from tests.support.worker import WorkerProcess, produce
 
-MEMBERS = [11, 12]
+#: Members include users at the edges of the id range, so records at those edges are kept.
+MEMBERS = [11, 12, *(n for n in EDGE_INTS if 1 <= n <= UID_MAX and n not in (11, 12))]
 
 
 @pytest.fixture
@@ -60,6 +66,52 @@ def hostile(cid: str, i: int) -> list[tuple[bytes, str]]:
         (dump(record(str(ObjectId()))), "unknown_chat"),
         (dump(record(cid, uid=999_999)), "not_member"),
     ]
+
+
+def expected_kind(value: bytes, members: set[int]) -> str | None:
+    """What the worker must do with an edge value: None = store it, else the DLQ kind."""
+    try:
+        record = decode_record(value)
+    except InvalidRecord:
+        return "invalid"
+    return None if record.uid in members else "not_member"
+
+
+def produce_with_librdkafka(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    """Produce with librdkafka, keyed like Kafka's Java client (murmur2), and wait for acks."""
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "partitioner": "murmur2_random",
+            "acks": "all",
+            "enable.idempotence": True,
+            "message.max.bytes": 1_000_000,
+        }
+    )
+    failures: list[str] = []
+    for key, value in records:
+        producer.produce(
+            topic, value, key, on_delivery=lambda err, _: err and failures.append(str(err))
+        )
+        producer.poll(0)
+    assert producer.flush(30) == 0 and failures == [], failures
+
+
+async def readable(worker: WorkerProcess, cid: str) -> list[dict[str, Any]]:
+    """Every message of the chat, paged through the worker's read API."""
+    found: list[dict[str, Any]] = []
+    params = {"uid": str(MEMBERS[0]), "cid": cid, "limit": "200"}
+    async with aiohttp.ClientSession(headers=worker.headers) as http:
+        while True:
+            async with http.get(f"{worker.base_url}/messages", params=params) as resp:
+                assert resp.status == 200, await resp.text()
+                page = await resp.json()
+            found += page["data"]
+            if not page["nextCursor"]:
+                return found
+            params["before"] = page["nextCursor"]
 
 
 async def dead_letters(
@@ -104,35 +156,47 @@ async def test_hostile_records_go_to_the_dlq_and_the_stream_goes_on(
     bad[b"}{"] = "invalid"
     await produce(infra.kafka_bootstrap, worker.topic, batch)
 
+    # Edge records from librdkafka, each right after a valid one, on the chat's partition.
+    edge_batch: list[tuple[bytes, bytes]] = []
+    kept_edges: list[bytes] = []
+    for value in edge_values(cid, MEMBERS[0]):
+        good = record(cid, text=f"valid-{len(valid)}")
+        valid.append(good)
+        edge_batch += [(cid.encode(), orjson.dumps(good)), (cid.encode(), value)]
+        kind = expected_kind(value, set(MEMBERS))
+        if kind is None:
+            kept_edges.append(value)
+        else:
+            bad[value] = kind
+    await asyncio.to_thread(
+        produce_with_librdkafka, infra.kafka_bootstrap, worker.topic, edge_batch
+    )
+
     letters = await dead_letters(infra.kafka_bootstrap, worker.dlq_topic, set(bad), 60)
     # The stream goes on: one more valid record after the whole burst is persisted too.
     last = record(cid, text="after the burst")
     await produce(infra.kafka_bootstrap, worker.topic, [(cid.encode(), orjson.dumps(last))])
     valid.append(last)
+    wanted = {r["id"] for r in valid} | {decode_record(v).id for v in kept_edges}
 
-    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongo_url, timeoutMS=10000)
-    try:
-        messages = mongo[worker.mongo_db]["messages"]
-        deadline = time.monotonic() + 60
-        while True:
-            docs = await messages.find({}, {"_id": 1, "text": 1}).to_list(None)
-            if len(docs) >= len(valid) or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.5)
-    finally:
-        await mongo.close()
-
-    ids = Counter(str(d["_id"]) for d in docs)
-    persisted = sum(1 for r in valid if ids[r["id"]] == 1)
+    messages = await eventually(
+        lambda: readable(worker, cid), lambda found: len(found) >= len(wanted), what="readable"
+    )
+    ids = Counter(m["id"] for m in messages)
+    persisted = sum(1 for i in wanted if ids[i] == 1)
     kinds = Counter(h.get("x-dlq-kind") for v, h in letters.items() if v in bad)
     report(
-        f"faults 7-hostile-records: sent={len(batch) + 1} valid={len(valid)} bad={len(bad)} "
-        f"errors={dict(sorted(kinds.items()))} persisted={persisted}/{len(valid)} "
-        f"duplicates={sum(n - 1 for n in ids.values())} dlq={len(set(bad) & set(letters))} "
-        f"stray={len(docs) - persisted} max_read_gap_ms=n/a"
+        f"faults 7-hostile-records: sent={len(batch) + len(edge_batch) + 1} "
+        f"valid={len(wanted)} bad={len(bad)} errors={dict(sorted(kinds.items()))} "
+        f"persisted={persisted}/{len(wanted)} duplicates={sum(n - 1 for n in ids.values())} "
+        f"dlq={len(set(bad) & set(letters))} stray={len(messages) - persisted} max_read_gap_ms=n/a"
     )
 
-    assert persisted == len(valid) and len(docs) == len(valid), (persisted, len(docs))
+    assert persisted == len(wanted) and len(messages) == len(wanted), (persisted, len(messages))
+    by_id = {m["id"]: m for m in messages}
+    for value in kept_edges:  # stored sanely: what was sent is what is read
+        sent = decode_record(value)
+        assert by_id[sent.id]["text"] == sent.text and by_id[sent.id]["uid"] == sent.uid
     missing = [v[:80] for v in bad if v not in letters]
     assert missing == [], missing
     for value, kind in bad.items():

@@ -56,7 +56,9 @@ def records_for(chats: list[str], n: int) -> list[tuple[bytes, bytes]]:
     out = []
     for i in range(n):
         cid = chats[i % len(chats)]
-        r = MessageRecord(v=1, id=new_id(), cid=cid, uid=1, text=f"m{i}", createdAt=1 + i)
+        r = MessageRecord(
+            v=1, id=new_id(), cid=cid, uid=1, text=f"m{i}", createdAt=1_700_000_000 + i
+        )
         out.append((r.key(), r.to_bytes()))
     return out
 

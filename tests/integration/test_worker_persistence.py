@@ -17,6 +17,7 @@ from pymongo import AsyncMongoClient
 from contracts.ids import new_id
 from contracts.records import MessageRecord
 from infra.local import LocalSettings
+from tests.support import waiting
 from tests.support.worker import WorkerProcess, produce
 
 Mongo = AsyncMongoClient[dict[str, Any]]
@@ -140,3 +141,62 @@ async def test_invalid_and_non_member_records_go_to_the_dlq_with_reasons(
     assert all(h["x-dlq-topic"] == worker.topic.encode() for h in dead.values())
     assert await eventually(lambda: _count_is(mongo[worker.mongo_db]["messages"], cid, 2))
     assert await metric(worker, "dialogue_worker_dlq_records_total") >= 5
+
+
+async def _messages_of(worker: WorkerProcess, cid: str, uid: int) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession(headers=worker.headers) as http:
+        params = {"uid": str(uid), "cid": cid, "limit": "200"}
+        async with http.get(f"{worker.base_url}/messages", params=params) as resp:
+            assert resp.status == 200, await resp.text()
+            data: list[dict[str, Any]] = (await resp.json())["data"]
+            return data
+
+
+async def test_an_id_stored_with_other_content_is_dead_lettered_as_an_id_conflict(
+    worker: WorkerProcess, infra: LocalSettings
+) -> None:
+    """A producer that knows (or predicts) a message id cannot replace that message."""
+    cid = await create_chat(worker, [1, 2])
+    real = record(cid, 1, "the real message")
+    await produce(infra.kafka_bootstrap, worker.topic, [(real.key(), real.to_bytes())])
+    await waiting.eventually(lambda: _messages_of(worker, cid, 1), lambda found: len(found) == 1)
+    conflicts = await metric(worker, "dialogue_worker_id_conflicts_total")
+    duplicates = await metric(worker, "dialogue_worker_records_duplicate_total")
+
+    forged = [
+        MessageRecord(**(real.model_dump() | change))
+        for change in ({"text": "forged"}, {"uid": 2}, {"cid": await create_chat(worker, [1, 2])})
+    ]
+    payload = [(f.key(), f.to_bytes()) for f in forged] + [(real.key(), real.to_bytes())]
+    consumer = AIOKafkaConsumer(
+        worker.dlq_topic, bootstrap_servers=infra.kafka_bootstrap, auto_offset_reset="latest"
+    )
+    await consumer.start()
+    try:
+        await consumer.seek_to_end()
+        await produce(infra.kafka_bootstrap, worker.topic, payload)
+        letters: dict[bytes, dict[str, bytes]] = {}
+
+        async def read_letters() -> int:
+            for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                letters.update({m.value: dict(m.headers) for m in msgs if m.value})
+            return len(letters)
+
+        await waiting.eventually(read_letters, lambda n: n >= len(forged))
+    finally:
+        await consumer.stop()
+
+    assert set(letters) == {f.to_bytes() for f in forged}
+    assert {h["x-dlq-kind"] for h in letters.values()} == {b"id_conflict"}
+    assert all(b"already stored with another" in h["x-dlq-reason"] for h in letters.values())
+    assert await metric(worker, "dialogue_worker_id_conflicts_total") == conflicts + 3
+    await waiting.eventually(
+        lambda: metric(worker, "dialogue_worker_records_duplicate_total"),
+        lambda n: n == duplicates + 1,  # the real one again: a harmless duplicate
+    )
+    [stored] = await _messages_of(worker, cid, 1)
+    assert (stored["id"], stored["uid"], stored["text"]) == (real.id, 1, "the real message")
+
+
+async def test_stuck_partitions_are_exported(worker: WorkerProcess) -> None:
+    assert await metric(worker, "dialogue_worker_stuck_partitions") == 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 from typing import Any
 
 import jsonschema
@@ -11,6 +13,7 @@ import pytest
 
 from contracts.__main__ import SCHEMA_FILE, schema_text
 from contracts.errors import ErrorCode, error_body
+from contracts.ids import is_object_id, new_id
 from contracts.records import TEXT_MAX, InvalidRecord, MessageRecord, decode_record
 
 GOOD: dict[str, Any] = {
@@ -79,3 +82,39 @@ def test_error_codes_map_to_statuses() -> None:
         "code": "4031",
         "message": "user does not belong to chat",
     }
+
+
+def test_ids_keep_their_order_but_one_does_not_predict_the_next() -> None:
+    ids = [new_id() for _ in range(1000)]
+    assert all(is_object_id(i) for i in ids) and len(set(ids)) == 1000
+    assert ids == sorted(ids)  # one process, within a second: in the order made
+    tails = [i[14:] for i in ids]  # the last 5 bytes are random per id
+    assert len(set(tails)) == 1000
+    steps = {int(b[14:], 16) - int(a[14:], 16) for a, b in itertools.pairwise(ids)}
+    assert len(steps) > 990  # no constant step to extrapolate from
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("uid", 2**63),
+        ("uid", 2**64),
+        ("createdAt", 2**63),
+        ("createdAt", 978_307_199),
+        ("createdAt", 4_102_444_801),
+        ("text", "nul \x00"),
+    ],
+)
+def test_values_storage_cannot_hold_are_refused_by_model_and_schema(field: str, value: Any) -> None:
+    raw = json.dumps({**GOOD, field: value}).encode()
+    with pytest.raises(InvalidRecord) as err:
+        decode_record(raw)
+    assert field in err.value.reason
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+    assert not validator.is_valid({**GOOD, field: value})
+
+
+def test_created_at_more_than_a_day_ahead_is_refused() -> None:
+    with pytest.raises(InvalidRecord, match="future"):
+        decode_record(orjson.dumps({**GOOD, "createdAt": int(time.time()) + 2 * 86_400}))
+    assert decode_record(orjson.dumps({**GOOD, "createdAt": int(time.time()) + 3600}))

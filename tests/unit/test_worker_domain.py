@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contracts.errors import ErrorCode
 from contracts.records import TEXT_MAX
@@ -153,7 +155,7 @@ def message(uid: int, cid: str = CID, **extra: object) -> dict[str, object]:
         "cid": cid,
         "uid": uid,
         "text": "hi",
-        "createdAt": 1,
+        "createdAt": 1_700_000_001,
     } | extra
 
 
@@ -184,3 +186,41 @@ def test_decode_and_membership_sort_every_record() -> None:
     }
     reasons = {r.record.offset: r.reason for r in checked.rejected}
     assert "not a member" in reasons[3] and OTHER_CID in reasons[4]
+
+
+QUERY_TEXT = (
+    st.text()
+    | st.from_regex(r"\A[0-9]{1,6000}\Z")
+    | st.sampled_from(
+        ["", "0", "-1", str(2**63 - 1), str(2**63), str(2**64), "1e3", " 1", "\uff11", "\u0663"]
+    )
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["uid", "cid", "limit", "before", "after"]), QUERY_TEXT))
+def test_every_query_string_is_a_value_in_bounds_or_a_4xx(query: dict[str, str]) -> None:
+    """What a gateway forwards from a stranger: a value in bounds, or 4001/4002/4005."""
+    for parse in (
+        lambda: parse_uid(query.get("uid")),
+        lambda: parse_cid(query.get("cid")),
+        lambda: messages_page_request(query),
+    ):
+        try:
+            value = parse()
+        except RequestError as exc:
+            assert exc.code in {ErrorCode.BAD_USER_ID, ErrorCode.BAD_CHAT_ID, ErrorCode.BAD_PAGING}
+            assert len(exc.message) < 200  # what a stranger sent is not echoed in full
+            continue
+        if isinstance(value, int):
+            assert 1 <= value <= 2**63 - 1
+        elif isinstance(value, PageRequest):
+            assert 1 <= value.limit <= 200
+
+
+@pytest.mark.parametrize("raw", ["9" * 5000, str(2**63), "0" * 30 + "1"])
+def test_uids_past_the_range_are_4002_not_5000(raw: str) -> None:
+    with pytest.raises(RequestError) as err:
+        parse_uid(raw)
+    assert err.value.code is ErrorCode.BAD_USER_ID
+    assert parse_uid(str(2**63 - 1)) == 2**63 - 1

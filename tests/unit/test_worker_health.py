@@ -9,7 +9,7 @@ import pytest
 
 from dialogue_worker.adapters.sharding import ensure_sharding
 from dialogue_worker.errors import StorageUnavailable
-from dialogue_worker.services.health import Status, WorkerHealth
+from dialogue_worker.services.health import PartitionState, Status, WorkerHealth
 from dialogue_worker.services.membership import MembershipCache
 from dialogue_worker.settings import LOCAL_TOKEN, WorkerSettings
 
@@ -30,27 +30,58 @@ class Mongo:
 
 
 async def test_health_critical_warning_passing() -> None:
-    clock, mongo, lag = Clock(), Mongo(), {"n": 0}
-    health = WorkerHealth(mongo.ping, lambda: lag["n"], stall_after=30, clock=clock)
+    clock, mongo = Clock(), Mongo()
+    partitions: dict[tuple[str, int], PartitionState] = {("t", 0): PartitionState(0, 10)}
+    health = WorkerHealth(mongo.ping, lambda: partitions, stall_after=30, clock=clock)
     assert (await health.check()).status is Status.PASSING
 
     mongo.up = False
     down = await health.check()
     assert down.status is Status.CRITICAL and "connection refused" in (down.reason or "")
 
-    mongo.up, lag["n"], clock.now = True, 12, 31.0
+    mongo.up = True
+    partitions[("t", 0)] = PartitionState(12, 10)  # records arrive at t=0
+    assert (await health.check()).status is Status.PASSING
+    clock.now = 31.0
     stalled = await health.check()
-    assert stalled.status is Status.WARNING and "lag 12" in (stalled.reason or "")
+    assert stalled.status is Status.WARNING
+    assert stalled.reason == "partition stuck: t/0 at offset 10 for 31s (lag 12)"
+    assert [s.offset for s in health.stuck()] == [10]
 
-    health.progressed()
+    partitions[("t", 0)] = PartitionState(2, 20)  # it moved
     assert (await health.check()).status is Status.PASSING
     health.failing("write failing: boom")
     assert (await health.check()).reason == "write failing: boom"
+    health.progressed()
+    assert (await health.check()).status is Status.PASSING
+
+
+async def test_only_the_partition_that_does_not_move_is_stuck() -> None:
+    clock, mongo = Clock(), Mongo()
+    partitions = {("t", 0): PartitionState(5, 100), ("t", 1): PartitionState(5, 7)}
+    health = WorkerHealth(mongo.ping, lambda: partitions, stall_after=30, clock=clock)
+    for step in range(1, 8):  # partition 1 advances every 10 s, partition 0 never
+        clock.now = 10.0 * step
+        partitions[("t", 1)] = PartitionState(5, 7 + step)
+        health.stuck()
+    assert [(s.partition, s.offset, s.seconds) for s in health.stuck()] == [(0, 100, 60.0)]
+
+
+async def test_an_idle_partition_is_not_stuck_when_records_arrive() -> None:
+    clock, mongo = Clock(), Mongo()
+    partitions = {("t", 0): PartitionState(0, 100)}
+    health = WorkerHealth(mongo.ping, lambda: partitions, stall_after=30, clock=clock)
+    health.stuck()
+    clock.now = 1000.0  # idle for long at the same position, then a record arrives
+    partitions[("t", 0)] = PartitionState(1, 100)
+    assert health.stuck() == []
+    clock.now = 1031.0
+    assert [s.seconds for s in health.stuck()] == [31.0]
 
 
 async def test_recent_reuses_a_fresh_check() -> None:
     clock, mongo = Clock(), Mongo()
-    health = WorkerHealth(mongo.ping, lambda: None, stall_after=30, clock=clock)
+    health = WorkerHealth(mongo.ping, dict, stall_after=30, clock=clock)
     await health.check()
     mongo.up = False
     assert (await health.recent(max_age=1.0)).status is Status.PASSING

@@ -38,6 +38,13 @@ class FakeStore:
         self.messages.update({m.id: m for m in new})
         return InsertOutcome(len(new), len(messages) - len(new))
 
+    def unstorable(self, message: MessageRecord) -> str | None:
+        return None
+
+    async def writable(self) -> None:
+        if not self.up:
+            raise StorageUnavailable("down")
+
     async def chat_members(self, cids: Collection[str]) -> dict[str, frozenset[int]]:
         self.member_lookups.append(set(cids))
         return {c: self.chats[c] for c in cids if c in self.chats}
@@ -89,7 +96,7 @@ def make(
     clock = Clock()
     sleeps = Sleeps(clock)
     metrics = WorkerMetrics()
-    health = WorkerHealth(store.ping, lambda: 0, stall_after=30, clock=clock)
+    health = WorkerHealth(store.ping, dict, stall_after=30, clock=clock)
     persister = BatchPersister(
         store,
         dlq,
@@ -218,3 +225,98 @@ async def test_drain_finishes_the_batch_in_hand_then_takes_no_more() -> None:
     done, _ = await asyncio.wait({next_batch}, timeout=0.05)
     assert not done and len(store.messages) == 1
     next_batch.cancel()
+
+
+class PickyStore(FakeStore):
+    """Raises a non-transient error for any batch holding a "poison" text (as an encoder
+    would), and refuses "refused" texts one by one (as a server's write errors would)."""
+
+    def __init__(self, chats: dict[str, frozenset[int]]) -> None:
+        super().__init__(chats)
+        self.calls: list[int] = []
+        self.refuse_all = False
+
+    async def insert_messages(self, messages: Sequence[MessageRecord]) -> InsertOutcome:
+        self.calls.append(len(messages))
+        if any("poison" in m.text for m in messages):
+            raise OverflowError("MongoDB can only handle up to 8-byte ints")
+        refused = {
+            i: (RejectKind.UNSTORABLE, "refused by MongoDB: code 2")
+            for i, m in enumerate(messages)
+            if "refused" in m.text or self.refuse_all
+        }
+        taken = [m for i, m in enumerate(messages) if i not in refused]
+        outcome = await super().insert_messages(taken)
+        return InsertOutcome(outcome.inserted, outcome.duplicates, refused)
+
+
+async def test_a_record_the_store_cannot_take_is_found_by_halving_and_dead_lettered() -> None:
+    store, dlq = PickyStore({CID: frozenset({1})}), FakeDeadLetters()
+    persister, _, sleeps, metrics = make(store, dlq)
+    batch = [rec(i, 1, text="poison" if i == 5 else f"m{i}") for i in range(8)]
+
+    outcome = await persister.persist(batch)
+
+    assert (outcome.stored, outcome.dead_lettered) == (7, 1)
+    assert [(r.record.offset, r.kind) for r in dlq.sent] == [(5, RejectKind.UNSTORABLE)]
+    assert "OverflowError" in dlq.sent[0].reason
+    # halves down to the record (offset 5), which is tried alone once more
+    assert store.calls == [8, 4, 4, 2, 1, 1, 1, 2]
+    assert sleeps.delays == [] and persister.next_offsets == {("msgs", 0): 8}
+    assert metrics.dead_letters.labels("unstorable")._value.get() == 1
+
+
+async def test_records_refused_one_by_one_are_tried_alone_then_dead_lettered() -> None:
+    store, dlq = PickyStore({CID: frozenset({1})}), FakeDeadLetters()
+    persister, _, _, _ = make(store, dlq)
+
+    outcome = await persister.persist([rec(0, 1), rec(1, 1, text="refused"), rec(2, 1)])
+
+    assert (outcome.stored, outcome.dead_lettered) == (2, 1)
+    assert [r.record.offset for r in dlq.sent] == [1] and "code 2" in dlq.sent[0].reason
+
+
+async def test_a_store_refusing_everything_while_unwritable_holds_the_batch() -> None:
+    store, dlq = PickyStore({CID: frozenset({1})}), FakeDeadLetters()
+    persister, health, sleeps, _ = make(store, dlq)
+    store.refuse_all, store.up = True, False  # a backend outage behind a live front end
+    seen = []
+
+    async def recover_later(delay: float) -> None:
+        seen.append((await health.check()).status)
+        await Sleeps.__call__(sleeps, delay)
+        if len(sleeps.delays) == 3:
+            store.refuse_all, store.up = False, True
+
+    persister._sleep = recover_later
+    outcome = await persister.persist([rec(0, 1), rec(1, 1)])
+
+    assert (outcome.stored, outcome.dead_lettered) == (2, 0) and dlq.sent == []
+    assert len(sleeps.delays) == 3 and set(seen) == {Status.CRITICAL}
+
+
+class ConflictStore(FakeStore):
+    """Reports a stored id with a different text as an id conflict (as MongoStore does)."""
+
+    async def insert_messages(self, messages: Sequence[MessageRecord]) -> InsertOutcome:
+        refused = {
+            i: (RejectKind.ID_CONFLICT, f"id {m.id} is already stored with another text")
+            for i, m in enumerate(messages)
+            if m.id in self.messages and self.messages[m.id].text != m.text
+        }
+        taken = [m for i, m in enumerate(messages) if i not in refused]
+        outcome = await super().insert_messages(taken)
+        return InsertOutcome(outcome.inserted, outcome.duplicates, refused)
+
+
+async def test_an_id_stored_with_other_content_is_an_id_conflict_not_a_duplicate() -> None:
+    store, dlq = ConflictStore({CID: frozenset({1})}), FakeDeadLetters()
+    persister, _, _, metrics = make(store, dlq)
+    await persister.persist([rec(0, 1, text="the real message")])
+
+    outcome = await persister.persist([rec(0, 1, text="the real message"), rec(0, 1, text="x")])
+
+    assert (outcome.stored, outcome.duplicates, outcome.dead_lettered) == (0, 1, 1)
+    assert [r.kind for r in dlq.sent] == [RejectKind.ID_CONFLICT]
+    assert store.messages[f"{1:024x}"].text == "the real message"
+    assert metrics.id_conflicts._value.get() == 1

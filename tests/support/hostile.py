@@ -1,0 +1,187 @@
+"""Kafka record values at and past every bound of the v1 record, as raw JSON bytes.
+
+A hand-rolled JSON writer, because the interesting inputs are the ones a JSON library
+will not write: integers past 64 bits, NaN and Infinity tokens, duplicate keys, lone
+surrogate escapes. Used by the property test of the worker's decode path and by the
+hostile-records fault scenario, so both exercise the same classes of input.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from hypothesis import strategies as st
+
+#: Integers around every width a producer or a store might use.
+EDGE_INTS: list[int] = sorted(
+    {
+        sign * (2**bits) + delta
+        for bits in (31, 32, 53, 63, 64)
+        for sign in (1, -1)
+        for delta in (-1, 0, 1)
+    }
+    | {0, 1, -1, 10**30, -(10**30)}
+)
+#: Floats a JSON token can spell (NaN and Infinity are not JSON, but producers send them).
+EDGE_FLOATS: list[float] = [
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+    1e308,
+    -1e308,
+    5e-324,
+    -0.0,
+    0.0,
+    1.5,
+    1_700_000_000.25,
+]
+#: Texts at the edges of what a message may hold.
+EDGE_TEXTS: list[str] = [
+    "nul \x00 inside",
+    "\x00",
+    "lone \ud800 surrogate",
+    "\udfff",
+    "four-byte \U0001f600\U0010fffd",
+    "rtl \u202eevil\u202c",
+    "zero\u200bwidth",
+    "\ufeffbom",
+    " \t\n ",
+    "x" * 4096,
+    "x" * 4097,
+    "\U0001f600" * 4096,
+    "y" * 200_000,
+    "",
+    "ok",
+]
+
+Pairs = Sequence[tuple[str, Any]]
+
+
+class Raw:
+    """A JSON fragment written as is (a number no JSON library would emit, say)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+
+def write(value: Any) -> str:
+    """JSON text for value; dict-like pairs keep duplicate keys, Raw is written as is."""
+    if isinstance(value, Raw):
+        return value.token
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value:
+            return "NaN"
+        if value in (float("inf"), float("-inf")):
+            return "Infinity" if value > 0 else "-Infinity"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=True)  # lone surrogates become \udXXX escapes
+    if isinstance(value, dict):
+        return write(list(value.items()))
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(p, tuple) and len(p) == 2 for p in value)
+    ):
+        return "{" + ",".join(f"{write(k)}:{write(v)}" for k, v in value) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(write(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__}")
+
+
+def encode(pairs: Pairs | dict[str, Any]) -> bytes:
+    """Raw UTF-8 bytes of the JSON object; lone surrogates stay escaped, so it is valid UTF-8."""
+    return write(pairs if isinstance(pairs, list) else list(pairs.items())).encode()
+
+
+def base(cid: str, uid: int, text: str = "ok") -> dict[str, Any]:
+    return {
+        "v": 1,
+        "id": new_hex(),
+        "cid": cid,
+        "uid": uid,
+        "text": text,
+        "createdAt": int(time.time()),
+    }
+
+
+_counter = iter(range(1, 1 << 62))
+
+
+def new_hex() -> str:
+    """A fresh lowercase ObjectId-shaped id (unique within the process)."""
+    return f"{int(time.time()):08x}{next(_counter):016x}"
+
+
+def edge_values(cid: str, uid: int) -> list[bytes]:
+    """One record value per edge of every field, plus structural edges (deterministic)."""
+    out: list[bytes] = []
+    for n in EDGE_INTS:
+        out.append(encode(base(cid, uid) | {"uid": n}))
+        out.append(encode(base(cid, uid) | {"createdAt": n}))
+        out.append(encode(base(cid, uid) | {"v": n}))
+    for f in EDGE_FLOATS:
+        out.append(encode(base(cid, uid) | {"createdAt": f}))
+        out.append(encode(base(cid, uid) | {"uid": f}))
+    for text in EDGE_TEXTS:
+        out.append(encode(base(cid, uid, text)))
+    good = base(cid, uid)
+    out += [
+        encode(good | {"extra": 1}),
+        encode(good | {"nested": {"a": [1, {"b": None}]}}),
+        encode(good | {"text": {"$gt": ""}}),  # an operator where a string belongs
+        encode(good | {"id": good["id"].upper()}),  # wrong-case hex
+        encode(good | {"cid": cid.upper()}),
+        encode([*base(cid, uid).items(), ("uid", 2**64)]),  # duplicate key, last one bad
+        encode([("uid", 2**64), *base(cid, uid).items()]),  # duplicate key, last one good
+        encode([*base(cid, uid).items(), ("text", "second")]),
+        encode(good | {"createdAt": Raw("1e999")}),
+        encode(good | {"uid": Raw("7.0")}),
+        encode(good | {"uid": Raw("-0")}),
+        b'{"v":1,' * 2000,  # deep garbage
+        b"[" * 10_000 + b"]" * 10_000,  # deep nesting
+        b"\xef\xbb\xbf" + encode(base(cid, uid)),  # a byte order mark before the object
+    ]
+    return out
+
+
+def values(cid: str, uid: int) -> st.SearchStrategy[bytes]:
+    """Generated record values: a valid record with fields swapped for edge values."""
+    ints = st.sampled_from(EDGE_INTS) | st.integers()
+    numbers = ints | st.sampled_from(EDGE_FLOATS) | st.floats()
+    texts = st.sampled_from(EDGE_TEXTS) | st.text() | st.text(alphabet=st.characters())
+    anything = st.recursive(
+        st.none() | st.booleans() | numbers | texts,
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+        ),
+        max_leaves=6,
+    )
+    field_values = {
+        "v": st.just(1) | numbers | anything,
+        "id": st.just(None) | texts | st.from_regex(r"\A[0-9a-fA-F]{24}\Z") | anything,
+        "cid": st.just(cid) | texts | anything,
+        "uid": st.just(uid) | numbers | anything,
+        "text": texts | anything,
+        "createdAt": st.just(int(time.time())) | numbers | anything,
+    }
+
+    @st.composite
+    def record(draw: st.DrawFn) -> bytes:
+        pairs = list(base(cid, uid).items())
+        for name in draw(st.sets(st.sampled_from(sorted(field_values)), max_size=3)):
+            pairs = [(k, v) for k, v in pairs if k != name]
+            if draw(st.booleans()):  # replaced, or (sometimes) dropped
+                pairs.append((name, draw(field_values[name])))
+        if draw(st.booleans()):
+            pairs.append((draw(st.text(max_size=8)), draw(anything)))  # extra or duplicate key
+        return encode(draw(st.permutations(pairs)))
+
+    return record() | st.sampled_from(edge_values(cid, uid)) | st.binary(max_size=64)
