@@ -3,172 +3,107 @@
 Profiling the worker (py-spy, a pre-filled topic) showed faust's own per-record work as
 most of its CPU. Four pieces of it are cut here without changing what faust guarantees:
 
-1. Delivery (`DirectDeliveryConsumer`). faust's fetch loop (`Consumer._drain_messages`)
-   hands over every record with `await self.wait_first(callback(message),
-   self.suspend_flow.wait())`: four tasks and an `asyncio.wait` per record, so that a
-   delivery stuck on a full stream buffer can be abandoned when a rebalance suspends the
-   flow (faust-streaming issue #229). This was about a third of the worker's CPU. Here
-   the delivery is awaited directly when it cannot suspend (flow running, conductor not
-   rebuilding its callback map, faust's producer buffer under its limit, the partition's
-   stream buffer not full); while only a full buffer is in the way the loop waits for
-   room with a timer; in every other case it does exactly what faust does. The loop is
-   faust-streaming 0.15.3's, changed only there; `FAUST_DRAIN_SOURCE_SHA256` pins the
-   upstream source and a unit test fails when an upgrade changes it.
+1. Delivery (`DirectDeliveryConsumer`). faust's fetch loop hands every record over with
+   `await self.wait_first(callback(message), self.suspend_flow.wait())`: four tasks and
+   an `asyncio.wait` per record, so that a delivery stuck (on flow control, faust's
+   producer buffer or a full stream buffer) can be abandoned when a rebalance suspends
+   the flow (faust-streaming issue #229). This was about a third of the worker's CPU.
+   The consumer overrides `wait_first` for exactly that call: when the delivery cannot
+   suspend, it is awaited directly; while only a full stream buffer is in the way, a
+   timer waits for room; in every other case faust's own `wait_first` runs.
 2. Codecs (`RawSchema`). The worker reads raw bytes; the schema skips faust's codec
    registry instead of looking up the "raw" codec twice per record.
 3. Sensors (`QuietMonitor`). faust's Monitor keeps per-event timings for its own stats
    page, which the worker does not serve (its metrics are in dialogue_worker.metrics).
 4. Settings look-ups per record: `WorkerApp.create_event` keeps the Event class.
+
+What "cannot suspend" relies on, and the tests that pin it (tests/unit/test_worker_faust.py,
+tests/integration/test_worker_faust_contract.py): faust's delivery callback waits only on
+flow control, on its producer buffer, on a full stream buffer, and on the conductor's
+lock. The first three are checked through public attributes. The lock is held only while
+the conductor rebuilds its subscription (`Conductor._update_indices`), which in this app
+happens once, before the first assignment resumes the flow; an app that changes its
+topics at run time should not use this consumer.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any, cast
+import inspect
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
 
 import faust
 from faust.sensors import Monitor
-from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
-from mode import Service
+from mode.services import WaitResults
 
-#: How often a fetch loop held up by a full stream buffer looks again: from 1 ms,
+#: How often a delivery held up by a full stream buffer looks again: from 1 ms,
 #: doubling up to 50 ms while the streams take nothing (e.g. MongoDB is down).
 ROOM_POLL_MIN = 0.001
 ROOM_POLL_MAX = 0.05
 
-#: How `DirectDeliveryConsumer` hands a record over (see `delivery_check`).
+#: How `DirectDeliveryConsumer` hands a record over (see `delivery_mode`).
 DIRECT, WAIT_FOR_ROOM, FAUST = 0, 1, 2
 
-#: sha256 of `inspect.getsource(faust.transport.consumer.Consumer._drain_messages)`.
-FAUST_DRAIN_SOURCE_SHA256 = "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417"
+
+class Delivery:
+    """One record's delivery: awaits faust's callback, and says which record it is for."""
+
+    __slots__ = ("_callback", "message")
+
+    def __init__(self, callback: Callable[[Any], Awaitable[None]], message: Any) -> None:
+        self._callback = callback
+        self.message = message
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._callback(self.message).__await__()
+
+
+def _discard(waitable: object) -> None:
+    """Drop an argument of wait_first that will not be awaited (a coroutine must be closed)."""
+    if inspect.iscoroutine(waitable):
+        waitable.close()
 
 
 class DirectDeliveryConsumer(aiokafka_driver.Consumer):
-    def delivery_check(self) -> Callable[[TP], int]:
-        """Per record of a partition: how to hand it to the streams.
+    """faust's aiokafka consumer; a record that can be delivered without waiting is."""
 
-        `DIRECT` when that cannot suspend; `WAIT_FOR_ROOM` when only a full stream buffer
-        is in the way (the streams are taking records, so waiting costs one timer, not a
-        task per record); `FAUST` otherwise. Mirrors the waits in faust's delivery
-        callback (`ConductorCompiler.build`): flow control, the producer buffer, a full
-        stream buffer, and the conductor's lock.
-        """
-        app = self.app
-        flow_suspended = self.suspend_flow.is_set
-        stopped = self._stopped.is_set
-        flow_active = app.flow_control.is_active
-        conductor: Any = app.topics  # faust's Conductor; its lock and index are private
-        rebuilding = conductor._tp_to_callback_lock.locked
-        channels_of = conductor._tp_index.get
-        buffer: Any = app.producer.buffer
-        limit = buffer.max_messages
+    def __init__(self, transport: Any, callback: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(transport, lambda message: Delivery(callback, message), *args, **kwargs)
 
-        def producer_backlog() -> int:  # ProducerBuffer.size, without reading settings
-            return 0 if buffer.queue is None else int(buffer.queue.qsize())
+    def delivery_mode(self) -> int:
+        """`DIRECT` when faust's delivery callback cannot wait; `WAIT_FOR_ROOM` when only a
+        full stream buffer is in the way; `FAUST` otherwise (flow suspended or stopping,
+        flow control inactive, faust's producer buffer over its limit)."""
+        app: Any = self.app
+        if self.suspend_flow.is_set() or self.should_stop or not app.flow_control.is_active():
+            return FAUST
+        buffer = app.producer.buffer
+        if buffer.size > buffer.max_messages:
+            return FAUST
+        for queue in app.stream_buffers:
+            if queue.full():
+                return WAIT_FOR_ROOM
+        return DIRECT
 
-        backlog = producer_backlog if app.conf.producer_threaded else buffer.pending.qsize
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:  # noqa: ASYNC109 (mode.Service signature)
+        if timeout is None and len(coros) == 2 and isinstance(coros[0], Delivery):
+            delivery, suspended = coros
+            if await self._ready_to_deliver():
+                _discard(suspended)
+                await delivery
+                return WaitResults([delivery], [None], False)
+        return await super().wait_first(*coros, timeout=timeout)
 
-        def check(tp: TP) -> int:
-            if flow_suspended() or stopped() or rebuilding() or not flow_active():
-                return FAUST
-            for channel in channels_of(tp, ()):
-                if channel.queue.full():
-                    return WAIT_FOR_ROOM
-            return DIRECT if backlog() <= limit else FAUST
-
-        return check
-
-    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover
-        # Copied from faust-streaming 0.15.3 faust/transport/consumer.py (BSD-3-Clause);
-        # the only change is the delivery marked "changed" below.
-        callback = self.callback
-        getmany = self.getmany
-        consumer_should_stop = cast(Service, self)._stopped.is_set
-        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
-
-        get_read_offset = self._read_offset.__getitem__
-        set_read_offset = self._read_offset.__setitem__
-        flag_consumer_fetching = CONSUMER_FETCHING
-        set_flag = self.diag.set_flag
-        unset_flag = self.diag.unset_flag
-        commit_every = self._commit_every
-        acks_enabled_for = self.app.topics.acks_enabled_for
-        delivery = self.delivery_check()
-
-        yield_every = 100
-        num_since_yield = 0
-        sleep = asyncio.sleep
-
-        try:
-            while not (consumer_should_stop() or fetcher_should_stop()):
-                set_flag(flag_consumer_fetching)
-                ait = getmany(timeout=1.0)
-
-                # Sleeping because sometimes getmany is called in a loop
-                # never releasing to the event loop
-                await self.sleep(0)
-                if not self.should_stop:
-                    async for tp, message in ait:
-                        num_since_yield += 1
-                        if num_since_yield > yield_every:
-                            await sleep(0)
-                            num_since_yield = 0
-
-                        offset = message.offset
-                        r_offset = get_read_offset(tp)
-                        if r_offset is None or offset >= r_offset:
-                            gap = offset - (r_offset or 0)
-                            # We have a gap in income messages
-                            if gap > 1 and r_offset:
-                                acks_enabled = acks_enabled_for(message.topic)
-                                if acks_enabled:
-                                    await self._add_gap(tp, r_offset + 1, offset)
-                            if commit_every is not None:
-                                if self._n_acked >= commit_every:
-                                    self._n_acked = 0
-                                    await self.commit()
-                            # changed: no tasks when the delivery cannot block, and a
-                            # full stream buffer is waited out before delivering.
-                            how = delivery(tp)
-                            pause = ROOM_POLL_MIN
-                            while how == WAIT_FOR_ROOM and not fetcher_should_stop():
-                                await sleep(pause)
-                                pause = min(2 * pause, ROOM_POLL_MAX)
-                                how = delivery(tp)
-                            if how == DIRECT:
-                                await callback(message)
-                            else:
-                                await self.wait_first(callback(message), self.suspend_flow.wait())
-                            set_read_offset(tp, offset)
-                        else:
-                            self.log.dev(
-                                "DROPPED MESSAGE ROFF %r: k=%r v=%r",
-                                offset,
-                                message.key,
-                                message.value,
-                            )
-                    unset_flag(flag_consumer_fetching)
-
-        except self.consumer_stopped_errors:
-            if self.transport.app.should_stop:
-                # we're already stopping so ignore
-                self.log.info("Broker stopped consumer, shutting down...")
-                return
-            raise
-        except asyncio.CancelledError:
-            if self.transport.app.should_stop:
-                # we're already stopping so ignore
-                self.log.info("Consumer shutting down for user cancel.")
-                return
-            raise
-        except Exception as exc:
-            self.log.exception("Drain messages raised: %r", exc)
-            raise
-        finally:
-            unset_flag(flag_consumer_fetching)
+    async def _ready_to_deliver(self) -> bool:
+        """True once the delivery can go directly; False when faust's race must run."""
+        pause = ROOM_POLL_MIN
+        while (mode := self.delivery_mode()) == WAIT_FOR_ROOM:
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, ROOM_POLL_MAX)
+        return mode == DIRECT
 
 
 class DirectDeliveryTransport(aiokafka_driver.Transport):
@@ -204,11 +139,21 @@ class QuietMonitor(Monitor):
 
 
 class WorkerApp(faust.App):
-    """faust.App with `DirectDeliveryConsumer` (kafka:// brokers) and `QuietMonitor`."""
+    """faust.App with `DirectDeliveryConsumer` (kafka:// brokers) and `QuietMonitor`.
+
+    `stream_buffers` lists every stream buffer the app made, so the consumer can tell
+    whether a delivery would wait for room.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("Monitor", QuietMonitor)
         super().__init__(*args, **kwargs)
+        self.stream_buffers: list[Any] = []
+
+    def FlowControlQueue(self, maxsize: int | None = None, *, clear_on_resume: bool = False) -> Any:
+        queue = super().FlowControlQueue(maxsize, clear_on_resume=clear_on_resume)
+        self.stream_buffers.append(queue)
+        return queue
 
     def create_event(self, key: Any, value: Any, headers: Any, message: Any) -> Any:
         # faust's version reads the Event class from the settings for every record.

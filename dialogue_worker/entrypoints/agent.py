@@ -14,18 +14,17 @@ batches are in hand: the one being written and the next.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import faust
 
 from dialogue_worker.domain.records import InboundRecord, Sorted
 from dialogue_worker.services.persistence import BatchPersister
+from dialogue_worker.services.write_behind import WriteBehind
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 Taken = tuple[Sequence[Any], list[InboundRecord], Sorted]  # events, their records, sorted
 
 
@@ -51,42 +50,6 @@ def _span(records: Iterable[InboundRecord]) -> dict[str, str]:
     for r in records:
         spans.setdefault(f"{r.topic}/{r.partition}", []).append(r.offset)
     return {tp: f"{min(o)}..{max(o)}" for tp, o in spans.items()}
-
-
-class WriteBehind(Generic[T]):
-    """Runs `write` for one batch at a time in the background, in the order submitted.
-
-    `submit` waits for the previous write to finish, then starts this one and returns at
-    once, so the caller can gather the next batch meanwhile. A failed write raises from
-    the next `submit` or `flush` (and is logged when it happens).
-    """
-
-    def __init__(self, write: Callable[[T], Awaitable[None]]) -> None:
-        self._write = write
-        self._in_flight: asyncio.Future[None] | None = None
-
-    async def submit(self, batch: T) -> None:
-        await self.flush()
-        self._in_flight = asyncio.ensure_future(self._write(batch))
-        self._in_flight.add_done_callback(_log_failure)
-
-    async def flush(self) -> None:
-        """Wait for the write in flight, if any."""
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None:
-            await in_flight
-
-    async def cancel(self) -> None:
-        """Abandon the write in flight (its records are not acked, so they are redelivered)."""
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None and not in_flight.done():
-            in_flight.cancel()
-            await asyncio.gather(in_flight, return_exceptions=True)
-
-
-def _log_failure(done: asyncio.Future[None]) -> None:
-    if not done.cancelled() and done.exception() is not None:
-        log.error("batch write failed", exc_info=done.exception())
 
 
 def attach_agent(
@@ -120,31 +83,3 @@ def attach_agent(
             await writer.cancel()
 
     app.agent(topic, name="dialogue_worker.persist", concurrency=1)(persist)
-
-
-class ConsumerLag:
-    """Lag per assigned partition: high watermark minus the next offset to persist."""
-
-    def __init__(self, app: faust.App, next_offsets: Mapping[tuple[str, int], int]) -> None:
-        self._app = app
-        self._next = next_offsets
-
-    def per_partition(self) -> dict[tuple[str, int], int]:
-        if not self._app.started:
-            return {}
-        consumer = self._app.consumer
-        # faust keeps the last committed offset per partition; used until we persisted some.
-        committed: Mapping[Any, int | None] = getattr(consumer, "_committed_offset", {})
-        lags = {}
-        for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            position = self._next.get((tp.topic, tp.partition))
-            if position is None and committed.get(tp) is not None:
-                position = committed[tp] + 1  # type: ignore[operator]
-            if highwater is not None and position is not None:
-                lags[(tp.topic, tp.partition)] = max(0, highwater - position)
-        return lags
-
-    def total(self) -> int | None:
-        lags = self.per_partition()
-        return sum(lags.values()) if lags else None

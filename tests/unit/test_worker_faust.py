@@ -7,36 +7,25 @@ of them connects to a broker.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import inspect
 from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
-import faust.transport.consumer
 import pytest
-from faust.types import TP, Message
+from faust.types import Message
 
 from dialogue_worker.adapters.faust_app import (
     DIRECT,
     FAUST,
-    FAUST_DRAIN_SOURCE_SHA256,
     WAIT_FOR_ROOM,
+    Delivery,
     DirectDeliveryConsumer,
     QuietMonitor,
     RawSchema,
     WorkerApp,
 )
-from dialogue_worker.entrypoints.agent import WriteBehind
-
-
-def test_the_copied_fetch_loop_matches_the_installed_faust() -> None:
-    source = inspect.getsource(faust.transport.consumer.Consumer._drain_messages)
-    digest = hashlib.sha256(source.encode()).hexdigest()
-    assert digest == FAUST_DRAIN_SOURCE_SHA256, (
-        "faust-streaming's Consumer._drain_messages changed: compare it with "
-        "DirectDeliveryConsumer._drain_messages, carry the change over, update the hash"
-    )
+from dialogue_worker.services.write_behind import WriteBehind
+from tests.support.waiting import eventually, settle
 
 
 class Recorder:
@@ -104,34 +93,103 @@ async def app() -> AsyncIterator[WorkerApp]:
         consumer._thread.thread_loop.close()
 
 
-def _stream_buffer(app: WorkerApp, tp: TP) -> Any:
-    """A topic channel registered for `tp` the way the conductor indexes its channels."""
-    topic: Any = app.topic(tp.topic, schema=RawSchema())
-    conductor: Any = app.topics
-    conductor._tp_index[tp].add(topic)
+def _stream_buffer(app: WorkerApp) -> Any:
+    """A topic channel's stream buffer, made the way an agent's stream makes it."""
+    topic: Any = app.topic("messages", schema=RawSchema())
     return topic.queue
+
+
+class Callback:
+    """faust's delivery callback stand-in: records what it was handed."""
+
+    def __init__(self) -> None:
+        self.delivered: list[Any] = []
+
+    async def __call__(self, message: Any) -> None:
+        self.delivered.append(message)
+
+
+def _delivery(consumer: DirectDeliveryConsumer, callback: Callback, message: Any) -> Any:
+    """What faust's fetch loop passes to wait_first for one record."""
+    return consumer.callback(message), consumer.suspend_flow.wait()
 
 
 async def test_delivery_is_direct_only_while_nothing_can_make_it_wait(app: WorkerApp) -> None:
     consumer = app.consumer
     assert isinstance(consumer, DirectDeliveryConsumer)
-    tp = TP("messages", 0)
-    queue = _stream_buffer(app, tp)
-    delivery = consumer.delivery_check()
+    queue = _stream_buffer(app)
+    assert app.stream_buffers == [queue]
 
-    assert delivery(tp) == FAUST  # flow control starts suspended until partitions come
+    assert consumer.delivery_mode() == FAUST  # flow control starts suspended until partitions come
     app.flow_control.resume()
-    assert delivery(tp) == DIRECT
+    assert consumer.delivery_mode() == DIRECT
 
     while not queue.full():
         queue.force_put_nowait(object())
-    assert delivery(tp) == WAIT_FOR_ROOM  # the streams will take some: no task per record
+    assert consumer.delivery_mode() == WAIT_FOR_ROOM  # the streams will take some
 
     consumer.stop_flow()  # a rebalance: faust's own abandonable delivery, even when full
-    assert delivery(tp) == FAUST
+    assert consumer.delivery_mode() == FAUST
     consumer.resume_flow()
     queue.clear()
-    assert delivery(tp) == DIRECT
+    assert consumer.delivery_mode() == DIRECT
+
+
+async def test_a_delivery_that_cannot_wait_is_awaited_without_tasks(app: WorkerApp) -> None:
+    consumer: Any = app.consumer
+    callback = Callback()
+    consumer.callback = lambda message: Delivery(callback, message)
+    app.flow_control.resume()
+    tasks_before = len(asyncio.all_tasks())
+
+    delivery, suspended = _delivery(consumer, callback, "m1")
+    results = await consumer.wait_first(delivery, suspended)
+
+    assert callback.delivered == ["m1"] and results.done == [delivery]
+    assert not results.stopped and len(asyncio.all_tasks()) == tasks_before
+    assert suspended.cr_frame is None  # closed, never left un-awaited
+
+
+async def test_a_full_buffer_is_waited_out_then_the_delivery_goes_direct(app: WorkerApp) -> None:
+    consumer: Any = app.consumer
+    callback = Callback()
+    consumer.callback = lambda message: Delivery(callback, message)
+    queue = _stream_buffer(app)
+    app.flow_control.resume()
+    while not queue.full():
+        queue.force_put_nowait(object())
+
+    waiting = asyncio.ensure_future(consumer.wait_first(*_delivery(consumer, callback, "m2")))
+    await settle()
+    assert not waiting.done() and callback.delivered == []
+    queue.get_nowait()  # the stream takes one
+    await eventually(lambda: waiting.done())
+    assert callback.delivered == ["m2"]
+
+
+async def test_a_rebalance_while_the_buffer_is_full_abandons_the_delivery(app: WorkerApp) -> None:
+    """faust's contract (issue #229): a delivery stuck on a full buffer gives way when the
+    flow is suspended, so the rebalance is not held up by it."""
+    consumer: Any = app.consumer
+    stuck = asyncio.Event()
+
+    async def blocked(message: Any) -> None:  # a delivery that waits for room for ever
+        await stuck.wait()
+
+    consumer.callback = lambda message: Delivery(blocked, message)
+    queue = _stream_buffer(app)
+    app.flow_control.resume()
+    while not queue.full():
+        queue.force_put_nowait(object())
+
+    waiting = asyncio.ensure_future(
+        consumer.wait_first(consumer.callback("m3"), consumer.suspend_flow.wait())
+    )
+    await settle()
+    assert not waiting.done()
+    consumer.stop_flow()  # the rebalance begins
+    results = await asyncio.wait_for(waiting, 5)
+    assert results.done != [] and not stuck.is_set()
 
 
 async def test_events_are_faust_events(app: WorkerApp) -> None:
