@@ -24,6 +24,7 @@ class ErrorCode(StrEnum):
     NOT_MEMBER = "4031"
     NOT_FOUND = "4040"
     METHOD_NOT_ALLOWED = "4050"
+    REQUEST_TIMEOUT = "4080"  # the request body did not arrive in time
     USERNAME_TAKEN = "4090"
     TOO_LARGE = "4130"
     TOO_MANY_ATTEMPTS = "4290"

@@ -35,6 +35,10 @@ class WorkerSettings(BaseSettings):
         default=10.0, gt=0, description="seconds one MongoDB operation may take (timeoutMS)"
     )
     consul_url: str = Field(default="http://127.0.0.1:8500", description="Consul agent HTTP API")
+    consul_token: SecretStr | None = Field(
+        default=None,
+        description="Consul ACL token (service:write on WORKER_SERVICE); unset: no token sent",
+    )
     worker_app_id: str = Field(
         default="dialogue-worker",
         description="faust app id, which is also the Kafka consumer group",
@@ -76,7 +80,9 @@ class WorkerSettings(BaseSettings):
         default=10.0, gt=0, description="TTL of the Consul health check, seconds"
     )
     stall_after: float = Field(
-        default=30.0, gt=0, description="seconds without progress while lag > 0 before 'stalled'"
+        default=30.0,
+        gt=0,
+        description="seconds a partition with lag may keep its position before it is 'stuck'",
     )
     chat_cache_ttl: float = Field(
         default=5.0, ge=0, description="seconds a chat's members are trusted for membership checks"

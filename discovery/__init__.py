@@ -18,6 +18,8 @@ from discovery.errors import (
     WatchNotReady,
 )
 from discovery.models import (
+    WORKER_META_APP_ID,
+    WORKER_TAG,
     HealthReport,
     HealthStatus,
     Instance,
@@ -30,6 +32,8 @@ from discovery.registry import Probe, Registrar
 from discovery.watch import ServiceWatch
 
 __all__ = [
+    "WORKER_META_APP_ID",
+    "WORKER_TAG",
     "Backoff",
     "BalancedClient",
     "Balancer",

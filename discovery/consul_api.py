@@ -26,21 +26,26 @@ CONSUL_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-def open_consul(url: str) -> consul.aio.Consul:
-    """A client for the agent at `url` ("http://127.0.0.1:8500"); needs a running loop."""
+def open_consul(url: str, token: str | None = None) -> consul.aio.Consul:
+    """A client for the agent at `url` ("http://127.0.0.1:8500"); needs a running loop.
+
+    `token` is the ACL token sent with every call (X-Consul-Token); None sends none.
+    """
     parts = urlsplit(url if "//" in url else f"//{url}")
     if not parts.hostname:
         raise ValueError(f"not a Consul URL: {url!r} (expected e.g. http://127.0.0.1:8500)")
     scheme = parts.scheme or "http"
     port = parts.port or (443 if scheme == "https" else 8500)
     if scheme == "https":
-        return consul.aio.Consul(host=parts.hostname, port=port, scheme=scheme)
+        return consul.aio.Consul(host=parts.hostname, port=port, scheme=scheme, token=token)
     # Over plain HTTP, verify=False spares py-consul building an SSL context it never
     # uses (loading the CA bundle costs ~150 ms here); it then passes aiohttp the
     # deprecated verify_ssl=False, whose warning is not ours to fix.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "verify_ssl is deprecated", DeprecationWarning)
-        return consul.aio.Consul(host=parts.hostname, port=port, scheme=scheme, verify=False)
+        return consul.aio.Consul(
+            host=parts.hostname, port=port, scheme=scheme, verify=False, token=token
+        )
 
 
 def instances_from_health(nodes: Iterable[Mapping[str, Any]]) -> tuple[Instance, ...]:

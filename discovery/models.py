@@ -13,6 +13,11 @@ import orjson
 
 HealthStatus = Literal["passing", "warning", "critical"]
 
+#: The tag every dialogue worker registers with, and the meta key naming its app (the
+#: consumer group). The gateway sends its internal token only to instances that have both.
+WORKER_TAG = "dialogue-worker"
+WORKER_META_APP_ID = "app_id"
+
 _WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 

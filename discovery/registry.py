@@ -44,6 +44,7 @@ class Registrar:
         ttl: float = 10.0,
         interval: float | None = None,
         deregister_critical_after: str = "1m",
+        token: str | None = None,
     ) -> None:
         interval = ttl / 3 if interval is None else interval
         if not 0 < interval < ttl:
@@ -55,6 +56,7 @@ class Registrar:
         self.interval = interval
         self.deregister_critical_after = deregister_critical_after
         self._probe = probe
+        self._token = token
         self._consul: consul.aio.Consul | None = None
         self._task: asyncio.Task[None] | None = None
         self._registered = False
@@ -73,7 +75,7 @@ class Registrar:
         """Register, send the first heartbeat and start the heartbeat task."""
         if self._task is not None:
             return
-        client = self._consul = self._consul or open_consul(self.consul_url)
+        client = self._consul = self._consul or open_consul(self.consul_url, self._token)
         try:
             await self._refuse_duplicate(client)
             await self._register(client)

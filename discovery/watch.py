@@ -24,6 +24,8 @@ Subscriber = Callable[[tuple[Instance, ...]], None]
 
 #: Consul adds up to wait/16 of jitter to a blocking query; this much more is network slack.
 _QUERY_SLACK = 5.0
+#: Distinct ignored instances logged at most (the log line is once per instance id).
+_REFUSED_LOGGED = 1000
 
 
 class ServiceWatch:
@@ -31,7 +33,10 @@ class ServiceWatch:
 
     `wait` is how long one query may block in Consul. When Consul is unreachable
     the last known set keeps serving (see `stale_since`) and the loop retries
-    with backoff; it never empties the set because Consul is down.
+    with backoff; it never empties the set because Consul is down. `token` is the
+    ACL token of the queries. With `require_tag` / `require_meta`, an instance whose
+    registration lacks that tag or those meta keys is never served (and logged once):
+    whatever registers under the service name does not get the callers' credentials.
     """
 
     def __init__(
@@ -43,9 +48,16 @@ class ServiceWatch:
         min_interval: float = 0.05,
         restart_grace: float = 15.0,
         backoff: Backoff | None = None,
+        token: str | None = None,
+        require_tag: str | None = None,
+        require_meta: tuple[str, ...] = (),
     ) -> None:
         self.consul_url = consul_url
         self.service = service
+        self._token = token
+        self._require_tag = require_tag
+        self._require_meta = require_meta
+        self._refused: set[str] = set()
         self._wait = to_seconds(wait)
         self._pacer = Pacer(min_interval, time.monotonic)
         self._backoff = backoff or Backoff(initial=0.1, maximum=5.0)
@@ -80,7 +92,7 @@ class ServiceWatch:
     async def start(self) -> None:
         if self._task is not None:
             return
-        self._consul = open_consul(self.consul_url)
+        self._consul = open_consul(self.consul_url, self._token)
         self._task = asyncio.create_task(self._run(self._consul), name=f"watch:{self.service}")
 
     async def stop(self) -> None:
@@ -127,7 +139,26 @@ class ServiceWatch:
             if index == 0:
                 log.info("consul index went backwards for '%s'; starting over", self.service)
                 self._membership.restarted()
-            self._observed(instances_from_health(nodes))
+            self._observed(self._eligible(instances_from_health(nodes)))
+
+    def _eligible(self, instances: tuple[Instance, ...]) -> tuple[Instance, ...]:
+        """The instances registered with the required tag and meta keys."""
+        kept = []
+        for instance in instances:
+            missing = [k for k in self._require_meta if not instance.meta.get(k)]
+            if self._require_tag is not None and self._require_tag not in instance.tags:
+                missing.insert(0, f"tag {self._require_tag!r}")
+            if not missing:
+                kept.append(instance)
+            elif instance.id not in self._refused and len(self._refused) < _REFUSED_LOGGED:
+                self._refused.add(instance.id)
+                log.warning(
+                    "ignoring instance '%s' of '%s': its registration lacks %s",
+                    instance.id[:100],
+                    self.service,
+                    ", ".join(missing),
+                )
+        return tuple(kept)
 
     def _unreachable(self, exc: BaseException) -> float:
         """Log the outage; returns how long to back off."""

@@ -2,14 +2,57 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import signal
 import sys
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from gateway.app import create_app
+from gateway.entrypoints.server import GatewayRunner
 from gateway.logs import AccessLogger, configure
 from gateway.settings import GatewaySettings
+
+log = logging.getLogger("gateway")
+
+#: Seconds requests in flight get to finish after SIGTERM.
+SHUTDOWN_GRACE = 15.0
+
+
+def _announce(settings: GatewaySettings) -> None:
+    """Say at start what the configuration leaves open."""
+    if settings.consul_token is None:
+        level = logging.INFO if settings.local else logging.WARNING
+        log.log(
+            level,
+            "no CONSUL_TOKEN: Consul queries are anonymous, which works only while Consul "
+            "runs without ACLs (local mode does; docs/security.md)",
+        )
+
+
+async def serve(settings: GatewaySettings) -> None:
+    """Serve until SIGTERM or SIGINT, then finish what is in flight and close."""
+    runner = GatewayRunner(
+        create_app(settings),
+        max_connections=settings.max_connections,
+        header_timeout=settings.header_timeout,
+        access_log_class=AccessLogger,
+        shutdown_timeout=SHUTDOWN_GRACE,
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.gateway_host, settings.gateway_port).start()
+        log.info("serving on %s:%d", settings.gateway_host, settings.gateway_port)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await stopping.wait()
+    finally:
+        await runner.cleanup()
 
 
 def main() -> None:
@@ -21,13 +64,9 @@ def main() -> None:
         ]
         sys.exit("gateway: invalid configuration\n" + "\n".join(lines))
     configure(settings.log_level)
-    web.run_app(
-        create_app(settings),
-        host=settings.gateway_host,
-        port=settings.gateway_port,
-        access_log_class=AccessLogger,
-        print=None,
-    )
+    _announce(settings)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

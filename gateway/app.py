@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.bootstrap import AdaptersFactory, build_services, real_adapters
 from gateway.entrypoints import auth_routes, chat_routes, ops_routes
+from gateway.entrypoints.headers import on_prepare
 from gateway.entrypoints.middlewares import errors, metrics, request_ids
 from gateway.entrypoints.state import METRICS, SERVICES, SETTINGS
 from gateway.metrics import GatewayMetrics
@@ -25,6 +26,7 @@ def create_app(
         middlewares=[request_ids, metrics, errors], client_max_size=settings.max_body_bytes
     )
     app[SETTINGS] = settings
+    app.on_response_prepare.append(on_prepare)
     app[METRICS] = GatewayMetrics()
     app.add_routes(auth_routes.routes)
     app.add_routes(chat_routes.routes)

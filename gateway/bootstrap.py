@@ -7,17 +7,18 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from discovery import BalancedClient, ServiceWatch
+from discovery import WORKER_META_APP_ID, WORKER_TAG, BalancedClient, ServiceWatch
 from gateway.adapters.kafka_bus import KafkaBus
 from gateway.adapters.mysql_users import MySQLUserStore, mysql_pool
 from gateway.adapters.passwords import Argon2Hasher
 from gateway.adapters.workers import WorkerClient
 from gateway.domain.idempotency import IdempotencyCache
-from gateway.domain.throttle import SignInThrottle
+from gateway.domain.throttle import FailureBudget, FailureLimit, SignInThrottle
 from gateway.domain.tokens import TokenCodec
 from gateway.entrypoints.state import Services
 from gateway.services.auth import AuthService
 from gateway.services.chats import ChatService, Membership
+from gateway.services.limits import Action, RateLimits, Rules, Scope
 from gateway.services.messages import MessageService
 from gateway.services.ports import MessageBus, PasswordHasher, UserStore, Workers
 from gateway.services.readiness import Readiness
@@ -53,7 +54,13 @@ async def real_adapters(settings: GatewaySettings) -> AsyncIterator[Adapters]:
         bus = KafkaBus(settings.kafka_bootstrap, settings.topic, settings.kafka_send_timeout)
         stack.push_async_callback(bus.stop)
         await bus.start()
-        watch = ServiceWatch(settings.consul_url, service=settings.worker_service)
+        watch = ServiceWatch(
+            settings.consul_url,
+            service=settings.worker_service,
+            token=settings.consul_token.get_secret_value() if settings.consul_token else None,
+            require_tag=WORKER_TAG,
+            require_meta=(WORKER_META_APP_ID,),
+        )
         stack.push_async_callback(watch.stop)
         await watch.start()
         client = BalancedClient(
@@ -77,19 +84,45 @@ async def real_adapters(settings: GatewaySettings) -> AsyncIterator[Adapters]:
         )
 
 
+def rate_rules(settings: GatewaySettings) -> Rules:
+    """The token buckets of GatewaySettings, by action and scope."""
+    return {
+        (Action.SIGN_UP, Scope.ADDRESS): settings.rate_sign_up_per_address,
+        (Action.SIGN_IN, Scope.ADDRESS): settings.rate_sign_in_per_address,
+        (Action.SIGN_IN, Scope.USER): settings.rate_sign_in_per_user,
+        (Action.CREATE_CHAT, Scope.ADDRESS): settings.rate_chats_per_address,
+        (Action.CREATE_CHAT, Scope.USER): settings.rate_chats_per_user,
+        (Action.POST_MESSAGE, Scope.ADDRESS): settings.rate_messages_per_address,
+        (Action.POST_MESSAGE, Scope.USER): settings.rate_messages_per_user,
+    }
+
+
+def sign_in_throttle(settings: GatewaySettings) -> SignInThrottle:
+    window, lockout = settings.signin_window, settings.signin_lockout
+    return SignInThrottle(
+        account=FailureLimit(settings.signin_max_failures, window, lockout),
+        address=FailureLimit(settings.signin_address_max_failures, window, lockout),
+        overall=FailureBudget(settings.signin_global_max_failures, window),
+    )
+
+
 def build_services(
     settings: GatewaySettings, adapters: Adapters, clock: Callable[[], float] = time.time
 ) -> Services:
     tokens = TokenCodec(settings.secret("jwt_secret"), settings.jwt_issuer, settings.jwt_ttl)
-    throttle = SignInThrottle(
-        settings.signin_max_failures, settings.signin_window, settings.signin_lockout
-    )
     membership = Membership(adapters.workers, settings.membership_cache_ttl, clock)
-    idempotency = IdempotencyCache(settings.idempotency_ttl, settings.idempotency_max_keys)
+    idempotency = IdempotencyCache(
+        settings.idempotency_ttl,
+        settings.idempotency_max_keys,
+        settings.idempotency_max_bytes,
+        settings.idempotency_keys_per_user,
+    )
+    auth = AuthService(adapters.users, adapters.hasher, tokens, sign_in_throttle(settings), clock)
     return Services(
-        auth=AuthService(adapters.users, adapters.hasher, tokens, throttle, clock),
+        auth=auth,
         chats=ChatService(adapters.workers, adapters.users, membership),
         messages=MessageService(adapters.workers, adapters.bus, membership, idempotency, clock),
         readiness=Readiness(adapters.bus, adapters.users, adapters.workers),
         workers=adapters.workers,
+        limits=RateLimits(rate_rules(settings), clock, settings.rate_limit_max_keys),
     )

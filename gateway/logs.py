@@ -13,6 +13,17 @@ from aiohttp.abc import AbstractAccessLogger
 
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
 
+#: Characters of a client-supplied string (path, header, name) a log line keeps.
+CLIP = 200
+
+
+def clip(text: str, limit: int = CLIP) -> str:
+    """`text` cut to `limit` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text) - limit} more)"
+
+
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
@@ -48,8 +59,8 @@ class AccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, duration: float) -> None:
         self.logger.info(
             "%s %s %s",
-            request.method,
-            request.path,
+            clip(request.method, 20),
+            clip(request.path),
             response.status,
             extra={
                 "request_id": response.headers.get("X-Request-ID", "-"),

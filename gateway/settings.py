@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import ipaddress
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from gateway.domain.addresses import IPNetwork
+from gateway.domain.rate_limit import Rate
 
 LOCAL_JWT_SECRET = "local-only-jwt-secret-do-not-use-in-production"
 LOCAL_ENTRYPOINT_TOKEN = "local-only-entrypoint-token"
@@ -16,6 +20,26 @@ MIN_SECRET_BYTES = 32
 
 class SettingsError(ValueError):
     """The environment does not describe a gateway that may start."""
+
+
+def _rate(value: Any) -> Any:
+    return Rate.parse(value) if isinstance(value, str) else value
+
+
+def _networks(value: Any) -> Any:
+    if isinstance(value, str):
+        return [ipaddress.ip_network(part.strip()) for part in value.split(",") if part.strip()]
+    return value
+
+
+#: "N/SECONDS" in the environment (N requests per SECONDS, bursts of N), or "off".
+RateSetting = Annotated[Rate, NoDecode, BeforeValidator(_rate)]
+#: Comma-separated addresses or networks in the environment ("10.0.0.0/8, ::1").
+Networks = Annotated[list[IPNetwork], NoDecode, BeforeValidator(_networks)]
+
+
+def _limit(default: str, what: str) -> Any:
+    return Field(default=Rate.parse(default), description=f"token bucket of {what}")
 
 
 class GatewaySettings(BaseSettings):
@@ -54,6 +78,10 @@ class GatewaySettings(BaseSettings):
     )
 
     consul_url: str = Field(default="http://127.0.0.1:8500", description="Consul HTTP API")
+    consul_token: SecretStr | None = Field(
+        default=None,
+        description="Consul ACL token (service:read on WORKER_SERVICE); unset: no token sent",
+    )
     worker_service: str = Field(
         default="dialogue", description="Consul service name of the workers"
     )
@@ -99,7 +127,54 @@ class GatewaySettings(BaseSettings):
         default=300.0, gt=0, description="seconds failures are counted over"
     )
     signin_lockout: float = Field(
-        default=60.0, gt=0, description="seconds a username is locked out"
+        default=60.0, gt=0, description="seconds a username (or address) is locked out"
+    )
+    signin_address_max_failures: int = Field(
+        default=30,
+        ge=0,
+        description="failed sign-ins from one client address within SIGNIN_WINDOW before "
+        "that address is locked out for SIGNIN_LOCKOUT; 0: no address limit",
+    )
+    signin_global_max_failures: int = Field(
+        default=1000,
+        ge=0,
+        description="failed sign-ins of this process within SIGNIN_WINDOW after which every "
+        "sign-in waits until the oldest failure leaves the window; 0: no budget",
+    )
+    rate_sign_up_per_address: RateSetting = _limit("10/60", "sign-ups per client address")
+    rate_sign_in_per_address: RateSetting = _limit("30/60", "sign-ins per client address")
+    rate_sign_in_per_user: RateSetting = _limit("10/60", "sign-ins per username")
+    rate_chats_per_address: RateSetting = _limit("120/60", "chat creations per client address")
+    rate_chats_per_user: RateSetting = _limit("30/60", "chat creations per user")
+    rate_messages_per_address: RateSetting = _limit("300/10", "message posts per client address")
+    rate_messages_per_user: RateSetting = _limit("60/10", "message posts per user")
+    rate_limit_max_keys: int = Field(
+        default=100_000, ge=1, description="buckets kept per limit (least recently used go)"
+    )
+    trusted_proxies: Networks = Field(
+        default_factory=list,
+        description="proxies whose X-Forwarded-For is believed (comma-separated networks); "
+        "empty: the client address is the TCP peer",
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds a connection may take to deliver a complete request head "
+        "(from opening, or after the previous answer); also the idle keep-alive time",
+    )
+    body_timeout: float = Field(
+        default=10.0, gt=0, description="seconds a request body may take to arrive (else 4080)"
+    )
+    max_connections: int = Field(
+        default=1000, ge=1, description="open client connections; more are closed at once"
+    )
+    idempotency_max_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="memory the Idempotency-Key entries may take, estimated in bytes",
+    )
+    idempotency_keys_per_user: int = Field(
+        default=1000, ge=1, description="Idempotency-Keys remembered per user"
     )
     argon2_time_cost: int = Field(default=3, ge=1, description="argon2id iterations")
     argon2_memory_kib: int = Field(default=65536, ge=8, description="argon2id memory in KiB")

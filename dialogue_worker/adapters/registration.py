@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from dialogue_worker.errors import DuplicateWorker, WorkerError
 from dialogue_worker.services.health import Status, WorkerHealth
 from dialogue_worker.settings import WorkerSettings
 from discovery import (
+    WORKER_META_APP_ID,
+    WORKER_TAG,
     DiscoveryError,
     DuplicateInstance,
     HealthReport,
@@ -13,6 +17,8 @@ from discovery import (
     Registration,
     instance_id_for,
 )
+
+log = logging.getLogger(__name__)
 
 
 class RegistrationFailed(WorkerError):
@@ -38,11 +44,22 @@ class ConsulRegistration:
             port=settings.worker_port,
             version=settings.version,
             service=settings.worker_service,
-            tags=("dialogue-worker",),
-            meta={"app_id": settings.worker_app_id},
+            tags=(WORKER_TAG,),
+            meta={WORKER_META_APP_ID: settings.worker_app_id},
         )
+        token = settings.consul_token.get_secret_value() if settings.consul_token else None
+        if token is None:
+            log.log(
+                logging.INFO if settings.dialogue_env == "local" else logging.WARNING,
+                "no CONSUL_TOKEN: registering without an ACL token, which works only while "
+                "Consul runs without ACLs (local mode does; docs/security.md)",
+            )
         self._registrar = Registrar(
-            settings.consul_url, registration, self.probe, ttl=settings.heartbeat_ttl
+            settings.consul_url,
+            registration,
+            self.probe,
+            ttl=settings.heartbeat_ttl,
+            token=token,
         )
         self._registered = False
 

@@ -14,6 +14,7 @@ import pymysql
 
 from contracts.errors import ErrorCode
 from gateway.adapters.migrations import migrate
+from gateway.domain.usernames import Username
 from gateway.domain.users import Gender, User
 from gateway.errors import GatewayError
 
@@ -58,25 +59,29 @@ class MySQLUserStore:
             log.warning("user store timed out after %.1f s", self._timeout)
             raise _unavailable() from exc
 
-    async def add(self, username: str, password_hash: str, gender: Gender) -> User:
+    async def add(self, username: Username, password_hash: str, gender: Gender) -> User:
         created = int(time.time())
         try:
             async with self._cursor() as cur:
                 await cur.execute(
-                    "INSERT INTO users (username, password_hash, gender, created_at)"
-                    " VALUES (%s, %s, %s, %s)",
-                    (username, password_hash, gender, created),
+                    "INSERT INTO users"
+                    " (username, username_canonical, password_hash, gender, created_at)"
+                    " VALUES (%s, %s, %s, %s, %s)",
+                    (username.display, username.canonical.encode(), password_hash, gender, created),
                 )
                 uid = cur.lastrowid
         except pymysql.err.IntegrityError as exc:
             if exc.args and exc.args[0] == DUPLICATE_ENTRY:
                 raise GatewayError(ErrorCode.USERNAME_TAKEN, "username is taken") from None
             raise
-        return User(int(uid), username, password_hash, gender, created)
+        return User(int(uid), username.display, password_hash, gender, created)
 
-    async def by_username(self, username: str) -> User | None:
+    async def by_username(self, username: Username) -> User | None:
         async with self._cursor() as cur:
-            await cur.execute(f"SELECT {_COLUMNS} FROM users WHERE username = %s", (username,))
+            await cur.execute(
+                f"SELECT {_COLUMNS} FROM users WHERE username_canonical = %s",
+                (username.canonical.encode(),),
+            )
             row = await cur.fetchone()
         return _user(row) if row else None
 

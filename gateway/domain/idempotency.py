@@ -1,21 +1,45 @@
-"""Idempotency-Key bookkeeping for message posts, per gateway process."""
+"""Idempotency-Key bookkeeping for message posts, per gateway process.
+
+An entry keeps the message id given out, its time, whether Kafka acknowledged it and
+a SHA-256 of the request (chat id and text), never the text itself. Entries live
+`ttl` seconds and are bounded three ways: in total count, in estimated bytes and per
+user (a user past the limit loses his own oldest key, nobody else's).
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 
-from contracts.api import Message
 from contracts.errors import ErrorCode
-from gateway.domain.ttl_cache import TtlCache
 from gateway.errors import GatewayError
+
+#: Bytes an entry costs besides its key: digest, id, tuples and dict slots (measured
+#: with sys.getsizeof on CPython 3.11, rounded up).
+ENTRY_OVERHEAD = 400
+
+
+def request_digest(cid: str, text: str) -> bytes:
+    """What a key stands for: the SHA-256 of the chat id and the text."""
+    return hashlib.sha256(f"{cid}\0{text}".encode("utf-8", "surrogatepass")).digest()
 
 
 @dataclass(frozen=True)
 class Attempt:
-    """The message a key stands for, and whether Kafka has acknowledged it."""
+    """The message id a key was given, its time, and whether Kafka has acknowledged it."""
 
-    message: Message
+    message_id: str
+    created_at: float
+    digest: bytes
     acked: bool
+
+
+@dataclass(frozen=True)
+class _Entry:
+    expires: float
+    attempt: Attempt
+    size: int
 
 
 class IdempotencyCache:
@@ -25,19 +49,58 @@ class IdempotencyCache:
     record (the worker stores it once); an acknowledged one is answered from here.
     """
 
-    def __init__(self, ttl: float, max_entries: int) -> None:
-        self._entries: TtlCache[tuple[int, str], Attempt] = TtlCache(ttl, max_entries)
+    def __init__(self, ttl: float, max_entries: int, max_bytes: int, keys_per_user: int) -> None:
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._per_user_max = keys_per_user
+        self._entries: OrderedDict[tuple[int, str], _Entry] = OrderedDict()
+        self._per_user: dict[int, OrderedDict[str, None]] = {}
+        self.bytes = 0
 
-    def lookup(self, uid: int, key: str, cid: str, text: str, now: float) -> Attempt | None:
+    def lookup(self, uid: int, key: str, digest: bytes, now: float) -> Attempt | None:
         """The earlier attempt for this key, or None; 4000 if the key was used for another body."""
-        attempt = self._entries.get((uid, key), now)
-        if attempt is None:
+        entry = self._entries.get((uid, key))
+        if entry is None or entry.expires <= now:
             return None
-        if attempt.message.cid != cid or attempt.message.text != text:
+        if entry.attempt.digest != digest:
             raise GatewayError(
                 ErrorCode.MALFORMED, "Idempotency-Key was already used for a different message"
             )
-        return attempt
+        return entry.attempt
 
     def record(self, uid: int, key: str, attempt: Attempt, now: float) -> None:
-        self._entries.put((uid, key), attempt, now)
+        self._drop((uid, key))
+        size = ENTRY_OVERHEAD + len(key)
+        self._entries[(uid, key)] = _Entry(now + self._ttl, attempt, size)
+        self._per_user.setdefault(uid, OrderedDict())[key] = None
+        self.bytes += size
+        mine = self._per_user[uid]
+        while len(mine) > self._per_user_max:
+            self._drop((uid, next(iter(mine))))
+        self._evict(now)
+
+    def _evict(self, now: float) -> None:
+        while self._entries:
+            oldest, entry = next(iter(self._entries.items()))
+            full = len(self._entries) > self._max_entries or self.bytes > self._max_bytes
+            if entry.expires > now and not full:
+                break
+            self._drop(oldest)
+
+    def _drop(self, slot: tuple[int, str]) -> None:
+        entry = self._entries.pop(slot, None)
+        if entry is None:
+            return
+        self.bytes -= entry.size
+        uid, key = slot
+        mine = self._per_user[uid]
+        del mine[key]
+        if not mine:
+            del self._per_user[uid]
+
+    def keys_of(self, uid: int) -> int:
+        return len(self._per_user.get(uid, ()))
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -8,7 +8,7 @@ from typing import Any
 
 from contracts.errors import ErrorCode
 from contracts.ids import is_object_id
-from contracts.records import TEXT_MAX
+from contracts.records import TEXT_MAX, acceptable_text
 from gateway.errors import GatewayError
 
 LIMIT_DEFAULT, LIMIT_MAX = 50, 200
@@ -55,12 +55,14 @@ def added_members(body: Mapping[str, Any]) -> list[int]:
 
 
 def message_text(body: Mapping[str, Any]) -> str:
-    """The `txt` of a message: a string with a non-space character, <= TEXT_MAX (4003)."""
+    """The `txt` of a message: what a record may carry (4003): not blank, <= TEXT_MAX, no NUL."""
     text = body.get("txt")
     if not isinstance(text, str):
         raise GatewayError(ErrorCode.MALFORMED, "txt must be a string")
-    if not text.strip() or len(text) > TEXT_MAX:
-        raise GatewayError(ErrorCode.BAD_TEXT, f"txt must be 1-{TEXT_MAX} characters, not blank")
+    if not text.strip() or not acceptable_text(text):
+        raise GatewayError(
+            ErrorCode.BAD_TEXT, f"txt must be 1-{TEXT_MAX} characters, not blank, without NUL"
+        )
     return text
 
 

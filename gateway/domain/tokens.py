@@ -76,7 +76,7 @@ class TokenCodec:
         except jwt.InvalidTokenError:
             raise GatewayError(ErrorCode.BAD_TOKEN, "invalid token") from None
         user_id, sub = claims["user_id"], claims["sub"]
-        if type(user_id) is not int or user_id < 1 or sub != str(user_id):
+        if type(user_id) is not int or not 1 <= user_id < 2**63 or sub != str(user_id):
             raise GatewayError(ErrorCode.BAD_TOKEN, "invalid token subject")
         username = claims.get("username")
         return Principal(user_id, username if isinstance(username, str) else "")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from contracts.errors import ErrorCode
+from gateway.domain.usernames import Username, sign_in_name, username
 from gateway.errors import GatewayError
 
-USERNAME_MIN, USERNAME_MAX = 5, 30
 PASSWORD_MIN, PASSWORD_MAX = 6, 64
+PASSWORD_SIGN_IN_MAX = 256
 Gender = Literal["m", "f"]
 
 
@@ -35,14 +35,14 @@ class User:
 
 @dataclass(frozen=True)
 class SignUp:
-    username: str
+    username: Username
     password: str
     gender: Gender
 
 
 @dataclass(frozen=True)
 class Credentials:
-    username: str
+    username: Username
     password: str
 
 
@@ -57,19 +57,9 @@ def _string(body: dict[str, Any], field: str) -> str:
     return value
 
 
-def _check_username(username: str) -> str:
-    if not USERNAME_MIN <= len(username) <= USERNAME_MAX:
-        raise _invalid(f"username must be {USERNAME_MIN}-{USERNAME_MAX} characters")
-    if username != username.strip() or any(
-        unicodedata.category(ch).startswith(("C", "Z")) and ch != " " for ch in username
-    ):
-        raise _invalid("username must not start or end with spaces or contain control characters")
-    return username
-
-
 def parse_sign_up(body: dict[str, Any]) -> SignUp:
     """Validate a sign-up body (4000 with the reason when it is not acceptable)."""
-    username = _check_username(_string(body, "username"))
+    name = username(_string(body, "username"))
     password = _string(body, "password")
     if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
         raise _invalid(f"password must be {PASSWORD_MIN}-{PASSWORD_MAX} characters")
@@ -77,15 +67,18 @@ def parse_sign_up(body: dict[str, Any]) -> SignUp:
         raise _invalid("passwordConfirm does not match password")
     gender = body.get("gender")
     if gender == "m":
-        return SignUp(username, password, "m")
+        return SignUp(name, password, "m")
     if gender == "f":
-        return SignUp(username, password, "f")
+        return SignUp(name, password, "f")
     raise _invalid('gender must be "m" or "f"')
 
 
 def parse_sign_in(body: dict[str, Any]) -> Credentials:
-    """Read username and password from a sign-in body; extra fields are ignored."""
-    username, password = _string(body, "username"), _string(body, "password")
-    if not username or not password or len(username) > 256 or len(password) > 256:
+    """Read username and password from a sign-in body; extra fields are ignored.
+
+    A name sign-up would refuse is 4000 here too, so no such name reaches the user store.
+    """
+    name, password = _string(body, "username"), _string(body, "password")
+    if not password or len(password) > PASSWORD_SIGN_IN_MAX:
         raise _invalid("username and password are required")
-    return Credentials(username, password)
+    return Credentials(sign_in_name(name), password)

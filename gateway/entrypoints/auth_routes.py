@@ -5,13 +5,15 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.domain.users import parse_sign_in, parse_sign_up
-from gateway.entrypoints.http import caller, json_body, json_response, services
+from gateway.entrypoints.http import admit, caller, client, json_body, json_response, services
+from gateway.services.limits import Action
 
 routes = web.RouteTableDef()
 
 
 @routes.post("/v1/auth/sign-up")
 async def sign_up(request: web.Request) -> web.Response:
+    admit(request, Action.SIGN_UP)
     form = parse_sign_up(await json_body(request))
     token = await services(request).auth.sign_up(form)
     return json_response(token.public(), status=201)
@@ -20,7 +22,8 @@ async def sign_up(request: web.Request) -> web.Response:
 @routes.post("/v1/auth/sign-in")
 async def sign_in(request: web.Request) -> web.Response:
     credentials = parse_sign_in(await json_body(request))
-    token = await services(request).auth.sign_in(credentials)
+    admit(request, Action.SIGN_IN, credentials.username.canonical)
+    token = await services(request).auth.sign_in(credentials, client(request))
     return json_response(token.public())
 
 

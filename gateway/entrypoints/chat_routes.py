@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.domain import requests as parse
-from gateway.entrypoints.http import caller, json_body, json_response, services
+from gateway.entrypoints.http import admit, caller, json_body, json_response, services
+from gateway.services.limits import Action
 
 routes = web.RouteTableDef()
 
@@ -13,6 +14,7 @@ routes = web.RouteTableDef()
 @routes.post("/v1/chats")
 async def create_chat(request: web.Request) -> web.Response:
     who = caller(request)
+    admit(request, Action.CREATE_CHAT, who.user_id)
     members = parse.new_chat_members(await json_body(request), who.user_id)
     chat = await services(request).chats.create(who, members)
     return json_response(chat.model_dump(), status=201)
@@ -44,6 +46,7 @@ async def add_users(request: web.Request) -> web.Response:
 @routes.post("/v1/chats/{cid}/messages")
 async def post_message(request: web.Request) -> web.Response:
     who = caller(request)
+    admit(request, Action.POST_MESSAGE, who.user_id)
     cid = parse.chat_id(request.match_info["cid"])
     text = parse.message_text(await json_body(request))
     key = parse.idempotency_key(request.headers.get("Idempotency-Key"))

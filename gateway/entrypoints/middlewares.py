@@ -13,7 +13,7 @@ from contracts.errors import ErrorCode
 from gateway.entrypoints.http import error_response
 from gateway.entrypoints.state import METRICS
 from gateway.errors import GatewayError
-from gateway.logs import request_id
+from gateway.logs import clip, request_id
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +77,21 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except GatewayError as exc:
         if exc.code.status >= 500:
-            log.warning("%s %s failed: %s", request.method, request.path, exc)
+            log.warning("%s %s failed: %s", request.method, clip(request.path), clip(str(exc)))
         request.app[METRICS].errors.labels(exc.code.value).inc()
-        return error_response(exc.code, exc.message, exc.headers)
+        response = error_response(exc.code, exc.message, exc.headers)
+        if exc.code is ErrorCode.REQUEST_TIMEOUT:
+            response.force_close()  # the rest of the body is not worth waiting for
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         response = _http_error(exc)
         return response
+    except ConnectionError as exc:  # the client went away mid-request: nobody to answer
+        log.debug("client went away during %s %s: %s", request.method, clip(request.path), exc)
+        return error_response(ErrorCode.MALFORMED, "client went away")
     except Exception:  # the edge of the app: anything unforeseen becomes a logged 5000
-        log.exception("unhandled error in %s %s", request.method, request.path)
+        log.exception("unhandled error in %s %s", request.method, clip(request.path))
         request.app[METRICS].errors.labels(ErrorCode.INTERNAL.value).inc()
         return error_response(ErrorCode.INTERNAL, "internal error")

@@ -9,6 +9,7 @@ from aiohttp import web
 from gateway.metrics import GatewayMetrics
 from gateway.services.auth import AuthService
 from gateway.services.chats import ChatService
+from gateway.services.limits import RateLimits
 from gateway.services.messages import MessageService
 from gateway.services.ports import Workers
 from gateway.services.readiness import Readiness
@@ -22,6 +23,7 @@ class Services:
     messages: MessageService
     readiness: Readiness
     workers: Workers
+    limits: RateLimits
 
 
 SETTINGS = web.AppKey("settings", GatewaySettings)

@@ -5,13 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from contracts.errors import ErrorCode
-from gateway.domain.throttle import SignInThrottle
+from gateway.domain.throttle import Refusal, SignInThrottle
 from gateway.domain.tokens import Principal, Token, TokenCodec
+from gateway.domain.usernames import throttle_key
 from gateway.domain.users import Credentials, SignUp, User
 from gateway.errors import GatewayError
+from gateway.services.limits import too_many
 from gateway.services.ports import PasswordHasher, UserStore
 
 _WRONG = "wrong username or password"
+_REFUSALS = {
+    "account": "too many failed sign-ins for this username",
+    "address": "too many failed sign-ins from this address",
+    "global": "too many failed sign-ins on this server",
+}
 
 
 class AuthService:
@@ -37,11 +44,16 @@ class AuthService:
         user = await self._users.add(request.username, password_hash, request.gender)
         return self._tokens.issue(user.id, user.username, self._clock())
 
-    async def sign_in(self, credentials: Credentials) -> Token:
-        """A token for right credentials; 4011 for wrong ones, 4290 while throttled."""
-        wait = self._throttle.retry_after(credentials.username, self._clock())
-        if wait is not None:
-            raise _throttled(wait)
+    async def sign_in(self, credentials: Credentials, address: str) -> Token:
+        """A token for right credentials; 4011 for wrong ones, 4290 while throttled.
+
+        Failures count against the account (its throttle key), the client `address`
+        and the process-wide budget.
+        """
+        account = throttle_key(credentials.username.canonical)
+        refusal = self._throttle.refusal(account, address, self._clock())
+        if refusal is not None:
+            raise _throttled(refusal)
         user = await self._users.by_username(credentials.username)
         if user is None:
             await self._hasher.verify(await self._dummy(), credentials.password)
@@ -49,9 +61,9 @@ class AuthService:
         else:
             ok = await self._hasher.verify(user.password_hash, credentials.password)
         if user is None or not ok:
-            self._throttle.failed(credentials.username, self._clock())
+            self._throttle.failed(account, address, self._clock())
             raise GatewayError(ErrorCode.BAD_TOKEN, _WRONG)
-        self._throttle.succeeded(credentials.username)
+        self._throttle.succeeded(account)
         return self._tokens.issue(user.id, user.username, self._clock())
 
     def authenticate(self, token: str) -> Principal:
@@ -70,9 +82,5 @@ class AuthService:
         return self._dummy_hash
 
 
-def _throttled(wait: int) -> GatewayError:
-    return GatewayError(
-        ErrorCode.TOO_MANY_ATTEMPTS,
-        f"too many failed sign-ins for this username; retry in {wait} s",
-        headers={"Retry-After": str(wait)},
-    )
+def _throttled(refusal: Refusal) -> GatewayError:
+    return too_many(_REFUSALS[refusal.scope], refusal.retry_after)

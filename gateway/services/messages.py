@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Generic, TypeVar
 
 from contracts.api import Message, Page
 from contracts.ids import new_id
 from contracts.records import MessageRecord
-from gateway.domain.idempotency import Attempt, IdempotencyCache
+from gateway.domain.idempotency import Attempt, IdempotencyCache, request_digest
 from gateway.domain.requests import Paging
 from gateway.domain.tokens import Principal
 from gateway.services.chats import Membership
@@ -69,14 +70,20 @@ class MessageService:
         return await self._workers.messages(caller.user_id, cid, paging)
 
     async def _post_once(self, caller: Principal, cid: str, text: str, key: str) -> Message:
-        uid = caller.user_id
-        earlier = self._idempotency.lookup(uid, key, cid, text, self._clock())
-        if earlier is not None and earlier.acked:
-            return earlier.message
-        message = earlier.message if earlier else self._new_message(caller, cid, text)
-        self._idempotency.record(uid, key, Attempt(message, acked=False), self._clock())
+        uid, digest = caller.user_id, request_digest(cid, text)
+        earlier = self._idempotency.lookup(uid, key, digest, self._clock())
+        if earlier is None:
+            message = self._new_message(caller, cid, text)
+        else:  # same chat and text (the digest matched): the same message again
+            message = Message(
+                id=earlier.message_id, cid=cid, uid=uid, createdAt=earlier.created_at, text=text
+            )
+            if earlier.acked:
+                return message
+        attempt = Attempt(message.id, message.createdAt, digest, acked=False)
+        self._idempotency.record(uid, key, attempt, self._clock())
         await self._send(message)
-        self._idempotency.record(uid, key, Attempt(message, acked=True), self._clock())
+        self._idempotency.record(uid, key, replace(attempt, acked=True), self._clock())
         return message
 
     def _new_message(self, caller: Principal, cid: str, text: str) -> Message:

@@ -9,14 +9,16 @@ from typing import Protocol
 from contracts.api import Chat, Message, Page
 from contracts.records import MessageRecord
 from gateway.domain.requests import Paging
+from gateway.domain.usernames import Username
 from gateway.domain.users import Gender, User
 
 
 class UserStore(Protocol):
-    async def add(self, username: str, password_hash: str, gender: Gender) -> User:
-        """Insert a user; GatewayError 4090 when the username is taken."""
+    async def add(self, username: Username, password_hash: str, gender: Gender) -> User:
+        """Insert a user; GatewayError 4090 when its canonical form is taken."""
 
-    async def by_username(self, username: str) -> User | None: ...
+    async def by_username(self, username: Username) -> User | None:
+        """The user whose canonical form is `username.canonical`."""
 
     async def by_id(self, user_id: int) -> User | None: ...
 

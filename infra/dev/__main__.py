@@ -26,7 +26,7 @@ def summary(settings: DevSettings, status: DevStatus, elapsed: float) -> str:
     lines = [
         f"dialogue platform is up ({elapsed:.1f}s): gateway + {len(status.workers)} worker(s) "
         f"on {settings.host}",
-        f"  API         {api}   (OpenAPI {api}/v1/openapi.json, {api}/ready, {api}/metrics)",
+        f"  API         {api}   (OpenAPI {api}/v1/openapi.json, {api}/ready)",
         f"  Consul UI   {consul}/ui/dc1/services/dialogue/instances",
     ]
     for w in status.workers:
@@ -34,7 +34,7 @@ def summary(settings: DevSettings, status: DevStatus, elapsed: float) -> str:
         lines.append(f"  worker      {w.service_id:<14} {w.url}  pid {w.pid}  {state}")
     lines += [
         f"  instances   curl -s -H 'Authorization: Bearer local-only-admin-token' "
-        f"{api}/v1/admin/instances",
+        f"{api}/v1/admin/instances   (and {api}/metrics, same token)",
         f"  logs        {settings.run_dir}/gateway.log, {settings.run_dir}/worker-<n>.log; "
         f"infrastructure {settings.local.run_dir}/<service>.log",
         "  commands    make scale WORKERS=3 | make demo | make dev-down",

@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import secrets
 import sys
+import uuid
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO_ROOT / ".env.example"
 #: Variables that get a fresh random value when the example leaves them empty.
 SECRETS = ("JWT_SECRET", "ENTRYPOINT_TOKEN", "MYSQL_ROOT_PASSWORD", "MYSQL_PASSWORD", "ADMIN_TOKEN")
+#: Consul ACL tokens: Consul wants their SecretIDs as UUIDs (122 random bits each).
+UUID_SECRETS = (
+    "CONSUL_MANAGEMENT_TOKEN",
+    "CONSUL_AGENT_TOKEN",
+    "CONSUL_WORKER_TOKEN",
+    "CONSUL_GATEWAY_TOKEN",
+)
 
 
 def parse(text: str) -> dict[str, str]:
@@ -27,12 +35,16 @@ def parse(text: str) -> dict[str, str]:
 
 
 def render(example: str) -> str:
-    """The example with every empty secret filled with 32 random bytes (base64url)."""
+    """The example with every empty secret filled: 32 random bytes (base64url), or a
+    random UUID for the Consul tokens."""
     lines = []
     for line in example.splitlines():
         name, sep, value = line.partition("=")
-        if sep and name.strip() in SECRETS and not value.strip():
-            line = f"{name}={secrets.token_urlsafe(32)}"
+        if sep and not value.strip():
+            if name.strip() in SECRETS:
+                line = f"{name}={secrets.token_urlsafe(32)}"
+            elif name.strip() in UUID_SECRETS:
+                line = f"{name}={uuid.uuid4()}"
         lines.append(line)
     return "\n".join(lines) + "\n"
 

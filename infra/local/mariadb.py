@@ -1,8 +1,15 @@
-"""MariaDB from Debian's packages, with its own datadir, a project database and user."""
+"""MariaDB from Debian's packages, with its own datadir, a project database and user.
+
+Least privilege: the project user has every right on the project database and on the
+databases tests create (`TEST_DATABASES`), none on the server (`*.*`). The superuser is
+reachable only over the unix socket, by the OS user running the stack (unix_socket
+authentication, no password); no root account is left that answers over TCP.
+"""
 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -14,6 +21,11 @@ import pymysql
 from infra.local.service import Progress, Service, ServiceError
 
 SBIN = [Path("/usr/sbin"), Path("/usr/bin")]
+#: Databases the tests create, one per run: gw_* (tests/integration, tests/e2e, bench),
+#: faults_* (tests/faults). Grant patterns: `\_` is a literal underscore.
+TEST_DATABASES = ("gw\\_%", "faults\\_%")
+#: Server errors of a refused login (access denied; unix_socket: not this OS user).
+_REFUSED_LOGINS = (1045, 1698)
 
 
 def _find(name: str) -> str | None:
@@ -64,7 +76,8 @@ class MariaDB(Service):
                 install_db,
                 "--no-defaults",
                 f"--datadir={data}",
-                "--auth-root-authentication-method=normal",
+                "--auth-root-authentication-method=socket",
+                f"--auth-root-socket-user={_os_user()}",
                 "--skip-test-db",
                 *self._user_args(),
             ],
@@ -98,20 +111,32 @@ class MariaDB(Service):
             "--innodb-flush-log-at-trx-commit=2",
         ]
 
-    def _root(self) -> pymysql.Connection[Any]:
-        """A root session over the server's unix socket."""
+    def _session(self, user: str) -> pymysql.Connection[Any]:
         # We open the socket ourselves: pymysql leaks it when connecting fails
         # (it is not yet its own to close), and a probe fails often during start-up.
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(2)
         try:
             sock.connect(str(self.settings.mysql_socket))
-            conn = pymysql.connect(user="root", autocommit=True, defer_connect=True)
+            conn = pymysql.connect(user=user, autocommit=True, defer_connect=True)
             conn.connect(sock)
         except BaseException:
             sock.close()
             raise
         return conn
+
+    def _root(self) -> pymysql.Connection[Any]:
+        """A superuser session over the unix socket, as the OS user (unix_socket auth).
+
+        A datadir made before root went socket-only has a password-less root instead,
+        which `after_ready` then converts.
+        """
+        try:
+            return self._session(_os_user())
+        except pymysql.err.OperationalError as exc:
+            if exc.args[0] not in _REFUSED_LOGINS or _os_user() == "root":
+                raise
+            return self._session("root")
 
     def probe(self) -> None:
         self._root().close()
@@ -121,7 +146,10 @@ class MariaDB(Service):
         conn = self._root()
         try:
             with conn.cursor() as cur:
+                _socket_only_superuser(cur)
                 cur.execute(f"CREATE DATABASE IF NOT EXISTS `{s.mysql_database}`")
+                project = s.mysql_database.replace("_", "\\_")
+                databases = (project, f"{project}\\_%", *TEST_DATABASES)
                 for host in ("127.0.0.1", "localhost"):
                     cur.execute(
                         f"CREATE USER IF NOT EXISTS %s@'{host}' IDENTIFIED BY %s",
@@ -130,8 +158,14 @@ class MariaDB(Service):
                     cur.execute(
                         f"ALTER USER %s@'{host}' IDENTIFIED BY %s", (s.mysql_user, s.mysql_password)
                     )
-                    # Tests create one database per test run, so the local user may create any.
-                    cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO %s@'{host}'", (s.mysql_user,))
+                    # Granted before the server-wide rights go, so no session sees a gap.
+                    for database in databases:
+                        pattern = database.replace("%", "%%")  # pymysql's placeholders
+                        cur.execute(
+                            f"GRANT ALL PRIVILEGES ON `{pattern}`.* TO %s@'{host}'",
+                            (s.mysql_user,),
+                        )
+                    cur.execute(f"REVOKE ALL PRIVILEGES ON *.* FROM %s@'{host}'", (s.mysql_user,))
         finally:
             conn.close()
         check = pymysql.connect(
@@ -147,3 +181,23 @@ class MariaDB(Service):
     def endpoint(self) -> str:
         s = self.settings
         return f"mysql://{s.mysql_user}@{s.host}:{s.mysql_port}/{s.mysql_database}"
+
+
+def _os_user() -> str:
+    """The name of the OS user running the stack: the socket superuser of the datadir."""
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def _socket_only_superuser(cur: Any) -> None:
+    """The OS user's superuser authenticates by unix socket only; no other root remains."""
+    user = _os_user()
+    cur.execute("CREATE USER IF NOT EXISTS %s@'localhost' IDENTIFIED VIA unix_socket", (user,))
+    cur.execute("ALTER USER %s@'localhost' IDENTIFIED VIA unix_socket", (user,))
+    cur.execute("GRANT ALL PRIVILEGES ON *.* TO %s@'localhost' WITH GRANT OPTION", (user,))
+    cur.execute("ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket")
+    cur.execute(
+        "SELECT User, Host FROM mysql.user WHERE (User = 'root' AND Host <> 'localhost')"
+        " OR User = ''"
+    )
+    for name, host in cur.fetchall():
+        cur.execute("DROP USER %s@%s", (name, host))

@@ -87,6 +87,8 @@ class Stack:
         for service in chosen:
             if service not in todo:
                 self.progress.step(service.name, f"already running at {service.endpoint()}")
+                if self._ready(service):
+                    service.after_ready(self.progress)  # idempotent: brings old set-ups up to date
         # Builds and downloads are independent: run them side by side.
         with ThreadPoolExecutor(max_workers=4) as pool:
             for future in [pool.submit(s.provision, self.progress) for s in todo]:

@@ -307,6 +307,9 @@ async def test_admin_view_and_metrics(api: Api, gateway: GatewayProcess) -> None
     assert status == 200 and len(body["data"]) == 2
     assert sum(i["requests"] for i in body["data"]) > 0
     async with api.http.get(f"{gateway.url}/metrics") as resp:
+        assert resp.status == 401  # Prometheus text only for the admin token
+    admin = {"Authorization": f"Bearer {LOCAL_ADMIN_TOKEN}"}
+    async with api.http.get(f"{gateway.url}/metrics", headers=admin) as resp:
         text = await resp.text()
     assert resp.status == 200 and "gateway_upstream_requests_total" in text
     status, ready = await api.call("GET", "/ready")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ from contracts.errors import ErrorCode
 from gateway.adapters.migrations import MIGRATIONS, migrate
 from gateway.adapters.mysql_users import MySQLUserStore, mysql_pool
 from gateway.adapters.passwords import Argon2Hasher
+from gateway.domain.usernames import Username, sign_in_name, username
 from gateway.errors import GatewayError
 from infra.local import LocalSettings
 from tests.support.gateway import mysql_execute
@@ -45,10 +47,26 @@ async def test_migrations_are_recorded_and_idempotent(pool: Any) -> None:
         assert await migrate(conn) == []
         async with conn.cursor() as cur:
             await cur.execute("SELECT version FROM schema_migrations")
-            assert [row[0] for row in await cur.fetchall()] == [v for v, _, _ in MIGRATIONS]
+            assert [row[0] for row in await cur.fetchall()] == [m.version for m in MIGRATIONS]
             await cur.execute("SHOW COLUMNS FROM users")
             columns = {row[0] for row in await cur.fetchall()}
-    assert columns == {"id", "username", "password_hash", "gender", "created_at"}
+            await cur.execute(
+                "SELECT DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA ="
+                " DATABASE() AND TABLE_NAME = 'users' AND COLUMN_NAME = 'username_canonical'"
+            )
+            (data_type,) = await cur.fetchone()
+            await cur.execute("SHOW INDEX FROM users WHERE Non_unique = 0")
+            unique = {row[4] for row in await cur.fetchall()}
+    assert columns == {
+        "id",
+        "username",
+        "username_canonical",
+        "password_hash",
+        "gender",
+        "created_at",
+    }
+    assert data_type == "varbinary"  # compared byte for byte, no collation, no padding
+    assert unique == {"id", "username_canonical"}
 
 
 async def test_concurrent_migrations_on_a_fresh_database(
@@ -71,34 +89,98 @@ async def test_concurrent_migrations_on_a_fresh_database(
         results = await asyncio.gather(*(migrate(c) for c in conns))
         for conn in conns:
             conn.close()
-        assert sorted(results) == [[], [], [1]]
+        assert sorted(results) == [[], [], [1, 2]]
     finally:
         await mysql_execute(infra, f"DROP DATABASE `{name}`")
 
 
 async def test_users_add_find_and_unknown(pool: Any, unique: Callable[[str], str]) -> None:
     store = MySQLUserStore(pool, timeout=3)
-    name = unique("u")[-20:]
+    name = username(unique("u")[-20:])
     user = await store.add(name, "hash", "f")
     assert user.id >= 1 and user.gender == "f"
     assert await store.by_username(name) == user
     assert await store.by_id(user.id) == user
-    assert await store.by_username(name + "x") is None
+    assert await store.by_username(username(name.display + "x")) is None
     assert await store.by_id(10**12) is None
     assert await store.unknown([user.id, 10**12]) == {10**12}
     assert await store.unknown([]) == set()
     await store.ping()
 
 
-async def test_usernames_are_unique_ignoring_case(pool: Any, unique: Callable[[str], str]) -> None:
+async def test_usernames_are_unique_by_canonical_form(
+    pool: Any, unique: Callable[[str], str]
+) -> None:
     store = MySQLUserStore(pool, timeout=3)
     name = unique("dup")[-20:]
-    await store.add(name, "hash", "m")
-    for taken in (name, name.upper()):
+    await store.add(username(name), "hash", "m")
+    wide = "".join(chr(ord(c) - 0x21 + 0xFF01) if "!" <= c <= "~" else c for c in name)
+    for taken in (name, name.upper(), wide):
         with pytest.raises(GatewayError) as caught:
-            await store.add(taken, "hash", "m")
+            await store.add(username(taken), "hash", "m")
         assert caught.value.code is ErrorCode.USERNAME_TAKEN
+        assert await store.by_username(sign_in_name(taken)) is not None
     await store.ping()  # the pool is still usable after the duplicate
+
+
+async def test_look_up_is_binary_on_the_canonical_form(
+    pool: Any, unique: Callable[[str], str]
+) -> None:
+    store = MySQLUserStore(pool, timeout=3)
+    base = unique("bin")[-20:].replace("-", "")
+    user = await store.add(username(f"{base}a"), "hash", "f")
+    # The old collation took these for the same name; the canonical form does not.
+    accented = await store.add(username(f"{base}\u00e1"), "hash", "f")
+    assert accented.id != user.id
+    assert (await store.by_username(username(f"{base}A"))) == user
+    for other in (f"{base}a ", f"{base}\u00e0"):
+        assert await store.by_username(Username(other, other)) is None
+
+
+async def test_backfill_gives_a_shared_canonical_form_to_the_oldest_account(
+    infra: LocalSettings, unique: Callable[[str], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    name = unique("gw_backfill").replace("-", "_")
+    await mysql_execute(infra, f"CREATE DATABASE `{name}`")
+    conn = await aiomysql.connect(
+        host=infra.host,
+        port=infra.mysql_port,
+        user=infra.mysql_user,
+        password=infra.mysql_password,
+        db=name,
+        autocommit=True,
+    )
+    # Rows as migration 1 kept them: distinct for utf8mb4_unicode_ci, but the mathematical
+    # bold "a" and the full-width "ALICE" have the canonical form "alice".
+    old = ["alice", "bobby", "\U0001d41alice", "\uff21\uff2c\uff29\uff23\uff25x", "ali\u0441e"]
+    try:
+        async with conn.cursor() as cur:
+            await MIGRATIONS[0].apply(cur)
+            await cur.execute(
+                "CREATE TABLE schema_migrations (version INT PRIMARY KEY,"
+                " name VARCHAR(200), applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+            )
+            await cur.execute("INSERT INTO schema_migrations (version, name) VALUES (1, 'x')")
+            for n, display in enumerate(old):
+                await cur.execute(
+                    "INSERT INTO users (username, password_hash, gender, created_at)"
+                    " VALUES (%s, 'h', 'm', %s)",
+                    (display, n),
+                )
+        with caplog.at_level(logging.WARNING):
+            assert await migrate(conn) == [2]
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT id, username, username_canonical FROM users ORDER BY id")
+            rows = await cur.fetchall()
+    finally:
+        conn.close()
+        await mysql_execute(infra, f"DROP DATABASE `{name}`")
+    canonical = [None if row[2] is None else row[2].decode() for row in rows]
+    assert canonical == ["alice", "bobby", None, "alicex", "ali\u0441e"]
+    warnings = " ".join(r.getMessage() for r in caplog.records)
+    assert "share a canonical username with an older account: they keep their data" in warnings
+    assert f"(ids: {rows[2][0]})" in warnings
+    assert "sign-up now refuses" in warnings and f"(ids: {rows[4][0]})" in warnings
 
 
 async def test_unreachable_mysql_fails_start_with_a_clear_error(infra: LocalSettings) -> None:

@@ -21,6 +21,19 @@ REPO = Path(__file__).resolve().parents[2]
 JWT_SECRET = "e2e-gateway-secret-" + "x" * 32
 ISSUER = "dialogue-e2e"
 MAX_BODY = 8192
+#: Rate limits that never bite: tests that drive load are not about them.
+LOOSE_LIMITS = {
+    f"RATE_{name}": "1000000/1"
+    for name in (
+        "SIGN_UP_PER_ADDRESS",
+        "SIGN_IN_PER_ADDRESS",
+        "SIGN_IN_PER_USER",
+        "CHATS_PER_ADDRESS",
+        "CHATS_PER_USER",
+        "MESSAGES_PER_ADDRESS",
+        "MESSAGES_PER_USER",
+    )
+} | {"SIGNIN_ADDRESS_MAX_FAILURES": "0", "SIGNIN_GLOBAL_MAX_FAILURES": "0"}
 
 
 class GatewayProcess:
@@ -59,6 +72,24 @@ class GatewayProcess:
                 await asyncio.sleep(0.2)
         raise AssertionError(f"gateway not ready after {within:.0f}s{self.tail()}")
 
+    async def wait_serving(self, within: float = 60.0) -> GatewayProcess:
+        """Return once GET /health answers (a gateway without workers is never ready)."""
+        deadline = time.monotonic() + within
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                assert self.proc is not None and self.proc.poll() is None, self.tail()
+                try:
+                    async with http.get(f"{self.url}/health") as resp:
+                        if resp.status == 200:
+                            return self
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"gateway not serving after {within:.0f}s{self.tail()}")
+
+    def log_lines(self) -> list[str]:
+        return self.log_file.read_text(errors="replace").splitlines()
+
     def tail(self, lines: int = 30) -> str:
         text = self.log_file.read_text(errors="replace").splitlines()[-lines:]
         return f"\nlog {self.log_file}:\n" + "\n".join(text)
@@ -96,6 +127,29 @@ def gateway_env(
         "ARGON2_TIME_COST": "1",
         "ARGON2_MEMORY_KIB": "1024",
         "ARGON2_PARALLELISM": "1",
+        **LOOSE_LIMITS,
+    }
+
+
+def standalone_env(infra: LocalSettings, database: str, service: str) -> dict[str, str]:
+    """A gateway on the real MariaDB, Kafka and Consul whose WORKER_SERVICE has no worker."""
+    return {
+        "DIALOGUE_ENV": "local",
+        "LOG_LEVEL": "INFO",
+        "JWT_SECRET": JWT_SECRET,
+        "MYSQL_HOST": infra.host,
+        "MYSQL_PORT": str(infra.mysql_port),
+        "MYSQL_USER": infra.mysql_user,
+        "MYSQL_PASSWORD": infra.mysql_password,
+        "MYSQL_DATABASE": database,
+        "KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+        "TOPIC": f"{service}.messages",
+        "CONSUL_URL": infra.consul_url,
+        "WORKER_SERVICE": service,
+        "ARGON2_TIME_COST": "1",
+        "ARGON2_MEMORY_KIB": "1024",
+        "ARGON2_PARALLELISM": "1",
+        **LOOSE_LIMITS,
     }
 
 

@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator, Mapping
 from importlib.metadata import distribution
 from pathlib import Path
@@ -27,11 +28,13 @@ from infra.docker import dotenv
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 MONGO_INIT = REPO / "infra" / "docker" / "mongo-init.js"
+CONSUL_DIR = REPO / "infra" / "docker" / "consul"
 PUBLISHED = {"gateway": 8007, "consul": 8500}
-ONE_SHOT = {"mongo-init"}
+ONE_SHOT = {"mongo-init", "consul-acl-init"}
 WORKER, GATEWAY = "dialogue_worker", "gateway"
 MONGO_SERVERS = ["cfg1", *(f"shard{n}{m}" for n in (1, 2, 3) for m in "ab")]
-DATA = {"kafka", "consul", "mysql", "mongos", "mongo-init", *MONGO_SERVERS}
+DATA = {"kafka", "consul", "consul-acl-init", "mysql", "mongos", "mongo-init", *MONGO_SERVERS}
+CONSUL_TOKENS = ("MANAGEMENT", "AGENT", "WORKER", "GATEWAY")
 
 _VAR = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 
@@ -253,7 +256,9 @@ def test_dot_env_is_written_once_with_random_secrets(tmp_path: Path) -> None:
     assert dotenv.main([str(target)]) == 0
     first = dotenv.parse(target.read_text())
     assert all(len(first[name]) >= 40 for name in dotenv.SECRETS)
-    assert len({first[name] for name in dotenv.SECRETS}) == len(dotenv.SECRETS)
+    assert all(uuid.UUID(first[name]).version == 4 for name in dotenv.UUID_SECRETS)
+    every = (*dotenv.SECRETS, *dotenv.UUID_SECRETS)
+    assert len({first[name] for name in every}) == len(every)
     assert first["MONGO_DB"] == "dialogue"
     assert target.stat().st_mode & 0o777 == 0o600
     assert dotenv.main([str(target)]) == 0
@@ -445,3 +450,87 @@ def test_mongo_init_script_builds_the_cluster_and_shards_the_app_database(
     first, second = report["runs"]
     assert first.count("replSetInitiate") == 4 and first.count("addShard") == 3
     assert "replSetInitiate" not in second and "addShard" not in second
+
+
+# --- Consul with ACLs ----------------------------------------------------------------------
+
+
+def _acl_config(services: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    config: dict[str, Any] = json.loads(environment(services["consul"])["CONSUL_LOCAL_CONFIG"])
+    return config
+
+
+def _rules(policy: str) -> dict[tuple[str, str], str]:
+    """{(resource, name): policy} of an ACL policy file (the HCL subset these files use)."""
+    text = (CONSUL_DIR / policy).read_text()
+    blocks = re.findall(r'(\w+)\s+"([^"]*)"\s*\{\s*policy\s*=\s*"(\w+)"\s*\}', text)
+    body = re.sub(r"#.*", "", text)
+    assert len(blocks) == body.count("{"), f"{policy}: unparsed rules"
+    return {(kind, name): level for kind, name, level in blocks}
+
+
+def test_consul_runs_with_acls_on_and_deny_by_default(
+    services: dict[str, dict[str, Any]], dot_env: dict[str, str]
+) -> None:
+    acl = _acl_config(services)["acl"]
+    assert acl["enabled"] is True and acl["default_policy"] == "deny"
+    assert acl["tokens"]["initial_management"] == dot_env["CONSUL_MANAGEMENT_TOKEN"]
+    assert "agent" not in acl["tokens"]  # the agent gets its own, weaker token from the job
+
+
+def test_every_app_has_its_own_consul_token(
+    services: dict[str, dict[str, Any]], dot_env: dict[str, str]
+) -> None:
+    worker, gateway = environment(services[WORKER]), environment(services[GATEWAY])
+    assert worker["CONSUL_TOKEN"] == dot_env["CONSUL_WORKER_TOKEN"]
+    assert gateway["CONSUL_TOKEN"] == dot_env["CONSUL_GATEWAY_TOKEN"]
+    tokens = {dot_env[f"CONSUL_{role}_TOKEN"] for role in CONSUL_TOKENS}
+    assert len(tokens) == len(CONSUL_TOKENS)
+    for value in tokens:
+        uuid.UUID(value)  # Consul takes only UUIDs as SecretIDs
+
+
+def test_acl_policies_are_least_privilege(services: dict[str, dict[str, Any]]) -> None:
+    service = environment(services[WORKER])["WORKER_SERVICE"]
+    assert environment(services[GATEWAY])["WORKER_SERVICE"] == service
+    assert _rules("worker-policy.hcl") == {
+        ("service", service): "write",
+        ("node_prefix", ""): "read",
+    }
+    assert _rules("gateway-policy.hcl") == {
+        ("service", service): "read",
+        ("node_prefix", ""): "read",
+    }
+    agent = _rules("agent-policy.hcl")
+    assert agent[("node_prefix", "")] == "write"
+    assert all(level == "read" for key, level in agent.items() if key[0] != "node_prefix")
+
+
+def test_the_acl_job_creates_every_token_before_the_apps_start(
+    raw: dict[str, Any], services: dict[str, dict[str, Any]], dot_env: dict[str, str]
+) -> None:
+    job = services["consul-acl-init"]
+    assert job["image"] == services["consul"]["image"]
+    assert job["depends_on"] == {"consul": {"condition": "service_healthy"}}
+    mount = next(v for v in job["volumes"] if v.startswith("./infra/docker/consul:"))
+    target = mount.split(":")[1]
+    assert job["entrypoint"][-1] == f"{target}/acl-init.sh"
+    env = environment(job)
+    assert env["CONSUL_HTTP_TOKEN"] == dot_env["CONSUL_MANAGEMENT_TOKEN"]
+    for role in ("AGENT", "WORKER", "GATEWAY"):
+        assert env[f"CONSUL_{role}_TOKEN"] == dot_env[f"CONSUL_{role}_TOKEN"]
+    script = (CONSUL_DIR / "acl-init.sh").read_text()
+    for policy in ("agent-policy.hcl", "worker-policy.hcl", "gateway-policy.hcl"):
+        assert policy in script
+    assert "set-agent-token agent" in script
+    for app in (WORKER, GATEWAY):
+        assert services[app]["depends_on"]["consul-acl-init"]["condition"] == (
+            "service_completed_successfully"
+        )
+        assert "consul" not in services[app]["depends_on"]
+    sh = shutil.which("sh")
+    assert sh is not None
+    subprocess.run([sh, "-n", str(CONSUL_DIR / "acl-init.sh")], check=True)
+    for secret in ("CONSUL_MANAGEMENT_TOKEN", *(f"CONSUL_{r}_TOKEN" for r in CONSUL_TOKENS)):
+        uses = re.findall(r"\$\{" + secret + r"(:\?|:-|\})", COMPOSE_FILE.read_text())
+        assert uses and set(uses) == {":?"}, secret

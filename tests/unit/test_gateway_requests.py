@@ -23,8 +23,9 @@ def _code(call: Any, *args: Any) -> ErrorCode:
 
 
 def test_sign_up_accepts_a_good_body() -> None:
-    form = parse_sign_up(GOOD)
-    assert (form.username, form.password, form.gender) == ("alice", "secret1", "f")
+    form = parse_sign_up({**GOOD, "username": "Alice"})
+    assert (form.username.display, form.username.canonical) == ("Alice", "alice")
+    assert (form.password, form.gender) == ("secret1", "f")
 
 
 @pytest.mark.parametrize(
@@ -53,7 +54,7 @@ def test_sign_up_bounds_are_inclusive() -> None:
 
 def test_sign_in_ignores_extra_fields_and_needs_strings() -> None:
     creds = parse_sign_in({"username": "alice", "password": "secret1", "extra": 1})
-    assert (creds.username, creds.password) == ("alice", "secret1")
+    assert (creds.username.canonical, creds.password) == ("alice", "secret1")
     assert _code(parse_sign_in, {"username": "alice"}) is ErrorCode.MALFORMED
 
 

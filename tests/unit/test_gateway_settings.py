@@ -63,3 +63,34 @@ def test_production_is_the_default_mode(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.delenv("DIALOGUE_ENV", raising=False)
     with pytest.raises(ValidationError, match="refusing to start"):
         _settings(monkeypatch, {})
+
+
+def test_limits_and_proxies_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        **PRODUCTION,
+        "RATE_MESSAGES_PER_USER": "5/2",
+        "RATE_SIGN_UP_PER_ADDRESS": "off",
+        "TRUSTED_PROXIES": "10.0.0.0/8, fd00::/8",
+        "CONSUL_TOKEN": "3f0c1f7e-1111-4222-8333-944445555666",
+    }
+    settings = _settings(monkeypatch, env)
+    assert (settings.rate_messages_per_user.capacity, settings.rate_messages_per_user.period) == (
+        5,
+        2.0,
+    )
+    assert settings.rate_sign_up_per_address.unlimited
+    assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "fd00::/8"]
+    assert settings.consul_token is not None and "3f0c" not in repr(settings)
+    monkeypatch.delenv("TRUSTED_PROXIES")
+    assert _settings(monkeypatch, PRODUCTION).trusted_proxies == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("RATE_CHATS_PER_USER", "lots"), ("RATE_CHATS_PER_USER", "0/0"), ("TRUSTED_PROXIES", "x")],
+)
+def test_bad_limits_are_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    with pytest.raises(ValidationError):
+        _settings(monkeypatch, {**PRODUCTION, name: value})

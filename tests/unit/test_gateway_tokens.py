@@ -100,3 +100,9 @@ def test_bearer_header(header: str | None, code: ErrorCode) -> None:
 
 def test_bearer_header_token() -> None:
     assert bearer_token("bearer abc.def.ghi") == "abc.def.ghi"
+
+
+@pytest.mark.parametrize("user_id", [0, -1, 2**63, 10**30])
+def test_a_signed_token_with_a_user_id_out_of_range_is_4011(user_id: int) -> None:
+    token = codec.issue(user_id, "alice", time.time()).token
+    assert _code(token) is ErrorCode.BAD_TOKEN

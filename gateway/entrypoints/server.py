@@ -1,0 +1,180 @@
+"""The HTTP server under the app: a connection cap, and JSON for what aiohttp rejects.
+
+aiohttp answers a request its parser refuses (a broken request line or header) before
+any middleware runs, in plain text. `GatewayRequestHandler` answers those with the
+platform's error body instead, logs them as one debug line rather than an ERROR
+traceback, and closes connections beyond MAX_CONNECTIONS as soon as they are accepted.
+`GatewayRunner` is an `AppRunner` whose server makes these handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_log import AccessLogger
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+
+from contracts.errors import ErrorCode
+from gateway.entrypoints.headers import secure
+from gateway.entrypoints.http import error_response
+from gateway.logs import clip
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two "connections refused" warnings (the count is in each line).
+REFUSAL_LOG_EVERY = 10.0
+#: Seconds an unread request body is still drained after the answer before closing.
+LINGER = 1.0
+
+_STATUS_CODES = {
+    408: ErrorCode.REQUEST_TIMEOUT,
+    413: ErrorCode.TOO_LARGE,
+}
+_MESSAGES = {
+    ErrorCode.MALFORMED: "malformed HTTP request",
+    ErrorCode.REQUEST_TIMEOUT: "request did not arrive in time",
+    ErrorCode.TOO_LARGE: "request too large",
+    ErrorCode.INTERNAL: "internal error",
+}
+
+
+def parser_error_code(status: int) -> ErrorCode:
+    """The platform code for a status aiohttp's parser or server chose."""
+    if status >= 500:
+        return ErrorCode.INTERNAL
+    return _STATUS_CODES.get(status, ErrorCode.MALFORMED)
+
+
+class ConnectionCap:
+    """How many connections are open, and the throttled log of refused ones."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self.refused = 0
+        self._unlogged = 0
+        self._logged_at = -REFUSAL_LOG_EVERY
+
+    def refuse(self) -> None:
+        self.refused += 1
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._logged_at >= REFUSAL_LOG_EVERY:
+            log.warning(
+                "refused %d connection(s): %d open is MAX_CONNECTIONS",
+                self._unlogged,
+                self.limit,
+            )
+            self._logged_at, self._unlogged = now, 0
+
+
+class GatewayRequestHandler(RequestHandler):
+    """aiohttp's protocol with a connection cap and JSON error answers."""
+
+    def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._cap = manager.cap
+        self._admitted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._cap.open >= self._cap.limit:
+            self._cap.refuse()
+            transport.close()
+            return
+        self._admitted = True
+        self._cap.open += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
+        self._cap.open -= 1
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._admitted:
+            super().data_received(data)
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        """A client that breaks its body or goes away is one debug line, not an ERROR."""
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, RequestPayloadError | ConnectionError):
+            log.debug("client sent a broken body or went away: %s", clip(str(exc)))
+            return
+        super().log_exception(*args, **kwargs)
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # an answer is on its way: aiohttp gives up
+            return super().handle_error(request, status, exc, message)
+        code = parser_error_code(status)
+        if isinstance(exc, ConnectionError):
+            log.debug("client went away: %s", clip(str(exc)))
+        elif code is ErrorCode.INTERNAL:
+            log.error("error outside the app's handlers", exc_info=exc)
+        else:
+            log.debug("refused a malformed request (%d): %s", status, clip(message or str(exc)))
+        response = error_response(code, _MESSAGES[code])
+        secure(response)
+        response.force_close()
+        return response
+
+
+class GatewayServer(web.Server):
+    """aiohttp's low-level server making `GatewayRequestHandler`s."""
+
+    def __init__(self, handler: Any, *, cap: ConnectionCap, **kwargs: Any) -> None:
+        self.cap = cap
+        server_only = ("request_factory", "handler_cancellation", "loop")
+        self._handler_args = {k: v for k, v in kwargs.items() if k not in server_only}
+        super().__init__(handler, **kwargs)
+
+    def __call__(self) -> RequestHandler:
+        return GatewayRequestHandler(self, loop=asyncio.get_running_loop(), **self._handler_args)
+
+
+class GatewayRunner(web.AppRunner):
+    """An AppRunner whose server caps connections and answers parser errors in JSON.
+
+    `header_timeout` bounds how long a connection may take to deliver a complete
+    request head, from its opening or after the previous answer (aiohttp's keep-alive
+    timer closes a connection still waiting for a head when it fires).
+    """
+
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        max_connections: int,
+        header_timeout: float,
+        access_log_class: type[AbstractAccessLogger] = AccessLogger,
+        shutdown_timeout: float = 15.0,
+    ) -> None:
+        self._handler_kwargs: dict[str, Any] = {
+            "keepalive_timeout": header_timeout,
+            "lingering_time": LINGER,
+            "access_log_class": access_log_class,
+        }
+        super().__init__(app, shutdown_timeout=shutdown_timeout, **self._handler_kwargs)
+        self.cap = ConnectionCap(max_connections)
+
+    async def _make_server(self) -> web.Server:
+        plain = await super()._make_server()  # runs the app's start-up, freezes it
+        return GatewayServer(
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation,
+            cap=self.cap,
+            **self._handler_kwargs,
+        )

@@ -1,0 +1,130 @@
+"""The gateway's worker client over the real Consul and HTTP: a 4xx-class answer is the
+caller's problem, never the worker's, so it never ejects the worker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import orjson
+import pytest
+from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from contracts.errors import ErrorCode, error_body
+from contracts.ids import new_id
+from discovery import (
+    WORKER_META_APP_ID,
+    WORKER_TAG,
+    BalancedClient,
+    HealthReport,
+    Registrar,
+    Registration,
+    ServiceWatch,
+)
+from gateway.adapters.workers import WorkerClient
+from gateway.errors import GatewayError
+from infra.local import LocalSettings
+from tests.support.private import free_port
+from tests.support.waiting import eventually
+
+CLIENT_CODES = [code for code in ErrorCode if code.status < 500]
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    body: bytes = b"{}"
+
+
+async def _passing() -> HealthReport:
+    return HealthReport.passing()
+
+
+@dataclass
+class FakeWorker:
+    answer: Answer
+    client: WorkerClient
+
+
+@pytest.fixture(scope="module")
+async def worker(infra: LocalSettings, unique: Callable[[str], str]) -> AsyncIterator[FakeWorker]:
+    """An HTTP server registered as a dialogue worker, answering whatever `answer` says."""
+    answer = Answer()
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(status=answer.status, body=answer.body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    service = unique("w4xx")
+    registration = Registration(
+        f"{service}-1",
+        "127.0.0.1",
+        port,
+        "1",
+        service=service,
+        tags=(WORKER_TAG,),
+        meta={WORKER_META_APP_ID: "dialogue-worker"},
+    )
+    registrar = Registrar(infra.consul_url, registration, _passing)
+    watch = ServiceWatch(
+        infra.consul_url, service, require_tag=WORKER_TAG, require_meta=(WORKER_META_APP_ID,)
+    )
+    balanced = BalancedClient(watch, cooldown=60.0)
+    await registrar.start()
+    await watch.start()
+    await balanced.start()
+    try:
+        await eventually(lambda: watch.instances, what="the fake worker in the watch")
+        yield FakeWorker(answer, WorkerClient(balanced))
+    finally:
+        await balanced.stop()
+        await watch.stop()
+        await registrar.stop()
+        await runner.cleanup()
+
+
+def _untouched(worker: FakeWorker) -> None:
+    (view,) = worker.client.instances()
+    assert view.healthy and view.failures == 0 and view.ejections == 0, view
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(code=st.sampled_from(CLIENT_CODES), message=st.text(max_size=200))
+async def test_a_worker_error_of_the_client_class_passes_through_and_ejects_nothing(
+    worker: FakeWorker, code: ErrorCode, message: str
+) -> None:
+    worker.answer.status, worker.answer.body = code.status, orjson.dumps(error_body(code, message))
+    with pytest.raises(GatewayError) as caught:
+        await worker.client.chat(1, new_id())
+    assert caught.value.code is code
+    _untouched(worker)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(status=st.integers(400, 499), body=st.binary(max_size=100))
+async def test_any_4xx_answer_ejects_nothing(worker: FakeWorker, status: int, body: bytes) -> None:
+    worker.answer.status, worker.answer.body = status, body
+    with pytest.raises(GatewayError):
+        await worker.client.chat(1, new_id())
+    _untouched(worker)
+
+
+async def test_a_5xx_answer_does_eject_the_worker(worker: FakeWorker) -> None:
+    """The contrast that shows the tests above would see an ejection."""
+    worker.answer.status, worker.answer.body = 500, b"{}"
+    with pytest.raises(GatewayError) as caught:
+        await worker.client.chat(1, new_id())
+    assert caught.value.code is ErrorCode.NO_WORKER
+    (view,) = worker.client.instances()
+    assert view.ejections == 1 and not view.healthy

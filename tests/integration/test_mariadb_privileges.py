@@ -1,0 +1,72 @@
+"""Least privilege on the shared MariaDB: the project account owns its databases and
+nothing else, and no superuser answers over TCP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import aiomysql
+import pymysql
+import pytest
+
+from infra.local import LocalSettings
+from infra.local.mariadb import MariaDB
+from tests.support.gateway import mysql_execute
+
+
+async def _project(infra: LocalSettings) -> aiomysql.Connection:
+    return await aiomysql.connect(
+        host=infra.host,
+        port=infra.mysql_port,
+        user=infra.mysql_user,
+        password=infra.mysql_password,
+        autocommit=True,
+    )
+
+
+async def test_the_project_account_has_no_server_wide_rights(infra: LocalSettings) -> None:
+    conn = await _project(infra)
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute("SHOW GRANTS")
+            grants = [row[0] for row in await cur.fetchall()]
+            for statement in (
+                "CREATE DATABASE other_db_of_someone",
+                "SELECT User FROM mysql.user",
+                "CREATE USER intruder@'%'",
+            ):
+                with pytest.raises(pymysql.err.OperationalError) as refused:
+                    await cur.execute(statement)
+                assert refused.value.args[0] in (1044, 1142, 1227), statement
+    finally:
+        conn.close()
+    assert not any("ON *.*" in g and "USAGE" not in g for g in grants), grants
+    assert any(f"ON `{infra.mysql_database}`.*" in g for g in grants), grants
+
+
+async def test_the_project_account_creates_and_drops_test_databases(
+    infra: LocalSettings, unique: Callable[[str], str]
+) -> None:
+    for prefix in ("gw", "faults", infra.mysql_database):
+        name = unique(f"{prefix}_priv").replace("-", "_")
+        await mysql_execute(infra, f"CREATE DATABASE `{name}`")
+        await mysql_execute(infra, f"DROP DATABASE `{name}`")
+
+
+@pytest.mark.parametrize("password", ["", "root", "dialogue-local"])
+def test_no_superuser_answers_over_tcp(infra: LocalSettings, password: str) -> None:
+    with pytest.raises(pymysql.err.OperationalError) as refused:
+        pymysql.connect(host=infra.host, port=infra.mysql_port, user="root", password=password)
+    assert refused.value.args[0] == 1045
+
+
+def test_infra_keeps_its_own_superuser_session_over_the_socket(infra: LocalSettings) -> None:
+    conn = MariaDB(infra)._root()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT plugin FROM mysql.user WHERE User = 'root' AND Host = 'localhost'")
+            assert cur.fetchone() == ("unix_socket",)
+            cur.execute("SELECT COUNT(*) FROM mysql.user WHERE User = 'root'")
+            assert cur.fetchone() == (1,)
+    finally:
+        conn.close()

@@ -1,0 +1,145 @@
+"""Hand-written fakes of the gateway's adapters: users, hasher, Kafka bus and workers."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+from contracts.api import Chat, Message, Page
+from contracts.errors import ErrorCode
+from contracts.ids import new_id
+from contracts.records import MessageRecord
+from gateway.bootstrap import Adapters
+from gateway.domain.requests import Paging
+from gateway.domain.usernames import Username
+from gateway.domain.users import Gender, User
+from gateway.errors import GatewayError
+from gateway.services.ports import InstanceView
+from gateway.settings import GatewaySettings
+
+
+class FakeUsers:
+    def __init__(self) -> None:
+        self.users: dict[int, User] = {}
+        self.canonical: dict[str, int] = {}
+        self.ids = itertools.count(1)
+        self.down = False
+        self.lookups: list[str] = []
+
+    def _check(self) -> None:
+        if self.down:
+            raise GatewayError(ErrorCode.USER_STORE_UNAVAILABLE, "user store unavailable")
+
+    async def add(self, username: Username, password_hash: str, gender: Gender) -> User:
+        self._check()
+        if username.canonical in self.canonical:
+            raise GatewayError(ErrorCode.USERNAME_TAKEN, "username is taken")
+        user = User(next(self.ids), username.display, password_hash, gender, 1_700_000_000)
+        self.users[user.id] = user
+        self.canonical[username.canonical] = user.id
+        return user
+
+    async def by_username(self, username: Username) -> User | None:
+        self._check()
+        self.lookups.append(username.display)
+        uid = self.canonical.get(username.canonical)
+        return None if uid is None else self.users[uid]
+
+    async def by_id(self, user_id: int) -> User | None:
+        self._check()
+        return self.users.get(user_id)
+
+    async def unknown(self, user_ids: Iterable[int]) -> set[int]:
+        self._check()
+        return set(user_ids) - set(self.users)
+
+    async def ping(self) -> None:
+        self._check()
+
+
+class FakeHasher:
+    async def hash(self, password: str) -> str:
+        return f"hashed:{password}"
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        return password_hash == f"hashed:{password}"
+
+
+class FakeBus:
+    def __init__(self) -> None:
+        self.records: list[MessageRecord] = []
+        self.down = False
+
+    async def publish(self, record: MessageRecord) -> None:
+        if self.down:
+            raise GatewayError(ErrorCode.BUS_UNAVAILABLE, "message bus unavailable")
+        self.records.append(record)
+
+    async def ready(self) -> bool:
+        return not self.down
+
+
+class FakeWorkers:
+    """An in-memory worker API with the worker's error codes."""
+
+    def __init__(self, bus: FakeBus) -> None:
+        self.chats_by_id: dict[str, Chat] = {}
+        self.bus = bus
+        self.calls: list[str] = []
+        self.crash = False
+
+    def _chat(self, uid: int, cid: str) -> Chat:
+        if self.crash:
+            raise RuntimeError("boom")
+        chat = self.chats_by_id.get(cid)
+        if chat is None:
+            raise GatewayError(ErrorCode.NOT_FOUND, "chat not found")
+        if uid not in chat.users:
+            raise GatewayError(ErrorCode.NOT_MEMBER, "user does not belong to chat")
+        return chat
+
+    async def chat(self, uid: int, cid: str) -> Chat:
+        self.calls.append("chat")
+        return self._chat(uid, cid)
+
+    async def chats(self, uid: int, paging: Paging) -> Page[Chat]:
+        mine = [c for c in self.chats_by_id.values() if uid in c.users]
+        return Page[Chat](data=sorted(mine, key=lambda c: c.id, reverse=True)[: paging.limit])
+
+    async def create_chat(self, users: list[int]) -> Chat:
+        chat = Chat(id=new_id(), users=users, createdAt=1_700_000_000)
+        self.chats_by_id[chat.id] = chat
+        return chat
+
+    async def add_users(self, uid: int, cid: str, users: list[int]) -> Chat:
+        chat = self._chat(uid, cid)
+        merged = Chat(id=cid, users=list(dict.fromkeys(chat.users + users)), createdAt=1)
+        self.chats_by_id[cid] = merged
+        return merged
+
+    async def messages(self, uid: int, cid: str, paging: Paging) -> Page[Message]:
+        self._chat(uid, cid)
+        found = [
+            Message(id=r.id, cid=r.cid, uid=r.uid, createdAt=r.createdAt, text=r.text)
+            for r in reversed(self.bus.records)
+            if r.cid == cid
+        ]
+        return Page[Message](data=found[: paging.limit])
+
+    async def ping(self) -> None:
+        pass
+
+    def instances(self) -> list[InstanceView]:
+        return [InstanceView("w1", "http://127.0.0.1:1", 3, 0, 0, True)]
+
+
+class World:
+    def __init__(self) -> None:
+        self.users = FakeUsers()
+        self.bus = FakeBus()
+        self.workers = FakeWorkers(self.bus)
+
+    @asynccontextmanager
+    async def adapters(self, settings: GatewaySettings) -> AsyncIterator[Adapters]:
+        yield Adapters(self.users, FakeHasher(), self.bus, self.workers)

@@ -1,0 +1,225 @@
+"""The HTTP edge's defences, with fakes behind it: rate limits, sign-in throttling by
+canonical name and address, slow bodies, and the headers every answer carries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from tests.support.gateway_fakes import World
+from tests.support.usernames import ISSUE_VARIANTS, variants
+
+Client = TestClient[web.Request, web.Application]
+PASSWORD = "secret1"
+LOOSE = "1000000/1"
+
+
+def _settings(**overrides: Any) -> GatewaySettings:
+    rates = {
+        name: LOOSE
+        for name in GatewaySettings.model_fields
+        if name.startswith("rate_") and name != "rate_limit_max_keys"
+    }
+    return GatewaySettings.model_validate(
+        {"dialogue_env": "local", "max_body_bytes": 2048, **rates, **overrides}
+    )
+
+
+@asynccontextmanager
+async def _client(world: World, **overrides: Any) -> AsyncIterator[Client]:
+    app = create_app(_settings(**overrides), adapters=world.adapters)
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+async def _code(response: Any) -> str:
+    body = await response.json()
+    assert response.status == int(body["code"][:3])
+    return str(body["code"])
+
+
+async def _sign_up(client: Client, name: str) -> str:
+    body = {"username": name, "password": PASSWORD, "passwordConfirm": PASSWORD, "gender": "f"}
+    response = await client.post("/v1/auth/sign-up", json=body)
+    assert response.status == 201, await response.text()
+    return str((await response.json())["token"])
+
+
+async def _sign_in(client: Client, name: str, password: str = PASSWORD) -> Any:
+    return await client.post("/v1/auth/sign-in", json={"username": name, "password": password})
+
+
+async def _lock_out(client: Client, name: str, failures: int) -> None:
+    for _ in range(failures):
+        assert await _code(await _sign_in(client, name, "wrong-password")) == "4011"
+    locked = await _sign_in(client, name)
+    assert await _code(locked) == "4290" and int(locked.headers["Retry-After"]) >= 1
+
+
+async def test_issue_variants_of_a_locked_out_name_get_4290_or_4000() -> None:
+    world = World()
+    async with _client(world, signin_max_failures=3) as client:
+        await _sign_up(client, "alice")
+        await _lock_out(client, "alice", 3)
+        wide, bold = "\uff41\uff4c\uff49\uff43\uff45", "\U0001d41alice"
+        for variant in [*ISSUE_VARIANTS, "ALICE", "Alice", bold, wide]:
+            response = await _sign_in(client, variant)
+            assert await _code(response) in ("4290", "4000"), variant
+
+
+@pytest.fixture(scope="module")
+async def locked() -> AsyncIterator[tuple[Client, World]]:
+    world = World()
+    async with _client(world, signin_max_failures=3) as client:
+        await _sign_up(client, "alice")
+        await _lock_out(client, "alice", 3)
+        yield client, world
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(variant=variants("alice"))
+async def test_no_variant_of_a_locked_out_name_signs_in(
+    locked: tuple[Client, World], variant: str
+) -> None:
+    client, world = locked
+    before = len(world.users.lookups)
+    code = await _code(await _sign_in(client, variant))
+    assert code in ("4290", "4000"), repr(variant)
+    assert len(world.users.lookups) == before  # refused before the user store
+
+
+@pytest.mark.parametrize("name", ["alice\u0000", " alice", "al\u200bice", "ali\u0441e", "x" * 300])
+async def test_sign_in_refuses_what_sign_up_refuses_without_the_user_store(name: str) -> None:
+    world = World()
+    async with _client(world) as client:
+        assert await _code(await _sign_in(client, name)) == "4000"
+    assert world.users.lookups == []
+
+
+async def test_an_address_that_fails_too_often_is_locked_out_for_every_name() -> None:
+    world = World()
+    async with _client(world, signin_address_max_failures=4, signin_max_failures=100) as client:
+        await _sign_up(client, "bobby")
+        for n in range(4):
+            await _sign_in(client, f"victim{n}", "wrong-password")
+        refused = await _sign_in(client, "bobby")
+        assert await _code(refused) == "4290"
+        assert "address" in (await refused.json())["message"]
+
+
+async def test_the_global_budget_refuses_sign_ins_once_spent() -> None:
+    world = World()
+    overrides = {"signin_global_max_failures": 3, "trusted_proxies": "127.0.0.0/8"}
+    async with _client(world, **overrides) as client:
+        await _sign_up(client, "bobby")
+        for n in range(3):
+            body = {"username": f"victim{n}", "password": "wrong-password"}
+            headers = {"X-Forwarded-For": f"198.51.100.{n}"}
+            await client.post("/v1/auth/sign-in", json=body, headers=headers)
+        refused = await _sign_in(client, "bobby")
+        assert await _code(refused) == "4290"
+        assert "server" in (await refused.json())["message"]
+
+
+async def test_sign_up_is_rate_limited_per_address() -> None:
+    world = World()
+    overrides = {"rate_sign_up_per_address": "2/60", "trusted_proxies": "127.0.0.1"}
+    async with _client(world, **overrides) as client:
+        await _sign_up(client, "user1")
+        await _sign_up(client, "user2")
+        body = {"username": "user3", "password": PASSWORD, "passwordConfirm": PASSWORD}
+        refused = await client.post("/v1/auth/sign-up", json={**body, "gender": "m"})
+        assert await _code(refused) == "4290" and refused.headers["Retry-After"] == "30"
+        elsewhere = await client.post(
+            "/v1/auth/sign-up",
+            json={**body, "gender": "m"},
+            headers={"X-Forwarded-For": "203.0.113.5"},
+        )
+        assert elsewhere.status == 201
+
+
+async def test_sign_in_is_rate_limited_per_username_and_per_address() -> None:
+    world = World()
+    async with _client(world, rate_sign_in_per_user="2/60") as client:
+        await _sign_up(client, "alice")
+        for _ in range(2):
+            assert (await _sign_in(client, "ALICE")).status == 200
+        assert await _code(await _sign_in(client, "alice")) == "4290"
+    async with _client(World(), rate_sign_in_per_address="2/60") as client:
+        for n in range(2):
+            await _sign_in(client, f"someone{n}")
+        assert await _code(await _sign_in(client, "someone9")) == "4290"
+
+
+async def test_chat_creation_and_message_posts_are_rate_limited_per_user() -> None:
+    world = World()
+    overrides = {"rate_chats_per_user": "1/60", "rate_messages_per_user": "2/10"}
+    async with _client(world, **overrides) as client:
+        alice, bobby = await _sign_up(client, "alice"), await _sign_up(client, "bobby")
+        auth_a, auth_b = {"Authorization": f"Bearer {alice}"}, {"Authorization": f"Bearer {bobby}"}
+        created = await client.post("/v1/chats", json={"users": [1, 2]}, headers=auth_a)
+        cid = (await created.json())["id"]
+        again = await client.post("/v1/chats", json={"users": [1, 2]}, headers=auth_a)
+        assert await _code(again) == "4290" and again.headers["Retry-After"] == "60"
+        assert (await client.post("/v1/chats", json={"users": [1, 2]}, headers=auth_b)).ok
+        url = f"/v1/chats/{cid}/messages"
+        for _ in range(2):
+            assert (await client.post(url, json={"txt": "hi"}, headers=auth_a)).status == 202
+        refused = await client.post(url, json={"txt": "hi"}, headers=auth_a)
+        assert await _code(refused) == "4290" and refused.headers["Retry-After"] == "5"
+        assert (await client.post(url, json={"txt": "hi"}, headers=auth_b)).status == 202
+    assert len(world.bus.records) == 3
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_4080_and_closes() -> None:
+    never = asyncio.Event()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield b'{"username": "ali'
+        await never.wait()
+
+    async with _client(World(), body_timeout=0.3) as client:
+        response = await client.post("/v1/auth/sign-in", data=stalled())
+        assert await _code(response) == "4080"
+        assert response.headers.get("Connection", "").lower() == "close"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/health"),
+        ("GET", "/nope"),
+        ("POST", "/v1/auth/sign-in"),
+        ("GET", "/v1/users/me"),
+        ("GET", "/v1/openapi.json"),
+        ("DELETE", "/v1/chats"),
+    ],
+)
+async def test_every_answer_carries_the_security_headers(method: str, path: str) -> None:
+    async with _client(World()) as client:
+        response = await client.request(method, path, data=b"{}")
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["Content-Security-Policy"] == (
+            "default-src 'none'; frame-ancestors 'none'"
+        )
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=60)
+async def test_any_body_to_the_auth_routes_is_a_json_answer(body: bytes) -> None:
+    async with _client(World()) as client:
+        for path in ("/v1/auth/sign-in", "/v1/auth/sign-up"):
+            response = await client.post(path, data=body)
+            assert response.status < 500
+            assert response.content_type == "application/json"

@@ -1,0 +1,144 @@
+"""Usernames: the canonical form, the throttle key, sign-up rules and sign-in refusals."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from contracts.errors import ErrorCode
+from gateway.domain.usernames import (
+    SIGN_IN_MAX,
+    canonical,
+    mixes_scripts,
+    refusal,
+    sign_in_name,
+    throttle_key,
+    username,
+)
+from gateway.errors import GatewayError
+from tests.support.usernames import ISSUE_VARIANTS, variants
+
+
+def _refused(name: str) -> bool:
+    try:
+        sign_in_name(name)
+    except GatewayError as exc:
+        assert exc.code is ErrorCode.MALFORMED
+        return True
+    return False
+
+
+@given(st.text(max_size=60))
+@example("ﷺ")
+@example("Straße")
+@example("e\u034f\u0301x")
+def test_canonical_is_idempotent(name: str) -> None:
+    once = canonical(name)
+    assert canonical(once) == once
+    assert once == once.strip()
+    assert unicodedata.is_normalized("NFKC", once)
+
+
+@pytest.mark.parametrize("variant", ISSUE_VARIANTS)
+def test_the_issue_variants_of_alice_are_refused_or_share_alices_lockout(variant: str) -> None:
+    assert _refused(variant) or throttle_key(sign_in_name(variant).canonical) == "alice"
+
+
+@settings(max_examples=500)
+@given(
+    st.sampled_from(["alice", "Bobby", "carol_1", "dave-the-2nd"]).flatmap(
+        lambda name: st.tuples(st.just(name), variants(name))
+    )
+)
+def test_every_variant_of_a_name_is_refused_or_shares_its_lockout(pair: tuple[str, str]) -> None:
+    name, variant = pair
+    key = throttle_key(canonical(name))
+    assert _refused(variant) or throttle_key(sign_in_name(variant).canonical) == key
+
+
+@given(variants("alice"))
+def test_variants_without_invisible_or_padding_are_the_same_account_or_an_accented_one(
+    variant: str,
+) -> None:
+    if not _refused(variant):
+        name = sign_in_name(variant).canonical
+        bare = "".join(ch for ch in unicodedata.normalize("NFD", name) if ch.isascii())
+        assert bare == "alice"
+
+
+@given(st.text(max_size=SIGN_IN_MAX))
+def test_sign_in_refuses_exactly_what_sign_up_refuses(name: str) -> None:
+    assert _refused(name) == (refusal(name) is not None)
+    if not _refused(name):
+        assert username(name) == sign_in_name(name)
+
+
+@given(st.text(min_size=SIGN_IN_MAX + 1, max_size=SIGN_IN_MAX + 50))
+def test_sign_in_refuses_overlong_names(name: str) -> None:
+    assert _refused(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ali\u0441e",  # Cyrillic es
+        "p\u0430ypal",  # Cyrillic a
+        "\u0391lice",  # Greek capital alpha
+        "bob\u0430bob",
+        "\uff50\uff41\uff59\uff50\u0430l",  # full-width Latin and a Cyrillic a
+    ],
+)
+def test_sign_up_refuses_names_that_mix_scripts(name: str) -> None:
+    assert mixes_scripts(canonical(name))
+    with pytest.raises(GatewayError, match="mix scripts"):
+        username(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "alice_99",
+        "Анна-Мария",
+        "山田タロウさん",
+        "김민준kim",
+        "Ζωή.2024",
+        "José-Núñez",
+        "王小明abc",
+    ],
+)
+def test_sign_up_accepts_names_of_one_writing_system(name: str) -> None:
+    assert username(name).display == name
+
+
+@given(
+    st.text(st.characters(codec="utf-8", categories=["Ll", "Lu"]), min_size=5, max_size=30),
+)
+def test_accepted_names_keep_their_display_form_and_a_bounded_key(name: str) -> None:
+    if refusal(name) is None:
+        accepted = username(name)
+        assert accepted.display == name and 5 <= len(accepted.canonical) <= 30
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "al\u034fice",
+        "alice\ufe0f",
+        "ali\u3164ce",
+        "al\u00adice",
+        "\ufdfa",
+        "\uff21\uff22\uff23\uff24",
+    ],
+)
+def test_sign_up_refuses_invisible_characters_and_bad_normalised_lengths(name: str) -> None:
+    with pytest.raises(GatewayError):
+        username(name)
+
+
+def test_throttle_key_only_drops_accents() -> None:
+    assert throttle_key("álïçe") == "alice"
+    assert throttle_key("straße") == "straße"
+    assert throttle_key("анна") == "анна"
