@@ -24,9 +24,9 @@ import aiohttp
 import aiomysql
 
 from infra.local import LocalSettings
-from tests.support.gateway import GatewayProcess, gateway_env
-from tests.support.private import private_consul
-from tests.support.worker import WorkerProcess
+from infra.processes.gateway import GatewayProcess, gateway_env
+from infra.processes.private import private_consul
+from infra.processes.worker import WorkerProcess
 
 
 async def _drive(

@@ -34,7 +34,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from contracts.ids import new_id
 from contracts.records import MessageRecord
 from infra.local import LocalSettings
-from tests.support.worker import WorkerProcess, produce
+from infra.processes.worker import WorkerProcess, produce
 
 Mongo = AsyncMongoClient[dict[str, Any]]
 PARTITIONS = 12

@@ -25,8 +25,8 @@ import pytest
 
 from infra.dev.demo import TRY_IT
 from infra.local import LocalSettings, Stack
-from tests.support.private import free_range
-from tests.support.private import private_consul as private_consul_stack
+from infra.processes.private import free_range
+from infra.processes.private import private_consul as private_consul_stack
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN = {"Authorization": "Bearer local-only-admin-token"}

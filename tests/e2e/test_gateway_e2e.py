@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from infra.local import LocalSettings
-from tests.support.gateway import (
+from infra.processes.gateway import (
     ISSUER,
     JWT_SECRET,
     MAX_BODY,
@@ -31,8 +31,8 @@ from tests.support.gateway import (
     gateway_env,
     mysql_execute,
 )
-from tests.support.private import free_port, private_consul, private_stack
-from tests.support.worker import WorkerProcess
+from infra.processes.private import free_port, private_consul, private_stack
+from infra.processes.worker import WorkerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 

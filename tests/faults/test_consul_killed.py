@@ -12,8 +12,8 @@ import pytest
 
 from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.local import LocalSettings, Stack
+from infra.processes.private import private_consul
 from tests.support.faults import Load, Platform, check_written, outage, phase, summary
-from tests.support.private import private_consul
 
 OUTAGE = 20.0
 

@@ -21,10 +21,10 @@ from bson import ObjectId
 
 from contracts.records import UID_MAX, InvalidRecord, decode_record
 from infra.local import LocalSettings
+from infra.processes.worker import WorkerProcess, produce
 from tests.support.faults import SCALE, report
 from tests.support.hostile import EDGE_INTS, edge_values
 from tests.support.waiting import eventually
-from tests.support.worker import WorkerProcess, produce
 
 #: Members include users at the edges of the id range, so records at those edges are kept.
 MEMBERS = [11, 12, *(n for n in EDGE_INTS if 1 <= n <= UID_MAX and n not in (11, 12))]

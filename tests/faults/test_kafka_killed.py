@@ -9,6 +9,7 @@ from pathlib import Path
 import aiohttp
 
 from infra.local import LocalSettings
+from infra.processes.private import free_port, private_stack
 from tests.support.faults import (
     ConsulMonitor,
     Load,
@@ -18,7 +19,6 @@ from tests.support.faults import (
     phase,
     summary,
 )
-from tests.support.private import free_port, private_stack
 
 
 async def test_kafka_killed_and_restarted(

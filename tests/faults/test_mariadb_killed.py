@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 
 from infra.local import LocalSettings
+from infra.processes.private import free_port, private_stack
 from tests.support.faults import (
     FAST_FAIL,
     PASSWORD,
@@ -22,7 +23,6 @@ from tests.support.faults import (
     phase,
     summary,
 )
-from tests.support.private import free_port, private_stack
 
 
 async def sign_ins(

@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 
 from infra.local import LocalSettings
+from infra.processes.private import free_port, private_stack
 from tests.support.faults import (
     ConsulMonitor,
     Load,
@@ -19,7 +20,6 @@ from tests.support.faults import (
     phase,
     summary,
 )
-from tests.support.private import free_port, private_stack
 
 
 async def test_mongo_killed_for_ten_seconds(

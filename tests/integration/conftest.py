@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from infra.local import LocalSettings
-from tests.support.worker import WorkerProcess
+from infra.processes.worker import WorkerProcess
 
 
 @pytest.fixture(scope="module")

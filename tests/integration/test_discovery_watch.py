@@ -25,7 +25,7 @@ from discovery import (
 )
 from discovery.stub import StubServer
 from infra.local import LocalSettings, Stack
-from tests.support.private import private_consul as private_consul_stack
+from infra.processes.private import private_consul as private_consul_stack
 
 
 @pytest.fixture(scope="module")

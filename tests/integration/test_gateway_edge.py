@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.local import LocalSettings
-from tests.support.gateway import GatewayProcess, mysql_execute, standalone_env
+from infra.processes.gateway import GatewayProcess, mysql_execute, standalone_env
 from tests.support.raw_http import RawResponse, exchange, parse, read_to_close
 from tests.support.usernames import ISSUE_VARIANTS, variants
 from tests.support.waiting import eventually, hold

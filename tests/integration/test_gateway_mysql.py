@@ -17,7 +17,7 @@ from gateway.adapters.passwords import Argon2Hasher
 from gateway.domain.usernames import Username, sign_in_name, username
 from gateway.errors import GatewayError
 from infra.local import LocalSettings
-from tests.support.gateway import mysql_execute
+from infra.processes.gateway import mysql_execute
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from discovery import (
 from gateway.adapters.workers import WorkerClient
 from gateway.errors import GatewayError
 from infra.local import LocalSettings
-from tests.support.private import free_port
+from infra.processes.private import free_port
 from tests.support.waiting import eventually
 
 CLIENT_CODES = [code for code in ErrorCode if code.status < 500]

@@ -11,7 +11,7 @@ import pytest
 
 from infra.local import LocalSettings
 from infra.local.mariadb import MariaDB
-from tests.support.gateway import mysql_execute
+from infra.processes.gateway import mysql_execute
 
 
 async def _project(infra: LocalSettings) -> aiomysql.Connection:

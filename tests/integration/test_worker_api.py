@@ -13,7 +13,7 @@ import pytest
 from contracts.ids import new_id
 from contracts.records import MessageRecord
 from infra.local import LocalSettings
-from tests.support.worker import WorkerProcess, produce
+from infra.processes.worker import WorkerProcess, produce
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from pymongo import AsyncMongoClient
 from contracts.ids import new_id
 from contracts.records import MessageRecord
 from infra.local import LocalSettings, Stack
-from tests.support.private import private_stack
-from tests.support.worker import WorkerProcess, free_port, produce
+from infra.processes.private import private_stack
+from infra.processes.worker import WorkerProcess, free_port, produce
 
 pytestmark = pytest.mark.faults
 Mongo = AsyncMongoClient[dict[str, Any]]

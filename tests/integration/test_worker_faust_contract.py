@@ -20,9 +20,9 @@ from pymongo import AsyncMongoClient
 from contracts.ids import new_id
 from contracts.records import MessageRecord
 from infra.local import LocalSettings
-from tests.support.private import private_stack
+from infra.processes.private import private_stack
+from infra.processes.worker import WorkerProcess, free_port, produce
 from tests.support.waiting import eventually
-from tests.support.worker import WorkerProcess, free_port, produce
 
 pytestmark = pytest.mark.faults
 RECORDS = 12_000  # well past two batches in hand and a full stream buffer (4096) per worker

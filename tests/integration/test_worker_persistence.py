@@ -17,8 +17,8 @@ from pymongo import AsyncMongoClient
 from contracts.ids import new_id
 from contracts.records import MessageRecord
 from infra.local import LocalSettings
+from infra.processes.worker import WorkerProcess, produce
 from tests.support import waiting
-from tests.support.worker import WorkerProcess, produce
 
 Mongo = AsyncMongoClient[dict[str, Any]]
 

@@ -16,7 +16,7 @@ import orjson
 
 from infra.local import LocalSettings
 from infra.local.consul import Consul
-from tests.support.private import consul_ports
+from infra.processes.private import consul_ports
 
 
 @dataclass(frozen=True)

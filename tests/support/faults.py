@@ -27,8 +27,8 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from infra.local import LocalSettings, Stack
-from tests.support.gateway import GatewayProcess, gateway_env, mysql_execute
-from tests.support.worker import WorkerProcess
+from infra.processes.gateway import GatewayProcess, gateway_env, mysql_execute
+from infra.processes.worker import WorkerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 #: FAULTS_SCALE=3 (make faults) runs every phase three times longer.

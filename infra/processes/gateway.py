@@ -14,8 +14,8 @@ import aiohttp
 import aiomysql
 
 from infra.local import LocalSettings
-from tests.support.private import free_port
-from tests.support.worker import WorkerProcess
+from infra.processes.private import free_port
+from infra.processes.worker import WorkerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 JWT_SECRET = "e2e-gateway-secret-" + "x" * 32

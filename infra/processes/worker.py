@@ -23,12 +23,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaProducer
 
 from infra.local import LocalSettings
-from tests.support.private import free_port
+from infra.processes.private import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-entrypoint-token"
@@ -82,9 +83,8 @@ class WorkerProcess:
 
     def sibling(self, service_id: str, **overrides: object) -> WorkerProcess:
         """Another worker of the same group (topic, database), with its own id and port."""
-        return replace(
-            self, service_id=service_id, port=free_port(), _proc=None, log_file=None, **overrides
-        )  # type: ignore[arg-type]
+        fresh: dict[str, Any] = {"port": free_port(), "_proc": None, "log_file": None}
+        return replace(self, service_id=service_id, **(fresh | overrides))
 
     @property
     def base_url(self) -> str:
