@@ -8,9 +8,9 @@ import sys
 from pydantic import ValidationError
 
 from dialogue_worker.bootstrap import build
-from dialogue_worker.logs import setup_logging
 from dialogue_worker.runtime import EXIT_FAILED, WorkerRuntime
 from dialogue_worker.settings import WorkerSettings
+from platform_common.logs import setup_logging
 
 
 async def _run(settings: WorkerSettings) -> int:
@@ -23,7 +23,8 @@ def main() -> int:
     except ValidationError as exc:
         print(f"dialogue_worker: invalid settings:\n{exc}", file=sys.stderr)
         return EXIT_FAILED
-    setup_logging(settings.log_level)
+    # faust/aiokafka are chatty at INFO about internals; keep their warnings.
+    setup_logging(settings.log_level, quiet=("faust", "mode", "aiokafka"))
     return asyncio.run(_run(settings))
 
 

@@ -22,7 +22,7 @@ from dialogue_worker.services.health import WorkerHealth
 from dialogue_worker.services.membership import MembershipCache
 from dialogue_worker.services.persistence import BatchPersister
 from dialogue_worker.settings import WorkerSettings
-from discovery import Backoff
+from platform_common.retry import Backoff
 
 
 @dataclass

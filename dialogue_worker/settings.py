@@ -11,9 +11,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.records import TOPIC
-
-# Usable only when DIALOGUE_ENV=local; the gateway's local default is the same string.
-LOCAL_TOKEN = "local-only-entrypoint-token"
+from platform_common.local import LOCAL_ENTRYPOINT_TOKEN
 
 
 class WorkerSettings(BaseSettings):
@@ -70,7 +68,7 @@ class WorkerSettings(BaseSettings):
         default=1, ge=1, description="replication factor of created topics"
     )
     entrypoint_token: SecretStr = Field(
-        default=SecretStr(LOCAL_TOKEN),
+        default=SecretStr(LOCAL_ENTRYPOINT_TOKEN),
         description="internal token expected in 'Authorization: Entrypoint <token>'",
     )
     batch_size: int = Field(default=500, ge=1, description="records written per bulk call at most")
@@ -110,7 +108,7 @@ class WorkerSettings(BaseSettings):
     @model_validator(mode="after")
     def _no_default_secret_outside_local(self) -> Self:
         token = self.entrypoint_token.get_secret_value()
-        if self.dialogue_env != "local" and token == LOCAL_TOKEN:
+        if self.dialogue_env != "local" and token == LOCAL_ENTRYPOINT_TOKEN:
             raise ValueError(
                 "ENTRYPOINT_TOKEN must be set to a non-default value when DIALOGUE_ENV "
                 f"is {self.dialogue_env!r} (the default token is for local runs only)"

@@ -6,7 +6,6 @@ of them, round robin with ejection and retries (`BalancedClient`).
 See docs/discovery.md.
 """
 
-from discovery.backoff import Backoff
 from discovery.balancer import Balancer
 from discovery.client import BalancedClient
 from discovery.errors import (
@@ -34,7 +33,6 @@ from discovery.watch import ServiceWatch
 __all__ = [
     "WORKER_META_APP_ID",
     "WORKER_TAG",
-    "Backoff",
     "BalancedClient",
     "Balancer",
     "ConsulUnavailable",

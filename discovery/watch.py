@@ -10,13 +10,13 @@ from collections.abc import Callable
 
 import consul.aio
 
-from discovery.backoff import Backoff
 from discovery.consul_api import CONSUL_ERRORS, instances_from_health, open_consul
 from discovery.durations import to_go, to_seconds
 from discovery.errors import WatchNotReady
 from discovery.index import Pacer, next_index
 from discovery.membership import Membership
 from discovery.models import Instance
+from platform_common.retry import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,9 @@ from pydantic import ValidationError
 
 from gateway.app import create_app
 from gateway.entrypoints.server import GatewayRunner
-from gateway.logs import AccessLogger, configure
+from gateway.logs import AccessLogger
 from gateway.settings import GatewaySettings
+from platform_common.logs import setup_logging
 
 log = logging.getLogger("gateway")
 
@@ -63,7 +64,7 @@ def main() -> None:
             f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
         ]
         sys.exit("gateway: invalid configuration\n" + "\n".join(lines))
-    configure(settings.log_level)
+    setup_logging(settings.log_level)
     _announce(settings)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings))

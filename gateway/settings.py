@@ -10,9 +10,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.domain.addresses import IPNetwork
 from gateway.domain.rate_limit import Rate
+from platform_common.local import LOCAL_ENTRYPOINT_TOKEN
 
 LOCAL_JWT_SECRET = "local-only-jwt-secret-do-not-use-in-production"
-LOCAL_ENTRYPOINT_TOKEN = "local-only-entrypoint-token"
 LOCAL_ADMIN_TOKEN = "local-only-admin-token"
 LOCAL_MYSQL_PASSWORD = "dialogue-local"
 MIN_SECRET_BYTES = 32

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
-from contracts.errors import ErrorCode
-from dialogue_worker.errors import RequestError
+from contracts import requests as rules
+from dialogue_worker.entrypoints import requests as decode
 from dialogue_worker.metrics import CONTENT_TYPE, WorkerMetrics
 from dialogue_worker.services.chats import ChatService
 from dialogue_worker.services.health import WorkerHealth
+from platform_common.http import json_response
 
 
 def _json(model: BaseModel, status: int = 200) -> web.Response:
-    body = orjson.dumps(model.model_dump(mode="json"))
-    return web.Response(status=status, body=body, content_type="application/json")
-
-
-async def _body(request: web.Request) -> object:
-    try:
-        return orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        raise RequestError(ErrorCode.MALFORMED, f"malformed JSON: {exc}") from None
+    return json_response(model.model_dump(mode="json"), status)
 
 
 class Pong(BaseModel):
@@ -59,18 +51,20 @@ class InternalApi:
         return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def list_chats(self, request: web.Request) -> web.Response:
-        return _json(await self._chats.list(request.query))
+        query = decode.chats_query(request.query)
+        return _json(await self._chats.chats_of(query.uid, query.page))
 
     async def create_chat(self, request: web.Request) -> web.Response:
-        return _json(await self._chats.create(await _body(request)), status=201)
+        return _json(await self._chats.create(await decode.users_body(request)), status=201)
 
     async def get_chat(self, request: web.Request) -> web.Response:
-        cid = request.match_info["cid"]
-        return _json(await self._chats.get(cid, request.query.get("uid")))
+        cid = rules.chat_id(request.match_info["cid"])
+        return _json(await self._chats.get(cid, decode.caller(request.query)))
 
     async def add_members(self, request: web.Request) -> web.Response:
-        cid, uid = request.match_info["cid"], request.query.get("uid")
-        return _json(await self._chats.add_members(cid, uid, await _body(request)))
+        cid, uid = rules.chat_id(request.match_info["cid"]), decode.caller(request.query)
+        return _json(await self._chats.add_members(cid, uid, await decode.users_body(request)))
 
     async def list_messages(self, request: web.Request) -> web.Response:
-        return _json(await self._chats.messages(request.query))
+        query = decode.messages_query(request.query)
+        return _json(await self._chats.messages(query.uid, query.cid, query.page))

@@ -7,14 +7,15 @@ import logging
 import time
 import uuid
 
-import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from contracts.errors import ErrorCode, error_body
+from contracts.errors import ErrorCode
+from contracts.requests import RequestProblem
 from dialogue_worker.errors import RequestError, StorageUnavailable
-from dialogue_worker.logs import request_id
 from dialogue_worker.metrics import WorkerMetrics
+from platform_common.http import error_response
+from platform_common.logs import request_id
 
 log = logging.getLogger(__name__)
 SCHEME = "Entrypoint"
@@ -25,14 +26,6 @@ _HTTP_CODES = {
     405: ErrorCode.METHOD_NOT_ALLOWED,
     413: ErrorCode.TOO_LARGE,
 }
-
-
-def error_response(code: ErrorCode, message: str) -> web.Response:
-    return web.Response(
-        status=code.status,
-        body=orjson.dumps(error_body(code, message)),
-        content_type="application/json",
-    )
 
 
 def _authorize(request: web.Request, token: bytes) -> None:
@@ -83,7 +76,7 @@ async def _handle(request: web.Request, handler: Handler, token: bytes) -> web.S
         _authorize(request, token)
         response: web.StreamResponse = await handler(request)
         return response
-    except RequestError as exc:
+    except (RequestError, RequestProblem) as exc:
         return error_response(exc.code, exc.message)
     except web.HTTPException as exc:  # aiohttp's own: unknown route, wrong method, too large
         code = _HTTP_CODES.get(exc.status, ErrorCode.MALFORMED)

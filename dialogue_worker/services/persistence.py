@@ -25,7 +25,7 @@ from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.health import WorkerHealth
 from dialogue_worker.services.membership import MembershipCache
 from dialogue_worker.services.ports import DeadLetters, InsertOutcome, MessageStore
-from discovery import Backoff
+from platform_common.retry import Backoff, retry
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -212,15 +212,17 @@ class BatchPersister:
         return await self._store.insert_messages([item.message for item in items])
 
     async def _retry(self, step: str, attempt: Callable[[], Awaitable[R]]) -> R:
-        next_delay = self._backoff().next_delay  # a fresh sequence for each failing step
-        while True:
-            try:
-                return await attempt()
-            except WorkerError as exc:
-                if not exc.retryable:
-                    raise
-                delay = next_delay()
-                self._health.failing(f"{step} failing: {exc}")
-                self._metrics.retries.labels(step).inc()
-                log.warning("%s failed, retrying in %.1fs: %s", step, delay, exc)
-                await self._sleep(delay)
+        """`attempt` until it succeeds; retryable WorkerErrors are reported and waited out."""
+
+        def report(exc: Exception, delay: float) -> None:
+            self._health.failing(f"{step} failing: {exc}")
+            self._metrics.retries.labels(step).inc()
+            log.warning("%s failed, retrying in %.1fs: %s", step, delay, exc)
+
+        return await retry(
+            attempt,
+            retry_on=lambda exc: isinstance(exc, WorkerError) and exc.retryable,
+            backoff=self._backoff(),  # a fresh sequence for each failing step
+            on_failure=report,
+            sleep=self._sleep,
+        )

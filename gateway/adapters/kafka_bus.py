@@ -13,6 +13,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from contracts.errors import ErrorCode
 from contracts.records import MessageRecord
 from gateway.errors import GatewayError
+from platform_common.retry import Backoff, retry
 
 log = logging.getLogger(__name__)
 
@@ -84,22 +85,33 @@ class KafkaBus:
         await producer.stop()
 
     async def _connect_once(self) -> bool:
+        try:
+            await self._connect()
+        except (KafkaError, OSError) as exc:
+            log.warning("Kafka producer cannot start yet: %s", exc)
+            return False
+        return True
+
+    async def _connect(self) -> None:
         producer = self._new_producer()
         try:
             await producer.start()
-        except (KafkaError, OSError) as exc:
-            log.warning("Kafka producer cannot start yet: %s", exc)
+        except BaseException:
             await producer.stop()
-            return False
+            raise
         self._producer = producer
         log.info("Kafka producer started", extra={"bootstrap": self._bootstrap})
-        return True
 
     async def _keep_connecting(self) -> None:
-        delay = 0.5
-        while not await self._connect_once():
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        def unreachable(exc: Exception) -> bool:
+            return isinstance(exc, KafkaError | OSError)
+
+        def report(exc: Exception, delay: float) -> None:
+            log.warning("Kafka producer cannot start yet (%s); retrying in %.1f s", exc, delay)
+
+        await retry(
+            self._connect, retry_on=unreachable, backoff=Backoff(0.5, 5.0), on_failure=report
+        )
         self._connector = None
 
     async def publish(self, record: MessageRecord) -> None:

@@ -17,6 +17,7 @@ from gateway.adapters.migrations import migrate
 from gateway.domain.usernames import Username
 from gateway.domain.users import Gender, User
 from gateway.errors import GatewayError
+from platform_common.retry import Backoff, retry
 
 log = logging.getLogger(__name__)
 
@@ -119,30 +120,38 @@ async def mysql_pool(
     connect_wait: float,
 ) -> AsyncIterator[Any]:
     """An aiomysql pool with the migrations applied; retries start-up for `connect_wait` s."""
-    deadline = time.monotonic() + connect_wait
-    delay = 0.2
-    while True:
-        try:
-            pool = await aiomysql.create_pool(
-                host=host,
-                port=port,
-                user=user,
-                password=password,
-                db=database,
-                minsize=1,
-                maxsize=size,
-                autocommit=True,
-                connect_timeout=5,
-                pool_recycle=3600,
-                charset="utf8mb4",
-            )
-            break
-        except (pymysql.err.OperationalError, OSError) as exc:
-            if time.monotonic() + delay > deadline:
-                raise RuntimeError(f"MySQL at {host}:{port} unreachable: {exc}") from exc
-            log.warning("MySQL not reachable yet (%s); retrying in %.1f s", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+
+    async def connect() -> Any:
+        return await aiomysql.create_pool(
+            host=host,
+            port=port,
+            user=user,
+            password=password,
+            db=database,
+            minsize=1,
+            maxsize=size,
+            autocommit=True,
+            connect_timeout=5,
+            pool_recycle=3600,
+            charset="utf8mb4",
+        )
+
+    def unreachable(exc: Exception) -> bool:
+        return isinstance(exc, pymysql.err.OperationalError | OSError)
+
+    def report(exc: Exception, delay: float) -> None:
+        log.warning("MySQL not reachable yet (%s); retrying in %.1f s", exc, delay)
+
+    try:
+        pool = await retry(
+            connect,
+            retry_on=unreachable,
+            backoff=Backoff(0.2, 5.0),
+            deadline=time.monotonic() + connect_wait,
+            on_failure=report,
+        )
+    except (pymysql.err.OperationalError, OSError) as exc:
+        raise RuntimeError(f"MySQL at {host}:{port} unreachable: {exc}") from exc
     try:
         async with pool.acquire() as conn:
             applied = await migrate(conn)

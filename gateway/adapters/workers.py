@@ -13,13 +13,19 @@ from contracts.errors import ErrorCode
 from discovery import BalancedClient, NoInstanceAvailable, OutcomeUnknown
 from gateway.domain.requests import Paging
 from gateway.errors import GatewayError
-from gateway.logs import request_id
 from gateway.services.ports import InstanceView
+from platform_common.logs import request_id
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 _CODES = {code.value: code for code in ErrorCode}
+
+
+def _request_id_header() -> dict[str, str]:
+    """X-Request-ID of the request being handled, for the worker's logs."""
+    rid = request_id.get()
+    return {} if rid is None else {"X-Request-ID": rid}
 
 
 def worker_error(status: int, body: bytes) -> GatewayError:
@@ -61,7 +67,7 @@ class WorkerClient:
                 path,
                 params=params,
                 json=json,
-                headers={"X-Request-ID": request_id.get()},
+                headers=_request_id_header(),
                 idempotent=idempotent,
             )
         except OutcomeUnknown as exc:
@@ -101,9 +107,7 @@ class WorkerClient:
 
     async def ping(self) -> None:
         try:
-            response = await self._client.request(
-                "GET", "/ping", headers={"X-Request-ID": request_id.get()}
-            )
+            response = await self._client.request("GET", "/ping", headers=_request_id_header())
         except NoInstanceAvailable as exc:
             raise GatewayError(ErrorCode.NO_WORKER, "no dialogue worker available") from exc
         if response.status >= 400:

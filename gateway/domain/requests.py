@@ -6,34 +6,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from contracts import requests as rules
 from contracts.errors import ErrorCode
-from contracts.ids import is_object_id
 from contracts.records import TEXT_MAX, acceptable_text
+from contracts.requests import LIMIT_DEFAULT
 from gateway.errors import GatewayError
 
-LIMIT_DEFAULT, LIMIT_MAX = 50, 200
-MAX_USERS_PER_REQUEST = 1000
 IDEMPOTENCY_KEY_MAX = 255
 
 
 def chat_id(value: str) -> str:
     """A chat id from the path: 24 lowercase hex characters (else 4001)."""
-    if not is_object_id(value):
-        raise GatewayError(ErrorCode.BAD_CHAT_ID, "chat id must be 24 lowercase hex characters")
-    return value
+    return rules.chat_id(value)
 
 
 def user_ids(body: Mapping[str, Any]) -> list[int]:
     """The `users` list of a chat body, de-duplicated in order (4000/4002)."""
-    users = body.get("users")
-    if not isinstance(users, list):
-        raise GatewayError(ErrorCode.MALFORMED, "users must be a list of user ids")
-    if len(users) > MAX_USERS_PER_REQUEST:
-        raise GatewayError(ErrorCode.MALFORMED, f"at most {MAX_USERS_PER_REQUEST} users")
-    for uid in users:
-        if type(uid) is not int or not 1 <= uid < 2**63:
-            raise GatewayError(ErrorCode.BAD_USER_ID, f"bad user id: {uid!r}")
-    return list(dict.fromkeys(users))
+    return rules.user_ids(body.get("users"))
 
 
 def new_chat_members(body: Mapping[str, Any], caller: int) -> list[int]:
@@ -94,39 +83,14 @@ class Paging:
         return out
 
 
-def _paging_error(message: str) -> GatewayError:
-    return GatewayError(ErrorCode.BAD_PAGING, message)
-
-
-def _limit(query: Mapping[str, str]) -> int:
-    raw = query.get("limit")
-    if raw is None or raw == "":
-        return LIMIT_DEFAULT
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 4:
-        raise _paging_error(f"limit must be an integer 1-{LIMIT_MAX}")
-    limit = int(raw)
-    if not 1 <= limit <= LIMIT_MAX:
-        raise _paging_error(f"limit must be an integer 1-{LIMIT_MAX}")
-    return limit
-
-
-def _cursor(query: Mapping[str, str], name: str) -> str | None:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return None
-    if not is_object_id(raw):
-        raise _paging_error(f"{name} must be an id from nextCursor")
-    return raw
-
-
 def chat_paging(query: Mapping[str, str]) -> Paging:
     """?limit=&cursor= of GET /v1/chats (4005)."""
-    return Paging(limit=_limit(query), cursor=_cursor(query, "cursor"))
+    return Paging(
+        limit=rules.limit(query.get("limit")), cursor=rules.cursor_id("cursor", query.get("cursor"))
+    )
 
 
 def message_paging(query: Mapping[str, str]) -> Paging:
     """?limit=&before=&after= of GET /v1/chats/{cid}/messages; one cursor at most (4005)."""
-    before, after = _cursor(query, "before"), _cursor(query, "after")
-    if before is not None and after is not None:
-        raise _paging_error("use either before or after, not both")
-    return Paging(limit=_limit(query), before=before, after=after)
+    before, after = rules.one_direction(query)
+    return Paging(limit=rules.limit(query.get("limit")), before=before, after=after)

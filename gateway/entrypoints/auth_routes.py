@@ -5,8 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.domain.users import parse_sign_in, parse_sign_up
-from gateway.entrypoints.http import admit, caller, client, json_body, json_response, services
+from gateway.entrypoints.http import admit, caller, client, json_body, services
 from gateway.services.limits import Action
+from platform_common.http import json_response
 
 routes = web.RouteTableDef()
 

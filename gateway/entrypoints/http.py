@@ -1,4 +1,4 @@
-"""Request decoding and response encoding shared by the routes."""
+"""Request decoding shared by the routes; answers are platform_common.http's."""
 
 from __future__ import annotations
 
@@ -9,26 +9,12 @@ import orjson
 from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestPayloadError
 
-from contracts.errors import ErrorCode, error_body
+from contracts.errors import ErrorCode
 from gateway.domain.addresses import client_address
 from gateway.domain.tokens import Principal, bearer_token
 from gateway.entrypoints.state import SERVICES, SETTINGS, Services
 from gateway.errors import GatewayError
 from gateway.services.limits import Action
-
-
-def json_response(
-    data: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
-    )
-
-
-def error_response(
-    code: ErrorCode, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    return json_response(error_body(code, message), code.status, headers)
 
 
 async def read_body(request: web.Request) -> bytes:

@@ -10,10 +10,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from contracts.errors import ErrorCode
-from gateway.entrypoints.http import error_response
+from contracts.requests import RequestProblem
 from gateway.entrypoints.state import METRICS
 from gateway.errors import GatewayError
-from gateway.logs import clip, request_id
+from platform_common.http import error_response
+from platform_common.logs import clip, request_id
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.code is ErrorCode.REQUEST_TIMEOUT:
             response.force_close()  # the rest of the body is not worth waiting for
         return response
+    except RequestProblem as exc:
+        request.app[METRICS].errors.labels(exc.code.value).inc()
+        return error_response(exc.code, exc.message)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -10,9 +10,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from contracts.errors import ErrorCode
-from gateway.entrypoints.http import json_response, services
+from gateway.entrypoints.http import services
 from gateway.entrypoints.state import METRICS, SETTINGS
 from gateway.errors import GatewayError
+from platform_common.http import json_response
 
 OPENAPI_FILE = Path(__file__).resolve().parents[1] / "openapi.json"
 

@@ -21,8 +21,8 @@ from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from contracts.errors import ErrorCode
 from gateway.entrypoints.headers import secure
-from gateway.entrypoints.http import error_response
-from gateway.logs import clip
+from platform_common.http import error_response
+from platform_common.logs import clip
 
 log = logging.getLogger(__name__)
 

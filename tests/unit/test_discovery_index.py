@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from discovery.backoff import Backoff
 from discovery.index import Pacer, next_index
+from platform_common.retry import Backoff
 
 
 @pytest.mark.parametrize(

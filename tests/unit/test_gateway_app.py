@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from infra.processes.gateway_fakes import World
 
 from contracts.errors import ErrorCode
 from contracts.ids import new_id
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from tests.support.gateway_fakes import World
 
 OPENAPI = Path(__file__).resolve().parents[2] / "gateway" / "openapi.json"
 

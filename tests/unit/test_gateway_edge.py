@@ -13,10 +13,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from infra.processes.gateway_fakes import World
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from tests.support.gateway_fakes import World
 from tests.support.usernames import ISSUE_VARIANTS, variants
 
 Client = TestClient[web.Request, web.Application]

@@ -11,7 +11,8 @@ from dialogue_worker.adapters.sharding import ensure_sharding
 from dialogue_worker.errors import StorageUnavailable
 from dialogue_worker.services.health import PartitionState, Status, WorkerHealth
 from dialogue_worker.services.membership import MembershipCache
-from dialogue_worker.settings import LOCAL_TOKEN, WorkerSettings
+from dialogue_worker.settings import WorkerSettings
+from platform_common.local import LOCAL_ENTRYPOINT_TOKEN as LOCAL_TOKEN
 
 
 class Clock:

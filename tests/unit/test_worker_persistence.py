@@ -15,7 +15,7 @@ from dialogue_worker.services.health import Status, WorkerHealth
 from dialogue_worker.services.membership import MembershipCache
 from dialogue_worker.services.persistence import BatchPersister
 from dialogue_worker.services.ports import InsertOutcome
-from discovery import Backoff
+from platform_common.retry import Backoff
 
 CID = "65f0c0ffee0000000000beef"
 

@@ -57,39 +57,36 @@ async def expect(code: ErrorCode, pending: object) -> None:
 async def test_create_get_list_and_add_members() -> None:
     store = MemoryChats()
     service = ChatService(store, clock=lambda: 1_700_000_000.7)
-    first = await service.create({"users": [2, 1]})
-    second = await service.create({"users": [1, 3]})
+    first = await service.create([2, 1])
+    second = await service.create([1, 3])
 
     assert first.users == [1, 2] and first.createdAt == 1_700_000_000
-    assert (await service.get(first.id, "2")) == first
-    page = await service.list({"uid": "1", "limit": "1"})
+    assert (await service.get(first.id, 2)) == first
+    page = await service.chats_of(1, PageRequest(1))
     assert [c.id for c in page.data] == [second.id] and page.nextCursor == second.id
-    rest = await service.list({"uid": "1", "limit": "1", "cursor": second.id})
+    rest = await service.chats_of(1, PageRequest(1, second.id))
     assert [c.id for c in rest.data] == [first.id] and rest.nextCursor is None
 
-    grown = await service.add_members(first.id, "1", {"users": [5, 2]})
+    grown = await service.add_members(first.id, 1, [5, 2])
     assert grown.users == [1, 2, 5]
-    await expect(ErrorCode.NOT_MEMBER, service.add_members(first.id, "9", {"users": [9]}))
-    await expect(ErrorCode.NOT_FOUND, service.add_members("f" * 24, "1", {"users": [9]}))
-    await expect(ErrorCode.NOT_MEMBER, service.get(second.id, "2"))
-    await expect(ErrorCode.TOO_FEW_USERS, service.create({"users": [4, 4]}))
+    await expect(ErrorCode.NOT_MEMBER, service.add_members(first.id, 9, [9]))
+    await expect(ErrorCode.NOT_FOUND, service.add_members("f" * 24, 1, [9]))
+    await expect(ErrorCode.NOT_MEMBER, service.get(second.id, 2))
+    await expect(ErrorCode.TOO_FEW_USERS, service.create([4, 4]))
 
 
 async def test_messages_page_both_ways_and_enforce_membership() -> None:
     store = MemoryChats()
     service = ChatService(store)
-    chat = await service.create({"users": [1, 2]})
+    chat = await service.create([1, 2])
     store.history = [MessageView(f"{i:024x}", chat.id, 1, f"m{i}", i) for i in range(1, 6)]
 
-    newest = await service.messages({"uid": "2", "cid": chat.id, "limit": "2"})
+    newest = await service.messages(2, chat.id, PageRequest(2))
     assert [m.text for m in newest.data] == ["m5", "m4"]
-    older = await service.messages(
-        {"uid": "2", "cid": chat.id, "limit": "2", "before": newest.nextCursor or ""}
-    )
+    older = await service.messages(2, chat.id, PageRequest(2, newest.nextCursor))
     assert [m.text for m in older.data] == ["m3", "m2"]
-    newer = await service.messages({"uid": "2", "cid": chat.id, "limit": "2", "after": f"{1:024x}"})
+    newer = await service.messages(2, chat.id, PageRequest(2, f"{1:024x}", Direction.NEWER))
     assert [m.text for m in newer.data] == ["m3", "m2"] and newer.nextCursor == f"{3:024x}"
 
-    await expect(ErrorCode.NOT_MEMBER, service.messages({"uid": "3", "cid": chat.id}))
-    await expect(ErrorCode.NOT_FOUND, service.messages({"uid": "1", "cid": "a" * 24}))
-    await expect(ErrorCode.BAD_CHAT_ID, service.messages({"uid": "1", "cid": "zz"}))
+    await expect(ErrorCode.NOT_MEMBER, service.messages(3, chat.id, PageRequest(50)))
+    await expect(ErrorCode.NOT_FOUND, service.messages(1, "a" * 24, PageRequest(50)))

@@ -1,9 +1,14 @@
-"""Exponential backoff with jitter, for retrying an unreachable Consul."""
+"""Retry pacing shared by the services: exponential backoff with jitter."""
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class Backoff:
@@ -41,3 +46,30 @@ class Backoff:
 
     def reset(self) -> None:
         self._failures = 0
+
+
+async def retry(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    retry_on: Callable[[Exception], bool],
+    backoff: Backoff,
+    deadline: float | None = None,
+    on_failure: Callable[[Exception, float], None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """Call `attempt` until it returns. An exception `retry_on` accepts is reported to
+    `on_failure` with the pause that follows; past `deadline` (a `clock` time) it is
+    raised instead. Any other exception is raised at once."""
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if not retry_on(exc):
+                raise
+            delay = backoff.next_delay()
+            if deadline is not None and clock() + delay > deadline:
+                raise
+            if on_failure is not None:
+                on_failure(exc, delay)
+            await sleep(delay)

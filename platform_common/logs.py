@@ -1,18 +1,35 @@
-"""Structured logs: one JSON object per line, with the request id of the HTTP request at hand."""
+"""One log format for every service: a JSON object per line on stderr.
+
+Every line has `ts` (ISO 8601, UTC, milliseconds), `level`, `logger`, `msg` and
+`request_id` (null outside a request); anything passed with `extra=` is added, so the
+worker's record-related lines carry `topic`, `partition` and `offset`.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
 import orjson
 
+#: The id of the request being handled (set by each service's HTTP edge).
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+#: Characters of a client-supplied string (path, header, name) a log line keeps.
+CLIP = 200
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+def clip(text: str, limit: int = CLIP) -> str:
+    """`text` cut to `limit` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text) - limit} more)"
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,10 +39,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            "request_id": request_id.get(),
         }
-        rid = request_id.get()
-        if rid is not None:
-            entry["request_id"] = rid
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
@@ -34,13 +49,12 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def setup_logging(level: str) -> None:
-    """Route every logger (ours, faust's, aiokafka's) to JSON lines on stderr."""
+def setup_logging(level: str, quiet: Iterable[str] = ()) -> None:
+    """Route every logger to JSON lines on stderr; `quiet` loggers log warnings and up."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    # faust/aiokafka are chatty at INFO about internals; keep their warnings.
-    for noisy in ("faust", "mode", "aiokafka"):
-        logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
+    root.setLevel(level.upper())
+    for name in quiet:
+        logging.getLogger(name).setLevel(max(logging.getLevelName(level.upper()), logging.WARNING))

@@ -1,0 +1,111 @@
+"""contracts.requests: the rules both the gateway and the worker apply to request values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from contracts import requests as rules
+from contracts.errors import ErrorCode
+from contracts.requests import LIMIT_DEFAULT, RequestProblem
+from dialogue_worker.entrypoints.requests import chats_query, messages_query
+
+CID = "65f0c0ffee0000000000beef"
+OTHER_CID = "65f0c0ffee0000000000cafe"
+
+
+def code_of(call: Any, *args: Any) -> ErrorCode:
+    with pytest.raises(RequestProblem) as err:
+        call(*args)
+    code: ErrorCode = err.value.code
+    return code
+
+
+@pytest.mark.parametrize("raw", [None, "", "0", "-3", "abc", "1.5", "\u0663", "+1", " 1"])
+def test_bad_uid_is_4002(raw: str | None) -> None:
+    assert code_of(rules.user_id, raw) is ErrorCode.BAD_USER_ID
+
+
+@pytest.mark.parametrize("raw", ["9" * 5000, str(2**63), "0" * 30 + "1"])
+def test_uids_past_the_range_are_4002_not_5000(raw: str) -> None:
+    assert code_of(rules.user_id, raw) is ErrorCode.BAD_USER_ID
+    assert rules.user_id(str(2**63 - 1)) == 2**63 - 1
+
+
+def test_uid_and_cid_parse() -> None:
+    assert rules.user_id("42") == 42
+    assert rules.chat_id(CID) == CID
+
+
+@pytest.mark.parametrize("raw", [None, "", "xyz", CID.upper(), CID + "0", 7])
+def test_bad_cid_is_4001(raw: object) -> None:
+    assert code_of(rules.chat_id, raw) is ErrorCode.BAD_CHAT_ID
+
+
+def test_user_ids_drop_repeats_and_keep_the_order() -> None:
+    assert rules.user_ids([3, 1, 3, 2]) == [3, 1, 2]
+
+
+@pytest.mark.parametrize("value", [None, 3, {"users": [1]}, "x", list(range(1, 1002))])
+def test_malformed_users_is_4000(value: object) -> None:
+    assert code_of(rules.user_ids, value) is ErrorCode.MALFORMED
+
+
+@pytest.mark.parametrize("uid", [0, -1, "2", 1.0, True, None, 2**63])
+def test_bad_user_in_a_list_is_4002(uid: object) -> None:
+    assert code_of(rules.user_ids, [1, uid]) is ErrorCode.BAD_USER_ID
+
+
+def test_paging_parameters() -> None:
+    query = messages_query({"uid": "1", "cid": CID})
+    assert (query.page.limit, query.page.cursor) == (LIMIT_DEFAULT, None)
+    after = messages_query({"uid": "1", "cid": CID, "after": OTHER_CID, "limit": "200"})
+    assert (after.page.limit, after.page.cursor, after.page.direction.value) == (
+        200,
+        OTHER_CID,
+        "after",
+    )
+    chats = chats_query({"uid": "1", "cursor": CID, "limit": "1"})
+    assert (chats.uid, chats.page.limit, chats.page.cursor) == (1, 1, CID)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"limit": "0"},
+        {"limit": "201"},
+        {"limit": "ten"},
+        {"before": "nope"},
+        {"after": "123"},
+        {"before": CID, "after": OTHER_CID},
+    ],
+)
+def test_bad_paging_is_4005(query: dict[str, str]) -> None:
+    full = {"uid": "1", "cid": CID, **query}
+    assert code_of(messages_query, full) is ErrorCode.BAD_PAGING
+
+
+QUERY_TEXT = (
+    st.text()
+    | st.from_regex(r"\A[0-9]{1,6000}\Z")
+    | st.sampled_from(
+        ["", "0", "-1", str(2**63 - 1), str(2**63), str(2**64), "1e3", " 1", "\uff11", "\u0663"]
+    )
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["uid", "cid", "limit", "before", "after"]), QUERY_TEXT))
+def test_every_query_string_is_a_value_in_bounds_or_a_4xx(query: dict[str, str]) -> None:
+    """What a stranger can send: a value in bounds, or 4001/4002/4005 with a short echo."""
+    try:
+        decoded = messages_query(query)
+    except RequestProblem as exc:
+        assert exc.code in {ErrorCode.BAD_USER_ID, ErrorCode.BAD_CHAT_ID, ErrorCode.BAD_PAGING}
+        assert len(exc.message) < 200  # what a stranger sent is not echoed in full
+        return
+    assert 1 <= decoded.uid <= 2**63 - 1 and 1 <= decoded.page.limit <= 200
+    assert rules.chat_id(decoded.cid) == decoded.cid
