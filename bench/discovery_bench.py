@@ -29,7 +29,7 @@ from itertools import cycle
 import aiohttp
 
 from discovery import BalancedClient, Balancer, Instance, NoInstanceAvailable, ServiceWatch
-from discovery.stub import StubProcess
+from infra.processes.stub import StubProcess
 
 CALLERS = 4  # concurrent callers of the steady load
 AFTER_KILL = 13.0  # seconds of load after the kill: past the stub's 10 s TTL

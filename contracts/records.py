@@ -14,7 +14,6 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 TOPIC = "dialogue.messages"
-DLQ_TOPIC = "dialogue.messages.dlq"
 TEXT_MAX = 4096  # characters
 RECORD_MAX_BYTES = 64 * 1024
 #: Largest user id: MongoDB and BSON hold signed 64-bit integers.

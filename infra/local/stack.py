@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -151,16 +149,6 @@ class Stack:
     def kill(self, name: str) -> bool:
         """SIGKILL a service, as a crash would."""
         return self.process(name).kill()
-
-    @contextlib.contextmanager
-    def paused(self, name: str) -> Iterator[None]:
-        """SIGSTOP a service for the duration of the block (a hung process)."""
-        proc = self.process(name)
-        proc.signal(signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            proc.signal(signal.SIGCONT)
 
     def status(self) -> list[Status]:
         result = []

@@ -18,8 +18,8 @@ from discovery import (
     Registration,
     ServiceWatch,
 )
-from discovery.stub import StubServer
 from infra.local import LocalSettings
+from infra.processes.stub import StubServer
 from tests.support.acl_consul import AclConsul, acl_consul
 from tests.support.waiting import eventually
 

@@ -19,8 +19,8 @@ from discovery import (
     Registration,
     ServiceWatch,
 )
-from discovery.stub import StubProcess, StubServer
 from infra.local import LocalSettings
+from infra.processes.stub import StubProcess, StubServer
 
 
 async def passing() -> HealthReport:

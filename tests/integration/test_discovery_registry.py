@@ -18,8 +18,8 @@ from discovery import (
     Registration,
     ServiceWatch,
 )
-from discovery.stub import StubProcess
 from infra.local import LocalSettings
+from infra.processes.stub import StubProcess
 
 
 @pytest.fixture

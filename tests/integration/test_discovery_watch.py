@@ -23,9 +23,9 @@ from discovery import (
     ServiceWatch,
     WatchNotReady,
 )
-from discovery.stub import StubServer
 from infra.local import LocalSettings, Stack
 from infra.processes.private import private_consul as private_consul_stack
+from infra.processes.stub import StubServer
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """A stand-in worker: an aiohttp server registered in Consul, for tests, benchmarks and demos.
 
-    python -m discovery.stub --consul http://127.0.0.1:8500 --service dialogue-demo
+    python -m infra.processes.stub --consul http://127.0.0.1:8500 --service dialogue-demo
 
 It serves GET /ping, GET /status/{code} (answers with that status) and echoes
 any other request as JSON with its own instance id. Once registered it prints
@@ -101,7 +101,7 @@ class StubServer:
 
 
 class StubProcess:
-    """`python -m discovery.stub` as a child process, to be stopped or SIGKILLed."""
+    """`python -m infra.processes.stub` as a child process, to be stopped or SIGKILLed."""
 
     def __init__(
         self,
@@ -114,7 +114,7 @@ class StubProcess:
         self.argv = [
             sys.executable,
             "-m",
-            "discovery.stub",
+            "infra.processes.stub",
             "--consul",
             consul_url,
             "--service",
@@ -204,7 +204,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m discovery.stub", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m infra.processes.stub", description=__doc__)
     parser.add_argument("--consul", default="http://127.0.0.1:8500")
     parser.add_argument("--service", default="dialogue")
     parser.add_argument("--host", default="127.0.0.1")
