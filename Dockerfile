@@ -10,12 +10,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /build
-COPY pyproject.toml ./
-# Only the runtime dependencies of pyproject.toml (not the dev tools), so this layer
-# is rebuilt when they change and not when the code does.
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('requirements.txt', 'w').write('\n'.join(deps) + '\n')" \
-    && python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir -r requirements.txt
+# The runtime dependencies exactly as requirements.lock pins them (make lock writes it
+# from pyproject.toml), so this layer is rebuilt when they change, not when code does.
+COPY requirements.lock ./
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements.lock
 
 # --- runtime -----------------------------------------------------------------------
 FROM python:3.11.11-slim-bookworm
@@ -36,6 +35,7 @@ COPY contracts/ contracts/
 COPY discovery/ discovery/
 COPY dialogue_worker/ dialogue_worker/
 COPY gateway/ gateway/
+COPY platform_common/ platform_common/
 
 USER 10001:10001
 # 8007: gateway (published); 8100: worker's internal API (never published).

@@ -3,24 +3,31 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 WORKERS ?=
 COMPOSE ?= docker compose
 
-.PHONY: help setup install infra-up infra-down infra-status test test-unit lint clean
+.PHONY: help setup install lock infra-up infra-down infra-status test test-unit lint clean
 .PHONY: dev dev-down scale demo up down logs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-$(STAMP): pyproject.toml
+# The code runs from the repository (python -m gateway, ...): only the locked
+# dependencies are installed, exactly as requirements-dev.lock pins them.
+$(STAMP): requirements-dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	@rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP)  ## create .venv and install the project with its dev tools
+install: $(STAMP)  ## create .venv with the locked dependencies and dev tools
+
+lock: install  ## rewrite requirements*.lock from pyproject.toml (after changing a dependency)
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes --quiet \
+		-o requirements.lock --custom-compile-command "make lock"
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes \
+		--quiet -o requirements-dev.lock --custom-compile-command "make lock"
 
 setup: install infra-up  ## install everything and start the local infrastructure
 

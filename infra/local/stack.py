@@ -30,6 +30,18 @@ class PrintProgress(Progress):
         print(f"[infra {elapsed:6.1f}s] {service:<8} {message}", file=sys.stderr, flush=True)
 
 
+class _Heard(Progress):
+    """Passes steps on, remembering whether there were any."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.anything = False
+
+    def step(self, service: str, message: str) -> None:
+        self.anything = True
+        self.progress.step(service, message)
+
+
 @dataclass(frozen=True)
 class Status:
     name: str
@@ -88,8 +100,8 @@ class Stack:
                 if self._ready(service):
                     service.after_ready(self.progress)  # idempotent: brings old set-ups up to date
         # Builds and downloads are independent: run them side by side.
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            for future in [pool.submit(s.provision, self.progress) for s in todo]:
+        with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
+            for future in [pool.submit(self._provision, s) for s in todo]:
                 future.result()
         started: list[str] = []
         for service in todo:
@@ -115,6 +127,14 @@ class Stack:
             self.down(started)  # leave nothing half-started behind
             raise
         return started
+
+    def _provision(self, service: Service) -> None:
+        """Provision one service; when it had work to do, say when it is done."""
+        heard = _Heard(self.progress)
+        t0 = time.monotonic()
+        service.provision(heard)
+        if heard.anything:
+            self.progress.step(service.name, f"provisioned in {time.monotonic() - t0:.0f}s")
 
     def _wait_ready(self, service: Service) -> None:
         proc = self.process(service.name)
