@@ -14,7 +14,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.local", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument(
-        "services", nargs="*", help="kafka, consul, ferretdb, mariadb (default: all)"
+        "services",
+        nargs="*",
+        help="mariadb, postgres, consul, kafka, ferretdb (default: all); "
+        "up also starts what a service requires (ferretdb: postgres)",
     )
     args = parser.parse_args(argv)
     stack = Stack()

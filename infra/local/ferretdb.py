@@ -1,7 +1,14 @@
-"""FerretDB 1.x: a MongoDB wire-protocol server on SQLite, built from its Go module."""
+"""FerretDB 1.x: a MongoDB wire-protocol server on PostgreSQL, built from its Go module.
+
+It stores in database `LOCAL_FERRETDB_DATABASE` of the `postgres` service (one schema per
+MongoDB database, one table per collection), logged in as role `ferretdb`; the password
+goes by the environment (PGPASSWORD), not the command line.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 from pymongo import MongoClient
@@ -13,6 +20,7 @@ from infra.local.service import Progress, Service
 class FerretDB(Service):
     name = "ferretdb"
     marker = "ferretdb"
+    requires = ("postgres",)
 
     @property
     def binary(self) -> Path:
@@ -36,27 +44,40 @@ class FerretDB(Service):
         )
 
     def prepare(self, progress: Progress) -> None:
-        (self.data_dir / "sqlite").mkdir(parents=True, exist_ok=True)
+        if (self.data_dir / "sqlite").exists():
+            progress.step(
+                self.name,
+                f"{self.data_dir / 'sqlite'} (the former SQLite backend) is no longer used; "
+                "remove it when you do not need its data",
+            )
 
     def argv(self) -> list[str]:
         s = self.settings
         return [
             str(self.binary),
             f"--listen-addr={s.host}:{s.mongo_port}",
-            "--handler=sqlite",
-            f"--sqlite-url=file:{self.data_dir / 'sqlite'}/",
+            "--handler=postgresql",
+            f"--postgresql-url={s.ferretdb_postgres_url}",
             f"--state-dir={self.data_dir}",
             "--debug-addr=-",
             "--telemetry=disable",
             "--log-level=warn",
         ]
 
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        return dict(env, PGPASSWORD=self.settings.postgres_password)
+
     def probe(self) -> None:
+        # Nothing listening is answered at once, not after pymongo's server selection wait.
+        socket.create_connection((self.settings.host, self.settings.mongo_port), 1.5).close()
         client: MongoClient[dict[str, object]] = MongoClient(
             self.settings.mongo_url, serverSelectionTimeoutMS=1500, connectTimeoutMS=1500
         )
         try:
-            client.admin.command("ping")
+            # Not just ping, which FerretDB answers without PostgreSQL: listing collections
+            # makes it load its catalogue, so a wrong password or database shows here.
+            client.admin.list_collection_names()
         finally:
             client.close()
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pymysql
 
+from infra.local.apt import apt_install
 from infra.local.service import Progress, Service, ServiceError
 
 SBIN = [Path("/usr/sbin"), Path("/usr/bin")]
@@ -45,19 +46,7 @@ class MariaDB(Service):
     def provision(self, progress: Progress) -> None:
         if _find("mariadbd") and _find("mariadb-install-db"):
             return
-        if os.geteuid() != 0:
-            raise ServiceError(
-                "mariadb is not installed; run: sudo apt-get install -y mariadb-server"
-            )
-        progress.step(self.name, "installing mariadb-server (apt-get)")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        for args in (
-            ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "mariadb-server"],
-        ):
-            proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                raise ServiceError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+        apt_install(self.name, "mariadb-server", progress)
 
     def _user_args(self) -> list[str]:
         # mariadbd refuses to run as root unless told to; we own the datadir either way.

@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from signal import Signals
 
 # Processes this interpreter started, kept so they can be reaped (no zombies, and no
 # ResourceWarning from a Popen object dropped while its process still runs).
@@ -47,6 +48,7 @@ class ManagedProcess:
 
     def pid(self) -> int | None:
         """The pid of our running process, or None."""
+        _reap_exited()
         try:
             pid = int(self.pid_file.read_text().split()[0])
         except (OSError, ValueError, IndexError):
@@ -83,14 +85,14 @@ class ManagedProcess:
         os.kill(pid, sig)
         return True
 
-    def stop(self, timeout: float = 20.0) -> bool:
-        """SIGTERM, then SIGKILL after timeout; True if something was stopped."""
+    def stop(self, timeout: float = 20.0, sig: Signals = Signals.SIGTERM) -> bool:
+        """`sig` (SIGTERM), then SIGKILL after timeout; True if something was stopped."""
         pid = self.pid()
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
         os.kill(pid, signal.SIGCONT)  # a stopped process cannot handle SIGTERM
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, sig)
         if not self._wait_gone(pid, timeout):
             os.kill(pid, signal.SIGKILL)
             if not self._wait_gone(pid, 5.0):
@@ -109,16 +111,30 @@ class ManagedProcess:
 
     @staticmethod
     def _wait_gone(pid: int, timeout: float) -> bool:
+        child = _CHILDREN.get(pid)
+        if child is not None:
+            # Our child: wait() reaps it. /proc is no guide here: a killed multi-threaded
+            # process (Kafka's JVM, FerretDB, Consul) shows "Z" for its main thread while
+            # the other threads still exit, and cannot be reaped until they are gone.
+            try:
+                child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            _CHILDREN.pop(pid, None)
+            return True
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            child = _CHILDREN.get(pid)
-            if child is not None and child.poll() is not None:  # our child: reaped now
-                del _CHILDREN[pid]
-                return True
             if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
                 return True
             time.sleep(0.05)
         return False
+
+
+def _reap_exited() -> None:
+    """Collect the exit status of the children that ended on their own (a crash)."""
+    for pid, child in list(_CHILDREN.items()):
+        if child.poll() is not None:
+            _CHILDREN.pop(pid, None)
 
 
 def _is_zombie(pid: int) -> bool:

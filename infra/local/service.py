@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import signal
 from pathlib import Path
 
 from infra.local.settings import LocalSettings
@@ -18,13 +19,22 @@ class Service(abc.ABC):
     name: str
     #: A string that appears in the process command line (guards pid reuse).
     marker: str
+    #: Services that must answer before this one starts; `up` starts them too.
+    requires: tuple[str, ...] = ()
+    #: What asks the process to shut down cleanly (SIGKILL follows after a timeout).
+    stop_signal: signal.Signals = signal.SIGTERM
 
     def __init__(self, settings: LocalSettings) -> None:
         self.settings = settings
 
     @property
+    def run_dir(self) -> Path:
+        """Where its data folder, pid file and log are."""
+        return self.settings.run_dir
+
+    @property
     def data_dir(self) -> Path:
-        return self.settings.run_dir / self.name
+        return self.run_dir / self.name
 
     @abc.abstractmethod
     def provision(self, progress: Progress) -> None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Names infra/local gives PostgreSQL objects it makes from settings: no quoting needed.
+PG_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+PG_RESERVED = ("postgres", "template0", "template1")
 
 
 def env_int(env: dict[str, str], name: str, default: int) -> int:
@@ -35,6 +39,10 @@ class LocalSettings:
     consul_port: int  # [LOCAL_CONSUL_PORT] Consul HTTP API and UI
     consul_base_port: int  # [LOCAL_CONSUL_BASE_PORT] first of Consul's 4 internal ports
     mongo_port: int  # [LOCAL_MONGO_PORT] FerretDB (MongoDB wire protocol)
+    postgres_port: int  # [LOCAL_POSTGRES_PORT] PostgreSQL, FerretDB's storage
+    postgres_password: str  # [LOCAL_POSTGRES_PASSWORD] FerretDB's role in it (local only)
+    postgres_run_dir: Path  # [LOCAL_POSTGRES_RUN_DIR] its cluster, socket, log (default: run_dir)
+    ferretdb_database: str  # [LOCAL_FERRETDB_DATABASE] PostgreSQL database FerretDB stores in
     mysql_port: int  # [LOCAL_MYSQL_PORT] MariaDB
     mysql_user: str  # [LOCAL_MYSQL_USER] project user created in MariaDB
     mysql_password: str  # [LOCAL_MYSQL_PASSWORD] its password (local mode only)
@@ -50,15 +58,26 @@ class LocalSettings:
         if not host.startswith("127.") and host not in ("localhost", "::1"):
             raise SystemExit(f"LOCAL_HOST must be a loopback address, got {host!r}")
         cache_default = Path(e.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dialogue-platform"
+        run_dir = Path(e.get("LOCAL_RUN_DIR", REPO_ROOT / ".run")).resolve()
+        ferretdb_database = e.get("LOCAL_FERRETDB_DATABASE") or "ferretdb"
+        if not PG_NAME.fullmatch(ferretdb_database) or ferretdb_database in PG_RESERVED:
+            raise SystemExit(
+                "LOCAL_FERRETDB_DATABASE must be a lower-case PostgreSQL name "
+                f"({PG_NAME.pattern}, not {', '.join(PG_RESERVED)}), got {ferretdb_database!r}"
+            )
         return cls(
             host=host,
-            run_dir=Path(e.get("LOCAL_RUN_DIR", REPO_ROOT / ".run")).resolve(),
+            run_dir=run_dir,
             cache_dir=Path(e.get("LOCAL_CACHE_DIR", cache_default)).resolve(),
             kafka_port=env_int(e, "LOCAL_KAFKA_PORT", 9092),
             kafka_controller_port=env_int(e, "LOCAL_KAFKA_CONTROLLER_PORT", 9093),
             consul_port=env_int(e, "LOCAL_CONSUL_PORT", 8500),
             consul_base_port=env_int(e, "LOCAL_CONSUL_BASE_PORT", 8300),
             mongo_port=env_int(e, "LOCAL_MONGO_PORT", 27017),
+            postgres_port=env_int(e, "LOCAL_POSTGRES_PORT", 5433),
+            postgres_password=e.get("LOCAL_POSTGRES_PASSWORD") or "ferretdb-local",
+            postgres_run_dir=Path(e.get("LOCAL_POSTGRES_RUN_DIR") or run_dir).resolve(),
+            ferretdb_database=ferretdb_database,
             mysql_port=env_int(e, "LOCAL_MYSQL_PORT", 3306),
             mysql_user=e.get("LOCAL_MYSQL_USER", "dialogue"),
             mysql_password=e.get("LOCAL_MYSQL_PASSWORD", "dialogue-local"),
@@ -79,6 +98,20 @@ class LocalSettings:
     @property
     def mongo_url(self) -> str:
         return f"mongodb://{self.host}:{self.mongo_port}/"
+
+    @property
+    def postgres_socket_dir(self) -> Path:
+        """Where PostgreSQL's unix socket is: the superuser's only way in."""
+        return self.postgres_run_dir / "postgres"
+
+    @property
+    def ferretdb_postgres_url(self) -> str:
+        """FerretDB's connection to PostgreSQL, without the password (it goes by PGPASSWORD)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return (
+            f"postgres://ferretdb@{host}:{self.postgres_port}/{self.ferretdb_database}"
+            "?sslmode=disable"
+        )
 
     @property
     def mysql_socket(self) -> Path:

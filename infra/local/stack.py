@@ -12,11 +12,18 @@ from infra.local.consul import Consul
 from infra.local.ferretdb import FerretDB
 from infra.local.kafka import Kafka
 from infra.local.mariadb import MariaDB
+from infra.local.postgres import Postgres
 from infra.local.process import ManagedProcess
 from infra.local.service import Progress, Service, ServiceError
 from infra.local.settings import LocalSettings
 
-READY_TIMEOUT = {"kafka": 120.0, "consul": 60.0, "ferretdb": 60.0, "mariadb": 90.0}
+READY_TIMEOUT = {
+    "kafka": 120.0,
+    "consul": 60.0,
+    "ferretdb": 60.0,
+    "mariadb": 90.0,
+    "postgres": 60.0,
+}
 
 
 class PrintProgress(Progress):
@@ -52,7 +59,7 @@ class Status:
 
 
 class Stack:
-    """Every local service, in start order."""
+    """Every local service, in start order (a service after those it requires)."""
 
     def __init__(
         self, settings: LocalSettings | None = None, progress: Progress | None = None
@@ -61,11 +68,18 @@ class Stack:
         self.progress = progress or PrintProgress()
         services: list[Service] = [
             MariaDB(self.settings),
-            FerretDB(self.settings),
+            Postgres(self.settings),
             Consul(self.settings),
             Kafka(self.settings),
+            FerretDB(self.settings),  # last: it starts once PostgreSQL answers
         ]
         self.services = {s.name: s for s in services}
+
+    @property
+    def postgres(self) -> Postgres:
+        service = self.services["postgres"]
+        assert isinstance(service, Postgres)
+        return service
 
     def _pick(self, names: Iterable[str] | None) -> list[Service]:
         if names is None:
@@ -78,9 +92,20 @@ class Stack:
             )
         return [s for s in self.services.values() if s.name in set(names)]
 
+    def with_requirements(self, names: Iterable[str] | None) -> list[str]:
+        """The services named and those they require (transitively), in start order."""
+        wanted = {s.name for s in self._pick(names)}
+        todo = list(wanted)
+        while todo:
+            for required in self.services[todo.pop()].requires:
+                if required not in wanted:
+                    wanted.add(required)
+                    todo.append(required)
+        return [name for name in self.services if name in wanted]
+
     def process(self, name: str) -> ManagedProcess:
         service = self.services[name]
-        return ManagedProcess(name, self.settings.run_dir, service.marker)
+        return ManagedProcess(name, service.run_dir, service.marker)
 
     def _ready(self, service: Service) -> bool:
         try:
@@ -90,9 +115,13 @@ class Stack:
         return True
 
     def up(self, names: Iterable[str] | None = None) -> list[str]:
-        """Start what is not running and wait until each answers; returns those started."""
-        chosen = self._pick(names)
-        self.settings.run_dir.mkdir(parents=True, exist_ok=True)
+        """Start what is not running and wait until each answers; returns those started.
+
+        A service's requirements are started too, and answer before it starts.
+        """
+        chosen = self._pick(self.with_requirements(names))
+        for service in chosen:
+            service.run_dir.mkdir(parents=True, exist_ok=True)
         todo = [s for s in chosen if self.process(s.name).pid() is None]
         for service in chosen:
             if service not in todo:
@@ -104,25 +133,35 @@ class Stack:
             for future in [pool.submit(self._provision, s) for s in todo]:
                 future.result()
         started: list[str] = []
-        for service in todo:
-            if self._ready(service):
-                raise ServiceError(
-                    f"{service.name}: something not started by infra already answers at "
-                    f"{service.endpoint()}; stop it or change its port (see README)"
-                )
-            service.data_dir.mkdir(parents=True, exist_ok=True)
-            service.prepare(self.progress)
-            proc = self.process(service.name)
-            try:
-                pid = proc.start(service.argv(), cwd=service.data_dir, env=service.env())
-            except OSError as exc:
-                raise ServiceError(f"{service.name} could not be started: {exc}") from exc
-            self.progress.step(service.name, f"starting (pid {pid}, log {proc.log_file})")
-            started.append(service.name)
+        settled: set[str] = set()
+
+        def settle(service: Service) -> None:
+            self._wait_ready(service)
+            service.after_ready(self.progress)
+            settled.add(service.name)
+
         try:
             for service in todo:
-                self._wait_ready(service)
-                service.after_ready(self.progress)
+                for required in service.requires:
+                    if required in started and required not in settled:
+                        settle(self.services[required])
+                if self._ready(service):
+                    raise ServiceError(
+                        f"{service.name}: something not started by infra already answers at "
+                        f"{service.endpoint()}; stop it or change its port (see README)"
+                    )
+                service.data_dir.mkdir(parents=True, exist_ok=True)
+                service.prepare(self.progress)
+                proc = self.process(service.name)
+                try:
+                    pid = proc.start(service.argv(), cwd=service.data_dir, env=service.env())
+                except OSError as exc:
+                    raise ServiceError(f"{service.name} could not be started: {exc}") from exc
+                self.progress.step(service.name, f"starting (pid {pid}, log {proc.log_file})")
+                started.append(service.name)
+            for service in todo:
+                if service.name not in settled:
+                    settle(service)
         except ServiceError:
             self.down(started)  # leave nothing half-started behind
             raise
@@ -161,7 +200,7 @@ class Stack:
         """Stop what we started (by pid), in reverse order; returns those stopped."""
         stopped = []
         for service in reversed(self._pick(names)):
-            if self.process(service.name).stop():
+            if self.process(service.name).stop(sig=service.stop_signal):
                 self.progress.step(service.name, "stopped")
                 stopped.append(service.name)
         return stopped

@@ -3,6 +3,13 @@
 The shared services (the `infra` fixture) are never stopped by a test; a test that needs
 to kill Consul, Kafka or FerretDB, or a Consul no other worker registers in, starts its
 own copy here with the project's infra code, on free ports, under a temporary run folder.
+
+A private FerretDB stores in the shared PostgreSQL cluster, in a database of its own
+(created with FerretDB's triggers, dropped afterwards), not in a private cluster: killing
+it ends only its own connections, so nothing else notices, and a copy starts in about a
+second instead of initialising a cluster (which the `postgres` OS user could not do under
+pytest's private tmp folders anyway). A test that kills PostgreSQL itself would ask for
+["postgres", "ferretdb"] with a LOCAL_POSTGRES_PORT and a run folder that user can reach.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,16 +70,33 @@ def consul_ports() -> tuple[int, int]:
 def private_stack(
     run_dir: Path, cache_dir: Path, services: list[str], env: dict[str, str]
 ) -> Iterator[Stack]:
-    """Start `services` from a Stack configured by `env` (LOCAL_* variables); stop them after."""
-    settings = LocalSettings.from_env(
-        {"LOCAL_RUN_DIR": str(run_dir), "LOCAL_CACHE_DIR": str(cache_dir), **env}
-    )
+    """Start `services` from a Stack configured by `env` (LOCAL_* variables); stop them after.
+
+    With "ferretdb" (and not "postgres"), FerretDB gets a database of its own in the
+    shared PostgreSQL cluster, dropped when the copy stops.
+    """
+    base = {"LOCAL_RUN_DIR": str(run_dir), "LOCAL_CACHE_DIR": str(cache_dir)}
+    own_database = None
+    if "ferretdb" in services and "postgres" not in services:
+        shared = LocalSettings.from_env()  # the cluster the `infra` fixture runs
+        own_database = f"ferretdb_{uuid.uuid4().hex[:12]}"
+        base |= {
+            "LOCAL_POSTGRES_RUN_DIR": str(shared.postgres_run_dir),
+            "LOCAL_POSTGRES_PORT": str(shared.postgres_port),
+            "LOCAL_POSTGRES_PASSWORD": shared.postgres_password,
+            "LOCAL_FERRETDB_DATABASE": own_database,
+        }
+    settings = LocalSettings.from_env(base | env)
     stack = Stack(settings)
-    stack.up(services)
     try:
-        yield stack
+        stack.up(services)  # the shared postgres is only checked (started if it is not)
+        try:
+            yield stack
+        finally:
+            stack.down(services)  # never "postgres": the shared cluster keeps running
     finally:
-        stack.down(services)
+        if own_database is not None and settings.ferretdb_database == own_database:
+            stack.postgres.drop_database(own_database)
 
 
 @contextlib.contextmanager

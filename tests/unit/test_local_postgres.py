@@ -1,0 +1,141 @@
+"""infra/local's PostgreSQL pieces that need no server: names, settings, command lines."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from infra.local import LocalSettings, Stack
+from infra.local import postgres as pg
+from infra.local.ferretdb import FerretDB
+from infra.local.postgres import Postgres, conninfo, gin_twin_name, hba_conf, sql_literal
+from infra.local.service import Progress
+
+
+def _settings(**env: str) -> LocalSettings:
+    return LocalSettings.from_env({"LOCAL_RUN_DIR": "/tmp/run-x", **env})
+
+
+def test_a_twin_is_named_after_its_original_and_its_field() -> None:
+    name = gin_twin_name("pages_1a2b3c4d_page_1_12156ece_idx", "page")
+    assert name == "pages_1a2b3c4d_page_1_12156ece_idx_71860c77_gin"  # md5("page")[:8]
+    assert gin_twin_name("i", "cid") != gin_twin_name("i", "seq")  # one per key of a compound
+    assert gin_twin_name("i", "cid") == gin_twin_name("i", "cid")
+
+
+@pytest.mark.parametrize("original", ["x" * 63, "é" * 40, "x" * 49 + "ü" * 5, "ab" + "日本語" * 20])
+def test_a_twin_name_fits_63_bytes_and_never_splits_a_character(original: str) -> None:
+    name = gin_twin_name(original, "field")
+    assert len(name.encode()) <= 63
+    prefix = name.removesuffix(f"_{name.split('_')[-2]}_gin")
+    assert original.startswith(prefix)
+    assert len(prefix.encode()) > 50 - 4  # cut only as far as a whole character needs
+
+
+def test_postgres_settings_have_defaults_and_can_point_elsewhere() -> None:
+    s = _settings()
+    assert (s.postgres_port, s.postgres_password, s.ferretdb_database) == (
+        5433,
+        "ferretdb-local",
+        "ferretdb",
+    )
+    assert s.postgres_run_dir == Path("/tmp/run-x")
+    assert s.postgres_socket_dir == Path("/tmp/run-x/postgres")
+    assert s.ferretdb_postgres_url == (
+        "postgres://ferretdb@127.0.0.1:5433/ferretdb?sslmode=disable"
+    )
+    other = _settings(
+        LOCAL_POSTGRES_PORT="6000",
+        LOCAL_POSTGRES_RUN_DIR="/tmp/shared",
+        LOCAL_FERRETDB_DATABASE="ferretdb_abc",
+    )
+    assert other.postgres_socket_dir == Path("/tmp/shared/postgres")
+    assert other.ferretdb_postgres_url.endswith(":6000/ferretdb_abc?sslmode=disable")
+
+
+@pytest.mark.parametrize("name", ["Ferret", "drop table", "postgres", "template1", "x" * 64])
+def test_a_database_name_that_would_need_quoting_or_is_reserved_is_refused(name: str) -> None:
+    with pytest.raises(SystemExit, match="LOCAL_FERRETDB_DATABASE"):
+        _settings(LOCAL_FERRETDB_DATABASE=name)
+
+
+def test_ferretdb_requires_postgres_and_starts_after_it() -> None:
+    stack = Stack(_settings())
+    assert stack.with_requirements(["ferretdb"]) == ["postgres", "ferretdb"]
+    assert stack.with_requirements(["kafka"]) == ["kafka"]
+    order = list(stack.services)
+    assert order.index("postgres") < order.index("ferretdb")
+
+
+def test_ferretdb_runs_on_postgresql_and_keeps_the_password_off_its_command_line() -> None:
+    s = _settings(LOCAL_POSTGRES_PASSWORD="s3cret")
+    ferret = FerretDB(s)
+    argv = " ".join(ferret.argv())
+    assert "--handler=postgresql" in argv and "sqlite" not in argv
+    assert f"--postgresql-url={s.ferretdb_postgres_url}" in argv
+    assert "--telemetry=disable" in argv and "--debug-addr=-" in argv and "--state-dir=" in argv
+    assert "s3cret" not in argv
+    assert ferret.env()["PGPASSWORD"] == "s3cret"
+
+
+def test_postgres_is_durable_small_and_loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pg, "bin_dir", lambda major=None: Path("/usr/lib/postgresql/15/bin"))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    service = Postgres(_settings(LOCAL_POSTGRES_PORT="6543"))
+    argv = service.argv()
+    assert argv[:3] == ["/usr/lib/postgresql/15/bin/postgres", "-D", "/tmp/run-x/postgres/data"]
+    options = dict(a.split("=", 1) for a in argv[3:] if a != "-c")
+    assert options["fsync"] == options["synchronous_commit"] == options["full_page_writes"] == "on"
+    assert options["shared_buffers"] == "128MB" and options["max_connections"] == "200"
+    assert options["listen_addresses"] == "127.0.0.1" and options["port"] == "6543"
+    assert options["unix_socket_directories"] == "/tmp/run-x/postgres"
+    assert options["plan_cache_mode"] == "auto"  # a generic plan cannot use the GIN twins
+    assert service.stop_signal == signal.SIGINT  # fast shutdown, pooled clients or not
+
+
+def test_as_root_initdb_and_the_server_run_as_the_postgres_user(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pg, "bin_dir", lambda major=None: Path("/usr/lib/postgresql/15/bin"))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(
+        pg,
+        "_server_user",
+        lambda: pg._OsUser("postgres", 101, 104),
+    )
+    argv = Postgres(_settings()).argv()
+    assert argv[:4] == ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
+    assert argv[4].endswith("/bin/postgres")
+
+
+def test_only_the_socket_reaches_the_superuser() -> None:
+    rules = [line.split() for line in hba_conf().splitlines() if not line.startswith("#")]
+    assert ["local", "all", "postgres", "peer", "map=superuser"] in rules
+    assert all(rule[2] == "ferretdb" for rule in rules if rule[0] == "host")
+    assert not any("trust" in rule for rule in rules)
+
+
+def test_values_are_quoted_for_sql_and_libpq() -> None:
+    assert sql_literal("it's") == "'it''s'"
+    assert conninfo(host="/tmp/a b", password="x'y\\z") == "host='/tmp/a b' password='x\\'y\\\\z'"
+    with pytest.raises(ValueError):
+        sql_literal("a\0b")
+
+
+def test_a_missing_postgresql_is_installed_with_apt_get(monkeypatch: pytest.MonkeyPatch) -> None:
+    installed: list[str] = []
+    found = iter([None, Path("/usr/lib/postgresql/15/bin")])
+    monkeypatch.setattr(pg, "bin_dir", lambda major=None: next(found))
+    monkeypatch.setattr(
+        pg, "apt_install", lambda service, package, progress: installed.append(package)
+    )
+
+    class Quiet(Progress):
+        def step(self, service: str, message: str) -> None:
+            pass
+
+    Postgres(_settings()).provision(Quiet())
+    assert installed == ["postgresql"]
