@@ -40,10 +40,11 @@ infra-down:  ## stop the local infrastructure started by infra-up
 infra-status: install  ## show what runs, where, and whether it answers
 	$(BIN)/python -m infra.local status
 
-lint: install  ## ruff and mypy
+lint: install  ## ruff, mypy, and no fixed sleep or wall-clock assertion in tests/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python -m tests.check_waits
 
 test: install lint  ## lint, then every test (starts the infrastructure it needs)
 	$(BIN)/pytest $(PYTEST_ARGS)

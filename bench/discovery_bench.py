@@ -3,7 +3,8 @@
     .venv/bin/python bench/discovery_bench.py [--consul URL] [--trials N]
 
 With two and three instances it measures
-  (a) registration -> first request routed to the new instance,
+  (a) registration -> first request routed to the new instance; passing in Consul ->
+      listed by the watch; graceful stop (SIGTERM: it deregisters) -> gone from the watch,
   (b) after SIGKILL of one instance under steady load: failed caller requests,
       time to stop routing to it, attempts it got after the kill,
   (c) the balancer's overhead per request versus calling the instance directly.
@@ -81,6 +82,23 @@ async def attempts_log(
     return seen
 
 
+class Sightings:
+    """A watch subscriber: when each instance id was first listed, and last dropped."""
+
+    def __init__(self) -> None:
+        self.listed: dict[str, float] = {}
+        self.dropped: dict[str, float] = {}
+        self._current: set[str] = set()
+
+    def __call__(self, instances: tuple[Instance, ...]) -> None:
+        now, ids = time.monotonic(), {i.id for i in instances}
+        for new in ids - self._current:
+            self.listed.setdefault(new, now)
+        for gone in self._current - ids:
+            self.dropped[gone] = now
+        self._current = ids
+
+
 async def wait_for(predicate: Callable[[], bool], within: float) -> None:
     async with asyncio.timeout(within):
         while True:
@@ -92,6 +110,8 @@ async def wait_for(predicate: Callable[[], bool], within: float) -> None:
 async def scenario(consul_url: str, n: int, trials: int) -> dict[str, object]:
     service = f"bench-disc-{uuid.uuid4().hex[:8]}"
     watch = ServiceWatch(consul_url, service)
+    sightings = Sightings()
+    watch.subscribe(sightings)
     client = BalancedClient(watch)
     stubs = [StubProcess(consul_url, service) for _ in range(n - 1)]
     await asyncio.gather(*(s.start() for s in stubs))
@@ -103,6 +123,8 @@ async def scenario(consul_url: str, n: int, trials: int) -> dict[str, object]:
     routed: list[float] = []  # Registrar.start() called -> first request routed to it
     start_calls: list[float] = []  # Registrar.start() called -> returned (passing)
     after_passing: list[float] = []  # start() returned -> first request routed to it
+    watched: list[float] = []  # start() returned -> listed by the watch
+    left: list[float] = []  # SIGTERM (it deregisters) -> gone from the watch
     try:
         # (a) the n-th instance joins n-1: registration -> first request routed to it.
         for trial in range(trials):
@@ -114,11 +136,14 @@ async def scenario(consul_url: str, n: int, trials: int) -> dict[str, object]:
             routed.append(load.first[new_id] - registering)
             start_calls.append(passing - registering)
             after_passing.append(load.first[new_id] - passing)
+            watched.append(sightings.listed[new_id] - passing)
             if trial == trials - 1:
                 stubs.append(newcomer)
             else:
+                stopping = time.monotonic()
                 await newcomer.stop()  # graceful: deregisters
-                await wait_for(lambda: len(watch.instances) == n - 1, 10)
+                await wait_for(lambda: new_id in sightings.dropped, 10)  # noqa: B023
+                left.append(sightings.dropped[new_id] - stopping)
         await asyncio.sleep(1.0)
 
         # (b) SIGKILL one instance under steady load.
@@ -148,6 +173,8 @@ async def scenario(consul_url: str, n: int, trials: int) -> dict[str, object]:
         "routed": routed,
         "start_calls": start_calls,
         "after_passing": after_passing,
+        "watched": watched,
+        "left": left,
         "failed": failed_after,
         "served": served_after,
         "attempts": attempts,
@@ -224,9 +251,13 @@ async def main(consul_url: str, trials: int, requests: int) -> None:
             ("register call -> first routed request", "routed"),
             ("  of which Registrar.start() itself  ", "start_calls"),
             ("  passing -> first routed request    ", "after_passing"),
+            ("passing -> listed by the watch       ", "watched"),
+            ("graceful stop -> gone from the watch ", "left"),
         ):
             values = r[key]
             assert isinstance(values, list)
+            if not values:  # "left" needs two trials: the last newcomer stays
+                continue
             print(
                 f"    {label}: min {ms(min(values))}  median {ms(statistics.median(values))}  "
                 f"max {ms(max(values))}"

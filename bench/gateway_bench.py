@@ -1,5 +1,7 @@
 """Gateway benchmark: reads through the gateway vs the same reads straight to one worker,
-and POST-to-202 throughput. Prints its figures; asserts nothing.
+POST-to-202 throughput, and how long a posted message takes to be readable through the
+gateway (one POST at a time, then GETs until it is the newest). Prints its figures;
+asserts nothing.
 
     .venv/bin/python -m bench.gateway_bench [--reads 400] [--rounds 2] [--posts 500]
 
@@ -146,6 +148,20 @@ async def _bench(args: argparse.Namespace, gateway: GatewayProcess, worker: Work
             results["direct"].append(await _drive(args.reads, args.concurrency, read_direct))
             results["gateway"].append(await _drive(args.reads, args.concurrency, read_gateway))
 
+        newest = f"{gateway.url}/v1/chats/{cid}/messages?limit=1"
+        lags: list[float] = []
+        for i in range(args.lag_samples):
+            started = time.perf_counter()
+            async with http.post(post_url, json={"txt": f"lag {i}"}, headers=bearer) as resp:
+                posted = (await resp.json())["id"]
+            while True:
+                async with http.get(newest, headers=bearer) as resp:
+                    page = (await resp.json())["data"]
+                if page and page[0]["id"] == posted:
+                    break
+                await asyncio.sleep(0.002)
+            lags.append(time.perf_counter() - started)
+
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
     print(f"concurrency {args.concurrency}, page of 50 messages, {args.rounds} rounds each")
     totals = {}
@@ -158,6 +174,12 @@ async def _bench(args: argparse.Namespace, gateway: GatewayProcess, worker: Work
         print(_line(label, seconds, latencies, errors))
     print(f"gateway / direct read throughput: {totals['gateway'] / totals['direct']:.2f}")
     print(post_line)
+    lags.sort()
+    print(
+        f"POST -> readable (gateway)  p50 {lags[len(lags) // 2] * 1000:.0f} ms, "
+        f"p99 {lags[min(len(lags) - 1, round(0.99 * (len(lags) - 1)))] * 1000:.0f} ms, "
+        f"max {lags[-1] * 1000:.0f} ms ({len(lags)} messages)"
+    )
 
 
 if __name__ == "__main__":
@@ -166,4 +188,5 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per path")
     parser.add_argument("--posts", type=int, default=500, help="messages posted")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    parser.add_argument("--lag-samples", type=int, default=100, help="POST -> readable samples")
     asyncio.run(main(parser.parse_args()))

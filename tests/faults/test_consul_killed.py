@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.local import LocalSettings, Stack
 from infra.processes.private import private_consul
 from tests.support.faults import Load, Platform, check_written, outage, phase, summary
+from tests.support.waiting import NeverHappened, eventually, hold
 
 OUTAGE = 20.0
 
@@ -27,16 +26,17 @@ def consul(infra: LocalSettings, tmp_path: Path) -> Iterator[Stack]:
 async def gateway_sees(http: aiohttp.ClientSession, platform: Platform, ids: set[str]) -> bool:
     """Wait (bounded) until the gateway's admin view lists exactly these instances."""
     headers = {"Authorization": f"Bearer {LOCAL_ADMIN_TOKEN}"}
-    deadline = time.monotonic() + 10
-    seen: set[str] = set()
-    while time.monotonic() < deadline:
+
+    async def listed() -> set[str]:
         url = f"{platform.gateway.url}/v1/admin/instances"
         async with http.get(url, headers=headers) as resp:
-            seen = {str(i["id"]) for i in (await resp.json())["data"]}
-        if seen == ids:
-            return True
-        await asyncio.sleep(0.1)
-    return False
+            return {str(i["id"]) for i in (await resp.json())["data"]}
+
+    try:
+        await eventually(listed, lambda seen: seen == ids, what=f"the gateway listing {ids}")
+    except NeverHappened:
+        return False
+    return True
 
 
 async def test_consul_killed_for_twenty_seconds(
@@ -51,16 +51,16 @@ async def test_consul_killed_for_twenty_seconds(
         ids = {w.service_id for w in platform.workers}
         assert await gateway_sees(http, platform, ids)
         async with load.running():
-            await asyncio.sleep(phase(2))
+            await hold(phase(2))
             await outage(consul, "consul", OUTAGE)
             # The restarted dev agent has forgotten everything: the workers re-register.
-            await platform.wait_passing(2, within=30)
+            await platform.wait_passing(2)
             # The gateway resumes watching: a worker started now reaches it.
             third = platform.workers[0].sibling(unique("worker"))
             platform.workers.append(third)
             await third.start().wait_ready(90)
             resumed = await gateway_sees(http, platform, ids | {third.service_id})
-            await asyncio.sleep(phase(2))
+            await hold(phase(2))
         written = await check_written(platform, load)
         summary("4-consul-killed", load, written, f"outage_s={OUTAGE:.0f}")
 

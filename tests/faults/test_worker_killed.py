@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import aiohttp
 
 from infra.local import LocalSettings
 from tests.support.faults import ConsulMonitor, Load, Platform, check_written, phase, summary
+from tests.support.waiting import hold
 
 
 async def test_sigkill_each_worker_in_turn(
@@ -17,12 +17,12 @@ async def test_sigkill_each_worker_in_turn(
     async with Platform.start(infra, unique, consul_url=infra.consul_url) as platform:
         load = await Load.prepare(platform, http)
         async with ConsulMonitor(platform) as monitor, load.running():
-            await asyncio.sleep(phase(2))
+            await hold(phase(2))
             for worker in platform.workers:
                 worker.kill()
-                await asyncio.sleep(phase(3))
+                await hold(phase(3))  # traffic with one worker dead
                 await worker.start().wait_ready(90)
-                await asyncio.sleep(phase(2))
+                await hold(phase(2))
         written = await check_written(platform, load)
         summary("1-worker-sigkill", load, written)
 

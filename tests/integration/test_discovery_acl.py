@@ -4,7 +4,7 @@ that only instances registered as dialogue workers ever get its credentials."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -31,8 +31,10 @@ async def _passing() -> HealthReport:
 
 
 @pytest.fixture(scope="module")
-def consul(infra: LocalSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclConsul]:
-    with acl_consul(tmp_path_factory.mktemp("acl-consul"), infra.cache_dir) as agent:
+async def consul(
+    infra: LocalSettings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[AclConsul]:
+    async with acl_consul(tmp_path_factory.mktemp("acl-consul"), infra.cache_dir) as agent:
         yield agent
 
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import consul
@@ -20,6 +19,7 @@ from discovery import (
 )
 from infra.local import LocalSettings
 from infra.processes.stub import StubProcess
+from tests.support.waiting import WITHIN, eventually, settle
 
 
 @pytest.fixture
@@ -51,14 +51,9 @@ async def check_of(agent: consul.aio.Consul, instance_id: str) -> dict[str, Any]
     return check
 
 
-async def eventually(condition: Callable[[], Awaitable[bool]], within: float) -> float:
-    """Poll `condition` until it holds; returns how long that took."""
-    t0 = time.monotonic()
-    async with asyncio.timeout(within):
-        while True:
-            if await condition():
-                return time.monotonic() - t0
-            await asyncio.sleep(0.05)
+def heartbeats(instance_id: str) -> list[asyncio.Task[Any]]:
+    """The Registrar's heartbeat tasks of `instance_id` that are still running."""
+    return [t for t in asyncio.all_tasks() if t.get_name() == f"heartbeat:{instance_id}"]
 
 
 def registration(unique: Callable[[str], str], port: int = 6066) -> Registration:
@@ -84,17 +79,19 @@ async def test_register_heartbeat_deregister(
         check = await check_of(agent, reg.instance_id)
         assert check is not None and check["Type"] == "ttl" and check["Status"] == "passing"
 
-        # The heartbeat keeps it passing well past its 3 s TTL.
-        await asyncio.sleep(4.0)
+        # The heartbeat keeps it passing well past its 3 s TTL: a beat waits 0.3 s after
+        # the one before, so the 15th comes at least 4.2 s after the first.
+        await eventually(lambda: probe.calls >= 15, what="15 heartbeats")
         assert await passing_ids(agent, reg.service) == {reg.instance_id}
-        assert probe.calls >= 10
 
+        assert heartbeats(reg.instance_id)
         await registrar.deregister()
         assert await check_of(agent, reg.instance_id) is None
         assert await passing_ids(agent, reg.service) == set()
         calls = probe.calls
-        await asyncio.sleep(0.7)
-        assert probe.calls == calls, "the heartbeat stopped with deregister()"
+        await settle()
+        assert heartbeats(reg.instance_id) == [], "the heartbeat stopped with deregister()"
+        assert probe.calls == calls
     finally:
         await registrar.stop()
         await registrar.stop()  # safe twice, and after deregister()
@@ -118,13 +115,13 @@ async def test_warning_and_critical_leave_the_passing_set(
 
         for report in (HealthReport.warning("consumer stalled"), HealthReport.critical("no db")):
             probe.report = report
-            await eventually(not_passing, within=3.0)
+            await eventually(not_passing, what=f"{report.status} out of the passing set")
             check = await check_of(agent, reg.instance_id)
             assert check is not None
             assert check["Status"] == report.status and check["Output"] == report.reason
             assert registrar.last_report == report
             probe.report = HealthReport.passing()
-            await eventually(passing, within=3.0)
+            await eventually(passing, what="passing again")
     finally:
         await registrar.stop()
 
@@ -162,7 +159,7 @@ async def test_reregisters_when_the_agent_forgets_the_instance(
         async def back() -> bool:
             return await passing_ids(agent, reg.service) == {reg.instance_id}
 
-        await eventually(back, within=3.0)
+        await eventually(back, what="registered again")
     finally:
         await registrar.stop()
 
@@ -208,27 +205,27 @@ async def test_a_crashed_predecessor_with_the_same_id_is_taken_over(
 
 
 async def test_ttl_lapse_after_the_process_is_killed_leaves_the_passing_set(
-    infra: LocalSettings, unique: Callable[[str], str]
+    infra: LocalSettings, agent: consul.aio.Consul, unique: Callable[[str], str]
 ) -> None:
     service = unique("disc-kill")
     watch = ServiceWatch(infra.consul_url, service, wait="10s")
     stub = StubProcess(infra.consul_url, service, ttl=2.0)
     await watch.start()
     try:
-        await watch.wait_ready(5)
+        await watch.wait_ready(WITHIN)
         await stub.start()
 
-        async def listed() -> bool:
+        def listed() -> bool:
             return stub.id in {i.id for i in watch.instances}
 
-        async def gone() -> bool:
-            return not await listed()
-
-        await eventually(listed, within=2.0)
-        killed_at = await stub.kill()
-        await eventually(gone, within=6.0)  # TTL 2 s, plus the agent's timer and the watch
-        lapse = time.monotonic() - killed_at
-        assert lapse >= 0.5, "it left because its TTL lapsed, not because it deregistered"
+        await eventually(listed, what="the stub in the watch")
+        await stub.kill()
+        await eventually(lambda: not listed(), what="the killed stub gone from the watch")
+        # It left because its TTL lapsed, not because it deregistered: the registration
+        # stays, with its check critical, until deregister_critical_after.
+        check = await check_of(agent, stub.id)
+        assert check is not None and check["Status"] == "critical", check
+        assert "TTL expired" in check["Output"], check
     finally:
         await stub.stop()
         await watch.stop()

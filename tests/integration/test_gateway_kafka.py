@@ -1,4 +1,7 @@
-"""The gateway's producer against real Kafka: acked records, and 5031 when Kafka is gone."""
+"""The gateway's producer against real Kafka: acked records, and 5031 when Kafka is gone.
+
+A send is bounded by the bus's send timeout (the figure is in the fault suite's report);
+here a failing send only has to end with 5031 instead of hanging (a generous bound)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from contracts.records import MessageRecord, decode_record
 from gateway.adapters.kafka_bus import KafkaBus
 from gateway.errors import GatewayError
 from infra.local import LocalSettings, Stack
+from tests.support.waiting import WITHIN, eventually
 
 SEND_TIMEOUT = 2.0
 
@@ -44,12 +48,13 @@ def _free_port() -> int:
         return port
 
 
-async def _expect_5031(bus: KafkaBus) -> float:
-    started = time.monotonic()
+async def _expect_5031(bus: KafkaBus) -> GatewayError:
+    """Publish one record: it must fail with 5031, and not hang."""
     with pytest.raises(GatewayError) as caught:
-        await bus.publish(_record())
+        async with asyncio.timeout(WITHIN):
+            await bus.publish(_record())
     assert caught.value.code is ErrorCode.BUS_UNAVAILABLE
-    return time.monotonic() - started
+    return caught.value
 
 
 async def test_published_records_are_acked_keyed_by_chat(
@@ -84,11 +89,11 @@ async def test_published_records_are_acked_keyed_by_chat(
     assert [decode_record(value) for _, value in got] == sent  # one key: one partition, in order
 
 
-async def test_unknown_topic_is_5031_within_the_send_timeout(infra: LocalSettings) -> None:
+async def test_unknown_topic_is_5031_and_not_ready(infra: LocalSettings) -> None:
     bus = KafkaBus(infra.kafka_bootstrap, "gw-missing-topic-never-created", SEND_TIMEOUT)
     await bus.start()
     try:
-        assert await _expect_5031(bus) < SEND_TIMEOUT + 1.5
+        await _expect_5031(bus)
         assert not await bus.ready()
     finally:
         await bus.stop()
@@ -109,17 +114,15 @@ async def test_private_broker_late_start_then_killed(tmp_path: Path) -> None:
         )
     )
     try:
-        assert await _expect_5031(bus) < 0.5
+        # Not connected: refused at once, without trying to send.
+        assert "not connected" in (await _expect_5031(bus)).message
         await asyncio.to_thread(stack.up, ["kafka"])
         await _create_topic(bootstrap, "gw-private")
-        deadline = time.monotonic() + 30
-        while not await bus.ready():
-            assert time.monotonic() < deadline, "producer never connected to the late broker"
-            await asyncio.sleep(0.5)
+        await eventually(bus.ready, what="the producer connected to the late broker")
         await bus.publish(_record())
         stack.kill("kafka")
         for _ in range(3):
-            assert await _expect_5031(bus) < SEND_TIMEOUT + 1.5
+            await _expect_5031(bus)
         assert not await bus.ready()
     finally:
         stack.kill("kafka")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import orjson
 from infra.local import LocalSettings
 from infra.local.consul import Consul
 from infra.processes.private import consul_ports
+from tests.support.waiting import eventually
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,8 @@ class AclConsul:
         return secret
 
 
-@contextlib.contextmanager
-def acl_consul(run_dir: Path, cache_dir: Path) -> Iterator[AclConsul]:
-    """Consul with `acl { enabled = true, default_policy = "deny" }` on free ports."""
+def _start(run_dir: Path, cache_dir: Path) -> tuple[subprocess.Popen[bytes], AclConsul]:
+    """Start the agent on free ports; its log is consul-acl.log in `run_dir`."""
     http, base = consul_ports()
     settings = LocalSettings.from_env(
         {
@@ -69,24 +69,31 @@ def acl_consul(run_dir: Path, cache_dir: Path) -> Iterator[AclConsul]:
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / "consul-acl.log").open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=log, cwd=run_dir)
-    consul = AclConsul(settings.consul_url, management)
+    return proc, AclConsul(settings.consul_url, management)
+
+
+@contextlib.asynccontextmanager
+async def acl_consul(run_dir: Path, cache_dir: Path) -> AsyncIterator[AclConsul]:
+    """Consul with `acl { enabled = true, default_policy = "deny" }` on free ports."""
+    proc, consul = _start(run_dir, cache_dir)
+
+    def answers() -> bool:
+        assert proc.poll() is None, f"Consul with ACLs exited: {run_dir / 'consul-acl.log'}"
+        try:
+            if not consul.call("GET", "/v1/status/leader"):
+                return False
+            consul.call("GET", "/v1/acl/token/self")
+        except (urllib.error.URLError, ConnectionError):
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if consul.call("GET", "/v1/status/leader"):
-                    consul.call("GET", "/v1/acl/token/self")
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"Consul with ACLs did not start: {run_dir / 'consul-acl.log'}")
-            time.sleep(0.2)
+        await eventually(lambda: asyncio.to_thread(answers), what="Consul with ACLs answering")
         yield consul
     finally:
         proc.terminate()
         try:
-            proc.wait(20)
+            await asyncio.to_thread(proc.wait, 20)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+            await asyncio.to_thread(proc.wait)

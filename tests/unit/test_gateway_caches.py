@@ -39,7 +39,7 @@ MID = "65f0c0ffee0123456789aaaa"
 
 
 def _attempt(text: str = "hi", acked: bool = True) -> Attempt:
-    return Attempt(MID, 1.5, request_digest(CID, text), acked)
+    return Attempt(MID, 1_700_000_000, request_digest(CID, text), acked)
 
 
 def _cache(**bounds: int) -> IdempotencyCache:

@@ -52,7 +52,7 @@ async def test_submit_returns_while_the_write_runs_and_writes_stay_in_order() ->
     assert rec.log == ["start a"]  # submit did not wait for the write
 
     second = asyncio.create_task(writer.submit("b"))
-    await asyncio.sleep(0.01)
+    await settle()
     assert not second.done() and rec.log == ["start a"]  # b waits for a
     rec.release["a"].set()
     await second
