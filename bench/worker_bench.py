@@ -2,26 +2,33 @@
 and the lag from produce to visible in GET /messages (p50/p99).
 
     .venv/bin/python -m bench.worker_bench [--records 30000] [--rounds 3] [--lag-samples 200]
+                                           [--against REF]
 
 Runs against the local services (python -m infra.local up). Both sides read the same
 kind of pre-filled topic (same partitions, same payloads) into a fresh database; the
 rate is measured from the first stored document to the last, so start-up is excluded.
-Baseline and worker alternate for `--rounds` rounds (which goes first alternates too)
+Baseline and worker alternate for `--rounds` rounds (which goes first rotates too)
 and the medians are compared: on a small shared machine one run of either side can be
-off by a factor of two.
+off by a factor of two. `--against REF` adds a third side, the worker of another commit
+(checked out in a temporary git worktree), to compare two versions of the worker in one
+run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import resource
 import statistics
+import subprocess
+import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -34,7 +41,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from contracts.ids import new_id
 from contracts.records import MessageRecord
 from infra.local import LocalSettings
-from infra.processes.worker import WorkerProcess, produce
+from infra.processes.worker import REPO, WorkerProcess, produce
 
 Mongo = AsyncMongoClient[dict[str, Any]]
 PARTITIONS = 12
@@ -142,11 +149,15 @@ async def baseline(infra: LocalSettings, mongo: Mongo, cids: list[str], n: int) 
         await mongo.drop_database(messages.database.name)
 
 
-def bench_worker() -> WorkerProcess:
+def bench_worker(source: Path = REPO) -> WorkerProcess:
     run = uuid.uuid4().hex[:8]
     infra = LocalSettings.from_env()
     return WorkerProcess.for_test(
-        infra, lambda p: f"bench-{p}-{run}", partitions=PARTITIONS, env={"LOG_LEVEL": "WARNING"}
+        infra,
+        lambda p: f"bench-{p}-{run}",
+        partitions=PARTITIONS,
+        env={"LOG_LEVEL": "WARNING"},
+        source=source,
     )
 
 
@@ -159,9 +170,9 @@ async def create_chats(worker: WorkerProcess, n: int) -> list[str]:
         return cids
 
 
-async def worker_rate(infra: LocalSettings, mongo: Mongo, n: int) -> Rate:
-    """The worker subprocess started on a pre-filled topic."""
-    worker = bench_worker()
+async def worker_rate(infra: LocalSettings, mongo: Mongo, n: int, source: Path = REPO) -> Rate:
+    """The worker subprocess (of the tree at `source`) started on a pre-filled topic."""
+    worker = bench_worker(source)
     try:
         await worker.start().wait_ready()
         cids = await create_chats(worker, 24)
@@ -169,9 +180,7 @@ async def worker_rate(infra: LocalSettings, mongo: Mongo, n: int) -> Rate:
         await produce(infra.kafka_bootstrap, worker.topic, payload(cids, n))
         pid = worker.start().pid
         assert pid is not None
-        rate = await rate_of(lambda: persisted(worker), n, lambda: cpu_of(pid))
-        assert await mongo[worker.mongo_db]["messages"].count_documents({}) == n
-        return rate
+        return await rate_of(lambda: persisted(worker), n, lambda: cpu_of(pid))
     finally:
         await worker.terminate()
         await mongo.drop_database(worker.mongo_db)
@@ -233,40 +242,64 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def main(records: int, rounds: int, samples: int) -> None:
+@contextlib.contextmanager
+def checkout(ref: str | None) -> Iterator[Path | None]:
+    """A temporary git worktree of `ref` (None: no second version)."""
+    if ref is None:
+        yield None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="bench-worker-"))
+    subprocess.run(["git", "worktree", "add", "--detach", str(folder), ref], cwd=REPO, check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=REPO, check=True)
+
+
+async def main(records: int, rounds: int, samples: int, against: str | None) -> None:
     infra = LocalSettings.from_env()
     mongo: Mongo = AsyncMongoClient(infra.mongo_url)
-    bases: list[Rate] = []
-    workers: list[Rate] = []
     print(f"{records} records per run, {PARTITIONS} partitions, batch {BATCH}, {rounds} rounds")
-    try:
-        for r in range(1, rounds + 1):
-            # Which side goes first alternates, so neither always meets the server just
-            # after the other's database was dropped.
-            if r % 2:
-                bases.append(await baseline(infra, mongo, [new_id() for _ in range(24)], records))
-                workers.append(await worker_rate(infra, mongo, records))
-            else:
-                workers.append(await worker_rate(infra, mongo, records))
-                bases.append(await baseline(infra, mongo, [new_id() for _ in range(24)], records))
-            (b, b_cpu), (w, w_cpu) = bases[-1], workers[-1]
-            print(
-                f"round {r}: baseline {b:6.0f}/s ({b_cpu:.0f} µs CPU/record), "
-                f"worker {w:6.0f}/s ({w_cpu:.0f} µs CPU/record), ratio {w / b:.2f}"
-            )
-        lags = await lag(infra, mongo, samples)
-    finally:
-        await mongo.close()
-    base = statistics.median(b for b, _ in bases)
-    rate = statistics.median(w for w, _ in workers)
-    print(f"baseline aiokafka+pymongo : {base:8.0f} records/s (median)")
-    share = rate / base
-    print(f"dialogue worker           : {rate:8.0f} records/s (median, {share:.2f} of baseline)")
-    print(
-        "CPU per record            : baseline "
-        f"{statistics.median(c for _, c in bases):.0f} µs, "
-        f"worker {statistics.median(c for _, c in workers):.0f} µs (median)"
-    )
+    with checkout(against) as other:
+        sides: dict[str, Callable[[], Awaitable[Rate]]] = {
+            "baseline": lambda: baseline(infra, mongo, [new_id() for _ in range(24)], records),
+            "worker": lambda: worker_rate(infra, mongo, records),
+        }
+        if other is not None:
+            sides[f"worker@{against}"] = lambda: worker_rate(infra, mongo, records, other)
+        rates: dict[str, list[Rate]] = {name: [] for name in sides}
+        names = list(sides)
+        try:
+            for r in range(rounds):
+                # Which side goes first rotates, so none always meets the server just
+                # after another's database was dropped.
+                for name in names[r % len(names) :] + names[: r % len(names)]:
+                    rates[name].append(await sides[name]())
+                line = ", ".join(
+                    f"{name} {rates[name][-1][0]:6.0f}/s ({rates[name][-1][1]:.0f} µs CPU/record)"
+                    for name in names
+                )
+                ratio = rates["worker"][-1][0] / rates["baseline"][-1][0]
+                print(f"round {r + 1}: {line}, worker/baseline {ratio:.2f}")
+            lags = await lag(infra, mongo, samples)
+        finally:
+            await mongo.close()
+    median = {name: statistics.median(v for v, _ in values) for name, values in rates.items()}
+    cpu = {name: statistics.median(c for _, c in values) for name, values in rates.items()}
+    for name in names:
+        share = median[name] / median["baseline"]
+        print(
+            f"{name:<26}: {median[name]:8.0f} records/s (median, {share:.2f} of baseline), "
+            f"{cpu[name]:.0f} µs CPU/record"
+        )
+    if other is not None:
+        per_round = [
+            w[0] / o[0] for w, o in zip(rates["worker"], rates[f"worker@{against}"], strict=True)
+        ]
+        print(
+            f"worker / worker@{against}: {median['worker'] / median[f'worker@{against}']:.2f} "
+            f"(medians); per round {' '.join(f'{x:.2f}' for x in per_round)}"
+        )
     print(
         f"produce -> visible lag    : p50 {percentile(lags, 50) * 1e3:.0f} ms, "
         f"p99 {percentile(lags, 99) * 1e3:.0f} ms ({len(lags)} samples)"
@@ -278,7 +311,8 @@ if __name__ == "__main__":
     parser.add_argument("--records", type=int, default=30_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lag-samples", type=int, default=200)
+    parser.add_argument("--against", help="also run the worker of this git commit or branch")
     args = parser.parse_args()
     # A topic is produced to right after it is created; metadata warnings are expected.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    asyncio.run(main(args.records, args.rounds, args.lag_samples))
+    asyncio.run(main(args.records, args.rounds, args.lag_samples, args.against))

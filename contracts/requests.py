@@ -8,6 +8,7 @@ Each service maps `RequestProblem` to its error body at its HTTP edge.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from contracts.errors import ErrorCode
@@ -19,6 +20,9 @@ MAX_USERS = 1000  # user ids in one request body
 #: What a refusal echoes of the value it was sent, at most.
 ECHO = 40
 _UID_DIGITS = len(str(UID_MAX))
+#: Integral JSON numbers written with a fraction or exponent (`42.0`, `4.2e1`) are
+#: integers to JSON Schema; they are taken up to 2**53, where a float is still exact.
+_EXACT_FLOAT = 2**53
 
 
 class RequestProblem(ValueError):
@@ -52,6 +56,16 @@ def user_id(raw: str | None) -> int:
     return uid
 
 
+def json_int(value: object) -> int | None:
+    """An integer from a decoded JSON body: an int, or a float with an integral value
+    within 2**53 (`42.0`); None for anything else (bool, strings, 42.5, nan, 1e300)."""
+    if type(value) is int:  # bool is an int subclass and is refused here
+        return value
+    if type(value) is float and value.is_integer() and abs(value) <= _EXACT_FLOAT:
+        return int(value)
+    return None
+
+
 def user_ids(value: object) -> list[int]:
     """The `users` of a chat body: a list (4000) of at most MAX_USERS user ids (4002),
     without repeats, in the order given."""
@@ -59,11 +73,13 @@ def user_ids(value: object) -> list[int]:
         raise RequestProblem(ErrorCode.MALFORMED, "users must be a list of user ids")
     if len(value) > MAX_USERS:
         raise RequestProblem(ErrorCode.MALFORMED, f"at most {MAX_USERS} users per request")
-    for uid in value:
-        # bool is an int subclass: refused along with floats and strings.
-        if type(uid) is not int or not 1 <= uid <= UID_MAX:
-            raise RequestProblem(ErrorCode.BAD_USER_ID, f"bad user id: {_echo(uid)}")
-    return list(dict.fromkeys(value))
+    uids: list[int] = []
+    for raw in value:
+        uid = json_int(raw)
+        if uid is None or not 1 <= uid <= UID_MAX:
+            raise RequestProblem(ErrorCode.BAD_USER_ID, f"bad user id: {_echo(raw)}")
+        uids.append(uid)
+    return list(dict.fromkeys(uids))
 
 
 def limit(raw: str | None) -> int:
@@ -86,9 +102,69 @@ def cursor_id(name: str, raw: str | None) -> str | None:
     return raw
 
 
+def seq_param(name: str, raw: str | None) -> int | None:
+    """A seq in a query string (`beforeSeq`, `afterSeq`): 0 .. 2**63 - 1; absent or empty: None."""
+    if raw is None or raw == "":
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > _UID_DIGITS or int(raw) > UID_MAX:
+        raise RequestProblem(ErrorCode.BAD_PAGING, f"{name} must be a seq, got {_echo(raw)}")
+    return int(raw)
+
+
+#: The history cursors: (name, "before"/"after"); a request names at most one of them.
+HISTORY_CURSORS = (
+    ("before", "before"),
+    ("after", "after"),
+    ("beforeSeq", "before"),
+    ("afterSeq", "after"),
+)
+
+
+def history_cursor(query: Mapping[str, str]) -> tuple[str, int | str | None]:
+    """The one cursor of a history query: ("before" or "after", a message id or a seq).
+
+    `before`/`after` take a message id, `beforeSeq`/`afterSeq` a seq; more than one is 4005.
+    """
+    given: list[tuple[str, int | str]] = []
+    for name, direction in HISTORY_CURSORS:
+        value = (
+            cursor_id(name, query.get(name))
+            if direction == name
+            else seq_param(name, query.get(name))
+        )
+        if value is not None:
+            given.append((direction, value))
+    if len(given) > 1:
+        names = ", ".join(name for name, _ in HISTORY_CURSORS)
+        raise RequestProblem(ErrorCode.BAD_PAGING, f"use at most one of {names}")
+    return given[0] if given else ("before", None)
+
+
 def one_direction(query: Mapping[str, str]) -> tuple[str | None, str | None]:
     """(`before`, `after`) of a history query; both at once is 4005."""
     before, after = cursor_id("before", query.get("before")), cursor_id("after", query.get("after"))
     if before is not None and after is not None:
         raise RequestProblem(ErrorCode.BAD_PAGING, "use either before or after, not both")
     return before, after
+
+
+#: An opaque cursor given out in a list's `nextCursor` (base64url, no padding).
+OPAQUE_CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+
+
+def list_cursor(raw: str | None) -> str | None:
+    """The chat list's `cursor`: a nextCursor given out before (its form checked here, its
+    content by the worker); absent or empty: None (4005 otherwise)."""
+    if raw is None or raw == "":
+        return None
+    if OPAQUE_CURSOR.fullmatch(raw) is None:
+        raise RequestProblem(ErrorCode.BAD_PAGING, "cursor must be a nextCursor of this list")
+    return raw
+
+
+def read_seq(body: object) -> int:
+    """The `seq` of a `{"seq": N}` read-marker body: 0 .. 2**63 - 1 (4000 otherwise)."""
+    seq = json_int(body.get("seq")) if isinstance(body, dict) else None
+    if seq is None or not 0 <= seq <= UID_MAX:
+        raise RequestProblem(ErrorCode.MALFORMED, 'body must be {"seq": <seq, an integer >= 0>}')
+    return seq

@@ -9,17 +9,19 @@ import faust
 from aiohttp import web
 
 from dialogue_worker.adapters.consumer_lag import ConsumerLag
-from dialogue_worker.adapters.dead_letters import DeadLetterProducer
 from dialogue_worker.adapters.faust_app import RawSchema, WorkerApp
-from dialogue_worker.adapters.mongo import MongoStore
+from dialogue_worker.adapters.mongo import MongoDatabase
+from dialogue_worker.adapters.mongo_chats import MongoChats
+from dialogue_worker.adapters.mongo_log import MongoMessageLog
+from dialogue_worker.adapters.outbox import KafkaOutbox
 from dialogue_worker.adapters.registration import ConsulRegistration, instance_id
 from dialogue_worker.entrypoints.agent import attach_agent
 from dialogue_worker.entrypoints.http import InternalApi
 from dialogue_worker.entrypoints.middleware import edge_middleware
 from dialogue_worker.metrics import WorkerMetrics
+from dialogue_worker.services.chat_book import ChatBook
 from dialogue_worker.services.chats import ChatService
 from dialogue_worker.services.health import WorkerHealth
-from dialogue_worker.services.membership import MembershipCache
 from dialogue_worker.services.persistence import BatchPersister
 from dialogue_worker.settings import WorkerSettings
 from platform_common.retry import Backoff
@@ -30,8 +32,8 @@ class Components:
     settings: WorkerSettings
     instance_id: str
     app: faust.App
-    store: MongoStore
-    dead_letters: DeadLetterProducer
+    database: MongoDatabase
+    outbox: KafkaOutbox
     persister: BatchPersister
     health: WorkerHealth
     metrics: WorkerMetrics
@@ -72,15 +74,21 @@ def faust_app(settings: WorkerSettings) -> faust.App:
 def build(settings: WorkerSettings) -> Components:
     app = faust_app(settings)
     metrics = WorkerMetrics()
-    store = MongoStore(settings.mongo_url, settings.mongo_db, settings.mongo_timeout)
-    dead_letters = DeadLetterProducer(settings.kafka_bootstrap, settings.dlq_topic)
+    database = MongoDatabase(settings.mongo_url, settings.mongo_db, settings.mongo_timeout)
+    log_store = MongoMessageLog(database)
+    outbox = KafkaOutbox(
+        settings.kafka_bootstrap,
+        dlq_topic=settings.dlq_topic,
+        topic=settings.topic,
+        events_topic=settings.events_topic,
+    )
     next_offsets: dict[tuple[str, int], int] = {}
     lag = ConsumerLag(app, next_offsets)
-    health = WorkerHealth(store.ping, lag.per_partition, stall_after=settings.stall_after)
+    health = WorkerHealth(database.ping, lag.per_partition, stall_after=settings.stall_after)
     persister = BatchPersister(
-        store,
-        dead_letters,
-        MembershipCache(settings.chat_cache_ttl),
+        log_store,
+        outbox,
+        ChatBook(log_store, settings.chat_cache_ttl),
         health,
         metrics,
         backoff=lambda: Backoff(0.1, settings.retry_backoff_max),
@@ -88,19 +96,25 @@ def build(settings: WorkerSettings) -> Components:
     )
     topic: Any = app.topic(settings.topic, partitions=settings.topic_partitions, schema=RawSchema())
     attach_agent(app, topic, persister, settings.batch_size, settings.batch_within)
+
+    async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        persister.forget_partitions(tp.partition for tp in revoked if tp.topic == settings.topic)
+
+    app.on_partitions_revoked.connect(cast(Any, on_revoked))  # faust's signal, typed loosely
+
     metrics.watch_partitions(lag.lags, lambda: len(health.stuck()))
 
     ident = instance_id(settings)
     web_app: web.Application = cast(Any, app.web).web_app  # faust's aiohttp application
     token = settings.entrypoint_token.get_secret_value()
     web_app.middlewares.append(edge_middleware(token, metrics))
-    InternalApi(ChatService(store), health, metrics, ident).install(web_app)
+    InternalApi(ChatService(MongoChats(database), outbox), health, metrics, ident).install(web_app)
     return Components(
         settings=settings,
         instance_id=ident,
         app=app,
-        store=store,
-        dead_letters=dead_letters,
+        database=database,
+        outbox=outbox,
         persister=persister,
         health=health,
         metrics=metrics,

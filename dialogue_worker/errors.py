@@ -30,8 +30,9 @@ class StoreRefused(WorkerError):
     """MongoDB refused a write for a reason a retry will not change (e.g. a document)."""
 
 
-class DeadLetterUnavailable(WorkerError):
-    """The dead-letter topic could not be written; retrying later can succeed."""
+class OutboxUnavailable(WorkerError):
+    """Kafka did not take what the worker produces (dead letters, forwards, events);
+    retrying later can succeed."""
 
     retryable = True
 

@@ -55,6 +55,11 @@ class WorkerMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.forwarded = Counter(
+            "dialogue_worker_records_forwarded",
+            "Records read from another partition than their chat's, produced to the chat's.",
+            registry=self.registry,
+        )
         self.id_conflicts = Counter(
             "dialogue_worker_id_conflicts",
             "Records whose id was already stored with another chat, author or text.",

@@ -7,7 +7,7 @@ import gc
 import logging
 import signal
 
-from dialogue_worker.adapters.topics import ensure_topics
+from dialogue_worker.adapters.topics import ensure_topics, partitioner
 from dialogue_worker.bootstrap import Components
 from dialogue_worker.errors import DuplicateWorker, WorkerError
 
@@ -67,11 +67,15 @@ class WorkerRuntime:
     async def _start(self) -> None:
         p, s = self._parts, self._parts.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        await p.store.open()
-        await ensure_topics(
-            s.kafka_bootstrap, [s.topic, s.dlq_topic], s.topic_partitions, s.topic_replication
+        await p.database.open()
+        counts = await ensure_topics(
+            s.kafka_bootstrap,
+            [s.topic, s.dlq_topic, s.events_topic],
+            s.topic_partitions,
+            s.topic_replication,
         )
-        await p.dead_letters.start()
+        p.persister.route(partitioner(counts[s.topic]))
+        await p.outbox.start()
         # Web server first, then the consumer joins the group and the agent starts.
         await p.app.start()
         if p.app.crashed:
@@ -102,6 +106,6 @@ class WorkerRuntime:
             log.warning("batch in hand unfinished after %.0fs: redelivered later", s.shutdown_grace)
         if p.app.started or p.app.crashed:
             await p.app.stop()  # commits acked offsets, leaves the group, stops the web server
-        await p.dead_letters.stop()
-        await p.store.close()
+        await p.outbox.stop()
+        await p.database.close()
         log.info("worker %s stopped", p.instance_id)

@@ -10,6 +10,7 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.events import EVENTS_TOPIC
 from contracts.records import TOPIC
 from platform_common.local import LOCAL_ENTRYPOINT_TOKEN
 
@@ -61,9 +62,10 @@ class WorkerSettings(BaseSettings):
     topic: str = Field(
         default=TOPIC, description="message topic; its dead-letter topic is <topic>.dlq"
     )
-    topic_partitions: int = Field(
-        default=12, ge=1, description="partitions created for both topics"
+    events_topic: str = Field(
+        default=EVENTS_TOPIC, description="topic the worker publishes chat events to"
     )
+    topic_partitions: int = Field(default=12, ge=1, description="partitions created for the topics")
     topic_replication: int = Field(
         default=1, ge=1, description="replication factor of created topics"
     )

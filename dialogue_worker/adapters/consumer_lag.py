@@ -14,8 +14,11 @@ TopicPartition = tuple[str, int]
 
 class ConsumerLag:
     """Per assigned partition: the next offset to persist and the lag behind the high
-    watermark. `next_offsets` is what the persister has made durable; before it has
-    persisted anything in a partition, faust's last committed offset stands in."""
+    watermark. The position is the lower of what the persister has made durable
+    (`next_offsets`) and faust's committed offset (the next offset to read, as Kafka
+    keeps it): a record skipped and not yet
+    redelivered holds the commit back, so it shows as lag (and, if it stays, as a stuck
+    partition) even though newer records were stored."""
 
     def __init__(self, app: faust.App, next_offsets: Mapping[TopicPartition, int]) -> None:
         self._app = app
@@ -29,9 +32,11 @@ class ConsumerLag:
         states = {}
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
-            position = self._next.get((tp.topic, tp.partition))
-            if position is None and committed.get(tp) is not None:
-                position = committed[tp] + 1  # type: ignore[operator]
+            positions = [self._next.get((tp.topic, tp.partition))]
+            if committed.get(tp) is not None:
+                positions.append(committed[tp])
+            known = [p for p in positions if p is not None]
+            position = min(known) if known else None
             if highwater is not None and position is not None:
                 lag = max(0, highwater - position)
                 states[(tp.topic, tp.partition)] = PartitionState(lag, position)

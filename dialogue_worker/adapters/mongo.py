@@ -1,21 +1,38 @@
-"""MongoDB: chats and messages collections, their indexes, sharding on mongos, and queries."""
+"""MongoDB: the client, the collections and their indexes, and how failures are told apart.
+
+Collections (database MONGO_DB):
+- `chats`     {_id: ObjectId, users: [int], createdAt, openedAt, lastSeq, lastAt,
+               lastMessage, lastPart, lastOffset, v}                     index: users
+- `history`   {_id: "<cid>:<seq>", page: "<cid>:<page>", cid, seq, id, uid, text,
+               createdAt, at, p, o}: one message per seq                 index: page
+- `message_ids` {_id: ObjectId(message id), cid, seq, uid, h, p, o}: where an id is
+- `reads`     {_id: "<cid>:<uid>", cid, u, seq, v}: read markers         index: u
+
+Every read the platform makes is an equality on `_id` or on an indexed field, which
+FerretDB pushes down to PostgreSQL, where infra/local gives each index a GIN twin its
+pushdown can use; on FerretDB the worker checks that with `explain` at start and
+refuses to run without it. Mutable documents carry `v`, bumped by every update, so
+PostgreSQL's version guard (infra/local) turns FerretDB's unlocked read-modify-write
+into a retryable error instead of a lost update.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Collection, Mapping, Sequence
+import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import bson
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
-    BulkWriteError,
+    CollectionInvalid,
     ConnectionFailure,
-    DuplicateKeyError,
     ExecutionTimeout,
     OperationFailure,
     PyMongoError,
@@ -24,23 +41,42 @@ from pymongo.errors import (
 
 from contracts.records import MessageRecord
 from dialogue_worker.adapters.sharding import ensure_sharding
-from dialogue_worker.domain.chats import ChatView
-from dialogue_worker.domain.messages import MessageView
-from dialogue_worker.domain.paging import Direction, PageRequest
-from dialogue_worker.domain.records import RejectKind
-from dialogue_worker.errors import StorageUnavailable, StoreRefused
-from dialogue_worker.services.ports import InsertOutcome
+from dialogue_worker.domain.history import message_key, page_key, page_of
+from dialogue_worker.errors import StorageUnavailable, StoreRefused, WorkerError
+from dialogue_worker.services.ports import StoredMessage
 
 log = logging.getLogger(__name__)
 Doc = dict[str, Any]
 DUPLICATE_KEY = 11000
+NAMESPACE_EXISTS = 48
 #: Server error codes that mean "not now" rather than "not this": shutting down, not
 #: (or no longer) primary, time limits, write conflicts, network trouble behind a mongos.
 TRANSIENT_CODES = frozenset(
     {6, 7, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
 )
-#: The fields a stored message and a record with the same id must agree on.
-IDENTITY = ("cid", "uid", "text")
+#: PostgreSQL's serialization failure, raised by the version guard under FerretDB.
+STALE_WRITE = "SQLSTATE 40001"
+#: Seconds close() waits for the server to end the client's sessions (pymongo would wait
+#: for server selection, 30 s, when the server is down).
+CLOSE_WITHIN = 2.0
+COLLECTIONS = frozenset({"chats", "history", "message_ids", "reads"})
+#: Field each collection is read by, besides `_id`.
+INDEXES = {"chats": "users", "history": "page", "reads": "u"}
+#: Query shapes checked with explain on FerretDB at start: (collection, filter).
+READS: list[tuple[str, Doc]] = [
+    ("chats", {"_id": ObjectId("0" * 24)}),
+    ("chats", {"users": 1}),
+    ("history", {"_id": "x"}),
+    ("history", {"page": "x"}),
+    ("message_ids", {"_id": ObjectId("0" * 24)}),
+    ("reads", {"_id": "x"}),
+    ("reads", {"u": 1}),
+]
+_INDEX_SCANS = ("Index Scan", "Bitmap Index Scan", "Index Only Scan")
+
+
+class StoreMisconfigured(WorkerError):
+    """The MongoDB-protocol server cannot serve the platform's reads as it should."""
 
 
 def is_transient(exc: PyMongoError) -> bool:
@@ -49,190 +85,140 @@ def is_transient(exc: PyMongoError) -> bool:
         return True
     if exc.timeout or exc.has_error_label("RetryableWriteError"):
         return True
-    if exc.has_error_label("TransientTransactionError"):
+    if exc.has_error_label("TransientTransactionError") or STALE_WRITE in str(exc):
         return True
     return isinstance(exc, OperationFailure) and exc.code in TRANSIENT_CODES
 
 
-def _failure(exc: PyMongoError) -> StorageUnavailable | StoreRefused:
+def failure(exc: PyMongoError) -> StorageUnavailable | StoreRefused:
     return StorageUnavailable(str(exc)) if is_transient(exc) else StoreRefused(str(exc))
 
 
-def _chat(doc: Doc) -> ChatView:
-    return ChatView(str(doc["_id"]), frozenset(doc["users"]), int(doc["createdAt"]))
-
-
-def _message(doc: Doc) -> MessageView:
-    return MessageView(str(doc["_id"]), str(doc["cid"]), doc["uid"], doc["text"], doc["createdAt"])
-
-
-def message_doc(record: MessageRecord) -> Doc:
+def history_doc(message: StoredMessage) -> Doc:
     return {
-        "_id": ObjectId(record.id),
-        "cid": ObjectId(record.cid),
-        "uid": record.uid,
-        "text": record.text,
-        "createdAt": record.createdAt,
+        "_id": message_key(message.cid, message.seq),
+        "page": page_key(message.cid, page_of(message.seq)),
+        "cid": ObjectId(message.cid),
+        "seq": message.seq,
+        "id": ObjectId(message.id),
+        "uid": message.uid,
+        "text": message.text,
+        "createdAt": message.created_at,
+        "at": message.at,
+        "p": message.partition,
+        "o": message.offset,
     }
 
 
 def unstorable(message: MessageRecord) -> str | None:
     """Why the message's document cannot be encoded as BSON, or None when it can."""
+    probe = StoredMessage(
+        message.cid, 1, message.id, message.uid, message.text, message.createdAt, 0.0, 0, 0
+    )
     try:
-        bson.encode(message_doc(message))
+        bson.encode(history_doc(probe))
     except (bson.errors.BSONError, OverflowError, ValueError) as exc:
         return f"cannot be encoded for MongoDB: {type(exc).__name__}: {exc}"
     return None
 
 
-class MongoStore:
-    """Owns the client: open() connects and prepares the schema, close() releases it."""
+class MongoDatabase:
+    """Owns the client: open() connects, prepares and checks the schema; close() ends it."""
 
     def __init__(self, url: str, database: str, timeout: float) -> None:
-        self._client: AsyncMongoClient[Doc] = AsyncMongoClient(
+        self.client: AsyncMongoClient[Doc] = AsyncMongoClient(
             url, timeoutMS=int(timeout * 1000), connect=False, appname="dialogue-worker"
         )
-        self._db: AsyncDatabase[Doc] = self._client[database]
-        self._chats: AsyncCollection[Doc] = self._db["chats"]
-        self._messages: AsyncCollection[Doc] = self._db["messages"]
+        self.db: AsyncDatabase[Doc] = self.client[database]
+        self.chats: AsyncCollection[Doc] = self.db["chats"]
+        self.history: AsyncCollection[Doc] = self.db["history"]
+        self.ids: AsyncCollection[Doc] = self.db["message_ids"]
+        self.reads: AsyncCollection[Doc] = self.db["reads"]
 
     async def open(self) -> None:
-        """Check the server answers, create indexes, shard when behind a mongos."""
+        """Check the server answers, create indexes, shard behind a mongos, and on FerretDB
+        check that every read uses an index and that stale updates are refused."""
         try:
             await self.ping()
-            await self._chats.create_index([("users", ASCENDING)])
-            await self._messages.create_index([("cid", ASCENDING), ("_id", DESCENDING)])
-            hello = await self._client.admin.command("hello")
-            await ensure_sharding(self._client.admin.command, self._db.name, hello)
+            existing = set(await self.db.list_collection_names())
+            for name in COLLECTIONS - existing:
+                try:
+                    await self.db.create_collection(name)
+                except CollectionInvalid:  # another worker made it meanwhile
+                    pass
+                except OperationFailure as exc:
+                    if exc.code != NAMESPACE_EXISTS:  # else: made by another worker meanwhile
+                        raise
+            for name, field in INDEXES.items():
+                await self.db[name].create_index([(field, ASCENDING)])
+            hello = await self.client.admin.command("hello")
+            await ensure_sharding(self.client.admin.command, self.db.name, hello)
+            info = await self.client.admin.command("buildInfo")
+            if "ferretdbVersion" in info:
+                await self._check_ferretdb(str(info["ferretdbVersion"]))
         except PyMongoError as exc:
             raise StorageUnavailable(f"cannot prepare MongoDB: {exc}") from exc
 
     async def close(self) -> None:
-        await self._client.close()
+        """Close the client; with the server gone, do not wait for it to end our sessions."""
+        try:
+            async with asyncio.timeout(CLOSE_WITHIN):
+                await self.client.close()
+        except TimeoutError:
+            log.warning("MongoDB did not answer at close: its sessions will expire on their own")
 
     async def ping(self) -> None:
         try:
-            await self._client.admin.command("ping")
+            await self.client.admin.command("ping")
         except PyMongoError as exc:
             raise StorageUnavailable(str(exc)) from exc
 
-    def unstorable(self, message: MessageRecord) -> str | None:
-        return unstorable(message)
-
     async def writable(self) -> None:
         try:
-            await self._db["write_checks"].update_one(
+            await self.db["write_checks"].update_one(
                 {"_id": "write-check"}, {"$set": {"at": time.time()}}, upsert=True
             )
         except PyMongoError as exc:
             raise StorageUnavailable(f"write check failed: {exc}") from exc
 
-    async def insert_messages(self, messages: Sequence[MessageRecord]) -> InsertOutcome:
-        """One unordered insert; ids already stored count as duplicates when the stored
-        message is the same one, as id conflicts when it is not."""
-        docs = [message_doc(m) for m in messages]
-        try:
-            result = await self._messages.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            if exc.details.get("writeConcernErrors"):
-                raise StorageUnavailable(f"write concern failed: {exc.details}") from exc
-            return await self._partial(docs, exc.details)
-        except PyMongoError as exc:
-            raise _failure(exc) from exc
-        return InsertOutcome(len(result.inserted_ids), 0)
-
-    async def _partial(self, docs: Sequence[Doc], details: Mapping[str, Any]) -> InsertOutcome:
-        errors: list[Mapping[str, Any]] = details.get("writeErrors", [])
-        transient = [e for e in errors if e.get("code") in TRANSIENT_CODES]
-        if transient:
-            raise StorageUnavailable(f"bulk write failed: {transient[0]}")
-        refused: dict[int, tuple[RejectKind, str]] = {}
-        duplicate = [int(e["index"]) for e in errors if e.get("code") == DUPLICATE_KEY]
-        for error in errors:
-            if error.get("code") != DUPLICATE_KEY:
-                message = f"refused by MongoDB: code {error.get('code')}: {error.get('errmsg')}"
-                refused[int(error["index"])] = (RejectKind.UNSTORABLE, message[:500])
-        if duplicate:
-            refused |= await self._conflicts(docs, duplicate)
-        duplicates = len(duplicate) - sum(1 for i in duplicate if i in refused)
-        return InsertOutcome(details.get("nInserted", 0), duplicates, refused)
-
-    async def _conflicts(
-        self, docs: Sequence[Doc], indexes: Sequence[int]
-    ) -> dict[int, tuple[RejectKind, str]]:
-        """Of the documents whose _id exists, those whose stored chat, author or text differ."""
-        query = {"_id": {"$in": [docs[i]["_id"] for i in indexes]}}
-        try:
-            stored = {
-                d["_id"]: d async for d in self._messages.find(query, dict.fromkeys(IDENTITY, 1))
-            }
-        except PyMongoError as exc:
-            raise _failure(exc) from exc
-        conflicts = {}
-        for index in indexes:
-            doc = docs[index]
-            other = stored.get(doc["_id"])
-            differs = [f for f in IDENTITY if other is None or other.get(f) != doc[f]]
-            if differs:
-                conflicts[index] = (
-                    RejectKind.ID_CONFLICT,
-                    f"id {doc['_id']} is already stored with another {', '.join(differs)}",
+    async def _check_ferretdb(self, version: str) -> None:
+        for name, query in READS:
+            plan = await self.db.command("explain", {"find": name, "filter": query})
+            if not plan.get("filterPushdown") or not _uses_index(plan.get("queryPlanner", {})):
+                raise StoreMisconfigured(
+                    f"FerretDB {version}: a read of {name} by {sorted(query)} does not use an "
+                    "index in PostgreSQL (run `python -m infra.local up`, which installs the "
+                    "GIN indexes FerretDB's pushdown needs; see docs/decisions.md)"
                 )
-        return conflicts
-
-    async def chat_members(self, cids: Collection[str]) -> dict[str, frozenset[int]]:
-        query = {"_id": {"$in": [ObjectId(c) for c in cids]}}
+        guard = self.db["write_checks"]
+        probe = {
+            "_id": f"guard-check-{uuid.uuid4().hex}",
+            "v": 1,
+        }  # its own: workers start together
+        await guard.insert_one(probe)
         try:
-            docs = await self._chats.find(query, {"users": 1}).to_list()
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
-        return {str(d["_id"]): frozenset(d["users"]) for d in docs}
+            await guard.update_one({"_id": probe["_id"]}, {"$set": {"v": 5}})
+        except OperationFailure as exc:
+            if STALE_WRITE in str(exc):
+                log.info("FerretDB %s: reads use indexes, stale updates are refused", version)
+                return
+            raise
+        finally:
+            await guard.delete_one({"_id": probe["_id"]})
+        raise StoreMisconfigured(
+            f"FerretDB {version}: PostgreSQL does not refuse stale updates (the version "
+            "guard of infra/local is missing), so concurrent updates could be lost"
+        )
 
-    async def insert_chat(self, chat: ChatView) -> None:
-        doc = {"_id": ObjectId(chat.id), "users": sorted(chat.users), "createdAt": chat.created_at}
-        try:
-            await self._chats.insert_one(doc)
-        except DuplicateKeyError as exc:  # a fresh ObjectId never collides
-            raise StorageUnavailable(f"chat id collision: {chat.id}") from exc
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
 
-    async def get_chat(self, cid: str) -> ChatView | None:
-        try:
-            doc = await self._chats.find_one({"_id": ObjectId(cid)})
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
-        return None if doc is None else _chat(doc)
-
-    async def chats_of(self, uid: int, request: PageRequest) -> list[ChatView]:
-        query: Doc = {"users": uid}
-        if request.cursor:
-            query["_id"] = {"$lt": ObjectId(request.cursor)}
-        cursor = self._chats.find(query).sort("_id", DESCENDING).limit(request.limit + 1)
-        try:
-            return [_chat(d) for d in await cursor.to_list()]
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
-
-    async def add_members(self, cid: str, member: int, users: Sequence[int]) -> ChatView | None:
-        try:
-            doc = await self._chats.find_one_and_update(
-                {"_id": ObjectId(cid), "users": member},
-                {"$addToSet": {"users": {"$each": list(users)}}},
-                return_document=ReturnDocument.AFTER,
-            )
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
-        return None if doc is None else _chat(doc)
-
-    async def messages(self, cid: str, request: PageRequest) -> list[MessageView]:
-        query: Doc = {"cid": ObjectId(cid)}
-        newer = request.direction is Direction.NEWER
-        if request.cursor:
-            query["_id"] = {"$gt" if newer else "$lt": ObjectId(request.cursor)}
-        order = ASCENDING if newer else DESCENDING
-        cursor = self._messages.find(query).sort("_id", order).limit(request.limit + 1)
-        try:
-            return [_message(d) for d in await cursor.to_list()]
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
+def _uses_index(plan: Any) -> bool:
+    """Whether a PostgreSQL plan tree (as FerretDB's explain returns it) scans an index."""
+    if isinstance(plan, list):
+        return any(_uses_index(part) for part in plan)
+    if not isinstance(plan, Mapping):
+        return False
+    node = plan.get("Plan", plan)
+    if isinstance(node, Mapping) and node.get("Node Type") in _INDEX_SCANS:
+        return True
+    children = node.get("Plans", []) if isinstance(node, Mapping) else node
+    return any(_uses_index(child) for child in children)

@@ -11,9 +11,16 @@ from pymongo.errors import OperationFailure
 log = logging.getLogger(__name__)
 
 Command = Callable[..., Awaitable[Mapping[str, Any]]]
+#: A chat's history is sharded by page: a page (PAGE_SIZE consecutive seqs) lives on one
+#: shard, so a read touches one or two; the pages of a hot chat spread over all shards.
+#: A message's `_id` determines its page, so `_id` stays unique across shards. Ids, chats
+#: and read markers spread by their hashed key (read markers by user: a user's chat list
+#: reads them on one shard).
 SHARD_KEYS: dict[str, dict[str, Any]] = {
-    "messages": {"cid": "hashed", "_id": 1},
+    "history": {"page": "hashed"},
+    "message_ids": {"_id": "hashed"},
     "chats": {"_id": "hashed"},
+    "reads": {"u": "hashed"},
 }
 ALREADY_INITIALIZED = 23
 

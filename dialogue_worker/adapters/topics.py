@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from dialogue_worker.errors import WorkerError
 
@@ -87,3 +88,11 @@ async def _when_served(
                 f"metadata after {within:g}s"
             )
         await asyncio.sleep(0.2)
+
+
+def partitioner(partitions: int) -> Callable[[str], int]:
+    """The partition of a chat's records: murmur2 of the chat id, as Kafka's Java client
+    and aiokafka place a keyed record (librdkafka does so with partitioner=murmur2_random)."""
+    ids = list(range(partitions))
+    place = DefaultPartitioner()
+    return lambda cid: int(place(cid.encode(), ids, ids))

@@ -1,10 +1,10 @@
-"""Chats: who belongs to them, and who may read and write them."""
+"""Chats: who belongs to them, where their history stands, and who may read them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contracts.api import Chat
+from contracts.api import PREVIEW_MAX, Chat, LastMessage
 from contracts.errors import ErrorCode
 from dialogue_worker.errors import RequestError
 
@@ -13,17 +13,44 @@ MIN_USERS = 2
 
 @dataclass(frozen=True)
 class ChatView:
-    """A chat as the worker stores it: id (ObjectId hex), members, creation time."""
+    """A chat as the worker stores it.
+
+    `opened_at` and `last_at` are the worker's clock (seconds, with fractions) when the
+    chat was created and when its newest message was stored: the chat list's order.
+    """
 
     id: str
     users: frozenset[int]
     created_at: int
+    opened_at: float
+    last_seq: int = 0
+    last_at: float | None = None
+    last_message: LastMessage | None = None
+
+    @property
+    def activity(self) -> float:
+        """When something last happened in the chat (its newest message, or its creation)."""
+        return self.opened_at if self.last_at is None else self.last_at
 
     def has_member(self, uid: int) -> bool:
         return uid in self.users
 
-    def to_api(self) -> Chat:
-        return Chat(id=self.id, users=sorted(self.users), createdAt=self.created_at)
+    def to_api(self, read_seq: int = 0) -> Chat:
+        read = min(read_seq, self.last_seq)
+        return Chat(
+            id=self.id,
+            users=sorted(self.users),
+            createdAt=self.created_at,
+            lastSeq=self.last_seq,
+            lastMessage=self.last_message,
+            readSeq=read,
+            unread=self.last_seq - read,
+        )
+
+
+def preview(mid: str, seq: int, uid: int, text: str, created_at: float) -> LastMessage:
+    """A chat's newest message as lists show it: the text cut to PREVIEW_MAX characters."""
+    return LastMessage(id=mid, seq=seq, uid=uid, text=text[:PREVIEW_MAX], createdAt=int(created_at))
 
 
 def new_chat_users(users: list[int]) -> list[int]:

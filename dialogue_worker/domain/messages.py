@@ -13,9 +13,16 @@ class MessageView:
     cid: str
     uid: int
     text: str
-    created_at: int | float
+    created_at: float
+    seq: int
+    at: float = 0.0  # when the worker stored it (its clock)
 
     def to_api(self) -> Message:
         return Message(
-            id=self.id, cid=self.cid, uid=self.uid, createdAt=self.created_at, text=self.text
+            id=self.id,
+            cid=self.cid,
+            uid=self.uid,
+            createdAt=int(self.created_at),
+            text=self.text,
+            seq=self.seq,
         )

@@ -52,6 +52,9 @@ class Accepted:
 class Sorted:
     accepted: list[Accepted] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    #: Valid records on another partition than their chat's, with the chat id: produced
+    #: again to the chat's partition, so one owner gives a chat its seqs.
+    forward: list[tuple[InboundRecord, str]] = field(default_factory=list)
 
     @property
     def chat_ids(self) -> set[str]:
@@ -69,9 +72,20 @@ def decode_all(records: Sequence[InboundRecord]) -> Sorted:
     return result
 
 
+def check_partition(batch: Sorted, partition_of: Callable[[str], int]) -> Sorted:
+    """Keep the records read from their chat's partition; the others are to be forwarded."""
+    result = Sorted(rejected=list(batch.rejected), forward=list(batch.forward))
+    for item in batch.accepted:
+        if item.record.partition == partition_of(item.message.cid):
+            result.accepted.append(item)
+        else:
+            result.forward.append((item.record, item.message.cid))
+    return result
+
+
 def check_storable(batch: Sorted, unstorable: Callable[[MessageRecord], str | None]) -> Sorted:
     """Keep the messages the store can hold; `unstorable` says why one cannot."""
-    result = Sorted(rejected=list(batch.rejected))
+    result = Sorted(rejected=list(batch.rejected), forward=list(batch.forward))
     for item in batch.accepted:
         reason = unstorable(item.message)
         if reason is None:
@@ -83,7 +97,7 @@ def check_storable(batch: Sorted, unstorable: Callable[[MessageRecord], str | No
 
 def check_membership(batch: Sorted, members: Mapping[str, frozenset[int]]) -> Sorted:
     """Keep the messages whose author belongs to the chat; reject the others."""
-    result = Sorted(rejected=list(batch.rejected))
+    result = Sorted(rejected=list(batch.rejected), forward=list(batch.forward))
     for item in batch.accepted:
         msg = item.message
         users = members.get(msg.cid)

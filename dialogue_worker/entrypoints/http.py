@@ -41,6 +41,7 @@ class InternalApi:
         app.router.add_get("/chats/{cid}", self.get_chat)
         app.router.add_put("/chats/{cid}", self.add_members)
         app.router.add_get("/messages", self.list_messages)
+        app.router.add_put("/chats/{cid}/read", self.mark_read)
 
     async def ping(self, request: web.Request) -> web.Response:
         """200 whenever the process serves HTTP; the health itself is in the body."""
@@ -52,7 +53,7 @@ class InternalApi:
 
     async def list_chats(self, request: web.Request) -> web.Response:
         query = decode.chats_query(request.query)
-        return _json(await self._chats.chats_of(query.uid, query.page))
+        return _json(await self._chats.chats_of(query.uid, query.limit, query.cursor))
 
     async def create_chat(self, request: web.Request) -> web.Response:
         return _json(await self._chats.create(await decode.users_body(request)), status=201)
@@ -67,4 +68,8 @@ class InternalApi:
 
     async def list_messages(self, request: web.Request) -> web.Response:
         query = decode.messages_query(request.query)
-        return _json(await self._chats.messages(query.uid, query.cid, query.page))
+        return _json(await self._chats.messages(query.uid, query.cid, query.history))
+
+    async def mark_read(self, request: web.Request) -> web.Response:
+        cid, uid = rules.chat_id(request.match_info["cid"]), decode.caller(request.query)
+        return _json(await self._chats.mark_read(cid, uid, await decode.read_body(request)))

@@ -15,20 +15,22 @@ from aiohttp import web
 from contracts import requests as rules
 from contracts.errors import ErrorCode
 from contracts.requests import RequestProblem
-from dialogue_worker.domain.paging import Direction, PageRequest
+from dialogue_worker.domain.chat_list import ListCursor
+from dialogue_worker.domain.history import Direction, HistoryQuery
 
 
 @dataclass(frozen=True)
 class ChatsQuery:
     uid: int
-    page: PageRequest
+    limit: int
+    cursor: ListCursor | None
 
 
 @dataclass(frozen=True)
 class MessagesQuery:
     uid: int
     cid: str
-    page: PageRequest
+    history: HistoryQuery
 
 
 def caller(query: Mapping[str, str]) -> int:
@@ -37,29 +39,35 @@ def caller(query: Mapping[str, str]) -> int:
 
 
 def chats_query(query: Mapping[str, str]) -> ChatsQuery:
-    """`?uid=&limit=&cursor=`: the chats older than cursor (the last id of a page)."""
-    cursor = rules.cursor_id("cursor", query.get("cursor"))
-    return ChatsQuery(caller(query), PageRequest(rules.limit(query.get("limit")), cursor))
+    """`?uid=&limit=&cursor=`: the cursor is a nextCursor of an earlier page."""
+    raw = rules.list_cursor(query.get("cursor"))
+    cursor = None if raw is None else ListCursor.decode(raw)
+    return ChatsQuery(caller(query), rules.limit(query.get("limit")), cursor)
 
 
 def messages_query(query: Mapping[str, str]) -> MessagesQuery:
-    """`?uid=&cid=&limit=&before=&after=`: at most one of before/after."""
-    before, after = rules.one_direction(query)
-    limit = rules.limit(query.get("limit"))
-    page = (
-        PageRequest(limit, after, Direction.NEWER)
-        if after
-        else PageRequest(limit, before, Direction.OLDER)
-    )
-    return MessagesQuery(caller(query), rules.chat_id(query.get("cid")), page)
+    """`?uid=&cid=&limit=` and at most one of `before`/`after` (message ids) and
+    `beforeSeq`/`afterSeq` (seqs)."""
+    direction, cursor = rules.history_cursor(query)
+    history = HistoryQuery(rules.limit(query.get("limit")), cursor, Direction(direction))
+    return MessagesQuery(caller(query), rules.chat_id(query.get("cid")), history)
+
+
+async def json_object(request: web.Request) -> object:
+    try:
+        return orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise RequestProblem(ErrorCode.MALFORMED, f"malformed JSON: {exc}") from None
 
 
 async def users_body(request: web.Request) -> list[int]:
     """The `users` of a `{"users": [<user id>, ...]}` body."""
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        raise RequestProblem(ErrorCode.MALFORMED, f"malformed JSON: {exc}") from None
+    body = await json_object(request)
     if not isinstance(body, dict):
         raise RequestProblem(ErrorCode.MALFORMED, 'body must be {"users": [<user id>, ...]}')
     return rules.user_ids(body.get("users"))
+
+
+async def read_body(request: web.Request) -> int:
+    """The `seq` of a `{"seq": N}` body."""
+    return rules.read_seq(await json_object(request))

@@ -1,47 +1,125 @@
-"""The internal read/write API's use cases: chats and message history."""
+"""The internal API's use cases: chats, their history, read markers and the chat list."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-from contracts.api import Chat, Message, Page
+from contracts.api import Chat, Message, Page, ReadMarker
 from contracts.errors import ErrorCode
+from contracts.events import ChatCreated, ChatRead, MembersAdded
 from contracts.ids import new_id
+from dialogue_worker.domain.chat_list import (
+    ListCursor,
+    Position,
+    Ranked,
+    in_snapshot,
+    moved_since,
+    page_of_chats,
+)
 from dialogue_worker.domain.chats import ChatView, new_chat_users, require_member
-from dialogue_worker.domain.paging import PageRequest, cut_page
+from dialogue_worker.domain.history import (
+    Direction,
+    HistoryQuery,
+    HistoryRequest,
+    more_beyond,
+    wanted,
+)
 from dialogue_worker.errors import RequestError
-from dialogue_worker.services.ports import ChatStore
+from dialogue_worker.services.ports import ChatStore, Outbox
 
 
 class ChatService:
-    """Each method takes validated request values and returns an API model."""
+    """Each method takes validated request values and returns an API model.
 
-    def __init__(self, store: ChatStore, clock: Callable[[], float] = time.time) -> None:
+    Chat creation, new members and read markers are published to the events topic
+    before the answer (at-least-once: a retried request may publish again).
+    """
+
+    def __init__(
+        self, store: ChatStore, outbox: Outbox, clock: Callable[[], float] = time.time
+    ) -> None:
         self._store = store
+        self._outbox = outbox
         self._clock = clock
 
     async def create(self, users: list[int]) -> Chat:
-        chat = ChatView(new_id(), frozenset(new_chat_users(users)), int(self._clock()))
+        now = self._clock()
+        chat = ChatView(new_id(), frozenset(new_chat_users(users)), int(now), now)
         await self._store.insert_chat(chat)
+        await self._outbox.publish([ChatCreated(cid=chat.id, chat=chat.to_api())])
         return chat.to_api()
 
     async def get(self, cid: str, uid: int) -> Chat:
-        return require_member(await self._store.get_chat(cid), uid).to_api()
+        chat = require_member(await self._store.get_chat(cid), uid)
+        return chat.to_api(await self._store.read_marker(cid, uid))
 
-    async def chats_of(self, uid: int, page: PageRequest) -> Page[Chat]:
-        chats, cursor = cut_page(await self._store.chats_of(uid, page), page)
-        return Page[Chat](data=[c.to_api() for c in chats], nextCursor=cursor)
+    async def chats_of(self, uid: int, limit: int, cursor: ListCursor | None) -> Page[Chat]:
+        """The user's chats, most recent activity first, paged over one snapshot."""
+        snapshot = self._clock() if cursor is None else cursor.snapshot
+        chats = [c for c in await self._store.chats_of(uid) if in_snapshot(c, snapshot)]
+        ranked = []
+        for chat in chats:
+            activity = chat.activity
+            if moved_since(chat, snapshot):  # rank it where it stood in the snapshot
+                then = await self._store.activity_as_of(chat.id, chat.last_seq, snapshot)
+                activity = chat.opened_at if then is None else then
+            ranked.append(Ranked(Position(activity, chat.id), chat))
+        after = None if cursor is None else cursor.after
+        page, more = page_of_chats(ranked, snapshot, after, limit)
+        reads = await self._store.read_markers(uid) if page else {}
+        return Page[Chat](
+            data=[c.to_api(reads.get(c.id, 0)) for c in page],
+            nextCursor=None if more is None else more.encode(),
+        )
 
     async def add_members(self, cid: str, uid: int, users: list[int]) -> Chat:
-        updated = await self._store.add_members(cid, uid, users)
-        if updated is None:  # unknown chat or not a member: tell which
+        result = await self._store.add_members(cid, uid, users)
+        if result is None:  # unknown chat or not a member: tell which
             require_member(await self._store.get_chat(cid), uid)
             # A member of an existing chat cannot be refused; chats are never deleted.
             raise RequestError(ErrorCode.NOT_FOUND, "chat not found")
-        return updated.to_api()
+        chat, added = result
+        if added:
+            event = MembersAdded(cid=cid, users=added, members=sorted(chat.users))
+            await self._outbox.publish([event])
+        return chat.to_api(await self._store.read_marker(cid, uid))
 
-    async def messages(self, uid: int, cid: str, page: PageRequest) -> Page[Message]:
-        require_member(await self._store.get_chat(cid), uid)
-        messages, cursor = cut_page(await self._store.messages(cid, page), page)
-        return Page[Message](data=[m.to_api() for m in messages], nextCursor=cursor)
+    async def messages(self, uid: int, cid: str, query: HistoryQuery) -> Page[Message]:
+        """`limit` messages past the cursor, newest first; nextCursor is the id to pass as
+        `before` (or `after`, paging forward) for the next page, null at the end."""
+        chat = require_member(await self._store.get_chat(cid), uid)
+        cursor = query.cursor
+        if isinstance(cursor, str):  # a message id: where is it in this chat?
+            cursor = await self._seq_of(cid, cursor)
+        request = HistoryRequest(query.limit, cursor, query.direction)
+        seqs = wanted(request, chat.last_seq)
+        found = await self._store.history(cid, seqs.pages())
+        # Messages stored after the chat last counted them (a crash in between) still show.
+        last = max([chat.last_seq, *(m.seq for m in found)])
+        if last > chat.last_seq and request.direction is Direction.OLDER and request.cursor is None:
+            seqs = wanted(request, last)
+            found = await self._store.history(cid, seqs.pages())
+        page = sorted((m for m in found if seqs.first <= m.seq <= seqs.last), key=lambda m: -m.seq)
+        following = None
+        if page and more_beyond(request, seqs, last):
+            following = page[0].id if request.direction is Direction.NEWER else page[-1].id
+        return Page[Message](data=[m.to_api() for m in page], nextCursor=following)
+
+    async def _seq_of(self, cid: str, mid: str) -> int:
+        """The seq of a message id used as a cursor (4005 when it is not in this chat)."""
+        seq = await self._store.seq_of(cid, mid)
+        if seq is None:
+            raise RequestError(ErrorCode.BAD_PAGING, f"no message {mid} in this chat")
+        return seq
+
+    async def mark_read(self, cid: str, uid: int, seq: int) -> ReadMarker:
+        """Move the caller's marker forward to `seq`, clamped to the chat's newest seq."""
+        chat = require_member(await self._store.get_chat(cid), uid)
+        target = min(seq, chat.last_seq)
+        marker, _ = await self._store.move_read(cid, uid, target)
+        # Published whenever the marker stands where the caller asked, also when it stood
+        # there already: a retry after a failed publish (5000) must publish it then.
+        if marker == target:
+            await self._outbox.publish([ChatRead(cid=cid, uid=uid, seq=marker)])
+        return ReadMarker(cid=cid, seq=marker, unread=max(0, chat.last_seq - marker))

@@ -1,14 +1,28 @@
-"""Persisting a batch of records: store the valid ones, dead-letter the rest, retry until done."""
+"""Persisting a batch: sequence and store the valid records, dead-letter or forward the rest.
+
+Per batch, in this order, so a crash at any point is repaired by the redelivery:
+1. refused records go to the dead-letter topic, misplaced ones to their chat's partition;
+2. each chat's records get their seqs (domain.sequencing) and are stored: their ids
+   first (`message_ids`, a unique key per id), then the messages (a unique key per seq);
+3. each chat's newest seq, activity and preview are recorded;
+4. `message.created` is published for every record of the batch, stored now or before.
+Only then does the agent ack the batch, so its offsets are committed.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
+from contracts.events import MessageCreated
+from dialogue_worker.domain.chats import preview
+from dialogue_worker.domain.messages import MessageView
 from dialogue_worker.domain.records import (
     Accepted,
     InboundRecord,
@@ -16,21 +30,41 @@ from dialogue_worker.domain.records import (
     RejectKind,
     Sorted,
     check_membership,
+    check_partition,
     check_storable,
     decode_all,
-    needs_fresh_check,
 )
-from dialogue_worker.errors import WorkerError
+from dialogue_worker.domain.sequencing import (
+    ChatPlan,
+    Known,
+    Placed,
+    conflict_reason,
+    first_copies,
+    plan_chat,
+    same_content,
+    text_digest,
+)
+from dialogue_worker.errors import StorageUnavailable, WorkerError
 from dialogue_worker.metrics import WorkerMetrics
+from dialogue_worker.services.chat_book import ChatBook
 from dialogue_worker.services.health import WorkerHealth
-from dialogue_worker.services.membership import MembershipCache
-from dialogue_worker.services.ports import DeadLetters, InsertOutcome, MessageStore
+from dialogue_worker.services.ports import (
+    ChatAdvance,
+    IdEntry,
+    MessageStore,
+    Outbox,
+    StoredMessage,
+)
 from platform_common.retry import Backoff, retry
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 #: Longest exception text kept as a dead-letter reason.
 REASON_MAX = 500
+#: Rounds of planning a batch's seqs against what the store reports before pausing and
+#: starting over (step "sequence"): ids stored already, left-overs of a crash, seqs taken
+#: by another owner.
+ROUNDS = 6
 
 
 @dataclass(frozen=True)
@@ -42,11 +76,11 @@ class BatchOutcome:
 
 @dataclass(frozen=True)
 class _Stored:
-    """What writing some accepted messages came to."""
+    """What writing some accepted records came to."""
 
     inserted: int = 0
     duplicates: int = 0
-    refused: tuple[Rejected, ...] = ()
+    refused: int = 0
 
     def __add__(self, other: _Stored) -> _Stored:
         return _Stored(
@@ -56,42 +90,62 @@ class _Stored:
         )
 
 
+@dataclass
+class _Round:
+    """One round of planning: every chat's plan, and the batch's copies resolved."""
+
+    plans: dict[str, ChatPlan]
+    repeats: list[Placed] = field(default_factory=list)
+    conflicts: list[tuple[Accepted, str]] = field(default_factory=list)
+
+    @property
+    def new(self) -> list[Placed]:
+        return [p for plan in self.plans.values() for p in plan.new]
+
+
 def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:REASON_MAX]
+
+
+def _where(record: InboundRecord) -> dict[str, object]:
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
 
 
 class BatchPersister:
     """Called by the agent with each batch; returns only once the whole batch is durable.
 
-    While MongoDB or the DLQ topic fail, it retries with exponential backoff (never
-    giving up: the caller commits nothing meanwhile) and reports the failure to health.
-    A write that fails for any other reason is about the records: the batch is halved
-    until the record(s) it is about are found, and those are dead-lettered once a plain
-    write shows the store itself is fine; the rest is stored. No record holds a partition.
+    While MongoDB or Kafka fail, it retries with exponential backoff (never giving up:
+    the caller commits nothing meanwhile) and reports the failure to health. A write
+    that fails for any other reason is about the records: the batch is halved until the
+    record(s) it is about are found, and those are dead-lettered once a plain write shows
+    the store itself is fine; the rest is stored. No record holds a partition.
     """
 
     def __init__(
         self,
         store: MessageStore,
-        dead_letters: DeadLetters,
-        members: MembershipCache,
+        outbox: Outbox,
+        book: ChatBook,
         health: WorkerHealth,
         metrics: WorkerMetrics,
         *,
         backoff: Callable[[], Backoff] = Backoff,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         next_offsets: dict[tuple[str, int], int] | None = None,
     ) -> None:
         self._store = store
-        self._dead_letters = dead_letters
-        self._members = members
+        self._outbox = outbox
+        self._book = book
         self._health = health
         self._metrics = metrics
         self._backoff = backoff
         self._sleep = sleep
         self._clock = clock
+        self._wall_clock = wall_clock
         self._next_offsets = {} if next_offsets is None else next_offsets
+        self._partition_of: Callable[[str], int] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._draining = False
@@ -101,33 +155,51 @@ class BatchPersister:
         """Per (topic, partition): the offset after the last record made durable."""
         return self._next_offsets
 
+    def route(self, partition_of: Callable[[str], int]) -> None:
+        """The partition each chat's records belong on (known once the topic is described)."""
+        self._partition_of = partition_of
+
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        """Another worker owns these now: the chats' sequence states may move on."""
+        self._book.forget_partitions(set(partitions))
+
     async def sort(self, records: Sequence[InboundRecord]) -> Sorted:
-        """Decode and check membership: what `persist` will store and what it dead-letters.
+        """Decode, route and check membership: what `persist` stores, forwards, dead-letters.
 
         The agent calls this while the previous batch is still being written.
         """
         batch = check_storable(decode_all(records), self._store.unstorable)
+        if self._partition_of is not None:
+            batch = check_partition(batch, self._partition_of)
         return await self._retry("membership", lambda: self._with_members(batch))
 
     async def persist(
         self, records: Sequence[InboundRecord], sorted_batch: Sorted | None = None
     ) -> BatchOutcome:
-        """Store the batch (sorted by `sort`, or here when not given) and dead-letter the rest."""
+        """Make the batch durable (sorted by `sort`, or here when not given)."""
         if self._draining:
             await asyncio.Event().wait()  # shutting down: take nothing new; cancelled by faust
         self._idle.clear()
         started = self._clock()
         try:
             batch = sorted_batch if sorted_batch is not None else await self.sort(records)
-            outcome = await self._write(batch)
+            await self._dead_letter(batch.rejected)
+            if batch.forward:
+                await self._retry("forward", lambda: self._outbox.forward(batch.forward))
+                self._metrics.forwarded.inc(len(batch.forward))
+            written = await self._store_all(batch.accepted) if batch.accepted else _Stored()
         finally:
             self._idle.set()
+        self._metrics.persisted.inc(written.inserted)
+        self._metrics.duplicates.inc(written.duplicates)
         for record in records:
             key = (record.topic, record.partition)
             self._next_offsets[key] = max(self._next_offsets.get(key, 0), record.offset + 1)
         self._health.progressed()
         self._metrics.batch_seconds.observe(self._clock() - started)
-        return outcome
+        return BatchOutcome(
+            written.inserted, written.duplicates, len(batch.rejected) + written.refused
+        )
 
     async def drain(self, grace: float) -> bool:
         """Stop taking batches; wait up to `grace` s for the one in hand. True if none is left."""
@@ -139,77 +211,169 @@ class BatchPersister:
             return False
         return True
 
-    async def _with_members(self, batch: Sorted) -> Sorted:
-        members = self._members.known(batch.chat_ids)
-        recheck = needs_fresh_check(batch, members)
-        if recheck:
-            fresh = await self._store.chat_members(recheck)
-            self._members.remember(fresh)
-            members = {c: u for c, u in members.items() if c not in recheck} | fresh
-        return check_membership(batch, members)
+    # --- sorting -------------------------------------------------------------------
 
-    async def _write(self, batch: Sorted) -> BatchOutcome:
-        written = await self._store_all(batch.accepted) if batch.accepted else _Stored()
-        self._metrics.persisted.inc(written.inserted)
-        self._metrics.duplicates.inc(written.duplicates)
-        rejected = [*batch.rejected, *written.refused]
-        if rejected:
-            await self._retry("dead-letter", lambda: self._dead_letters.send(rejected))
-            for item in rejected:
-                self._metrics.dead_letters.labels(item.kind.value).inc()
-                if item.kind is RejectKind.ID_CONFLICT:
-                    self._metrics.id_conflicts.inc()
-                log.warning(
-                    "record dead-lettered: %s",
-                    item.reason,
-                    extra={
-                        "topic": item.record.topic,
-                        "partition": item.record.partition,
-                        "offset": item.record.offset,
-                        "reason": item.kind.value,
-                    },
-                )
-        return BatchOutcome(written.inserted, written.duplicates, len(rejected))
+    async def _with_members(self, batch: Sorted) -> Sorted:
+        wanted: dict[str, set[int]] = defaultdict(set)
+        for item in batch.accepted:
+            wanted[item.message.cid].add(item.message.uid)
+        return check_membership(batch, await self._book.members(wanted))
+
+    # --- writing: narrowing down what the store refuses ----------------------------
 
     async def _store_all(self, items: Sequence[Accepted]) -> _Stored:
-        """Write the messages; a non-transient failure is narrowed down by halving."""
+        """Write the records; a non-transient failure is narrowed down by halving."""
         try:
-            outcome = await self._retry("write", lambda: self._insert(items))
+            # Seqs that did not settle (StorageUnavailable) are planned again after a pause.
+            return await self._retry("sequence", partial(self._write, items))
         except Exception as exc:  # not transient (those are retried): about some record(s)
             if len(items) == 1:
                 return await self._confirm_refusal(items[0], _reason(exc))
             log.warning("batch write refused, halving %d records: %s", len(items), _reason(exc))
             middle = len(items) // 2
             return await self._store_all(items[:middle]) + await self._store_all(items[middle:])
-        written = _Stored(outcome.inserted, outcome.duplicates)
-        for index, (kind, reason) in sorted(outcome.refused.items()):
-            if kind is RejectKind.UNSTORABLE:
-                written += await self._confirm_refusal(items[index], reason)
-            else:
-                written += _Stored(refused=(Rejected(items[index].record, kind, reason),))
-        return written
 
     async def _confirm_refusal(self, item: Accepted, why: str) -> _Stored:
         """Try the record alone once a plain write succeeds; dead-letter it if still refused.
 
-        So a store that refuses everything (its backend is down behind a healthy
-        front) holds the batch, as an outage should, instead of emptying it into the DLQ.
+        So a store that refuses everything (its backend is down behind a healthy front)
+        holds the batch, as an outage should, instead of emptying it into the DLQ.
         """
         await self._retry("write check", self._store.writable)
         try:
-            outcome = await self._retry("write", lambda: self._insert([item]))
+            written = await self._write([item])
         except Exception as exc:  # refused again with the store writable: this record
-            return _Stored(refused=(Rejected(item.record, RejectKind.UNSTORABLE, _reason(exc)),))
-        if outcome.refused:
-            kind, reason = outcome.refused[0]
-            return _Stored(refused=(Rejected(item.record, kind, reason),))
-        log.info(
-            "record refused once, then stored: %s", why if isinstance(why, str) else _reason(why)
-        )
-        return _Stored(outcome.inserted, outcome.duplicates)
+            await self._dead_letter([Rejected(item.record, RejectKind.UNSTORABLE, _reason(exc))])
+            return _Stored(refused=1)
+        log.info("record refused once, then stored: %s", why, extra=_where(item.record))
+        return written
 
-    async def _insert(self, items: Sequence[Accepted]) -> InsertOutcome:
-        return await self._store.insert_messages([item.message for item in items])
+    # --- writing: sequencing -------------------------------------------------------
+
+    async def _write(self, items: Sequence[Accepted]) -> _Stored:
+        firsts, copies = first_copies(items)
+        groups: dict[str, list[Accepted]] = defaultdict(list)
+        for item in firsts:
+            groups[item.message.cid].append(item)
+        await self._retry("membership", partial(self._book.ensure, list(groups)))
+        known: dict[str, Known | None] = {}
+        for _ in range(ROUNDS):
+            plan = self._plan(groups, copies, known)
+            look_up = {i.message.id for p in plan.plans.values() for i in p.unresolved}
+            if look_up:  # records passed before: were they stored, and under which seq?
+                found = await self._retry("look-up", partial(self._store.known, look_up))
+                known |= dict.fromkeys(look_up) | found
+                continue
+            claims = {mid for p in plan.plans.values() for mid in p.claims}
+            entries = [self._id_entry(p) for p in plan.new]
+            fresh = [e for e in entries if e.id not in claims]
+            taken = await self._retry("write", partial(self._store.claim, fresh))
+            if taken:  # stored already (a copy, or a crashed attempt): look, then plan again
+                known |= await self._retry("look-up", partial(self._store.known, taken))
+                continue
+            await self._dead_letter(
+                [Rejected(i.record, RejectKind.ID_CONFLICT, why) for i, why in plan.conflicts]
+            )
+            left_over = [e for e in entries if e.id in claims]
+            if left_over:
+                await self._retry("write", partial(self._store.reclaim, left_over))
+            messages = [self._message(p) for p in plan.new]
+            taken_seqs = await self._retry("write", partial(self._store.append, messages))
+            if taken_seqs:  # another writer moved these chats on: undo ours, read where they stand
+                log.warning("seqs taken by another writer in chats %s", sorted(taken_seqs))
+                ours = [m for m in messages if m.cid in taken_seqs]
+                await self._retry("write", partial(self._store.retract, ours))
+                await self._retry("membership", partial(self._book.reload, taken_seqs))
+                continue
+            return await self._settle(plan)
+        raise StorageUnavailable(f"seqs of a batch did not settle in {ROUNDS} rounds")
+
+    def _plan(
+        self,
+        groups: Mapping[str, list[Accepted]],
+        copies: Sequence[tuple[Accepted, Accepted]],
+        known: Mapping[str, Known | None],
+    ) -> _Round:
+        plans = {
+            cid: plan_chat(self._book.state(cid), items, known) for cid, items in groups.items()
+        }
+        result = _Round(plans)
+        for p in plans.values():
+            result.repeats += p.repeats
+            result.conflicts += p.conflicts
+        seq_of = {p.item.message.id: p.seq for p in [*result.new, *result.repeats]}
+        for copy, first in copies:
+            entry = known.get(copy.message.id)
+            if entry is not None and entry.applied:  # judged against what is stored
+                if entry.same_message(copy):
+                    result.repeats.append(Placed(copy, entry.seq))
+                else:
+                    result.conflicts.append((copy, conflict_reason(copy)))
+            elif not same_content(copy, first):
+                result.conflicts.append((copy, conflict_reason(copy)))
+            elif first.message.id in seq_of:
+                result.repeats.append(Placed(copy, seq_of[first.message.id]))
+        return result
+
+    async def _settle(self, plan: _Round) -> _Stored:
+        """The batch is stored: record where each chat stands, then publish the events."""
+        now = self._wall_clock()
+        updates = []
+        for cid, chat in plan.plans.items():
+            if chat.new:
+                last = chat.new[-1]
+                m = last.item.message
+                self._book.advanced(cid, chat.state)
+                updates.append(
+                    ChatAdvance(
+                        cid, chat.state, now, preview(m.id, last.seq, m.uid, m.text, m.createdAt)
+                    )
+                )
+        if updates:
+            await self._retry("write", lambda: self._store.advance(updates))
+        events = [self._event(p) for p in sorted(plan.new + plan.repeats, key=_order)]
+        if events:
+            await self._retry("publish", lambda: self._outbox.publish(events))
+        return _Stored(len(plan.new), len(plan.repeats), len(plan.conflicts))
+
+    def _id_entry(self, placed: Placed) -> IdEntry:
+        m, r = placed.item.message, placed.item.record
+        return IdEntry(m.id, m.cid, placed.seq, m.uid, text_digest(m.text), r.partition, r.offset)
+
+    def _message(self, placed: Placed) -> StoredMessage:
+        m, r = placed.item.message, placed.item.record
+        return StoredMessage(
+            m.cid,
+            placed.seq,
+            m.id,
+            m.uid,
+            m.text,
+            m.createdAt,
+            self._wall_clock(),
+            r.partition,
+            r.offset,
+        )
+
+    def _event(self, placed: Placed) -> MessageCreated:
+        m = placed.item.message
+        view = MessageView(m.id, m.cid, m.uid, m.text, m.createdAt, placed.seq)
+        return MessageCreated(cid=m.cid, seq=placed.seq, message=view.to_api())
+
+    # --- Kafka and retries ---------------------------------------------------------
+
+    async def _dead_letter(self, rejected: Sequence[Rejected]) -> None:
+        if not rejected:
+            return
+        await self._retry("dead-letter", lambda: self._outbox.dead_letter(rejected))
+        for item in rejected:
+            self._metrics.dead_letters.labels(item.kind.value).inc()
+            if item.kind is RejectKind.ID_CONFLICT:
+                self._metrics.id_conflicts.inc()
+            log.warning(
+                "record dead-lettered: %s",
+                item.reason,
+                extra={**_where(item.record), "reason": item.kind.value},
+            )
 
     async def _retry(self, step: str, attempt: Callable[[], Awaitable[R]]) -> R:
         """`attempt` until it succeeds; retryable WorkerErrors are reported and waited out."""
@@ -226,3 +390,7 @@ class BatchPersister:
             on_failure=report,
             sleep=self._sleep,
         )
+
+
+def _order(placed: Placed) -> tuple[int, int]:
+    return placed.item.record.partition, placed.item.record.offset

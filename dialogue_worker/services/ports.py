@@ -1,66 +1,166 @@
-"""What the services need from the outside world; adapters and test fakes implement these."""
+"""What the services need from the outside world; adapters and test fakes implement these.
+
+Every store method raises StorageUnavailable when MongoDB cannot do it right now (a retry
+can help); any other exception from a write is about the documents themselves.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
+from contracts.api import LastMessage
+from contracts.events import ChatCreated, ChatRead, MembersAdded, MessageCreated
 from contracts.records import MessageRecord
 from dialogue_worker.domain.chats import ChatView
 from dialogue_worker.domain.messages import MessageView
-from dialogue_worker.domain.paging import PageRequest
-from dialogue_worker.domain.records import Rejected, RejectKind
+from dialogue_worker.domain.records import InboundRecord, Rejected
+from dialogue_worker.domain.sequencing import ChatState, Known
+
+Event = MessageCreated | ChatCreated | MembersAdded | ChatRead
 
 
 @dataclass(frozen=True)
-class InsertOutcome:
-    inserted: int
-    duplicates: int  # already stored: a redelivery, not an error
-    #: Messages the store did not take, by their index in the call: why, and of what kind.
-    refused: Mapping[int, tuple[RejectKind, str]] = field(default_factory=dict)
+class ChatForWriting:
+    """What the persister needs of a chat: its members and where its sequence stands."""
+
+    members: frozenset[int]
+    state: ChatState
+
+
+@dataclass(frozen=True)
+class IdEntry:
+    """A message id and where its message is (the `message_ids` collection)."""
+
+    id: str
+    cid: str
+    seq: int
+    uid: int
+    digest: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """One message of a chat's history, under its seq."""
+
+    cid: str
+    seq: int
+    id: str
+    uid: int
+    text: str
+    created_at: float
+    at: float  # when the worker stored it (its clock)
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class ChatAdvance:
+    """A chat's sequence moved: its newest seq, the record behind it, and its preview."""
+
+    cid: str
+    state: ChatState
+    at: float
+    last: LastMessage
 
 
 class MessageStore(Protocol):
-    """Raises StorageUnavailable when MongoDB cannot do it right now (a retry can help);
-    any other exception from a write is about the messages themselves."""
+    """The sequenced write path of the agent."""
 
     def unstorable(self, message: MessageRecord) -> str | None:
         """Why the store could never hold this message (e.g. it cannot be encoded), or None."""
         ...
 
-    async def insert_messages(self, messages: Sequence[MessageRecord]) -> InsertOutcome: ...
-
     async def writable(self) -> None:
         """A plain write succeeds right now (else StorageUnavailable)."""
         ...
 
-    async def chat_members(self, cids: Collection[str]) -> dict[str, frozenset[int]]: ...
+    async def chats_for_writing(self, cids: Collection[str]) -> dict[str, ChatForWriting]:
+        """Members and sequence state of the chats that exist, the state checked against
+        the history (a crash may have stored messages the chat does not count yet)."""
+        ...
 
+    async def known(self, ids: Collection[str]) -> dict[str, Known]:
+        """The message ids of `ids` that are stored, with where they point."""
+        ...
 
-class DeadLetters(Protocol):
-    """Raises DeadLetterUnavailable when the records are not durably in the DLQ topic."""
+    async def claim(self, entries: Sequence[IdEntry]) -> set[str]:
+        """Store the id entries; the ids that were there already (nothing written for them)."""
+        ...
 
-    async def send(self, rejected: Sequence[Rejected]) -> None: ...
+    async def reclaim(self, entries: Sequence[IdEntry]) -> None:
+        """Overwrite id entries a crashed attempt left behind (their message was never stored)."""
+        ...
+
+    async def append(self, messages: Sequence[StoredMessage]) -> set[str]:
+        """Store the messages; the chats where a seq already holds another message."""
+        ...
+
+    async def retract(self, messages: Sequence[StoredMessage]) -> None:
+        """Remove these messages where this attempt stored them (nothing stored by others):
+        an append that found some seqs of a chat taken leaves none of its messages behind."""
+        ...
+
+    async def advance(self, updates: Sequence[ChatAdvance]) -> None:
+        """Record each chat's newest seq, activity and preview (never moving back)."""
+        ...
 
 
 class ChatStore(Protocol):
-    """Chats and the message history; raises StorageUnavailable like MessageStore."""
+    """Chats, their history and read markers, for the internal API."""
 
     async def insert_chat(self, chat: ChatView) -> None: ...
 
     async def get_chat(self, cid: str) -> ChatView | None: ...
 
-    async def chats_of(self, uid: int, request: PageRequest) -> list[ChatView]:
-        """Up to request.limit + 1 chats of uid, newest first, older than the cursor."""
+    async def chats_of(self, uid: int) -> list[ChatView]:
+        """Every chat `uid` belongs to (the list is ordered and paged by the service)."""
         ...
 
-    async def add_members(self, cid: str, member: int, users: Sequence[int]) -> ChatView | None:
-        """Add users to the chat if `member` belongs to it; None when it does not (or no chat)."""
+    async def add_members(
+        self, cid: str, member: int, users: Sequence[int]
+    ) -> tuple[ChatView, list[int]] | None:
+        """Add users if `member` belongs to the chat: the chat after, and who was new.
+        None when the chat does not exist or `member` is not in it."""
         ...
 
-    async def messages(self, cid: str, request: PageRequest) -> list[MessageView]:
-        """Up to request.limit + 1 messages past the cursor, in the query order of cut_page."""
+    async def history(self, cid: str, pages: Sequence[int]) -> list[MessageView]:
+        """The stored messages of these pages of the chat, in no particular order."""
+        ...
+
+    async def seq_of(self, cid: str, mid: str) -> int | None:
+        """The seq of message `mid` in chat `cid`, or None when it is not stored there."""
+        ...
+
+    async def activity_as_of(self, cid: str, last_seq: int, when: float) -> float | None:
+        """When the chat's newest message stored by `when` was stored (None: none was)."""
+        ...
+
+    async def read_markers(self, uid: int) -> dict[str, int]:
+        """`uid`'s read marker in each chat that has one."""
+        ...
+
+    async def read_marker(self, cid: str, uid: int) -> int: ...
+
+    async def move_read(self, cid: str, uid: int, seq: int) -> tuple[int, bool]:
+        """Move the marker forward to `seq`: the marker after, and whether it moved."""
         ...
 
     async def ping(self) -> None: ...
+
+
+class Outbox(Protocol):
+    """What the worker produces to Kafka. Each call returns once every record is durable
+    (acks=all), or raises a retryable error."""
+
+    async def dead_letter(self, rejected: Sequence[Rejected]) -> None: ...
+
+    async def forward(self, records: Sequence[tuple[InboundRecord, str]]) -> None:
+        """Produce each record again, keyed by its chat id (the str), so it lands on its
+        chat's partition."""
+        ...
+
+    async def publish(self, events: Sequence[Event]) -> None: ...

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from contracts.api import Chat, Message, Page
+from contracts.api import Chat, Message, Page, ReadMarker
 from contracts.errors import ErrorCode
 from discovery import BalancedClient, NoInstanceAvailable, OutcomeUnknown
 from gateway.domain.requests import Paging
@@ -104,6 +104,11 @@ class WorkerClient:
     async def messages(self, uid: int, cid: str, paging: Paging) -> Page[Message]:
         params = {"uid": str(uid), "cid": cid, **paging.params()}
         return await self._call(Page[Message], "GET", "/messages", params=params)
+
+    async def mark_read(self, uid: int, cid: str, seq: int) -> ReadMarker:
+        return await self._call(
+            ReadMarker, "PUT", f"/chats/{cid}/read", params={"uid": str(uid)}, json={"seq": seq}
+        )
 
     async def ping(self) -> None:
         try:

@@ -30,7 +30,7 @@ class Attempt:
     """The message id a key was given, its time, and whether Kafka has acknowledged it."""
 
     message_id: str
-    created_at: float
+    created_at: int
     digest: bytes
     acked: bool
 

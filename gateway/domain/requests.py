@@ -68,29 +68,31 @@ def idempotency_key(header: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class Paging:
+    """A page to ask a worker for: `limit`, and at most one cursor, by its query name."""
+
     limit: int = LIMIT_DEFAULT
-    cursor: str | None = None
-    before: str | None = None
-    after: str | None = None
+    cursor: tuple[str, str] | None = None
 
     def params(self) -> dict[str, str]:
         """Query parameters for the worker, without the unset ones."""
-        out = {"limit": str(self.limit)}
-        for name in ("cursor", "before", "after"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
-        return out
+        return {"limit": str(self.limit), **dict([self.cursor] if self.cursor else [])}
 
 
 def chat_paging(query: Mapping[str, str]) -> Paging:
-    """?limit=&cursor= of GET /v1/chats (4005)."""
-    return Paging(
-        limit=rules.limit(query.get("limit")), cursor=rules.cursor_id("cursor", query.get("cursor"))
-    )
+    """?limit=&cursor= of GET /v1/chats; the cursor is an earlier page's nextCursor (4005)."""
+    cursor = rules.list_cursor(query.get("cursor"))
+    return Paging(rules.limit(query.get("limit")), None if cursor is None else ("cursor", cursor))
 
 
 def message_paging(query: Mapping[str, str]) -> Paging:
-    """?limit=&before=&after= of GET /v1/chats/{cid}/messages; one cursor at most (4005)."""
-    before, after = rules.one_direction(query)
-    return Paging(limit=rules.limit(query.get("limit")), before=before, after=after)
+    """?limit= and one of before/after (message ids) or beforeSeq/afterSeq (4005)."""
+    direction, cursor = rules.history_cursor(query)
+    if cursor is None:
+        return Paging(rules.limit(query.get("limit")))
+    name = direction if isinstance(cursor, str) else f"{direction}Seq"
+    return Paging(rules.limit(query.get("limit")), (name, str(cursor)))
+
+
+def read_seq(body: Mapping[str, Any]) -> int:
+    """The `seq` of a PUT .../read body: an integer >= 0 (4000)."""
+    return rules.read_seq(body)

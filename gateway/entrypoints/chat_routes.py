@@ -35,6 +35,15 @@ async def get_chat(request: web.Request) -> web.Response:
     return json_response(chat.model_dump())
 
 
+@routes.put("/v1/chats/{cid}/read")
+async def mark_read(request: web.Request) -> web.Response:
+    who = caller(request)
+    cid = parse.chat_id(request.match_info["cid"])
+    seq = parse.read_seq(await json_body(request))
+    marker = await services(request).chats.mark_read(who, cid, seq)
+    return json_response(marker.model_dump())
+
+
 @routes.put("/v1/chats/{cid}")
 async def add_users(request: web.Request) -> web.Response:
     who = caller(request)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from contracts.api import Chat, Page
+from contracts.api import Chat, Page, ReadMarker
 from contracts.errors import ErrorCode
 from gateway.domain.requests import Paging
 from gateway.domain.tokens import Principal
@@ -50,6 +50,10 @@ class ChatService:
 
     async def list_chats(self, caller: Principal, paging: Paging) -> Page[Chat]:
         return await self._workers.chats(caller.user_id, paging)
+
+    async def mark_read(self, caller: Principal, cid: str, seq: int) -> ReadMarker:
+        """Move the caller's read marker forward (clamped to the chat's newest seq)."""
+        return await self._workers.mark_read(caller.user_id, cid, seq)
 
     async def add_users(self, caller: Principal, cid: str, users: list[int]) -> Chat:
         await self._membership.require(caller.user_id, cid)

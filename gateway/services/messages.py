@@ -87,7 +87,7 @@ class MessageService:
         return message
 
     def _new_message(self, caller: Principal, cid: str, text: str) -> Message:
-        created = round(self._clock(), 3)
+        created = int(self._clock())
         return Message(id=new_id(), cid=cid, uid=caller.user_id, createdAt=created, text=text)
 
     async def _send(self, message: Message) -> Message:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from contracts.api import Chat, Message, Page
+from contracts.api import Chat, Message, Page, ReadMarker
 from contracts.records import MessageRecord
 from gateway.domain.requests import Paging
 from gateway.domain.usernames import Username
@@ -63,6 +63,8 @@ class Workers(Protocol):
     async def add_users(self, uid: int, cid: str, users: list[int]) -> Chat: ...
 
     async def messages(self, uid: int, cid: str, paging: Paging) -> Page[Message]: ...
+
+    async def mark_read(self, uid: int, cid: str, seq: int) -> ReadMarker: ...
 
     async def ping(self) -> None: ...
 

@@ -106,8 +106,10 @@ function addShards(admin, shards) {
 
 // The worker's shard keys (dialogue_worker/adapters/sharding.py, DESIGN.md).
 const SHARD_KEYS = {
-  messages: { cid: "hashed", _id: 1 },
+  history: { page: "hashed" },
+  message_ids: { _id: "hashed" },
   chats: { _id: "hashed" },
+  reads: { u: "hashed" },
 };
 
 function shardApplicationDatabase(admin, database) {

@@ -119,6 +119,7 @@ def gateway_env(
         "MYSQL_DATABASE": database,
         "KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
         "TOPIC": worker.topic,
+        "EVENTS_TOPIC": worker.events_topic,
         "KAFKA_SEND_TIMEOUT": "2",
         "CONSUL_URL": consul_url,
         "ENTRYPOINT_TOKEN": worker.token,

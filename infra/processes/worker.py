@@ -61,6 +61,8 @@ class WorkerProcess:
     partitions: int = 3
     env: Mapping[str, str] = field(default_factory=dict)
     log_file: Path | None = None
+    #: The tree whose code runs (another checkout lets a benchmark compare versions).
+    source: Path = REPO
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _log_offset: int = field(default=0, repr=False)
 
@@ -99,6 +101,11 @@ class WorkerProcess:
         return f"{self.topic}.dlq"
 
     @property
+    def events_topic(self) -> str:
+        """The events topic of this worker's group (its own, so tests do not share one)."""
+        return f"{self.topic}.events"
+
+    @property
     def pid(self) -> int | None:
         return None if self._proc is None else self._proc.pid
 
@@ -119,6 +126,7 @@ class WorkerProcess:
             "WORKER_PORT": str(self.port),
             "SERVICE_ID": self.service_id,
             "TOPIC": self.topic,
+            "EVENTS_TOPIC": self.events_topic,
             "TOPIC_PARTITIONS": str(self.partitions),
             "ENTRYPOINT_TOKEN": self.token,
             "DATA_DIR": str(Path(tempfile.gettempdir()) / "dialogue-worker-tests"),
@@ -136,7 +144,7 @@ class WorkerProcess:
         with self.log_file.open("ab") as log:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "dialogue_worker"],
-                cwd=REPO,
+                cwd=self.source,
                 env=self.environment(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -144,15 +152,24 @@ class WorkerProcess:
         return self
 
     async def wait_ready(self, within: float = 60.0) -> WorkerProcess:
-        """Wait until /ping answers and the worker's Consul check passes (it registers last)."""
+        """Wait until this process registered (it does so last) and its check passes.
+
+        After a SIGKILL the predecessor's registration stays passing until its TTL lapses;
+        a restart registers only then, so "passing" alone would be the dead process's.
+        """
         deadline = time.monotonic() + within
+        registered = f'"msg":"registered \'{self.service_id}\''  # not "deregistered"
         async with aiohttp.ClientSession(headers=self.headers) as session:
             while time.monotonic() < deadline:
                 if self.returncode is not None:
                     raise WorkerFailed(f"worker exited with {self.returncode}{self._tail()}")
                 try:
                     async with session.get(f"{self.base_url}/ping") as resp:
-                        if resp.status == 200 and await self.consul_status(session) == "passing":
+                        if (
+                            resp.status == 200
+                            and registered in self.log_text(since_start=True)
+                            and await self.consul_status(session) == "passing"
+                        ):
                             return self
                 except aiohttp.ClientError:
                     pass

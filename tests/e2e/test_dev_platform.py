@@ -8,13 +8,13 @@ Workers always register as service "dialogue", so this copy uses its own Consul 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -27,6 +27,7 @@ from infra.dev.demo import TRY_IT
 from infra.local import LocalSettings, Stack
 from infra.processes.private import free_range
 from infra.processes.private import private_consul as private_consul_stack
+from tests.support.waiting import WITHIN, eventually
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN = {"Authorization": "Bearer local-only-admin-token"}
@@ -125,7 +126,7 @@ def counts(api: str, prefix: str) -> dict[str, int]:
     return {i["id"]: i["requests"] for i in body["data"] if i["id"].startswith(prefix)}
 
 
-def test_up_prints_what_is_where_and_a_curl_example_that_works(
+async def test_up_prints_what_is_where_and_a_curl_example_that_works(
     running: str, dev_env: dict[str, str]
 ) -> None:
     api = f"http://127.0.0.1:{dev_env['DEV_GATEWAY_PORT']}"
@@ -139,14 +140,17 @@ def test_up_prints_what_is_where_and_a_curl_example_that_works(
     assert posted["object"] == "message" and posted["text"] == "hello from curl"
     assert readable(page), page
     # The write went through Kafka; reading the chat again shows it once a worker wrote it.
-    deadline = time.monotonic() + 30
-    while True:
+
+    def read_again() -> dict[str, Any]:
         (page,) = json_documents(bash("\n".join([example[0], example[2]])))
         assert readable(page), page
-        if page["object"] == "list" and posted["id"] in [m["id"] for m in page["data"]]:
-            break
-        assert time.monotonic() < deadline, f"message {posted['id']} never persisted: {page}"
-        time.sleep(0.5)
+        return dict(page)
+
+    await eventually(
+        lambda: asyncio.to_thread(read_again),
+        lambda page: page["object"] == "list" and posted["id"] in [m["id"] for m in page["data"]],
+        what=f"message {posted['id']} persisted",
+    )
 
 
 def readable(page: dict[str, Any]) -> bool:
@@ -195,17 +199,22 @@ def test_three_workers_all_get_reads_and_a_graceful_stop_fails_no_request(
 
 
 def test_a_crashed_worker_costs_no_read(running: str, dev_env: dict[str, str]) -> None:
+    """Crashes a third worker of its own and scales back to two: the others keep theirs."""
     api = f"http://127.0.0.1:{dev_env['DEV_GATEWAY_PORT']}"
     chat = try_it(running)[1].split("/v1/chats/")[1].split("/")[0]
     read = _reader(api, chat, _demo_login(api))
-    state = json.loads((Path(dev_env["DEV_RUN_DIR"]) / "state.json").read_text())
-    victim = Path(dev_env["DEV_RUN_DIR"]) / f"worker-{max(state['workers'])}.pid"
-    pid = int(victim.read_text())
+    assert dev(dev_env, "scale", "3").stdout.startswith("3 worker(s)")
+    try:
+        state = json.loads((Path(dev_env["DEV_RUN_DIR"]) / "state.json").read_text())
+        victim = Path(dev_env["DEV_RUN_DIR"]) / f"worker-{max(state['workers'])}.pid"
+        pid = int(victim.read_text())
 
-    def crash() -> None:
-        os.kill(pid, signal.SIGKILL)  # no deregistration: Consul still lists it for a while
+        def crash() -> None:
+            os.kill(pid, signal.SIGKILL)  # no deregistration: Consul still lists it for a while
 
-    statuses = reads_during(read, crash)
+        statuses = reads_during(read, crash)
+    finally:
+        dev(dev_env, "scale", "2")  # waits until the crashed one is out of Consul and routing
     assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
 
 
@@ -213,16 +222,23 @@ def reads_during(read: Callable[[], int], action: Callable[[], object]) -> list[
     """Statuses of sequential reads from before `action` until 10 reads after it."""
     statuses: list[int] = []
     stop = threading.Event()
+    more = threading.Condition()
 
-    def load() -> None:  # bounded in count and time
-        deadline = time.monotonic() + 120
-        while not stop.is_set() and len(statuses) < 2000 and time.monotonic() < deadline:
-            statuses.append(read())
+    def load() -> None:  # bounded in count
+        try:
+            while not stop.is_set() and len(statuses) < 2000:
+                status = read()
+                with more:
+                    statuses.append(status)
+                    more.notify_all()
+        finally:
+            with more:
+                stop.set()
+                more.notify_all()
 
     def until(count: int) -> None:
-        deadline = time.monotonic() + 60
-        while len(statuses) < count and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        with more:
+            more.wait_for(lambda: len(statuses) >= count or stop.is_set(), timeout=WITHIN)
 
     thread = threading.Thread(target=load)
     thread.start()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,8 @@ from infra.processes.gateway import (
 )
 from infra.processes.private import free_port, private_consul, private_stack
 from infra.processes.worker import WorkerProcess
+from tests.support.faults import Platform
+from tests.support.waiting import WITHIN, eventually
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -142,14 +143,14 @@ async def test_full_user_flow(api: Api, unique: Callable[[str], str]) -> None:
         posted.append(message)
 
     newest_first = [m["id"] for m in reversed(posted)]
-    deadline = time.monotonic() + 5
-    while True:
-        status, page = await api.call("GET", f"/v1/chats/{cid}/messages?limit=50", a)
-        if [m["id"] for m in page["data"]] == newest_first or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    assert [m["id"] for m in page["data"]] == newest_first
-    assert page["data"][0] == posted[-1]
+    _, page = await eventually(
+        lambda: api.call("GET", f"/v1/chats/{cid}/messages?limit=50", a),
+        lambda answer: [m["id"] for m in answer[1]["data"]] == newest_first,
+        what="the seven messages, newest first",
+    )
+    # Kafka order: each post was answered before the next was sent.
+    assert [m["seq"] for m in page["data"]] == list(range(7, 0, -1))
+    assert page["data"][0] == {**posted[-1], "seq": 7}  # the 202 has no seq yet
 
     seen: list[str] = []
     query = "limit=3"
@@ -167,29 +168,60 @@ async def test_full_user_flow(api: Api, unique: Callable[[str], str]) -> None:
     )
     assert status == 200 and {m["id"] for m in newer["data"]} == set(newest_first[:3])
 
+    status, by_seq = await api.call("GET", f"/v1/chats/{cid}/messages?afterSeq=5", a)
+    assert status == 200 and [m["seq"] for m in by_seq["data"]] == [7, 6]
+
+    # The chat list is by last activity: a chat opened after cid's last message ranks
+    # first, until cid gets a new one.
     other = await _chat(api, b, [bob["userId"], alice["userId"]])
     status, chats = await api.call("GET", "/v1/chats?limit=50", a)
     assert status == 200 and chats["object"] == "list"
-    # Newest first means by id (docs/decisions.md): ObjectIds made by two workers within
-    # the same second order by their process part, not by which came first.
-    assert [c["id"] for c in chats["data"]][:2] == sorted([other, cid], reverse=True)
+    assert [c["id"] for c in chats["data"]] == [other, cid]
+    fresh, busy = chats["data"]
+    assert (fresh["lastSeq"], fresh["lastMessage"], fresh["unread"]) == (0, None, 0)
+    assert (busy["lastSeq"], busy["readSeq"], busy["unread"]) == (7, 0, 7)
+    last = posted[-1]
+    preview = {k: last[k] for k in ("id", "uid", "text", "createdAt")}
+    assert busy["lastMessage"] == {**preview, "seq": 7}
+
+    read = f"/v1/chats/{cid}/read"
+    marker = {"object": "readMarker", "cid": cid, "seq": 5, "unread": 2}
+    assert await api.call("PUT", read, a, json={"seq": 5}) == (200, marker)
+    assert await api.call("PUT", read, a, json={"seq": 3}) == (200, marker)  # forward only
+    status, _ = await api.call("POST", f"/v1/chats/{cid}/messages", b, json={"txt": "again"})
+    assert status == 202
+    _, chats = await eventually(
+        lambda: api.call("GET", "/v1/chats?limit=50", a),
+        lambda answer: answer[1]["data"][0]["id"] == cid,
+        what="the chat with the new message first",
+    )
+    assert [(c["id"], c["lastSeq"], c["unread"]) for c in chats["data"]] == [
+        (cid, 8, 3),
+        (other, 0, 0),
+    ]
+    clamped = {"object": "readMarker", "cid": cid, "seq": 8, "unread": 0}
+    assert await api.call("PUT", read, a, json={"seq": 10**6}) == (200, clamped)
+    status, bobs = await api.call("GET", f"/v1/chats/{cid}", b)
+    assert (status, bobs["readSeq"], bobs["unread"]) == (200, 0, 8)  # markers are per user
 
 
-async def test_a_posted_message_is_readable_within_a_second(
+async def test_a_posted_message_becomes_readable_by_the_other_member(
     api: Api, unique: Callable[[str], str]
 ) -> None:
+    """How fast: bench/gateway_bench.py prints POST -> readable through the gateway."""
     alice, bob = await api.sign_up(_name(unique, "rd")), await api.sign_up(_name(unique, "rd"))
     cid = await _chat(api, alice["token"], [alice["userId"], bob["userId"]])
     path = f"/v1/chats/{cid}/messages"
     status, message = await api.call("POST", path, alice["token"], json={"txt": "fast"})
-    posted_at = time.monotonic()
     assert status == 202
-    while True:
+
+    async def newest() -> list[Any]:
         status, page = await api.call("GET", path, bob["token"])
-        if page["data"] and page["data"][0]["id"] == message["id"]:
-            break
-        assert time.monotonic() - posted_at < 1.0, "message not readable within a second"
-        await asyncio.sleep(0.02)
+        assert status == 200, page
+        return list(page["data"])
+
+    data = await eventually(newest, bool, what="the message read")
+    assert data[0] == {**message, "seq": 1}
 
 
 async def test_every_client_error_code(api: Api, unique: Callable[[str], str]) -> None:
@@ -347,7 +379,12 @@ async def test_schemathesis_finds_no_server_error(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    output, _ = await asyncio.wait_for(proc.communicate(), timeout=240)
+    try:
+        output, _ = await asyncio.wait_for(proc.communicate(), timeout=240)
+    finally:
+        if proc.returncode is None:  # it did not finish within the bound
+            proc.kill()
+            await proc.wait()
     text = output.decode(errors="replace")
     assert proc.returncode == 0, text[-6000:] + gateway.tail()
     print(text[-1500:])
@@ -375,18 +412,20 @@ async def test_kafka_stopped_gives_5031_and_never_202(
             await admin.close()
         env = gateway_env(infra, database, workers[0], consul_url)
         env |= {"KAFKA_BOOTSTRAP": kafka.settings.kafka_bootstrap, "TOPIC": "gw-e2e"}
-        lone = await GatewayProcess(env).start().wait_ready()
+        lone = GatewayProcess(env).start()
         try:
+            await lone.wait_ready()
             other = Api(api.http, lone.url)
             path = f"/v1/chats/{cid}/messages"
             answer = await other.call("POST", path, alice["token"], json={"txt": "before"})
             assert answer[0] == 202
             kafka.kill("kafka")
             for i in range(3):
-                started = time.monotonic()
-                answer = await other.call("POST", path, alice["token"], json={"txt": f"after {i}"})
+                async with asyncio.timeout(WITHIN):  # an answer, not a hang (the figure: faults)
+                    answer = await other.call(
+                        "POST", path, alice["token"], json={"txt": f"after {i}"}
+                    )
                 expect(answer, "5031")
-                assert time.monotonic() - started < 10, "5031 must come within a bounded time"
             status, ready = await other.call("GET", "/ready")
             assert status == 503 and ready["checks"]["kafka"]["ok"] is False
         finally:
@@ -394,23 +433,38 @@ async def test_kafka_stopped_gives_5031_and_never_202(
 
 
 async def test_reads_survive_a_sigkilled_worker(
-    api: Api, unique: Callable[[str], str], workers: list[WorkerProcess]
+    infra: LocalSettings, unique: Callable[[str], str], consul_url: str
 ) -> None:
-    """Runs last in this module: it leaves one worker dead."""
-    alice, bob = await api.sign_up(_name(unique, "kill")), await api.sign_up(_name(unique, "kill"))
-    a = alice["token"]
-    cid = await _chat(api, a, [alice["userId"], bob["userId"]])
-    assert (await api.call("POST", f"/v1/chats/{cid}/messages", a, json={"txt": "hi"}))[0] == 202
+    """SIGKILLs a worker of a platform of its own: the module's workers stay up."""
+    async with (
+        Platform.start(infra, unique, consul_url=consul_url) as platform,
+        aiohttp.ClientSession() as http,
+    ):
+        api = Api(http, platform.gateway.url)
+        alice = await api.sign_up(_name(unique, "kill"))
+        bob = await api.sign_up(_name(unique, "kill"))
+        a = alice["token"]
+        cid = await _chat(api, a, [alice["userId"], bob["userId"]])
+        posted = await api.call("POST", f"/v1/chats/{cid}/messages", a, json={"txt": "hi"})
+        assert posted[0] == 202
+        statuses: list[int] = []
+        stop = asyncio.Event()
 
-    async def reads(count: int) -> list[int]:
-        statuses = []
-        for _ in range(count):
-            statuses.append((await api.call("GET", f"/v1/chats/{cid}/messages", a))[0])
-            statuses.append((await api.call("GET", f"/v1/chats/{cid}", a))[0])
-        return statuses
+        async def reads(count: int) -> None:
+            for _ in range(count):
+                if stop.is_set():
+                    return
+                statuses.append((await api.call("GET", f"/v1/chats/{cid}/messages", a))[0])
+                statuses.append((await api.call("GET", f"/v1/chats/{cid}", a))[0])
 
-    before = asyncio.gather(*(reads(15) for _ in range(4)))
-    await asyncio.sleep(0.1)
-    workers[0].kill()
-    statuses = [s for batch in await before for s in batch] + await reads(20)
+        readers = [asyncio.create_task(reads(500)) for _ in range(4)]
+        try:
+            await eventually(lambda: len(statuses) >= 8, what="reads before the kill")
+            platform.workers[0].kill()
+            at_kill = len(statuses)
+            await eventually(lambda: len(statuses) >= at_kill + 80, what="reads after the kill")
+        finally:
+            stop.set()
+            await asyncio.gather(*readers)
+        await reads(20)
     assert set(statuses) == {200}, statuses

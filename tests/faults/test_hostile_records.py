@@ -8,6 +8,7 @@ is produced by librdkafka (confluent-kafka), as a producer outside this project 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -24,7 +25,7 @@ from infra.local import LocalSettings
 from infra.processes.worker import WorkerProcess, produce
 from tests.support.faults import SCALE, report
 from tests.support.hostile import EDGE_INTS, edge_values
-from tests.support.waiting import eventually
+from tests.support.waiting import NeverHappened, eventually
 
 #: Members include users at the edges of the id range, so records at those edges are kept.
 MEMBERS = [11, 12, *(n for n in EDGE_INTS if 1 <= n <= UID_MAX and n not in (11, 12))]
@@ -121,14 +122,16 @@ async def dead_letters(
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     found: dict[bytes, dict[str, str]] = {}
+
+    async def read_more() -> set[bytes]:
+        for records in (await consumer.getmany(timeout_ms=1000)).values():
+            for r in records:
+                found[r.value or b""] = {k: v.decode(errors="replace") for k, v in r.headers}
+        return set(found)
+
     try:
-        deadline = time.monotonic() + within
-        while not wanted <= set(found) and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=1000)
-            for records in batch.values():
-                for r in records:
-                    headers = {k: v.decode(errors="replace") for k, v in r.headers}
-                    found[r.value or b""] = headers
+        with contextlib.suppress(NeverHappened):  # the test's assertions name what is missing
+            await eventually(read_more, lambda seen: wanted <= seen, within=within, every=0)
     finally:
         await consumer.stop()
     return found

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +13,7 @@ from contracts.ids import new_id
 from contracts.records import MessageRecord
 from infra.local import LocalSettings
 from infra.processes.worker import WorkerProcess, produce
+from tests.support.waiting import eventually
 
 
 @pytest.fixture
@@ -110,17 +110,12 @@ async def test_paging_over_250_messages_returns_each_once_in_order(
     await produce(infra.kafka_bootstrap, worker.topic, [(r.key(), r.to_bytes()) for r in records])
     newest_first = [r.id for r in reversed(records)]
 
-    deadline = time.monotonic() + 60
-    while True:
-        _, page = await call(
-            http,
-            "GET",
-            "/messages",
-            params={"uid": "2", "cid": cid, "limit": "1", "after": records[-2].id},
-        )
-        if page["data"] or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.2)
+    after_last_but_one = {"uid": "2", "cid": cid, "limit": "1", "after": records[-2].id}
+
+    async def newest_page() -> Any:
+        return (await call(http, "GET", "/messages", params=after_last_but_one))[1]
+
+    page = await eventually(newest_page, lambda page: page["data"], what="the last message")
     assert [m["id"] for m in page["data"]] == [records[-1].id]
 
     pages, cursor = [], None
@@ -142,7 +137,18 @@ async def test_paging_over_250_messages_returns_each_once_in_order(
         "uid": records[-1].uid,
         "createdAt": records[-1].createdAt,
         "text": "m249",
+        "seq": 250,
     }
+    assert [m["seq"] for p in pages for m in p] == list(range(250, 0, -1))  # gap-free, in order
+
+    _, deep = await call(
+        http, "GET", "/messages", params={"uid": "1", "cid": cid, "limit": "3", "beforeSeq": "101"}
+    )
+    assert [m["seq"] for m in deep["data"]] == [100, 99, 98]
+    _, start = await call(
+        http, "GET", "/messages", params={"uid": "1", "cid": cid, "limit": "2", "afterSeq": "0"}
+    )
+    assert [m["seq"] for m in start["data"]] == [2, 1]
 
     upward, cursor = [], records[0].id
     while cursor is not None:
@@ -158,6 +164,8 @@ async def test_paging_over_250_messages_returns_each_once_in_order(
         {"limit": "0"},
         {"before": "x"},
         {"before": records[0].id, "after": records[1].id},
+        {"beforeSeq": "5", "afterSeq": "1"},
+        {"before": new_id()},  # not a message of this chat
     ):
         await expect_error(http, "4005", "GET", "/messages", params={"uid": "1", "cid": cid} | bad)
     await expect_error(http, "4031", "GET", "/messages", params={"uid": "3", "cid": cid})

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +18,11 @@ from contracts.records import MessageRecord
 from infra.local import LocalSettings, Stack
 from infra.processes.private import private_stack
 from infra.processes.worker import WorkerProcess, free_port, produce
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.faults
 Mongo = AsyncMongoClient[dict[str, Any]]
 FAST_TTL = {"HEARTBEAT_TTL": "3"}
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], within: float = 90.0, every: float = 0.1
-) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result or time.monotonic() > deadline:
-            return result
-        await asyncio.sleep(every)
 
 
 async def api(worker: WorkerProcess, method: str, path: str, **kwargs: Any) -> Any:
@@ -87,7 +75,7 @@ async def test_sigkill_mid_run_then_restart_gives_exactly_n(
     payload = records_for(chats, 10_000)
     await produce(infra.kafka_bootstrap, worker.topic, payload)
     mongo: Mongo = AsyncMongoClient(infra.mongo_url)
-    messages = mongo[worker.mongo_db]["messages"]
+    messages = mongo[worker.mongo_db]["history"]
     try:
         worker.start()
         # Watch the worker's counter, not the collection: counting on FerretDB scans it.
@@ -97,9 +85,11 @@ async def test_sigkill_mid_run_then_restart_gives_exactly_n(
 
         await worker.start().wait_ready()
         missing = 10_000 - at_kill
-        assert await eventually(lambda: _persisted_at_least(worker, missing), within=180)
-        await asyncio.sleep(1.0)  # anything redelivered late would show up now
-        ids = {d["_id"] for d in await messages.find({}, {"_id": 1}).to_list()}
+        await eventually(lambda: _persisted_at_least(worker, missing), within=180)
+        # Nothing can be redelivered late: the worker stopped with every offset committed.
+        assert await worker.terminate() == 0
+        assert await _committed_everything(infra, worker)
+        ids = {d["id"] for d in await messages.find({}, {"id": 1}).to_list()}
         assert len(ids) == await messages.count_documents({}) == 10_000
         assert ids == {ObjectId(MessageRecord.model_validate_json(v).id) for _, v in payload}
         assert 0 < at_kill < 10_000, "the kill must land in the middle of the run"
@@ -135,27 +125,28 @@ async def _survive_outage(
     worker = WorkerProcess.for_test(infra, unique, mongo_url=private.settings.mongo_url, env=env)
     cleanup.append(worker)
     mongo: Mongo = AsyncMongoClient(private.settings.mongo_url, timeoutMS=3000)
-    messages = mongo[worker.mongo_db]["messages"]
+    messages = mongo[worker.mongo_db]["history"]
     try:
         await worker.start().wait_ready()
         chats = await new_chats(worker, 3)
         await produce(infra.kafka_bootstrap, worker.topic, records_for(chats, 300))
-        assert await eventually(lambda: _at_least(messages, 300))
+        await eventually(lambda: _at_least(messages, 300), what="300 stored")
 
         private.kill("ferretdb")
         await produce(infra.kafka_bootstrap, worker.topic, records_for(chats, 300))
-        assert await eventually(lambda: _not_passing(infra, worker), within=30)
+        await eventually(lambda: _not_passing(infra, worker), what="not passing in Consul")
         pong = await api(worker, "GET", "/ping")
         assert pong["status"] == "critical" and pong["reason"]
 
         private.up(["ferretdb"])
-        assert await eventually(lambda: _passing(infra, worker), within=30)
-        assert await eventually(lambda: _at_least(messages, 600))
-        await asyncio.sleep(0.5)
-        assert await messages.count_documents({}) == 600
+        await eventually(lambda: _passing(infra, worker), what="passing again")
+        await eventually(lambda: _at_least(messages, 600), what="600 stored")
         retries = await _metric(worker, "dialogue_worker_retries_total")
         assert retries > 0
+        # Nothing more can come: the worker stopped with every offset committed.
         assert await worker.terminate() == 0
+        assert await _committed_everything(infra, worker)
+        assert await messages.count_documents({}) == 600
     finally:
         worker.kill()
         await mongo.close()
@@ -186,21 +177,21 @@ async def test_two_workers_share_partitions_serve_reads_and_leave_cleanly(
     await second.start().wait_ready()
     chats = await new_chats(first, 12)
     mongo: Mongo = AsyncMongoClient(infra.mongo_url)
-    messages = mongo[first.mongo_db]["messages"]
+    messages = mongo[first.mongo_db]["history"]
     produced = 0
 
     async def both_persisted() -> bool:
         nonlocal produced
         await produce(infra.kafka_bootstrap, first.topic, records_for(chats, 120))
         produced += 120
-        await eventually(lambda: _at_least(messages, produced), within=30)
+        await eventually(lambda: _at_least(messages, produced), what=f"{produced} stored")
         counts = [
             await _metric(w, "dialogue_worker_records_persisted_total") for w in (first, second)
         ]
         return all(c > 0 for c in counts)
 
     try:
-        assert await eventually(both_persisted, within=60)
+        await eventually(both_persisted, what="both workers persisting")
         assert await messages.count_documents({}) == produced
 
         query = {"uid": "2", "cid": chats[0], "limit": "200"}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -18,7 +18,7 @@ from contracts.ids import new_id
 from contracts.records import MessageRecord
 from infra.local import LocalSettings
 from infra.processes.worker import WorkerProcess, produce
-from tests.support import waiting
+from tests.support.waiting import NeverHappened, eventually
 
 Mongo = AsyncMongoClient[dict[str, Any]]
 
@@ -50,42 +50,36 @@ async def metric(worker: WorkerProcess, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
-async def eventually(check: Callable[[], Any], within: float = 60.0) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result or time.monotonic() > deadline:
-            return result
-        await asyncio.sleep(0.2)
-
-
-async def test_n_records_make_n_documents_and_redelivery_adds_none(
+async def test_n_records_make_n_messages_with_seqs_and_redelivery_adds_none(
     worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
 ) -> None:
     cid = await create_chat(worker, [1, 2])
     records = [record(cid, 1 + i % 2, f"message {i}") for i in range(500)]
     payload = [(r.key(), r.to_bytes()) for r in records]
-    messages = mongo[worker.mongo_db]["messages"]
+    history = mongo[worker.mongo_db]["history"]
 
     await produce(infra.kafka_bootstrap, worker.topic, payload)
-    await eventually(lambda: _count_is(messages, cid, 500))
-    assert await messages.count_documents({"cid": {"$exists": True}}) >= 500
+    await eventually(lambda: _count_is(history, cid, 500), what="500 stored")
 
     duplicates_before = await metric(worker, "dialogue_worker_records_duplicate_total")
-    await produce(infra.kafka_bootstrap, worker.topic, payload)
+    await produce(infra.kafka_bootstrap, worker.topic, payload)  # the same records again
     await eventually(
         lambda: _metric_reaches(
             worker, "dialogue_worker_records_duplicate_total", duplicates_before + 500
-        )
+        ),
+        what="500 duplicates counted",
     )
-    stored = await messages.find({}, {"_id": 1, "text": 1}).to_list()
-    mine = [d for d in stored if str(d["_id"]) in {r.id for r in records}]
-    assert len(mine) == 500
-    assert sorted(d["text"] for d in mine) == sorted(r.text for r in records)
+    stored = await history.find({"cid": ObjectId(cid)}, {"seq": 1, "id": 1, "text": 1}).to_list()
+    by_seq = sorted(stored, key=lambda d: d["seq"])
+    assert [d["seq"] for d in by_seq] == list(range(1, 501))  # one per record, gap-free
+    assert [str(d["id"]) for d in by_seq] == [r.id for r in records]  # in partition order
+    assert [d["text"] for d in by_seq] == [r.text for r in records]
+    ids = mongo[worker.mongo_db]["message_ids"]
+    assert await ids.count_documents({"cid": ObjectId(cid)}) == 500
 
 
-async def _count_is(messages: Any, cid: str, n: int) -> bool:
-    return bool(await messages.count_documents({"cid": ObjectId(cid)}) == n)
+async def _count_is(history: Any, cid: str, n: int) -> bool:
+    return bool(await history.count_documents({"cid": ObjectId(cid)}) == n)
 
 
 async def _metric_reaches(worker: WorkerProcess, name: str, value: float) -> bool:
@@ -114,12 +108,14 @@ async def test_invalid_and_non_member_records_go_to_the_dlq_with_reasons(
     try:
         await produce(infra.kafka_bootstrap, worker.topic, payload)
         dead: dict[bytes, dict[str, bytes]] = {}
-        deadline = time.monotonic() + 60
-        while len(dead) < len(bad) and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=1000)
-            for msgs in batches.values():
-                for msg in msgs:
-                    dead[msg.value] = dict(msg.headers)
+
+        async def read_dead() -> int:
+            for msgs in (await consumer.getmany(timeout_ms=1000)).values():
+                dead.update({msg.value: dict(msg.headers) for msg in msgs})
+            return len(dead)
+
+        with contextlib.suppress(NeverHappened):  # the assertions below name what is missing
+            await eventually(read_dead, lambda n: n >= len(bad), every=0)
     finally:
         await consumer.stop()
 
@@ -139,7 +135,7 @@ async def test_invalid_and_non_member_records_go_to_the_dlq_with_reasons(
         "unknown_chat": "unknown_chat",
     }
     assert all(h["x-dlq-topic"] == worker.topic.encode() for h in dead.values())
-    assert await eventually(lambda: _count_is(mongo[worker.mongo_db]["messages"], cid, 2))
+    await eventually(lambda: _count_is(mongo[worker.mongo_db]["history"], cid, 2), what="2 stored")
     assert await metric(worker, "dialogue_worker_dlq_records_total") >= 5
 
 
@@ -159,7 +155,7 @@ async def test_an_id_stored_with_other_content_is_dead_lettered_as_an_id_conflic
     cid = await create_chat(worker, [1, 2])
     real = record(cid, 1, "the real message")
     await produce(infra.kafka_bootstrap, worker.topic, [(real.key(), real.to_bytes())])
-    await waiting.eventually(lambda: _messages_of(worker, cid, 1), lambda found: len(found) == 1)
+    await eventually(lambda: _messages_of(worker, cid, 1), lambda found: len(found) == 1)
     conflicts = await metric(worker, "dialogue_worker_id_conflicts_total")
     duplicates = await metric(worker, "dialogue_worker_records_duplicate_total")
 
@@ -182,7 +178,7 @@ async def test_an_id_stored_with_other_content_is_dead_lettered_as_an_id_conflic
                 letters.update({m.value: dict(m.headers) for m in msgs if m.value})
             return len(letters)
 
-        await waiting.eventually(read_letters, lambda n: n >= len(forged))
+        await eventually(read_letters, lambda n: n >= len(forged))
     finally:
         await consumer.stop()
 
@@ -190,7 +186,7 @@ async def test_an_id_stored_with_other_content_is_dead_lettered_as_an_id_conflic
     assert {h["x-dlq-kind"] for h in letters.values()} == {b"id_conflict"}
     assert all(b"already stored with another" in h["x-dlq-reason"] for h in letters.values())
     assert await metric(worker, "dialogue_worker_id_conflicts_total") == conflicts + 3
-    await waiting.eventually(
+    await eventually(
         lambda: metric(worker, "dialogue_worker_records_duplicate_total"),
         lambda n: n == duplicates + 1,  # the real one again: a harmless duplicate
     )

@@ -54,22 +54,33 @@ def test_malformed_users_is_4000(value: object) -> None:
     assert code_of(rules.user_ids, value) is ErrorCode.MALFORMED
 
 
-@pytest.mark.parametrize("uid", [0, -1, "2", 1.0, True, None, 2**63])
+@pytest.mark.parametrize(
+    "uid", [0, -1, "2", 1.5, 0.0, float("nan"), float("inf"), 2.0**60, True, None, 2**63]
+)
 def test_bad_user_in_a_list_is_4002(uid: object) -> None:
     assert code_of(rules.user_ids, [1, uid]) is ErrorCode.BAD_USER_ID
 
 
+def test_integral_json_numbers_are_integers_as_json_schema_says() -> None:
+    """`2.0` is an integer to JSON Schema (and so to the OpenAPI document); up to 2**53
+    it is exact and taken, beyond it a float no longer names one integer."""
+    assert rules.user_ids([2.0, 2, 4e1]) == [2, 40]
+    assert rules.read_seq({"seq": 7.0}) == 7
+    assert rules.json_int(2.0**53) == 2**53
+    assert rules.json_int(2.0**53 * 2) is None
+
+
 def test_paging_parameters() -> None:
-    query = messages_query({"uid": "1", "cid": CID})
-    assert (query.page.limit, query.page.cursor) == (LIMIT_DEFAULT, None)
-    after = messages_query({"uid": "1", "cid": CID, "after": OTHER_CID, "limit": "200"})
-    assert (after.page.limit, after.page.cursor, after.page.direction.value) == (
-        200,
-        OTHER_CID,
-        "after",
-    )
-    chats = chats_query({"uid": "1", "cursor": CID, "limit": "1"})
-    assert (chats.uid, chats.page.limit, chats.page.cursor) == (1, 1, CID)
+    query = messages_query({"uid": "1", "cid": CID}).history
+    assert (query.limit, query.cursor, query.direction.value) == (LIMIT_DEFAULT, None, "before")
+    after = messages_query({"uid": "1", "cid": CID, "after": OTHER_CID, "limit": "200"}).history
+    assert (after.limit, after.cursor, after.direction.value) == (200, OTHER_CID, "after")
+    by_seq = messages_query({"uid": "1", "cid": CID, "beforeSeq": "41"}).history
+    assert (by_seq.cursor, by_seq.direction.value) == (41, "before")
+    since = messages_query({"uid": "1", "cid": CID, "afterSeq": "0"}).history
+    assert (since.cursor, since.direction.value) == (0, "after")
+    chats = chats_query({"uid": "1", "limit": "1"})
+    assert (chats.uid, chats.limit, chats.cursor) == (1, 1, None)
 
 
 @pytest.mark.parametrize(
@@ -81,6 +92,11 @@ def test_paging_parameters() -> None:
         {"before": "nope"},
         {"after": "123"},
         {"before": CID, "after": OTHER_CID},
+        {"beforeSeq": "1", "afterSeq": "2"},
+        {"before": CID, "beforeSeq": "2"},
+        {"beforeSeq": "-1"},
+        {"afterSeq": str(2**63)},
+        {"afterSeq": "1.5"},
     ],
 )
 def test_bad_paging_is_4005(query: dict[str, str]) -> None:
@@ -98,7 +114,12 @@ QUERY_TEXT = (
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.sampled_from(["uid", "cid", "limit", "before", "after"]), QUERY_TEXT))
+@given(
+    st.dictionaries(
+        st.sampled_from(["uid", "cid", "limit", "before", "after", "beforeSeq", "afterSeq"]),
+        QUERY_TEXT,
+    )
+)
 def test_every_query_string_is_a_value_in_bounds_or_a_4xx(query: dict[str, str]) -> None:
     """What a stranger can send: a value in bounds, or 4001/4002/4005 with a short echo."""
     try:

@@ -100,15 +100,17 @@ def test_idempotency_key() -> None:
 
 def test_paging_defaults_and_params() -> None:
     assert parse.chat_paging({}).params() == {"limit": "50"}
-    assert parse.chat_paging({"limit": "200", "cursor": CID}).params() == {
+    assert parse.chat_paging({"limit": "200", "cursor": "WzEsMiwieCJd"}).params() == {
         "limit": "200",
-        "cursor": CID,
+        "cursor": "WzEsMiwieCJd",
     }
     assert parse.message_paging({"limit": "1", "after": CID}).params() == {
         "limit": "1",
         "after": CID,
     }
-    assert parse.message_paging({"before": CID}).before == CID
+    assert parse.message_paging({"before": CID}).params() == {"limit": "50", "before": CID}
+    assert parse.message_paging({"beforeSeq": "7"}).params() == {"limit": "50", "beforeSeq": "7"}
+    assert parse.message_paging({"afterSeq": "0"}).params() == {"limit": "50", "afterSeq": "0"}
 
 
 @pytest.mark.parametrize(
@@ -124,6 +126,8 @@ def test_paging_defaults_and_params() -> None:
         {"before": "nope"},
         {"after": CID.upper()},
         {"before": CID, "after": CID},
+        {"beforeSeq": "1", "after": CID},
+        {"afterSeq": "x"},
     ],
 )
 def test_bad_message_paging_is_4005(query: dict[str, str]) -> None:
@@ -131,4 +135,5 @@ def test_bad_message_paging_is_4005(query: dict[str, str]) -> None:
 
 
 def test_bad_chat_cursor_is_4005() -> None:
-    assert _code(parse.chat_paging, {"cursor": "x"}) is ErrorCode.BAD_PAGING
+    for bad in ("a b", "x" * 201, "é", "a=b"):
+        assert _code(parse.chat_paging, {"cursor": bad}) is ErrorCode.BAD_PAGING

@@ -1,8 +1,7 @@
-"""Pure rules of the worker: request values, membership, paging, record sorting."""
+"""Pure rules of the worker: membership, record sorting, history ranges, seqs, chat lists."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -10,22 +9,36 @@ import pytest
 
 from contracts.errors import ErrorCode
 from contracts.records import TEXT_MAX
+from contracts.requests import RequestProblem
+from dialogue_worker.domain.chat_list import ListCursor, Position, Ranked, page_of_chats
 from dialogue_worker.domain.chats import (
     ChatView,
     new_chat_users,
     require_member,
 )
-from dialogue_worker.domain.paging import (
+from dialogue_worker.domain.history import (
     Direction,
-    PageRequest,
-    cut_page,
+    HistoryRequest,
+    message_key,
+    page_key,
+    page_of,
+    wanted,
 )
 from dialogue_worker.domain.records import (
+    Accepted,
     InboundRecord,
     RejectKind,
     check_membership,
     decode_all,
     needs_fresh_check,
+)
+from dialogue_worker.domain.sequencing import (
+    ChatState,
+    Known,
+    first_copies,
+    plan_chat,
+    same_content,
+    text_digest,
 )
 from dialogue_worker.errors import RequestError
 
@@ -49,43 +62,20 @@ def test_fewer_than_two_distinct_users_is_4004(users: list[int]) -> None:
 
 
 def test_membership_rules() -> None:
-    chat = ChatView(CID, frozenset({1, 2}), 100)
+    chat = ChatView(CID, frozenset({1, 2}), 100, 100.0)
     assert require_member(chat, 1) is chat
     assert code_of(require_member, chat, 3) is ErrorCode.NOT_MEMBER
     assert code_of(require_member, None, 1) is ErrorCode.NOT_FOUND
-    assert chat.to_api().model_dump() == {
+    assert chat.to_api(read_seq=0).model_dump() == {
         "object": "chat",
         "id": CID,
         "users": [1, 2],
         "createdAt": 100,
+        "lastSeq": 0,
+        "lastMessage": None,
+        "readSeq": 0,
+        "unread": 0,
     }
-
-
-@dataclass(frozen=True)
-class Row:
-    id: str
-
-
-def ids(n: int) -> list[str]:
-    return [f"{i:024x}" for i in range(n)]
-
-
-def test_cut_page_older_direction_pages_by_last_id() -> None:
-    newest_first = [Row(i) for i in reversed(ids(5))]
-    page, cursor = cut_page(newest_first[:3], PageRequest(2))
-    assert [r.id for r in page] == [newest_first[0].id, newest_first[1].id]
-    assert cursor == newest_first[1].id
-    last, cursor = cut_page(newest_first[3:], PageRequest(2))
-    assert len(last) == 2 and cursor is None
-
-
-def test_cut_page_newer_direction_returns_newest_first_and_newest_cursor() -> None:
-    ascending = [Row(i) for i in ids(4)]
-    page, cursor = cut_page(ascending[:3], PageRequest(2, "x", Direction.NEWER))
-    assert [r.id for r in page] == [ascending[1].id, ascending[0].id]
-    assert cursor == ascending[1].id
-    page, cursor = cut_page(ascending[2:], PageRequest(2, "x", Direction.NEWER))
-    assert [r.id for r in page] == [ascending[3].id, ascending[2].id] and cursor is None
 
 
 def record(offset: int, value: object) -> InboundRecord:
@@ -131,3 +121,117 @@ def test_decode_and_membership_sort_every_record() -> None:
     }
     reasons = {r.record.offset: r.reason for r in checked.rejected}
     assert "not a member" in reasons[3] and OTHER_CID in reasons[4]
+
+
+# --- history ranges -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_", "last", "expected"),
+    [
+        (HistoryRequest(50), 0, (1, 0)),  # an empty chat
+        (HistoryRequest(50), 30, (1, 30)),
+        (HistoryRequest(50), 1000, (951, 1000)),
+        (HistoryRequest(50, 951), 1000, (901, 950)),
+        (HistoryRequest(50, 20), 1000, (1, 19)),
+        (HistoryRequest(50, 5000), 1000, (951, 1000)),  # a cursor past the end
+        (HistoryRequest(50, 0, Direction.NEWER), 1000, (1, 50)),
+        (HistoryRequest(50, 990, Direction.NEWER), 1000, (991, 1000)),
+        (HistoryRequest(50, 1000, Direction.NEWER), 1000, (1001, 1000)),
+    ],
+)
+def test_a_read_names_the_seqs_it_wants(
+    request_: HistoryRequest, last: int, expected: tuple[int, int]
+) -> None:
+    seqs = wanted(request_, last)
+    assert (seqs.first, seqs.last) == expected
+
+
+def test_a_page_of_up_to_200_touches_at_most_3_pages_and_keys_sort_like_seqs() -> None:
+    for top in range(1, 2000, 37):
+        assert len(wanted(HistoryRequest(200, top + 1), top).pages()) <= 3
+    assert wanted(HistoryRequest(100, 201), 1000).pages() == [1]
+    keys = [message_key(CID, s) for s in (9, 10, 99, 100, 101, 10**9)]
+    assert keys == sorted(keys)
+    assert page_key(CID, page_of(100)) != page_key(CID, page_of(101))
+
+
+# --- seqs -------------------------------------------------------------------------
+
+
+def accepted(offset: int, mid: int | None = None, text: str = "hi", uid: int = 1) -> Accepted:
+    value = message(uid, id=f"{(offset if mid is None else mid) + 1:024x}", text=text)
+    return decode_all([record(offset, value)]).accepted[0]
+
+
+def test_new_records_get_the_next_seqs_and_passed_ones_are_looked_up() -> None:
+    state = ChatState(last_seq=7, partition=0, last_offset=40)
+    plan = plan_chat(state, [accepted(39), accepted(41), accepted(42)], {})
+    assert [(p.item.record.offset, p.seq) for p in plan.new] == [(41, 8), (42, 9)]
+    assert [i.record.offset for i in plan.unresolved] == [39]
+    assert plan.state == ChatState(9, 0, 42)
+
+
+def test_known_ids_repeat_conflict_or_are_claimed_again() -> None:
+    state = ChatState(last_seq=3, partition=0, last_offset=10)
+    same = accepted(11, mid=1, text="hello")
+    forged = accepted(12, mid=2, text="evil")
+    left_over = accepted(13, mid=3)
+    passed_unstored = accepted(9, mid=4)
+    known = {
+        same.message.id: Known(CID, 1, 1, text_digest("hello"), applied=True),
+        forged.message.id: Known(CID, 2, 1, text_digest("good"), applied=True),
+        left_over.message.id: Known(CID, 8, 1, text_digest("hi"), applied=False),
+        passed_unstored.message.id: Known(CID, 3, 1, text_digest("x"), applied=False),
+    }
+    plan = plan_chat(state, [passed_unstored, same, forged, left_over], known)
+    assert [(p.item.record.offset, p.seq) for p in plan.repeats] == [(11, 1)]
+    assert [i.record.offset for i, _ in plan.conflicts] == [12]
+    # A passed record that was never stored is stored now (faust can redeliver out of
+    # order around a rebalance; dropping it would lose it).
+    assert [(p.item.record.offset, p.seq) for p in plan.new] == [(9, 4), (13, 5)]
+    assert plan.claims == {left_over.message.id, passed_unstored.message.id}
+    assert plan.state == ChatState(5, 0, 13)
+
+
+def test_a_passed_record_the_store_never_saw_is_stored_not_dropped() -> None:
+    state = ChatState(last_seq=3, partition=0, last_offset=10)
+    late = accepted(7)
+    assert plan_chat(state, [late], {}).unresolved == [late]
+    plan = plan_chat(state, [late], {late.message.id: None})
+    assert [(p.item.record.offset, p.seq) for p in plan.new] == [(7, 4)]
+    assert plan.state == ChatState(4, 0, 10)  # the partition's position never moves back
+
+
+def test_copies_in_one_batch_keep_the_first() -> None:
+    a, b, c = accepted(0, mid=5, text="x"), accepted(1, mid=5, text="x"), accepted(2)
+    firsts, copies = first_copies([a, b, c])
+    assert firsts == [a, c] and copies == [(b, a)]
+    assert same_content(a, b) and not same_content(a, accepted(3, mid=5, text="y"))
+
+
+# --- chat lists ---------------------------------------------------------------------
+
+
+def chat(n: int, at: float | None, opened: float = 1.0) -> ChatView:
+    return ChatView(f"{n:024x}", frozenset({1, 2}), int(opened), opened, 1, at)
+
+
+def test_chats_page_by_activity_then_id_and_the_cursor_round_trips() -> None:
+    chats = [chat(1, 10.0), chat(2, 30.0), chat(3, 20.0), chat(4, 20.0), chat(5, None, 25.0)]
+    ranked = [Ranked(Position(c.activity, c.id), c) for c in chats]
+    first, cursor = page_of_chats(ranked, 100.0, None, 2)
+    assert [c.id[-1] for c in first] == ["2", "5"] and cursor is not None
+    decoded = ListCursor.decode(cursor.encode())
+    assert decoded == cursor
+    second, cursor = page_of_chats(ranked, decoded.snapshot, decoded.after, 2)
+    assert [c.id[-1] for c in second] == ["4", "3"]
+    last, cursor = page_of_chats(ranked, 100.0, cursor.after if cursor else None, 2)
+    assert [c.id[-1] for c in last] == ["1"] and cursor is None
+
+
+@pytest.mark.parametrize("text", ["", "x" * 201, "!!!", "bm90IGpzb24", "WzEsMl0", "WyJhIiwxLDJd"])
+def test_a_cursor_not_given_out_is_4005(text: str) -> None:
+    with pytest.raises(RequestProblem) as err:
+        ListCursor.decode(text)
+    assert err.value.code is ErrorCode.BAD_PAGING

@@ -1,4 +1,4 @@
-"""WorkerHealth, MembershipCache and the sharding decision, with fakes and a manual clock."""
+"""WorkerHealth, ChatBook and the sharding decision, with fakes and a manual clock."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 
 from dialogue_worker.adapters.sharding import ensure_sharding
 from dialogue_worker.errors import StorageUnavailable
+from dialogue_worker.services.chat_book import ChatBook
 from dialogue_worker.services.health import PartitionState, Status, WorkerHealth
-from dialogue_worker.services.membership import MembershipCache
 from dialogue_worker.settings import WorkerSettings
 from platform_common.local import LOCAL_ENTRYPOINT_TOKEN as LOCAL_TOKEN
+from tests.support.worker_fakes import MemoryStore
 
 
 class Clock:
@@ -90,13 +91,16 @@ async def test_recent_reuses_a_fresh_check() -> None:
     assert (await health.recent(max_age=1.0)).status is Status.CRITICAL
 
 
-def test_membership_cache_expires() -> None:
-    clock = Clock()
-    cache = MembershipCache(5.0, clock)
-    cache.remember({"a": frozenset({1})})
-    assert cache.known({"a", "b"}) == {"a": frozenset({1})}
+async def test_the_chat_book_trusts_members_for_a_while_and_only_to_accept() -> None:
+    clock, store = Clock(), MemoryStore()
+    store.add_chat("a" * 24, {1})
+    book = ChatBook(store, 5.0, clock)
+    assert await book.members({"a" * 24: {1}, "b" * 24: {1}}) == {"a" * 24: frozenset({1})}
+    assert await book.members({"a" * 24: {1}}) and store.calls.count("chats_for_writing") == 1
+    assert await book.members({"a" * 24: {2}}) == {"a" * 24: frozenset({1})}  # looked again
     clock.now = 5.1
-    assert cache.known({"a"}) == {}
+    await book.members({"a" * 24: {1}})
+    assert store.calls.count("chats_for_writing") == 3
 
 
 class Commands:
@@ -117,8 +121,10 @@ async def test_sharding_only_behind_mongos() -> None:
     assert await ensure_sharding(mongos, "db", {"msg": "isdbgrid"}) is True
     assert mongos.issued == [
         ("enableSharding", "db", {}),
-        ("shardCollection", "db.messages", {"key": {"cid": "hashed", "_id": 1}}),
+        ("shardCollection", "db.history", {"key": {"page": "hashed"}}),
+        ("shardCollection", "db.message_ids", {"key": {"_id": "hashed"}}),
         ("shardCollection", "db.chats", {"key": {"_id": "hashed"}}),
+        ("shardCollection", "db.reads", {"key": {"u": "hashed"}}),
     ]
 
 

@@ -9,8 +9,9 @@ import bson
 from hypothesis import HealthCheck, given, settings
 
 from contracts.records import CREATED_MIN, FUTURE_SLACK, TEXT_MAX, UID_MAX
-from dialogue_worker.adapters.mongo import message_doc, unstorable
+from dialogue_worker.adapters.mongo import history_doc, unstorable
 from dialogue_worker.domain.records import InboundRecord, check_storable, decode_all
+from dialogue_worker.services.ports import StoredMessage
 from tests.support.hostile import edge_values, values
 
 CID = "65f0c0ffee0000000000beef"
@@ -23,7 +24,11 @@ def fate(value: bytes) -> tuple[int, int]:
     batch = check_storable(decode_all([record]), unstorable)
     for item in batch.accepted:
         message = item.message
-        doc = message_doc(message)
+        doc = history_doc(
+            StoredMessage(
+                message.cid, 1, message.id, message.uid, message.text, message.createdAt, 0.0, 0, 0
+            )
+        )
         assert bson.decode(bson.encode(doc)) == doc  # what is stored reads back the same
         assert 1 <= message.uid <= UID_MAX
         assert CREATED_MIN <= message.createdAt <= time.time() + FUTURE_SLACK

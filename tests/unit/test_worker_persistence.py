@@ -1,69 +1,32 @@
-"""BatchPersister against hand-written fakes of MongoDB and the dead-letter topic."""
+"""BatchPersister against the hand-written in-memory store and outbox (tests/support).
+
+Seqs per chat, redelivery, copies and conflicts, crashes between steps, a second writer,
+forwarding, dead letters, retries and the narrowing down of records the store refuses.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 
 import orjson
+import pytest
 
+from contracts.events import MessageCreated
 from contracts.records import MessageRecord
-from dialogue_worker.domain.records import InboundRecord, Rejected, RejectKind
-from dialogue_worker.errors import DeadLetterUnavailable, StorageUnavailable
+from dialogue_worker.domain.records import InboundRecord, RejectKind
+from dialogue_worker.domain.sequencing import ChatState
 from dialogue_worker.metrics import WorkerMetrics
+from dialogue_worker.services.chat_book import ChatBook
 from dialogue_worker.services.health import Status, WorkerHealth
-from dialogue_worker.services.membership import MembershipCache
 from dialogue_worker.services.persistence import BatchPersister
-from dialogue_worker.services.ports import InsertOutcome
+from dialogue_worker.services.ports import StoredMessage
 from platform_common.retry import Backoff
+from tests.support.worker_fakes import Crash, MemoryOutbox, MemoryStore
 
 CID = "65f0c0ffee0000000000beef"
-
-
-class FakeStore:
-    """Messages by id and chat members; fails the next `fail_writes` inserts."""
-
-    def __init__(self, chats: dict[str, frozenset[int]]) -> None:
-        self.chats = chats
-        self.messages: dict[str, MessageRecord] = {}
-        self.fail_writes = 0
-        self.member_lookups: list[set[str]] = []
-        self.up = True
-
-    async def insert_messages(self, messages: Sequence[MessageRecord]) -> InsertOutcome:
-        if self.fail_writes:
-            self.fail_writes -= 1
-            raise StorageUnavailable("connection refused")
-        new = [m for m in messages if m.id not in self.messages]
-        self.messages.update({m.id: m for m in new})
-        return InsertOutcome(len(new), len(messages) - len(new))
-
-    def unstorable(self, message: MessageRecord) -> str | None:
-        return None
-
-    async def writable(self) -> None:
-        if not self.up:
-            raise StorageUnavailable("down")
-
-    async def chat_members(self, cids: Collection[str]) -> dict[str, frozenset[int]]:
-        self.member_lookups.append(set(cids))
-        return {c: self.chats[c] for c in cids if c in self.chats}
-
-    async def ping(self) -> None:
-        if not self.up:
-            raise StorageUnavailable("down")
-
-
-class FakeDeadLetters:
-    def __init__(self) -> None:
-        self.sent: list[Rejected] = []
-        self.fail_sends = 0
-
-    async def send(self, rejected: Sequence[Rejected]) -> None:
-        if self.fail_sends:
-            self.fail_sends -= 1
-            raise DeadLetterUnavailable("broker down")
-        self.sent.extend(rejected)
+OTHER = "65f0c0ffee0000000000cafe"
+NOW = 1_700_000_000
 
 
 class Clock:
@@ -84,239 +47,406 @@ class Sleeps:
         self.clock.now += delay
 
 
-def rec(offset: int, uid: int, text: str = "hi", partition: int = 0) -> InboundRecord:
-    value = {"v": 1, "id": f"{offset + 1:024x}", "cid": CID, "uid": uid, "text": text}
-    raw = orjson.dumps(value | {"createdAt": 1_700_000_000})
-    return InboundRecord("msgs", partition, offset, CID.encode(), raw)
+def rec(
+    offset: int,
+    uid: int = 1,
+    text: str | None = None,
+    *,
+    cid: str = CID,
+    mid: int | None = None,
+    partition: int = 0,
+) -> InboundRecord:
+    value = {
+        "v": 1,
+        "id": f"{(mid if mid is not None else offset) + 1:024x}",
+        "cid": cid,
+        "uid": uid,
+        "text": text if text is not None else f"m{offset}",
+        "createdAt": NOW,
+    }
+    return InboundRecord("msgs", partition, offset, cid.encode(), orjson.dumps(value))
 
 
-def make(
-    store: FakeStore, dlq: FakeDeadLetters
-) -> tuple[BatchPersister, WorkerHealth, Sleeps, WorkerMetrics]:
-    clock = Clock()
-    sleeps = Sleeps(clock)
-    metrics = WorkerMetrics()
-    health = WorkerHealth(store.ping, dict, stall_after=30, clock=clock)
-    persister = BatchPersister(
-        store,
-        dlq,
-        MembershipCache(5.0, clock),
-        health,
-        metrics,
-        backoff=lambda: Backoff(0.1, 0.4, jitter=0.0),
-        sleep=sleeps,
-        clock=clock,
+class World:
+    """A persister over a fresh store, with two chats (members 1 and 2)."""
+
+    def __init__(self, store: MemoryStore | None = None, partitions: int | None = None) -> None:
+        self.store = store or MemoryStore()
+        if store is None:
+            self.store.add_chat(CID, {1, 2})
+            self.store.add_chat(OTHER, {1, 2})
+        self.outbox = MemoryOutbox()
+        self.clock = Clock()
+        self.sleeps = Sleeps(self.clock)
+        self.metrics = WorkerMetrics()
+        self.health = WorkerHealth(self.store.ping, dict, stall_after=30, clock=self.clock)
+        self.persister = BatchPersister(
+            self.store,
+            self.outbox,
+            ChatBook(self.store, 5.0, self.clock),
+            self.health,
+            self.metrics,
+            backoff=lambda: Backoff(0.1, 0.4, jitter=0.0),
+            sleep=self.sleeps,
+            clock=self.clock,
+            wall_clock=lambda: self.clock.now,
+        )
+        if partitions is not None:
+            self.persister.route(lambda cid: 0 if cid == CID else 1)
+
+    def restarted(self) -> World:
+        """A new worker process over the same store (what a SIGKILL and restart leaves)."""
+        return World(self.store)
+
+    def events(self) -> list[tuple[str, int, str]]:
+        return [
+            (e.cid, e.seq, e.message.id)
+            for e in self.outbox.events
+            if isinstance(e, MessageCreated)
+        ]
+
+
+def ids(*offsets: int) -> list[str]:
+    return [f"{o + 1:024x}" for o in offsets]
+
+
+async def test_each_chat_gets_seqs_1_2_3_in_partition_order() -> None:
+    w = World()
+    batch = [rec(0), rec(1, cid=OTHER), rec(2), rec(3, uid=2), rec(4, cid=OTHER)]
+
+    outcome = await w.persister.persist(batch)
+
+    assert (outcome.stored, outcome.duplicates, outcome.dead_lettered) == (5, 0, 0)
+    assert w.store.seqs(CID) == dict(zip([1, 2, 3], ids(0, 2, 3), strict=True))
+    assert w.store.seqs(OTHER) == dict(zip([1, 2], ids(1, 4), strict=True))
+    assert w.events() == [
+        (CID, 1, ids(0)[0]),
+        (OTHER, 1, ids(1)[0]),
+        (CID, 2, ids(2)[0]),
+        (CID, 3, ids(3)[0]),
+        (OTHER, 2, ids(4)[0]),
+    ]
+    chat = w.store.chats[CID].chat
+    assert chat.last_seq == 3 and chat.last_message and chat.last_message.text == "m3"
+    assert w.persister.next_offsets == {("msgs", 0): 5}
+
+
+async def test_a_redelivered_batch_changes_nothing_and_publishes_its_events_again() -> None:
+    w = World()
+    batch = [rec(i, uid=1 + i % 2) for i in range(10)]
+    await w.persister.persist(batch)
+
+    again = await w.restarted().persister.persist(batch)  # a new process reads them again
+
+    assert (again.stored, again.duplicates) == (0, 10)
+    assert list(w.store.seqs(CID)) == list(range(1, 11))
+    w2_events = [e for e in w.outbox.events]  # the first process's events
+    assert len(w2_events) == 10
+
+
+@pytest.mark.parametrize("step", ["claim", "append", "advance"])
+async def test_a_crash_after_any_step_leaves_no_gap_and_no_second_seq(step: str) -> None:
+    w = World()
+    await w.persister.persist([rec(0), rec(1)])
+    w.store.crash_after = step
+    batch = [rec(2), rec(3), rec(4)]
+    with pytest.raises(Crash):
+        await w.persister.persist(batch)
+
+    again = w.restarted()
+    await again.persister.persist(batch)  # redelivered from the last commit
+    await again.persister.persist([rec(5)])
+
+    assert w.store.seqs(CID) == dict(zip(range(1, 7), ids(0, 1, 2, 3, 4, 5), strict=True))
+    assert {(c, s) for c, s, _ in again.events()} >= {(CID, s) for s in range(3, 7)}
+    assert w.store.chats[CID].state == ChatState(6, 0, 5)
+
+
+async def test_a_copy_of_a_stored_message_repeats_it_and_another_text_is_a_conflict() -> None:
+    w = World()
+    await w.persister.persist([rec(0, text="real")])
+
+    # Produced again later (a retry): same id, new offsets; one copy with another text.
+    outcome = await w.persister.persist(
+        [rec(1, text="real", mid=0), rec(2, text="forged", mid=0), rec(3)]
     )
-    return persister, health, sleeps, metrics
+
+    assert (outcome.stored, outcome.duplicates, outcome.dead_lettered) == (1, 1, 1)
+    assert w.store.seqs(CID) == {1: ids(0)[0], 2: ids(3)[0]}
+    assert [(r.record.offset, r.kind) for r in w.outbox.dead] == [(2, RejectKind.ID_CONFLICT)]
+    assert w.events()[-2:] == [(CID, 1, ids(0)[0]), (CID, 2, ids(3)[0])]
+    assert w.metrics.id_conflicts._value.get() == 1
 
 
-async def test_valid_records_stored_once_even_when_redelivered() -> None:
-    store, dlq = FakeStore({CID: frozenset({1, 2})}), FakeDeadLetters()
-    persister, _, _, metrics = make(store, dlq)
-    batch = [rec(i, 1 + i % 2) for i in range(10)]
-
-    first = await persister.persist(batch)
-    again = await persister.persist(batch)
-
-    assert (first.stored, first.duplicates, again.stored, again.duplicates) == (10, 0, 0, 10)
-    assert len(store.messages) == 10 and dlq.sent == []
-    assert persister.next_offsets == {("msgs", 0): 10}
-    assert metrics.persisted._value.get() == 10
+async def test_copies_inside_one_batch_are_stored_once() -> None:
+    w = World()
+    outcome = await w.persister.persist(
+        [rec(0, text="a"), rec(1, text="a", mid=0), rec(2, text="b", mid=0), rec(3)]
+    )
+    assert (outcome.stored, outcome.duplicates, outcome.dead_lettered) == (2, 1, 1)
+    assert list(w.store.seqs(CID)) == [1, 2]
 
 
-async def test_a_batch_sorted_ahead_is_stored_and_dead_lettered_the_same_way() -> None:
-    store, dlq = FakeStore({CID: frozenset({1, 2})}), FakeDeadLetters()
-    persister, _, _, _ = make(store, dlq)
-    batch = [rec(0, 1), rec(1, 9), rec(2, 2)]
+async def test_an_id_in_another_chat_is_a_conflict() -> None:
+    w = World()
+    await w.persister.persist([rec(0)])
+    outcome = await w.persister.persist([rec(1, cid=OTHER, text="m0", mid=0)])
+    assert outcome.dead_lettered == 1 and w.store.seqs(OTHER) == {}
 
-    sorted_batch = await persister.sort(batch)  # what the agent does during the prior write
-    assert store.messages == {} and dlq.sent == []  # sorting stores nothing
-    outcome = await persister.persist(batch, sorted_batch)
 
-    assert (outcome.stored, outcome.dead_lettered) == (2, 1)
-    assert [r.kind for r in dlq.sent] == [RejectKind.NOT_MEMBER]
-    assert persister.next_offsets == {("msgs", 0): 3}
+async def test_seqs_taken_by_another_writer_are_read_back_not_overwritten() -> None:
+    w = World()
+    await w.persister.persist([rec(0)])
+    # Another worker (owning the partition for a while) stored seq 2 and 3.
+    for seq, mid in ((2, 100), (3, 101)):
+        w.store.messages[(CID, seq)] = StoredMessage(
+            CID, seq, f"{mid:024x}", 1, "theirs", NOW, 1.0, 0, 50 + seq
+        )
+
+    await w.persister.persist([rec(60), rec(61)])
+
+    assert list(w.store.seqs(CID)) == [1, 2, 3, 4, 5]
+    assert [w.store.seqs(CID)[s] for s in (4, 5)] == ids(60, 61)
+
+
+async def test_records_on_another_partition_than_their_chats_are_forwarded() -> None:
+    w = World(partitions=2)  # CID lives on partition 0, OTHER on 1
+    batch = [rec(0), rec(1, cid=OTHER), rec(2, partition=1)]
+
+    outcome = await w.persister.persist(batch)
+
+    assert outcome.stored == 1 and list(w.store.seqs(CID)) == [1]
+    assert [(r.offset, cid) for r, cid in w.outbox.forwarded] == [(1, OTHER), (2, CID)]
+    assert w.metrics.forwarded._value.get() == 2
 
 
 async def test_invalid_and_non_member_records_are_dead_lettered_with_reasons() -> None:
-    store, dlq = FakeStore({CID: frozenset({1, 2})}), FakeDeadLetters()
-    persister, _, _, metrics = make(store, dlq)
+    w = World()
     bad_json = InboundRecord("msgs", 0, 3, None, b"{nope")
 
-    outcome = await persister.persist([rec(0, 1), rec(1, 9), rec(2, 2, text=" "), bad_json])
+    outcome = await w.persister.persist([rec(0), rec(1, uid=9), rec(2, text=" "), bad_json])
 
     assert outcome.stored == 1 and outcome.dead_lettered == 3
-    assert {r.record.offset: r.kind for r in dlq.sent} == {
+    assert {r.record.offset: r.kind for r in w.outbox.dead} == {
         1: RejectKind.NOT_MEMBER,
         2: RejectKind.INVALID,
         3: RejectKind.INVALID,
     }
-    assert metrics.dead_letters.labels("invalid")._value.get() == 2
+    assert w.metrics.dead_letters.labels("invalid")._value.get() == 2
+    assert list(w.store.seqs(CID)) == [1]  # dead letters get no seq
 
 
 async def test_write_failures_are_retried_with_backoff_and_reported() -> None:
-    store, dlq = FakeStore({CID: frozenset({1})}), FakeDeadLetters()
-    persister, health, sleeps, _ = make(store, dlq)
-    store.fail_writes = 4
+    w = World()
+    w.store.fail_next["append"] = 4
     states = []
 
     async def sleep_and_look(delay: float) -> None:
-        states.append(await health.check())
-        await Sleeps.__call__(sleeps, delay)
+        states.append(await w.health.check())
+        await Sleeps.__call__(w.sleeps, delay)
 
-    persister._sleep = sleep_and_look
-    outcome = await persister.persist([rec(0, 1)])
+    w.persister._sleep = sleep_and_look
+    outcome = await w.persister.persist([rec(0)])
 
     assert outcome.stored == 1
-    assert sleeps.delays == [0.1, 0.2, 0.4, 0.4]
+    assert w.sleeps.delays == [0.1, 0.2, 0.4, 0.4]
     assert {s.status for s in states} == {Status.CRITICAL}
-    assert "connection refused" in (states[0].reason or "")
-    assert (await health.check()).status is Status.PASSING
+    assert "append failed" in (states[0].reason or "")
+    assert (await w.health.check()).status is Status.PASSING
 
 
-async def test_dead_letter_failure_retries_only_the_dead_letter_step() -> None:
-    store, dlq = FakeStore({CID: frozenset({1})}), FakeDeadLetters()
-    persister, _, sleeps, _ = make(store, dlq)
-    dlq.fail_sends = 2
+async def test_kafka_failures_retry_only_their_step() -> None:
+    w = World()
+    w.outbox.fail_next = 2
 
-    outcome = await persister.persist([rec(0, 1), rec(1, 5)])
+    outcome = await w.persister.persist([rec(0), rec(1, uid=5)])
 
-    assert outcome.stored == 1 and len(dlq.sent) == 1 and len(sleeps.delays) == 2
+    assert outcome.stored == 1 and len(w.outbox.dead) == 1 and len(w.sleeps.delays) == 2
 
 
 async def test_cached_members_are_rechecked_before_a_rejection() -> None:
-    store, dlq = FakeStore({CID: frozenset({1})}), FakeDeadLetters()
-    persister, _, _, _ = make(store, dlq)
-    await persister.persist([rec(0, 1)])
-    store.chats[CID] = frozenset({1, 7})  # user 7 added a moment ago
+    w = World()
+    await w.persister.persist([rec(0)])
+    w.store.chats[CID].chat = w.store.chats[CID].chat.__class__(
+        CID, frozenset({1, 2, 7}), 1, 1.0
+    )  # user 7 added a moment ago
+    lookups = w.store.calls.count("chats_for_writing")
 
-    outcome = await persister.persist([rec(1, 1), rec(2, 7)])
+    outcome = await w.persister.persist([rec(1), rec(2, uid=7)])
 
-    assert outcome.stored == 2 and dlq.sent == []
-    assert store.member_lookups == [{CID}, {CID}]  # second lookup only because of user 7
+    assert outcome.stored == 2 and w.outbox.dead == []
+    assert w.store.calls.count("chats_for_writing") == lookups + 1
 
 
-class GatedStore(FakeStore):
-    def __init__(self, chats: dict[str, frozenset[int]]) -> None:
-        super().__init__(chats)
+class PickyStore(MemoryStore):
+    """Raises a non-transient error for any write of a "poison" text (as an encoder would)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_chat(CID, {1, 2})
+        self.claims: list[int] = []
+
+    async def append(self, messages: Sequence[StoredMessage]) -> set[str]:
+        if any("poison" in m.text for m in messages):
+            raise OverflowError("MongoDB can only handle up to 8-byte ints")
+        return await super().append(messages)
+
+    async def claim(self, entries: Sequence[object]) -> set[str]:  # type: ignore[override]
+        self.claims.append(len(entries))
+        return await super().claim(entries)  # type: ignore[arg-type]
+
+
+async def test_a_record_the_store_cannot_take_is_found_by_halving_and_dead_lettered() -> None:
+    w = World(PickyStore())
+    batch = [rec(i, text="poison" if i == 5 else f"m{i}") for i in range(8)]
+
+    outcome = await w.persister.persist(batch)
+
+    assert (outcome.stored, outcome.dead_lettered) == (7, 1)
+    assert [(r.record.offset, r.kind) for r in w.outbox.dead] == [(5, RejectKind.UNSTORABLE)]
+    assert "OverflowError" in w.outbox.dead[0].reason
+    assert list(w.store.seqs(CID)) == list(range(1, 8))  # no gap where the refused one was
+    assert [w.store.seqs(CID)[s] for s in (5, 6, 7)] == ids(4, 6, 7)
+    assert w.sleeps.delays == [] and w.persister.next_offsets == {("msgs", 0): 8}
+    assert w.metrics.dead_letters.labels("unstorable")._value.get() == 1
+
+
+async def test_a_store_refusing_everything_while_unwritable_holds_the_batch() -> None:
+    store = PickyStore()
+    w = World(store)
+
+    async def refuse(messages: Sequence[StoredMessage]) -> set[str]:
+        raise OverflowError("backend gone")
+
+    original = store.append
+    store.append = refuse  # type: ignore[method-assign]
+    store.fail_next["writable"] = 3  # the plain write fails too: an outage
+    seen = []
+
+    async def recover_later(delay: float) -> None:
+        seen.append((await w.health.check()).status)
+        await Sleeps.__call__(w.sleeps, delay)
+        if len(w.sleeps.delays) == 3:
+            store.append = original  # type: ignore[method-assign]
+
+    w.persister._sleep = recover_later
+    outcome = await w.persister.persist([rec(0), rec(1)])
+
+    assert (outcome.stored, outcome.dead_lettered) == (2, 0) and w.outbox.dead == []
+    assert set(seen) == {Status.CRITICAL}
+
+
+class GatedStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_chat(CID, {1, 2})
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def insert_messages(self, messages: Sequence[MessageRecord]) -> InsertOutcome:
+    async def append(self, messages: Sequence[StoredMessage]) -> set[str]:
         self.entered.set()
         await self.release.wait()
-        return await super().insert_messages(messages)
+        return await super().append(messages)
 
 
 async def test_drain_finishes_the_batch_in_hand_then_takes_no_more() -> None:
-    store, dlq = GatedStore({CID: frozenset({1})}), FakeDeadLetters()
-    persister, _, _, _ = make(store, dlq)
-    in_hand = asyncio.create_task(persister.persist([rec(0, 1)]))
+    store = GatedStore()
+    w = World(store)
+    in_hand = asyncio.create_task(w.persister.persist([rec(0)]))
     await store.entered.wait()
 
-    draining = asyncio.create_task(persister.drain(30))
+    draining = asyncio.create_task(w.persister.drain(30))
     await asyncio.sleep(0)
     assert not draining.done()
     store.release.set()
 
     assert (await in_hand).stored == 1
     assert await draining is True
-    next_batch = asyncio.create_task(persister.persist([rec(1, 1)]))
-    done, _ = await asyncio.wait({next_batch}, timeout=0.05)
-    assert not done and len(store.messages) == 1
+    next_batch = asyncio.create_task(w.persister.persist([rec(1)]))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not next_batch.done() and list(store.seqs(CID)) == [1]
     next_batch.cancel()
 
 
-class PickyStore(FakeStore):
-    """Raises a non-transient error for any batch holding a "poison" text (as an encoder
-    would), and refuses "refused" texts one by one (as a server's write errors would)."""
-
-    def __init__(self, chats: dict[str, frozenset[int]]) -> None:
-        super().__init__(chats)
-        self.calls: list[int] = []
-        self.refuse_all = False
-
-    async def insert_messages(self, messages: Sequence[MessageRecord]) -> InsertOutcome:
-        self.calls.append(len(messages))
-        if any("poison" in m.text for m in messages):
-            raise OverflowError("MongoDB can only handle up to 8-byte ints")
-        refused = {
-            i: (RejectKind.UNSTORABLE, "refused by MongoDB: code 2")
-            for i, m in enumerate(messages)
-            if "refused" in m.text or self.refuse_all
-        }
-        taken = [m for i, m in enumerate(messages) if i not in refused]
-        outcome = await super().insert_messages(taken)
-        return InsertOutcome(outcome.inserted, outcome.duplicates, refused)
+def test_records_of_the_fake_are_valid() -> None:
+    assert MessageRecord.model_validate_json(rec(0).value or b"").cid == CID
 
 
-async def test_a_record_the_store_cannot_take_is_found_by_halving_and_dead_lettered() -> None:
-    store, dlq = PickyStore({CID: frozenset({1})}), FakeDeadLetters()
-    persister, _, sleeps, metrics = make(store, dlq)
-    batch = [rec(i, 1, text="poison" if i == 5 else f"m{i}") for i in range(8)]
+async def test_a_stored_message_sent_again_after_a_forgery_in_one_batch_is_a_duplicate() -> None:
+    w = World()
+    await w.persister.persist([rec(0, text="real")])
 
-    outcome = await persister.persist(batch)
+    outcome = await w.persister.persist(
+        [
+            rec(1, text="forged", mid=0),
+            rec(2, uid=2, text="real", mid=0),
+            rec(3, text="real", mid=0),
+        ]
+    )
 
-    assert (outcome.stored, outcome.dead_lettered) == (7, 1)
-    assert [(r.record.offset, r.kind) for r in dlq.sent] == [(5, RejectKind.UNSTORABLE)]
-    assert "OverflowError" in dlq.sent[0].reason
-    # halves down to the record (offset 5), which is tried alone once more
-    assert store.calls == [8, 4, 4, 2, 1, 1, 1, 2]
-    assert sleeps.delays == [] and persister.next_offsets == {("msgs", 0): 8}
-    assert metrics.dead_letters.labels("unstorable")._value.get() == 1
-
-
-async def test_records_refused_one_by_one_are_tried_alone_then_dead_lettered() -> None:
-    store, dlq = PickyStore({CID: frozenset({1})}), FakeDeadLetters()
-    persister, _, _, _ = make(store, dlq)
-
-    outcome = await persister.persist([rec(0, 1), rec(1, 1, text="refused"), rec(2, 1)])
-
-    assert (outcome.stored, outcome.dead_lettered) == (2, 1)
-    assert [r.record.offset for r in dlq.sent] == [1] and "code 2" in dlq.sent[0].reason
+    assert (outcome.stored, outcome.duplicates, outcome.dead_lettered) == (0, 1, 2)
+    assert sorted(r.record.offset for r in w.outbox.dead) == [1, 2]
+    assert w.store.seqs(CID) == {1: ids(0)[0]}
 
 
-async def test_a_store_refusing_everything_while_unwritable_holds_the_batch() -> None:
-    store, dlq = PickyStore({CID: frozenset({1})}), FakeDeadLetters()
-    persister, health, sleeps, _ = make(store, dlq)
-    store.refuse_all, store.up = True, False  # a backend outage behind a live front end
-    seen = []
+async def test_when_another_writer_took_some_seqs_none_of_ours_stay_at_wrong_ones() -> None:
+    w = World()
+    await w.persister.persist([rec(0)])
+    # Another worker stored seq 2 only; an append of seqs 2..4 stores 3 and 4 but not 2.
+    w.store.messages[(CID, 2)] = StoredMessage(CID, 2, f"{100:024x}", 1, "theirs", NOW, 1.0, 0, 1)
 
-    async def recover_later(delay: float) -> None:
-        seen.append((await health.check()).status)
-        await Sleeps.__call__(sleeps, delay)
-        if len(sleeps.delays) == 3:
-            store.refuse_all, store.up = False, True
+    await w.persister.persist([rec(60), rec(61), rec(62)])
 
-    persister._sleep = recover_later
-    outcome = await persister.persist([rec(0, 1), rec(1, 1)])
-
-    assert (outcome.stored, outcome.dead_lettered) == (2, 0) and dlq.sent == []
-    assert len(sleeps.delays) == 3 and set(seen) == {Status.CRITICAL}
-
-
-class ConflictStore(FakeStore):
-    """Reports a stored id with a different text as an id conflict (as MongoStore does)."""
-
-    async def insert_messages(self, messages: Sequence[MessageRecord]) -> InsertOutcome:
-        refused = {
-            i: (RejectKind.ID_CONFLICT, f"id {m.id} is already stored with another text")
-            for i, m in enumerate(messages)
-            if m.id in self.messages and self.messages[m.id].text != m.text
-        }
-        taken = [m for i, m in enumerate(messages) if i not in refused]
-        outcome = await super().insert_messages(taken)
-        return InsertOutcome(outcome.inserted, outcome.duplicates, refused)
+    assert w.store.seqs(CID) == {
+        1: ids(0)[0],
+        2: f"{100:024x}",
+        3: ids(60)[0],
+        4: ids(61)[0],
+        5: ids(62)[0],
+    }
+    assert "retract" in w.store.calls
 
 
-async def test_an_id_stored_with_other_content_is_an_id_conflict_not_a_duplicate() -> None:
-    store, dlq = ConflictStore({CID: frozenset({1})}), FakeDeadLetters()
-    persister, _, _, metrics = make(store, dlq)
-    await persister.persist([rec(0, 1, text="the real message")])
+async def test_a_revoked_partition_is_read_again_before_its_chats_are_written() -> None:
+    w = World()
+    await w.persister.persist([rec(0), rec(1)])
+    w.persister.forget_partitions([0])  # a rebalance took the partition away and back
 
-    outcome = await persister.persist([rec(0, 1, text="the real message"), rec(0, 1, text="x")])
+    await w.persister.persist([rec(2)])
 
-    assert (outcome.stored, outcome.duplicates, outcome.dead_lettered) == (0, 1, 1)
-    assert [r.kind for r in dlq.sent] == [RejectKind.ID_CONFLICT]
-    assert store.messages[f"{1:024x}"].text == "the real message"
-    assert metrics.id_conflicts._value.get() == 1
+    assert list(w.store.seqs(CID)) == [1, 2, 3]
+    assert "retract" not in w.store.calls  # read before planning: nothing to undo
+
+
+class RivalStore(MemoryStore):
+    """Another writer takes the seq each of our next `rivals` appends wants, just before."""
+
+    def __init__(self, rivals: int) -> None:
+        super().__init__()
+        self.rivals = rivals
+
+    async def append(self, messages: Sequence[StoredMessage]) -> set[str]:
+        if self.rivals and messages:
+            self.rivals -= 1
+            m = messages[0]
+            theirs = f"{1000 + self.rivals:024x}"
+            self.messages[(m.cid, m.seq)] = StoredMessage(
+                m.cid, m.seq, theirs, 2, "theirs", NOW, 1.0, 0, 1
+            )
+        return await super().append(messages)
+
+
+async def test_seqs_that_do_not_settle_are_retried_not_dead_lettered() -> None:
+    store = RivalStore(rivals=0)
+    store.add_chat(CID, {1, 2})
+    w = World(store)
+    await w.persister.persist([rec(0)])
+    store.rivals = 20  # more rounds than three attempts plan
+
+    await w.persister.persist([rec(1), rec(2)])
+
+    assert w.outbox.dead == []
+    seqs = w.store.seqs(CID)
+    assert list(seqs) == list(range(1, 24)) and [seqs[22], seqs[23]] == ids(1, 2)
+    assert w.metrics.retries.labels("sequence")._value.get() >= 1

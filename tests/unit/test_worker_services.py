@@ -1,51 +1,45 @@
-"""ChatService (the internal API's use cases) over an in-memory ChatStore."""
+"""ChatService (the internal API's use cases) over the in-memory store (tests/support)."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import pytest
 
 from contracts.errors import ErrorCode
-from dialogue_worker.domain.chats import ChatView
-from dialogue_worker.domain.messages import MessageView
-from dialogue_worker.domain.paging import Direction, PageRequest
-from dialogue_worker.errors import RequestError
+from contracts.events import ChatCreated, ChatRead, MembersAdded
+from dialogue_worker.domain.chat_list import ListCursor
+from dialogue_worker.domain.history import Direction, HistoryQuery
+from dialogue_worker.domain.sequencing import text_digest
+from dialogue_worker.errors import OutboxUnavailable, RequestError
 from dialogue_worker.services.chats import ChatService
+from dialogue_worker.services.ports import IdEntry, StoredMessage
+from tests.support.worker_fakes import MemoryOutbox, MemoryStore
 
 
-class MemoryChats:
-    def __init__(self) -> None:
-        self.chats: dict[str, ChatView] = {}
-        self.history: list[MessageView] = []
+class Clock:
+    now = 1_700_000_000.0
 
-    async def insert_chat(self, chat: ChatView) -> None:
-        self.chats[chat.id] = chat
+    def __call__(self) -> float:
+        return self.now
 
-    async def get_chat(self, cid: str) -> ChatView | None:
-        return self.chats.get(cid)
 
-    async def chats_of(self, uid: int, request: PageRequest) -> list[ChatView]:
-        mine = sorted((c for c in self.chats.values() if uid in c.users), key=lambda c: c.id)
-        older = [c for c in reversed(mine) if not request.cursor or c.id < request.cursor]
-        return older[: request.limit + 1]
+def make() -> tuple[ChatService, MemoryStore, MemoryOutbox, Clock]:
+    store, outbox, clock = MemoryStore(), MemoryOutbox(), Clock()
+    return ChatService(store, outbox, clock), store, outbox, clock
 
-    async def add_members(self, cid: str, member: int, users: Sequence[int]) -> ChatView | None:
-        chat = self.chats.get(cid)
-        if chat is None or member not in chat.users:
-            return None
-        self.chats[cid] = ChatView(cid, chat.users | set(users), chat.created_at)
-        return self.chats[cid]
 
-    async def messages(self, cid: str, request: PageRequest) -> list[MessageView]:
-        rows = sorted((m for m in self.history if m.cid == cid), key=lambda m: m.id)
-        if request.direction is Direction.NEWER:
-            return [m for m in rows if m.id > (request.cursor or "")][: request.limit + 1]
-        older = [m for m in reversed(rows) if not request.cursor or m.id < request.cursor]
-        return older[: request.limit + 1]
-
-    async def ping(self) -> None:
-        return None
+def post(store: MemoryStore, cid: str, n: int, at: float) -> None:
+    """n messages appended to the chat's history, stored at `at` (as the agent would)."""
+    row = store.chats[cid]
+    for _ in range(n):
+        seq = row.chat.last_seq + 1
+        mid = f"{len(store.messages) + 1:024x}"
+        store.messages[(cid, seq)] = StoredMessage(
+            cid, seq, mid, 1, f"m{seq}", 1_700_000_000, at, 0, seq
+        )
+        store.ids[mid] = IdEntry(mid, cid, seq, 1, text_digest(f"m{seq}"), 0, seq)
+        row.chat = row.chat.__class__(
+            cid, row.chat.users, row.chat.created_at, row.chat.opened_at, seq, at
+        )
 
 
 async def expect(code: ErrorCode, pending: object) -> None:
@@ -54,39 +48,103 @@ async def expect(code: ErrorCode, pending: object) -> None:
     assert err.value.code is code
 
 
-async def test_create_get_list_and_add_members() -> None:
-    store = MemoryChats()
-    service = ChatService(store, clock=lambda: 1_700_000_000.7)
-    first = await service.create([2, 1])
-    second = await service.create([1, 3])
+async def test_create_get_add_members_and_their_events() -> None:
+    service, _, outbox, _ = make()
+    chat = await service.create([2, 1])
+    assert chat.users == [1, 2] and chat.createdAt == 1_700_000_000 and chat.lastSeq == 0
+    assert (await service.get(chat.id, 2)) == chat
 
-    assert first.users == [1, 2] and first.createdAt == 1_700_000_000
-    assert (await service.get(first.id, 2)) == first
-    page = await service.chats_of(1, PageRequest(1))
-    assert [c.id for c in page.data] == [second.id] and page.nextCursor == second.id
-    rest = await service.chats_of(1, PageRequest(1, second.id))
-    assert [c.id for c in rest.data] == [first.id] and rest.nextCursor is None
-
-    grown = await service.add_members(first.id, 1, [5, 2])
+    grown = await service.add_members(chat.id, 1, [5, 2])
     assert grown.users == [1, 2, 5]
-    await expect(ErrorCode.NOT_MEMBER, service.add_members(first.id, 9, [9]))
+    again = await service.add_members(chat.id, 1, [5])  # nobody new: no event
+    assert again.users == [1, 2, 5]
+    assert [type(e) for e in outbox.events] == [ChatCreated, MembersAdded]
+    added = outbox.events[1]
+    assert isinstance(added, MembersAdded) and added.users == [5] and added.members == [1, 2, 5]
+
+    await expect(ErrorCode.NOT_MEMBER, service.add_members(chat.id, 9, [9]))
     await expect(ErrorCode.NOT_FOUND, service.add_members("f" * 24, 1, [9]))
-    await expect(ErrorCode.NOT_MEMBER, service.get(second.id, 2))
+    await expect(ErrorCode.NOT_MEMBER, service.get(chat.id, 7))
     await expect(ErrorCode.TOO_FEW_USERS, service.create([4, 4]))
 
 
-async def test_messages_page_both_ways_and_enforce_membership() -> None:
-    store = MemoryChats()
-    service = ChatService(store)
+async def test_history_pages_by_seq_and_by_message_id_both_ways() -> None:
+    service, store, _, _ = make()
     chat = await service.create([1, 2])
-    store.history = [MessageView(f"{i:024x}", chat.id, 1, f"m{i}", i) for i in range(1, 6)]
+    post(store, chat.id, 250, at=5.0)
 
-    newest = await service.messages(2, chat.id, PageRequest(2))
-    assert [m.text for m in newest.data] == ["m5", "m4"]
-    older = await service.messages(2, chat.id, PageRequest(2, newest.nextCursor))
-    assert [m.text for m in older.data] == ["m3", "m2"]
-    newer = await service.messages(2, chat.id, PageRequest(2, f"{1:024x}", Direction.NEWER))
-    assert [m.text for m in newer.data] == ["m3", "m2"] and newer.nextCursor == f"{3:024x}"
+    newest = await service.messages(2, chat.id, HistoryQuery(3))
+    assert [m.seq for m in newest.data] == [250, 249, 248]
+    older = await service.messages(2, chat.id, HistoryQuery(3, newest.nextCursor))
+    assert [m.seq for m in older.data] == [247, 246, 245]
+    by_seq = await service.messages(2, chat.id, HistoryQuery(200, 101))
+    assert [m.seq for m in by_seq.data] == list(range(100, 0, -1)) and by_seq.nextCursor is None
+    forward = await service.messages(2, chat.id, HistoryQuery(3, 0, Direction.NEWER))
+    assert [m.seq for m in forward.data] == [3, 2, 1]
+    assert forward.nextCursor == forward.data[0].id
+    end = await service.messages(2, chat.id, HistoryQuery(3, 248, Direction.NEWER))
+    assert [m.seq for m in end.data] == [250, 249] and end.nextCursor is None
 
-    await expect(ErrorCode.NOT_MEMBER, service.messages(3, chat.id, PageRequest(50)))
-    await expect(ErrorCode.NOT_FOUND, service.messages(1, "a" * 24, PageRequest(50)))
+    await expect(ErrorCode.BAD_PAGING, service.messages(2, chat.id, HistoryQuery(3, "a" * 24)))
+    await expect(ErrorCode.NOT_MEMBER, service.messages(3, chat.id, HistoryQuery(50)))
+    await expect(ErrorCode.NOT_FOUND, service.messages(1, "a" * 24, HistoryQuery(50)))
+
+
+async def test_read_markers_only_move_forward_clamped_to_the_newest_seq() -> None:
+    service, store, outbox, _ = make()
+    chat = await service.create([1, 2])
+    post(store, chat.id, 10, at=5.0)
+
+    marker = await service.mark_read(chat.id, 2, 4)
+    assert (marker.seq, marker.unread) == (4, 6)
+    assert (await service.mark_read(chat.id, 2, 2)).seq == 4  # never back
+    assert (await service.mark_read(chat.id, 2, 99)).seq == 10  # clamped
+    assert (await service.get(chat.id, 2)).unread == 0
+    assert (await service.get(chat.id, 1)).unread == 10  # per user
+    outbox.fail_next = 1  # the marker moves, its event is not published: a 5000
+    with pytest.raises(OutboxUnavailable):
+        await service.mark_read(chat.id, 1, 7)
+    assert (await service.mark_read(chat.id, 1, 7)).seq == 7  # the client's retry
+    reads = [e for e in outbox.events if isinstance(e, ChatRead)]
+    # Moves are published, and a retry of the same marker; a stale one is not.
+    assert [(e.uid, e.seq) for e in reads] == [(2, 4), (2, 10), (1, 7)]
+    await expect(ErrorCode.NOT_MEMBER, service.mark_read(chat.id, 3, 1))
+
+
+async def test_the_chat_list_is_ordered_by_activity_and_pages_exactly_while_chats_move() -> None:
+    service, store, _, clock = make()
+    chats = []
+    for i in range(30):
+        clock.now = 100.0 + i  # created one second apart
+        chats.append((await service.create([1, 2 + i])).id)
+    for i, cid in enumerate(chats):
+        post(store, cid, 1, at=200.0 + (i * 7) % 30)  # activity in a shuffled order
+    clock.now = 300.0
+    seen: list[str] = []
+    page = await service.chats_of(1, 10, None)
+    seen += [c.id for c in page.data]
+    order = [c.id for c in page.data]
+    assert order == sorted(order, key=lambda cid: -store.chats[cid].chat.activity)
+
+    while page.nextCursor:
+        # Between pages, chats on pages not yet read and already read get new messages,
+        # and a new chat appears: none may be skipped or repeated.
+        clock.now += 1
+        post(store, chats[len(seen) % 30], 2, at=clock.now)
+        post(store, seen[0], 1, at=clock.now)
+        await service.create([1, 99])
+        page = await service.chats_of(1, 10, ListCursor.decode(page.nextCursor))
+        seen += [c.id for c in page.data]
+
+    assert sorted(seen) == sorted(chats) and len(seen) == 30
+    fresh = await service.chats_of(1, 50, None)  # a new first page shows the moves
+    assert fresh.data[0].id in (seen[0], chats[0]) or fresh.data[0].users == [1, 99]
+
+
+async def test_unread_counts_in_the_list() -> None:
+    service, store, _, clock = make()
+    chat = await service.create([1, 2])
+    post(store, chat.id, 5, at=clock.now)
+    await service.mark_read(chat.id, 1, 3)
+    [listed] = (await service.chats_of(1, 10, None)).data
+    assert (listed.lastSeq, listed.readSeq, listed.unread) == (5, 3, 2)

@@ -1,0 +1,199 @@
+"""Benchmark: read latency of the message store at 10k, 100k and 1M messages, and the write rate.
+
+    .venv/bin/python -m bench.store_bench [--sizes 10000,100000,1000000] [--samples 200]
+
+Runs one worker against the local services (python -m infra.local up) on a fresh
+database, then grows the store in stages through the worker itself (records produced to
+its topic): one hot chat holds 10 % of the messages, the rest spread over 999 small
+chats, 200 of which have user 1 as a member. After each stage it times, at the worker's
+internal API (no gateway in between), p50 and p99 over `--samples` calls of: the newest
+page of the hot chat, a page 50,000 messages deep in it (or half its size, when smaller),
+the newest page of a small chat, the chat list of a user in 200 chats, and a read-marker
+move. It prints the rate at which the worker stored each stage's messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from pymongo import AsyncMongoClient
+
+from contracts.ids import new_id
+from contracts.records import MessageRecord
+from infra.local import LocalSettings
+from infra.processes.worker import WorkerProcess, produce
+
+SMALL_CHATS = 999
+LISTED = 200  # small chats user 1 belongs to
+HOT_SHARE = 0.10
+DEEP = 50_000
+PAGE = 50
+CHUNK = 20_000  # records produced at a time
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def timed(samples: int, call: Callable[[int], Awaitable[Any]]) -> tuple[float, float]:
+    """p50, p99 in milliseconds of `samples` sequential calls."""
+    times = []
+    for i in range(samples):
+        started = time.perf_counter()
+        await call(i)
+        times.append((time.perf_counter() - started) * 1e3)
+    return percentile(times, 50), percentile(times, 99)
+
+
+class Bench:
+    def __init__(self, worker: WorkerProcess, http: aiohttp.ClientSession) -> None:
+        self.worker = worker
+        self.http = http
+        self.hot = ""
+        self.small: list[str] = []
+        self.stored = 0  # messages produced so far
+        self.hot_size = 0
+        self.small_size = 0
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        async with self.http.request(method, f"{self.worker.base_url}{path}", **kwargs) as resp:
+            body = await resp.json()
+            assert resp.status < 300, body
+            return body
+
+    async def setup(self) -> None:
+        self.hot = (await self.call("POST", "/chats", json={"users": [1, 2]}))["id"]
+        for i in range(SMALL_CHATS):
+            users = [1, 3 + i] if i < LISTED else [2, 3 + i]
+            self.small.append((await self.call("POST", "/chats", json={"users": users}))["id"])
+
+    async def grow_to(self, total: int, bootstrap: str) -> float:
+        """Produce until `total` messages are stored; the worker's rate for this stage."""
+        wanted = total - self.stored
+        hot = round(wanted * HOT_SHARE)
+        plan = [self.hot] * hot + [self.small[i % SMALL_CHATS] for i in range(wanted - hot)]
+        author = {cid: 1 if i < LISTED else 2 for i, cid in enumerate(self.small)} | {self.hot: 1}
+        first = await self.persisted()
+        started = time.monotonic()
+        for start in range(0, len(plan), CHUNK):
+            records = []
+            for cid in plan[start : start + CHUNK]:
+                uid = author[cid]
+                r = MessageRecord(
+                    v=1,
+                    id=new_id(),
+                    cid=cid,
+                    uid=uid,
+                    text="benchmark message " * 3,
+                    createdAt=int(time.time()),
+                )
+                records.append((r.key(), r.to_bytes()))
+            await produce(bootstrap, self.worker.topic, records)
+        while await self.persisted() < first + wanted:  # noqa: ASYNC110 - polling another process
+            await asyncio.sleep(0.5)
+        rate = wanted / (time.monotonic() - started)
+        self.stored = total
+        self.hot_size += hot
+        self.small_size = (self.stored - self.hot_size) // SMALL_CHATS
+        return rate
+
+    async def persisted(self) -> int:
+        async with self.http.get(f"{self.worker.base_url}/metrics") as resp:
+            text = await resp.text()
+        for line in text.splitlines():
+            if line.startswith("dialogue_worker_records_persisted_total "):
+                return int(float(line.split()[1]))
+        return 0
+
+    async def measure(self, samples: int) -> dict[str, tuple[float, float]]:
+        depth = min(DEEP, self.hot_size // 2)
+        deep_seq = self.hot_size - depth
+        results = {
+            "newest page, hot chat": await timed(
+                samples,
+                lambda i: self.call(
+                    "GET", "/messages", params={"uid": "1", "cid": self.hot, "limit": str(PAGE)}
+                ),
+            ),
+            f"page {depth:,} deep, hot chat": await timed(
+                samples,
+                lambda i: self.call(
+                    "GET",
+                    "/messages",
+                    params={
+                        "uid": "1",
+                        "cid": self.hot,
+                        "limit": str(PAGE),
+                        "beforeSeq": str(deep_seq),
+                    },
+                ),
+            ),
+            "newest page, small chat": await timed(
+                samples,
+                lambda i: self.call(
+                    "GET",
+                    "/messages",
+                    params={"uid": "1", "cid": self.small[i % LISTED], "limit": str(PAGE)},
+                ),
+            ),
+            f"chat list, user in {LISTED} chats": await timed(
+                samples, lambda i: self.call("GET", "/chats", params={"uid": "1", "limit": "50"})
+            ),
+            "read-marker move": await timed(
+                samples,
+                lambda i: self.call(
+                    "PUT",
+                    f"/chats/{self.small[i % LISTED]}/read",
+                    params={"uid": "1"},
+                    json={"seq": 1 + i // LISTED},
+                ),
+            ),
+        }
+        return results
+
+
+async def main(sizes: list[int], samples: int) -> None:
+    infra = LocalSettings.from_env()
+    run = uuid.uuid4().hex[:8]
+    worker = WorkerProcess.for_test(
+        infra, lambda p: f"store-bench-{p}-{run}", partitions=12, env={"LOG_LEVEL": "WARNING"}
+    )
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongo_url)
+    print(
+        f"store benchmark: 1 hot chat ({HOT_SHARE:.0%}), {SMALL_CHATS} small chats, "
+        f"{samples} samples per read, page {PAGE}"
+    )
+    try:
+        await worker.start().wait_ready(120)
+        async with aiohttp.ClientSession(headers=worker.headers) as http:
+            bench = Bench(worker, http)
+            await bench.setup()
+            for size in sizes:
+                rate = await bench.grow_to(size, infra.kafka_bootstrap)
+                print(
+                    f"\n{size:,} messages (hot chat {bench.hot_size:,}, small chats "
+                    f"~{bench.small_size:,} each): stored at {rate:,.0f} messages/s"
+                )
+                for name, (p50, p99) in (await bench.measure(samples)).items():
+                    print(f"  {name:<34} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms")
+    finally:
+        await worker.terminate()
+        await mongo.drop_database(worker.mongo_db)
+        await mongo.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--samples", type=int, default=200)
+    args = parser.parse_args()
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    asyncio.run(main([int(s) for s in args.sizes.split(",")], args.samples))

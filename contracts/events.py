@@ -1,0 +1,71 @@
+"""The events topic: what happened to chats, for consumers such as live delivery.
+
+`dialogue.events` (key = chat id) carries versioned JSON events, published by the
+workers: `message.created` after a message is durably stored (also again for a
+redelivered record), `chat.created`, `chat.members_added` and `chat.read`. Delivery is
+at-least-once: consumers deduplicate `message.created` by (cid, seq). The JSON Schema is
+published as contracts/schema/dialogue.events.v1.json (generated from these models).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from contracts.api import Chat, Message
+
+EVENTS_TOPIC = "dialogue.events"
+ObjectIdHex = Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+    cid: ObjectIdHex = Field(description="the chat; also the record key")
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+    def key(self) -> bytes:
+        return self.cid.encode()
+
+
+class MessageCreated(_Event):
+    """A message is stored with its seq (published after the write, before the commit)."""
+
+    type: Literal["message.created"] = "message.created"
+    seq: int = Field(ge=1)
+    message: Message
+
+
+class ChatCreated(_Event):
+    type: Literal["chat.created"] = "chat.created"
+    chat: Chat
+
+
+class MembersAdded(_Event):
+    type: Literal["chat.members_added"] = "chat.members_added"
+    users: list[int] = Field(description="the users added by this change")
+    members: list[int] = Field(description="every member after it")
+
+
+class ChatRead(_Event):
+    """A user's read marker moved forward (on any of their devices)."""
+
+    type: Literal["chat.read"] = "chat.read"
+    uid: int = Field(ge=1)
+    seq: int = Field(ge=0)
+
+
+Event = Annotated[
+    MessageCreated | ChatCreated | MembersAdded | ChatRead, Field(discriminator="type")
+]
+EVENT = TypeAdapter(Event)
+
+
+def decode_event(value: bytes) -> MessageCreated | ChatCreated | MembersAdded | ChatRead:
+    """Parse one event value (raises pydantic.ValidationError when it is not one)."""
+    return EVENT.validate_json(value)

@@ -1,0 +1,179 @@
+"""Chats, history pages and read markers in MongoDB (the ChatStore port)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from contracts.api import LastMessage
+from dialogue_worker.adapters.mongo import Doc, MongoDatabase, failure
+from dialogue_worker.adapters.mongo_log import each
+from dialogue_worker.domain.chats import ChatView
+from dialogue_worker.domain.history import message_key, page_key, page_of
+from dialogue_worker.domain.messages import MessageView
+from dialogue_worker.errors import StorageUnavailable
+
+#: Pages read back at most to find a chat's activity at a past moment; past that, the
+#: chat counts as active at that moment (it had over 1,000 messages since).
+PAGES_BACK = 10
+_CHAT_FIELDS = ("users", "createdAt", "openedAt", "lastSeq", "lastAt", "lastMessage")
+
+
+def _chat(doc: Doc) -> ChatView:
+    last = doc.get("lastMessage")
+    return ChatView(
+        id=str(doc["_id"]),
+        users=frozenset(doc["users"]),
+        created_at=int(doc["createdAt"]),
+        opened_at=float(doc.get("openedAt") or doc["createdAt"]),
+        last_seq=int(doc.get("lastSeq", 0)),
+        last_at=doc.get("lastAt"),
+        last_message=None if last is None else LastMessage.model_validate(last),
+    )
+
+
+def _message(doc: Doc) -> MessageView:
+    return MessageView(
+        id=str(doc["id"]),
+        cid=str(doc["cid"]),
+        uid=doc["uid"],
+        text=doc["text"],
+        created_at=doc["createdAt"],
+        seq=doc["seq"],
+        at=doc["at"],
+    )
+
+
+def _read_id(cid: str, uid: int) -> str:
+    return f"{cid}:{uid}"
+
+
+class MongoChats:
+    def __init__(self, database: MongoDatabase) -> None:
+        self._db = database
+
+    async def ping(self) -> None:
+        await self._db.ping()
+
+    async def insert_chat(self, chat: ChatView) -> None:
+        doc = {
+            "_id": ObjectId(chat.id),
+            "users": sorted(chat.users),
+            "createdAt": chat.created_at,
+            "openedAt": chat.opened_at,
+            "lastSeq": 0,
+            "lastAt": None,
+            "lastMessage": None,
+            "v": 0,
+        }
+        try:
+            await self._db.chats.insert_one(doc)
+        except DuplicateKeyError as exc:  # a fresh ObjectId never collides
+            raise StorageUnavailable(f"chat id collision: {chat.id}") from exc
+        except PyMongoError as exc:
+            raise failure(exc) from exc
+
+    async def get_chat(self, cid: str) -> ChatView | None:
+        doc = await self._find_one(self._db.chats, {"_id": ObjectId(cid)})
+        return None if doc is None else _chat(doc)
+
+    async def chats_of(self, uid: int) -> list[ChatView]:
+        try:
+            docs = await self._db.chats.find(
+                {"users": uid}, dict.fromkeys(_CHAT_FIELDS, 1)
+            ).to_list()
+        except PyMongoError as exc:
+            raise failure(exc) from exc
+        return [_chat(d) for d in docs]
+
+    async def add_members(
+        self, cid: str, member: int, users: Sequence[int]
+    ) -> tuple[ChatView, list[int]] | None:
+        try:
+            before = await self._db.chats.find_one_and_update(
+                {"_id": ObjectId(cid), "users": member},
+                {"$addToSet": {"users": {"$each": list(users)}}, "$inc": {"v": 1}},
+                return_document=ReturnDocument.BEFORE,
+            )
+        except PyMongoError as exc:
+            raise failure(exc) from exc
+        if before is None:
+            return None
+        added = [u for u in dict.fromkeys(users) if u not in set(before["users"])]
+        before["users"] = [*before["users"], *added]
+        return _chat(before), added
+
+    async def history(self, cid: str, pages: Sequence[int]) -> list[MessageView]:
+        async def page(number: int) -> list[Doc]:
+            found: list[Doc] = await self._db.history.find(
+                {"page": page_key(cid, number)}
+            ).to_list()
+            return found
+
+        try:
+            found = await each(pages, page)
+        except PyMongoError as exc:
+            raise failure(exc) from exc
+        return [_message(d) for docs in found for d in docs]
+
+    async def seq_of(self, cid: str, mid: str) -> int | None:
+        entry = await self._find_one(self._db.ids, {"_id": ObjectId(mid)})
+        if entry is None or str(entry["cid"]) != cid:
+            return None
+        stored = await self._find_one(self._db.history, {"_id": message_key(cid, entry["seq"])})
+        return int(entry["seq"]) if stored is not None and stored["id"] == entry["_id"] else None
+
+    async def activity_as_of(self, cid: str, last_seq: int, when: float) -> float | None:
+        if last_seq < 1:
+            return None
+        newest = page_of(last_seq)
+        for number in range(newest, max(-1, newest - PAGES_BACK), -1):
+            times = [m.at for m in await self.history(cid, [number]) if m.at <= when]
+            if times:
+                return max(times)
+        return when if newest >= PAGES_BACK else None
+
+    async def read_markers(self, uid: int) -> dict[str, int]:
+        try:
+            docs = await self._db.reads.find({"u": uid}, {"cid": 1, "seq": 1}).to_list()
+        except PyMongoError as exc:
+            raise failure(exc) from exc
+        return {str(d["cid"]): int(d["seq"]) for d in docs}
+
+    async def read_marker(self, cid: str, uid: int) -> int:
+        doc = await self._find_one(self._db.reads, {"_id": _read_id(cid, uid)})
+        return 0 if doc is None else int(doc["seq"])
+
+    async def move_read(self, cid: str, uid: int, seq: int) -> tuple[int, bool]:
+        for attempt in range(2):  # two first marks at once: one inserts, the other updates
+            try:
+                before = await self._db.reads.find_one_and_update(
+                    {"_id": _read_id(cid, uid)},
+                    {
+                        "$max": {"seq": seq},
+                        "$inc": {"v": 1},
+                        "$setOnInsert": {"cid": ObjectId(cid), "u": uid},
+                    },
+                    upsert=True,
+                    return_document=ReturnDocument.BEFORE,
+                )
+            except DuplicateKeyError:
+                if attempt:
+                    raise StorageUnavailable("read marker: concurrent first writes") from None
+                continue
+            except PyMongoError as exc:
+                raise failure(exc) from exc
+            old = 0 if before is None else int(before["seq"])
+            return max(old, seq), seq > old
+        raise AssertionError("unreachable")
+
+    async def _find_one(self, collection: Any, query: Doc) -> Doc | None:
+        try:
+            doc: Doc | None = await collection.find_one(query)
+        except PyMongoError as exc:
+            raise failure(exc) from exc
+        return doc

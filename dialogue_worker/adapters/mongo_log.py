@@ -1,0 +1,187 @@
+"""The agent's write path in MongoDB (the MessageStore port): ids, history, chat state."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from bson import ObjectId
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from contracts.records import MessageRecord
+from dialogue_worker.adapters.mongo import (
+    DUPLICATE_KEY,
+    STALE_WRITE,
+    TRANSIENT_CODES,
+    Doc,
+    MongoDatabase,
+    failure,
+    history_doc,
+    unstorable,
+)
+from dialogue_worker.domain.history import message_key
+from dialogue_worker.domain.sequencing import ChatState, Known
+from dialogue_worker.errors import StorageUnavailable, StoreRefused
+from dialogue_worker.services.ports import ChatAdvance, ChatForWriting, IdEntry, StoredMessage
+
+T = TypeVar("T")
+R = TypeVar("R")
+#: Look-ups sent at once (each is one round trip; FerretDB serves them in parallel).
+PARALLEL = 16
+
+
+def id_doc(entry: IdEntry) -> Doc:
+    return {
+        "_id": ObjectId(entry.id),
+        "cid": ObjectId(entry.cid),
+        "seq": entry.seq,
+        "uid": entry.uid,
+        "h": entry.digest,
+        "p": entry.partition,
+        "o": entry.offset,
+    }
+
+
+async def each(items: Iterable[T], call: Callable[[T], Awaitable[R]]) -> list[R]:
+    """`call` for every item, at most PARALLEL at a time, results in order."""
+    gate = asyncio.Semaphore(PARALLEL)
+
+    async def one(item: T) -> R:
+        async with gate:
+            return await call(item)
+
+    return list(await asyncio.gather(*(one(i) for i in items)))
+
+
+class MongoMessageLog:
+    def __init__(self, database: MongoDatabase) -> None:
+        self._db = database
+
+    def unstorable(self, message: MessageRecord) -> str | None:
+        return unstorable(message)
+
+    async def writable(self) -> None:
+        await self._db.writable()
+
+    async def chats_for_writing(self, cids: Collection[str]) -> dict[str, ChatForWriting]:
+        found = await each(sorted(cids), self._chat_for_writing)
+        return {cid: chat for cid, chat in zip(sorted(cids), found, strict=True) if chat}
+
+    async def _chat_for_writing(self, cid: str) -> ChatForWriting | None:
+        fields = {"users": 1, "lastSeq": 1, "lastPart": 1, "lastOffset": 1}
+        try:
+            doc = await self._db.chats.find_one({"_id": ObjectId(cid)}, fields)
+            if doc is None:
+                return None
+            state = ChatState(
+                doc.get("lastSeq", 0), doc.get("lastPart", -1), doc.get("lastOffset", -1)
+            )
+            # A crash between storing messages and counting them leaves the chat behind.
+            while (
+                after := await self._db.history.find_one(
+                    {"_id": message_key(cid, state.last_seq + 1)}, {"seq": 1, "p": 1, "o": 1}
+                )
+            ) is not None:
+                state = ChatState(after["seq"], after["p"], after["o"])
+        except PyMongoError as exc:
+            raise failure(exc) from exc
+        return ChatForWriting(frozenset(doc["users"]), state)
+
+    async def known(self, ids: Collection[str]) -> dict[str, Known]:
+        found = await each(sorted(ids), self._known)
+        return {mid: k for mid, k in zip(sorted(ids), found, strict=True) if k is not None}
+
+    async def _known(self, mid: str) -> Known | None:
+        try:
+            entry = await self._db.ids.find_one({"_id": ObjectId(mid)})
+            if entry is None:
+                return None
+            cid = str(entry["cid"])
+            stored = await self._db.history.find_one(
+                {"_id": message_key(cid, entry["seq"])}, {"id": 1}
+            )
+        except PyMongoError as exc:
+            raise failure(exc) from exc
+        applied = stored is not None and stored["id"] == entry["_id"]
+        return Known(cid, entry["seq"], entry["uid"], entry["h"], applied)
+
+    async def claim(self, entries: Sequence[IdEntry]) -> set[str]:
+        failed = await self._insert(self._db.ids, [id_doc(e) for e in entries])
+        return {entries[i].id for i in failed}
+
+    async def reclaim(self, entries: Sequence[IdEntry]) -> None:
+        async def replace(entry: IdEntry) -> None:
+            doc = id_doc(entry)
+            await self._db.ids.replace_one({"_id": doc["_id"]}, doc)
+
+        await self._guarded(each(entries, replace))
+
+    async def append(self, messages: Sequence[StoredMessage]) -> set[str]:
+        docs = [history_doc(m) for m in messages]
+        failed = await self._insert(self._db.history, docs)
+
+        async def holds_another(index: int) -> bool:
+            stored = await self._db.history.find_one({"_id": docs[index]["_id"]}, {"id": 1})
+            return stored is None or stored["id"] != docs[index]["id"]
+
+        others = await self._guarded(each(sorted(failed), holds_another))
+        return {messages[i].cid for i, other in zip(sorted(failed), others, strict=True) if other}
+
+    async def retract(self, messages: Sequence[StoredMessage]) -> None:
+        async def remove(message: StoredMessage) -> None:
+            key = message_key(message.cid, message.seq)
+            await self._db.history.delete_one({"_id": key, "id": ObjectId(message.id)})
+
+        await self._guarded(each(messages, remove))
+
+    async def advance(self, updates: Sequence[ChatAdvance]) -> None:
+        async def one(update: ChatAdvance) -> None:
+            state = update.state
+            await self._db.chats.update_one(
+                {"_id": ObjectId(update.cid), "lastSeq": {"$lt": state.last_seq}},
+                {
+                    "$set": {
+                        "lastSeq": state.last_seq,
+                        "lastPart": state.partition,
+                        "lastOffset": state.last_offset,
+                        "lastAt": update.at,
+                        "lastMessage": update.last.model_dump(),
+                    },
+                    "$inc": {"v": 1},
+                },
+            )
+
+        await self._guarded(each(updates, one))
+
+    async def _insert(self, collection: Any, docs: list[Doc]) -> set[int]:
+        """Insert unordered; the indexes of documents whose `_id` was there already."""
+        if not docs:
+            return set()
+        try:
+            await collection.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            return _duplicates(exc.details)
+        except PyMongoError as exc:
+            raise failure(exc) from exc
+        return set()
+
+    async def _guarded(self, pending: Awaitable[R]) -> R:
+        try:
+            return await pending
+        except PyMongoError as exc:
+            raise failure(exc) from exc
+
+
+def _duplicates(details: Mapping[str, Any]) -> set[int]:
+    """The duplicate-key indexes of a bulk write; any other failure is raised."""
+    if details.get("writeConcernErrors"):
+        raise StorageUnavailable(f"write concern failed: {details['writeConcernErrors'][:1]}")
+    errors: list[Mapping[str, Any]] = details.get("writeErrors", [])
+    others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+    if others:
+        first = f"code {others[0].get('code')}: {others[0].get('errmsg')}"
+        if any(e.get("code") in TRANSIENT_CODES or STALE_WRITE in str(e) for e in others):
+            raise StorageUnavailable(f"bulk write failed: {first}")
+        raise StoreRefused(f"refused by MongoDB: {first}")
+    return {int(e["index"]) for e in errors}

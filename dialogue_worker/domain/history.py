@@ -1,0 +1,81 @@
+"""A chat's history, addressed by seq: message keys, pages, and which seqs a read wants.
+
+Messages are stored one document each, keyed `<cid>:<seq>`, and carry the key of their
+page (`PAGE_SIZE` consecutive seqs). A read names a range of seqs, so it costs one look-up
+per page it touches (one or two for a page of up to PAGE_SIZE), whatever the chat's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+#: Consecutive seqs per page; a history read of `limit` <= 200 touches at most 3 pages.
+PAGE_SIZE = 100
+
+
+def message_key(cid: str, seq: int) -> str:
+    """The `_id` of a stored message: zero-padded, so keys sort like seqs."""
+    return f"{cid}:{seq:012d}"
+
+
+def page_of(seq: int) -> int:
+    return (seq - 1) // PAGE_SIZE
+
+
+def page_key(cid: str, page: int) -> str:
+    return f"{cid}:{page:010d}"
+
+
+class Direction(Enum):
+    OLDER = "before"  # the newest messages below the cursor (the default)
+    NEWER = "after"  # the oldest messages above the cursor
+
+
+@dataclass(frozen=True)
+class HistoryRequest:
+    """`limit` messages past `cursor` (a seq; None: from the newest) in `direction`."""
+
+    limit: int
+    cursor: int | None = None
+    direction: Direction = Direction.OLDER
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    """A read as asked: the cursor is a seq, or a message id still to be found."""
+
+    limit: int
+    cursor: int | str | None = None
+    direction: Direction = Direction.OLDER
+
+
+@dataclass(frozen=True)
+class SeqRange:
+    """Seqs `first` .. `last` (inclusive); empty when first > last."""
+
+    first: int
+    last: int
+
+    @property
+    def empty(self) -> bool:
+        return self.first > self.last
+
+    def pages(self) -> list[int]:
+        return [] if self.empty else list(range(page_of(self.first), page_of(self.last) + 1))
+
+
+def wanted(request: HistoryRequest, last_seq: int) -> SeqRange:
+    """The seqs a read returns (at most `limit`), given the chat's newest seq."""
+    if request.direction is Direction.NEWER:
+        start = (request.cursor or 0) + 1
+        return SeqRange(start, min(last_seq, start + request.limit - 1))
+    top = last_seq if request.cursor is None else min(last_seq, request.cursor - 1)
+    return SeqRange(max(1, top - request.limit + 1), top)
+
+
+def more_beyond(request: HistoryRequest, seqs: SeqRange, last_seq: int) -> bool:
+    """Whether messages exist past this read in its direction (so a next page exists)."""
+    if seqs.empty:
+        return False
+    return seqs.last < last_seq if request.direction is Direction.NEWER else seqs.first > 1

@@ -1,0 +1,127 @@
+"""Giving a chat's records their seqs: 1, 2, 3 ... in partition order, gap-free, once.
+
+Pure rules; the persister feeds them what the store knows. A record's seq depends only
+on the chat's state and the records before it in the partition, so a batch planned again
+after a crash gives every record the seq it had (the store's unique keys catch the rest).
+
+- A record at an offset the chat has already passed (same partition) is usually a
+  redelivery: its id is looked up first, and it is repeated (its event again) if it was
+  stored. One that was not is stored now, after the newer ones: faust can hand a
+  partition's records over out of order around a rebalance, and a record is never
+  dropped for it (a record refused earlier is checked and refused again the same way).
+- A record whose id is already stored (another copy, produced again), or appears earlier
+  in the same batch, repeats that message if chat, author and text agree, and is an id
+  conflict otherwise.
+- Every other record gets the next seq.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from dialogue_worker.domain.records import Accepted
+
+
+def text_digest(text: str) -> str:
+    """What a message id's entry keeps of the text, to tell a copy from a conflict."""
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class ChatState:
+    """Where a chat's sequence stands: its newest seq, and the partition and offset of
+    the record that got it (-1: none yet)."""
+
+    last_seq: int = 0
+    partition: int = -1
+    last_offset: int = -1
+
+    def passed(self, item: Accepted) -> bool:
+        return item.record.partition == self.partition and item.record.offset <= self.last_offset
+
+
+@dataclass(frozen=True)
+class Known:
+    """A message id the store already holds: where it points and what it was."""
+
+    cid: str
+    seq: int
+    uid: int
+    digest: str
+    applied: bool  # the history holds this id at this seq (else a crashed attempt left it)
+
+    def same_message(self, item: Accepted) -> bool:
+        m = item.message
+        return (self.cid, self.uid, self.digest) == (m.cid, m.uid, text_digest(m.text))
+
+
+@dataclass(frozen=True)
+class Placed:
+    item: Accepted
+    seq: int
+
+
+@dataclass
+class ChatPlan:
+    state: ChatState  # after the plan
+    new: list[Placed] = field(default_factory=list)  # to store
+    claims: set[str] = field(default_factory=set)  # ids of `new` whose entry is left over
+    repeats: list[Placed] = field(default_factory=list)  # stored already: events only
+    conflicts: list[tuple[Accepted, str]] = field(default_factory=list)
+    unresolved: list[Accepted] = field(default_factory=list)  # passed; to look up first
+
+
+def plan_chat(
+    state: ChatState, items: Sequence[Accepted], known: Mapping[str, Known | None]
+) -> ChatPlan:
+    """Seqs for one chat's records (in offset order), given what the store said of ids
+    (None: looked up, not there)."""
+    plan = ChatPlan(state)
+    for item in items:
+        mid = item.message.id
+        entry = known.get(mid)
+        if state.passed(item) and mid not in known:
+            plan.unresolved.append(item)
+            continue
+        if entry is not None and entry.applied:
+            if entry.same_message(item):
+                plan.repeats.append(Placed(item, entry.seq))
+            else:
+                plan.conflicts.append((item, conflict_reason(item)))
+            continue
+        same = item.record.partition == state.partition
+        state = replace(
+            state,
+            last_seq=state.last_seq + 1,
+            partition=item.record.partition,
+            last_offset=max(item.record.offset, state.last_offset if same else -1),
+        )
+        plan.new.append(Placed(item, state.last_seq))
+        if entry is not None:
+            plan.claims.add(mid)
+    plan.state = state
+    return plan
+
+
+def conflict_reason(item: Accepted) -> str:
+    return f"id {item.message.id} is already stored with another chat, author or text"
+
+
+def first_copies(
+    items: Sequence[Accepted],
+) -> tuple[list[Accepted], list[tuple[Accepted, Accepted]]]:
+    """The batch without repeated ids, and each later copy with the first it repeats."""
+    firsts: dict[str, Accepted] = {}
+    copies = []
+    for item in items:
+        first = firsts.setdefault(item.message.id, item)
+        if first is not item:
+            copies.append((item, first))
+    return list(firsts.values()), copies
+
+
+def same_content(a: Accepted, b: Accepted) -> bool:
+    x, y = a.message, b.message
+    return (x.cid, x.uid, x.text) == (y.cid, y.uid, y.text)

@@ -1,0 +1,86 @@
+"""The chats the agent writes to: their members and where their sequences stand."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any
+
+from dialogue_worker.domain.sequencing import ChatState
+from dialogue_worker.services.ports import MessageStore
+
+
+class ChatBook:
+    """Members and sequence states of chats, kept apart because two paths use them.
+
+    Members serve the sort of the next batch (which runs while the previous one is
+    written): they are trusted for `ttl` seconds, and only to accept, so a record the
+    cached members would refuse is checked against MongoDB first and a user added a
+    moment ago is never dead-lettered because of the cache. Sequence states belong to
+    the write path alone: it loads them (`ensure`, `reload`) and moves them (`advanced`),
+    so a state is never replaced by a read made while a write of that chat was half done.
+    A state is trusted while this worker owns the chat's partition (`forget_partitions`);
+    a stale one cannot do harm, only cost a retry, because a seq's key is unique.
+    """
+
+    def __init__(
+        self,
+        store: MessageStore,
+        ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_chats: int = 100_000,
+    ) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._clock = clock
+        self._max = max_chats
+        self._members: dict[str, tuple[float, frozenset[int]]] = {}
+        self._states: dict[str, ChatState] = {}
+
+    async def members(self, wanted: Mapping[str, Collection[int]]) -> dict[str, frozenset[int]]:
+        """Members of the chats that exist, for a batch whose authors per chat are `wanted`."""
+        now = self._clock()
+        stale = [
+            cid
+            for cid, authors in wanted.items()
+            if (entry := self._members.get(cid)) is None
+            or entry[0] <= now
+            or not set(authors) <= entry[1]
+        ]
+        if stale:
+            fresh = await self._store.chats_for_writing(stale)
+            self._bound(self._members)
+            expires = self._clock() + self._ttl
+            self._members.update({cid: (expires, chat.members) for cid, chat in fresh.items()})
+        return {cid: self._members[cid][1] for cid in wanted if cid in self._members}
+
+    async def ensure(self, cids: Collection[str]) -> None:
+        """Load the states of the chats the write path has none for."""
+        missing = [cid for cid in cids if cid not in self._states]
+        if missing:
+            await self.reload(missing)
+
+    async def reload(self, cids: Collection[str]) -> None:
+        """Read the chats' states again (checked against the stored history)."""
+        fresh = await self._store.chats_for_writing(cids)
+        self._bound(self._states)
+        self._states.update({cid: chat.state for cid, chat in fresh.items()})
+
+    def state(self, cid: str) -> ChatState:
+        return self._states.get(cid, ChatState())
+
+    def advanced(self, cid: str, state: ChatState) -> None:
+        self._states[cid] = state
+
+    def forget_partitions(self, partitions: Collection[int]) -> None:
+        """This worker no longer owns these partitions: their chats' states may move on."""
+        gone = [cid for cid, state in self._states.items() if state.partition in partitions]
+        self.forget(gone)
+
+    def forget(self, cids: Iterable[str]) -> None:
+        for cid in cids:
+            self._states.pop(cid, None)
+
+    def _bound(self, table: dict[str, Any]) -> None:
+        if len(table) >= self._max:
+            table.clear()  # cheap bound; the next batch loads what it needs
