@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -25,6 +26,8 @@ from dialogue_worker.services.health import WorkerHealth
 from dialogue_worker.services.persistence import BatchPersister
 from dialogue_worker.settings import WorkerSettings
 from platform_common.retry import Backoff
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,10 +100,18 @@ def build(settings: WorkerSettings) -> Components:
     topic: Any = app.topic(settings.topic, partitions=settings.topic_partitions, schema=RawSchema())
     attach_agent(app, topic, persister, settings.batch_size, settings.batch_within)
 
-    async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
-        persister.forget_partitions(tp.partition for tp in revoked if tp.topic == settings.topic)
+    def ours(tps: set[Any]) -> list[int]:
+        return sorted(tp.partition for tp in tps if tp.topic == settings.topic)
 
-    app.on_partitions_revoked.connect(cast(Any, on_revoked))  # faust's signal, typed loosely
+    async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        persister.forget_partitions(ours(revoked))
+        log.info("partitions revoked: %s", ours(revoked), extra={"topic": settings.topic})
+
+    async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+        log.info("partitions assigned: %s", ours(assigned), extra={"topic": settings.topic})
+
+    app.on_partitions_revoked.connect(cast(Any, on_revoked))  # faust's signals, typed loosely
+    app.on_partitions_assigned.connect(cast(Any, on_assigned))
 
     metrics.watch_partitions(lag.lags, lambda: len(health.stuck()))
 

@@ -29,6 +29,7 @@ topics at run time should not use this consumer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
@@ -98,10 +99,20 @@ class DirectDeliveryConsumer(aiokafka_driver.Consumer):
         return await super().wait_first(*coros, timeout=timeout)
 
     async def _ready_to_deliver(self) -> bool:
-        """True once the delivery can go directly; False when faust's race must run."""
+        """True once the delivery can go directly; False when faust's race must run.
+
+        While waiting for room it wakes at once when a rebalance suspends the flow, as
+        faust's own race does: faust records the abandoned record's offset as read when
+        `wait_first` returns, and the new assignment (milliseconds later) resets the read
+        offsets. Returning after that reset would make faust drop the partition's records
+        below the stale offset when they are fetched again, so they would never be acked
+        and the partition's commit would stop there.
+        """
         pause = ROOM_POLL_MIN
         while (mode := self.delivery_mode()) == WAIT_FOR_ROOM:
-            await asyncio.sleep(pause)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await self.suspend_flow.wait()
             pause = min(2 * pause, ROOM_POLL_MAX)
         return mode == DIRECT
 
