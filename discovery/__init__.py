@@ -18,6 +18,7 @@ from discovery.errors import (
 )
 from discovery.models import (
     WORKER_META_APP_ID,
+    WORKER_META_STARTED,
     WORKER_TAG,
     HealthReport,
     HealthStatus,
@@ -32,6 +33,7 @@ from discovery.watch import ServiceWatch
 
 __all__ = [
     "WORKER_META_APP_ID",
+    "WORKER_META_STARTED",
     "WORKER_TAG",
     "BalancedClient",
     "Balancer",

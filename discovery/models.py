@@ -17,6 +17,8 @@ HealthStatus = Literal["passing", "warning", "critical"]
 #: consumer group). The gateway sends its internal token only to instances that have both.
 WORKER_TAG = "dialogue-worker"
 WORKER_META_APP_ID = "app_id"
+#: Meta key of when the worker process started (ISO 8601, UTC).
+WORKER_META_STARTED = "started"
 
 _WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")

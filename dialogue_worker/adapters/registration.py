@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from dialogue_worker.errors import DuplicateWorker, WorkerError
 from dialogue_worker.services.health import Status, WorkerHealth
 from dialogue_worker.settings import WorkerSettings
 from discovery import (
     WORKER_META_APP_ID,
+    WORKER_META_STARTED,
     WORKER_TAG,
     DiscoveryError,
     DuplicateInstance,
@@ -38,6 +40,7 @@ class ConsulRegistration:
     def __init__(self, settings: WorkerSettings, instance_id: str, health: WorkerHealth) -> None:
         self.instance_id = instance_id
         self._health = health
+        started = datetime.now(UTC).isoformat(timespec="milliseconds")
         registration = Registration(
             instance_id=instance_id,
             address=settings.advertise_host,
@@ -45,7 +48,8 @@ class ConsulRegistration:
             version=settings.version,
             service=settings.worker_service,
             tags=(WORKER_TAG,),
-            meta={WORKER_META_APP_ID: settings.worker_app_id},
+            # When this process started: tells a restart from its predecessor in the UI.
+            meta={WORKER_META_APP_ID: settings.worker_app_id, WORKER_META_STARTED: started},
         )
         token = settings.consul_token.get_secret_value() if settings.consul_token else None
         if token is None:

@@ -22,12 +22,14 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaProducer
 
+from discovery import WORKER_META_STARTED
 from infra.local import LocalSettings
 from infra.processes.private import free_port
 
@@ -65,6 +67,7 @@ class WorkerProcess:
     source: Path = REPO
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _log_offset: int = field(default=0, repr=False)
+    _started_after: datetime = field(default=datetime.min.replace(tzinfo=UTC), repr=False)
 
     @classmethod
     def for_test(
@@ -141,6 +144,7 @@ class WorkerProcess:
             os.close(fd)
             self.log_file = Path(path)
         self._log_offset = self.log_file.stat().st_size  # a restart appends to the same log
+        self._started_after = datetime.now(UTC)
         with self.log_file.open("ab") as log:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "dialogue_worker"],
@@ -155,10 +159,10 @@ class WorkerProcess:
         """Wait until this process registered (it does so last) and its check passes.
 
         After a SIGKILL the predecessor's registration stays passing until its TTL lapses;
-        a restart registers only then, so "passing" alone would be the dead process's.
+        a restart registers only then, so the registration must carry this start's time
+        (meta `started`), or "passing" would be the dead process's.
         """
         deadline = time.monotonic() + within
-        registered = f'"msg":"registered \'{self.service_id}\''  # not "deregistered"
         async with aiohttp.ClientSession(headers=self.headers) as session:
             while time.monotonic() < deadline:
                 if self.returncode is not None:
@@ -167,7 +171,7 @@ class WorkerProcess:
                     async with session.get(f"{self.base_url}/ping") as resp:
                         if (
                             resp.status == 200
-                            and registered in self.log_text(since_start=True)
+                            and await self._registered_by_this_start(session)
                             and await self.consul_status(session) == "passing"
                         ):
                             return self
@@ -175,6 +179,13 @@ class WorkerProcess:
                     pass
                 await asyncio.sleep(0.2)
         raise WorkerFailed(f"worker not ready after {within:.0f}s{self._tail()}")
+
+    async def _registered_by_this_start(self, http: aiohttp.ClientSession) -> bool:
+        async with http.get(f"{self.consul_url}/v1/agent/services", headers={}) as resp:
+            services = await resp.json()
+        meta = (services.get(self.service_id) or {}).get("Meta") or {}
+        started = meta.get(WORKER_META_STARTED)
+        return started is not None and datetime.fromisoformat(started) >= self._started_after
 
     async def consul_status(self, session: aiohttp.ClientSession | None = None) -> str | None:
         """Status of this worker's TTL check in the local Consul agent; None if unregistered."""
