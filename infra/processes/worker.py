@@ -183,9 +183,13 @@ class WorkerProcess:
     async def _registered_by_this_start(self, http: aiohttp.ClientSession) -> bool:
         async with http.get(f"{self.consul_url}/v1/agent/services", headers={}) as resp:
             services = await resp.json()
-        meta = (services.get(self.service_id) or {}).get("Meta") or {}
-        started = meta.get(WORKER_META_STARTED)
-        return started is not None and datetime.fromisoformat(started) >= self._started_after
+        service = services.get(self.service_id)
+        if service is None:
+            return False
+        started = (service.get("Meta") or {}).get(WORKER_META_STARTED)
+        if started is None:  # a worker from before the meta existed (bench --against)
+            return True
+        return datetime.fromisoformat(started) >= self._started_after
 
     async def consul_status(self, session: aiohttp.ClientSession | None = None) -> str | None:
         """Status of this worker's TTL check in the local Consul agent; None if unregistered."""
