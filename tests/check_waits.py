@@ -7,7 +7,9 @@ Refuses, in every tests/**/*.py except the shared helper tests/support/waiting.p
   purpose with `hold()` (tests/support/waiting.py);
 - an assertion that something was fast: `assert <clock difference> < bound` (or `<=`),
   where the difference involves time.monotonic()/time()/perf_counter() or a variable
-  assigned from one. Wait with a generous bound instead; speed figures belong in bench/.
+  assigned from one. Wait with a generous bound instead; speed figures belong in bench/;
+- a hypothesis deadline: `settings(deadline=<number or timedelta>)` fails an example that
+  is slow, which a loaded machine makes any example (tests/conftest.py turns it off).
 
 Prints one line per finding and exits with 1 when there is any.
 """
@@ -97,6 +99,26 @@ def _fixed_sleeps(module: _Module, tree: ast.Module, path: str) -> Iterator[Find
         )
 
 
+def _deadlines(tree: ast.Module, path: str) -> Iterator[Finding]:
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if name not in ("settings", "register_profile"):
+            continue
+        for keyword in node.keywords:
+            value = keyword.value
+            if keyword.arg == "deadline" and not (
+                isinstance(value, ast.Constant) and value.value is None
+            ):
+                yield Finding(
+                    path,
+                    node.lineno,
+                    "hypothesis deadline: a speed assertion per example; leave it None",
+                )
+
+
 def _functions(tree: ast.Module) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef]:
     """Every function; a nested one is seen on its own and as part of the enclosing one."""
     for node in ast.walk(tree):
@@ -171,7 +193,11 @@ def check_source(source: str, path: str = "<string>") -> list[Finding]:
     """Every fixed sleep and wall-clock assertion in one module's source."""
     tree = ast.parse(source, filename=path)
     module = _Module(tree)
-    found = {*_fixed_sleeps(module, tree, path), *_speed_asserts(module, tree, path)}
+    found = {
+        *_fixed_sleeps(module, tree, path),
+        *_speed_asserts(module, tree, path),
+        *_deadlines(tree, path),
+    }
     return sorted(found, key=lambda f: (f.line, f.message))
 
 

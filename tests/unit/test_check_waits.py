@@ -114,3 +114,20 @@ def test_only_the_shared_helper_is_exempt(tmp_path: Path, monkeypatch: pytest.Mo
     assert len(check_paths([helper])) == 1
     monkeypatch.setattr(check_waits, "ALLOWED", {helper.resolve()})
     assert check_paths([helper]) == []
+
+
+@pytest.mark.parametrize(
+    "decorator",
+    [
+        "@settings(deadline=200)",
+        "@settings(max_examples=9, deadline=timedelta(seconds=1))",
+        "@hypothesis.settings(deadline=500)",
+    ],
+)
+def test_a_hypothesis_deadline_is_refused(decorator: str) -> None:
+    source = f"{decorator}\ndef test_x():\n    pass\n"
+    assert len(lines(source)) == 1
+
+
+def test_a_hypothesis_deadline_of_none_passes() -> None:
+    assert lines("@settings(max_examples=9, deadline=None)\ndef test_x():\n    pass\n") == []
