@@ -16,6 +16,7 @@ from dialogue_worker.adapters.mongo_chats import MongoChats
 from dialogue_worker.adapters.mongo_log import MongoMessageLog
 from dialogue_worker.adapters.outbox import KafkaOutbox
 from dialogue_worker.adapters.registration import ConsulRegistration, instance_id
+from dialogue_worker.adapters.rewind import Rewinder
 from dialogue_worker.entrypoints.agent import attach_agent
 from dialogue_worker.entrypoints.http import InternalApi
 from dialogue_worker.entrypoints.middleware import edge_middleware
@@ -114,6 +115,8 @@ def build(settings: WorkerSettings) -> Components:
     app.on_partitions_assigned.connect(cast(Any, on_assigned))
 
     metrics.watch_partitions(lag.lags, lambda: len(health.stuck()))
+    rewinder = Rewinder(app, health, metrics, every=settings.stall_after)
+    app.timer(interval=max(1.0, settings.stall_after / 3))(rewinder.run_once)
 
     ident = instance_id(settings)
     web_app: web.Application = cast(Any, app.web).web_app  # faust's aiohttp application

@@ -60,6 +60,11 @@ class WorkerMetrics:
             "Records read from another partition than their chat's, produced to the chat's.",
             registry=self.registry,
         )
+        self.rewound = Counter(
+            "dialogue_worker_partitions_rewound",
+            "Stuck partitions (lag, no progress) rewound to where they stand.",
+            registry=self.registry,
+        )
         self.id_conflicts = Counter(
             "dialogue_worker_id_conflicts",
             "Records whose id was already stored with another chat, author or text.",

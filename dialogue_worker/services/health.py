@@ -76,6 +76,11 @@ class WorkerHealth:
         self._waiting_since: dict[TopicPartition, tuple[int, float]] = {}
         self._last: tuple[float, HealthState] | None = None
 
+    @property
+    def failure(self) -> str | None:
+        """Why the last batch step is failing (None while it succeeds)."""
+        return self._failure
+
     def failing(self, reason: str) -> None:
         """The agent cannot complete a batch right now."""
         self._failure = reason

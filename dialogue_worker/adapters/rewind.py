@@ -1,0 +1,70 @@
+"""Rewinding a partition that stopped moving while it has records to read.
+
+A partition with lag whose position has not moved for `STALL_AFTER` while the worker's
+writes succeed is not waiting for MongoDB: faust has stopped handing its records over.
+Seen under CPU load after quick successive rebalances (about one run of the SIGKILL
+scenario in three under `stress --cpu 2`): the delivery of a record abandoned by one
+rebalance leaves faust's read offset for the partition past what the next assignment
+refetches, and faust drops the refetched records as already read. They are never acked,
+so the commit holds (no record is lost) but nothing moves until the worker restarts.
+
+`Rewinder` seeks such a partition, through faust's public `Consumer.seek`, to where it
+stands (the lower of the next offset to persist and the committed one). faust's seek
+resets the read offset as well, so the records are fetched and handed over again; the
+ones already stored are repeats, which change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from faust.types import TP
+
+from dialogue_worker.metrics import WorkerMetrics
+from dialogue_worker.services.health import StuckPartition, WorkerHealth
+
+log = logging.getLogger(__name__)
+
+
+class Rewinder:
+    def __init__(
+        self,
+        app: Any,
+        health: WorkerHealth,
+        metrics: WorkerMetrics,
+        *,
+        every: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._app = app
+        self._health = health
+        self._metrics = metrics
+        self._every = every  # at most one rewind of a partition per this many seconds
+        self._clock = clock
+        self._last: dict[tuple[str, int], float] = {}
+
+    async def run_once(self) -> list[StuckPartition]:
+        """Rewind every stuck partition not rewound in the last `every` seconds."""
+        if self._health.failure is not None:
+            return []  # writes are failing: the partitions wait for the store, rightly
+        now = self._clock()
+        done = []
+        for stuck in self._health.stuck():
+            key = (stuck.topic, stuck.partition)
+            if now - self._last.get(key, -self._every) < self._every:
+                continue
+            self._last[key] = now
+            await self._app.consumer.seek(TP(stuck.topic, stuck.partition), stuck.offset)
+            self._metrics.rewound.inc()
+            log.warning(
+                "rewound a stuck partition to offset %d (lag %d, no progress for %.0fs)",
+                stuck.offset,
+                stuck.lag,
+                stuck.seconds,
+                extra={"topic": stuck.topic, "partition": stuck.partition},
+            )
+            done.append(stuck)
+        return done

@@ -1,0 +1,69 @@
+"""Rewinder: a partition that stopped moving with lag, while writes succeed, is sought back
+to where it stands through faust's Consumer.seek (hand-written fakes for faust and clock)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dialogue_worker.adapters.rewind import Rewinder
+from dialogue_worker.metrics import WorkerMetrics
+from dialogue_worker.services.health import PartitionState, WorkerHealth
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Consumer:
+    def __init__(self) -> None:
+        self.seeks: list[tuple[str, int, int]] = []
+
+    async def seek(self, tp: Any, offset: int) -> None:
+        self.seeks.append((tp.topic, tp.partition, offset))
+
+
+class App:
+    def __init__(self) -> None:
+        self.consumer = Consumer()
+
+
+async def never_fails() -> None:
+    return None
+
+
+def world() -> tuple[Rewinder, App, WorkerHealth, dict[tuple[str, int], PartitionState], Clock]:
+    clock = Clock()
+    partitions = {("msgs", 0): PartitionState(1235, 94), ("msgs", 1): PartitionState(0, 50)}
+    health = WorkerHealth(never_fails, lambda: partitions, stall_after=30, clock=clock)
+    app = App()
+    rewinder = Rewinder(app, health, WorkerMetrics(), every=30, clock=clock)
+    return rewinder, app, health, partitions, clock
+
+
+async def test_a_partition_stuck_with_lag_is_sought_back_to_where_it_stands() -> None:
+    rewinder, app, _, _, clock = world()
+    assert await rewinder.run_once() == []  # first seen now: not stuck yet
+    clock.now += 31
+
+    assert [s.partition for s in await rewinder.run_once()] == [0]
+    assert app.consumer.seeks == [("msgs", 0, 94)]  # not partition 1: no lag
+
+
+async def test_once_per_period_and_not_while_writes_fail_or_the_partition_moves() -> None:
+    rewinder, app, health, partitions, clock = world()
+    await rewinder.run_once()
+    clock.now += 31
+    await rewinder.run_once()
+    await rewinder.run_once()
+    assert len(app.consumer.seeks) == 1  # the seek gets its chance first
+    clock.now += 31
+    health.failing("write failing: connection refused")  # waiting for MongoDB is right
+    assert await rewinder.run_once() == []
+    health.progressed()
+    partitions[("msgs", 0)] = PartitionState(1000, 300)  # it moved
+    assert await rewinder.run_once() == []
+    assert len(app.consumer.seeks) == 1
