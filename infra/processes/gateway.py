@@ -59,33 +59,26 @@ class GatewayProcess:
         return self
 
     async def wait_ready(self, within: float = 60.0) -> GatewayProcess:
-        deadline = time.monotonic() + within
-        async with aiohttp.ClientSession() as http:
-            while time.monotonic() < deadline:
-                assert self.proc is not None and self.proc.poll() is None, self.tail()
-                try:
-                    async with http.get(f"{self.url}/ready") as resp:
-                        if resp.status == 200:
-                            return self
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.2)
-        raise AssertionError(f"gateway not ready after {within:.0f}s{self.tail()}")
+        """Return once GET /ready answers 200 (MySQL, Kafka and a worker reachable)."""
+        return await self._wait_for("/ready", "ready", within)
 
     async def wait_serving(self, within: float = 60.0) -> GatewayProcess:
         """Return once GET /health answers (a gateway without workers is never ready)."""
+        return await self._wait_for("/health", "serving", within)
+
+    async def _wait_for(self, path: str, what: str, within: float) -> GatewayProcess:
         deadline = time.monotonic() + within
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:
                 assert self.proc is not None and self.proc.poll() is None, self.tail()
                 try:
-                    async with http.get(f"{self.url}/health") as resp:
+                    async with http.get(f"{self.url}{path}") as resp:
                         if resp.status == 200:
                             return self
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.1)
-        raise AssertionError(f"gateway not serving after {within:.0f}s{self.tail()}")
+        raise AssertionError(f"gateway not {what} after {within:.0f}s{self.tail()}")
 
     def log_lines(self) -> list[str]:
         return self.log_file.read_text(errors="replace").splitlines()
