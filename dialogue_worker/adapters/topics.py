@@ -16,8 +16,9 @@ from dialogue_worker.errors import WorkerError
 
 log = logging.getLogger(__name__)
 TOPIC_ALREADY_EXISTS = 36
-#: Seconds a just-created topic may take to show up, with leaders, in the metadata.
-TOPICS_READY_WITHIN = 30.0
+#: Seconds a just-created topic may take to show up, with leaders, in the metadata (a
+#: broker that just started, on a loaded machine, took more than 30).
+TOPICS_READY_WITHIN = 60.0
 
 
 class TopicSetupFailed(WorkerError):

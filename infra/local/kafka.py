@@ -167,7 +167,12 @@ class Kafka(Service):
         )
         try:
             await admin.start()
-            await admin.describe_cluster()
+            cluster = await admin.describe_cluster()
+            # A KRaft broker answers before its controller unfences it, and lists itself
+            # only then; until it does, a new topic gets no leader (seen on a cold start
+            # under CPU load: the first worker gave up waiting for its topics' leaders).
+            if not cluster.get("brokers"):
+                raise ServiceError("kafka answers, but no broker is unfenced yet")
         finally:
             await admin.close()
 
