@@ -3,13 +3,18 @@ out unique names, so tests never wipe shared state."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from hypothesis import settings as hypothesis_settings
 
 from infra.local import LocalSettings, Stack
@@ -45,10 +50,12 @@ def unique(run_id: str) -> Callable[[str], str]:
 
 
 @pytest.fixture(scope="session")
-def stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
+def stack(pytestconfig: pytest.Config, run_id: str) -> Iterator[Stack]:
     """The real infrastructure, started if needed; what this session started it stops.
 
-    KEEP_INFRA=1 leaves it running for the next session (faster local loops).
+    KEEP_INFRA=1 leaves it running for the next session (faster local loops). The topics
+    this session made are deleted at its end: a broker that keeps every test run's
+    partitions restarts slowly (5,000 of them held up new topics' leaders for > 30 s).
     """
     stack = Stack()
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
@@ -56,9 +63,27 @@ def stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
     with capture.global_and_fixture_disabled():
         started = stack.up()
     yield stack
+    with ThreadPoolExecutor(max_workers=1) as pool:  # its own loop, whatever runs here
+        pool.submit(asyncio.run, _delete_topics(stack.settings.kafka_bootstrap, f"-{run_id}-"))
     if started and os.environ.get("KEEP_INFRA") != "1":
         with capture.global_and_fixture_disabled():
             stack.down(started)
+
+
+async def _delete_topics(bootstrap: str, marker: str) -> None:
+    """Delete the topics whose name holds `marker`; best effort, bounded."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    try:
+        async with asyncio.timeout(60):
+            await admin.start()
+            ours = [t for t in await admin.list_topics() if marker in t]
+            if ours:
+                await admin.delete_topics(ours)
+    except (TimeoutError, KafkaError):
+        pass  # the next session's names are different anyway
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
 
 
 @pytest.fixture(scope="session")
