@@ -106,12 +106,7 @@ class Bench:
         return rate
 
     async def persisted(self) -> int:
-        async with self.http.get(f"{self.worker.base_url}/metrics") as resp:
-            text = await resp.text()
-        for line in text.splitlines():
-            if line.startswith("dialogue_worker_records_persisted_total "):
-                return int(float(line.split()[1]))
-        return 0
+        return int(await self.worker.metric("dialogue_worker_records_persisted_total"))
 
     async def measure(self, samples: int) -> dict[str, tuple[float, float]]:
         depth = min(DEEP, self.hot_size // 2)

@@ -189,15 +189,9 @@ async def worker_rate(infra: LocalSettings, mongo: Mongo, n: int, source: Path =
 async def persisted(worker: WorkerProcess) -> int:
     """dialogue_worker_records_persisted_total from /metrics (0 until the server answers)."""
     try:
-        async with aiohttp.ClientSession(headers=worker.headers) as http:
-            async with http.get(f"{worker.base_url}/metrics") as resp:
-                text = await resp.text()
+        return int(await worker.metric("dialogue_worker_records_persisted_total"))
     except aiohttp.ClientError:
         return 0
-    for line in text.splitlines():
-        if line.startswith("dialogue_worker_records_persisted_total "):
-            return int(float(line.split()[1]))
-    return 0
 
 
 async def lag(infra: LocalSettings, mongo: Mongo, samples: int) -> list[float]:

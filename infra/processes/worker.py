@@ -191,6 +191,15 @@ class WorkerProcess:
             return True
         return datetime.fromisoformat(started) >= self._started_after
 
+    async def metric(self, name: str) -> float:
+        """One metric from GET /metrics, summed over its label sets (0 when absent)."""
+        async with aiohttp.ClientSession(headers=self.headers) as http:
+            async with http.get(f"{self.base_url}/metrics") as resp:
+                text = await resp.text()
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)
+        )
+
     async def consul_status(self, session: aiohttp.ClientSession | None = None) -> str | None:
         """Status of this worker's TTL check in the local Consul agent; None if unregistered."""
         async with aiohttp.ClientSession() if session is None else _borrowed(session) as http:

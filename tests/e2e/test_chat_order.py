@@ -21,6 +21,7 @@ from bson import ObjectId
 from dialogue_worker.adapters.topics import partitioner
 from infra.local import LocalSettings
 from infra.processes.gateway import GatewayProcess
+from tests.support import librdkafka
 from tests.support.faults import PASSWORD, Platform
 from tests.support.waiting import eventually
 
@@ -113,8 +114,8 @@ async def test_librdkafka_on_default_settings_and_the_gateway_share_one_sequence
 
     records = [(cid.encode(), foreign(i)) for i in range(PER_PRODUCER)]
     bootstrap, topic = platform.infra.kafka_bootstrap, platform.workers[0].topic
-    await asyncio.gather(
-        through_the_gateway(), asyncio.to_thread(produce_with_defaults, bootstrap, topic, records)
+    await asyncio.gather(  # librdkafka on its defaults: no config
+        through_the_gateway(), asyncio.to_thread(librdkafka.produce, bootstrap, topic, records)
     )
 
     history = await eventually(
@@ -126,7 +127,9 @@ async def test_librdkafka_on_default_settings_and_the_gateway_share_one_sequence
     texts = [m["text"] for m in history]
     assert [t for t in texts if t[0] == "g"] == [f"g{i}" for i in range(PER_PRODUCER)]
     assert [t for t in texts if t[0] == "r"] == [f"r{i}" for i in range(PER_PRODUCER)]
-    forwarded = sum([await _forwarded(w.base_url, w.headers) for w in platform.workers])
+    forwarded = sum(
+        [await w.metric("dialogue_worker_records_forwarded_total") for w in platform.workers]
+    )
     assert forwarded >= PER_PRODUCER  # each foreign record went through its chat's partition
 
 
@@ -154,29 +157,3 @@ async def test_two_gateways_posting_into_one_chat_are_listed_in_kafka_order(
     )
     assert [m["id"] for m in history] == posted
     assert [m["seq"] for m in history] == list(range(1, 21))
-
-
-def produce_with_defaults(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    """librdkafka as a confluent-kafka user configures it: only the bootstrap servers, so
-    its default partitioner (and acks=all, its default) applies."""
-    from confluent_kafka import Producer
-
-    producer = Producer({"bootstrap.servers": bootstrap})
-    failures: list[str] = []
-    for key, value in records:
-        producer.produce(
-            topic, value, key, on_delivery=lambda err, _: err and failures.append(str(err))
-        )
-        producer.poll(0)
-    assert producer.flush(30) == 0 and failures == [], failures
-
-
-async def _forwarded(url: str, headers: dict[str, str]) -> float:
-    async with aiohttp.ClientSession(headers=headers) as http:
-        async with http.get(f"{url}/metrics") as resp:
-            text = await resp.text()
-    return sum(
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith("dialogue_worker_records_forwarded_total")
-    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +30,12 @@ from infra.processes.gateway import (
     gateway_env,
     mysql_execute,
 )
-from infra.processes.private import free_port, private_consul, private_stack
+from infra.processes.private import free_port, private_stack
 from infra.processes.worker import WorkerProcess
 from tests.support.faults import Platform
 from tests.support.waiting import WITHIN, eventually
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def consul_url(infra: LocalSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with private_consul(tmp_path_factory.mktemp("consul"), infra.cache_dir) as stack:
-        yield stack.settings.consul_url
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,6 @@ from gateway.openapi import OPENAPI_FILE, Auth
 from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.local import LocalSettings
 from infra.processes.gateway import GatewayProcess, gateway_env, mysql_execute
-from infra.processes.private import private_consul
 from infra.processes.worker import WorkerProcess
 from tests.support.waiting import eventually
 
@@ -102,12 +101,6 @@ class Credentials:
 
     def set(self, case: Case, data: str, context: AuthContext) -> None:
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
-
-
-@pytest.fixture(scope="module")
-def consul_url(infra: LocalSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with private_consul(tmp_path_factory.mktemp("consul"), infra.cache_dir) as stack:
-        yield stack.settings.consul_url
 
 
 @pytest.fixture(scope="module")

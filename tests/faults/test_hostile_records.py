@@ -23,6 +23,7 @@ from bson import ObjectId
 from contracts.records import UID_MAX, InvalidRecord, decode_record
 from infra.local import LocalSettings
 from infra.processes.worker import WorkerProcess, produce
+from tests.support import librdkafka
 from tests.support.faults import SCALE, report
 from tests.support.hostile import EDGE_INTS, edge_values
 from tests.support.waiting import NeverHappened, eventually
@@ -78,26 +79,13 @@ def expected_kind(value: bytes, members: set[int]) -> str | None:
     return None if record.uid in members else "not_member"
 
 
-def produce_with_librdkafka(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    """Produce with librdkafka, keyed like Kafka's Java client (murmur2), and wait for acks."""
-    from confluent_kafka import Producer
-
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "partitioner": "murmur2_random",
-            "acks": "all",
-            "enable.idempotence": True,
-            "message.max.bytes": 1_000_000,
-        }
-    )
-    failures: list[str] = []
-    for key, value in records:
-        producer.produce(
-            topic, value, key, on_delivery=lambda err, _: err and failures.append(str(err))
-        )
-        producer.poll(0)
-    assert producer.flush(30) == 0 and failures == [], failures
+#: librdkafka keyed like Kafka's Java client (murmur2), idempotent, acks from all.
+LIKE_JAVA = {
+    "partitioner": "murmur2_random",
+    "acks": "all",
+    "enable.idempotence": True,
+    "message.max.bytes": 1_000_000,
+}
 
 
 async def readable(worker: WorkerProcess, cid: str) -> list[dict[str, Any]]:
@@ -172,7 +160,7 @@ async def test_hostile_records_go_to_the_dlq_and_the_stream_goes_on(
         else:
             bad[value] = kind
     await asyncio.to_thread(
-        produce_with_librdkafka, infra.kafka_bootstrap, worker.topic, edge_batch
+        librdkafka.produce, infra.kafka_bootstrap, worker.topic, edge_batch, LIKE_JAVA
     )
 
     letters = await dead_letters(infra.kafka_bootstrap, worker.dlq_topic, set(bad), 60)

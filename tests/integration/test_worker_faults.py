@@ -105,7 +105,7 @@ async def _at_least(messages: Any, n: int) -> bool:
 
 async def _persisted_at_least(worker: WorkerProcess, n: int) -> bool:
     try:
-        return await _metric(worker, "dialogue_worker_records_persisted_total") >= n
+        return await worker.metric("dialogue_worker_records_persisted_total") >= n
     except aiohttp.ClientError:  # not listening yet
         return False
 
@@ -141,7 +141,7 @@ async def _survive_outage(
         private.up(["ferretdb"])
         await eventually(lambda: _passing(infra, worker), what="passing again")
         await eventually(lambda: _at_least(messages, 600), what="600 stored")
-        retries = await _metric(worker, "dialogue_worker_retries_total")
+        retries = await worker.metric("dialogue_worker_retries_total")
         assert retries > 0
         # Nothing more can come: the worker stopped with every offset committed.
         assert await worker.terminate() == 0
@@ -158,13 +158,6 @@ async def _not_passing(infra: LocalSettings, worker: WorkerProcess) -> bool:
 
 async def _passing(infra: LocalSettings, worker: WorkerProcess) -> bool:
     return await check_status(infra.consul_url, worker.service_id) == "passing"
-
-
-async def _metric(worker: WorkerProcess, name: str) -> float:
-    async with aiohttp.ClientSession(headers=worker.headers) as http:
-        async with http.get(f"{worker.base_url}/metrics") as resp:
-            text = await resp.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
 async def test_two_workers_share_partitions_serve_reads_and_leave_cleanly(
@@ -186,7 +179,7 @@ async def test_two_workers_share_partitions_serve_reads_and_leave_cleanly(
         produced += 120
         await eventually(lambda: _at_least(messages, produced), what=f"{produced} stored")
         counts = [
-            await _metric(w, "dialogue_worker_records_persisted_total") for w in (first, second)
+            await w.metric("dialogue_worker_records_persisted_total") for w in (first, second)
         ]
         return all(c > 0 for c in counts)
 

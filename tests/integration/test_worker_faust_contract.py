@@ -32,23 +32,6 @@ PERSISTED = "dialogue_worker_records_persisted_total"
 NOW = 1_700_000_000
 
 
-async def metric(worker: WorkerProcess, name: str) -> dict[str, float]:
-    """Samples of one metric: {label text: value}."""
-    async with aiohttp.ClientSession(headers=worker.headers) as http:
-        async with http.get(f"{worker.base_url}/metrics") as resp:
-            text = await resp.text()
-    samples = {}
-    for line in text.splitlines():
-        if line.startswith(name):
-            key, _, value = line.rpartition(" ")
-            samples[key] = float(value)
-    return samples
-
-
-async def total(worker: WorkerProcess, name: str) -> float:
-    return sum((await metric(worker, name)).values())
-
-
 async def test_a_rebalance_and_a_stop_while_stream_buffers_are_full_lose_nothing(
     infra: LocalSettings, unique: Callable[[str], str], tmp_path: Path
 ) -> None:
@@ -79,7 +62,7 @@ async def test_a_rebalance_and_a_stop_while_stream_buffers_are_full_lose_nothing
                 infra.kafka_bootstrap, first.topic, [(r.key(), r.to_bytes()) for r in early]
             )
             for worker in (first, second):  # both own partitions
-                await eventually(lambda w=worker: total(w, PERSISTED), lambda n: n > 0)
+                await eventually(lambda w=worker: w.metric(PERSISTED), lambda n: n > 0)
 
             private.kill("ferretdb")  # nothing can be written: the stream buffers fill up
             await produce(
@@ -87,7 +70,7 @@ async def test_a_rebalance_and_a_stop_while_stream_buffers_are_full_lose_nothing
             )
             for worker in (first, second):  # each keeps retrying with its buffer full
                 await eventually(
-                    lambda w=worker: total(w, "dialogue_worker_retries_total"), lambda n: n >= 5
+                    lambda w=worker: w.metric("dialogue_worker_retries_total"), lambda n: n >= 5
                 )
 
             # A stop while the fetch loop waits for room, and so a rebalance while the

@@ -43,13 +43,6 @@ def record(cid: str, uid: int, text: str = "hello") -> MessageRecord:
     return MessageRecord(v=1, id=new_id(), cid=cid, uid=uid, text=text, createdAt=int(time.time()))
 
 
-async def metric(worker: WorkerProcess, name: str) -> float:
-    async with aiohttp.ClientSession(headers=worker.headers) as http:
-        async with http.get(f"{worker.base_url}/metrics") as resp:
-            text = await resp.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
-
-
 async def test_n_records_make_n_messages_with_seqs_and_redelivery_adds_none(
     worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
 ) -> None:
@@ -61,7 +54,7 @@ async def test_n_records_make_n_messages_with_seqs_and_redelivery_adds_none(
     await produce(infra.kafka_bootstrap, worker.topic, payload)
     await eventually(lambda: _count_is(history, cid, 500), what="500 stored")
 
-    duplicates_before = await metric(worker, "dialogue_worker_records_duplicate_total")
+    duplicates_before = await worker.metric("dialogue_worker_records_duplicate_total")
     await produce(infra.kafka_bootstrap, worker.topic, payload)  # the same records again
     await eventually(
         lambda: _metric_reaches(
@@ -83,7 +76,7 @@ async def _count_is(history: Any, cid: str, n: int) -> bool:
 
 
 async def _metric_reaches(worker: WorkerProcess, name: str, value: float) -> bool:
-    return await metric(worker, name) >= value
+    return await worker.metric(name) >= value
 
 
 async def test_invalid_and_non_member_records_go_to_the_dlq_with_reasons(
@@ -136,7 +129,7 @@ async def test_invalid_and_non_member_records_go_to_the_dlq_with_reasons(
     }
     assert all(h["x-dlq-topic"] == worker.topic.encode() for h in dead.values())
     await eventually(lambda: _count_is(mongo[worker.mongo_db]["history"], cid, 2), what="2 stored")
-    assert await metric(worker, "dialogue_worker_dlq_records_total") >= 5
+    assert await worker.metric("dialogue_worker_dlq_records_total") >= 5
 
 
 async def _messages_of(worker: WorkerProcess, cid: str, uid: int) -> list[dict[str, Any]]:
@@ -156,8 +149,8 @@ async def test_an_id_stored_with_other_content_is_dead_lettered_as_an_id_conflic
     real = record(cid, 1, "the real message")
     await produce(infra.kafka_bootstrap, worker.topic, [(real.key(), real.to_bytes())])
     await eventually(lambda: _messages_of(worker, cid, 1), lambda found: len(found) == 1)
-    conflicts = await metric(worker, "dialogue_worker_id_conflicts_total")
-    duplicates = await metric(worker, "dialogue_worker_records_duplicate_total")
+    conflicts = await worker.metric("dialogue_worker_id_conflicts_total")
+    duplicates = await worker.metric("dialogue_worker_records_duplicate_total")
 
     forged = [
         MessageRecord(**(real.model_dump() | change))
@@ -185,9 +178,9 @@ async def test_an_id_stored_with_other_content_is_dead_lettered_as_an_id_conflic
     assert set(letters) == {f.to_bytes() for f in forged}
     assert {h["x-dlq-kind"] for h in letters.values()} == {b"id_conflict"}
     assert all(b"already stored with another" in h["x-dlq-reason"] for h in letters.values())
-    assert await metric(worker, "dialogue_worker_id_conflicts_total") == conflicts + 3
+    assert await worker.metric("dialogue_worker_id_conflicts_total") == conflicts + 3
     await eventually(
-        lambda: metric(worker, "dialogue_worker_records_duplicate_total"),
+        lambda: worker.metric("dialogue_worker_records_duplicate_total"),
         lambda n: n == duplicates + 1,  # the real one again: a harmless duplicate
     )
     [stored] = await _messages_of(worker, cid, 1)
@@ -195,4 +188,4 @@ async def test_an_id_stored_with_other_content_is_dead_lettered_as_an_id_conflic
 
 
 async def test_stuck_partitions_are_exported(worker: WorkerProcess) -> None:
-    assert await metric(worker, "dialogue_worker_stuck_partitions") == 0
+    assert await worker.metric("dialogue_worker_stuck_partitions") == 0
