@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from gateway.bootstrap import AdaptersFactory, build_services, real_adapters
-from gateway.entrypoints import auth_routes, chat_routes, ops_routes
+from gateway.entrypoints import auth_routes, chat_routes, ops_routes, stream_routes
 from gateway.entrypoints.headers import on_prepare
 from gateway.entrypoints.middlewares import errors, metrics, request_ids
 from gateway.entrypoints.state import METRICS, SERVICES, SETTINGS
@@ -31,13 +31,23 @@ def create_app(
     app.add_routes(auth_routes.routes)
     app.add_routes(chat_routes.routes)
     app.add_routes(ops_routes.routes)
+    app.add_routes(stream_routes.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with adapters(settings) as opened:
-            services = build_services(settings, opened, clock)
+            metrics = app[METRICS]
+            services = build_services(settings, opened, metrics, clock)
             app[SERVICES] = services
-            app[METRICS].watch_instances(services.workers.instances)
+            metrics.watch_instances(services.workers.instances)
+            metrics.watch_sockets(lambda: services.stream.hub.sessions)
+            await opened.feed.start(services.stream.hub.publish, metrics.skipped_event)
             yield
 
+    async def close_streams(app: web.Application) -> None:
+        """Before the server waits for handlers: streams end now, with "going away"."""
+        if SERVICES in app:
+            app[SERVICES].stream.shut_down()
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(close_streams)
     return app

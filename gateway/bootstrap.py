@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from dataclasses import dataclass
 
 from discovery import WORKER_META_APP_ID, WORKER_TAG, BalancedClient, ServiceWatch
+from gateway.adapters.events_feed import KafkaEventFeed
 from gateway.adapters.kafka_bus import KafkaBus
 from gateway.adapters.mysql_users import MySQLUserStore, mysql_pool
 from gateway.adapters.passwords import Argon2Hasher
@@ -19,9 +20,11 @@ from gateway.entrypoints.state import Services
 from gateway.services.auth import AuthService
 from gateway.services.chats import ChatService, Membership
 from gateway.services.limits import Action, RateLimits, Rules, Scope
+from gateway.services.live import Hub, LiveMetrics, QueueLimits
 from gateway.services.messages import MessageService
-from gateway.services.ports import MessageBus, PasswordHasher, UserStore, Workers
+from gateway.services.ports import EventFeed, MessageBus, PasswordHasher, UserStore, Workers
 from gateway.services.readiness import Readiness
+from gateway.services.stream import StreamService
 from gateway.settings import GatewaySettings
 
 
@@ -31,6 +34,7 @@ class Adapters:
     hasher: PasswordHasher
     bus: MessageBus
     workers: Workers
+    feed: EventFeed  # started by the app once the hub exists
 
 
 AdaptersFactory = Callable[[GatewaySettings], AbstractAsyncContextManager[Adapters]]
@@ -73,6 +77,8 @@ async def real_adapters(settings: GatewaySettings) -> AsyncIterator[Adapters]:
         )
         stack.push_async_callback(client.stop)
         await client.start()
+        feed = KafkaEventFeed(settings.kafka_bootstrap, settings.events_topic)
+        stack.push_async_callback(feed.stop)
         hasher = Argon2Hasher(
             settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
         )
@@ -81,6 +87,7 @@ async def real_adapters(settings: GatewaySettings) -> AsyncIterator[Adapters]:
             hasher=hasher,
             bus=bus,
             workers=WorkerClient(client),
+            feed=feed,
         )
 
 
@@ -94,6 +101,7 @@ def rate_rules(settings: GatewaySettings) -> Rules:
         (Action.CREATE_CHAT, Scope.USER): settings.rate_chats_per_user,
         (Action.POST_MESSAGE, Scope.ADDRESS): settings.rate_messages_per_address,
         (Action.POST_MESSAGE, Scope.USER): settings.rate_messages_per_user,
+        (Action.OPEN_STREAM, Scope.ADDRESS): settings.rate_streams_per_address,
     }
 
 
@@ -107,7 +115,10 @@ def sign_in_throttle(settings: GatewaySettings) -> SignInThrottle:
 
 
 def build_services(
-    settings: GatewaySettings, adapters: Adapters, clock: Callable[[], float] = time.time
+    settings: GatewaySettings,
+    adapters: Adapters,
+    live_metrics: LiveMetrics,
+    clock: Callable[[], float] = time.time,
 ) -> Services:
     tokens = TokenCodec(settings.secret("jwt_secret"), settings.jwt_issuer, settings.jwt_ttl)
     membership = Membership(adapters.workers, settings.membership_cache_ttl, clock)
@@ -122,7 +133,16 @@ def build_services(
         auth=auth,
         chats=ChatService(adapters.workers, adapters.users, membership),
         messages=MessageService(adapters.workers, adapters.bus, membership, idempotency, clock),
-        readiness=Readiness(adapters.bus, adapters.users, adapters.workers),
+        readiness=Readiness(adapters.bus, adapters.users, adapters.workers, adapters.feed),
         workers=adapters.workers,
         limits=RateLimits(rate_rules(settings), clock, settings.rate_limit_max_keys),
+        stream=StreamService(
+            Hub(),
+            adapters.workers,
+            adapters.feed,
+            live_metrics,
+            QueueLimits(settings.stream_queue_frames, settings.stream_queue_bytes),
+            settings.stream_catch_ups,
+            clock,
+        ),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -33,6 +33,69 @@ class GatewayMetrics:
             ["code"],
             registry=self.registry,
         )
+
+        self.stream_frames = Counter(
+            "gateway_stream_frames",
+            "Frames sent to stream clients, by type (catch-up messages included)",
+            ["type"],
+            registry=self.registry,
+        )
+        self.stream_closes = Counter(
+            "gateway_stream_closes",
+            "Streams ended, by close code (the client's own close is 1000/1001)",
+            ["code"],
+            registry=self.registry,
+        )
+        self.stream_overflows = Counter(
+            "gateway_stream_queue_overflows",
+            "Streams closed as too slow: their send queue was full",
+            registry=self.registry,
+        )
+        self.stream_push = Histogram(
+            "gateway_stream_push_seconds",
+            "From an event's publication (its Kafka timestamp) to its frame being sent",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.stream_caught_up = Counter(
+            "gateway_stream_catch_up_messages",
+            "Messages sent from history (catch-up after hello, or a seq the feed skipped)",
+            registry=self.registry,
+        )
+        self.stream_gaps = Counter(
+            "gateway_stream_gaps", "Gap frames sent instead of a catch-up", registry=self.registry
+        )
+        self.events_skipped = Counter(
+            "gateway_events_skipped",
+            "Records on the events topic that were not events",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.stream_sockets = Gauge(
+            "gateway_stream_sockets", "Open stream sessions", registry=self.registry
+        )
+
+    def delivered(self, kind: str, latency: float | None) -> None:
+        self.stream_frames.labels(kind).inc()
+        if latency is not None:
+            self.stream_push.observe(latency)
+
+    def overflowed(self) -> None:
+        self.stream_overflows.inc()
+
+    def caught_up(self, messages: int, gaps: int) -> None:
+        if messages:
+            self.stream_caught_up.inc(messages)
+            self.stream_frames.labels("message").inc(messages)
+        if gaps:
+            self.stream_gaps.inc(gaps)
+            self.stream_frames.labels("gap").inc(gaps)
+
+    def skipped_event(self, reason: str) -> None:
+        self.events_skipped.labels(reason).inc()
+
+    def watch_sockets(self, count: Callable[[], int]) -> None:
+        self.stream_sockets.set_function(count)
 
     def watch_instances(self, instances: Callable[[], list[InstanceView]]) -> None:
         """Export the balancer's per-instance counters on every scrape."""

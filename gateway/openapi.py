@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
 from pydantic_core import core_schema
 
-from contracts import api
+from contracts import api, live
 from contracts.api import EXAMPLE_ID, OBJECT_ID_PATTERN
 from contracts.errors import ErrorCode
 from contracts.records import UID_MAX
@@ -209,6 +209,8 @@ class Route:
     notes: Mapping[ErrorCode, str] = field(default_factory=dict)
     limited: str | None = None
     description: str | None = None
+    #: A WebSocket route's frames: (what the client sends, what the server sends).
+    frames: tuple[tuple[type[BaseModel], ...], tuple[type[BaseModel], ...]] = ((), ())
 
     def error_codes(self) -> list[ErrorCode]:
         codes = set(self.errors)
@@ -430,6 +432,31 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         method="get",
+        path="/v1/stream",
+        operation_id="stream",
+        summary="Live events over a WebSocket: messages, chat changes, read markers",
+        tag="live",
+        answers=(Answer(101, "switching to the WebSocket protocol", media_type=None),),
+        auth=Auth.NONE,
+        limited="stream opens from this address",
+        notes={ErrorCode.MALFORMED: "a plain GET: this route only upgrades to a WebSocket"},
+        errors=(ErrorCode.MALFORMED,),
+        frames=(
+            (live.Hello,),
+            (live.Ready, live.MessageFrame, live.GapFrame, live.ChatFrame, live.ReadFrame),
+        ),
+        description="The client's first frame is a `hello` with the token from sign-in "
+        "(browsers cannot set headers on a WebSocket) and, per chat it holds, the newest "
+        f"seq it has, within {live.HELLO_WITHIN:g} s. The server answers `ready`, sends the "
+        "messages of those chats after their seqs (a `gap` instead when a chat is more than "
+        f"{live.CATCH_UP_MAX} behind: page it with `afterSeq`), then live `message`, `chat` "
+        "and `read` frames for exactly the chats the user is in, including chats created "
+        "or joined later. A chat's messages arrive in seq order without gaps; the same "
+        "message may arrive twice (deduplicate by cid and seq). Pings every STREAM_HEARTBEAT "
+        "s; close codes in `x-websocket-close-codes`; frames in `x-websocket-frames`.",
+    ),
+    Route(
+        method="get",
         path="/health",
         operation_id="health",
         summary="Liveness",
@@ -495,6 +522,7 @@ TAGS = {
     "users": "the caller",
     "chats": "chats and their members",
     "messages": "posting and reading messages",
+    "live": "the WebSocket stream of chat events",
     "operations": "health, readiness, metrics and the admin view",
 }
 
@@ -523,6 +551,9 @@ def _models(routes: Iterable[Route]) -> list[tuple[type[BaseModel], JsonSchemaMo
         for answer in route.answers:
             if answer.model is not None:
                 out[(answer.model, "serialization")] = None
+        client, server = route.frames
+        out |= dict.fromkeys([(m, "validation") for m in client], None)
+        out |= dict.fromkeys([(m, "serialization") for m in server], None)
     return list(out)
 
 
@@ -575,6 +606,13 @@ def _operation(route: Route, refs: Mapping[type[BaseModel], dict[str, Any]]) -> 
     responses = {str(answer.status): _answer(answer, refs) for answer in route.answers}
     op["responses"] = dict(sorted({**responses, **_errors(route)}.items()))
     op["security"] = [] if route.auth is Auth.NONE else [{route.auth.value: []}]
+    client, server = route.frames
+    if client or server:
+        op["x-websocket-frames"] = {
+            "client": [refs[model] for model in client],
+            "server": [refs[model] for model in server],
+        }
+        op["x-websocket-close-codes"] = {str(int(c)): text for c, text in live.CLOSE_TEXT.items()}
     return op
 
 

@@ -71,6 +71,9 @@ class GatewaySettings(BaseSettings):
 
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers")
     topic: str = Field(default="dialogue.messages", description="topic message records go to")
+    events_topic: str = Field(
+        default="dialogue.events", description="topic the live stream reads chat events from"
+    )
     kafka_send_timeout: float = Field(
         default=5.0,
         gt=0,
@@ -148,6 +151,7 @@ class GatewaySettings(BaseSettings):
     rate_chats_per_user: RateSetting = _limit("30/60", "chat creations per user")
     rate_messages_per_address: RateSetting = _limit("300/10", "message posts per client address")
     rate_messages_per_user: RateSetting = _limit("60/10", "message posts per user")
+    rate_streams_per_address: RateSetting = _limit("60/60", "stream (WebSocket) opens per address")
     rate_limit_max_keys: int = Field(
         default=100_000, ge=1, description="buckets kept per limit (least recently used go)"
     )
@@ -166,7 +170,26 @@ class GatewaySettings(BaseSettings):
         default=10.0, gt=0, description="seconds a request body may take to arrive (else 4080)"
     )
     max_connections: int = Field(
-        default=1000, ge=1, description="open client connections; more are closed at once"
+        default=10_000,
+        ge=1,
+        description="open client connections, stream sockets included; more are closed at once",
+    )
+    stream_heartbeat: float = Field(
+        default=25.0, gt=0, description="seconds between pings on a stream; no pong: dropped"
+    )
+    stream_queue_frames: int = Field(
+        default=1000, ge=1, description="frames a stream may hold unsent before it is too slow"
+    )
+    stream_queue_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="bytes a stream may hold unsent, likewise"
+    )
+    stream_send_buffer: int = Field(
+        default=64 * 1024,
+        ge=0,
+        description="kernel send buffer of a stream socket (SO_SNDBUF), bytes; 0: the OS's",
+    )
+    stream_catch_ups: int = Field(
+        default=32, ge=1, description="streams that may list chats and catch up at once"
     )
     idempotency_max_bytes: int = Field(
         default=32 * 1024 * 1024,

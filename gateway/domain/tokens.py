@@ -37,6 +37,14 @@ class Principal:
 
     user_id: int
     username: str
+    expires_at: int  # unix seconds (`exp`)
+
+
+class TokenExpired(GatewayError):
+    """A token that was ours but is past its `exp` (4011, like any unusable token)."""
+
+    def __init__(self) -> None:
+        super().__init__(ErrorCode.BAD_TOKEN, "token expired")
 
 
 class TokenCodec:
@@ -72,14 +80,15 @@ class TokenCodec:
                 options={"require": REQUIRED_CLAIMS},
             )
         except jwt.ExpiredSignatureError:
-            raise GatewayError(ErrorCode.BAD_TOKEN, "token expired") from None
+            raise TokenExpired from None
         except jwt.InvalidTokenError:
             raise GatewayError(ErrorCode.BAD_TOKEN, "invalid token") from None
         user_id, sub = claims["user_id"], claims["sub"]
         if type(user_id) is not int or not 1 <= user_id < 2**63 or sub != str(user_id):
             raise GatewayError(ErrorCode.BAD_TOKEN, "invalid token subject")
         username = claims.get("username")
-        return Principal(user_id, username if isinstance(username, str) else "")
+        # PyJWT has checked that `exp` is a number in the future.
+        return Principal(user_id, username if isinstance(username, str) else "", int(claims["exp"]))
 
 
 def bearer_token(header: str | None) -> str:

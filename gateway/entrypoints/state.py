@@ -13,6 +13,7 @@ from gateway.services.limits import RateLimits
 from gateway.services.messages import MessageService
 from gateway.services.ports import Workers
 from gateway.services.readiness import Readiness
+from gateway.services.stream import StreamService
 from gateway.settings import GatewaySettings
 
 
@@ -24,6 +25,7 @@ class Services:
     readiness: Readiness
     workers: Workers
     limits: RateLimits
+    stream: StreamService
 
 
 SETTINGS = web.AppKey("settings", GatewaySettings)

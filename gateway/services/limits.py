@@ -16,6 +16,7 @@ class Action(StrEnum):
     SIGN_IN = "sign-in"
     CREATE_CHAT = "chat creation"
     POST_MESSAGE = "message posts"
+    OPEN_STREAM = "stream opens"
 
 
 class Scope(StrEnum):

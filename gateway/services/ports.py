@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from contracts.api import Chat, Message, Page, ReadMarker
+from contracts.events import ChatCreated, ChatRead, MembersAdded, MessageCreated
 from contracts.records import MessageRecord
 from gateway.domain.requests import Paging
 from gateway.domain.usernames import Username
@@ -69,3 +70,25 @@ class Workers(Protocol):
     async def ping(self) -> None: ...
 
     def instances(self) -> list[InstanceView]: ...
+
+
+ChatEvent = MessageCreated | ChatCreated | MembersAdded | ChatRead
+
+
+class EventFeed(Protocol):
+    """The chat events this gateway reads, from when it started."""
+
+    async def start(
+        self, deliver: Callable[[ChatEvent, float | None], None], skipped: Callable[[str], None]
+    ) -> None:
+        """Read in the background: `deliver(event, published_at)` each event in order,
+        `skipped(reason)` for each record that is not one."""
+
+    async def stop(self) -> None: ...
+
+    def ready(self) -> bool:
+        """True once every partition is read from a known position."""
+
+    @property
+    def status(self) -> str:
+        """ "ok", or what the feed waits for."""

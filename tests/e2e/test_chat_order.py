@@ -11,7 +11,6 @@ import asyncio
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import aiohttp
 import orjson
@@ -22,7 +21,8 @@ from dialogue_worker.adapters.topics import partitioner
 from infra.local import LocalSettings
 from infra.processes.gateway import GatewayProcess
 from tests.support import librdkafka
-from tests.support.faults import PASSWORD, Platform
+from tests.support.api_user import User
+from tests.support.faults import Platform
 from tests.support.waiting import eventually
 
 PER_PRODUCER = 40
@@ -32,37 +32,6 @@ PER_PRODUCER = 40
 async def platform(infra: LocalSettings, unique: Callable[[str], str]) -> AsyncIterator[Platform]:
     async with Platform.start(infra, unique, consul_url=infra.consul_url) as started:
         yield started
-
-
-class User:
-    def __init__(self, http: aiohttp.ClientSession, url: str, token: dict[str, Any]) -> None:
-        self.http, self.url = http, url
-        self.id: int = token["userId"]
-        self.headers = {"Authorization": f"Bearer {token['token']}"}
-
-    @classmethod
-    async def sign_up(cls, http: aiohttp.ClientSession, url: str, name: str) -> User:
-        body = {"username": name, "password": PASSWORD, "passwordConfirm": PASSWORD}
-        async with http.post(f"{url}/v1/auth/sign-up", json={**body, "gender": "f"}) as resp:
-            assert resp.status == 201, await resp.text()
-            return cls(http, url, await resp.json())
-
-    async def call(self, method: str, path: str, url: str | None = None, **kw: Any) -> Any:
-        async with self.http.request(
-            method, (url or self.url) + path, headers=self.headers, **kw
-        ) as resp:
-            assert resp.status < 300, await resp.text()
-            return await resp.json()
-
-    async def history(self, cid: str) -> list[dict[str, Any]]:
-        """Every message of the chat in seq order, paged forward with afterSeq."""
-        found: list[dict[str, Any]] = []
-        while True:
-            after = found[-1]["seq"] if found else 0
-            page = await self.call("GET", f"/v1/chats/{cid}/messages?afterSeq={after}&limit=200")
-            found += sorted(page["data"], key=lambda m: m["seq"])
-            if page["nextCursor"] is None:
-                return found
 
 
 @pytest.fixture

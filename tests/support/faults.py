@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import TopicPartition
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
@@ -373,6 +376,16 @@ class Written:
     persisted: int
     missing: list[str]
     duplicates: int
+    #: When something is missing: DLQ reasons, group offsets, worker warnings (for CI logs).
+    diagnosis: str = ""
+
+    def __repr__(self) -> str:
+        shown = self.missing[:5] + (["..."] if len(self.missing) > 5 else [])
+        return (
+            f"Written(acked={self.acked}, persisted={self.persisted}, "
+            f"missing={len(self.missing)} {shown}, duplicates={self.duplicates})"
+            + (f"\n{self.diagnosis}" if self.diagnosis else "")
+        )
 
 
 async def check_written(platform: Platform, load: Load, within: float = WITHIN) -> Written:
@@ -397,7 +410,75 @@ async def check_written(platform: Platform, load: Load, within: float = WITHIN) 
     duplicates = sum(n - 1 for n in ids.values() if n > 1)
     duplicates += sum(n - 1 for n in texts.values() if n > 1)  # a retry under a new id
     missing = [mid for mid in acked if ids[mid] == 0]
-    return Written(len(wanted), len(acked) - len(missing), missing, duplicates)
+    diagnosis = await diagnose(platform) if missing else ""
+    return Written(len(wanted), len(acked) - len(missing), missing, duplicates, diagnosis)
+
+
+async def diagnose(platform: Platform) -> str:
+    """What a run that lost track of messages left behind, for the failure message."""
+    lines: list[str] = []
+    worker = platform.workers[0]
+    try:
+        async with asyncio.timeout(30):
+            lines += await _group_offsets(worker)
+            lines += await _dead_letters(worker)
+    except Exception as exc:  # a diagnosis must not hide the failure it explains
+        lines.append(f"diagnosis incomplete: {exc!r}")
+    for w in platform.workers:
+        if w.log_file is not None and w.log_file.exists():
+            noted = [
+                line
+                for line in w.log_file.read_text(errors="replace").splitlines()
+                if "WARNING" in line or "ERROR" in line
+            ]
+            lines.append(f"{w.service_id} warnings ({len(noted)}), last 15:")
+            lines += [f"  {line[:300]}" for line in noted[-15:]]
+    return "\n".join(lines)
+
+
+async def _group_offsets(worker: WorkerProcess) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=worker.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=worker.kafka_bootstrap, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(worker.app_id)
+        tps = [TopicPartition(worker.topic, p) for p in range(worker.partitions)]
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    return [
+        f"partition {tp.partition}: committed {getattr(committed.get(tp), 'offset', None)} "
+        f"end {ends[tp]}"
+        for tp in tps
+    ]
+
+
+async def _dead_letters(worker: WorkerProcess) -> list[str]:
+    consumer = AIOKafkaConsumer(
+        worker.dlq_topic,
+        bootstrap_servers=worker.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    reasons: Counter[str] = Counter()
+    try:
+        parts = consumer.partitions_for_topic(worker.dlq_topic) or set()
+        tps = [TopicPartition(worker.dlq_topic, p) for p in parts]
+        ends = await consumer.end_offsets(tps) if tps else {}
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for r in records:
+                    headers = dict(r.headers)
+                    reasons[headers.get("x-dlq-reason", b"?").decode(errors="replace")[:80]] += 1
+    finally:
+        await consumer.stop()
+    return [f"dead letters: {sum(reasons.values())}"] + [
+        f"  {n} x {reason}" for reason, n in reasons.most_common(5)
+    ]
 
 
 def summary(scenario: str, load: Load, written: Written, extra: str = "") -> str:

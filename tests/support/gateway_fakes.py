@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 
 from contracts.api import Chat, Message, Page
@@ -15,7 +15,7 @@ from gateway.domain.requests import Paging
 from gateway.domain.usernames import Username
 from gateway.domain.users import Gender, User
 from gateway.errors import GatewayError
-from gateway.services.ports import InstanceView
+from gateway.services.ports import ChatEvent, InstanceView
 from gateway.settings import GatewaySettings
 
 
@@ -134,12 +134,40 @@ class FakeWorkers:
         return [InstanceView("w1", "http://127.0.0.1:1", 3, 0, 0, True)]
 
 
+class FakeFeed:
+    """Events handed to the hub by the test, as the Kafka feed would."""
+
+    def __init__(self) -> None:
+        self.positioned = True
+        self._deliver: Callable[[ChatEvent, float | None], None] | None = None
+
+    async def start(
+        self, deliver: Callable[[ChatEvent, float | None], None], skipped: Callable[[str], None]
+    ) -> None:
+        self._deliver = deliver
+
+    async def stop(self) -> None:
+        self._deliver = None
+
+    def ready(self) -> bool:
+        return self.positioned
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.positioned else "not positioned"
+
+    def publish(self, event: ChatEvent, published: float | None = None) -> None:
+        assert self._deliver is not None, "the app has not started the feed"
+        self._deliver(event, published)
+
+
 class World:
     def __init__(self) -> None:
         self.users = FakeUsers()
         self.bus = FakeBus()
         self.workers = FakeWorkers(self.bus)
+        self.feed = FakeFeed()
 
     @asynccontextmanager
     async def adapters(self, settings: GatewaySettings) -> AsyncIterator[Adapters]:
-        yield Adapters(self.users, FakeHasher(), self.bus, self.workers)
+        yield Adapters(self.users, FakeHasher(), self.bus, self.workers, self.feed)

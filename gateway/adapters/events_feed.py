@@ -1,0 +1,147 @@
+"""This gateway's reader of `dialogue.events`: every partition, from the end, no group.
+
+Every gateway reads every event (it cannot know which of its sockets an event
+concerns before reading it), so the consumer has no group and commits nothing: it is
+assigned all partitions and starts at their ends when the gateway starts. What
+happened before is not lost to clients: they resume with `since`, and a session fills
+any seq it sees skipped from history (gateway/services/live.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from contracts.events import decode_event
+from gateway.services.ports import ChatEvent
+from platform_common.retry import Backoff
+
+log = logging.getLogger(__name__)
+
+#: Records taken per fetch; publishing them to the hub never blocks.
+FETCH_MAX = 1000
+#: Seconds from subscribing to an existing topic to having its partitions assigned.
+ASSIGNED_WITHIN = 30.0
+
+
+class KafkaEventFeed:
+    """Reads the events topic in a background task and hands each event to `deliver`.
+
+    `deliver(event, published)` gets the record's timestamp in unix seconds; `skipped`
+    is told about records that are not events (they are skipped).
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._deliver: Callable[[ChatEvent, float | None], None] = lambda event, at: None
+        self._skipped: Callable[[str], None] = lambda reason: None
+        self._ready = False
+        self._task: asyncio.Task[None] | None = None
+        self._status = "starting"
+
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def status(self) -> str:
+        """ "ok", or what the feed is waiting for."""
+        return "ok" if self._ready else self._status
+
+    async def start(
+        self, deliver: Callable[[ChatEvent, float | None], None], skipped: Callable[[str], None]
+    ) -> None:
+        self._deliver, self._skipped = deliver, skipped
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="events-feed")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._ready = False
+
+    async def _run(self) -> None:
+        backoff = Backoff(0.2, 5.0)
+        while True:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                client_id="dialogue-gateway-events",
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="latest",
+            )
+            try:
+                await consumer.start()
+                await self._position(consumer, backoff)
+                backoff.reset()
+                await self._consume(consumer)
+            except (KafkaError, TimeoutError) as exc:
+                self._ready = False
+                self._status = f"Kafka unavailable: {type(exc).__name__}"
+                delay = backoff.next_delay()
+                log.warning("events feed: %s; again in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+            finally:
+                self._ready = False
+                with contextlib.suppress(KafkaError):
+                    await consumer.stop()
+
+    async def _position(self, consumer: Any, backoff: Backoff) -> None:
+        """Read every partition of the topic (once it exists) from its end.
+
+        Without a group, a subscribed consumer is assigned every partition (also ones
+        added later, read from their ends).
+        """
+        while self._topic not in await consumer.topics():
+            self._status = f"waiting for topic {self._topic}"
+            await asyncio.sleep(backoff.next_delay())
+        consumer.subscribe([self._topic])
+        async with asyncio.timeout(ASSIGNED_WITHIN):
+            # Assigned when the topic's metadata arrives; aiokafka tells no listener about
+            # a group-less assignment, so it is polled.
+            while not consumer.assignment():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        for tp in consumer.assignment():
+            await consumer.position(tp)  # resolves "the end" now, not at the first fetch
+        self._ready = True
+        log.info("events feed reads %d partition(s) of %s", len(consumer.assignment()), self._topic)
+
+    async def _consume(self, consumer: Any) -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=FETCH_MAX)
+            for records in batches.values():
+                for record in records:
+                    try:
+                        self._handle(record)
+                    except Exception:  # a bug about one event must not stop the feed
+                        log.exception("events feed: handling a record failed")
+
+    def _handle(self, record: Any) -> None:
+        if record.value is None:
+            self._skipped("empty value")
+            return
+        try:
+            event = decode_event(record.value)
+        except ValidationError as exc:
+            self._skipped("not an event")
+            log.warning(
+                "events feed skipped a record that is not an event: %s",
+                exc.errors()[0]["msg"] if exc.errors() else exc,
+                extra={
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                },
+            )
+            return
+        published = record.timestamp / 1000 if record.timestamp is not None else None
+        self._deliver(event, published)

@@ -1,0 +1,159 @@
+"""`GET /v1/stream`: the live WebSocket (frames and close codes in contracts/live.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+
+from aiohttp import WSMsgType, web
+
+from contracts.errors import ErrorCode
+from contracts.live import (
+    CLIENT_FRAME_MAX,
+    HELLO_WITHIN,
+    CloseCode,
+    Hello,
+    HelloProblem,
+    parse_hello,
+)
+from gateway.domain.tokens import Principal, TokenExpired
+from gateway.entrypoints.http import admit, services
+from gateway.entrypoints.state import METRICS, SETTINGS
+from gateway.errors import GatewayError
+from gateway.services.limits import Action
+from gateway.services.live import Session, StreamUnavailable
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+#: Seconds a close may take (the client reads our close frame) before the connection is cut.
+CLOSE_WITHIN = 2.0
+
+
+class WebSocket:
+    """A session's view of one aiohttp WebSocket: send a frame, or close it soon."""
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
+        self._ws = ws
+        self._request = request
+        self.code: CloseCode | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    async def send(self, text: str) -> None:
+        await self._ws.send_str(text)
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        if self._closing is None and not self._ws.closed:
+            self.code = code
+            self._closing = asyncio.create_task(self._close(code, reason))
+
+    async def closed(self) -> None:
+        """Wait for a close begun by `close` to finish."""
+        if self._closing is not None:
+            await asyncio.gather(self._closing, return_exceptions=True)
+
+    async def _close(self, code: CloseCode, reason: str) -> None:
+        try:
+            async with asyncio.timeout(CLOSE_WITHIN):
+                await self._ws.close(code=code, message=reason.encode()[:120])
+        except (TimeoutError, ConnectionError):  # it does not read: cut the connection
+            if self._request.transport is not None:
+                self._request.transport.abort()
+
+
+@routes.get("/v1/stream")
+async def stream(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    ws = web.WebSocketResponse(
+        heartbeat=settings.stream_heartbeat, max_msg_size=CLIENT_FRAME_MAX, compress=False
+    )
+    if not ws.can_prepare(request).ok:
+        raise GatewayError(ErrorCode.MALFORMED, "GET /v1/stream is a WebSocket: send an Upgrade")
+    admit(request, Action.OPEN_STREAM)
+    await ws.prepare(request)
+    _limit_send_buffer(request, settings.stream_send_buffer)
+    client = WebSocket(ws, request)
+    session: Session | None = None
+    expiry: asyncio.TimerHandle | None = None
+    stream = services(request).stream
+    try:
+        hello = await _hello(ws, client)
+        who = _principal(request, hello, client) if hello is not None else None
+        if hello is not None and who is not None:
+            loop = asyncio.get_running_loop()
+            expiry = loop.call_later(
+                max(0.0, who.expires_at - time.time()),
+                client.close,
+                CloseCode.TOKEN_EXPIRED,
+                "token expired: reconnect with a new one",
+            )
+            try:
+                session = await stream.open(who.user_id, client, hello.since)
+            except StreamUnavailable as exc:
+                client.close(CloseCode.TRY_AGAIN, str(exc))
+            else:
+                await _read_until_closed(ws, client)
+    except (ConnectionError, asyncio.CancelledError):
+        raise
+    except Exception:  # a bug: tell the client, log it once
+        log.exception("stream failed")
+        client.close(CloseCode.INTERNAL, "internal error")
+    finally:
+        if expiry is not None:
+            expiry.cancel()
+        if session is not None:
+            await stream.close(session)
+        await client.closed()
+        code = client.code if client.code is not None else ws.close_code
+        request.app[METRICS].stream_closes.labels(str(code)).inc()
+    return ws
+
+
+async def _hello(ws: web.WebSocketResponse, client: WebSocket) -> Hello | None:
+    """The client's hello, or None when the socket is closing (and why was said)."""
+    try:
+        async with asyncio.timeout(HELLO_WITHIN):
+            msg = await ws.receive()
+    except TimeoutError:
+        client.close(CloseCode.HELLO_TIMEOUT, f"no hello within {HELLO_WITHIN:g} s")
+        return None
+    if msg.type is WSMsgType.BINARY:
+        client.close(CloseCode.UNSUPPORTED, "frames are JSON text")
+        return None
+    if msg.type is not WSMsgType.TEXT:
+        return None  # the client closed, or its frame was too big (aiohttp closed with 1009)
+    try:
+        return parse_hello(msg.data)
+    except HelloProblem as exc:
+        client.close(CloseCode.BAD_HELLO, str(exc))
+        return None
+
+
+def _principal(request: web.Request, hello: Hello, client: WebSocket) -> Principal | None:
+    try:
+        return services(request).auth.authenticate(hello.token)
+    except TokenExpired:
+        client.close(CloseCode.TOKEN_EXPIRED, "token expired: reconnect with a new one")
+    except GatewayError as exc:
+        client.close(CloseCode.UNAUTHORIZED, exc.message)
+    return None
+
+
+async def _read_until_closed(ws: web.WebSocketResponse, client: WebSocket) -> None:
+    """Read (pongs and the close handshake need a reader) until the socket closes."""
+    async for msg in ws:
+        if msg.type is WSMsgType.BINARY:
+            client.close(CloseCode.UNSUPPORTED, "frames are JSON text")
+        # Text frames after hello carry nothing the server acts on yet: ignored.
+
+
+def _limit_send_buffer(request: web.Request, size: int) -> None:
+    """A small kernel buffer, so a client that stops reading fills its queue soon."""
+    if size and request.transport is not None:
+        sock = request.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)

@@ -1,0 +1,322 @@
+"""Live delivery: a hub that routes chat events to the sessions of the users in them.
+
+One `Hub` per gateway owns every open session and two indexes: sessions by user (for
+chat creation, new members and read markers) and by chat (for messages). The events
+feed calls `Hub.publish` for every event; publishing only appends to the sessions'
+bounded queues, so a slow client never delays the feed or another client.
+
+A `Session` remembers, per chat, the newest seq it has sent. A message at or below it
+is a duplicate and is dropped; one further ahead than the next seq means events were
+missed (a gateway that started late, a redelivery that reordered them), and the missing
+range is read from history before it is sent. So a client sees each chat's messages in
+seq order without gaps, across reconnects (it says where it was in `hello.since`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from contracts.api import Message
+from contracts.events import ChatCreated, MembersAdded, MessageCreated
+from contracts.live import (
+    CATCH_UP_MAX,
+    ChatFrame,
+    CloseCode,
+    GapFrame,
+    MessageFrame,
+    ReadFrame,
+    Ready,
+    frame,
+)
+from contracts.requests import LIMIT_MAX
+from gateway.domain.requests import Paging
+from gateway.services.ports import ChatEvent, Workers
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K", int, str)
+
+
+class Socket(Protocol):
+    """The client connection as a session sees it."""
+
+    async def send(self, text: str) -> None:
+        """Send one frame; returns when the transport took it (slow clients block here)."""
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """Close the connection soon (also while a send is blocked)."""
+
+
+class LiveMetrics(Protocol):
+    def delivered(self, kind: str, latency: float | None) -> None: ...
+
+    def overflowed(self) -> None: ...
+
+    def caught_up(self, messages: int, gaps: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """What one session may hold unsent before it is closed as too slow."""
+
+    frames: int = 1000
+    bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Item:
+    kind: str
+    text: str
+    cid: str = ""
+    seq: int = 0
+    published: float | None = None  # unix seconds the event was published, for latency
+
+
+class StreamUnavailable(Exception):
+    """The stream cannot be served now (history or the feed unavailable): resume later."""
+
+
+class Session:
+    """One open stream: the user, the chats it follows and what it has sent of each."""
+
+    def __init__(
+        self,
+        uid: int,
+        socket: Socket,
+        workers: Workers,
+        metrics: LiveMetrics,
+        limits: QueueLimits,
+        clock: Callable[[], float],
+    ) -> None:
+        self.uid = uid
+        #: cid -> newest seq sent (None: nothing sent yet and no known position)
+        self.positions: dict[str, int | None] = {}
+        self.closed = False
+        self._socket = socket
+        self._workers = workers
+        self._metrics = metrics
+        self._limits = limits
+        self._clock = clock
+        self._queue: deque[_Item] = deque()
+        self._queued_bytes = 0
+        self._live = False
+        self._drainer: asyncio.Task[None] | None = None
+
+    def offer(self, item: _Item) -> None:
+        """Queue a frame (from the hub, synchronously); close the session when it is full."""
+        if self.closed:
+            return
+        size = len(item.text)
+        if (
+            len(self._queue) >= self._limits.frames
+            or self._queued_bytes + size > self._limits.bytes
+        ):
+            self._metrics.overflowed()
+            self.close(CloseCode.TOO_SLOW, "too slow: reconnect with since")
+            return
+        self._queue.append(item)
+        self._queued_bytes += size
+        self._wake()
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self._queue.clear()
+            self._queued_bytes = 0
+            self._socket.close(code, reason)
+
+    async def start(self, since: dict[str, int], chats: dict[str, int]) -> None:
+        """Send `ready`, catch up the chats in `since`, then deliver what was queued.
+
+        `chats` (cid -> lastSeq when listed) are the user's chats, already routed here.
+        A chat not in `since` starts at its listed lastSeq: the client reads older
+        messages over REST.
+        """
+        for cid, last in chats.items():
+            if cid not in self.positions:  # an event may have placed it already
+                self.positions[cid] = min(since[cid], last) if cid in since else last
+        await self._socket.send(frame(Ready(userId=self.uid).model_dump()))
+        for cid in since.keys() & chats.keys():
+            await self._catch_up(cid, chats[cid])
+        self._live = True
+        self._wake()
+
+    async def stop(self) -> None:
+        """Stop delivering (the connection is gone)."""
+        self.closed = True
+        if self._drainer is not None:
+            self._drainer.cancel()
+            await asyncio.gather(self._drainer, return_exceptions=True)
+
+    def _wake(self) -> None:
+        if self._live and self._drainer is None and self._queue and not self.closed:
+            self._drainer = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue and not self.closed:
+                item = self._queue.popleft()
+                self._queued_bytes -= len(item.text)
+                await self._deliver(item)
+        except StreamUnavailable as exc:
+            self.close(CloseCode.TRY_AGAIN, str(exc))
+        except (ConnectionError, RuntimeError) as exc:  # the socket closed under us
+            log.debug("stream of user %d ended while sending: %s", self.uid, exc)
+            self.closed = True
+        finally:
+            self._drainer = None
+        self._wake()  # items offered while the last send was finishing
+
+    async def _deliver(self, item: _Item) -> None:
+        if item.kind == "message":
+            position = self.positions.get(item.cid)
+            if position is not None:
+                if item.seq <= position:
+                    return  # a duplicate of what this client has
+                if item.seq > position + 1:
+                    await self._fill(item.cid, position, item.seq - 1)
+            self.positions[item.cid] = item.seq
+        await self._socket.send(item.text)
+        latency = None if item.published is None else max(0.0, self._clock() - item.published)
+        self._metrics.delivered(item.kind, latency)
+
+    async def _catch_up(self, cid: str, listed_last: int) -> None:
+        """Everything of `cid` after the position, to the end of history as of now."""
+        position = self.positions[cid] or 0
+        if listed_last - position > CATCH_UP_MAX:
+            await self._send_gap(cid, position + 1, listed_last)
+            position = self.positions[cid] = listed_last
+        await self._fill(cid, position, None)
+
+    async def _fill(self, cid: str, after: int, upto: int | None) -> None:
+        """Send `cid`'s messages after seq `after` (to `upto`, or to the end) from history."""
+        if upto is not None and upto - after > CATCH_UP_MAX:
+            await self._send_gap(cid, after + 1, upto)
+            self.positions[cid] = upto
+            return
+        sent = gaps = 0
+        cursor = after
+        while upto is None or cursor < upto:
+            page = await self._history(cid, cursor)
+            found = sorted(
+                (m for m in page if m.seq is not None and cursor < m.seq), key=lambda m: m.seq or 0
+            )
+            for message in found:
+                if upto is not None and message.seq is not None and message.seq > upto:
+                    break
+                await self._socket.send(_message_frame(cid, message))
+                cursor = self.positions[cid] = message.seq or cursor
+                sent += 1
+            if len(page) < LIMIT_MAX or not found:
+                break
+        if upto is not None and cursor < upto:  # history has less than the event said
+            await self._send_gap(cid, cursor + 1, upto)
+            self.positions[cid] = upto
+            gaps += 1
+        self._metrics.caught_up(sent, gaps)
+
+    async def _history(self, cid: str, after: int) -> list[Message]:
+        try:
+            page = await self._workers.messages(
+                self.uid, cid, Paging(LIMIT_MAX, ("afterSeq", str(after)))
+            )
+        except Exception as exc:  # any failure to read: the client resumes later
+            raise StreamUnavailable(f"history unavailable: {type(exc).__name__}") from exc
+        return page.data
+
+    async def _send_gap(self, cid: str, first: int, last: int) -> None:
+        await self._socket.send(frame(GapFrame(cid=cid, fromSeq=first, toSeq=last).model_dump()))
+        self._metrics.caught_up(0, 1)
+
+
+def _message_frame(cid: str, message: Message) -> str:
+    seq = message.seq or 0
+    return frame(MessageFrame(cid=cid, seq=seq, message=message).model_dump())
+
+
+class Hub:
+    """Every open session of this gateway, indexed by user and by chat."""
+
+    def __init__(self) -> None:
+        self._by_uid: dict[int, set[Session]] = {}
+        self._by_cid: dict[str, set[Session]] = {}
+
+    @property
+    def sessions(self) -> int:
+        return sum(len(s) for s in self._by_uid.values())
+
+    def register(self, session: Session) -> None:
+        """Route the user's chat changes to `session` (before its chats are listed)."""
+        self._by_uid.setdefault(session.uid, set()).add(session)
+
+    def follow(self, session: Session, cids: list[str]) -> None:
+        """Route these chats' messages to `session`."""
+        for cid in cids:
+            self._by_cid.setdefault(cid, set()).add(session)
+
+    def unregister(self, session: Session) -> None:
+        _discard(self._by_uid, session.uid, session)
+        for cid in session.positions:
+            _discard(self._by_cid, cid, session)
+
+    def close_all(self, code: CloseCode, reason: str) -> None:
+        for sessions in list(self._by_uid.values()):
+            for session in list(sessions):
+                session.close(code, reason)
+
+    def publish(self, event: ChatEvent, published: float | None = None) -> None:
+        """Queue `event` for every session it concerns (never blocks)."""
+        if isinstance(event, MessageCreated):
+            text = frame(
+                MessageFrame(cid=event.cid, seq=event.seq, message=event.message).model_dump()
+            )
+            item = _Item("message", text, event.cid, event.seq, published)
+            for session in tuple(self._by_cid.get(event.cid, ())):
+                session.offer(item)
+        elif isinstance(event, ChatCreated):
+            chat = event.chat
+            text = frame(
+                ChatFrame(
+                    cid=event.cid, change="created", chat=chat, members=chat.users
+                ).model_dump()
+            )
+            for session in self._joining(event.cid, chat.users, position=0):
+                session.offer(_Item("chat", text, event.cid, published=published))
+        elif isinstance(event, MembersAdded):
+            text = frame(
+                ChatFrame(
+                    cid=event.cid, change="members_added", users=event.users, members=event.members
+                ).model_dump()
+            )
+            self._joining(event.cid, event.users, position=None)
+            for session in tuple(self._by_cid.get(event.cid, ())):
+                session.offer(_Item("chat", text, event.cid, published=published))
+        else:
+            text = frame(ReadFrame(cid=event.cid, seq=event.seq).model_dump())
+            for session in tuple(self._by_uid.get(event.uid, ())):
+                if event.cid in session.positions:
+                    session.offer(_Item("read", text, event.cid, published=published))
+
+    def _joining(self, cid: str, uids: list[int], position: int | None) -> list[Session]:
+        """Follow `cid` on the sessions of `uids` that do not yet; return all of theirs."""
+        joined: list[Session] = []
+        for uid in uids:
+            for session in self._by_uid.get(uid, ()):
+                if cid not in session.positions:
+                    session.positions[cid] = position
+                    self.follow(session, [cid])
+                joined.append(session)
+        return joined
+
+
+def _discard(index: dict[K, set[Session]], key: K, session: Session) -> None:
+    sessions = index.get(key)
+    if sessions is not None:
+        sessions.discard(session)
+        if not sessions:
+            del index[key]

@@ -1,0 +1,87 @@
+"""Opening and closing live streams: who the user is, which chats they follow."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from contracts.live import CloseCode
+from contracts.requests import LIMIT_MAX
+from gateway.domain.requests import Paging
+from gateway.services.live import (
+    Hub,
+    LiveMetrics,
+    QueueLimits,
+    Session,
+    Socket,
+    StreamUnavailable,
+)
+from gateway.services.ports import EventFeed, Workers
+
+#: Chats one user may follow on a stream (the list is read once, at hello).
+FOLLOW_MAX = 10_000
+
+
+class StreamService:
+    """Opens sessions on the hub; bounds how many catch up at once."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        workers: Workers,
+        feed: EventFeed,
+        metrics: LiveMetrics,
+        limits: QueueLimits,
+        concurrent_catch_ups: int = 32,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.hub = hub
+        self._workers = workers
+        self._feed = feed
+        self._metrics = metrics
+        self._limits = limits
+        self._catch_ups = asyncio.Semaphore(concurrent_catch_ups)
+        self._clock = clock
+
+    async def open(self, uid: int, socket: Socket, since: dict[str, int]) -> Session:
+        """A session that has sent `ready` and caught up, now delivering live events.
+
+        StreamUnavailable when it cannot be (the caller closes with TRY_AGAIN).
+        """
+        if not self._feed.ready():
+            raise StreamUnavailable("the events feed is not positioned yet")
+        session = Session(uid, socket, self._workers, self._metrics, self._limits, self._clock)
+        self.hub.register(session)  # from here on, the user's new chats reach the session
+        try:
+            async with self._catch_ups:
+                chats = await self._chats(uid)
+                self.hub.follow(session, list(chats))
+                await session.start(since, chats)
+        except BaseException:
+            await self.close(session)
+            raise
+        return session
+
+    async def close(self, session: Session) -> None:
+        self.hub.unregister(session)
+        await session.stop()
+
+    def shut_down(self) -> None:
+        self.hub.close_all(CloseCode.GOING_AWAY, "gateway shutting down")
+
+    async def _chats(self, uid: int) -> dict[str, int]:
+        """Every chat of the user: cid -> lastSeq."""
+        chats: dict[str, int] = {}
+        cursor: str | None = None
+        while len(chats) < FOLLOW_MAX:
+            paging = Paging(LIMIT_MAX, None if cursor is None else ("cursor", cursor))
+            try:
+                page = await self._workers.chats(uid, paging)
+            except Exception as exc:  # any failure: the client resumes later
+                raise StreamUnavailable(f"chats unavailable: {type(exc).__name__}") from exc
+            chats.update((chat.id, chat.lastSeq) for chat in page.data)
+            cursor = page.nextCursor
+            if cursor is None:
+                break
+        return chats
