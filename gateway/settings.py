@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from contracts.live import HELLO_WITHIN
 from gateway.domain.addresses import IPNetwork
 from gateway.domain.rate_limit import Rate
 from platform_common.local import LOCAL_ENTRYPOINT_TOKEN
@@ -173,6 +174,9 @@ class GatewaySettings(BaseSettings):
         default=10_000,
         ge=1,
         description="open client connections, stream sockets included; more are closed at once",
+    )
+    stream_hello_timeout: float = Field(
+        default=HELLO_WITHIN, gt=0, description="seconds a new stream has to send its hello"
     )
     stream_heartbeat: float = Field(
         default=25.0, gt=0, description="seconds between pings on a stream; no pong: dropped"

@@ -76,6 +76,8 @@ class ConnectionCap:
 class GatewayRequestHandler(RequestHandler):
     """aiohttp's protocol with a connection cap and JSON error answers."""
 
+    __slots__ = ("_admitted", "_cap")
+
     def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._cap = manager.cap

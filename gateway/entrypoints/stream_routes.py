@@ -13,7 +13,6 @@ from aiohttp import WSMsgType, web
 from contracts.errors import ErrorCode
 from contracts.live import (
     CLIENT_FRAME_MAX,
-    HELLO_WITHIN,
     CloseCode,
     Hello,
     HelloProblem,
@@ -35,6 +34,8 @@ CLOSE_WITHIN = 2.0
 
 class WebSocket:
     """A session's view of one aiohttp WebSocket: send a frame, or close it soon."""
+
+    __slots__ = ("_closing", "_request", "_ws", "code")
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
         self._ws = ws
@@ -76,49 +77,67 @@ async def stream(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     _limit_send_buffer(request, settings.stream_send_buffer)
     client = WebSocket(ws, request)
-    session: Session | None = None
-    expiry: asyncio.TimerHandle | None = None
-    stream = services(request).stream
+    opened: tuple[Session, asyncio.TimerHandle] | None = None
     try:
-        hello = await _hello(ws, client)
-        who = _principal(request, hello, client) if hello is not None else None
-        if hello is not None and who is not None:
-            loop = asyncio.get_running_loop()
-            expiry = loop.call_later(
-                max(0.0, who.expires_at - time.time()),
-                client.close,
-                CloseCode.TOKEN_EXPIRED,
-                "token expired: reconnect with a new one",
-            )
-            try:
-                session = await stream.open(who.user_id, client, hello.since)
-            except StreamUnavailable as exc:
-                client.close(CloseCode.TRY_AGAIN, str(exc))
-            else:
-                await _read_until_closed(ws, client)
+        opened = await _open(request, ws, client)
+        if opened is not None:
+            async for msg in ws:  # pongs and the close handshake need a reader
+                if msg.type is WSMsgType.BINARY:
+                    client.close(CloseCode.UNSUPPORTED, "frames are JSON text")
+                # Text frames after hello carry nothing the server acts on: ignored.
     except (ConnectionError, asyncio.CancelledError):
         raise
     except Exception:  # a bug: tell the client, log it once
         log.exception("stream failed")
         client.close(CloseCode.INTERNAL, "internal error")
     finally:
-        if expiry is not None:
+        if opened is not None:
+            session, expiry = opened
             expiry.cancel()
-        if session is not None:
-            await stream.close(session)
+            await services(request).stream.close(session)
         await client.closed()
         code = client.code if client.code is not None else ws.close_code
         request.app[METRICS].stream_closes.labels(str(code)).inc()
     return ws
 
 
-async def _hello(ws: web.WebSocketResponse, client: WebSocket) -> Hello | None:
+async def _open(
+    request: web.Request, ws: web.WebSocketResponse, client: WebSocket
+) -> tuple[Session, asyncio.TimerHandle] | None:
+    """Hello, token, then a session that has caught up; None when the socket is closing.
+
+    Its own coroutine so that what hello carried is freed once the session runs.
+    """
+    settings = request.app[SETTINGS]
+    hello = await _hello(ws, client, settings.stream_hello_timeout)
+    who = _principal(request, hello, client) if hello is not None else None
+    if hello is None or who is None:
+        return None
+    expiry = asyncio.get_running_loop().call_later(
+        max(0.0, who.expires_at - time.time()),
+        client.close,
+        CloseCode.TOKEN_EXPIRED,
+        "token expired: reconnect with a new one",
+    )
+    try:
+        session = await services(request).stream.open(who.user_id, client, hello.since)
+    except StreamUnavailable as exc:
+        expiry.cancel()
+        client.close(CloseCode.TRY_AGAIN, str(exc))
+        return None
+    except BaseException:
+        expiry.cancel()
+        raise
+    return session, expiry
+
+
+async def _hello(ws: web.WebSocketResponse, client: WebSocket, within: float) -> Hello | None:
     """The client's hello, or None when the socket is closing (and why was said)."""
     try:
-        async with asyncio.timeout(HELLO_WITHIN):
+        async with asyncio.timeout(within):
             msg = await ws.receive()
     except TimeoutError:
-        client.close(CloseCode.HELLO_TIMEOUT, f"no hello within {HELLO_WITHIN:g} s")
+        client.close(CloseCode.HELLO_TIMEOUT, f"no hello within {within:g} s")
         return None
     if msg.type is WSMsgType.BINARY:
         client.close(CloseCode.UNSUPPORTED, "frames are JSON text")
@@ -140,14 +159,6 @@ def _principal(request: web.Request, hello: Hello, client: WebSocket) -> Princip
     except GatewayError as exc:
         client.close(CloseCode.UNAUTHORIZED, exc.message)
     return None
-
-
-async def _read_until_closed(ws: web.WebSocketResponse, client: WebSocket) -> None:
-    """Read (pongs and the close handshake need a reader) until the socket closes."""
-    async for msg in ws:
-        if msg.type is WSMsgType.BINARY:
-            client.close(CloseCode.UNSUPPORTED, "frames are JSON text")
-        # Text frames after hello carry nothing the server acts on yet: ignored.
 
 
 def _limit_send_buffer(request: web.Request, size: int) -> None:

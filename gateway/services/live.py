@@ -84,6 +84,21 @@ class StreamUnavailable(Exception):
 class Session:
     """One open stream: the user, the chats it follows and what it has sent of each."""
 
+    __slots__ = (
+        "_clock",
+        "_drainer",
+        "_limits",
+        "_live",
+        "_metrics",
+        "_queue",
+        "_queued_bytes",
+        "_socket",
+        "_workers",
+        "closed",
+        "positions",
+        "uid",
+    )
+
     def __init__(
         self,
         uid: int,
@@ -102,7 +117,7 @@ class Session:
         self._metrics = metrics
         self._limits = limits
         self._clock = clock
-        self._queue: deque[_Item] = deque()
+        self._queue: deque[_Item] | None = None  # made when needed: most sessions are idle
         self._queued_bytes = 0
         self._live = False
         self._drainer: asyncio.Task[None] | None = None
@@ -112,6 +127,8 @@ class Session:
         if self.closed:
             return
         size = len(item.text)
+        if self._queue is None:
+            self._queue = deque()
         if (
             len(self._queue) >= self._limits.frames
             or self._queued_bytes + size > self._limits.bytes
@@ -126,7 +143,7 @@ class Session:
     def close(self, code: CloseCode, reason: str) -> None:
         if not self.closed:
             self.closed = True
-            self._queue.clear()
+            self._queue = None
             self._queued_bytes = 0
             self._socket.close(code, reason)
 
@@ -163,6 +180,8 @@ class Session:
                 item = self._queue.popleft()
                 self._queued_bytes -= len(item.text)
                 await self._deliver(item)
+            if not self.closed:
+                self._queue = None  # an idle session keeps no queue
         except StreamUnavailable as exc:
             self.close(CloseCode.TRY_AGAIN, str(exc))
         except (ConnectionError, RuntimeError) as exc:  # the socket closed under us

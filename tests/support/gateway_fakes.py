@@ -104,6 +104,8 @@ class FakeWorkers:
         return self._chat(uid, cid)
 
     async def chats(self, uid: int, paging: Paging) -> Page[Chat]:
+        if self.crash:
+            raise RuntimeError("boom")
         mine = [c for c in self.chats_by_id.values() if uid in c.users]
         return Page[Chat](data=sorted(mine, key=lambda c: c.id, reverse=True)[: paging.limit])
 

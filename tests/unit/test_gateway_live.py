@@ -1,0 +1,301 @@
+"""The hub and its sessions (gateway/services/live.py) against hand-written fakes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from contracts.api import Chat, Message, Page
+from contracts.events import ChatCreated, ChatRead, MembersAdded, MessageCreated
+from contracts.live import CATCH_UP_MAX, CloseCode
+from gateway.domain.requests import Paging
+from gateway.services.live import Hub, QueueLimits, Session
+from tests.support.waiting import eventually
+
+CID = "a" * 24
+DEFAULT_LIMITS = QueueLimits()
+OTHER = "b" * 24
+
+
+class FakeSocket:
+    def __init__(self, blocked: bool = False) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.closed: tuple[CloseCode, str] | None = None
+        self.gate = asyncio.Event()
+        if not blocked:
+            self.gate.set()
+
+    async def send(self, text: str) -> None:
+        await self.gate.wait()
+        self.sent.append(orjson.loads(text))
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        self.closed = (code, reason)
+
+    def seqs(self, cid: str = CID) -> list[int]:
+        return [f["seq"] for f in self.sent if f["type"] == "message" and f["cid"] == cid]
+
+    def types(self) -> list[str]:
+        return [f["type"] for f in self.sent]
+
+
+class FakeHistory:
+    """The workers' history: every message of a chat by seq; the chats of users."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, list[Message]] = {}
+        self.members: dict[str, list[int]] = {}
+        self.down = False
+        self.reads = 0
+
+    def add(self, cid: str, count: int, uid: int = 1) -> list[MessageCreated]:
+        chat = self.stored.setdefault(cid, [])
+        events = []
+        for _ in range(count):
+            seq = len(chat) + 1
+            message = _message(cid, seq, uid)
+            chat.append(message)
+            events.append(MessageCreated(cid=cid, seq=seq, message=message))
+        return events
+
+    async def messages(self, uid: int, cid: str, paging: Paging) -> Page[Message]:
+        self.reads += 1
+        if self.down:
+            raise ConnectionError("workers down")
+        assert paging.cursor is not None and paging.cursor[0] == "afterSeq"
+        after = int(paging.cursor[1])
+        page = [m for m in self.stored.get(cid, []) if (m.seq or 0) > after][: paging.limit]
+        return Page[Message](data=list(reversed(page)))  # newest first, as the API
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.frames: dict[str, int] = {}
+        self.overflows = 0
+        self.caught = [0, 0]
+
+    def delivered(self, kind: str, latency: float | None) -> None:
+        self.frames[kind] = self.frames.get(kind, 0) + 1
+
+    def overflowed(self) -> None:
+        self.overflows += 1
+
+    def caught_up(self, messages: int, gaps: int) -> None:
+        self.caught[0] += messages
+        self.caught[1] += gaps
+
+
+def _message(cid: str, seq: int, uid: int = 1) -> Message:
+    return Message(
+        id=f"{seq:024x}", cid=cid, uid=uid, createdAt=1_700_000_000, text=f"m{seq}", seq=seq
+    )
+
+
+async def _session(
+    hub: Hub,
+    history: FakeHistory,
+    chats: dict[str, int],
+    since: dict[str, int] | None = None,
+    *,
+    uid: int = 1,
+    socket: FakeSocket | None = None,
+    limits: QueueLimits = DEFAULT_LIMITS,
+    metrics: Metrics | None = None,
+) -> tuple[Session, FakeSocket]:
+    socket = socket or FakeSocket()
+    session = Session(uid, socket, history, metrics or Metrics(), limits, lambda: 0.0)
+    hub.register(session)
+    hub.follow(session, list(chats))
+    await session.start(since or {}, chats)
+    return session, socket
+
+
+async def _settled(socket: FakeSocket, count: int) -> None:
+    await eventually(lambda: len(socket.sent) >= count, what=f"{count} frames sent")
+
+
+async def test_ready_then_the_missed_messages_then_live_ones() -> None:
+    hub, history = Hub(), FakeHistory()
+    history.add(CID, 5)
+    history.add(OTHER, 3)
+    _, socket = await _session(hub, history, {CID: 5, OTHER: 3}, since={CID: 2})
+    assert socket.types() == ["ready", "message", "message", "message"]
+    assert socket.seqs() == [3, 4, 5]
+    assert socket.seqs(OTHER) == []  # not in since: the client reads it over REST
+    for event in history.add(CID, 1) + history.add(OTHER, 1):
+        hub.publish(event)
+    await _settled(socket, 6)
+    assert socket.seqs() == [3, 4, 5, 6] and socket.seqs(OTHER) == [4]
+
+
+async def test_duplicates_and_late_redeliveries_are_dropped() -> None:
+    hub, history = Hub(), FakeHistory()
+    _, socket = await _session(hub, history, {CID: 0})
+    events = history.add(CID, 4)
+    for event in [events[0], events[0], events[1], events[0], events[2], events[1], events[3]]:
+        hub.publish(event)
+    await eventually(lambda: socket.seqs()[-1:] == [4], what="the last event")
+    assert socket.seqs() == [1, 2, 3, 4]
+
+
+async def test_a_skipped_seq_is_read_from_history_before_the_event() -> None:
+    hub, history = Hub(), FakeHistory()
+    _, socket = await _session(hub, history, {CID: 0})
+    events = history.add(CID, 6)
+    hub.publish(events[0])
+    hub.publish(events[5])  # 2..5 never reached this gateway's feed
+    await _settled(socket, 7)
+    assert socket.seqs() == [1, 2, 3, 4, 5, 6]
+
+
+async def test_a_jump_beyond_the_bound_is_a_gap_frame() -> None:
+    hub, history = Hub(), FakeHistory()
+    _, socket = await _session(hub, history, {CID: 0})
+    events = history.add(CID, CATCH_UP_MAX + 3)
+    hub.publish(events[0])
+    hub.publish(events[-1])
+    await _settled(socket, 4)
+    gap = [f for f in socket.sent if f["type"] == "gap"]
+    assert gap == [{"type": "gap", "cid": CID, "fromSeq": 2, "toSeq": CATCH_UP_MAX + 2}]
+    assert socket.seqs() == [1, CATCH_UP_MAX + 3]
+
+
+async def test_a_client_far_behind_gets_a_gap_then_what_came_after() -> None:
+    hub, history = Hub(), FakeHistory()
+    history.add(CID, CATCH_UP_MAX + 10)
+    _, socket = await _session(hub, history, {CID: CATCH_UP_MAX + 8}, since={CID: 1})
+    gap = socket.sent[1]
+    assert gap == {"type": "gap", "cid": CID, "fromSeq": 2, "toSeq": CATCH_UP_MAX + 8}
+    assert socket.seqs() == [CATCH_UP_MAX + 9, CATCH_UP_MAX + 10]  # stored after the list
+
+
+async def test_a_client_that_does_not_read_is_closed_and_the_others_go_on() -> None:
+    hub, history, metrics = Hub(), FakeHistory(), Metrics()
+    limits = QueueLimits(frames=5, bytes=1 << 20)
+    slow_socket = FakeSocket()
+    slow, _ = await _session(hub, history, {CID: 0}, socket=slow_socket, limits=limits)
+    slow_socket.gate.clear()  # from now on its sends never finish
+    _, fast = await _session(hub, history, {CID: 0}, uid=2, metrics=metrics)
+    for event in history.add(CID, 20):
+        hub.publish(event)
+    await _settled(fast, 21)
+    assert fast.seqs() == list(range(1, 21))
+    assert slow_socket.closed is not None and slow_socket.closed[0] is CloseCode.TOO_SLOW
+    assert slow.closed and metrics.overflows == 0  # the fast one never overflowed
+    await slow.stop()
+
+
+async def test_queue_bytes_bound_the_session_too() -> None:
+    hub, history, metrics = Hub(), FakeHistory(), Metrics()
+    socket = FakeSocket()
+    await _session(
+        hub, history, {CID: 0}, socket=socket, limits=QueueLimits(1000, 1024), metrics=metrics
+    )
+    socket.gate.clear()
+    for event in history.add(CID, 20):  # ~200 bytes a frame
+        hub.publish(event)
+    assert socket.closed is not None and socket.closed[0] is CloseCode.TOO_SLOW
+    assert metrics.overflows == 1
+
+
+async def test_a_new_chat_reaches_its_members_and_only_them() -> None:
+    hub, history = Hub(), FakeHistory()
+    _, alice = await _session(hub, history, {}, uid=1)
+    _, bob = await _session(hub, history, {}, uid=2)
+    _, eve = await _session(hub, history, {}, uid=3)
+    chat = Chat(id=CID, users=[1, 2], createdAt=1)
+    hub.publish(ChatCreated(cid=CID, chat=chat))
+    events = history.add(CID, 3)
+    hub.publish(events[2])  # 1 and 2 were missed: filled from history, from seq 1
+    await _settled(bob, 5)
+    for socket in (alice, bob):
+        assert socket.types()[:2] == ["ready", "chat"]
+        assert socket.seqs() == [1, 2, 3]
+    assert eve.types() == ["ready"]
+
+
+async def test_new_members_follow_the_chat_and_existing_ones_hear_of_them() -> None:
+    hub, history = Hub(), FakeHistory()
+    history.add(CID, 4)
+    _, alice = await _session(hub, history, {CID: 4}, uid=1)
+    _, carol = await _session(hub, history, {}, uid=3)
+    hub.publish(MembersAdded(cid=CID, users=[3], members=[1, 2, 3]))
+    hub.publish(history.add(CID, 1)[0])
+    await _settled(carol, 3)
+    assert [f["change"] for f in carol.sent if f["type"] == "chat"] == ["members_added"]
+    assert carol.seqs() == [5]  # from where she joined; the history is hers over REST
+    await _settled(alice, 3)
+    assert alice.types() == ["ready", "chat", "message"]
+
+
+async def test_read_markers_go_to_the_users_own_sessions() -> None:
+    hub, history = Hub(), FakeHistory()
+    _, phone = await _session(hub, history, {CID: 0}, uid=1)
+    _, laptop = await _session(hub, history, {CID: 0}, uid=1)
+    _, bob = await _session(hub, history, {CID: 0}, uid=2)
+    hub.publish(ChatRead(cid=CID, uid=1, seq=3))
+    await _settled(laptop, 2)
+    assert phone.sent[-1] == laptop.sent[-1] == {"type": "read", "cid": CID, "seq": 3}
+    assert bob.types() == ["ready"]
+
+
+async def test_history_down_during_a_fill_asks_the_client_to_come_back() -> None:
+    hub, history = Hub(), FakeHistory()
+    _, socket = await _session(hub, history, {CID: 0})
+    events = history.add(CID, 3)
+    history.down = True
+    hub.publish(events[2])
+    await eventually(lambda: socket.closed, what="closed")
+    assert socket.closed is not None and socket.closed[0] is CloseCode.TRY_AGAIN
+
+
+async def test_unregistered_sessions_get_nothing() -> None:
+    hub, history = Hub(), FakeHistory()
+    session, socket = await _session(hub, history, {CID: 0})
+    hub.unregister(session)
+    await session.stop()
+    hub.publish(history.add(CID, 1)[0])
+    assert socket.types() == ["ready"] and hub.sessions == 0
+
+
+@given(
+    st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=60),
+    st.integers(min_value=0, max_value=30),
+)
+def test_any_order_of_events_reaches_the_client_in_order_without_gaps(
+    order: list[int], since: int
+) -> None:
+    """Duplicates, reorderings and losses on the feed: the client still sees since+1..N."""
+
+    async def run() -> list[int]:
+        hub, history = Hub(), FakeHistory()
+        events = history.add(CID, since)
+        _, socket = await _session(hub, history, {CID: since}, since={CID: since})
+        events += history.add(CID, 30 - since)  # stored after the client connected
+        for seq in order:
+            hub.publish(events[seq - 1])
+        newest = max([since, *order])
+        await eventually(lambda: socket.seqs()[-1:] == [newest] or newest == since)
+        return socket.seqs()
+
+    seqs = asyncio.run(run())
+    assert seqs == list(range(since + 1, max([since, *order]) + 1))
+
+
+@pytest.mark.parametrize("kind", ["message", "chat", "read"])
+async def test_closed_sessions_take_nothing_more(kind: str) -> None:
+    hub, history = Hub(), FakeHistory()
+    session, socket = await _session(hub, history, {CID: 0})
+    session.close(CloseCode.GOING_AWAY, "bye")
+    event: Any = {
+        "message": history.add(CID, 1)[0],
+        "chat": MembersAdded(cid=CID, users=[9], members=[1, 9]),
+        "read": ChatRead(cid=CID, uid=1, seq=1),
+    }[kind]
+    hub.publish(event)
+    assert socket.types() == ["ready"]

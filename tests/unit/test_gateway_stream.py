@@ -1,0 +1,251 @@
+"""`GET /v1/stream` at the HTTP edge, with hand-written fakes behind the gateway, and the
+hello frame's parser for every input a stranger can send."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given
+from hypothesis import strategies as st
+
+from contracts.api import Chat
+from contracts.events import ChatCreated, MessageCreated
+from contracts.live import (
+    CLIENT_FRAME_MAX,
+    SINCE_MAX,
+    CloseCode,
+    Hello,
+    HelloProblem,
+    parse_hello,
+)
+from contracts.records import UID_MAX
+from gateway.app import create_app
+from gateway.domain.tokens import TokenCodec
+from gateway.settings import LOCAL_JWT_SECRET, GatewaySettings
+from tests.support.gateway_fakes import World
+from tests.support.waiting import WITHIN, eventually
+
+CID = "c" * 24
+Client = TestClient[web.Request, web.Application]
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+@pytest.fixture
+async def client(world: World) -> AsyncIterator[Client]:
+    settings = GatewaySettings(dialogue_env="local", stream_hello_timeout=0.5)
+    async with TestClient(TestServer(create_app(settings, adapters=world.adapters))) as client:
+        yield client
+
+
+def _token(user_id: int = 7, ttl: int = 3600, now: float | None = None) -> str:
+    codec = TokenCodec(LOCAL_JWT_SECRET, "dialogue-gateway", ttl)
+    return codec.issue(user_id, "someone", time.time() if now is None else now).token
+
+
+async def _hello(client: Client, token: str, since: dict[str, int] | None = None) -> Any:
+    ws = await client.ws_connect("/v1/stream")
+    await ws.send_str(
+        orjson.dumps({"type": "hello", "token": token, "since": since or {}}).decode()
+    )
+    return ws
+
+
+async def _frames(ws: Any, count: int) -> list[dict[str, Any]]:
+    frames = []
+    while len(frames) < count:
+        msg = await ws.receive(timeout=WITHIN)
+        assert msg.type is WSMsgType.TEXT, (msg.type, ws.close_code)
+        frames.append(orjson.loads(msg.data))
+    return frames
+
+
+async def _closed_with(ws: Any) -> int | None:
+    while True:
+        msg = await ws.receive(timeout=WITHIN)
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
+            return ws.close_code  # type: ignore[no-any-return]
+
+
+async def test_a_plain_get_is_a_json_400(client: Client) -> None:
+    response = await client.get("/v1/stream")
+    body = await response.json()
+    assert response.status == 400 and body["code"] == "4000"
+
+
+async def test_hello_then_ready_then_live_frames(client: Client, world: World) -> None:
+    ws = await _hello(client, _token(7))
+    assert await _frames(ws, 1) == [{"type": "ready", "userId": 7}]
+    chat = Chat(id=CID, users=[7, 8], createdAt=1)
+    world.feed.publish(ChatCreated(cid=CID, chat=chat))
+    world.workers.chats_by_id[CID] = chat
+    message = {"id": "d" * 24, "cid": CID, "uid": 8, "createdAt": 1, "text": "hi", "seq": 1}
+    world.feed.publish(MessageCreated.model_validate({"cid": CID, "seq": 1, "message": message}))
+    created, pushed = await _frames(ws, 2)
+    assert created["type"] == "chat" and created["change"] == "created"
+    assert pushed == {
+        "type": "message",
+        "cid": CID,
+        "seq": 1,
+        "message": {"object": "message", **message},
+    }
+    await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("first", "code"),
+    [
+        ("not json", CloseCode.BAD_HELLO),
+        ('{"type": "hi"}', CloseCode.BAD_HELLO),
+        ('{"type": "hello"}', CloseCode.BAD_HELLO),
+        ('{"type": "hello", "token": "x", "since": {"zz": 1}}', CloseCode.BAD_HELLO),
+        ('{"type": "hello", "token": "not-a-jwt"}', CloseCode.UNAUTHORIZED),
+    ],
+)
+async def test_a_bad_first_frame_closes_with_its_code(
+    client: Client, first: str, code: CloseCode
+) -> None:
+    ws = await client.ws_connect("/v1/stream")
+    await ws.send_str(first)
+    assert await _closed_with(ws) == code
+
+
+async def test_a_binary_hello_is_refused(client: Client) -> None:
+    ws = await client.ws_connect("/v1/stream")
+    await ws.send_bytes(b"\x00\x01")
+    assert await _closed_with(ws) == CloseCode.UNSUPPORTED
+
+
+async def test_a_frame_over_the_limit_closes_with_1009(client: Client) -> None:
+    ws = await client.ws_connect("/v1/stream", max_msg_size=0)
+    await ws.send_str("x" * (CLIENT_FRAME_MAX + 1))
+    assert await _closed_with(ws) == CloseCode.TOO_BIG
+
+
+async def test_no_hello_in_time_closes(client: Client) -> None:
+    ws = await client.ws_connect("/v1/stream")
+    assert await _closed_with(ws) == CloseCode.HELLO_TIMEOUT
+
+
+async def test_an_expired_token_has_its_own_code(client: Client) -> None:
+    ws = await _hello(client, _token(ttl=60, now=time.time() - 120))
+    assert await _closed_with(ws) == CloseCode.TOKEN_EXPIRED
+
+
+async def test_the_socket_closes_when_its_token_expires(client: Client) -> None:
+    ws = await _hello(client, _token(ttl=60, now=time.time() - 59))  # one second left
+    assert (await _frames(ws, 1))[0]["type"] == "ready"
+    assert await _closed_with(ws) == CloseCode.TOKEN_EXPIRED
+
+
+async def test_a_feed_not_yet_positioned_asks_to_come_back(client: Client, world: World) -> None:
+    world.feed.positioned = False
+    ws = await _hello(client, _token())
+    assert await _closed_with(ws) == CloseCode.TRY_AGAIN
+
+
+async def test_workers_down_at_hello_asks_to_come_back(client: Client, world: World) -> None:
+    world.workers.crash = True
+    ws = await _hello(client, _token())
+    assert await _closed_with(ws) == CloseCode.TRY_AGAIN
+
+
+async def test_shutting_down_says_going_away(world: World) -> None:
+    settings = GatewaySettings(dialogue_env="local")
+    client: Client = TestClient(TestServer(create_app(settings, adapters=world.adapters)))
+    await client.start_server()
+    ws = await _hello(client, _token())
+    await _frames(ws, 1)
+    closing = asyncio.create_task(client.server.close())  # the server, not the client
+    assert await _closed_with(ws) == CloseCode.GOING_AWAY
+    await closing
+    await client.close()
+
+
+async def test_the_socket_gauge_and_close_reasons_are_exported(client: Client) -> None:
+    ws = await _hello(client, _token())
+    await _frames(ws, 1)
+    admin = {"Authorization": "Bearer local-only-admin-token"}
+
+    async def metrics() -> str:
+        return await (await client.get("/metrics", headers=admin)).text()
+
+    assert "gateway_stream_sockets 1.0" in await metrics()
+    await ws.close()
+    text = await eventually(metrics, lambda t: "gateway_stream_sockets 0.0" in t)
+    assert 'gateway_stream_closes_total{code="1000"} 1.0' in text
+
+
+# --- the hello parser: every JSON a client can send ---------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=30), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+CIDS = st.text("0123456789abcdef", min_size=24, max_size=24)
+
+
+@given(JSON)
+def test_any_json_is_a_hello_or_a_stated_problem(value: Any) -> None:
+    try:
+        hello = parse_hello(json.dumps(value))  # stdlib: also ints past 64 bits, NaN
+    except HelloProblem as exc:
+        assert str(exc)
+    else:
+        assert isinstance(hello, Hello) and hello.token
+
+
+@given(st.text(max_size=200))
+def test_any_text_is_a_hello_or_a_stated_problem(text: str) -> None:
+    try:
+        parse_hello(text)
+    except HelloProblem as exc:
+        assert str(exc)
+
+
+@given(
+    st.dictionaries(
+        CIDS | st.text(max_size=30),
+        st.integers(min_value=-(2**64), max_value=2**64) | st.booleans() | st.floats(),
+        max_size=5,
+    )
+)
+def test_since_takes_chat_ids_and_seqs_within_bounds_only(since: dict[str, Any]) -> None:
+    valid = all(
+        len(c) == 24
+        and all(ch in "0123456789abcdef" for ch in c)
+        and type(s) in (int, float)
+        and float(s).is_integer()
+        and 0 <= s <= UID_MAX
+        and (type(s) is int or abs(s) <= 2**53)
+        for c, s in since.items()
+    )
+    text = json.dumps({"type": "hello", "token": "t", "since": since})
+    try:
+        hello = parse_hello(text)
+    except HelloProblem:
+        assert not valid
+    else:
+        assert valid and hello.since == {c: int(s) for c, s in since.items()}
+
+
+def test_since_names_at_most_since_max_chats() -> None:
+    many = {f"{i:024x}": 0 for i in range(SINCE_MAX + 1)}
+    hello = {"type": "hello", "token": "t", "since": dict(list(many.items())[:SINCE_MAX])}
+    assert len(parse_hello(orjson.dumps(hello).decode()).since) == SINCE_MAX
+    with pytest.raises(HelloProblem, match="at most"):
+        parse_hello(orjson.dumps({**hello, "since": many}).decode())
