@@ -401,11 +401,15 @@ async def test_kafka_stopped_gives_5031_and_never_202(
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka.settings.kafka_bootstrap)
         await admin.start()
         try:
-            await admin.create_topics([NewTopic("gw-e2e", 1, 1)])
+            await admin.create_topics([NewTopic("gw-e2e", 1, 1), NewTopic("gw-e2e.events", 1, 1)])
         finally:
             await admin.close()
         env = gateway_env(infra, database, workers[0], consul_url)
-        env |= {"KAFKA_BOOTSTRAP": kafka.settings.kafka_bootstrap, "TOPIC": "gw-e2e"}
+        env |= {
+            "KAFKA_BOOTSTRAP": kafka.settings.kafka_bootstrap,
+            "TOPIC": "gw-e2e",
+            "EVENTS_TOPIC": "gw-e2e.events",
+        }
         lone = GatewayProcess(env).start()
         try:
             await lone.wait_ready()

@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -29,11 +30,13 @@ from contracts.live import (
 from contracts.records import UID_MAX
 from gateway.app import create_app
 from gateway.domain.tokens import TokenCodec
+from gateway.entrypoints.state import SERVICES
 from gateway.settings import LOCAL_JWT_SECRET, GatewaySettings
 from tests.support.gateway_fakes import World
 from tests.support.waiting import WITHIN, eventually
 
 CID = "c" * 24
+README = Path(__file__).resolve().parents[2] / "README.md"
 Client = TestClient[web.Request, web.Application]
 
 
@@ -249,3 +252,27 @@ def test_since_names_at_most_since_max_chats() -> None:
     assert len(parse_hello(orjson.dumps(hello).decode()).since) == SINCE_MAX
     with pytest.raises(HelloProblem, match="at most"):
         parse_hello(orjson.dumps({**hello, "since": many}).decode())
+
+
+async def test_the_readme_client_prints_live_messages(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ten-line client in the README works as printed."""
+    readme = README.read_text()
+    block = readme.split("Live messages, in ten lines")[1].split("```python\n")[1].split("```")[0]
+    namespace: dict[str, Any] = {}
+    exec(block.replace("asyncio.run(", "# asyncio.run("), namespace)
+    settings = GatewaySettings(dialogue_env="local")
+    server = TestServer(create_app(settings, adapters=world.adapters))
+    await server.start_server()
+    chat = Chat(id=CID, users=[7, 8], createdAt=1)
+    world.workers.chats_by_id[CID] = chat
+    since: dict[str, int] = {}
+    listening = asyncio.create_task(namespace["listen"](str(server.make_url("")), _token(7), since))
+    await eventually(lambda: server.app[SERVICES].stream.hub.sessions == 1)
+    message = {"id": "d" * 24, "cid": CID, "uid": 8, "createdAt": 1, "text": "hi", "seq": 1}
+    world.feed.publish(MessageCreated.model_validate({"cid": CID, "seq": 1, "message": message}))
+    await eventually(lambda: since == {CID: 1}, what="the message seen")
+    await server.close()  # 1001: the loop ends
+    await listening
+    assert capsys.readouterr().out == f"{CID} 1 hi\n"
