@@ -116,7 +116,15 @@ def build(settings: WorkerSettings) -> Components:
 
     metrics.watch_partitions(lag.lags, lambda: len(health.stuck()))
     rewinder = Rewinder(app, health, metrics, every=settings.stall_after)
-    app.timer(interval=max(1.0, settings.stall_after / 3))(rewinder.run_once)
+
+    async def watch_partitions() -> None:
+        try:
+            await lag.refresh_ends()
+        except Exception as exc:  # Kafka unreachable: those partitions show no lag this time
+            log.warning("could not read end offsets: %s", exc)
+        await rewinder.run_once()
+
+    app.timer(interval=max(1.0, settings.stall_after / 3))(watch_partitions)
 
     ident = instance_id(settings)
     web_app: web.Application = cast(Any, app.web).web_app  # faust's aiohttp application

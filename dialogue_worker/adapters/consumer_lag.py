@@ -23,6 +23,18 @@ class ConsumerLag:
     def __init__(self, app: faust.App, next_offsets: Mapping[TopicPartition, int]) -> None:
         self._app = app
         self._next = next_offsets
+        #: End offsets of assigned partitions faust has not fetched from (no high watermark
+        #: yet), so a partition that is never fetched still shows its lag.
+        self._ends: dict[TopicPartition, int] = {}
+
+    async def refresh_ends(self) -> None:
+        """Ask Kafka for the end offsets of assigned partitions without a high watermark."""
+        if not self._app.started:
+            return
+        consumer = self._app.consumer
+        unknown = [tp for tp in consumer.assignment() if consumer.highwater(tp) is None]
+        ends = await consumer.highwaters(*unknown) if unknown else {}
+        self._ends = {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
     def per_partition(self) -> dict[TopicPartition, PartitionState]:
         if not self._app.started:
@@ -32,6 +44,8 @@ class ConsumerLag:
         states = {}
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
+            if highwater is None:
+                highwater = self._ends.get((tp.topic, tp.partition))
             positions = [self._next.get((tp.topic, tp.partition))]
             if committed.get(tp) is not None:
                 positions.append(committed[tp])

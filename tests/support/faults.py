@@ -126,6 +126,10 @@ class Platform:
             "MONGO_TIMEOUT": "3",
             "RETRY_BACKOFF_MAX": "1",
             "LOG_LEVEL": "INFO",
+            # A partition faust stopped handing over is rewound after this (docs/worker.md);
+            # shorter than the default so a stall after the last kill is mended well
+            # within check_written's wait.
+            "STALL_AFTER": "10",
         }
         first = WorkerProcess.for_test(
             infra,

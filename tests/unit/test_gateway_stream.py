@@ -276,3 +276,32 @@ async def test_the_readme_client_prints_live_messages(
     await server.close()  # 1001: the loop ends
     await listening
     assert capsys.readouterr().out == f"{CID} 1 hi\n"
+
+
+async def test_a_client_that_does_not_answer_pings_is_dropped(world: World) -> None:
+    settings = GatewaySettings(dialogue_env="local", stream_heartbeat=0.2)
+    client: Client = TestClient(TestServer(create_app(settings, adapters=world.adapters)))
+    await client.start_server()
+    try:
+        ws = await client.ws_connect("/v1/stream", autoping=False)  # never answers a ping
+        hello = {"type": "hello", "token": _token(), "since": {}}
+        await ws.send_str(orjson.dumps(hello).decode())
+        kinds = []
+        while not ws.closed:
+            msg = await ws.receive(timeout=WITHIN)
+            kinds.append(msg.type)
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR):
+                break
+        assert WSMsgType.PING in kinds  # it was asked, and the server gave up on it
+        admin = {"Authorization": "Bearer local-only-admin-token"}
+        text = await eventually(
+            lambda: _text(client.get("/metrics", headers=admin)),
+            lambda t: "gateway_stream_sockets 0.0" in t,
+        )
+        assert 'gateway_stream_closes_total{code="1006"} 1.0' in text
+    finally:
+        await client.close()
+
+
+async def _text(response: Any) -> str:
+    return await (await response).text()  # type: ignore[no-any-return]
