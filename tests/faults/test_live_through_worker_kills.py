@@ -16,7 +16,7 @@ import aiohttp
 
 from infra.local import LocalSettings
 from tests.support.api_user import User
-from tests.support.faults import Platform, phase, report
+from tests.support.faults import QUICK_REWIND, Platform, phase, report
 from tests.support.live_client import LiveClient
 from tests.support.waiting import hold
 
@@ -26,7 +26,9 @@ CHATS = 3
 async def test_a_live_client_misses_nothing_while_workers_are_killed(
     infra: LocalSettings, unique: Callable[[str], str], http: aiohttp.ClientSession
 ) -> None:
-    async with Platform.start(infra, unique, consul_url=infra.consul_url) as platform:
+    async with Platform.start(
+        infra, unique, consul_url=infra.consul_url, worker_env=QUICK_REWIND
+    ) as platform:
         url = platform.gateway.url
         alice, bob = [await User.sign_up(http, url, "k" + unique("")[-12:]) for _ in range(2)]
         chats = [await alice.chat_with(bob) for _ in range(CHATS)]

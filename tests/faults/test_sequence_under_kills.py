@@ -18,7 +18,7 @@ from pymongo import AsyncMongoClient
 
 from contracts.events import MessageCreated, decode_event
 from infra.local import LocalSettings
-from tests.support.faults import Load, Platform, check_written, phase, report
+from tests.support.faults import QUICK_REWIND, Load, Platform, check_written, phase, report
 from tests.support.waiting import eventually, hold
 
 KILLS = 3  # rounds; each kills every worker once, one after the other
@@ -27,7 +27,9 @@ KILLS = 3  # rounds; each kills every worker once, one after the other
 async def test_seqs_stay_gap_free_and_in_partition_order_through_repeated_sigkills(
     infra: LocalSettings, unique: Callable[[str], str], http: aiohttp.ClientSession
 ) -> None:
-    async with Platform.start(infra, unique, consul_url=infra.consul_url) as platform:
+    async with Platform.start(
+        infra, unique, consul_url=infra.consul_url, worker_env=QUICK_REWIND
+    ) as platform:
         load = await Load.prepare(platform, http, clients=4, chats=5)
         async with load.running():
             await hold(phase(1))
