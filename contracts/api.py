@@ -180,6 +180,14 @@ class User(BaseModel):
     createdAt: UnixSeconds
 
 
+class PublicUser(BaseModel):
+    """Another user as anyone signed in may see them: id and name."""
+
+    object: Literal["user"] = "user"
+    id: UserId
+    username: str = Field(description="the name as typed at sign-up")
+
+
 #: Characters of the newest message a chat carries in lists.
 PREVIEW_MAX = 100
 
@@ -249,6 +257,10 @@ class ChatList(Page[Chat]):
     """A page of the caller's chats, most recent activity first; `nextCursor` is the next
     `cursor` (opaque: the list is a snapshot, so no chat is skipped or repeated while chats
     move during paging)."""
+
+
+class UserList(Page[PublicUser]):
+    """The users a look-up found (`nextCursor` is always null)."""
 
 
 class MessageList(Page[Message]):

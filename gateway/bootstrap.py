@@ -19,6 +19,7 @@ from gateway.domain.tokens import TokenCodec
 from gateway.entrypoints.state import Services
 from gateway.services.auth import AuthService
 from gateway.services.chats import ChatService, Membership
+from gateway.services.directory import Directory
 from gateway.services.limits import Action, RateLimits, Rules, Scope
 from gateway.services.live import Hub, LiveMetrics, QueueLimits
 from gateway.services.messages import MessageService
@@ -102,6 +103,7 @@ def rate_rules(settings: GatewaySettings) -> Rules:
         (Action.POST_MESSAGE, Scope.ADDRESS): settings.rate_messages_per_address,
         (Action.POST_MESSAGE, Scope.USER): settings.rate_messages_per_user,
         (Action.OPEN_STREAM, Scope.ADDRESS): settings.rate_streams_per_address,
+        (Action.LOOK_UP_USERS, Scope.USER): settings.rate_user_lookups_per_user,
     }
 
 
@@ -136,6 +138,7 @@ def build_services(
         readiness=Readiness(adapters.bus, adapters.users, adapters.workers, adapters.feed),
         workers=adapters.workers,
         limits=RateLimits(rate_rules(settings), clock, settings.rate_limit_max_keys),
+        directory=Directory(adapters.users),
         stream=StreamService(
             Hub(),
             adapters.workers,

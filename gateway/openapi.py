@@ -26,7 +26,7 @@ from contracts.api import EXAMPLE_ID, OBJECT_ID_PATTERN
 from contracts.errors import ErrorCode
 from contracts.records import UID_MAX
 from contracts.requests import LIMIT_DEFAULT, LIMIT_MAX
-from gateway.domain.requests import IDEMPOTENCY_KEY_MAX
+from gateway.domain.requests import IDEMPOTENCY_KEY_MAX, LOOKUP_MAX
 
 OPENAPI_FILE = Path(__file__).resolve().with_name("openapi.json")
 SCHEMAS = "#/components/schemas/"
@@ -165,6 +165,23 @@ PARAMETERS: Mapping[str, Param] = {
             "the gateway process that answered.",
         ),
         Param(
+            "id",
+            "query",
+            {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 1, "maximum": UID_MAX},
+                "maxItems": LOOKUP_MAX,
+            },
+            f"a user id (repeat the parameter, at most {LOOKUP_MAX}); not with `username`",
+        ),
+        Param(
+            "username",
+            "query",
+            {"type": "array", "items": {"type": "string"}, "maxItems": LOOKUP_MAX},
+            f"an exact username (repeat the parameter, at most {LOOKUP_MAX}); matched as "
+            "sign-in matches it (case and width folded); not with `id`",
+        ),
+        Param(
             "X-Request-ID",
             "header",
             {"type": "string"},
@@ -277,6 +294,25 @@ ROUTES: tuple[Route, ...] = (
         answers=(Answer(200, "the caller's user", api.User),),
         errors=(ErrorCode.NOT_FOUND, ErrorCode.USER_STORE_UNAVAILABLE),
         notes={ErrorCode.NOT_FOUND: "the token's user no longer exists"},
+    ),
+    Route(
+        method="get",
+        path="/v1/users",
+        operation_id="lookUpUsers",
+        summary="Users by exact username, or by id: their ids and names",
+        tag="users",
+        answers=(Answer(200, "the users found, in the order asked for", api.UserList),),
+        params=("id", "username"),
+        errors=(ErrorCode.MALFORMED, ErrorCode.BAD_USER_ID, ErrorCode.USER_STORE_UNAVAILABLE),
+        notes={
+            ErrorCode.MALFORMED: f"neither or both of id and username, or more than "
+            f"{LOOKUP_MAX} values",
+        },
+        limited="look-ups by this user",
+        description="To start a chat by usernames, and to show the names of members. A "
+        "name or id that matches no one is left out of the answer (no error), so the "
+        "answer says only whether an account exists, as sign-up does; it reveals nothing "
+        "about who is in which chat.",
     ),
     Route(
         method="get",

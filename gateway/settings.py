@@ -153,6 +153,7 @@ class GatewaySettings(BaseSettings):
     rate_messages_per_address: RateSetting = _limit("300/10", "message posts per client address")
     rate_messages_per_user: RateSetting = _limit("60/10", "message posts per user")
     rate_streams_per_address: RateSetting = _limit("60/60", "stream (WebSocket) opens per address")
+    rate_user_lookups_per_user: RateSetting = _limit("60/60", "GET /v1/users look-ups per user")
     rate_limit_max_keys: int = Field(
         default=100_000, ge=1, description="buckets kept per limit (least recently used go)"
     )

@@ -102,6 +102,27 @@ class MySQLUserStore:
             found = {int(row[0]) for row in await cur.fetchall()}
         return wanted - found
 
+    async def by_ids(self, user_ids: Iterable[int]) -> list[User]:
+        wanted = sorted(set(user_ids))
+        if not wanted:
+            return []
+        marks = ", ".join(["%s"] * len(wanted))
+        async with self._cursor() as cur:
+            await cur.execute(f"SELECT {_COLUMNS} FROM users WHERE id IN ({marks})", tuple(wanted))
+            return [_user(row) for row in await cur.fetchall()]
+
+    async def by_usernames(self, usernames: Iterable[Username]) -> list[User]:
+        wanted = sorted({u.canonical.encode() for u in usernames})
+        if not wanted:
+            return []
+        marks = ", ".join(["%s"] * len(wanted))
+        async with self._cursor() as cur:
+            await cur.execute(
+                f"SELECT {_COLUMNS} FROM users WHERE username_canonical IN ({marks})",
+                tuple(wanted),
+            )
+            return [_user(row) for row in await cur.fetchall()]
+
     async def ping(self) -> None:
         async with self._cursor() as cur:
             await cur.execute("SELECT 1")

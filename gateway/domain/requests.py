@@ -10,9 +10,12 @@ from contracts import requests as rules
 from contracts.errors import ErrorCode
 from contracts.records import TEXT_MAX, acceptable_text
 from contracts.requests import LIMIT_DEFAULT
+from gateway.domain.usernames import SIGN_IN_MAX, Username, canonical, refusal
 from gateway.errors import GatewayError
 
 IDEMPOTENCY_KEY_MAX = 255
+#: Values one user look-up may name.
+LOOKUP_MAX = 50
 
 
 def chat_id(value: str) -> str:
@@ -96,3 +99,20 @@ def message_paging(query: Mapping[str, str]) -> Paging:
 def read_seq(body: Mapping[str, Any]) -> int:
     """The `seq` of a PUT .../read body: an integer >= 0 (4000)."""
     return rules.read_seq(body)
+
+
+def user_lookup(ids: list[str], names: list[str]) -> tuple[list[int], list[Username]]:
+    """`?id=` or `?username=` of GET /v1/users, repeated: 1-LOOKUP_MAX values of one kind
+    (4000), ids in bounds (4002). A name no account can have is left out, not refused:
+    it finds no one, like a name nobody took."""
+    if bool(ids) == bool(names):
+        raise GatewayError(ErrorCode.MALFORMED, "give either id or username (repeatable)")
+    if len(ids) + len(names) > LOOKUP_MAX:
+        raise GatewayError(ErrorCode.MALFORMED, f"at most {LOOKUP_MAX} values per look-up")
+    uids = list(dict.fromkeys(rules.user_id(raw) for raw in ids))
+    usernames = [
+        Username(name, canonical(name))
+        for name in dict.fromkeys(names)
+        if len(name) <= SIGN_IN_MAX and refusal(name) is None
+    ]
+    return uids, usernames

@@ -1,9 +1,11 @@
-"""POST /v1/auth/sign-up, POST /v1/auth/sign-in, GET /v1/users/me."""
+"""POST /v1/auth/sign-up, POST /v1/auth/sign-in, GET /v1/users/me, GET /v1/users."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from contracts.api import UserList
+from gateway.domain import requests as parse
 from gateway.domain.users import parse_sign_in, parse_sign_up
 from gateway.entrypoints.http import admit, caller, client, json_body, services
 from gateway.services.limits import Action
@@ -32,3 +34,13 @@ async def sign_in(request: web.Request) -> web.Response:
 async def me(request: web.Request) -> web.Response:
     user = await services(request).auth.me(caller(request))
     return json_response(user.public())
+
+
+@routes.get("/v1/users")
+async def look_up(request: web.Request) -> web.Response:
+    who = caller(request)
+    admit(request, Action.LOOK_UP_USERS, who.user_id)
+    query = request.query
+    ids, names = parse.user_lookup(query.getall("id", []), query.getall("username", []))
+    found = await services(request).directory.look_up(ids, names)
+    return json_response(UserList(data=found).model_dump())

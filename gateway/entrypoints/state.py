@@ -9,6 +9,7 @@ from aiohttp import web
 from gateway.metrics import GatewayMetrics
 from gateway.services.auth import AuthService
 from gateway.services.chats import ChatService
+from gateway.services.directory import Directory
 from gateway.services.limits import RateLimits
 from gateway.services.messages import MessageService
 from gateway.services.ports import Workers
@@ -25,6 +26,7 @@ class Services:
     readiness: Readiness
     workers: Workers
     limits: RateLimits
+    directory: Directory
     stream: StreamService
 
 

@@ -17,6 +17,7 @@ class Action(StrEnum):
     CREATE_CHAT = "chat creation"
     POST_MESSAGE = "message posts"
     OPEN_STREAM = "stream opens"
+    LOOK_UP_USERS = "user look-ups"
 
 
 class Scope(StrEnum):

@@ -26,6 +26,12 @@ class UserStore(Protocol):
     async def unknown(self, user_ids: Iterable[int]) -> set[int]:
         """The ids among `user_ids` that have no user."""
 
+    async def by_ids(self, user_ids: Iterable[int]) -> list[User]:
+        """The users among `user_ids` that exist."""
+
+    async def by_usernames(self, usernames: Iterable[Username]) -> list[User]:
+        """The users whose canonical names are among `usernames`."""
+
     async def ping(self) -> None: ...
 
 

@@ -204,3 +204,15 @@ async def test_argon2id_hash_and_verify() -> None:
     assert await hasher.verify(hashed, "secret1")
     assert not await hasher.verify(hashed, "secret2")
     assert not await hasher.verify("garbage", "secret1")
+
+
+async def test_users_by_ids_and_by_usernames_in_one_query(
+    pool: Any, unique: Callable[[str], str]
+) -> None:
+    store = MySQLUserStore(pool, timeout=3)
+    base = unique("many")[-16:].replace("-", "")
+    made = [await store.add(username(f"{base}{i}"), "hash", "m") for i in range(3)]
+    assert sorted(await store.by_ids([u.id for u in made] + [10**12]), key=lambda u: u.id) == made
+    names = [sign_in_name(f"{base.upper()}{i}") for i in range(3)] + [username(f"{base}x")]
+    assert sorted(await store.by_usernames(names), key=lambda u: u.id) == made
+    assert await store.by_ids([]) == [] and await store.by_usernames([]) == []

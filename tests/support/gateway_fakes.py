@@ -54,6 +54,15 @@ class FakeUsers:
         self._check()
         return set(user_ids) - set(self.users)
 
+    async def by_ids(self, user_ids: Iterable[int]) -> list[User]:
+        self._check()
+        return [self.users[uid] for uid in set(user_ids) if uid in self.users]
+
+    async def by_usernames(self, usernames: Iterable[Username]) -> list[User]:
+        self._check()
+        uids = {self.canonical.get(u.canonical) for u in usernames}
+        return [self.users[uid] for uid in uids if uid is not None]
+
     async def ping(self) -> None:
         self._check()
 

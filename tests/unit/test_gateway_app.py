@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from contracts.errors import ErrorCode
 from contracts.ids import new_id
@@ -242,3 +244,58 @@ def test_every_registered_route_is_in_the_openapi_document() -> None:
     }
     documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
     assert registered == documented
+
+
+async def test_users_are_looked_up_by_exact_name_or_id(client: Any) -> None:
+    alice, bob = await _sign_up(client, "Alice1"), await _sign_up(client, "bobby")
+    me = await (await client.get("/v1/users/me", headers=_auth(alice))).json()
+    response = await client.get(
+        "/v1/users?username=BOBBY&username=nobody&username=alice1&username=a%20b",
+        headers=_auth(bob),
+    )
+    body = await response.json()
+    assert response.status == 200 and body["nextCursor"] is None
+    assert [u["username"] for u in body["data"]] == ["bobby", "Alice1"]  # in the order asked
+    assert set(body["data"][0]) == {"object", "id", "username"}  # no gender, no dates
+    by_id = await (await client.get(f"/v1/users?id={me['id']}&id=999", headers=_auth(bob))).json()
+    assert by_id["data"] == [{"object": "user", "id": me["id"], "username": "Alice1"}]
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("", ErrorCode.MALFORMED),
+        ("?id=1&username=bob", ErrorCode.MALFORMED),
+        ("?" + "&".join(f"id={i}" for i in range(1, 52)), ErrorCode.MALFORMED),
+        ("?id=0", ErrorCode.BAD_USER_ID),
+        ("?id=abc", ErrorCode.BAD_USER_ID),
+        (f"?id={2**63}", ErrorCode.BAD_USER_ID),
+    ],
+)
+async def test_a_bad_look_up_is_a_4xx(client: Any, query: str, code: ErrorCode) -> None:
+    token = await _sign_up(client, "looker")
+    await _error(await client.get(f"/v1/users{query}", headers=_auth(token)), code)
+
+
+async def test_look_ups_need_a_token(client: Any) -> None:
+    await _error(await client.get("/v1/users?username=bob"), ErrorCode.NO_TOKEN)
+
+
+@given(
+    st.lists(st.text(max_size=300), max_size=60),
+    st.lists(st.text(max_size=30), max_size=60),
+)
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_look_up_query_is_answered_without_a_5xx(names: list[str], ids: list[str]) -> None:
+    async def run() -> int:
+        world = World()
+        app = create_app(_settings(), adapters=world.adapters)
+        async with TestClient(TestServer(app)) as client:
+            token = await _sign_up(client, "fuzzer")
+            params = [("username", n) for n in names] + [("id", i) for i in ids]
+            response = await client.get("/v1/users", params=params, headers=_auth(token))
+            body = await response.json()
+            assert response.status == 200 or body["code"] in ("4000", "4002"), body
+            return response.status
+
+    asyncio.run(run())
