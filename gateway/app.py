@@ -8,7 +8,13 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from gateway.bootstrap import AdaptersFactory, build_services, real_adapters
-from gateway.entrypoints import auth_routes, chat_routes, ops_routes, stream_routes
+from gateway.entrypoints import (
+    auth_routes,
+    chat_routes,
+    ops_routes,
+    stream_routes,
+    web_routes,
+)
 from gateway.entrypoints.headers import on_prepare
 from gateway.entrypoints.middlewares import errors, metrics, request_ids
 from gateway.entrypoints.state import METRICS, SERVICES, SETTINGS
@@ -32,6 +38,7 @@ def create_app(
     app.add_routes(chat_routes.routes)
     app.add_routes(ops_routes.routes)
     app.add_routes(stream_routes.routes)
+    app.add_routes(web_routes.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with adapters(settings) as opened:

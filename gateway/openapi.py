@@ -165,6 +165,12 @@ PARAMETERS: Mapping[str, Param] = {
             "the gateway process that answered.",
         ),
         Param(
+            "name",
+            "path",
+            {"type": "string", "pattern": r"^[a-z]+\.(js|css|html)$", "examples": ["main.js"]},
+            "a file of the web client (404 when there is none by that name)",
+        ),
+        Param(
             "id",
             "query",
             {
@@ -493,6 +499,32 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         method="get",
+        path="/",
+        operation_id="webClient",
+        summary="The web client's page",
+        tag="web",
+        answers=(Answer(200, "the single-page client", media_type="text/html"),),
+        auth=Auth.NONE,
+        description="Served with an ETag (304 on If-None-Match), gzip when accepted, and a "
+        "Content-Security-Policy that allows only this origin's scripts, styles and "
+        "connections.",
+    ),
+    Route(
+        method="get",
+        path="/app/{name}",
+        operation_id="webClientFile",
+        summary="A script or style sheet of the web client",
+        tag="web",
+        answers=(
+            Answer(200, "the file (a JavaScript module, or CSS)", media_type="text/javascript"),
+        ),
+        auth=Auth.NONE,
+        params=("name",),
+        errors=(ErrorCode.NOT_FOUND,),
+        notes={ErrorCode.NOT_FOUND: "no such file"},
+    ),
+    Route(
+        method="get",
         path="/health",
         operation_id="health",
         summary="Liveness",
@@ -559,6 +591,7 @@ TAGS = {
     "chats": "chats and their members",
     "messages": "posting and reading messages",
     "live": "the WebSocket stream of chat events",
+    "web": "the web client",
     "operations": "health, readiness, metrics and the admin view",
 }
 

@@ -8,7 +8,7 @@ from aiohttp import hdrs, web
 API_POLICY = "default-src 'none'; frame-ancestors 'none'"
 #: For HTML: only this origin's own scripts, styles and API calls; no plugins, no framing.
 HTML_POLICY = (
-    "default-src 'self'; object-src 'none'; base-uri 'none'; "
+    "default-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'; form-action 'self'"
 )
 

@@ -1,0 +1,84 @@
+// Every network call of the client: the REST API, its error codes, the token.
+
+const TOKEN_KEY = "dialogue.token";
+
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfter) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+}
+
+// What a person should read for each code the API can answer.
+const TEXT = {
+  4090: () => "That username is taken.",
+  4011: () => "Wrong username or password.",
+  4010: () => "Please sign in.",
+  4290: (e) => `Too many attempts. Try again in ${e.retryAfter || "a few"} s.`,
+  4031: () => "You are not a member of that chat.",
+  5030: () => "The service is unavailable. Try again shortly.",
+  5031: () => "Not sent. Retry.",
+  5032: () => "Accounts are unavailable. Try again shortly.",
+};
+
+export function explain(error) {
+  if (!(error instanceof ApiError)) return "Network problem. Check your connection.";
+  const text = TEXT[error.code];
+  return text ? text(error) : error.message;
+}
+
+export const session = {
+  get token() {
+    return this.saved()?.token ?? null;
+  },
+  saved() {
+    const raw = sessionStorage.getItem(TOKEN_KEY);
+    return raw ? JSON.parse(raw) : null;
+  },
+  save(token) {
+    sessionStorage.setItem(TOKEN_KEY, JSON.stringify(token));
+  },
+  clear() {
+    sessionStorage.removeItem(TOKEN_KEY);
+  },
+};
+
+async function call(method, path, body, extraHeaders = {}) {
+  const headers = { ...extraHeaders };
+  if (session.token) headers.Authorization = `Bearer ${session.token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    throw new ApiError(0, "network", "network problem");
+  }
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const retry = Number(response.headers.get("Retry-After")) || 0;
+    throw new ApiError(response.status, Number(data.code) || response.status, data.message || response.statusText, retry);
+  }
+  return data;
+}
+
+const query = (pairs) => new URLSearchParams(pairs).toString();
+
+export const api = {
+  signUp: (username, password, gender) =>
+    call("POST", "/v1/auth/sign-up", { username, password, passwordConfirm: password, gender }),
+  signIn: (username, password) => call("POST", "/v1/auth/sign-in", { username, password }),
+  chats: (cursor) => call("GET", `/v1/chats?${query(cursor ? { limit: 50, cursor } : { limit: 50 })}`),
+  chat: (cid) => call("GET", `/v1/chats/${cid}`),
+  createChat: (users) => call("POST", "/v1/chats", { users }),
+  messages: (cid, params) => call("GET", `/v1/chats/${cid}/messages?${query(params)}`),
+  post: (cid, txt, key) => call("POST", `/v1/chats/${cid}/messages`, { txt }, { "Idempotency-Key": key }),
+  read: (cid, seq) => call("PUT", `/v1/chats/${cid}/read`, { seq }),
+  usersByName: (names) => call("GET", `/v1/users?${query(names.map((n) => ["username", n]))}`),
+  usersById: (ids) => call("GET", `/v1/users?${query(ids.map((i) => ["id", String(i)]))}`),
+};

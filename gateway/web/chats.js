@@ -1,0 +1,80 @@
+// The chat list: by last activity, names, preview, time, unread badge; new chat by username.
+
+import { api, explain } from "./api.js";
+import { el, time } from "./dom.js";
+import { store } from "./store.js";
+
+export function chatList(onOpen) {
+  const list = el("ul", { class: "chats", id: "chat-list", "aria-label": "Chats" });
+  const render = () => {
+    list.replaceChildren(
+      ...store.ordered().map((chat) => {
+        const unread = chat.unread > 0;
+        return el(
+          "li",
+          {},
+          el(
+            "button",
+            {
+              type: "button",
+              class: "chat",
+              "data-cid": chat.id,
+              "aria-label": `${store.title(chat)}${unread ? `, ${chat.unread} unread` : ""}`,
+              onclick: () => onOpen(chat.id),
+            },
+            el("span", { class: "title", text: store.title(chat) }),
+            el("span", { class: "when", text: chat.lastMessage ? time(chat.lastMessage.createdAt) : "" }),
+            el("span", { class: "preview", text: chat.lastMessage?.text ?? "No messages yet" }),
+            unread ? el("span", { class: "badge", text: String(chat.unread) }) : null,
+          ),
+        );
+      }),
+    );
+  };
+  store.listeners.add(render);
+  render();
+
+  const names = el("input", {
+    id: "new-chat-names",
+    placeholder: "usernames, comma-separated",
+    "aria-describedby": "new-chat-error",
+  });
+  const error = el("p", { class: "error", id: "new-chat-error", role: "alert" });
+  const form = el(
+    "form",
+    {
+      class: "new-chat",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        error.textContent = "";
+        const wanted = names.value
+          .split(",")
+          .map((n) => n.trim())
+          .filter(Boolean);
+        if (!wanted.length) return;
+        try {
+          const found = (await api.usersByName(wanted)).data;
+          if (found.length < wanted.length) {
+            const known = new Set(found.map((u) => u.username.toLowerCase()));
+            const missing = wanted.filter((n) => !known.has(n.toLowerCase()));
+            error.textContent = `No user named ${missing.join(", ")}.`;
+            return;
+          }
+          for (const user of found) store.names.set(user.id, user.username);
+          const chat = await api.createChat([store.me.userId, ...found.map((u) => u.id)]);
+          store.put(chat);
+          names.value = "";
+          store.changed("chats");
+          onOpen(chat.id);
+        } catch (e) {
+          error.textContent = explain(e);
+        }
+      },
+    },
+    el("label", { for: "new-chat-names", text: "Start a chat with" }),
+    names,
+    el("button", { type: "submit", text: "Start" }),
+    error,
+  );
+  return el("section", { class: "list-pane", "aria-label": "Your chats" }, form, list);
+}

@@ -1,0 +1,197 @@
+"""The web client in a real browser (Debian's chromium, driven by Playwright for Python).
+
+Two people in two browser contexts, one at desktop and one at phone width, on the real
+platform (gateway, workers, Kafka, FerretDB, MariaDB): sign-up, a chat started by
+username, live messages both ways, unread badges, 200 older messages paged in by
+scrolling up, ten seconds offline, and a message that looks like HTML rendered as text.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+from infra.local import LocalSettings
+from infra.local.apt import apt_install
+from infra.local.stack import PrintProgress
+from tests.support.api_user import User
+from tests.support.faults import PASSWORD, Platform
+from tests.support.waiting import eventually, hold
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "docs" / "screenshots"
+XSS = "<img src=x onerror=alert(1)>"
+#: First load budget of the page's scripts and styles, compressed.
+BUDGET = 150 * 1024
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Debian's chromium (installed when missing): Playwright cannot download browsers here."""
+    if shutil.which("chromium") is None:
+        apt_install("browser tests", "chromium", PrintProgress())
+    path = shutil.which("chromium")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="module")
+async def platform(infra: LocalSettings, unique: Callable[[str], str]) -> AsyncIterator[Platform]:
+    async with Platform.start(infra, unique, consul_url=infra.consul_url) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+async def browser(chromium: str) -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield launched
+        await launched.close()
+
+
+async def sign_up(page: Page, url: str, name: str) -> None:
+    await page.goto(url)
+    await page.fill("#username", name)
+    await page.fill("#password", PASSWORD)
+    await page.click("button[value=up]")
+    await page.wait_for_selector("#new-chat-names")
+
+
+async def token_of(page: Page) -> dict[str, Any]:
+    saved = await page.evaluate("sessionStorage.getItem('dialogue.token')")
+    return json.loads(saved)  # type: ignore[no-any-return]
+
+
+async def message_texts(page: Page) -> list[str]:
+    return await page.locator("#messages .message .text").all_text_contents()
+
+
+async def test_two_people_chat_in_the_browser(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    url = platform.gateway.url
+    desk: BrowserContext = await browser.new_context(viewport={"width": 1280, "height": 800})
+    phone: BrowserContext = await browser.new_context(viewport={"width": 375, "height": 740})
+    alice, bob = await desk.new_page(), await phone.new_page()
+    dialogs: list[str] = []
+    for page in (alice, bob):
+        page.on("dialog", lambda d: dialogs.append(d.message))
+    alice_name, bob_name = "a" + unique("")[-12:], "b" + unique("")[-12:]
+    await sign_up(alice, url, alice_name)
+    await sign_up(bob, url, bob_name)
+
+    # Alice starts a chat by Bob's username and writes; Bob's list shows it, unread.
+    await alice.fill("#new-chat-names", bob_name)
+    await alice.click(".new-chat button[type=submit]")
+    await alice.wait_for_selector(f"#chat-title:has-text('{bob_name}')")
+    await alice.fill("#compose", "hello bob")
+    await alice.press("#compose", "Enter")
+    badge = bob.locator(".chat .badge")
+    await badge.wait_for()
+    assert await badge.text_content() == "1"
+    assert await bob.locator(".chat .preview").text_content() == "hello bob"
+
+    # Bob opens it: the message is there, the badge goes; his answer reaches Alice live.
+    await bob.click(".chat")
+    await bob.wait_for_selector("#messages .message:has-text('hello bob')")
+    await bob.fill("#compose", "hi alice\nsecond line")  # Shift+Enter would make the same
+    await bob.press("#compose", "Enter")
+    await alice.wait_for_selector("#messages .message:has-text('hi alice')")
+    await bob.click(".back")
+    await eventually(lambda: badge.count(), lambda n: n == 0, what="Bob's badge cleared")
+
+    # A message that looks like HTML is shown as those characters.
+    await alice.fill("#compose", XSS)
+    await alice.press("#compose", "Enter")
+    await bob.click(".chat")
+    await bob.wait_for_selector("#messages .message:has-text('onerror')")
+    assert XSS in await message_texts(bob)
+    assert await bob.locator("#messages img").count() == 0 and dialogs == []
+
+    # Ten seconds offline while Alice writes: everything arrives after, nothing twice.
+    await phone.set_offline(True)
+    for i in range(5):
+        await alice.fill("#compose", f"while away {i}")
+        await alice.press("#compose", "Enter")
+    await hold(10)  # the outage itself
+    await phone.set_offline(False)
+    away = [f"while away {i}" for i in range(5)]
+    texts = await eventually(
+        lambda: message_texts(bob),
+        lambda found: all(t in found for t in away),
+        what="the messages written while Bob was offline",
+    )
+    assert [t for t in texts if t.startswith("while away")] == away
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await alice.screenshot(path=str(SCREENSHOTS / "conversation-desktop.png"))
+    await bob.click(".back")
+    await bob.screenshot(path=str(SCREENSHOTS / "chat-list-phone.png"))
+    await desk.close()
+    await phone.close()
+
+
+async def test_two_hundred_older_messages_come_in_by_scrolling_up(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    url = platform.gateway.url
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    page = await context.new_page()
+    name = "c" + unique("")[-12:]
+    await sign_up(page, url, name)
+    token = await token_of(page)
+    async with aiohttp.ClientSession() as http:
+        other = await User.sign_up(http, url, "d" + unique("")[-12:])
+        chat = await other.call("POST", "/v1/chats", json={"users": [other.id, token["userId"]]})
+        cid = chat["id"]
+        for i in range(200):
+            await other.post(cid, f"old {i}")
+        await eventually(lambda: other.history(cid), lambda h: len(h) == 200, what="stored")
+    await page.reload()  # revalidated (304): the page must still run
+    await page.click(f".chat[data-cid='{cid}']")
+    await page.wait_for_selector("#messages .message:has-text('old 199')")
+
+    async def scrolled_to_top() -> int:
+        await page.evaluate("document.querySelector('.scroller').scrollTop = 0")
+        return await page.locator("#messages .message").count()
+
+    await eventually(scrolled_to_top, lambda n: n == 200, what="all 200 paged in")
+    texts = await message_texts(page)
+    assert texts == [f"old {i}" for i in range(200)]
+    await context.close()
+
+
+async def test_first_load_fits_the_budget(platform: Platform, browser: Browser) -> None:
+    context = await browser.new_context()
+    page = await context.new_page()
+    sizes: dict[str, int] = {}
+
+    async def on_response(response: Any) -> None:
+        if response.url.endswith((".js", ".css")):
+            sizes[response.url] = int(response.headers.get("content-length", "0"))
+
+    page.on("response", on_response)
+    started = time.perf_counter()
+    await page.goto(platform.gateway.url)
+    await page.wait_for_selector("#username")
+    ready = time.perf_counter() - started
+    files = [f for f in (REPO / "gateway" / "web").iterdir() if f.suffix in (".js", ".css")]
+    await eventually(lambda: len(sizes) >= len(files), what="every module loaded")
+    total = sum(sizes.values())
+    print(
+        f"web client first load: {len(sizes)} files, {total / 1024:.1f} KB compressed, "
+        f"sign-in form after {ready * 1000:.0f} ms"
+    )
+    assert total <= BUDGET, sizes
+    headers = (await page.request.get(platform.gateway.url)).headers
+    assert "script-src" not in headers["content-security-policy"]  # default-src 'self' only
+    assert "'unsafe-inline'" not in headers["content-security-policy"]
+    await context.close()
