@@ -9,6 +9,7 @@ scrolling up, ten seconds offline, and a message that looks like HTML rendered a
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,7 +28,6 @@ from tests.support.faults import PASSWORD, Platform
 from tests.support.waiting import eventually, hold
 
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "docs" / "screenshots"
 XSS = "<img src=x onerror=alert(1)>"
 #: First load budget of the page's scripts and styles, compressed.
 BUDGET = 150 * 1024
@@ -41,6 +41,16 @@ def chromium() -> str:
     path = shutil.which("chromium")
     assert path is not None
     return path
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the screenshots go: SCREENSHOTS_DIR=docs/screenshots refreshes the README's;
+    otherwise a temporary folder, so a test run changes no tracked file."""
+    wanted = os.environ.get("SCREENSHOTS_DIR")
+    folder = Path(wanted) if wanted else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +85,7 @@ async def message_texts(page: Page) -> list[str]:
 
 
 async def test_two_people_chat_in_the_browser(
-    platform: Platform, browser: Browser, unique: Callable[[str], str]
+    platform: Platform, browser: Browser, unique: Callable[[str], str], screenshots: Path
 ) -> None:
     url = platform.gateway.url
     desk: BrowserContext = await browser.new_context(viewport={"width": 1280, "height": 800})
@@ -131,10 +141,9 @@ async def test_two_people_chat_in_the_browser(
     )
     assert [t for t in texts if t.startswith("while away")] == away
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await alice.screenshot(path=str(SCREENSHOTS / "conversation-desktop.png"))
+    await alice.screenshot(path=str(screenshots / "conversation-desktop.png"))
     await bob.click(".back")
-    await bob.screenshot(path=str(SCREENSHOTS / "chat-list-phone.png"))
+    await bob.screenshot(path=str(screenshots / "chat-list-phone.png"))
     await desk.close()
     await phone.close()
 
