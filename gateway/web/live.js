@@ -9,6 +9,24 @@ export class Live {
     this.delay = 500;
     this.stopped = true;
     this.timer = null;
+    // A dead network can leave a socket open for minutes: the browser knows sooner.
+    window.addEventListener("offline", () => this.interrupted());
+    window.addEventListener("online", () => this.resume());
+  }
+
+  interrupted() {
+    if (this.stopped) return;
+    const socket = this.socket;
+    this.socket = null;
+    clearTimeout(this.timer);
+    if (socket) socket.close();
+    this.onState("reconnecting");
+  }
+
+  resume() {
+    if (this.stopped || this.socket) return;
+    clearTimeout(this.timer);
+    this.connect();
   }
 
   start(token) {

@@ -188,9 +188,10 @@ def rules_hold(context: HookContext, case: Case) -> bool:
     """Whether a positive case keeps the rules the document states only in prose.
 
     JSON Schema cannot say that a username is in one writing system (and the rest of
-    the username rules), that `before` and `after` exclude each other, that a chat's
-    users are 2 *distinct* ids, or that 7.0 is not an id: its "integer" includes 7.0,
-    while the API (like the Go one it replaces) wants integer literals.
+    the username rules), that `before` and `after` exclude each other, that a look-up
+    names users by `id` or by `username` (exactly one of the two), that a chat's users
+    are 2 *distinct* ids, or that 7.0 is not an id: its "integer" includes 7.0, while
+    the API (like the Go one it replaces) wants integer literals.
     """
     operation = _operation(case)
     body = case.body if isinstance(case.body, dict) else {}
@@ -202,6 +203,9 @@ def rules_hold(context: HookContext, case: Case) -> bool:
         if isinstance(users, list):
             enough = operation == "addChatUsers" or len(set(users)) >= 2
             return enough and all(type(uid) is int for uid in users)
+    if operation == "lookUpUsers" and _positive(case, ParameterLocation.QUERY):
+        query = case.query or {}
+        return bool(query.get("id")) != bool(query.get("username"))
     if operation == "listMessages" and _positive(case, ParameterLocation.QUERY):
         query = case.query or {}
         return sum(1 for name in HISTORY_CURSORS if query.get(name)) <= 1
