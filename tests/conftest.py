@@ -8,7 +8,7 @@ import contextlib
 import itertools
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 from hypothesis import settings as hypothesis_settings
 
 from infra.local import LocalSettings, Stack
+from tests.support.faults import Platform
 
 # No test asserts on speed: hypothesis's per-example deadline (200 ms by default) is such
 # an assertion, and a loaded 2-core machine exceeds it (1.2 s seen under `stress --cpu 2`).
@@ -90,3 +91,10 @@ async def _delete_topics(bootstrap: str, marker: str) -> None:
 def infra(stack: Stack) -> LocalSettings:
     """Where the running services listen."""
     return stack.settings
+
+
+@pytest.fixture(scope="module")
+async def platform(infra: LocalSettings, unique: Callable[[str], str]) -> AsyncIterator[Platform]:
+    """Two workers and a gateway of the module's own (end-to-end and browser tests)."""
+    async with Platform.start(infra, unique, consul_url=infra.consul_url) as started:
+        yield started

@@ -2,9 +2,10 @@
 
 Every gateway reads every event (it cannot know which of its sockets an event
 concerns before reading it), so the consumer has no group and commits nothing: it is
-assigned all partitions and starts at their ends when the gateway starts. What
-happened before is not lost to clients: they resume with `since`, and a session fills
-any seq it sees skipped from history (gateway/services/live.py).
+assigned all partitions and starts at their ends when the gateway starts (after an
+error, where it stopped). What happened before is not lost to clients: they resume
+with `since`, and a session fills any seq it sees skipped from history
+(gateway/services/live.py).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class KafkaEventFeed:
         self._deliver: Callable[[ChatEvent, float | None], None] = lambda event, at: None
         self._skipped: Callable[[str], None] = lambda reason: None
         self._ready = False
+        #: Per partition, the offset after the last record read: a restarted feed goes on
+        #: from there, so events published while it was down are not skipped.
+        self._next: dict[Any, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._status = "starting"
 
@@ -90,6 +94,12 @@ class KafkaEventFeed:
                 delay = backoff.next_delay()
                 log.warning("events feed: %s; again in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
+            except Exception:  # a bug must not end the feed for the gateway's lifetime
+                self._ready = False
+                self._status = "restarting after an error"
+                delay = backoff.next_delay()
+                log.exception("events feed failed; again in %.1fs", delay)
+                await asyncio.sleep(delay)
             finally:
                 self._ready = False
                 with contextlib.suppress(KafkaError):
@@ -111,14 +121,19 @@ class KafkaEventFeed:
             while not consumer.assignment():  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         for tp in consumer.assignment():
-            await consumer.position(tp)  # resolves "the end" now, not at the first fetch
+            if tp in self._next:  # a restart of the feed: go on where it stopped
+                consumer.seek(tp, self._next[tp])
+            else:
+                await consumer.position(tp)  # resolves "the end" now, not at the first fetch
         self._ready = True
         log.info("events feed reads %d partition(s) of %s", len(consumer.assignment()), self._topic)
 
     async def _consume(self, consumer: Any) -> None:
         while True:
             batches = await consumer.getmany(timeout_ms=1000, max_records=FETCH_MAX)
-            for records in batches.values():
+            for tp, records in batches.items():
+                if records:
+                    self._next[tp] = records[-1].offset + 1
                 for record in records:
                     try:
                         self._handle(record)

@@ -20,7 +20,6 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-from infra.local import LocalSettings
 from infra.local.apt import apt_install
 from infra.local.stack import PrintProgress
 from tests.support.api_user import User
@@ -51,12 +50,6 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = Path(wanted) if wanted else tmp_path_factory.mktemp("screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-@pytest.fixture(scope="module")
-async def platform(infra: LocalSettings, unique: Callable[[str], str]) -> AsyncIterator[Platform]:
-    async with Platform.start(infra, unique, consul_url=infra.consul_url) as started:
-        yield started
 
 
 @pytest.fixture(scope="module")

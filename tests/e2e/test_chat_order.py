@@ -18,7 +18,6 @@ import pytest
 from bson import ObjectId
 
 from dialogue_worker.adapters.topics import partitioner
-from infra.local import LocalSettings
 from infra.processes.gateway import GatewayProcess
 from tests.support import librdkafka
 from tests.support.api_user import User
@@ -26,12 +25,6 @@ from tests.support.faults import Platform
 from tests.support.waiting import eventually
 
 PER_PRODUCER = 40
-
-
-@pytest.fixture(scope="module")
-async def platform(infra: LocalSettings, unique: Callable[[str], str]) -> AsyncIterator[Platform]:
-    async with Platform.start(infra, unique, consul_url=infra.consul_url) as started:
-        yield started
 
 
 @pytest.fixture

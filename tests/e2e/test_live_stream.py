@@ -16,7 +16,6 @@ import aiohttp
 import pytest
 
 from gateway.settings import LOCAL_ADMIN_TOKEN
-from infra.local import LocalSettings
 from infra.processes.gateway import GatewayProcess
 from tests.support.api_user import User
 from tests.support.faults import Platform
@@ -31,12 +30,6 @@ SLOW_QUEUE = {
     "STREAM_SEND_BUFFER": "8192",
 }
 BIG_MESSAGES = 200  # of 4 KB: more than the slow client's buffers and queue hold
-
-
-@pytest.fixture(scope="module")
-async def platform(infra: LocalSettings, unique: Callable[[str], str]) -> AsyncIterator[Platform]:
-    async with Platform.start(infra, unique, consul_url=infra.consul_url) as started:
-        yield started
 
 
 @pytest.fixture(scope="module")
