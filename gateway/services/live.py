@@ -218,7 +218,7 @@ class Session:
             await self._send_gap(cid, after + 1, upto)
             self.positions[cid] = upto
             return
-        sent = gaps = 0
+        sent = 0
         cursor = after
         while upto is None or cursor < upto:
             page = await self._history(cid, cursor)
@@ -228,16 +228,15 @@ class Session:
             for message in found:
                 if upto is not None and message.seq is not None and message.seq > upto:
                     break
-                await self._socket.send(_message_frame(cid, message))
+                await self._socket.send(_message_frame(cid, message.seq or 0, message))
                 cursor = self.positions[cid] = message.seq or cursor
                 sent += 1
             if len(page) < LIMIT_MAX or not found:
                 break
         if upto is not None and cursor < upto:  # history has less than the event said
-            await self._send_gap(cid, cursor + 1, upto)
+            await self._send_gap(cid, cursor + 1, upto)  # counts itself
             self.positions[cid] = upto
-            gaps += 1
-        self._metrics.caught_up(sent, gaps)
+        self._metrics.caught_up(sent, 0)
 
     async def _history(self, cid: str, after: int) -> list[Message]:
         try:
@@ -253,8 +252,7 @@ class Session:
         self._metrics.caught_up(0, 1)
 
 
-def _message_frame(cid: str, message: Message) -> str:
-    seq = message.seq or 0
+def _message_frame(cid: str, seq: int, message: Message) -> str:
     return frame(MessageFrame(cid=cid, seq=seq, message=message).model_dump())
 
 
@@ -291,9 +289,7 @@ class Hub:
     def publish(self, event: ChatEvent, published: float | None = None) -> None:
         """Queue `event` for every session it concerns (never blocks)."""
         if isinstance(event, MessageCreated):
-            text = frame(
-                MessageFrame(cid=event.cid, seq=event.seq, message=event.message).model_dump()
-            )
+            text = _message_frame(event.cid, event.seq, event.message)
             item = _Item("message", text, event.cid, event.seq, published)
             for session in tuple(self._by_cid.get(event.cid, ())):
                 session.offer(item)

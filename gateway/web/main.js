@@ -57,14 +57,16 @@ async function open(cid) {
   conversation.input.focus();
 }
 
+async function fetchChat(cid) {
+  const chat = await api.chat(cid);
+  store.put(chat);
+  await store.names_of(chat.users);
+  return chat;
+}
+
 async function onMessage(frame) {
   const message = frame.message;
-  let chat = store.chats.get(frame.cid);
-  if (!chat) {
-    chat = await api.chat(frame.cid);
-    store.put(chat);
-    await store.names_of(chat.users);
-  }
+  const chat = store.chats.get(frame.cid) ?? (await fetchChat(frame.cid));
   if (frame.seq > chat.lastSeq) {
     chat.lastSeq = frame.seq;
     chat.lastMessage = { seq: frame.seq, uid: message.uid, text: message.text.slice(0, 100), createdAt: message.createdAt };
@@ -85,9 +87,7 @@ async function onFrame(frame) {
   } else if (frame.type === "message") {
     await onMessage(frame);
   } else if (frame.type === "chat") {
-    const chat = await api.chat(frame.cid);
-    store.put(chat);
-    await store.names_of(chat.users);
+    await fetchChat(frame.cid);
     store.changed("chats");
   } else if (frame.type === "read") {
     const chat = store.chats.get(frame.cid);

@@ -13,9 +13,10 @@ from pathlib import Path
 import aiohttp
 import aiomysql
 
+from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.local import LocalSettings
 from infra.processes.private import free_port
-from infra.processes.worker import WorkerProcess
+from infra.processes.worker import WorkerProcess, metric_sum
 
 REPO = Path(__file__).resolve().parents[2]
 JWT_SECRET = "e2e-gateway-secret-" + "x" * 32
@@ -81,6 +82,13 @@ class GatewayProcess:
                     pass
                 await asyncio.sleep(0.1)
         raise AssertionError(f"gateway not {what} after {within:.0f}s{self.tail()}")
+
+    async def metric(self, name: str) -> float:
+        """One metric from GET /metrics (local mode's admin token), summed over its labels."""
+        headers = {"Authorization": f"Bearer {LOCAL_ADMIN_TOKEN}"}
+        async with aiohttp.ClientSession(headers=headers) as http:
+            async with http.get(f"{self.url}/metrics") as resp:
+                return metric_sum(await resp.text(), name)
 
     def log_lines(self) -> list[str]:
         return self.log_file.read_text(errors="replace").splitlines()

@@ -42,6 +42,11 @@ async def _borrowed(session: aiohttp.ClientSession) -> AsyncIterator[aiohttp.Cli
     yield session
 
 
+def metric_sum(text: str, name: str) -> float:
+    """One metric of a Prometheus text exposition, summed over its label sets (0: absent)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
 class WorkerFailed(RuntimeError):
     """The worker exited or did not answer in time; the message ends with its log."""
 
@@ -196,9 +201,7 @@ class WorkerProcess:
         async with aiohttp.ClientSession(headers=self.headers) as http:
             async with http.get(f"{self.base_url}/metrics") as resp:
                 text = await resp.text()
-        return sum(
-            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)
-        )
+        return metric_sum(text, name)
 
     async def consul_status(self, session: aiohttp.ClientSession | None = None) -> str | None:
         """Status of this worker's TTL check in the local Consul agent; None if unregistered."""

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import pytest
 
-from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.processes.gateway import GatewayProcess
 from tests.support.api_user import User
 from tests.support.faults import Platform
@@ -199,7 +198,7 @@ async def test_a_client_that_stops_reading_is_closed_and_delays_no_one(
     await fast.wait_messages(cid, BIG_MESSAGES)  # everything, while the slow one holds nothing back
     assert fast.gap_free(cid) and not fast.ws.closed
     overflows = await eventually(
-        lambda: second_metric(http, second, "gateway_stream_queue_overflows_total"),
+        lambda: second.metric("gateway_stream_queue_overflows_total"),
         lambda n: n >= 1,
         what="the slow stream closed as too slow",
     )
@@ -209,13 +208,6 @@ async def test_a_client_that_stops_reading_is_closed_and_delays_no_one(
     # 4004 when the close frame got through; cut (1006/None) when it did not in time
     assert await slow.wait_closed() in (4004, 1006, None)
     await fast.close()
-
-
-async def second_metric(http: aiohttp.ClientSession, gateway: GatewayProcess, name: str) -> float:
-    headers = {"Authorization": f"Bearer {LOCAL_ADMIN_TOKEN}"}
-    async with http.get(f"{gateway.url}/metrics", headers=headers) as resp:
-        text = await resp.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
 async def test_non_members_see_nothing_of_a_chat(

@@ -165,6 +165,20 @@ async def test_a_jump_beyond_the_bound_is_a_gap_frame() -> None:
     assert socket.seqs() == [1, CATCH_UP_MAX + 3]
 
 
+async def test_history_short_of_what_an_event_says_is_one_gap() -> None:
+    hub, history, metrics = Hub(), FakeHistory(), Metrics()
+    _, socket = await _session(hub, history, {CID: 0}, metrics=metrics)
+    events = history.add(CID, 5)
+    del history.stored[CID][1:4]  # seqs 2..4 not (yet) readable
+    hub.publish(events[0])
+    hub.publish(events[4])
+    await _settled(socket, 4)
+    assert [f for f in socket.sent if f["type"] == "gap"] == [
+        {"type": "gap", "cid": CID, "fromSeq": 2, "toSeq": 4}
+    ]
+    assert socket.seqs() == [1, 5] and metrics.caught == [0, 1]
+
+
 async def test_a_client_far_behind_gets_a_gap_then_what_came_after() -> None:
     hub, history = Hub(), FakeHistory()
     history.add(CID, CATCH_UP_MAX + 10)
