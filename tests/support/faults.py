@@ -438,7 +438,7 @@ async def diagnose(platform: Platform) -> str:
             noted = [
                 line
                 for line in w.log_file.read_text(errors="replace").splitlines()
-                if "WARNING" in line or "ERROR" in line
+                if '"level":"warning"' in line or '"level":"error"' in line  # JSON log lines
             ]
             lines.append(f"{w.service_id} warnings ({len(noted)}), last 15:")
             lines += [f"  {line[:300]}" for line in noted[-15:]]
