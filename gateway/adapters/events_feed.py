@@ -123,8 +123,8 @@ class KafkaEventFeed:
         for tp in consumer.assignment():
             if tp in self._next:  # a restart of the feed: go on where it stopped
                 consumer.seek(tp, self._next[tp])
-            else:
-                await consumer.position(tp)  # resolves "the end" now, not at the first fetch
+            else:  # resolve "the end" now, not at the first fetch, and remember it
+                self._next[tp] = await consumer.position(tp)
         self._ready = True
         log.info("events feed reads %d partition(s) of %s", len(consumer.assignment()), self._topic)
 
