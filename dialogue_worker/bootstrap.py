@@ -9,6 +9,7 @@ from typing import Any, cast
 import faust
 from aiohttp import web
 
+from dialogue_worker.adapters.commits import KafkaPartitionLog, KafkaPositions, OffsetCommitter
 from dialogue_worker.adapters.consumer_lag import ConsumerLag
 from dialogue_worker.adapters.faust_app import RawSchema, WorkerApp
 from dialogue_worker.adapters.mongo import MongoDatabase
@@ -17,6 +18,7 @@ from dialogue_worker.adapters.mongo_log import MongoMessageLog
 from dialogue_worker.adapters.outbox import KafkaOutbox
 from dialogue_worker.adapters.registration import ConsulRegistration, instance_id
 from dialogue_worker.adapters.rewind import Rewinder
+from dialogue_worker.domain.offsets import DurableOffsets
 from dialogue_worker.entrypoints.agent import attach_agent
 from dialogue_worker.entrypoints.http import InternalApi
 from dialogue_worker.entrypoints.middleware import edge_middleware
@@ -24,6 +26,7 @@ from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.chat_book import ChatBook
 from dialogue_worker.services.chats import ChatService
 from dialogue_worker.services.health import WorkerHealth
+from dialogue_worker.services.ordering import PartitionOrder
 from dialogue_worker.services.persistence import BatchPersister
 from dialogue_worker.settings import WorkerSettings
 from platform_common.retry import Backoff
@@ -39,6 +42,8 @@ class Components:
     database: MongoDatabase
     outbox: KafkaOutbox
     persister: BatchPersister
+    committer: OffsetCommitter
+    positions: KafkaPositions
     health: WorkerHealth
     metrics: WorkerMetrics
     registration: ConsulRegistration
@@ -57,7 +62,6 @@ def faust_app(settings: WorkerSettings) -> faust.App:
         broker_session_timeout=10.0,
         broker_rebalance_timeout=10.0,
         broker_heartbeat_interval=1.0,
-        broker_commit_interval=settings.commit_interval,
         # Records in hand are redelivered after a rebalance (writes are idempotent);
         # waiting for them could hang a rebalance while MongoDB is down.
         stream_wait_empty=False,
@@ -86,8 +90,10 @@ def build(settings: WorkerSettings) -> Components:
         topic=settings.topic,
         events_topic=settings.events_topic,
     )
-    next_offsets: dict[tuple[str, int], int] = {}
-    lag = ConsumerLag(app, next_offsets)
+    ledger = DurableOffsets()
+    lag = ConsumerLag(app, ledger)
+    positions = KafkaPositions(settings.kafka_bootstrap, settings.worker_app_id)
+    order = PartitionOrder(ledger, KafkaPartitionLog(app, positions), metrics)
     health = WorkerHealth(database.ping, lag.per_partition, stall_after=settings.stall_after)
     persister = BatchPersister(
         log_store,
@@ -96,26 +102,34 @@ def build(settings: WorkerSettings) -> Components:
         health,
         metrics,
         backoff=lambda: Backoff(0.1, settings.retry_backoff_max),
-        next_offsets=next_offsets,
+        ledger=ledger,
+        order=order,
     )
-    topic: Any = app.topic(settings.topic, partitions=settings.topic_partitions, schema=RawSchema())
+    # acks=False: faust neither tracks nor commits this topic; the worker commits what it
+    # made durable (adapters.commits).
+    topic: Any = app.topic(
+        settings.topic, partitions=settings.topic_partitions, schema=RawSchema(), acks=False
+    )
+    committer = OffsetCommitter(app, ledger, positions, settings.topic, metrics)
     attach_agent(app, topic, persister, settings.batch_size, settings.batch_within)
 
     def ours(tps: set[Any]) -> list[int]:
         return sorted(tp.partition for tp in tps if tp.topic == settings.topic)
 
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        await committer.revoked(revoked)
         persister.forget_partitions(ours(revoked))
         log.info("partitions revoked: %s", ours(revoked), extra={"topic": settings.topic})
 
     async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+        await committer.assigned(assigned)
         log.info("partitions assigned: %s", ours(assigned), extra={"topic": settings.topic})
 
     app.on_partitions_revoked.connect(cast(Any, on_revoked))  # faust's signals, typed loosely
     app.on_partitions_assigned.connect(cast(Any, on_assigned))
 
     metrics.watch_partitions(lag.lags, lambda: len(health.stuck()))
-    rewinder = Rewinder(app, health, metrics, every=settings.stall_after)
+    rewinder = Rewinder(app, health, metrics, every=settings.stall_after, mend=order.mend)
 
     async def watch_partitions() -> None:
         try:
@@ -125,6 +139,7 @@ def build(settings: WorkerSettings) -> Components:
         await rewinder.run_once()
 
     app.timer(interval=max(1.0, settings.stall_after / 3))(watch_partitions)
+    app.timer(interval=settings.commit_interval)(committer.tick)
 
     ident = instance_id(settings)
     web_app: web.Application = cast(Any, app.web).web_app  # faust's aiohttp application
@@ -138,6 +153,8 @@ def build(settings: WorkerSettings) -> Components:
         database=database,
         outbox=outbox,
         persister=persister,
+        committer=committer,
+        positions=positions,
         health=health,
         metrics=metrics,
         registration=ConsulRegistration(settings, ident, health),

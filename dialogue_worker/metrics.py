@@ -65,6 +65,22 @@ class WorkerMetrics:
             "Stuck partitions (lag, no progress) rewound to where they stand.",
             registry=self.registry,
         )
+        self.offsets_skipped = Counter(
+            "dialogue_worker_offsets_skipped",
+            "Offsets committed past without a record: Kafka showed them empty (transaction "
+            "markers, retention).",
+            registry=self.registry,
+        )
+        self.held_back = Counter(
+            "dialogue_worker_batches_held_back",
+            "Batches whose records of a partition came after a hole and were read again.",
+            registry=self.registry,
+        )
+        self.commit_failures = Counter(
+            "dialogue_worker_commit_failures",
+            "Offset commits that Kafka refused or that failed (the next one retries).",
+            registry=self.registry,
+        )
         self.id_conflicts = Counter(
             "dialogue_worker_id_conflicts",
             "Records whose id was already stored with another chat, author or text.",

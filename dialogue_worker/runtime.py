@@ -76,6 +76,7 @@ class WorkerRuntime:
         )
         p.persister.route(partitioner(counts[s.topic]))
         await p.outbox.start()
+        await p.positions.start()
         # Web server first, then the consumer joins the group and the agent starts.
         await p.app.start()
         if p.app.crashed:
@@ -104,8 +105,11 @@ class WorkerRuntime:
         await asyncio.sleep(s.deregister_grace)  # readers notice before the server goes
         if not await p.persister.drain(s.shutdown_grace):
             log.warning("batch in hand unfinished after %.0fs: redelivered later", s.shutdown_grace)
+        if p.app.started:
+            await p.committer.commit()  # what is durable now; the rest is redelivered later
         if p.app.started or p.app.crashed:
-            await p.app.stop()  # commits acked offsets, leaves the group, stops the web server
+            await p.app.stop()  # leaves the group, stops the web server
+        await p.positions.stop()
         await p.outbox.stop()
         await p.database.close()
         log.info("worker %s stopped", p.instance_id)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import faust
 
+from dialogue_worker.domain.offsets import DurableOffsets
 from dialogue_worker.services.health import PartitionState
 
 TopicPartition = tuple[str, int]
@@ -14,15 +12,14 @@ TopicPartition = tuple[str, int]
 
 class ConsumerLag:
     """Per assigned partition: the next offset to persist and the lag behind the high
-    watermark. The position is the lower of what the persister has made durable
-    (`next_offsets`) and faust's committed offset (the next offset to read, as Kafka
-    keeps it): a record skipped and not yet
-    redelivered holds the commit back, so it shows as lag (and, if it stays, as a stuck
+    watermark. The position is where the partition is durable without a hole
+    (`DurableOffsets.through`, what the worker commits): a record skipped and not yet
+    redelivered holds it back, so it shows as lag (and, if it stays, as a stuck
     partition) even though newer records were stored."""
 
-    def __init__(self, app: faust.App, next_offsets: Mapping[TopicPartition, int]) -> None:
+    def __init__(self, app: faust.App, ledger: DurableOffsets) -> None:
         self._app = app
-        self._next = next_offsets
+        self._ledger = ledger
         #: End offsets of assigned partitions faust has not fetched from (no high watermark
         #: yet), so a partition that is never fetched still shows its lag.
         self._ends: dict[TopicPartition, int] = {}
@@ -40,17 +37,12 @@ class ConsumerLag:
         if not self._app.started:
             return {}
         consumer = self._app.consumer
-        committed: Mapping[Any, int | None] = getattr(consumer, "_committed_offset", {})
         states = {}
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
             if highwater is None:
                 highwater = self._ends.get((tp.topic, tp.partition))
-            positions = [self._next.get((tp.topic, tp.partition))]
-            if committed.get(tp) is not None:
-                positions.append(committed[tp])
-            known = [p for p in positions if p is not None]
-            position = min(known) if known else None
+            position = self._ledger.through((tp.topic, tp.partition))
             if highwater is not None and position is not None:
                 lag = max(0, highwater - position)
                 states[(tp.topic, tp.partition)] = PartitionState(lag, position)

@@ -8,17 +8,19 @@ rebalance leaves faust's read offset for the partition past what the next assign
 refetches, and faust drops the refetched records as already read. They are never acked,
 so the commit holds (no record is lost) but nothing moves until the worker restarts.
 
-`Rewinder` seeks such a partition, through faust's public `Consumer.seek`, to where it
-stands (the lower of the next offset to persist and the committed one). faust's seek
-resets the read offset as well, so the records are fetched and handed over again; the
-ones already stored are repeats, which change nothing.
+Before seeking, it asks whether the partition waits at a stretch without records (a
+transaction marker at the end of the partition, say): then the committer skips it and
+there is nothing to rewind. Otherwise `Rewinder` seeks the partition, through faust's
+public `Consumer.seek`, to where it is durable without a hole (what the worker commits).
+faust's seek resets the read offset as well, so the records are fetched and handed over
+again; the ones already stored are repeats, which change nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faust.types import TP
@@ -37,12 +39,14 @@ class Rewinder:
         metrics: WorkerMetrics,
         *,
         every: float,
+        mend: Callable[[tuple[str, int], int], Awaitable[bool]],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._app = app
         self._health = health
         self._metrics = metrics
         self._every = every  # at most one rewind of a partition per this many seconds
+        self._mend = mend  # (partition, end) -> True if it was an empty stretch, skipped
         self._clock = clock
         self._last: dict[tuple[str, int], float] = {}
 
@@ -57,6 +61,11 @@ class Rewinder:
             if now - self._last.get(key, -self._every) < self._every:
                 continue
             self._last[key] = now
+            try:
+                if await self._mend(key, stuck.offset + stuck.lag):
+                    continue
+            except Exception as exc:  # Kafka did not say: seeking back is safe either way
+                log.warning("could not look for records after a stuck offset: %s", exc)
             await self._app.consumer.seek(TP(stuck.topic, stuck.partition), stuck.offset)
             self._metrics.rewound.inc()
             log.warning(

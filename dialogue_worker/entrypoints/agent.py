@@ -1,21 +1,19 @@
-"""The faust agent: take a batch, hand it to the persister, ack it once it is durable.
+"""The faust agent: take a batch, hand it to the persister, which marks it durable.
 
-Acks are manual (`noack_take` + `stream.ack`): faust commits an offset only when every
-record before it is acked, so offsets never pass a record that is not yet in MongoDB
-or in the dead-letter topic. Concurrency stays 1.
+faust's acks are off for the topic: the persister marks each batch's offsets durable
+once it is written (domain.offsets) and the worker commits them itself
+(adapters.commits), never past a record that was not made durable. Concurrency stays 1.
 
 While one batch is being written the stream fills the next one (`WriteBehind`), so
-taking records off the stream no longer waits for MongoDB. Writes, and so acks, stay
-one batch at a time and in offset order: faust commits the first run of consecutive
-acked offsets and checks for a gap at its head only once the partition has a committed
-offset, so acks out of order could commit past a record not yet written. At most two
-batches are in hand: the one being written and the next.
+taking records off the stream no longer waits for MongoDB. Writes stay one batch at a
+time and in offset order, so each chat's seqs follow its partition. At most two batches
+are in hand: the one being written and the next.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import faust
@@ -25,7 +23,7 @@ from dialogue_worker.services.persistence import BatchPersister
 from dialogue_worker.services.write_behind import WriteBehind
 
 log = logging.getLogger(__name__)
-Taken = tuple[Sequence[Any], list[InboundRecord], Sorted]  # events, their records, sorted
+Taken = tuple[list[InboundRecord], Sorted]  # a batch's records, sorted
 
 
 def inbound(event: Any) -> InboundRecord:
@@ -55,11 +53,9 @@ def _span(records: Iterable[InboundRecord]) -> dict[str, str]:
 def attach_agent(
     app: faust.App, topic: Any, persister: BatchPersister, batch_size: int, within: float
 ) -> None:
-    async def persist_and_ack(stream: Any, batch: Taken) -> None:
-        events, records, sorted_batch = batch
+    async def persist_batch(batch: Taken) -> None:
+        records, sorted_batch = batch
         outcome = await persister.persist(records, sorted_batch)
-        for event in events:
-            await stream.ack(event)
         if log.isEnabledFor(logging.DEBUG):  # the offset spans cost a pass over the batch
             log.debug(
                 "batch persisted",
@@ -72,12 +68,12 @@ def attach_agent(
             )
 
     async def persist(stream: Any) -> None:
-        writer: WriteBehind[Taken] = WriteBehind(lambda b: persist_and_ack(stream, b))
+        writer: WriteBehind[Taken] = WriteBehind(persist_batch)
         try:
             async for events in stream.noack_take(batch_size, within=within):
                 records = [inbound(e) for e in events]
                 # Decoding and the membership check overlap the write in flight.
-                await writer.submit((events, records, await persister.sort(records)))
+                await writer.submit((records, await persister.sort(records)))
             await writer.flush()
         finally:
             await writer.cancel()

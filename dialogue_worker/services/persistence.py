@@ -1,12 +1,13 @@
 """Persisting a batch: sequence and store the valid records, dead-letter or forward the rest.
 
 Per batch, in this order, so a crash at any point is repaired by the redelivery:
+0. records that came after a hole in their partition are held back (services.ordering);
 1. refused records go to the dead-letter topic, misplaced ones to their chat's partition;
 2. each chat's records get their seqs (domain.sequencing) and are stored: their ids
    first (`message_ids`, a unique key per id), then the messages (a unique key per seq);
 3. each chat's newest seq, activity and preview are recorded;
 4. `message.created` is published for every record of the batch, stored now or before.
-Only then does the agent ack the batch, so its offsets are committed.
+Only then are the batch's offsets marked durable (domain.offsets), so they may be committed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TypeVar
 from contracts.events import MessageCreated
 from dialogue_worker.domain.chats import preview
 from dialogue_worker.domain.messages import MessageView
+from dialogue_worker.domain.offsets import DurableOffsets
 from dialogue_worker.domain.records import (
     Accepted,
     InboundRecord,
@@ -48,6 +50,7 @@ from dialogue_worker.errors import StorageUnavailable, WorkerError
 from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.chat_book import ChatBook
 from dialogue_worker.services.health import WorkerHealth
+from dialogue_worker.services.ordering import PartitionOrder
 from dialogue_worker.services.ports import (
     ChatAdvance,
     IdEntry,
@@ -133,7 +136,8 @@ class BatchPersister:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
-        next_offsets: dict[tuple[str, int], int] | None = None,
+        ledger: DurableOffsets | None = None,
+        order: PartitionOrder | None = None,
     ) -> None:
         self._store = store
         self._outbox = outbox
@@ -144,16 +148,17 @@ class BatchPersister:
         self._sleep = sleep
         self._clock = clock
         self._wall_clock = wall_clock
-        self._next_offsets = {} if next_offsets is None else next_offsets
+        self._ledger = DurableOffsets() if ledger is None else ledger
+        self._order = order
         self._partition_of: Callable[[str], int] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._draining = False
 
     @property
-    def next_offsets(self) -> Mapping[tuple[str, int], int]:
-        """Per (topic, partition): the offset after the last record made durable."""
-        return self._next_offsets
+    def ledger(self) -> DurableOffsets:
+        """Per partition, the offsets made durable (what the committer may commit)."""
+        return self._ledger
 
     def route(self, partition_of: Callable[[str], int]) -> None:
         """The partition each chat's records belong on (known once the topic is described)."""
@@ -182,6 +187,10 @@ class BatchPersister:
         self._idle.clear()
         started = self._clock()
         try:
+            if self._order is not None:
+                admitted = await self._order.admit(records)
+                if len(admitted) != len(records):  # some come after a hole: not now
+                    records, sorted_batch = admitted, None
             batch = sorted_batch if sorted_batch is not None else await self.sort(records)
             await self._dead_letter(batch.rejected)
             if batch.forward:
@@ -192,9 +201,11 @@ class BatchPersister:
             self._idle.set()
         self._metrics.persisted.inc(written.inserted)
         self._metrics.duplicates.inc(written.duplicates)
+        offsets: dict[tuple[str, int], list[int]] = defaultdict(list)
         for record in records:
-            key = (record.topic, record.partition)
-            self._next_offsets[key] = max(self._next_offsets.get(key, 0), record.offset + 1)
+            offsets[(record.topic, record.partition)].append(record.offset)
+        for tp, durable in offsets.items():
+            self._ledger.mark(tp, durable)
         self._health.progressed()
         self._metrics.batch_seconds.observe(self._clock() - started)
         return BatchOutcome(

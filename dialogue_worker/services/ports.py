@@ -164,3 +164,15 @@ class Outbox(Protocol):
         ...
 
     async def publish(self, events: Sequence[Event]) -> None: ...
+
+
+class PartitionLog(Protocol):
+    """The partitions the worker reads, as Kafka holds them."""
+
+    async def first_record(self, tp: tuple[str, int], offset: int, end: int) -> int | None:
+        """The offset of the first record at or after `offset` and below `end`, or None."""
+        ...
+
+    async def rewind(self, tp: tuple[str, int], offset: int) -> None:
+        """Read the partition again from `offset` (its records are handed over anew)."""
+        ...

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from pymongo import AsyncMongoClient
@@ -61,12 +60,7 @@ async def test_seqs_stay_gap_free_and_in_partition_order_through_repeated_sigkil
         assert offsets[cid] == sorted(offsets[cid]), f"chat {cid} not in partition order"
         assert len({d["p"] for d in history[cid]}) <= 1  # one owner partition per chat
     assert missing_events == set(), sorted(missing_events)[:10]
-    if written.missing:
-        # A known defect, open in issue 13: after quick rebalances faust can skip records
-        # and commit past them (its offset-gap handling), so acknowledged messages are
-        # lost with nothing dead-lettered. Everything above is still checked; this outcome
-        # is reported as XFAIL with its evidence until the persister refuses offset jumps.
-        pytest.xfail(f"acknowledged messages lost (issue 13 defect): {written!r}")
+    assert written.missing == [], written
 
 
 async def _history(platform: Platform) -> dict[str, list[dict[str, Any]]]:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
-import pytest
 from aiokafka import AIOKafkaConsumer
 from bson import ObjectId
 from pymongo import AsyncMongoClient
@@ -21,14 +19,6 @@ from infra.processes.worker import WorkerProcess, produce
 from tests.support.waiting import NeverHappened, eventually
 
 Mongo = AsyncMongoClient[dict[str, Any]]
-
-
-@pytest.fixture(scope="module")
-async def mongo(infra: LocalSettings, worker: WorkerProcess) -> AsyncIterator[Mongo]:
-    client: Mongo = AsyncMongoClient(infra.mongo_url)
-    yield client
-    await client.drop_database(worker.mongo_db)
-    await client.close()
 
 
 async def create_chat(worker: WorkerProcess, users: list[int]) -> str:

@@ -14,13 +14,15 @@ import pytest
 
 from contracts.events import MessageCreated
 from contracts.records import MessageRecord
+from dialogue_worker.domain.offsets import DurableOffsets
 from dialogue_worker.domain.records import InboundRecord, RejectKind
 from dialogue_worker.domain.sequencing import ChatState
 from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.chat_book import ChatBook
 from dialogue_worker.services.health import Status, WorkerHealth
+from dialogue_worker.services.ordering import PartitionOrder
 from dialogue_worker.services.persistence import BatchPersister
-from dialogue_worker.services.ports import StoredMessage
+from dialogue_worker.services.ports import PartitionLog, StoredMessage
 from platform_common.retry import Backoff
 from tests.support.worker_fakes import Crash, MemoryOutbox, MemoryStore
 
@@ -70,7 +72,12 @@ def rec(
 class World:
     """A persister over a fresh store, with two chats (members 1 and 2)."""
 
-    def __init__(self, store: MemoryStore | None = None, partitions: int | None = None) -> None:
+    def __init__(
+        self,
+        store: MemoryStore | None = None,
+        partitions: int | None = None,
+        partition_log: PartitionLog | None = None,
+    ) -> None:
         self.store = store or MemoryStore()
         if store is None:
             self.store.add_chat(CID, {1, 2})
@@ -80,6 +87,10 @@ class World:
         self.sleeps = Sleeps(self.clock)
         self.metrics = WorkerMetrics()
         self.health = WorkerHealth(self.store.ping, dict, stall_after=30, clock=self.clock)
+        self.ledger = DurableOffsets()
+        for partition in range(4):
+            self.ledger.assign([("msgs", partition)])
+            self.ledger.begin(("msgs", partition), 0)
         self.persister = BatchPersister(
             self.store,
             self.outbox,
@@ -90,6 +101,10 @@ class World:
             sleep=self.sleeps,
             clock=self.clock,
             wall_clock=lambda: self.clock.now,
+            ledger=self.ledger,
+            order=None
+            if partition_log is None
+            else PartitionOrder(self.ledger, partition_log, self.metrics),
         )
         if partitions is not None:
             self.persister.route(lambda cid: 0 if cid == CID else 1)
@@ -128,7 +143,7 @@ async def test_each_chat_gets_seqs_1_2_3_in_partition_order() -> None:
     ]
     chat = w.store.chats[CID].chat
     assert chat.last_seq == 3 and chat.last_message and chat.last_message.text == "m3"
-    assert w.persister.next_offsets == {("msgs", 0): 5}
+    assert w.ledger.through(("msgs", 0)) == 5  # what may be committed
 
 
 async def test_a_redelivered_batch_changes_nothing_and_publishes_its_events_again() -> None:
@@ -307,7 +322,7 @@ async def test_a_record_the_store_cannot_take_is_found_by_halving_and_dead_lette
     assert "OverflowError" in w.outbox.dead[0].reason
     assert list(w.store.seqs(CID)) == list(range(1, 8))  # no gap where the refused one was
     assert [w.store.seqs(CID)[s] for s in (5, 6, 7)] == ids(4, 6, 7)
-    assert w.sleeps.delays == [] and w.persister.next_offsets == {("msgs", 0): 8}
+    assert w.sleeps.delays == [] and w.ledger.through(("msgs", 0)) == 8
     assert w.metrics.dead_letters.labels("unstorable")._value.get() == 1
 
 

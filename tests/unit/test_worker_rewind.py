@@ -35,12 +35,31 @@ async def never_fails() -> None:
     return None
 
 
-def world() -> tuple[Rewinder, App, WorkerHealth, dict[tuple[str, int], PartitionState], Clock]:
+class Mender:
+    """The committer's `mend`: True for partitions whose stretch Kafka shows empty."""
+
+    def __init__(self) -> None:
+        self.empty: set[tuple[str, int]] = set()
+        self.error: Exception | None = None
+        self.calls: list[tuple[tuple[str, int], int]] = []
+
+    async def __call__(self, tp: tuple[str, int], end: int) -> bool:
+        self.calls.append((tp, end))
+        if self.error is not None:
+            raise self.error
+        return tp in self.empty
+
+
+World = tuple[Rewinder, App, WorkerHealth, dict[tuple[str, int], PartitionState], Clock]
+
+
+def world(mender: Mender | None = None) -> World:
     clock = Clock()
     partitions = {("msgs", 0): PartitionState(1235, 94), ("msgs", 1): PartitionState(0, 50)}
     health = WorkerHealth(never_fails, lambda: partitions, stall_after=30, clock=clock)
     app = App()
-    rewinder = Rewinder(app, health, WorkerMetrics(), every=30, clock=clock)
+    mend = mender or Mender()
+    rewinder = Rewinder(app, health, WorkerMetrics(), every=30, mend=mend, clock=clock)
     return rewinder, app, health, partitions, clock
 
 
@@ -67,3 +86,26 @@ async def test_once_per_period_and_not_while_writes_fail_or_the_partition_moves(
     partitions[("msgs", 0)] = PartitionState(1000, 300)  # it moved
     assert await rewinder.run_once() == []
     assert len(app.consumer.seeks) == 1
+
+
+async def test_a_stretch_without_records_is_skipped_not_sought() -> None:
+    mender = Mender()
+    mender.empty.add(("msgs", 0))  # e.g. a transaction marker at the partition's end
+    rewinder, app, _, _, clock = world(mender)
+    await rewinder.run_once()
+    clock.now += 31
+
+    assert [s.partition for s in await rewinder.run_once()] == []
+    assert mender.calls == [(("msgs", 0), 94 + 1235)]  # up to the high watermark
+    assert app.consumer.seeks == []
+
+
+async def test_when_kafka_cannot_say_the_partition_is_sought_back() -> None:
+    mender = Mender()
+    mender.error = ConnectionError("kafka unreachable")
+    rewinder, app, _, _, clock = world(mender)
+    await rewinder.run_once()
+    clock.now += 31
+
+    assert [s.partition for s in await rewinder.run_once()] == [0]
+    assert app.consumer.seeks == [("msgs", 0, 94)]

@@ -1,0 +1,130 @@
+"""Each partition's records are persisted in offset order, none passed over.
+
+The consumer can hand a partition's records over with a hole: after quick rebalances
+faust was seen dropping records it had fetched again, and delivering records buffered
+before a seek ahead of the ones fetched after it. Storing past such a hole would give
+the records after it their chat's seqs first, and the skipped ones later seqs (or none).
+
+`PartitionOrder.admit` looks at each partition's records of a batch in the order they
+came, from where the partition is durable (`DurableOffsets.through`):
+- a record below the next expected offset is a repeat of one already handled: admitted
+  (writing it again changes nothing);
+- the expected one is admitted;
+- past a hole, Kafka is asked whether the hole holds a record (`PartitionLog`). If not
+  (transaction markers, retention), the hole is marked as done and the record admitted.
+  If it does, that record and every later one of the partition in the batch are held
+  back, and the partition is read again from the hole (at most once per `reseek_after`
+  seconds for one offset: records buffered before the seek still come first).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from dialogue_worker.domain.offsets import DurableOffsets
+from dialogue_worker.domain.records import InboundRecord
+from dialogue_worker.metrics import WorkerMetrics
+from dialogue_worker.services.ports import PartitionLog
+
+log = logging.getLogger(__name__)
+TopicPartition = tuple[str, int]
+#: Seconds before a partition is sought back to the same offset again.
+RESEEK_AFTER = 2.0
+
+
+class PartitionOrder:
+    def __init__(
+        self,
+        ledger: DurableOffsets,
+        partitions: PartitionLog,
+        metrics: WorkerMetrics,
+        *,
+        reseek_after: float = RESEEK_AFTER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ledger = ledger
+        self._partitions = partitions
+        self._metrics = metrics
+        self._reseek_after = reseek_after
+        self._clock = clock
+        self._sought: dict[TopicPartition, tuple[int, float]] = {}
+
+    async def admit(self, records: Sequence[InboundRecord]) -> list[InboundRecord]:
+        """The records of the batch that may be persisted now, in their order."""
+        expected: dict[TopicPartition, int | None] = {}
+        held: set[TopicPartition] = set()
+        admitted = []
+        for record in records:
+            tp = (record.topic, record.partition)
+            if tp in held:
+                continue
+            if tp not in expected:
+                expected[tp] = self._ledger.through(tp)
+            want = expected[tp]
+            if want is None or record.offset <= want:  # start unknown, the next, or a repeat
+                admitted.append(record)
+                if want is not None and record.offset == want:
+                    expected[tp] = want + 1
+                continue
+            if await self._hole_is_empty(tp, want, record.offset):
+                admitted.append(record)
+                expected[tp] = record.offset + 1
+                continue
+            held.add(tp)
+            await self._seek_back(tp, want, record.offset)
+        return admitted
+
+    async def mend(self, tp: TopicPartition, end: int) -> bool:
+        """Mark [through, first record) done, if Kafka shows the partition waits at offsets
+        without a record: for a partition with lag and nothing handed over after the hole
+        (the Rewinder asks, `end` being the high watermark), e.g. a transaction's last
+        marker. True if the partition moved."""
+        through = self._ledger.through(tp)
+        if through is None or through >= end:
+            return False
+        first = await self._partitions.first_record(tp, through, end)
+        to = end if first is None else first
+        if to <= through:
+            return False  # a record is there, still to be handed over
+        self._mark_empty(tp, through, to)
+        return True
+
+    async def _hole_is_empty(self, tp: TopicPartition, start: int, end: int) -> bool:
+        try:
+            first = await self._partitions.first_record(tp, start, end)
+        except Exception as exc:  # Kafka did not say: hold the records, as if it did
+            log.warning("could not look into offsets %d..%d: %s", start, end - 1, exc)
+            return False
+        if first is not None:
+            return False
+        self._mark_empty(tp, start, end)
+        return True
+
+    def _mark_empty(self, tp: TopicPartition, start: int, end: int) -> None:
+        self._ledger.mark_range(tp, start, end)
+        self._metrics.offsets_skipped.inc(end - start)
+        log.info(
+            "offsets %d..%d hold no record (transaction markers or retention)",
+            start,
+            end - 1,
+            extra={"topic": tp[0], "partition": tp[1]},
+        )
+
+    async def _seek_back(self, tp: TopicPartition, offset: int, seen: int) -> None:
+        now = self._clock()
+        last = self._sought.get(tp)
+        self._metrics.held_back.inc()
+        if last is not None and last[0] == offset and now - last[1] < self._reseek_after:
+            return  # sought there a moment ago: the records are on their way
+        self._sought[tp] = (offset, now)
+        log.warning(
+            "records %d.. were handed over before %d: held back, reading again from %d",
+            seen,
+            offset,
+            offset,
+            extra={"topic": tp[0], "partition": tp[1]},
+        )
+        await self._partitions.rewind(tp, offset)
+        self._metrics.rewound.inc()

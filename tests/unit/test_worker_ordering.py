@@ -1,0 +1,116 @@
+"""PartitionOrder: a partition's records are persisted in offset order, none passed over.
+
+The partition log is a hand-written fake of Kafka's view: which offsets hold records."""
+
+from __future__ import annotations
+
+from dialogue_worker.domain.offsets import DurableOffsets
+from dialogue_worker.metrics import WorkerMetrics
+from dialogue_worker.services.ordering import PartitionOrder
+from tests.unit.test_worker_persistence import CID, World, ids, rec
+
+TP = ("msgs", 0)
+
+
+class FakeLog:
+    """Offsets that hold records (all but `markers`); the seeks asked for."""
+
+    def __init__(self, markers: set[int] | None = None) -> None:
+        self.markers = markers or set()
+        self.rewinds: list[tuple[tuple[str, int], int]] = []
+        self.failing = False
+
+    async def first_record(self, tp: tuple[str, int], offset: int, end: int) -> int | None:
+        if self.failing:
+            raise ConnectionError("kafka unreachable")
+        return next((o for o in range(offset, end) if o not in self.markers), None)
+
+    async def rewind(self, tp: tuple[str, int], offset: int) -> None:
+        self.rewinds.append((tp, offset))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def order(log: FakeLog, start: int = 0) -> tuple[PartitionOrder, DurableOffsets, Clock]:
+    ledger = DurableOffsets()
+    ledger.assign([TP])
+    ledger.begin(TP, start)
+    clock = Clock()
+    return PartitionOrder(ledger, log, WorkerMetrics(), clock=clock), ledger, clock
+
+
+async def test_records_in_order_and_repeats_are_all_admitted() -> None:
+    log = FakeLog()
+    admit, _, _ = order(log, start=10)
+    batch = [rec(o) for o in [7, 8, 10, 11, 12, 9]]  # 7..9: repeats of durable records
+    assert await admit.admit(batch) == batch
+    assert log.rewinds == []
+
+
+async def test_records_after_a_hole_are_held_back_and_the_partition_read_again() -> None:
+    log = FakeLog()
+    admit, ledger, clock = order(log, start=10)
+    other = rec(3, partition=1)  # another partition is not held up
+    batch = [rec(10), rec(11), other, rec(14), rec(15)]  # 12 and 13 were skipped
+
+    assert await admit.admit(batch) == [rec(10), rec(11), other]
+    assert log.rewinds == [(TP, 12)]
+    ledger.mark(TP, [10, 11])
+    assert await admit.admit([rec(16)]) == []  # buffered before the seek: still held
+    assert log.rewinds == [(TP, 12)]  # sought a moment ago: not again yet
+    clock.now += 5
+    assert await admit.admit([rec(17)]) == []
+    assert log.rewinds == [(TP, 12), (TP, 12)]  # still not there: read again
+    assert await admit.admit([rec(o) for o in range(12, 18)]) == [rec(o) for o in range(12, 18)]
+
+
+async def test_a_hole_without_records_is_marked_done() -> None:
+    log = FakeLog(markers={20, 41})  # transaction markers
+    admit, ledger, _ = order(log, start=20)
+    batch = [rec(o) for o in [*range(21, 41), 42]]
+
+    assert await admit.admit(batch) == batch
+    assert log.rewinds == []
+    ledger.mark(TP, [r.offset for r in batch])
+    assert ledger.through(TP) == 43  # the commit point passes both markers
+
+
+async def test_when_kafka_cannot_say_the_records_are_held_back() -> None:
+    log = FakeLog(markers={5})
+    log.failing = True
+    admit, _, _ = order(log, start=5)
+    assert await admit.admit([rec(6)]) == []
+    assert log.rewinds == [(TP, 5)]
+
+
+async def test_the_persister_stores_nothing_past_a_hole_so_seqs_follow_the_partition() -> None:
+    log = FakeLog()
+    w = World(partition_log=log)
+    await w.persister.persist([rec(0), rec(1), rec(3), rec(4)])  # 2 skipped by the consumer
+    assert w.store.seqs(CID) == dict(zip([1, 2], ids(0, 1), strict=True))
+    assert w.ledger.through(TP) == 2 and log.rewinds == [(TP, 2)]
+
+    await w.persister.persist([rec(2), rec(3), rec(4)])  # read again from the hole
+    assert w.store.seqs(CID) == dict(zip(range(1, 6), ids(0, 1, 2, 3, 4), strict=True))
+    assert w.ledger.through(TP) == 5
+
+
+async def test_mend_passes_offsets_without_records_at_the_end_of_a_partition() -> None:
+    log = FakeLog(markers={30})  # the last transaction's marker; the high watermark is 31
+    admit, ledger, _ = order(log, start=30)
+    assert await admit.mend(TP, 31) is True
+    assert ledger.through(TP) == 31
+    assert await admit.mend(TP, 31) is False  # nothing left to pass
+
+
+async def test_mend_leaves_a_partition_whose_next_record_is_there() -> None:
+    log = FakeLog()
+    admit, ledger, _ = order(log, start=30)
+    assert await admit.mend(TP, 40) is False
+    assert ledger.through(TP) == 30
