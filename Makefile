@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock | sha1sum | cut -c
 PYTEST_ARGS ?=
 WORKERS ?=
 COMPOSE ?= docker compose
+# make dev KAFKA_NODES=3: the local Kafka as a 3-node cluster (LOCAL_KAFKA_NODES).
+ifneq ($(KAFKA_NODES),)
+export LOCAL_KAFKA_NODES := $(KAFKA_NODES)
+endif
 
 .PHONY: help setup install lock infra-up infra-down infra-status test test-unit lint clean
 .PHONY: dev dev-down scale demo up down logs
@@ -63,7 +67,7 @@ clean: infra-down  ## stop everything and remove the run folder (caches are kept
 
 # --- the whole platform as local processes (infra/dev), no Docker -----------------------
 
-dev: install  ## run it: infrastructure, the gateway on :8007 and two workers (WORKERS=N); prints what is where
+dev: install  ## run it: infrastructure, the gateway on :8007 and two workers (WORKERS=N, KAFKA_NODES=3); prints what is where
 	$(BIN)/python -m infra.dev up $(if $(WORKERS),--workers $(WORKERS))
 
 dev-down:  ## stop what make dev started (infrastructure that was already running keeps running)

@@ -68,13 +68,14 @@ class WorkerRuntime:
         p, s = self._parts, self._parts.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         await p.database.open()
-        counts = await ensure_topics(
+        topics = await ensure_topics(
             s.kafka_bootstrap,
             [s.topic, s.dlq_topic, s.events_topic],
             s.topic_partitions,
             s.topic_replication,
+            s.topic_min_insync,
         )
-        p.persister.route(partitioner(counts[s.topic]))
+        p.persister.route(partitioner(topics.partitions[s.topic]))
         await p.outbox.start()
         await p.positions.start()
         # Web server first, then the consumer joins the group and the agent starts.

@@ -67,7 +67,12 @@ class WorkerSettings(BaseSettings):
     )
     topic_partitions: int = Field(default=12, ge=1, description="partitions created for the topics")
     topic_replication: int = Field(
-        default=1, ge=1, description="replication factor of created topics"
+        default=0, ge=0, description="replication factor of created topics (0: min(3, brokers))"
+    )
+    topic_min_insync: int = Field(
+        default=0,
+        ge=0,
+        description="min.insync.replicas of created topics (0: 2 with 3 or more replicas, else 1)",
     )
     entrypoint_token: SecretStr = Field(
         default=SecretStr(LOCAL_ENTRYPOINT_TOKEN),

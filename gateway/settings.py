@@ -76,7 +76,7 @@ class GatewaySettings(BaseSettings):
         default="dialogue.events", description="topic the live stream reads chat events from"
     )
     kafka_send_timeout: float = Field(
-        default=5.0,
+        default=10.0,
         gt=0,
         description="seconds a POST waits for the Kafka ack before answering 5031",
     )

@@ -6,9 +6,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -25,25 +27,64 @@ class TopicSetupFailed(WorkerError):
     """The topics could not be created or described; the worker cannot start."""
 
 
+@dataclass(frozen=True)
+class Durability:
+    """How many copies of each record a topic keeps, and how many must have a write."""
+
+    replication: int
+    min_insync: int
+
+    @classmethod
+    def for_cluster(cls, brokers: int, replication: int = 0, min_insync: int = 0) -> Durability:
+        """What topics get: the settings, or (0) three copies when there are three brokers
+        and two in sync for a write then, so one broker can be lost without losing one."""
+        rf = replication or min(3, max(1, brokers))
+        return cls(rf, min_insync or (2 if rf >= 3 else 1))
+
+
+@dataclass(frozen=True)
+class Topics:
+    """What `ensure_topics` found: partitions per topic, and topics weaker than wanted."""
+
+    partitions: dict[str, int]
+    wanted: Durability
+    weaker: dict[str, Durability] = field(default_factory=dict)
+
+
 async def ensure_topics(
-    bootstrap: str, topics: Sequence[str], partitions: int, replication: int
-) -> dict[str, int]:
-    """Create missing topics; returns the partition count each topic has."""
+    bootstrap: str,
+    topics: Sequence[str],
+    partitions: int,
+    replication: int = 0,
+    min_insync: int = 0,
+) -> Topics:
+    """Create missing topics (replication and min ISR: `Durability.for_cluster`) and
+    report existing ones that keep fewer copies or take writes with fewer in sync."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="dialogue-worker-admin")
     try:
         await admin.start()
+        cluster = await admin.describe_cluster()
+        wanted = Durability.for_cluster(len(cluster["brokers"]), replication, min_insync)
+        configs = {"min.insync.replicas": str(wanted.min_insync)}
         response = await admin.create_topics(
-            [NewTopic(t, num_partitions=partitions, replication_factor=replication) for t in topics]
+            [NewTopic(t, partitions, wanted.replication, topic_configs=configs) for t in topics]
         )
         for result in response.to_object()["topic_errors"]:
             code = result["error_code"]
             if code == 0:
-                log.info("topic %s created with %d partitions", result["topic"], partitions)
+                log.info(
+                    "topic %s created with %d partitions, %d replicas, min.insync.replicas %d",
+                    result["topic"],
+                    partitions,
+                    wanted.replication,
+                    wanted.min_insync,
+                )
             elif code != TOPIC_ALREADY_EXISTS:
                 raise TopicSetupFailed(
                     f"cannot create topic {result['topic']}: {result['error_message']}"
                 )
         described = await _when_served(admin, topics, TOPICS_READY_WITHIN)
+        found = await _durability(admin, described)
     except KafkaError as exc:
         raise TopicSetupFailed(f"cannot reach Kafka at {bootstrap}: {exc!r}") from exc
     finally:
@@ -57,7 +98,49 @@ async def ensure_topics(
                 count,
                 partitions,
             )
-    return counts
+    weaker = {
+        t: d
+        for t, d in found.items()
+        if d.replication < wanted.replication or d.min_insync < wanted.min_insync
+    }
+    for topic, has in weaker.items():
+        log.warning(
+            "topic %s keeps %d replicas with min.insync.replicas %d, weaker than the %d/%d "
+            "wanted: a write it acknowledges may be lost with a broker. Left unchanged "
+            "(raise them with kafka-reassign-partitions and kafka-configs, see docs/worker.md)",
+            topic,
+            has.replication,
+            has.min_insync,
+            wanted.replication,
+            wanted.min_insync,
+        )
+    return Topics(counts, wanted, weaker)
+
+
+async def _durability(
+    admin: AIOKafkaAdminClient, described: list[dict[str, Any]]
+) -> dict[str, Durability]:
+    """Each described topic's replication factor (its smallest) and min.insync.replicas."""
+    names = [t["topic"] for t in described]
+    responses = await admin.describe_configs(
+        [
+            ConfigResource(ConfigResourceType.TOPIC, name, {"min.insync.replicas": None})
+            for name in names
+        ]
+    )
+    min_isr: dict[str, int] = {}
+    for response in responses:
+        for resource in response.to_object()["resources"]:
+            for entry in resource["config_entries"]:
+                name = entry.get("config_names", entry.get("config_name"))
+                if name == "min.insync.replicas":
+                    min_isr[resource["resource_name"]] = int(entry["config_value"])
+    return {
+        t["topic"]: Durability(
+            min(len(p["replicas"]) for p in t["partitions"]), min_isr.get(t["topic"], 1)
+        )
+        for t in described
+    }
 
 
 def is_served(topic: dict[str, Any]) -> bool:

@@ -1,4 +1,21 @@
-"""Apache Kafka, one KRaft node (broker + controller), jars from Maven Central."""
+"""Apache Kafka in KRaft mode, jars from Maven Central: one node, or a cluster of three.
+
+Each node is a combined broker + controller process with its own ports, data folder and
+log. One node ("kafka") is the default: it starts fastest and holds one copy of each
+record. Three ("kafka-1" … "kafka-3", LOCAL_KAFKA_NODES=3) keep three copies, take a
+write only when two have it (min.insync.replicas=2), and go on when one node is lost.
+
+Failover settings of the cluster (Kafka's defaults in brackets), so that a lost leader is
+replaced well inside the gateway's KAFKA_SEND_TIMEOUT (5 s):
+- broker.session.timeout.ms=3000 [9000], broker.heartbeat.interval.ms=500 [2000]: the
+  controller fences a silent broker after 3 s and moves its leaderships;
+- controller.quorum.election.timeout.ms=1000, controller.quorum.fetch.timeout.ms=2000
+  (the defaults): a lost active controller is replaced within about 2-3 s;
+- replica.lag.time.max.ms=10000 [30000]: a dead follower leaves the ISR after 10 s, so
+  the partitions it followed stop counting on it sooner;
+- leader.imbalance.check.interval.seconds=30 [300]: a node that returns gets its
+  preferred leaderships back within half a minute.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +31,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 
 from infra.local.service import Progress, Service, ServiceError
+from infra.local.settings import LocalSettings
 
 POM = Path(__file__).with_name("kafka-pom.xml")
 
@@ -40,9 +58,30 @@ def _cluster_id() -> str:
             return cluster_id
 
 
+#: Failover settings of a multi-node cluster (see the module docstring).
+CLUSTER_TUNING = [
+    "broker.session.timeout.ms=2000",
+    "broker.heartbeat.interval.ms=250",
+    "controller.quorum.election.timeout.ms=500",
+    "controller.quorum.fetch.timeout.ms=1000",
+    "replica.lag.time.max.ms=10000",
+    "leader.imbalance.check.interval.seconds=30",
+    "unclean.leader.election.enable=false",
+]
+
+
+def node_names(nodes: int) -> list[str]:
+    """The service names of a cluster's nodes: "kafka" alone, else kafka-1 … kafka-N."""
+    return ["kafka"] if nodes == 1 else [f"kafka-{n}" for n in range(1, nodes + 1)]
+
+
 class Kafka(Service):
-    name = "kafka"
-    marker = "kafka.Kafka"
+    def __init__(self, settings: LocalSettings, node: int = 1) -> None:
+        super().__init__(settings)
+        self.node = node
+        self.name = node_names(settings.kafka_nodes)[node - 1]
+        self.port, self.controller_port = settings.kafka_ports(node)
+        self.marker = str(self.data_dir / "server.properties")  # in its command line only
 
     @property
     def libs(self) -> Path:
@@ -90,48 +129,61 @@ class Kafka(Service):
             *args,
         ]
 
-    def prepare(self, progress: Progress) -> None:
+    def _properties(self) -> list[str]:
         s = self.settings
+        nodes = s.kafka_nodes
+        replicas = min(3, nodes)
+        min_isr = 2 if replicas >= 3 else 1
+        voters = ",".join(f"{n}@{s.host}:{s.kafka_ports(n)[1]}" for n in range(1, nodes + 1))
+        lines = [
+            "process.roles=broker,controller",
+            f"node.id={self.node}",
+            f"controller.quorum.voters={voters}",
+            f"listeners=PLAINTEXT://{s.host}:{self.port},"
+            f"CONTROLLER://{s.host}:{self.controller_port}",
+            f"advertised.listeners=PLAINTEXT://{s.host}:{self.port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={self.data_dir / 'data'}",
+            "num.partitions=1",
+            "auto.create.topics.enable=false",
+            f"default.replication.factor={replicas}",
+            f"min.insync.replicas={min_isr}",
+            f"offsets.topic.replication.factor={replicas}",
+            "offsets.topic.num.partitions=12",
+            f"transaction.state.log.replication.factor={replicas}",
+            f"transaction.state.log.min.isr={min_isr}",
+            f"share.coordinator.state.topic.replication.factor={replicas}",
+            f"share.coordinator.state.topic.min.isr={min_isr}",
+            "group.initial.rebalance.delay.ms=0",
+            "log.retention.hours=24",
+        ]
+        return lines + (CLUSTER_TUNING if nodes > 1 else [])
+
+    def _cluster_id(self) -> str:
+        """One id for every node of the cluster (a file beside their data folders)."""
+        if self.settings.kafka_nodes == 1:
+            return _cluster_id()
+        path = self.run_dir / "kafka-cluster-id"
+        if not path.exists():
+            path.write_text(_cluster_id())
+        return path.read_text().strip()
+
+    def prepare(self, progress: Progress) -> None:
         config = self.data_dir / "server.properties"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "log4j2.properties").write_text(LOG4J)
-        config.write_text(
-            "\n".join(
-                [
-                    "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.voters=1@{s.host}:{s.kafka_controller_port}",
-                    f"listeners=PLAINTEXT://{s.host}:{s.kafka_port},"
-                    f"CONTROLLER://{s.host}:{s.kafka_controller_port}",
-                    f"advertised.listeners=PLAINTEXT://{s.host}:{s.kafka_port}",
-                    "controller.listener.names=CONTROLLER",
-                    "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                    f"log.dirs={self.data_dir / 'data'}",
-                    "num.partitions=1",
-                    "auto.create.topics.enable=false",
-                    "offsets.topic.replication.factor=1",
-                    "offsets.topic.num.partitions=12",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
-                    "group.initial.rebalance.delay.ms=0",
-                    "log.retention.hours=24",
-                    "",
-                ]
-            )
-        )
+        config.write_text("\n".join([*self._properties(), ""]))
         if (self.data_dir / "data" / "meta.properties").exists():
             return
         progress.step(self.name, "formatting KRaft storage")
-        cluster_id = _cluster_id()
         proc = subprocess.run(
             self._java(
                 "kafka.tools.StorageTool",
                 "format",
                 "-t",
-                cluster_id,
+                self._cluster_id(),
                 "-c",
                 str(config),
                 "--ignore-formatted",
@@ -144,7 +196,8 @@ class Kafka(Service):
             raise ServiceError(f"kafka storage format failed:\n{proc.stdout}{proc.stderr}")
 
     def argv(self) -> list[str]:
-        return self._java("kafka.Kafka", str(self.data_dir / "server.properties"), heap="1g")
+        heap = "1g" if self.settings.kafka_nodes == 1 else "512m"
+        return self._java("kafka.Kafka", str(self.data_dir / "server.properties"), heap=heap)
 
     def probe(self) -> None:
         # Its own loop in its own thread, so a caller inside a running loop can probe too.
@@ -162,19 +215,17 @@ class Kafka(Service):
             logger.setLevel(level)
 
     async def _describe(self) -> None:
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=2000
-        )
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.endpoint(), request_timeout_ms=2000)
         try:
             await admin.start()
             cluster = await admin.describe_cluster()
             # A KRaft broker answers before its controller unfences it, and lists itself
             # only then; until it does, a new topic gets no leader (seen on a cold start
             # under CPU load: the first worker gave up waiting for its topics' leaders).
-            if not cluster.get("brokers"):
-                raise ServiceError("kafka answers, but no broker is unfenced yet")
+            if self.node not in {b["node_id"] for b in cluster.get("brokers", [])}:
+                raise ServiceError(f"{self.name} answers, but is not an unfenced broker yet")
         finally:
             await admin.close()
 
     def endpoint(self) -> str:
-        return self.settings.kafka_bootstrap
+        return f"{self.settings.host}:{self.port}"

@@ -11,6 +11,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Names infra/local gives PostgreSQL objects it makes from settings: no quoting needed.
 PG_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 PG_RESERVED = ("postgres", "template0", "template1")
+#: Port distance between the nodes of a local Kafka cluster.
+KAFKA_PORT_STEP = 10
+#: Node counts infra/local runs Kafka with: one node, or a cluster that survives one loss.
+KAFKA_NODE_COUNTS = (1, 3)
 
 
 def env_int(env: dict[str, str], name: str, default: int) -> int:
@@ -24,6 +28,12 @@ def env_int(env: dict[str, str], name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _kafka_nodes(count: int) -> int:
+    if count not in KAFKA_NODE_COUNTS:
+        raise SystemExit(f"LOCAL_KAFKA_NODES must be 1 or 3, got {count}")
+    return count
+
+
 @dataclass(frozen=True)
 class LocalSettings:
     """Where the local services listen and keep their files.
@@ -34,8 +44,9 @@ class LocalSettings:
     host: str  # [LOCAL_HOST] address every service binds to; loopback only
     run_dir: Path  # [LOCAL_RUN_DIR] data, logs and pid files (git-ignored)
     cache_dir: Path  # [LOCAL_CACHE_DIR] built binaries and jars, shared by clones
-    kafka_port: int  # [LOCAL_KAFKA_PORT] Kafka client listener
-    kafka_controller_port: int  # [LOCAL_KAFKA_CONTROLLER_PORT] KRaft controller listener
+    kafka_port: int  # [LOCAL_KAFKA_PORT] Kafka client listener (of node 1)
+    kafka_controller_port: int  # [LOCAL_KAFKA_CONTROLLER_PORT] KRaft controller listener (node 1)
+    kafka_nodes: int  # [LOCAL_KAFKA_NODES] 1, or 3 for a replicated cluster (RF 3, min ISR 2)
     consul_port: int  # [LOCAL_CONSUL_PORT] Consul HTTP API and UI
     consul_base_port: int  # [LOCAL_CONSUL_BASE_PORT] first of Consul's 4 internal ports
     mongo_port: int  # [LOCAL_MONGO_PORT] FerretDB (MongoDB wire protocol)
@@ -71,6 +82,7 @@ class LocalSettings:
             cache_dir=Path(e.get("LOCAL_CACHE_DIR", cache_default)).resolve(),
             kafka_port=env_int(e, "LOCAL_KAFKA_PORT", 9092),
             kafka_controller_port=env_int(e, "LOCAL_KAFKA_CONTROLLER_PORT", 9093),
+            kafka_nodes=_kafka_nodes(env_int(e, "LOCAL_KAFKA_NODES", 1)),
             consul_port=env_int(e, "LOCAL_CONSUL_PORT", 8500),
             consul_base_port=env_int(e, "LOCAL_CONSUL_BASE_PORT", 8300),
             mongo_port=env_int(e, "LOCAL_MONGO_PORT", 27017),
@@ -87,9 +99,17 @@ class LocalSettings:
             ferretdb_version=e.get("LOCAL_FERRETDB_VERSION", "1.24.2"),
         )
 
+    def kafka_ports(self, node: int) -> tuple[int, int]:
+        """(client, controller) port of a Kafka node (1-based): node 1 on the set ports,
+        each next one KAFKA_PORT_STEP above."""
+        step = KAFKA_PORT_STEP * (node - 1)
+        return self.kafka_port + step, self.kafka_controller_port + step
+
     @property
     def kafka_bootstrap(self) -> str:
-        return f"{self.host}:{self.kafka_port}"
+        """Every node's client address, comma-separated (what KAFKA_BOOTSTRAP takes)."""
+        nodes = range(1, self.kafka_nodes + 1)
+        return ",".join(f"{self.host}:{self.kafka_ports(n)[0]}" for n in nodes)
 
     @property
     def consul_url(self) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from infra.local.consul import Consul
 from infra.local.ferretdb import FerretDB
-from infra.local.kafka import Kafka
+from infra.local.kafka import Kafka, node_names
 from infra.local.mariadb import MariaDB
 from infra.local.postgres import Postgres
 from infra.local.process import ManagedProcess
@@ -70,7 +70,7 @@ class Stack:
             MariaDB(self.settings),
             Postgres(self.settings),
             Consul(self.settings),
-            Kafka(self.settings),
+            *(Kafka(self.settings, n) for n in range(1, self.settings.kafka_nodes + 1)),
             FerretDB(self.settings),  # last: it starts once PostgreSQL answers
         ]
         self.services = {s.name: s for s in services}
@@ -120,6 +120,12 @@ class Stack:
         A service's requirements are started too, and answer before it starts.
         """
         chosen = self._pick(self.with_requirements(names))
+        if any(isinstance(s, Kafka) for s in chosen) and self._other_kafka_layout():
+            raise ServiceError(
+                f"Kafka runs with another node count than LOCAL_KAFKA_NODES="
+                f"{self.settings.kafka_nodes} ({', '.join(self._other_kafka_layout())}): "
+                "stop it first (make infra-down), then start again"
+            )
         for service in chosen:
             service.run_dir.mkdir(parents=True, exist_ok=True)
         todo = [s for s in chosen if self.process(s.name).pid() is None]
@@ -178,7 +184,8 @@ class Stack:
     def _wait_ready(self, service: Service) -> None:
         proc = self.process(service.name)
         t0 = time.monotonic()
-        deadline = t0 + READY_TIMEOUT[service.name]
+        timeout = READY_TIMEOUT[service.name.split("-")[0]]  # kafka-2: a kafka node
+        deadline = t0 + timeout
         while time.monotonic() < deadline:
             if proc.pid() is None:
                 raise ServiceError(
@@ -192,18 +199,35 @@ class Stack:
                 return
             time.sleep(0.2)
         raise ServiceError(
-            f"{service.name} not ready after {READY_TIMEOUT[service.name]:.0f}s; "
+            f"{service.name} not ready after {timeout:.0f}s; "
             f"log {proc.log_file} ends with:\n{_tail(proc)}"
         )
 
     def down(self, names: Iterable[str] | None = None) -> list[str]:
-        """Stop what we started (by pid), in reverse order; returns those stopped."""
+        """Stop what we started (by pid), in reverse order; returns those stopped.
+
+        Stopping everything also stops Kafka nodes of the other layout (one node or
+        three), so `infra-down` without LOCAL_KAFKA_NODES stops a cluster too."""
         stopped = []
         for service in reversed(self._pick(names)):
             if self.process(service.name).stop(sig=service.stop_signal):
                 self.progress.step(service.name, "stopped")
                 stopped.append(service.name)
+        if names is None:
+            for name in self._other_kafka_layout():
+                if self._other_kafka(name).stop():
+                    self.progress.step(name, "stopped")
+                    stopped.append(name)
         return stopped
+
+    def _other_kafka(self, name: str) -> ManagedProcess:
+        marker = str(self.settings.run_dir / name / "server.properties")
+        return ManagedProcess(name, self.settings.run_dir, marker)
+
+    def _other_kafka_layout(self) -> list[str]:
+        """Kafka nodes running that belong to the other layout (one node or three)."""
+        others = sorted({*node_names(1), *node_names(3)} - set(self.services))
+        return [name for name in others if self._other_kafka(name).pid() is not None]
 
     def kill(self, name: str) -> bool:
         """SIGKILL a service, as a crash would."""

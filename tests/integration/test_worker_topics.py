@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from dialogue_worker.adapters.topics import ensure_topics
+from dialogue_worker.adapters.topics import Durability, ensure_topics
 from infra.local import LocalSettings
 
 
@@ -16,9 +16,10 @@ async def test_new_topics_are_served_with_every_partition_when_ensure_returns(
     topic = unique("topics")
     topics = [topic, f"{topic}.dlq"]
 
-    counts = await ensure_topics(infra.kafka_bootstrap, topics, partitions=5, replication=1)
+    found = await ensure_topics(infra.kafka_bootstrap, topics, partitions=5)
 
-    assert counts == {topic: 5, f"{topic}.dlq": 5}
+    assert found.partitions == {topic: 5, f"{topic}.dlq": 5}
+    assert found.wanted == Durability(1, 1) and found.weaker == {}  # one broker: one copy
     admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
     await admin.start()
     try:
@@ -27,4 +28,4 @@ async def test_new_topics_are_served_with_every_partition_when_ensure_returns(
         await admin.close()
     assert all(p["leader"] >= 0 for t in described for p in t["partitions"])
     # Idempotent: a second start finds them and changes nothing.
-    assert await ensure_topics(infra.kafka_bootstrap, topics, 5, 1) == counts
+    assert await ensure_topics(infra.kafka_bootstrap, topics, 5) == found

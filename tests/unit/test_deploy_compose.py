@@ -24,6 +24,7 @@ from dialogue_worker.adapters.sharding import SHARD_KEYS
 from dialogue_worker.settings import WorkerSettings
 from gateway.settings import GatewaySettings
 from infra.docker import dotenv
+from infra.local.kafka import CLUSTER_TUNING
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -33,7 +34,8 @@ PUBLISHED = {"gateway": 8007, "consul": 8500}
 ONE_SHOT = {"mongo-init", "consul-acl-init"}
 WORKER, GATEWAY = "dialogue_worker", "gateway"
 MONGO_SERVERS = ["cfg1", *(f"shard{n}{m}" for n in (1, 2, 3) for m in "ab")]
-DATA = {"kafka", "consul", "consul-acl-init", "mysql", "mongos", "mongo-init", *MONGO_SERVERS}
+KAFKA_NODES = {"kafka-1", "kafka-2", "kafka-3"}
+DATA = {*KAFKA_NODES, "consul", "consul-acl-init", "mysql", "mongos", "mongo-init", *MONGO_SERVERS}
 CONSUL_TOKENS = ("MANAGEMENT", "AGENT", "WORKER", "GATEWAY")
 
 _VAR = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
@@ -107,7 +109,8 @@ def test_matches_the_compose_spec_schema(raw: dict[str, Any]) -> None:
 
 def test_the_topology_is_complete(services: dict[str, dict[str, Any]]) -> None:
     assert set(services) == DATA | {WORKER, GATEWAY}
-    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    for node in KAFKA_NODES:
+        assert services[node]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "-ui" in services["consul"]["command"]
     assert services["mysql"]["image"].startswith("mysql:8.")
 
@@ -534,3 +537,28 @@ def test_the_acl_job_creates_every_token_before_the_apps_start(
     for secret in ("CONSUL_MANAGEMENT_TOKEN", *(f"CONSUL_{r}_TOKEN" for r in CONSUL_TOKENS)):
         uses = re.findall(r"\$\{" + secret + r"(:\?|:-|\})", COMPOSE_FILE.read_text())
         assert uses and set(uses) == {":?"}, secret
+
+
+def test_kafka_is_three_nodes_with_the_local_clusters_settings(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Same replication and failover settings as `make dev KAFKA_NODES=3` (infra/local)."""
+    envs = {name: services[name]["environment"] for name in sorted(KAFKA_NODES)}
+    assert sorted(env["KAFKA_NODE_ID"] for env in envs.values()) == ["1", "2", "3"]
+    for name, env in envs.items():
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092"
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == (
+            "1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"
+        )
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"
+        for setting in CLUSTER_TUNING:
+            key, value = setting.split("=")
+            assert env["KAFKA_" + key.upper().replace(".", "_")] == value, setting
+    for app in (WORKER, GATEWAY):
+        env = services[app]["environment"]
+        assert env["KAFKA_BOOTSTRAP"] == "kafka-1:9092,kafka-2:9092,kafka-3:9092"
+        assert {f"kafka-{n}" for n in (1, 2, 3)} <= set(services[app]["depends_on"])
+    worker = services[WORKER]["environment"]
+    assert (worker["TOPIC_REPLICATION"], worker["TOPIC_MIN_INSYNC"]) == ("3", "2")
