@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import shutil
 import subprocess
@@ -88,7 +89,9 @@ class Kafka(Service):
         return self.settings.cache_dir / f"kafka-{self.settings.kafka_version}" / "libs"
 
     def provision(self, progress: Progress) -> None:
-        stamp = self.libs / ".complete"
+        # The stamp names the POM's content: a changed dependency list provisions again.
+        digest = hashlib.sha1(POM.read_bytes()).hexdigest()[:12]
+        stamp = self.libs / f".complete-{digest}"
         if stamp.exists():
             return
         if shutil.which("mvn") is None or shutil.which("java") is None:
