@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 Tp = tuple[str, int]
 #: Longest a probe for the first record after an offset may take (seconds).
 PROBE_WITHIN = 10.0
+#: Longest the committer's part of a rebalance may take (faust gives the whole
+#: rebalance the session timeout, 10 s).
+REBALANCE_STEP_WITHIN = 5.0
 
 
 class KafkaPositions:
@@ -152,14 +155,19 @@ class OffsetCommitter:
         ours = self._ours(tps)
         self._ledger.assign(ours)
         try:
-            await self._learn()
+            async with asyncio.timeout(REBALANCE_STEP_WITHIN):  # inside faust's rebalance
+                await self._learn()
         except Exception as exc:  # Kafka unreachable: `tick` tries again; nothing commits meanwhile
             log.warning("could not read committed offsets: %s", exc)
 
     async def revoked(self, tps: Iterable[Any]) -> None:
         """faust is giving these partitions up: commit what is durable, then forget them."""
         ours = self._ours(tps)
-        await self.commit(ours)
+        try:
+            async with asyncio.timeout(REBALANCE_STEP_WITHIN):
+                await self.commit(ours)
+        except TimeoutError:  # the next owner reads these records again: repeats, no loss
+            log.warning("commit at revocation timed out")
         self._ledger.revoke(ours)
         for tp in ours:
             self._committed.pop(tp, None)
