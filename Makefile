@@ -80,6 +80,14 @@ scale: install  ## add or remove local workers while make dev runs: make scale W
 demo: install  ## demo data through the API of make dev: two users, a chat, a few messages
 	$(BIN)/python -m infra.dev demo
 
+# Any SOAK_* variable given to make (SOAK_POSTS=40, SOAK_SOCKETS=500, ...) reaches the soak
+# through the environment: `python -m bench.soak --help` lists them; SOAK_ARGS adds flags
+# (SOAK_ARGS=--use-running). docs/soak.md says what it samples and how to read the PNG.
+SOAK_MINUTES ?= 30
+.PHONY: soak
+soak: install  ## soak: make dev's platform under steady mixed load for SOAK_MINUTES (30); CSV, PNG, summary in reports/soak-*/
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
+
 # --- the production-like topology in Docker (docker-compose.yml) ------------------------
 
 .env:

@@ -1,0 +1,130 @@
+"""The soak from start to end: platform, users and chats, load processes, a sample every
+interval, the invariants, and the CSV, PNG and summary in the report folder."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+from bench.soak.channel import LoadFailed, LoadProcess
+from bench.soak.invariants import check_live, check_messages
+from bench.soak.platform import SoakError, Target, target
+from bench.soak.plot import plot
+from bench.soak.prepare import PrepareFailed, prepare
+from bench.soak.report import summary, write_csv
+from bench.soak.sampler import Sample, Sampler
+from bench.soak.settings import SoakSettings
+from infra.dev.platform import DevError
+
+#: Exit codes: the invariants held / were violated / the soak could not run.
+OK, VIOLATED, FAILED = 0, 1, 2
+#: Seconds the live load may take to open its streams (a few at a time).
+STREAMS_WITHIN = 600.0
+
+
+def _say(text: str) -> None:
+    print(f"[soak] {text}", file=sys.stderr, flush=True)
+
+
+def _progress(sample: Sample) -> str:
+    app = ", ".join(
+        f"{name} {mb:.0f} MB"
+        for name, mb in sample.rss.items()
+        if mb is not None and name.startswith(("gateway", "worker-"))
+    )
+    post = sample.stats.latency.get("post")
+    p99 = post.quantile(0.99) if post else None
+    errors = sum(sample.stats.errors().values())
+    p99_text = "-" if p99 is None else f"{p99 * 1000:.0f} ms"
+    return (
+        f"{sample.t / 60:5.1f} min: {app}; post p99 {p99_text}; errors {errors};"
+        f" max lag {sample.max_lag}; streams {sample.stream_sockets or 0:.0f}"
+    )
+
+
+async def _hold(
+    settings: SoakSettings, sampler: Sampler, early: asyncio.Event, csv: Path
+) -> list[Sample]:
+    """Sample every interval until the duration is over (or Ctrl-C asked to end early)."""
+    samples: list[Sample] = []
+    count = math.ceil(settings.duration / settings.interval)
+    for k in range(1, count + 1):
+        due = sampler.started + min(k * settings.interval, settings.duration)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(early.wait(), max(0.0, due - time.monotonic()))
+        samples.append(await sampler.sample())
+        write_csv(samples, csv)  # rewritten each time: a run that dies still leaves its CSV
+        _say(_progress(samples[-1]))
+        if early.is_set():
+            _say("ending the load early (Ctrl-C); checking what was sent")
+            break
+    return samples
+
+
+def _end_early_on_ctrl_c(early: asyncio.Event) -> None:
+    """The first Ctrl-C ends the load phase (checks and reports still run); a second one
+    interrupts."""
+    loop = asyncio.get_running_loop()
+
+    def first() -> None:
+        early.set()
+        loop.remove_signal_handler(signal.SIGINT)
+
+    loop.add_signal_handler(signal.SIGINT, first)
+
+
+async def _soak(settings: SoakSettings, where: Target, early: asyncio.Event) -> int:
+    out = settings.out
+    plan = await prepare(settings, where.api_url, where.dev.local.kafka_bootstrap, where.dev.topic)
+    plan_path = out / "plan.json"
+    plan.save(plan_path)
+    live = LoadProcess("load-live", "bench.soak.load_live", plan_path, out)
+    rest = LoadProcess("load-rest", "bench.soak.load_rest", plan_path, out)
+    try:
+        opened = await live.start(STREAMS_WITHIN)
+        _say(f"{opened['ready']}/{opened['sockets']} streams ready; starting the REST load")
+        await rest.start(60.0)
+        _say(f"load running for {settings.minutes:g} min; a sample every {settings.interval:g} s")
+        async with Sampler(where, [rest, live], time.monotonic()) as sampler:
+            samples = await _hold(settings, sampler, early, out / "soak.csv")
+            rest_final = await rest.stop(120.0)
+            _say("load stopped; waiting for the workers, then reading MongoDB")
+            local = where.dev.local
+            messages, stored = await check_messages(
+                sampler.kafka, local.mongo_url, where.dev.mongo_db, plan, rest_final
+            )
+            _say("waiting for the live clients to see every stored message")
+            live_final = await live.stop(300.0, expect=stored.last_seq)
+    finally:
+        await asyncio.gather(rest.close(), live.close())
+    live_check = check_live(live_final)
+    lines = summary(
+        settings, samples, len(where.workers()), int(opened["ready"]), messages, live_check
+    )
+    title = f"soak {time.strftime('%Y-%m-%d %H:%M')}: {samples[-1].t / 60:.1f} min"
+    plot(samples, settings.window, out / "soak.png", title)
+    lines += [f"files: {out / 'soak.csv'}, {out / 'soak.png'}, {out / 'summary.txt'}"]
+    (out / "summary.txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+    return OK if messages.ok and live_check.ok else VIOLATED
+
+
+async def soak(settings: SoakSettings) -> int:
+    """Run one soak; the exit code (OK, VIOLATED or FAILED)."""
+    settings.out.mkdir(parents=True, exist_ok=True)
+    (settings.out / "settings.json").write_text(json.dumps(settings.to_json(), indent=1) + "\n")
+    _say(f"report folder {settings.out}")
+    early = asyncio.Event()
+    _end_early_on_ctrl_c(early)
+    try:
+        async with target(settings.use_running, settings.workers, settings.keep) as where:
+            return await _soak(settings, where, early)
+    except (SoakError, DevError, LoadFailed, PrepareFailed) as exc:
+        print(f"soak failed: {exc}", file=sys.stderr, flush=True)
+        return FAILED
