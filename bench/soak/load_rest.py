@@ -163,21 +163,22 @@ class RestLoad:
         self.stats.record("post", code, seconds)
 
     async def history(self) -> None:
-        """The newest page of a chat, then older ones (before=nextCursor), one request each."""
+        """One page of a chat: the newest, or one up to `pages` pages back (beforeSeq).
+
+        One request per read, so the request rate stays what was asked while chats grow
+        (following nextCursor instead made reads deepen, and the load rise, over the run).
+        """
         chat = self.pick_chat()
         reader = self.plan.accounts[self.rng.choice(chat.members)]
-        cursor = ""
-        for page in range(self.plan.pages):
-            path = f"/v1/chats/{chat.cid}/messages?limit={PAGE_SIZE}{cursor}"
-            code, answer, seconds = await self._get(reader, path)
-            self.stats.record("history", code, seconds)
-            if code != "200" or not isinstance(answer, dict):
-                return
-            if page == 0 and answer["data"]:
-                self.newest_seq[chat.cid] = int(answer["data"][0]["seq"] or 0)
-            if answer["nextCursor"] is None:
-                return
-            cursor = f"&before={answer['nextCursor']}"
+        depth = self.rng.randrange(self.plan.pages)
+        newest = self.newest_seq.get(chat.cid, 0)
+        before = newest + 1 - depth * PAGE_SIZE
+        query = f"&beforeSeq={before}" if depth and before > 1 else ""
+        path = f"/v1/chats/{chat.cid}/messages?limit={PAGE_SIZE}{query}"
+        code, answer, seconds = await self._get(reader, path)
+        self.stats.record("history", code, seconds)
+        if code == "200" and isinstance(answer, dict) and answer["data"] and not query:
+            self.newest_seq[chat.cid] = int(answer["data"][0]["seq"] or 0)
 
     async def chat_list(self) -> None:
         """A user's chats by activity, following the cursor, one request per page."""
