@@ -93,7 +93,10 @@ def build(settings: WorkerSettings) -> Components:
     ledger = DurableOffsets()
     lag = ConsumerLag(app, ledger)
     positions = KafkaPositions(settings.kafka_bootstrap, settings.worker_app_id)
-    order = PartitionOrder(ledger, KafkaPartitionLog(app, positions), metrics)
+    committer = OffsetCommitter(app, ledger, positions, settings.topic, metrics)
+    order = PartitionOrder(
+        ledger, KafkaPartitionLog(app, positions), metrics, learn=committer.learn
+    )
     health = WorkerHealth(database.ping, lag.per_partition, stall_after=settings.stall_after)
     persister = BatchPersister(
         log_store,
@@ -110,7 +113,6 @@ def build(settings: WorkerSettings) -> Components:
     topic: Any = app.topic(
         settings.topic, partitions=settings.topic_partitions, schema=RawSchema(), acks=False
     )
-    committer = OffsetCommitter(app, ledger, positions, settings.topic, metrics)
     attach_agent(app, topic, persister, settings.batch_size, settings.batch_within)
 
     def ours(tps: set[Any]) -> list[int]:

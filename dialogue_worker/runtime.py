@@ -107,7 +107,11 @@ class WorkerRuntime:
         if not await p.persister.drain(s.shutdown_grace):
             log.warning("batch in hand unfinished after %.0fs: redelivered later", s.shutdown_grace)
         if p.app.started:
-            await p.committer.commit()  # what is durable now; the rest is redelivered later
+            try:  # what is durable now; the rest is redelivered later
+                async with asyncio.timeout(s.shutdown_grace):
+                    await p.committer.commit()
+            except TimeoutError:
+                log.warning("final offset commit timed out: those records are read again")
         if p.app.started or p.app.crashed:
             await p.app.stop()  # leaves the group, stops the web server
         await p.positions.stop()

@@ -126,7 +126,18 @@ class KafkaPartitionLog:
         return await self._positions.first_record(tp, offset, end)
 
     async def rewind(self, tp: Tp, offset: int) -> None:
-        await self._app.consumer.seek(TP(*tp), offset)
+        """Seek through faust's consumer thread (`seek_wait`), if still assigned."""
+        await seek_back(self._app, tp, offset)
+
+
+async def seek_back(app: Any, tp: Tp, offset: int) -> None:
+    """Read a partition again from `offset`: aiokafka's seek runs in faust's consumer
+    thread (`seek_wait`), which also resets faust's read offset. A partition revoked
+    meanwhile is left alone: its new owner reads it from the committed offset."""
+    consumer = app.consumer
+    part = TP(*tp)
+    if part in consumer.assignment():
+        await consumer.seek_wait({part: offset})
 
 
 class OffsetCommitter:
@@ -202,6 +213,14 @@ class OffsetCommitter:
             return {}
         self._committed.update(offsets)
         return offsets
+
+    async def learn(self) -> None:
+        """Read the committed offsets of partitions whose start is not known (bounded)."""
+        try:
+            async with asyncio.timeout(REBALANCE_STEP_WITHIN):
+                await self._learn()
+        except Exception as exc:
+            log.warning("could not read committed offsets: %s", exc)
 
     async def _learn(self) -> None:
         unknown = self._ledger.unknown()

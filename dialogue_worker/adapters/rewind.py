@@ -9,11 +9,12 @@ refetches, and faust drops the refetched records as already read. They are never
 so the commit holds (no record is lost) but nothing moves until the worker restarts.
 
 Before seeking, it asks whether the partition waits at a stretch without records (a
-transaction marker at the end of the partition, say): then the committer skips it and
-there is nothing to rewind. Otherwise `Rewinder` seeks the partition, through faust's
-public `Consumer.seek`, to where it is durable without a hole (what the worker commits).
-faust's seek resets the read offset as well, so the records are fetched and handed over
-again; the ones already stored are repeats, which change nothing.
+transaction marker at the end of the partition, say): then it is marked done and
+there is nothing to rewind. Otherwise `Rewinder` seeks the partition back to where it is
+durable without a hole (what the worker commits), through faust's `Consumer.seek_wait`
+(in its consumer thread). faust's seek resets the read offset as well, so the records
+are fetched and handed over again; the ones already stored are repeats, which change
+nothing.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from faust.types import TP
-
+from dialogue_worker.adapters.commits import seek_back
 from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.health import StuckPartition, WorkerHealth
 
@@ -66,7 +66,7 @@ class Rewinder:
                     continue
             except Exception as exc:  # Kafka did not say: seeking back is safe either way
                 log.warning("could not look for records after a stuck offset: %s", exc)
-            await self._app.consumer.seek(TP(stuck.topic, stuck.partition), stuck.offset)
+            await seek_back(self._app, key, stuck.offset)
             self._metrics.rewound.inc()
             log.warning(
                 "rewound a stuck partition to offset %d (lag %d, no progress for %.0fs)",

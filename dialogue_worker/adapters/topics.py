@@ -64,7 +64,17 @@ async def ensure_topics(
     try:
         await admin.start()
         cluster = await admin.describe_cluster()
-        wanted = Durability.for_cluster(len(cluster["brokers"]), replication, min_insync)
+        live = len(cluster["brokers"])
+        # The brokers' own default replication counts the brokers that are down as well.
+        configured = await _broker_setting(admin, cluster, "default.replication.factor")
+        wanted = Durability.for_cluster(max(live, configured or 1), replication, min_insync)
+        if live < wanted.replication:
+            log.warning(
+                "%d broker(s) up, topics need %d replicas: a missing topic cannot be "
+                "created until enough brokers are up",
+                live,
+                wanted.replication,
+            )
         configs = {"min.insync.replicas": str(wanted.min_insync)}
         response = await admin.create_topics(
             [NewTopic(t, partitions, wanted.replication, topic_configs=configs) for t in topics]
@@ -115,6 +125,22 @@ async def ensure_topics(
             wanted.min_insync,
         )
     return Topics(counts, wanted, weaker)
+
+
+async def _broker_setting(
+    admin: AIOKafkaAdminClient, cluster: dict[str, Any], name: str
+) -> int | None:
+    """An integer setting of the first broker the cluster lists (None if unreadable)."""
+    brokers = cluster.get("brokers") or []
+    if not brokers:
+        return None
+    resource = ConfigResource(ConfigResourceType.BROKER, str(brokers[0]["node_id"]), {name: None})
+    for response in await admin.describe_configs([resource]):
+        for found in response.to_object()["resources"]:
+            for entry in found["config_entries"]:
+                if entry.get("config_names", entry.get("config_name")) == name:
+                    return int(entry["config_value"])
+    return None
 
 
 async def _durability(

@@ -102,6 +102,10 @@ class DurableOffsets:
         part = self._parts.get(tp)
         return None if part is None else part.start
 
+    def owns(self, tp: TopicPartition) -> bool:
+        """The partition is assigned to this worker."""
+        return tp in self._parts
+
     def assigned(self) -> list[TopicPartition]:
         return sorted(self._parts)
 

@@ -5,8 +5,10 @@ faust was seen dropping records it had fetched again, and delivering records buf
 before a seek ahead of the ones fetched after it. Storing past such a hole would give
 the records after it their chat's seqs first, and the skipped ones later seqs (or none).
 
-`PartitionOrder.admit` looks at each partition's records of a batch in the order they
-came, from where the partition is durable (`DurableOffsets.through`):
+`PartitionOrder.admit` looks at each partition's records of a batch in offset order,
+from where the partition is durable (`DurableOffsets.through`):
+- records of a partition it no longer owns are dropped (their new owner reads them); a
+  partition just assigned first learns where it starts (its committed offset);
 - a record below the next expected offset is a repeat of one already handled: admitted
   (writing it again changes nothing);
 - the expected one is admitted;
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from dialogue_worker.domain.offsets import DurableOffsets
 from dialogue_worker.domain.records import InboundRecord
@@ -41,39 +43,54 @@ class PartitionOrder:
         partitions: PartitionLog,
         metrics: WorkerMetrics,
         *,
+        learn: Callable[[], Awaitable[None]] | None = None,
         reseek_after: float = RESEEK_AFTER,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ledger = ledger
         self._partitions = partitions
         self._metrics = metrics
+        self._learn = learn or _nothing  # reads the committed offsets of new partitions
         self._reseek_after = reseek_after
         self._clock = clock
         self._sought: dict[TopicPartition, tuple[int, float]] = {}
 
     async def admit(self, records: Sequence[InboundRecord]) -> list[InboundRecord]:
-        """The records of the batch that may be persisted now, in their order."""
-        expected: dict[TopicPartition, int | None] = {}
-        held: set[TopicPartition] = set()
+        """The records of the batch that may be persisted now, each partition's in offset
+        order (a batch can hold records buffered before a seek ahead of those read again)."""
+        by_partition: dict[TopicPartition, dict[int, InboundRecord]] = {}
+        for record in records:  # the first copy of an offset (one read twice is the same)
+            offsets = by_partition.setdefault((record.topic, record.partition), {})
+            offsets.setdefault(record.offset, record)
+        admitted: list[InboundRecord] = []
+        for tp, offsets in by_partition.items():
+            admitted += await self._admit(tp, [offsets[o] for o in sorted(offsets)])
+        return admitted
+
+    async def _admit(self, tp: TopicPartition, records: list[InboundRecord]) -> list[InboundRecord]:
+        if not self._ledger.owns(tp):
+            return []  # revoked while the records were in hand: their new owner reads them
+        want = self._ledger.through(tp)
+        if want is None:  # just assigned: read where the partition starts before writing
+            await self._learn()
+            want = self._ledger.through(tp)
+        if want is None:
+            log.warning(
+                "where the partition starts is unknown (Kafka unreachable?): records "
+                "written without the order check",
+                extra={"topic": tp[0], "partition": tp[1]},
+            )
+            return records
         admitted = []
         for record in records:
-            tp = (record.topic, record.partition)
-            if tp in held:
-                continue
-            if tp not in expected:
-                expected[tp] = self._ledger.through(tp)
-            want = expected[tp]
-            if want is None or record.offset <= want:  # start unknown, the next, or a repeat
+            if record.offset < want:  # a repeat of one already handled
                 admitted.append(record)
-                if want is not None and record.offset == want:
-                    expected[tp] = want + 1
                 continue
-            if await self._hole_is_empty(tp, want, record.offset):
-                admitted.append(record)
-                expected[tp] = record.offset + 1
-                continue
-            held.add(tp)
-            await self._seek_back(tp, want, record.offset)
+            if record.offset > want and not await self._hole_is_empty(tp, want, record.offset):
+                await self._seek_back(tp, want, record.offset)
+                break
+            admitted.append(record)
+            want = record.offset + 1
         return admitted
 
     async def mend(self, tp: TopicPartition, end: int) -> bool:
@@ -126,5 +143,13 @@ class PartitionOrder:
             offset,
             extra={"topic": tp[0], "partition": tp[1]},
         )
-        await self._partitions.rewind(tp, offset)
+        try:
+            await self._partitions.rewind(tp, offset)
+        except Exception as exc:  # sought again after RESEEK_AFTER, or by the Rewinder
+            log.warning("could not seek back: %s", exc, extra={"topic": tp[0], "partition": tp[1]})
+            return
         self._metrics.rewound.inc()
+
+
+async def _nothing() -> None:
+    return None

@@ -4,6 +4,8 @@ The partition log is a hand-written fake of Kafka's view: which offsets hold rec
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from dialogue_worker.domain.offsets import DurableOffsets
 from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.ordering import PartitionOrder
@@ -37,26 +39,59 @@ class Clock:
         return self.now
 
 
-def order(log: FakeLog, start: int = 0) -> tuple[PartitionOrder, DurableOffsets, Clock]:
+def order(
+    log: FakeLog, start: int | None = 0, learn: Callable[[], Awaitable[None]] | None = None
+) -> tuple[PartitionOrder, DurableOffsets, Clock]:
     ledger = DurableOffsets()
-    ledger.assign([TP])
-    ledger.begin(TP, start)
+    ledger.assign([TP, ("msgs", 1)])
+    if start is not None:
+        ledger.begin(TP, start)
+    ledger.begin(("msgs", 1), 0)
     clock = Clock()
-    return PartitionOrder(ledger, log, WorkerMetrics(), clock=clock), ledger, clock
+    return PartitionOrder(ledger, log, WorkerMetrics(), learn=learn, clock=clock), ledger, clock
 
 
-async def test_records_in_order_and_repeats_are_all_admitted() -> None:
+async def test_records_in_order_and_repeats_are_all_admitted_in_offset_order() -> None:
     log = FakeLog()
     admit, _, _ = order(log, start=10)
-    batch = [rec(o) for o in [7, 8, 10, 11, 12, 9]]  # 7..9: repeats of durable records
-    assert await admit.admit(batch) == batch
+    batch = [rec(o) for o in [7, 8, 10, 11, 12, 9, 11]]  # 7..9: repeats of durable records
+    assert await admit.admit(batch) == [rec(o) for o in [7, 8, 9, 10, 11, 12]]
     assert log.rewinds == []
+
+
+async def test_records_read_again_behind_ones_buffered_before_the_seek_are_admitted() -> None:
+    log = FakeLog()
+    admit, _, _ = order(log, start=12)
+    batch = [rec(o) for o in [16, 17, 12, 13, 14, 15]]  # after a seek back to 12
+    assert await admit.admit(batch) == [rec(o) for o in range(12, 18)]
+    assert log.rewinds == []
+
+
+async def test_records_of_a_partition_no_longer_owned_are_left_to_its_new_owner() -> None:
+    log = FakeLog()
+    admit, ledger, _ = order(log, start=0)
+    ledger.revoke([TP])
+    other = rec(0, partition=1)
+    assert await admit.admit([rec(0), rec(1), other]) == [other]
+
+
+async def test_a_partition_just_assigned_learns_where_it_starts_before_writing() -> None:
+    log = FakeLog()
+    ledger_box: list[DurableOffsets] = []
+
+    async def learn() -> None:
+        ledger_box[0].begin(TP, 40)  # what the committer reads from Kafka
+
+    admit, ledger, _ = order(log, start=None, learn=learn)
+    ledger_box.append(ledger)
+    assert await admit.admit([rec(45), rec(46)]) == []  # 40..44 were skipped
+    assert log.rewinds == [(TP, 40)]
 
 
 async def test_records_after_a_hole_are_held_back_and_the_partition_read_again() -> None:
     log = FakeLog()
     admit, ledger, clock = order(log, start=10)
-    other = rec(3, partition=1)  # another partition is not held up
+    other = rec(0, partition=1)  # another partition is not held up
     batch = [rec(10), rec(11), other, rec(14), rec(15)]  # 12 and 13 were skipped
 
     assert await admit.admit(batch) == [rec(10), rec(11), other]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from faust.types import TP
+
 from dialogue_worker.adapters.rewind import Rewinder
 from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.health import PartitionState, WorkerHealth
@@ -22,8 +24,11 @@ class Consumer:
     def __init__(self) -> None:
         self.seeks: list[tuple[str, int, int]] = []
 
-    async def seek(self, tp: Any, offset: int) -> None:
-        self.seeks.append((tp.topic, tp.partition, offset))
+    def assignment(self) -> set[Any]:
+        return {TP("msgs", 0), TP("msgs", 1)}
+
+    async def seek_wait(self, partitions: dict[Any, int]) -> None:
+        self.seeks += [(tp.topic, tp.partition, offset) for tp, offset in partitions.items()]
 
 
 class App:
