@@ -1,0 +1,129 @@
+"""OffsetCommitter: what it commits, when, and what a failure leaves.
+
+Hand-written fakes stand for faust's consumer and Kafka's answers; the real ones are in
+tests/integration/test_worker_commits.py."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from dialogue_worker.adapters import commits
+from dialogue_worker.adapters.commits import OffsetCommitter
+from dialogue_worker.domain.offsets import DurableOffsets
+from dialogue_worker.metrics import WorkerMetrics
+
+TOPIC = "msgs"
+
+
+class Consumer:
+    """faust's consumer: `_commit` answers `accept` (False: the group rebalanced)."""
+
+    def __init__(self) -> None:
+        self.commits: list[dict[tuple[str, int], int]] = []
+        self.accept = True
+        self.hang = False
+
+    async def _commit(self, offsets: dict[Any, int]) -> bool:
+        if self.hang:
+            await asyncio.Event().wait()
+        self.commits.append({(tp.topic, tp.partition): o for tp, o in offsets.items()})
+        return self.accept
+
+
+class App:
+    def __init__(self) -> None:
+        self.consumer = Consumer()
+
+
+class Positions:
+    """Kafka's committed offsets (None: never committed) and log starts."""
+
+    def __init__(self) -> None:
+        self.committed_offsets: dict[tuple[str, int], int | None] = {}
+        self.earliest_offsets: dict[tuple[str, int], int] = {}
+        self.failing = False
+
+    async def committed(self, tps: Any) -> dict[tuple[str, int], int | None]:
+        if self.failing:
+            raise ConnectionError("kafka unreachable")
+        return {tp: self.committed_offsets.get(tp) for tp in tps}
+
+    async def earliest(self, tps: Any) -> dict[tuple[str, int], int]:
+        return {tp: self.earliest_offsets.get(tp, 0) for tp in tps}
+
+
+def world() -> tuple[OffsetCommitter, App, Positions, DurableOffsets]:
+    app, positions, ledger = App(), Positions(), DurableOffsets()
+    committer = OffsetCommitter(app, ledger, positions, TOPIC, WorkerMetrics())  # type: ignore[arg-type]
+    return committer, app, positions, ledger
+
+
+async def test_commits_only_up_to_the_first_offset_not_durable_and_only_when_it_moved() -> None:
+    committer, app, positions, ledger = world()
+    positions.committed_offsets[(TOPIC, 0)] = 100
+    positions.earliest_offsets[(TOPIC, 1)] = 7  # never committed: starts at the log start
+    await committer.assigned({TP(TOPIC, 0), TP(TOPIC, 1), TP("other", 0)})
+    assert ledger.assigned() == [(TOPIC, 0), (TOPIC, 1)]
+
+    await committer.tick()
+    assert app.consumer.commits == []  # nothing moved yet
+    ledger.mark((TOPIC, 0), [*range(100, 110), *range(111, 120)])  # 110 not durable
+    await committer.tick()
+    assert app.consumer.commits == [{(TOPIC, 0): 110}]
+    await committer.tick()
+    assert len(app.consumer.commits) == 1
+
+
+async def test_a_refused_commit_is_tried_again_on_the_next_tick() -> None:
+    committer, app, positions, ledger = world()
+    positions.committed_offsets[(TOPIC, 0)] = 0
+    await committer.assigned({TP(TOPIC, 0)})
+    ledger.mark((TOPIC, 0), range(0, 5))
+    app.consumer.accept = False
+    await committer.tick()
+    app.consumer.accept = True
+    await committer.tick()
+    assert app.consumer.commits == [{(TOPIC, 0): 5}, {(TOPIC, 0): 5}]
+
+
+async def test_nothing_is_committed_while_the_start_is_unknown() -> None:
+    committer, app, positions, ledger = world()
+    positions.failing = True
+    await committer.assigned({TP(TOPIC, 0)})
+    ledger.mark((TOPIC, 0), range(0, 50))
+    await committer.tick()
+    assert app.consumer.commits == [] and ledger.through((TOPIC, 0)) is None
+    positions.failing = False
+    positions.committed_offsets[(TOPIC, 0)] = 0
+    await committer.tick()  # learns the start, then commits what follows on from it
+    assert app.consumer.commits == [{(TOPIC, 0): 50}]
+
+
+async def test_revocation_commits_what_is_durable_then_forgets_the_partition() -> None:
+    committer, app, positions, ledger = world()
+    positions.committed_offsets[(TOPIC, 0)] = 10
+    await committer.assigned({TP(TOPIC, 0)})
+    ledger.mark((TOPIC, 0), range(10, 20))
+    await committer.revoked({TP(TOPIC, 0)})
+    assert app.consumer.commits == [{(TOPIC, 0): 20}]
+    assert not ledger.owns((TOPIC, 0))
+    ledger.mark((TOPIC, 0), range(20, 30))  # the batch in hand finished later
+    await committer.tick()
+    assert len(app.consumer.commits) == 1
+
+
+async def test_a_commit_hanging_at_revocation_does_not_hold_the_rebalance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(commits, "REBALANCE_STEP_WITHIN", 0.01)
+    committer, app, positions, ledger = world()
+    positions.committed_offsets[(TOPIC, 0)] = 0
+    await committer.assigned({TP(TOPIC, 0)})
+    ledger.mark((TOPIC, 0), range(0, 3))
+    app.consumer.hang = True
+    await committer.revoked({TP(TOPIC, 0)})  # returns: the next owner reads 0..2 again
+    assert not ledger.owns((TOPIC, 0))
