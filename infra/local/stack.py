@@ -209,12 +209,17 @@ class Stack:
         Stopping everything also stops Kafka nodes of the other layout (one node or
         three), so `infra-down` without LOCAL_KAFKA_NODES stops a cluster too."""
         stopped = []
-        for service in reversed(self._pick(names)):
+        others = {*node_names(1), *node_names(3)} - set(self.services)
+        wanted = None if names is None else [n for n in names if n not in others]
+        for service in reversed(self._pick(wanted)):
             if self.process(service.name).stop(sig=service.stop_signal):
                 self.progress.step(service.name, "stopped")
                 stopped.append(service.name)
-        if names is None:
-            for name in self._other_kafka_layout():
+        # Nodes of the other layout: all of them with no names (infra-down), else those
+        # named (make dev-down after make dev KAFKA_NODES=3, without KAFKA_NODES).
+        other_wanted = set(others) if names is None else set(names) & others
+        for name in self._other_kafka_layout():
+            if name in other_wanted:
                 if self._other_kafka(name).stop():
                     self.progress.step(name, "stopped")
                     stopped.append(name)

@@ -56,3 +56,9 @@ def test_topics_get_three_copies_and_two_in_sync_when_the_cluster_allows(
     brokers: int, replication: int, min_insync: int, expected: Durability
 ) -> None:
     assert Durability.for_cluster(brokers, replication, min_insync) == expected
+
+
+def test_stopping_names_of_the_other_layout_is_not_an_error(tmp_path: object) -> None:
+    """make dev-down after make dev KAFKA_NODES=3, without KAFKA_NODES: it names kafka-1..3."""
+    stack = Stack(settings(LOCAL_RUN_DIR=str(tmp_path)))
+    assert stack.down(["consul", "kafka-1", "kafka-2", "kafka-3"]) == []  # none runs here
