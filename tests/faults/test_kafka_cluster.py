@@ -80,6 +80,19 @@ async def everyone_in_sync(bootstrap: str, topic: str) -> bool:
     return False
 
 
+def on_cluster(
+    infra: LocalSettings, unique: Callable[[str], str], bootstrap: str
+) -> contextlib.AbstractAsyncContextManager[Platform]:
+    """Two workers and a gateway on the cluster, the gateway with its default send timeout."""
+    return Platform.start(
+        infra,
+        unique,
+        consul_url=infra.consul_url,
+        kafka_bootstrap=bootstrap,
+        gateway_overrides=SEND_TIMEOUT,
+    )
+
+
 def slowest_post_ms(load: Load, down: Outage) -> float:
     """The longest post that started while the fault lasted (kill to restored)."""
     posts = [
@@ -95,13 +108,7 @@ async def test_8_the_busiest_leader_is_killed_and_nothing_is_refused_or_lost(
 ) -> None:
     with cluster(tmp_path, infra) as kafka:
         bootstrap = kafka.settings.kafka_bootstrap
-        async with Platform.start(
-            infra,
-            unique,
-            consul_url=infra.consul_url,
-            kafka_bootstrap=bootstrap,
-            gateway_overrides=SEND_TIMEOUT,
-        ) as platform:
+        async with on_cluster(infra, unique, bootstrap) as platform:
             topic = platform.workers[0].topic
             load = await Load.prepare(platform, http)
             async with ConsulMonitor(platform) as monitor, load.running():
@@ -132,13 +139,7 @@ async def test_9_two_of_three_killed_posts_refused_then_resume_by_themselves(
 ) -> None:
     with cluster(tmp_path, infra) as kafka:
         bootstrap = kafka.settings.kafka_bootstrap
-        async with Platform.start(
-            infra,
-            unique,
-            consul_url=infra.consul_url,
-            kafka_bootstrap=bootstrap,
-            gateway_overrides=SEND_TIMEOUT,
-        ) as platform:
+        async with on_cluster(infra, unique, bootstrap) as platform:
             load = await Load.prepare(platform, http)
             lost = NODES[1:]
             async with ConsulMonitor(platform) as monitor, load.running():
@@ -174,13 +175,7 @@ async def test_10_a_broker_whose_disk_was_wiped_copies_its_replicas_back(
 ) -> None:
     with cluster(tmp_path, infra) as kafka:
         bootstrap = kafka.settings.kafka_bootstrap
-        async with Platform.start(
-            infra,
-            unique,
-            consul_url=infra.consul_url,
-            kafka_bootstrap=bootstrap,
-            gateway_overrides=SEND_TIMEOUT,
-        ) as platform:
+        async with on_cluster(infra, unique, bootstrap) as platform:
             topic = platform.workers[0].topic
             load = await Load.prepare(platform, http)
             wiped = NODES[2]
