@@ -165,11 +165,7 @@ class OffsetCommitter:
         """faust assigned these partitions: learn where each starts."""
         ours = self._ours(tps)
         self._ledger.assign(ours)
-        try:
-            async with asyncio.timeout(REBALANCE_STEP_WITHIN):  # inside faust's rebalance
-                await self._learn()
-        except Exception as exc:  # Kafka unreachable: `tick` tries again; nothing commits meanwhile
-            log.warning("could not read committed offsets: %s", exc)
+        await self.learn()  # on failure `tick` tries again; nothing commits meanwhile
 
     async def revoked(self, tps: Iterable[Any]) -> None:
         """faust is giving these partitions up: commit what is durable, then forget them."""
@@ -185,10 +181,7 @@ class OffsetCommitter:
 
     async def tick(self) -> None:
         """On the commit timer: learn the starts not known yet, then commit."""
-        try:
-            await self._learn()
-        except Exception as exc:
-            log.warning("could not read committed offsets: %s", exc)
+        await self.learn()
         await self.commit()
 
     async def commit(self, tps: Iterable[Tp] | None = None) -> Mapping[Tp, int]:
