@@ -51,7 +51,7 @@ class Components:
 
 def faust_app(settings: WorkerSettings) -> faust.App:
     """The faust app: consumer group = app id, raw bytes in, manual acks, quiet web server."""
-    return WorkerApp(
+    app = WorkerApp(
         settings.worker_app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
         key_serializer="raw",
@@ -77,6 +77,8 @@ def faust_app(settings: WorkerSettings) -> faust.App:
         web_graph_enabled=False,
         web_metrics_enabled=False,
     )
+    app.kafka_topics = (settings.topic,)
+    return app
 
 
 def build(settings: WorkerSettings) -> Components:
@@ -92,7 +94,7 @@ def build(settings: WorkerSettings) -> Components:
     )
     ledger = DurableOffsets()
     lag = ConsumerLag(app, ledger)
-    positions = KafkaPositions(settings.kafka_bootstrap, settings.worker_app_id)
+    positions = KafkaPositions(settings.kafka_bootstrap, settings.worker_app_id, settings.topic)
     committer = OffsetCommitter(app, ledger, positions, settings.topic, metrics)
     order = PartitionOrder(
         ledger, KafkaPartitionLog(app, positions), metrics, learn=committer.learn

@@ -19,11 +19,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from faust.types import TP
 
 from dialogue_worker.domain.offsets import DurableOffsets
 from dialogue_worker.metrics import WorkerMetrics
+from platform_common.kafka import ScopedAdminClient
 
 log = logging.getLogger(__name__)
 Tp = tuple[str, int]
@@ -38,16 +38,19 @@ class KafkaPositions:
     """What Kafka says about the group's partitions: committed offsets, log starts, and
     the first record at or after an offset (read by a consumer outside the group)."""
 
-    def __init__(self, bootstrap: str, group_id: str) -> None:
+    def __init__(self, bootstrap: str, group_id: str, topic: str) -> None:
         self._bootstrap = bootstrap
         self._group_id = group_id
-        self._admin: AIOKafkaAdminClient | None = None
+        self._topic = topic
+        self._admin: ScopedAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._probing = asyncio.Lock()
 
     async def start(self) -> None:
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self._bootstrap, client_id="dialogue-worker-offsets"
+        admin = ScopedAdminClient(
+            bootstrap_servers=self._bootstrap,
+            client_id="dialogue-worker-offsets",
+            metadata_topics=(self._topic,),
         )
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,

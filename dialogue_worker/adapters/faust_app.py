@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
@@ -39,6 +40,8 @@ from faust.sensors import Monitor
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 from mode.services import WaitResults
+
+from platform_common.kafka import ScopedProducer
 
 #: How often a delivery held up by a full stream buffer looks again: from 1 ms,
 #: doubling up to 50 ms while the streams take nothing (e.g. MongoDB is down).
@@ -117,8 +120,20 @@ class DirectDeliveryConsumer(aiokafka_driver.Consumer):
         return mode == DIRECT
 
 
+class ScopedFaustProducer(aiokafka_driver.Producer):
+    """faust's producer (the worker sends nothing through it; faust flushes it before
+    commits) with its metadata scoped to the app's `kafka_topics`, not the cluster's
+    every topic (platform_common.kafka says why)."""
+
+    @property
+    def _producer_type(self) -> Any:
+        topics = getattr(self.app, "kafka_topics", ())
+        return functools.partial(ScopedProducer, metadata_topics=topics)
+
+
 class DirectDeliveryTransport(aiokafka_driver.Transport):
     Consumer = DirectDeliveryConsumer
+    Producer = ScopedFaustProducer
 
 
 class RawSchema(faust.Schema):  # type: ignore[type-arg]
@@ -160,6 +175,8 @@ class WorkerApp(faust.App):
         kwargs.setdefault("Monitor", QuietMonitor)
         super().__init__(*args, **kwargs)
         self.stream_buffers: list[Any] = []
+        #: The topics faust's own producer tracks metadata of (set by bootstrap).
+        self.kafka_topics: tuple[str, ...] = ()
 
     def FlowControlQueue(self, maxsize: int | None = None, *, clear_on_resume: bool = False) -> Any:
         queue = super().FlowControlQueue(maxsize, clear_on_resume=clear_on_resume)

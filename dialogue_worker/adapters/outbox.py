@@ -11,12 +11,12 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from dialogue_worker.domain.records import InboundRecord, Rejected
 from dialogue_worker.errors import OutboxUnavailable
 from dialogue_worker.services.ports import Event
+from platform_common.kafka import ScopedProducer
 
 REASON = "x-dlq-reason"  # human-readable reason, UTF-8
 KIND = "x-dlq-kind"  # invalid | unknown_chat | not_member | unstorable | id_conflict
@@ -48,11 +48,12 @@ class KafkaOutbox:
         self.topic = topic
         self.events_topic = events_topic
         self._bootstrap = bootstrap
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: ScopedProducer | None = None
 
     async def start(self) -> None:
         if self._producer is None:
-            producer = AIOKafkaProducer(
+            producer = ScopedProducer(
+                metadata_topics=(self.topic, self.events_topic, self.dlq_topic),
                 bootstrap_servers=self._bootstrap,
                 acks="all",
                 enable_idempotence=True,

@@ -7,12 +7,12 @@ import functools
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from contracts.errors import ErrorCode
 from contracts.records import MessageRecord
 from gateway.errors import GatewayError
+from platform_common.kafka import ScopedProducer
 from platform_common.retry import Backoff, retry
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ class KafkaBus:
 
     def _new_producer(self) -> Any:
         timeout_ms = int(self._send_timeout * 1000)
-        return AIOKafkaProducer(
+        return ScopedProducer(
+            metadata_topics=(self._topic,),
             bootstrap_servers=self._bootstrap,
             client_id="dialogue-gateway",
             acks="all",

@@ -99,7 +99,7 @@ async def test_kafka_positions_finds_the_first_record_past_a_marker(
 ) -> None:
     cid = await create_chat(worker, [1, 2])
     partition, offsets = await produce_in_transactions(infra.kafka_bootstrap, worker.topic, cid)
-    positions = KafkaPositions(infra.kafka_bootstrap, worker.app_id)
+    positions = KafkaPositions(infra.kafka_bootstrap, worker.app_id, worker.topic)
     await positions.start()
     try:
         tp = (worker.topic, partition)
