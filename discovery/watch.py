@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import consul.aio
 
@@ -35,8 +35,9 @@ class ServiceWatch:
     the last known set keeps serving (see `stale_since`) and the loop retries
     with backoff; it never empties the set because Consul is down. `token` is the
     ACL token of the queries. With `require_tag` / `require_meta`, an instance whose
-    registration lacks that tag or those meta keys is never served (and logged once):
-    whatever registers under the service name does not get the callers' credentials.
+    registration lacks that tag or those meta keys (or, where `require_meta` names a
+    value, has another value) is never served (and logged once): whatever registers
+    under the service name does not get the callers' credentials.
     """
 
     def __init__(
@@ -50,13 +51,13 @@ class ServiceWatch:
         backoff: Backoff | None = None,
         token: str | None = None,
         require_tag: str | None = None,
-        require_meta: tuple[str, ...] = (),
+        require_meta: Mapping[str, str | None] | None = None,
     ) -> None:
         self.consul_url = consul_url
         self.service = service
         self._token = token
         self._require_tag = require_tag
-        self._require_meta = require_meta
+        self._require_meta = dict(require_meta or {})
         self._refused: set[str] = set()
         self._wait = to_seconds(wait)
         self._pacer = Pacer(min_interval, time.monotonic)
@@ -145,7 +146,11 @@ class ServiceWatch:
         """The instances registered with the required tag and meta keys."""
         kept = []
         for instance in instances:
-            missing = [k for k in self._require_meta if not instance.meta.get(k)]
+            missing = [
+                key if expected is None else f"{key}={expected!r}"
+                for key, expected in self._require_meta.items()
+                if not instance.meta.get(key) or expected not in (None, instance.meta[key])
+            ]
             if self._require_tag is not None and self._require_tag not in instance.tags:
                 missing.insert(0, f"tag {self._require_tag!r}")
             if not missing:

@@ -64,7 +64,7 @@ async def real_adapters(settings: GatewaySettings) -> AsyncIterator[Adapters]:
             service=settings.worker_service,
             token=settings.consul_token.get_secret_value() if settings.consul_token else None,
             require_tag=WORKER_TAG,
-            require_meta=(WORKER_META_APP_ID,),
+            require_meta={WORKER_META_APP_ID: settings.worker_app_id},
         )
         stack.push_async_callback(watch.stop)
         await watch.start()

@@ -89,6 +89,13 @@ class GatewaySettings(BaseSettings):
     worker_service: str = Field(
         default="dialogue", description="Consul service name of the workers"
     )
+    worker_app_id: str | None = Field(
+        default=None,
+        description=(
+            "the workers' WORKER_APP_ID: an instance registered with another `app_id` meta "
+            "is never sent the internal token; unset: any non-empty `app_id`"
+        ),
+    )
     entrypoint_token: SecretStr | None = Field(
         default=None,
         description="internal token sent to workers as `Authorization: Entrypoint ...`",

@@ -3,6 +3,11 @@
 One idempotent acks=all producer for all three; `start()` and `stop()` are safe to call
 twice. Every call returns once each record is acknowledged, or raises the retryable
 OutboxUnavailable, so the agent never acks a batch whose records are not durable.
+
+A copy must fit in one request (`MAX_RECORD`), or aiokafka refuses it for good and the
+retries would hold the partition forever. A record that just fit the broker's limit
+does not once headers are added, so copies are fitted first (`fitted`): the source's
+own headers go, then the value (dead letters only) is cut, saying so in a header.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka.errors import KafkaError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from dialogue_worker.domain.records import InboundRecord, Rejected
 from dialogue_worker.errors import OutboxUnavailable
@@ -23,21 +29,54 @@ KIND = "x-dlq-kind"  # invalid | unknown_chat | not_member | unstorable | id_con
 SOURCE_TOPIC = "x-dlq-topic"
 SOURCE_PARTITION = "x-dlq-partition"
 SOURCE_OFFSET = "x-dlq-offset"
+#: On a dead letter whose value was cut to fit: the original value's size in bytes.
+TRUNCATED = "x-dlq-truncated"
 #: On a forwarded record: where it was read ("topic/partition/offset").
 FORWARDED_FROM = "x-forwarded-from"
+#: The largest record the outbox sends (its producer's max_request_size, aiokafka's default).
+MAX_RECORD = 1_048_576
+
+Headers = list[tuple[str, bytes]]
+Outgoing = tuple[str, bytes | None, bytes | None, Headers]
 
 
-def dlq_headers(rejected: Rejected) -> list[tuple[str, bytes]]:
-    """The record's own headers followed by the x-dlq-* headers."""
+def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
+    """aiokafka's upper bound of the size of one record in a request."""
+    size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+    return size
+
+
+def fitted(
+    key: bytes | None, value: bytes | None, own: Headers, added: Headers, *, cut: bool
+) -> tuple[bytes | None, bytes | None, Headers]:
+    """Key, value and headers of a copy that fits MAX_RECORD: the source's `own` headers
+    are kept if they fit beside `added`; then, if `cut`, the value is cut (and TRUNCATED
+    added), and the key too if the value alone was not enough. Without `cut` a value
+    that does not fit is returned whole (a valid record's value is bounded far below the
+    limit by the contract, and a forward's key is a chat id)."""
+    if record_size(key, value, [*own, *added]) <= MAX_RECORD:
+        return key, value, [*own, *added]
+    if not cut or record_size(key, value, added) <= MAX_RECORD:
+        return key, value, added
+    marked = [*added, (TRUNCATED, str(len(value or b"")).encode())]
+    slack = 16  # the varint lengths of a cut key and value can only shrink; margin anyway
+    if key is not None and record_size(key, b"", marked) + slack > MAX_RECORD:
+        key = key[: max(MAX_RECORD - record_size(b"", b"", marked) - slack, 0) // 2]
+    room = MAX_RECORD - record_size(key, b"", marked) - slack
+    return key, (value or b"")[: max(room, 0)], marked
+
+
+def dead_letter_copy(rejected: Rejected) -> tuple[bytes | None, bytes | None, Headers]:
+    """The dead letter's key, value and headers (the source's, then the x-dlq-* ones)."""
     record = rejected.record
-    return [
-        *record.headers,
+    added = [
         (REASON, rejected.reason.encode()),
         (KIND, rejected.kind.value.encode()),
         (SOURCE_TOPIC, record.topic.encode()),
         (SOURCE_PARTITION, str(record.partition).encode()),
         (SOURCE_OFFSET, str(record.offset).encode()),
     ]
+    return fitted(record.key, record.value, list(record.headers), added, cut=True)
 
 
 class KafkaOutbox:
@@ -58,6 +97,7 @@ class KafkaOutbox:
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=2,
+                max_request_size=MAX_RECORD,
                 client_id="dialogue-worker",
             )
             await producer.start()
@@ -69,24 +109,30 @@ class KafkaOutbox:
             await producer.stop()
 
     async def dead_letter(self, rejected: Sequence[Rejected]) -> None:
-        await self._send(
-            [(self.dlq_topic, r.record.value, r.record.key, dlq_headers(r)) for r in rejected]
-        )
+        sends: list[Outgoing] = []
+        for r in rejected:
+            key, value, headers = dead_letter_copy(r)
+            sends.append((self.dlq_topic, value, key, headers))
+        await self._send(sends)
 
     async def forward(self, records: Sequence[tuple[InboundRecord, str]]) -> None:
-        sends = []
+        sends: list[Outgoing] = []
         for record, cid in records:
             where = f"{record.topic}/{record.partition}/{record.offset}".encode()
-            headers = [*record.headers, (FORWARDED_FROM, where)]
-            sends.append((self.topic, record.value, cid.encode(), headers))
+            key, value, headers = fitted(
+                cid.encode(),
+                record.value,
+                list(record.headers),
+                [(FORWARDED_FROM, where)],
+                cut=False,
+            )
+            sends.append((self.topic, value, key, headers))
         await self._send(sends)
 
     async def publish(self, events: Sequence[Event]) -> None:
         await self._send([(self.events_topic, e.to_bytes(), e.key(), []) for e in events])
 
-    async def _send(
-        self, records: Sequence[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]
-    ) -> None:
+    async def _send(self, records: Sequence[Outgoing]) -> None:
         """Send in order (one partition keeps the order of what is sent to it); wait for all."""
         if self._producer is None:
             raise OutboxUnavailable("the Kafka producer is not started")

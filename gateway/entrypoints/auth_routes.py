@@ -6,6 +6,7 @@ from aiohttp import web
 
 from contracts.api import UserList
 from gateway.domain import requests as parse
+from gateway.domain.usernames import throttle_key
 from gateway.domain.users import parse_sign_in, parse_sign_up
 from gateway.entrypoints.http import admit, caller, client, json_body, services
 from gateway.services.limits import Action
@@ -25,7 +26,8 @@ async def sign_up(request: web.Request) -> web.Response:
 @routes.post("/v1/auth/sign-in")
 async def sign_in(request: web.Request) -> web.Response:
     credentials = parse_sign_in(await json_body(request))
-    admit(request, Action.SIGN_IN, credentials.username.canonical)
+    # One bucket per account as the lockout counts it (accents folded: álice = alice).
+    admit(request, Action.SIGN_IN, throttle_key(credentials.username.canonical))
     token = await services(request).auth.sign_in(credentials, client(request))
     return json_response(token.public())
 

@@ -83,6 +83,7 @@ class DevSettings:
             "TOPIC": self.topic,
             "CONSUL_URL": self.consul_url,
             "WORKER_SERVICE": "dialogue",
+            "WORKER_APP_ID": self.app_id,
         }
 
     def worker_env(self, index: int) -> dict[str, str]:

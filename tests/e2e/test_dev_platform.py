@@ -23,10 +23,13 @@ from typing import Any
 
 import pytest
 
-from infra.dev.demo import TRY_IT
+from contracts.records import decode_record
+from infra.dev.demo import TRY_IT, demo_pair
 from infra.local import LocalSettings, Stack
 from infra.processes.private import free_range
 from infra.processes.private import private_consul as private_consul_stack
+from tests.support import librdkafka
+from tests.support.hostile import LIKE_JAVA, base, dead_letters, edge_values, encode, expected_kind
 from tests.support.waiting import WITHIN, eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,6 +154,54 @@ async def test_up_prints_what_is_where_and_a_curl_example_that_works(
         lambda page: page["object"] == "list" and posted["id"] in [m["id"] for m in page["data"]],
         what=f"message {posted['id']} persisted",
     )
+
+
+async def test_a_librdkafka_burst_of_edge_records_leaves_every_valid_one_readable(
+    running: str, dev_env: dict[str, str], infra: LocalSettings
+) -> None:
+    """Issue 11's check on make dev: edge records from librdkafka, each right after a
+    valid one on the chat's partition; every valid one is readable through the gateway
+    and every edge record the worker refuses is in the DLQ with its reason."""
+    api = f"http://127.0.0.1:{dev_env['DEV_GATEWAY_PORT']}"
+    alice, bob, chat = await asyncio.to_thread(demo_pair, api)
+    members = {alice.user_id, bob.user_id}
+    burst: list[tuple[bytes, bytes]] = []
+    valid: set[str] = set()
+    refused: dict[bytes, str] = {}
+    for value in edge_values(chat, alice.user_id):
+        good = base(chat, bob.user_id, f"valid {len(valid)}")
+        valid.add(good["id"])
+        burst += [(chat.encode(), encode(good)), (chat.encode(), value)]
+        kind = expected_kind(value, members)
+        if kind is None:
+            valid.add(decode_record(value).id)
+        else:
+            refused[value] = kind
+    topic = dev_env["DEV_TOPIC"]
+    await asyncio.to_thread(librdkafka.produce, infra.kafka_bootstrap, topic, burst, LIKE_JAVA)
+
+    def ids_readable() -> set[str]:
+        found: set[str] = set()
+        query = "limit=100"
+        while True:
+            status, page = get(
+                f"{api}/v1/chats/{chat}/messages?{query}",
+                {"Authorization": f"Bearer {alice.token}"},
+            )
+            assert status == 200, page
+            found |= {m["id"] for m in page["data"]}
+            if not page["nextCursor"]:
+                return found
+            query = f"limit=100&before={page['nextCursor']}"
+
+    await eventually(
+        lambda: asyncio.to_thread(ids_readable), lambda ids: valid <= ids, what="valid readable"
+    )
+    letters = await dead_letters(infra.kafka_bootstrap, f"{topic}.dlq", set(refused), WITHIN)
+    assert {v[:60]: letters.get(v, {}).get("x-dlq-kind") for v in refused} == {
+        v[:60]: kind for v, kind in refused.items()
+    }
+    assert all(letters[v].get("x-dlq-reason") for v in refused)
 
 
 def readable(page: dict[str, Any]) -> bool:

@@ -8,7 +8,6 @@ is produced by librdkafka (confluent-kafka), as a producer outside this project 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -17,16 +16,15 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 from bson import ObjectId
 
-from contracts.records import UID_MAX, InvalidRecord, decode_record
+from contracts.records import UID_MAX, decode_record
 from infra.local import LocalSettings
 from infra.processes.worker import WorkerProcess, produce
 from tests.support import librdkafka
 from tests.support.faults import SCALE, report
-from tests.support.hostile import EDGE_INTS, edge_values
-from tests.support.waiting import NeverHappened, eventually
+from tests.support.hostile import EDGE_INTS, LIKE_JAVA, dead_letters, edge_values, expected_kind
+from tests.support.waiting import eventually
 
 #: Members include users at the edges of the id range, so records at those edges are kept.
 MEMBERS = [11, 12, *(n for n in EDGE_INTS if 1 <= n <= UID_MAX and n not in (11, 12))]
@@ -70,24 +68,6 @@ def hostile(cid: str, i: int) -> list[tuple[bytes, str]]:
     ]
 
 
-def expected_kind(value: bytes, members: set[int]) -> str | None:
-    """What the worker must do with an edge value: None = store it, else the DLQ kind."""
-    try:
-        record = decode_record(value)
-    except InvalidRecord:
-        return "invalid"
-    return None if record.uid in members else "not_member"
-
-
-#: librdkafka keyed like Kafka's Java client (murmur2), idempotent, acks from all.
-LIKE_JAVA = {
-    "partitioner": "murmur2_random",
-    "acks": "all",
-    "enable.idempotence": True,
-    "message.max.bytes": 1_000_000,
-}
-
-
 async def readable(worker: WorkerProcess, cid: str) -> list[dict[str, Any]]:
     """Every message of the chat, paged through the worker's read API."""
     found: list[dict[str, Any]] = []
@@ -101,28 +81,6 @@ async def readable(worker: WorkerProcess, cid: str) -> list[dict[str, Any]]:
             if not page["nextCursor"]:
                 return found
             params["before"] = page["nextCursor"]
-
-
-async def dead_letters(
-    bootstrap: str, topic: str, wanted: set[bytes], within: float
-) -> dict[bytes, dict[str, str]]:
-    """Read the DLQ from the start until every wanted value is there (bounded)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    found: dict[bytes, dict[str, str]] = {}
-
-    async def read_more() -> set[bytes]:
-        for records in (await consumer.getmany(timeout_ms=1000)).values():
-            for r in records:
-                found[r.value or b""] = {k: v.decode(errors="replace") for k, v in r.headers}
-        return set(found)
-
-    try:
-        with contextlib.suppress(NeverHappened):  # the test's assertions name what is missing
-            await eventually(read_more, lambda seen: wanted <= seen, within=within, every=0)
-    finally:
-        await consumer.stop()
-    return found
 
 
 async def test_hostile_records_go_to_the_dlq_and_the_stream_goes_on(

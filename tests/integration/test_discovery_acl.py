@@ -91,12 +91,14 @@ async def test_the_internal_token_goes_only_to_instances_registered_as_workers(
 ) -> None:
     service = unique("tagged")
     writer = consul.token(service, "write")
-    stubs = [StubServer(f"{name}-{service}") for name in ("worker", "untagged", "no-meta")]
+    names = ("worker", "untagged", "no-meta", "other-app")
+    stubs = [StubServer(f"{name}-{service}") for name in names]
     app = {WORKER_META_APP_ID: "dialogue-worker"}
     extras: list[tuple[tuple[str, ...], dict[str, str]]] = [
         ((WORKER_TAG,), app),  # a worker
         ((), app),  # no tag
         ((WORKER_TAG,), {}),  # no app_id
+        ((WORKER_TAG,), {WORKER_META_APP_ID: "someone-else"}),  # another group's app id
     ]
     registrars = []
     for server in stubs:
@@ -112,7 +114,7 @@ async def test_the_internal_token_goes_only_to_instances_registered_as_workers(
             service,
             token=consul.token(service, "read"),
             require_tag=WORKER_TAG,
-            require_meta=(WORKER_META_APP_ID,),
+            require_meta={WORKER_META_APP_ID: "dialogue-worker"},
         )
         client = BalancedClient(watch, headers=TOKEN_HEADER)
         await watch.start()
@@ -131,4 +133,4 @@ async def test_the_internal_token_goes_only_to_instances_registered_as_workers(
             await server.stop()
     assert {a.instance_id for a in answers} == {stubs[0].state.id}
     assert all(a.json()["authorization"] == TOKEN_HEADER["Authorization"] for a in answers)
-    assert stubs[1].state.hits["/echo"] == stubs[2].state.hits["/echo"] == 0
+    assert all(stub.state.hits["/echo"] == 0 for stub in stubs[1:])

@@ -74,7 +74,7 @@ async def worker(infra: LocalSettings, unique: Callable[[str], str]) -> AsyncIte
     )
     registrar = Registrar(infra.consul_url, registration, _passing)
     watch = ServiceWatch(
-        infra.consul_url, service, require_tag=WORKER_TAG, require_meta=(WORKER_META_APP_ID,)
+        infra.consul_url, service, require_tag=WORKER_TAG, require_meta={WORKER_META_APP_ID: None}
     )
     balanced = BalancedClient(watch, cooldown=60.0)
     await registrar.start()

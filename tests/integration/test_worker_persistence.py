@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
@@ -19,6 +19,8 @@ from infra.processes.worker import WorkerProcess, produce
 from tests.support.waiting import NeverHappened, eventually
 
 Mongo = AsyncMongoClient[dict[str, Any]]
+#: The broker's default message.max.bytes: the largest record another producer may write.
+BROKER_LIMIT = 1_048_588
 
 
 async def create_chat(worker: WorkerProcess, users: list[int]) -> str:
@@ -120,6 +122,50 @@ async def test_invalid_and_non_member_records_go_to_the_dlq_with_reasons(
     assert all(h["x-dlq-topic"] == worker.topic.encode() for h in dead.values())
     await eventually(lambda: _count_is(mongo[worker.mongo_db]["history"], cid, 2), what="2 stored")
     assert await worker.metric("dialogue_worker_dlq_records_total") >= 5
+
+
+async def test_a_record_at_the_broker_limit_is_dead_lettered_cut_and_the_next_one_stored(
+    worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
+) -> None:
+    """Its dead letter, with the x-dlq-* headers, would not fit in a request: the worker
+    cuts the value (saying so) instead of retrying a send Kafka will never take."""
+    cid = await create_chat(worker, [1, 2])
+    huge = b"x" * (BROKER_LIMIT - 200)  # invalid JSON of almost the broker's limit
+    after = record(cid, 1, "behind the huge one")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=infra.kafka_bootstrap, acks="all", max_request_size=BROKER_LIMIT
+    )
+    await producer.start()
+    try:
+        await producer.send_and_wait(worker.topic, huge, key=cid.encode())
+        await producer.send_and_wait(worker.topic, after.to_bytes(), key=after.key())
+    finally:
+        await producer.stop()
+
+    await eventually(lambda: _count_is(mongo[worker.mongo_db]["history"], cid, 1), what="stored")
+    consumer = AIOKafkaConsumer(
+        worker.dlq_topic,
+        bootstrap_servers=infra.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        fetch_max_bytes=4 * BROKER_LIMIT,
+        max_partition_fetch_bytes=4 * BROKER_LIMIT,
+    )
+    await consumer.start()
+    try:
+        found: list[Any] = []
+
+        async def read_dead() -> int:
+            for msgs in (await consumer.getmany(timeout_ms=1000)).values():
+                found.extend(m for m in msgs if m.key == cid.encode())
+            return len(found)
+
+        await eventually(read_dead, lambda n: n >= 1, every=0, what="the dead letter")
+    finally:
+        await consumer.stop()
+    headers = dict(found[0].headers)
+    assert headers["x-dlq-kind"] == b"invalid"
+    assert headers["x-dlq-truncated"] == str(len(huge)).encode()
+    assert huge.startswith(found[0].value) and len(found[0].value) > len(huge) - 1000
 
 
 async def _messages_of(worker: WorkerProcess, cid: str, uid: int) -> list[dict[str, Any]]:

@@ -2,18 +2,24 @@
 
 A hand-rolled JSON writer, because the interesting inputs are the ones a JSON library
 will not write: integers past 64 bits, NaN and Infinity tokens, duplicate keys, lone
-surrogate escapes. Used by the property test of the worker's decode path and by the
-hostile-records fault scenario, so both exercise the same classes of input.
+surrogate escapes. Used by the property test of the worker's decode path, the
+hostile-records fault scenario and the `make dev` burst test, so all exercise the same
+classes of input; `expected_kind`, `dead_letters` and `LIKE_JAVA` serve their checks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from hypothesis import strategies as st
+
+from contracts.records import InvalidRecord, decode_record
+from tests.support.waiting import NeverHappened, eventually
 
 #: Integers around every width a producer or a store might use.
 EDGE_INTS: list[int] = sorted(
@@ -185,3 +191,43 @@ def values(cid: str, uid: int) -> st.SearchStrategy[bytes]:
         return encode(draw(st.permutations(pairs)))
 
     return record() | st.sampled_from(edge_values(cid, uid)) | st.binary(max_size=64)
+
+
+def expected_kind(value: bytes, members: set[int]) -> str | None:
+    """What the worker must do with an edge value: None = store it, else the DLQ kind."""
+    try:
+        record = decode_record(value)
+    except InvalidRecord:
+        return "invalid"
+    return None if record.uid in members else "not_member"
+
+
+#: librdkafka keyed like Kafka's Java client (murmur2), idempotent, acks from all.
+LIKE_JAVA = {
+    "partitioner": "murmur2_random",
+    "acks": "all",
+    "enable.idempotence": True,
+    "message.max.bytes": 1_000_000,
+}
+
+
+async def dead_letters(
+    bootstrap: str, topic: str, wanted: set[bytes], within: float
+) -> dict[bytes, dict[str, str]]:
+    """Read the DLQ from the start until every wanted value is there (bounded)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    found: dict[bytes, dict[str, str]] = {}
+
+    async def read_more() -> set[bytes]:
+        for records in (await consumer.getmany(timeout_ms=1000)).values():
+            for r in records:
+                found[r.value or b""] = {k: v.decode(errors="replace") for k, v in r.headers}
+        return set(found)
+
+    try:
+        with contextlib.suppress(NeverHappened):  # the test's assertions name what is missing
+            await eventually(read_more, lambda seen: wanted <= seen, within=within, every=0)
+    finally:
+        await consumer.stop()
+    return found

@@ -496,6 +496,9 @@ def test_every_app_has_its_own_consul_token(
 def test_acl_policies_are_least_privilege(services: dict[str, dict[str, Any]]) -> None:
     service = environment(services[WORKER])["WORKER_SERVICE"]
     assert environment(services[GATEWAY])["WORKER_SERVICE"] == service
+    # The gateway sends its internal token only to instances of the workers' app id.
+    app_id = environment(services[WORKER])["WORKER_APP_ID"]
+    assert environment(services[GATEWAY])["WORKER_APP_ID"] == app_id
     assert _rules("worker-policy.hcl") == {
         ("service", service): "write",
         ("node_prefix", ""): "read",

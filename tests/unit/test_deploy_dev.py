@@ -57,6 +57,7 @@ def test_every_port_and_name_can_be_overridden() -> None:
     )
     assert (s.worker_port(2), s.service_id(2)) == (18101, "copy-2")
     assert s.worker_env(2)["CONSUL_URL"] == s.gateway_env()["CONSUL_URL"] == s.consul_url
+    assert s.worker_env(2)["WORKER_APP_ID"] == s.gateway_env()["WORKER_APP_ID"]
 
 
 def test_a_bad_port_is_refused_with_its_name() -> None:

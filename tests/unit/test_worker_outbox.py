@@ -1,0 +1,93 @@
+"""The worker's copies (dead letters, forwards) always fit in one request, whatever the
+source record's size, headers or reason: a copy aiokafka refuses would be retried forever
+and hold its partition."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dialogue_worker.adapters.outbox import (
+    MAX_RECORD,
+    REASON,
+    TRUNCATED,
+    dead_letter_copy,
+    fitted,
+    record_size,
+)
+from dialogue_worker.domain.records import REASON_MAX, InboundRecord, Rejected, RejectKind
+
+#: The broker's default message.max.bytes: the largest record another producer may write.
+BROKER_LIMIT = 1_048_588
+
+
+def record(value: bytes, headers: tuple[tuple[str, bytes], ...] = ()) -> InboundRecord:
+    return InboundRecord(
+        topic="dialogue.messages",
+        partition=3,
+        offset=12345,
+        key=b"k" * 24,
+        value=value,
+        headers=headers,
+    )
+
+
+def test_a_record_at_the_broker_limit_is_dead_lettered_cut_and_marked() -> None:
+    source = record(b"x" * (BROKER_LIMIT - 100))
+    _, value, headers = dead_letter_copy(Rejected(source, RejectKind.INVALID, "too long"))
+    assert record_size(source.key, value, headers) <= MAX_RECORD
+    assert dict(headers)[TRUNCATED] == str(BROKER_LIMIT - 100).encode()
+    assert value is not None and source.value is not None
+    assert source.value.startswith(value) and len(value) > MAX_RECORD - 1000
+
+
+def test_a_small_record_is_copied_whole_with_its_headers() -> None:
+    source = record(b'{"v": 2}', headers=(("trace", b"abc"),))
+    _, value, headers = dead_letter_copy(Rejected(source, RejectKind.INVALID, "unsupported"))
+    assert value == source.value
+    assert headers[0] == ("trace", b"abc")
+    assert TRUNCATED not in dict(headers)
+
+
+def test_a_reason_quoting_a_huge_value_is_cut() -> None:
+    rejected = Rejected(record(b"{}"), RejectKind.INVALID, "bad v: " + "9" * 50_000)
+    assert len(rejected.reason) <= REASON_MAX + 30
+    assert rejected.reason.endswith("more)")
+    assert len(dict(dead_letter_copy(rejected)[2])[REASON]) < 1100
+
+
+@given(
+    value_size=st.integers(min_value=0, max_value=BROKER_LIMIT),
+    header_sizes=st.lists(st.integers(min_value=0, max_value=400_000), max_size=4),
+    key_size=st.one_of(st.integers(0, 64), st.integers(0, BROKER_LIMIT)),
+)
+def test_every_dead_letter_fits(value_size: int, header_sizes: list[int], key_size: int) -> None:
+    headers = tuple((f"h{i}", b"h" * n) for i, n in enumerate(header_sizes))
+    source = InboundRecord(
+        topic="t",
+        partition=0,
+        offset=1,
+        key=b"k" * key_size,
+        value=b"v" * value_size,
+        headers=headers,
+    )
+    key, value, out = dead_letter_copy(Rejected(source, RejectKind.INVALID, "reason"))
+    assert record_size(key, value, out) <= MAX_RECORD
+    assert dict(out)[REASON] == b"reason"
+    # Nothing is cut that fitted: a cut value says so and how long it was.
+    if TRUNCATED in dict(out):
+        assert dict(out)[TRUNCATED] == str(value_size).encode()
+    else:
+        assert (key, value) == (source.key, source.value)
+
+
+def test_a_forward_drops_the_source_headers_that_would_not_fit_but_keeps_the_value() -> None:
+    value = b'{"v":1}'
+    key = b"c" * 24
+    own = [("big", b"h" * (MAX_RECORD - 50))]
+    out_key, out_value, out_headers = fitted(
+        key, value, own, [("x-forwarded-from", b"t/0/1")], cut=False
+    )
+    assert (out_key, out_value) == (key, value)
+    assert out_headers == [("x-forwarded-from", b"t/0/1")]
+    assert record_size(key, out_value, out_headers) <= MAX_RECORD
