@@ -349,7 +349,8 @@ def step_line(s: Step) -> str:
     shares = " / ".join(f"{x:,}" for x in s.shares)
     return (
         f"{s.workers} worker(s): {s.rate:6,.0f} records/s over {s.window:,} records "
-        f"(window shares {shares}, {s.batch:.0f} per batch); CPU µs/record {cpu}; "
+        f"(backlog {s.backlog:,} at the window's start; "
+        f"window shares {shares}, {s.batch:.0f} per batch); CPU µs/record {cpu}; "
         f"cores ours {s.cores[0]:.2f}, "
         f"others {s.cores[1]:.2f}; produced in {s.produce_seconds:.1f} s; "
         f"dead letters {s.dead_letters}"

@@ -13,9 +13,9 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.errors import ErrorBody, ErrorCode
+from contracts.errors import ErrorCode
 from contracts.records import TEXT_MAX, UID_MAX
-from contracts.requests import MAX_USERS
+from contracts.requests import MAX_USERS, MIN_CHAT_USERS
 
 T = TypeVar("T")
 
@@ -111,7 +111,7 @@ class NewChat(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"users": [1, 2]}]})
 
     users: list[UserId] = Field(
-        min_length=2,
+        min_length=MIN_CHAT_USERS,
         max_length=MAX_USERS,
         description=(
             "at least 2 distinct users (4004), the caller among them (4030), all existing "
@@ -268,12 +268,15 @@ class MessageList(Page[Message]):
     `before` (or `after`, when paging forward with it)."""
 
 
-class Error(ErrorBody):
-    """Every answer that is not a success; the HTTP status is the code's first three digits."""
+class Error(BaseModel):
+    """Every answer that is not a success; the HTTP status is the code's first three digits.
+    (`contracts.errors.error_body` builds it; a test checks the two agree.)"""
 
+    object: Literal["error"] = "error"
     code: ErrorCode = Field(
         description="four digits; the HTTP status is the first three", examples=["4031"]
     )
+    message: str
 
 
 class Health(BaseModel):

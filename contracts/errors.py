@@ -6,9 +6,6 @@ A code is four digits as a string; the HTTP status is its first three.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
-
-from pydantic import BaseModel
 
 
 class ErrorCode(StrEnum):
@@ -42,12 +39,6 @@ class ErrorCode(StrEnum):
     def retryable(self) -> bool:
         """Whether retrying the same request later can succeed."""
         return self.value.startswith("5") or self is ErrorCode.TOO_MANY_ATTEMPTS
-
-
-class ErrorBody(BaseModel):
-    object: Literal["error"] = "error"
-    code: ErrorCode
-    message: str
 
 
 def error_body(code: ErrorCode, message: str) -> dict[str, str]:

@@ -17,6 +17,7 @@ from contracts.records import UID_MAX
 
 LIMIT_DEFAULT, LIMIT_MAX = 50, 200
 MAX_USERS = 1000  # user ids in one request body
+MIN_CHAT_USERS = 2  # distinct users a chat is created with, at least
 #: What a refusal echoes of the value it was sent, at most.
 ECHO = 40
 _UID_DIGITS = len(str(UID_MAX))
@@ -82,6 +83,24 @@ def user_ids(value: object) -> list[int]:
     return list(dict.fromkeys(uids))
 
 
+def new_chat_users(value: object) -> list[int]:
+    """The `users` of a chat to create: `user_ids`, at least MIN_CHAT_USERS distinct (4004)."""
+    users = user_ids(value)
+    if len(users) < MIN_CHAT_USERS:
+        raise RequestProblem(
+            ErrorCode.TOO_FEW_USERS, f"a chat needs at least {MIN_CHAT_USERS} distinct users"
+        )
+    return users
+
+
+def added_users(value: object) -> list[int]:
+    """The `users` to add to a chat: `user_ids`, at least one (4000)."""
+    users = user_ids(value)
+    if not users:
+        raise RequestProblem(ErrorCode.MALFORMED, "users must name at least one user")
+    return users
+
+
 def limit(raw: str | None) -> int:
     """`limit`: 1 .. LIMIT_MAX, LIMIT_DEFAULT when absent or empty (4005 otherwise)."""
     if raw is None or raw == "":
@@ -138,14 +157,6 @@ def history_cursor(query: Mapping[str, str]) -> tuple[str, int | str | None]:
         names = ", ".join(name for name, _ in HISTORY_CURSORS)
         raise RequestProblem(ErrorCode.BAD_PAGING, f"use at most one of {names}")
     return given[0] if given else ("before", None)
-
-
-def one_direction(query: Mapping[str, str]) -> tuple[str | None, str | None]:
-    """(`before`, `after`) of a history query; both at once is 4005."""
-    before, after = cursor_id("before", query.get("before")), cursor_id("after", query.get("after"))
-    if before is not None and after is not None:
-        raise RequestProblem(ErrorCode.BAD_PAGING, "use either before or after, not both")
-    return before, after
 
 
 #: An opaque cursor given out in a list's `nextCursor` (base64url, no padding).

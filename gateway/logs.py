@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from platform_common.http import REQUEST_ID_HEADER, access_fields
 from platform_common.logs import clip
 
 
@@ -20,9 +21,8 @@ class AccessLogger(AbstractAccessLogger):
             clip(request.path),
             response.status,
             extra={
-                "request_id": response.headers.get("X-Request-ID", "-"),
-                "status": response.status,
-                "duration_ms": round(duration * 1000, 2),
+                "request_id": response.headers.get(REQUEST_ID_HEADER, "-"),
+                **access_fields(response.status, duration),
                 "remote": request.remote,
             },
         )

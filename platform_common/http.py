@@ -1,13 +1,22 @@
-"""JSON answers of both services' aiohttp edges."""
+"""Both services' aiohttp edges: JSON answers, and the request id of every request."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from contracts.errors import ErrorCode, error_body
+from platform_common.logs import request_id
+
+#: The header a request id comes in with, goes back out with and is passed on in.
+REQUEST_ID_HEADER = "X-Request-ID"
+#: Longest client-supplied request id kept; a longer one is replaced.
+REQUEST_ID_MAX = 128
 
 
 def json_response(
@@ -24,3 +33,27 @@ def error_response(
 ) -> web.Response:
     """The platform's error body, with the HTTP status of the code."""
     return json_response(error_body(code, message), code.status, headers)
+
+
+def incoming_request_id(value: str | None) -> str | None:
+    """`value` if it may be a request id (1-128 visible ASCII characters), else None."""
+    if value and len(value) <= REQUEST_ID_MAX and all("!" <= ch <= "~" for ch in value):
+        return value
+    return None
+
+
+@contextmanager
+def request_scope(request: web.BaseRequest) -> Iterator[str]:
+    """The request's id (its usable X-Request-ID, else a fresh uuid4 hex), set for the
+    log lines written within (`platform_common.logs.request_id`)."""
+    rid = incoming_request_id(request.headers.get(REQUEST_ID_HEADER)) or uuid.uuid4().hex
+    token = request_id.set(rid)
+    try:
+        yield rid
+    finally:
+        request_id.reset(token)
+
+
+def access_fields(status: int, seconds: float) -> dict[str, object]:
+    """The `extra=` fields of an access line: the status and the duration in ms."""
+    return {"status": status, "duration_ms": round(seconds * 1e3, 2)}

@@ -32,6 +32,15 @@ def clip(text: str, limit: int = CLIP) -> str:
     return f"{text[:limit]}...({len(text) - limit} more)"
 
 
+def partition_fields(topic: str, partition: int, offset: int | None = None) -> dict[str, object]:
+    """The `extra=` fields of a line about a partition: `topic`, `partition`, and `offset`
+    when one offset is concerned (the first, for a range: the message names the range)."""
+    fields: dict[str, object] = {"topic": topic, "partition": partition}
+    if offset is not None:
+        fields["offset"] = offset
+    return fields
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {

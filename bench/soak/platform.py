@@ -49,9 +49,6 @@ class Target:
         """Indexes of the workers make dev runs now (`make scale` may change them)."""
         return DevState.load(self.dev.run_dir).workers
 
-    def worker_url(self, index: int) -> str:
-        return f"http://{self.dev.host}:{self.dev.worker_port(index)}"
-
     def app_pids(self) -> dict[str, int | None]:
         """The gateway and each worker: the processes whose memory the issue bounds."""
         pids = {"gateway": self.platform.gateway().pid()}

@@ -27,6 +27,7 @@ from typing import Any
 from dialogue_worker.adapters.commits import seek_back
 from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.health import StuckPartition, WorkerHealth
+from platform_common.logs import partition_fields
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,17 @@ class Rewinder:
             if now - self._last.get(key, -self._every) < self._every:
                 continue
             self._last[key] = now
+            where = partition_fields(stuck.topic, stuck.partition, stuck.offset)
             try:
                 if await self._mend(key, stuck.offset + stuck.lag):
                     continue
             except Exception as exc:  # Kafka did not say: seeking back is safe either way
-                log.warning("could not look for records after a stuck offset: %s", exc)
+                log.warning(
+                    "could not look for records after stuck offset %d: %s",
+                    stuck.offset,
+                    exc,
+                    extra=where,
+                )
             await seek_back(self._app, key, stuck.offset)
             self._metrics.rewound.inc()
             log.warning(
@@ -73,7 +80,7 @@ class Rewinder:
                 stuck.offset,
                 stuck.lag,
                 stuck.seconds,
-                extra={"topic": stuck.topic, "partition": stuck.partition},
+                extra=where,
             )
             done.append(stuck)
         return done

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 from contracts.api import PREVIEW_MAX, Chat, LastMessage
 from contracts.errors import ErrorCode
+from contracts.requests import MIN_CHAT_USERS
 from dialogue_worker.errors import RequestError
-
-MIN_USERS = 2
 
 
 @dataclass(frozen=True)
@@ -56,8 +55,10 @@ def preview(mid: str, seq: int, uid: int, text: str, created_at: float) -> LastM
 def new_chat_users(users: list[int]) -> list[int]:
     """The members of a chat to create: at least two distinct users (4004), sorted."""
     distinct = sorted(set(users))
-    if len(distinct) < MIN_USERS:
-        raise RequestError(ErrorCode.TOO_FEW_USERS, "a chat needs at least 2 distinct users")
+    if len(distinct) < MIN_CHAT_USERS:
+        raise RequestError(
+            ErrorCode.TOO_FEW_USERS, f"a chat needs at least {MIN_CHAT_USERS} distinct users"
+        )
     return distinct
 
 

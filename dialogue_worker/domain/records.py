@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from contracts.records import InvalidRecord, MessageRecord, decode_record
+from platform_common.logs import clip
 
 
 @dataclass(frozen=True)
@@ -33,13 +34,21 @@ class RejectKind(StrEnum):
     ID_CONFLICT = "id_conflict"  # its id is already stored with another chat, author or text
 
 
+#: The longest reason a dead letter carries (characters); a reason quotes the record, and
+#: a record may be a megabyte.
+REASON_MAX = 1000
+
+
 @dataclass(frozen=True)
 class Rejected:
-    """A record for the dead-letter topic, with why it was refused."""
+    """A record for the dead-letter topic, with why it was refused (cut to REASON_MAX)."""
 
     record: InboundRecord
     kind: RejectKind
     reason: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", clip(self.reason, REASON_MAX))
 
 
 @dataclass(frozen=True)
@@ -55,10 +64,6 @@ class Sorted:
     #: Valid records on another partition than their chat's, with the chat id: produced
     #: again to the chat's partition, so one owner gives a chat its seqs.
     forward: list[tuple[InboundRecord, str]] = field(default_factory=list)
-
-    @property
-    def chat_ids(self) -> set[str]:
-        return {a.message.cid for a in self.accepted}
 
 
 def decode_all(records: Sequence[InboundRecord]) -> Sorted:
@@ -111,12 +116,3 @@ def check_membership(batch: Sorted, members: Mapping[str, frozenset[int]]) -> So
         else:
             result.accepted.append(item)
     return result
-
-
-def needs_fresh_check(batch: Sorted, members: Mapping[str, frozenset[int]]) -> set[str]:
-    """Chats whose cached members would reject a message: confirm those before rejecting."""
-    return {
-        a.message.cid
-        for a in batch.accepted
-        if a.message.cid not in members or a.message.uid not in members[a.message.cid]
-    }

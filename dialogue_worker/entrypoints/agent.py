@@ -13,14 +13,15 @@ are in hand: the one being written and the next.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import faust
 
 from dialogue_worker.domain.records import InboundRecord, Sorted
-from dialogue_worker.services.persistence import BatchPersister
+from dialogue_worker.services.persistence import BatchPersister, partition_offsets
 from dialogue_worker.services.write_behind import WriteBehind
+from platform_common.logs import partition_fields
 
 log = logging.getLogger(__name__)
 Taken = tuple[list[InboundRecord], Sorted]  # a batch's records, sorted
@@ -42,14 +43,6 @@ def inbound(event: Any) -> InboundRecord:
     )
 
 
-def _span(records: Iterable[InboundRecord]) -> dict[str, str]:
-    """topic/partition -> 'first..last' offsets, for one log line per batch."""
-    spans: dict[str, list[int]] = {}
-    for r in records:
-        spans.setdefault(f"{r.topic}/{r.partition}", []).append(r.offset)
-    return {tp: f"{min(o)}..{max(o)}" for tp, o in spans.items()}
-
-
 def attach_agent(
     app: faust.App, topic: Any, persister: BatchPersister, batch_size: int, within: float
 ) -> None:
@@ -57,15 +50,19 @@ def attach_agent(
         records, sorted_batch = batch
         outcome = await persister.persist(records, sorted_batch)
         if log.isEnabledFor(logging.DEBUG):  # the offset spans cost a pass over the batch
-            log.debug(
-                "batch persisted",
-                extra={
-                    "offsets": _span(records),
-                    "stored": outcome.stored,
-                    "duplicates": outcome.duplicates,
-                    "dead_lettered": outcome.dead_lettered,
-                },
-            )
+            counts = {
+                "records": len(records),
+                "stored": outcome.stored,
+                "duplicates": outcome.duplicates,
+                "dead_lettered": outcome.dead_lettered,
+            }
+            for (topic, partition), offsets in partition_offsets(records).items():
+                log.debug(  # one line per partition; `batch` counts the whole batch
+                    "batch persisted: offsets %d..%d",
+                    min(offsets),
+                    max(offsets),
+                    extra={**partition_fields(topic, partition, min(offsets)), "batch": counts},
+                )
 
     async def persist(stream: Any) -> None:
         writer: WriteBehind[Taken] = WriteBehind(persist_batch)

@@ -56,7 +56,7 @@ class InternalApi:
         return _json(await self._chats.chats_of(query.uid, query.limit, query.cursor))
 
     async def create_chat(self, request: web.Request) -> web.Response:
-        return _json(await self._chats.create(await decode.users_body(request)), status=201)
+        return _json(await self._chats.create(await decode.new_chat_body(request)), status=201)
 
     async def get_chat(self, request: web.Request) -> web.Response:
         cid = rules.chat_id(request.match_info["cid"])
@@ -64,7 +64,9 @@ class InternalApi:
 
     async def add_members(self, request: web.Request) -> web.Response:
         cid, uid = rules.chat_id(request.match_info["cid"]), decode.caller(request.query)
-        return _json(await self._chats.add_members(cid, uid, await decode.users_body(request)))
+        return _json(
+            await self._chats.add_members(cid, uid, await decode.added_users_body(request))
+        )
 
     async def list_messages(self, request: web.Request) -> web.Response:
         query = decode.messages_query(request.query)

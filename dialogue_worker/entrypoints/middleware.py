@@ -5,7 +5,6 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -14,12 +13,10 @@ from contracts.errors import ErrorCode
 from contracts.requests import RequestProblem
 from dialogue_worker.errors import RequestError, StorageUnavailable
 from dialogue_worker.metrics import WorkerMetrics
-from platform_common.http import error_response
-from platform_common.logs import request_id
+from platform_common.http import REQUEST_ID_HEADER, access_fields, error_response, request_scope
 
 log = logging.getLogger(__name__)
 SCHEME = "Entrypoint"
-REQUEST_ID = "X-Request-ID"
 _HTTP_CODES = {
     400: ErrorCode.MALFORMED,
     404: ErrorCode.NOT_FOUND,
@@ -47,26 +44,19 @@ def edge_middleware(token: str, metrics: WorkerMetrics) -> Middleware:
 
     @web.middleware
     async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
-        rid = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
-        context = request_id.set(rid)
-        started = time.monotonic()
-        try:
+        with request_scope(request) as rid:
+            started = time.monotonic()
             response = await _handle(request, handler, secret)
-            response.headers[REQUEST_ID] = rid
+            response.headers[REQUEST_ID_HEADER] = rid
             metrics.http_requests.labels(_route(request), str(response.status)).inc()
             log.info(
                 "%s %s -> %d",
                 request.method,
                 request.path,
                 response.status,
-                extra={
-                    "status": response.status,
-                    "ms": round((time.monotonic() - started) * 1e3, 1),
-                },
+                extra=access_fields(response.status, time.monotonic() - started),
             )
             return response
-        finally:
-            request_id.reset(context)
 
     return edge
 

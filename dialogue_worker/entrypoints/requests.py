@@ -60,12 +60,21 @@ async def json_object(request: web.Request) -> object:
         raise RequestProblem(ErrorCode.MALFORMED, f"malformed JSON: {exc}") from None
 
 
-async def users_body(request: web.Request) -> list[int]:
-    """The `users` of a `{"users": [<user id>, ...]}` body."""
+async def _users(request: web.Request) -> object:
     body = await json_object(request)
     if not isinstance(body, dict):
         raise RequestProblem(ErrorCode.MALFORMED, 'body must be {"users": [<user id>, ...]}')
-    return rules.user_ids(body.get("users"))
+    return body.get("users")
+
+
+async def new_chat_body(request: web.Request) -> list[int]:
+    """The members of a chat to create, from `{"users": [<user id>, ...]}` (>= 2, 4004)."""
+    return rules.new_chat_users(await _users(request))
+
+
+async def added_users_body(request: web.Request) -> list[int]:
+    """The users to add to a chat, from `{"users": [<user id>, ...]}` (>= 1, 4000)."""
+    return rules.added_users(await _users(request))
 
 
 async def read_body(request: web.Request) -> int:

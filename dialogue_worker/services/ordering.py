@@ -29,6 +29,7 @@ from dialogue_worker.domain.offsets import DurableOffsets
 from dialogue_worker.domain.records import InboundRecord
 from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.ports import PartitionLog
+from platform_common.logs import partition_fields
 
 log = logging.getLogger(__name__)
 TopicPartition = tuple[str, int]
@@ -78,7 +79,7 @@ class PartitionOrder:
             log.warning(
                 "where the partition starts is unknown (Kafka unreachable?): records "
                 "written without the order check",
-                extra={"topic": tp[0], "partition": tp[1]},
+                extra=partition_fields(*tp),
             )
             return records
         admitted = []
@@ -112,7 +113,13 @@ class PartitionOrder:
         try:
             first = await self._partitions.first_record(tp, start, end)
         except Exception as exc:  # Kafka did not say: hold the records, as if it did
-            log.warning("could not look into offsets %d..%d: %s", start, end - 1, exc)
+            log.warning(
+                "could not look into offsets %d..%d: %s",
+                start,
+                end - 1,
+                exc,
+                extra=partition_fields(*tp, start),
+            )
             return False
         if first is not None:
             return False
@@ -126,7 +133,7 @@ class PartitionOrder:
             "offsets %d..%d hold no record (transaction markers or retention)",
             start,
             end - 1,
-            extra={"topic": tp[0], "partition": tp[1]},
+            extra=partition_fields(*tp, start),
         )
 
     async def _seek_back(self, tp: TopicPartition, offset: int, seen: int) -> None:
@@ -141,12 +148,14 @@ class PartitionOrder:
             seen,
             offset,
             offset,
-            extra={"topic": tp[0], "partition": tp[1]},
+            extra=partition_fields(*tp, offset),
         )
         try:
             await self._partitions.rewind(tp, offset)
         except Exception as exc:  # sought again after RESEEK_AFTER, or by the Rewinder
-            log.warning("could not seek back: %s", exc, extra={"topic": tp[0], "partition": tp[1]})
+            log.warning(
+                "could not seek back to %d: %s", offset, exc, extra=partition_fields(*tp, offset)
+            )
             return
         self._metrics.rewound.inc()
 

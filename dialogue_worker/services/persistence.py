@@ -58,6 +58,7 @@ from dialogue_worker.services.ports import (
     Outbox,
     StoredMessage,
 )
+from platform_common.logs import clip, partition_fields
 from platform_common.retry import Backoff, retry
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,15 @@ def _reason(exc: BaseException) -> str:
 
 
 def _where(record: InboundRecord) -> dict[str, object]:
-    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+    return partition_fields(record.topic, record.partition, record.offset)
+
+
+def partition_offsets(records: Iterable[InboundRecord]) -> dict[tuple[str, int], list[int]]:
+    """Each topic/partition's offsets among `records`, in the records' order."""
+    offsets: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for record in records:
+        offsets[(record.topic, record.partition)].append(record.offset)
+    return offsets
 
 
 class BatchPersister:
@@ -201,10 +210,7 @@ class BatchPersister:
             self._idle.set()
         self._metrics.persisted.inc(written.inserted)
         self._metrics.duplicates.inc(written.duplicates)
-        offsets: dict[tuple[str, int], list[int]] = defaultdict(list)
-        for record in records:
-            offsets[(record.topic, record.partition)].append(record.offset)
-        for tp, durable in offsets.items():
+        for tp, durable in partition_offsets(records).items():
             self._ledger.mark(tp, durable)
         self._health.progressed()
         self._metrics.batch_seconds.observe(self._clock() - started)
@@ -240,7 +246,16 @@ class BatchPersister:
         except Exception as exc:  # not transient (those are retried): about some record(s)
             if len(items) == 1:
                 return await self._confirm_refusal(items[0], _reason(exc))
-            log.warning("batch write refused, halving %d records: %s", len(items), _reason(exc))
+            why = _reason(exc)
+            for (topic, partition), offsets in partition_offsets(i.record for i in items).items():
+                log.warning(
+                    "batch write refused, halving %d records (here offsets %d..%d): %s",
+                    len(items),
+                    min(offsets),
+                    max(offsets),
+                    why,
+                    extra=partition_fields(topic, partition, min(offsets)),
+                )
             middle = len(items) // 2
             return await self._store_all(items[:middle]) + await self._store_all(items[middle:])
 
@@ -291,7 +306,7 @@ class BatchPersister:
             messages = [self._message(p) for p in plan.new]
             taken_seqs = await self._retry("write", partial(self._store.append, messages))
             if taken_seqs:  # another writer moved these chats on: undo ours, read where they stand
-                log.warning("seqs taken by another writer in chats %s", sorted(taken_seqs))
+                _log_taken([p.item for p in plan.new if p.item.message.cid in taken_seqs])
                 ours = [m for m in messages if m.cid in taken_seqs]
                 await self._retry("write", partial(self._store.retract, ours))
                 await self._retry("membership", partial(self._book.reload, taken_seqs))
@@ -382,7 +397,7 @@ class BatchPersister:
                 self._metrics.id_conflicts.inc()
             log.warning(
                 "record dead-lettered: %s",
-                item.reason,
+                clip(item.reason),
                 extra={**_where(item.record), "reason": item.kind.value},
             )
 
@@ -400,6 +415,20 @@ class BatchPersister:
             backoff=self._backoff(),  # a fresh sequence for each failing step
             on_failure=report,
             sleep=self._sleep,
+        )
+
+
+def _log_taken(moved: Sequence[Accepted]) -> None:
+    """One line per partition whose chats' seqs another writer took."""
+    for (topic, partition), offsets in partition_offsets(i.record for i in moved).items():
+        here = (topic, partition)
+        chats = {i.message.cid for i in moved if (i.record.topic, i.record.partition) == here}
+        log.warning(
+            "seqs taken by another writer in chats %s (offsets %d..%d)",
+            sorted(chats),
+            min(offsets),
+            max(offsets),
+            extra=partition_fields(topic, partition, min(offsets)),
         )
 
 

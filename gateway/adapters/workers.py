@@ -14,6 +14,7 @@ from discovery import BalancedClient, NoInstanceAvailable, OutcomeUnknown
 from gateway.domain.requests import Paging
 from gateway.errors import GatewayError
 from gateway.services.ports import InstanceView
+from platform_common.http import REQUEST_ID_HEADER
 from platform_common.logs import request_id
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ _CODES = {code.value: code for code in ErrorCode}
 def _request_id_header() -> dict[str, str]:
     """X-Request-ID of the request being handled, for the worker's logs."""
     rid = request_id.get()
-    return {} if rid is None else {"X-Request-ID": rid}
+    return {} if rid is None else {REQUEST_ID_HEADER: rid}
 
 
 def worker_error(status: int, body: bytes) -> GatewayError:

@@ -30,20 +30,15 @@ def user_ids(body: Mapping[str, Any]) -> list[int]:
 
 def new_chat_members(body: Mapping[str, Any], caller: int) -> list[int]:
     """Members of a chat to create: >= 2 distinct (4004), caller among them (4030)."""
-    users = user_ids(body)
-    if len(users) < 2:
-        raise GatewayError(ErrorCode.TOO_FEW_USERS, "a chat needs at least 2 distinct users")
+    users = rules.new_chat_users(body.get("users"))
     if caller not in users:
         raise GatewayError(ErrorCode.FORBIDDEN, "you can only create chats you are in")
     return users
 
 
 def added_members(body: Mapping[str, Any]) -> list[int]:
-    """Users to add to a chat: at least one."""
-    users = user_ids(body)
-    if not users:
-        raise GatewayError(ErrorCode.MALFORMED, "users must name at least one user")
-    return users
+    """Users to add to a chat: at least one (4000)."""
+    return rules.added_users(body.get("users"))
 
 
 def message_text(body: Mapping[str, Any]) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -13,12 +12,11 @@ from contracts.errors import ErrorCode
 from contracts.requests import RequestProblem
 from gateway.entrypoints.state import METRICS
 from gateway.errors import GatewayError
-from platform_common.http import error_response
-from platform_common.logs import clip, request_id
+from platform_common.http import REQUEST_ID_HEADER, error_response, request_scope
+from platform_common.logs import clip
 
 log = logging.getLogger(__name__)
 
-REQUEST_ID_HEADER = "X-Request-ID"
 _HTTP_CODES = {
     404: ErrorCode.NOT_FOUND,
     405: ErrorCode.METHOD_NOT_ALLOWED,
@@ -31,23 +29,13 @@ _HTTP_MESSAGES = {
 }
 
 
-def _incoming_id(value: str | None) -> str | None:
-    if value and len(value) <= 128 and all("!" <= ch <= "~" for ch in value):
-        return value
-    return None
-
-
 @web.middleware
 async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Take X-Request-ID (or make one), expose it to logs and workers, echo it back."""
-    rid = _incoming_id(request.headers.get(REQUEST_ID_HEADER)) or uuid.uuid4().hex
-    token = request_id.set(rid)
-    try:
+    with request_scope(request) as rid:
         response = await handler(request)
         response.headers[REQUEST_ID_HEADER] = rid
         return response
-    finally:
-        request_id.reset(token)
 
 
 @web.middleware

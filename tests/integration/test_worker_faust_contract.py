@@ -76,6 +76,9 @@ async def test_a_rebalance_and_a_stop_while_stream_buffers_are_full_lose_nothing
             # A stop while the fetch loop waits for room, and so a rebalance while the
             # remaining worker's buffer is full: the second worker leaves the group, and
             # only if the first takes its partitions over can every record be stored.
+            # Its exit code may be 1: the stop cancels a batch that cannot be stored while
+            # MongoDB is down, and faust may report that agent as crashed. What is pinned is
+            # that nothing is lost and that the worker does stop.
             assert await second.terminate() in (0, 1)
             await eventually(
                 lambda: first.log_text().rsplit("partitions assigned: ", 1)[-1],

@@ -11,6 +11,7 @@ import jsonschema
 import orjson
 import pytest
 
+from contracts import api
 from contracts.__main__ import SCHEMA_FILE, schema_text
 from contracts.errors import ErrorCode, error_body
 from contracts.ids import is_object_id, new_id
@@ -118,3 +119,9 @@ def test_created_at_more_than_a_day_ahead_is_refused() -> None:
     with pytest.raises(InvalidRecord, match="future"):
         decode_record(orjson.dumps({**GOOD, "createdAt": int(time.time()) + 2 * 86_400}))
     assert decode_record(orjson.dumps({**GOOD, "createdAt": int(time.time()) + 3600}))
+
+
+@pytest.mark.parametrize("code", list(ErrorCode))
+def test_every_error_body_is_the_documented_error_shape(code: ErrorCode) -> None:
+    body = error_body(code, "what went wrong")
+    assert api.Error.model_validate(body).model_dump(mode="json") == body

@@ -49,6 +49,17 @@ def test_user_ids_drop_repeats_and_keep_the_order() -> None:
     assert rules.user_ids([3, 1, 3, 2]) == [3, 1, 2]
 
 
+@pytest.mark.parametrize("users", [[1], [5, 5], []])
+def test_a_new_chat_needs_two_distinct_users_4004(users: list[int]) -> None:
+    assert code_of(rules.new_chat_users, users) is ErrorCode.TOO_FEW_USERS
+    assert rules.new_chat_users([*users, 7, 8]) == list(dict.fromkeys([*users, 7, 8]))
+
+
+def test_adding_nobody_is_4000_for_gateway_and_worker_alike() -> None:
+    assert code_of(rules.added_users, []) is ErrorCode.MALFORMED
+    assert rules.added_users([4, 4]) == [4]
+
+
 @pytest.mark.parametrize("value", [None, 3, {"users": [1]}, "x", list(range(1, 1002))])
 def test_malformed_users_is_4000(value: object) -> None:
     assert code_of(rules.user_ids, value) is ErrorCode.MALFORMED

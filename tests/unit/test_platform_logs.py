@@ -1,0 +1,61 @@
+"""The one log format: a JSON object per line with ts, level, logger, msg, request_id, and
+whatever was passed with `extra=` (the worker's topic/partition/offset)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import datetime
+
+import orjson
+
+from platform_common.logs import JsonFormatter, partition_fields, request_id
+
+
+def _line(msg: str = "hello %s", *args: object, **extra: object) -> dict[str, object]:
+    record = logging.LogRecord("dialogue_worker.x", logging.WARNING, __file__, 1, msg, args, None)
+    record.__dict__.update(extra)
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    entry: dict[str, object] = orjson.loads(line)
+    return entry
+
+
+def test_every_line_has_the_fixed_keys() -> None:
+    entry = _line("hello %s", "world")
+    assert {"ts", "level", "logger", "msg", "request_id"} <= set(entry)
+    assert (entry["level"], entry["logger"], entry["msg"]) == (
+        "warning",
+        "dialogue_worker.x",
+        "hello world",
+    )
+    assert entry["request_id"] is None  # outside a request
+    assert datetime.fromisoformat(str(entry["ts"])).utcoffset() is not None
+
+
+def test_the_request_id_of_the_request_being_handled_is_on_the_line() -> None:
+    token = request_id.set("req-123")
+    try:
+        assert _line()["request_id"] == "req-123"
+    finally:
+        request_id.reset(token)
+
+
+def test_topic_partition_and_offset_passed_as_extra_are_on_the_line() -> None:
+    entry = _line(**partition_fields("dialogue.messages", 3, 1234))
+    assert (entry["topic"], entry["partition"], entry["offset"]) == ("dialogue.messages", 3, 1234)
+    entry = _line(**partition_fields("dialogue.messages", 3))  # a partition, no one offset
+    assert (entry["topic"], entry["partition"]) == ("dialogue.messages", 3)
+    assert "offset" not in entry
+
+
+def test_other_extras_are_kept_and_exceptions_are_formatted() -> None:
+    record = logging.LogRecord("gateway", logging.ERROR, __file__, 1, "boom", (), None)
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    record.status = 503
+    entry = orjson.loads(JsonFormatter().format(record))
+    assert entry["status"] == 503
+    assert "ValueError: bad" in entry["exc"]
