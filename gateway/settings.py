@@ -91,6 +91,7 @@ class GatewaySettings(BaseSettings):
     )
     worker_app_id: str | None = Field(
         default=None,
+        min_length=1,
         description=(
             "the workers' WORKER_APP_ID: an instance registered with another `app_id` meta "
             "is never sent the internal token; unset: any non-empty `app_id`"

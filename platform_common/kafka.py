@@ -1,15 +1,16 @@
 """Kafka clients whose metadata covers the topics they use, not the whole cluster.
 
 An aiokafka client that tracks no topic asks the cluster for the metadata of *every*
-topic: once at start, and again every `metadata_max_age_ms` (5 minutes). On a shared
-cluster that is thousands of topics. Each answer is decoded into a few MB of Python
-objects that the client keeps, and every refresh raises the process's memory high-water
-mark a little more (measured on a cluster of 1,250 topics: about 4 MB kept per client,
-and a worker's RSS rose 10 MB in steps at 5, 10 and 15 minutes). A producer starts
-tracking a topic only at its first send, an admin client never does.
+topic at each refresh (`metadata_max_age_ms`, 5 minutes; aiokafka < 0.13 also at start).
+On a shared cluster that is thousands of topics. Each answer is decoded into a few MB of
+Python objects that the client keeps, and every refresh raises the process's memory
+high-water mark a little more (measured on a cluster of 1,250 topics: about 4 MB kept
+per client, and a worker's RSS rose 10 MB in steps at 5, 10 and 15 minutes). A producer
+starts tracking a topic only at its first send, a consumer at its first assignment, an
+admin client never.
 
-`scope_metadata` narrows a client to the topics it needs; a producer or admin client
-still learns any other topic it touches later (aiokafka adds it on first use).
+The `Scoped*` clients track their `metadata_topics` from their start; they still learn
+any other topic they touch later (aiokafka adds it on first use).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 
@@ -28,29 +29,36 @@ async def scope_metadata(client: Any, topics: Collection[str]) -> None:
         await client.set_topics(sorted(topics))
 
 
-class ScopedProducer(AIOKafkaProducer):  # type: ignore[misc]
-    """An `AIOKafkaProducer` that tracks `metadata_topics` from its start."""
+class _ScopedStart:
+    """Mixin of the Scoped* clients: `metadata_topics` tracked from `start()` on."""
 
     def __init__(self, *, metadata_topics: Collection[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._metadata_topics = tuple(metadata_topics)
 
-    async def start(self) -> None:
-        await super().start()
-        await scope_metadata(self.client, self._metadata_topics)
-
-
-class ScopedAdminClient(AIOKafkaAdminClient):  # type: ignore[misc]
-    """An `AIOKafkaAdminClient` that tracks `metadata_topics` from its start.
-
-    aiokafka offers no public handle on an admin client's cluster client; `_client` is
-    read here only, in one place (aiokafka is pinned to a range of minors in pyproject.toml,
-    and tests/integration/test_kafka_metadata.py fails if the attribute goes away)."""
-
-    def __init__(self, *, metadata_topics: Collection[str], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._metadata_topics = tuple(metadata_topics)
+    def _cluster_client(self) -> Any:
+        raise NotImplementedError
 
     async def start(self) -> None:
-        await super().start()
-        await scope_metadata(self._client, self._metadata_topics)
+        await super().start()  # type: ignore[misc]
+        await scope_metadata(self._cluster_client(), self._metadata_topics)
+
+
+class ScopedProducer(_ScopedStart, AIOKafkaProducer):  # type: ignore[misc]
+    def _cluster_client(self) -> Any:
+        return self.client
+
+
+# aiokafka offers no public handle on a consumer's or an admin client's cluster client;
+# `_client` is read here only (aiokafka is pinned to a range of minors in pyproject.toml,
+# and tests/integration/test_kafka_metadata.py fails if the attribute goes away).
+
+
+class ScopedConsumer(_ScopedStart, AIOKafkaConsumer):  # type: ignore[misc]
+    def _cluster_client(self) -> Any:
+        return self._client
+
+
+class ScopedAdminClient(_ScopedStart, AIOKafkaAdminClient):  # type: ignore[misc]
+    def _cluster_client(self) -> Any:
+        return self._client

@@ -23,7 +23,7 @@ from faust.types import TP
 
 from dialogue_worker.domain.offsets import DurableOffsets
 from dialogue_worker.metrics import WorkerMetrics
-from platform_common.kafka import ScopedAdminClient
+from platform_common.kafka import ScopedAdminClient, ScopedConsumer
 
 log = logging.getLogger(__name__)
 Tp = tuple[str, int]
@@ -52,7 +52,8 @@ class KafkaPositions:
             client_id="dialogue-worker-offsets",
             metadata_topics=(self._topic,),
         )
-        consumer = AIOKafkaConsumer(
+        consumer = ScopedConsumer(
+            metadata_topics=(self._topic,),
             bootstrap_servers=self._bootstrap,
             client_id="dialogue-worker-probe",
             group_id=None,

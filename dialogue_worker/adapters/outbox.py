@@ -63,7 +63,7 @@ def fitted(
     if key is not None and record_size(key, b"", marked) + slack > MAX_RECORD:
         key = key[: max(MAX_RECORD - record_size(b"", b"", marked) - slack, 0) // 2]
     room = MAX_RECORD - record_size(key, b"", marked) - slack
-    return key, (value or b"")[: max(room, 0)], marked
+    return key, None if value is None else value[: max(room, 0)], marked
 
 
 def dead_letter_copy(rejected: Rejected) -> tuple[bytes | None, bytes | None, Headers]:

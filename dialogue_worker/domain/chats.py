@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from contracts import requests as rules
 from contracts.api import PREVIEW_MAX, Chat, LastMessage
 from contracts.errors import ErrorCode
-from contracts.requests import MIN_CHAT_USERS
 from dialogue_worker.errors import RequestError
 
 
@@ -53,13 +53,12 @@ def preview(mid: str, seq: int, uid: int, text: str, created_at: float) -> LastM
 
 
 def new_chat_users(users: list[int]) -> list[int]:
-    """The members of a chat to create: at least two distinct users (4004), sorted."""
-    distinct = sorted(set(users))
-    if len(distinct) < MIN_CHAT_USERS:
-        raise RequestError(
-            ErrorCode.TOO_FEW_USERS, f"a chat needs at least {MIN_CHAT_USERS} distinct users"
-        )
-    return distinct
+    """The members of a chat to create, sorted; the contract's rule (at least
+    MIN_CHAT_USERS distinct users, else 4004) holds also where no request was decoded."""
+    try:
+        return sorted(rules.new_chat_users(users))
+    except rules.RequestProblem as exc:
+        raise RequestError(exc.code, exc.message) from None
 
 
 def require_member(chat: ChatView | None, uid: int) -> ChatView:

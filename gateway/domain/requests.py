@@ -23,11 +23,6 @@ def chat_id(value: str) -> str:
     return rules.chat_id(value)
 
 
-def user_ids(body: Mapping[str, Any]) -> list[int]:
-    """The `users` list of a chat body, de-duplicated in order (4000/4002)."""
-    return rules.user_ids(body.get("users"))
-
-
 def new_chat_members(body: Mapping[str, Any], caller: int) -> list[int]:
     """Members of a chat to create: >= 2 distinct (4004), caller among them (4030)."""
     users = rules.new_chat_users(body.get("users"))

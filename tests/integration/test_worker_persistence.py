@@ -16,11 +16,10 @@ from contracts.ids import new_id
 from contracts.records import MessageRecord
 from infra.local import LocalSettings
 from infra.processes.worker import WorkerProcess, produce
+from tests.support.hostile import BROKER_LIMIT
 from tests.support.waiting import NeverHappened, eventually
 
 Mongo = AsyncMongoClient[dict[str, Any]]
-#: The broker's default message.max.bytes: the largest record another producer may write.
-BROKER_LIMIT = 1_048_588
 
 
 async def create_chat(worker: WorkerProcess, users: list[int]) -> str:

@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 from contracts.records import InvalidRecord, decode_record
 from tests.support.waiting import NeverHappened, eventually
 
+#: The broker's default message.max.bytes: the largest record another producer may write.
+BROKER_LIMIT = 1_048_588
 #: Integers around every width a producer or a store might use.
 EDGE_INTS: list[int] = sorted(
     {

@@ -16,9 +16,7 @@ from dialogue_worker.adapters.outbox import (
     record_size,
 )
 from dialogue_worker.domain.records import REASON_MAX, InboundRecord, Rejected, RejectKind
-
-#: The broker's default message.max.bytes: the largest record another producer may write.
-BROKER_LIMIT = 1_048_588
+from tests.support.hostile import BROKER_LIMIT
 
 
 def record(value: bytes, headers: tuple[tuple[str, bytes], ...] = ()) -> InboundRecord:
