@@ -22,13 +22,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 
-async def scope_metadata(client: Any, topics: Collection[str]) -> None:
-    """Make an `aiokafka.AIOKafkaClient` track `topics` only (fetching their metadata
-    now, which also drops what it held of every other topic). No topics: unchanged."""
-    if topics:
-        await client.set_topics(sorted(topics))
-
-
 class _ScopedStart:
     """Mixin of the Scoped* clients: `metadata_topics` tracked from `start()` on."""
 
@@ -40,8 +33,11 @@ class _ScopedStart:
         raise NotImplementedError
 
     async def start(self) -> None:
+        """Start, then track `metadata_topics` only: their metadata is fetched now, which
+        also drops what the client held of every other topic (no topics: unchanged)."""
         await super().start()  # type: ignore[misc]
-        await scope_metadata(self._cluster_client(), self._metadata_topics)
+        if self._metadata_topics:
+            await self._cluster_client().set_topics(sorted(self._metadata_topics))
 
 
 class ScopedProducer(_ScopedStart, AIOKafkaProducer):  # type: ignore[misc]
