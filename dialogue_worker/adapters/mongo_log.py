@@ -136,6 +136,12 @@ class MongoMessageLog:
         await self._guarded(each(messages, remove))
 
     async def advance(self, updates: Sequence[ChatAdvance]) -> None:
+        """Move each chat's state forward (a stale state matches nothing), one `update`
+        command per chat, PARALLEL at a time. Never one bulk command: FerretDB 1.x holds
+        a PostgreSQL connection for every statement of an `update` until the command
+        ends, so a command of 50 or more statements exhausts its pool of 50 and wedges
+        the whole server (docs/decisions.md, "What would make writes cheaper")."""
+
         async def one(update: ChatAdvance) -> None:
             state = update.state
             await self._db.chats.update_one(

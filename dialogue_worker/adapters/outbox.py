@@ -19,6 +19,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from dialogue_worker.adapters.topics import keyed_partitioner
 from dialogue_worker.domain.records import InboundRecord, Rejected
 from dialogue_worker.errors import OutboxUnavailable
 from dialogue_worker.services.ports import Event
@@ -99,6 +100,7 @@ class KafkaOutbox:
                 linger_ms=2,
                 max_request_size=MAX_RECORD,
                 client_id="dialogue-worker",
+                partitioner=keyed_partitioner,
             )
             await producer.start()
             self._producer = producer

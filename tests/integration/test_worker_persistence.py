@@ -14,6 +14,11 @@ from pymongo import AsyncMongoClient
 
 from contracts.ids import new_id
 from contracts.records import MessageRecord
+from dialogue_worker.adapters.mongo import MongoDatabase
+from dialogue_worker.adapters.mongo_log import MongoMessageLog
+from dialogue_worker.domain.chats import preview
+from dialogue_worker.domain.sequencing import ChatState
+from dialogue_worker.services.ports import ChatAdvance
 from infra.local import LocalSettings
 from infra.processes.worker import WorkerProcess, produce
 from tests.support.hostile import BROKER_LIMIT
@@ -224,3 +229,39 @@ async def test_an_id_stored_with_other_content_is_dead_lettered_as_an_id_conflic
 
 async def test_stuck_partitions_are_exported(worker: WorkerProcess) -> None:
     assert await worker.metric("dialogue_worker_stuck_partitions") == 0
+
+
+async def test_chats_advance_together_and_a_stale_state_moves_none_back(
+    worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
+) -> None:
+    """`advance` on the real server, for more chats at once than FerretDB 1.x has
+    PostgreSQL connections (50; one bulk command of that many updates wedged it): each
+    chat moves to its own state, and a state behind the stored one changes nothing."""
+    database = MongoDatabase(infra.mongo_url, worker.mongo_db, timeout=30.0)
+    store = MongoMessageLog(database)
+    try:
+        cids = [await create_chat(worker, [1, 2 + i]) for i in range(64)]
+
+        def move(cid: str, seq: int) -> ChatAdvance:
+            last = preview(new_id(), seq, 1, f"message {seq}", time.time())
+            return ChatAdvance(cid, ChatState(seq, 0, 10 * seq), time.time(), last)
+
+        await store.advance([move(cid, 3) for cid in cids])
+        stale, ahead = cids[:32], cids[32:]
+        await store.advance([move(cid, 2) for cid in stale] + [move(cid, 4) for cid in ahead])
+        await store.advance([])
+        chats = {
+            str(c["_id"]): c
+            async for c in mongo[worker.mongo_db]["chats"].find(
+                {"_id": {"$in": [ObjectId(cid) for cid in cids]}}
+            )
+        }
+        assert len(chats) == 64
+        for cid in stale:
+            assert (chats[cid]["lastSeq"], chats[cid]["lastOffset"], chats[cid]["v"]) == (3, 30, 1)
+            assert chats[cid]["lastMessage"]["text"] == "message 3"
+        for cid in ahead:
+            assert (chats[cid]["lastSeq"], chats[cid]["lastOffset"], chats[cid]["v"]) == (4, 40, 2)
+        await database.ping()  # the server still answers
+    finally:
+        await database.close()

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from dialogue_worker.adapters.topics import is_served
+from aiokafka.partitioner import DefaultPartitioner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dialogue_worker.adapters.topics import is_served, keyed_partitioner
 
 
 def topic(error: int, leaders: list[int]) -> dict[str, Any]:
@@ -16,3 +20,18 @@ def test_a_topic_is_served_once_every_partition_has_a_leader() -> None:
     assert not is_served(topic(0, []))  # just created: no partitions in the metadata yet
     assert not is_served(topic(0, [1, -1]))  # a partition without a leader
     assert not is_served(topic(5, [1]))  # LEADER_NOT_AVAILABLE
+
+
+@settings(max_examples=300)
+@given(key=st.binary(max_size=64), partitions=st.integers(min_value=1, max_value=256))
+def test_the_outbox_places_a_keyed_record_where_kafkas_default_partitioner_does(
+    key: bytes, partitions: int
+) -> None:
+    ids = list(range(partitions))
+    expected = DefaultPartitioner()(key, ids, ids)
+    assert keyed_partitioner(key, ids, ids) == expected
+    assert keyed_partitioner(key, ids, ids) == expected  # and again, from the remembered hash
+
+
+def test_an_unkeyed_record_goes_to_an_available_partition() -> None:
+    assert keyed_partitioner(None, [0, 1, 2], [2]) == 2
