@@ -139,8 +139,9 @@ class MongoMessageLog:
         """Move each chat's state forward (a stale state matches nothing), one `update`
         command per chat, PARALLEL at a time. Never one bulk command: FerretDB 1.x holds
         a PostgreSQL connection for every statement of an `update` until the command
-        ends, so a command of 50 or more statements exhausts its pool of 50 and wedges
-        the whole server (docs/decisions.md, "What would make writes cheaper")."""
+        ends and takes one more for each write, so a command of 50 or more statements
+        exhausts its pool of 50 and wedges the whole server (docs/decisions.md, "What
+        would make writes cheaper")."""
 
         async def one(update: ChatAdvance) -> None:
             state = update.state

@@ -262,6 +262,8 @@ async def test_chats_advance_together_and_a_stale_state_moves_none_back(
             assert chats[cid]["lastMessage"]["text"] == "message 3"
         for cid in ahead:
             assert (chats[cid]["lastSeq"], chats[cid]["lastOffset"], chats[cid]["v"]) == (4, 40, 2)
+            assert chats[cid]["lastMessage"]["text"] == "message 4"
+        assert {c["lastPart"] for c in chats.values()} == {0}
         await database.ping()  # the server still answers
     finally:
         await database.close()

@@ -8,7 +8,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dialogue_worker.adapters.topics import is_served, keyed_partitioner
+from dialogue_worker.adapters.topics import _key_hash, is_served, keyed_partitioner
 
 
 def topic(error: int, leaders: list[int]) -> dict[str, Any]:
@@ -35,3 +35,18 @@ def test_the_outbox_places_a_keyed_record_where_kafkas_default_partitioner_does(
 
 def test_an_unkeyed_record_goes_to_an_available_partition() -> None:
     assert keyed_partitioner(None, [0, 1, 2], [2]) == 2
+
+
+@settings(max_examples=50)
+@given(key=st.binary(min_size=65, max_size=4096), partitions=st.integers(1, 64))
+def test_long_and_mutable_keys_are_placed_by_the_default_and_not_remembered(
+    key: bytes, partitions: int
+) -> None:
+    ids = list(range(partitions))
+    expected = DefaultPartitioner()(key, ids, ids)
+    remembered = _key_hash.cache_info().currsize
+    assert keyed_partitioner(key, ids, ids) == expected
+    assert keyed_partitioner(bytearray(key[:8]), ids, ids) == DefaultPartitioner()(
+        bytearray(key[:8]), ids, ids
+    )
+    assert _key_hash.cache_info().currsize == remembered
