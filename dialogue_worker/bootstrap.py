@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any, cast
@@ -25,7 +26,7 @@ from dialogue_worker.entrypoints.middleware import edge_middleware
 from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.chat_book import ChatBook
 from dialogue_worker.services.chats import ChatService
-from dialogue_worker.services.health import WorkerHealth
+from dialogue_worker.services.health import PING_TIMEOUT, WorkerHealth
 from dialogue_worker.services.ordering import PartitionOrder
 from dialogue_worker.services.persistence import BatchPersister
 from dialogue_worker.settings import WorkerSettings
@@ -99,7 +100,11 @@ def build(settings: WorkerSettings) -> Components:
     order = PartitionOrder(
         ledger, KafkaPartitionLog(app, positions), metrics, learn=committer.learn
     )
-    health = WorkerHealth(database.ping, lag.per_partition, stall_after=settings.stall_after)
+    health = WorkerHealth(
+        functools.partial(database.ping, PING_TIMEOUT),
+        lag.per_partition,
+        stall_after=settings.stall_after,
+    )
     persister = BatchPersister(
         log_store,
         outbox,

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import bson
+import pymongo
 from bson import ObjectId
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
@@ -167,9 +168,15 @@ class MongoDatabase:
         except TimeoutError:
             log.warning("MongoDB did not answer at close: its sessions will expire on their own")
 
-    async def ping(self) -> None:
+    async def ping(self, within: float | None = None) -> None:
+        """Ask the server for a pong, in `within` seconds at most: bounded by pymongo's
+        own timeout, since the health check no longer cancels it (WorkerHealth)."""
         try:
-            await self.client.admin.command("ping")
+            if within is None:
+                await self.client.admin.command("ping")
+            else:
+                with pymongo.timeout(within):
+                    await self.client.admin.command("ping")
         except PyMongoError as exc:
             raise StorageUnavailable(str(exc)) from exc
 

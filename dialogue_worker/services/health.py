@@ -10,7 +10,10 @@ from enum import StrEnum
 
 from dialogue_worker.errors import StorageUnavailable
 
+#: How long a health ping may take: the ping bounds itself by this (MongoDatabase.ping).
 PING_TIMEOUT = 2.0
+#: The backstop for a ping that does not bound itself: cancelled after this much more.
+PING_GRACE = 1.0
 #: Stuck partitions named in a health reason at most (the metric counts them all).
 REASON_PARTITIONS = 3
 TopicPartition = tuple[str, int]
@@ -75,6 +78,7 @@ class WorkerHealth:
         self._failure: str | None = None
         self._waiting_since: dict[TopicPartition, tuple[int, float]] = {}
         self._last: tuple[float, HealthState] | None = None
+        self._pinging: asyncio.Future[None] | None = None
 
     @property
     def failure(self) -> str | None:
@@ -117,11 +121,25 @@ class WorkerHealth:
             return self._last[1]
         return await self.check()
 
+    async def _ping_shielded(self) -> None:
+        """One ping at a time, in a task of its own that callers' time-outs never cancel.
+
+        A check is cancelled from outside (the registry's heartbeat gives it one second).
+        pymongo's async client must not be cancelled in server selection: on Python 3.11
+        a cancel that lands while its own wait times out leaves the topology's lock held
+        by nobody's task, and every later operation of that client hangs (seen in the
+        MongoDB fault test: "RuntimeError: Lock is not acquired", then no write for
+        minutes). The ping bounds itself instead (MongoDatabase.ping's timeout)."""
+        if self._pinging is None or self._pinging.done():
+            self._pinging = asyncio.ensure_future(self._ping())
+            self._pinging.add_done_callback(_retrieved)
+        await asyncio.shield(self._pinging)
+
     async def _evaluate(self) -> HealthState:
         if self._failure is not None:
             return HealthState(Status.CRITICAL, self._failure)
         try:
-            await asyncio.wait_for(self._ping(), PING_TIMEOUT)
+            await asyncio.wait_for(self._ping_shielded(), PING_TIMEOUT + PING_GRACE)
         except (StorageUnavailable, TimeoutError) as exc:
             return HealthState(Status.CRITICAL, f"mongodb unreachable: {exc or 'ping timed out'}")
         stuck = self.stuck()
@@ -130,3 +148,9 @@ class WorkerHealth:
             more = f" and {len(stuck) - REASON_PARTITIONS} more" if len(stuck) > 3 else ""
             return HealthState(Status.WARNING, f"partition stuck: {named}{more}")
         return PASSING
+
+
+def _retrieved(task: asyncio.Future[None]) -> None:
+    """Mark a ping's outcome as seen (the check that awaited it may have timed out)."""
+    if not task.cancelled():
+        task.exception()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +30,40 @@ class Mongo:
     async def ping(self) -> None:
         if not self.up:
             raise StorageUnavailable("connection refused")
+
+
+class SlowMongo:
+    """A ping that answers when told to, and records whether it was cancelled."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.started = asyncio.Event()
+        self.answer = asyncio.Event()
+        self.cancelled = False
+
+    async def ping(self) -> None:
+        self.calls += 1
+        self.started.set()
+        try:
+            await self.answer.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+
+async def test_a_check_cancelled_from_outside_leaves_its_ping_running_and_shared() -> None:
+    mongo = SlowMongo()
+    health = WorkerHealth(mongo.ping, dict, stall_after=30, clock=Clock())
+    first = asyncio.create_task(health.check())
+    await mongo.started.wait()
+    second = asyncio.create_task(health.check())  # joins the ping in flight
+    first.cancel()  # as the registry's one-second heartbeat bound does
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert not mongo.cancelled
+    mongo.answer.set()
+    assert (await second).status is Status.PASSING
+    assert (mongo.calls, mongo.cancelled) == (1, False)
 
 
 async def test_health_critical_warning_passing() -> None:
