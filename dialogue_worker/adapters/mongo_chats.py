@@ -13,13 +13,14 @@ from contracts.api import LastMessage
 from dialogue_worker.adapters.mongo import Doc, MongoDatabase, failure
 from dialogue_worker.adapters.mongo_log import each
 from dialogue_worker.domain.chats import ChatView
-from dialogue_worker.domain.history import message_key, page_key, page_of
+from dialogue_worker.domain.history import SeqRange, message_key, page_key
 from dialogue_worker.domain.messages import MessageView
 from dialogue_worker.errors import StorageUnavailable
 
-#: Pages read back at most to find a chat's activity at a past moment; past that, the
-#: chat counts as active at that moment (it had over 1,000 messages since).
-PAGES_BACK = 10
+#: Seqs read back at most to find a chat's activity at a past moment, STEP at a time (in
+#: pages read together); past that, the chat counts as active at that moment (it had over
+#: 1,000 messages since).
+SEQS_BACK, STEP = 1_000, 100
 _CHAT_FIELDS = ("users", "createdAt", "openedAt", "lastSeq", "lastAt", "lastMessage")
 
 
@@ -120,6 +121,16 @@ class MongoChats:
             raise failure(exc) from exc
         return [_message(d) for docs in found for d in docs]
 
+    async def messages_at(self, cid: str, seqs: Sequence[int]) -> list[MessageView]:
+        async def stored(seq: int) -> Doc | None:
+            return await self._db.history.find_one({"_id": message_key(cid, seq)})
+
+        try:
+            found = await each(seqs, stored)
+        except PyMongoError as exc:
+            raise failure(exc) from exc
+        return [_message(d) for d in found if d is not None]
+
     async def seq_of(self, cid: str, mid: str) -> int | None:
         entry = await self._find_one(self._db.ids, {"_id": ObjectId(mid)})
         if entry is None or str(entry["cid"]) != cid:
@@ -130,12 +141,12 @@ class MongoChats:
     async def activity_as_of(self, cid: str, last_seq: int, when: float) -> float | None:
         if last_seq < 1:
             return None
-        newest = page_of(last_seq)
-        for number in range(newest, max(-1, newest - PAGES_BACK), -1):
-            times = [m.at for m in await self.history(cid, [number]) if m.at <= when]
+        for top in range(last_seq, max(0, last_seq - SEQS_BACK), -STEP):
+            seqs = SeqRange(max(1, top - STEP + 1, last_seq - SEQS_BACK + 1), top)
+            times = [m.at for m in await self.history(cid, seqs.pages()) if m.at <= when]
             if times:
                 return max(times)
-        return when if newest >= PAGES_BACK else None
+        return when if last_seq > SEQS_BACK else None
 
     async def read_markers(self, uid: int) -> dict[str, int]:
         try:

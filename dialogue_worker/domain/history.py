@@ -2,7 +2,7 @@
 
 Messages are stored one document each, keyed `<cid>:<seq>`, and carry the key of their
 page (`PAGE_SIZE` consecutive seqs). A read names a range of seqs, so it costs one look-up
-per page it touches (one or two for a page of up to PAGE_SIZE), whatever the chat's size.
+per page it touches (two or three for the default 50 messages), whatever the chat's size.
 """
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-#: Consecutive seqs per page; a history read of `limit` <= 200 touches at most 3 pages.
-PAGE_SIZE = 100
+#: Consecutive seqs per page. FerretDB's cost is per document fetched, and a read fetches
+#: whole pages: 25 keeps the surplus of a read small (a read of 50 fetches at most 75
+#: documents in 2-3 look-ups; with pages of 100 it fetched up to 200 in 1-2; a read of 200
+#: touches at most 9 pages; docs/decisions.md).
+PAGE_SIZE = 25
 
 
 def message_key(cid: str, seq: int) -> str:
@@ -24,7 +27,9 @@ def page_of(seq: int) -> int:
 
 
 def page_key(cid: str, page: int) -> str:
-    return f"{cid}:{page:010d}"
+    """The key a page's messages carry; it names the page size, so messages stored with
+    another size never match (they are looked up by key instead)."""
+    return f"{cid}:{PAGE_SIZE}:{page:010d}"
 
 
 class Direction(Enum):

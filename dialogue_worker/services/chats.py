@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -57,7 +58,9 @@ class ChatService:
     async def chats_of(self, uid: int, limit: int, cursor: ListCursor | None) -> Page[Chat]:
         """The user's chats, most recent activity first, paged over one snapshot."""
         snapshot = self._clock() if cursor is None else cursor.snapshot
-        chats = [c for c in await self._store.chats_of(uid) if in_snapshot(c, snapshot)]
+        # Both reads cost the user's chats (one document each): sent together.
+        mine, reads = await asyncio.gather(self._store.chats_of(uid), self._store.read_markers(uid))
+        chats = [c for c in mine if in_snapshot(c, snapshot)]
         ranked = []
         for chat in chats:
             activity = chat.activity
@@ -67,7 +70,6 @@ class ChatService:
             ranked.append(Ranked(Position(activity, chat.id), chat))
         after = None if cursor is None else cursor.after
         page, more = page_of_chats(ranked, snapshot, after, limit)
-        reads = await self._store.read_markers(uid) if page else {}
         return Page[Chat](
             data=[c.to_api(reads.get(c.id, 0)) for c in page],
             nextCursor=None if more is None else more.encode(),
@@ -100,7 +102,12 @@ class ChatService:
         if last > chat.last_seq and request.direction is Direction.OLDER and request.cursor is None:
             seqs = wanted(request, last)
             found = await self._store.history(cid, seqs.pages())
-        page = sorted((m for m in found if seqs.first <= m.seq <= seqs.last), key=lambda m: -m.seq)
+        found = [m for m in found if seqs.first <= m.seq <= seqs.last]
+        counted = range(seqs.first, min(seqs.last, chat.last_seq) + 1)
+        if len(found) < len(counted):  # counted but not in their pages: stored with pages
+            have = {m.seq for m in found}  # of another size (before pages of 25)
+            found += await self._store.messages_at(cid, [s for s in counted if s not in have])
+        page = sorted(found, key=lambda m: -m.seq)
         following = None
         if page and more_beyond(request, seqs, last):
             following = page[0].id if request.direction is Direction.NEWER else page[-1].id

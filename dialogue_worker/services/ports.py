@@ -131,6 +131,10 @@ class ChatStore(Protocol):
         """The stored messages of these pages of the chat, in no particular order."""
         ...
 
+    async def messages_at(self, cid: str, seqs: Sequence[int]) -> list[MessageView]:
+        """The stored messages with these seqs, looked up one by one by key."""
+        ...
+
     async def seq_of(self, cid: str, mid: str) -> int | None:
         """The seq of message `mid` in chat `cid`, or None when it is not stored there."""
         ...

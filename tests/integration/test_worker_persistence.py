@@ -14,11 +14,13 @@ from pymongo import AsyncMongoClient
 
 from contracts.ids import new_id
 from contracts.records import MessageRecord
-from dialogue_worker.adapters.mongo import MongoDatabase
+from dialogue_worker.adapters.mongo import MongoDatabase, history_doc
+from dialogue_worker.adapters.mongo_chats import MongoChats
 from dialogue_worker.adapters.mongo_log import MongoMessageLog
 from dialogue_worker.domain.chats import preview
+from dialogue_worker.domain.history import message_key
 from dialogue_worker.domain.sequencing import ChatState
-from dialogue_worker.services.ports import ChatAdvance
+from dialogue_worker.services.ports import ChatAdvance, StoredMessage
 from infra.local import LocalSettings
 from infra.processes.worker import WorkerProcess, produce
 from tests.support.hostile import BROKER_LIMIT
@@ -265,5 +267,51 @@ async def test_chats_advance_together_and_a_stale_state_moves_none_back(
             assert chats[cid]["lastMessage"]["text"] == "message 4"
         assert {c["lastPart"] for c in chats.values()} == {0}
         await database.ping()  # the server still answers
+    finally:
+        await database.close()
+
+
+async def test_messages_stored_with_pages_of_another_size_are_still_read(
+    worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
+) -> None:
+    """History written before pages of 25 carries page keys of 100 (`<cid>:<page>`): a read
+    finds what its pages lack by each message's key, so nothing counted goes missing."""
+    cid = await create_chat(worker, [1, 2])
+    records = [record(cid, 1, f"message {i}") for i in range(60)]
+    await produce(infra.kafka_bootstrap, worker.topic, [(r.key(), r.to_bytes()) for r in records])
+    history = mongo[worker.mongo_db]["history"]
+    await eventually(lambda: _count_is(history, cid, 60), what="60 stored")
+    for seq in range(1, 41):  # the old key: pages of 100, without the size
+        await history.update_one(
+            {"_id": message_key(cid, seq)}, {"$set": {"page": f"{cid}:{0:010d}"}}
+        )
+
+    data = await _messages_of(worker, cid, 1)
+    assert [m["seq"] for m in data] == list(range(60, 0, -1))
+    assert [m["text"] for m in data] == [f"message {i}" for i in range(59, -1, -1)]
+
+
+async def test_a_chat_is_ranked_by_its_activity_as_of_a_past_moment(
+    worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
+) -> None:
+    """The chat list ranks a chat that moved since its snapshot by what it had then: read
+    back from its newest message up to 1,000 messages, 100 at a time (pages read together);
+    past that the chat counts as active at the snapshot."""
+    cid = await create_chat(worker, [1, 2])
+    history = mongo[worker.mongo_db]["history"]
+    messages = [
+        StoredMessage(cid, seq, new_id(), 1, f"m{seq}", 1_000, 1_000.0 + seq, 0, seq)
+        for seq in range(1, 1_201)
+    ]
+    await history.insert_many([history_doc(m) for m in messages])
+    database = MongoDatabase(infra.mongo_url, worker.mongo_db, timeout=30.0)
+    chats = MongoChats(database)
+    try:
+        assert await chats.activity_as_of(cid, 0, 5_000.0) is None  # no messages
+        assert await chats.activity_as_of(cid, 250, 1_100.5) == 1_100.0  # 150 back
+        assert await chats.activity_as_of(cid, 250, 1_000.5) is None  # all came later
+        assert await chats.activity_as_of(cid, 1_200, 1_201.5) == 1_201.0  # 999 back
+        assert await chats.activity_as_of(cid, 1_200, 1_200.5) == 1_200.5  # 1,000: past
+        assert await chats.activity_as_of(cid, 1_200, 2_000.5) == 2_000.0  # 200 back
     finally:
         await database.close()

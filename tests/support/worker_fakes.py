@@ -179,6 +179,14 @@ class MemoryStore:
             if c == cid and page_of(seq) in wanted
         ]
 
+    async def messages_at(self, cid: str, seqs: Sequence[int]) -> list[MessageView]:
+        found = [self.messages.get((cid, seq)) for seq in seqs]
+        return [
+            MessageView(m.id, m.cid, m.uid, m.text, m.created_at, m.seq, m.at)
+            for m in found
+            if m is not None
+        ]
+
     async def seq_of(self, cid: str, mid: str) -> int | None:
         entry = self.ids.get(mid)
         if entry is None or entry.cid != cid:

@@ -144,13 +144,16 @@ def test_a_read_names_the_seqs_it_wants(
     assert (seqs.first, seqs.last) == expected
 
 
-def test_a_page_of_up_to_200_touches_at_most_3_pages_and_keys_sort_like_seqs() -> None:
+def test_a_read_touches_the_pages_of_its_seqs_and_keys_sort_like_seqs() -> None:
     for top in range(1, 2000, 37):
-        assert len(wanted(HistoryRequest(200, top + 1), top).pages()) <= 3
-    assert wanted(HistoryRequest(100, 201), 1000).pages() == [1]
+        assert len(wanted(HistoryRequest(200, top + 1), top).pages()) <= 9
+        assert len(wanted(HistoryRequest(50, top + 1), top).pages()) <= 3
+    assert wanted(HistoryRequest(50, 101), 1000).pages() == [2, 3]
+    assert wanted(HistoryRequest(50, 91), 1000).pages() == [1, 2, 3]
     keys = [message_key(CID, s) for s in (9, 10, 99, 100, 101, 10**9)]
     assert keys == sorted(keys)
-    assert page_key(CID, page_of(100)) != page_key(CID, page_of(101))
+    assert page_key(CID, page_of(25)) != page_key(CID, page_of(26))
+    assert page_key(CID, page_of(1)) == page_key(CID, page_of(25)) == f"{CID}:25:0000000000"
 
 
 # --- seqs -------------------------------------------------------------------------
