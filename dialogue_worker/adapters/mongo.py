@@ -3,7 +3,7 @@
 Collections (database MONGO_DB):
 - `chats`     {_id: ObjectId, users: [int], createdAt, openedAt, lastSeq, lastAt,
                lastMessage, lastPart, lastOffset, v}                     index: users
-- `history`   {_id: "<cid>:<seq>", page: "<cid>:<page>", cid, seq, id, uid, text,
+- `history`   {_id: "<cid>:<seq>", page: "<cid>:25:<page>", cid, seq, id, uid, text,
                createdAt, at, p, o}: one message per seq                 index: page
 - `message_ids` {_id: ObjectId(message id), cid, seq, uid, h, p, o}: where an id is
 - `reads`     {_id: "<cid>:<uid>", cid, u, seq, v}: read markers         index: u

@@ -13,7 +13,7 @@ from contracts.api import LastMessage
 from dialogue_worker.adapters.mongo import Doc, MongoDatabase, failure
 from dialogue_worker.adapters.mongo_log import each
 from dialogue_worker.domain.chats import ChatView
-from dialogue_worker.domain.history import SeqRange, message_key, page_key
+from dialogue_worker.domain.history import SeqRange, lacking, message_key, page_key
 from dialogue_worker.domain.messages import MessageView
 from dialogue_worker.errors import StorageUnavailable
 
@@ -143,7 +143,9 @@ class MongoChats:
             return None
         for top in range(last_seq, max(0, last_seq - SEQS_BACK), -STEP):
             seqs = SeqRange(max(1, top - STEP + 1, last_seq - SEQS_BACK + 1), top)
-            times = [m.at for m in await self.history(cid, seqs.pages()) if m.at <= when]
+            found = [m for m in await self.history(cid, seqs.pages()) if m.seq in seqs]
+            found += await self.messages_at(cid, lacking(seqs, last_seq, (m.seq for m in found)))
+            times = [m.at for m in found if m.at <= when]
             if times:
                 return max(times)
         return when if last_seq > SEQS_BACK else None

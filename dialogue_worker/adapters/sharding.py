@@ -12,10 +12,10 @@ log = logging.getLogger(__name__)
 
 Command = Callable[..., Awaitable[Mapping[str, Any]]]
 #: A chat's history is sharded by page: a page (PAGE_SIZE consecutive seqs) lives on one
-#: shard, so a read touches one or two; the pages of a hot chat spread over all shards.
-#: A message's `_id` determines its page, so `_id` stays unique across shards. Ids, chats
-#: and read markers spread by their hashed key (read markers by user: a user's chat list
-#: reads them on one shard).
+#: shard, so a read of 50 touches two or three; the pages of a hot chat spread over all
+#: shards. A message's `_id` determines its page, so `_id` stays unique across shards.
+#: Ids, chats and read markers spread by their hashed key (read markers by user: a user's
+#: chat list reads them on one shard).
 SHARD_KEYS: dict[str, dict[str, Any]] = {
     "history": {"page": "hashed"},
     "message_ids": {"_id": "hashed"},

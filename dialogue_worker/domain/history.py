@@ -7,6 +7,7 @@ per page it touches (two or three for the default 50 messages), whatever the cha
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -66,8 +67,19 @@ class SeqRange:
     def empty(self) -> bool:
         return self.first > self.last
 
+    def __contains__(self, seq: object) -> bool:
+        return isinstance(seq, int) and self.first <= seq <= self.last
+
     def pages(self) -> list[int]:
         return [] if self.empty else list(range(page_of(self.first), page_of(self.last) + 1))
+
+
+def lacking(seqs: SeqRange, counted: int, found: Iterable[int]) -> list[int]:
+    """The seqs of `seqs` up to `counted` (the chat's `lastSeq`) that are not in `found`:
+    stored, since the chat counts them, but not in their pages (stored with pages of
+    another size, before pages of 25); looked up by key instead."""
+    have = set(found)
+    return [s for s in range(seqs.first, min(seqs.last, counted) + 1) if s not in have]
 
 
 def wanted(request: HistoryRequest, last_seq: int) -> SeqRange:

@@ -23,6 +23,7 @@ from dialogue_worker.domain.history import (
     Direction,
     HistoryQuery,
     HistoryRequest,
+    lacking,
     more_beyond,
     wanted,
 )
@@ -102,11 +103,9 @@ class ChatService:
         if last > chat.last_seq and request.direction is Direction.OLDER and request.cursor is None:
             seqs = wanted(request, last)
             found = await self._store.history(cid, seqs.pages())
-        found = [m for m in found if seqs.first <= m.seq <= seqs.last]
-        counted = range(seqs.first, min(seqs.last, chat.last_seq) + 1)
-        if len(found) < len(counted):  # counted but not in their pages: stored with pages
-            have = {m.seq for m in found}  # of another size (before pages of 25)
-            found += await self._store.messages_at(cid, [s for s in counted if s not in have])
+        found = [m for m in found if m.seq in seqs]
+        if missing := lacking(seqs, chat.last_seq, (m.seq for m in found)):
+            found += await self._store.messages_at(cid, missing)
         page = sorted(found, key=lambda m: -m.seq)
         following = None
         if page and more_beyond(request, seqs, last):

@@ -280,7 +280,13 @@ async def test_messages_stored_with_pages_of_another_size_are_still_read(
     records = [record(cid, 1, f"message {i}") for i in range(60)]
     await produce(infra.kafka_bootstrap, worker.topic, [(r.key(), r.to_bytes()) for r in records])
     history = mongo[worker.mongo_db]["history"]
-    await eventually(lambda: _count_is(history, cid, 60), what="60 stored")
+    chats = mongo[worker.mongo_db]["chats"]
+
+    async def counted() -> bool:
+        chat = await chats.find_one({"_id": ObjectId(cid)})
+        return chat is not None and chat.get("lastSeq") == 60
+
+    await eventually(counted, what="60 stored and counted")
     for seq in range(1, 41):  # the old key: pages of 100, without the size
         await history.update_one(
             {"_id": message_key(cid, seq)}, {"$set": {"page": f"{cid}:{0:010d}"}}
@@ -313,5 +319,10 @@ async def test_a_chat_is_ranked_by_its_activity_as_of_a_past_moment(
         assert await chats.activity_as_of(cid, 1_200, 1_201.5) == 1_201.0  # 999 back
         assert await chats.activity_as_of(cid, 1_200, 1_200.5) == 1_200.5  # 1,000: past
         assert await chats.activity_as_of(cid, 1_200, 2_000.5) == 2_000.0  # 200 back
+        # Mid-page: seqs past the chat's count (a crash's leftovers) never rank it.
+        assert await chats.activity_as_of(cid, 260, 1_270.5) == 1_260.0
+        for seq in range(1, 101):  # stored with pages of 100: found by key
+            await history.update_one({"_id": message_key(cid, seq)}, {"$set": {"page": "old"}})
+        assert await chats.activity_as_of(cid, 250, 1_050.5) == 1_050.0
     finally:
         await database.close()

@@ -19,6 +19,8 @@ from dialogue_worker.domain.chats import (
 from dialogue_worker.domain.history import (
     Direction,
     HistoryRequest,
+    SeqRange,
+    lacking,
     message_key,
     page_key,
     page_of,
@@ -154,6 +156,15 @@ def test_a_read_touches_the_pages_of_its_seqs_and_keys_sort_like_seqs() -> None:
     assert keys == sorted(keys)
     assert page_key(CID, page_of(25)) != page_key(CID, page_of(26))
     assert page_key(CID, page_of(1)) == page_key(CID, page_of(25)) == f"{CID}:25:0000000000"
+
+
+def test_counted_seqs_missing_from_their_pages_are_named() -> None:
+    seqs = SeqRange(91, 150)
+    assert 91 in seqs and 150 in seqs and 90 not in seqs and 151 not in seqs
+    assert lacking(seqs, 100, [*range(95, 101), *range(101, 151)]) == [91, 92, 93, 94]
+    assert lacking(seqs, 100, range(91, 101)) == []
+    assert lacking(seqs, 80, []) == []  # past the count: nothing is owed
+    assert lacking(SeqRange(5, 4), 100, []) == []
 
 
 # --- seqs -------------------------------------------------------------------------
