@@ -181,6 +181,34 @@ async def test_chat_creation_and_message_posts_are_rate_limited_per_user() -> No
     assert len(world.bus.records) == 3
 
 
+async def test_chat_creation_and_message_posts_are_rate_limited_per_address() -> None:
+    """Two users behind one address share its budget; another address has its own."""
+    world = World()
+    overrides = {
+        "rate_chats_per_address": "1/60",
+        "rate_messages_per_address": "2/10",
+        "trusted_proxies": "127.0.0.1",
+    }
+    async with _client(world, **overrides) as client:
+        alice, bobby = await _sign_up(client, "alice"), await _sign_up(client, "bobby")
+        auth_a, auth_b = {"Authorization": f"Bearer {alice}"}, {"Authorization": f"Bearer {bobby}"}
+        elsewhere = {"X-Forwarded-For": "203.0.113.7"}
+        created = await client.post("/v1/chats", json={"users": [1, 2]}, headers=auth_a)
+        cid = (await created.json())["id"]
+        again = await client.post("/v1/chats", json={"users": [1, 2]}, headers=auth_b)
+        assert await _code(again) == "4290" and again.headers["Retry-After"] == "60"
+        other = await client.post("/v1/chats", json={"users": [1, 2]}, headers=auth_b | elsewhere)
+        assert other.status == 201
+        url = f"/v1/chats/{cid}/messages"
+        assert (await client.post(url, json={"txt": "hi"}, headers=auth_a)).status == 202
+        assert (await client.post(url, json={"txt": "hi"}, headers=auth_b)).status == 202
+        refused = await client.post(url, json={"txt": "hi"}, headers=auth_a)
+        assert await _code(refused) == "4290" and refused.headers["Retry-After"] == "5"
+        posted = await client.post(url, json={"txt": "hi"}, headers=auth_a | elsewhere)
+        assert posted.status == 202
+    assert len(world.bus.records) == 3
+
+
 async def test_a_body_that_does_not_arrive_in_time_is_4080_and_closes() -> None:
     never = asyncio.Event()
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType, WSServerHandshakeError, web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given
 from hypothesis import strategies as st
@@ -188,6 +188,27 @@ async def test_the_socket_gauge_and_close_reasons_are_exported(client: Client) -
     await ws.close()
     text = await eventually(metrics, lambda t: "gateway_stream_sockets 0.0" in t)
     assert 'gateway_stream_closes_total{code="1000"} 1.0' in text
+
+
+async def test_stream_opens_are_rate_limited_per_address(world: World) -> None:
+    """The upgrade is refused with a 429 (and Retry-After) before any socket opens."""
+    settings = GatewaySettings(
+        dialogue_env="local", rate_streams_per_address="2/60", trusted_proxies="127.0.0.1"
+    )
+    async with TestClient(TestServer(create_app(settings, adapters=world.adapters))) as client:
+        opened = [await _hello(client, _token()) for _ in range(2)]
+        for ws in opened:
+            assert (await _frames(ws, 1))[0]["type"] == "ready"
+        with pytest.raises(WSServerHandshakeError) as refused:
+            await client.ws_connect("/v1/stream")
+        assert refused.value.status == 429
+        assert refused.value.headers is not None and refused.value.headers["Retry-After"] == "30"
+        elsewhere = await client.ws_connect(
+            "/v1/stream", headers={"X-Forwarded-For": "203.0.113.9"}
+        )
+        await elsewhere.close()
+        for ws in opened:
+            await ws.close()
 
 
 # --- the hello parser: every JSON a client can send ---------------------------------
