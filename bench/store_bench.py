@@ -9,7 +9,9 @@ chats, 200 of which have user 1 as a member. After each stage it times, at the w
 internal API (no gateway in between), p50 and p99 over `--samples` calls of: the newest
 page of the hot chat, a page 50,000 messages deep in it (or half its size, when smaller),
 the newest page of a small chat, the chat list of a user in 200 chats, and a read-marker
-move. It prints the rate at which the worker stored each stage's messages.
+move; then, after a message in each of the user's 200 chats, the second page of a listing
+begun before them (every chat ranked where it stood then; a tenth of the samples). It
+prints the rate at which the worker stored each stage's messages.
 """
 
 from __future__ import annotations
@@ -36,6 +38,18 @@ HOT_SHARE = 0.10
 DEEP = 50_000
 PAGE = 50
 CHUNK = 20_000  # records produced at a time
+
+
+def record(cid: str, uid: int) -> tuple[bytes, bytes]:
+    r = MessageRecord(
+        v=1,
+        id=new_id(),
+        cid=cid,
+        uid=uid,
+        text="benchmark message " * 3,
+        createdAt=int(time.time()),
+    )
+    return r.key(), r.to_bytes()
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -84,21 +98,9 @@ class Bench:
         first = await self.persisted()
         started = time.monotonic()
         for start in range(0, len(plan), CHUNK):
-            records = []
-            for cid in plan[start : start + CHUNK]:
-                uid = author[cid]
-                r = MessageRecord(
-                    v=1,
-                    id=new_id(),
-                    cid=cid,
-                    uid=uid,
-                    text="benchmark message " * 3,
-                    createdAt=int(time.time()),
-                )
-                records.append((r.key(), r.to_bytes()))
-            await produce(bootstrap, self.worker.topic, records)
-        while await self.persisted() < first + wanted:  # noqa: ASYNC110 - polling another process
-            await asyncio.sleep(0.5)
+            chunk = plan[start : start + CHUNK]
+            await produce(bootstrap, self.worker.topic, [record(c, author[c]) for c in chunk])
+        await self.persisted_reaches(first + wanted)
         rate = wanted / (time.monotonic() - started)
         self.stored = total
         self.hot_size += hot
@@ -107,6 +109,22 @@ class Bench:
 
     async def persisted(self) -> int:
         return int(await self.worker.metric("dialogue_worker_records_persisted_total"))
+
+    async def persisted_reaches(self, count: int) -> None:
+        while await self.persisted() < count:  # noqa: ASYNC110 - polling another process
+            await asyncio.sleep(0.5)
+
+    async def list_after_moves(self, samples: int, bootstrap: str) -> tuple[float, float]:
+        """The chat list's second page after each of user 1's chats got a message since
+        its first page: every chat is ranked where it stood when the listing began."""
+        first = await self.call("GET", "/chats", params={"uid": "1", "limit": "50"})
+        before = await self.persisted()
+        moved = [record(cid, 1) for cid in self.small[:LISTED]]
+        await produce(bootstrap, self.worker.topic, moved)
+        await self.persisted_reaches(before + LISTED)
+        self.stored += LISTED
+        params = {"uid": "1", "limit": "50", "cursor": first["nextCursor"]}
+        return await timed(samples, lambda i: self.call("GET", "/chats", params=params))
 
     async def measure(self, samples: int) -> dict[str, tuple[float, float]]:
         depth = min(DEEP, self.hot_size // 2)
@@ -177,8 +195,14 @@ async def main(sizes: list[int], samples: int) -> None:
                     f"\n{size:,} messages (hot chat {bench.hot_size:,}, small chats "
                     f"~{bench.small_size:,} each): stored at {rate:,.0f} messages/s"
                 )
-                for name, (p50, p99) in (await bench.measure(samples)).items():
+                results = await bench.measure(samples)
+                moved_samples = max(10, samples // 10)
+                results[f"chat list, page 2, {LISTED} chats moved"] = await bench.list_after_moves(
+                    moved_samples, infra.kafka_bootstrap
+                )
+                for name, (p50, p99) in results.items():
                     print(f"  {name:<34} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms")
+                print(f"  (the last line: {moved_samples} samples)")
     finally:
         await worker.terminate()
         await mongo.drop_database(worker.mongo_db)

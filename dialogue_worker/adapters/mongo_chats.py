@@ -13,13 +13,20 @@ from contracts.api import LastMessage
 from dialogue_worker.adapters.mongo import Doc, MongoDatabase, failure
 from dialogue_worker.adapters.mongo_log import each
 from dialogue_worker.domain.chats import ChatView
-from dialogue_worker.domain.history import SeqRange, lacking, message_key, page_key
+from dialogue_worker.domain.history import (
+    PAGE_SIZE,
+    SeqRange,
+    lacking,
+    message_key,
+    page_key,
+    page_of,
+)
 from dialogue_worker.domain.messages import MessageView
 from dialogue_worker.errors import StorageUnavailable
 
-#: Seqs read back at most to find a chat's activity at a past moment, STEP at a time (in
-#: pages read together); past that, the chat counts as active at that moment (it had over
-#: 1,000 messages since).
+#: Seqs read back at most to find a chat's activity at a past moment: the newest page,
+#: then STEP at a time (pages read together); past that, the chat counts as active at that
+#: moment (it had over 1,000 messages since).
 SEQS_BACK, STEP = 1_000, 100
 _CHAT_FIELDS = ("users", "createdAt", "openedAt", "lastSeq", "lastAt", "lastMessage")
 
@@ -141,13 +148,17 @@ class MongoChats:
     async def activity_as_of(self, cid: str, last_seq: int, when: float) -> float | None:
         if last_seq < 1:
             return None
-        for top in range(last_seq, max(0, last_seq - SEQS_BACK), -STEP):
-            seqs = SeqRange(max(1, top - STEP + 1, last_seq - SEQS_BACK + 1), top)
+        oldest = max(1, last_seq - SEQS_BACK + 1)
+        # First the newest page alone: a chat that moved a little has its answer there.
+        seqs = SeqRange(max(oldest, page_of(last_seq) * PAGE_SIZE + 1), last_seq)
+        while not seqs.empty:
             found = [m for m in await self.history(cid, seqs.pages()) if m.seq in seqs]
             found += await self.messages_at(cid, lacking(seqs, last_seq, (m.seq for m in found)))
             times = [m.at for m in found if m.at <= when]
             if times:
                 return max(times)
+            top = seqs.first - 1
+            seqs = SeqRange(max(oldest, top - STEP + 1), top)
         return when if last_seq > SEQS_BACK else None
 
     async def read_markers(self, uid: int) -> dict[str, int]:
