@@ -31,7 +31,7 @@ from dialogue_worker.errors import RequestError
 from dialogue_worker.services.ports import ChatStore, Outbox
 
 #: Chats that moved since a listing began, looked back into at once (each look-back is
-#: one page read, more only for a chat that got over 25 messages since).
+#: one page read, its newest, more when everything on that page came later).
 LOOK_BACKS = 8
 
 
@@ -66,23 +66,38 @@ class ChatService:
         # Both reads cost the user's chats (one document each): sent together.
         mine, reads = await asyncio.gather(self._store.chats_of(uid), self._store.read_markers(uid))
         chats = [c for c in mine if in_snapshot(c, snapshot)]
-        gate = asyncio.Semaphore(LOOK_BACKS)
-
-        async def ranked(chat: ChatView) -> Ranked:
-            activity = chat.activity
-            if moved_since(chat, snapshot):  # rank it where it stood in the snapshot
-                async with gate:
-                    then = await self._store.activity_as_of(chat.id, chat.last_seq, snapshot)
-                activity = chat.opened_at if then is None else then
-            return Ranked(Position(activity, chat.id), chat)
-
-        ranks = await asyncio.gather(*(ranked(c) for c in chats))
+        moved = [c for c in chats if moved_since(c, snapshot)]
+        then = dict(
+            zip((c.id for c in moved), await self._activities(moved, snapshot), strict=True)
+        )
+        ranked = [Ranked(Position(then.get(c.id, c.activity), c.id), c) for c in chats]
         after = None if cursor is None else cursor.after
-        page, more = page_of_chats(ranks, snapshot, after, limit)
+        page, more = page_of_chats(ranked, snapshot, after, limit)
         return Page[Chat](
             data=[c.to_api(reads.get(c.id, 0)) for c in page],
             nextCursor=None if more is None else more.encode(),
         )
+
+    async def _activities(self, chats: list[ChatView], snapshot: float) -> list[float]:
+        """Each chat's activity as of the snapshot (where it stood then), LOOK_BACKS chats
+        at a time. After a failure no more look-backs start (those running end on their
+        own: a MongoDB call is never cancelled, docs/decisions.md), and it is raised."""
+        gate = asyncio.Semaphore(LOOK_BACKS)
+        failed = False
+
+        async def activity(chat: ChatView) -> float:
+            nonlocal failed
+            async with gate:
+                if failed:  # the listing fails anyway: start no more reads
+                    return chat.activity
+                try:
+                    then = await self._store.activity_as_of(chat.id, chat.last_seq, snapshot)
+                except BaseException:
+                    failed = True
+                    raise
+            return chat.opened_at if then is None else then
+
+        return list(await asyncio.gather(*(activity(c) for c in chats)))
 
     async def add_members(self, cid: str, uid: int, users: list[int]) -> Chat:
         result = await self._store.add_members(cid, uid, users)

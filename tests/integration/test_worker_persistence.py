@@ -301,8 +301,8 @@ async def test_a_chat_is_ranked_by_its_activity_as_of_a_past_moment(
     worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
 ) -> None:
     """The chat list ranks a chat that moved since its snapshot by what it had then: read
-    back from its newest message up to 1,000 messages, 100 at a time (pages read together);
-    past that the chat counts as active at the snapshot."""
+    back from its newest page, then 100 messages at a time (pages read together), up to
+    1,000 messages; past that the chat counts as active at the snapshot."""
     cid = await create_chat(worker, [1, 2])
     history = mongo[worker.mongo_db]["history"]
     messages = [

@@ -195,6 +195,7 @@ class MemoryStore:
         return entry.seq if stored is not None and stored.id == mid else None
 
     async def activity_as_of(self, cid: str, last_seq: int, when: float) -> float | None:
+        self._step("activity_as_of")
         times = [m.at for (c, _), m in self.messages.items() if c == cid and m.at <= when]
         return max(times) if times else None
 

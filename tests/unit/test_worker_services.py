@@ -9,7 +9,7 @@ from contracts.events import ChatCreated, ChatRead, MembersAdded
 from dialogue_worker.domain.chat_list import ListCursor
 from dialogue_worker.domain.history import Direction, HistoryQuery
 from dialogue_worker.domain.sequencing import text_digest
-from dialogue_worker.errors import OutboxUnavailable, RequestError
+from dialogue_worker.errors import OutboxUnavailable, RequestError, StorageUnavailable
 from dialogue_worker.services.chats import ChatService
 from dialogue_worker.services.ports import IdEntry, StoredMessage
 from tests.support.worker_fakes import MemoryOutbox, MemoryStore
@@ -139,6 +139,24 @@ async def test_the_chat_list_is_ordered_by_activity_and_pages_exactly_while_chat
     assert sorted(seen) == sorted(chats) and len(seen) == 30
     fresh = await service.chats_of(1, 50, None)  # a new first page shows the moves
     assert fresh.data[0].id in (seen[0], chats[0]) or fresh.data[0].users == [1, 99]
+
+
+async def test_a_failed_look_back_fails_the_listing_and_starts_no_more() -> None:
+    service, store, _, clock = make()
+    chats = [(await service.create([1, 2 + i])).id for i in range(20)]
+    for cid in chats:
+        post(store, cid, 1, at=clock.now)
+    first = await service.chats_of(1, 5, None)
+    assert first.nextCursor is not None
+    for cid in chats:  # every chat moves after the listing began
+        post(store, cid, 1, at=clock.now + 10)
+    store.fail_next["activity_as_of"] = 1
+    with pytest.raises(StorageUnavailable):
+        await service.chats_of(1, 5, ListCursor.decode(first.nextCursor))
+    assert store.calls.count("activity_as_of") == 1
+    second = await service.chats_of(1, 5, ListCursor.decode(first.nextCursor))  # a retry
+    assert store.calls.count("activity_as_of") == 21
+    assert not {c.id for c in first.data} & {c.id for c in second.data}
 
 
 async def test_unread_counts_in_the_list() -> None:
