@@ -67,9 +67,7 @@ class ChatService:
         mine, reads = await asyncio.gather(self._store.chats_of(uid), self._store.read_markers(uid))
         chats = [c for c in mine if in_snapshot(c, snapshot)]
         moved = [c for c in chats if moved_since(c, snapshot)]
-        then = dict(
-            zip((c.id for c in moved), await self._activities(moved, snapshot), strict=True)
-        )
+        then = await self._activities(moved, snapshot)
         ranked = [Ranked(Position(then.get(c.id, c.activity), c.id), c) for c in chats]
         after = None if cursor is None else cursor.after
         page, more = page_of_chats(ranked, snapshot, after, limit)
@@ -78,10 +76,11 @@ class ChatService:
             nextCursor=None if more is None else more.encode(),
         )
 
-    async def _activities(self, chats: list[ChatView], snapshot: float) -> list[float]:
-        """Each chat's activity as of the snapshot (where it stood then), LOOK_BACKS chats
-        at a time. After a failure no more look-backs start (those running end on their
-        own: a MongoDB call is never cancelled, docs/decisions.md), and it is raised."""
+    async def _activities(self, chats: list[ChatView], snapshot: float) -> dict[str, float]:
+        """Each chat's activity as of the snapshot (where it stood then), by chat id,
+        LOOK_BACKS chats at a time. After a failure no more look-backs start (those running
+        end on their own: a MongoDB call is never cancelled, docs/decisions.md), and it is
+        raised."""
         gate = asyncio.Semaphore(LOOK_BACKS)
         failed = False
 
@@ -97,7 +96,8 @@ class ChatService:
                     raise
             return chat.opened_at if then is None else then
 
-        return list(await asyncio.gather(*(activity(c) for c in chats)))
+        found = await asyncio.gather(*(activity(c) for c in chats))
+        return {chat.id: then for chat, then in zip(chats, found, strict=True)}
 
     async def add_members(self, cid: str, uid: int, users: list[int]) -> Chat:
         result = await self._store.add_members(cid, uid, users)

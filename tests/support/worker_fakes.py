@@ -37,6 +37,10 @@ class Row:
     state: ChatState
 
 
+def _view(m: StoredMessage) -> MessageView:
+    return MessageView(m.id, m.cid, m.uid, m.text, m.created_at, m.seq, m.at)
+
+
 class MemoryStore:
     def __init__(self) -> None:
         self.chats: dict[str, Row] = {}
@@ -174,18 +178,11 @@ class MemoryStore:
     async def history(self, cid: str, pages: Sequence[int]) -> list[MessageView]:
         wanted = set(pages)
         return [
-            MessageView(m.id, m.cid, m.uid, m.text, m.created_at, m.seq, m.at)
-            for (c, seq), m in self.messages.items()
-            if c == cid and page_of(seq) in wanted
+            _view(m) for (c, seq), m in self.messages.items() if c == cid and page_of(seq) in wanted
         ]
 
     async def messages_at(self, cid: str, seqs: Sequence[int]) -> list[MessageView]:
-        found = [self.messages.get((cid, seq)) for seq in seqs]
-        return [
-            MessageView(m.id, m.cid, m.uid, m.text, m.created_at, m.seq, m.at)
-            for m in found
-            if m is not None
-        ]
+        return [_view(self.messages[cid, s]) for s in seqs if (cid, s) in self.messages]
 
     async def seq_of(self, cid: str, mid: str) -> int | None:
         entry = self.ids.get(mid)
