@@ -74,9 +74,8 @@ class MongoMessageLog:
             doc = await self._db.chats.find_one({"_id": ObjectId(cid)}, fields)
             if doc is None:
                 return None
-            state = ChatState(
-                doc.get("lastSeq", 0), doc.get("lastPart", -1), doc.get("lastOffset", -1)
-            )
+            counted = doc.get("lastSeq", 0)
+            state = ChatState(counted, doc.get("lastPart", -1), doc.get("lastOffset", -1))
             # A crash between storing messages and counting them leaves the chat behind.
             while (
                 after := await self._db.history.find_one(
@@ -86,7 +85,7 @@ class MongoMessageLog:
                 state = ChatState(after["seq"], after["p"], after["o"])
         except PyMongoError as exc:
             raise failure(exc) from exc
-        return ChatForWriting(frozenset(doc["users"]), state)
+        return ChatForWriting(frozenset(doc["users"]), state, counted)
 
     async def known(self, ids: Collection[str]) -> dict[str, Known]:
         found = await each(sorted(ids), self._known)
@@ -99,12 +98,13 @@ class MongoMessageLog:
                 return None
             cid = str(entry["cid"])
             stored = await self._db.history.find_one(
-                {"_id": message_key(cid, entry["seq"])}, {"id": 1}
+                {"_id": message_key(cid, entry["seq"])}, {"id": 1, "at": 1}
             )
         except PyMongoError as exc:
             raise failure(exc) from exc
-        applied = stored is not None and stored["id"] == entry["_id"]
-        return Known(cid, entry["seq"], entry["uid"], entry["h"], applied)
+        if stored is None or stored["id"] != entry["_id"]:
+            return Known(cid, entry["seq"], entry["uid"], entry["h"], applied=False)
+        return Known(cid, entry["seq"], entry["uid"], entry["h"], applied=True, at=stored.get("at"))
 
     async def claim(self, entries: Sequence[IdEntry]) -> set[str]:
         failed = await self._insert(self._db.ids, [id_doc(e) for e in entries])

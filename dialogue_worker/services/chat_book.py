@@ -19,6 +19,8 @@ class ChatBook:
     moment ago is never dead-lettered because of the cache. Sequence states belong to
     the write path alone: it loads them (`ensure`, `reload`) and moves them (`advanced`),
     so a state is never replaced by a read made while a write of that chat was half done.
+    With each state it keeps the seq the chat's document counts (`counted`), which is
+    behind the state after a worker died between storing messages and counting them.
     A state is trusted while this worker owns the chat's partition (`forget_partitions`);
     a stale one cannot do harm, only cost a retry, because a seq's key is unique.
     """
@@ -36,6 +38,7 @@ class ChatBook:
         self._max = max_chats
         self._members: dict[str, tuple[float, frozenset[int]]] = {}
         self._states: dict[str, ChatState] = {}
+        self._counted: dict[str, int] = {}
 
     async def members(self, wanted: Mapping[str, Collection[int]]) -> dict[str, frozenset[int]]:
         """Members of the chats that exist, for a batch whose authors per chat are `wanted`."""
@@ -64,13 +67,23 @@ class ChatBook:
         """Read the chats' states again (checked against the stored history)."""
         fresh = await self._store.chats_for_writing(cids)
         self._bound(self._states)
+        self._bound(self._counted)
         self._states.update({cid: chat.state for cid, chat in fresh.items()})
+        self._counted.update({cid: chat.counted for cid, chat in fresh.items()})
 
     def state(self, cid: str) -> ChatState:
         return self._states.get(cid, ChatState())
 
+    def counted(self, cid: str) -> int:
+        """The newest seq the chat's document counts, as far as this worker knows."""
+        return self._counted.get(cid, 0)
+
     def advanced(self, cid: str, state: ChatState) -> None:
         self._states[cid] = state
+
+    def recorded(self, cid: str, seq: int) -> None:
+        """The chat's document now counts `seq`."""
+        self._counted[cid] = max(seq, self._counted.get(cid, 0))
 
     def forget_partitions(self, partitions: Collection[int]) -> None:
         """This worker no longer owns these partitions: their chats' states may move on."""
@@ -80,6 +93,7 @@ class ChatBook:
     def forget(self, cids: Iterable[str]) -> None:
         for cid in cids:
             self._states.pop(cid, None)
+            self._counted.pop(cid, None)
 
     def _bound(self, table: dict[str, Any]) -> None:
         if len(table) >= self._max:

@@ -5,7 +5,9 @@ Per batch, in this order, so a crash at any point is repaired by the redelivery:
 1. refused records go to the dead-letter topic, misplaced ones to their chat's partition;
 2. each chat's records get their seqs (domain.sequencing) and are stored: their ids
    first (`message_ids`, a unique key per id), then the messages (a unique key per seq);
-3. each chat's newest seq, activity and preview are recorded;
+3. each chat's newest seq, activity and preview are recorded (also for a chat whose
+   messages a worker stored but died before counting, once the batch repeats the newest);
+   a message's `at` and its chat's activity are one reading of the clock per batch;
 4. `message.created` is published for every record of the batch, stored now or before.
 Only then are the batch's offsets marked durable (domain.offsets), so they may be committed.
 """
@@ -284,6 +286,9 @@ class BatchPersister:
         await self._retry("membership", partial(self._book.ensure, list(groups)))
         known: dict[str, Known | None] = {}
         for _ in range(ROUNDS):
+            # One moment for the whole round: its messages' `at` and their chats' `lastAt`
+            # are the same number, as the chat list's look-backs expect.
+            now = self._wall_clock()
             plan = self._plan(groups, copies, known)
             look_up = {i.message.id for p in plan.plans.values() for i in p.unresolved}
             if look_up:  # records passed before: were they stored, and under which seq?
@@ -303,7 +308,7 @@ class BatchPersister:
             left_over = [e for e in entries if e.id in claims]
             if left_over:
                 await self._retry("write", partial(self._store.reclaim, left_over))
-            messages = [self._message(p) for p in plan.new]
+            messages = [self._message(p, now) for p in plan.new]
             taken_seqs = await self._retry("write", partial(self._store.append, messages))
             if taken_seqs:  # another writer moved these chats on: undo ours, read where they stand
                 _log_taken([p.item for p in plan.new if p.item.message.cid in taken_seqs])
@@ -311,7 +316,7 @@ class BatchPersister:
                 await self._retry("write", partial(self._store.retract, ours))
                 await self._retry("membership", partial(self._book.reload, taken_seqs))
                 continue
-            return await self._settle(plan)
+            return await self._settle(plan, now, known)
         raise StorageUnavailable(f"seqs of a batch did not settle in {ROUNDS} rounds")
 
     def _plan(
@@ -341,43 +346,53 @@ class BatchPersister:
                 result.repeats.append(Placed(copy, seq_of[first.message.id]))
         return result
 
-    async def _settle(self, plan: _Round) -> _Stored:
+    async def _settle(self, plan: _Round, now: float, known: Mapping[str, Known | None]) -> _Stored:
         """The batch is stored: record where each chat stands, then publish the events."""
-        now = self._wall_clock()
         updates = []
         for cid, chat in plan.plans.items():
-            if chat.new:
-                last = chat.new[-1]
-                m = last.item.message
-                self._book.advanced(cid, chat.state)
-                updates.append(
-                    ChatAdvance(
-                        cid, chat.state, now, preview(m.id, last.seq, m.uid, m.text, m.createdAt)
-                    )
-                )
+            self._book.advanced(cid, chat.state)
+            update = self._advance(cid, chat, now, known)
+            if update is not None:
+                updates.append(update)
         if updates:
             await self._retry("write", lambda: self._store.advance(updates))
+            for update in updates:
+                self._book.recorded(update.cid, update.state.last_seq)
         events = [self._event(p) for p in sorted(plan.new + plan.repeats, key=_order)]
         if events:
             await self._retry("publish", lambda: self._outbox.publish(events))
         return _Stored(len(plan.new), len(plan.repeats), len(plan.conflicts))
 
+    def _advance(
+        self, cid: str, chat: ChatPlan, now: float, known: Mapping[str, Known | None]
+    ) -> ChatAdvance | None:
+        """What the chat's document must count now: its newest message if the batch
+        stored one, else a message stored before but never counted (the worker that
+        stored it died first) when the batch repeats it; None when it counts them all."""
+        last_seq = chat.state.last_seq
+        if chat.new:
+            newest, at = chat.new[-1], now
+        elif last_seq > self._book.counted(cid):
+            repeated = [p for p in chat.repeats if p.seq == last_seq]
+            entry = known.get(repeated[0].item.message.id) if repeated else None
+            if entry is None or entry.at is None:
+                return None  # the message counted last comes in a later batch
+            newest, at = repeated[0], entry.at
+        else:
+            return None
+        m = newest.item.message
+        return ChatAdvance(
+            cid, chat.state, at, preview(m.id, newest.seq, m.uid, m.text, m.createdAt)
+        )
+
     def _id_entry(self, placed: Placed) -> IdEntry:
         m, r = placed.item.message, placed.item.record
         return IdEntry(m.id, m.cid, placed.seq, m.uid, text_digest(m.text), r.partition, r.offset)
 
-    def _message(self, placed: Placed) -> StoredMessage:
+    def _message(self, placed: Placed, at: float) -> StoredMessage:
         m, r = placed.item.message, placed.item.record
         return StoredMessage(
-            m.cid,
-            placed.seq,
-            m.id,
-            m.uid,
-            m.text,
-            m.createdAt,
-            self._wall_clock(),
-            r.partition,
-            r.offset,
+            m.cid, placed.seq, m.id, m.uid, m.text, m.createdAt, at, r.partition, r.offset
         )
 
     def _event(self, placed: Placed) -> MessageCreated:

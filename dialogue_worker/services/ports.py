@@ -27,6 +27,9 @@ class ChatForWriting:
 
     members: frozenset[int]
     state: ChatState
+    #: The newest seq the chat's document counts (`state` can be ahead of it: messages
+    #: stored by a worker that died before it counted them).
+    counted: int = 0
 
 
 @dataclass(frozen=True)

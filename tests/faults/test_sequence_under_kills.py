@@ -1,8 +1,8 @@
 """Scenario 11: SIGKILL the workers again and again while 4 clients post into 20 chats.
 
 Afterwards every chat's messages have seq exactly 1..N, in the order of their records in
-the chat's partition; every acknowledged message is stored once; and the events topic
-has a `message.created` for every (chat, seq).
+the chat's partition; every acknowledged message is stored once; the events topic has a
+`message.created` for every (chat, seq); and every chat counts its N messages.
 """
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ async def test_seqs_stay_gap_free_and_in_partition_order_through_repeated_sigkil
         written = await check_written(platform, load)
         history = await _history(platform)
         events = await _events(platform, {cid for c in load.clients for cid in [c.cid, *c.more]})
+        # Each chat counts what it holds, also where a worker died between storing its
+        # newest messages and counting them (the redelivery counts them).
+        stored_per_chat = {cid: len(docs) for cid, docs in history.items()}
+        await eventually(
+            lambda: _counted(platform, stored_per_chat), what="every chat counting its messages"
+        )
 
     chats = {cid for c in load.clients for cid in [c.cid, *c.more]}
     seqs = {cid: [d["seq"] for d in history[cid]] for cid in chats}
@@ -78,6 +84,19 @@ async def _history(platform: Platform) -> dict[str, list[dict[str, Any]]]:
     for d in sorted(docs, key=lambda d: d["seq"]):
         by_chat[str(d["cid"])].append(d)
     return by_chat
+
+
+async def _counted(platform: Platform, stored: dict[str, int]) -> bool:
+    """Whether each chat's document counts (`lastSeq`) the messages stored for it."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(platform.mongo_url)
+    try:
+        chats = (
+            await client[platform.workers[0].mongo_db]["chats"].find({}, {"lastSeq": 1}).to_list()
+        )
+    finally:
+        await client.close()
+    counts = {str(c["_id"]): c.get("lastSeq", 0) for c in chats}
+    return all(counts.get(cid) == n for cid, n in stored.items())
 
 
 async def _events(platform: Platform, chats: set[str]) -> set[tuple[str, int]]:

@@ -79,6 +79,45 @@ async def test_user_chats_newest_first_with_a_cursor(http: aiohttp.ClientSession
     assert seen == [c["id"] for c in reversed(created)]
 
 
+async def test_the_chat_list_pages_exactly_while_the_chat_last_given_moves(
+    http: aiohttp.ClientSession, worker: WorkerProcess, infra: LocalSettings
+) -> None:
+    """The last chat of a page gets a message before the next page is asked for: it keeps
+    its place in the listing (it ranks as it stood when the listing began, which the
+    worker reads back from its history) and is given once, as is every other chat."""
+    uid = int(time.time() * 1000) % 1_000_000_000 + 2000  # a user no other test uses
+    chats = [
+        (await call(http, "POST", "/chats", json={"users": [uid, 1]}))[1]["id"] for _ in range(6)
+    ]
+
+    async def post(cid: str) -> None:
+        _, before = await call(http, "GET", f"/chats/{cid}", params={"uid": str(uid)})
+        message = MessageRecord(
+            v=1, id=new_id(), cid=cid, uid=uid, text="hi", createdAt=int(time.time())
+        )
+        await produce(infra.kafka_bootstrap, worker.topic, [(message.key(), message.to_bytes())])
+
+        async def counted() -> bool:
+            _, chat = await call(http, "GET", f"/chats/{cid}", params={"uid": str(uid)})
+            return bool(chat["lastSeq"] == before["lastSeq"] + 1)
+
+        await eventually(counted, what=f"a message counted in {cid}")
+
+    for cid in chats:  # activity in creation order, each from a message
+        await post(cid)
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        params = {"uid": str(uid), "limit": "2"} | ({"cursor": cursor} if cursor else {})
+        _, page = await call(http, "GET", "/chats", params=params)
+        seen += [c["id"] for c in page["data"]]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+        await post(seen[-1])  # the chat given last moves to the top
+    assert seen == list(reversed(chats))
+
+
 async def test_auth_and_request_id(worker: WorkerProcess) -> None:
     async with aiohttp.ClientSession(base_url=worker.base_url) as anonymous:
         await expect_error(anonymous, "4010", "GET", "/ping")

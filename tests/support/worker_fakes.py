@@ -93,7 +93,7 @@ class MemoryStore:
             state = row.state
             while (after := self.messages.get((cid, state.last_seq + 1))) is not None:
                 state = ChatState(after.seq, after.partition, after.offset)
-            found[cid] = ChatForWriting(row.chat.users, state)
+            found[cid] = ChatForWriting(row.chat.users, state, row.state.last_seq)
         return found
 
     async def known(self, ids: Collection[str]) -> dict[str, Known]:
@@ -104,7 +104,8 @@ class MemoryStore:
             if entry is not None:
                 stored = self.messages.get((entry.cid, entry.seq))
                 applied = stored is not None and stored.id == mid
-                found[mid] = Known(entry.cid, entry.seq, entry.uid, entry.digest, applied)
+                at = stored.at if stored is not None and applied else None
+                found[mid] = Known(entry.cid, entry.seq, entry.uid, entry.digest, applied, at)
         return found
 
     async def claim(self, entries: Sequence[IdEntry]) -> set[str]:

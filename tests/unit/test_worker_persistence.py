@@ -7,7 +7,7 @@ forwarding, dead letters, retries and the narrowing down of records the store re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 import pytest
@@ -77,6 +77,7 @@ class World:
         store: MemoryStore | None = None,
         partitions: int | None = None,
         partition_log: PartitionLog | None = None,
+        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self.store = store or MemoryStore()
         if store is None:
@@ -100,7 +101,7 @@ class World:
             backoff=lambda: Backoff(0.1, 0.4, jitter=0.0),
             sleep=self.sleeps,
             clock=self.clock,
-            wall_clock=lambda: self.clock.now,
+            wall_clock=wall_clock or (lambda: self.clock.now),
             ledger=self.ledger,
             order=None
             if partition_log is None
@@ -170,11 +171,25 @@ async def test_a_crash_after_any_step_leaves_no_gap_and_no_second_seq(step: str)
 
     again = w.restarted()
     await again.persister.persist(batch)  # redelivered from the last commit
+    # The chat counts what was stored, also when the crash came before it was counted.
+    chat = w.store.chats[CID].chat
+    assert (chat.last_seq, chat.last_message and chat.last_message.text) == (5, "m4")
+    assert chat.last_at == w.store.messages[(CID, 5)].at
     await again.persister.persist([rec(5)])
 
     assert w.store.seqs(CID) == dict(zip(range(1, 7), ids(0, 1, 2, 3, 4, 5), strict=True))
     assert {(c, s) for c, s, _ in again.events()} >= {(CID, s) for s in range(3, 7)}
     assert w.store.chats[CID].state == ChatState(6, 0, 5)
+
+
+async def test_a_chats_activity_is_the_moment_its_newest_message_was_stored() -> None:
+    """One reading of the clock per batch: the chat list ranks an unmoved chat by its
+    `lastAt` and a moved one by its messages' `at`, so the two must be the same number."""
+    ticks = iter(range(1_000))
+    w = World(wall_clock=lambda: 2_000.0 + next(ticks))  # moves on at every reading
+    await w.persister.persist([rec(0), rec(1, cid=OTHER), rec(2)])
+    for cid, seq in ((CID, 2), (OTHER, 1)):
+        assert w.store.chats[cid].chat.last_at == w.store.messages[(cid, seq)].at
 
 
 async def test_a_copy_of_a_stored_message_repeats_it_and_another_text_is_a_conflict() -> None:
