@@ -315,6 +315,9 @@ class BatchPersister:
                 ours = [m for m in messages if m.cid in taken_seqs]
                 await self._retry("write", partial(self._store.retract, ours))
                 await self._retry("membership", partial(self._book.reload, taken_seqs))
+                for cid, chat in plan.plans.items():  # the others' messages are stored:
+                    if cid not in taken_seqs:  # next round they are repeats, counted
+                        self._book.advanced(cid, chat.state)
                 continue
             return await self._settle(plan, now, known)
         raise StorageUnavailable(f"seqs of a batch did not settle in {ROUNDS} rounds")

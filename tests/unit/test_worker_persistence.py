@@ -438,6 +438,21 @@ async def test_when_another_writer_took_some_seqs_none_of_ours_stay_at_wrong_one
     assert "retract" in w.store.calls
 
 
+async def test_chats_stored_beside_one_whose_seqs_were_taken_are_counted() -> None:
+    """The append that finds CID's seq taken stores OTHER's messages: the batch is
+    planned again, where they are repeats, and OTHER's document still counts them."""
+    w = World()
+    await w.persister.persist([rec(0)])
+    w.store.messages[(CID, 2)] = StoredMessage(CID, 2, f"{100:024x}", 1, "theirs", NOW, 1.0, 0, 1)
+
+    await w.persister.persist([rec(60), rec(61, cid=OTHER), rec(62, cid=OTHER)])
+
+    assert w.store.seqs(OTHER) == {1: ids(61)[0], 2: ids(62)[0]}
+    other = w.store.chats[OTHER].chat
+    assert (other.last_seq, other.last_message and other.last_message.text) == (2, "m62")
+    assert w.store.chats[CID].chat.last_seq == 3
+
+
 async def test_a_revoked_partition_is_read_again_before_its_chats_are_written() -> None:
     w = World()
     await w.persister.persist([rec(0), rec(1)])
