@@ -98,13 +98,12 @@ class MongoMessageLog:
                 return None
             cid = str(entry["cid"])
             stored = await self._db.history.find_one(
-                {"_id": message_key(cid, entry["seq"])}, {"id": 1, "at": 1}
+                {"_id": message_key(cid, entry["seq"])}, {"id": 1}
             )
         except PyMongoError as exc:
             raise failure(exc) from exc
-        if stored is None or stored["id"] != entry["_id"]:
-            return Known(cid, entry["seq"], entry["uid"], entry["h"], applied=False)
-        return Known(cid, entry["seq"], entry["uid"], entry["h"], applied=True, at=stored.get("at"))
+        applied = stored is not None and stored["id"] == entry["_id"]
+        return Known(cid, entry["seq"], entry["uid"], entry["h"], applied)
 
     async def claim(self, entries: Sequence[IdEntry]) -> set[str]:
         failed = await self._insert(self._db.ids, [id_doc(e) for e in entries])
@@ -134,6 +133,15 @@ class MongoMessageLog:
             await self._db.history.delete_one({"_id": key, "id": ObjectId(message.id)})
 
         await self._guarded(each(messages, remove))
+
+    async def restamp(self, stamps: Sequence[tuple[str, int]], at: float) -> None:
+        """Set `at` of the messages at these (cid, seq): one `update` each, PARALLEL at
+        a time (see `advance`)."""
+
+        async def one(stamp: tuple[str, int]) -> None:
+            await self._db.history.update_one({"_id": message_key(*stamp)}, {"$set": {"at": at}})
+
+        await self._guarded(each(stamps, one))
 
     async def advance(self, updates: Sequence[ChatAdvance]) -> None:
         """Move each chat's state forward (a stale state matches nothing), one `update`

@@ -51,7 +51,6 @@ class Known:
     uid: int
     digest: str
     applied: bool  # the history holds this id at this seq (else a crashed attempt left it)
-    at: float | None = None  # when it was stored (the worker's clock), if applied
 
     def same_message(self, item: Accepted) -> bool:
         m = item.message

@@ -37,8 +37,9 @@ class ChatBook:
         self._clock = clock
         self._max = max_chats
         self._members: dict[str, tuple[float, frozenset[int]]] = {}
-        self._states: dict[str, ChatState] = {}
-        self._counted: dict[str, int] = {}
+        #: cid -> (sequence state, the seq the chat's document counts): one table, so
+        #: both are known or neither (a count that is too low would re-count messages).
+        self._states: dict[str, tuple[ChatState, int]] = {}
 
     async def members(self, wanted: Mapping[str, Collection[int]]) -> dict[str, frozenset[int]]:
         """Members of the chats that exist, for a batch whose authors per chat are `wanted`."""
@@ -67,33 +68,34 @@ class ChatBook:
         """Read the chats' states again (checked against the stored history)."""
         fresh = await self._store.chats_for_writing(cids)
         self._bound(self._states)
-        self._bound(self._counted)
-        self._states.update({cid: chat.state for cid, chat in fresh.items()})
-        self._counted.update({cid: chat.counted for cid, chat in fresh.items()})
+        self._states.update({cid: (chat.state, chat.counted) for cid, chat in fresh.items()})
 
     def state(self, cid: str) -> ChatState:
-        return self._states.get(cid, ChatState())
+        return self._states.get(cid, (ChatState(), 0))[0]
 
     def counted(self, cid: str) -> int:
         """The newest seq the chat's document counts, as far as this worker knows."""
-        return self._counted.get(cid, 0)
+        return self._states.get(cid, (ChatState(), 0))[1]
 
     def advanced(self, cid: str, state: ChatState) -> None:
-        self._states[cid] = state
+        # Of a chat dropped meanwhile (the table's bound) nothing is known: taking it as
+        # counted never re-counts what shows; at worst it counts its leftovers later.
+        self._states[cid] = (state, self._states.get(cid, (state, state.last_seq))[1])
 
     def recorded(self, cid: str, seq: int) -> None:
         """The chat's document now counts `seq`."""
-        self._counted[cid] = max(seq, self._counted.get(cid, 0))
+        if cid in self._states:
+            state, counted = self._states[cid]
+            self._states[cid] = (state, max(seq, counted))
 
     def forget_partitions(self, partitions: Collection[int]) -> None:
         """This worker no longer owns these partitions: their chats' states may move on."""
-        gone = [cid for cid, state in self._states.items() if state.partition in partitions]
+        gone = [cid for cid, (state, _) in self._states.items() if state.partition in partitions]
         self.forget(gone)
 
     def forget(self, cids: Iterable[str]) -> None:
         for cid in cids:
             self._states.pop(cid, None)
-            self._counted.pop(cid, None)
 
     def _bound(self, table: dict[str, Any]) -> None:
         if len(table) >= self._max:

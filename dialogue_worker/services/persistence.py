@@ -5,9 +5,10 @@ Per batch, in this order, so a crash at any point is repaired by the redelivery:
 1. refused records go to the dead-letter topic, misplaced ones to their chat's partition;
 2. each chat's records get their seqs (domain.sequencing) and are stored: their ids
    first (`message_ids`, a unique key per id), then the messages (a unique key per seq);
-3. each chat's newest seq, activity and preview are recorded (also for a chat whose
-   messages a worker stored but died before counting, once the batch repeats the newest);
-   a message's `at` and its chat's activity are one reading of the clock per batch;
+3. each chat's newest seq, activity and preview are recorded: its new messages' `at` and
+   its `lastAt` are one reading of the clock; messages an attempt stored but did not
+   count (it died, or stopped) are counted when a batch repeats them, stamped with the
+   moment they are counted, as that is when they begin to show;
 4. `message.created` is published for every record of the batch, stored now or before.
 Only then are the batch's offsets marked durable (domain.offsets), so they may be committed.
 """
@@ -40,6 +41,7 @@ from dialogue_worker.domain.records import (
 )
 from dialogue_worker.domain.sequencing import (
     ChatPlan,
+    ChatState,
     Known,
     Placed,
     conflict_reason,
@@ -269,7 +271,7 @@ class BatchPersister:
         """
         await self._retry("write check", self._store.writable)
         try:
-            written = await self._write([item])
+            written = await self._retry("sequence", partial(self._write, [item]))
         except Exception as exc:  # refused again with the store writable: this record
             await self._dead_letter([Rejected(item.record, RejectKind.UNSTORABLE, _reason(exc))])
             return _Stored(refused=1)
@@ -286,9 +288,6 @@ class BatchPersister:
         await self._retry("membership", partial(self._book.ensure, list(groups)))
         known: dict[str, Known | None] = {}
         for _ in range(ROUNDS):
-            # One moment for the whole round: its messages' `at` and their chats' `lastAt`
-            # are the same number, as the chat list's look-backs expect.
-            now = self._wall_clock()
             plan = self._plan(groups, copies, known)
             look_up = {i.message.id for p in plan.plans.values() for i in p.unresolved}
             if look_up:  # records passed before: were they stored, and under which seq?
@@ -308,19 +307,37 @@ class BatchPersister:
             left_over = [e for e in entries if e.id in claims]
             if left_over:
                 await self._retry("write", partial(self._store.reclaim, left_over))
+            # One reading of the clock, as late as it can be: the messages' `at` and their
+            # chats' `lastAt` are the same number, as the chat list's look-backs expect.
+            now = self._wall_clock()
             messages = [self._message(p, now) for p in plan.new]
-            taken_seqs = await self._retry("write", partial(self._store.append, messages))
+            taken_seqs = await self._append(messages)
             if taken_seqs:  # another writer moved these chats on: undo ours, read where they stand
                 _log_taken([p.item for p in plan.new if p.item.message.cid in taken_seqs])
                 ours = [m for m in messages if m.cid in taken_seqs]
                 await self._retry("write", partial(self._store.retract, ours))
                 await self._retry("membership", partial(self._book.reload, taken_seqs))
-                for cid, chat in plan.plans.items():  # the others' messages are stored:
-                    if cid not in taken_seqs:  # next round they are repeats, counted
+                # The other chats' messages are stored: the next round repeats them, and
+                # settling counts them.
+                for placed in plan.new:
+                    if placed.item.message.cid not in taken_seqs:
+                        known[placed.item.message.id] = _stored(placed)
+                for cid, chat in plan.plans.items():
+                    if cid not in taken_seqs:
                         self._book.advanced(cid, chat.state)
                 continue
-            return await self._settle(plan, now, known)
+            return await self._settle(plan, now)
         raise StorageUnavailable(f"seqs of a batch did not settle in {ROUNDS} rounds")
+
+    async def _append(self, messages: Sequence[StoredMessage]) -> set[str]:
+        """`store.append`; when the store refuses some message (not a taken seq), the ones
+        it stored beside it are removed before the refusal is raised, so the halving that
+        follows finds no seq stored ahead of a hole."""
+        try:
+            return await self._retry("write", partial(self._store.append, messages))
+        except Exception:
+            await self._retry("write", partial(self._store.retract, messages))
+            raise
 
     def _plan(
         self,
@@ -349,14 +366,26 @@ class BatchPersister:
                 result.repeats.append(Placed(copy, seq_of[first.message.id]))
         return result
 
-    async def _settle(self, plan: _Round, now: float, known: Mapping[str, Known | None]) -> _Stored:
+    async def _settle(self, plan: _Round, now: float) -> _Stored:
         """The batch is stored: record where each chat stands, then publish the events."""
-        updates = []
+        updates, stamps = [], []
         for cid, chat in plan.plans.items():
             self._book.advanced(cid, chat.state)
-            update = self._advance(cid, chat, now, known)
-            if update is not None:
-                updates.append(update)
+            if chat.new:
+                updates.append(_count(cid, chat.new[-1], chat.state, now))
+                continue
+            # Stored by an attempt that died (or stopped) before counting them: they show
+            # from now on, so `now` is their moment; the chat list ranks by it.
+            uncounted = [p for p in chat.repeats if p.seq > self._book.counted(cid)]
+            if uncounted:
+                newest = max(uncounted, key=lambda p: p.seq)
+                r = newest.item.record
+                updates.append(
+                    _count(cid, newest, ChatState(newest.seq, r.partition, r.offset), now)
+                )
+                stamps += [(cid, p.seq) for p in uncounted]
+        if stamps:
+            await self._retry("write", lambda: self._store.restamp(stamps, now))
         if updates:
             await self._retry("write", lambda: self._store.advance(updates))
             for update in updates:
@@ -365,28 +394,6 @@ class BatchPersister:
         if events:
             await self._retry("publish", lambda: self._outbox.publish(events))
         return _Stored(len(plan.new), len(plan.repeats), len(plan.conflicts))
-
-    def _advance(
-        self, cid: str, chat: ChatPlan, now: float, known: Mapping[str, Known | None]
-    ) -> ChatAdvance | None:
-        """What the chat's document must count now: its newest message if the batch
-        stored one, else a message stored before but never counted (the worker that
-        stored it died first) when the batch repeats it; None when it counts them all."""
-        last_seq = chat.state.last_seq
-        if chat.new:
-            newest, at = chat.new[-1], now
-        elif last_seq > self._book.counted(cid):
-            repeated = [p for p in chat.repeats if p.seq == last_seq]
-            entry = known.get(repeated[0].item.message.id) if repeated else None
-            if entry is None or entry.at is None:
-                return None  # the message counted last comes in a later batch
-            newest, at = repeated[0], entry.at
-        else:
-            return None
-        m = newest.item.message
-        return ChatAdvance(
-            cid, chat.state, at, preview(m.id, newest.seq, m.uid, m.text, m.createdAt)
-        )
 
     def _id_entry(self, placed: Placed) -> IdEntry:
         m, r = placed.item.message, placed.item.record
@@ -448,6 +455,18 @@ def _log_taken(moved: Sequence[Accepted]) -> None:
             max(offsets),
             extra=partition_fields(topic, partition, min(offsets)),
         )
+
+
+def _count(cid: str, newest: Placed, state: ChatState, at: float) -> ChatAdvance:
+    """The chat's document counts up to `newest`, at `at`."""
+    m = newest.item.message
+    return ChatAdvance(cid, state, at, preview(m.id, newest.seq, m.uid, m.text, m.createdAt))
+
+
+def _stored(placed: Placed) -> Known:
+    """What the store holds for a message this attempt stored."""
+    m = placed.item.message
+    return Known(m.cid, placed.seq, m.uid, text_digest(m.text), applied=True)
 
 
 def _order(placed: Placed) -> tuple[int, int]:

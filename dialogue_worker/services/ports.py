@@ -107,6 +107,10 @@ class MessageStore(Protocol):
         an append that found some seqs of a chat taken leaves none of its messages behind."""
         ...
 
+    async def restamp(self, stamps: Sequence[tuple[str, int]], at: float) -> None:
+        """Set the moment (`at`) of the messages at these (cid, seq)."""
+        ...
+
     async def advance(self, updates: Sequence[ChatAdvance]) -> None:
         """Record each chat's newest seq, activity and preview (never moving back)."""
         ...

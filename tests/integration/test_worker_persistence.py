@@ -326,3 +326,23 @@ async def test_a_chat_is_ranked_by_its_activity_as_of_a_past_moment(
         assert await chats.activity_as_of(cid, 250, 1_050.5) == 1_050.0
     finally:
         await database.close()
+
+
+async def test_restamp_sets_the_moment_of_those_messages_only(
+    worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
+) -> None:
+    cid = await create_chat(worker, [1, 2])
+    history = mongo[worker.mongo_db]["history"]
+    messages = [
+        StoredMessage(cid, seq, new_id(), 1, f"m{seq}", 1_000, 1_000.0 + seq, 0, seq)
+        for seq in range(1, 41)
+    ]
+    await history.insert_many([history_doc(m) for m in messages])
+    database = MongoDatabase(infra.mongo_url, worker.mongo_db, timeout=30.0)
+    try:
+        await MongoMessageLog(database).restamp([(cid, seq) for seq in range(21, 41)], 5_000.5)
+    finally:
+        await database.close()
+    stored = await history.find({"cid": ObjectId(cid)}, {"seq": 1, "at": 1}).to_list()
+    at = {d["seq"]: d["at"] for d in stored}
+    assert at == {seq: 1_000.0 + seq if seq <= 20 else 5_000.5 for seq in range(1, 41)}

@@ -104,8 +104,7 @@ class MemoryStore:
             if entry is not None:
                 stored = self.messages.get((entry.cid, entry.seq))
                 applied = stored is not None and stored.id == mid
-                at = stored.at if stored is not None and applied else None
-                found[mid] = Known(entry.cid, entry.seq, entry.uid, entry.digest, applied, at)
+                found[mid] = Known(entry.cid, entry.seq, entry.uid, entry.digest, applied)
         return found
 
     async def claim(self, entries: Sequence[IdEntry]) -> set[str]:
@@ -135,6 +134,12 @@ class MemoryStore:
             stored = self.messages.get((m.cid, m.seq))
             if stored is not None and stored.id == m.id:
                 del self.messages[(m.cid, m.seq)]
+
+    async def restamp(self, stamps: Sequence[tuple[str, int]], at: float) -> None:
+        self._step("restamp")
+        for key in stamps:
+            self.messages[key] = replace(self.messages[key], at=at)
+        self._done("restamp")
 
     async def advance(self, updates: Sequence[ChatAdvance]) -> None:
         self._step("advance")

@@ -16,13 +16,13 @@ from contracts.events import MessageCreated
 from contracts.records import MessageRecord
 from dialogue_worker.domain.offsets import DurableOffsets
 from dialogue_worker.domain.records import InboundRecord, RejectKind
-from dialogue_worker.domain.sequencing import ChatState
+from dialogue_worker.domain.sequencing import ChatState, text_digest
 from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.chat_book import ChatBook
 from dialogue_worker.services.health import Status, WorkerHealth
 from dialogue_worker.services.ordering import PartitionOrder
 from dialogue_worker.services.persistence import BatchPersister
-from dialogue_worker.services.ports import PartitionLog, StoredMessage
+from dialogue_worker.services.ports import IdEntry, PartitionLog, StoredMessage
 from platform_common.retry import Backoff
 from tests.support.worker_fakes import Crash, MemoryOutbox, MemoryStore
 
@@ -495,3 +495,94 @@ async def test_seqs_that_do_not_settle_are_retried_not_dead_lettered() -> None:
     seqs = w.store.seqs(CID)
     assert list(seqs) == list(range(1, 24)) and [seqs[22], seqs[23]] == ids(1, 2)
     assert w.metrics.retries.labels("sequence")._value.get() >= 1
+
+
+async def test_a_left_over_id_stored_beside_a_chat_whose_seq_was_taken_is_stored_once() -> None:
+    """Round 1 finds rec(2)'s id claimed by an attempt that died (not applied); round 2
+    stores it at seq 2 while another writer takes OTHER's seq; round 3 must see it as
+    stored at 2, not plan it again at 3."""
+    store = RivalStore(rivals=0)
+    store.add_chat(CID, {1, 2})
+    store.add_chat(OTHER, {1, 2})
+    w = World(store)
+    await w.persister.persist([rec(0)])
+    mid = ids(2)[0]
+    store.ids[mid] = IdEntry(mid, CID, 2, 1, text_digest("m2"), 0, 2)  # never appended
+    store.rivals = 1  # the next append finds OTHER's first seq taken
+
+    await w.persister.persist([rec(1, cid=OTHER), rec(2)])
+
+    assert w.store.seqs(CID) == {1: ids(0)[0], 2: mid}
+    assert list(w.store.seqs(OTHER)) == [1, 2] and w.store.seqs(OTHER)[2] == ids(1)[0]
+    assert (w.store.chats[CID].chat.last_seq, w.store.chats[OTHER].chat.last_seq) == (2, 2)
+
+
+class UnorderedPickyStore(MemoryStore):
+    """Like an unordered insert_many: stores every message it can, then refuses."""
+
+    async def append(self, messages: Sequence[StoredMessage]) -> set[str]:
+        others = await super().append([m for m in messages if "poison" not in m.text])
+        if any("poison" in m.text for m in messages):
+            raise OverflowError("MongoDB can only handle up to 8-byte ints")
+        return others
+
+
+async def test_messages_stored_beside_a_refused_one_leave_no_hole_when_halving() -> None:
+    store = UnorderedPickyStore()
+    store.add_chat(CID, {1, 2})
+    w = World(store)
+    batch = [rec(i, text="poison" if i == 2 else f"m{i}") for i in range(6)]
+
+    outcome = await w.persister.persist(batch)
+
+    assert (outcome.stored, outcome.dead_lettered) == (5, 1)
+    assert w.store.seqs(CID) == dict(zip(range(1, 6), ids(0, 1, 3, 4, 5), strict=True))
+    chat = w.store.chats[CID].chat
+    assert (chat.last_seq, chat.last_message and chat.last_message.text) == (5, "m5")
+    assert [(c, s) for c, s, _ in w.events()] == [(CID, s) for s in range(1, 6)]
+
+
+async def test_a_redelivery_split_over_batches_counts_each_part_before_its_events() -> None:
+    w = World()
+    await w.persister.persist([rec(0), rec(1)])
+    w.store.crash_after = "append"
+    with pytest.raises(Crash):
+        await w.persister.persist([rec(2), rec(3), rec(4)])  # seqs 3..5 stored, not counted
+
+    again = w.restarted()
+    await again.persister.persist([rec(2), rec(3)])
+
+    chat = w.store.chats[CID].chat
+    assert (chat.last_seq, chat.last_message and chat.last_message.text) == (4, "m3")
+    assert [s for _, s, _ in again.events()] == [3, 4]
+    # They show from now on: their moment is when they were counted.
+    assert w.store.messages[(CID, 3)].at == w.store.messages[(CID, 4)].at == chat.last_at
+    await again.persister.persist([rec(4)])
+    assert w.store.chats[CID].chat.last_seq == 5
+
+
+class RefusingOnceStore(RivalStore):
+    """Refuses the first append outright, then loses seqs to rivals."""
+
+    refuse = False
+
+    async def append(self, messages: Sequence[StoredMessage]) -> set[str]:
+        if self.refuse:
+            self.refuse = False
+            raise OverflowError("refused once")
+        return await super().append(messages)
+
+
+async def test_a_record_refused_once_is_not_dead_lettered_when_its_seqs_do_not_settle() -> None:
+    """The check of a record refused once is a write like any other: seqs that do not
+    settle in it are retried after a pause, never a reason to dead-letter the record."""
+    store = RefusingOnceStore(rivals=0)
+    store.add_chat(CID, {1, 2})
+    w = World(store)
+    await w.persister.persist([rec(0)])
+    store.refuse, store.rivals = True, 8  # more rounds than one attempt plans
+
+    outcome = await w.persister.persist([rec(1)])
+
+    assert (outcome.stored, outcome.dead_lettered) == (1, 0) and w.outbox.dead == []
+    assert w.store.seqs(CID)[10] == ids(1)[0]
