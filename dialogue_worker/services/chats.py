@@ -119,19 +119,16 @@ class ChatService:
         if isinstance(cursor, str):  # a message id: where is it in this chat?
             cursor = await self._seq_of(cid, cursor)
         request = HistoryRequest(query.limit, cursor, query.direction)
+        # A message shows once its chat counts it (seq <= lastSeq): one that is stored but
+        # not counted yet (its batch in flight, or its worker died) may still be retracted
+        # or stand after a hole, and shows once the worker (or the redelivery) counts it.
         seqs = wanted(request, chat.last_seq)
-        found = await self._store.history(cid, seqs.pages())
-        # Messages stored after the chat last counted them (a crash in between) still show.
-        last = max([chat.last_seq, *(m.seq for m in found)])
-        if last > chat.last_seq and request.direction is Direction.OLDER and request.cursor is None:
-            seqs = wanted(request, last)
-            found = await self._store.history(cid, seqs.pages())
-        found = [m for m in found if m.seq in seqs]
+        found = [m for m in await self._store.history(cid, seqs.pages()) if m.seq in seqs]
         if missing := lacking(seqs, chat.last_seq, (m.seq for m in found)):
             found += await self._store.messages_at(cid, missing)
         page = sorted(found, key=lambda m: -m.seq)
         following = None
-        if page and more_beyond(request, seqs, last):
+        if page and more_beyond(request, seqs, chat.last_seq):
             following = page[0].id if request.direction is Direction.NEWER else page[-1].id
         return Page[Message](data=[m.to_api() for m in page], nextCursor=following)
 

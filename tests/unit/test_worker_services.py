@@ -90,6 +90,31 @@ async def test_history_pages_by_seq_and_by_message_id_both_ways() -> None:
     await expect(ErrorCode.NOT_FOUND, service.messages(1, "a" * 24, HistoryQuery(50)))
 
 
+async def test_a_message_shows_once_its_chat_counts_it_whichever_way_a_client_pages() -> None:
+    """Seq 31 is stored but not counted (its batch in flight, or its worker died before
+    counting it): no read shows it, and every page's nextCursor agrees with that."""
+    service, store, _, _ = make()
+    chat = await service.create([1, 2])
+    post(store, chat.id, 30, at=5.0)
+    store.messages[(chat.id, 31)] = StoredMessage(chat.id, 31, "f" * 24, 1, "x", 1, 6.0, 0, 31)
+
+    newest = await service.messages(2, chat.id, HistoryQuery(5))
+    assert [m.seq for m in newest.data] == [30, 29, 28, 27, 26]
+    below = await service.messages(2, chat.id, HistoryQuery(5, 32))
+    assert [m.seq for m in below.data] == [30, 29, 28, 27, 26]
+    forward = await service.messages(2, chat.id, HistoryQuery(10, 24, Direction.NEWER))
+    assert [m.seq for m in forward.data] == [30, 29, 28, 27, 26, 25] and forward.nextCursor is None
+    upto = await service.messages(2, chat.id, HistoryQuery(3, 25, Direction.NEWER))
+    assert [m.seq for m in upto.data] == [28, 27, 26] and upto.nextCursor is not None
+    last = await service.messages(2, chat.id, HistoryQuery(3, 28, Direction.NEWER))
+    assert [m.seq for m in last.data] == [30, 29] and last.nextCursor is None
+
+    row = store.chats[chat.id]
+    row.chat = row.chat.__class__(chat.id, row.chat.users, row.chat.created_at, 1.0, 31, 6.0)
+    shown = await service.messages(2, chat.id, HistoryQuery(2))
+    assert [m.seq for m in shown.data] == [31, 30]
+
+
 async def test_read_markers_only_move_forward_clamped_to_the_newest_seq() -> None:
     service, store, outbox, _ = make()
     chat = await service.create([1, 2])
