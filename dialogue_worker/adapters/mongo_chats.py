@@ -18,15 +18,16 @@ from dialogue_worker.domain.history import (
     SeqRange,
     lacking,
     message_key,
+    moment_at_or_before,
     page_key,
     page_of,
 )
 from dialogue_worker.domain.messages import MessageView
 from dialogue_worker.errors import StorageUnavailable
 
-#: Seqs read back at most to find a chat's activity at a past moment: the newest page,
-#: then STEP at a time (pages read together); past that, the chat counts as active at that
-#: moment (it had over 1,000 messages since).
+#: Seqs read back page by page to find a chat's activity at a past moment: the newest
+#: page, then STEP at a time (pages read together); past SEQS_BACK, one message at a time
+#: by key, back in doubling steps and then halving (it had over 1,000 messages since).
 SEQS_BACK, STEP = 1_000, 100
 _CHAT_FIELDS = ("users", "createdAt", "openedAt", "lastSeq", "lastAt", "lastMessage")
 
@@ -159,7 +160,14 @@ class MongoChats:
                 return max(times)
             top = seqs.first - 1
             seqs = SeqRange(max(oldest, top - STEP + 1), top)
-        return when if last_seq > SEQS_BACK else None
+        if oldest == 1:
+            return None
+
+        async def moment(seq: int) -> float | None:
+            found = await self.messages_at(cid, [seq])
+            return found[0].at if found else None
+
+        return await moment_at_or_before(moment, oldest - 1, when)
 
     async def read_markers(self, uid: int) -> dict[str, int]:
         try:

@@ -7,7 +7,7 @@ per page it touches (two or three for the default 50 messages), whatever the cha
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -80,6 +80,34 @@ def lacking(seqs: SeqRange, counted: int, found: Iterable[int]) -> list[int]:
     another size, before pages of 25); looked up by key instead."""
     have = set(found)
     return [s for s in range(seqs.first, min(seqs.last, counted) + 1) if s not in have]
+
+
+async def moment_at_or_before(
+    moment_of: Callable[[int], Awaitable[float | None]], top: int, when: float
+) -> float | None:
+    """The moment of the highest seq in 1..`top` whose moment is at or before `when`
+    (None: every one is later), given that moments rise with seq. Probes back from `top`
+    in doubling steps, then halves what is left: about 2·log2(distance) probes, one key
+    look-up each. A seq without a message (None) counts as later."""
+
+    async def early(seq: int) -> float | None:
+        moment = await moment_of(seq)
+        return moment if moment is not None and moment <= when else None
+
+    step, probe, above = 1, top, top + 1  # every seq >= above is later than `when`
+    while (found := await early(probe)) is None:
+        if probe <= 1:
+            return None
+        above, step = probe, step * 2
+        probe = max(1, top - step + 1)
+    low, high = probe, above - 1  # `low` is early; the answer is in low..high
+    while low < high:
+        middle = (low + high + 1) // 2
+        if (moment := await early(middle)) is not None:
+            low, found = middle, moment
+        else:
+            high = middle - 1
+    return found
 
 
 def wanted(request: HistoryRequest, last_seq: int) -> SeqRange:

@@ -302,7 +302,7 @@ async def test_a_chat_is_ranked_by_its_activity_as_of_a_past_moment(
 ) -> None:
     """The chat list ranks a chat that moved since its snapshot by what it had then: read
     back from its newest page, then 100 messages at a time (pages read together), up to
-    1,000 messages; past that the chat counts as active at the snapshot."""
+    1,000 messages; past that one message at a time, searching back by key."""
     cid = await create_chat(worker, [1, 2])
     history = mongo[worker.mongo_db]["history"]
     messages = [
@@ -317,7 +317,10 @@ async def test_a_chat_is_ranked_by_its_activity_as_of_a_past_moment(
         assert await chats.activity_as_of(cid, 250, 1_100.5) == 1_100.0  # 150 back
         assert await chats.activity_as_of(cid, 250, 1_000.5) is None  # all came later
         assert await chats.activity_as_of(cid, 1_200, 1_201.5) == 1_201.0  # 999 back
-        assert await chats.activity_as_of(cid, 1_200, 1_200.5) == 1_200.5  # 1,000: past
+        # Past 1,000 back, one message at a time by key: back in doubling steps, halving.
+        assert await chats.activity_as_of(cid, 1_200, 1_200.5) == 1_200.0  # 1,000 back
+        assert await chats.activity_as_of(cid, 1_200, 1_003.5) == 1_003.0
+        assert await chats.activity_as_of(cid, 1_200, 1_000.5) is None
         assert await chats.activity_as_of(cid, 1_200, 2_000.5) == 2_000.0  # 200 back
         # Mid-page: seqs past the chat's count (a crash's leftovers) never rank it.
         assert await chats.activity_as_of(cid, 260, 1_270.5) == 1_260.0

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import math
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contracts.errors import ErrorCode
 from contracts.records import TEXT_MAX
@@ -22,6 +27,7 @@ from dialogue_worker.domain.history import (
     SeqRange,
     lacking,
     message_key,
+    moment_at_or_before,
     page_key,
     page_of,
     wanted,
@@ -246,3 +252,40 @@ def test_a_cursor_not_given_out_is_4005(text: str) -> None:
     with pytest.raises(RequestProblem) as err:
         ListCursor.decode(text)
     assert err.value.code is ErrorCode.BAD_PAGING
+
+
+@given(
+    st.lists(st.integers(0, 50), min_size=1, max_size=300),
+    st.integers(-1, 60),
+    st.data(),
+)
+@settings(max_examples=300)
+def test_the_moment_at_or_before_is_found_in_logarithmic_probes(
+    gaps: list[int], when: int, data: st.DataObject
+) -> None:
+    """Moments rising with seq (ties included): the answer is the newest moment at or
+    before `when` among seqs 1..top, as a scan would give, in about 2·log2 probes."""
+    moments = list(itertools.accumulate(gaps))  # seq s has moments[s - 1]
+    top = data.draw(st.integers(1, len(moments)))
+    probes: list[int] = []
+
+    async def moment_of(seq: int) -> float | None:
+        assert 1 <= seq <= top
+        probes.append(seq)
+        return float(moments[seq - 1])
+
+    found = asyncio.run(moment_at_or_before(moment_of, top, float(when)))
+
+    early = [m for m in moments[:top] if m <= when]
+    assert found == (float(max(early)) if early else None)
+    assert len(probes) <= 2 * math.ceil(math.log2(top + 1)) + 2
+
+
+def test_a_missing_message_counts_as_later() -> None:
+    moments = {1: 1.0, 2: 2.0, 3: None, 4: 4.0}
+
+    async def moment_of(seq: int) -> float | None:
+        return moments[seq]
+
+    assert asyncio.run(moment_at_or_before(moment_of, 4, 3.5)) == 2.0
+    assert asyncio.run(moment_at_or_before(moment_of, 4, 0.5)) is None
