@@ -134,6 +134,16 @@ class MongoMessageLog:
 
         await self._guarded(each(messages, remove))
 
+    async def counts(self, cids: Collection[str]) -> dict[str, int]:
+        async def one(cid: str) -> Doc | None:
+            found: Doc | None = await self._db.chats.find_one(
+                {"_id": ObjectId(cid)}, {"lastSeq": 1}
+            )
+            return found
+
+        docs = await self._guarded(each(sorted(cids), one))
+        return {str(d["_id"]): d.get("lastSeq", 0) for d in docs if d is not None}
+
     async def restamp(self, stamps: Sequence[tuple[str, int]], at: float) -> None:
         """Set `at` of the messages at these (cid, seq): one `update` each, PARALLEL at
         a time (see `advance`)."""

@@ -20,9 +20,11 @@ class ChatBook:
     the write path alone: it loads them (`ensure`, `reload`) and moves them (`advanced`),
     so a state is never replaced by a read made while a write of that chat was half done.
     With each state it keeps the seq the chat's document counts (`counted`), which is
-    behind the state after a worker died between storing messages and counting them.
-    A state is trusted while this worker owns the chat's partition (`forget_partitions`);
-    a stale one cannot do harm, only cost a retry, because a seq's key is unique.
+    behind the state after a worker died between storing messages and counting them; it
+    is a hint (the persister reads the document's count before stamping messages as
+    newly counted) and None when not known. A state is trusted while this worker owns
+    the chat's partition (`forget_partitions`); a stale one cannot do harm, only cost a
+    retry, because a seq's key is unique.
     """
 
     def __init__(
@@ -39,7 +41,7 @@ class ChatBook:
         self._members: dict[str, tuple[float, frozenset[int]]] = {}
         #: cid -> (sequence state, the seq the chat's document counts): one table, so
         #: both are known or neither (a count that is too low would re-count messages).
-        self._states: dict[str, tuple[ChatState, int]] = {}
+        self._states: dict[str, tuple[ChatState, int | None]] = {}
 
     async def members(self, wanted: Mapping[str, Collection[int]]) -> dict[str, frozenset[int]]:
         """Members of the chats that exist, for a batch whose authors per chat are `wanted`."""
@@ -73,20 +75,19 @@ class ChatBook:
     def state(self, cid: str) -> ChatState:
         return self._states.get(cid, (ChatState(), 0))[0]
 
-    def counted(self, cid: str) -> int:
-        """The newest seq the chat's document counts, as far as this worker knows."""
-        return self._states.get(cid, (ChatState(), 0))[1]
+    def counted(self, cid: str) -> int | None:
+        """The newest seq the chat's document counts, as far as this worker knows (None:
+        not known, e.g. the chat was dropped from the table and set again since)."""
+        return self._states.get(cid, (ChatState(), None))[1]
 
     def advanced(self, cid: str, state: ChatState) -> None:
-        # Of a chat dropped meanwhile (the table's bound) nothing is known: taking it as
-        # counted never re-counts what shows; at worst it counts its leftovers later.
-        self._states[cid] = (state, self._states.get(cid, (state, state.last_seq))[1])
+        self._states[cid] = (state, self.counted(cid))
 
     def recorded(self, cid: str, seq: int) -> None:
-        """The chat's document now counts `seq`."""
+        """The chat's document counts `seq` (or more)."""
         if cid in self._states:
             state, counted = self._states[cid]
-            self._states[cid] = (state, max(seq, counted))
+            self._states[cid] = (state, seq if counted is None else max(seq, counted))
 
     def forget_partitions(self, partitions: Collection[int]) -> None:
         """This worker no longer owns these partitions: their chats' states may move on."""

@@ -99,6 +99,48 @@ class _Stored:
 
 
 @dataclass
+class _Count:
+    """What a chat's document must count after a batch: up to `newest`, the newest
+    message the batch stored or repeated (never past the chat's state, which is gap-free),
+    with `state` behind it; `first_new` is the first seq the batch stored (None: only
+    repeats). Seqs above `counted` and below `first_new` were stored before, not counted."""
+
+    cid: str
+    newest: Placed
+    state: ChatState
+    first_new: int | None
+    counted: int | None = None  # what the chat's document counts, once known
+
+    @classmethod
+    def of(cls, cid: str, chat: ChatPlan) -> _Count | None:
+        if chat.new:
+            return cls(cid, chat.new[-1], chat.state, chat.new[0].seq)
+        within = [p for p in chat.repeats if p.seq <= chat.state.last_seq]
+        if not within:
+            return None
+        newest = max(within, key=lambda p: p.seq)
+        r = newest.item.record
+        return cls(cid, newest, ChatState(newest.seq, r.partition, r.offset), None)
+
+    @property
+    def top_left_over(self) -> int:
+        """The newest seq this batch did not store itself."""
+        return self.newest.seq if self.first_new is None else self.first_new - 1
+
+    def to_count(self) -> bool:
+        return self.counted is not None and self.newest.seq > self.counted
+
+    def leftovers(self) -> range:
+        counted = self.newest.seq if self.counted is None else self.counted
+        return range(counted + 1, self.top_left_over + 1)
+
+    def advance(self, at: float) -> ChatAdvance:
+        m = self.newest.item.message
+        last = preview(m.id, self.newest.seq, m.uid, m.text, m.createdAt)
+        return ChatAdvance(self.cid, self.state, at, last)
+
+
+@dataclass
 class _Round:
     """One round of planning: every chat's plan, and the batch's copies resolved."""
 
@@ -368,24 +410,31 @@ class BatchPersister:
 
     async def _settle(self, plan: _Round, now: float) -> _Stored:
         """The batch is stored: record where each chat stands, then publish the events."""
-        updates, stamps = [], []
+        counts: list[_Count] = []
         for cid, chat in plan.plans.items():
             self._book.advanced(cid, chat.state)
-            if chat.new:
-                updates.append(_count(cid, chat.new[-1], chat.state, now))
-                continue
-            # Stored by an attempt that died (or stopped) before counting them: they show
-            # from now on, so `now` is their moment; the chat list ranks by it.
-            uncounted = [p for p in chat.repeats if p.seq > self._book.counted(cid)]
-            if uncounted:
-                newest = max(uncounted, key=lambda p: p.seq)
-                r = newest.item.record
-                updates.append(
-                    _count(cid, newest, ChatState(newest.seq, r.partition, r.offset), now)
-                )
-                stamps += [(cid, p.seq) for p in uncounted]
+            count = _Count.of(cid, chat)
+            if count is not None:
+                counts.append(count)
+        # A chat may hold messages stored but never counted (an attempt that died, or a
+        # round that stopped): their count is read afresh (so no message that shows is
+        # stamped again) and they are stamped with this moment, when they begin to show.
+        for c in counts:
+            known = self._book.counted(c.cid)
+            if known is not None and known >= c.top_left_over:  # nothing left over below
+                c.counted = known
+        unsure = [c.cid for c in counts if c.counted is None]
+        if unsure:
+            stored = await self._retry("look-up", partial(self._store.counts, unsure))
+            for c in counts:
+                if c.counted is None:
+                    c.counted = stored.get(c.cid, c.newest.seq)  # no chat: nothing to count
+                    self._book.recorded(c.cid, c.counted)
+        counts = [c for c in counts if c.to_count()]
+        stamps = [(c.cid, seq) for c in counts for seq in c.leftovers()]
         if stamps:
             await self._retry("write", lambda: self._store.restamp(stamps, now))
+        updates = [c.advance(now) for c in counts]
         if updates:
             await self._retry("write", lambda: self._store.advance(updates))
             for update in updates:
@@ -455,12 +504,6 @@ def _log_taken(moved: Sequence[Accepted]) -> None:
             max(offsets),
             extra=partition_fields(topic, partition, min(offsets)),
         )
-
-
-def _count(cid: str, newest: Placed, state: ChatState, at: float) -> ChatAdvance:
-    """The chat's document counts up to `newest`, at `at`."""
-    m = newest.item.message
-    return ChatAdvance(cid, state, at, preview(m.id, newest.seq, m.uid, m.text, m.createdAt))
 
 
 def _stored(placed: Placed) -> Known:

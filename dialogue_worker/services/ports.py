@@ -107,6 +107,10 @@ class MessageStore(Protocol):
         an append that found some seqs of a chat taken leaves none of its messages behind."""
         ...
 
+    async def counts(self, cids: Collection[str]) -> dict[str, int]:
+        """The newest seq each chat's document counts (`lastSeq`), of the chats that exist."""
+        ...
+
     async def restamp(self, stamps: Sequence[tuple[str, int]], at: float) -> None:
         """Set the moment (`at`) of the messages at these (cid, seq)."""
         ...

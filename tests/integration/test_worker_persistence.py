@@ -304,12 +304,7 @@ async def test_a_chat_is_ranked_by_its_activity_as_of_a_past_moment(
     back from its newest page, then 100 messages at a time (pages read together), up to
     1,000 messages; past that one message at a time, searching back by key."""
     cid = await create_chat(worker, [1, 2])
-    history = mongo[worker.mongo_db]["history"]
-    messages = [
-        StoredMessage(cid, seq, new_id(), 1, f"m{seq}", 1_000, 1_000.0 + seq, 0, seq)
-        for seq in range(1, 1_201)
-    ]
-    await history.insert_many([history_doc(m) for m in messages])
+    history = await _history_of(mongo, worker, cid, 1_200)
     database = MongoDatabase(infra.mongo_url, worker.mongo_db, timeout=30.0)
     chats = MongoChats(database)
     try:
@@ -335,17 +330,25 @@ async def test_restamp_sets_the_moment_of_those_messages_only(
     worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
 ) -> None:
     cid = await create_chat(worker, [1, 2])
-    history = mongo[worker.mongo_db]["history"]
-    messages = [
-        StoredMessage(cid, seq, new_id(), 1, f"m{seq}", 1_000, 1_000.0 + seq, 0, seq)
-        for seq in range(1, 41)
-    ]
-    await history.insert_many([history_doc(m) for m in messages])
+    history = await _history_of(mongo, worker, cid, 40)
     database = MongoDatabase(infra.mongo_url, worker.mongo_db, timeout=30.0)
+    log = MongoMessageLog(database)
     try:
-        await MongoMessageLog(database).restamp([(cid, seq) for seq in range(21, 41)], 5_000.5)
+        await log.restamp([(cid, seq) for seq in range(21, 41)], 5_000.5)
+        assert await log.counts([cid, new_id()]) == {cid: 0}  # an unknown chat is left out
     finally:
         await database.close()
     stored = await history.find({"cid": ObjectId(cid)}, {"seq": 1, "at": 1}).to_list()
     at = {d["seq"]: d["at"] for d in stored}
     assert at == {seq: 1_000.0 + seq if seq <= 20 else 5_000.5 for seq in range(1, 41)}
+
+
+async def _history_of(mongo: Mongo, worker: WorkerProcess, cid: str, n: int) -> Any:
+    """The history collection, holding seqs 1..n of the chat, seq s stored at 1,000 + s."""
+    history = mongo[worker.mongo_db]["history"]
+    messages = [
+        StoredMessage(cid, seq, new_id(), 1, f"m{seq}", 1_000, 1_000.0 + seq, 0, seq)
+        for seq in range(1, n + 1)
+    ]
+    await history.insert_many([history_doc(m) for m in messages])
+    return history

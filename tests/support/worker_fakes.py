@@ -135,6 +135,10 @@ class MemoryStore:
             if stored is not None and stored.id == m.id:
                 del self.messages[(m.cid, m.seq)]
 
+    async def counts(self, cids: Collection[str]) -> dict[str, int]:
+        self._step("counts")
+        return {cid: self.chats[cid].chat.last_seq for cid in cids if cid in self.chats}
+
     async def restamp(self, stamps: Sequence[tuple[str, int]], at: float) -> None:
         self._step("restamp")
         for key in stamps:

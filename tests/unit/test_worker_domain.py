@@ -259,7 +259,7 @@ def test_a_cursor_not_given_out_is_4005(text: str) -> None:
     st.integers(-1, 60),
     st.data(),
 )
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 def test_the_moment_at_or_before_is_found_in_logarithmic_probes(
     gaps: list[int], when: int, data: st.DataObject
 ) -> None:

@@ -92,10 +92,11 @@ class World:
         for partition in range(4):
             self.ledger.assign([("msgs", partition)])
             self.ledger.begin(("msgs", partition), 0)
+        self.book = ChatBook(self.store, 5.0, self.clock)
         self.persister = BatchPersister(
             self.store,
             self.outbox,
-            ChatBook(self.store, 5.0, self.clock),
+            self.book,
             self.health,
             self.metrics,
             backoff=lambda: Backoff(0.1, 0.4, jitter=0.0),
@@ -451,6 +452,9 @@ async def test_chats_stored_beside_one_whose_seqs_were_taken_are_counted() -> No
     other = w.store.chats[OTHER].chat
     assert (other.last_seq, other.last_message and other.last_message.text) == (2, "m62")
     assert w.store.chats[CID].chat.last_seq == 3
+    retracts = w.store.calls.count("retract")
+    await w.persister.persist([rec(63, cid=OTHER)])  # its state moved on with them
+    assert w.store.seqs(OTHER)[3] == ids(63)[0] and w.store.calls.count("retract") == retracts
 
 
 async def test_a_revoked_partition_is_read_again_before_its_chats_are_written() -> None:
@@ -586,3 +590,66 @@ async def test_a_record_refused_once_is_not_dead_lettered_when_its_seqs_do_not_s
 
     assert (outcome.stored, outcome.dead_lettered) == (1, 0) and w.outbox.dead == []
     assert w.store.seqs(CID)[10] == ids(1)[0]
+
+
+async def test_a_redelivery_that_also_stores_new_messages_stamps_the_left_over_ones() -> None:
+    w = World()
+    await w.persister.persist([rec(0), rec(1)])
+    w.store.crash_after = "append"
+    with pytest.raises(Crash):
+        await w.persister.persist([rec(2), rec(3), rec(4)])  # seqs 3..5 stored, not counted
+    again = w.restarted()
+    again.clock.now += 60  # counted a minute later
+
+    await again.persister.persist([rec(2), rec(3), rec(4), rec(5)])
+
+    chat = w.store.chats[CID].chat
+    assert chat.last_seq == 6
+    assert {w.store.messages[(CID, s)].at for s in range(3, 7)} == {chat.last_at}
+
+
+async def test_messages_another_writer_counted_meanwhile_are_not_stamped_again() -> None:
+    w = World()
+    await w.persister.persist([rec(0), rec(1)])
+    w.store.crash_after = "append"
+    with pytest.raises(Crash):
+        await w.persister.persist([rec(2), rec(3), rec(4)])  # seqs 3..5 stored, not counted
+    again = w.restarted()
+    await again.book.ensure([CID])  # it reads the chat: 2 counted, 5 stored
+    # Another writer (the partition's owner for a while) counts them first.
+    other = w.restarted()
+    await other.persister.persist([rec(2), rec(3), rec(4)])
+    counted_at = w.store.chats[CID].chat.last_at
+    again.clock.now += 60
+
+    await again.persister.persist([rec(2), rec(3), rec(4)])
+
+    assert {w.store.messages[(CID, s)].at for s in range(3, 6)} == {counted_at}
+    assert w.store.chats[CID].chat.last_at == counted_at
+
+
+async def test_a_crash_after_stamping_is_repaired_by_the_next_redelivery() -> None:
+    w = World()
+    await w.persister.persist([rec(0), rec(1)])
+    w.store.crash_after = "append"
+    with pytest.raises(Crash):
+        await w.persister.persist([rec(2), rec(3), rec(4)])
+    w.store.crash_after = "restamp"
+    with pytest.raises(Crash):
+        await w.restarted().persister.persist([rec(2), rec(3), rec(4)])
+
+    last = w.restarted()
+    await last.persister.persist([rec(2), rec(3), rec(4)])
+
+    assert w.store.seqs(CID) == dict(zip(range(1, 6), ids(0, 1, 2, 3, 4), strict=True))
+    chat = w.store.chats[CID].chat
+    assert chat.last_seq == 5 and chat.last_at == w.store.messages[(CID, 3)].at
+    assert [s for _, s, _ in last.events()] == [3, 4, 5]
+
+
+def test_a_chat_set_again_after_it_was_dropped_has_no_known_count() -> None:
+    book = ChatBook(MemoryStore(), 5.0)
+    book.advanced(CID, ChatState(3, 0, 7))
+    assert book.counted(CID) is None
+    book.recorded(CID, 3)
+    assert book.counted(CID) == 3
