@@ -62,6 +62,8 @@ class ChatBook:
 
     async def ensure(self, cids: Collection[str]) -> None:
         """Load the states of the chats the write path has none for."""
+        if len(self._states) >= self._max:  # cheap bound, kept between batches only
+            self._states.clear()
         missing = [cid for cid in cids if cid not in self._states]
         if missing:
             await self.reload(missing)
@@ -69,7 +71,6 @@ class ChatBook:
     async def reload(self, cids: Collection[str]) -> None:
         """Read the chats' states again (checked against the stored history)."""
         fresh = await self._store.chats_for_writing(cids)
-        self._bound(self._states)
         self._states.update({cid: (chat.state, chat.counted) for cid, chat in fresh.items()})
 
     def state(self, cid: str) -> ChatState:
@@ -77,11 +78,14 @@ class ChatBook:
 
     def counted(self, cid: str) -> int | None:
         """The newest seq the chat's document counts, as far as this worker knows (None:
-        not known, e.g. the chat was dropped from the table and set again since)."""
+        the chat is not held, e.g. its partition was revoked while a batch was written)."""
         return self._states.get(cid, (ChatState(), None))[1]
 
     def advanced(self, cid: str, state: ChatState) -> None:
-        self._states[cid] = (state, self.counted(cid))
+        """The chat's sequence moved to `state` (of a chat not held, nothing is kept: it
+        is read again when next written)."""
+        if cid in self._states:
+            self._states[cid] = (state, self.counted(cid))
 
     def recorded(self, cid: str, seq: int) -> None:
         """The chat's document counts `seq` (or more)."""

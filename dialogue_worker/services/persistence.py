@@ -112,10 +112,11 @@ class _Count:
     counted: int | None = None  # what the chat's document counts, once known
 
     @classmethod
-    def of(cls, cid: str, chat: ChatPlan) -> _Count | None:
+    def of(cls, cid: str, chat: ChatPlan, repeats: Iterable[Placed]) -> _Count | None:
+        """`repeats`: the batch's repeats of this chat (copies inside the batch too)."""
         if chat.new:
             return cls(cid, chat.new[-1], chat.state, chat.new[0].seq)
-        within = [p for p in chat.repeats if p.seq <= chat.state.last_seq]
+        within = [p for p in repeats if p.seq <= chat.state.last_seq]
         if not within:
             return None
         newest = max(within, key=lambda p: p.seq)
@@ -329,12 +330,24 @@ class BatchPersister:
             groups[item.message.cid].append(item)
         await self._retry("membership", partial(self._book.ensure, list(groups)))
         known: dict[str, Known | None] = {}
+        reloaded: set[str] = set()
         for _ in range(ROUNDS):
             plan = self._plan(groups, copies, known)
             look_up = {i.message.id for p in plan.plans.values() for i in p.unresolved}
             if look_up:  # records passed before: were they stored, and under which seq?
                 found = await self._retry("look-up", partial(self._store.known, look_up))
                 known |= dict.fromkeys(look_up) | found
+                continue
+            # A repeat above its chat's state: the state is stale (the chat was dropped
+            # from the book, or another writer stored it); read it again, once.
+            ahead = {
+                p.item.message.cid
+                for p in plan.repeats
+                if p.seq > self._book.state(p.item.message.cid).last_seq
+            } - reloaded
+            if ahead:
+                reloaded |= ahead
+                await self._retry("membership", partial(self._book.reload, ahead))
                 continue
             claims = {mid for p in plan.plans.values() for mid in p.claims}
             entries = [self._id_entry(p) for p in plan.new]
@@ -410,10 +423,13 @@ class BatchPersister:
 
     async def _settle(self, plan: _Round, now: float) -> _Stored:
         """The batch is stored: record where each chat stands, then publish the events."""
+        repeats: dict[str, list[Placed]] = defaultdict(list)
+        for placed in plan.repeats:
+            repeats[placed.item.message.cid].append(placed)
         counts: list[_Count] = []
         for cid, chat in plan.plans.items():
             self._book.advanced(cid, chat.state)
-            count = _Count.of(cid, chat)
+            count = _Count.of(cid, chat, repeats[cid])
             if count is not None:
                 counts.append(count)
         # A chat may hold messages stored but never counted (an attempt that died, or a

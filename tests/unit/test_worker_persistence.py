@@ -647,9 +647,33 @@ async def test_a_crash_after_stamping_is_repaired_by_the_next_redelivery() -> No
     assert [s for _, s, _ in last.events()] == [3, 4, 5]
 
 
-def test_a_chat_set_again_after_it_was_dropped_has_no_known_count() -> None:
-    book = ChatBook(MemoryStore(), 5.0)
-    book.advanced(CID, ChatState(3, 0, 7))
-    assert book.counted(CID) is None
+async def test_the_book_knows_a_chats_count_only_while_it_holds_the_chat() -> None:
+    store = MemoryStore()
+    store.add_chat(CID, {1, 2})
+    book = ChatBook(store, 5.0)
+    book.advanced(CID, ChatState(3, 0, 7))  # not loaded (e.g. revoked meanwhile): not kept
     book.recorded(CID, 3)
-    assert book.counted(CID) == 3
+    assert (book.state(CID), book.counted(CID)) == (ChatState(), None)
+    await book.ensure([CID])
+    book.advanced(CID, ChatState(3, 0, 7))
+    assert book.counted(CID) == 0
+    book.recorded(CID, 3)
+    assert (book.state(CID), book.counted(CID)) == (ChatState(3, 0, 7), 3)
+    book.forget_partitions([0])
+    assert book.counted(CID) is None
+
+
+async def test_repeats_above_a_stale_state_are_read_again_and_counted() -> None:
+    """Another writer stored seqs 3..5 and died before counting them; this worker still
+    holds the chat at 2 and gets the records again: it reads the chat again and counts."""
+    w = World()
+    await w.persister.persist([rec(0), rec(1)])
+    w.store.crash_after = "append"
+    with pytest.raises(Crash):
+        await w.restarted().persister.persist([rec(2), rec(3), rec(4)])
+
+    await w.persister.persist([rec(2), rec(3), rec(4)])
+
+    assert list(w.store.seqs(CID)) == [1, 2, 3, 4, 5]
+    assert w.store.chats[CID].chat.last_seq == 5
+    assert [s for _, s, _ in w.events()][-3:] == [3, 4, 5]
