@@ -109,12 +109,13 @@ class MongoMessageLog:
         failed = await self._insert(self._db.ids, [id_doc(e) for e in entries])
         return {entries[i].id for i in failed}
 
-    async def reclaim(self, entries: Sequence[IdEntry]) -> None:
-        async def replace(entry: IdEntry) -> None:
+    async def reclaim(self, entries: Sequence[IdEntry], was: Mapping[str, int]) -> set[str]:
+        async def replace(entry: IdEntry) -> str | None:
             doc = id_doc(entry)
-            await self._db.ids.replace_one({"_id": doc["_id"]}, doc)
+            result = await self._db.ids.replace_one({"_id": doc["_id"], "seq": was[entry.id]}, doc)
+            return None if result.matched_count else entry.id
 
-        await self._guarded(each(entries, replace))
+        return {mid for mid in await self._guarded(each(entries, replace)) if mid}
 
     async def append(self, messages: Sequence[StoredMessage]) -> set[str]:
         docs = [history_doc(m) for m in messages]
@@ -130,7 +131,9 @@ class MongoMessageLog:
     async def retract(self, messages: Sequence[StoredMessage]) -> None:
         async def remove(message: StoredMessage) -> None:
             key = message_key(message.cid, message.seq)
-            await self._db.history.delete_one({"_id": key, "id": ObjectId(message.id)})
+            await self._db.history.delete_one(
+                {"_id": key, "id": ObjectId(message.id), "at": message.at}
+            )
 
         await self._guarded(each(messages, remove))
 

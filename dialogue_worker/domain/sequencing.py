@@ -31,8 +31,8 @@ def text_digest(text: str) -> str:
 
 @dataclass(frozen=True)
 class ChatState:
-    """Where a chat's sequence stands: its newest seq, and the partition and offset of
-    the record that got it (-1: none yet)."""
+    """Where a chat's sequence stands: its newest seq, the partition of the record that
+    got it, and the highest offset passed in that partition (-1: none yet)."""
 
     last_seq: int = 0
     partition: int = -1

@@ -60,10 +60,13 @@ class ChatBook:
             self._members.update({cid: (expires, chat.members) for cid, chat in fresh.items()})
         return {cid: self._members[cid][1] for cid in wanted if cid in self._members}
 
+    def bound(self) -> None:
+        """Keep the table bounded (called before a write plans, never during one)."""
+        if len(self._states) >= self._max:
+            self._states.clear()  # cheap; each write loads what it needs
+
     async def ensure(self, cids: Collection[str]) -> None:
         """Load the states of the chats the write path has none for."""
-        if len(self._states) >= self._max:  # cheap bound, kept between batches only
-            self._states.clear()
         missing = [cid for cid in cids if cid not in self._states]
         if missing:
             await self.reload(missing)

@@ -4,12 +4,17 @@ Per batch, in this order, so a crash at any point is repaired by the redelivery:
 0. records that came after a hole in their partition are held back (services.ordering);
 1. refused records go to the dead-letter topic, misplaced ones to their chat's partition;
 2. each chat's records get their seqs (domain.sequencing) and are stored: their ids
-   first (`message_ids`, a unique key per id), then the messages (a unique key per seq);
+   first (`message_ids`, a unique key per id), then the messages (a unique key per seq).
+   Planning runs in rounds: ids the store knows are looked up, chats whose state is
+   stale are read again, and seqs another writer took are given back (what this round
+   stored for those chats is removed) and planned again. Id conflicts are dead-lettered
+   once the messages are stored;
 3. each chat's newest seq, activity and preview are recorded: its new messages' `at` and
    its `lastAt` are one reading of the clock; messages an attempt stored but did not
-   count (it died, or stopped) are counted when a batch repeats them, stamped with the
-   moment they are counted, as that is when they begin to show;
-4. `message.created` is published for every record of the batch, stored now or before.
+   count (it died, or stopped) are counted by the next batch that repeats them or
+   stores after them, stamped with the moment they are counted, when they begin to show;
+4. `message.created` is published for every record stored or repeated (not for those
+   dead-lettered, forwarded or held back).
 Only then are the batch's offsets marked durable (domain.offsets), so they may be committed.
 """
 
@@ -103,7 +108,8 @@ class _Count:
     """What a chat's document must count after a batch: up to `newest`, the newest
     message the batch stored or repeated (never past the chat's state, which is gap-free),
     with `state` behind it; `first_new` is the first seq the batch stored (None: only
-    repeats). Seqs above `counted` and below `first_new` were stored before, not counted."""
+    repeats). Seqs above `counted` up to `top_left_over` were stored before this batch
+    and not counted."""
 
     cid: str
     newest: Placed
@@ -128,12 +134,13 @@ class _Count:
         """The newest seq this batch did not store itself."""
         return self.newest.seq if self.first_new is None else self.first_new - 1
 
-    def to_count(self) -> bool:
+    def needs_advance(self) -> bool:
         return self.counted is not None and self.newest.seq > self.counted
 
     def leftovers(self) -> range:
-        counted = self.newest.seq if self.counted is None else self.counted
-        return range(counted + 1, self.top_left_over + 1)
+        """Seqs to stamp (only once `counted` is known)."""
+        assert self.counted is not None
+        return range(self.counted + 1, self.top_left_over + 1)
 
     def advance(self, at: float) -> ChatAdvance:
         m = self.newest.item.message
@@ -328,26 +335,32 @@ class BatchPersister:
         groups: dict[str, list[Accepted]] = defaultdict(list)
         for item in firsts:
             groups[item.message.cid].append(item)
-        await self._retry("membership", partial(self._book.ensure, list(groups)))
+        self._book.bound()
         known: dict[str, Known | None] = {}
         reloaded: set[str] = set()
         for _ in range(ROUNDS):
+            # Also each round: a chat forgotten meanwhile (its partition revoked) is read
+            # again, never planned from an empty state.
+            await self._retry("chat states", partial(self._book.ensure, list(groups)))
             plan = self._plan(groups, copies, known)
             look_up = {i.message.id for p in plan.plans.values() for i in p.unresolved}
             if look_up:  # records passed before: were they stored, and under which seq?
                 found = await self._retry("look-up", partial(self._store.known, look_up))
                 known |= dict.fromkeys(look_up) | found
                 continue
-            # A repeat above its chat's state: the state is stale (the chat was dropped
-            # from the book, or another writer stored it); read it again, once.
+            # A stored message (not one this round places) above its chat's state: the
+            # state is stale (another writer, or an attempt that died, stored it); read
+            # the chat again, once per write.
+            placed_now = {p.item.message.id for p in plan.new}
             ahead = {
                 p.item.message.cid
                 for p in plan.repeats
-                if p.seq > self._book.state(p.item.message.cid).last_seq
+                if p.item.message.id not in placed_now
+                and p.seq > self._book.state(p.item.message.cid).last_seq
             } - reloaded
             if ahead:
                 reloaded |= ahead
-                await self._retry("membership", partial(self._book.reload, ahead))
+                await self._retry("chat states", partial(self._book.reload, ahead))
                 continue
             claims = {mid for p in plan.plans.values() for mid in p.claims}
             entries = [self._id_entry(p) for p in plan.new]
@@ -356,12 +369,14 @@ class BatchPersister:
             if taken:  # stored already (a copy, or a crashed attempt): look, then plan again
                 known |= await self._retry("look-up", partial(self._store.known, taken))
                 continue
-            await self._dead_letter(
-                [Rejected(i.record, RejectKind.ID_CONFLICT, why) for i, why in plan.conflicts]
-            )
             left_over = [e for e in entries if e.id in claims]
-            if left_over:
-                await self._retry("write", partial(self._store.reclaim, left_over))
+            if left_over:  # point them at this round's seqs, unless someone did meanwhile
+                was = {e.id: entry.seq for e in left_over if (entry := known.get(e.id))}
+                moved = await self._retry("write", partial(self._store.reclaim, left_over, was))
+                known |= {e.id: _entry(e) for e in left_over if e.id not in moved}
+                if moved:
+                    known |= await self._retry("look-up", partial(self._store.known, moved))
+                    continue
             # One reading of the clock, as late as it can be: the messages' `at` and their
             # chats' `lastAt` are the same number, as the chat list's look-backs expect.
             now = self._wall_clock()
@@ -371,7 +386,7 @@ class BatchPersister:
                 _log_taken([p.item for p in plan.new if p.item.message.cid in taken_seqs])
                 ours = [m for m in messages if m.cid in taken_seqs]
                 await self._retry("write", partial(self._store.retract, ours))
-                await self._retry("membership", partial(self._book.reload, taken_seqs))
+                await self._retry("chat states", partial(self._book.reload, taken_seqs))
                 # The other chats' messages are stored: the next round repeats them, and
                 # settling counts them.
                 for placed in plan.new:
@@ -381,6 +396,9 @@ class BatchPersister:
                     if cid not in taken_seqs:
                         self._book.advanced(cid, chat.state)
                 continue
+            await self._dead_letter(
+                [Rejected(i.record, RejectKind.ID_CONFLICT, why) for i, why in plan.conflicts]
+            )
             return await self._settle(plan, now)
         raise StorageUnavailable(f"seqs of a batch did not settle in {ROUNDS} rounds")
 
@@ -436,9 +454,9 @@ class BatchPersister:
         # round that stopped): their count is read afresh (so no message that shows is
         # stamped again) and they are stamped with this moment, when they begin to show.
         for c in counts:
-            known = self._book.counted(c.cid)
-            if known is not None and known >= c.top_left_over:  # nothing left over below
-                c.counted = known
+            hint = self._book.counted(c.cid)
+            if hint is not None and hint >= c.top_left_over:  # nothing left over below
+                c.counted = hint
         unsure = [c.cid for c in counts if c.counted is None]
         if unsure:
             stored = await self._retry("look-up", partial(self._store.counts, unsure))
@@ -446,7 +464,7 @@ class BatchPersister:
                 if c.counted is None:
                     c.counted = stored.get(c.cid, c.newest.seq)  # no chat: nothing to count
                     self._book.recorded(c.cid, c.counted)
-        counts = [c for c in counts if c.to_count()]
+        counts = [c for c in counts if c.needs_advance()]
         stamps = [(c.cid, seq) for c in counts for seq in c.leftovers()]
         if stamps:
             await self._retry("write", lambda: self._store.restamp(stamps, now))
@@ -526,6 +544,11 @@ def _stored(placed: Placed) -> Known:
     """What the store holds for a message this attempt stored."""
     m = placed.item.message
     return Known(m.cid, placed.seq, m.uid, text_digest(m.text), applied=True)
+
+
+def _entry(entry: IdEntry) -> Known:
+    """What the store holds for an id entry this attempt wrote (its message not yet)."""
+    return Known(entry.cid, entry.seq, entry.uid, entry.digest, applied=False)
 
 
 def _order(placed: Placed) -> tuple[int, int]:

@@ -6,7 +6,7 @@ can help); any other exception from a write is about the documents themselves.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -94,8 +94,10 @@ class MessageStore(Protocol):
         """Store the id entries; the ids that were there already (nothing written for them)."""
         ...
 
-    async def reclaim(self, entries: Sequence[IdEntry]) -> None:
-        """Overwrite id entries a crashed attempt left behind (their message was never stored)."""
+    async def reclaim(self, entries: Sequence[IdEntry], was: Mapping[str, int]) -> set[str]:
+        """Overwrite id entries an attempt left behind (their message was never stored),
+        each only while it still points at the seq it had when looked up (`was`, by id);
+        the ids whose entry had moved on (another writer), left as they are."""
         ...
 
     async def append(self, messages: Sequence[StoredMessage]) -> set[str]:
@@ -103,8 +105,9 @@ class MessageStore(Protocol):
         ...
 
     async def retract(self, messages: Sequence[StoredMessage]) -> None:
-        """Remove these messages where this attempt stored them (nothing stored by others):
-        an append that found some seqs of a chat taken leaves none of its messages behind."""
+        """Remove these messages where this attempt stored them (same id and same `at`, so
+        never a copy another writer stored at the same seq): an append that found some
+        seqs of a chat taken leaves none of its messages behind."""
         ...
 
     async def counts(self, cids: Collection[str]) -> dict[str, int]:

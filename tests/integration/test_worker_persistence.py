@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -19,8 +20,8 @@ from dialogue_worker.adapters.mongo_chats import MongoChats
 from dialogue_worker.adapters.mongo_log import MongoMessageLog
 from dialogue_worker.domain.chats import preview
 from dialogue_worker.domain.history import message_key
-from dialogue_worker.domain.sequencing import ChatState
-from dialogue_worker.services.ports import ChatAdvance, StoredMessage
+from dialogue_worker.domain.sequencing import ChatState, Known
+from dialogue_worker.services.ports import ChatAdvance, IdEntry, StoredMessage
 from infra.local import LocalSettings
 from infra.processes.worker import WorkerProcess, produce
 from tests.support.hostile import BROKER_LIMIT
@@ -352,3 +353,32 @@ async def _history_of(mongo: Mongo, worker: WorkerProcess, cid: str, n: int) -> 
     ]
     await history.insert_many([history_doc(m) for m in messages])
     return history
+
+
+async def test_retract_and_reclaim_change_only_what_this_attempt_wrote(
+    worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
+) -> None:
+    """`retract` removes a message only with this attempt's id and `at` (never a copy
+    another writer stored at the seq); `reclaim` moves an id entry only while it points
+    where it did when looked up."""
+    cid = await create_chat(worker, [1, 2])
+    history = await _history_of(mongo, worker, cid, 2)
+    stored = await history.find_one({"_id": message_key(cid, 2)})
+    assert stored is not None
+    theirs = StoredMessage(cid, 2, str(stored["id"]), 1, "m2", 1_000, 1_002.0, 0, 2)
+    database = MongoDatabase(infra.mongo_url, worker.mongo_db, timeout=30.0)
+    log = MongoMessageLog(database)
+    try:
+        await log.retract([replace(theirs, at=9_999.0)])  # same id, another attempt's `at`
+        assert await history.count_documents({"cid": ObjectId(cid)}) == 2
+        await log.retract([theirs])
+        assert await history.count_documents({"cid": ObjectId(cid)}) == 1
+
+        entry = IdEntry(new_id(), cid, 5, 1, "h", 0, 5)
+        assert await log.claim([entry]) == set()
+        assert await log.reclaim([replace(entry, seq=6)], {entry.id: 4}) == {entry.id}
+        assert await log.known([entry.id]) == {entry.id: Known(cid, 5, 1, "h", False)}
+        assert await log.reclaim([replace(entry, seq=6)], {entry.id: 5}) == set()
+        assert (await log.known([entry.id]))[entry.id].seq == 6
+    finally:
+        await database.close()

@@ -8,7 +8,7 @@ batch between two steps, as a SIGKILL would.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from contracts.records import MessageRecord
@@ -114,9 +114,11 @@ class MemoryStore:
         self._done("claim")
         return taken
 
-    async def reclaim(self, entries: Sequence[IdEntry]) -> None:
+    async def reclaim(self, entries: Sequence[IdEntry], was: Mapping[str, int]) -> set[str]:
         self._step("reclaim")
-        self.ids.update({e.id: e for e in entries})
+        moved = {e.id for e in entries if self.ids[e.id].seq != was[e.id]}
+        self.ids.update({e.id: e for e in entries if e.id not in moved})
+        return moved
 
     async def append(self, messages: Sequence[StoredMessage]) -> set[str]:
         self._step("append")
@@ -132,7 +134,7 @@ class MemoryStore:
         self._step("retract")
         for m in messages:
             stored = self.messages.get((m.cid, m.seq))
-            if stored is not None and stored.id == m.id:
+            if stored is not None and (stored.id, stored.at) == (m.id, m.at):
                 del self.messages[(m.cid, m.seq)]
 
     async def counts(self, cids: Collection[str]) -> dict[str, int]:

@@ -7,7 +7,7 @@ forwarding, dead letters, retries and the narrowing down of records the store re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import orjson
 import pytest
@@ -16,7 +16,7 @@ from contracts.events import MessageCreated
 from contracts.records import MessageRecord
 from dialogue_worker.domain.offsets import DurableOffsets
 from dialogue_worker.domain.records import InboundRecord, RejectKind
-from dialogue_worker.domain.sequencing import ChatState, text_digest
+from dialogue_worker.domain.sequencing import ChatState, Known, text_digest
 from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.chat_book import ChatBook
 from dialogue_worker.services.health import Status, WorkerHealth
@@ -677,3 +677,91 @@ async def test_repeats_above_a_stale_state_are_read_again_and_counted() -> None:
     assert list(w.store.seqs(CID)) == [1, 2, 3, 4, 5]
     assert w.store.chats[CID].chat.last_seq == 5
     assert [s for _, s, _ in w.events()][-3:] == [3, 4, 5]
+
+
+async def test_copies_of_a_new_message_need_no_second_read_of_their_chat() -> None:
+    w = World()
+    await w.persister.persist([rec(0)])
+    reads = w.store.calls.count("chats_for_writing")
+
+    outcome = await w.persister.persist(
+        [rec(1), rec(2, text="m1", mid=1), rec(3), rec(4, text="m3", mid=3)]
+    )
+
+    assert (outcome.stored, outcome.duplicates) == (2, 2)
+    assert w.store.seqs(CID) == dict(zip([1, 2, 3], ids(0, 1, 3), strict=True))
+    assert w.store.calls.count("chats_for_writing") == reads
+
+
+class RevokingStore(MemoryStore):
+    """The partition is revoked (and the chats forgotten) during the first look-up."""
+
+    book: ChatBook | None = None
+
+    async def known(self, ids: Collection[str]) -> dict[str, Known]:
+        if self.book is not None:
+            self.book.forget_partitions([0])
+            self.book = None
+        return await super().known(ids)
+
+
+async def test_a_chat_forgotten_between_rounds_is_read_again_before_it_is_planned() -> None:
+    store = RevokingStore()
+    store.add_chat(CID, {1, 2})
+    store.add_chat(OTHER, {1, 2})
+    w = World(store)
+    await w.persister.persist([rec(0), rec(1, cid=OTHER)])
+    store.book = w.book  # OTHER's redelivered record is looked up; meanwhile the revoke
+
+    await w.persister.persist([rec(1, cid=OTHER), rec(2)])
+
+    assert w.store.seqs(CID) == dict(zip([1, 2], ids(0, 2), strict=True))
+    assert "retract" not in w.store.calls  # CID was never planned from seq 1
+
+
+class RacingStore(MemoryStore):
+    """Another writer stores two messages, the second under a left-over id entry it
+    points at its own seq, between this worker's look-up and its reclaim."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.theirs: list[StoredMessage] = []
+
+    async def reclaim(self, entries: Sequence[IdEntry], was: Mapping[str, int]) -> set[str]:
+        for m in self.theirs:
+            self.ids[m.id] = IdEntry(m.id, m.cid, m.seq, m.uid, text_digest(m.text), 0, m.offset)
+            self.messages[(m.cid, m.seq)] = m
+        self.theirs = []
+        return await super().reclaim(entries, was)
+
+
+async def test_an_entry_another_writer_moved_meanwhile_is_not_overwritten() -> None:
+    store = RacingStore()
+    store.add_chat(CID, {1, 2})
+    w = World(store)
+    await w.persister.persist([rec(0)])
+    mid, other = ids(1)[0], f"{500:024x}"
+    store.ids[mid] = IdEntry(mid, CID, 9, 1, text_digest("m1"), 0, 1)  # left over
+    store.theirs = [
+        StoredMessage(CID, 2, other, 2, "theirs", NOW, 5.0, 0, 0),
+        StoredMessage(CID, 3, mid, 1, "m1", NOW, 5.0, 0, 1),
+    ]
+
+    outcome = await w.persister.persist([rec(1)])
+
+    assert w.store.seqs(CID) == {1: ids(0)[0], 2: other, 3: mid}  # once, where it was put
+    assert w.store.ids[mid].seq == 3 and outcome.duplicates == 1
+
+
+async def test_an_id_conflict_is_dead_lettered_once_when_a_round_starts_over() -> None:
+    store = RivalStore(rivals=0)
+    store.add_chat(CID, {1, 2})
+    store.add_chat(OTHER, {1, 2})
+    w = World(store)
+    await w.persister.persist([rec(0)])
+    store.rivals = 1  # OTHER's first seq is taken: the batch is planned again
+
+    outcome = await w.persister.persist([rec(5, cid=OTHER), rec(6, cid=OTHER, text="x", mid=0)])
+
+    assert [r.record.offset for r in w.outbox.dead] == [6] and outcome.dead_lettered == 1
+    assert w.metrics.id_conflicts._value.get() == 1
