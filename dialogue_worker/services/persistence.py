@@ -8,7 +8,7 @@ Per batch, in this order, so a crash at any point is repaired by the redelivery:
    Planning runs in rounds: ids the store knows are looked up, chats whose state is
    stale are read again, and seqs another writer took are given back (what this round
    stored for those chats is removed) and planned again. Id conflicts are dead-lettered
-   once the messages are stored;
+   once the batch is settled (step 3);
 3. each chat's newest seq, activity and preview are recorded: its new messages' `at` and
    its `lastAt` are one reading of the clock; messages an attempt stored but did not
    count (it died, or stopped) are counted by the next batch that repeats them or
@@ -366,6 +366,8 @@ class BatchPersister:
             entries = [self._id_entry(p) for p in plan.new]
             fresh = [e for e in entries if e.id not in claims]
             taken = await self._retry("write", partial(self._store.claim, fresh))
+            # Entries written now: a round planned again rewrites them, not looks them up.
+            known |= {e.id: _entry(e) for e in fresh if e.id not in taken}
             if taken:  # stored already (a copy, or a crashed attempt): look, then plan again
                 known |= await self._retry("look-up", partial(self._store.known, taken))
                 continue
@@ -396,10 +398,12 @@ class BatchPersister:
                     if cid not in taken_seqs:
                         self._book.advanced(cid, chat.state)
                 continue
+            settled = await self._settle(plan, now)
+            # Last: a batch whose settling fails for good is halved and planned again.
             await self._dead_letter(
                 [Rejected(i.record, RejectKind.ID_CONFLICT, why) for i, why in plan.conflicts]
             )
-            return await self._settle(plan, now)
+            return settled
         raise StorageUnavailable(f"seqs of a batch did not settle in {ROUNDS} rounds")
 
     async def _append(self, messages: Sequence[StoredMessage]) -> set[str]:

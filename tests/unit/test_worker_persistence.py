@@ -17,12 +17,13 @@ from contracts.records import MessageRecord
 from dialogue_worker.domain.offsets import DurableOffsets
 from dialogue_worker.domain.records import InboundRecord, RejectKind
 from dialogue_worker.domain.sequencing import ChatState, Known, text_digest
+from dialogue_worker.errors import StoreRefused
 from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.chat_book import ChatBook
 from dialogue_worker.services.health import Status, WorkerHealth
 from dialogue_worker.services.ordering import PartitionOrder
 from dialogue_worker.services.persistence import BatchPersister
-from dialogue_worker.services.ports import IdEntry, PartitionLog, StoredMessage
+from dialogue_worker.services.ports import ChatAdvance, IdEntry, PartitionLog, StoredMessage
 from platform_common.retry import Backoff
 from tests.support.worker_fakes import Crash, MemoryOutbox, MemoryStore
 
@@ -765,3 +766,33 @@ async def test_an_id_conflict_is_dead_lettered_once_when_a_round_starts_over() -
 
     assert [r.record.offset for r in w.outbox.dead] == [6] and outcome.dead_lettered == 1
     assert w.metrics.id_conflicts._value.get() == 1
+
+
+class RefusingAdvanceStore(MemoryStore):
+    """The store refuses the first chat update for good (not a transient failure)."""
+
+    refuse = True
+
+    async def advance(self, updates: Sequence[ChatAdvance]) -> None:
+        if self.refuse:
+            self.refuse = False
+            raise StoreRefused("refused by MongoDB: code 2: bad update")
+        await super().advance(updates)
+
+
+async def test_an_id_conflict_is_dead_lettered_once_when_settling_fails_and_the_batch_halves() -> (
+    None
+):
+    store = RefusingAdvanceStore()
+    store.add_chat(CID, {1, 2})
+    store.add_chat(OTHER, {1, 2})
+    w = World(store)
+    store.refuse = False
+    await w.persister.persist([rec(0)])
+    store.refuse = True
+
+    await w.persister.persist([rec(1), rec(2, cid=OTHER, text="x", mid=0)])
+
+    assert [r.record.offset for r in w.outbox.dead] == [2]
+    assert w.store.seqs(CID) == dict(zip([1, 2], ids(0, 1), strict=True))
+    assert w.store.chats[CID].chat.last_seq == 2
