@@ -1,7 +1,7 @@
 """A user's chats by last activity, paged exactly while chats move.
 
 The list is a snapshot: the first page fixes a time T (the worker's clock), and every
-page ranks each chat by its activity as of T (its newest message stored by then, else
+page ranks each chat by its activity as of T (its newest message counted by then, else
 its creation). A chat that gets a message while the client pages keeps its place in the
 snapshot, so no chat is skipped or repeated; the client learns of the move from live
 events or the next first page. Chats created after T are not part of the snapshot. The

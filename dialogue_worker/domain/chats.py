@@ -15,7 +15,7 @@ class ChatView:
     """A chat as the worker stores it.
 
     `opened_at` and `last_at` are the worker's clock (seconds, with fractions) when the
-    chat was created and when its newest message was stored: the chat list's order.
+    chat was created and when its newest message was counted: the chat list's order.
     """
 
     id: str

@@ -455,8 +455,9 @@ class BatchPersister:
             if count is not None:
                 counts.append(count)
         # A chat may hold messages stored but never counted (an attempt that died, or a
-        # round that stopped): their count is read afresh (so no message that shows is
-        # stamped again) and they are stamped with this moment, when they begin to show.
+        # round that stopped): their count is read afresh (so a message another writer
+        # already counted is not stamped again) and they are stamped with this moment,
+        # when they begin to show.
         for c in counts:
             hint = self._book.counted(c.cid)
             if hint is not None and hint >= c.top_left_over:  # nothing left over below
