@@ -547,12 +547,19 @@ async def test_messages_stored_beside_a_refused_one_leave_no_hole_when_halving()
     assert [(c, s) for c, s, _ in w.events()] == [(CID, s) for s in range(1, 6)]
 
 
-async def test_a_redelivery_split_over_batches_counts_each_part_before_its_events() -> None:
+async def left_uncounted() -> World:
+    """Seqs 1 and 2 counted; 3..5 (records 2..4) stored by a worker that died before
+    counting them."""
     w = World()
     await w.persister.persist([rec(0), rec(1)])
     w.store.crash_after = "append"
     with pytest.raises(Crash):
-        await w.persister.persist([rec(2), rec(3), rec(4)])  # seqs 3..5 stored, not counted
+        await w.persister.persist([rec(2), rec(3), rec(4)])
+    return w
+
+
+async def test_a_redelivery_split_over_batches_counts_each_part_before_its_events() -> None:
+    w = await left_uncounted()
 
     again = w.restarted()
     await again.persister.persist([rec(2), rec(3)])
@@ -594,11 +601,7 @@ async def test_a_record_refused_once_is_not_dead_lettered_when_its_seqs_do_not_s
 
 
 async def test_a_redelivery_that_also_stores_new_messages_stamps_the_left_over_ones() -> None:
-    w = World()
-    await w.persister.persist([rec(0), rec(1)])
-    w.store.crash_after = "append"
-    with pytest.raises(Crash):
-        await w.persister.persist([rec(2), rec(3), rec(4)])  # seqs 3..5 stored, not counted
+    w = await left_uncounted()
     again = w.restarted()
     again.clock.now += 60  # counted a minute later
 
@@ -610,11 +613,7 @@ async def test_a_redelivery_that_also_stores_new_messages_stamps_the_left_over_o
 
 
 async def test_messages_another_writer_counted_meanwhile_are_not_stamped_again() -> None:
-    w = World()
-    await w.persister.persist([rec(0), rec(1)])
-    w.store.crash_after = "append"
-    with pytest.raises(Crash):
-        await w.persister.persist([rec(2), rec(3), rec(4)])  # seqs 3..5 stored, not counted
+    w = await left_uncounted()
     again = w.restarted()
     await again.book.ensure([CID])  # it reads the chat: 2 counted, 5 stored
     # Another writer (the partition's owner for a while) counts them first.
@@ -630,11 +629,7 @@ async def test_messages_another_writer_counted_meanwhile_are_not_stamped_again()
 
 
 async def test_a_crash_after_stamping_is_repaired_by_the_next_redelivery() -> None:
-    w = World()
-    await w.persister.persist([rec(0), rec(1)])
-    w.store.crash_after = "append"
-    with pytest.raises(Crash):
-        await w.persister.persist([rec(2), rec(3), rec(4)])
+    w = await left_uncounted()
     w.store.crash_after = "restamp"
     with pytest.raises(Crash):
         await w.restarted().persister.persist([rec(2), rec(3), rec(4)])
