@@ -132,6 +132,9 @@ def build(settings: WorkerSettings) -> Components:
 
     async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
         await committer.assigned(assigned)
+        # Another worker may have written these chats since this one last held them (a
+        # state read again while a write ended after a revoke): read them afresh.
+        persister.forget_partitions(ours(assigned))
         log.info("partitions assigned: %s", ours(assigned), extra={"topic": settings.topic})
 
     app.on_partitions_revoked.connect(cast(Any, on_revoked))  # faust's signals, typed loosely

@@ -86,8 +86,8 @@ class ChatBook:
 
     def advanced(self, cid: str, state: ChatState) -> None:
         """The chat's sequence moved to `state` (of a chat not held, nothing is kept: it
-        is read again when next written; a chat read again after its partition was
-        revoked stays, and if the partition returns, its stale state costs a retry)."""
+        is read again when next written). A chat read again by a write that ended after
+        its partition was revoked is dropped when the partition is assigned again."""
         if cid in self._states:
             self._states[cid] = (state, self.counted(cid))
 
