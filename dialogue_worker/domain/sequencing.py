@@ -88,21 +88,28 @@ def plan_chat(
         if entry is not None and entry.applied:
             if entry.same_message(item):
                 plan.repeats.append(Placed(item, entry.seq))
+                if entry.seq == state.last_seq + 1:  # stored next to where the chat stands
+                    state = _moved(state, item, entry.seq)  # (a hole below it just filled)
             else:
                 plan.conflicts.append((item, conflict_reason(item)))
             continue
-        same = item.record.partition == state.partition
-        state = replace(
-            state,
-            last_seq=state.last_seq + 1,
-            partition=item.record.partition,
-            last_offset=max(item.record.offset, state.last_offset if same else -1),
-        )
+        state = _moved(state, item, state.last_seq + 1)
         plan.new.append(Placed(item, state.last_seq))
         if entry is not None:
             plan.claims.add(mid)
     plan.state = state
     return plan
+
+
+def _moved(state: ChatState, item: Accepted, seq: int) -> ChatState:
+    """The chat's state once `item`'s record holds `seq`."""
+    same = item.record.partition == state.partition
+    return replace(
+        state,
+        last_seq=seq,
+        partition=item.record.partition,
+        last_offset=max(item.record.offset, state.last_offset if same else -1),
+    )
 
 
 def conflict_reason(item: Accepted) -> str:

@@ -107,40 +107,44 @@ class _Stored:
 class _Count:
     """What a chat's document must count after a batch: up to `newest`, the newest
     message the batch stored or repeated (never past the chat's state, which is gap-free),
-    with `state` behind it; `first_new` is the first seq the batch stored (None: only
-    repeats). Seqs above `counted` up to `top_left_over` were stored before this batch
-    and not counted."""
+    with `state` behind it. Seqs above `counted` up to `newest` that the batch did not
+    store itself (`new_seqs`) were stored before and not counted: they are stamped."""
 
     cid: str
     newest: Placed
     state: ChatState
-    first_new: int | None
+    new_seqs: frozenset[int]
     counted: int | None = None  # what the chat's document counts, once known
 
     @classmethod
     def of(cls, cid: str, chat: ChatPlan, repeats: Iterable[Placed]) -> _Count | None:
         """`repeats`: the batch's repeats of this chat (copies inside the batch too)."""
-        if chat.new:
-            return cls(cid, chat.new[-1], chat.state, chat.new[0].seq)
-        within = [p for p in repeats if p.seq <= chat.state.last_seq]
-        if not within:
+        placed = [*chat.new, *(p for p in repeats if p.seq <= chat.state.last_seq)]
+        if not placed:
             return None
-        newest = max(within, key=lambda p: p.seq)
+        newest = max(placed, key=lambda p: p.seq)
         r = newest.item.record
-        return cls(cid, newest, ChatState(newest.seq, r.partition, r.offset), None)
+        state = (
+            chat.state
+            if newest.seq == chat.state.last_seq
+            else ChatState(newest.seq, r.partition, r.offset)
+        )
+        return cls(cid, newest, state, frozenset(p.seq for p in chat.new))
 
-    @property
-    def top_left_over(self) -> int:
-        """The newest seq this batch did not store itself."""
-        return self.newest.seq if self.first_new is None else self.first_new - 1
+    def left_over_above(self, counted: int) -> bool:
+        """Whether a seq above `counted` up to `newest` was stored before this batch."""
+        above = self.newest.seq - counted
+        return above > 0 and above > sum(1 for seq in self.new_seqs if seq > counted)
 
     def needs_advance(self) -> bool:
         return self.counted is not None and self.newest.seq > self.counted
 
-    def leftovers(self) -> range:
+    def leftovers(self) -> list[int]:
         """Seqs to stamp (only once `counted` is known)."""
         assert self.counted is not None
-        return range(self.counted + 1, self.top_left_over + 1)
+        return [
+            seq for seq in range(self.counted + 1, self.newest.seq + 1) if seq not in self.new_seqs
+        ]
 
     def advance(self, at: float) -> ChatAdvance:
         m = self.newest.item.message
@@ -460,7 +464,7 @@ class BatchPersister:
         # when they begin to show.
         for c in counts:
             hint = self._book.counted(c.cid)
-            if hint is not None and hint >= c.top_left_over:  # nothing left over below
+            if hint is not None and not c.left_over_above(hint):  # nothing stored before
                 c.counted = hint
         unsure = [c.cid for c in counts if c.counted is None]
         if unsure:

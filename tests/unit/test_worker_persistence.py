@@ -791,3 +791,24 @@ async def test_an_id_conflict_is_dead_lettered_once_when_settling_fails_and_the_
     assert [r.record.offset for r in w.outbox.dead] == [2]
     assert w.store.seqs(CID) == dict(zip([1, 2], ids(0, 1), strict=True))
     assert w.store.chats[CID].chat.last_seq == 2
+
+
+async def test_a_message_stored_above_a_hole_is_counted_when_the_hole_is_filled() -> None:
+    """A worker died inside an unordered insert: seq 4 stored, seq 3 not (its id entry
+    was claimed). The redelivery stores 3 and counts 4 with it, stamped at that moment,
+    so 4's event never goes out while 4 is hidden."""
+    w = World()
+    await w.persister.persist([rec(0), rec(1)])
+    w.store.ids[ids(2)[0]] = IdEntry(ids(2)[0], CID, 3, 1, text_digest("m2"), 0, 2)
+    w.store.ids[ids(3)[0]] = IdEntry(ids(3)[0], CID, 4, 1, text_digest("m3"), 0, 3)
+    w.store.messages[(CID, 4)] = StoredMessage(CID, 4, ids(3)[0], 1, "m3", NOW, 1.0, 0, 3)
+    again = w.restarted()
+    again.clock.now += 60
+
+    await again.persister.persist([rec(2), rec(3)])
+
+    assert w.store.seqs(CID) == dict(zip(range(1, 5), ids(0, 1, 2, 3), strict=True))
+    chat = w.store.chats[CID].chat
+    assert (chat.last_seq, chat.last_message and chat.last_message.text) == (4, "m3")
+    assert w.store.messages[(CID, 4)].at == w.store.messages[(CID, 3)].at == chat.last_at
+    assert [s for _, s, _ in again.events()] == [3, 4]
