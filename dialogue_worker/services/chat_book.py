@@ -61,9 +61,8 @@ class ChatBook:
         return {cid: self._members[cid][1] for cid in wanted if cid in self._members}
 
     def bound(self) -> None:
-        """Keep the table bounded (called before a write plans, never during one)."""
-        if len(self._states) >= self._max:
-            self._states.clear()  # cheap; each write loads what it needs
+        """Keep the states bounded (called before a write plans, never during one)."""
+        self._bound(self._states)
 
     async def ensure(self, cids: Collection[str]) -> None:
         """Load the states of the chats the write path has none for."""
@@ -77,7 +76,7 @@ class ChatBook:
         self._states.update({cid: (chat.state, chat.counted) for cid, chat in fresh.items()})
 
     def state(self, cid: str) -> ChatState:
-        return self._states.get(cid, (ChatState(), 0))[0]
+        return self._states.get(cid, (ChatState(), None))[0]
 
     def counted(self, cid: str) -> int | None:
         """The newest seq the chat's document counts, as far as this worker knows (None:
