@@ -2,6 +2,6 @@
 
 `contracts/` holds what crosses a process boundary (records, API shapes, error codes,
 request rules); this package holds what both services do the same way inside: log
-lines (`logs`), HTTP answers (`http`), retries (`retry`) and the local-mode defaults
-(`local`). See docs/decisions.md, "Shared code".
+lines (`logs`), HTTP answers (`http`), retries (`retry`), the local-mode defaults
+(`local`) and bounded fan-outs of calls (`gather`). See docs/decisions.md, "Shared code".
 """

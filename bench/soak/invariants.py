@@ -14,6 +14,7 @@ from pymongo import AsyncMongoClient
 
 from bench.soak.plan import Plan
 from bench.soak.sampler import KafkaLag
+from platform_common.gather import bounded
 
 #: Seconds the workers get to consume what the load left in the topic.
 CATCH_UP_WITHIN = 180.0
@@ -84,16 +85,14 @@ async def read_stored(mongo_url: str, database: str, plan: Plan) -> Stored:
     """Every stored message of the run's chats."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, timeoutMS=30000)
     history = client[database]["history"]
-    gate = asyncio.Semaphore(READ_PARALLEL)
 
     async def of_chat(cid: str) -> list[dict[str, Any]]:
         # By `cid` (equality, which FerretDB answers from an index), not by a range of
         # `_id`s, which it answers with a scan of the whole collection.
-        async with gate:
-            return await history.find({"cid": ObjectId(cid)}, {"id": 1, "seq": 1}).to_list(None)
+        return await history.find({"cid": ObjectId(cid)}, {"id": 1, "seq": 1}).to_list(None)
 
     try:
-        found = await asyncio.gather(*(of_chat(chat.cid) for chat in plan.chats))
+        found = await bounded([chat.cid for chat in plan.chats], of_chat, READ_PARALLEL)
     finally:
         await client.close()
     stored = Stored()

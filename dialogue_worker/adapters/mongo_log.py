@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -24,6 +23,7 @@ from dialogue_worker.domain.history import message_key
 from dialogue_worker.domain.sequencing import ChatState, Known
 from dialogue_worker.errors import StorageUnavailable, StoreRefused
 from dialogue_worker.services.ports import ChatAdvance, ChatForWriting, IdEntry, StoredMessage
+from platform_common.gather import bounded
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -44,14 +44,9 @@ def id_doc(entry: IdEntry) -> Doc:
 
 
 async def each(items: Iterable[T], call: Callable[[T], Awaitable[R]]) -> list[R]:
-    """`call` for every item, at most PARALLEL at a time, results in order."""
-    gate = asyncio.Semaphore(PARALLEL)
-
-    async def one(item: T) -> R:
-        async with gate:
-            return await call(item)
-
-    return list(await asyncio.gather(*(one(i) for i in items)))
+    """`call` for every item, at most PARALLEL at a time, results in order (none starts
+    after one failed)."""
+    return await bounded(items, call, PARALLEL)
 
 
 class MongoMessageLog:

@@ -29,6 +29,7 @@ from dialogue_worker.domain.history import (
 )
 from dialogue_worker.errors import RequestError
 from dialogue_worker.services.ports import ChatStore, Outbox
+from platform_common.gather import bounded
 
 #: Chats that moved since a listing began, looked back into at once (each look-back is
 #: one page read, its newest, more when everything on that page came later).
@@ -78,25 +79,13 @@ class ChatService:
 
     async def _activities(self, chats: list[ChatView], snapshot: float) -> dict[str, float]:
         """Each chat's activity as of the snapshot (where it stood then), by chat id,
-        LOOK_BACKS chats at a time. After a failure no more look-backs start (those running
-        end on their own: a MongoDB call is never cancelled, docs/decisions.md), and it is
-        raised."""
-        gate = asyncio.Semaphore(LOOK_BACKS)
-        failed = False
+        LOOK_BACKS chats at a time; none starts after one failed."""
 
         async def activity(chat: ChatView) -> float:
-            nonlocal failed
-            async with gate:
-                if failed:  # the listing fails anyway: start no more reads
-                    return chat.activity
-                try:
-                    then = await self._store.activity_as_of(chat.id, chat.last_seq, snapshot)
-                except BaseException:
-                    failed = True
-                    raise
+            then = await self._store.activity_as_of(chat.id, chat.last_seq, snapshot)
             return chat.opened_at if then is None else then
 
-        found = await asyncio.gather(*(activity(c) for c in chats))
+        found = await bounded(chats, activity, LOOK_BACKS)
         return {chat.id: then for chat, then in zip(chats, found, strict=True)}
 
     async def add_members(self, cid: str, uid: int, users: list[int]) -> Chat:
