@@ -87,6 +87,16 @@ class InvalidRecord(ValueError):
         self.reason = reason
 
 
+def _shown(value: object) -> str:
+    """A producer's value in a dead letter's reason: a short scalar as it is, anything
+    else by its type (the repr of a list nested 1,000 deep raises RecursionError)."""
+    if isinstance(value, bool | int | float) or value is None:
+        return repr(value)[:40]
+    if isinstance(value, str):
+        return repr(value[:40])
+    return f"a JSON {'array' if isinstance(value, list) else 'object'}"
+
+
 def decode_record(value: bytes | None) -> MessageRecord:
     """Parse and validate a raw Kafka value, or raise InvalidRecord with the reason."""
     if value is None:
@@ -99,8 +109,9 @@ def decode_record(value: bytes | None) -> MessageRecord:
         raise InvalidRecord(f"malformed JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidRecord("record is not a JSON object")
-    if data.get("v") != 1:
-        raise InvalidRecord(f"unsupported schema version: {data.get('v')!r}")
+    version = data.get("v")
+    if isinstance(version, bool) or version != 1:  # true == 1 in Python, not in the schema
+        raise InvalidRecord(f"unsupported schema version: {_shown(version)}")
     try:
         return MessageRecord.model_validate(data)
     except ValidationError as exc:

@@ -67,13 +67,18 @@ class Sorted:
 
 
 def decode_all(records: Sequence[InboundRecord]) -> Sorted:
-    """Decode every record; invalid ones are rejected with the validation reason."""
+    """Decode every record; invalid ones are rejected with the validation reason, and
+    so is one whose decoding failed in any other way (a defect, but a record's value is a
+    stranger's: it is dead-lettered rather than stop its partition, docs/security.md)."""
     result = Sorted()
     for record in records:
         try:
             result.accepted.append(Accepted(record, decode_record(record.value)))
         except InvalidRecord as exc:
             result.rejected.append(Rejected(record, RejectKind.INVALID, exc.reason))
+        except Exception as exc:  # no record may stop its partition
+            reason = f"undecodable: {type(exc).__name__}"
+            result.rejected.append(Rejected(record, RejectKind.INVALID, reason))
     return result
 
 

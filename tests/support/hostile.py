@@ -156,7 +156,14 @@ def edge_values(cid: str, uid: int) -> list[bytes]:
         b'{"v":1,' * 2000,  # deep garbage
         b"[" * 10_000 + b"]" * 10_000,  # deep nesting
         b"\xef\xbb\xbf" + encode(base(cid, uid)),  # a byte order mark before the object
+        encode(good | {"v": True}),  # true == 1 in Python; the schema wants an integer
     ]
+    # Nested as deep as a JSON parser takes (orjson: 1,024 levels, the record's own
+    # object included) in every field: the repr of such a value raises RecursionError.
+    for name in (*good, "extra"):
+        for depth in (1_000, 1_022):
+            out.append(encode(good | {name: Raw("[" * depth + "]" * depth)}))
+            out.append(encode(good | {name: Raw('{"a":' * depth + "1" + "}" * depth)}))
     return out
 
 

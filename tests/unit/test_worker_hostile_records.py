@@ -6,11 +6,18 @@ from __future__ import annotations
 import time
 
 import bson
+import pytest
 from hypothesis import HealthCheck, given, settings
 
 from contracts.records import CREATED_MIN, FUTURE_SLACK, TEXT_MAX, UID_MAX
 from dialogue_worker.adapters.mongo import history_doc, unstorable
-from dialogue_worker.domain.records import InboundRecord, check_storable, decode_all
+from dialogue_worker.domain import records as records_module
+from dialogue_worker.domain.records import (
+    InboundRecord,
+    RejectKind,
+    check_storable,
+    decode_all,
+)
 from dialogue_worker.services.ports import StoredMessage
 from tests.support.hostile import edge_values, values
 
@@ -56,3 +63,20 @@ def test_every_edge_value_has_one_fate_and_the_sane_ones_are_kept() -> None:
     # Four-byte characters, RTL overrides, zero-width characters, a BOM in the text, a
     # duplicate key whose last value is good, 4096 characters: valid messages, kept.
     assert 8 <= accepted < len(fates) // 2, accepted
+
+
+def test_a_record_whose_decoding_fails_unexpectedly_is_dead_lettered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The guard behind the validation: a defect in decoding dead-letters the record
+    instead of stopping its partition (faust restarts the agent, the batch comes again)."""
+
+    def broken(value: bytes | None) -> None:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(records_module, "decode_record", broken)
+    good = InboundRecord("dialogue.messages", 0, 0, CID.encode(), b"{}")
+    batch = decode_all([good])
+    assert not batch.accepted
+    [rejected] = batch.rejected
+    assert rejected.kind is RejectKind.INVALID and rejected.reason == "undecodable: RecursionError"
