@@ -135,6 +135,8 @@ class MongoDatabase:
         self.history: AsyncCollection[Doc] = self.db["history"]
         self.ids: AsyncCollection[Doc] = self.db["message_ids"]
         self.reads: AsyncCollection[Doc] = self.db["reads"]
+        #: Behind a mongos, collections sharded (SHARD_KEYS): set by open().
+        self.sharded = False
 
     async def open(self) -> None:
         """Check the server answers, create indexes, shard behind a mongos, and on FerretDB
@@ -153,7 +155,7 @@ class MongoDatabase:
             for name, field in INDEXES.items():
                 await self.db[name].create_index([(field, ASCENDING)])
             hello = await self.client.admin.command("hello")
-            await ensure_sharding(self.client.admin.command, self.db.name, hello)
+            self.sharded = await ensure_sharding(self.client.admin.command, self.db.name, hello)
             info = await self.client.admin.command("buildInfo")
             if "ferretdbVersion" in info:
                 await self._check_ferretdb(str(info["ferretdbVersion"]))

@@ -177,19 +177,17 @@ class MongoChats:
         return {str(d["cid"]): int(d["seq"]) for d in docs}
 
     async def read_marker(self, cid: str, uid: int) -> int:
-        doc = await self._find_one(self._db.reads, {"_id": _read_id(cid, uid)})
+        doc = await self._find_one(self._db.reads, self._marker(cid, uid))
         return 0 if doc is None else int(doc["seq"])
 
     async def move_read(self, cid: str, uid: int, seq: int) -> tuple[int, bool]:
         for attempt in range(2):  # two first marks at once: one inserts, the other updates
             try:
+                marker = self._marker(cid, uid)
+                on_insert = {"cid": ObjectId(cid)} | ({} if "u" in marker else {"u": uid})
                 before = await self._db.reads.find_one_and_update(
-                    {"_id": _read_id(cid, uid)},
-                    {
-                        "$max": {"seq": seq},
-                        "$inc": {"v": 1},
-                        "$setOnInsert": {"cid": ObjectId(cid), "u": uid},
-                    },
+                    marker,
+                    {"$max": {"seq": seq}, "$inc": {"v": 1}, "$setOnInsert": on_insert},
                     upsert=True,
                     return_document=ReturnDocument.BEFORE,
                 )
@@ -202,6 +200,16 @@ class MongoChats:
             old = 0 if before is None else int(before["seq"])
             return max(old, seq), seq > old
         raise AssertionError("unreachable")
+
+    def _marker(self, cid: str, uid: int) -> Doc:
+        """The filter of one read marker. Behind a mongos it names `u`, the shard key of
+        `reads`: MongoDB before 7.1 refuses a findAndModify upsert without the whole shard
+        key by equality (the upsert takes `u` from the filter). Elsewhere `_id` alone:
+        FerretDB would also read the user's entries of the `u` index (O(the user's
+        chats))."""
+        if self._db.sharded:
+            return {"_id": _read_id(cid, uid), "u": uid}
+        return {"_id": _read_id(cid, uid)}
 
     async def _find_one(self, collection: Any, query: Doc) -> Doc | None:
         try:

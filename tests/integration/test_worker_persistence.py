@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bson import ObjectId
 from pymongo import AsyncMongoClient
@@ -380,5 +381,28 @@ async def test_retract_and_reclaim_change_only_what_this_attempt_wrote(
         assert await log.known([entry.id]) == {entry.id: Known(cid, 5, 1, "h", False)}
         assert await log.reclaim([replace(entry, seq=6)], {entry.id: 5}) == set()
         assert (await log.known([entry.id]))[entry.id].seq == 6
+    finally:
+        await database.close()
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+async def test_read_markers_move_forward_with_the_filter_of_either_deployment(
+    worker: WorkerProcess, infra: LocalSettings, sharded: bool
+) -> None:
+    """Behind a mongos a marker is addressed with its shard key `u` as well (an upsert
+    through mongos before MongoDB 7.1 needs it); either filter first inserts the marker,
+    then moves it forward only, and the user's markers are found by `u`."""
+    cid = await create_chat(worker, [1, 2])
+    database = MongoDatabase(infra.mongo_url, worker.mongo_db, timeout=30.0)
+    database.sharded = sharded  # FerretDB is not a mongos: the filter is what is tested
+    chats = MongoChats(database)
+    try:
+        assert await chats.read_marker(cid, 1) == 0
+        assert await chats.move_read(cid, 1, 3) == (3, True)  # inserted
+        assert await chats.move_read(cid, 1, 2) == (3, False)  # never back
+        assert await chats.move_read(cid, 1, 5) == (5, True)
+        assert await chats.read_marker(cid, 1) == 5
+        assert await chats.read_marker(cid, 2) == 0
+        assert (await chats.read_markers(1))[cid] == 5
     finally:
         await database.close()
