@@ -56,6 +56,13 @@ class Known:
         m = item.message
         return (self.cid, self.uid, self.digest) == (m.cid, m.uid, text_digest(m.text))
 
+    def settled_for(self, item: Accepted) -> bool:
+        """Whether this entry decides `item`'s fate: a message stored under it, or a claim
+        of another chat. That chat's owner may be storing its message right now (or its
+        redelivery will), so the entry is never taken over from another chat; only the
+        chat's own owner takes over an entry its dead attempt left."""
+        return self.applied or self.cid != item.message.cid
+
 
 @dataclass(frozen=True)
 class Placed:
@@ -85,8 +92,8 @@ def plan_chat(
         if state.passed(item) and mid not in known:
             plan.unresolved.append(item)
             continue
-        if entry is not None and entry.applied:
-            if entry.same_message(item):
+        if entry is not None and entry.settled_for(item):
+            if entry.applied and entry.same_message(item):
                 plan.repeats.append(Placed(item, entry.seq))
                 if entry.seq == state.last_seq + 1:  # stored next to where the chat stands
                     state = _moved(state, item, entry.seq)  # (a hole below it just filled)

@@ -436,8 +436,8 @@ class BatchPersister:
         seq_of = {p.item.message.id: p.seq for p in [*result.new, *result.repeats]}
         for copy, first in copies:
             entry = known.get(copy.message.id)
-            if entry is not None and entry.applied:  # judged against what is stored
-                if entry.same_message(copy):
+            if entry is not None and entry.settled_for(copy):  # judged against the store
+                if entry.applied and entry.same_message(copy):
                     result.repeats.append(Placed(copy, entry.seq))
                 else:
                     result.conflicts.append((copy, conflict_reason(copy)))

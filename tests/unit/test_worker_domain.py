@@ -211,6 +211,15 @@ def test_known_ids_repeat_conflict_or_are_claimed_again() -> None:
     assert plan.state == ChatState(5, 0, 13)
 
 
+def test_an_entry_of_another_chat_is_a_conflict_even_before_its_message_is_stored() -> None:
+    state = ChatState(last_seq=3, partition=0, last_offset=10)
+    item = accepted(11, mid=1, text="hello")
+    theirs = Known("65f0c0ffee0000000000cafe", 1, 1, text_digest("hello"), applied=False)
+    plan = plan_chat(state, [item], {item.message.id: theirs})
+    assert [i for i, _ in plan.conflicts] == [item]
+    assert not plan.new and not plan.claims and plan.state == state
+
+
 def test_a_passed_record_the_store_never_saw_is_stored_not_dropped() -> None:
     state = ChatState(last_seq=3, partition=0, last_offset=10)
     late = accepted(7)

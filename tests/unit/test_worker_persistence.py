@@ -226,6 +226,22 @@ async def test_an_id_in_another_chat_is_a_conflict() -> None:
     assert outcome.dead_lettered == 1 and w.store.seqs(OTHER) == {}
 
 
+async def test_an_id_another_chat_claimed_but_has_not_stored_yet_is_a_conflict() -> None:
+    """OTHER's owner (another worker) claimed the id and is about to store its message:
+    its entry is not taken over, so the id is never stored in two chats; a copy of the
+    record in the same batch is dead-lettered with it."""
+    w = World()
+    mid = ids(0)[0]
+    theirs = IdEntry(mid, OTHER, 1, 1, text_digest("m0"), 3, 7)
+    w.store.ids[mid] = theirs  # claimed, not appended yet
+
+    outcome = await w.persister.persist([rec(0), rec(1, mid=0, text="m0")])
+
+    assert (outcome.stored, outcome.dead_lettered) == (0, 2)
+    assert [r.kind for r in w.outbox.dead] == [RejectKind.ID_CONFLICT] * 2
+    assert w.store.ids[mid] == theirs and w.store.seqs(CID) == {}
+
+
 async def test_seqs_taken_by_another_writer_are_read_back_not_overwritten() -> None:
     w = World()
     await w.persister.persist([rec(0)])
