@@ -190,6 +190,12 @@ class GatewaySettings(BaseSettings):
     stream_heartbeat: float = Field(
         default=25.0, gt=0, description="seconds between pings on a stream; no pong: dropped"
     )
+    stream_send_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="seconds a stream's client has to take one frame; else it is cut off",
+    )
     stream_queue_frames: int = Field(
         default=1000, ge=1, description="frames a stream may hold unsent before it is too slow"
     )

@@ -35,16 +35,33 @@ CLOSE_WITHIN = 2.0
 class WebSocket:
     """A session's view of one aiohttp WebSocket: send a frame, or close it soon."""
 
-    __slots__ = ("_closing", "_request", "_ws", "code")
+    __slots__ = ("_closing", "_request", "_send_within", "_ws", "code")
 
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, request: web.Request, send_within: float
+    ) -> None:
         self._ws = ws
         self._request = request
+        self._send_within = send_within
         self.code: CloseCode | None = None
         self._closing: asyncio.Task[None] | None = None
 
     async def send(self, text: str) -> None:
-        await self._ws.send_str(text)
+        """Send one frame; a client that has not taken it within `send_within` seconds
+        (its buffers full: it stopped reading) is cut off, and ConnectionResetError is
+        raised. Without the bound a catch-up would hold its slot (STREAM_CATCH_UPS) for
+        as long as the client stays connected, and a close waits for the same drain."""
+        try:
+            async with asyncio.timeout(self._send_within):
+                await self._ws.send_str(text)
+        except TimeoutError:
+            if self.code is None:
+                self.code = CloseCode.TOO_SLOW
+            if self._request.transport is not None:
+                self._request.transport.abort()
+            raise ConnectionResetError(
+                f"the client took no frame within {self._send_within:g} s"
+            ) from None
 
     def close(self, code: CloseCode, reason: str) -> None:
         if self._closing is None and not self._ws.closed:
@@ -76,7 +93,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     admit(request, Action.OPEN_STREAM)
     await ws.prepare(request)
     _limit_send_buffer(request, settings.stream_send_buffer)
-    client = WebSocket(ws, request)
+    client = WebSocket(ws, request, settings.stream_send_timeout)
     opened: tuple[Session, asyncio.TimerHandle] | None = None
     try:
         opened = await _open(request, ws, client)

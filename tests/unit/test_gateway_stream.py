@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -31,6 +32,7 @@ from contracts.records import UID_MAX
 from gateway.app import create_app
 from gateway.domain.tokens import TokenCodec
 from gateway.entrypoints.state import SERVICES
+from gateway.entrypoints.stream_routes import WebSocket
 from gateway.settings import LOCAL_JWT_SECRET, GatewaySettings
 from tests.support.gateway_fakes import World
 from tests.support.waiting import WITHIN, eventually
@@ -326,3 +328,26 @@ async def test_a_client_that_does_not_answer_pings_is_dropped(world: World) -> N
 
 async def _text(response: Any) -> str:
     return await (await response).text()  # type: ignore[no-any-return]
+
+
+async def test_a_frame_the_client_does_not_take_in_time_cuts_the_connection() -> None:
+    """A client that stopped reading: the send waits on its full buffers, then gives up,
+    cuts the connection and says so (a catch-up must not hold its slot meanwhile)."""
+
+    class StuckSocket:  # aiohttp's send_str waits for the transport to drain
+        closed = False
+
+        async def send_str(self, text: str) -> None:
+            await asyncio.Event().wait()
+
+    class Transport:
+        aborted = False
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    request = SimpleNamespace(transport=Transport())
+    socket = WebSocket(StuckSocket(), request, send_within=0.05)  # type: ignore[arg-type]
+    with pytest.raises(ConnectionResetError, match=r"took no frame within 0\.05 s"):
+        await socket.send("frame")
+    assert request.transport.aborted and socket.code is CloseCode.TOO_SLOW
