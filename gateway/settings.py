@@ -109,7 +109,7 @@ class GatewaySettings(BaseSettings):
         default=2.0, gt=0, description="seconds per worker attempt"
     )
     upstream_cooldown: float = Field(
-        default=5.0, ge=0, description="seconds a failed worker is ejected"
+        default=5.0, gt=0, le=60, description="seconds a failed worker is ejected"
     )
 
     admin_token: SecretStr | None = Field(

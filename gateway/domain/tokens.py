@@ -11,6 +11,9 @@ from gateway.errors import GatewayError
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["sub", "user_id", "iss", "iat", "exp"]
+#: Seconds of clock difference between gateways a token survives: one gateway signs it, any
+#: other may check its `iat` (PyJWT refuses a token issued "in the future") and `exp`.
+CLOCK_SKEW = 5
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class TokenCodec:
 
     def verify(self, token: str) -> Principal:
         """The caller behind a token, or 4011 for any token that is not ours and current."""
+        if not token.isascii():  # a JWT is base64url; PyJWT would fail to encode it
+            raise GatewayError(ErrorCode.BAD_TOKEN, "invalid token")
         try:
             claims = jwt.decode(
                 token,
@@ -78,6 +83,7 @@ class TokenCodec:
                 algorithms=[ALGORITHM],
                 issuer=self._issuer,
                 options={"require": REQUIRED_CLAIMS},
+                leeway=CLOCK_SKEW,
             )
         except jwt.ExpiredSignatureError:
             raise TokenExpired from None

@@ -63,7 +63,10 @@ def _require_admin(request: web.Request) -> None:
     if expected is None:
         raise GatewayError(ErrorCode.FORBIDDEN, "admin view disabled: ADMIN_TOKEN is not set")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
-        token.strip().encode(), expected.encode()
+        # aiohttp reads header bytes that are not UTF-8 as lone surrogates: encoded back
+        # as they came (a plain encode() would raise, a 500 for a bad header).
+        token.strip().encode(errors="surrogateescape"),
+        expected.encode(),
     ):
         raise GatewayError(ErrorCode.BAD_TOKEN, "bad admin token")
 

@@ -37,9 +37,7 @@ class WebSocket:
 
     __slots__ = ("_closing", "_request", "_send_within", "_ws", "code")
 
-    def __init__(
-        self, ws: web.WebSocketResponse, request: web.Request, send_within: float
-    ) -> None:
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, send_within: float) -> None:
         self._ws = ws
         self._request = request
         self._send_within = send_within

@@ -4,6 +4,7 @@ canonical name and address, slow bodies, and the headers every answer carries.""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -251,3 +252,34 @@ async def test_any_body_to_the_auth_routes_is_a_json_answer(body: bytes) -> None
             response = await client.post(path, data=body)
             assert response.status < 500
             assert response.content_type == "application/json"
+
+
+async def _raw_get(client: Client, path: str, authorization: bytes) -> tuple[int, bytes]:
+    """A GET whose Authorization header carries these bytes as they are (aiohttp's client
+    would encode a str): the status and the body."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(
+            b"GET " + path.encode() + b" HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n"
+            b"Authorization: Bearer " + authorization + b"\r\n\r\n"
+        )
+        answer = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+@given(  # control characters: aiohttp's parser answers 400 before the application runs
+    st.binary(min_size=1, max_size=80).filter(
+        lambda b: all(c >= 0x20 and c != 0x7F for c in b) and b.strip() == b
+    )
+)
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_any_bytes_as_a_bearer_token_are_a_4011_answer(token: bytes) -> None:
+    """Bytes that are not UTF-8 reach the gateway as lone surrogates: never a 500."""
+    async with _client(World()) as client:
+        for path in ("/v1/users/me", "/metrics", "/v1/admin/instances"):
+            status, body = await _raw_get(client, path, token)
+            assert status == 401, (path, body)
+            assert json.loads(body)["code"] == "4011"

@@ -94,3 +94,12 @@ def test_bad_limits_are_refused_at_start(
 ) -> None:
     with pytest.raises(ValidationError):
         _settings(monkeypatch, {**PRODUCTION, name: value})
+
+
+@pytest.mark.parametrize("cooldown", [0, -1, 60.5, 120])
+def test_a_cooldown_the_balancer_cannot_use_is_refused_as_configuration(cooldown: float) -> None:
+    """The balancer takes 0 < cooldown <= 60: anything else is an invalid setting, not a
+    traceback at start."""
+    with pytest.raises(ValidationError, match="upstream_cooldown"):
+        GatewaySettings(dialogue_env="local", upstream_cooldown=cooldown)
+    assert GatewaySettings(dialogue_env="local", upstream_cooldown=60).upstream_cooldown == 60

@@ -8,9 +8,11 @@ import time
 import jwt
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from contracts.errors import ErrorCode
-from gateway.domain.tokens import TokenCodec, bearer_token
+from gateway.domain.tokens import CLOCK_SKEW, TokenCodec, bearer_token
 from gateway.errors import GatewayError
 
 SECRET = "s" * 40
@@ -106,3 +108,17 @@ def test_bearer_header_token() -> None:
 def test_a_signed_token_with_a_user_id_out_of_range_is_4011(user_id: int) -> None:
     token = codec.issue(user_id, "alice", time.time()).token
     assert _code(token) is ErrorCode.BAD_TOKEN
+
+
+@given(st.text(min_size=1).filter(lambda t: not t.isascii()))
+def test_a_token_that_is_not_ascii_is_4011_not_a_crash(text: str) -> None:
+    """aiohttp reads header bytes that are not UTF-8 as lone surrogates (\\udcff)."""
+    assert _code(text) is ErrorCode.BAD_TOKEN
+    assert _code(codec.issue(7, "alice", time.time()).token + "\udcff") is ErrorCode.BAD_TOKEN
+
+
+def test_a_token_issued_by_a_gateway_whose_clock_is_a_little_ahead_is_accepted() -> None:
+    ahead = codec.issue(7, "alice", time.time() + CLOCK_SKEW - 1)  # iat in our future
+    assert codec.verify(ahead.token).user_id == 7
+    too_far = codec.issue(7, "alice", time.time() + CLOCK_SKEW + 30)
+    assert _code(too_far.token) is ErrorCode.BAD_TOKEN
