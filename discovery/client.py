@@ -27,8 +27,15 @@ class BalancedClient:
     an idempotent request moves on to the next instance, within `attempts` and
     `deadline` seconds. A non-idempotent request moves on only when the
     connection could not be made (it never reached the instance). 4xx answers
-    are returned as they are. An ejected instance is readmitted once a GET of
+    are returned as they are, except the statuses in `refused` (an instance that
+    refuses the client itself, e.g. 401 for a credential it does not share): those
+    count as the instance's failure, like a 5xx, and the last one is returned when
+    no instance answers otherwise. An ejected instance is readmitted once a GET of
     `probe_path` answers below 500 (None: readmit when the cool-down ends).
+
+    Connections are not pooled with a limit: waiting for a free connection would
+    count against `request_timeout` and eject a healthy instance (callers bound
+    the requests in flight).
     """
 
     def __init__(
@@ -42,6 +49,7 @@ class BalancedClient:
         headers: Mapping[str, str] | None = None,
         max_cooldown: float = 60.0,
         probe_path: str | None = "/ping",
+        refused: frozenset[int] = frozenset(),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if attempts < 1:
@@ -51,6 +59,7 @@ class BalancedClient:
         self.deadline = deadline
         self.request_timeout = request_timeout
         self.probe_path = probe_path
+        self.refused = refused
         self._headers = dict(headers or {})
         self._balancer = Balancer(cooldown=cooldown, max_cooldown=max_cooldown, clock=clock)
         self._session: aiohttp.ClientSession | None = None
@@ -67,7 +76,9 @@ class BalancedClient:
     async def start(self) -> None:
         if self._session is not None:
             return
-        self._session = aiohttp.ClientSession(headers=self._headers)
+        self._session = aiohttp.ClientSession(
+            headers=self._headers, connector=aiohttp.TCPConnector(limit=0)
+        )
         self.watch.subscribe(self._balancer.update)
 
     async def stop(self) -> None:
@@ -100,6 +111,7 @@ class BalancedClient:
         give_up_at = time.monotonic() + self.deadline
         tried: list[str] = []
         failures: list[str] = []
+        refusal: UpstreamResponse | None = None
         while len(tried) < self.attempts:
             remaining = give_up_at - time.monotonic()
             if remaining <= 0:
@@ -136,13 +148,20 @@ class BalancedClient:
                     raise OutcomeUnknown(_unknown(method, path, reason))
                 failures.append(reason)
                 continue
-            self._balancer.succeeded(instance.id)
-            return UpstreamResponse(
+            response = UpstreamResponse(
                 status=status,
                 body=body,
                 headers=CIMultiDictProxy(CIMultiDict(resp_headers)),
                 instance_id=instance.id,
             )
+            if status in self.refused:  # it answered, refusing us: nothing was applied
+                failures.append(self._failed(instance, f"HTTP {status}"))
+                refusal = response
+                continue
+            self._balancer.succeeded(instance.id)
+            return response
+        if refusal is not None:
+            return refusal
         raise NoInstanceAvailable(self._nobody(method, path, failures))
 
     def _failed(self, instance: Instance, reason: str) -> str:

@@ -29,8 +29,21 @@ def _request_id_header() -> dict[str, str]:
     return {} if rid is None else {REQUEST_ID_HEADER: rid}
 
 
+#: Answers in which a worker refuses the gateway itself, not the client's request: its
+#: entrypoint token (401: ENTRYPOINT_TOKEN differs), a method or size it does not take
+#: (405, 413: another version). Each counts as the worker's failure (the next worker is
+#: tried, this one ejected), and reaches the client as 5030, never as its own 4011.
+REFUSALS = frozenset({401, 405, 413})
+
+
 def worker_error(status: int, body: bytes) -> GatewayError:
-    """The worker's own error when it sent a well-formed one, else a 5xx of ours."""
+    """The worker's own error when it sent a well-formed one about the client's request,
+    else a 5xx of ours."""
+    if status in REFUSALS:
+        log.error(
+            "dialogue workers refuse the gateway", extra={"status": status, "body": body[:200]}
+        )
+        return GatewayError(ErrorCode.NO_WORKER, "no dialogue worker accepts this gateway")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:

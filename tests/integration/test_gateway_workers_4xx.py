@@ -1,9 +1,11 @@
 """The gateway's worker client over the real Consul and HTTP: a 4xx-class answer is the
-caller's problem, never the worker's, so it never ejects the worker."""
+caller's problem, never the worker's, so it never ejects the worker; except a worker
+refusing the gateway itself (401, 405, 413), which is the worker's failure."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -23,19 +25,20 @@ from discovery import (
     Registration,
     ServiceWatch,
 )
-from gateway.adapters.workers import WorkerClient
+from gateway.adapters.workers import REFUSALS, WorkerClient
 from gateway.errors import GatewayError
 from infra.local import LocalSettings
 from infra.processes.private import free_port
 from tests.support.waiting import eventually
 
-CLIENT_CODES = [code for code in ErrorCode if code.status < 500]
+CLIENT_CODES = [code for code in ErrorCode if code.status < 500 and code.status not in REFUSALS]
 
 
 @dataclass
 class Answer:
     status: int = 200
     body: bytes = b"{}"
+    hold: Callable[[], Awaitable[None]] | None = None  # awaited before answering
 
 
 async def _passing() -> HealthReport:
@@ -46,6 +49,7 @@ async def _passing() -> HealthReport:
 class FakeWorker:
     answer: Answer
     client: WorkerClient
+    watch: ServiceWatch
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +58,8 @@ async def worker(infra: LocalSettings, unique: Callable[[str], str]) -> AsyncIte
     answer = Answer()
 
     async def handle(request: web.Request) -> web.Response:
+        if answer.hold is not None:
+            await answer.hold()
         return web.Response(status=answer.status, body=answer.body, content_type="application/json")
 
     app = web.Application()
@@ -82,7 +88,7 @@ async def worker(infra: LocalSettings, unique: Callable[[str], str]) -> AsyncIte
     await balanced.start()
     try:
         await eventually(lambda: watch.instances, what="the fake worker in the watch")
-        yield FakeWorker(answer, WorkerClient(balanced))
+        yield FakeWorker(answer, WorkerClient(balanced), watch)
     finally:
         await balanced.stop()
         await watch.stop()
@@ -112,7 +118,9 @@ async def test_a_worker_error_of_the_client_class_passes_through_and_ejects_noth
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(status=st.integers(400, 499), body=st.binary(max_size=100))
+@given(
+    status=st.integers(400, 499).filter(lambda s: s not in REFUSALS), body=st.binary(max_size=100)
+)
 async def test_any_4xx_answer_ejects_nothing(worker: FakeWorker, status: int, body: bytes) -> None:
     worker.answer.status, worker.answer.body = status, body
     with pytest.raises(GatewayError):
@@ -128,3 +136,58 @@ async def test_a_5xx_answer_does_eject_the_worker(worker: FakeWorker) -> None:
     assert caught.value.code is ErrorCode.NO_WORKER
     (view,) = worker.client.instances()
     assert view.ejections == 1 and not view.healthy
+
+
+@pytest.mark.parametrize("code", [ErrorCode.BAD_TOKEN, ErrorCode.METHOD_NOT_ALLOWED])
+async def test_a_worker_that_refuses_the_gateway_is_a_5030_and_is_ejected(
+    worker: FakeWorker, code: ErrorCode
+) -> None:
+    """ENTRYPOINT_TOKEN differs (401), or another version of the worker (405): the
+    client must not read the worker's 4011 as its own token refused."""
+    balanced = BalancedClient(worker.watch, cooldown=60.0, refused=REFUSALS)  # as the gateway
+    await balanced.start()
+    try:
+        client = WorkerClient(balanced)
+        worker.answer.status, worker.answer.body = (
+            code.status,
+            orjson.dumps(error_body(code, "bad entrypoint token")),
+        )
+        with pytest.raises(GatewayError) as caught:
+            await client.chat(1, new_id())
+        assert caught.value.code is ErrorCode.NO_WORKER
+        (view,) = client.instances()
+        assert view.ejections == 1 and not view.healthy
+    finally:
+        await balanced.stop()
+
+
+async def test_more_calls_in_flight_than_a_default_pool_holds_all_reach_the_worker(
+    worker: FakeWorker,
+) -> None:
+    """aiohttp pools 100 connections by default, and a call waiting for one would time out
+    and eject a healthy worker. 150 calls are held at the worker until all have arrived."""
+    in_flight = 150
+    arrived = 0
+    all_in = asyncio.Event()
+
+    async def hold() -> None:
+        nonlocal arrived
+        arrived += 1
+        if arrived == in_flight:
+            all_in.set()
+        await all_in.wait()
+
+    balanced = BalancedClient(worker.watch, request_timeout=5.0, deadline=5.0)
+    await balanced.start()
+    worker.answer.status, worker.answer.body, worker.answer.hold = 200, b"{}", hold
+    try:
+        answers = await asyncio.gather(
+            *(balanced.request("GET", "/x") for _ in range(in_flight)), return_exceptions=True
+        )
+        assert [getattr(a, "status", a) for a in answers] == [200] * in_flight
+        (stats,) = balanced.stats()
+        assert stats.ejections == 0
+    finally:
+        all_in.set()
+        worker.answer.hold = None
+        await balanced.stop()
