@@ -25,8 +25,10 @@ def schema_text() -> str:
 
 
 def events_schema_text() -> str:
-    """The event schema of `dialogue.events` (one of the four event types)."""
-    schema = EVENT.json_schema()
+    """The event schema of `dialogue.events` (one of the four event types), as published:
+    `v` and `type` are in every event, so the schema requires them (a consumer's code
+    generated from it must not take them for optional)."""
+    schema = EVENT.json_schema(mode="serialization")
     schema["title"] = "dialogue.events event v1"
     return _text(EVENTS_SCHEMA_FILE.name, schema)
 

@@ -21,7 +21,9 @@ ObjectIdHex = Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")]
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", json_schema_serialization_defaults_required=True
+    )
 
     v: Literal[1] = 1
     cid: ObjectIdHex = Field(description="the chat; also the record key")

@@ -12,8 +12,9 @@ import orjson
 import pytest
 
 from contracts import api
-from contracts.__main__ import SCHEMA_FILE, schema_text
+from contracts.__main__ import EVENTS_SCHEMA_FILE, SCHEMA_FILE, events_schema_text, schema_text
 from contracts.errors import ErrorCode, error_body
+from contracts.events import ChatCreated, ChatRead, MembersAdded, MessageCreated
 from contracts.ids import is_object_id, new_id
 from contracts.records import TEXT_MAX, InvalidRecord, MessageRecord, decode_record
 
@@ -125,3 +126,25 @@ def test_created_at_more_than_a_day_ahead_is_refused() -> None:
 def test_every_error_body_is_the_documented_error_shape(code: ErrorCode) -> None:
     body = error_body(code, "what went wrong")
     assert api.Error.model_validate(body).model_dump(mode="json") == body
+
+
+def test_published_events_schema_is_current_and_requires_what_every_event_carries() -> None:
+    assert EVENTS_SCHEMA_FILE.read_text() == events_schema_text(), "run: python -m contracts"
+    schema = json.loads(EVENTS_SCHEMA_FILE.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    cid = new_id()
+    message = api.Message(id=new_id(), cid=cid, uid=7, createdAt=1_700_000_000, text="hi", seq=3)
+    chat = api.Chat(id=cid, users=[7, 8], createdAt=1_700_000_000)
+    events = [
+        MessageCreated(cid=cid, seq=3, message=message),
+        ChatCreated(cid=cid, chat=chat),
+        MembersAdded(cid=cid, users=[9], members=[7, 8, 9]),
+        ChatRead(cid=cid, uid=7, seq=3),
+    ]
+    for event in events:
+        published = orjson.loads(event.to_bytes())
+        validator.validate(published)
+        for field in ("v", "type"):  # every event carries them: the schema requires them
+            partial = {k: v for k, v in published.items() if k != field}
+            assert not validator.is_valid(partial), (event.type, field)
