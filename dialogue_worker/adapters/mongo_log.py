@@ -93,12 +93,13 @@ class MongoMessageLog:
                 return None
             cid = str(entry["cid"])
             stored = await self._db.history.find_one(
-                {"_id": message_key(cid, entry["seq"])}, {"id": 1}
+                {"_id": message_key(cid, entry["seq"])}, {"id": 1, "createdAt": 1}
             )
         except PyMongoError as exc:
             raise failure(exc) from exc
-        applied = stored is not None and stored["id"] == entry["_id"]
-        return Known(cid, entry["seq"], entry["uid"], entry["h"], applied)
+        if stored is not None and stored["id"] == entry["_id"]:
+            return Known(cid, entry["seq"], entry["uid"], entry["h"], True, stored["createdAt"])
+        return Known(cid, entry["seq"], entry["uid"], entry["h"], applied=False)
 
     async def claim(self, entries: Sequence[IdEntry]) -> set[str]:
         failed = await self._insert(self._db.ids, [id_doc(e) for e in entries])

@@ -51,10 +51,17 @@ class Known:
     uid: int
     digest: str
     applied: bool  # the history holds this id at this seq (else a crashed attempt left it)
+    created_at: float | None = None  # the stored message's createdAt (None: not read)
 
     def same_message(self, item: Accepted) -> bool:
         m = item.message
         return (self.cid, self.uid, self.digest) == (m.cid, m.uid, text_digest(m.text))
+
+    def as_stored(self, item: Accepted) -> Accepted:
+        """`item` as its stored message reads: a repeat may carry another createdAt (a
+        producer that built the record again to retry it), and its event and the chat's
+        preview show what history holds."""
+        return _created(item, self.created_at)
 
     def settled_for(self, item: Accepted) -> bool:
         """Whether this entry decides `item`'s fate: a message stored under it, or a claim
@@ -94,7 +101,7 @@ def plan_chat(
             continue
         if entry is not None and entry.settled_for(item):
             if entry.applied and entry.same_message(item):
-                plan.repeats.append(Placed(item, entry.seq))
+                plan.repeats.append(Placed(entry.as_stored(item), entry.seq))
                 if entry.seq == state.last_seq + 1:  # stored next to where the chat stands
                     state = _moved(state, item, entry.seq)  # (a hole below it just filled)
             else:
@@ -117,6 +124,18 @@ def _moved(state: ChatState, item: Accepted, seq: int) -> ChatState:
         partition=item.record.partition,
         last_offset=max(item.record.offset, state.last_offset if same else -1),
     )
+
+
+def _created(item: Accepted, created_at: float | None) -> Accepted:
+    if created_at is None or item.message.createdAt == created_at:
+        return item
+    message = item.message.model_copy(update={"createdAt": created_at})
+    return replace(item, message=message)
+
+
+def like_first(copy: Accepted, first: Accepted) -> Accepted:
+    """A copy of a record in the same batch, as the first (which is stored) reads."""
+    return _created(copy, first.message.createdAt)
 
 
 def conflict_reason(item: Accepted) -> str:

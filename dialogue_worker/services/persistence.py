@@ -51,6 +51,7 @@ from dialogue_worker.domain.sequencing import (
     Placed,
     conflict_reason,
     first_copies,
+    like_first,
     plan_chat,
     same_content,
     text_digest,
@@ -433,18 +434,18 @@ class BatchPersister:
         for p in plans.values():
             result.repeats += p.repeats
             result.conflicts += p.conflicts
-        seq_of = {p.item.message.id: p.seq for p in [*result.new, *result.repeats]}
+        placed = {p.item.message.id: p for p in [*result.new, *result.repeats]}
         for copy, first in copies:
             entry = known.get(copy.message.id)
             if entry is not None and entry.settled_for(copy):  # judged against the store
                 if entry.applied and entry.same_message(copy):
-                    result.repeats.append(Placed(copy, entry.seq))
+                    result.repeats.append(Placed(entry.as_stored(copy), entry.seq))
                 else:
                     result.conflicts.append((copy, conflict_reason(copy)))
             elif not same_content(copy, first):
                 result.conflicts.append((copy, conflict_reason(copy)))
-            elif first.message.id in seq_of:
-                result.repeats.append(Placed(copy, seq_of[first.message.id]))
+            elif (stored := placed.get(first.message.id)) is not None:
+                result.repeats.append(Placed(like_first(copy, stored.item), stored.seq))
         return result
 
     async def _settle(self, plan: _Round, now: float) -> _Stored:
@@ -552,7 +553,7 @@ def _log_taken(moved: Sequence[Accepted]) -> None:
 def _stored(placed: Placed) -> Known:
     """What the store holds for a message this attempt stored."""
     m = placed.item.message
-    return Known(m.cid, placed.seq, m.uid, text_digest(m.text), applied=True)
+    return Known(m.cid, placed.seq, m.uid, text_digest(m.text), True, m.createdAt)
 
 
 def _entry(entry: IdEntry) -> Known:

@@ -381,6 +381,13 @@ async def test_retract_and_reclaim_change_only_what_this_attempt_wrote(
         assert await log.known([entry.id]) == {entry.id: Known(cid, 5, 1, "h", False)}
         assert await log.reclaim([replace(entry, seq=6)], {entry.id: 5}) == set()
         assert (await log.known([entry.id]))[entry.id].seq == 6
+
+        # An entry whose message is stored: known as applied, with the stored createdAt.
+        first = await history.find_one({"_id": message_key(cid, 1)})
+        assert first is not None
+        mid = str(first["id"])
+        assert await log.claim([IdEntry(mid, cid, 1, 1, "h1", 0, 1)]) == set()
+        assert await log.known([mid]) == {mid: Known(cid, 1, 1, "h1", True, 1_000)}
     finally:
         await database.close()
 

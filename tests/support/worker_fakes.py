@@ -104,7 +104,8 @@ class MemoryStore:
             if entry is not None:
                 stored = self.messages.get((entry.cid, entry.seq))
                 applied = stored is not None and stored.id == mid
-                found[mid] = Known(entry.cid, entry.seq, entry.uid, entry.digest, applied)
+                created = stored.created_at if stored is not None and applied else None
+                found[mid] = Known(entry.cid, entry.seq, entry.uid, entry.digest, applied, created)
         return found
 
     async def claim(self, entries: Sequence[IdEntry]) -> set[str]:

@@ -58,6 +58,7 @@ def rec(
     cid: str = CID,
     mid: int | None = None,
     partition: int = 0,
+    created: int = NOW,
 ) -> InboundRecord:
     value = {
         "v": 1,
@@ -65,7 +66,7 @@ def rec(
         "cid": cid,
         "uid": uid,
         "text": text if text is not None else f"m{offset}",
-        "createdAt": NOW,
+        "createdAt": created,
     }
     return InboundRecord("msgs", partition, offset, cid.encode(), orjson.dumps(value))
 
@@ -208,6 +209,26 @@ async def test_a_copy_of_a_stored_message_repeats_it_and_another_text_is_a_confl
     assert [(r.record.offset, r.kind) for r in w.outbox.dead] == [(2, RejectKind.ID_CONFLICT)]
     assert w.events()[-2:] == [(CID, 1, ids(0)[0]), (CID, 2, ids(3)[0])]
     assert w.metrics.id_conflicts._value.get() == 1
+
+
+async def test_a_repeat_built_again_with_another_created_at_is_published_as_stored() -> None:
+    """A producer that rebuilds a record to retry it (same id, chat, author and text, a
+    fresh createdAt): a repeat, whose event and preview show what history holds."""
+    w = World()
+    await w.persister.persist([rec(0, text="hi")])
+    outcome = await w.persister.persist(
+        [rec(1, text="hi", mid=0, created=NOW + 60), rec(2, text="hi", mid=0, created=NOW + 90)]
+    )
+    assert (outcome.stored, outcome.duplicates) == (0, 2)
+    created = [e.message.createdAt for e in w.outbox.events if isinstance(e, MessageCreated)]
+    assert created == [NOW, NOW, NOW]
+    # Copies inside one batch read as the first, which is the one stored.
+    w2 = World()
+    await w2.persister.persist([rec(0, text="a"), rec(1, text="a", mid=0, created=NOW + 5)])
+    created = [e.message.createdAt for e in w2.outbox.events if isinstance(e, MessageCreated)]
+    assert created == [NOW, NOW]
+    assert w2.store.chats[CID].chat.last_message is not None
+    assert w2.store.chats[CID].chat.last_message.createdAt == NOW
 
 
 async def test_copies_inside_one_batch_are_stored_once() -> None:
