@@ -10,6 +10,7 @@ from typing import Any, cast
 import faust
 from aiohttp import web
 
+from dialogue_worker.adapters import kafka_records
 from dialogue_worker.adapters.commits import KafkaPartitionLog, KafkaPositions, OffsetCommitter
 from dialogue_worker.adapters.consumer_lag import ConsumerLag
 from dialogue_worker.adapters.faust_app import RawSchema, WorkerApp
@@ -83,6 +84,7 @@ def faust_app(settings: WorkerSettings) -> faust.App:
 
 
 def build(settings: WorkerSettings) -> Components:
+    kafka_records.install()  # before any consumer: a header key must not stop a partition
     app = faust_app(settings)
     metrics = WorkerMetrics()
     database = MongoDatabase(settings.mongo_url, settings.mongo_db, settings.mongo_timeout)

@@ -25,6 +25,7 @@ from dialogue_worker.domain.sequencing import ChatState, Known
 from dialogue_worker.services.ports import ChatAdvance, IdEntry, StoredMessage
 from infra.local import LocalSettings
 from infra.processes.worker import WorkerProcess, produce
+from tests.support.bad_header_key import produce_with_bad_header_key
 from tests.support.hostile import BROKER_LIMIT
 from tests.support.waiting import NeverHappened, eventually
 
@@ -130,6 +131,48 @@ async def test_invalid_and_non_member_records_go_to_the_dlq_with_reasons(
     assert all(h["x-dlq-topic"] == worker.topic.encode() for h in dead.values())
     await eventually(lambda: _count_is(mongo[worker.mongo_db]["history"], cid, 2), what="2 stored")
     assert await worker.metric("dialogue_worker_dlq_records_total") >= 5
+
+
+async def test_a_header_key_that_is_not_utf8_stops_nothing(
+    worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
+) -> None:
+    """aiokafka cannot decode such a key: the worker crashed on it, and so did every
+    worker its partition moved to. Now the record is stored, or dead-lettered with its
+    headers (the key with replacement characters), and the partition goes on."""
+    cid = await create_chat(worker, [1, 2])
+    first, second, last = record(cid, 1, "before"), record(cid, 2, "odd header"), record(cid, 1)
+    invalid = orjson.dumps(second.model_dump() | {"id": new_id(), "uid": "x"})
+    consumer = AIOKafkaConsumer(
+        worker.dlq_topic, bootstrap_servers=infra.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        await produce(infra.kafka_bootstrap, worker.topic, [(first.key(), first.to_bytes())])
+        await produce_with_bad_header_key(
+            infra.kafka_bootstrap,
+            worker.topic,
+            [(second.key(), second.to_bytes()), (cid.encode(), invalid)],
+        )
+        await produce(infra.kafka_bootstrap, worker.topic, [(last.key(), last.to_bytes())])
+        history = mongo[worker.mongo_db]["history"]
+        await eventually(lambda: _count_is(history, cid, 3), what="3 stored", within=60)
+        dead = []
+
+        async def read_dead() -> int:
+            for msgs in (await consumer.getmany(timeout_ms=1000)).values():
+                dead.extend(msgs)
+            return len(dead)
+
+        await eventually(read_dead, lambda n: n >= 1, every=0, what="the dead letter")
+    finally:
+        await consumer.stop()
+    stored = await history.find({"cid": ObjectId(cid)}).sort("seq", 1).to_list()
+    assert [d["text"] for d in stored] == ["before", "odd header", last.text]
+    [letter] = dead
+    assert letter.value == invalid
+    assert dict(letter.headers)["x-dlq-kind"] == b"invalid"
+    assert ("\ufffd\ufffd", b"v") in letter.headers  # its own header, the key replaced
+    assert worker.returncode is None  # still running
 
 
 async def test_a_record_at_the_broker_limit_is_dead_lettered_cut_and_the_next_one_stored(

@@ -1,0 +1,177 @@
+"""Fetched records whose header keys are not UTF-8 reach the worker instead of stopping it.
+
+Kafka's protocol calls a header key a string, but nothing checks it: a producer that
+writes bytes (sarama, franz-go, a hand-rolled client) can put any bytes there. aiokafka
+decodes header keys strictly, in its C record parser and in its Python one, so every
+fetch of such a partition raised UnicodeDecodeError out of the consumer: the faust app
+crashed, the worker exited, and the partition moved on to the next worker, which
+crashed on the same record (found in review, 2026-12-02).
+
+`install()` gives aiokafka's fetcher `TolerantRecords` in place of its `MemoryRecords`:
+the same batches, iterated by aiokafka's parser until a record's header key fails to
+decode; from there the batch is read by `lenient_records`, this module's reader of the
+record format v2, which decodes header keys with replacement characters (U+FFFD). Key,
+value and header values are bytes either way, so the record is what its producer wrote
+except for those keys, and the worker stores or dead-letters it like any other (a
+dead letter copies its headers with the replaced keys).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiokafka.consumer.fetcher as fetcher
+from aiokafka import codec
+from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.record.util import decode_varint
+
+# Record batch v2 (Kafka's "message format v2"): the header's fixed fields, big-endian.
+_HEADER = struct.Struct(">qiibIhiqqqhii")  # baseOffset .. recordCount: 61 bytes
+_LENGTH_END = 12  # baseOffset (8) + batchLength (4): a batch is 12 + batchLength bytes
+_MAGIC_AT = 16
+_LOG_APPEND_TIME = 0x08
+_DECODERS: dict[int, Callable[[bytes], bytes]] = {
+    1: codec.gzip_decode,
+    2: codec.snappy_decode,
+    3: codec.lz4_decode,
+    4: codec.zstd_decode,
+}
+
+
+@dataclass(frozen=True)
+class LenientRecord:
+    """What aiokafka's fetcher reads of a record (its `_consumer_record`)."""
+
+    offset: int
+    timestamp: int
+    timestamp_type: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+    checksum: None = None
+
+
+def lenient_records(batch: bytes, skip: int = 0) -> Iterator[LenientRecord]:
+    """The records of one v2 batch after the first `skip`, header keys decoded with
+    replacement characters. Raises ValueError for anything but a whole v2 batch."""
+    if len(batch) < _HEADER.size or batch[_MAGIC_AT] != 2:
+        raise ValueError("not a record batch of format v2")
+    (base, length, _, _, _, attributes, _, first_ts, max_ts, _, _, _, count) = _HEADER.unpack_from(
+        batch
+    )
+    if _LENGTH_END + length != len(batch):
+        raise ValueError("batch length does not match")
+    body = bytes(batch[_HEADER.size :])
+    compression = attributes & 0x07
+    if compression:
+        decode = _DECODERS.get(compression)
+        if decode is None:
+            raise ValueError(f"unknown compression {compression}")
+        body = decode(body)
+    log_append = bool(attributes & _LOG_APPEND_TIME)
+    pos = 0
+    for index in range(count):
+        size, pos = decode_varint(body, pos)
+        end = pos + size
+        pos += 1  # the record's attributes: unused
+        ts_delta, pos = decode_varint(body, pos)
+        offset_delta, pos = decode_varint(body, pos)
+        key, pos = _bytes(body, pos)
+        value, pos = _bytes(body, pos)
+        headers: list[tuple[str, bytes | None]] = []
+        count_headers, pos = decode_varint(body, pos)
+        for _ in range(count_headers):
+            name, pos = _bytes(body, pos)
+            header_value, pos = _bytes(body, pos)
+            headers.append(((name or b"").decode("utf-8", "replace"), header_value))
+        if pos != end:
+            raise ValueError("record length does not match its fields")
+        if index >= skip:
+            yield LenientRecord(
+                offset=base + offset_delta,
+                timestamp=max_ts if log_append else first_ts + ts_delta,
+                timestamp_type=int(log_append),
+                key=key,
+                value=value,
+                headers=headers,
+            )
+
+
+def _bytes(body: bytes, pos: int) -> tuple[bytes | None, int]:
+    """A varint length (-1: null) and that many bytes."""
+    size, pos = decode_varint(body, pos)
+    if size < 0:
+        return None, pos
+    if pos + size > len(body):
+        raise ValueError("field runs past the batch")
+    return body[pos : pos + size], pos + size
+
+
+class TolerantBatch:
+    """One of aiokafka's batches; its records from aiokafka's parser until one fails to
+    decode, then from `lenient_records`."""
+
+    def __init__(self, batch: Any, raw: bytes) -> None:
+        self._batch = batch
+        self._raw = raw
+        self._records: Iterator[Any] | None = None
+
+    def __getattr__(self, name: str) -> Any:  # base_offset, is_control_batch, ...
+        return getattr(self._batch, name)
+
+    def __iter__(self) -> TolerantBatch:
+        return self
+
+    def __next__(self) -> Any:
+        if self._records is None:
+            self._records = self._read()
+        return next(self._records)
+
+    def _read(self) -> Iterator[Any]:
+        taken = 0
+        records = iter(self._batch)
+        while True:
+            try:
+                record = next(records)
+            except StopIteration:
+                return
+            except UnicodeDecodeError:  # a header key that is not UTF-8
+                yield from lenient_records(self._raw, skip=taken)
+                return
+            taken += 1
+            yield record
+
+
+class TolerantRecords:
+    """aiokafka's MemoryRecords over a fetched message set, whose batches keep their
+    bytes (for `lenient_records`)."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._records = MemoryRecords(raw)
+        self._raw = raw
+        self._pos = 0
+
+    def size_in_bytes(self) -> int:
+        return int(self._records.size_in_bytes())
+
+    def has_next(self) -> bool:
+        return bool(self._records.has_next())
+
+    def next_batch(self) -> TolerantBatch | None:
+        batch = self._records.next_batch()
+        if batch is None:
+            return None
+        start = self._pos
+        (length,) = struct.unpack_from(">i", self._raw, start + 8)
+        self._pos = start + _LENGTH_END + length
+        return TolerantBatch(batch, self._raw[start : self._pos])
+
+
+def install() -> None:
+    """Make aiokafka's fetcher (every consumer of this process) read `TolerantRecords`."""
+    if getattr(fetcher, "MemoryRecords", None) not in (MemoryRecords, TolerantRecords):
+        raise RuntimeError("aiokafka's fetcher changed: check adapters/kafka_records.py")
+    fetcher.MemoryRecords = TolerantRecords

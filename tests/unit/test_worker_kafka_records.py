@@ -1,0 +1,125 @@
+"""dialogue_worker.adapters.kafka_records: record batches read as aiokafka reads them,
+except header keys that are not UTF-8, which no longer stop the consumer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dialogue_worker.adapters.kafka_records import TolerantRecords, lenient_records
+
+GZIP = 1
+MARK = "\x01\x02\x03\x04"  # a header key, overwritten with bytes that are not UTF-8
+
+optional_bytes = st.none() | st.binary(max_size=40)
+records = st.lists(
+    st.tuples(
+        st.integers(0, 10**6),  # timestamp
+        optional_bytes,  # key
+        optional_bytes,  # value
+        st.lists(st.tuples(st.text(max_size=10), optional_bytes), max_size=3),
+    ),
+    min_size=1,
+    max_size=20,
+)
+
+
+def build(rows: list[Any], compression: int = 0, base: int = 0) -> bytes:
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=compression,
+        is_transactional=False,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 24,
+    )
+    for delta, (timestamp, key, value, headers) in enumerate(rows):
+        builder.append(delta, timestamp=timestamp, key=key, value=value, headers=headers)
+    raw = bytearray(builder.build())
+    raw[0:8] = base.to_bytes(8, "big")  # the broker sets the base offset
+    return bytes(raw)
+
+
+def fields(record: Any) -> tuple[Any, ...]:
+    headers = [(k, v) for k, v in record.headers]
+    return (
+        record.offset,
+        record.timestamp,
+        record.timestamp_type,
+        record.key,
+        record.value,
+        headers,
+    )
+
+
+def aiokafka_reads(raw: bytes) -> list[tuple[Any, ...]]:
+    found = []
+    batches = MemoryRecords(raw)
+    while batches.has_next():
+        found += [fields(r) for r in batches.next_batch()]
+    return found
+
+
+@given(records, st.sampled_from([0, GZIP]), st.integers(0, 2**40), st.integers(0, 25))
+def test_a_batch_reads_as_aiokafka_reads_it(
+    rows: list[Any], compression: int, base: int, skip: int
+) -> None:
+    raw = build(rows, compression, base)
+    expected = aiokafka_reads(raw)
+    assert [fields(r) for r in lenient_records(raw)] == expected
+    assert [fields(r) for r in lenient_records(raw, skip=skip)] == expected[skip:]
+
+
+@given(st.lists(records, min_size=1, max_size=4))
+def test_tolerant_records_give_aiokafka_batches_unchanged(batches: list[Any]) -> None:
+    raw = b"".join(build(rows, base=i * 100) for i, rows in enumerate(batches))
+    tolerant = TolerantRecords(raw)
+    found = []
+    while tolerant.has_next():
+        batch = tolerant.next_batch()
+        assert batch is not None and batch.magic == 2  # attributes come from aiokafka's
+        found += [fields(r) for r in batch]
+    assert found == aiokafka_reads(raw)
+    assert tolerant.size_in_bytes() == len(raw)
+
+
+def poisoned(compression: int = 0) -> bytes:
+    """Three records, the second with a header key that is not UTF-8."""
+    rows = [
+        (1, b"k1", b"first", [("a", b"1")]),
+        (2, b"k2", b"second", [(MARK, b"2"), ("b", None)]),
+        (3, b"k3", b"third", []),
+    ]
+    raw = build(rows, compression, base=40)
+    at = raw.index(MARK.encode())
+    return raw[:at] + b"\xff\xfe\xc3\x28" + raw[at + len(MARK) :]
+
+
+def test_aiokafka_cannot_read_a_header_key_that_is_not_utf8() -> None:
+    """Why the module exists: the record stops aiokafka's parser (and the consumer)."""
+    with pytest.raises(UnicodeDecodeError):
+        aiokafka_reads(poisoned())
+
+
+def test_a_header_key_that_is_not_utf8_is_read_with_replacement_characters() -> None:
+    tolerant = TolerantRecords(poisoned())
+    batch = tolerant.next_batch()
+    assert batch is not None
+    found = [fields(r) for r in batch]
+    assert [f[0] for f in found] == [40, 41, 42]
+    assert [f[4] for f in found] == [b"first", b"second", b"third"]
+    assert found[1][5] == [("\ufffd\ufffd\ufffd(", b"2"), ("b", None)]
+    assert found[0][5] == [("a", b"1")] and not tolerant.has_next()
+
+
+@pytest.mark.parametrize("cut", [1, 30, 61, -1])
+def test_a_batch_that_is_not_whole_is_refused(cut: int) -> None:
+    raw = build([(1, b"k", b"v", [])])
+    with pytest.raises(ValueError):
+        list(lenient_records(raw[:cut] if cut > 0 else raw + b"\x00"))
