@@ -10,7 +10,6 @@ from typing import Any, cast
 import faust
 from aiohttp import web
 
-from dialogue_worker.adapters import kafka_records
 from dialogue_worker.adapters.commits import KafkaPartitionLog, KafkaPositions, OffsetCommitter
 from dialogue_worker.adapters.consumer_lag import ConsumerLag
 from dialogue_worker.adapters.faust_app import RawSchema, WorkerApp
@@ -31,6 +30,7 @@ from dialogue_worker.services.health import PING_TIMEOUT, WorkerHealth
 from dialogue_worker.services.ordering import PartitionOrder
 from dialogue_worker.services.persistence import BatchPersister
 from dialogue_worker.settings import WorkerSettings
+from platform_common import kafka_records
 from platform_common.retry import Backoff
 
 log = logging.getLogger(__name__)

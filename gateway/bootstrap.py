@@ -27,6 +27,7 @@ from gateway.services.ports import EventFeed, MessageBus, PasswordHasher, UserSt
 from gateway.services.readiness import Readiness
 from gateway.services.stream import StreamService
 from gateway.settings import GatewaySettings
+from platform_common import kafka_records
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ AdaptersFactory = Callable[[GatewaySettings], AbstractAsyncContextManager[Adapte
 @asynccontextmanager
 async def real_adapters(settings: GatewaySettings) -> AsyncIterator[Adapters]:
     """MySQL pool (migrated), Kafka producer, Consul watch and balancer; closed in reverse."""
+    kafka_records.install()  # the events feed reads any header key without stopping
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(
             mysql_pool(

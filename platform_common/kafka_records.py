@@ -1,4 +1,4 @@
-"""Fetched records whose header keys are not UTF-8 reach the worker instead of stopping it.
+"""Fetched records whose header keys are not UTF-8 reach the consumer instead of stopping it.
 
 Kafka's protocol calls a header key a string, but nothing checks it: a producer that
 writes bytes (sarama, franz-go, a hand-rolled client) can put any bytes there. aiokafka
@@ -7,7 +7,8 @@ fetch of such a partition raised UnicodeDecodeError out of the consumer: the fau
 crashed, the worker exited, and the partition moved on to the next worker, which
 crashed on the same record (found in review, 2026-12-02).
 
-`install()` gives aiokafka's fetcher `TolerantRecords` in place of its `MemoryRecords`:
+`install()` (the worker at start, and the gateway for its events feed) gives aiokafka's
+fetcher `TolerantRecords` in place of its `MemoryRecords`:
 the same batches, iterated by aiokafka's parser until a record's header key fails to
 decode; from there the batch is read by `lenient_records`, this module's reader of the
 record format v2, which decodes header keys with replacement characters (U+FFFD). Key,

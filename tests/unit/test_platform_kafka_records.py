@@ -1,4 +1,4 @@
-"""dialogue_worker.adapters.kafka_records: record batches read as aiokafka reads them,
+"""platform_common.kafka_records: record batches read as aiokafka reads them,
 except header keys that are not UTF-8, which no longer stop the consumer."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from aiokafka.record.memory_records import MemoryRecords
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dialogue_worker.adapters.kafka_records import TolerantRecords, lenient_records
+from platform_common.kafka_records import TolerantRecords, lenient_records
 
 GZIP = 1
 MARK = "\x01\x02\x03\x04"  # a header key, overwritten with bytes that are not UTF-8
