@@ -75,7 +75,9 @@ class WorkerRuntime:
             s.topic_replication,
             s.topic_min_insync,
         )
-        p.persister.route(partitioner(topics.partitions[s.topic]))
+        route = partitioner(topics.partitions[s.topic])
+        p.persister.route(route)
+        p.outbox.route(route)
         await p.outbox.start()
         await p.positions.start()
         # Web server first, then the consumer joins the group and the agent starts.

@@ -13,7 +13,7 @@ own headers go, then the value (dead letters only) is cut, saying so in a header
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -38,7 +38,8 @@ FORWARDED_FROM = "x-forwarded-from"
 MAX_RECORD = 1_048_576
 
 Headers = list[tuple[str, bytes]]
-Outgoing = tuple[str, bytes | None, bytes | None, Headers]
+#: topic, value, key, headers, partition (None: the producer's keyed partitioner).
+Outgoing = tuple[str, bytes | None, bytes | None, Headers, int | None]
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
@@ -89,6 +90,15 @@ class KafkaOutbox:
         self.events_topic = events_topic
         self._bootstrap = bootstrap
         self._producer: ScopedProducer | None = None
+        self._partition_of: Callable[[str], int] | None = None
+
+    def route(self, partition_of: Callable[[str], int]) -> None:
+        """Forward a chat's records to the partition this rule gives, the one the
+        workers' own check uses, rather than where the producer's live metadata would
+        hash the key: after partitions are added to the topic the two differ until every
+        worker restarts, and a record forwarded by the producer's count was forwarded
+        again by the next worker's check, for ever."""
+        self._partition_of = partition_of
 
     async def start(self) -> None:
         if self._producer is None:
@@ -114,7 +124,7 @@ class KafkaOutbox:
         sends: list[Outgoing] = []
         for r in rejected:
             key, value, headers = dead_letter_copy(r)
-            sends.append((self.dlq_topic, value, key, headers))
+            sends.append((self.dlq_topic, value, key, headers, None))
         await self._send(sends)
 
     async def forward(self, records: Sequence[tuple[InboundRecord, str]]) -> None:
@@ -128,11 +138,12 @@ class KafkaOutbox:
                 [(FORWARDED_FROM, where)],
                 cut=False,
             )
-            sends.append((self.topic, value, key, headers))
+            partition = None if self._partition_of is None else self._partition_of(cid)
+            sends.append((self.topic, value, key, headers, partition))
         await self._send(sends)
 
     async def publish(self, events: Sequence[Event]) -> None:
-        await self._send([(self.events_topic, e.to_bytes(), e.key(), []) for e in events])
+        await self._send([(self.events_topic, e.to_bytes(), e.key(), [], None) for e in events])
 
     async def _send(self, records: Sequence[Outgoing]) -> None:
         """Send in order (one partition keeps the order of what is sent to it); wait for all."""
@@ -140,8 +151,10 @@ class KafkaOutbox:
             raise OutboxUnavailable("the Kafka producer is not started")
         try:
             pending: list[Any] = [
-                await self._producer.send(topic, value, key=key, headers=headers)
-                for topic, value, key, headers in records
+                await self._producer.send(
+                    topic, value, key=key, headers=headers, partition=partition
+                )
+                for topic, value, key, headers, partition in records
             ]
             await asyncio.gather(*pending)
         except KafkaError as exc:
