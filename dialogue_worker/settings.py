@@ -5,14 +5,18 @@ from __future__ import annotations
 import socket
 import tempfile
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.events import EVENTS_TOPIC
 from contracts.records import TOPIC
-from platform_common.local import LOCAL_ENTRYPOINT_TOKEN
+from platform_common.local import LOCAL_ENTRYPOINT_TOKEN, refuse_public_bind
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
 
 
 class WorkerSettings(BaseSettings):
@@ -105,8 +109,8 @@ class WorkerSettings(BaseSettings):
         default=Path(tempfile.gettempdir()) / "dialogue-worker",
         description="faust's scratch directory (one sub-folder per app id)",
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", description="root log level"
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = (
+        Field(default="INFO", description="root log level (any case)")
     )
     version: str = Field(
         default="0.1.0", description="version published in the Consul registration"
@@ -122,6 +126,8 @@ class WorkerSettings(BaseSettings):
             )
         if not token:
             raise ValueError("ENTRYPOINT_TOKEN must not be empty")
+        if token == LOCAL_ENTRYPOINT_TOKEN:
+            refuse_public_bind("WORKER_HOST", self.worker_host)
         return self
 
     @property

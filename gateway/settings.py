@@ -11,11 +11,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from contracts.live import HELLO_WITHIN
 from gateway.domain.addresses import IPNetwork
 from gateway.domain.rate_limit import Rate
-from platform_common.local import LOCAL_ENTRYPOINT_TOKEN
+from platform_common.local import LOCAL_ENTRYPOINT_TOKEN, refuse_public_bind
 
 LOCAL_JWT_SECRET = "local-only-jwt-secret-do-not-use-in-production"
 LOCAL_ADMIN_TOKEN = "local-only-admin-token"
 LOCAL_MYSQL_PASSWORD = "dialogue-local"
+#: What local mode falls back to for an unset secret: public, so served on loopback only.
+LOCAL_SECRETS = frozenset({LOCAL_JWT_SECRET, LOCAL_ENTRYPOINT_TOKEN, LOCAL_ADMIN_TOKEN})
 MIN_SECRET_BYTES = 32
 
 
@@ -229,6 +231,9 @@ class GatewaySettings(BaseSettings):
     @model_validator(mode="after")
     def _secrets(self) -> GatewaySettings:
         if self.local:
+            defaults = (self.jwt_secret, self.entrypoint_token, self.admin_token)
+            if any(v is None or v.get_secret_value() in LOCAL_SECRETS for v in defaults):
+                refuse_public_bind("GATEWAY_HOST", self.gateway_host)
             return self
         problems = []
         for name, default in (

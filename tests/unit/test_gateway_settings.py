@@ -103,3 +103,17 @@ def test_a_cooldown_the_balancer_cannot_use_is_refused_as_configuration(cooldown
     with pytest.raises(ValidationError, match="upstream_cooldown"):
         GatewaySettings(dialogue_env="local", upstream_cooldown=cooldown)
     assert GatewaySettings(dialogue_env="local", upstream_cooldown=60).upstream_cooldown == 60
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "gateway.example"])
+def test_local_mode_on_its_public_secrets_binds_to_loopback_only(host: str) -> None:
+    with pytest.raises(ValidationError, match="GATEWAY_HOST"):
+        GatewaySettings(dialogue_env="local", gateway_host=host)
+    for loopback in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert GatewaySettings(dialogue_env="local", gateway_host=loopback).local
+    own = {
+        "jwt_secret": "j" * 40,
+        "entrypoint_token": "e" * 40,
+        "admin_token": "a" * 40,
+    }
+    assert GatewaySettings(dialogue_env="local", gateway_host=host, **own).local

@@ -1,0 +1,21 @@
+"""The worker's settings: local mode's loopback rule and the log level."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from dialogue_worker.settings import WorkerSettings
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.7"])
+def test_a_worker_on_the_public_local_token_binds_to_loopback_only(host: str) -> None:
+    with pytest.raises(ValidationError, match="WORKER_HOST"):
+        WorkerSettings(dialogue_env="local", worker_host=host)
+    assert WorkerSettings(dialogue_env="local", worker_host="127.0.0.1").worker_host
+    assert WorkerSettings(dialogue_env="local", worker_host=host, entrypoint_token="t" * 40)
+
+
+@pytest.mark.parametrize("level", ["info", "Warning", "DEBUG"])
+def test_a_worker_log_level_is_taken_in_any_case(level: str) -> None:
+    assert WorkerSettings(dialogue_env="local", log_level=level).log_level == level.upper()
