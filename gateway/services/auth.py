@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 from contracts.errors import ErrorCode
 from gateway.domain.throttle import Refusal, SignInThrottle
@@ -36,6 +38,8 @@ class AuthService:
         self._throttle = throttle
         self._clock = clock
         self._dummy_hash: str | None = None
+        #: One password check at a time per account, and the attempts waiting for it.
+        self._checking: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def sign_up(self, request: SignUp) -> Token:
         if await self._users.by_username(request.username) is not None:
@@ -51,6 +55,10 @@ class AuthService:
         and the process-wide budget.
         """
         account = throttle_key(credentials.username.canonical)
+        async with self._one_at_a_time(account):
+            return await self._sign_in(credentials, account, address)
+
+    async def _sign_in(self, credentials: Credentials, account: str, address: str) -> Token:
         refusal = self._throttle.refusal(account, address, self._clock())
         if refusal is not None:
             raise _throttled(refusal)
@@ -65,6 +73,22 @@ class AuthService:
             raise GatewayError(ErrorCode.BAD_TOKEN, _WRONG)
         self._throttle.succeeded(account)
         return self._tokens.issue(user.id, user.username, self._clock())
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, account: str) -> AsyncIterator[None]:
+        """Attempts on one account wait for each other, so each sees the failures of
+        those before it: checked at once, ten guesses all got past a limit of five."""
+        lock, users = self._checking.get(account, (asyncio.Lock(), 0))
+        self._checking[account] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._checking[account]
+            if users == 1:
+                del self._checking[account]
+            else:
+                self._checking[account] = (lock, users - 1)
 
     def authenticate(self, token: str) -> Principal:
         return self._tokens.verify(token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -68,10 +69,19 @@ class FakeUsers:
 
 
 class FakeHasher:
+    """Yields to the loop while it "hashes", as argon2 in a thread does."""
+
+    def __init__(self) -> None:
+        self.verified = 0
+
     async def hash(self, password: str) -> str:
+        await asyncio.sleep(0)
         return f"hashed:{password}"
 
     async def verify(self, password_hash: str, password: str) -> bool:
+        self.verified += 1
+        for _ in range(3):
+            await asyncio.sleep(0)
         return password_hash == f"hashed:{password}"
 
 
@@ -178,7 +188,8 @@ class World:
         self.bus = FakeBus()
         self.workers = FakeWorkers(self.bus)
         self.feed = FakeFeed()
+        self.hasher = FakeHasher()
 
     @asynccontextmanager
     async def adapters(self, settings: GatewaySettings) -> AsyncIterator[Adapters]:
-        yield Adapters(self.users, FakeHasher(), self.bus, self.workers, self.feed)
+        yield Adapters(self.users, self.hasher, self.bus, self.workers, self.feed)

@@ -118,6 +118,21 @@ async def test_an_address_that_fails_too_often_is_locked_out_for_every_name() ->
         assert "address" in (await refused.json())["message"]
 
 
+async def test_concurrent_guesses_at_one_account_get_no_more_checks_than_the_limit() -> None:
+    """Ten wrong passwords for one name at once: each waits for the check before it, so
+    five are checked and the rest are refused by the lock-out they caused."""
+    world = World()
+    overrides = {"signin_max_failures": 5, "signin_address_max_failures": 100}
+    async with _client(world, **overrides) as client:
+        await _sign_up(client, "bobby")
+        answers = await asyncio.gather(
+            *(_sign_in(client, "bobby", f"guess-{n}") for n in range(10))
+        )
+        codes = sorted([await _code(a) for a in answers])
+    assert codes == ["4011"] * 5 + ["4290"] * 5
+    assert world.hasher.verified == 5
+
+
 async def test_the_global_budget_refuses_sign_ins_once_spent() -> None:
     world = World()
     overrides = {"signin_global_max_failures": 3, "trusted_proxies": "127.0.0.0/8"}
