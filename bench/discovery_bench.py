@@ -1,6 +1,6 @@
 """Discovery benchmark: real Consul, real stub workers (child processes), this machine.
 
-    .venv/bin/python bench/discovery_bench.py [--consul URL] [--trials N]
+    .venv/bin/python -m bench.discovery_bench [--consul URL] [--trials N]
 
 With two and three instances it measures
   (a) registration -> first request routed to the new instance; passing in Consul ->

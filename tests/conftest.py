@@ -26,7 +26,7 @@ hypothesis_settings.register_profile("dialogue", deadline=None)
 hypothesis_settings.load_profile("dialogue")
 
 TESTS = Path(__file__).parent
-LAYERS = ("unit", "integration", "e2e", "faults")
+LAYERS = ("unit", "integration", "e2e", "browser", "faults")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
