@@ -74,6 +74,8 @@ class PartitionOrder:
         want = self._ledger.through(tp)
         if want is None:  # just assigned: read where the partition starts before writing
             await self._learn()
+            if not self._ledger.owns(tp):
+                return []  # revoked while its start was read
             want = self._ledger.through(tp)
         if want is None:
             log.warning(
@@ -162,3 +164,14 @@ class PartitionOrder:
 
 async def _nothing() -> None:
     return None
+
+
+def in_partition_order(records: Sequence[InboundRecord]) -> bool:
+    """Each partition's records come in rising offsets, none twice."""
+    last: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = (record.topic, record.partition)
+        if last.get(tp, -1) >= record.offset:
+            return False
+        last[tp] = record.offset
+    return True

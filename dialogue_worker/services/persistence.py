@@ -60,7 +60,7 @@ from dialogue_worker.errors import StorageUnavailable, WorkerError
 from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.chat_book import ChatBook
 from dialogue_worker.services.health import WorkerHealth
-from dialogue_worker.services.ordering import PartitionOrder
+from dialogue_worker.services.ordering import PartitionOrder, in_partition_order
 from dialogue_worker.services.ports import (
     ChatAdvance,
     IdEntry,
@@ -257,8 +257,8 @@ class BatchPersister:
         try:
             if self._order is not None:
                 admitted = await self._order.admit(records)
-                if len(admitted) != len(records):  # some come after a hole: not now
-                    records, sorted_batch = admitted, None
+                if len(admitted) != len(records) or not in_partition_order(records):
+                    records, sorted_batch = admitted, None  # held back, or put in order
             batch = sorted_batch if sorted_batch is not None else await self.sort(records)
             await self._dead_letter(batch.rejected)
             if batch.forward:

@@ -88,6 +88,19 @@ async def test_a_partition_just_assigned_learns_where_it_starts_before_writing()
     assert log.rewinds == [(TP, 40)]
 
 
+async def test_a_partition_revoked_while_its_start_is_read_is_left_to_its_new_owner() -> None:
+    log = FakeLog()
+    ledger_box: list[DurableOffsets] = []
+
+    async def learn() -> None:  # a rebalance lands while the committed offsets are read
+        ledger_box[0].revoke([TP])
+
+    admit, ledger, _ = order(log, start=None, learn=learn)
+    ledger_box.append(ledger)
+    assert await admit.admit([rec(0), rec(1)]) == []
+    assert log.rewinds == []
+
+
 async def test_records_after_a_hole_are_held_back_and_the_partition_read_again() -> None:
     log = FakeLog()
     admit, ledger, clock = order(log, start=10)
@@ -149,3 +162,12 @@ async def test_mend_leaves_a_partition_whose_next_record_is_there() -> None:
     admit, ledger, _ = order(log, start=30)
     assert await admit.mend(TP, 40) is False
     assert ledger.through(TP) == 30
+
+
+async def test_a_complete_batch_out_of_offset_order_is_stored_in_partition_order() -> None:
+    """Records buffered before a seek back come ahead of the ones read again: the batch
+    is whole, only its order is off, and the seqs still follow the offsets."""
+    w = World(partition_log=FakeLog())
+    await w.persister.persist([rec(3), rec(4), rec(0), rec(1), rec(2)])
+    assert w.store.seqs(CID) == dict(zip(range(1, 6), ids(0, 1, 2, 3, 4), strict=True))
+    assert w.ledger.through(TP) == 5
