@@ -73,7 +73,11 @@ class Rewinder:
                     exc,
                     extra=where,
                 )
-            await seek_back(self._app, key, stuck.offset)
+            try:
+                await seek_back(self._app, key, stuck.offset)
+            except Exception as exc:  # e.g. revoked mid-seek: tried again next period
+                log.warning("could not seek back to %d: %s", stuck.offset, exc, extra=where)
+                continue
             self._metrics.rewound.inc()
             log.warning(
                 "rewound a stuck partition to offset %d (lag %d, no progress for %.0fs)",

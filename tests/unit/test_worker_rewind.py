@@ -23,11 +23,14 @@ class Clock:
 class Consumer:
     def __init__(self) -> None:
         self.seeks: list[tuple[str, int, int]] = []
+        self.error: Exception | None = None
 
     def assignment(self) -> set[Any]:
         return {TP("msgs", 0), TP("msgs", 1)}
 
     async def seek_wait(self, partitions: dict[Any, int]) -> None:
+        if self.error is not None:
+            raise self.error
         self.seeks += [(tp.topic, tp.partition, offset) for tp, offset in partitions.items()]
 
 
@@ -112,5 +115,19 @@ async def test_when_kafka_cannot_say_the_partition_is_sought_back() -> None:
     await rewinder.run_once()
     clock.now += 31
 
+    assert [s.partition for s in await rewinder.run_once()] == [0]
+    assert app.consumer.seeks == [("msgs", 0, 94)]
+
+
+async def test_a_seek_that_fails_is_tried_again_next_period_not_raised() -> None:
+    """The timer that runs the Rewinder is one of faust's tasks: an exception there (the
+    consumer thread's IllegalStateError on a partition revoked mid-seek) stops the worker."""
+    rewinder, app, _, _, clock = world()
+    await rewinder.run_once()
+    clock.now += 31
+    app.consumer.error = RuntimeError("No current assignment for partition msgs-0")
+    assert await rewinder.run_once() == []
+    app.consumer.error = None
+    clock.now += 31
     assert [s.partition for s in await rewinder.run_once()] == [0]
     assert app.consumer.seeks == [("msgs", 0, 94)]
