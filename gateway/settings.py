@@ -232,7 +232,7 @@ class GatewaySettings(BaseSettings):
     def _secrets(self) -> GatewaySettings:
         if self.local:
             defaults = (self.jwt_secret, self.entrypoint_token, self.admin_token)
-            if any(v is None or v.get_secret_value() in LOCAL_SECRETS for v in defaults):
+            if any(v is None or v.get_secret_value() in LOCAL_SECRETS | {""} for v in defaults):
                 refuse_public_bind("GATEWAY_HOST", self.gateway_host)
             return self
         problems = []

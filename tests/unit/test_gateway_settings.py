@@ -117,3 +117,6 @@ def test_local_mode_on_its_public_secrets_binds_to_loopback_only(host: str) -> N
         "admin_token": "a" * 40,
     }
     assert GatewaySettings(dialogue_env="local", gateway_host=host, **own).local
+    for name in own:  # an empty value means the public default as well
+        with pytest.raises(ValidationError, match="GATEWAY_HOST"):
+            GatewaySettings(dialogue_env="local", gateway_host=host, **own | {name: ""})
