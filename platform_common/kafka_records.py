@@ -115,9 +115,10 @@ class TolerantBatch:
     """One of aiokafka's batches; its records from aiokafka's parser until one fails to
     decode, then from `lenient_records`."""
 
-    def __init__(self, batch: Any, raw: bytes) -> None:
+    def __init__(self, batch: Any, raw: bytes, start: int, end: int) -> None:
         self._batch = batch
-        self._raw = raw
+        self._raw = raw  # the whole message set: sliced only for a batch that needs it
+        self._span = start, end
         self._records: Iterator[Any] | None = None
 
     def __getattr__(self, name: str) -> Any:  # base_offset, is_control_batch, ...
@@ -140,7 +141,8 @@ class TolerantBatch:
             except StopIteration:
                 return
             except UnicodeDecodeError:  # a header key that is not UTF-8
-                yield from lenient_records(self._raw, skip=taken)
+                start, end = self._span
+                yield from lenient_records(self._raw[start:end], skip=taken)
                 return
             taken += 1
             yield record
@@ -168,11 +170,11 @@ class TolerantRecords:
         start = self._pos
         (length,) = struct.unpack_from(">i", self._raw, start + 8)
         self._pos = start + _LENGTH_END + length
-        return TolerantBatch(batch, self._raw[start : self._pos])
+        return TolerantBatch(batch, self._raw, start, self._pos)
 
 
 def install() -> None:
     """Make aiokafka's fetcher (every consumer of this process) read `TolerantRecords`."""
     if getattr(fetcher, "MemoryRecords", None) not in (MemoryRecords, TolerantRecords):
-        raise RuntimeError("aiokafka's fetcher changed: check adapters/kafka_records.py")
+        raise RuntimeError("aiokafka's fetcher changed: check platform_common/kafka_records.py")
     fetcher.MemoryRecords = TolerantRecords
