@@ -31,7 +31,8 @@ class BalancedClient:
     refuses the client itself, e.g. 401 for a credential it does not share): those
     count as the instance's failure, like a 5xx, and the last one is returned when
     no instance answers otherwise. An ejected instance is readmitted once a GET of
-    `probe_path` answers below 500 (None: readmit when the cool-down ends).
+    `probe_path` answers below 500 and not in `refused` (None: readmit when the
+    cool-down ends).
 
     Connections are not pooled with a limit: waiting for a free connection would
     count against `request_timeout` and eject a healthy instance (callers bound
@@ -199,7 +200,7 @@ class BalancedClient:
                 timeout=aiohttp.ClientTimeout(total=self.request_timeout),
             ) as resp:
                 await resp.read()
-                healthy = resp.status < 500
+                healthy = resp.status < 500 and resp.status not in self.refused
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.info("instance '%s' still unhealthy: %s", instance.id, _describe(exc, None))
             healthy = False

@@ -41,6 +41,14 @@ class Answer:
     hold: Callable[[], Awaitable[None]] | None = None  # awaited before answering
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def _passing() -> HealthReport:
     return HealthReport.passing()
 
@@ -143,8 +151,10 @@ async def test_a_worker_that_refuses_the_gateway_is_a_5030_and_is_ejected(
     worker: FakeWorker, code: ErrorCode
 ) -> None:
     """ENTRYPOINT_TOKEN differs (401), or another version of the worker (405): the
-    client must not read the worker's 4011 as its own token refused."""
-    balanced = BalancedClient(worker.watch, cooldown=60.0, refused=REFUSALS)  # as the gateway
+    client must not read the worker's 4011 as its own token refused. Its readmission
+    probe gets the same answer, so it stays out (it was readmitted every cool-down)."""
+    clock = Clock()
+    balanced = BalancedClient(worker.watch, cooldown=60.0, refused=REFUSALS, clock=clock)
     await balanced.start()
     try:
         client = WorkerClient(balanced)
@@ -157,6 +167,12 @@ async def test_a_worker_that_refuses_the_gateway_is_a_5030_and_is_ejected(
         assert caught.value.code is ErrorCode.NO_WORKER
         (view,) = client.instances()
         assert view.ejections == 1 and not view.healthy
+
+        clock.now += 61  # the cool-down is over: the next call sends the probe
+        with pytest.raises(GatewayError):
+            await client.chat(1, new_id())
+        await eventually(lambda: client.instances()[0].ejections, lambda n: n == 2, what="probe")
+        assert not client.instances()[0].healthy
     finally:
         await balanced.stop()
 
