@@ -139,7 +139,10 @@ def like_first(copy: Accepted, first: Accepted) -> Accepted:
 
 
 def conflict_reason(item: Accepted) -> str:
-    return f"id {item.message.id} is already stored with another chat, author or text"
+    return (
+        f"id {item.message.id} is already taken by another chat, "
+        "or stored with another author or text"
+    )
 
 
 def first_copies(
