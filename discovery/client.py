@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -84,12 +83,10 @@ class BalancedClient:
 
     async def stop(self) -> None:
         self.watch.unsubscribe(self._balancer.update)
-        probes, self._probes = self._probes, set()
+        probes, self._probes = list(self._probes), set()  # each removes itself when done
         for task in probes:
             task.cancel()
-        for task in probes:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*probes, return_exceptions=True)
         session, self._session = self._session, None
         if session is not None:
             await session.close()
