@@ -1,14 +1,26 @@
 // The WebSocket: hello with the token and what the client has, reconnect on loss.
 
+const FIRST_DELAY = 500; // ms before the first reconnect; doubles up to MAX_DELAY
+const MAX_DELAY = 5000;
+const STEADY = 10000; // ms a socket must stay up before the delay starts over
+// Closes that a reconnect cannot mend: the hello was refused (4000), the server took a
+// frame as unsupported (1003) or too big (1009). Trying again would loop for ever.
+const FATAL = new Map([
+  [4000, "the server refused this client's hello"],
+  [1003, "the server refused a frame"],
+  [1009, "a frame was too big"],
+]);
+
 export class Live {
   constructor({ onFrame, onState, since }) {
     this.onFrame = onFrame;
     this.onState = onState;
     this.since = since;
     this.socket = null;
-    this.delay = 500;
+    this.delay = FIRST_DELAY;
     this.stopped = true;
     this.timer = null;
+    this.steady = null;
     // A dead network can leave a socket open for minutes: the browser knows sooner.
     window.addEventListener("offline", () => this.interrupted());
     window.addEventListener("online", () => this.resume());
@@ -52,20 +64,30 @@ export class Live {
     socket.addEventListener("message", (event) => {
       const frame = JSON.parse(event.data);
       if (frame.type === "ready") {
-        this.delay = 500;
         this.onState("live");
+        // `ready` comes before the catch-up: only a socket that stays up resets the delay.
+        clearTimeout(this.steady);
+        this.steady = setTimeout(() => (this.delay = FIRST_DELAY), STEADY);
       }
       this.onFrame(frame);
     });
     socket.addEventListener("close", (event) => {
       if (this.socket !== socket || this.stopped) return;
+      clearTimeout(this.steady);
       if (event.code === 4001 || event.code === 4002) {
         this.onState("signed-out");
         return;
       }
+      if (FATAL.has(event.code)) {
+        this.stopped = true;
+        this.onState("stopped", event.reason || FATAL.get(event.code));
+        return;
+      }
       this.onState("reconnecting");
-      this.timer = setTimeout(() => this.connect(), this.delay);
-      this.delay = Math.min(this.delay * 2, 5000);
+      // Jittered, so that clients cut off together (a gateway restarting) come back apart.
+      const wait = this.delay / 2 + Math.random() * (this.delay / 2);
+      this.timer = setTimeout(() => this.connect(), wait);
+      this.delay = Math.min(this.delay * 2, MAX_DELAY);
     });
   }
 }

@@ -8,6 +8,7 @@ import { el } from "./dom.js";
 import { Live } from "./live.js";
 import { store } from "./store.js";
 
+const SINCE_MAX = 1000; // the most chats a hello may name (the server refuses more)
 const screen = document.getElementById("screen");
 const status = document.getElementById("status");
 const whoami = document.getElementById("whoami");
@@ -46,8 +47,10 @@ async function loadChats() {
 }
 
 async function open(cid) {
+  store.open = cid;
   conversation = new Conversation(cid, () => {
     conversation = null;
+    store.open = null;
     screen.classList.remove("open");
     pane.replaceChildren(el("p", { class: "hint", text: "Pick a chat, or start one." }));
   });
@@ -108,11 +111,17 @@ async function start(token) {
   pane = el("div", { class: "pane" }, el("p", { class: "hint", text: "Pick a chat, or start one." }));
   screen.replaceChildren(chatList(open), pane);
   await loadChats();
+  // Frames are handled one after another: a chat list read on `ready` must not land
+  // over what a later frame changed.
+  let handled = Promise.resolve();
   live = new Live({
-    since: () => Object.fromEntries(store.seen),
-    onFrame: (frame) => onFrame(frame).catch(() => {}),
-    onState: (state) => {
+    since: () => store.since(SINCE_MAX),
+    onFrame: (frame) => {
+      handled = handled.then(() => onFrame(frame)).catch(() => {});
+    },
+    onState: (state, reason) => {
       if (state === "signed-out") signOut();
+      else if (state === "stopped") showStatus(`Live updates stopped: ${reason}. Reload the page.`);
       else showStatus(state === "reconnecting" ? "Reconnecting…" : "");
     },
   });

@@ -7,6 +7,7 @@ export const store = {
   chats: new Map(), // cid -> chat (the API's chat object, kept current by frames)
   names: new Map(), // uid -> username
   seen: new Map(), // cid -> newest seq the client holds (the stream's `since`)
+  open: null, // cid of the open conversation: its `seen` moves only with messages it holds
   listeners: new Set(),
 
   reset() {
@@ -14,6 +15,7 @@ export const store = {
     this.chats.clear();
     this.names.clear();
     this.seen.clear();
+    this.open = null;
   },
 
   changed(what) {
@@ -34,7 +36,20 @@ export const store = {
 
   put(chat) {
     this.chats.set(chat.id, chat);
-    this.saw(chat.id, chat.lastSeq);
+    // A closed chat is all metadata, which this copy brings up to date. The open one
+    // holds messages: a `since` past those it holds would skip the ones still on their
+    // way (the catch-up after `ready` runs while the chat list is read again).
+    if (chat.id !== this.open) this.saw(chat.id, chat.lastSeq);
+  },
+
+  since(max) {
+    // The hello names at most `max` chats (the server refuses more): the most recent.
+    const chats = [...this.seen.keys()].map((cid) => this.chats.get(cid)).filter(Boolean);
+    const ranked = chats.sort((a, b) => this.activity(b) - this.activity(a)).slice(0, max);
+    if (this.open && this.seen.has(this.open) && !ranked.some((c) => c.id === this.open)) {
+      ranked[ranked.length - 1] = this.chats.get(this.open);
+    }
+    return Object.fromEntries(ranked.filter(Boolean).map((c) => [c.id, this.seen.get(c.id)]));
   },
 
   async names_of(uids) {

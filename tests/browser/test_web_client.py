@@ -173,6 +173,70 @@ async def test_two_hundred_older_messages_come_in_by_scrolling_up(
     await context.close()
 
 
+async def test_a_reconnect_resumes_the_open_chat_from_the_messages_it_holds(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """The hello names, for the open chat, the newest seq it shows, not the chat list's
+    lastSeq: `ready` comes before the catch-up, and the list read on `ready` used to
+    move the resume point past messages still on their way. The stream is routed through
+    Playwright, which drops the chat's message frames until the end, and cut twice."""
+    url = platform.gateway.url
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    page = await context.new_page()
+    hellos: list[dict[str, Any]] = []
+    sockets: list[Any] = []
+    dropping = False
+
+    async def route(ws: Any) -> None:
+        server = ws.connect_to_server()
+        sockets.append(ws)
+
+        def to_server(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("type") == "hello":
+                hellos.append(frame["since"])
+            server.send(message)
+
+        def to_page(message: str | bytes) -> None:
+            if not (dropping and json.loads(message).get("type") == "message"):
+                ws.send(message)
+
+        ws.on_message(to_server)
+        server.on_message(to_page)
+
+    await page.route_web_socket(lambda u: u.endswith("/v1/stream"), route)
+    name = "f" + unique("")[-12:]
+    await sign_up(page, url, name)
+    token = await token_of(page)
+    async with aiohttp.ClientSession() as http:
+        other = await User.sign_up(http, url, "g" + unique("")[-12:])
+        chat = await other.call("POST", "/v1/chats", json={"users": [other.id, token["userId"]]})
+        cid = chat["id"]
+        await other.post(cid, "seen 1")
+        await page.click(f".chat[data-cid='{cid}']")
+        await page.wait_for_selector("#messages .message:has-text('seen 1')")
+
+        dropping = True  # seqs 2..4 never reach the page on this socket or the next
+        for i in range(2, 5):
+            await other.post(cid, f"missed {i}")
+        await eventually(lambda: other.history(cid), lambda h: len(h) == 4, what="stored")
+        await sockets[-1].close(code=1001, reason="going away")
+        await eventually(lambda: len(hellos), lambda n: n == 2, what="the second hello")
+        preview = page.locator(f".chat[data-cid='{cid}'] .preview")
+        await eventually(preview.text_content, lambda t: t == "missed 4", what="list re-read")
+        dropping = False
+        await sockets[-1].close(code=1001, reason="going away")
+        await eventually(lambda: len(hellos), lambda n: n == 3, what="the third hello")
+    assert hellos[1][cid] == hellos[2][cid] == 1
+    texts = await eventually(
+        lambda: message_texts(page),
+        lambda found: len(found) == 4,
+        what="the missed messages, from the catch-up",
+    )
+    assert texts == ["seen 1", "missed 2", "missed 3", "missed 4"]
+    await context.close()
+
+
 async def test_first_load_fits_the_budget(
     platform: Platform, browser: Browser, unique: Callable[[str], str]
 ) -> None:
