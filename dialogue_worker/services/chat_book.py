@@ -46,19 +46,22 @@ class ChatBook:
     async def members(self, wanted: Mapping[str, Collection[int]]) -> dict[str, frozenset[int]]:
         """Members of the chats that exist, for a batch whose authors per chat are `wanted`."""
         now = self._clock()
-        stale = [
-            cid
-            for cid, authors in wanted.items()
-            if (entry := self._members.get(cid)) is None
-            or entry[0] <= now
-            or not set(authors) <= entry[1]
-        ]
+        found: dict[str, frozenset[int]] = {}
+        stale = []
+        for cid, authors in wanted.items():
+            entry = self._members.get(cid)
+            if entry is None or entry[0] <= now or not set(authors) <= entry[1]:
+                stale.append(cid)
+            else:
+                found[cid] = entry[1]
         if stale:
             fresh = await self._store.chats_for_writing(stale)
-            self._bound(self._members)
+            self._bound(self._members)  # may empty the table: `found` was taken before
             expires = self._clock() + self._ttl
-            self._members.update({cid: (expires, chat.members) for cid, chat in fresh.items()})
-        return {cid: self._members[cid][1] for cid in wanted if cid in self._members}
+            for cid, chat in fresh.items():
+                self._members[cid] = (expires, chat.members)
+                found[cid] = chat.members
+        return found
 
     def bound(self) -> None:
         """Keep the states bounded (called before a write plans, never during one)."""

@@ -347,6 +347,18 @@ async def test_cached_members_are_rechecked_before_a_rejection() -> None:
     assert w.store.calls.count("chats_for_writing") == lookups + 1
 
 
+async def test_a_full_member_table_keeps_the_chats_it_already_answered_for() -> None:
+    """The table is emptied when it is full: the chats answered from it before must stay
+    in the answer (a fresh chat was missing and its records dead-lettered as unknown)."""
+    store = MemoryStore()
+    store.add_chat(CID, {1, 2})
+    store.add_chat(OTHER, {1, 2})
+    book = ChatBook(store, 5.0, max_chats=1)
+    assert await book.members({CID: {1}}) == {CID: frozenset({1, 2})}  # the table is full
+    both = await book.members({CID: {1}, OTHER: {2}})  # OTHER is fetched: the table clears
+    assert both == {CID: frozenset({1, 2}), OTHER: frozenset({1, 2})}
+
+
 class PickyStore(MemoryStore):
     """Raises a non-transient error for any write of a "poison" text (as an encoder would)."""
 
