@@ -267,6 +267,11 @@ class Hub:
     def sessions(self) -> int:
         return sum(len(s) for s in self._by_uid.values())
 
+    @property
+    def followed(self) -> int:
+        """Chats at least one session follows."""
+        return len(self._by_cid)
+
     def register(self, session: Session) -> None:
         """Route the user's chat changes to `session` (before its chats are listed)."""
         self._by_uid.setdefault(session.uid, set()).add(session)

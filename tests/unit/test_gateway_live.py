@@ -268,13 +268,17 @@ async def test_history_down_during_a_fill_asks_the_client_to_come_back() -> None
     assert socket.closed is not None and socket.closed[0] is CloseCode.TRY_AGAIN
 
 
-async def test_unregistered_sessions_get_nothing() -> None:
+async def test_unregistered_sessions_get_nothing_and_leave_no_trace() -> None:
     hub, history = Hub(), FakeHistory()
     session, socket = await _session(hub, history, {CID: 0})
+    other, witness = await _session(hub, history, {CID: 0}, uid=2)
     hub.unregister(session)
-    await session.stop()
     hub.publish(history.add(CID, 1)[0])
-    assert socket.types() == ["ready"] and hub.sessions == 0
+    await _settled(witness, 2)  # a session still registered got it: the publish is over
+    assert socket.types() == ["ready"]
+    assert hub.sessions == 1 and hub.followed == 1
+    hub.unregister(other)
+    assert hub.sessions == 0 and hub.followed == 0  # both indexes are empty again
 
 
 @given(
@@ -305,6 +309,7 @@ def test_any_order_of_events_reaches_the_client_in_order_without_gaps(
 async def test_closed_sessions_take_nothing_more(kind: str) -> None:
     hub, history = Hub(), FakeHistory()
     session, socket = await _session(hub, history, {CID: 0})
+    _, witness = await _session(hub, history, {CID: 0})  # the same user, still open
     session.close(CloseCode.GOING_AWAY, "bye")
     event: Any = {
         "message": history.add(CID, 1)[0],
@@ -312,4 +317,5 @@ async def test_closed_sessions_take_nothing_more(kind: str) -> None:
         "read": ChatRead(cid=CID, uid=1, seq=1),
     }[kind]
     hub.publish(event)
+    await _settled(witness, 2)
     assert socket.types() == ["ready"]
