@@ -50,7 +50,7 @@ class ChatCreated(_Event):
 
 class MembersAdded(_Event):
     type: Literal["chat.members_added"] = "chat.members_added"
-    users: list[int] = Field(description="the users added by this change")
+    users: list[int] = Field(description="the users the change named (members now)")
     members: list[int] = Field(description="every member after it")
 
 

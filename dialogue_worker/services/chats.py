@@ -94,10 +94,13 @@ class ChatService:
             require_member(await self._store.get_chat(cid), uid)
             # A member of an existing chat cannot be refused; chats are never deleted.
             raise RequestError(ErrorCode.NOT_FOUND, "chat not found")
-        chat, added = result
-        if added:
-            event = MembersAdded(cid=cid, users=added, members=sorted(chat.users))
-            await self._outbox.publish([event])
+        chat, _ = result
+        # Published for every request, also when nobody was new: a retry after the change
+        # was stored and its event not published (Kafka down, the worker killed; the
+        # gateway retries this PUT on another worker) would otherwise publish nothing,
+        # and live sessions of the added users would never follow the chat.
+        named = list(dict.fromkeys(users))
+        await self._outbox.publish([MembersAdded(cid=cid, users=named, members=sorted(chat.users))])
         return chat.to_api(await self._store.read_marker(cid, uid))
 
     async def messages(self, uid: int, cid: str, query: HistoryQuery) -> Page[Message]:

@@ -56,11 +56,18 @@ async def test_create_get_add_members_and_their_events() -> None:
 
     grown = await service.add_members(chat.id, 1, [5, 2])
     assert grown.users == [1, 2, 5]
-    again = await service.add_members(chat.id, 1, [5])  # nobody new: no event
-    assert again.users == [1, 2, 5]
     assert [type(e) for e in outbox.events] == [ChatCreated, MembersAdded]
     added = outbox.events[1]
-    assert isinstance(added, MembersAdded) and added.users == [5] and added.members == [1, 2, 5]
+    assert isinstance(added, MembersAdded) and added.users == [5, 2] and added.members == [1, 2, 5]
+    # A retry whose first try was stored but not published publishes (again).
+    outbox.fail_next = 1
+    with pytest.raises(OutboxUnavailable):
+        await service.add_members(chat.id, 1, [8])
+    again = await service.add_members(chat.id, 1, [8])
+    assert again.users == [1, 2, 5, 8]
+    retried = outbox.events[-1]
+    assert isinstance(retried, MembersAdded) and retried.users == [8]
+    assert retried.members == [1, 2, 5, 8]
 
     await expect(ErrorCode.NOT_MEMBER, service.add_members(chat.id, 9, [9]))
     await expect(ErrorCode.NOT_FOUND, service.add_members("f" * 24, 1, [9]))
