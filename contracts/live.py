@@ -27,6 +27,8 @@ SINCE_MAX = 1000
 CLIENT_FRAME_MAX = 64 * 1024
 #: A chat further behind than this is not caught up over the socket: `gap` instead.
 CATCH_UP_MAX = 500
+#: Messages one catch-up sends over all its chats; chats past it get `gap` instead.
+CATCH_UP_BUDGET = 2 * CATCH_UP_MAX
 
 
 class CloseCode(IntEnum):

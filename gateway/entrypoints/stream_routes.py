@@ -138,7 +138,7 @@ async def _open(
         session = await services(request).stream.open(who.user_id, client, hello.since)
     except StreamUnavailable as exc:
         expiry.cancel()
-        client.close(CloseCode.TRY_AGAIN, str(exc))
+        client.close(exc.code, str(exc))
         return None
     except BaseException:
         expiry.cancel()

@@ -24,6 +24,7 @@ from typing import Protocol, TypeVar
 from contracts.api import Message
 from contracts.events import ChatCreated, MembersAdded, MessageCreated
 from contracts.live import (
+    CATCH_UP_BUDGET,
     CATCH_UP_MAX,
     ChatFrame,
     CloseCode,
@@ -78,13 +79,19 @@ class _Item:
 
 
 class StreamUnavailable(Exception):
-    """The stream cannot be served now (history or the feed unavailable): resume later."""
+    """The stream cannot be served now (history or the feed unavailable, too many
+    catch-ups): resume later. `code` is the close code that tells the client so."""
+
+    def __init__(self, message: str, code: CloseCode = CloseCode.TRY_AGAIN) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Session:
     """One open stream: the user, the chats it follows and what it has sent of each."""
 
     __slots__ = (
+        "_budget",
         "_clock",
         "_drainer",
         "_limits",
@@ -121,6 +128,7 @@ class Session:
         self._queued_bytes = 0
         self._live = False
         self._drainer: asyncio.Task[None] | None = None
+        self._budget = CATCH_UP_BUDGET  # messages the catch-up may still send
 
     def offer(self, item: _Item) -> None:
         """Queue a frame (from the hub, synchronously); close the session when it is full."""
@@ -207,7 +215,7 @@ class Session:
     async def _catch_up(self, cid: str, listed_last: int) -> None:
         """Everything of `cid` after the position, to the end of history as of now."""
         position = self.positions[cid] or 0
-        if listed_last - position > CATCH_UP_MAX:
+        if listed_last - position > min(CATCH_UP_MAX, self._budget):
             await self._send_gap(cid, position + 1, listed_last)
             position = self.positions[cid] = listed_last
         await self._fill(cid, position, None)
@@ -231,6 +239,7 @@ class Session:
                 await self._socket.send(_message_frame(cid, message.seq or 0, message))
                 cursor = self.positions[cid] = message.seq or cursor
                 sent += 1
+                self._budget -= 1
             if len(page) < LIMIT_MAX or not found:
                 break
         if upto is not None and cursor < upto:  # history has less than the event said

@@ -21,6 +21,11 @@ from gateway.services.ports import EventFeed, Workers
 
 #: Chats one user may follow on a stream (the list is read once, at hello).
 FOLLOW_MAX = 10_000
+#: Seconds a new stream waits for a catch-up slot before it is told to come back (1013).
+SLOT_WITHIN = 10.0
+#: Seconds a stream may hold its slot listing chats and catching up; a client reading
+#: slowly enough to take longer is closed with 4004 and resumes from what it got.
+CATCH_UP_WITHIN = 60.0
 
 
 class StreamService:
@@ -35,6 +40,9 @@ class StreamService:
         limits: QueueLimits,
         concurrent_catch_ups: int = 32,
         clock: Callable[[], float] = time.time,
+        *,
+        slot_within: float = SLOT_WITHIN,
+        catch_up_within: float = CATCH_UP_WITHIN,
     ) -> None:
         self.hub = hub
         self._workers = workers
@@ -43,6 +51,8 @@ class StreamService:
         self._limits = limits
         self._catch_ups = asyncio.Semaphore(concurrent_catch_ups)
         self._clock = clock
+        self._slot_within = slot_within
+        self._catch_up_within = catch_up_within
 
     async def open(self, uid: int, socket: Socket, since: dict[str, int]) -> Session:
         """A session that has sent `ready` and caught up, now delivering live events.
@@ -54,14 +64,33 @@ class StreamService:
         session = Session(uid, socket, self._workers, self._metrics, self._limits, self._clock)
         self.hub.register(session)  # from here on, the user's new chats reach the session
         try:
-            async with self._catch_ups:
-                chats = await self._chats(uid)
-                self.hub.follow(session, list(chats))
-                await session.start(since, chats)
+            await self._catch_up(session, since)
         except BaseException:
             await self.close(session)
             raise
         return session
+
+    async def _catch_up(self, session: Session, since: dict[str, int]) -> None:
+        """List the user's chats, follow them, send `ready` and catch up, in a slot."""
+        try:
+            async with asyncio.timeout(self._slot_within):
+                await self._catch_ups.acquire()
+        except TimeoutError:
+            raise StreamUnavailable("too many streams are catching up: come back") from None
+        try:
+            async with asyncio.timeout(self._catch_up_within) as deadline:
+                chats = await self._chats(session.uid)
+                self.hub.follow(session, list(chats))
+                await session.start(since, chats)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise StreamUnavailable(
+                f"the catch-up took over {self._catch_up_within:g} s: resume from what you got",
+                CloseCode.TOO_SLOW,
+            ) from None
+        finally:
+            self._catch_ups.release()
 
     async def close(self, session: Session) -> None:
         self.hub.unregister(session)

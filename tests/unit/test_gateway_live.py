@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from contracts.api import Chat, Message, Page
 from contracts.events import ChatCreated, ChatRead, MembersAdded, MessageCreated
-from contracts.live import CATCH_UP_MAX, CloseCode
+from contracts.live import CATCH_UP_BUDGET, CATCH_UP_MAX, CloseCode
 from gateway.domain.requests import Paging
-from gateway.services.live import Hub, QueueLimits, Session
+from gateway.services.live import Hub, QueueLimits, Session, StreamUnavailable
+from gateway.services.stream import StreamService
 from tests.support.waiting import eventually
 
 CID = "a" * 24
@@ -319,3 +320,75 @@ async def test_closed_sessions_take_nothing_more(kind: str) -> None:
     hub.publish(event)
     await _settled(witness, 2)
     assert socket.types() == ["ready"]
+
+
+async def test_one_catch_up_sends_at_most_its_budget_and_gaps_the_rest() -> None:
+    """Each chat is within CATCH_UP_MAX, but together they are not: the chats past the
+    budget get a gap, so a catch-up's length is bounded whatever `since` names."""
+    hub, history = Hub(), FakeHistory()
+    third = "c" * 24
+    behind = CATCH_UP_BUDGET * 2 // 5  # two chats fit, the third does not
+    chats = {}
+    for cid in (CID, OTHER, third):
+        history.add(cid, behind)
+        chats[cid] = behind
+    _, socket = await _session(hub, history, chats, since=dict.fromkeys(chats, 0))
+    sent = sum(len(socket.seqs(cid)) for cid in chats)
+    gaps = [f for f in socket.sent if f["type"] == "gap"]
+    assert sent == 2 * behind <= CATCH_UP_BUDGET
+    assert len(gaps) == 1 and gaps[0]["fromSeq"] == 1 and gaps[0]["toSeq"] == behind
+
+
+class Workers(FakeHistory):
+    """FakeHistory that also lists a user's chats, as the stream service reads them."""
+
+    async def chats(self, uid: int, paging: Paging) -> Page[Chat]:
+        listed = [
+            Chat(id=cid, users=[uid], createdAt=1, lastSeq=len(m)) for cid, m in self.stored.items()
+        ]
+        return Page[Chat](data=listed)
+
+
+class Feed:
+    def ready(self) -> bool:
+        return True
+
+
+def _service(workers: Workers, *, slot_within: float, catch_up_within: float) -> StreamService:
+    return StreamService(
+        Hub(),
+        workers,
+        Feed(),
+        Metrics(),
+        DEFAULT_LIMITS,
+        1,  # type: ignore[arg-type]
+        slot_within=slot_within,
+        catch_up_within=catch_up_within,
+    )
+
+
+async def test_a_stream_that_waits_too_long_for_a_catch_up_slot_is_told_to_come_back() -> None:
+    workers = Workers()
+    workers.add(CID, 3)
+    service = _service(workers, slot_within=0.05, catch_up_within=600)
+    stuck = FakeSocket(blocked=True)  # holds the only slot: it never takes `ready`
+    first = asyncio.create_task(service.open(1, stuck, {}))
+    await eventually(lambda: service.hub.sessions, lambda n: n == 1, what="the first")
+    with pytest.raises(StreamUnavailable) as refused:
+        await service.open(2, FakeSocket(), {})
+    assert refused.value.code is CloseCode.TRY_AGAIN
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    assert service.hub.sessions == 0  # neither is left registered
+
+
+async def test_a_catch_up_slower_than_its_deadline_closes_as_too_slow() -> None:
+    """A client that takes each frame just in time must not hold a slot for an hour."""
+    workers = Workers()
+    workers.add(CID, 3)
+    service = _service(workers, slot_within=600, catch_up_within=0.05)
+    with pytest.raises(StreamUnavailable) as cut:
+        await service.open(1, FakeSocket(blocked=True), {CID: 0})
+    assert cut.value.code is CloseCode.TOO_SLOW
+    again = await service.open(1, FakeSocket(), {CID: 0})  # the slot was given back
+    assert again.positions == {CID: 3}
