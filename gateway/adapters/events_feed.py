@@ -6,6 +6,12 @@ assigned all partitions and starts at their ends when the gateway starts (after 
 error, where it stopped). What happened before is not lost to clients: they resume
 with `since`, and a session fills any seq it sees skipped from history
 (gateway/services/live.py).
+
+Partitions added to the topic while the gateway runs: aiokafka assigns a group-less
+consumer the new set when its metadata shows it (within `metadata_every` seconds) and
+resets every partition to its end, which would skip what was published meanwhile on
+all of them. The feed notices the new assignment after each fetch, drops that fetch,
+and puts each partition back where it stopped; a new one is read from its beginning.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ log = logging.getLogger(__name__)
 FETCH_MAX = 1000
 #: Seconds from subscribing to an existing topic to having its partitions assigned.
 ASSIGNED_WITHIN = 30.0
+#: Seconds between metadata refreshes: how soon partitions added to the topic are read.
+METADATA_EVERY = 30.0
 
 
 class KafkaEventFeed:
@@ -39,15 +47,17 @@ class KafkaEventFeed:
     is told about records that are not events (they are skipped).
     """
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, metadata_every: float = METADATA_EVERY) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
+        self._metadata_every = metadata_every
         self._deliver: Callable[[ChatEvent, float | None], None] = lambda event, at: None
         self._skipped: Callable[[str], None] = lambda reason: None
         self._ready = False
         #: Per partition, the offset after the last record read: a restarted feed goes on
         #: from there, so events published while it was down are not skipped.
         self._next: dict[Any, int] = {}
+        self._assigned: frozenset[Any] = frozenset()  # what `_next` was applied to
         self._task: asyncio.Task[None] | None = None
         self._status = "starting"
 
@@ -82,6 +92,7 @@ class KafkaEventFeed:
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="latest",
+                metadata_max_age_ms=int(self._metadata_every * 1000),
             )
             try:
                 await consumer.start()
@@ -120,17 +131,35 @@ class KafkaEventFeed:
             # a group-less assignment, so it is polled.
             while not consumer.assignment():  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-        for tp in consumer.assignment():
-            if tp in self._next:  # a restart of the feed: go on where it stopped
-                consumer.seek(tp, self._next[tp])
-            else:  # resolve "the end" now, not at the first fetch, and remember it
-                self._next[tp] = await consumer.position(tp)
+        await self._place(consumer, first=not self._next)
         self._ready = True
-        log.info("events feed reads %d partition(s) of %s", len(consumer.assignment()), self._topic)
+        log.info("events feed reads %d partition(s) of %s", len(self._assigned), self._topic)
+
+    async def _place(self, consumer: Any, *, first: bool) -> None:
+        """Put every assigned partition where the feed stopped reading it. One it has not
+        read: its end on the feed's first start, else its beginning (it was added since)."""
+        assigned = frozenset(consumer.assignment())
+        for tp in assigned:
+            if tp in self._next:
+                consumer.seek(tp, self._next[tp])
+            elif first:  # resolve "the end" now, not at the first fetch, and remember it
+                self._next[tp] = await consumer.position(tp)
+            else:
+                await consumer.seek_to_beginning(tp)
+                self._next[tp] = await consumer.position(tp)
+        self._assigned = assigned
 
     async def _consume(self, consumer: Any) -> None:
         while True:
             batches = await consumer.getmany(timeout_ms=1000, max_records=FETCH_MAX)
+            if frozenset(consumer.assignment()) != self._assigned:
+                log.info(
+                    "events feed: %s has %d partition(s) now; each read on from where it was",
+                    self._topic,
+                    len(consumer.assignment()),
+                )
+                await self._place(consumer, first=False)  # this fetch may be from the ends
+                continue
             for tp, records in batches.items():
                 if records:
                     self._next[tp] = records[-1].offset + 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 
 from contracts.events import ChatRead
 from contracts.ids import new_id
@@ -16,13 +16,34 @@ from infra.local import LocalSettings
 from tests.support.waiting import eventually
 
 
-async def _topic(bootstrap: str, name: str) -> None:
+async def _topic(bootstrap: str, name: str, partitions: int = 3) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
+        await admin.create_topics([NewTopic(name, partitions, replication_factor=1)])
     finally:
         await admin.close()
+
+
+async def _grow(bootstrap: str, name: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_partitions({name: NewPartitions(total_count=partitions)})
+    finally:
+        await admin.close()
+
+
+async def _produce_to(bootstrap: str, topic: str, partition: int, events: list[ChatRead]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send_and_wait(
+                topic, event.to_bytes(), key=event.key(), partition=partition
+            )
+    finally:
+        await producer.stop()
 
 
 async def _produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> None:
@@ -69,5 +90,44 @@ async def test_the_feed_reads_from_the_end_skips_junk_and_resumes_where_it_stopp
     try:
         await eventually(lambda: len(got) == 10, what="the events of the pause")
         assert set(while_down) <= set(got)
+    finally:
+        await feed.stop()
+
+
+async def test_partitions_added_while_the_feed_runs_skip_nothing(
+    infra: LocalSettings, unique: Callable[[str], str]
+) -> None:
+    """aiokafka resets every partition of a group-less consumer to its end when the
+    partition set changes: what was published meanwhile on the old partitions, and
+    on the new ones before the feed saw them, was skipped."""
+    bootstrap, topic = infra.kafka_bootstrap, unique("events")
+    await _topic(bootstrap, topic, partitions=1)
+    got: list[ChatEvent] = []
+    feed = KafkaEventFeed(bootstrap, topic, metadata_every=1.0)
+    await feed.start(lambda event, at: got.append(event), lambda reason: None)
+    try:
+        await eventually(feed.ready, what="feed positioned")
+        first = _reads(2, seq=10)
+        await _produce_to(bootstrap, topic, 0, first)
+        await eventually(lambda: len(got) == 2, what="the first events")
+        await _grow(bootstrap, topic, 3)
+        later = _reads(3, seq=20)
+        for partition, event in enumerate(later):  # before the feed knows of 1 and 2
+            await _produce_to(bootstrap, topic, partition, [event])
+        await eventually(lambda: len(got) >= 5, what="the events around the change", within=60)
+        more = _reads(3, seq=30)
+        for partition, event in enumerate(more):
+            await _produce_to(bootstrap, topic, partition, [event])
+        await eventually(lambda: len(got) >= 8, what="the events after it", within=60)
+        assert sorted({e.seq for e in got if isinstance(e, ChatRead)}) == [
+            10,
+            11,
+            20,
+            21,
+            22,
+            30,
+            31,
+            32,
+        ]
     finally:
         await feed.stop()
