@@ -329,6 +329,11 @@ ROUTES: tuple[Route, ...] = (
         answers=(Answer(200, "a page of chats", api.ChatList),),
         params=("limit", "cursor"),
         errors=(ErrorCode.BAD_PAGING, ErrorCode.NO_WORKER),
+        notes={
+            ErrorCode.BAD_PAGING: "a bad limit, a cursor that is not a nextCursor of this "
+            "list, or one whose listing began over 15 minutes ago (list again from the "
+            "first page)",
+        },
     ),
     Route(
         method="post",

@@ -34,6 +34,10 @@ from platform_common.gather import bounded
 #: Chats that moved since a listing began, looked back into at once (each look-back is
 #: one page read, its newest, more when everything on that page came later).
 LOOK_BACKS = 8
+#: Seconds a chat list's cursor is taken for after its first page (then 4005: start over).
+CURSOR_TTL = 900.0
+#: Seconds a cursor's snapshot may be ahead of this worker's clock (another worker's).
+CURSOR_AHEAD = 60.0
 
 
 class ChatService:
@@ -63,7 +67,16 @@ class ChatService:
 
     async def chats_of(self, uid: int, limit: int, cursor: ListCursor | None) -> Page[Chat]:
         """The user's chats, most recent activity first, paged over one snapshot."""
-        snapshot = self._clock() if cursor is None else cursor.snapshot
+        now = self._clock()
+        snapshot = now if cursor is None else cursor.snapshot
+        if not -CURSOR_AHEAD <= now - snapshot <= CURSOR_TTL:
+            # A cursor costs one look-back per chat that moved since its snapshot: an old
+            # one (or one made up) would make a page cost thousands of reads.
+            raise RequestError(
+                ErrorCode.BAD_PAGING,
+                f"cursor expired (a listing lasts {CURSOR_TTL // 60:g} minutes): "
+                "list again from the first page",
+            )
         # Both reads cost the user's chats (one document each): sent together.
         mine, reads = await asyncio.gather(self._store.chats_of(uid), self._store.read_markers(uid))
         chats = [c for c in mine if in_snapshot(c, snapshot)]

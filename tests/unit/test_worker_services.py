@@ -10,7 +10,7 @@ from dialogue_worker.domain.chat_list import ListCursor
 from dialogue_worker.domain.history import Direction, HistoryQuery
 from dialogue_worker.domain.sequencing import text_digest
 from dialogue_worker.errors import OutboxUnavailable, RequestError, StorageUnavailable
-from dialogue_worker.services.chats import ChatService
+from dialogue_worker.services.chats import CURSOR_AHEAD, CURSOR_TTL, ChatService
 from dialogue_worker.services.ports import IdEntry, StoredMessage
 from tests.support.worker_fakes import MemoryOutbox, MemoryStore
 
@@ -189,6 +189,25 @@ async def test_a_failed_look_back_fails_the_listing_and_starts_no_more() -> None
     second = await service.chats_of(1, 5, ListCursor.decode(first.nextCursor))  # a retry
     assert store.calls.count("activity_as_of") == 21
     assert not {c.id for c in first.data} & {c.id for c in second.data}
+
+
+async def test_a_cursor_older_than_a_listing_lasts_or_from_the_future_is_refused() -> None:
+    """Each chat that moved since the snapshot costs a look-back: a made-up snapshot from
+    long ago made a page cost thousands of reads."""
+    service, _, _, clock = make()
+    for i in range(3):
+        await service.create([1, 2 + i])
+    first = await service.chats_of(1, 1, None)
+    assert first.nextCursor is not None
+    cursor = ListCursor.decode(first.nextCursor)
+    clock.now += CURSOR_TTL
+    assert len((await service.chats_of(1, 1, cursor)).data) == 1  # still within its time
+    clock.now += 1
+    await expect(ErrorCode.BAD_PAGING, service.chats_of(1, 1, cursor))
+    ahead = ListCursor(clock.now + CURSOR_AHEAD + 1, cursor.after)  # no worker's clock
+    await expect(ErrorCode.BAD_PAGING, service.chats_of(1, 1, ahead))
+    near = ListCursor(clock.now + CURSOR_AHEAD, cursor.after)  # another worker's clock
+    assert (await service.chats_of(1, 1, near)).data is not None
 
 
 async def test_unread_counts_in_the_list() -> None:
