@@ -113,7 +113,7 @@ class MongoMessageLog:
 
         return {mid for mid in await self._guarded(each(entries, replace)) if mid}
 
-    async def append(self, messages: Sequence[StoredMessage]) -> set[str]:
+    async def append(self, messages: Sequence[StoredMessage]) -> dict[str, int]:
         docs = [history_doc(m) for m in messages]
         failed = await self._insert(self._db.history, docs)
 
@@ -122,7 +122,12 @@ class MongoMessageLog:
             return stored is None or stored["id"] != docs[index]["id"]
 
         others = await self._guarded(each(sorted(failed), holds_another))
-        return {messages[i].cid for i, other in zip(sorted(failed), others, strict=True) if other}
+        taken: dict[str, int] = {}
+        for index, other in zip(sorted(failed), others, strict=True):
+            if other:
+                m = messages[index]
+                taken[m.cid] = min(m.seq, taken.get(m.cid, m.seq))
+        return taken
 
     async def retract(self, messages: Sequence[StoredMessage]) -> None:
         async def remove(message: StoredMessage) -> None:

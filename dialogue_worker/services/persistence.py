@@ -391,9 +391,16 @@ class BatchPersister:
             taken_seqs = await self._append(messages)
             if taken_seqs:  # another writer moved these chats on: undo ours, read where they stand
                 _log_taken([p.item for p in plan.new if p.item.message.cid in taken_seqs])
-                ours = [m for m in messages if m.cid in taken_seqs]
+                # From the lowest seq taken up. Below it, each of ours is stored where we
+                # put it, by us or by another writer that placed the same message there
+                # and may have counted it already: removing it would leave a hole below
+                # that writer's count. The next round finds it stored and repeats it.
+                ours = [m for m in messages if m.seq >= taken_seqs.get(m.cid, m.seq + 1)]
                 await self._retry("write", partial(self._store.retract, ours))
                 await self._retry("chat states", partial(self._book.reload, taken_seqs))
+                for placed in plan.new:  # what this round wrote of them: look it up again
+                    if placed.item.message.cid in taken_seqs:
+                        known.pop(placed.item.message.id, None)
                 # The other chats' messages are stored: the next round repeats them, and
                 # settling counts them.
                 for placed in plan.new:
@@ -411,7 +418,7 @@ class BatchPersister:
             return settled
         raise StorageUnavailable(f"seqs of a batch did not settle in {ROUNDS} rounds")
 
-    async def _append(self, messages: Sequence[StoredMessage]) -> set[str]:
+    async def _append(self, messages: Sequence[StoredMessage]) -> dict[str, int]:
         """`store.append`; when the store refuses some message (not a taken seq), the ones
         it stored beside it are removed before the refusal is raised, so the halving that
         follows finds no seq stored ahead of a hole."""

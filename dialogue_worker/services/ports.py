@@ -100,14 +100,15 @@ class MessageStore(Protocol):
         the ids whose entry had moved on (another writer), left as they are."""
         ...
 
-    async def append(self, messages: Sequence[StoredMessage]) -> set[str]:
-        """Store the messages; the chats where a seq already holds another message."""
+    async def append(self, messages: Sequence[StoredMessage]) -> dict[str, int]:
+        """Store the messages; for each chat where a seq already holds another message,
+        the lowest such seq."""
         ...
 
     async def retract(self, messages: Sequence[StoredMessage]) -> None:
         """Remove these messages where this attempt stored them (same id and same `at`, so
-        never a copy another writer stored at the same seq): an append that found some
-        seqs of a chat taken leaves none of its messages behind."""
+        never a copy another writer stored at the same seq): an append that found a seq
+        of a chat taken leaves none of its messages at or above that seq behind."""
         ...
 
     async def counts(self, cids: Collection[str]) -> dict[str, int]:

@@ -433,6 +433,15 @@ async def test_retract_and_reclaim_change_only_what_this_attempt_wrote(
         mid = str(first["id"])
         assert await log.claim([IdEntry(mid, cid, 1, 1, "h1", 0, 1)]) == set()
         assert await log.known([mid]) == {mid: Known(cid, 1, 1, "h1", True, 1_000)}
+
+        # An append tells, per chat, the lowest seq it found holding another message
+        # (seq 1 holds the chat's first; 2 was retracted above, so it is stored now).
+        mine = [
+            StoredMessage(cid, seq, new_id(), 1, f"x{seq}", 1_000, 3_000.0, 0, seq)
+            for seq in (1, 2)
+        ]
+        assert await log.append([replace(mine[0], id=mid), mine[1]]) == {}  # 1: the same id
+        assert await log.append(mine) == {cid: 1}
     finally:
         await database.close()
 

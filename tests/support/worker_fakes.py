@@ -121,13 +121,13 @@ class MemoryStore:
         self.ids.update({e.id: e for e in entries if e.id not in moved})
         return moved
 
-    async def append(self, messages: Sequence[StoredMessage]) -> set[str]:
+    async def append(self, messages: Sequence[StoredMessage]) -> dict[str, int]:
         self._step("append")
-        others = set()
+        others: dict[str, int] = {}
         for m in messages:
             stored = self.messages.setdefault((m.cid, m.seq), m)
             if stored.id != m.id:
-                others.add(m.cid)
+                others[m.cid] = min(m.seq, others.get(m.cid, m.seq))
         self._done("append")
         return others
 

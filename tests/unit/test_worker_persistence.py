@@ -367,7 +367,7 @@ class PickyStore(MemoryStore):
         self.add_chat(CID, {1, 2})
         self.claims: list[int] = []
 
-    async def append(self, messages: Sequence[StoredMessage]) -> set[str]:
+    async def append(self, messages: Sequence[StoredMessage]) -> dict[str, int]:
         if any("poison" in m.text for m in messages):
             raise OverflowError("MongoDB can only handle up to 8-byte ints")
         return await super().append(messages)
@@ -424,7 +424,7 @@ class GatedStore(MemoryStore):
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def append(self, messages: Sequence[StoredMessage]) -> set[str]:
+    async def append(self, messages: Sequence[StoredMessage]) -> dict[str, int]:
         self.entered.set()
         await self.release.wait()
         return await super().append(messages)
@@ -489,6 +489,45 @@ async def test_when_another_writer_took_some_seqs_none_of_ours_stay_at_wrong_one
     assert "retract" in w.store.calls
 
 
+class RacedStore(MemoryStore):
+    """Another writer of CID appends at the same moment as the first append here: it
+    placed the same message at seq 2 (so it counts the one stored here), another at 3,
+    and counts both."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_chat(CID, {1, 2})
+        self.raced = False
+
+    async def append(self, messages: Sequence[StoredMessage]) -> dict[str, int]:
+        if self.raced or not any(m.seq == 3 for m in messages):
+            return await super().append(messages)
+        self.raced = True
+        self.messages[(CID, 3)] = StoredMessage(CID, 3, f"{100:024x}", 1, "theirs", NOW, 1.0, 0, 9)
+        taken = await super().append(messages)
+        row = self.chats[CID]
+        row.state = ChatState(3, 0, 9)  # the other writer counts 2 and 3
+        return taken
+
+
+async def test_a_message_below_the_seq_found_taken_stays_where_the_other_writer_counts_it() -> None:
+    """Only this attempt's messages from the lowest taken seq up are removed: seq 2 is
+    the message both writers placed there, and the other one counted it (it was removed
+    too, which left a hole below the chat's count, and the message stored again at 4)."""
+    w = World(RacedStore())
+    await w.persister.persist([rec(0)])
+
+    await w.persister.persist([rec(60), rec(61), rec(62)])
+
+    assert w.store.seqs(CID) == {
+        1: ids(0)[0],
+        2: ids(60)[0],
+        3: f"{100:024x}",
+        4: ids(61)[0],
+        5: ids(62)[0],
+    }
+
+
 async def test_chats_stored_beside_one_whose_seqs_were_taken_are_counted() -> None:
     """The append that finds CID's seq taken stores OTHER's messages: the batch is
     planned again, where they are repeats, and OTHER's document still counts them."""
@@ -525,7 +564,7 @@ class RivalStore(MemoryStore):
         super().__init__()
         self.rivals = rivals
 
-    async def append(self, messages: Sequence[StoredMessage]) -> set[str]:
+    async def append(self, messages: Sequence[StoredMessage]) -> dict[str, int]:
         if self.rivals and messages:
             self.rivals -= 1
             m = messages[0]
@@ -574,7 +613,7 @@ async def test_a_left_over_id_stored_beside_a_chat_whose_seq_was_taken_is_stored
 class UnorderedPickyStore(MemoryStore):
     """Like an unordered insert_many: stores every message it can, then refuses."""
 
-    async def append(self, messages: Sequence[StoredMessage]) -> set[str]:
+    async def append(self, messages: Sequence[StoredMessage]) -> dict[str, int]:
         others = await super().append([m for m in messages if "poison" not in m.text])
         if any("poison" in m.text for m in messages):
             raise OverflowError("MongoDB can only handle up to 8-byte ints")
@@ -627,7 +666,7 @@ class RefusingOnceStore(RivalStore):
 
     refuse = False
 
-    async def append(self, messages: Sequence[StoredMessage]) -> set[str]:
+    async def append(self, messages: Sequence[StoredMessage]) -> dict[str, int]:
         if self.refuse:
             self.refuse = False
             raise OverflowError("refused once")
