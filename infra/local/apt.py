@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 
+from infra.local.downloads import run_fetching
 from infra.local.service import Progress, ServiceError
+
+#: Seconds one apt-get command may take (a package download included).
+APT_TIMEOUT = 900.0
 
 # Services provision side by side; dpkg takes one installation at a time.
 _APT = threading.Lock()
@@ -24,6 +27,4 @@ def apt_install(service: str, package: str, progress: Progress) -> None:
             # Wait for a dpkg lock held by another apt run instead of failing at once.
             ["apt-get", "install", "-y", "-qq", "-o", "DPkg::Lock::Timeout=300", package],
         ):
-            proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                raise ServiceError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+            run_fetching(args, what=service, timeout=APT_TIMEOUT, env=env)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
+from infra.local.downloads import run_fetching
 from infra.local.service import ServiceError
+
+#: Seconds one go command may take: the first build of Consul downloads and compiles
+#: several hundred modules in about five minutes here.
+GO_TIMEOUT = 1800.0
 
 
 def go_env(cache_dir: Path) -> dict[str, str]:
@@ -22,11 +26,9 @@ def run_go(args: list[str], cwd: Path, cache_dir: Path, what: str) -> str:
     if shutil.which("go") is None:
         raise ServiceError(f"{what} needs the go command on PATH")
     cwd.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        ["go", *args], cwd=cwd, env=go_env(cache_dir), capture_output=True, text=True, check=False
+    proc = run_fetching(
+        ["go", *args], what=what, timeout=GO_TIMEOUT, env=go_env(cache_dir), cwd=cwd
     )
-    if proc.returncode != 0:
-        raise ServiceError(f"{what}: go {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
     return proc.stdout
 
 

@@ -31,10 +31,13 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from infra.local.downloads import run_fetching
 from infra.local.service import Progress, Service, ServiceError
 from infra.local.settings import LocalSettings
 
 POM = Path(__file__).with_name("kafka-pom.xml")
+#: Seconds the download of Kafka's jars may take (about 20 s here).
+MVN_TIMEOUT = 900.0
 
 LOG4J = """\
 status = warn
@@ -106,7 +109,7 @@ class Kafka(Service):
             raise ServiceError("kafka needs java and mvn on PATH (apt-get install maven)")
         progress.step(self.name, f"downloading Kafka {self.settings.kafka_version} jars (Maven)")
         shutil.rmtree(self.libs, ignore_errors=True)
-        proc = subprocess.run(
+        run_fetching(
             [
                 "mvn",
                 "-q",
@@ -118,12 +121,9 @@ class Kafka(Service):
                 f"-DoutputDirectory={self.libs}",
                 "-DincludeScope=runtime",
             ],
-            capture_output=True,
-            text=True,
-            check=False,
+            what=self.name,
+            timeout=MVN_TIMEOUT,
         )
-        if proc.returncode != 0:
-            raise ServiceError(f"mvn failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
         stamp.touch()
 
     def _java(self, main: str, *args: str, heap: str = "256m") -> list[str]:

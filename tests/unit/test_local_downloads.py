@@ -1,0 +1,35 @@
+"""infra/local/downloads.py: a registry command gets a time limit and a second try."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infra.local import downloads
+from infra.local.downloads import run_fetching
+from infra.local.service import ServiceError
+
+
+@pytest.fixture(autouse=True)
+def no_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(downloads, "PAUSE", 0.0)
+
+
+def test_a_command_that_fails_once_is_tried_again(tmp_path: Path) -> None:
+    tried = tmp_path / "tried"
+    script = (
+        f'if [ -e "{tried}" ]; then echo fetched; '
+        f'else touch "{tried}"; echo "connection reset by peer" >&2; exit 1; fi'
+    )
+    assert run_fetching(["sh", "-c", script], what="jars", timeout=30).stdout == "fetched\n"
+
+
+def test_a_command_that_hangs_is_stopped_and_named() -> None:
+    with pytest.raises(ServiceError, match=r"mirror: tail -f /dev/null failed .*within 0.2 s"):
+        run_fetching(["tail", "-f", "/dev/null"], what="mirror", timeout=0.2)
+
+
+def test_a_command_that_keeps_failing_ends_with_its_output() -> None:
+    with pytest.raises(ServiceError, match=r"2 tries\); exit code 3:\nno such package"):
+        run_fetching(["sh", "-c", "echo no such package >&2; exit 3"], what="apt", timeout=30)
