@@ -130,11 +130,13 @@ def test_networks_keep_workers_and_data_internal(
 ) -> None:
     networks = compose["networks"]
     internal = {name for name, net in networks.items() if (net or {}).get("internal")}
-    assert internal == {"backend"}
+    assert internal == {"backend", "producers"}
     for name, service in services.items():
         attached = set(service["networks"])
         assert "backend" in attached, name
         assert ("edge" in attached) == (name in PUBLISHED), name
+        # Outside producers reach Kafka and nothing else (MongoDB has no authentication).
+        assert ("producers" in attached) == (name in KAFKA_NODES), name
 
 
 def test_every_image_is_pinned_to_a_version(services: dict[str, dict[str, Any]]) -> None:
@@ -479,6 +481,7 @@ def test_consul_runs_with_acls_on_and_deny_by_default(
     assert acl["enabled"] is True and acl["default_policy"] == "deny"
     assert acl["tokens"]["initial_management"] == dot_env["CONSUL_MANAGEMENT_TOKEN"]
     assert "agent" not in acl["tokens"]  # the agent gets its own, weaker token from the job
+    assert _acl_config(services)["ports"] == {"dns": -1}  # nothing uses Consul's DNS
 
 
 def test_every_app_has_its_own_consul_token(
