@@ -8,7 +8,9 @@ after a crash gives every record the seq it had (the store's unique keys catch t
   redelivery: its id is looked up first, and it is repeated (its event again) if it was
   stored. One that was not is stored now, after the newer ones: faust can hand a
   partition's records over out of order around a rebalance, and a record is never
-  dropped for it (a record refused earlier is checked and refused again the same way).
+  dropped for it. A record refused earlier is checked again, and refused again unless
+  what refused it changed: its author was made a member since (see docs/decisions.md,
+  "A refusal judged again").
 - A record whose id is already stored (another copy, produced again), or appears earlier
   in the same batch, repeats that message if chat, author and text agree, and is an id
   conflict otherwise.
