@@ -73,6 +73,17 @@ async def token_of(page: Page) -> dict[str, Any]:
     return json.loads(saved)  # type: ignore[no-any-return]
 
 
+async def chat_with_someone(
+    page: Page, url: str, http: aiohttp.ClientSession, unique: Callable[[str], str]
+) -> tuple[User, str]:
+    """The page's user signs up; someone else, over the API, starts a chat with them."""
+    await sign_up(page, url, "c" + unique("")[-12:])
+    token = await token_of(page)
+    other = await User.sign_up(http, url, "d" + unique("")[-12:])
+    chat = await other.call("POST", "/v1/chats", json={"users": [other.id, token["userId"]]})
+    return other, chat["id"]
+
+
 async def message_texts(page: Page) -> list[str]:
     return await page.locator("#messages .message .text").all_text_contents()
 
@@ -149,13 +160,8 @@ async def test_two_hundred_older_messages_come_in_by_scrolling_up(
     url = platform.gateway.url
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
     page = await context.new_page()
-    name = "c" + unique("")[-12:]
-    await sign_up(page, url, name)
-    token = await token_of(page)
     async with aiohttp.ClientSession() as http:
-        other = await User.sign_up(http, url, "d" + unique("")[-12:])
-        chat = await other.call("POST", "/v1/chats", json={"users": [other.id, token["userId"]]})
-        cid = chat["id"]
+        other, cid = await chat_with_someone(page, url, http, unique)
         for i in range(200):
             await other.post(cid, f"old {i}")
         await eventually(lambda: other.history(cid), lambda h: len(h) == 200, what="stored")
@@ -205,13 +211,8 @@ async def test_a_reconnect_resumes_the_open_chat_from_the_messages_it_holds(
         server.on_message(to_page)
 
     await page.route_web_socket(lambda u: u.endswith("/v1/stream"), route)
-    name = "f" + unique("")[-12:]
-    await sign_up(page, url, name)
-    token = await token_of(page)
     async with aiohttp.ClientSession() as http:
-        other = await User.sign_up(http, url, "g" + unique("")[-12:])
-        chat = await other.call("POST", "/v1/chats", json={"users": [other.id, token["userId"]]})
-        cid = chat["id"]
+        other, cid = await chat_with_someone(page, url, http, unique)
         await other.post(cid, "seen 1")
         await page.click(f".chat[data-cid='{cid}']")
         await page.wait_for_selector("#messages .message:has-text('seen 1')")

@@ -82,13 +82,19 @@ async def test_two_users_on_two_gateways_chat_live(
     message = next(f for f in bob_live.of_type("message") if f["cid"] == cid)
     assert set(message["message"]) >= {"id", "cid", "uid", "createdAt", "text", "seq"}
 
-    # Reading on one device moves the marker on the user's other devices.
+    # Reading on one device moves the marker on the user's other devices, on either
+    # gateway: a second device of Bob's on Alice's gateway shows that gateway has read
+    # the event before Alice's socket is checked for it.
+    bob_on_one = await LiveClient.connect(http, one, bob.token)
+    await bob_on_one.wait_ready()
     await bob.call("PUT", f"/v1/chats/{cid}/read", json={"seq": 10})
-    read = await eventually(lambda: [f for f in bob_live.of_type("read") if f["cid"] == cid])
-    assert read[-1]["seq"] == 10
+    for device in (bob_live, bob_on_one):
+        read = await eventually(lambda d=device: [f for f in d.of_type("read") if f["cid"] == cid])
+        assert read[-1]["seq"] == 10
     assert not [f for f in alice_live.of_type("read") if f["cid"] == cid]  # bob's, not hers
     await alice_live.close()
     await bob_live.close()
+    await bob_on_one.close()
 
 
 async def test_a_dropped_socket_resumes_with_exactly_what_it_missed(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,7 +39,9 @@ def _settings(**overrides: Any) -> GatewaySettings:
 
 @asynccontextmanager
 async def _client(world: World, **overrides: Any) -> AsyncIterator[Client]:
-    app = create_app(_settings(**overrides), adapters=world.adapters)
+    # The app's clock stands still: a Retry-After is then exact however slow the machine.
+    now = time.time()
+    app = create_app(_settings(**overrides), adapters=world.adapters, clock=lambda: now)
     async with TestClient(TestServer(app)) as client:
         yield client
 

@@ -149,7 +149,8 @@ async def test_an_expired_token_has_its_own_code(client: Client) -> None:
 
 
 async def test_the_socket_closes_when_its_token_expires(client: Client) -> None:
-    ws = await _hello(client, _token(ttl=60, now=time.time() - 59))  # one second left
+    # Three seconds left: with one, a slow machine let it expire before `ready` went out.
+    ws = await _hello(client, _token(ttl=60, now=time.time() - 57))
     assert (await _frames(ws, 1))[0]["type"] == "ready"
     assert await _closed_with(ws) == CloseCode.TOKEN_EXPIRED
 
@@ -197,7 +198,9 @@ async def test_stream_opens_are_rate_limited_per_address(world: World) -> None:
     settings = GatewaySettings(
         dialogue_env="local", rate_streams_per_address="2/60", trusted_proxies="127.0.0.1"
     )
-    async with TestClient(TestServer(create_app(settings, adapters=world.adapters))) as client:
+    now = time.time()  # the app's clock stands still: Retry-After is exact
+    app = create_app(settings, adapters=world.adapters, clock=lambda: now)
+    async with TestClient(TestServer(app)) as client:
         opened = [await _hello(client, _token()) for _ in range(2)]
         for ws in opened:
             assert (await _frames(ws, 1))[0]["type"] == "ready"

@@ -123,3 +123,28 @@ def test_a_batch_that_is_not_whole_is_refused(cut: int) -> None:
     raw = build([(1, b"k", b"v", [])])
     with pytest.raises(ValueError):
         list(lenient_records(raw[:cut] if cut > 0 else raw + b"\x00"))
+
+
+@given(st.binary(min_size=1, max_size=16))
+def test_any_header_key_bytes_are_read_as_replaced_text_and_nothing_else_changes(
+    name: bytes,
+) -> None:
+    """Whatever bytes a producer puts in a header key (UTF-8 or not), the records read
+    as aiokafka reads them with the key decoded with replacement characters."""
+    mark = "Q" * len(name)  # a placeholder of the same length, then its bytes replaced
+    rows = [
+        (1, b"k1", b"first", [("a", b"1")]),
+        (2, b"k2", b"second", [("b", None), (mark, b"2")]),
+        (3, None, b"third", []),
+    ]
+    plain = build(rows, base=7)
+    needle = bytes([2 * len(name)]) + mark.encode()  # the key's varint length, then it
+    assert plain.count(needle) == 1
+    at = plain.index(needle) + 1
+    raw = plain[:at] + name + plain[at + len(name) :]
+    expected = aiokafka_reads(plain)
+    expected[1][5][1] = (name.decode("utf-8", "replace"), b"2")
+    assert [fields(r) for r in lenient_records(raw)] == expected
+    tolerant = TolerantRecords(raw)  # the same through the fetcher's reader
+    batch = tolerant.next_batch()
+    assert batch is not None and [fields(r) for r in batch] == expected
