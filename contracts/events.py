@@ -15,8 +15,11 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from contracts.api import Chat, Message
+from contracts.records import UID_MAX
 
 EVENTS_TOPIC = "dialogue.events"
+#: Seqs are MongoDB int64s where they are stored.
+INT64_MAX = 2**63 - 1
 ObjectIdHex = Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")]
 
 
@@ -39,7 +42,7 @@ class MessageCreated(_Event):
     """A message is stored with its seq (published after the write, before the commit)."""
 
     type: Literal["message.created"] = "message.created"
-    seq: int = Field(ge=1)
+    seq: int = Field(ge=1, le=INT64_MAX)
     message: Message
 
 
@@ -58,8 +61,8 @@ class ChatRead(_Event):
     """A user's read marker moved forward (on any of their devices)."""
 
     type: Literal["chat.read"] = "chat.read"
-    uid: int = Field(ge=1)
-    seq: int = Field(ge=0)
+    uid: int = Field(ge=1, le=UID_MAX)
+    seq: int = Field(ge=0, le=INT64_MAX)
 
 
 Event = Annotated[

@@ -188,4 +188,8 @@ class KafkaEventFeed:
             )
             return
         published = record.timestamp / 1000 if record.timestamp is not None else None
-        self._deliver(event, published)
+        try:
+            self._deliver(event, published)
+        except (TypeError, OverflowError) as exc:  # orjson: an integer past 64 bits
+            self._skipped("not encodable")
+            log.warning("events feed skipped an event it cannot encode: %s", exc)

@@ -58,6 +58,8 @@ class LiveMetrics(Protocol):
 
     def overflowed(self) -> None: ...
 
+    def skipped_event(self, reason: str) -> None: ...
+
     def caught_up(self, messages: int, gaps: int) -> None: ...
 
 
@@ -206,11 +208,28 @@ class Session:
                 if item.seq <= position:
                     return  # a duplicate of what this client has
                 if item.seq > position + 1:
+                    if not await self._in_history(item):
+                        return
                     await self._fill(item.cid, position, item.seq - 1)
             self.positions[item.cid] = item.seq
         await self._socket.send(item.text)
         latency = None if item.published is None else max(0.0, self._clock() - item.published)
         self._metrics.delivered(item.kind, latency)
+
+    async def _in_history(self, item: _Item) -> bool:
+        """Whether a message event that jumps ahead is what history holds at its seq. A
+        stored message is in history before its event is published, so one that is not
+        came from elsewhere (anyone who reaches Kafka can write to the events topic): its
+        seq would become the chat's position and hide the real messages below it."""
+        page = await self._history(item.cid, item.seq - 1)
+        held = [_message_frame(item.cid, item.seq, m) for m in page if m.seq == item.seq]
+        if item.text in held:  # the frame history would give, to the byte
+            return True
+        log.warning(
+            "event of chat %s at seq %d is not in its history: not sent", item.cid, item.seq
+        )
+        self._metrics.skipped_event("not in history")
+        return False
 
     async def _catch_up(self, cid: str, listed_last: int) -> None:
         """Everything of `cid` after the position, to the end of history as of now."""

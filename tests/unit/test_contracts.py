@@ -10,11 +10,14 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from contracts import api
 from contracts.__main__ import EVENTS_SCHEMA_FILE, SCHEMA_FILE, events_schema_text, schema_text
 from contracts.errors import ErrorCode, error_body
-from contracts.events import ChatCreated, ChatRead, MembersAdded, MessageCreated
+from contracts.events import ChatCreated, ChatRead, MembersAdded, MessageCreated, decode_event
 from contracts.ids import is_object_id, new_id
 from contracts.records import TEXT_MAX, InvalidRecord, MessageRecord, decode_record
 
@@ -148,3 +151,21 @@ def test_published_events_schema_is_current_and_requires_what_every_event_carrie
         for field in ("v", "type"):  # every event carries them: the schema requires them
             partial = {k: v for k, v in published.items() if k != field}
             assert not validator.is_valid(partial), (event.type, field)
+
+
+@given(
+    st.sampled_from(["message.created", "chat.read"]),
+    st.sampled_from([-(2**63), -1, 2**63, 2**64, 10**30]),
+)
+def test_an_event_seq_or_uid_past_int64_is_not_an_event(kind: str, value: int) -> None:
+    """Seqs and user ids are int64s where they are stored: a larger one on the topic
+    comes from no worker, and a frame with it could not even be encoded."""
+    cid = new_id()
+    message = {"id": new_id(), "cid": cid, "uid": 7, "createdAt": 1, "text": "x", "seq": 3}
+    base = {"v": 1, "type": kind, "cid": cid, "seq": 3}
+    base |= {"message": message} if kind == "message.created" else {"uid": 7}
+    assert decode_event(orjson.dumps(base))
+    for field in ("seq", "uid") if kind == "chat.read" else ("seq",):
+        raw = json.dumps(base | {field: value}).encode()  # orjson cannot write past 64 bits
+        with pytest.raises(ValidationError):
+            decode_event(raw)

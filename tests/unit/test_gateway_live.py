@@ -79,12 +79,16 @@ class Metrics:
         self.frames: dict[str, int] = {}
         self.overflows = 0
         self.caught = [0, 0]
+        self.skipped: list[str] = []
 
     def delivered(self, kind: str, latency: float | None) -> None:
         self.frames[kind] = self.frames.get(kind, 0) + 1
 
     def overflowed(self) -> None:
         self.overflows += 1
+
+    def skipped_event(self, reason: str) -> None:
+        self.skipped.append(reason)
 
     def caught_up(self, messages: int, gaps: int) -> None:
         self.caught[0] += messages
@@ -294,12 +298,13 @@ def test_any_order_of_events_reaches_the_client_in_order_without_gaps(
     async def run() -> list[int]:
         hub, history = Hub(), FakeHistory()
         events = history.add(CID, since)
-        _, socket = await _session(hub, history, {CID: since}, since={CID: since})
+        chats = {CID: since, OTHER: 0}
+        _, socket = await _session(hub, history, chats, since={CID: since})
         events += history.add(CID, 30 - since)  # stored after the client connected
         for seq in order:
             hub.publish(events[seq - 1])
-        newest = max([since, *order])
-        await eventually(lambda: socket.seqs()[-1:] == [newest] or newest == since)
+        hub.publish(history.add(OTHER, 1)[0])  # queued last: once it is out, all is
+        await eventually(lambda: socket.seqs(OTHER) == [1], what="the witness")
         return socket.seqs()
 
     seqs = asyncio.run(run())
@@ -392,3 +397,30 @@ async def test_a_catch_up_slower_than_its_deadline_closes_as_too_slow() -> None:
     assert cut.value.code is CloseCode.TOO_SLOW
     again = await service.open(1, FakeSocket(), {CID: 0})  # the slot was given back
     assert again.positions == {CID: 3}
+
+
+@given(
+    st.sampled_from([3, 4, CATCH_UP_MAX + 2, 2**31 + 1, 2**53 + 1, 2**63 - 1]),  # past: refused
+    st.booleans(),
+)
+def test_a_message_event_history_does_not_hold_moves_nothing(seq: int, same_id: bool) -> None:
+    """An event on the topic that no worker published (a seq ahead of history, or the
+    seq of another message) is not sent, and the chat's real messages still are."""
+
+    async def run() -> tuple[FakeSocket, Metrics]:
+        hub, history, metrics = Hub(), FakeHistory(), Metrics()
+        history.add(CID, 1)
+        _, socket = await _session(hub, history, {CID: 1}, metrics=metrics)
+        forged_id = _message(CID, seq).id if same_id else "f" * 24
+        message = _message(CID, seq).model_copy(update={"id": forged_id, "text": "forged"})
+        hub.publish(MessageCreated(cid=CID, seq=seq, message=message))
+        real = history.add(CID, 3)  # seqs 2..4, stored and published after it
+        for event in real:
+            hub.publish(event)
+        await eventually(lambda: socket.seqs(), lambda s: s[-1:] == [4], what="the real ones")
+        return socket, metrics
+
+    socket, metrics = asyncio.run(run())
+    assert socket.seqs() == [2, 3, 4]
+    assert "forged" not in [f["message"]["text"] for f in socket.sent if f["type"] == "message"]
+    assert socket.types().count("gap") == 0 and metrics.skipped == ["not in history"]
