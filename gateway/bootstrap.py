@@ -107,6 +107,10 @@ def rate_rules(settings: GatewaySettings) -> Rules:
         (Action.POST_MESSAGE, Scope.USER): settings.rate_messages_per_user,
         (Action.OPEN_STREAM, Scope.ADDRESS): settings.rate_streams_per_address,
         (Action.LOOK_UP_USERS, Scope.USER): settings.rate_user_lookups_per_user,
+        (Action.ADD_MEMBERS, Scope.ADDRESS): settings.rate_members_per_address,
+        (Action.ADD_MEMBERS, Scope.USER): settings.rate_members_per_user,
+        (Action.MARK_READ, Scope.ADDRESS): settings.rate_reads_per_address,
+        (Action.MARK_READ, Scope.USER): settings.rate_reads_per_user,
     }
 
 

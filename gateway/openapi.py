@@ -397,6 +397,7 @@ ROUTES: tuple[Route, ...] = (
             ErrorCode.NOT_FOUND: "no such chat, or unknown user ids (named in the message)",
         },
         description="Membership is checked first: a non-member always gets 4031.",
+        limited="member additions by this user or from this address",
     ),
     Route(
         method="get",
@@ -447,6 +448,7 @@ ROUTES: tuple[Route, ...] = (
             "published; retrying is safe",
             **_NO_CHAT,
         },
+        limited="read-marker moves by this user or from this address",
         description="A marker never moves back: a lower seq changes nothing and answers "
         "the current marker. A seq past the chat's lastSeq is clamped to it. When the "
         "marker moves, a `chat.read` event tells the caller's other devices.",

@@ -164,6 +164,12 @@ class GatewaySettings(BaseSettings):
     rate_messages_per_user: RateSetting = _limit("60/10", "message posts per user")
     rate_streams_per_address: RateSetting = _limit("60/60", "stream (WebSocket) opens per address")
     rate_user_lookups_per_user: RateSetting = _limit("60/60", "GET /v1/users look-ups per user")
+    rate_members_per_address: RateSetting = _limit(
+        "120/60", "PUT /v1/chats/{cid} (members added) per client address"
+    )
+    rate_members_per_user: RateSetting = _limit("30/60", "PUT /v1/chats/{cid} per user")
+    rate_reads_per_address: RateSetting = _limit("600/10", "read-marker moves per client address")
+    rate_reads_per_user: RateSetting = _limit("120/10", "read-marker moves per user")
     rate_limit_max_keys: int = Field(
         default=100_000, ge=1, description="buckets kept per limit (least recently used go)"
     )

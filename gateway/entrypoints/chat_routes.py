@@ -38,6 +38,7 @@ async def get_chat(request: web.Request) -> web.Response:
 @routes.put("/v1/chats/{cid}/read")
 async def mark_read(request: web.Request) -> web.Response:
     who = caller(request)
+    admit(request, Action.MARK_READ, who.user_id)
     cid = parse.chat_id(request.match_info["cid"])
     seq = parse.read_seq(await json_body(request))
     marker = await services(request).chats.mark_read(who, cid, seq)
@@ -47,6 +48,7 @@ async def mark_read(request: web.Request) -> web.Response:
 @routes.put("/v1/chats/{cid}")
 async def add_users(request: web.Request) -> web.Response:
     who = caller(request)
+    admit(request, Action.ADD_MEMBERS, who.user_id)
     cid = parse.chat_id(request.match_info["cid"])
     users = parse.added_members(await json_body(request))
     chat = await services(request).chats.add_users(who, cid, users)

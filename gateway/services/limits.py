@@ -17,6 +17,8 @@ class Action(StrEnum):
     CREATE_CHAT = "chat creation"
     POST_MESSAGE = "message posts"
     OPEN_STREAM = "stream opens"
+    ADD_MEMBERS = "member additions"
+    MARK_READ = "read-marker moves"
     LOOK_UP_USERS = "user look-ups"
 
 

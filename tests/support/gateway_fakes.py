@@ -7,7 +7,7 @@ import itertools
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 
-from contracts.api import Chat, Message, Page
+from contracts.api import Chat, Message, Page, ReadMarker
 from contracts.errors import ErrorCode
 from contracts.ids import new_id
 from contracts.records import MessageRecord
@@ -138,6 +138,10 @@ class FakeWorkers:
         merged = Chat(id=cid, users=list(dict.fromkeys(chat.users + users)), createdAt=1)
         self.chats_by_id[cid] = merged
         return merged
+
+    async def mark_read(self, uid: int, cid: str, seq: int) -> ReadMarker:
+        self._chat(uid, cid)
+        return ReadMarker(cid=cid, seq=seq, unread=0)
 
     async def messages(self, uid: int, cid: str, paging: Paging) -> Page[Message]:
         self._chat(uid, cid)

@@ -228,6 +228,31 @@ async def test_chat_creation_and_message_posts_are_rate_limited_per_address() ->
     assert len(world.bus.records) == 3
 
 
+async def test_member_additions_and_read_markers_are_rate_limited_per_user() -> None:
+    """Each member addition is published to every member's socket: not free to repeat."""
+    world = World()
+    overrides = {"rate_members_per_user": "1/60", "rate_reads_per_user": "2/10"}
+    async with _client(world, **overrides) as client:
+        alice, bobby = await _sign_up(client, "alice"), await _sign_up(client, "bobby")
+        auth_a, auth_b = {"Authorization": f"Bearer {alice}"}, {"Authorization": f"Bearer {bobby}"}
+        cid = (
+            await (await client.post("/v1/chats", json={"users": [1, 2]}, headers=auth_a)).json()
+        )["id"]
+        added = await client.put(f"/v1/chats/{cid}", json={"users": [2]}, headers=auth_a)
+        assert added.status == 200
+        again = await client.put(f"/v1/chats/{cid}", json={"users": [2]}, headers=auth_a)
+        assert await _code(again) == "4290" and again.headers["Retry-After"] == "60"
+        assert (
+            await client.put(f"/v1/chats/{cid}", json={"users": [1]}, headers=auth_b)
+        ).status == 200
+        read = f"/v1/chats/{cid}/read"
+        for _ in range(2):
+            assert (await client.put(read, json={"seq": 0}, headers=auth_a)).status == 200
+        refused = await client.put(read, json={"seq": 0}, headers=auth_a)
+        assert await _code(refused) == "4290" and refused.headers["Retry-After"] == "5"
+        assert (await client.put(read, json={"seq": 0}, headers=auth_b)).status == 200
+
+
 async def test_a_body_that_does_not_arrive_in_time_is_4080_and_closes() -> None:
     never = asyncio.Event()
 
