@@ -112,8 +112,22 @@ async def stream(request: web.Request) -> web.StreamResponse:
             await services(request).stream.close(session)
         await client.closed()
         code = client.code if client.code is not None else ws.close_code
-        request.app[METRICS].stream_closes.labels(str(code)).inc()
+        request.app[METRICS].stream_closes.labels(_close_label(code)).inc()
     return ws
+
+
+#: Close codes a client may send that are worth a label of their own.
+_CLIENT_CODES = frozenset({1000, 1001, 1005, 1006})
+
+
+def _close_label(code: int | None) -> str:
+    """The metric's label: a code the server chose, or a common one; a client can close
+    with any code from 3000 to 4999, and each would otherwise be a series of its own."""
+    if code is None:
+        return "None"
+    if code in _CLIENT_CODES or code in CloseCode._value2member_map_:
+        return str(code)
+    return "other"
 
 
 async def _open(

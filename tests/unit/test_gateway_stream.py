@@ -191,6 +191,12 @@ async def test_the_socket_gauge_and_close_reasons_are_exported(client: Client) -
     await ws.close()
     text = await eventually(metrics, lambda t: "gateway_stream_sockets 0.0" in t)
     assert 'gateway_stream_closes_total{code="1000"} 1.0' in text
+    for code in (3000, 3999, 4321, 4999):  # a client's own codes: one label for all
+        own = await _hello(client, _token())
+        await _frames(own, 1)
+        await own.close(code=code)
+    text = await eventually(metrics, lambda t: 'code="other"} 4.0' in t)
+    assert "4321" not in text
 
 
 async def test_stream_opens_are_rate_limited_per_address(world: World) -> None:
