@@ -165,10 +165,12 @@ class Session:
         messages over REST.
         """
         for cid, last in chats.items():
-            if cid not in self.positions:  # an event may have placed it already
+            # An event may have placed it already (None: members added meanwhile, where
+            # the client's `since` still says what it holds).
+            if self.positions.get(cid) is None:
                 self.positions[cid] = min(since[cid], last) if cid in since else last
         await self._socket.send(frame(Ready(userId=self.uid).model_dump()))
-        for cid in since.keys() & chats.keys():
+        for cid in [c for c in since if c in chats]:  # in the client's order (the budget)
             await self._catch_up(cid, chats[cid])
         self._live = True
         self._wake()
@@ -234,7 +236,8 @@ class Session:
     async def _catch_up(self, cid: str, listed_last: int) -> None:
         """Everything of `cid` after the position, to the end of history as of now."""
         position = self.positions[cid] or 0
-        if listed_last - position > min(CATCH_UP_MAX, self._budget):
+        behind = listed_last - position
+        if behind > 0 and behind > min(CATCH_UP_MAX, max(0, self._budget)):
             await self._send_gap(cid, position + 1, listed_last)
             position = self.positions[cid] = listed_last
         await self._fill(cid, position, None)

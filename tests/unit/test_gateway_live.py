@@ -331,17 +331,32 @@ async def test_one_catch_up_sends_at_most_its_budget_and_gaps_the_rest() -> None
     """Each chat is within CATCH_UP_MAX, but together they are not: the chats past the
     budget get a gap, so a catch-up's length is bounded whatever `since` names."""
     hub, history = Hub(), FakeHistory()
-    third = "c" * 24
+    third, current = "c" * 24, "d" * 24
     behind = CATCH_UP_BUDGET * 2 // 5  # two chats fit, the third does not
     chats = {}
-    for cid in (CID, OTHER, third):
+    for cid in (CID, OTHER, third, current):
         history.add(cid, behind)
         chats[cid] = behind
-    _, socket = await _session(hub, history, chats, since=dict.fromkeys(chats, 0))
+    since = dict.fromkeys(chats, 0) | {current: behind}  # the client has all of `current`
+    _, socket = await _session(hub, history, chats, since=since)
     sent = sum(len(socket.seqs(cid)) for cid in chats)
     gaps = [f for f in socket.sent if f["type"] == "gap"]
     assert sent == 2 * behind <= CATCH_UP_BUDGET
-    assert len(gaps) == 1 and gaps[0]["fromSeq"] == 1 and gaps[0]["toSeq"] == behind
+    assert gaps == [{"type": "gap", "cid": third, "fromSeq": 1, "toSeq": behind}]
+
+
+async def test_members_added_while_the_chats_are_listed_keeps_what_since_says() -> None:
+    """The event makes the session follow the chat before `start`; the client's `since`
+    for it still counts (it got a gap over everything it held)."""
+    hub, history = Hub(), FakeHistory()
+    history.add(CID, 5)
+    socket = FakeSocket()
+    session = Session(1, socket, history, Metrics(), DEFAULT_LIMITS, lambda: 0.0)
+    hub.register(session)
+    hub.publish(MembersAdded(cid=CID, users=[1], members=[1, 2]))
+    hub.follow(session, [CID])
+    await session.start({CID: 2}, {CID: 5})
+    assert socket.seqs() == [3, 4, 5] and "gap" not in socket.types()
 
 
 class Workers(FakeHistory):
