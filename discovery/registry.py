@@ -125,33 +125,41 @@ class Registrar:
             await client.close()
 
     async def _refuse_duplicate(self, client: consul.aio.Consul) -> None:
-        # A registration that stays passing longer than one TTL has a live owner;
-        # one left behind by a crashed process lapses within its TTL.
-        if await self._check_status(client) not in ("passing", "warning"):
+        # A registration whose check is kept updated has a live owner, whatever it
+        # reports (a worker without MongoDB keeps its check critical on purpose); one
+        # left behind by a crashed process lapses within its TTL ("TTL expired").
+        if not await self._owner_alive(client):
             return
         reg = self.registration
         log.warning(
-            "'%s' is already registered and passing; waiting up to %.1fs to see whether "
-            "its owner is alive (a crashed predecessor's TTL lapses)",
+            "'%s' is already registered and kept updated; waiting up to %.1fs to see "
+            "whether its owner is alive (a crashed predecessor's TTL lapses)",
             reg.instance_id,
             self.ttl + _OWNER_SLACK,
         )
         deadline = time.monotonic() + self.ttl + _OWNER_SLACK
         while time.monotonic() < deadline:
             await asyncio.sleep(min(0.5, self.ttl / 10))
-            if await self._check_status(client) not in ("passing", "warning"):
+            if not await self._owner_alive(client):
                 return
         raise DuplicateInstance(
-            f"instance id '{reg.instance_id}' of service '{reg.service}' is kept passing "
+            f"instance id '{reg.instance_id}' of service '{reg.service}' is kept updated "
             "by another live process; give every process its own SERVICE_ID "
             "(or its own port when the id is derived from host and port)"
         )
 
-    async def _check_status(self, client: consul.aio.Consul) -> str | None:
+    async def _owner_alive(self, client: consul.aio.Consul) -> bool:
+        """Whether the check exists and has not lapsed: passing or warning, or critical
+        with its owner's own reason rather than Consul's "TTL expired"."""
         async with asyncio.timeout(5):
             checks = await client.agent.checks()
         check = checks.get(self.check_id) if isinstance(checks, dict) else None
-        return str(check.get("Status")) if isinstance(check, dict) else None
+        if not isinstance(check, dict):
+            return False
+        status, output = str(check.get("Status")), str(check.get("Output") or "")
+        if status in ("passing", "warning"):
+            return True
+        return status == "critical" and bool(output) and not output.startswith("TTL expired")
 
     async def _register(self, client: consul.aio.Consul) -> None:
         reg = self.registration

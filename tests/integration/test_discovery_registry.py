@@ -181,6 +181,29 @@ async def test_a_second_live_process_with_the_same_id_is_refused(
         await first.stop()
 
 
+async def test_a_live_process_reporting_critical_keeps_its_id(
+    infra: LocalSettings, agent: consul.aio.Consul, unique: Callable[[str], str]
+) -> None:
+    """Its check is critical on purpose (its MongoDB is down), and it keeps updating it:
+    a second process with its id is refused, not let in over it (they took turns
+    flipping the check, and the first one's stop deregistered the second)."""
+    reg = registration(unique)
+    sick = SwitchableProbe()
+    sick.report = HealthReport.critical("mongodb unreachable: connection refused")
+    first = Registrar(infra.consul_url, reg, sick, ttl=2.0, interval=0.3)
+    await first.start()
+    second = Registrar(infra.consul_url, reg, SwitchableProbe(), ttl=2.0, interval=0.3)
+    try:
+        with pytest.raises(DuplicateInstance, match="SERVICE_ID"):
+            await second.start()
+        check = await check_of(agent, reg.instance_id)
+        assert check is not None and check["Status"] == "critical"
+        assert check["Output"] == "mongodb unreachable: connection refused"
+    finally:
+        await second.stop()
+        await first.stop()
+
+
 async def test_a_crashed_predecessor_with_the_same_id_is_taken_over(
     infra: LocalSettings, agent: consul.aio.Consul, unique: Callable[[str], str]
 ) -> None:
