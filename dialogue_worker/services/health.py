@@ -61,6 +61,9 @@ class WorkerHealth:
     critical: MongoDB does not answer a ping, or the last batch write is failing.
     warning:  a partition has records waiting (lag > 0) and its position has not moved
               for `stall_after` seconds; the reason names the partition and offset.
+    passing, with a reason: a batch waits for Kafka (events, forwards, dead letters
+              cannot be sent). Reads need only MongoDB: the worker stays in the
+              gateways' read set, and its partitions wait for Kafka, not stuck.
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class WorkerHealth:
         self._stall_after = stall_after
         self._clock = clock
         self._failure: str | None = None
+        self._reads_fail = False  # whether the failure is the store's (reads fail too)
         self._waiting_since: dict[TopicPartition, tuple[int, float]] = {}
         self._last: tuple[float, HealthState] | None = None
         self._pinging: asyncio.Future[None] | None = None
@@ -85,9 +89,11 @@ class WorkerHealth:
         """Why the last batch step is failing (None while it succeeds)."""
         return self._failure
 
-    def failing(self, reason: str) -> None:
-        """The agent cannot complete a batch right now."""
+    def failing(self, reason: str, *, reads_fail: bool = True) -> None:
+        """The agent cannot complete a batch right now; `reads_fail` when the cause (the
+        store) fails this worker's reads too."""
         self._failure = reason
+        self._reads_fail = reads_fail
 
     def progressed(self) -> None:
         """The agent completed a batch."""
@@ -136,12 +142,14 @@ class WorkerHealth:
         await asyncio.shield(self._pinging)
 
     async def _evaluate(self) -> HealthState:
-        if self._failure is not None:
+        if self._failure is not None and self._reads_fail:
             return HealthState(Status.CRITICAL, self._failure)
         try:
             await asyncio.wait_for(self._ping_shielded(), PING_TIMEOUT + PING_GRACE)
         except (StorageUnavailable, TimeoutError) as exc:
             return HealthState(Status.CRITICAL, f"mongodb unreachable: {exc or 'ping timed out'}")
+        if self._failure is not None:  # Kafka: reads are served, the partitions wait for it
+            return HealthState(Status.PASSING, f"reads served; writes wait: {self._failure}")
         stuck = self.stuck()
         if stuck:
             named = "; ".join(s.describe() for s in stuck[:REASON_PARTITIONS])

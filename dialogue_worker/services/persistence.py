@@ -56,7 +56,7 @@ from dialogue_worker.domain.sequencing import (
     same_content,
     text_digest,
 )
-from dialogue_worker.errors import StorageUnavailable, WorkerError
+from dialogue_worker.errors import OutboxUnavailable, StorageUnavailable, WorkerError
 from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.chat_book import ChatBook
 from dialogue_worker.services.health import WorkerHealth
@@ -530,7 +530,8 @@ class BatchPersister:
         """`attempt` until it succeeds; retryable WorkerErrors are reported and waited out."""
 
         def report(exc: Exception, delay: float) -> None:
-            self._health.failing(f"{step} failing: {exc}")
+            reads_fail = not isinstance(exc, OutboxUnavailable)  # Kafka: reads still work
+            self._health.failing(f"{step} failing: {exc}", reads_fail=reads_fail)
             self._metrics.retries.labels(step).inc()
             log.warning("%s failed, retrying in %.1fs: %s", step, delay, exc)
 

@@ -93,6 +93,26 @@ async def test_health_critical_warning_passing() -> None:
     assert (await health.check()).status is Status.PASSING
 
 
+async def test_a_batch_waiting_for_kafka_leaves_the_worker_serving_reads() -> None:
+    """Reads need MongoDB only: a Kafka outage (events, forwards, dead letters) must not
+    take every worker out of the gateways' read set, nor call its waiting partitions
+    stuck; MongoDB down while it waits still does."""
+    clock, mongo = Clock(), Mongo()
+    partitions: dict[tuple[str, int], PartitionState] = {("t", 0): PartitionState(12, 10)}
+    health = WorkerHealth(mongo.ping, lambda: partitions, stall_after=30, clock=clock)
+    await health.check()
+    health.failing("publish failing: KafkaConnectionError", reads_fail=False)
+    clock.now = 100.0  # far past stall_after: the partition waits for Kafka
+    waiting = await health.check()
+    assert waiting.status is Status.PASSING
+    assert waiting.reason == "reads served; writes wait: publish failing: KafkaConnectionError"
+    mongo.up = False
+    assert (await health.check()).status is Status.CRITICAL
+    mongo.up = True
+    health.failing("write failing: connection refused")  # the store's: reads fail too
+    assert (await health.check()).status is Status.CRITICAL
+
+
 async def test_only_the_partition_that_does_not_move_is_stuck() -> None:
     clock, mongo = Clock(), Mongo()
     partitions = {("t", 0): PartitionState(5, 100), ("t", 1): PartitionState(5, 7)}
