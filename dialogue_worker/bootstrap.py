@@ -150,7 +150,10 @@ def build(settings: WorkerSettings) -> Components:
             await lag.refresh_ends()
         except Exception as exc:  # Kafka unreachable: those partitions show no lag this time
             log.warning("could not read end offsets: %s", exc)
-        await rewinder.run_once()
+        try:  # an exception out of a faust timer stops the worker
+            await rewinder.run_once()
+        except Exception:
+            log.exception("looking for stuck partitions failed; again next period")
 
     app.timer(interval=max(1.0, settings.stall_after / 3))(watch_partitions)
     app.timer(interval=settings.commit_interval)(committer.tick)

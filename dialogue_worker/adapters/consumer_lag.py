@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 
 from dialogue_worker.domain.offsets import DurableOffsets
@@ -29,7 +31,7 @@ class ConsumerLag:
         if not self._app.started:
             return
         consumer = self._app.consumer
-        unknown = [tp for tp in consumer.assignment() if consumer.highwater(tp) is None]
+        unknown = [tp for tp in consumer.assignment() if _highwater(consumer, tp) is None]
         ends = await consumer.highwaters(*unknown) if unknown else {}
         self._ends = {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
@@ -39,7 +41,7 @@ class ConsumerLag:
         consumer = self._app.consumer
         states = {}
         for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
+            highwater = _highwater(consumer, tp)
             if highwater is None:
                 highwater = self._ends.get((tp.topic, tp.partition))
             position = self._ledger.through((tp.topic, tp.partition))
@@ -50,3 +52,14 @@ class ConsumerLag:
 
     def lags(self) -> dict[TopicPartition, int]:
         return {tp: state.lag for tp, state in self.per_partition().items()}
+
+
+def _highwater(consumer: Any, tp: Any) -> int | None:
+    """The partition's high watermark as the consumer knows it; None when unknown, or when
+    a rebalance in faust's consumer thread took the partition away between reading the
+    assignment and this call (aiokafka asserts it is assigned)."""
+    try:
+        highwater: int | None = consumer.highwater(tp)
+    except (AssertionError, AttributeError, KeyError):
+        return None
+    return highwater
