@@ -70,7 +70,7 @@ class ConsulRegistration:
     async def probe(self) -> HealthReport:
         state = await self._health.check()
         if state.status is Status.PASSING:
-            return HealthReport.passing()
+            return HealthReport.passing(state.reason or "")  # e.g. writes waiting for Kafka
         if state.status is Status.WARNING:
             return HealthReport.warning(state.reason or "warning")
         return HealthReport.critical(state.reason or "critical")

@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 
+from dialogue_worker.adapters.registration import ConsulRegistration
 from dialogue_worker.adapters.sharding import ensure_sharding
 from dialogue_worker.errors import StorageUnavailable
 from dialogue_worker.services.chat_book import ChatBook
 from dialogue_worker.services.health import PartitionState, Status, WorkerHealth
 from dialogue_worker.settings import WorkerSettings
+from discovery import HealthReport
 from platform_common.local import LOCAL_ENTRYPOINT_TOKEN as LOCAL_TOKEN
 from tests.support.worker_fakes import MemoryStore
 
@@ -111,6 +113,17 @@ async def test_a_batch_waiting_for_kafka_leaves_the_worker_serving_reads() -> No
     mongo.up = True
     health.failing("write failing: connection refused")  # the store's: reads fail too
     assert (await health.check()).status is Status.CRITICAL
+
+
+async def test_the_consul_check_of_a_worker_waiting_for_kafka_passes_with_the_reason() -> None:
+    health = WorkerHealth(Mongo().ping, dict, stall_after=30, clock=Clock())
+    registration = ConsulRegistration(WorkerSettings(dialogue_env="local"), "w-1", health)
+    assert await registration.probe() == HealthReport.passing()
+    health.failing("publish failing: KafkaConnectionError", reads_fail=False)
+    report = await registration.probe()
+    assert report == HealthReport.passing(
+        "reads served; writes wait: publish failing: KafkaConnectionError"
+    )
 
 
 async def test_only_the_partition_that_does_not_move_is_stuck() -> None:
