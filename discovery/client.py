@@ -30,8 +30,8 @@ class BalancedClient:
     refuses the client itself, e.g. 401 for a credential it does not share): those
     count as the instance's failure, like a 5xx, and the last one is returned when
     no instance answers otherwise. An ejected instance is readmitted once a GET of
-    `probe_path` answers below 500 and not in `refused` (None: readmit when the
-    cool-down ends).
+    `probe_path` answers below 500 and not in `refused`, with a body `probe_healthy`
+    accepts when given (None: readmit when the cool-down ends).
 
     Connections are not pooled with a limit: waiting for a free connection would
     count against `request_timeout` and eject a healthy instance (callers bound
@@ -50,6 +50,7 @@ class BalancedClient:
         max_cooldown: float = 60.0,
         probe_path: str | None = "/ping",
         refused: frozenset[int] = frozenset(),
+        probe_healthy: Callable[[bytes], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if attempts < 1:
@@ -60,6 +61,7 @@ class BalancedClient:
         self.request_timeout = request_timeout
         self.probe_path = probe_path
         self.refused = refused
+        self.probe_healthy = probe_healthy
         self._headers = dict(headers or {})
         self._balancer = Balancer(cooldown=cooldown, max_cooldown=max_cooldown, clock=clock)
         self._session: aiohttp.ClientSession | None = None
@@ -196,8 +198,10 @@ class BalancedClient:
                 instance.base_url + path,
                 timeout=aiohttp.ClientTimeout(total=self.request_timeout),
             ) as resp:
-                await resp.read()
+                body = await resp.read()
                 healthy = resp.status < 500 and resp.status not in self.refused
+                if healthy and self.probe_healthy is not None:
+                    healthy = self.probe_healthy(body)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.info("instance '%s' still unhealthy: %s", instance.id, _describe(exc, None))
             healthy = False

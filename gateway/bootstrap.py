@@ -12,7 +12,7 @@ from gateway.adapters.events_feed import KafkaEventFeed
 from gateway.adapters.kafka_bus import KafkaBus
 from gateway.adapters.mysql_users import MySQLUserStore, mysql_pool
 from gateway.adapters.passwords import Argon2Hasher
-from gateway.adapters.workers import REFUSALS, WorkerClient
+from gateway.adapters.workers import REFUSALS, WorkerClient, pong_serves_reads
 from gateway.domain.idempotency import IdempotencyCache
 from gateway.domain.throttle import FailureBudget, FailureLimit, SignInThrottle
 from gateway.domain.tokens import TokenCodec
@@ -78,6 +78,7 @@ async def real_adapters(settings: GatewaySettings) -> AsyncIterator[Adapters]:
             cooldown=settings.upstream_cooldown,
             headers={"Authorization": f"Entrypoint {settings.secret('entrypoint_token')}"},
             refused=REFUSALS,
+            probe_healthy=pong_serves_reads,
         )
         stack.push_async_callback(client.stop)
         await client.start()

@@ -36,6 +36,17 @@ def _request_id_header() -> dict[str, str]:
 REFUSALS = frozenset({401, 405, 413})
 
 
+def pong_serves_reads(body: bytes) -> bool:
+    """Whether a worker's `/ping` answer says it can serve reads: it answers 200 whatever
+    its health and says `critical` (MongoDB unreachable) in the body, and such a worker
+    must not be readmitted after its cool-down (`warning`: a partition stuck, reads fine)."""
+    try:
+        status = orjson.loads(body).get("status")
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+    return status in ("passing", "warning")
+
+
 def worker_error(status: int, body: bytes) -> GatewayError:
     """The worker's own error when it sent a well-formed one about the client's request,
     else a 5xx of ours."""

@@ -25,7 +25,7 @@ from discovery import (
     Registration,
     ServiceWatch,
 )
-from gateway.adapters.workers import REFUSALS, WorkerClient
+from gateway.adapters.workers import REFUSALS, WorkerClient, pong_serves_reads
 from gateway.errors import GatewayError
 from infra.local import LocalSettings
 from infra.processes.private import free_port
@@ -39,6 +39,7 @@ class Answer:
     status: int = 200
     body: bytes = b"{}"
     hold: Callable[[], Awaitable[None]] | None = None  # awaited before answering
+    pong: bytes | None = None  # the body of a 200 to GET /ping (None: as any other path)
 
 
 class Clock:
@@ -68,6 +69,8 @@ async def worker(infra: LocalSettings, unique: Callable[[str], str]) -> AsyncIte
     async def handle(request: web.Request) -> web.Response:
         if answer.hold is not None:
             await answer.hold()
+        if request.path == "/ping" and answer.pong is not None:
+            return web.Response(body=answer.pong, content_type="application/json")
         return web.Response(status=answer.status, body=answer.body, content_type="application/json")
 
     app = web.Application()
@@ -207,3 +210,39 @@ async def test_more_calls_in_flight_than_a_default_pool_holds_all_reach_the_work
         all_in.set()
         worker.answer.hold = None
         await balanced.stop()
+
+
+async def test_a_worker_whose_ping_says_critical_is_not_readmitted(worker: FakeWorker) -> None:
+    """/ping answers 200 whatever the worker's health; the body says critical while its
+    MongoDB is down, and such a worker stays out until it says otherwise."""
+    clock = Clock()
+    balanced = BalancedClient(
+        worker.watch, cooldown=60.0, probe_healthy=pong_serves_reads, clock=clock
+    )
+    await balanced.start()
+    try:
+        client = WorkerClient(balanced)
+        worker.answer.status, worker.answer.body = 503, b"{}"
+        worker.answer.pong = orjson.dumps({"id": "w", "status": "critical", "reason": "mongo"})
+        with pytest.raises(GatewayError):
+            await client.chat(1, new_id())
+        clock.now += 61
+        with pytest.raises(GatewayError):
+            await client.chat(1, new_id())  # sends the probe
+        await eventually(lambda: client.instances()[0].ejections, lambda n: n == 2, what="probe")
+
+        worker.answer.pong = orjson.dumps({"id": "w", "status": "passing", "reason": None})
+        worker.answer.status, worker.answer.body = 200, b"{}"
+        clock.now += 121  # the doubled cool-down
+        with pytest.raises(GatewayError):
+            await client.chat(1, new_id())  # still out; its probe readmits it
+        await eventually(lambda: client.instances()[0].healthy, what="readmitted")
+    finally:
+        worker.answer.pong = None
+        worker.answer.status, worker.answer.body = 200, b"{}"
+        await balanced.stop()
+
+
+@given(st.binary(max_size=200))
+def test_any_ping_body_is_judged_without_raising(body: bytes) -> None:
+    assert pong_serves_reads(body) in (True, False)
