@@ -155,5 +155,7 @@ def build_services(
             QueueLimits(settings.stream_queue_frames, settings.stream_queue_bytes),
             settings.stream_catch_ups,
             clock,
+            max_per_user=settings.stream_max_per_user,
+            max_per_address=settings.stream_max_per_address,
         ),
     )

@@ -218,6 +218,12 @@ class GatewaySettings(BaseSettings):
     stream_catch_ups: int = Field(
         default=32, ge=1, description="streams that may list chats and catch up at once"
     )
+    stream_max_per_user: int = Field(
+        default=16, ge=1, description="streams one user may hold open on this gateway"
+    )
+    stream_max_per_address: int = Field(
+        default=1000, ge=1, description="streams one client address may hold open here"
+    )
     idempotency_max_bytes: int = Field(
         default=32 * 1024 * 1024,
         ge=1024,

@@ -20,6 +20,7 @@ from contracts.live import (
 )
 from gateway.domain.tokens import Principal, TokenExpired
 from gateway.entrypoints.http import admit, services
+from gateway.entrypoints.http import client as client_address
 from gateway.entrypoints.state import METRICS, SETTINGS
 from gateway.errors import GatewayError
 from gateway.services.limits import Action
@@ -149,7 +150,9 @@ async def _open(
         "token expired: reconnect with a new one",
     )
     try:
-        session = await services(request).stream.open(who.user_id, client, hello.since)
+        session = await services(request).stream.open(
+            who.user_id, client, hello.since, client_address(request)
+        )
     except StreamUnavailable as exc:
         expiry.cancel()
         client.close(exc.code, str(exc))

@@ -298,6 +298,9 @@ class Hub:
     def sessions(self) -> int:
         return sum(len(s) for s in self._by_uid.values())
 
+    def sessions_of(self, uid: int) -> int:
+        return len(self._by_uid.get(uid, ()))
+
     @property
     def followed(self) -> int:
         """Chats at least one session follows."""

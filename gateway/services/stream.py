@@ -43,6 +43,8 @@ class StreamService:
         *,
         slot_within: float = SLOT_WITHIN,
         catch_up_within: float = CATCH_UP_WITHIN,
+        max_per_user: int = 16,
+        max_per_address: int = 1000,
     ) -> None:
         self.hub = hub
         self._workers = workers
@@ -53,15 +55,29 @@ class StreamService:
         self._clock = clock
         self._slot_within = slot_within
         self._catch_up_within = catch_up_within
+        self._max_per_user = max_per_user
+        self._max_per_address = max_per_address
+        self._by_address: dict[str, int] = {}  # open sessions per client address
+        self._address_of: dict[Session, str] = {}
 
-    async def open(self, uid: int, socket: Socket, since: dict[str, int]) -> Session:
+    async def open(
+        self, uid: int, socket: Socket, since: dict[str, int], address: str = ""
+    ) -> Session:
         """A session that has sent `ready` and caught up, now delivering live events.
 
-        StreamUnavailable when it cannot be (the caller closes with TRY_AGAIN).
+        StreamUnavailable when it cannot be (the caller closes with TRY_AGAIN): also when
+        the user or the client address holds as many streams as it may (an hour-long
+        token opens any number, and each holds a socket and its chat index).
         """
         if not self._feed.ready():
             raise StreamUnavailable("the events feed is not positioned yet")
+        if self.hub.sessions_of(uid) >= self._max_per_user:
+            raise StreamUnavailable(f"this user holds {self._max_per_user} streams already")
+        if self._by_address.get(address, 0) >= self._max_per_address:
+            raise StreamUnavailable(f"this address holds {self._max_per_address} streams already")
         session = Session(uid, socket, self._workers, self._metrics, self._limits, self._clock)
+        self._by_address[address] = self._by_address.get(address, 0) + 1
+        self._address_of[session] = address
         self.hub.register(session)  # from here on, the user's new chats reach the session
         try:
             await self._catch_up(session, since)
@@ -94,6 +110,13 @@ class StreamService:
 
     async def close(self, session: Session) -> None:
         self.hub.unregister(session)
+        address = self._address_of.pop(session, None)
+        if address is not None:
+            left = self._by_address[address] - 1
+            if left:
+                self._by_address[address] = left
+            else:
+                del self._by_address[address]
         await session.stop()
 
     def shut_down(self) -> None:

@@ -374,7 +374,14 @@ class Feed:
         return True
 
 
-def _service(workers: Workers, *, slot_within: float, catch_up_within: float) -> StreamService:
+def _service(
+    workers: Workers,
+    *,
+    slot_within: float = 600,
+    catch_up_within: float = 600,
+    max_per_user: int = 16,
+    max_per_address: int = 1000,
+) -> StreamService:
     return StreamService(
         Hub(),
         workers,
@@ -384,6 +391,8 @@ def _service(workers: Workers, *, slot_within: float, catch_up_within: float) ->
         1,  # type: ignore[arg-type]
         slot_within=slot_within,
         catch_up_within=catch_up_within,
+        max_per_user=max_per_user,
+        max_per_address=max_per_address,
     )
 
 
@@ -439,3 +448,27 @@ def test_a_message_event_history_does_not_hold_moves_nothing(seq: int, same_id: 
     assert socket.seqs() == [2, 3, 4]
     assert "forged" not in [f["message"]["text"] for f in socket.sent if f["type"] == "message"]
     assert socket.types().count("gap") == 0 and metrics.skipped == ["not in history"]
+
+
+async def test_a_user_or_an_address_holds_a_bounded_number_of_streams() -> None:
+    """One token opens any number of streams for an hour: each holds a socket and an
+    index of the user's chats, so a user and an address hold a bounded number."""
+    workers = Workers()
+    workers.add(CID, 1)
+    service = _service(workers, max_per_user=2, max_per_address=3)
+    first = await service.open(1, FakeSocket(), {}, "198.51.100.1")
+    await service.open(1, FakeSocket(), {}, "198.51.100.2")
+    with pytest.raises(StreamUnavailable, match="user holds 2") as refused:
+        await service.open(1, FakeSocket(), {}, "198.51.100.3")
+    assert refused.value.code is CloseCode.TRY_AGAIN
+    await service.close(first)
+    await service.open(1, FakeSocket(), {}, "198.51.100.1")  # one was closed: room again
+
+    for uid in (2, 3):
+        await service.open(uid, FakeSocket(), {}, "203.0.113.9")
+    third = await service.open(4, FakeSocket(), {}, "203.0.113.9")
+    with pytest.raises(StreamUnavailable, match="address holds 3"):
+        await service.open(5, FakeSocket(), {}, "203.0.113.9")
+    await service.close(third)
+    await service.open(5, FakeSocket(), {}, "203.0.113.9")
+    assert service.hub.sessions == 5  # 2 of user 1, 3 from 203.0.113.9
