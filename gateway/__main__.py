@@ -19,8 +19,19 @@ from platform_common.logs import setup_logging
 
 log = logging.getLogger("gateway")
 
-#: Seconds requests in flight get to finish after SIGTERM.
+#: Seconds requests in flight get to finish after SIGTERM, at least.
 SHUTDOWN_GRACE = 15.0
+#: What a post may wait beyond its two bounded steps (a request with the same
+#: Idempotency-Key ahead of it, the event loop under load).
+_GRACE_SLACK = 5.0
+
+
+def shutdown_grace(settings: GatewaySettings) -> float:
+    """Long enough for a post in flight: its membership check (UPSTREAM_DEADLINE) and its
+    Kafka send (KAFKA_SEND_TIMEOUT). Cut short, the client got no answer while the record
+    was still flushed, and its retry on another gateway posted the message twice."""
+    needed = settings.upstream_deadline + settings.kafka_send_timeout + _GRACE_SLACK
+    return max(SHUTDOWN_GRACE, needed)
 
 
 def _announce(settings: GatewaySettings) -> None:
@@ -41,7 +52,7 @@ async def serve(settings: GatewaySettings) -> None:
         max_connections=settings.max_connections,
         header_timeout=settings.header_timeout,
         access_log_class=AccessLogger,
-        shutdown_timeout=SHUTDOWN_GRACE,
+        shutdown_timeout=shutdown_grace(settings),
     )
     await runner.setup()
     try:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 from pydantic import ValidationError
 
+from gateway.__main__ import shutdown_grace
 from gateway.settings import LOCAL_JWT_SECRET, GatewaySettings
+
+REPO = Path(__file__).resolve().parents[2]
 
 PRODUCTION = {
     "DIALOGUE_ENV": "production",
@@ -120,3 +126,15 @@ def test_local_mode_on_its_public_secrets_binds_to_loopback_only(host: str) -> N
     for name in own:  # an empty value means the public default as well
         with pytest.raises(ValidationError, match="GATEWAY_HOST"):
             GatewaySettings(dialogue_env="local", gateway_host=host, **own | {name: ""})
+
+
+def test_the_shutdown_grace_covers_a_post_in_flight() -> None:
+    """A post may take its membership check and its Kafka send: SIGTERM waits for both,
+    and compose gives the gateway longer than that before it kills it."""
+    default = GatewaySettings(dialogue_env="local")
+    assert shutdown_grace(default) == 20.0
+    slow = GatewaySettings(dialogue_env="local", kafka_send_timeout=30, upstream_deadline=8)
+    assert shutdown_grace(slow) == 43.0
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    period = compose["services"]["gateway"]["stop_grace_period"]
+    assert period.endswith("s") and float(period[:-1]) > shutdown_grace(default)
