@@ -22,10 +22,9 @@ Probe = Callable[[], Awaitable[HealthReport]]
 
 #: Consul keeps at most 4 KiB of check output; reasons are cut well below that.
 _REASON_MAX = 1000
-#: Shares of the heartbeat interval the probe and the TTL update may take: together
-#: under one interval, so beats on a fixed schedule never overlap.
-_PROBE_SHARE = 0.6
-_REPORT_SHARE = 0.3
+#: Seconds one TTL update may take: a third of the interval, but never under one
+#: second (the first update is part of start(), and a loaded agent answers slowly).
+_REPORT_MIN = 1.0
 #: How much longer than one TTL a registration must stay passing to prove a live owner.
 _OWNER_SLACK = 1.0
 
@@ -192,10 +191,9 @@ class Registrar:
         )
 
     async def _heartbeat(self, client: consul.aio.Consul) -> None:
-        # On a fixed schedule: a slow beat (the probe may take 0.6 of the interval, the
-        # report 0.3) does not push the next one back, so after one lost update the next
-        # lands within three intervals of the last one and the check (TTL = 3 intervals)
-        # does not lapse.
+        # On a fixed schedule: a slow beat does not push the next one back (one that
+        # overruns its interval is followed at once), so the gaps between updates do not
+        # add up to a lapsed TTL.
         loop = asyncio.get_running_loop()
         due = loop.time()
         while True:
@@ -230,12 +228,10 @@ class Registrar:
 
     async def _run_probe(self) -> HealthReport:
         try:
-            async with asyncio.timeout(self.interval * _PROBE_SHARE):
+            async with asyncio.timeout(self.interval):
                 return await self._probe()
         except TimeoutError:
-            return HealthReport.critical(
-                f"health probe gave no answer within {self.interval * _PROBE_SHARE:g}s"
-            )
+            return HealthReport.critical(f"health probe gave no answer within {self.interval:g}s")
         except Exception as exc:  # a broken probe is a sick worker: report it, keep beating
             return HealthReport.critical(f"health probe raised {type(exc).__name__}: {exc}")
 
@@ -246,6 +242,6 @@ class Registrar:
             "warning": client.agent.check.ttl_warn,
             "critical": client.agent.check.ttl_fail,
         }[report.status]
-        async with asyncio.timeout(min(self.interval * _REPORT_SHARE, 5.0)):
+        async with asyncio.timeout(min(max(self.interval / 3, _REPORT_MIN), 5.0)):
             known = await update(self.check_id, report.reason[:_REASON_MAX] or None)
         return bool(known)
