@@ -398,9 +398,10 @@ class BatchPersister:
                 ours = [m for m in messages if m.seq >= taken_seqs.get(m.cid, m.seq + 1)]
                 await self._retry("write", partial(self._store.retract, ours))
                 await self._retry("chat states", partial(self._book.reload, taken_seqs))
-                for placed in plan.new:  # what this round wrote of them: look it up again
-                    if placed.item.message.cid in taken_seqs:
-                        known.pop(placed.item.message.id, None)
+                for placed in plan.new:  # below the taken seq: stored where it was placed
+                    lowest = taken_seqs.get(placed.item.message.cid)
+                    if lowest is not None and placed.seq < lowest:
+                        known[placed.item.message.id] = _stored(placed)
                 # The other chats' messages are stored: the next round repeats them, and
                 # settling counts them.
                 for placed in plan.new:
