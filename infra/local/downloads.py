@@ -8,6 +8,9 @@ ServiceError that names the command and ends with its output.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -32,22 +35,28 @@ def run_fetching(
     """Run `args`, at most `timeout` seconds a try, tried ATTEMPTS times; its result."""
     failure = ""
     for attempt in range(1, ATTEMPTS + 1):
-        try:
-            proc = subprocess.run(
-                list(args),
-                env=None if env is None else dict(env),
-                cwd=cwd,
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired:
-            failure = f"no result within {timeout:g} s"
-        else:
-            if proc.returncode == 0:
-                return proc
-            failure = f"exit code {proc.returncode}:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}"
+        # Its own process group: on a timeout the whole tree goes (dpkg under apt-get,
+        # the compilers under go), not only the command, so the next try finds no lock.
+        with subprocess.Popen(
+            list(args),
+            env=None if env is None else dict(env),
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        ) as proc:
+            try:
+                stdout, stderr = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+                failure = f"no result within {timeout:g} s"
+            else:
+                if proc.returncode == 0:
+                    return subprocess.CompletedProcess(proc.args, 0, stdout, stderr)
+                failure = f"exit code {proc.returncode}:\n{stdout[-2000:]}{stderr[-3000:]}"
         if attempt < ATTEMPTS:
             time.sleep(PAUSE)
     raise ServiceError(f"{what}: {' '.join(args)} failed ({ATTEMPTS} tries); {failure}")
