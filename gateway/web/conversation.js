@@ -2,6 +2,7 @@
 
 import { api, explain } from "./api.js";
 import { announce, day, el, time } from "./dom.js";
+import { sendRead } from "./reads.js";
 import { store } from "./store.js";
 
 const PAGE = 50;
@@ -139,9 +140,7 @@ export class Conversation {
       chat.unread = Math.max(0, chat.lastSeq - chat.readSeq);
       store.changed("chats");
     }
-    api.read(this.cid, newest).catch(() => {
-      this.readSent = 0; // try again on the next chance
-    });
+    sendRead(this.cid, newest);
   }
 
   render() {

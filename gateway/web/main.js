@@ -6,6 +6,7 @@ import { chatList } from "./chats.js";
 import { Conversation } from "./conversation.js";
 import { el } from "./dom.js";
 import { Live } from "./live.js";
+import { forgetReads, sendRead } from "./reads.js";
 import { store } from "./store.js";
 
 const SINCE_MAX = 1000; // the most chats a hello may name (the server refuses more)
@@ -26,6 +27,7 @@ function signOut() {
   live?.stop();
   session.clear();
   store.reset();
+  forgetReads();
   conversation = null;
   whoami.textContent = "";
   signOutButton.hidden = true;
@@ -76,7 +78,7 @@ async function onMessage(frame) {
   }
   if (message.uid === store.me.userId && frame.seq > chat.readSeq) {
     chat.readSeq = frame.seq; // what I wrote, I have read
-    api.read(frame.cid, frame.seq).catch(() => {});
+    sendRead(frame.cid, frame.seq);
   }
   chat.unread = Math.max(0, chat.lastSeq - chat.readSeq);
   store.saw(frame.cid, frame.seq);
