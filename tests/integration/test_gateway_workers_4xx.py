@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import pytest
@@ -14,6 +16,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from contracts.api import Chat
 from contracts.errors import ErrorCode, error_body
 from contracts.ids import new_id
 from discovery import (
@@ -107,6 +110,48 @@ async def worker(infra: LocalSettings, unique: Callable[[str], str]) -> AsyncIte
         await runner.cleanup()
 
 
+@asynccontextmanager
+async def healthy_peer(infra: LocalSettings, worker: FakeWorker) -> AsyncIterator[str]:
+    """A second instance of the fake worker's service that answers 200 to everything:
+    calls go to it while the first is ejected, so only probes reach the first."""
+
+    async def handle(request: web.Request) -> web.Response:
+        if request.path == "/ping":
+            return web.json_response({"id": "peer", "status": "passing", "reason": None})
+        cid = request.path.rsplit("/", 1)[-1]  # GET /chats/{cid}, what the tests call
+        return web.json_response(Chat(id=cid, users=[1], createdAt=1).model_dump())
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    service = worker.watch.service
+    registration = Registration(
+        f"{service}-peer",
+        "127.0.0.1",
+        port,
+        "1",
+        service=service,
+        tags=(WORKER_TAG,),
+        meta={WORKER_META_APP_ID: "dialogue-worker"},
+    )
+    registrar = Registrar(infra.consul_url, registration, _passing)
+    await registrar.start()
+    try:
+        await eventually(lambda: len(worker.watch.instances) == 2, what="the peer in the watch")
+        yield registration.instance_id
+    finally:
+        await registrar.stop()
+        await runner.cleanup()
+        await eventually(lambda: len(worker.watch.instances) == 1, what="the peer gone")
+
+
+def _view(client: WorkerClient, instance_id: str) -> Any:
+    return next(v for v in client.instances() if v.id == instance_id)
+
+
 def _untouched(worker: FakeWorker) -> None:
     (view,) = worker.client.instances()
     assert view.healthy and view.failures == 0 and view.ejections == 0, view
@@ -154,10 +199,8 @@ async def test_a_worker_that_refuses_the_gateway_is_a_5030_and_is_ejected(
     worker: FakeWorker, code: ErrorCode
 ) -> None:
     """ENTRYPOINT_TOKEN differs (401), or another version of the worker (405): the
-    client must not read the worker's 4011 as its own token refused. Its readmission
-    probe gets the same answer, so it stays out (it was readmitted every cool-down)."""
-    clock = Clock()
-    balanced = BalancedClient(worker.watch, cooldown=60.0, refused=REFUSALS, clock=clock)
+    client must not read the worker's 4011 as its own token refused."""
+    balanced = BalancedClient(worker.watch, cooldown=60.0, refused=REFUSALS)  # as the gateway
     await balanced.start()
     try:
         client = WorkerClient(balanced)
@@ -170,13 +213,32 @@ async def test_a_worker_that_refuses_the_gateway_is_a_5030_and_is_ejected(
         assert caught.value.code is ErrorCode.NO_WORKER
         (view,) = client.instances()
         assert view.ejections == 1 and not view.healthy
+    finally:
+        await balanced.stop()
 
-        clock.now += 61  # the cool-down is over: the next call sends the probe
+
+async def test_a_refusing_worker_stays_out_after_its_probe(
+    worker: FakeWorker, infra: LocalSettings
+) -> None:
+    """Its readmission probe gets the same 401: it stays out (it was readmitted every
+    cool-down). Calls go to a healthy peer meanwhile, so only the probe reaches it."""
+    clock = Clock()
+    balanced = BalancedClient(worker.watch, cooldown=60.0, refused=REFUSALS, clock=clock)
+    await balanced.start()
+    sick = next(i.id for i in worker.watch.instances)
+    try:
+        client = WorkerClient(balanced)
+        worker.answer.status = ErrorCode.BAD_TOKEN.status
+        worker.answer.body = orjson.dumps(error_body(ErrorCode.BAD_TOKEN, "bad token"))
         with pytest.raises(GatewayError):
             await client.chat(1, new_id())
-        await eventually(lambda: client.instances()[0].ejections, lambda n: n == 2, what="probe")
-        assert not client.instances()[0].healthy
+        async with healthy_peer(infra, worker):
+            clock.now += 61  # the cool-down is over: the next call sends the probe
+            await client.chat(1, new_id())  # served by the peer
+            await eventually(lambda: _view(client, sick).ejections, lambda n: n == 2)
+            assert not _view(client, sick).healthy
     finally:
+        worker.answer.status, worker.answer.body = 200, b"{}"
         await balanced.stop()
 
 
@@ -212,31 +274,35 @@ async def test_more_calls_in_flight_than_a_default_pool_holds_all_reach_the_work
         await balanced.stop()
 
 
-async def test_a_worker_whose_ping_says_critical_is_not_readmitted(worker: FakeWorker) -> None:
+async def test_a_worker_whose_ping_says_critical_is_not_readmitted(
+    worker: FakeWorker, infra: LocalSettings
+) -> None:
     """/ping answers 200 whatever the worker's health; the body says critical while its
-    MongoDB is down, and such a worker stays out until it says otherwise."""
+    MongoDB is down, and such a worker stays out until it says otherwise. Calls go to a
+    healthy peer meanwhile, so only the probes reach it."""
     clock = Clock()
     balanced = BalancedClient(
         worker.watch, cooldown=60.0, probe_healthy=pong_serves_reads, clock=clock
     )
     await balanced.start()
+    sick = next(i.id for i in worker.watch.instances)
     try:
         client = WorkerClient(balanced)
         worker.answer.status, worker.answer.body = 503, b"{}"
         worker.answer.pong = orjson.dumps({"id": "w", "status": "critical", "reason": "mongo"})
         with pytest.raises(GatewayError):
             await client.chat(1, new_id())
-        clock.now += 61
-        with pytest.raises(GatewayError):
-            await client.chat(1, new_id())  # sends the probe
-        await eventually(lambda: client.instances()[0].ejections, lambda n: n == 2, what="probe")
+        async with healthy_peer(infra, worker):
+            clock.now += 61
+            await client.chat(1, new_id())  # served by the peer; sends the probe
+            await eventually(lambda: _view(client, sick).ejections, lambda n: n == 2)
+            assert not _view(client, sick).healthy
 
-        worker.answer.pong = orjson.dumps({"id": "w", "status": "passing", "reason": None})
-        worker.answer.status, worker.answer.body = 200, b"{}"
-        clock.now += 121  # the doubled cool-down
-        with pytest.raises(GatewayError):
-            await client.chat(1, new_id())  # still out; its probe readmits it
-        await eventually(lambda: client.instances()[0].healthy, what="readmitted")
+            worker.answer.pong = orjson.dumps({"id": "w", "status": "warning", "reason": "x"})
+            clock.now += 121  # the doubled cool-down
+            await client.chat(1, new_id())  # the peer again; the probe readmits the first
+            await eventually(lambda: _view(client, sick).healthy, what="readmitted")
+            assert _view(client, sick).ejections == 2
     finally:
         worker.answer.pong = None
         worker.answer.status, worker.answer.body = 200, b"{}"
