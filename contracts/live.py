@@ -51,15 +51,16 @@ CLOSE_TEXT = {
     CloseCode.UNSUPPORTED: "a binary frame: frames are JSON text",
     CloseCode.TOO_BIG: f"a frame over {CLIENT_FRAME_MAX} bytes",
     CloseCode.INTERNAL: "a server bug: reconnect with `since` after a pause",
-    CloseCode.TRY_AGAIN: "the stream cannot be served now (events or history unavailable): "
+    CloseCode.TRY_AGAIN: "the stream cannot be served now (events or history unavailable, "
+    "no catch-up slot free, or the user or address holds as many streams as it may): "
     "reconnect with `since` after a pause",
     CloseCode.BAD_HELLO: "the first frame was not a valid hello (the reason says why)",
     CloseCode.UNAUTHORIZED: "the token is not valid: sign in again",
     CloseCode.TOKEN_EXPIRED: "the token expired (at hello, or while connected): reconnect "
     "with a fresh token and `since`",
     CloseCode.HELLO_TIMEOUT: f"no hello within {HELLO_WITHIN:g} s of the upgrade",
-    CloseCode.TOO_SLOW: "the client did not read fast enough and its send queue filled: "
-    "reconnect with `since`",
+    CloseCode.TOO_SLOW: "the client did not read fast enough (its send queue filled, or "
+    "the catch-up took over 60 s): reconnect with `since`",
 }
 
 

@@ -85,7 +85,7 @@ class ConsulRegistration:
             await self._registrar.start()
         except DuplicateInstance as exc:
             raise DuplicateWorker(
-                f"a worker registered as {self.instance_id!r} is already running and passing; "
+                f"a worker registered as {self.instance_id!r} is already running; "
                 "give this one another SERVICE_ID (or stop the other)"
             ) from exc
         except DiscoveryError as exc:

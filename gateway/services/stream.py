@@ -65,7 +65,7 @@ class StreamService:
     ) -> Session:
         """A session that has sent `ready` and caught up, now delivering live events.
 
-        StreamUnavailable when it cannot be (the caller closes with TRY_AGAIN): also when
+        StreamUnavailable when it cannot be (the caller closes with its code): also when
         the user or the client address holds as many streams as it may (an hour-long
         token opens any number, and each holds a socket and its chat index).
         """
