@@ -64,6 +64,30 @@ class FakeWorker:
     watch: ServiceWatch
 
 
+async def _serve(handle: Callable[[web.Request], Awaitable[web.Response]]) -> tuple[Any, int]:
+    """An HTTP server on a free loopback port answering every path with `handle`."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
+def _registrar(infra: LocalSettings, service: str, instance_id: str, port: int) -> Registrar:
+    registration = Registration(
+        instance_id,
+        "127.0.0.1",
+        port,
+        "1",
+        service=service,
+        tags=(WORKER_TAG,),
+        meta={WORKER_META_APP_ID: "dialogue-worker"},
+    )
+    return Registrar(infra.consul_url, registration, _passing)
+
+
 @pytest.fixture(scope="module")
 async def worker(infra: LocalSettings, unique: Callable[[str], str]) -> AsyncIterator[FakeWorker]:
     """An HTTP server registered as a dialogue worker, answering whatever `answer` says."""
@@ -76,23 +100,9 @@ async def worker(infra: LocalSettings, unique: Callable[[str], str]) -> AsyncIte
             return web.Response(body=answer.pong, content_type="application/json")
         return web.Response(status=answer.status, body=answer.body, content_type="application/json")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, port = await _serve(handle)
     service = unique("w4xx")
-    registration = Registration(
-        f"{service}-1",
-        "127.0.0.1",
-        port,
-        "1",
-        service=service,
-        tags=(WORKER_TAG,),
-        meta={WORKER_META_APP_ID: "dialogue-worker"},
-    )
-    registrar = Registrar(infra.consul_url, registration, _passing)
+    registrar = _registrar(infra, service, f"{service}-1", port)
     watch = ServiceWatch(
         infra.consul_url, service, require_tag=WORKER_TAG, require_meta={WORKER_META_APP_ID: None}
     )
@@ -121,27 +131,12 @@ async def healthy_peer(infra: LocalSettings, worker: FakeWorker) -> AsyncIterato
         cid = request.path.rsplit("/", 1)[-1]  # GET /chats/{cid}, what the tests call
         return web.json_response(Chat(id=cid, users=[1], createdAt=1).model_dump())
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    service = worker.watch.service
-    registration = Registration(
-        f"{service}-peer",
-        "127.0.0.1",
-        port,
-        "1",
-        service=service,
-        tags=(WORKER_TAG,),
-        meta={WORKER_META_APP_ID: "dialogue-worker"},
-    )
-    registrar = Registrar(infra.consul_url, registration, _passing)
+    runner, port = await _serve(handle)
+    registrar = _registrar(infra, worker.watch.service, f"{worker.watch.service}-peer", port)
     await registrar.start()
     try:
         await eventually(lambda: len(worker.watch.instances) == 2, what="the peer in the watch")
-        yield registration.instance_id
+        yield registrar.registration.instance_id
     finally:
         await registrar.stop()
         await runner.cleanup()

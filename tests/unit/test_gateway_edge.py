@@ -180,14 +180,19 @@ async def test_sign_in_is_rate_limited_per_username_and_per_address() -> None:
         assert await _code(await _sign_in(client, "someone9")) == "4290"
 
 
+async def _two_users_and_a_chat(client: Client) -> tuple[dict[str, str], dict[str, str], str]:
+    """Alice's and Bobby's Authorization headers, and the chat Alice made with Bobby."""
+    alice, bobby = await _sign_up(client, "alice"), await _sign_up(client, "bobby")
+    auth_a, auth_b = {"Authorization": f"Bearer {alice}"}, {"Authorization": f"Bearer {bobby}"}
+    created = await client.post("/v1/chats", json={"users": [1, 2]}, headers=auth_a)
+    return auth_a, auth_b, (await created.json())["id"]
+
+
 async def test_chat_creation_and_message_posts_are_rate_limited_per_user() -> None:
     world = World()
     overrides = {"rate_chats_per_user": "1/60", "rate_messages_per_user": "2/10"}
     async with _client(world, **overrides) as client:
-        alice, bobby = await _sign_up(client, "alice"), await _sign_up(client, "bobby")
-        auth_a, auth_b = {"Authorization": f"Bearer {alice}"}, {"Authorization": f"Bearer {bobby}"}
-        created = await client.post("/v1/chats", json={"users": [1, 2]}, headers=auth_a)
-        cid = (await created.json())["id"]
+        auth_a, auth_b, cid = await _two_users_and_a_chat(client)
         again = await client.post("/v1/chats", json={"users": [1, 2]}, headers=auth_a)
         assert await _code(again) == "4290" and again.headers["Retry-After"] == "60"
         assert (await client.post("/v1/chats", json={"users": [1, 2]}, headers=auth_b)).ok
@@ -233,11 +238,7 @@ async def test_member_additions_and_read_markers_are_rate_limited_per_user() -> 
     world = World()
     overrides = {"rate_members_per_user": "1/60", "rate_reads_per_user": "2/10"}
     async with _client(world, **overrides) as client:
-        alice, bobby = await _sign_up(client, "alice"), await _sign_up(client, "bobby")
-        auth_a, auth_b = {"Authorization": f"Bearer {alice}"}, {"Authorization": f"Bearer {bobby}"}
-        cid = (
-            await (await client.post("/v1/chats", json={"users": [1, 2]}, headers=auth_a)).json()
-        )["id"]
+        auth_a, auth_b, cid = await _two_users_and_a_chat(client)
         added = await client.put(f"/v1/chats/{cid}", json={"users": [2]}, headers=auth_a)
         assert added.status == 200
         again = await client.put(f"/v1/chats/{cid}", json={"users": [2]}, headers=auth_a)
