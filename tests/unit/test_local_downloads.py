@@ -33,4 +33,3 @@ def test_a_command_that_hangs_is_stopped_and_named() -> None:
 def test_a_command_that_keeps_failing_ends_with_its_output() -> None:
     with pytest.raises(ServiceError, match=r"2 tries\); exit code 3:\nno such package"):
         run_fetching(["sh", "-c", "echo no such package >&2; exit 3"], what="apt", timeout=30)
-
