@@ -9,6 +9,7 @@ import pytest
 from infra.local import downloads
 from infra.local.downloads import run_fetching
 from infra.local.service import ServiceError
+from tests.support.waiting import eventually
 
 
 @pytest.fixture(autouse=True)
@@ -33,3 +34,24 @@ def test_a_command_that_hangs_is_stopped_and_named() -> None:
 def test_a_command_that_keeps_failing_ends_with_its_output() -> None:
     with pytest.raises(ServiceError, match=r"2 tries\); exit code 3:\nno such package"):
         run_fetching(["sh", "-c", "echo no such package >&2; exit 3"], what="apt", timeout=30)
+
+
+async def test_a_command_that_hangs_is_stopped_with_what_it_started(tmp_path: Path) -> None:
+    """apt-get leaves dpkg behind, go its compilers: the whole process group goes."""
+    started = tmp_path / "children"
+    script = f'tail -f /dev/null & echo $! >> "{started}"; wait'
+    with pytest.raises(ServiceError, match=r"within 2 s"):
+        run_fetching(["sh", "-c", script], what="tree", timeout=2)
+    children = [int(pid) for pid in started.read_text().split()]
+    assert children, "no try got as far as starting its child"
+    # SIGKILL lands asynchronously: the orphan may run a moment after its shell is reaped.
+    await eventually(lambda: all(_dead(pid) for pid in children), what="the orphans died")
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie (dead, waiting for whichever process adopted it to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
