@@ -39,18 +39,41 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+#: Where private services listen when the kernel's ephemeral range leaves no room below it.
+_FALLBACK_PORTS = (20000, 60000)
+
+
+def _ephemeral_low() -> int:
+    """The first port the kernel hands to outgoing connections (Linux default 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def listen_base(span: int) -> int:
+    """A random first port of `span` ports that lie below the ephemeral range.
+
+    A port picked inside that range can be taken by any outgoing connection between the
+    pick and the service's bind, and a client that keeps retrying a killed broker there can
+    connect to itself (a TCP self-connect) and hold the port, so the broker cannot come
+    back on it. Ports below the range are never handed out that way.
+    """
+    low, high = 10000, _ephemeral_low() - span
+    if high <= low:
+        low, high = _FALLBACK_PORTS[0], _FALLBACK_PORTS[1] - span
+    return random.randrange(low, high)
+
+
+def free_port() -> int:
+    """A port nothing holds right now, below the ephemeral range."""
+    return free_range(1)
 
 
 def free_range(count: int) -> int:
-    """The first of `count` consecutive free ports."""
+    """The first of `count` consecutive free ports, below the ephemeral range."""
     for _ in range(100):
-        base = random.randrange(20000, 60000 - count)
+        base = listen_base(count)
         if all(port_is_free(base + i) for i in range(count)):
             return base
     raise RuntimeError(f"no {count} consecutive free ports")
@@ -59,7 +82,7 @@ def free_range(count: int) -> int:
 def consul_ports() -> tuple[int, int]:
     """(HTTP port, base port) with every port a Consul agent needs free."""
     for _ in range(100):
-        base = random.randrange(20000, 59000)
+        base = listen_base(max(500, *CONSUL_OFFSETS) + 1)
         http = base + 500
         if all(port_is_free(p) for p in (http, *(base + o for o in CONSUL_OFFSETS))):
             return http, base

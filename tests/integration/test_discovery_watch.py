@@ -9,7 +9,6 @@ reaches the watch is measured by bench/discovery_bench.py, not asserted here.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -29,6 +28,7 @@ from discovery import (
 )
 from discovery.consul_api import open_consul
 from infra.local import LocalSettings, Stack
+from infra.processes.private import free_port
 from infra.processes.private import private_consul as private_consul_stack
 from infra.processes.stub import StubServer
 from platform_common.retry import Backoff
@@ -147,9 +147,7 @@ async def test_membership_changes_wake_the_blocking_query_and_reach_subscribers(
 async def test_wait_ready_fails_clearly_when_consul_is_unreachable(
     unique: Callable[[str], str], watch_of: Callable[..., ServiceWatch]
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
+    closed_port = free_port()
     watch = watch_of(unique("disc-nowhere"), f"http://127.0.0.1:{closed_port}")
     await watch.start()
     with pytest.raises(WatchNotReady, match=str(closed_port)):

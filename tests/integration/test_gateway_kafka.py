@@ -6,7 +6,6 @@ here a failing send only has to end with 5031 instead of hanging (a generous bou
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from contracts.records import MessageRecord, decode_record
 from gateway.adapters.kafka_bus import KafkaBus
 from gateway.errors import GatewayError
 from infra.local import LocalSettings, Stack
+from infra.processes.private import free_port
 from tests.support.waiting import WITHIN, eventually
 
 SEND_TIMEOUT = 2.0
@@ -39,13 +39,6 @@ def _record(cid: str | None = None, text: str = "hello") -> MessageRecord:
     return MessageRecord(
         v=1, id=new_id(), cid=cid or new_id(), uid=1, text=text, createdAt=time.time()
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def _expect_5031(bus: KafkaBus) -> GatewayError:
@@ -100,7 +93,7 @@ async def test_unknown_topic_is_5031_and_not_ready(infra: LocalSettings) -> None
 
 
 async def test_private_broker_late_start_then_killed(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     bootstrap = f"127.0.0.1:{port}"
     bus = KafkaBus(bootstrap, "gw-private", SEND_TIMEOUT)
     await bus.start()  # Kafka is not there yet: start returns, sends fail fast
@@ -109,7 +102,7 @@ async def test_private_broker_late_start_then_killed(tmp_path: Path) -> None:
             {
                 "LOCAL_RUN_DIR": str(tmp_path),
                 "LOCAL_KAFKA_PORT": str(port),
-                "LOCAL_KAFKA_CONTROLLER_PORT": str(_free_port()),
+                "LOCAL_KAFKA_CONTROLLER_PORT": str(free_port()),
             }
         )
     )
