@@ -14,7 +14,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.errors import ErrorCode
-from contracts.records import TEXT_MAX, UID_MAX
+from contracts.records import TEXT_MAX, TEXT_PATTERN, UID_MAX
 from contracts.requests import MAX_USERS, MIN_CHAT_USERS
 
 T = TypeVar("T")
@@ -26,14 +26,7 @@ USERNAME_MIN, USERNAME_MAX = 5, 30
 PASSWORD_MIN, PASSWORD_MAX = 6, 64
 #: Longest password sign-in reads (longer ones cannot exist and are refused with 4000).
 SIGN_IN_PASSWORD_MAX = 256
-#: Every character Python's str.isspace() calls whitespace, spelled out so that ECMA-262
-#: and Python regular expressions agree on it (their `\s` differ on U+001C..U+001F).
-WHITESPACE = (
-    r"\t\n\u000b\u000c\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a"
-    r"\u2028\u2029\u202f\u205f\u3000"
-)
-#: Message text: not blank, no NUL (what contracts.records.acceptable_text accepts).
-TEXT_WIRE_PATTERN = rf"^[^\u0000]*[^\u0000{WHITESPACE}][^\u0000]*$"
+TEXT_WIRE_PATTERN = TEXT_PATTERN
 
 
 def _id_field(description: str) -> Any:

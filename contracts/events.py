@@ -38,12 +38,22 @@ class _Event(BaseModel):
         return self.cid.encode()
 
 
+class EventMessage(Message):
+    """A message as an event carries it: stored, so its seq is known (never null)."""
+
+    model_config = ConfigDict(
+        frozen=True, from_attributes=True, json_schema_serialization_defaults_required=True
+    )
+
+    seq: int = Field(ge=1, le=INT64_MAX, description="1, 2, 3 ... per chat")
+
+
 class MessageCreated(_Event):
     """A message is stored with its seq (published after the write, before the commit)."""
 
     type: Literal["message.created"] = "message.created"
     seq: int = Field(ge=1, le=INT64_MAX)
-    message: Message
+    message: EventMessage
 
 
 class ChatCreated(_Event):

@@ -16,8 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.api import Chat, Message
 from contracts.ids import is_object_id
-from contracts.records import UID_MAX
-from contracts.requests import json_int
+from contracts.records import UID_MAX, json_int
 
 #: Seconds the client has to send `hello` after the upgrade.
 HELLO_WITHIN = 5.0

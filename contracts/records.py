@@ -6,12 +6,19 @@ contracts/schema/dialogue.messages.v1.json is generated from MessageRecord.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 TOPIC = "dialogue.messages"
 TEXT_MAX = 4096  # characters
@@ -23,8 +30,37 @@ UID_MAX = 2**63 - 1
 CREATED_MIN = 978_307_200
 CREATED_SCHEMA_MAX = 4_102_444_800
 FUTURE_SLACK = 86_400
+#: Every character Python's str.isspace() calls whitespace, spelled out: the regex engines
+#: that read TEXT_PATTERN disagree on `\s` (ECMA-262, which JSON Schema validators follow,
+#: counts U+FEFF and not U+0085 or U+001C..U+001F; the worker's Rust engine counts U+0085).
+WHITESPACE = (
+    r"\t\n\u000b\u000c\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a"
+    r"\u2028\u2029\u202f\u205f\u3000"
+)
 #: Non-blank, and no NUL: neither BSON keys nor PostgreSQL's jsonb (FerretDB) hold one.
-TEXT_PATTERN = r"^[^\x00]*[^\x00\s][^\x00]*$"
+TEXT_PATTERN = rf"^[^\u0000]*[^\u0000{WHITESPACE}][^\u0000]*$"
+
+#: Largest integer a JSON number written as a float (`7.0`) holds exactly.
+_EXACT_FLOAT = 2**53
+
+
+def json_int(value: object) -> int | None:
+    """An integer from decoded JSON: an int, or a float with an integral value within
+    2**53 (`42.0`, which JSON Schema's "integer" includes); None for anything else (bool,
+    strings, 42.5, nan, 1e300)."""
+    if type(value) is int:  # bool is an int subclass and is refused here
+        return value
+    if type(value) is float and value.is_integer() and abs(value) <= _EXACT_FLOAT:
+        return int(value)
+    return None
+
+
+def _integral(value: object) -> object:
+    """A record's integer as JSON Schema reads it: `7.0` is 7 (a Python producer's
+    json.dumps(7.0) writes that); anything else is left for the strict check."""
+    whole = json_int(value)
+    return value if whole is None else whole
+
 
 ObjectIdHex = Annotated[str, Field(pattern=r"^[0-9a-f]{24}$", description="ObjectId, 24 hex")]
 UnixSeconds = (
@@ -43,7 +79,11 @@ class MessageRecord(BaseModel):
     v: Literal[1] = Field(description="schema version")
     id: ObjectIdHex = Field(description="message id; becomes the MongoDB _id")
     cid: ObjectIdHex = Field(description="chat id; also the record key")
-    uid: Annotated[StrictInt, Field(ge=1, le=UID_MAX, description="author's user id")]
+    uid: Annotated[
+        StrictInt,
+        Field(ge=1, le=UID_MAX, description="author's user id"),
+        BeforeValidator(_integral),
+    ]
     text: Annotated[
         str,
         Field(
@@ -71,12 +111,11 @@ class MessageRecord(BaseModel):
         return self.cid.encode()
 
 
-_TEXT = re.compile(TEXT_PATTERN)
-
-
 def acceptable_text(text: str) -> bool:
-    """What a record's text may be (the gateway refuses the rest before producing)."""
-    return len(text) <= TEXT_MAX and _TEXT.fullmatch(text) is not None
+    """What a record's text may be (the gateway refuses the rest before producing): the
+    rule of TEXT_PATTERN without a regex, whose backtracking costs O(n²) on a long text
+    that ends in a NUL."""
+    return 0 < len(text) <= TEXT_MAX and "\x00" not in text and not text.isspace()
 
 
 class InvalidRecord(ValueError):

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from contracts.errors import ErrorCode
 from contracts.ids import is_object_id
-from contracts.records import UID_MAX
+from contracts.records import UID_MAX, json_int
 
 LIMIT_DEFAULT, LIMIT_MAX = 50, 200
 MAX_USERS = 1000  # user ids in one request body
@@ -23,7 +23,6 @@ ECHO = 40
 _UID_DIGITS = len(str(UID_MAX))
 #: Integral JSON numbers written with a fraction or exponent (`42.0`, `4.2e1`) are
 #: integers to JSON Schema; they are taken up to 2**53, where a float is still exact.
-_EXACT_FLOAT = 2**53
 
 
 class RequestProblem(ValueError):
@@ -55,16 +54,6 @@ def user_id(raw: str | None) -> int:
     if not 1 <= uid <= UID_MAX:
         raise RequestProblem(ErrorCode.BAD_USER_ID, f"bad user id: {_echo(raw)}")
     return uid
-
-
-def json_int(value: object) -> int | None:
-    """An integer from a decoded JSON body: an int, or a float with an integral value
-    within 2**53 (`42.0`); None for anything else (bool, strings, 42.5, nan, 1e300)."""
-    if type(value) is int:  # bool is an int subclass and is refused here
-        return value
-    if type(value) is float and value.is_integer() and abs(value) <= _EXACT_FLOAT:
-        return int(value)
-    return None
 
 
 def user_ids(value: object) -> list[int]:

@@ -41,7 +41,7 @@ def message_text(body: Mapping[str, Any]) -> str:
     text = body.get("txt")
     if not isinstance(text, str):
         raise GatewayError(ErrorCode.MALFORMED, "txt must be a string")
-    if not text.strip() or not acceptable_text(text):
+    if not acceptable_text(text):
         raise GatewayError(
             ErrorCode.BAD_TEXT, f"txt must be 1-{TEXT_MAX} characters, not blank, without NUL"
         )

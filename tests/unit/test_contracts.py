@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 import orjson
 import pytest
 from hypothesis import given
@@ -19,7 +20,13 @@ from contracts.__main__ import EVENTS_SCHEMA_FILE, SCHEMA_FILE, events_schema_te
 from contracts.errors import ErrorCode, error_body
 from contracts.events import ChatCreated, ChatRead, MembersAdded, MessageCreated, decode_event
 from contracts.ids import is_object_id, new_id
-from contracts.records import TEXT_MAX, InvalidRecord, MessageRecord, decode_record
+from contracts.records import (
+    TEXT_MAX,
+    InvalidRecord,
+    MessageRecord,
+    acceptable_text,
+    decode_record,
+)
 
 GOOD: dict[str, Any] = {
     "v": 1,
@@ -131,6 +138,43 @@ def test_every_error_body_is_the_documented_error_shape(code: ErrorCode) -> None
     assert api.Error.model_validate(body).model_dump(mode="json") == body
 
 
+#: Every whitespace character is below U+3100; U+FEFF is whitespace to ECMA-262 only.
+CHARACTERS = [chr(c) for c in range(0x3100)] + ["\ufeff", "\U0001f600", "\U0010ffff"]
+
+
+def test_the_record_text_rule_is_one_rule_in_the_schema_the_worker_and_the_gateway() -> None:
+    """The published schema (an ECMA-262 regex, as most validators read it), the worker's
+    model (a Rust regex) and the gateway's check accept exactly the same texts: an
+    external producer's record that passes the schema is never dead-lettered for its
+    text, and the gateway never produces a record the schema refuses."""
+    schema = jsonschema_rs.validator_for(json.loads(SCHEMA_FILE.read_text()))
+    for char in CHARACTERS:
+        for text in (char, f"a{char}", f"{char} ", char * 3):
+            record = {**GOOD, "text": text}
+            rule = acceptable_text(text)
+            assert schema.is_valid(record) == rule, repr(text)
+            try:
+                MessageRecord.model_validate(record)
+            except ValidationError:
+                assert not rule, repr(text)
+            else:
+                assert rule, repr(text)
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([7.0, 2.0**53, 2.0**63]))
+def test_a_uid_written_as_a_float_is_read_as_json_schema_reads_it(uid: float) -> None:
+    """JSON Schema's "integer" includes 7.0 (Python's json.dumps(7.0) writes it): such a
+    record is stored with uid 7, and any other float is a dead letter, never a 5xx."""
+    raw = json.dumps({**GOOD, "uid": uid}).encode()  # NaN and Infinity as Python writes them
+    if uid.is_integer() and 1 <= uid <= 2**53:
+        record = decode_record(raw)
+        assert type(record.uid) is int and record.uid == int(uid)
+        assert orjson.loads(record.to_bytes())["uid"] == int(uid)
+    else:
+        with pytest.raises(InvalidRecord):
+            decode_record(raw)
+
+
 def test_published_events_schema_is_current_and_requires_what_every_event_carries() -> None:
     assert EVENTS_SCHEMA_FILE.read_text() == events_schema_text(), "run: python -m contracts"
     schema = json.loads(EVENTS_SCHEMA_FILE.read_text())
@@ -151,6 +195,11 @@ def test_published_events_schema_is_current_and_requires_what_every_event_carrie
         for field in ("v", "type"):  # every event carries them: the schema requires them
             partial = {k: v for k, v in published.items() if k != field}
             assert not validator.is_valid(partial), (event.type, field)
+    stored = orjson.loads(events[0].to_bytes())
+    for seq in (None, "absent"):  # a stored message always has its seq
+        message = {k: v for k, v in stored["message"].items() if k != "seq"}
+        message |= {} if seq == "absent" else {"seq": seq}
+        assert not validator.is_valid(stored | {"message": message}), seq
 
 
 @given(
