@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
-from contracts.events import MessageCreated
+from contracts.events import EventMessage, MessageCreated
 from dialogue_worker.domain.chats import preview
 from dialogue_worker.domain.messages import MessageView
 from dialogue_worker.domain.offsets import DurableOffsets
@@ -509,7 +509,8 @@ class BatchPersister:
     def _event(self, placed: Placed) -> MessageCreated:
         m = placed.item.message
         view = MessageView(m.id, m.cid, m.uid, m.text, m.createdAt, placed.seq)
-        return MessageCreated(cid=m.cid, seq=placed.seq, message=view.to_api())
+        message = EventMessage.model_validate(view.to_api())
+        return MessageCreated(cid=m.cid, seq=placed.seq, message=message)
 
     # --- Kafka and retries ---------------------------------------------------------
 
