@@ -1,5 +1,8 @@
 // One-shot init of the sharded MongoDB cluster of docker-compose.yml (mongosh --nodb).
 // Idempotent: every step checks before it acts, so re-running the job is harmless.
+// Compose re-runs it on every `up`: when the router already lists every shard and every
+// collection is sharded with its key, it ends at once, without waiting for each replica
+// set's preferred primary (a member down must not stop a `docker compose up --scale`).
 //
 //  1. initiate the config-server replica set and the three shard replica sets
 //     (a primary and a secondary each) and wait for their primaries;
@@ -129,17 +132,55 @@ function shardApplicationDatabase(admin, database) {
   }
 }
 
-const database = required("MONGO_DB");
-const configRs = parseReplicaSet(required("CONFIG_RS"));
-const shards = required("SHARD_RS").split(";").map(parseReplicaSet);
-
-initiateReplicaSet(configRs, true);
-for (const rs of shards) {
-  initiateReplicaSet(rs, false);
+function sameKey(a, b) {
+  return JSON.stringify(a) === JSON.stringify(b);
 }
 
-const router = connectTo(required("MONGOS")).getDB("admin");
-waitFor("mongos and its config servers", () => run(router, { listShards: 1 }).ok === 1);
-addShards(router, shards);
-shardApplicationDatabase(router, database);
-print(`mongo-init: done; application database ${database} is sharded over ${shards.length} shards`);
+// One look at the router, no waiting: is everything this job does done already?
+function alreadyDone(shards, database) {
+  try {
+    const uri = `mongodb://${required("MONGOS")}/?directConnection=true&serverSelectionTimeoutMS=5000`;
+    const router = new Mongo(uri);
+    // A router whose config servers are not initiated yet answers late or not at all.
+    const listed = run(router.getDB("admin"), { listShards: 1, maxTimeMS: 5000 });
+    if (listed.ok !== 1) {
+      return false;
+    }
+    const known = new Set(listed.shards.map((s) => s._id));
+    if (!shards.every((rs) => known.has(rs.name))) {
+      return false;
+    }
+    const config = router.getDB("config");
+    return Object.entries(SHARD_KEYS).every(([collection, key]) => {
+      const found = run(config, { find: "collections", filter: { _id: `${database}.${collection}` } });
+      const batch = found.ok === 1 ? found.cursor.firstBatch : [];
+      return batch.length === 1 && sameKey(batch[0].key, key);
+    });
+  } catch (err) {
+    return false; // the router is not up yet: the full path waits for it
+  }
+}
+
+function main() {
+  const database = required("MONGO_DB");
+  const configRs = parseReplicaSet(required("CONFIG_RS"));
+  const shards = required("SHARD_RS").split(";").map(parseReplicaSet);
+
+  if (alreadyDone(shards, database)) {
+    print(`mongo-init: already done; ${database} is sharded over ${shards.length} shards`);
+    return;
+  }
+
+  initiateReplicaSet(configRs, true);
+  for (const rs of shards) {
+    initiateReplicaSet(rs, false);
+  }
+
+  const router = connectTo(required("MONGOS")).getDB("admin");
+  waitFor("mongos and its config servers", () => run(router, { listShards: 1 }).ok === 1);
+  addShards(router, shards);
+  shardApplicationDatabase(router, database);
+  print(`mongo-init: done; application database ${database} is sharded over ${shards.length} shards`);
+}
+
+main();

@@ -405,6 +405,11 @@ class Mongo {
         state.collections[cmd.shardCollection] = cmd.key;
         return { ok: 1 };
       }
+      if (op === "find" && name === "config" && cmd.find === "collections") {
+        const ns = cmd.filter._id;
+        const found = ns in state.collections ? [{ _id: ns, key: state.collections[ns] }] : [];
+        return { ok: 1, cursor: { firstBatch: found } };
+      }
       fail(59, `unexpected command ${op}`);
     } };
   }
@@ -450,11 +455,14 @@ def test_mongo_init_script_builds_the_cluster_and_shards_the_app_database(
     assert state["initiated"]["cfgrs"]["configsvr"] is True
     assert not any(state["initiated"][f"shard{n}"].get("configsvr") for n in (1, 2, 3))
     assert state["shards"] == ["shard1", "shard2", "shard3"]
-    assert state["sharding"] == ["appdb", "appdb"]  # once per run: idempotent, no "test" db
+    assert state["sharding"] == ["appdb"]  # the application database, no "test" db
     assert state["collections"] == {f"appdb.{c}": key for c, key in SHARD_KEYS.items()}
     first, second = report["runs"]
     assert first.count("replSetInitiate") == 4 and first.count("addShard") == 3
-    assert "replSetInitiate" not in second and "addShard" not in second
+    # compose re-runs the job on every `up`: once done it only asks the router, so a
+    # replica-set member that is down cannot hold up a scale-out
+    assert second == ["listShards"] + ["find"] * len(SHARD_KEYS)
+    assert report["out"][-1].startswith("mongo-init: already done")
 
 
 # --- Consul with ACLs ----------------------------------------------------------------------
@@ -568,3 +576,29 @@ def test_kafka_is_three_nodes_with_the_local_clusters_settings(
         assert {f"kafka-{n}" for n in (1, 2, 3)} <= set(services[app]["depends_on"])
     worker = services[WORKER]["environment"]
     assert (worker["TOPIC_REPLICATION"], worker["TOPIC_MIN_INSYNC"]) == ("3", "2")
+
+
+def _seconds(duration: str) -> float:
+    match = re.fullmatch(r"(\d+)s", duration)
+    assert match, f"a duration in seconds, not {duration!r}"
+    return float(match[1])
+
+
+def test_memory_logs_and_stops_are_bounded(services: dict[str, dict[str, Any]]) -> None:
+    """Seven mongods on one host each take half its RAM unless capped; json-file logs
+    grow forever unless rotated; a stop shorter than the service's own shutdown ends in
+    SIGKILL (a broker's log recovery, a worker that never leaves its group)."""
+    for name in MONGO_SERVERS:
+        command = services[name]["command"]
+        assert float(command[command.index("--wiredTigerCacheSizeGB") + 1]) <= 1, name
+    for name, service in services.items():
+        assert service["logging"]["options"]["max-size"], name
+    grace = {name: _seconds(s.get("stop_grace_period", "10s")) for name, s in services.items()}
+    assert all(grace[name] >= 60 for name in KAFKA_NODES)
+    assert all(grace[name] >= 30 for name in [*MONGO_SERVERS, "mongos"])
+    worker = WorkerSettings.model_validate(
+        {k.lower(): v for k, v in environment(services[WORKER]).items()}
+    )
+    # deregister (5.5 s) + drain + final commit (SHUTDOWN_GRACE each) + producer flush
+    assert grace[WORKER] >= 5.5 + 2 * worker.shutdown_grace + 10
+    assert int(services[WORKER]["deploy"]["replicas"]) >= 2  # a crash leaves one serving
