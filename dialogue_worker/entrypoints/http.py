@@ -34,6 +34,9 @@ class InternalApi:
         self._instance_id = instance_id
 
     def install(self, app: web.Application) -> None:
+        # Before faust mounts its index page at "/" (it cannot be turned off): the first
+        # route of a path answers, and "/" is no route of this API.
+        app.router.add_route("*", "/", self.no_route)
         app.router.add_get("/ping", self.ping)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/chats", self.list_chats)
@@ -42,6 +45,9 @@ class InternalApi:
         app.router.add_put("/chats/{cid}", self.add_members)
         app.router.add_get("/messages", self.list_messages)
         app.router.add_put("/chats/{cid}/read", self.mark_read)
+
+    async def no_route(self, request: web.Request) -> web.Response:
+        raise web.HTTPNotFound()
 
     async def ping(self, request: web.Request) -> web.Response:
         """200 whenever the process serves HTTP; the health itself is in the body."""

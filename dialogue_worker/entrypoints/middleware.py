@@ -30,7 +30,10 @@ def _authorize(request: web.Request, token: bytes) -> None:
     if not header:
         raise RequestError(ErrorCode.NO_TOKEN, f"missing 'Authorization: {SCHEME} <token>'")
     scheme, _, given = header.partition(" ")
-    if scheme != SCHEME or not hmac.compare_digest(given.strip().encode(), token):
+    # A header's raw non-ASCII bytes arrive as lone surrogates, which .encode() refuses.
+    if scheme != SCHEME or not given.isascii():
+        raise RequestError(ErrorCode.BAD_TOKEN, "bad entrypoint token")
+    if not hmac.compare_digest(given.strip().encode(), token):
         raise RequestError(ErrorCode.BAD_TOKEN, "bad entrypoint token")
 
 
@@ -69,8 +72,14 @@ async def _handle(request: web.Request, handler: Handler, token: bytes) -> web.S
     except (RequestError, RequestProblem) as exc:
         return error_response(exc.code, exc.message)
     except web.HTTPException as exc:  # aiohttp's own: unknown route, wrong method, too large
-        code = _HTTP_CODES.get(exc.status, ErrorCode.MALFORMED)
-        return error_response(code, exc.reason)
+        if exc.status < 400:
+            raise
+        fallback = ErrorCode.INTERNAL if exc.status >= 500 else ErrorCode.MALFORMED
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(_HTTP_CODES.get(exc.status, fallback), exc.reason, allow)
+    except ConnectionError as exc:  # the caller went away mid-request: nobody to answer
+        log.debug("caller went away during %s %s: %s", request.method, request.path, exc)
+        return error_response(ErrorCode.MALFORMED, "caller went away")
     except StorageUnavailable as exc:
         log.warning("storage unavailable: %s", exc)
         return error_response(ErrorCode.NO_WORKER, "storage unavailable on this worker")

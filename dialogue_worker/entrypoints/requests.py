@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from contracts import requests as rules
 from contracts.errors import ErrorCode
@@ -56,6 +57,8 @@ def messages_query(query: Mapping[str, str]) -> MessagesQuery:
 async def json_object(request: web.Request) -> object:
     try:
         return orjson.loads(await request.read())
+    except RequestPayloadError:  # broken chunks, a Content-Encoding the body does not have
+        raise RequestProblem(ErrorCode.MALFORMED, "request body could not be decoded") from None
     except orjson.JSONDecodeError as exc:
         raise RequestProblem(ErrorCode.MALFORMED, f"malformed JSON: {exc}") from None
 

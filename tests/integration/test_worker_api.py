@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from contracts.ids import new_id
@@ -60,7 +62,12 @@ async def test_chat_lifecycle(http: aiohttp.ClientSession) -> None:
     await expect_error(http, "4000", "POST", "/chats", data=b"{nope")
     await expect_error(http, "4000", "POST", "/chats", json={"people": [1, 2]})
     await expect_error(http, "4040", "GET", "/nowhere")
+    await expect_error(http, "4040", "GET", "/")  # not faust's index page
     await expect_error(http, "4050", "DELETE", "/chats")
+    async with http.delete("/chats") as resp:
+        assert set(resp.headers["Allow"].split(",")) >= {"GET", "POST"}
+    gzip = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    await expect_error(http, "4000", "POST", "/chats", data=b'{"users": [1, 2]}', headers=gzip)
 
 
 async def test_user_chats_newest_first_with_a_cursor(http: aiohttp.ClientSession) -> None:
@@ -127,12 +134,27 @@ async def test_auth_and_request_id(worker: WorkerProcess) -> None:
         await expect_error(
             anonymous, "4011", "GET", "/ping", headers={"Authorization": f"Bearer {worker.token}"}
         )
+        assert await _raw_status(worker, b"Authorization: Entrypoint \xff\xfe") == (401, "4011")
         headers = worker.headers | {"X-Request-ID": "req-123"}
         async with anonymous.get("/ping", headers=headers) as resp:
             assert resp.status == 200 and resp.headers["X-Request-ID"] == "req-123"
             pong = await resp.json()
     assert pong == {"object": "pong", "id": worker.service_id, "status": "passing", "reason": None}
     assert '"request_id":"req-123"' in worker.log_text()
+
+
+async def _raw_status(worker: WorkerProcess, header: bytes) -> tuple[int, str]:
+    """(status, error code) of a GET /ping sent with `header` as raw bytes (aiohttp's
+    client encodes headers itself, so a non-UTF-8 one needs a plain socket)."""
+    reader, writer = await asyncio.open_connection(worker.host, worker.port)
+    try:
+        writer.write(b"GET /ping HTTP/1.1\r\nHost: w\r\nConnection: close\r\n" + header)
+        writer.write(b"\r\n\r\n")
+        answer = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), orjson.loads(body)["code"]
 
 
 async def test_paging_over_250_messages_returns_each_once_in_order(
