@@ -62,7 +62,10 @@ faults: install  ## fault-injection suite, longer phases (FAULTS_SCALE, default 
 test-unit: install  ## only the unit tests (no services)
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
 
-clean: infra-down  ## stop everything and remove the run folder (caches are kept)
+# dev-down first and in this order (even with -j): .run holds the pid files it stops by.
+clean:  ## stop everything and remove the run folder (caches are kept)
+	@$(MAKE) --no-print-directory dev-down
+	@$(MAKE) --no-print-directory infra-down
 	rm -rf .run
 
 # --- the whole platform as local processes (infra/dev), no Docker -----------------------

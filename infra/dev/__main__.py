@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.dev.demo import (
     ALICE,
     BOB,
@@ -18,6 +19,11 @@ from infra.dev.demo import (
 )
 from infra.dev.platform import DevError, DevPlatform, DevStatus
 from infra.dev.settings import DevSettings
+from infra.local.process import ProcessError
+from infra.local.service import ServiceError
+
+#: Exit status of a command stopped by Ctrl-C (128 + SIGINT), as a shell reports it.
+INTERRUPTED = 130
 
 
 def summary(settings: DevSettings, status: DevStatus, elapsed: float) -> str:
@@ -33,7 +39,7 @@ def summary(settings: DevSettings, status: DevStatus, elapsed: float) -> str:
         state = "passing" if w.passing else "NOT passing"
         lines.append(f"  worker      {w.service_id:<14} {w.url}  pid {w.pid}  {state}")
     lines += [
-        f"  instances   curl -s -H 'Authorization: Bearer local-only-admin-token' "
+        f"  instances   curl -s -H 'Authorization: Bearer {LOCAL_ADMIN_TOKEN}' "
         f"{api}/v1/admin/instances   (and {api}/metrics, same token)",
         f"  logs        {settings.run_dir}/gateway.log, {settings.run_dir}/worker-<n>.log; "
         f"infrastructure {settings.local.run_dir}/<service>.log",
@@ -98,11 +104,21 @@ def main(argv: list[str] | None = None) -> int:
                     f"{'passing' if w.passing else 'not passing'}"
                 )
             return 0 if status.gateway_ready and all(w.passing for w in status.workers) else 3
-    except (DevError, DemoError) as exc:
+    except (DevError, DemoError, ProcessError, ServiceError) as exc:
         print(f"infra.dev {args.command} failed: {exc}", file=sys.stderr)
         if args.command == "up":
             print("`make dev-down` stops whatever was started.", file=sys.stderr)
+        elif args.command == "down":
+            print(
+                "What it could not stop keeps its pid file: `make dev-down` tries again.",
+                file=sys.stderr,
+            )
         return 1
+    except KeyboardInterrupt:
+        print(f"\ninfra.dev {args.command} interrupted.", file=sys.stderr)
+        if args.command in ("up", "scale", "down"):
+            print("`make dev-down` stops what was started.", file=sys.stderr)
+        return INTERRUPTED
     except OSError as exc:
         print(f"infra.dev {args.command} failed: {exc} (is `make dev` running?)", file=sys.stderr)
         return 1

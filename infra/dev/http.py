@@ -8,6 +8,10 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+#: No proxy, whatever http_proxy says: every call goes to a local process (and urllib
+#: would send even 127.0.0.1 through the proxy when no_proxy does not name it).
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -30,7 +34,7 @@ def call(
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()

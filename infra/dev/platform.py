@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.dev.demo import demo_pair, warm_up
 from infra.dev.http import call
-from infra.dev.settings import DEFAULT_WORKERS, DevSettings
+from infra.dev.settings import DEFAULT_WORKERS, DevSettings, service_environment
 from infra.dev.state import DevState, locked
 from infra.local.process import ManagedProcess
 from infra.local.service import Progress, ServiceError
@@ -82,7 +82,8 @@ class DevPlatform:
                 f"{proc.name}: port {port} is already in use by something else "
                 "(stop it, or choose other ports: DEV_GATEWAY_PORT / DEV_WORKER_BASE_PORT)"
             )
-        pid = proc.start([sys.executable, "-m", module], cwd=REPO_ROOT, env={**os.environ, **env})
+        child_env = service_environment(os.environ, env)
+        pid = proc.start([sys.executable, "-m", module], cwd=REPO_ROOT, env=child_env)
         self._step(proc.name, f"starting (pid {pid}, port {port}, log {proc.log_file})")
 
     # --- commands ----------------------------------------------------------------------
@@ -255,17 +256,18 @@ class DevPlatform:
         An instance ejected after a failed call counts: ejection is a cool-down that
         ends with the next read it is offered, so without reads it never ends.
         """
+        url = f"{self.settings.api_url}/v1/admin/instances"
         try:
-            answer = call(
-                "GET",
-                f"{self.settings.api_url}/v1/admin/instances",
-                token=LOCAL_ADMIN_TOKEN,
-                timeout=3,
-            )
+            answer = call("GET", url, token=LOCAL_ADMIN_TOKEN, timeout=3)
         except OSError:
             return set()
+        if answer.status in (401, 403):
+            raise DevError(
+                f"{url}: admin token refused ({answer.status}): {answer.body} "
+                "(is the gateway on this port the one make dev started?)"
+            )
         if answer.status != 200:
-            return set()
+            raise DevError(f"{url} answered {answer.status}: {answer.body}")
         return {item["id"] for item in answer.body["data"]}
 
     def _wait_membership(self, indexes: list[int], gone: list[str]) -> None:

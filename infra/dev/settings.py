@@ -3,12 +3,42 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.events import EVENTS_TOPIC
+from contracts.records import TOPIC
+from dialogue_worker.settings import WorkerSettings
+from gateway.settings import GatewaySettings
 from infra.local.settings import LocalSettings, env_int
 
 DEFAULT_WORKERS = 2
+
+#: Every environment variable the gateway or a worker reads: their settings' field
+#: names, which both match case-insensitively (no prefix, no aliases).
+SERVICE_SETTINGS = frozenset(
+    name.upper() for model in (GatewaySettings, WorkerSettings) for name in model.model_fields
+)
+
+
+def service_environment(inherited: Mapping[str, str], own: Mapping[str, str]) -> dict[str, str]:
+    """`inherited` without any gateway or worker setting, plus make dev's `own` settings.
+
+    An ADMIN_TOKEN, TOPIC or RATE_* exported in the caller's shell (a sourced compose
+    `.env`, say) would otherwise reach the processes and override make dev's choices.
+    """
+    kept = {k: v for k, v in inherited.items() if k.upper() not in SERVICE_SETTINGS}
+    return {**kept, **own}
+
+
+def events_topic_for(topic: str) -> str:
+    """The chat events topic that goes with a message topic.
+
+    The platform's own for its own message topic, else `<topic>.events` (as the workers
+    of infra.processes name theirs), so a copy with its own DEV_TOPIC has its own too.
+    """
+    return EVENTS_TOPIC if topic == TOPIC else f"{topic}.events"
 
 
 @dataclass(frozen=True)
@@ -17,7 +47,11 @@ class DevSettings:
 
     Every field has an environment variable (in brackets) and a default; the
     infrastructure itself is configured by infra.local's LOCAL_* variables.
-    Overriding the ports and names runs a second, independent copy (tests do).
+    Overriding the ports and names runs a second copy next to the first (tests do), with
+    its own processes, run folder, topics (DEV_TOPIC moves the events topic too),
+    consumer group, MongoDB database and Consul ids; its gateway routes only to workers
+    of its own DEV_APP_ID. Not its own: the infrastructure, hence the MySQL database of
+    users (LOCAL_MYSQL_DATABASE), and the Consul agent unless DEV_CONSUL_URL says so.
     """
 
     local: LocalSettings  # the infrastructure (LOCAL_*)
@@ -26,6 +60,7 @@ class DevSettings:
     worker_base_port: int  # [DEV_WORKER_BASE_PORT] worker n listens on base + n - 1
     consul_url: str  # [DEV_CONSUL_URL] Consul agent; default the local stack's
     topic: str  # [DEV_TOPIC] message topic
+    events_topic: str  # [DEV_EVENTS_TOPIC] chat events; default events_topic_for(topic)
     partitions: int  # [DEV_TOPIC_PARTITIONS] its partitions (the most workers that consume)
     app_id: str  # [DEV_APP_ID] faust app id = Kafka consumer group of the workers
     mongo_db: str  # [DEV_MONGO_DB] database of chats and messages
@@ -37,13 +72,15 @@ class DevSettings:
     def from_env(cls, env: dict[str, str] | None = None) -> DevSettings:
         e = dict(os.environ if env is None else env)
         local = LocalSettings.from_env(e)
+        topic = e.get("DEV_TOPIC") or TOPIC
         return cls(
             local=local,
             run_dir=Path(e.get("DEV_RUN_DIR") or local.run_dir / "dev").resolve(),
             gateway_port=env_int(e, "DEV_GATEWAY_PORT", 8007),
             worker_base_port=env_int(e, "DEV_WORKER_BASE_PORT", 8100),
             consul_url=(e.get("DEV_CONSUL_URL") or local.consul_url).rstrip("/"),
-            topic=e.get("DEV_TOPIC") or "dialogue.messages",
+            topic=topic,
+            events_topic=e.get("DEV_EVENTS_TOPIC") or events_topic_for(topic),
             partitions=env_int(e, "DEV_TOPIC_PARTITIONS", 12),
             app_id=e.get("DEV_APP_ID") or "dialogue-worker",
             mongo_db=e.get("DEV_MONGO_DB") or "dialogue",
@@ -81,6 +118,7 @@ class DevSettings:
             "MYSQL_DATABASE": s.mysql_database,
             "KAFKA_BOOTSTRAP": s.kafka_bootstrap,
             "TOPIC": self.topic,
+            "EVENTS_TOPIC": self.events_topic,
             "CONSUL_URL": self.consul_url,
             "WORKER_SERVICE": "dialogue",
             "WORKER_APP_ID": self.app_id,
@@ -102,6 +140,7 @@ class DevSettings:
             "WORKER_PORT": str(self.worker_port(index)),
             "SERVICE_ID": self.service_id(index),
             "TOPIC": self.topic,
+            "EVENTS_TOPIC": self.events_topic,
             "TOPIC_PARTITIONS": str(self.partitions),
             "DATA_DIR": str(self.run_dir / f"worker-{index}.data"),
         }

@@ -1,0 +1,88 @@
+"""What `python -m infra.dev` reports when a command fails or is interrupted, and the
+gateway's admin view refusing make dev's token: readable lines, no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.dev import __main__ as cli
+from infra.dev import platform as dev_platform
+from infra.dev.http import Answer
+from infra.dev.platform import DevError, DevPlatform
+from infra.dev.settings import DevSettings
+from infra.local.process import ProcessError
+from infra.local.service import ServiceError
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LOCAL_RUN_DIR", str(tmp_path))
+    monkeypatch.setenv("LOCAL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("DEV_RUN_DIR", raising=False)
+    return tmp_path
+
+
+def _answering(answer: Answer) -> Any:
+    def call(method: str, url: str, **_: object) -> Answer:
+        return answer
+
+    return call
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_admin_token_is_an_error_naming_the_status(
+    status: int, run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dev_platform, "call", _answering(Answer(status, {"code": 4011})))
+    with pytest.raises(DevError, match=rf"admin token refused \({status}\)"):
+        DevPlatform(DevSettings.from_env()).routed()
+
+
+def test_another_answer_of_the_admin_view_is_an_error_too(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dev_platform, "call", _answering(Answer(404, "Not Found")))
+    with pytest.raises(DevError, match="answered 404: Not Found"):
+        DevPlatform(DevSettings.from_env()).routed()
+
+
+def test_the_admin_view_lists_the_routed_ids(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = {"object": "list", "data": [{"id": "dev-worker-1"}, {"id": "dev-worker-2"}]}
+    monkeypatch.setattr(dev_platform, "call", _answering(Answer(200, body)))
+    assert DevPlatform(DevSettings.from_env()).routed() == {"dev-worker-1", "dev-worker-2"}
+
+
+@pytest.mark.parametrize(
+    "error", [ProcessError("worker-2 (pid 7) survived SIGKILL"), ServiceError("consul: gone")]
+)
+def test_down_reports_a_process_it_could_not_stop(
+    error: Exception,
+    run_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def down(self: DevPlatform) -> list[str]:
+        raise error
+
+    monkeypatch.setattr(DevPlatform, "down", down)
+    assert cli.main(["down"]) == 1
+    err = capsys.readouterr().err
+    assert f"infra.dev down failed: {error}" in err
+    assert "make dev-down" in err and "Traceback" not in err
+
+
+def test_ctrl_c_during_up_says_how_to_stop_what_was_started(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def up(self: DevPlatform, workers: int | None = None) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DevPlatform, "up", up)
+    assert cli.main(["up"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "`make dev-down` stops what was started" in err
