@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import statistics
@@ -29,6 +30,7 @@ from itertools import cycle
 
 import aiohttp
 
+from bench._common import percentile
 from discovery import BalancedClient, Balancer, Instance, NoInstanceAvailable, ServiceWatch
 from infra.processes.stub import StubProcess
 
@@ -107,29 +109,47 @@ async def wait_for(predicate: Callable[[], bool], within: float) -> None:
             await asyncio.sleep(0.001)
 
 
+async def start_stubs(stack: contextlib.AsyncExitStack, stubs: list[StubProcess]) -> None:
+    """Start the stubs together; each is stopped when `stack` closes, even one whose start
+    failed (it may have registered in Consul already)."""
+    for stub in stubs:
+        stack.push_async_callback(stub.stop)
+    # Every start is awaited to its end before a failure is raised, so no stub is still
+    # starting when the stack stops them.
+    results = await asyncio.gather(*(s.start() for s in stubs), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
 async def scenario(consul_url: str, n: int, trials: int) -> dict[str, object]:
     service = f"bench-disc-{uuid.uuid4().hex[:8]}"
     watch = ServiceWatch(consul_url, service)
     sightings = Sightings()
     watch.subscribe(sightings)
     client = BalancedClient(watch)
-    stubs = [StubProcess(consul_url, service) for _ in range(n - 1)]
-    await asyncio.gather(*(s.start() for s in stubs))
-    await watch.start()
-    await client.start()
-    await wait_for(lambda: len(watch.instances) == n - 1, 10)
-    load = Load(client)
-    load.start()
     routed: list[float] = []  # Registrar.start() called -> first request routed to it
     start_calls: list[float] = []  # Registrar.start() called -> returned (passing)
     after_passing: list[float] = []  # start() returned -> first request routed to it
     watched: list[float] = []  # start() returned -> listed by the watch
     left: list[float] = []  # SIGTERM (it deregisters) -> gone from the watch
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        stubs = [StubProcess(consul_url, service) for _ in range(n - 1)]
+        await start_stubs(stack, stubs)
+        stack.push_async_callback(watch.stop)
+        await watch.start()
+        await client.start()
+        stack.push_async_callback(client.stop)
+        await wait_for(lambda: len(watch.instances) == n - 1, 10)
+        load = Load(client)
+        load.start()
+        stack.push_async_callback(load.stop)
+
         # (a) the n-th instance joins n-1: registration -> first request routed to it.
         for trial in range(trials):
             newcomer = StubProcess(consul_url, service)
-            event = await newcomer.start()
+            await start_stubs(stack, [newcomer])
+            event = newcomer.registered
             new_id = newcomer.id
             await wait_for(lambda: new_id in load.first, 10)  # noqa: B023 - awaited here
             registering, passing = float(event["registering_at"]), float(event["at"])
@@ -137,9 +157,7 @@ async def scenario(consul_url: str, n: int, trials: int) -> dict[str, object]:
             start_calls.append(passing - registering)
             after_passing.append(load.first[new_id] - passing)
             watched.append(sightings.listed[new_id] - passing)
-            if trial == trials - 1:
-                stubs.append(newcomer)
-            else:
+            if trial < trials - 1:  # the last newcomer stays (stopped with the others)
                 stopping = time.monotonic()
                 await newcomer.stop()  # graceful: deregisters
                 await wait_for(lambda: new_id in sightings.dropped, 10)  # noqa: B023
@@ -148,27 +166,23 @@ async def scenario(consul_url: str, n: int, trials: int) -> dict[str, object]:
 
         # (b) SIGKILL one instance under steady load.
         victim = stubs[0]
-        failed_before, sent_before = load.failed, len(load.sent)
         stop_log = asyncio.Event()
+        stack.callback(stop_log.set)
         log_task = asyncio.create_task(attempts_log(client, victim.id, stop_log))
         await asyncio.sleep(0.2)
+        failed_before = load.failed  # the load's failures carry no time: counted from here
         killed_at = await victim.kill()
         dropped_at = None
-        deadline = time.monotonic() + AFTER_KILL
+        deadline = killed_at + AFTER_KILL
         while time.monotonic() < deadline:
             if dropped_at is None and victim.id not in {i.id for i in watch.instances}:
                 dropped_at = time.monotonic()
             await asyncio.sleep(0.005)
         stop_log.set()
+        window = time.monotonic() - killed_at
         attempts = [t - killed_at for t in await log_task if t >= killed_at]
-        served_after = len(load.sent) - sent_before
+        served_after = sum(1 for sent_at, _ in load.sent if sent_at >= killed_at)
         failed_after = load.failed - failed_before
-    finally:
-        await load.stop()
-        await client.stop()
-        await watch.stop()
-        for stub in stubs:
-            await stub.stop()
     return {
         "routed": routed,
         "start_calls": start_calls,
@@ -179,24 +193,27 @@ async def scenario(consul_url: str, n: int, trials: int) -> dict[str, object]:
         "served": served_after,
         "attempts": attempts,
         "dropped": None if dropped_at is None else dropped_at - killed_at,
-        "rps": served_after / AFTER_KILL,
+        "window": window,
+        "rps": served_after / window,
     }
 
 
 async def overhead(consul_url: str, n: int, requests: int) -> tuple[list[float], list[float]]:
     """Sequential GET latencies: straight to the instances vs through the BalancedClient."""
     service = f"bench-disc-{uuid.uuid4().hex[:8]}"
-    stubs = [StubProcess(consul_url, service) for _ in range(n)]
-    await asyncio.gather(*(s.start() for s in stubs))
     watch = ServiceWatch(consul_url, service)
     client = BalancedClient(watch)
-    await watch.start()
-    await client.start()
-    await wait_for(lambda: len(watch.instances) == n, 10)
-    urls = cycle([f"http://127.0.0.1:{s.registered['port']}/messages" for s in stubs])
     direct: list[float] = []
     balanced: list[float] = []
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        stubs = [StubProcess(consul_url, service) for _ in range(n)]
+        await start_stubs(stack, stubs)
+        stack.push_async_callback(watch.stop)
+        await watch.start()
+        await client.start()
+        stack.push_async_callback(client.stop)
+        await wait_for(lambda: len(watch.instances) == n, 10)
+        urls = cycle([f"http://127.0.0.1:{s.registered['port']}/messages" for s in stubs])
         async with aiohttp.ClientSession() as session:
             for rnd in range(2):  # interleave rounds so machine noise hits both alike
                 for _ in range(requests // 2):
@@ -209,11 +226,6 @@ async def overhead(consul_url: str, n: int, requests: int) -> tuple[list[float],
                     await client.request("GET", "/messages", params={"cid": "bench"})
                     if rnd or _ >= 100:
                         balanced.append(time.perf_counter() - t0)
-    finally:
-        await client.stop()
-        await watch.stop()
-        for stub in stubs:
-            await stub.stop()
     return direct, balanced
 
 
@@ -231,10 +243,6 @@ def balancer_cost(n: int, rounds: int = 200_000) -> float:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:7.2f} ms"
-
-
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
 
 
 async def main(consul_url: str, trials: int, requests: int) -> None:
@@ -263,8 +271,8 @@ async def main(consul_url: str, trials: int, requests: int) -> None:
                 f"max {ms(max(values))}"
             )
         print(
-            f"(b) SIGKILL under load ({r['rps']:.0f} req/s, {r['served']} requests in the "
-            f"{AFTER_KILL:g}s after): failed caller requests {r['failed']}"
+            f"(b) SIGKILL under load ({r['rps']:.0f} req/s, {r['served']} requests sent in the "
+            f"{r['window']:.1f} s after): failed caller requests {r['failed']}"
         )
         last = max(attempts) if attempts else 0.0
         late = [a for a in attempts if a > 1.0]
@@ -282,10 +290,13 @@ async def main(consul_url: str, trials: int, requests: int) -> None:
         direct, balanced = await overhead(consul_url, n, requests)
         diff = statistics.median(balanced) - statistics.median(direct)
         print(f"\n(c) per-request cost, {n} instances, {len(direct)} sequential GETs each way:")
-        print(f"    direct   median {ms(statistics.median(direct))}  p99 {ms(pct(direct, 99))}")
+        print(
+            f"    direct   median {ms(statistics.median(direct))}  "
+            f"p99 {ms(percentile(direct, 0.99))}"
+        )
         print(
             f"    balanced median {ms(statistics.median(balanced))}  "
-            f"p99 {ms(pct(balanced, 99))}  -> difference of medians {diff * 1e6:+.0f} µs"
+            f"p99 {ms(percentile(balanced, 0.99))}  -> difference of medians {diff * 1e6:+.0f} µs"
         )
         print(
             f"    balancer bookkeeping alone (pick + succeeded): "

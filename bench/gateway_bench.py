@@ -14,21 +14,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
-import aiomysql
 
+from bench._common import StallWatch, forget_worker, percentile
 from infra.local import LocalSettings
-from infra.processes.gateway import GatewayProcess, gateway_env
+from infra.processes.gateway import GatewayProcess, gateway_env, mysql_execute
 from infra.processes.private import private_consul
 from infra.processes.worker import WorkerProcess
+
+PAGE = 50
+#: Seconds one posted message may take to become the newest readable one.
+READABLE_WITHIN = 30.0
 
 
 async def _drive(
@@ -53,11 +57,18 @@ async def _drive(
 
 
 def _line(label: str, seconds: float, latencies: list[float], errors: int) -> str:
-    q = statistics.quantiles(latencies, n=100)
+    p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
     return (
-        f"{label:<26} {len(latencies) / seconds:8.0f} req/s   p50 {q[49] * 1000:6.2f} ms"
-        f"   p99 {q[98] * 1000:7.2f} ms   non-2xx {errors}"
+        f"{label:<26} {len(latencies) / seconds:8.0f} req/s   p50 {p50 * 1000:6.2f} ms"
+        f"   p99 {p99 * 1000:7.2f} ms   non-2xx {errors}"
     )
+
+
+async def _answer(resp: aiohttp.ClientResponse, expected: int, what: str) -> Any:
+    """The decoded body of an answer that must have status `expected` (else a readable error)."""
+    if resp.status != expected:
+        raise RuntimeError(f"{what} answered {resp.status}: {await resp.text()}")
+    return await resp.json()
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -69,29 +80,28 @@ async def main(args: argparse.Namespace) -> None:
         return f"{prefix}-{run}-{next(counter)}"
 
     database = f"gw_bench_{run}"
-    conn = await aiomysql.connect(
-        host=infra.host, port=infra.mysql_port, user=infra.mysql_user, password=infra.mysql_password
-    )
-    async with conn.cursor() as cur:
-        await cur.execute(f"CREATE DATABASE `{database}`")
-    tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
-    with private_consul(tmp, infra.cache_dir) as consul:
-        consul_url = consul.settings.consul_url
-        first = WorkerProcess.for_test(infra, unique, consul_url=consul_url)
-        workers = [first, first.sibling(unique("worker"))]
-        gateway = GatewayProcess(gateway_env(infra, database, first, consul_url))
-        try:
-            for worker in workers:
-                worker.start()
-            await asyncio.gather(*(w.wait_ready(90) for w in workers))
-            await gateway.start().wait_ready()
-            await _bench(args, gateway, first)
-        finally:
-            await gateway.stop()
-            await asyncio.gather(*(w.terminate() for w in workers), return_exceptions=True)
-            async with conn.cursor() as cur:
-                await cur.execute(f"DROP DATABASE `{database}`")
-            conn.close()
+    await mysql_execute(infra, f"CREATE DATABASE `{database}`")
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp,
+            private_consul(Path(tmp), infra.cache_dir) as consul,
+        ):
+            consul_url = consul.settings.consul_url
+            first = WorkerProcess.for_test(infra, unique, consul_url=consul_url)
+            workers = [first, first.sibling(unique("worker"))]
+            gateway = GatewayProcess(gateway_env(infra, database, first, consul_url))
+            try:
+                for worker in workers:
+                    worker.start()
+                await asyncio.gather(*(w.wait_ready(90) for w in workers))
+                await gateway.start().wait_ready()
+                await _bench(args, gateway, first)
+            finally:
+                await gateway.stop()
+                await asyncio.gather(*(w.terminate() for w in workers), return_exceptions=True)
+                await forget_worker(infra, first)
+    finally:
+        await mysql_execute(infra, f"DROP DATABASE `{database}`")
 
 
 async def _bench(args: argparse.Namespace, gateway: GatewayProcess, worker: WorkerProcess) -> None:
@@ -103,12 +113,12 @@ async def _bench(args: argparse.Namespace, gateway: GatewayProcess, worker: Work
             async with http.post(
                 f"{gateway.url}/v1/auth/sign-up", json={**form, "gender": "f"}
             ) as resp:
-                users.append(await resp.json())
+                users.append(await _answer(resp, 201, f"sign-up of {name}"))
         bearer = {"Authorization": f"Bearer {users[0]['token']}"}
         async with http.post(
             f"{gateway.url}/v1/chats", json={"users": [u["userId"] for u in users]}, headers=bearer
         ) as resp:
-            cid = (await resp.json())["id"]
+            cid = (await _answer(resp, 201, "POST /v1/chats"))["id"]
         post_url = f"{gateway.url}/v1/chats/{cid}/messages"
 
         async def post() -> int:
@@ -121,14 +131,17 @@ async def _bench(args: argparse.Namespace, gateway: GatewayProcess, worker: Work
         seconds, latencies, errors = await _drive(args.posts, args.concurrency, post)
         post_line = _line("POST -> 202 (gateway)", seconds, latencies, errors)
 
-        via_gateway = f"{gateway.url}/v1/chats/{cid}/messages?limit=50"
+        via_gateway = f"{gateway.url}/v1/chats/{cid}/messages?limit={PAGE}"
         direct = f"{worker.base_url}/messages"
-        direct_params = {"uid": str(users[0]["userId"]), "cid": cid, "limit": "50"}
+        direct_params = {"uid": str(users[0]["userId"]), "cid": cid, "limit": str(PAGE)}
         print("posted; waiting for the page", file=sys.stderr, flush=True)
-        while True:  # every posted message persisted, so both paths read the same page
+        watch = StallWatch(f"messages of the first page ({via_gateway})", PAGE)
+        while True:  # a full page persisted, so both paths read the same page
             async with http.get(via_gateway, headers=bearer) as resp:
-                if len((await resp.json())["data"]) == 50:
-                    break
+                stored = len((await _answer(resp, 200, "GET messages"))["data"])
+            if stored == PAGE:
+                break
+            watch.check(stored)
             await asyncio.sleep(0.2)
 
         async def read_gateway() -> int:
@@ -153,17 +166,22 @@ async def _bench(args: argparse.Namespace, gateway: GatewayProcess, worker: Work
         for i in range(args.lag_samples):
             started = time.perf_counter()
             async with http.post(post_url, json={"txt": f"lag {i}"}, headers=bearer) as resp:
-                posted = (await resp.json())["id"]
+                posted = (await _answer(resp, 202, f"POST lag {i}"))["id"]
             while True:
                 async with http.get(newest, headers=bearer) as resp:
-                    page = (await resp.json())["data"]
+                    page = (await _answer(resp, 200, "GET newest message"))["data"]
                 if page and page[0]["id"] == posted:
                     break
+                if time.perf_counter() - started > READABLE_WITHIN:
+                    raise RuntimeError(
+                        f"lag sample {i + 1} of {args.lag_samples}: message {posted} not the "
+                        f"newest after {READABLE_WITHIN:g} s (newest: {page[:1]})"
+                    )
                 await asyncio.sleep(0.002)
             lags.append(time.perf_counter() - started)
 
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
-    print(f"concurrency {args.concurrency}, page of 50 messages, {args.rounds} rounds each")
+    print(f"concurrency {args.concurrency}, page of {PAGE} messages, {args.rounds} rounds each")
     totals = {}
     for name, runs in results.items():
         seconds = sum(r[0] for r in runs)
@@ -174,11 +192,10 @@ async def _bench(args: argparse.Namespace, gateway: GatewayProcess, worker: Work
         print(_line(label, seconds, latencies, errors))
     print(f"gateway / direct read throughput: {totals['gateway'] / totals['direct']:.2f}")
     print(post_line)
-    lags.sort()
     print(
-        f"POST -> readable (gateway)  p50 {lags[len(lags) // 2] * 1000:.0f} ms, "
-        f"p99 {lags[min(len(lags) - 1, round(0.99 * (len(lags) - 1)))] * 1000:.0f} ms, "
-        f"max {lags[-1] * 1000:.0f} ms ({len(lags)} messages)"
+        f"POST -> readable (gateway)  p50 {percentile(lags, 0.5) * 1000:.0f} ms, "
+        f"p99 {percentile(lags, 0.99) * 1000:.0f} ms, "
+        f"max {max(lags) * 1000:.0f} ms ({len(lags)} messages)"
     )
 
 

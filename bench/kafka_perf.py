@@ -27,6 +27,12 @@ from infra.processes.private import free_range, private_stack
 
 TOPIC = "perf"
 PARTITIONS = 12
+#: Lines of the tool's stderr an error shows.
+STDERR_TAIL = 20
+
+
+class PerfFailed(RuntimeError):
+    """Kafka's producer benchmark could not run or failed; the message has its stderr."""
 
 
 async def create_topic(bootstrap: str) -> None:
@@ -62,8 +68,18 @@ def perf_test(kafka: Kafka, bootstrap: str, records: int, size: int, acks: str) 
         "--producer-props",
         *props,
     ]
-    done = subprocess.run(argv, capture_output=True, text=True, check=True)
-    return done.stdout.strip().splitlines()[-1]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True)
+    except FileNotFoundError as exc:
+        raise PerfFailed("java is not on PATH: ProducerPerformance needs a Java runtime") from exc
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = "\n".join(done.stderr.strip().splitlines()[-STDERR_TAIL:])
+        raise PerfFailed(
+            f"ProducerPerformance (acks={acks}) exited with {done.returncode}; "
+            f"its stderr ends with:\n{tail or '(empty)'}"
+        )
+    return lines[-1]
 
 
 def main() -> None:

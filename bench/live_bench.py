@@ -32,7 +32,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +40,13 @@ from typing import Any
 import aiohttp
 import orjson
 
+from bench._common import forget_worker, percentile
 from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.local import LocalSettings
 from infra.processes.gateway import GatewayProcess, gateway_env, mysql_execute
 from infra.processes.private import private_consul
-from infra.processes.worker import WorkerProcess
+from infra.processes.worker import WorkerProcess, metric_sum
+from platform_common.gather import bounded
 
 PASSWORD = "secret1"
 #: Streams being opened (upgrade, hello, until `ready`) at once.
@@ -166,17 +168,8 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _count(value: float | None) -> str:
-    return "?" if value is None else f"{value:g}"
-
-
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _rss_kb(pid: int) -> int:
@@ -199,25 +192,14 @@ async def _settled_rss(pid: int) -> tuple[int, bool]:
     return previous, False
 
 
-async def _gauge(http: aiohttp.ClientSession, url: str) -> float | None:
+async def _gauge(http: aiohttp.ClientSession, url: str) -> float:
+    """The gateway's gateway_stream_sockets gauge (streams open)."""
     headers = {"Authorization": f"Bearer {LOCAL_ADMIN_TOKEN}"}
     async with http.get(f"{url}/metrics", headers=headers) as resp:
         text = await resp.text()
-    for line in text.splitlines():
-        if line.startswith("gateway_stream_sockets "):
-            return float(line.split()[1])
-    return None
-
-
-async def _bounded(count: int, limit: int, make: Callable[[int], Awaitable[Any]]) -> list[Any]:
-    """make(0..count-1) with at most `limit` in flight; results (or exceptions) in order."""
-    gate = asyncio.Semaphore(limit)
-
-    async def one(i: int) -> Any:
-        async with gate:
-            return await make(i)
-
-    return await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
+        if resp.status != 200:
+            raise RuntimeError(f"GET /metrics answered {resp.status}: {text[:200]}")
+    return metric_sum(text, "gateway_stream_sockets")
 
 
 async def _open_many(
@@ -226,17 +208,21 @@ async def _open_many(
     accounts: list[Account],
     sink: list[Live],
     on_message: Callable[[int, dict[str, Any], float], None],
-) -> tuple[float, list[BaseException]]:
+) -> tuple[float, list[Exception]]:
     """Open one stream per account (in `sink` as soon as made); (seconds, failures)."""
 
-    async def make(i: int) -> None:
-        live = Live(accounts[i].uid, on_message)
+    async def make(account: Account) -> Exception | None:
+        live = Live(account.uid, on_message)
         sink.append(live)
-        await live.open(http, url, accounts[i].token)
+        try:
+            await live.open(http, url, account.token)
+        except Exception as exc:  # a stream that fails is counted, not fatal: it is a figure
+            return exc
+        return None
 
     started = time.perf_counter()
-    results = await _bounded(len(accounts), OPEN_CONCURRENCY, make)
-    return time.perf_counter() - started, [r for r in results if isinstance(r, BaseException)]
+    results = await bounded(accounts, make, OPEN_CONCURRENCY)
+    return time.perf_counter() - started, [r for r in results if r is not None]
 
 
 class LoopLag:
@@ -283,11 +269,13 @@ async def main(args: argparse.Namespace) -> None:
 
     database = f"gw_live_bench_{run}"  # gw_*: a name the project user may create
     await mysql_execute(infra, f"CREATE DATABASE `{database}`")
-    tmp = Path(tempfile.mkdtemp(prefix="live-bench-"))
     figures: list[str] = []
     gateway: GatewayProcess | None = None
     try:
-        with private_consul(tmp, infra.cache_dir) as consul:
+        with (
+            tempfile.TemporaryDirectory(prefix="live-bench-") as tmp,
+            private_consul(Path(tmp), infra.cache_dir) as consul,
+        ):
             consul_url = consul.settings.consul_url
             first = WorkerProcess.for_test(infra, unique, consul_url=consul_url)
             workers = [first, first.sibling(unique("worker"))]
@@ -303,6 +291,7 @@ async def main(args: argparse.Namespace) -> None:
             finally:
                 await gateway.stop()
                 await asyncio.gather(*(w.terminate() for w in workers), return_exceptions=True)
+                await forget_worker(infra, first)
     finally:
         await mysql_execute(infra, f"DROP DATABASE `{database}`")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
@@ -372,10 +361,7 @@ async def _measure(
         return Account(token["userId"], token["token"])
 
     _say(f"signing up {args.sockets} users")
-    accounts = await _bounded(args.sockets, SETUP_CONCURRENCY, sign_up)
-    for result in accounts:
-        if isinstance(result, BaseException):
-            raise result
+    accounts = await bounded(range(args.sockets), sign_up, SETUP_CONCURRENCY)
 
     async def create_chat(k: int) -> tuple[Account, Account, str]:
         a, b = accounts[2 * k], accounts[2 * k + 1]
@@ -387,10 +373,7 @@ async def _measure(
             return a, b, (await resp.json())["id"]
 
     _say(f"creating {args.sockets // 2} chats")
-    chats = await _bounded(args.sockets // 2, SETUP_CONCURRENCY, create_chat)
-    for result in chats:
-        if isinstance(result, BaseException):
-            raise result
+    chats = await bounded(range(args.sockets // 2), create_chat, SETUP_CONCURRENCY)
 
     _say(f"opening {args.sockets} streams")
     open_seconds, failures = await _open_many(ws_http, url, accounts, sockets, deliveries.seen)
@@ -448,8 +431,8 @@ async def _measure(
     ]
     if got:
         figures.append(
-            f"  push latency (POST sent -> other member's frame): p50 {_ms(_quantile(got, 0.5))}"
-            f"  p99 {_ms(_quantile(got, 0.99))}  max {_ms(max(got))}"
+            f"  push latency (POST sent -> other member's frame): p50 {_ms(percentile(got, 0.5))}"
+            f"  p99 {_ms(percentile(got, 0.99))}  max {_ms(max(got))}"
             f"  (received {len(got)}/{accepted}, lost {accepted - len(got)},"
             f" duplicates {deliveries.duplicates})"
         )
@@ -457,12 +440,12 @@ async def _measure(
         figures.append(f"  push latency: nothing received of {accepted} accepted posts")
     statuses = ", ".join(f"{s}: {n}" for s, n in sorted(post_status.items()))
     figures.append(
-        f"  POST -> 202: p50 {_ms(_quantile(post_seconds, 0.5))}"
-        f"  p99 {_ms(_quantile(post_seconds, 0.99))}  max {_ms(max(post_seconds))}"
+        f"  POST -> 202: p50 {_ms(percentile(post_seconds, 0.5))}"
+        f"  p99 {_ms(percentile(post_seconds, 0.99))}  max {_ms(max(post_seconds))}"
         f"  (answers {statuses})"
     )
     figures.append(
-        f"  client: loop lag p99 {_ms(_quantile(lag.lags, 0.99))} max {_ms(max(lag.lags))};"
+        f"  client: loop lag p99 {_ms(percentile(lag.lags, 0.99))} max {_ms(max(lag.lags))};"
         f" post start slip max {_ms(max(slips))}; streams opened in {open_seconds:.1f} s;"
         f" closed by the gateway meanwhile {len(closed)}"
         + (f" (codes {dict(Counter(closed))})" if closed else "")
@@ -488,7 +471,7 @@ async def _measure(
         f"  idle sockets: {ready_idle} more ({len(idle_failures)} failed, opened at"
         f" {args.idle / idle_seconds:.0f}/s), gateway RSS {before_kb / 1024:.1f} MB ->"
         f" {after_kb / 1024:.1f} MB: {per_socket:.1f} KB per socket{unsettled}"
-        f" (gauge says {_count(gauge_before)} -> {_count(gauge_after)} open)"
+        f" (gauge says {gauge_before:g} -> {gauge_after:g} open)"
     )
     if idle_failures:
         figures.append(f"  first idle failure: {idle_failures[0]!r}")

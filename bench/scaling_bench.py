@@ -25,7 +25,7 @@ consumer group, topics and database, so every step starts from the same state:
 `--rounds` repeats the counts (which goes first rotates) and reports medians: on a small
 shared machine one step can be off by a factor of two. Per step it also prints CPU µs
 per record of the workers, of the store (FerretDB and its PostgreSQL) and of Kafka (from
-/proc and the pid files under LOCAL_RUN_DIR), and the cores busy in the window: ours
+/proc and the local stack's pid files), and the cores busy in the window: ours
 (those processes and this one) and others' (the rest of the machine). The workers, the
 store and Kafka share the machine's cores, so read the efficiency next to them. At the
 end: bytes per record produced (key + value + headers) and on disk (the topics' log
@@ -53,11 +53,13 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
-from pymongo import AsyncMongoClient
 
+from bench._common import StallWatch, forget_worker
+from bench.soak.procfs import cpu_seconds
 from contracts.ids import new_id
 from contracts.records import MessageRecord
 from infra.local import LocalSettings
+from infra.local.stack import Stack
 from infra.processes.private import private_consul
 from infra.processes.worker import WorkerProcess, metric_sum, produce
 
@@ -67,7 +69,6 @@ BATCHES = "dialogue_worker_batch_seconds_count"
 DEAD_LETTERS = "dialogue_worker_dlq_records_total"
 WINDOW_SHARE = 0.9
 POLL = 0.1  # seconds between two reads of the workers' /metrics
-STALLED_AFTER = 120.0  # seconds without progress before a step gives up
 CHAT_CONCURRENCY = 8
 CPU_NAMES = ("workers", "store", "kafka")
 
@@ -95,15 +96,6 @@ class TopicBytes:
     events_on_disk: int | None
 
 
-def proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of one process (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def store_processes(postmaster: set[int], database: str) -> set[int]:
     """PostgreSQL's processes, less the backends of other databases (private FerretDBs)."""
     found = set(postmaster)
@@ -120,26 +112,24 @@ def store_processes(postmaster: set[int], database: str) -> set[int]:
     return found
 
 
-def pid_files(run_dir: Path, *patterns: str) -> set[int]:
-    pids = set()
-    for pattern in patterns:
-        for file in run_dir.glob(pattern):
-            text = file.read_text().strip()
-            if text.isdigit():
-                pids.add(int(text))
-    return pids
+def cpu_of(pids: Iterable[int]) -> float:
+    """User + system CPU seconds of the processes (0 for one that is gone)."""
+    return sum(cpu_seconds(pid) or 0.0 for pid in pids)
 
 
-def component_cpu(infra: LocalSettings, workers: Iterable[WorkerProcess]) -> dict[str, float]:
+def component_cpu(stack: Stack, workers: Iterable[WorkerProcess]) -> dict[str, float]:
     """CPU seconds so far of the workers, the store and Kafka (those found)."""
-    postgres = store_processes(pid_files(infra.run_dir, "postgres.pid"), infra.ferretdb_database)
+    running = {name: stack.process(name).pid() for name in stack.services}
+    pids = {name: pid for name, pid in running.items() if pid is not None}
+    postmaster = {pid for name, pid in pids.items() if name == "postgres"}
     groups = {
         "workers": {w.pid for w in workers if w.pid is not None},
-        "store": pid_files(infra.run_dir, "ferretdb.pid") | postgres,
-        "kafka": pid_files(infra.run_dir, "kafka*.pid"),
+        "store": {pid for name, pid in pids.items() if name == "ferretdb"}
+        | store_processes(postmaster, stack.settings.ferretdb_database),
+        "kafka": {pid for name, pid in pids.items() if name.startswith("kafka")},
     }
-    seconds = {name: sum(map(proc_cpu, pids)) for name, pids in groups.items() if pids}
-    return seconds | {"bench": proc_cpu(os.getpid()), "machine": machine_busy()}
+    seconds = {name: cpu_of(found) for name, found in groups.items() if found}
+    return seconds | {"bench": cpu_of([os.getpid()]), "machine": machine_busy()}
 
 
 def machine_busy() -> float:
@@ -267,7 +257,6 @@ async def run_step(
     workers = [first] + [first.sibling(f"{first.service_id}-{i}") for i in range(2, k + 1)]
     admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
     await admin.start()
-    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongo_url)
     try:
         for worker in workers:
             worker.start()
@@ -276,7 +265,7 @@ async def run_step(
         per_partition = args.chats_per_worker * k // PARTITIONS
         plan = records(await balanced_chats(first, per_partition), args.records, args.text_chars)
         async with aiohttp.ClientSession() as http:
-            step = await measure(infra, http, workers, plan)
+            step = await measure(Stack(infra), http, workers, plan)
         sizes = TopicBytes(
             records=await end_offsets(infra.kafka_bootstrap, first.topic),
             produced=sum(len(key or b"") + len(value) for key, value in plan),
@@ -287,15 +276,12 @@ async def run_step(
         return step, sizes
     finally:
         await asyncio.gather(*(w.terminate() for w in workers), return_exceptions=True)
-        await mongo.drop_database(first.mongo_db)
-        await mongo.close()
-        ours = [t for t in await admin.list_topics() if t.startswith(first.app_id)]
-        await admin.delete_topics(ours)
         await admin.close()
+        await forget_worker(infra, first)
 
 
 async def measure(
-    infra: LocalSettings,
+    stack: Stack,
     http: aiohttp.ClientSession,
     workers: list[WorkerProcess],
     plan: Plan,
@@ -303,25 +289,22 @@ async def measure(
     """Produce the plan, then time the workers from the end of production to 90 %."""
     n = len(plan)
     started = time.monotonic()
-    await produce(infra.kafka_bootstrap, workers[0].topic, plan)
+    await produce(stack.settings.kafka_bootstrap, workers[0].topic, plan)
     t0 = time.monotonic()
     produce_seconds = t0 - started
-    p0, cpu0 = await persisted(http, workers), component_cpu(infra, workers)
+    p0, cpu0 = await persisted(http, workers), component_cpu(stack, workers)
     b0 = sum(await persisted(http, workers, BATCHES))
     target = sum(p0) + WINDOW_SHARE * (n - sum(p0))
     closed: tuple[list[int], float, dict[str, float]] | None = None
-    last, moved = sum(p0), t0
+    watch = StallWatch("records persisted", n)
     while True:
         await asyncio.sleep(POLL)
         now = await persisted(http, workers)
         if closed is None and sum(now) >= target:
-            closed = now, time.monotonic(), component_cpu(infra, workers)
+            closed = now, time.monotonic(), component_cpu(stack, workers)
         if sum(now) >= n:
             break
-        if sum(now) > last:
-            last, moved = sum(now), time.monotonic()
-        elif time.monotonic() - moved > STALLED_AFTER:
-            raise RuntimeError(f"{sum(now)} of {n} records persisted, none for {STALLED_AFTER}s")
+        watch.check(sum(now))
     assert closed is not None
     p1, t1, cpu1 = closed
     window = sum(p1) - sum(p0)
@@ -413,7 +396,10 @@ async def main(args: argparse.Namespace) -> None:
     )
     steps = []
     sizes = None
-    with private_consul(Path(tempfile.mkdtemp(prefix="scaling-bench-")), infra.cache_dir) as c:
+    with (
+        tempfile.TemporaryDirectory(prefix="scaling-bench-") as tmp,
+        private_consul(Path(tmp), infra.cache_dir) as c,
+    ):
         for r in range(args.rounds):
             # Which count goes first rotates, so none always follows the same neighbour.
             for k in counts[r % len(counts) :] + counts[: r % len(counts)]:

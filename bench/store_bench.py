@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from pymongo import AsyncMongoClient
 
+from bench._common import StallWatch, forget_worker, percentile
 from contracts.ids import new_id
 from contracts.records import MessageRecord
 from infra.local import LocalSettings
@@ -52,11 +52,6 @@ def record(cid: str, uid: int) -> tuple[bytes, bytes]:
     return r.key(), r.to_bytes()
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 async def timed(samples: int, call: Callable[[int], Awaitable[Any]]) -> tuple[float, float]:
     """p50, p99 in milliseconds of `samples` sequential calls."""
     times = []
@@ -64,7 +59,7 @@ async def timed(samples: int, call: Callable[[int], Awaitable[Any]]) -> tuple[fl
         started = time.perf_counter()
         await call(i)
         times.append((time.perf_counter() - started) * 1e3)
-    return percentile(times, 50), percentile(times, 99)
+    return percentile(times, 0.5), percentile(times, 0.99)
 
 
 class Bench:
@@ -111,7 +106,10 @@ class Bench:
         return int(await self.worker.metric("dialogue_worker_records_persisted_total"))
 
     async def persisted_reaches(self, count: int) -> None:
-        while await self.persisted() < count:  # noqa: ASYNC110 - polling another process
+        """Wait until the worker has persisted `count` records (Stalled when it stops)."""
+        watch = StallWatch("records persisted", count)
+        while (done := await self.persisted()) < count:
+            watch.check(done)
             await asyncio.sleep(0.5)
 
     async def list_after_moves(self, samples: int, bootstrap: str) -> tuple[float, float]:
@@ -179,7 +177,6 @@ async def main(sizes: list[int], samples: int) -> None:
     worker = WorkerProcess.for_test(
         infra, lambda p: f"store-bench-{p}-{run}", partitions=12, env={"LOG_LEVEL": "WARNING"}
     )
-    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongo_url)
     print(
         f"store benchmark: 1 hot chat ({HOT_SHARE:.0%}), {SMALL_CHATS} small chats, "
         f"{samples} samples per read, page {PAGE}"
@@ -205,8 +202,7 @@ async def main(sizes: list[int], samples: int) -> None:
                 print(f"  (the last line: {moved_samples} samples)")
     finally:
         await worker.terminate()
-        await mongo.drop_database(worker.mongo_db)
-        await mongo.close()
+        await forget_worker(infra, worker)
 
 
 if __name__ == "__main__":

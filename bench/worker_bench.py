@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import resource
 import statistics
 import subprocess
@@ -37,15 +36,21 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 
+from bench._common import StallWatch, delete_topics, forget_worker, percentile
+from bench.soak.procfs import cpu_seconds
 from contracts.ids import new_id
 from contracts.records import MessageRecord
 from infra.local import LocalSettings
 from infra.processes.worker import REPO, WorkerProcess, produce
 
 Mongo = AsyncMongoClient[dict[str, Any]]
+Messages = AsyncCollection[dict[str, Any]]
 PARTITIONS = 12
 BATCH = 500
+#: Seconds one produced record may take to show in GET /messages.
+VISIBLE_WITHIN = 30.0
 
 
 def payload(cids: list[str], n: int) -> list[tuple[bytes, bytes]]:
@@ -67,17 +72,24 @@ Rate = tuple[float, float]  # records/s, CPU µs per record of the consuming pro
 
 
 async def rate_of(
-    count: Callable[[], Awaitable[int]], total: int, cpu_seconds: Callable[[], float]
+    count: Callable[[], Awaitable[int]], total: int, cpu: Callable[[], float]
 ) -> Rate:
     """Records/s and CPU per record between the first stored document and the last."""
-    first = started = cpu = 0.0
+    first = started = cpu0 = 0.0
+    watch = StallWatch("records stored", total)
     while True:
         done = await count()
         if done and not first:
-            first, started, cpu = done, time.monotonic(), cpu_seconds()
+            first, started, cpu0 = done, time.monotonic(), cpu()
         if done >= total:
             records = done - first
-            return records / (time.monotonic() - started), 1e6 * (cpu_seconds() - cpu) / records
+            if records <= 0:  # every record was stored before the first count saw any
+                raise RuntimeError(
+                    f"all {total} records were stored by the first count: nothing left to "
+                    "time; raise --records"
+                )
+            return records / (time.monotonic() - started), 1e6 * (cpu() - cpu0) / records
+        watch.check(done)
         await asyncio.sleep(0.05)  # polling /metrics costs the worker CPU too
 
 
@@ -87,21 +99,42 @@ def own_cpu() -> float:
 
 
 def cpu_of(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of the worker process so far."""
+    seconds = cpu_seconds(pid)
+    if seconds is None:
+        raise RuntimeError(f"the worker (pid {pid}) is gone")
+    return seconds
 
 
 async def baseline(infra: LocalSettings, mongo: Mongo, cids: list[str], n: int) -> Rate:
     """Plain aiokafka consumer + insert_many(ordered=False) per fetched batch, then commit."""
     name = f"bench-base-{uuid.uuid4().hex[:8]}"
+    messages = mongo[name.replace("-", "_")]["messages"]
+    try:
+        await _create_topic(infra, name)
+        await produce(infra.kafka_bootstrap, name, payload(cids, n))
+        # A (cid, _id) index, as the worker's messages collection had before message
+        # store v2: less storage work per record than the worker does now (docs/worker.md).
+        await messages.create_index([("cid", ASCENDING), ("_id", DESCENDING)])
+        return await _consume(infra, name, messages, n)
+    finally:
+        try:
+            await mongo.drop_database(messages.database.name)
+        finally:
+            await delete_topics(infra.kafka_bootstrap, name)
+
+
+async def _create_topic(infra: LocalSettings, name: str) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
     await admin.start()
-    await admin.create_topics([NewTopic(name, PARTITIONS, 1)])
-    await admin.close()
-    await produce(infra.kafka_bootstrap, name, payload(cids, n))
-    messages = mongo[name.replace("-", "_")]["messages"]
-    # The same storage work as the worker: its messages collection has this index too.
-    await messages.create_index([("cid", ASCENDING), ("_id", DESCENDING)])
+    try:
+        await admin.create_topics([NewTopic(name, PARTITIONS, 1)])
+    finally:
+        await admin.close()
+
+
+async def _consume(infra: LocalSettings, name: str, messages: Messages, n: int) -> Rate:
+    """The baseline's consumer on topic `name`, timed until `n` records are inserted."""
     consumer = AIOKafkaConsumer(
         name,
         bootstrap_servers=infra.kafka_bootstrap,
@@ -146,7 +179,6 @@ async def baseline(infra: LocalSettings, mongo: Mongo, cids: list[str], n: int) 
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await consumer.stop()
-        await mongo.drop_database(messages.database.name)
 
 
 def bench_worker(source: Path = REPO) -> WorkerProcess:
@@ -166,11 +198,14 @@ async def create_chats(worker: WorkerProcess, n: int) -> list[str]:
         cids = []
         for _ in range(n):
             async with http.post("/chats", json={"users": [1, 2]}) as resp:
-                cids.append((await resp.json())["id"])
+                body = await resp.json()
+                if resp.status != 201:
+                    raise RuntimeError(f"POST /chats answered {resp.status}: {body}")
+                cids.append(body["id"])
         return cids
 
 
-async def worker_rate(infra: LocalSettings, mongo: Mongo, n: int, source: Path = REPO) -> Rate:
+async def worker_rate(infra: LocalSettings, n: int, source: Path = REPO) -> Rate:
     """The worker subprocess (of the tree at `source`) started on a pre-filled topic."""
     worker = bench_worker(source)
     try:
@@ -183,7 +218,7 @@ async def worker_rate(infra: LocalSettings, mongo: Mongo, n: int, source: Path =
         return await rate_of(lambda: persisted(worker), n, lambda: cpu_of(pid))
     finally:
         await worker.terminate()
-        await mongo.drop_database(worker.mongo_db)
+        await forget_worker(infra, worker)
 
 
 async def persisted(worker: WorkerProcess) -> int:
@@ -194,7 +229,7 @@ async def persisted(worker: WorkerProcess) -> int:
         return 0
 
 
-async def lag(infra: LocalSettings, mongo: Mongo, samples: int) -> list[float]:
+async def lag(infra: LocalSettings, samples: int) -> list[float]:
     """Seconds from producing one record to seeing it first in GET /messages (fresh worker)."""
     worker = bench_worker()
     try:
@@ -203,7 +238,7 @@ async def lag(infra: LocalSettings, mongo: Mongo, samples: int) -> list[float]:
         return await _lags(infra, worker, cid, samples)
     finally:
         await worker.terminate()
-        await mongo.drop_database(worker.mongo_db)
+        await forget_worker(infra, worker)
 
 
 async def _lags(infra: LocalSettings, worker: WorkerProcess, cid: str, samples: int) -> list[float]:
@@ -221,19 +256,21 @@ async def _lags(infra: LocalSettings, worker: WorkerProcess, cid: str, samples: 
                 await producer.send_and_wait(worker.topic, record.to_bytes(), key=record.key())
                 while True:
                     async with http.get("/messages", params=params) as resp:
-                        data = (await resp.json())["data"]
-                    if data and data[0]["id"] == record.id:
+                        body = await resp.json()
+                        if resp.status != 200:
+                            raise RuntimeError(f"GET /messages answered {resp.status}: {body}")
+                    if body["data"] and body["data"][0]["id"] == record.id:
                         break
+                    if time.monotonic() - started > VISIBLE_WITHIN:
+                        raise RuntimeError(
+                            f"lag sample {i + 1} of {samples}: record {record.id} not visible "
+                            f"after {VISIBLE_WITHIN:g} s (newest: {body['data'][:1]})"
+                        )
                     await asyncio.sleep(0.002)
                 lags.append(time.monotonic() - started)
     finally:
         await producer.stop()
     return lags
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 @contextlib.contextmanager
@@ -257,10 +294,10 @@ async def main(records: int, rounds: int, samples: int, against: str | None) -> 
     with checkout(against) as other:
         sides: dict[str, Callable[[], Awaitable[Rate]]] = {
             "baseline": lambda: baseline(infra, mongo, [new_id() for _ in range(24)], records),
-            "worker": lambda: worker_rate(infra, mongo, records),
+            "worker": lambda: worker_rate(infra, records),
         }
         if other is not None:
-            sides[f"worker@{against}"] = lambda: worker_rate(infra, mongo, records, other)
+            sides[f"worker@{against}"] = lambda: worker_rate(infra, records, other)
         rates: dict[str, list[Rate]] = {name: [] for name in sides}
         names = list(sides)
         try:
@@ -275,7 +312,7 @@ async def main(records: int, rounds: int, samples: int, against: str | None) -> 
                 )
                 ratio = rates["worker"][-1][0] / rates["baseline"][-1][0]
                 print(f"round {r + 1}: {line}, worker/baseline {ratio:.2f}")
-            lags = await lag(infra, mongo, samples)
+            lags = await lag(infra, samples)
         finally:
             await mongo.close()
     median = {name: statistics.median(v for v, _ in values) for name, values in rates.items()}
@@ -295,8 +332,8 @@ async def main(records: int, rounds: int, samples: int, against: str | None) -> 
             f"(medians); per round {' '.join(f'{x:.2f}' for x in per_round)}"
         )
     print(
-        f"produce -> visible lag    : p50 {percentile(lags, 50) * 1e3:.0f} ms, "
-        f"p99 {percentile(lags, 99) * 1e3:.0f} ms ({len(lags)} samples)"
+        f"produce -> visible lag    : p50 {percentile(lags, 0.5) * 1e3:.0f} ms, "
+        f"p99 {percentile(lags, 0.99) * 1e3:.0f} ms ({len(lags)} samples)"
     )
 
 

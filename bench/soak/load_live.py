@@ -4,9 +4,10 @@
 hello with `since = {cid: 0}` for its chats (they are new), so it must see every message
 of every chat of its user, seq 1 on: it tracks per chat the newest seq and the holes
 (deduplicating by seq, as a real client does), pages a `gap` frame's range over REST,
-and reconnects with `since` (after a fresh sign-in) when the server closes it. At the
-end the orchestrator says how far each chat got; the load waits for its clients to get
-there (bounded) and reports what is missing.
+and reconnects with `since` when the server closes it (signing in again first when the
+close says the token was refused: 4001 or 4002). At the end the orchestrator says how
+far each chat got; the load waits for its clients to get there (bounded) and reports
+what is missing.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from bench.soak.channel import serve
 from bench.soak.clients import Sessions, call, sign_in
 from bench.soak.plan import Account, Plan
 from bench.soak.stats import IntervalStats
+from contracts.live import CloseCode
 
 #: Streams being opened (connect, hello, until `ready`) at once at the start.
 OPEN_CONCURRENCY = 16
@@ -35,6 +37,9 @@ READY_WITHIN = 60.0
 RECONNECT_PAUSE = 1.0
 #: Seconds the clients get to see every stored message once the load stopped.
 DRAIN_WITHIN = 120.0
+#: Close codes after which a client signs in again before it reconnects (its token was
+#: refused); after any other close it reconnects with the token it has.
+TOKEN_REFUSED = {str(int(CloseCode.UNAUTHORIZED)), str(int(CloseCode.TOKEN_EXPIRED))}
 
 
 @dataclass
@@ -93,11 +98,7 @@ class Listener:
         return all(not t.missing(expect.get(cid, 0)) for cid, t in self.tracks.items())
 
     async def run(self, stopping: asyncio.Event) -> None:
-        first = True
         while not stopping.is_set():
-            if not first:
-                await sign_in(self.load.sessions.of(self.account), self.load.api, self.account)
-            first = False
             code = await self._session()
             if stopping.is_set():
                 return
@@ -105,6 +106,8 @@ class Listener:
             self.load.stats.record("stream", f"ws:{code}", None)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), RECONNECT_PAUSE)
+            if code in TOKEN_REFUSED and not stopping.is_set():
+                await sign_in(self.load.sessions.of(self.account), self.load.api, self.account)
 
     async def _session(self) -> str:
         """One connection from hello to close; its close code (or the failure's kind)."""

@@ -112,12 +112,15 @@ class RestLoad:
             if self._in_flight[op] >= self.plan.in_flight:
                 self.stats.shed[op] += 1
                 continue
-            task = asyncio.create_task(self._timed(op, action))
+            # Counted when created, not when it first runs: a catch-up burst creates
+            # several before any runs, and each must see the others.
+            self._in_flight[op] += 1
+            task = asyncio.create_task(self._counted(op, action))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _timed(self, op: str, action: Action) -> None:
-        self._in_flight[op] += 1
+    async def _counted(self, op: str, action: Action) -> None:
+        """Run one operation; it leaves the in-flight count `_pace` put it in."""
         try:
             await action()
         finally:

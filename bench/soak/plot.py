@@ -19,8 +19,8 @@ from bench.soak.report import APP_PREFIXES
 from bench.soak.sampler import Sample
 
 #: The issue's targets after warm-up, drawn as dashed lines.
-GATEWAY_TARGET_MB = 100.0
-WORKER_TARGET_MB = 150.0
+GATEWAY_TARGET_MIB = 100.0
+WORKER_TARGET_MIB = 150.0
 
 Series = dict[str, list[float | None]]
 Values = Callable[[Sample], dict[str, float | None]]
@@ -74,18 +74,18 @@ def _panels(samples: Sequence[Sample]) -> list[Panel]:
     return [
         _rss_panel(
             samples,
-            "RSS gateway (MB; band: floor..peak of the interval)",
+            "RSS gateway (MiB; band: floor..peak of the interval)",
             ["gateway"],
-            GATEWAY_TARGET_MB,
+            GATEWAY_TARGET_MIB,
         ),
         _rss_panel(
             samples,
-            "RSS workers (MB; band: floor..peak of the interval)",
+            "RSS workers (MiB; band: floor..peak of the interval)",
             workers,
-            WORKER_TARGET_MB,
+            WORKER_TARGET_MIB,
         ),
         Panel(
-            "memory of the rest (MB; PostgreSQL: PSS of all its processes)",
+            "memory of the rest (MiB; PostgreSQL: PSS of all its processes)",
             {n: [s.rss.get(n) for s in samples] for n in context},
             log=True,
         ),

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 from bench.soak.clients import Sessions, retrying
 from bench.soak.plan import Account, Chat, Plan, memberships, source_address
 from bench.soak.settings import SoakSettings
+from platform_common.gather import bounded
 
-T = TypeVar("T")
 #: Sign-ups at once: each costs the gateway an argon2 hash (64 MiB, 3 passes by default).
 SIGN_UP_CONCURRENCY = 4
 CHAT_CONCURRENCY = 16
@@ -25,16 +22,6 @@ class PrepareFailed(RuntimeError):
 
 def _say(text: str) -> None:
     print(f"[soak] {text}", file=sys.stderr, flush=True)
-
-
-async def _bounded(count: int, limit: int, make: Callable[[int], Awaitable[T]]) -> list[T]:
-    gate = asyncio.Semaphore(limit)
-
-    async def one(i: int) -> T:
-        async with gate:
-            return await make(i)
-
-    return await asyncio.gather(*(one(i) for i in range(count)))
 
 
 async def prepare(settings: SoakSettings, api_url: str, kafka_bootstrap: str, topic: str) -> Plan:
@@ -55,18 +42,18 @@ async def prepare(settings: SoakSettings, api_url: str, kafka_bootstrap: str, to
     sessions = Sessions()
     try:
         started = time.monotonic()
-        plan.accounts = await _bounded(
-            settings.users, SIGN_UP_CONCURRENCY, lambda i: _sign_up(settings, plan, sessions, i)
+        plan.accounts = await bounded(
+            range(settings.users),
+            lambda i: _sign_up(settings, plan, sessions, i),
+            SIGN_UP_CONCURRENCY,
         )
         _say(f"{settings.users} users signed up ({time.monotonic() - started:.0f} s)")
         started = time.monotonic()
         shapes = memberships(
             settings.users, settings.chats, settings.hot_chats, settings.hot_members, settings.seed
         )
-        plan.chats = await _bounded(
-            len(shapes),
-            CHAT_CONCURRENCY,
-            lambda k: _create_chat(plan, sessions, *shapes[k]),
+        plan.chats = await bounded(
+            shapes, lambda shape: _create_chat(plan, sessions, *shape), CHAT_CONCURRENCY
         )
         _say(f"{len(plan.chats)} chats made ({time.monotonic() - started:.0f} s)")
     finally:

@@ -20,8 +20,8 @@ def _status_kb(pid: int, field: str) -> int | None:
     return None
 
 
-def rss_mb(pid: int) -> float | None:
-    """Resident set size in MB (None: the process is gone)."""
+def rss_mib(pid: int) -> float | None:
+    """Resident set size in MiB (None: the process is gone)."""
     kb = _status_kb(pid, "VmRSS")
     return None if kb is None else kb / 1024
 
@@ -56,8 +56,8 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def tree_mb(pid: int) -> float | None:
-    """Memory of a process and its descendants (PostgreSQL: one process per connection).
+def tree_mib(pid: int) -> float | None:
+    """Memory in MiB of a process and its descendants (PostgreSQL: one per connection).
 
     Summed proportional set size (PSS), so memory the processes share (PostgreSQL's
     shared buffers) counts once, not once per backend; RSS where PSS is unreadable.

@@ -55,12 +55,12 @@ class Windows:
         return next((s for s in samples if s.t >= self.length - 1e-6), samples[0])
 
 
-def _mb(value: float | None) -> str:
+def _mib(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
 def _growth(before: float, after: float, hours: float) -> str:
-    per_hour = f"{(after - before) / hours:+.1f} MB/h" if hours > 0 else "-"
+    per_hour = f"{(after - before) / hours:+.1f} MiB/h" if hours > 0 else "-"
     share = (after - before) / before * 100 if before else 0.0
     return f"{per_hour:>12} {share:+6.1f} %"
 
@@ -70,18 +70,18 @@ def memory_lines(samples: Sequence[Sample], windows: Windows) -> list[str]:
     warm, end = windows.after_warm_up(samples), samples[-1]
     hours = (end.t - warm.t) / 3600
     lines = [
-        f"memory (RSS, MB)  sample at {warm.t / 60:.1f} min -> at {end.t / 60:.1f} min, growth"
+        f"memory (RSS, MiB) sample at {warm.t / 60:.1f} min -> at {end.t / 60:.1f} min, growth"
         "        | interval floor, growth"
     ]
     context = []
     for name in end.rss:
         before, after = warm.rss.get(name), end.rss[name]
         if not name.startswith(APP_PREFIXES):
-            context.append(f"{name} {_mb(before)} -> {_mb(after)}")
+            context.append(f"{name} {_mib(before)} -> {_mib(after)}")
             continue
         if before is None or after is None:
             lines.append(
-                f"  {name:<14} {_mb(before):>7} -> {_mb(after):>7}  (not running throughout)"
+                f"  {name:<14} {_mib(before):>7} -> {_mib(after):>7}  (not running throughout)"
             )
             continue
         line = f"  {name:<14} {before:7.1f} -> {after:7.1f} {_growth(before, after, hours)}"

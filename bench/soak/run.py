@@ -10,6 +10,7 @@ import math
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from bench.soak.channel import LoadFailed, LoadProcess
@@ -34,9 +35,9 @@ def _say(text: str) -> None:
 
 def _progress(sample: Sample) -> str:
     app = ", ".join(
-        f"{name} {mb:.0f} MB"
-        for name, mb in sample.rss.items()
-        if mb is not None and name.startswith(("gateway", "worker-"))
+        f"{name} {mib:.0f} MiB"
+        for name, mib in sample.rss.items()
+        if mib is not None and name.startswith(("gateway", "worker-"))
     )
     post = sample.stats.latency.get("post")
     p99 = post.quantile(0.99) if post else None
@@ -115,16 +116,34 @@ async def _soak(settings: SoakSettings, where: Target, early: asyncio.Event) -> 
     return OK if messages.ok and live_check.ok else VIOLATED
 
 
+def unexpected(exc: Exception, out: Path) -> int:
+    """Report an error the soak has no name for as FAILED (2), never as VIOLATED (1): one
+    line on stderr, the traceback in the report folder (when it can be written)."""
+    logs = f"report and load logs in {out}"
+    error = out / "error.txt"
+    try:
+        error.write_text("".join(traceback.format_exception(exc)))
+    except OSError:  # the folder itself may be what failed: the line alone says what
+        where = logs
+    else:
+        where = f"traceback in {error}; {logs}"
+    print(f"soak failed: {type(exc).__name__}: {exc} ({where})", file=sys.stderr, flush=True)
+    return FAILED
+
+
 async def soak(settings: SoakSettings) -> int:
     """Run one soak; the exit code (OK, VIOLATED or FAILED)."""
-    settings.out.mkdir(parents=True, exist_ok=True)
-    (settings.out / "settings.json").write_text(json.dumps(settings.to_json(), indent=1) + "\n")
-    _say(f"report folder {settings.out}")
-    early = asyncio.Event()
-    _end_early_on_ctrl_c(early)
     try:
+        settings.out.mkdir(parents=True, exist_ok=True)
+        settings_json = json.dumps(settings.to_json(), indent=1) + "\n"
+        (settings.out / "settings.json").write_text(settings_json)
+        _say(f"report folder {settings.out}")
+        early = asyncio.Event()
+        _end_early_on_ctrl_c(early)
         async with target(settings.use_running, settings.workers, settings.keep) as where:
             return await _soak(settings, where, early)
     except (SoakError, DevError, LoadFailed, PrepareFailed) as exc:
         print(f"soak failed: {exc}", file=sys.stderr, flush=True)
         return FAILED
+    except Exception as exc:  # anything else is a soak that could not run, not a verdict
+        return unexpected(exc, settings.out)

@@ -33,7 +33,7 @@ class Sample:
     clock: str
     interval: float
     load1: float
-    rss: dict[str, float | None] = field(default_factory=dict)  # MB, by process
+    rss: dict[str, float | None] = field(default_factory=dict)  # MiB, by process
     #: Gateway and workers: the lowest and highest RSS of the interval (polled each second).
     rss_range: dict[str, tuple[float, float]] = field(default_factory=dict)
     cpu: dict[str, float | None] = field(default_factory=dict)  # % of one core
@@ -108,10 +108,10 @@ class RssRange:
     async def _poll(self) -> None:
         while True:
             for name, pid in self.target.app_pids().items():
-                mb = None if pid is None else procfs.rss_mb(pid)
-                if mb is not None:
-                    low, high = self._range.get(name, (mb, mb))
-                    self._range[name] = (min(low, mb), max(high, mb))
+                mib = None if pid is None else procfs.rss_mib(pid)
+                if mib is not None:
+                    low, high = self._range.get(name, (mib, mib))
+                    self._range[name] = (min(low, mib), max(high, mib))
             await asyncio.sleep(self.EVERY)
 
 
@@ -161,13 +161,13 @@ class Sampler:
         for name, pid in self._pids(app).items():
             tree = name == "postgres"  # one process per connection
             sample.rss[name] = (
-                None if pid is None else (procfs.tree_mb if tree else procfs.rss_mb)(pid)
+                None if pid is None else (procfs.tree_mib if tree else procfs.rss_mib)(pid)
             )
             sample.cpu[name] = None if pid is None else self._cpu_percent(pid, now)
-        for name, mb in sample.rss.items():  # the sample itself is one more reading
-            if name in sample.rss_range and mb is not None:
+        for name, mib in sample.rss.items():  # the sample itself is one more reading
+            if name in sample.rss_range and mib is not None:
                 low, high = sample.rss_range[name]
-                sample.rss_range[name] = (min(low, mb), max(high, mb))
+                sample.rss_range[name] = (min(low, mib), max(high, mib))
         for name, pid in app.items():
             sample.sockets[name] = None if pid is None else procfs.sockets(pid)
         return sample
@@ -216,7 +216,7 @@ def flatten(sample: Sample) -> dict[str, Any]:
         "clock": sample.clock,
         "load1": round(sample.load1, 2),
     }
-    for name, value in sample.rss.items():
+    for name, value in sample.rss.items():  # MiB; the columns keep their first names
         row[f"rss_mb_{name}"] = _round(value, 1)
     for name, (low, high) in sample.rss_range.items():
         row[f"rss_min_mb_{name}"], row[f"rss_max_mb_{name}"] = round(low, 1), round(high, 1)

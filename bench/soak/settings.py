@@ -114,11 +114,10 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     for name, (kind, default, text) in FLAGS.items():
         value = _env_default(env, name, kind, default)
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value, help=text)
-    workers = env.get("SOAK_WORKERS")
     p.add_argument(
         "--workers",
         type=int,
-        default=int(workers) if workers else None,
+        default=_env_default(env, "workers", int, None),
         help="workers when the soak starts the platform (default: make dev's, 2)",
     )
     p.add_argument(
