@@ -3,14 +3,22 @@ process, and the clean-up of what a benchmark's workers leave in Kafka and Mongo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import tempfile
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 
 from infra.local import LocalSettings
+from infra.processes.gateway import GatewayProcess, gateway_env, mysql_execute
+from infra.processes.private import private_consul
 from infra.processes.worker import WorkerProcess
 
 #: Seconds a poll may see no progress before the benchmark gives up.
@@ -76,3 +84,54 @@ async def forget_worker(infra: LocalSettings, worker: WorkerProcess) -> None:
         await drop_database(infra.mongo_url, worker.mongo_db)
     finally:
         await delete_topics(infra.kafka_bootstrap, worker.app_id)
+
+
+@dataclass(frozen=True)
+class Platform:
+    """A benchmark's own gateway and two workers (`first` and its sibling)."""
+
+    run: str  # the run's id, in every name it made
+    gateway: GatewayProcess
+    workers: tuple[WorkerProcess, WorkerProcess]
+
+    @property
+    def first(self) -> WorkerProcess:
+        return self.workers[0]
+
+
+@contextlib.asynccontextmanager
+async def private_platform(
+    infra: LocalSettings, name: str, gateway_settings: Mapping[str, str] | None = None
+) -> AsyncIterator[Platform]:
+    """A gateway and two workers over a private Consul agent, with their own MySQL
+    database (gw_<name>_<run>), topics and MongoDB database, all removed afterwards."""
+    run = uuid.uuid4().hex[:8]
+    counter = iter(range(1, 1000))
+
+    def unique(prefix: str) -> str:
+        return f"{prefix}-{run}-{next(counter)}"
+
+    database = f"gw_{name}_{run}"  # gw_*: a name the project's MySQL user may create
+    await mysql_execute(infra, f"CREATE DATABASE `{database}`")
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp,
+            private_consul(Path(tmp), infra.cache_dir) as consul,
+        ):
+            consul_url = consul.settings.consul_url
+            first = WorkerProcess.for_test(infra, unique, consul_url=consul_url)
+            workers = (first, first.sibling(unique("worker")))
+            env = gateway_env(infra, database, first, consul_url) | dict(gateway_settings or {})
+            gateway = GatewayProcess(env)
+            try:
+                for worker in workers:
+                    worker.start()
+                await asyncio.gather(*(w.wait_ready(90) for w in workers))
+                await gateway.start().wait_ready()
+                yield Platform(run, gateway, workers)
+            finally:
+                await gateway.stop()
+                await asyncio.gather(*(w.terminate() for w in workers), return_exceptions=True)
+                await forget_worker(infra, first)
+    finally:
+        await mysql_execute(infra, f"DROP DATABASE `{database}`")

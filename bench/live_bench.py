@@ -28,9 +28,7 @@ import contextlib
 import os
 import resource
 import sys
-import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,12 +38,11 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench._common import forget_worker, percentile
+from bench._common import percentile, private_platform
 from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.local import LocalSettings
-from infra.processes.gateway import GatewayProcess, gateway_env, mysql_execute
-from infra.processes.private import private_consul
-from infra.processes.worker import WorkerProcess, metric_sum
+from infra.processes.gateway import GatewayProcess
+from infra.processes.worker import metric_sum
 from platform_common.gather import bounded
 
 PASSWORD = "secret1"
@@ -260,40 +257,14 @@ async def main(args: argparse.Namespace) -> None:
     began = time.perf_counter()
     args.sockets += args.sockets % 2  # every user has a partner
     _raise_fd_limit(args.sockets + args.idle + 500)
-    infra = LocalSettings.from_env()
-    run = uuid.uuid4().hex[:8]
-    counter = iter(range(1, 1000))
-
-    def unique(prefix: str) -> str:
-        return f"{prefix}-{run}-{next(counter)}"
-
-    database = f"gw_live_bench_{run}"  # gw_*: a name the project user may create
-    await mysql_execute(infra, f"CREATE DATABASE `{database}`")
+    connections = str(max(12_000, args.sockets + args.idle + 1000))
     figures: list[str] = []
     gateway: GatewayProcess | None = None
-    try:
-        with (
-            tempfile.TemporaryDirectory(prefix="live-bench-") as tmp,
-            private_consul(Path(tmp), infra.cache_dir) as consul,
-        ):
-            consul_url = consul.settings.consul_url
-            first = WorkerProcess.for_test(infra, unique, consul_url=consul_url)
-            workers = [first, first.sibling(unique("worker"))]
-            env = gateway_env(infra, database, first, consul_url)
-            env["MAX_CONNECTIONS"] = str(max(12_000, args.sockets + args.idle + 1000))
-            gateway = GatewayProcess(env)
-            try:
-                for worker in workers:
-                    worker.start()
-                await asyncio.gather(*(w.wait_ready(90) for w in workers))
-                await gateway.start().wait_ready()
-                figures = await _bench(args, gateway, run)
-            finally:
-                await gateway.stop()
-                await asyncio.gather(*(w.terminate() for w in workers), return_exceptions=True)
-                await forget_worker(infra, first)
-    finally:
-        await mysql_execute(infra, f"DROP DATABASE `{database}`")
+    async with private_platform(
+        LocalSettings.from_env(), "live_bench", {"MAX_CONNECTIONS": connections}
+    ) as platform:
+        gateway = platform.gateway
+        figures = await _bench(args, gateway, platform.run)
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
     for line in figures:
         print(line)
