@@ -33,6 +33,24 @@ def _late_outcome(message_id: str, delivery: asyncio.Future[Any]) -> None:
         log.warning("record never delivered: %s", exc, extra={"message_id": message_id})
 
 
+def _fail_unsent(accumulator: Any, exc: KafkaError) -> None:
+    """Fail every batch aiokafka still holds, and mark each failure seen: nobody waits on
+    a batch's own futures, so asyncio would log "Future exception was never retrieved"
+    for each at exit (a record's sender got 5031 already, or logs it in _late_outcome)."""
+    batches = [b for queue in accumulator._batches.values() for b in queue]
+    batches += list(accumulator._pending_batches)
+    # A batch sent once and queued again for a retry still has the callback that removes
+    # it from the pending set when it ends, but is no longer in that set: failing it
+    # raised KeyError in that callback (an asyncio error line per batch). In the set,
+    # the callback finds it; for a batch never sent, being there changes nothing.
+    accumulator._pending_batches.update(batches)
+    accumulator.fail_all(exc)
+    for batch in batches:
+        for future in (batch.future, batch._drain_waiter, *(f for f, _ in batch._msg_futures)):
+            if future.done() and not future.cancelled():
+                future.exception()
+
+
 class KafkaBus:
     """Owns the producer. If Kafka is down at start the producer is (re)connected in the
     background; until then every publish answers 5031 at once."""
@@ -82,7 +100,7 @@ class KafkaBus:
             # aiokafka retries batches for an unreachable leader forever and stop() waits
             # for them: stop its sender, then fail those batches (their senders got 5031).
             await producer._sender.close()
-            producer._message_accumulator.fail_all(KafkaConnectionError("gateway stopping"))
+            _fail_unsent(producer._message_accumulator, KafkaConnectionError("gateway stopping"))
         await producer.stop()
 
     async def _connect_once(self) -> bool:
