@@ -153,4 +153,6 @@ async def test_hostile_records_go_to_the_dlq_and_the_stream_goes_on(
         assert headers.get("x-dlq-kind") == kind, (value[:80], headers)
         assert headers.get("x-dlq-reason"), (value[:80], headers)
     assert not any(orjson.dumps(r) in letters for r in valid), "a valid record was dead-lettered"
-    assert worker.returncode is None and await worker.consul_status() == "passing"
+    assert worker.returncode is None
+    # TTL 3 s: one heartbeat may be late on a loaded machine; it must be passing again.
+    await eventually(worker.consul_status, lambda status: status == "passing")

@@ -7,6 +7,7 @@ the chat's partition; every acknowledged message is stored once; the events topi
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ from pymongo import AsyncMongoClient
 from contracts.events import MessageCreated, decode_event
 from infra.local import LocalSettings
 from tests.support.faults import QUICK_REWIND, Load, Platform, check_written, phase, report
-from tests.support.waiting import eventually, hold
+from tests.support.waiting import NeverHappened, eventually, hold
 
 KILLS = 3  # rounds; each kills every worker once, one after the other
 
@@ -40,19 +41,30 @@ async def test_seqs_stay_gap_free_and_in_partition_order_through_repeated_sigkil
                     await worker.start().wait_ready(90)
         written = await check_written(platform, load)
         history = await _history(platform)
-        events = await _events(platform, {cid for c in load.clients for cid in [c.cid, *c.more]})
         # Each chat counts what it holds, also where a worker died between storing its
         # newest messages and counting them (the redelivery counts them).
         stored_per_chat = {cid: len(docs) for cid, docs in history.items()}
         await eventually(
             lambda: _counted(platform, stored_per_chat), what="every chat counting its messages"
         )
+        chats = {cid for c in load.clients for cid in [c.cid, *c.more]}
+        expected = {(cid, d["seq"]) for cid in chats for d in history[cid]}
+        # A batch's events follow its insert and its chats' counts: read the topic again,
+        # to its new end, until they are all there (or the bound shows what is missing).
+        events: set[tuple[str, int]] = set()
 
-    chats = {cid for c in load.clients for cid in [c.cid, *c.more]}
+        async def events_missing() -> set[tuple[str, int]]:
+            nonlocal events
+            events = await _events(platform, chats)
+            return expected - events
+
+        with contextlib.suppress(NeverHappened):  # the assertion below names them
+            await eventually(events_missing, lambda left: not left, every=1.0)
+
     seqs = {cid: [d["seq"] for d in history[cid]] for cid in chats}
     offsets = {cid: [d["o"] for d in history[cid]] for cid in chats}
     stored = sum(len(s) for s in seqs.values())
-    missing_events = {(cid, s) for cid in chats for s in seqs[cid]} - events
+    missing_events = expected - events
     report(
         f"faults 11-sequence-sigkills: kills={KILLS * len(platform.workers)} "
         f"chats={len(chats)} acked={written.acked} persisted={written.persisted} "

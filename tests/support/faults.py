@@ -172,7 +172,8 @@ class Platform:
         """How many instances of our service Consul lists as passing (-1: Consul down)."""
         url = f"{self.consul_url}/v1/health/service/{self.service}?passing"
         try:
-            async with http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as resp:
+            # 5 s: a loaded test loop can take a second to read the answer of a live Consul
+            async with http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 return len(await resp.json()) if resp.status == 200 else -1
         except (aiohttp.ClientError, TimeoutError):
             return -1
