@@ -124,7 +124,11 @@ async def test_private_broker_late_start_then_killed(tmp_path: Path) -> None:
         unretrieved: list[str] = []
         loop = asyncio.get_running_loop()
         previous = loop.get_exception_handler()
-        loop.set_exception_handler(lambda _, context: unretrieved.append(f"{context['message']}: {context.get('exception')!r}"))
+
+        def note(_: object, context: dict[str, object]) -> None:
+            unretrieved.append(f"{context['message']}: {context.get('exception')!r}")
+
+        loop.set_exception_handler(note)
         try:
             await bus.stop()
             gc.collect()
