@@ -1,8 +1,8 @@
 // One-shot init of the sharded MongoDB cluster of docker-compose.yml (mongosh --nodb).
 // Idempotent: every step checks before it acts, so re-running the job is harmless.
 // Compose re-runs it on every `up`: when the router already lists every shard and every
-// collection is sharded with its key, it ends at once, without waiting for each replica
-// set's preferred primary (a member down must not stop a `docker compose up --scale`).
+// collection is sharded with its key, it ends at once, without waiting up to 180 s for
+// each replica set's first member to be primary (after a failover it may never be).
 //
 //  1. initiate the config-server replica set and the three shard replica sets
 //     (a primary and a secondary each) and wait for their primaries;

@@ -9,6 +9,10 @@ from pathlib import Path
 from infra.local.gobuild import go_build, module_licenses, wrapper_module
 from infra.local.service import Progress, Service, ServiceError
 
+#: No proxy: the agent is local, and urllib sends even 127.0.0.1 through http_proxy
+#: unless no_proxy names it.
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
 PACKAGE = "github.com/hashicorp/consul"
 
 
@@ -77,7 +81,7 @@ class Consul(Service):
         ]
 
     def probe(self) -> None:
-        with urllib.request.urlopen(f"{self.settings.consul_url}/v1/status/leader", timeout=2) as r:
+        with _LOCAL.open(f"{self.settings.consul_url}/v1/status/leader", timeout=2) as r:
             leader = json.loads(r.read())
         if not leader:
             raise ServiceError("consul has no leader yet")

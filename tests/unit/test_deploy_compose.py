@@ -459,8 +459,8 @@ def test_mongo_init_script_builds_the_cluster_and_shards_the_app_database(
     assert state["collections"] == {f"appdb.{c}": key for c, key in SHARD_KEYS.items()}
     first, second = report["runs"]
     assert first.count("replSetInitiate") == 4 and first.count("addShard") == 3
-    # compose re-runs the job on every `up`: once done it only asks the router, so a
-    # replica-set member that is down cannot hold up a scale-out
+    # compose re-runs the job on every `up`: once done it only asks the router, and does
+    # not wait for each replica set's first member to be primary again
     assert second == ["listShards"] + ["find"] * len(SHARD_KEYS)
     assert report["out"][-1].startswith("mongo-init: already done")
 
