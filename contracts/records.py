@@ -30,15 +30,16 @@ UID_MAX = 2**63 - 1
 CREATED_MIN = 978_307_200
 CREATED_SCHEMA_MAX = 4_102_444_800
 FUTURE_SLACK = 86_400
-#: Every character Python's str.isspace() calls whitespace, spelled out: the regex engines
-#: that read TEXT_PATTERN disagree on `\s` (ECMA-262, which JSON Schema validators follow,
-#: counts U+FEFF and not U+0085 or U+001C..U+001F; the worker's Rust engine counts U+0085).
+#: Every character Python's str.isspace() calls whitespace, as the characters themselves
+#: (a "-" between two is a range): the regex engines that read TEXT_PATTERN disagree on
+#: `\s` (ECMA-262, which JSON Schema validators follow, counts U+FEFF and not U+0085 or
+#: U+001C..U+001F; the worker's Rust engine counts U+0085), and Go's RE2 refuses `\uXXXX`
+#: escapes, so the pattern names each character plainly (JSON writes them as escapes).
 WHITESPACE = (
-    r"\t\n\u000b\u000c\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a"
-    r"\u2028\u2029\u202f\u205f\u3000"
+    "\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 )
 #: Non-blank, and no NUL: neither BSON keys nor PostgreSQL's jsonb (FerretDB) hold one.
-TEXT_PATTERN = rf"^[^\u0000]*[^\u0000{WHITESPACE}][^\u0000]*$"
+TEXT_PATTERN = f"^[^\x00]*[^\x00{WHITESPACE}][^\x00]*$"
 
 #: Largest integer a JSON number written as a float (`7.0`) holds exactly.
 _EXACT_FLOAT = 2**53
