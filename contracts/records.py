@@ -35,9 +35,7 @@ FUTURE_SLACK = 86_400
 #: `\s` (ECMA-262, which JSON Schema validators follow, counts U+FEFF and not U+0085 or
 #: U+001C..U+001F; the worker's Rust engine counts U+0085), and Go's RE2 refuses `\uXXXX`
 #: escapes, so the pattern names each character plainly (JSON writes them as escapes).
-WHITESPACE = (
-    "\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-)
+WHITESPACE = "\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 #: Non-blank, and no NUL: neither BSON keys nor PostgreSQL's jsonb (FerretDB) hold one.
 TEXT_PATTERN = f"^[^\x00]*[^\x00{WHITESPACE}][^\x00]*$"
 
