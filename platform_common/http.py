@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,6 +33,28 @@ def error_response(
 ) -> web.Response:
     """The platform's error body, with the HTTP status of the code."""
     return json_response(error_body(code, message), code.status, headers)
+
+
+#: aiohttp's own refusals (unknown route, wrong method, body too large) as platform codes.
+_HTTP_CODES = {
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.TOO_LARGE,
+}
+
+
+def http_error_response(
+    exc: web.HTTPException, messages: Mapping[ErrorCode, str] | None = None
+) -> web.Response:
+    """The platform's error body for an aiohttp HTTPException (status >= 400): its code,
+    else 4000 or 5000 by status; the message from `messages`, else aiohttp's reason; a
+    405 keeps its Allow header."""
+    code = _HTTP_CODES.get(exc.status)
+    if code is None:
+        code = ErrorCode.MALFORMED if exc.status < 500 else ErrorCode.INTERNAL
+    message = (messages or {}).get(code) or exc.reason
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    return error_response(code, message, headers)
 
 
 def incoming_request_id(value: str | None) -> str | None:

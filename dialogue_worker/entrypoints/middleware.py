@@ -13,16 +13,16 @@ from contracts.errors import ErrorCode
 from contracts.requests import RequestProblem
 from dialogue_worker.errors import RequestError, StorageUnavailable
 from dialogue_worker.metrics import WorkerMetrics
-from platform_common.http import REQUEST_ID_HEADER, access_fields, error_response, request_scope
+from platform_common.http import (
+    REQUEST_ID_HEADER,
+    access_fields,
+    error_response,
+    http_error_response,
+    request_scope,
+)
 
 log = logging.getLogger(__name__)
 SCHEME = "Entrypoint"
-_HTTP_CODES = {
-    400: ErrorCode.MALFORMED,
-    404: ErrorCode.NOT_FOUND,
-    405: ErrorCode.METHOD_NOT_ALLOWED,
-    413: ErrorCode.TOO_LARGE,
-}
 
 
 def _authorize(request: web.Request, token: bytes) -> None:
@@ -31,9 +31,11 @@ def _authorize(request: web.Request, token: bytes) -> None:
         raise RequestError(ErrorCode.NO_TOKEN, f"missing 'Authorization: {SCHEME} <token>'")
     scheme, _, given = header.partition(" ")
     # A header's raw non-ASCII bytes arrive as lone surrogates, which .encode() refuses.
-    if scheme != SCHEME or not given.isascii():
-        raise RequestError(ErrorCode.BAD_TOKEN, "bad entrypoint token")
-    if not hmac.compare_digest(given.strip().encode(), token):
+    if (
+        scheme != SCHEME
+        or not given.isascii()
+        or not hmac.compare_digest(given.strip().encode(), token)
+    ):
         raise RequestError(ErrorCode.BAD_TOKEN, "bad entrypoint token")
 
 
@@ -74,9 +76,7 @@ async def _handle(request: web.Request, handler: Handler, token: bytes) -> web.S
     except web.HTTPException as exc:  # aiohttp's own: unknown route, wrong method, too large
         if exc.status < 400:
             raise
-        fallback = ErrorCode.INTERNAL if exc.status >= 500 else ErrorCode.MALFORMED
-        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return error_response(_HTTP_CODES.get(exc.status, fallback), exc.reason, allow)
+        return http_error_response(exc)
     except ConnectionError as exc:  # the caller went away mid-request: nobody to answer
         log.debug("caller went away during %s %s: %s", request.method, request.path, exc)
         return error_response(ErrorCode.MALFORMED, "caller went away")

@@ -12,16 +12,16 @@ from contracts.errors import ErrorCode
 from contracts.requests import RequestProblem
 from gateway.entrypoints.state import METRICS
 from gateway.errors import GatewayError
-from platform_common.http import REQUEST_ID_HEADER, error_response, request_scope
+from platform_common.http import (
+    REQUEST_ID_HEADER,
+    error_response,
+    http_error_response,
+    request_scope,
+)
 from platform_common.logs import clip
 
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {
-    404: ErrorCode.NOT_FOUND,
-    405: ErrorCode.METHOD_NOT_ALLOWED,
-    413: ErrorCode.TOO_LARGE,
-}
 _HTTP_MESSAGES = {
     ErrorCode.NOT_FOUND: "no such route",
     ErrorCode.METHOD_NOT_ALLOWED: "method not allowed on this route",
@@ -50,15 +50,6 @@ async def metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def _http_error(exc: web.HTTPException) -> web.Response:
-    code = _HTTP_CODES.get(exc.status)
-    if code is None:
-        code = ErrorCode.MALFORMED if exc.status < 500 else ErrorCode.INTERNAL
-    message = _HTTP_MESSAGES.get(code) or exc.reason
-    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-    return error_response(code, message, headers)
-
-
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure leaves as a JSON error body; nothing unexpected leaks a 500 page."""
@@ -78,7 +69,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = _http_error(exc)
+        response = http_error_response(exc, _HTTP_MESSAGES)
         return response
     except ConnectionError as exc:  # the client went away mid-request: nobody to answer
         log.debug("client went away during %s %s: %s", request.method, clip(request.path), exc)
