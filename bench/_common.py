@@ -34,6 +34,41 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+class LoopLag:
+    """How late this process's event loop wakes a sleeper every `every` seconds. A load
+    client that falls behind makes the platform look slow, so a bench reports its own lag:
+    the worst since the last `take_worst()`, and every sample when `keep` is set."""
+
+    def __init__(self, every: float, *, keep: bool = False) -> None:
+        self.every = every
+        self.lags: list[float] = []
+        self._keep = keep
+        self._worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def take_worst(self) -> float:
+        """The worst lag since the last call (0.0 when nothing was sampled)."""
+        worst, self._worst = self._worst, 0.0
+        return worst
+
+    async def _run(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self.every)
+            late = time.perf_counter() - before - self.every
+            self._worst = max(self._worst, late)
+            if self._keep:
+                self.lags.append(late)
+
+
 class Stalled(RuntimeError):
     """A polled count stopped growing; the message says how far it got."""
 
@@ -86,6 +121,14 @@ async def forget_worker(infra: LocalSettings, worker: WorkerProcess) -> None:
         await delete_topics(infra.kafka_bootstrap, worker.app_id)
 
 
+async def _terminate_all(workers: Sequence[WorkerProcess]) -> None:
+    """SIGTERM every worker at once, wait for each, then raise the first failure."""
+    results = await asyncio.gather(*(w.terminate() for w in workers), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
 @dataclass(frozen=True)
 class Platform:
     """A benchmark's own gateway and two workers (`first` and its sibling)."""
@@ -112,26 +155,22 @@ async def private_platform(
         return f"{prefix}-{run}-{next(counter)}"
 
     database = f"gw_{name}_{run}"  # gw_*: a name the project's MySQL user may create
-    await mysql_execute(infra, f"CREATE DATABASE `{database}`")
-    try:
-        with (
-            tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp,
-            private_consul(Path(tmp), infra.cache_dir) as consul,
-        ):
-            consul_url = consul.settings.consul_url
-            first = WorkerProcess.for_test(infra, unique, consul_url=consul_url)
-            workers = (first, first.sibling(unique("worker")))
-            env = gateway_env(infra, database, first, consul_url) | dict(gateway_settings or {})
-            gateway = GatewayProcess(env)
-            try:
-                for worker in workers:
-                    worker.start()
-                await asyncio.gather(*(w.wait_ready(90) for w in workers))
-                await gateway.start().wait_ready()
-                yield Platform(run, gateway, workers)
-            finally:
-                await gateway.stop()
-                await asyncio.gather(*(w.terminate() for w in workers), return_exceptions=True)
-                await forget_worker(infra, first)
-    finally:
-        await mysql_execute(infra, f"DROP DATABASE `{database}`")
+    # Every clean-up step runs, in reverse order, even when one before it fails.
+    async with contextlib.AsyncExitStack() as cleanup:
+        await mysql_execute(infra, f"CREATE DATABASE `{database}`")
+        cleanup.push_async_callback(mysql_execute, infra, f"DROP DATABASE `{database}`")
+        tmp = cleanup.enter_context(tempfile.TemporaryDirectory(prefix=f"{name}-"))
+        consul = cleanup.enter_context(private_consul(Path(tmp), infra.cache_dir))
+        consul_url = consul.settings.consul_url
+        first = WorkerProcess.for_test(infra, unique, consul_url=consul_url)
+        workers = (first, first.sibling(unique("worker")))
+        cleanup.push_async_callback(forget_worker, infra, first)
+        cleanup.push_async_callback(_terminate_all, workers)
+        for worker in workers:
+            worker.start()
+        await asyncio.gather(*(w.wait_ready(90) for w in workers))
+        env = gateway_env(infra, database, first, consul_url) | dict(gateway_settings or {})
+        gateway = GatewayProcess(env)
+        cleanup.push_async_callback(gateway.stop)
+        await gateway.start().wait_ready()
+        yield Platform(run, gateway, workers)

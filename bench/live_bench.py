@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench._common import percentile, private_platform
+from bench._common import LoopLag, percentile, private_platform
 from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.local import LocalSettings
 from infra.processes.gateway import GatewayProcess
@@ -222,28 +222,6 @@ async def _open_many(
     return time.perf_counter() - started, [r for r in results if r is not None]
 
 
-class LoopLag:
-    """How late this process's event loop wakes a 10 ms sleeper (the client's own delay)."""
-
-    def __init__(self) -> None:
-        self.lags: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            before = time.perf_counter()
-            await asyncio.sleep(0.01)
-            self.lags.append(time.perf_counter() - before - 0.01)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-
 def _raise_fd_limit(needed: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= needed:
@@ -356,7 +334,7 @@ async def _measure(
     total = round(args.rate * args.seconds)
     post_seconds: list[float] = []
     post_status: Counter[str] = Counter()
-    lag = LoopLag()
+    lag = LoopLag(0.01, keep=True)  # the clients' own delay
 
     async def post(i: int) -> None:
         a, b, cid = chats[i % len(chats)]

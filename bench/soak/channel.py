@@ -15,10 +15,10 @@ import asyncio
 import contextlib
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from bench._common import LoopLag
 from bench.soak.stats import IntervalStats
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,41 +45,12 @@ def _reply(message: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-class LoopLag:
-    """How late the load's own event loop wakes a sleeper: a client that falls behind
-    would make the platform look slow, so its lag is a series of its own."""
-
-    EVERY = 0.1
-
-    def __init__(self) -> None:
-        self.worst = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    def take(self) -> float:
-        worst, self.worst = self.worst, 0.0
-        return worst
-
-    async def _run(self) -> None:
-        while True:
-            before = time.perf_counter()
-            await asyncio.sleep(self.EVERY)
-            self.worst = max(self.worst, time.perf_counter() - before - self.EVERY)
-
-
 async def serve(load: Load, name: str, final_path: Path) -> None:
     """The load side: start, answer ticks, stop and write the final report."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=LINE_LIMIT)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    lag = LoopLag()
+    lag = LoopLag(0.1)
     _reply({"ready": await load.start()})
     lag.start()
     try:
@@ -87,7 +58,7 @@ async def serve(load: Load, name: str, final_path: Path) -> None:
             command = json.loads(line)
             if command["cmd"] == "tick":
                 stats = load.take_stats()
-                stats.gauges[f"loop_lag_ms_{name}"] = round(lag.take() * 1000, 1)
+                stats.gauges[f"loop_lag_ms_{name}"] = round(lag.take_worst() * 1000, 1)
                 _reply({"stats": stats.to_json()})
             elif command["cmd"] == "stop":
                 final = await load.stop(command)

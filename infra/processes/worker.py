@@ -43,8 +43,14 @@ async def _borrowed(session: aiohttp.ClientSession) -> AsyncIterator[aiohttp.Cli
 
 
 def metric_sum(text: str, name: str) -> float:
-    """One metric of a Prometheus text exposition, summed over its label sets (0: absent)."""
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+    """The samples named exactly `name` in a Prometheus text exposition, summed over their
+    label sets (0: absent). `x_total` does not match `x_total_bytes` or `x_created`."""
+    total = 0.0
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample.split("{", 1)[0] == name:
+            total += float(value)
+    return total
 
 
 class WorkerFailed(RuntimeError):

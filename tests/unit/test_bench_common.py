@@ -1,0 +1,41 @@
+"""The benchmarks' shared helpers that are pure logic: the percentile and the metric reader."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bench._common import percentile
+from infra.processes.worker import metric_sum
+
+EXPOSITION = """\
+# HELP dialogue_worker_records_persisted_total Records stored
+# TYPE dialogue_worker_records_persisted_total counter
+dialogue_worker_records_persisted_total{partition="0"} 3.0
+dialogue_worker_records_persisted_total{partition="1",note="a b"} 4.0
+dialogue_worker_records_persisted_created{partition="0"} 1.7e9
+dialogue_worker_records_persisted_total_bytes 99.0
+gateway_stream_sockets 2.0
+gateway_stream_sockets_opened_total 50.0
+"""
+
+
+def test_metric_sum_adds_the_label_sets_of_exactly_one_name() -> None:
+    assert metric_sum(EXPOSITION, "dialogue_worker_records_persisted_total") == 7.0
+    assert metric_sum(EXPOSITION, "gateway_stream_sockets") == 2.0
+    assert metric_sum(EXPOSITION, "dialogue_worker_records_persisted") == 0.0
+    assert metric_sum(EXPOSITION, "absent_total") == 0.0
+
+
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1), st.floats(0, 1))
+def test_percentile_is_one_of_the_values_and_monotonic_in_q(values: list[float], q: float) -> None:
+    got = percentile(values, q)
+    assert got in values
+    assert percentile(values, 0) == min(values) and percentile(values, 1) == max(values)
+    assert percentile(values, q / 2) <= got
+
+
+def test_percentile_of_nothing_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        percentile([], 0.5)
