@@ -215,7 +215,7 @@ class DevPlatform:
     def _check_consul(self) -> None:
         url = f"{self.settings.consul_url}/v1/status/leader"
         try:
-            leader = call("GET", url, timeout=3)
+            leader = call("GET", url, token=self.settings.consul_token, timeout=3)
         except OSError as exc:
             raise DevError(f"Consul does not answer at {self.settings.consul_url}: {exc}") from exc
         if leader.status != 200 or not leader.body:
@@ -243,7 +243,7 @@ class DevPlatform:
         """Ids of the instances of service `dialogue` passing their check in Consul."""
         url = f"{self.settings.consul_url}/v1/health/service/{SERVICE}?passing=true"
         try:
-            answer = call("GET", url, timeout=3)
+            answer = call("GET", url, token=self.settings.consul_token, timeout=3)
         except OSError:
             return set()
         if answer.status != 200 or not isinstance(answer.body, list):

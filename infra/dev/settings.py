@@ -59,6 +59,7 @@ class DevSettings:
     gateway_port: int  # [DEV_GATEWAY_PORT] the public API
     worker_base_port: int  # [DEV_WORKER_BASE_PORT] worker n listens on base + n - 1
     consul_url: str  # [DEV_CONSUL_URL] Consul agent; default the local stack's
+    consul_token: str | None  # [DEV_CONSUL_TOKEN] its ACL token; none for the local stack's
     topic: str  # [DEV_TOPIC] message topic
     events_topic: str  # [DEV_EVENTS_TOPIC] chat events; default events_topic_for(topic)
     partitions: int  # [DEV_TOPIC_PARTITIONS] its partitions (the most workers that consume)
@@ -79,6 +80,7 @@ class DevSettings:
             gateway_port=env_int(e, "DEV_GATEWAY_PORT", 8007),
             worker_base_port=env_int(e, "DEV_WORKER_BASE_PORT", 8100),
             consul_url=(e.get("DEV_CONSUL_URL") or local.consul_url).rstrip("/"),
+            consul_token=e.get("DEV_CONSUL_TOKEN") or None,
             topic=topic,
             events_topic=e.get("DEV_EVENTS_TOPIC") or events_topic_for(topic),
             partitions=env_int(e, "DEV_TOPIC_PARTITIONS", 12),
@@ -122,7 +124,7 @@ class DevSettings:
             "CONSUL_URL": self.consul_url,
             "WORKER_SERVICE": "dialogue",
             "WORKER_APP_ID": self.app_id,
-        }
+        } | self._consul_token_env()
 
     def worker_env(self, index: int) -> dict[str, str]:
         """Worker n's settings (dialogue_worker/settings.py): own port, id and scratch dir."""
@@ -143,4 +145,7 @@ class DevSettings:
             "EVENTS_TOPIC": self.events_topic,
             "TOPIC_PARTITIONS": str(self.partitions),
             "DATA_DIR": str(self.run_dir / f"worker-{index}.data"),
-        }
+        } | self._consul_token_env()
+
+    def _consul_token_env(self) -> dict[str, str]:
+        return {} if self.consul_token is None else {"CONSUL_TOKEN": self.consul_token}

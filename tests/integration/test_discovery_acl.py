@@ -18,6 +18,8 @@ from discovery import (
     Registration,
     ServiceWatch,
 )
+from infra.dev.platform import SERVICE, DevPlatform
+from infra.dev.settings import DevSettings
 from infra.local import LocalSettings
 from infra.processes.stub import StubServer
 from tests.support.acl_consul import AclConsul, acl_consul
@@ -134,3 +136,27 @@ async def test_the_internal_token_goes_only_to_instances_registered_as_workers(
     assert {a.instance_id for a in answers} == {stubs[0].state.id}
     assert all(a.json()["authorization"] == TOKEN_HEADER["Authorization"] for a in answers)
     assert all(stub.state.hits["/echo"] == 0 for stub in stubs[1:])
+
+
+async def test_make_devs_consul_probes_use_dev_consul_token(
+    consul: AclConsul, stub: StubServer, infra: LocalSettings
+) -> None:
+    """`make dev` against an agent with ACLs: its readiness probes see the workers only
+    with DEV_CONSUL_TOKEN (sent as a bearer token, which Consul accepts as its own)."""
+    registrar = Registrar(
+        consul.url, _registration(stub, SERVICE), _passing, token=consul.token(SERVICE, "write")
+    )
+    await registrar.start()
+    try:
+        env = {"LOCAL_RUN_DIR": str(infra.run_dir), "LOCAL_CACHE_DIR": str(infra.cache_dir)}
+        env["DEV_CONSUL_URL"] = consul.url
+        anonymous = DevPlatform(DevSettings.from_env(env))
+        reader = DevPlatform(
+            DevSettings.from_env(env | {"DEV_CONSUL_TOKEN": consul.token(SERVICE, "read")})
+        )
+        await eventually(
+            lambda: stub.state.id in reader.passing(), what="the instance, seen with the token"
+        )
+        assert anonymous.passing() == set()  # default deny
+    finally:
+        await registrar.stop()

@@ -98,3 +98,24 @@ def test_the_events_topic_follows_the_message_topic(env: dict[str, str], events:
 def test_a_copy_names_its_events_topic_as_the_test_workers_do() -> None:
     worker = WorkerProcess("k:9092", "mongodb://m", "http://c", "a", "copy", "d", "id", port=1)
     assert events_topic_for("copy") == worker.events_topic
+
+
+def test_a_consul_token_reaches_the_services_only_through_dev_consul_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exported = {**EXPORTED, "CONSUL_TOKEN": "a-token-of-the-docker-deployment"}
+    plain = DevSettings.from_env(ENV)
+    assert plain.consul_token is None
+    assert "CONSUL_TOKEN" not in service_environment(exported, plain.gateway_env())
+
+    mine = "0f2c7a1e-6a43-4f1b-9d5e-3c8b2a9e7d10"
+    s = DevSettings.from_env(
+        {**ENV, "DEV_CONSUL_URL": "http://127.0.0.1:18500/", "DEV_CONSUL_TOKEN": mine}
+    )
+    assert s.consul_url == "http://127.0.0.1:18500"
+    _only(monkeypatch, service_environment(exported, s.gateway_env()))
+    gateway = GatewaySettings()
+    assert gateway.consul_token is not None and gateway.consul_token.get_secret_value() == mine
+    _only(monkeypatch, service_environment(exported, s.worker_env(1)))
+    worker = WorkerSettings()
+    assert worker.consul_token is not None and worker.consul_token.get_secret_value() == mine
