@@ -11,15 +11,18 @@ export class ApiError extends Error {
   }
 }
 
+export const SESSION_ENDED = "Your session has ended. Please sign in again.";
+
 // What a person should read for each code the API can answer.
 const TEXT = {
   4090: () => "That username is taken.",
   4011: () => "Wrong username or password.",
   4010: () => "Please sign in.",
+  session: () => SESSION_ENDED,
   4290: (e) => `Too many attempts. Try again in ${e.retryAfter || "a few"} s.`,
   4031: () => "You are not a member of that chat.",
   5030: () => "The service is unavailable. Try again shortly.",
-  5031: () => "Not sent. Retry.",
+  5031: () => "May not have been sent. Retry.",
   5032: () => "Accounts are unavailable. Try again shortly.",
 };
 
@@ -28,6 +31,11 @@ export function explain(error) {
   const text = TEXT[error.code];
   return text ? text(error) : error.message;
 }
+
+// Set by the wiring: what to do when a signed-in call is refused for its token (expired,
+// or the account's sign-in was revoked). Sign-in and sign-up answer 401 for bad
+// credentials, which is not that.
+export const hooks = { sessionEnded: () => {} };
 
 export const session = {
   get token() {
@@ -60,6 +68,10 @@ async function call(method, path, body, extraHeaders = {}) {
     throw new ApiError(0, "network", "network problem");
   }
   const data = await response.json().catch(() => ({}));
+  if (response.status === 401 && !path.startsWith("/v1/auth/")) {
+    hooks.sessionEnded();
+    throw new ApiError(401, "session", "session ended");
+  }
   if (!response.ok) {
     const retry = Number(response.headers.get("Retry-After")) || 0;
     throw new ApiError(response.status, Number(data.code) || response.status, data.message || response.statusText, retry);

@@ -3,8 +3,8 @@
 import { api, explain, session } from "./api.js";
 import { el } from "./dom.js";
 
-export function authScreen(onSignedIn) {
-  const error = el("p", { class: "error", role: "alert", id: "auth-error" });
+export function authScreen(onSignedIn, reason = "") {
+  const error = el("p", { class: "error", role: "alert", id: "auth-error", text: reason });
   const username = el("input", { id: "username", name: "username", autocomplete: "username", required: true });
   const password = el("input", {
     id: "password",

@@ -47,10 +47,15 @@ export function chatList(onOpen) {
       onsubmit: async (event) => {
         event.preventDefault();
         error.textContent = "";
-        const wanted = names.value
-          .split(",")
-          .map((n) => n.trim())
-          .filter(Boolean);
+        const wanted = [
+          ...new Map(
+            names.value
+              .split(",")
+              .map((n) => n.trim())
+              .filter(Boolean)
+              .map((n) => [n.toLowerCase(), n]),
+          ).values(),
+        ]; // a name typed twice is one user
         if (!wanted.length) return;
         try {
           const found = (await api.usersByName(wanted)).data;

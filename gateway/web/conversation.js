@@ -11,9 +11,12 @@ export class Conversation {
   constructor(cid, onBack) {
     this.cid = cid;
     this.bySeq = new Map(); // seq -> message
-    this.pending = new Map(); // idempotency key -> { text, state, id }
+    this.pending = new Map(); // idempotency key -> { text, state, id, after }
+    this.claimed = new Set(); // ids of own messages known to be a send's own
     this.older = null; // cursor of the next older page (null: none, or not loaded yet)
     this.loading = false;
+    this.problem = null; // why the newest page could not be read, shown with a Retry
+    this.olderProblem = null; // why an older page could not be read
     this.readSent = 0;
     this.list = el("ol", { class: "messages", id: "messages", "aria-label": "Messages" });
     this.scroller = el("div", { class: "scroller", onscroll: () => this.scrolled() }, this.list);
@@ -55,13 +58,37 @@ export class Conversation {
     this.input = input;
   }
 
+  // Still on screen: a conversation left before its page came must not mark it read
+  // (a detached scroller measures 0, so it always looks scrolled to the bottom).
+  get shown() {
+    return this.node.isConnected;
+  }
+
   async load() {
-    const page = await api.messages(this.cid, { limit: PAGE });
+    this.problem = null;
+    let page;
+    try {
+      page = await api.messages(this.cid, { limit: PAGE });
+    } catch (e) {
+      this.problem = `Could not read this chat: ${explain(e)}`;
+      this.render();
+      return;
+    }
     this.add(page.data);
+    if (!this.shown) return;
     this.older = page.nextCursor;
     this.render();
     this.toBottom();
     this.markRead();
+  }
+
+  // Too much was missed (a `gap`): what is held would stand beside a hole, so start over
+  // from the newest page; older ones come in by scrolling up as usual.
+  async reload() {
+    this.bySeq.clear();
+    this.older = null;
+    this.olderProblem = null;
+    await this.load();
   }
 
   add(messages) {
@@ -72,16 +99,38 @@ export class Conversation {
     }
   }
 
+  // A failed send whose record got through all the same (its answer was lost, or Kafka
+  // acknowledged too late): the first failed entry of that text written before this
+  // message goes, as the message itself now shows.
+  settle(message) {
+    if (message.uid !== store.me.userId || this.claimed.has(message.id)) return;
+    const same = [...this.pending.values()].filter((p) => p.text === message.text);
+    if (same.some((p) => p.state === "sending")) return; // it may be that one's
+    for (const [key, p] of this.pending) {
+      if (p.state === "failed" && p.text === message.text && message.seq > p.after) {
+        this.pending.delete(key);
+        this.claimed.add(message.id);
+        return;
+      }
+    }
+  }
+
   async loadOlder() {
     if (this.loading || !this.older) return;
     this.loading = true;
+    const before = this.older;
     try {
-      const page = await api.messages(this.cid, { limit: PAGE, before: this.older });
+      const page = await api.messages(this.cid, { limit: PAGE, before });
+      if (this.older !== before) return; // started over (a gap) meanwhile
       const height = this.scroller.scrollHeight;
       this.add(page.data);
       this.older = page.nextCursor;
+      this.olderProblem = null;
       this.render();
       this.scroller.scrollTop += this.scroller.scrollHeight - height; // keep what was in view
+    } catch (e) {
+      this.olderProblem = `Could not read older messages: ${explain(e)} Scroll up to try again.`;
+      this.render();
     } finally {
       this.loading = false;
     }
@@ -105,6 +154,7 @@ export class Conversation {
     if (this.bySeq.has(message.seq)) return;
     const stick = this.atBottom();
     this.add([message]);
+    this.settle(message);
     this.render();
     if (stick || message.uid === store.me.userId) this.toBottom();
     if (message.uid !== store.me.userId) {
@@ -114,23 +164,26 @@ export class Conversation {
   }
 
   async send(key, text) {
-    this.pending.set(key, { text, state: "sending", id: null });
+    const after = Math.max(0, ...this.bySeq.keys());
+    this.pending.set(key, { text, state: "sending", id: null, after });
     this.render();
     this.toBottom();
     try {
       const message = await api.post(this.cid, text, key);
       const p = this.pending.get(key);
+      this.claimed.add(message.id);
       if (p) Object.assign(p, { state: "sent", id: message.id });
       if ([...this.bySeq.values()].some((m) => m.id === message.id)) this.pending.delete(key);
     } catch (e) {
       const p = this.pending.get(key);
       if (p) Object.assign(p, { state: "failed", why: explain(e) });
+      for (const m of this.bySeq.values()) this.settle(m); // it may have come in already
     }
     this.render();
   }
 
   markRead() {
-    if (document.visibilityState !== "visible" || !this.atBottom()) return;
+    if (!this.shown || document.visibilityState !== "visible" || !this.atBottom()) return;
     const newest = Math.max(0, ...this.bySeq.keys());
     if (newest <= this.readSent) return;
     this.readSent = newest;
@@ -146,7 +199,20 @@ export class Conversation {
   render() {
     const items = [];
     let lastDay = null;
-    if (this.older) items.push(el("li", { class: "more", text: "Scroll up for older messages" }));
+    if (this.problem) {
+      items.push(
+        el(
+          "li",
+          { class: "problem", role: "alert" },
+          el("span", { text: this.problem }),
+          el("button", { type: "button", text: "Retry", onclick: () => this.load() }),
+        ),
+      );
+    }
+    if (this.older) {
+      const text = this.olderProblem ?? "Scroll up for older messages";
+      items.push(el("li", { class: this.olderProblem ? "more problem" : "more", text }));
+    }
     for (const m of [...this.bySeq.values()].sort((a, b) => a.seq - b.seq)) {
       const d = day(m.createdAt);
       if (d !== lastDay) items.push(el("li", { class: "day", role: "separator", text: d }));

@@ -3,6 +3,8 @@
 const FIRST_DELAY = 500; // ms before the first reconnect; doubles up to MAX_DELAY
 const MAX_DELAY = 5000;
 const STEADY = 10000; // ms a socket must stay up before the delay starts over
+const TICK = 10000; // ms between checks that the machine did not sleep
+const SLEPT = 3 * TICK; // a check this late means it did: its socket is likely dead
 // Closes that a reconnect cannot mend: the hello was refused (4000), the server took a
 // frame as unsupported (1003) or too big (1009). Trying again would loop for ever.
 const FATAL = new Map([
@@ -24,6 +26,24 @@ export class Live {
     // A dead network can leave a socket open for minutes: the browser knows sooner.
     window.addEventListener("offline", () => this.interrupted());
     window.addEventListener("online", () => this.resume());
+    // So can a sleep: the server gave up on the socket, the browser will not know for
+    // minutes, and nothing arrives meanwhile. A visible page whose timer fires far too
+    // late starts over (the hello's `since` makes that lossless). Hidden pages' timers
+    // are throttled, so they are judged when they are shown again.
+    this.lastTick = Date.now();
+    setInterval(() => {
+      const now = Date.now();
+      if (document.visibilityState === "visible") {
+        if (now - this.lastTick > SLEPT) this.restart();
+        this.lastTick = now;
+      }
+    }, TICK);
+  }
+
+  restart() {
+    if (this.stopped || !this.socket) return;
+    this.interrupted();
+    this.resume();
   }
 
   interrupted() {

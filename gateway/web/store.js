@@ -23,7 +23,8 @@ export const store = {
   },
 
   saw(cid, seq) {
-    if (seq > (this.seen.get(cid) ?? 0)) this.seen.set(cid, seq);
+    // 0 counts: an empty chat named in `since` gets its first message in the catch-up.
+    if (!this.seen.has(cid) || seq > this.seen.get(cid)) this.seen.set(cid, seq);
   },
 
   activity(chat) {

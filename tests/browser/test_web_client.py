@@ -271,3 +271,200 @@ async def test_first_load_fits_the_budget(
         f"(budget {BUDGET // 1024} KB); chat list usable {listed * 1000:.0f} ms after a reload"
     )
     await context.close()
+
+
+async def _refuse(route: Any, status: int, code: str) -> None:
+    await route.fulfill(status=status, json={"object": "error", "code": code, "message": "no"})
+
+
+async def test_a_failing_chat_list_is_said_and_read_again_without_signing_out(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """Workers away at sign-in or at a reload: the page says so, keeps the session, and
+    shows the list once a read succeeds (it used to stay empty, or sign the user out)."""
+    context = await browser.new_context()
+    page = await context.new_page()
+    async with aiohttp.ClientSession() as http:
+        _, cid = await chat_with_someone(page, platform.gateway.url, http, unique)
+    refused: list[str] = []
+
+    async def unavailable(route: Any) -> None:
+        if len(refused) < 3:
+            refused.append(route.request.url)
+            await _refuse(route, 503, "5030")
+        else:
+            await route.continue_()
+
+    await page.route("**/v1/chats?*", unavailable)
+    await page.reload()
+    await page.wait_for_selector("#status:has-text('Could not read your chats')")
+    await page.wait_for_selector(f".chat[data-cid='{cid}']")
+    await page.wait_for_selector("#status", state="hidden")
+    assert len(refused) == 3 and await page.locator("#new-chat-names").count() == 1
+    await context.close()
+
+
+async def test_a_chat_left_before_its_messages_came_is_not_marked_read(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """Its page used to mark it read once it came: the detached list measures 0, which
+    looks scrolled to the bottom."""
+    url = platform.gateway.url
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    page = await context.new_page()
+    async with aiohttp.ClientSession() as http:
+        other, cid = await chat_with_someone(page, url, http, unique)
+        third_name = "q" + unique("")[-12:]
+        third = await User.sign_up(http, url, third_name)
+        me = (await token_of(page))["userId"]
+        quiet = (await third.call("POST", "/v1/chats", json={"users": [third.id, me]}))["id"]
+        for i in range(3):
+            await other.post(cid, f"unread {i}")
+    badge = page.locator(f".chat[data-cid='{cid}'] .badge")
+    await eventually(badge.text_content, lambda t: t == "3", what="3 unread")
+    await page.wait_for_selector(f".chat[data-cid='{quiet}']")
+    held: list[Any] = []
+    pattern = f"**/v1/chats/{cid}/messages?*"
+    await page.route(pattern, lambda r: held.append(r))  # answered once the chat is left
+    await page.click(f".chat[data-cid='{cid}']")
+    await eventually(lambda: len(held), lambda n: n == 1, what="the history read sent")
+    await page.click(f".chat[data-cid='{quiet}']")
+    await page.wait_for_selector(f"#chat-title:has-text('{third_name}')")
+    async with page.expect_response(lambda r: r.url == held[0].request.url) as answered:
+        await held[0].continue_()
+    await (await answered.value).finished()
+    for _ in range(2):  # two round trips through the page's task queue: its load() ran
+        await page.evaluate("() => new Promise((done) => setTimeout(done))")
+    await page.unroute(pattern)
+    await page.reload()  # the badge as the server counts it
+    await eventually(badge.text_content, lambda t: t == "3", what="still 3 unread")
+    await context.close()
+
+
+async def test_a_failing_history_read_offers_a_retry(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    context = await browser.new_context()
+    page = await context.new_page()
+    async with aiohttp.ClientSession() as http:
+        other, cid = await chat_with_someone(page, platform.gateway.url, http, unique)
+        await other.post(cid, "there all along")
+    pattern = f"**/v1/chats/{cid}/messages?*"
+    await page.route(pattern, lambda route: _refuse(route, 503, "5030"))
+    await page.click(f".chat[data-cid='{cid}']")
+    problem = page.locator("#messages .problem")
+    await problem.wait_for()
+    assert "Could not read this chat" in (await problem.text_content() or "")
+    await page.unroute(pattern)
+    await problem.locator("button").click()
+    await page.wait_for_selector("#messages .message:has-text('there all along')")
+    assert await problem.count() == 0
+    await context.close()
+
+
+async def test_an_ended_session_returns_to_sign_in_and_says_why(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """A token refused on a REST call (expired, say) signs out with a reason instead of
+    "Wrong username or password." on a message's failure."""
+    context = await browser.new_context()
+    page = await context.new_page()
+    async with aiohttp.ClientSession() as http:
+        _, cid = await chat_with_someone(page, platform.gateway.url, http, unique)
+    await page.click(f".chat[data-cid='{cid}']")
+    await page.wait_for_selector("#compose")
+    await page.route(f"**/v1/chats/{cid}/messages", lambda r: _refuse(r, 401, "4011"))
+    await page.fill("#compose", "too late")
+    await page.press("#compose", "Enter")
+    error = page.locator("#auth-error")
+    await eventually(error.text_content, lambda t: "session has ended" in (t or ""), what="why")
+    assert await page.evaluate("sessionStorage.getItem('dialogue.token')") is None
+    await context.close()
+
+
+async def test_a_gap_in_the_open_chat_starts_it_over_from_the_newest(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """Held seqs 1..2, then a gap 3..62 (more than a page missed): the newest page alone
+    would stand next to 1..2 with 3..12 missing in between and nothing to say so. The
+    conversation starts over from the newest page, and scrolling up brings the rest."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    page = await context.new_page()
+    sockets: list[Any] = []
+    dropping = False
+
+    async def route(ws: Any) -> None:
+        server = ws.connect_to_server()
+        sockets.append(ws)
+
+        def to_page(message: str | bytes) -> None:
+            if not (dropping and json.loads(message).get("type") == "message"):
+                ws.send(message)
+
+        ws.on_message(lambda message: server.send(message))
+        server.on_message(to_page)
+
+    await page.route_web_socket(lambda u: u.endswith("/v1/stream"), route)
+    async with aiohttp.ClientSession() as http:
+        other, cid = await chat_with_someone(page, platform.gateway.url, http, unique)
+        for i in (1, 2):
+            await other.post(cid, f"m {i}")
+        await page.click(f".chat[data-cid='{cid}']")
+        await page.wait_for_selector("#messages .message:has-text('m 2')")
+        dropping = True
+        for i in range(3, 63):
+            await other.post(cid, f"m {i}")
+        await eventually(lambda: other.history(cid), lambda h: len(h) == 62, what="stored")
+        sockets[-1].send(json.dumps({"type": "gap", "cid": cid, "fromSeq": 3, "toSeq": 62}))
+        newest = [f"m {i}" for i in range(13, 63)]
+        await eventually(lambda: message_texts(page), lambda t: t == newest, what="started over")
+
+        async def scrolled_to_top() -> list[str]:
+            await page.evaluate("document.querySelector('.scroller').scrollTop = 0")
+            return await message_texts(page)
+
+        every = [f"m {i}" for i in range(1, 63)]
+        await eventually(scrolled_to_top, lambda t: t == every, what="the rest, paged in")
+    await context.close()
+
+
+async def test_a_send_whose_answer_was_lost_shows_once(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """The POST reached the gateway but its answer did not reach the page: the message
+    arrives over the stream, and the failed copy goes instead of standing beside it."""
+    context = await browser.new_context()
+    page = await context.new_page()
+    async with aiohttp.ClientSession() as http:
+        _, cid = await chat_with_someone(page, platform.gateway.url, http, unique)
+    await page.click(f".chat[data-cid='{cid}']")
+    await page.wait_for_selector("#compose")
+
+    async def lost_answer(route: Any) -> None:
+        await route.fetch()  # the gateway takes it...
+        await route.abort()  # ...and the page never hears back
+
+    await page.route(f"**/v1/chats/{cid}/messages", lost_answer)
+    await page.fill("#compose", "did it go?")
+    await page.press("#compose", "Enter")
+    await page.wait_for_selector("#messages .message[data-seq]:has-text('did it go?')")
+    await eventually(
+        lambda: page.locator("#messages .message").count(), lambda n: n == 1, what="one copy"
+    )
+    await context.close()
+
+
+async def test_a_username_typed_twice_starts_a_chat_with_that_user(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    context = await browser.new_context()
+    page = await context.new_page()
+    name = "f" + unique("")[-12:]
+    async with aiohttp.ClientSession() as http:
+        await User.sign_up(http, platform.gateway.url, name)
+    await sign_up(page, platform.gateway.url, "g" + unique("")[-12:])
+    await page.fill("#new-chat-names", f"{name}, {name.upper()}")
+    await page.click(".new-chat button[type=submit]")
+    await page.wait_for_selector(f"#chat-title:has-text('{name}')")
+    assert await page.locator("#new-chat-error").text_content() == ""
+    await context.close()
