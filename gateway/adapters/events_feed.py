@@ -58,6 +58,9 @@ class KafkaEventFeed:
         #: from there, so events published while it was down are not skipped.
         self._next: dict[Any, int] = {}
         self._assigned: frozenset[Any] = frozenset()  # what `_next` was applied to
+        #: Whether a first placement has completed. Not `bool(_next)`: one that failed
+        #: half-way has recorded some partitions, and the rest are not new ones.
+        self._placed_once = False
         self._task: asyncio.Task[None] | None = None
         self._status = "starting"
 
@@ -131,7 +134,8 @@ class KafkaEventFeed:
             # a group-less assignment, so it is polled.
             while not consumer.assignment():  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-        await self._place(consumer, first=not self._next)
+        await self._place(consumer, first=not self._placed_once)
+        self._placed_once = True
         self._ready = True
         log.info("events feed reads %d partition(s) of %s", len(self._assigned), self._topic)
 
