@@ -75,10 +75,16 @@ class WebSocket:
     async def _close(self, code: CloseCode, reason: str) -> None:
         try:
             async with asyncio.timeout(CLOSE_WITHIN):
-                await self._ws.close(code=code, message=reason.encode()[:120])
+                await self._ws.close(code=code, message=close_reason(reason))
         except (TimeoutError, ConnectionError):  # it does not read: cut the connection
             if self._request.transport is not None:
                 self._request.transport.abort()
+
+
+def close_reason(reason: str) -> bytes:
+    """At most 120 bytes of UTF-8 (a close frame holds 123), never cut inside a character:
+    a reason that is not valid UTF-8 fails the connection in the client (1007)."""
+    return reason.encode()[:120].decode("utf-8", "ignore").encode()
 
 
 @routes.get("/v1/stream")

@@ -15,10 +15,12 @@ seq order without gaps, across reconnects (it says where it was in `hello.since`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol, TypeVar
 
 from contracts.api import Message
@@ -79,6 +81,11 @@ class _Item:
     seq: int = 0
     published: float | None = None  # unix seconds the event was published, for latency
 
+    @cached_property
+    def size(self) -> int:
+        """Bytes the frame takes in UTF-8, counted once however many sessions queue it."""
+        return len(self.text.encode())
+
 
 class StreamUnavailable(Exception):
     """The stream cannot be served now (history or the feed unavailable, too many
@@ -136,7 +143,7 @@ class Session:
         """Queue a frame (from the hub, synchronously); close the session when it is full."""
         if self.closed:
             return
-        size = len(item.text)
+        size = item.size
         if self._queue is None:
             self._queue = deque()
         if (
@@ -160,7 +167,8 @@ class Session:
     async def start(self, since: dict[str, int], chats: dict[str, int]) -> None:
         """Send `ready`, catch up the chats in `since`, then deliver what was queued.
 
-        `chats` (cid -> lastSeq when listed) are the user's chats, already routed here.
+        `chats` (cid -> lastSeq when listed, or the newest seq whose event the hub saw
+        before they were routed here) are the user's chats, already routed here.
         A chat not in `since` starts at its listed lastSeq: the client reads older
         messages over REST.
         """
@@ -190,7 +198,7 @@ class Session:
         try:
             while self._queue and not self.closed:
                 item = self._queue.popleft()
-                self._queued_bytes -= len(item.text)
+                self._queued_bytes -= item.size
                 await self._deliver(item)
             if not self.closed:
                 self._queue = None  # an idle session keeps no queue
@@ -234,10 +242,17 @@ class Session:
         return False
 
     async def _catch_up(self, cid: str, listed_last: int) -> None:
-        """Everything of `cid` after the position, to the end of history as of now."""
+        """Everything of `cid` after the position, to the end of history as of now.
+
+        A chat the client holds up to `listed_last` costs nothing: `listed_last` counts
+        every message whose event came before the session followed the chat (the
+        listing's own, and those the hub recorded meanwhile), and the later events are
+        queued for it."""
         position = self.positions[cid] or 0
         behind = listed_last - position
-        if behind > 0 and behind > min(CATCH_UP_MAX, max(0, self._budget)):
+        if behind <= 0:
+            return
+        if behind > min(CATCH_UP_MAX, max(0, self._budget)):
             await self._send_gap(cid, position + 1, listed_last)
             position = self.positions[cid] = listed_last
         await self._fill(cid, position, None)
@@ -293,6 +308,7 @@ class Hub:
     def __init__(self) -> None:
         self._by_uid: dict[int, set[Session]] = {}
         self._by_cid: dict[str, set[Session]] = {}
+        self._recorders: list[dict[str, int]] = []
 
     @property
     def sessions(self) -> int:
@@ -315,6 +331,17 @@ class Hub:
         for cid in cids:
             self._by_cid.setdefault(cid, set()).add(session)
 
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[dict[str, int]]:
+        """cid -> the newest seq of the message events published while inside: what a
+        session that lists its chats and then follows them would otherwise not hear of."""
+        seen: dict[str, int] = {}
+        self._recorders.append(seen)
+        try:
+            yield seen
+        finally:
+            self._recorders.remove(seen)
+
     def unregister(self, session: Session) -> None:
         _discard(self._by_uid, session.uid, session)
         for cid in session.positions:
@@ -332,6 +359,9 @@ class Hub:
             item = _Item("message", text, event.cid, event.seq, published)
             for session in tuple(self._by_cid.get(event.cid, ())):
                 session.offer(item)
+            for seen in self._recorders:  # as many as streams opening at once (32 at most)
+                if event.seq > seen.get(event.cid, 0):
+                    seen[event.cid] = event.seq
         elif isinstance(event, ChatCreated):
             chat = event.chat
             text = frame(

@@ -59,6 +59,7 @@ class StreamService:
         self._max_per_address = max_per_address
         self._by_address: dict[str, int] = {}  # open sessions per client address
         self._address_of: dict[Session, str] = {}
+        self._closing = False
 
     async def open(
         self, uid: int, socket: Socket, since: dict[str, int], address: str = ""
@@ -69,6 +70,8 @@ class StreamService:
         the user or the client address holds as many streams as it may (an hour-long
         token opens any number, and each holds a socket and its chat index).
         """
+        if self._closing:
+            raise StreamUnavailable("gateway shutting down", CloseCode.GOING_AWAY)
         if not self._feed.ready():
             raise StreamUnavailable("the events feed is not positioned yet")
         if self.hub.sessions_of(uid) >= self._max_per_user:
@@ -95,8 +98,14 @@ class StreamService:
             raise StreamUnavailable("too many streams are catching up: come back") from None
         try:
             async with asyncio.timeout(self._catch_up_within) as deadline:
-                chats = await self._chats(session.uid)
-                self.hub.follow(session, list(chats))
+                # A message whose event reaches the hub while the chats are listed would
+                # fall between the listing and the session: the hub records its seq.
+                with self.hub.recording() as published:
+                    chats = await self._chats(session.uid)
+                    self.hub.follow(session, list(chats))
+                for cid, seq in published.items():
+                    if seq > chats.get(cid, seq):
+                        chats[cid] = seq
                 await session.start(since, chats)
         except TimeoutError:
             if not deadline.expired():
@@ -120,6 +129,8 @@ class StreamService:
         await session.stop()
 
     def shut_down(self) -> None:
+        """Close every stream with 1001, and every one whose hello comes after."""
+        self._closing = True
         self.hub.close_all(CloseCode.GOING_AWAY, "gateway shutting down")
 
     async def _chats(self, uid: int) -> dict[str, int]:

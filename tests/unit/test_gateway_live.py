@@ -472,3 +472,70 @@ async def test_a_user_or_an_address_holds_a_bounded_number_of_streams() -> None:
     await service.close(third)
     await service.open(5, FakeSocket(), {}, "203.0.113.9")
     assert service.hub.sessions == 5  # 2 of user 1, 3 from 203.0.113.9
+
+
+async def test_chats_the_client_holds_up_to_date_cost_no_history_read() -> None:
+    """A reconnect naming 1,000 chats read each one's history even when none had moved:
+    enough to miss the catch-up deadline on every reconnect."""
+    hub, history = Hub(), FakeHistory()
+    history.add(CID, 5)
+    history.add(OTHER, 3)
+    _, socket = await _session(hub, history, {CID: 5, OTHER: 3}, since={CID: 5, OTHER: 2})
+    assert history.reads == 1 and socket.seqs(OTHER) == [3] and socket.seqs() == []
+    hub.publish(history.add(CID, 1)[0])
+    await _settled(socket, 3)
+    assert socket.seqs() == [6] and history.reads == 1
+
+
+class PublishingWhileListed(Workers):
+    """Workers whose chat listing lets messages of both chats be stored and published
+    after it read their lastSeq, before the session follows them."""
+
+    hub: Hub
+
+    async def chats(self, uid: int, paging: Paging) -> Page[Chat]:
+        listed = await super().chats(uid, paging)
+        for event in self.add(CID, 1) + self.add(OTHER, 1):
+            self.hub.publish(event)
+        return listed
+
+
+async def test_a_message_published_while_the_chats_are_listed_is_not_lost() -> None:
+    workers = PublishingWhileListed()
+    workers.add(CID, 5)
+    workers.add(OTHER, 3)
+    service = _service(workers)
+    workers.hub = service.hub
+    socket = FakeSocket()
+    session = await service.open(1, socket, {CID: 5})
+    assert socket.seqs() == [6]  # held up to 5: its 6 came while the list was read
+    assert session.positions == {CID: 6, OTHER: 4}  # not held: starts at its newest
+    for event in workers.add(CID, 1) + workers.add(OTHER, 1):
+        service.hub.publish(event)
+    await _settled(socket, 4)
+    assert socket.seqs() == [6, 7] and socket.seqs(OTHER) == [5]
+    assert workers.reads == 1  # the catch-up of CID alone: nothing missing was read
+
+
+async def test_a_hello_after_shut_down_is_told_the_gateway_is_going_away() -> None:
+    """A connection accepted before the shutdown whose hello comes after: it used to be
+    served and hold the shutdown for its whole grace period, then end with 1006."""
+    workers = Workers()
+    workers.add(CID, 1)
+    service = _service(workers)
+    service.shut_down()
+    with pytest.raises(StreamUnavailable) as refused:
+        await service.open(1, FakeSocket(), {})
+    assert refused.value.code is CloseCode.GOING_AWAY and service.hub.sessions == 0
+
+
+async def test_queue_bytes_are_bytes_of_utf_8_not_characters() -> None:
+    hub, history, metrics = Hub(), FakeHistory(), Metrics()
+    socket = FakeSocket()
+    await _session(
+        hub, history, {CID: 0}, socket=socket, limits=QueueLimits(1000, 3000), metrics=metrics
+    )
+    socket.gate.clear()
+    emoji = _message(CID, 1).model_copy(update={"text": "\U0001f600" * 1000})  # 4,000 bytes
+    hub.publish(MessageCreated(cid=CID, seq=1, message=emoji))
+    assert socket.closed is not None and socket.closed[0] is CloseCode.TOO_SLOW

@@ -32,7 +32,7 @@ from contracts.records import UID_MAX
 from gateway.app import create_app
 from gateway.domain.tokens import TokenCodec
 from gateway.entrypoints.state import SERVICES
-from gateway.entrypoints.stream_routes import WebSocket
+from gateway.entrypoints.stream_routes import WebSocket, close_reason
 from gateway.settings import LOCAL_JWT_SECRET, GatewaySettings
 from tests.support.gateway_fakes import World
 from tests.support.waiting import WITHIN, eventually
@@ -115,6 +115,8 @@ async def test_hello_then_ready_then_live_frames(client: Client, world: World) -
         ('{"type": "hi"}', CloseCode.BAD_HELLO),
         ('{"type": "hello"}', CloseCode.BAD_HELLO),
         ('{"type": "hello", "token": "x", "since": {"zz": 1}}', CloseCode.BAD_HELLO),
+        # its reason quotes the chat id: cut at 120 bytes, never inside a character
+        ('{"type": "hello", "token": "x", "since": {"%s": 1}}' % ("中" * 40), CloseCode.BAD_HELLO),
         ('{"type": "hello", "token": "not-a-jwt"}', CloseCode.UNAUTHORIZED),
     ],
 )
@@ -360,3 +362,9 @@ async def test_a_frame_the_client_does_not_take_in_time_cuts_the_connection() ->
     with pytest.raises(ConnectionResetError, match=r"took no frame within 0\.05 s"):
         await socket.send("frame")
     assert request.transport.aborted and socket.code is CloseCode.TOO_SLOW
+
+
+@given(st.text())
+def test_a_close_reason_is_whole_characters_within_120_bytes(reason: str) -> None:
+    cut = close_reason(reason)
+    assert len(cut) <= 120 and reason.startswith(cut.decode("utf-8"))
