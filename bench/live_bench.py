@@ -39,11 +39,11 @@ import aiohttp
 import orjson
 
 from bench._common import LoopLag, percentile, private_platform
-from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.local import LocalSettings
 from infra.processes.gateway import GatewayProcess
 from infra.processes.worker import metric_sum
 from platform_common.gather import bounded
+from platform_common.local import LOCAL_ADMIN_TOKEN
 
 PASSWORD = "secret1"
 #: Streams being opened (upgrade, hello, until `ready`) at once.

@@ -12,7 +12,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.events import EVENTS_TOPIC
 from contracts.records import TOPIC
-from platform_common.local import LOCAL_ENTRYPOINT_TOKEN, refuse_public_bind
+from platform_common.local import (
+    LOCAL_ENTRYPOINT_TOKEN,
+    LOCAL_SECRETS,
+    refuse_public_bind,
+    secret_problem,
+)
 
 
 def _upper(value: object) -> object:
@@ -119,11 +124,13 @@ class WorkerSettings(BaseSettings):
     @model_validator(mode="after")
     def _no_default_secret_outside_local(self) -> Self:
         token = self.entrypoint_token.get_secret_value()
-        if self.dialogue_env != "local" and token == LOCAL_ENTRYPOINT_TOKEN:
-            raise ValueError(
-                "ENTRYPOINT_TOKEN must be set to a non-default value when DIALOGUE_ENV "
-                f"is {self.dialogue_env!r} (the default token is for local runs only)"
-            )
+        if self.dialogue_env != "local":
+            problem = secret_problem("ENTRYPOINT_TOKEN", token, LOCAL_SECRETS)
+            if problem:
+                raise ValueError(
+                    f"{problem}: refusing DIALOGUE_ENV={self.dialogue_env!r} (the default "
+                    "token is for local runs only; use the gateway's own ENTRYPOINT_TOKEN)"
+                )
         if not token:
             raise ValueError("ENTRYPOINT_TOKEN must not be empty")
         if token == LOCAL_ENTRYPOINT_TOKEN:

@@ -11,14 +11,16 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from contracts.live import HELLO_WITHIN
 from gateway.domain.addresses import IPNetwork
 from gateway.domain.rate_limit import Rate
-from platform_common.local import LOCAL_ENTRYPOINT_TOKEN, refuse_public_bind
+from platform_common.local import (
+    LOCAL_ADMIN_TOKEN,
+    LOCAL_ENTRYPOINT_TOKEN,
+    LOCAL_JWT_SECRET,
+    LOCAL_SECRETS,
+    refuse_public_bind,
+    secret_problem,
+)
 
-LOCAL_JWT_SECRET = "local-only-jwt-secret-do-not-use-in-production"
-LOCAL_ADMIN_TOKEN = "local-only-admin-token"
 LOCAL_MYSQL_PASSWORD = "dialogue-local"
-#: What local mode falls back to for an unset secret: public, so served on loopback only.
-LOCAL_SECRETS = frozenset({LOCAL_JWT_SECRET, LOCAL_ENTRYPOINT_TOKEN, LOCAL_ADMIN_TOKEN})
-MIN_SECRET_BYTES = 32
 
 
 class SettingsError(ValueError):
@@ -248,22 +250,23 @@ class GatewaySettings(BaseSettings):
                 refuse_public_bind("GATEWAY_HOST", self.gateway_host)
             return self
         problems = []
-        for name, default in (
-            ("jwt_secret", LOCAL_JWT_SECRET),
-            ("entrypoint_token", LOCAL_ENTRYPOINT_TOKEN),
-            ("mysql_password", LOCAL_MYSQL_PASSWORD),
-        ):
+        for name in ("jwt_secret", "entrypoint_token"):
             value: SecretStr | None = getattr(self, name)
-            if value is None or not value.get_secret_value():
-                problems.append(f"{name.upper()} is not set")
-            elif value.get_secret_value() == default:
-                problems.append(f"{name.upper()} is the local development default")
-        jwt = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
-        if jwt and len(jwt.encode()) < MIN_SECRET_BYTES:
-            problems.append(f"JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes")
+            problem = secret_problem(
+                name.upper(), value.get_secret_value() if value else "", LOCAL_SECRETS
+            )
+            if problem:
+                problems.append(problem)
+        mysql = self.mysql_password.get_secret_value() if self.mysql_password else ""
+        if not mysql:
+            problems.append("MYSQL_PASSWORD is not set")
+        elif mysql == LOCAL_MYSQL_PASSWORD:
+            problems.append("MYSQL_PASSWORD is the local development default")
         admin = self.admin_token.get_secret_value() if self.admin_token else ""
-        if admin == LOCAL_ADMIN_TOKEN:
-            problems.append("ADMIN_TOKEN is the local development default")
+        if admin:  # optional: unset, the admin view is off
+            problem = secret_problem("ADMIN_TOKEN", admin, LOCAL_SECRETS)
+            if problem:
+                problems.append(problem)
         if problems:
             raise SettingsError(
                 f"refusing to start with DIALOGUE_ENV={self.dialogue_env}: "

@@ -21,8 +21,8 @@ from bench.soak import procfs
 from bench.soak.channel import LoadProcess
 from bench.soak.platform import Target
 from bench.soak.stats import IntervalStats, is_server_error
-from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.processes.worker import metric_sum
+from platform_common.local import LOCAL_ADMIN_TOKEN
 
 
 @dataclass

@@ -6,7 +6,6 @@ import argparse
 import sys
 import time
 
-from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.dev.demo import (
     ALICE,
     BOB,
@@ -21,6 +20,7 @@ from infra.dev.platform import DevError, DevPlatform, DevStatus
 from infra.dev.settings import DevSettings
 from infra.local.process import ProcessError
 from infra.local.service import ServiceError
+from platform_common.local import LOCAL_ADMIN_TOKEN
 
 #: Exit status of a command stopped by Ctrl-C (128 + SIGINT), as a shell reports it.
 INTERRUPTED = 130

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.dev.demo import demo_pair, warm_up
 from infra.dev.http import call
 from infra.dev.settings import DEFAULT_WORKERS, DevSettings, service_environment
@@ -20,6 +19,7 @@ from infra.local.process import ManagedProcess
 from infra.local.service import Progress, ServiceError
 from infra.local.settings import REPO_ROOT
 from infra.local.stack import Stack
+from platform_common.local import LOCAL_ADMIN_TOKEN
 
 SERVICE = "dialogue"
 STOP_TIMEOUT = 30.0  # SIGTERM -> SIGKILL; a worker needs SHUTDOWN_GRACE (10 s) at most

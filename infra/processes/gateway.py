@@ -13,10 +13,10 @@ from pathlib import Path
 import aiohttp
 import aiomysql
 
-from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.local import LocalSettings
 from infra.processes.private import free_port
 from infra.processes.worker import WorkerProcess, metric_sum
+from platform_common.local import LOCAL_ADMIN_TOKEN
 
 REPO = Path(__file__).resolve().parents[2]
 JWT_SECRET = "e2e-gateway-secret-" + "x" * 32

@@ -327,7 +327,7 @@ async def test_idempotency_key_produces_once(
 
 
 async def test_admin_view_and_metrics(api: Api, gateway: GatewayProcess) -> None:
-    from gateway.settings import LOCAL_ADMIN_TOKEN
+    from platform_common.local import LOCAL_ADMIN_TOKEN
 
     status, body = await api.call("GET", "/v1/admin/instances", LOCAL_ADMIN_TOKEN)
     assert status == 200 and len(body["data"]) == 2

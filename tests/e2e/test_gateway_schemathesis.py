@@ -41,10 +41,10 @@ from schemathesis.hooks import HookContext
 
 from gateway.domain.usernames import refusal
 from gateway.openapi import OPENAPI_FILE, Auth
-from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.local import LocalSettings
 from infra.processes.gateway import GatewayProcess, gateway_env, mysql_execute
 from infra.processes.worker import WorkerProcess
+from platform_common.local import LOCAL_ADMIN_TOKEN
 from tests.support.waiting import eventually
 
 #: Examples per operation in the fuzzing phase (the examples and coverage phases add

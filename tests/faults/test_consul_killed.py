@@ -8,9 +8,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.local import LocalSettings, Stack
 from infra.processes.private import private_consul
+from platform_common.local import LOCAL_ADMIN_TOKEN
 from tests.support.faults import Load, Platform, check_written, outage, phase, summary
 from tests.support.waiting import NeverHappened, eventually, hold
 

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.settings import LOCAL_ADMIN_TOKEN
 from infra.local import LocalSettings
 from infra.processes.gateway import GatewayProcess, mysql_execute, standalone_env
+from platform_common.local import LOCAL_ADMIN_TOKEN
 from tests.support.raw_http import RawResponse, exchange, parse, read_to_close
 from tests.support.usernames import ISSUE_VARIANTS, variants
 from tests.support.waiting import eventually, hold

@@ -9,7 +9,7 @@ import pytest
 
 from dialogue_worker.settings import WorkerSettings
 from gateway.domain.rate_limit import Rate
-from gateway.settings import LOCAL_ADMIN_TOKEN, GatewaySettings
+from gateway.settings import GatewaySettings
 from infra.dev.settings import (
     SERVICE_SETTINGS,
     DevSettings,
@@ -17,6 +17,7 @@ from infra.dev.settings import (
     service_environment,
 )
 from infra.processes.worker import WorkerProcess
+from platform_common.local import LOCAL_ADMIN_TOKEN
 
 ENV = {"LOCAL_RUN_DIR": "/tmp/dev-test-run", "LOCAL_CACHE_DIR": "/tmp/dev-test-cache"}
 

@@ -9,7 +9,8 @@ import yaml
 from pydantic import ValidationError
 
 from gateway.__main__ import shutdown_grace
-from gateway.settings import LOCAL_JWT_SECRET, GatewaySettings
+from gateway.settings import GatewaySettings
+from platform_common.local import LOCAL_ADMIN_TOKEN, LOCAL_JWT_SECRET
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,9 +52,13 @@ def test_local_mode_has_development_secrets(monkeypatch: pytest.MonkeyPatch) -> 
     ("change", "reason"),
     [
         ({"JWT_SECRET": ""}, "JWT_SECRET is not set"),
-        ({"JWT_SECRET": LOCAL_JWT_SECRET}, "JWT_SECRET is the local development default"),
+        ({"JWT_SECRET": LOCAL_JWT_SECRET}, "JWT_SECRET is a local development default"),
         ({"JWT_SECRET": "short"}, "shorter than 32 bytes"),
         ({"ENTRYPOINT_TOKEN": ""}, "ENTRYPOINT_TOKEN is not set"),
+        ({"ENTRYPOINT_TOKEN": "a"}, "ENTRYPOINT_TOKEN is shorter than 32 bytes"),
+        ({"ENTRYPOINT_TOKEN": LOCAL_JWT_SECRET}, "ENTRYPOINT_TOKEN is a local development"),
+        ({"ADMIN_TOKEN": "c"}, "ADMIN_TOKEN is shorter than 32 bytes"),
+        ({"ADMIN_TOKEN": LOCAL_ADMIN_TOKEN}, "ADMIN_TOKEN is a local development default"),
         ({"MYSQL_PASSWORD": "dialogue-local"}, "MYSQL_PASSWORD is the local development default"),
         ({"DIALOGUE_ENV": "staging"}, "dialogue_env"),
     ],

@@ -33,7 +33,8 @@ from gateway.app import create_app
 from gateway.domain.tokens import TokenCodec
 from gateway.entrypoints.state import SERVICES
 from gateway.entrypoints.stream_routes import WebSocket, close_reason
-from gateway.settings import LOCAL_JWT_SECRET, GatewaySettings
+from gateway.settings import GatewaySettings
+from platform_common.local import LOCAL_JWT_SECRET
 from tests.support.gateway_fakes import World
 from tests.support.waiting import WITHIN, eventually
 

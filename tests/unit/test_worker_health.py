@@ -202,5 +202,7 @@ def test_settings_refuse_the_default_token_outside_local_mode() -> None:
     local = WorkerSettings(dialogue_env="local")
     assert local.entrypoint_token.get_secret_value() == LOCAL_TOKEN
     assert local.dlq_topic == "dialogue.messages.dlq" and local.advertise_host == "127.0.0.1"
-    prod = WorkerSettings(dialogue_env="production", entrypoint_token="s3cret-token-value")
+    with pytest.raises(ValueError, match="ENTRYPOINT_TOKEN is shorter than 32 bytes"):
+        WorkerSettings(dialogue_env="production", entrypoint_token="s3cret-token-value")
+    prod = WorkerSettings(dialogue_env="production", entrypoint_token="s3cret-token-value" * 2)
     assert prod.worker_port == 8100 and prod.topic_partitions == 12
