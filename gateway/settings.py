@@ -159,7 +159,7 @@ class GatewaySettings(BaseSettings):
     )
     rate_sign_up_per_address: RateSetting = _limit("10/60", "sign-ups per client address")
     rate_sign_in_per_address: RateSetting = _limit("30/60", "sign-ins per client address")
-    rate_sign_in_per_user: RateSetting = _limit("10/60", "sign-ins per username")
+    rate_sign_in_per_user: RateSetting = _limit("10/60", "sign-ins per username and client address")
     rate_chats_per_address: RateSetting = _limit("120/60", "chat creations per client address")
     rate_chats_per_user: RateSetting = _limit("30/60", "chat creations per user")
     rate_messages_per_address: RateSetting = _limit("300/10", "message posts per client address")

@@ -7,11 +7,17 @@ the global budget caps guessing spread over many addresses and accounts.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from gateway.domain.ttl_cache import TtlCache
+
+#: Seconds a refusal asks to wait when only attempts still being checked fill a limit:
+#: they end within a password check (~0.1 s), failed or not.
+PENDING_WAIT = 1
 
 
 def _seconds(wait: float) -> int:
@@ -37,12 +43,18 @@ class FailureLimit:
         self._lockout = lockout
         self._state: TtlCache[str, _Failures] = TtlCache(max(window, lockout), max_entries)
 
-    def retry_after(self, key: str, now: float) -> int | None:
-        """Seconds until `key` may try again, or None if it may try now."""
+    def retry_after(self, key: str, now: float, pending: int = 0) -> int | None:
+        """Seconds until `key` may try again, or None if it may try now. `pending`
+        attempts of the key are being checked: each may still fail, so they count."""
         state = self._state.get(key, now)
-        if state is None or state.locked_until <= now:
+        if state is not None and state.locked_until > now:
+            return _seconds(state.locked_until - now)
+        if self._max == 0 or not pending:
             return None
-        return _seconds(state.locked_until - now)
+        counted = 0
+        if state is not None and not state.locked_until and now - state.first_at <= self._window:
+            counted = state.count
+        return PENDING_WAIT if counted + pending >= self._max else None
 
     def failed(self, key: str, now: float) -> None:
         if self._max == 0:
@@ -69,11 +81,19 @@ class FailureBudget:
         self._times: deque[float] = deque(maxlen=budget or None)
         self._off = budget == 0
 
-    def retry_after(self, now: float) -> int | None:
-        if self._off or len(self._times) < (self._times.maxlen or 0):
+    def retry_after(self, now: float, pending: int = 0) -> int | None:
+        """Seconds until an attempt may be made, or None; `pending` ones may still fail."""
+        if self._off:
             return None
-        wait = self._times[0] + self._window - now
-        return _seconds(wait) if wait > 0 else None
+        budget = self._times.maxlen or 0
+        if len(self._times) >= budget:
+            wait = self._times[0] + self._window - now
+            if wait > 0:
+                return _seconds(wait)
+        if not pending:
+            return None
+        recent = sum(1 for t in self._times if now - t < self._window)
+        return PENDING_WAIT if recent + pending >= budget else None
 
     def failed(self, now: float) -> None:
         if not self._off:
@@ -97,19 +117,46 @@ class SignInThrottle:
         self._account = account
         self._address = address
         self._overall = overall
+        #: Attempts admitted and not yet decided, per address and in all: counted as
+        #: failures by `refusal`, or a burst sent at once would all pass the limits
+        #: before the first failure is recorded (500 at once got past a budget of 50).
+        self._pending_by_address: dict[str, int] = {}
+        self._pending = 0
 
     def refusal(self, account: str, address: str, now: float) -> Refusal | None:
-        """The longest wait any limit imposes on this attempt, or None."""
+        """The longest wait any limit imposes on this attempt, or None. Attempts on one
+        account are checked one at a time by the caller, so its own pending are none."""
         waits = [
             Refusal(scope, wait)
             for scope, wait in (
                 ("account", self._account.retry_after(account, now)),
-                ("address", self._address.retry_after(address, now)),
-                ("global", self._overall.retry_after(now)),
+                (
+                    "address",
+                    self._address.retry_after(
+                        address, now, self._pending_by_address.get(address, 0)
+                    ),
+                ),
+                ("global", self._overall.retry_after(now, self._pending)),
             )
             if wait is not None
         ]
         return max(waits, key=lambda r: r.retry_after, default=None)
+
+    @contextlib.contextmanager
+    def attempt(self, address: str) -> Iterator[None]:
+        """An admitted attempt being checked: it counts until it ends (record a failure
+        with `failed` inside, so it never stops counting in between)."""
+        self._pending += 1
+        self._pending_by_address[address] = self._pending_by_address.get(address, 0) + 1
+        try:
+            yield
+        finally:
+            self._pending -= 1
+            left = self._pending_by_address[address] - 1
+            if left:
+                self._pending_by_address[address] = left
+            else:
+                del self._pending_by_address[address]
 
     def failed(self, account: str, address: str, now: float) -> None:
         self._account.failed(account, now)

@@ -26,9 +26,12 @@ async def sign_up(request: web.Request) -> web.Response:
 @routes.post("/v1/auth/sign-in")
 async def sign_in(request: web.Request) -> web.Response:
     credentials = parse_sign_in(await json_body(request))
-    # One bucket per account as the lockout counts it (accents folded: álice = alice).
-    admit(request, Action.SIGN_IN, throttle_key(credentials.username.canonical))
-    token = await services(request).auth.sign_in(credentials, client(request))
+    # One bucket per account as the lockout counts it (accents folded: álice = alice)
+    # *and* client address: keyed by the account alone, anyone could keep its owner out
+    # by spending its bucket from elsewhere, even from an address locked for failures.
+    address = client(request)
+    admit(request, Action.SIGN_IN, f"{throttle_key(credentials.username.canonical)} {address}")
+    token = await services(request).auth.sign_in(credentials, address)
     return json_response(token.public())
 
 

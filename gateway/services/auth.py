@@ -62,15 +62,16 @@ class AuthService:
         refusal = self._throttle.refusal(account, address, self._clock())
         if refusal is not None:
             raise _throttled(refusal)
-        user = await self._users.by_username(credentials.username)
-        if user is None:
-            await self._hasher.verify(await self._dummy(), credentials.password)
-            ok = False
-        else:
-            ok = await self._hasher.verify(user.password_hash, credentials.password)
-        if user is None or not ok:
-            self._throttle.failed(account, address, self._clock())
-            raise GatewayError(ErrorCode.BAD_TOKEN, _WRONG)
+        with self._throttle.attempt(address):
+            user = await self._users.by_username(credentials.username)
+            if user is None:
+                await self._hasher.verify(await self._dummy(), credentials.password)
+                ok = False
+            else:
+                ok = await self._hasher.verify(user.password_hash, credentials.password)
+            if user is None or not ok:
+                self._throttle.failed(account, address, self._clock())
+                raise GatewayError(ErrorCode.BAD_TOKEN, _WRONG)
         self._throttle.succeeded(account)
         return self._tokens.issue(user.id, user.username, self._clock())
 

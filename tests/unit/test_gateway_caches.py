@@ -1,6 +1,10 @@
-"""TTL cache, idempotency bookkeeping and sign-in throttling, on a fake clock."""
+"""TTL cache, idempotency bookkeeping and sign-in throttling, on a fake clock (and the
+sign-in service on a burst, against hand-written user store and hasher)."""
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -14,8 +18,12 @@ from gateway.domain.idempotency import (
     request_digest,
 )
 from gateway.domain.throttle import FailureBudget, FailureLimit, SignInThrottle
+from gateway.domain.tokens import TokenCodec
 from gateway.domain.ttl_cache import TtlCache
+from gateway.domain.users import parse_sign_in
 from gateway.errors import GatewayError
+from gateway.services.auth import AuthService
+from tests.support.waiting import eventually
 
 CID = "65f0c0ffee0123456789abcd"
 
@@ -176,3 +184,66 @@ def test_zero_turns_the_address_limit_and_the_budget_off() -> None:
     for n in range(500):
         throttle.failed(f"u{n}", "1.2.3.4", now=0)
     assert throttle.refusal("u", "1.2.3.4", now=0) is None
+
+
+def test_attempts_being_checked_count_against_the_address_and_the_budget() -> None:
+    """Checked before any failure of a burst is recorded, every attempt of it used to
+    pass: the limits now count the attempts still in flight."""
+    throttle = _throttle(account=100, address=3, budget=5)
+    throttle.failed("a0", "1.2.3.4", now=0)
+    with throttle.attempt("1.2.3.4"), throttle.attempt("1.2.3.4"):
+        refusal = throttle.refusal("a3", "1.2.3.4", now=1)
+        assert refusal is not None and (refusal.scope, refusal.retry_after) == ("address", 1)
+        assert throttle.refusal("b0", "5.6.7.8", now=1) is None
+        with throttle.attempt("5.6.7.8"), throttle.attempt("9.9.9.9"):
+            refusal = throttle.refusal("b0", "5.6.7.8", now=1)
+            assert refusal is not None and refusal.scope == "global"
+    assert throttle.refusal("a3", "1.2.3.4", now=1) is None  # they ended without failing
+
+
+class _Users:
+    async def by_username(self, username: Any) -> None:
+        return None
+
+
+class _SlowHasher:
+    """Every check waits for `gate`, so a burst is in flight together."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.checked = 0
+
+    async def hash(self, password: str) -> str:
+        return "dummy"
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        self.checked += 1
+        await self.gate.wait()
+        return False
+
+
+async def test_a_burst_of_sign_ins_checks_no_more_passwords_than_the_budget() -> None:
+    hasher = _SlowHasher()
+    auth = AuthService(
+        _Users(),  # type: ignore[arg-type]
+        hasher,
+        TokenCodec("k" * 40, "test", 60),
+        _throttle(account=5, address=0, budget=10),
+        lambda: 0.0,
+    )
+    burst = [
+        asyncio.create_task(
+            auth.sign_in(
+                parse_sign_in({"username": f"burst_user_{i}", "password": "p"}), f"10.0.{i}.1"
+            )
+        )
+        for i in range(50)
+    ]
+    await eventually(lambda: hasher.checked, lambda n: n == 10, what="the budget's checks")
+    hasher.gate.set()
+    codes = [
+        r.code.value if isinstance(r, GatewayError) else r
+        for r in await asyncio.gather(*burst, return_exceptions=True)
+    ]
+    assert hasher.checked == 10
+    assert sorted(codes) == ["4011"] * 10 + ["4290"] * 40

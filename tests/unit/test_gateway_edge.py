@@ -169,11 +169,20 @@ async def test_sign_up_is_rate_limited_per_address() -> None:
 
 async def test_sign_in_is_rate_limited_per_username_and_per_address() -> None:
     world = World()
-    async with _client(world, rate_sign_in_per_user="2/60") as client:
+    overrides = {"rate_sign_in_per_user": "2/60", "trusted_proxies": "127.0.0.1"}
+    async with _client(world, **overrides) as client:
         await _sign_up(client, "alice")
         for _ in range(2):
             assert (await _sign_in(client, "ALICE")).status == 200
         assert await _code(await _sign_in(client, "alice")) == "4290"
+        # An account's bucket is its own at each address: spending it from one address
+        # (an attacker's) does not keep its owner out at another.
+        elsewhere = await client.post(
+            "/v1/auth/sign-in",
+            json={"username": "alice", "password": PASSWORD},
+            headers={"X-Forwarded-For": "203.0.113.9"},
+        )
+        assert elsewhere.status == 200
     async with _client(World(), rate_sign_in_per_address="2/60") as client:
         for n in range(2):
             await _sign_in(client, f"someone{n}")
