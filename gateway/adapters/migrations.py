@@ -11,8 +11,13 @@ from gateway.adapters.username_migration import canonical_usernames
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "dialogue_gateway_migrations"
-LOCK_WAIT_S = 30
+#: The lock's name is this and the MD5 of the database's name: GET_LOCK names are
+#: server-wide (64 characters at most), and gateways of two databases on one server
+#: (staging beside production, the tests' gw_* ones) must not wait for each other.
+LOCK_PREFIX = "dialogue_gateway_migrations:"
+#: Seconds of one wait for the lock; a gateway waits as long as another holds it (a lock
+#: dies with its holder's connection), saying so after each.
+LOCK_WAIT_S = 30.0
 
 Step = Callable[[Any], Awaitable[None]]
 
@@ -56,18 +61,31 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
-async def migrate(conn: Any) -> list[int]:
+async def migrate(conn: Any, lock_wait: float = LOCK_WAIT_S) -> list[int]:
     """Apply the migrations this database has not seen; returns the versions applied.
 
-    Safe to run from several gateways at once: a named lock serialises them, and
-    every step is idempotent in case a previous run stopped half-way.
+    Safe to run from several gateways at once: a named lock serialises them (a long
+    backfill holds it for minutes: the others wait), and every step is idempotent in
+    case a previous run stopped half-way.
     """
     applied: list[int] = []
     async with conn.cursor() as cur:
-        await cur.execute("SELECT GET_LOCK(%s, %s)", (LOCK_NAME, LOCK_WAIT_S))
-        (locked,) = await cur.fetchone()
-        if locked != 1:
-            raise RuntimeError(f"could not take the migration lock {LOCK_NAME!r}")
+        await cur.execute("SELECT CONCAT(%s, MD5(DATABASE()))", (LOCK_PREFIX,))
+        (lock,) = await cur.fetchone()
+        while True:
+            await cur.execute("SELECT GET_LOCK(%s, %s)", (lock, lock_wait))
+            (locked,) = await cur.fetchone()
+            if locked == 1:
+                break
+            if locked is None:
+                raise RuntimeError(f"could not take the migration lock {lock!r}")
+            await cur.execute("SELECT IS_USED_LOCK(%s)", (lock,))
+            (holder,) = await cur.fetchone()
+            log.warning(
+                "waiting for the migration lock, held by MySQL connection %s (another "
+                "gateway migrating this database)",
+                holder,
+            )
         try:
             # "already exists" notes are expected on re-runs; aiomysql would turn them
             # into Python warnings.
@@ -96,5 +114,5 @@ async def migrate(conn: Any) -> list[int]:
                 applied.append(migration.version)
         finally:
             await cur.execute("SET SESSION sql_notes = 1")
-            await cur.execute("SELECT RELEASE_LOCK(%s)", (LOCK_NAME,))
+            await cur.execute("SELECT RELEASE_LOCK(%s)", (lock,))
     return applied

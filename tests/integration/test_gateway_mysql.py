@@ -11,13 +11,14 @@ import aiomysql
 import pytest
 
 from contracts.errors import ErrorCode
-from gateway.adapters.migrations import MIGRATIONS, migrate
+from gateway.adapters.migrations import LOCK_PREFIX, MIGRATIONS, migrate
 from gateway.adapters.mysql_users import MySQLUserStore, mysql_pool
 from gateway.adapters.passwords import Argon2Hasher
 from gateway.domain.usernames import Username, sign_in_name, username
 from gateway.errors import GatewayError
 from infra.local import LocalSettings
 from infra.processes.gateway import mysql_execute
+from tests.support.waiting import eventually
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +217,47 @@ async def test_users_by_ids_and_by_usernames_in_one_query(
     names = [sign_in_name(f"{base.upper()}{i}") for i in range(3)] + [username(f"{base}x")]
     assert sorted(await store.by_usernames(names), key=lambda u: u.id) == made
     assert await store.by_ids([]) == [] and await store.by_usernames([]) == []
+
+
+async def test_a_migration_waits_for_the_lock_as_long_as_it_is_held_in_its_database_only(
+    infra: LocalSettings, unique: Callable[[str], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A long backfill held the lock past the 30 s wait and the next gateway exited;
+    the lock was also one for the whole server, so another database's gateway did too."""
+    names = [unique("gw_lock").replace("-", "_") for _ in range(2)]
+    for name in names:
+        await mysql_execute(infra, f"CREATE DATABASE `{name}`")
+    conns = []
+    try:
+        for name in (names[0], names[0], names[1]):
+            conns.append(
+                await aiomysql.connect(
+                    host=infra.host,
+                    port=infra.mysql_port,
+                    user=infra.mysql_user,
+                    password=infra.mysql_password,
+                    db=name,
+                    autocommit=True,
+                )
+            )
+        holder, waiter, elsewhere = conns
+        async with holder.cursor() as cur:  # another gateway, mid-migration
+            await cur.execute("SELECT GET_LOCK(CONCAT(%s, MD5(DATABASE())), 0)", (LOCK_PREFIX,))
+            assert (await cur.fetchone())[0] == 1
+        assert await migrate(elsewhere, lock_wait=0.2) == [1, 2]  # not held there
+        caplog.set_level(logging.WARNING, logger="gateway.adapters.migrations")
+        waiting = asyncio.create_task(migrate(waiter, lock_wait=0.2))
+        await eventually(
+            lambda: sum("waiting for the migration lock" in r.message for r in caplog.records),
+            lambda n: n >= 2,
+            what="two rounds of waiting",
+        )
+        assert not waiting.done()
+        async with holder.cursor() as cur:
+            await cur.execute("SELECT RELEASE_LOCK(CONCAT(%s, MD5(DATABASE())))", (LOCK_PREFIX,))
+        assert await waiting == [1, 2]
+    finally:
+        for conn in conns:
+            conn.close()
+        for name in names:
+            await mysql_execute(infra, f"DROP DATABASE `{name}`")
