@@ -111,6 +111,14 @@ class MySQLUserStore:
             await cur.execute(f"SELECT {_COLUMNS} FROM users WHERE id IN ({marks})", tuple(wanted))
             return [_user(row) for row in await cur.fetchall()]
 
+    async def replace_password_hash(self, user_id: int, old: str, new: str) -> bool:
+        async with self._cursor() as cur:
+            await cur.execute(
+                "UPDATE users SET password_hash = %s WHERE id = %s AND password_hash = %s",
+                (new, user_id, old),
+            )
+            return bool(cur.rowcount)
+
     async def by_usernames(self, usernames: Iterable[Username]) -> list[User]:
         wanted = sorted({u.canonical.encode() for u in usernames})
         if not wanted:

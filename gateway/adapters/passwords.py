@@ -27,6 +27,13 @@ class Argon2Hasher:
         async with self._slots:
             return await asyncio.to_thread(self._verify, password_hash, password)
 
+    def needs_rehash(self, password_hash: str) -> bool:
+        """Made with other parameters (ARGON2_* raised since): rehash at the next sign-in."""
+        try:
+            return self._hasher.check_needs_rehash(password_hash)
+        except InvalidHashError:
+            return False
+
     def _verify(self, password_hash: str, password: str) -> bool:
         try:
             return self._hasher.verify(password_hash, password)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 
 from contracts.errors import ErrorCode
@@ -14,6 +15,8 @@ from gateway.domain.users import Credentials, SignUp, User
 from gateway.errors import GatewayError
 from gateway.services.limits import too_many
 from gateway.services.ports import PasswordHasher, UserStore
+
+log = logging.getLogger(__name__)
 
 _WRONG = "wrong username or password"
 _REFUSALS = {
@@ -73,7 +76,24 @@ class AuthService:
                 self._throttle.failed(account, address, self._clock())
                 raise GatewayError(ErrorCode.BAD_TOKEN, _WRONG)
         self._throttle.succeeded(account)
+        if self._hasher.needs_rehash(user.password_hash):
+            await self._upgrade(user, credentials.password)
         return self._tokens.issue(user.id, user.username, self._clock())
+
+    async def _upgrade(self, user: User, password: str) -> None:
+        """Rehash with the current ARGON2_* settings: raising them strengthens every
+        account as it signs in, and a known name then costs what an unknown one does
+        (whose decoy is hashed with the current settings). Best effort: the sign-in
+        succeeds whether or not the new hash is stored."""
+        try:
+            stored = await self._users.replace_password_hash(
+                user.id, user.password_hash, await self._hasher.hash(password)
+            )
+        except GatewayError as exc:
+            log.warning("password hash of user %d not upgraded: %s", user.id, exc)
+            return
+        if stored:
+            log.info("password hash of user %d upgraded to the current settings", user.id)
 
     @contextlib.asynccontextmanager
     async def _one_at_a_time(self, account: str) -> AsyncIterator[None]:

@@ -32,6 +32,9 @@ class UserStore(Protocol):
     async def by_usernames(self, usernames: Iterable[Username]) -> list[User]:
         """The users whose canonical names are among `usernames`."""
 
+    async def replace_password_hash(self, user_id: int, old: str, new: str) -> bool:
+        """Store `new` for the user if `old` is still stored; whether it was."""
+
     async def ping(self) -> None: ...
 
 
@@ -39,6 +42,9 @@ class PasswordHasher(Protocol):
     async def hash(self, password: str) -> str: ...
 
     async def verify(self, password_hash: str, password: str) -> bool: ...
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """Whether the hash was made with other parameters than the hasher's own."""
 
 
 class MessageBus(Protocol):

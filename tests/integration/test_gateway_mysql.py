@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -14,8 +15,12 @@ from contracts.errors import ErrorCode
 from gateway.adapters.migrations import LOCK_PREFIX, MIGRATIONS, migrate
 from gateway.adapters.mysql_users import MySQLUserStore, mysql_pool
 from gateway.adapters.passwords import Argon2Hasher
+from gateway.domain.throttle import FailureBudget, FailureLimit, SignInThrottle
+from gateway.domain.tokens import TokenCodec
 from gateway.domain.usernames import Username, sign_in_name, username
+from gateway.domain.users import Credentials
 from gateway.errors import GatewayError
+from gateway.services.auth import AuthService
 from infra.local import LocalSettings
 from infra.processes.gateway import mysql_execute
 from tests.support.waiting import eventually
@@ -261,3 +266,28 @@ async def test_a_migration_waits_for_the_lock_as_long_as_it_is_held_in_its_datab
             conn.close()
         for name in names:
             await mysql_execute(infra, f"DROP DATABASE `{name}`")
+
+
+async def test_a_sign_in_rehashes_a_password_made_with_weaker_settings(
+    pool: Any, unique: Callable[[str], str]
+) -> None:
+    """Raising ARGON2_* used to strengthen new accounts only, and made a known name
+    cheaper to check than an unknown one (whose decoy follows the new settings)."""
+    store = MySQLUserStore(pool, timeout=3)
+    weak = Argon2Hasher(time_cost=1, memory_kib=1024, parallelism=1)
+    strong = Argon2Hasher(time_cost=2, memory_kib=2048, parallelism=1)
+    name = username(unique("rehash")[-16:].replace("-", ""))
+    made = await store.add(name, await weak.hash("right-password"), "f")
+    assert strong.needs_rehash(made.password_hash) and not weak.needs_rehash(made.password_hash)
+    codec = TokenCodec("k" * 40, "test", 60)
+    throttle = SignInThrottle(
+        FailureLimit(5, 60, 60), FailureLimit(0, 60, 60), FailureBudget(0, 60)
+    )
+    auth = AuthService(store, strong, codec, throttle, time.time)
+    credentials = Credentials(sign_in_name(name.display), "right-password")
+    assert (await auth.sign_in(credentials, "127.0.0.1")).user_id == made.id
+    stored = await store.by_id(made.id)
+    assert stored is not None and stored.password_hash != made.password_hash
+    assert not strong.needs_rehash(stored.password_hash)
+    assert (await auth.sign_in(credentials, "127.0.0.1")).user_id == made.id  # the new hash works
+    assert await store.replace_password_hash(made.id, made.password_hash, "stale") is False

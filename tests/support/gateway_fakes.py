@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -64,6 +65,14 @@ class FakeUsers:
         uids = {self.canonical.get(u.canonical) for u in usernames}
         return [self.users[uid] for uid in uids if uid is not None]
 
+    async def replace_password_hash(self, user_id: int, old: str, new: str) -> bool:
+        self._check()
+        user = self.users.get(user_id)
+        if user is None or user.password_hash != old:
+            return False
+        self.users[user_id] = dataclasses.replace(user, password_hash=new)
+        return True
+
     async def ping(self) -> None:
         self._check()
 
@@ -83,6 +92,9 @@ class FakeHasher:
         for _ in range(3):
             await asyncio.sleep(0)
         return password_hash == f"hashed:{password}"
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        return False
 
 
 class FakeBus:
