@@ -111,6 +111,22 @@ class MySQLUserStore:
             await cur.execute(f"SELECT {_COLUMNS} FROM users WHERE id IN ({marks})", tuple(wanted))
             return [_user(row) for row in await cur.fetchall()]
 
+    async def rename(self, user_id: int, name: Username) -> None:
+        """Give the user `name` and its canonical form; 4040 for no such user, 4090 when
+        another account has that canonical form."""
+        try:
+            async with self._cursor() as cur:
+                await cur.execute(
+                    "UPDATE users SET username = %s, username_canonical = %s WHERE id = %s",
+                    (name.display, name.canonical.encode(), user_id),
+                )
+        except pymysql.err.IntegrityError as exc:
+            if exc.args and exc.args[0] == DUPLICATE_ENTRY:
+                raise GatewayError(ErrorCode.USERNAME_TAKEN, "username is taken") from None
+            raise
+        if await self.by_id(user_id) is None:
+            raise GatewayError(ErrorCode.NOT_FOUND, f"no user has id {user_id}")
+
     async def replace_password_hash(self, user_id: int, old: str, new: str) -> bool:
         async with self._cursor() as cur:
             await cur.execute(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -291,3 +294,47 @@ async def test_a_sign_in_rehashes_a_password_made_with_weaker_settings(
     assert not strong.needs_rehash(stored.password_hash)
     assert (await auth.sign_in(credentials, "127.0.0.1")).user_id == made.id  # the new hash works
     assert await store.replace_password_hash(made.id, made.password_hash, "stale") is False
+
+
+def _rename(infra: LocalSettings, database: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": os.environ["PATH"],
+        "DIALOGUE_ENV": "local",
+        "MYSQL_HOST": infra.host,
+        "MYSQL_PORT": str(infra.mysql_port),
+        "MYSQL_USER": infra.mysql_user,
+        "MYSQL_PASSWORD": infra.mysql_password,
+        "MYSQL_DATABASE": database,
+        "MYSQL_CONNECT_WAIT": "5",
+    }
+    command = [sys.executable, "-m", "gateway.users", "rename", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+
+async def test_an_account_left_without_a_canonical_name_is_renamed_by_the_command(
+    pool: Any, infra: LocalSettings, database: str, unique: Callable[[str], str]
+) -> None:
+    """What migration 2 leaves for an operator: a row without a canonical form, which
+    cannot sign in. Hand-written SQL could not compute the form sign-in looks up."""
+    store = MySQLUserStore(pool, timeout=3)
+    base = unique("ren")[-12:].replace("-", "")
+    left = await store.add(username(f"{base}old"), "hash", "m")
+    taken = await store.add(username(f"{base}taken"), "hash", "f")
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("UPDATE users SET username_canonical = NULL WHERE id = %s", (left.id,))
+
+    done = await asyncio.to_thread(_rename, infra, database, str(left.id), f"{base.upper()}New")
+    assert done.returncode == 0, done.stderr
+    found = await store.by_username(sign_in_name(f"{base}new"))  # any spelling signs in
+    assert found is not None and found.id == left.id and found.username == f"{base.upper()}New"
+
+    cases = [
+        ((str(left.id), f"{base}TAKEN"), 1, "username is taken"),
+        (("999999999", f"{base}free"), 1, "no user has id 999999999"),
+        ((str(left.id), "a"), 2, "not renamed"),
+        (("x", f"{base}free"), 2, "invalid int value"),
+    ]
+    for args, code, said in cases:
+        refused = await asyncio.to_thread(_rename, infra, database, *args)
+        assert (refused.returncode, said in refused.stderr) == (code, True), refused.stderr
+    assert (await store.by_id(taken.id)) == taken

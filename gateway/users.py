@@ -1,0 +1,68 @@
+"""`python -m gateway.users rename <id> <new name>`: an operator's command.
+
+Renames an account with the canonical form sign-in looks it up by (NFKC, case-folded,
+without invisible characters; `gateway/domain/usernames.py`), refusing what sign-up
+refuses. It is how an account that migration 2 left without a canonical form (two old
+names with one form: docs/gateway.md) is given one it can sign in with. It reads the
+gateway's settings (MYSQL_*, DIALOGUE_ENV) from the environment, as the gateway does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from pydantic import ValidationError
+
+from gateway.adapters.mysql_users import MySQLUserStore, mysql_pool
+from gateway.domain.usernames import username
+from gateway.errors import GatewayError
+from gateway.settings import GatewaySettings
+
+#: Exit codes: done; the store refused it (taken, no such user, unreachable); bad input.
+DONE, REFUSED, INVALID = 0, 1, 2
+
+
+async def rename(settings: GatewaySettings, user_id: int, new_name: str) -> str:
+    """The name as stored; GatewayError when it cannot be."""
+    name = username(new_name)
+    async with mysql_pool(
+        host=settings.mysql_host,
+        port=settings.mysql_port,
+        user=settings.mysql_user,
+        password=settings.secret("mysql_password"),
+        database=settings.mysql_database,
+        size=1,
+        connect_wait=settings.mysql_connect_wait,
+    ) as pool:
+        await MySQLUserStore(pool, settings.mysql_timeout).rename(user_id, name)
+    return name.display
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.users", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    renaming = commands.add_parser("rename", help="give an account a new username")
+    renaming.add_argument("user_id", type=int, help="the account's id (users.id)")
+    renaming.add_argument("name", help="its new username, as sign-up would accept it")
+    args = parser.parse_args(argv)
+    try:
+        settings = GatewaySettings()
+    except ValidationError as exc:
+        print(f"gateway.users: invalid settings:\n{exc}", file=sys.stderr)
+        return INVALID
+    try:
+        stored = asyncio.run(rename(settings, args.user_id, args.name))
+    except GatewayError as exc:
+        print(f"gateway.users: user {args.user_id} not renamed: {exc.message}", file=sys.stderr)
+        return INVALID if exc.code.value.startswith("400") else REFUSED
+    except RuntimeError as exc:  # MySQL unreachable at start
+        print(f"gateway.users: {exc}", file=sys.stderr)
+        return REFUSED
+    print(f"user {args.user_id} is now {stored!r}")
+    return DONE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
