@@ -83,13 +83,26 @@ class Balancer:
         slot.requests += 1
         return slot.instance
 
-    def succeeded(self, instance_id: str) -> None:
-        """A request to the instance got an answer (< 500): it is healthy."""
+    def ejections_of(self, instance_id: str) -> int:
+        """How often the instance was ejected so far: note it when a request is sent."""
         slot = self._slots.get(instance_id)
-        if slot is not None:
-            slot.strikes = 0
-            slot.ejected_until = None
-            slot.probing = False
+        return 0 if slot is None else slot.ejections
+
+    def succeeded(self, instance_id: str, ejections: int | None = None) -> None:
+        """A request to the instance got an answer (< 500): it is healthy. `ejections`
+        is `ejections_of` when the request was sent: an answer to a request sent before
+        the latest ejection says nothing of the instance since, and leaves it ejected
+        (it used to end the cool-down at once: a worker failing half its requests
+        stayed in rotation)."""
+        slot = self._slots.get(instance_id)
+        if slot is None:
+            return
+        if ejections is not None and ejections != slot.ejections:
+            if slot.ejected_until is not None:
+                return
+        slot.strikes = 0
+        slot.ejected_until = None
+        slot.probing = False
 
     def failed(self, instance_id: str) -> bool:
         """A request to the instance failed; returns True when that ejected it."""

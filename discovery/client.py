@@ -45,6 +45,7 @@ class BalancedClient:
         attempts: int = 3,
         deadline: float = 5.0,
         request_timeout: float = 2.0,
+        connect_timeout: float | None = None,
         cooldown: float = 5.0,
         headers: Mapping[str, str] | None = None,
         max_cooldown: float = 60.0,
@@ -59,6 +60,7 @@ class BalancedClient:
         self.attempts = attempts
         self.deadline = deadline
         self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
         self.probe_path = probe_path
         self.refused = refused
         self.probe_healthy = probe_healthy
@@ -121,7 +123,15 @@ class BalancedClient:
             if instance is None:
                 break
             tried.append(instance.id)
-            timeout = aiohttp.ClientTimeout(total=min(self.request_timeout, remaining))
+            ejections = self._balancer.ejections_of(instance.id)
+            total = min(self.request_timeout, remaining)
+            cut_short = total < self.request_timeout  # by the deadline, not by the instance
+            # A connect that does not complete (a host that drops packets) is told apart
+            # from a request that may have arrived; `connect_timeout` may bound it alone.
+            # Not by default: a burst of connects to a busy instance overflows its accept
+            # queue, and the dropped SYNs are sent again after 1 s.
+            connect = None if self.connect_timeout is None else min(self.connect_timeout, total)
+            timeout = aiohttp.ClientTimeout(total=total, sock_connect=connect)
             try:
                 async with session.request(
                     method,
@@ -136,8 +146,16 @@ class BalancedClient:
             except aiohttp.ClientConnectorError as exc:  # no connection: it never got there
                 failures.append(self._failed(instance, f"cannot connect: {exc.os_error}"))
                 continue
+            except aiohttp.ConnectionTimeoutError:  # nor here: the connect did not complete
+                waited = connect or total
+                excused = cut_short and connect is None
+                failures.append(
+                    self._blame(instance, f"connect timed out after {waited:g}s", excused)
+                )
+                continue
             except (aiohttp.ClientError, TimeoutError) as exc:
-                reason = self._failed(instance, _describe(exc, timeout.total))
+                excused = cut_short and isinstance(exc, TimeoutError)
+                reason = self._blame(instance, _describe(exc, total), excused)
                 if not idempotent:
                     raise OutcomeUnknown(_unknown(method, path, reason)) from exc
                 failures.append(reason)
@@ -158,11 +176,18 @@ class BalancedClient:
                 failures.append(self._failed(instance, f"HTTP {status}"))
                 refusal = response
                 continue
-            self._balancer.succeeded(instance.id)
+            self._balancer.succeeded(instance.id, ejections)
             return response
         if refusal is not None:
             return refusal
         raise NoInstanceAvailable(self._nobody(method, path, failures))
+
+    def _blame(self, instance: Instance, reason: str, excused: bool) -> str:
+        """A timeout of a try the deadline cut below `request_timeout` is the deadline's
+        doing: it is reported, not held against the instance (no ejection)."""
+        if excused:
+            return f"{instance.id}: {reason} (in the time the deadline left)"
+        return self._failed(instance, reason)
 
     def _failed(self, instance: Instance, reason: str) -> str:
         ejected = self._balancer.failed(instance.id)

@@ -37,15 +37,20 @@ def open_consul(url: str, token: str | None = None) -> consul.aio.Consul:
     scheme = parts.scheme or "http"
     port = parts.port or (443 if scheme == "https" else 8500)
     if scheme == "https":
-        return consul.aio.Consul(host=parts.hostname, port=port, scheme=scheme, token=token)
-    # Over plain HTTP, verify=False spares py-consul building an SSL context it never
-    # uses (loading the CA bundle costs ~150 ms here); it then passes aiohttp the
-    # deprecated verify_ssl=False, whose warning is not ours to fix.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "verify_ssl is deprecated", DeprecationWarning)
-        return consul.aio.Consul(
-            host=parts.hostname, port=port, scheme=scheme, verify=False, token=token
-        )
+        client = consul.aio.Consul(host=parts.hostname, port=port, scheme=scheme, token=token)
+    else:
+        # Over plain HTTP, verify=False spares py-consul building an SSL context it never
+        # uses (loading the CA bundle costs ~150 ms here); it then passes aiohttp the
+        # deprecated verify_ssl=False, whose warning is not ours to fix.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "verify_ssl is deprecated", DeprecationWarning)
+            client = consul.aio.Consul(
+                host=parts.hostname, port=port, scheme=scheme, verify=False, token=token
+            )
+    # py-consul prefers CONSUL_HTTP_TOKEN from the environment to the token it is given
+    # (an empty one sends none): the token our settings name is the one that counts.
+    client.token = token
+    return client
 
 
 def instances_from_health(nodes: Iterable[Mapping[str, Any]]) -> tuple[Instance, ...]:

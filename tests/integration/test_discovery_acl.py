@@ -160,3 +160,26 @@ async def test_make_devs_consul_probes_use_dev_consul_token(
         assert anonymous.passing() == set()  # default deny
     finally:
         await registrar.stop()
+
+
+async def test_the_given_token_counts_over_consul_http_token_in_the_environment(
+    consul: AclConsul,
+    stub: StubServer,
+    unique: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """py-consul sends CONSUL_HTTP_TOKEN instead of the token it is given (an empty one:
+    none at all), so a stray variable made the gateway see no worker at all."""
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", "")
+    service = unique("env-token")
+    registrar = Registrar(
+        consul.url, _registration(stub, service), _passing, token=consul.token(service, "write")
+    )
+    await registrar.start()
+    watch = ServiceWatch(consul.url, service, token=consul.token(service, "read"))
+    await watch.start()
+    try:
+        await eventually(lambda: watch.instances, what="the instance, seen with the token")
+    finally:
+        await watch.stop()
+        await registrar.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -249,6 +250,9 @@ async def test_the_deadline_bounds_the_whole_request(
     assert "deadline of 0.8s reached" in str(err.value)  # not the servers' 30 s: the deadline
     # 0.5 s on the first, the 0.3 s left on the second, no time for the third attempt.
     assert 1 <= sum(s.state.hits["/chats"] for s in fleet.servers) <= 2
+    # Only the first had its full request timeout: the second, cut short by the
+    # deadline, is not held against its instance.
+    assert sum(s.failures for s in client.stats()) == 1
 
 
 async def test_killing_a_server_under_load_fails_no_caller_request(
@@ -308,3 +312,39 @@ async def test_killing_a_server_under_load_fails_no_caller_request(
         await watch.stop()
         for stub in stubs:
             await stub.stop()
+
+
+async def test_a_connect_that_hangs_is_a_connection_never_made(
+    fleet_of: Callable[[int], Awaitable[Fleet]], infra: LocalSettings, unique: Callable[[str], str]
+) -> None:
+    """A host that drops packets (gone, firewalled): the connect never completes. A POST
+    used to wait out the whole request timeout and end as "may or may not be applied"
+    although it never reached the instance; it now moves on to the next one."""
+    fleet = await fleet_of(1)
+    (alive,) = fleet.servers
+    hole = socket.socket()  # listens, never accepts: once its backlog is full, SYNs drop
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    fillers = [socket.socket() for _ in range(4)]
+    for filler in fillers:
+        filler.setblocking(False)
+        filler.connect_ex(hole.getsockname())
+    try:
+        hole_id = unique("hole")
+        registration = Registration(
+            hole_id, "127.0.0.1", hole.getsockname()[1], "1.0", service=fleet.service
+        )
+        registrar = Registrar(infra.consul_url, registration, passing, ttl=5.0)
+        await registrar.start()
+        fleet.registrars.append(registrar)
+        await fleet.ready(2)
+        client = fleet.client(connect_timeout=0.3, request_timeout=5.0)
+        await client.start()
+        for _ in range(2):  # round robin: one of them picks the hole first
+            resp = await client.request("POST", "/chats", json={"users": [1, 2]}, idempotent=False)
+            assert resp.instance_id == alive.state.id
+        assert alive.state.hits["/chats"] == 2
+        assert {s.id: s for s in client.stats()}[hole_id].ejections == 1
+    finally:
+        for s in (hole, *fillers):
+            s.close()

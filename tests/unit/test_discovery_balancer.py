@@ -163,3 +163,20 @@ def test_bad_cooldowns_are_refused() -> None:
         Balancer(cooldown=0)
     with pytest.raises(ValueError):
         Balancer(cooldown=10, max_cooldown=5)
+
+
+def test_an_answer_to_a_request_sent_before_the_ejection_leaves_it_ejected(
+    balancer: Balancer, clock: FakeClock
+) -> None:
+    """It used to end the cool-down at once and reset the doubling: a worker failing
+    every other request stayed in rotation."""
+    sent_before = balancer.ejections_of("a")
+    assert balancer.failed("a")  # another request to it failed meanwhile
+    balancer.succeeded("a", sent_before)  # the earlier one answers late
+    assert "a" not in picks(balancer, 4)
+    clock.advance(5)
+    assert [i.id for i in balancer.due_for_probe()] == ["a"]
+    balancer.probe_failed("a")  # its second ejection in a row: the doubling held
+    assert {s.id: s for s in balancer.stats()}["a"].ejected_until == clock.now + 10
+    balancer.succeeded("a", balancer.ejections_of("a"))  # sent since: readmits it
+    assert "a" in picks(balancer, 3)
