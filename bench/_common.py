@@ -3,6 +3,7 @@ process, and the clean-up of what a benchmark's workers leave in Kafka and Mongo
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import tempfile
@@ -32,6 +33,33 @@ def percentile(values: Sequence[float], q: float) -> float:
         raise ValueError("percentile of no values")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def number(kind: type[int] | type[float], minimum: float, *, above: bool = False) -> Any:
+    """An argparse `type`: a `kind` at least `minimum` (above it, with `above`). A count
+    of 0 used to run the whole benchmark and fail at its end (no values, a division)."""
+    bound = f"> {minimum:g}" if above else f">= {minimum:g}"
+
+    def parse(raw: str) -> int | float:
+        try:
+            value = kind(raw)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{raw!r} is not {what}") from None
+        if not (value > minimum if above else value >= minimum):  # NaN fails both
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {raw}")
+        return value
+
+    return parse
+
+
+def counts(raw: str) -> list[int]:
+    """An argparse `type`: comma-separated counts, each >= 1 ("1,2,3")."""
+    parse = number(int, 1)
+    try:
+        return [parse(part.strip()) for part in raw.split(",")]
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{raw!r}: {exc}") from None
 
 
 class LoopLag:

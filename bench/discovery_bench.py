@@ -30,7 +30,7 @@ from itertools import cycle
 
 import aiohttp
 
-from bench._common import percentile
+from bench._common import number, percentile
 from discovery import BalancedClient, Balancer, Instance, NoInstanceAvailable, ServiceWatch
 from infra.processes.stub import StubProcess
 
@@ -309,7 +309,7 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.ERROR)  # expected ejection warnings would drown the figures
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--consul", default="http://127.0.0.1:8500")
-    parser.add_argument("--trials", type=int, default=5)
-    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--trials", type=number(int, 1), default=5)
+    parser.add_argument("--requests", type=number(int, 1), default=3000)
     args = parser.parse_args()
     asyncio.run(main(args.consul, args.trials, args.requests))

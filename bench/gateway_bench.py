@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from bench._common import StallWatch, percentile, private_platform
+from bench._common import StallWatch, number, percentile, private_platform
 from infra.local import LocalSettings
 from infra.processes.gateway import GatewayProcess
 from infra.processes.worker import WorkerProcess
@@ -174,9 +174,15 @@ async def _bench(
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reads", type=int, default=400, help="reads per path per round")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per path")
-    parser.add_argument("--posts", type=int, default=500, help="messages posted")
-    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
-    parser.add_argument("--lag-samples", type=int, default=100, help="POST -> readable samples")
+    parser.add_argument(
+        "--reads", type=number(int, 1), default=400, help="reads per path per round"
+    )
+    parser.add_argument(
+        "--rounds", type=number(int, 1), default=2, help="interleaved rounds per path"
+    )
+    parser.add_argument("--posts", type=number(int, 1), default=500, help="messages posted")
+    parser.add_argument("--concurrency", type=number(int, 1), default=16, help="requests in flight")
+    parser.add_argument(
+        "--lag-samples", type=number(int, 1), default=100, help="POST -> readable samples"
+    )
     asyncio.run(main(parser.parse_args()))

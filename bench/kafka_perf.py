@@ -21,6 +21,7 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench._common import number
 from infra.local import LocalSettings
 from infra.local.kafka import Kafka, node_names
 from infra.processes.private import free_range, private_stack
@@ -84,8 +85,8 @@ def perf_test(kafka: Kafka, bootstrap: str, records: int, size: int, acks: str) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=300_000)
-    parser.add_argument("--size", type=int, default=300, help="bytes per record")
+    parser.add_argument("--records", type=number(int, 1), default=300_000)
+    parser.add_argument("--size", type=number(int, 1), default=300, help="bytes per record")
     args = parser.parse_args()
     shared = LocalSettings.from_env()
     env = {

@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench._common import LoopLag, percentile, private_platform
+from bench._common import LoopLag, number, percentile, private_platform
 from infra.local import LocalSettings
 from infra.processes.gateway import GatewayProcess
 from infra.processes.worker import metric_sum
@@ -429,11 +429,21 @@ async def _measure(
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sockets", type=int, default=1000, help="users, one stream each")
-    parser.add_argument("--idle", type=int, default=5000, help="idle streams opened after")
-    parser.add_argument("--rate", type=float, default=50, help="messages posted per second")
-    parser.add_argument("--seconds", type=float, default=30, help="seconds of posting")
-    parser.add_argument("--drain", type=float, default=15, help="seconds to wait for stragglers")
+    parser.add_argument(
+        "--sockets", type=number(int, 2), default=1000, help="users, one stream each"
+    )
+    parser.add_argument(
+        "--idle", type=number(int, 0), default=5000, help="idle streams opened after"
+    )
+    parser.add_argument(
+        "--rate", type=number(float, 0, above=True), default=50, help="messages posted per second"
+    )
+    parser.add_argument(
+        "--seconds", type=number(float, 0, above=True), default=30, help="seconds of posting"
+    )
+    parser.add_argument(
+        "--drain", type=number(float, 0), default=15, help="seconds to wait for stragglers"
+    )
     parsed = parser.parse_args()
     if parsed.sockets < 2 or parsed.idle < 0 or parsed.rate <= 0 or parsed.seconds <= 0:
         parser.error("needs --sockets >= 2, --idle >= 0, --rate > 0, --seconds > 0")

@@ -54,7 +54,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 
-from bench._common import StallWatch, forget_worker
+from bench._common import StallWatch, forget_worker, number
+from bench._common import counts as count_list
 from bench.soak.procfs import cpu_seconds
 from contracts.ids import new_id
 from contracts.records import MessageRecord
@@ -382,7 +383,7 @@ def report(steps: list[Step], sizes: TopicBytes) -> None:
 async def main(args: argparse.Namespace) -> None:
     infra = LocalSettings.from_env()
     run = uuid.uuid4().hex[:8]
-    counts = [int(k) for k in args.workers.split(",")]
+    counts: list[int] = args.workers
     if any(PARTITIONS % k or args.chats_per_worker * k % PARTITIONS for k in counts):
         raise SystemExit(
             f"each worker count must divide {PARTITIONS}, and --chats-per-worker x count "
@@ -413,11 +414,18 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=60_000, help="records per step")
-    parser.add_argument("--workers", default="1,2,3", help="worker counts, one step each")
-    parser.add_argument("--chats-per-worker", type=int, default=24)
-    parser.add_argument("--rounds", type=int, default=1, help="times every count is run")
-    parser.add_argument("--text-chars", type=int, default=64, help="characters of message text")
+    parser.add_argument("--records", type=number(int, 1), default=60_000, help="records per step")
+    parser.add_argument(
+        "--workers",
+        type=count_list,
+        default=count_list("1,2,3"),
+        help="worker counts, one step each",
+    )
+    parser.add_argument("--chats-per-worker", type=number(int, 1), default=24)
+    parser.add_argument("--rounds", type=number(int, 1), default=1, help="times every count is run")
+    parser.add_argument(
+        "--text-chars", type=number(int, 1), default=64, help="characters of message text"
+    )
     # Topics are created and deleted around every step: aiokafka's metadata warnings are noise.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     asyncio.run(main(parser.parse_args()))

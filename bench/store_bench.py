@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from bench._common import StallWatch, forget_worker, percentile
+from bench._common import StallWatch, counts, forget_worker, number, percentile
 from contracts.ids import new_id
 from contracts.records import MessageRecord
 from infra.local import LocalSettings
@@ -207,8 +207,8 @@ async def main(sizes: list[int], samples: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="10000,100000,1000000")
-    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--sizes", type=counts, default=counts("10000,100000,1000000"))
+    parser.add_argument("--samples", type=number(int, 1), default=200)
     args = parser.parse_args()
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    asyncio.run(main([int(s) for s in args.sizes.split(",")], args.samples))
+    asyncio.run(main(args.sizes, args.samples))

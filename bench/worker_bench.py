@@ -38,7 +38,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
-from bench._common import StallWatch, delete_topics, forget_worker, percentile
+from bench._common import StallWatch, delete_topics, forget_worker, number, percentile
 from bench.soak.procfs import cpu_seconds
 from contracts.ids import new_id
 from contracts.records import MessageRecord
@@ -339,9 +339,9 @@ async def main(records: int, rounds: int, samples: int, against: str | None) -> 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=30_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--lag-samples", type=int, default=200)
+    parser.add_argument("--records", type=number(int, 1), default=30_000)
+    parser.add_argument("--rounds", type=number(int, 1), default=3)
+    parser.add_argument("--lag-samples", type=number(int, 1), default=200)
     parser.add_argument("--against", help="also run the worker of this git commit or branch")
     args = parser.parse_args()
     # A topic is produced to right after it is created; metadata warnings are expected.

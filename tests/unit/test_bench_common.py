@@ -1,12 +1,16 @@
-"""The benchmarks' shared helpers that are pure logic: the percentile and the metric reader."""
+"""The benchmarks' shared helpers that are pure logic: the percentile, the metric reader
+and the argument types."""
 
 from __future__ import annotations
+
+import argparse
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench._common import percentile
+from bench._common import counts, number, percentile
 from infra.processes.worker import metric_sum
 
 EXPOSITION = """\
@@ -39,3 +43,28 @@ def test_percentile_is_one_of_the_values_and_monotonic_in_q(values: list[float],
 def test_percentile_of_nothing_is_an_error() -> None:
     with pytest.raises(ValueError):
         percentile([], 0.5)
+
+
+@pytest.mark.parametrize(
+    ("parse", "raw"),
+    [
+        (number(int, 1), "0"),
+        (number(int, 1), "-3"),
+        (number(int, 1), "1.5"),
+        (number(int, 0), "x"),
+        (number(float, 0, above=True), "0"),
+        (number(float, 0, above=True), "nan"),
+        (number(float, 0), "-0.1"),
+        (counts, "1,,2"),
+        (counts, "1,0"),
+    ],
+)
+def test_a_benchmark_refuses_counts_it_cannot_run_before_it_starts(parse: Any, raw: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse(raw)
+
+
+@given(st.integers(min_value=1, max_value=10**9), st.floats(min_value=1e-9, max_value=1e9))
+def test_counts_and_rates_in_range_are_taken_as_given(n: int, rate: float) -> None:
+    assert number(int, 1)(str(n)) == n and number(float, 0, above=True)(repr(rate)) == rate
+    assert counts(f"{n},{n + 1}") == [n, n + 1]
