@@ -15,6 +15,7 @@ import sys
 
 from pydantic import ValidationError
 
+from contracts.requests import RequestProblem, user_id
 from gateway.adapters.mysql_users import MySQLUserStore, mysql_pool
 from gateway.domain.usernames import username
 from gateway.errors import GatewayError
@@ -40,11 +41,22 @@ async def rename(settings: GatewaySettings, user_id: int, new_name: str) -> str:
     return name.display
 
 
+def _user_id(raw: str) -> int:
+    """ASCII digits, 1 .. 2**63-1, as the API takes it: int() would also read "1_0" as
+    10, Arabic-Indic digits and padding, and rename another account than meant."""
+    try:
+        return user_id(raw)
+    except RequestProblem:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not a user id (1 .. 2**63-1 in ASCII digits)"
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway.users", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     renaming = commands.add_parser("rename", help="give an account a new username")
-    renaming.add_argument("user_id", type=int, help="the account's id (users.id)")
+    renaming.add_argument("user_id", type=_user_id, help="the account's id (users.id)")
     renaming.add_argument("name", help="its new username, as sign-up would accept it")
     args = parser.parse_args(argv)
     try:

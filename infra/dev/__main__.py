@@ -66,10 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = DevSettings.from_env()
     platform = DevPlatform(settings)
     t0 = time.monotonic()
+    workers = getattr(args, "workers", None)
+    minimum = 0 if args.command == "scale" else 1  # scale 0 stops every worker
+    if workers is not None and (problem := settings.worker_count_problem(workers, minimum)):
+        parser.error(problem)
     try:
         if args.command == "up":
-            if args.workers is not None and args.workers < 1:
-                parser.error("up needs at least one worker (the gateway is ready with one)")
             print(summary(settings, platform.up(args.workers), time.monotonic() - t0))
         elif args.command == "scale":
             status = platform.scale(args.workers)

@@ -14,6 +14,9 @@ from gateway.settings import GatewaySettings
 from infra.local.settings import LocalSettings, env_int
 
 DEFAULT_WORKERS = 2
+#: The most workers `make dev`/`make scale` starts: each is a process of ~100 MB, and
+#: more than the topic's partitions consume nothing.
+MAX_WORKERS = 64
 
 #: Every environment variable the gateway or a worker reads: their settings' field
 #: names, which both match case-insensitively (no prefix, no aliases).
@@ -68,6 +71,25 @@ class DevSettings:
     id_prefix: str  # [DEV_ID_PREFIX] worker n registers in Consul as <prefix>-<n>
     log_level: str  # [DEV_LOG_LEVEL] LOG_LEVEL of the gateway and the workers
     ready_timeout: float  # [DEV_READY_TIMEOUT] seconds to wait for readiness
+
+    def __post_init__(self) -> None:
+        for name, port in (
+            ("DEV_GATEWAY_PORT", self.gateway_port),
+            ("DEV_WORKER_BASE_PORT", self.worker_base_port),
+        ):
+            if not 1 <= port <= 65535:
+                raise SystemExit(f"{name} must be a TCP port, 1 .. 65535; got {port}")
+
+    def worker_count_problem(self, workers: int, minimum: int = 1) -> str | None:
+        """Why `make dev` cannot run `workers` workers here, or None."""
+        if not minimum <= workers <= MAX_WORKERS:
+            return f"the worker count must be {minimum} .. {MAX_WORKERS}; got {workers}"
+        if self.worker_port(workers) > 65535:
+            return (
+                f"worker {workers} would listen on port {self.worker_port(workers)}: "
+                "lower DEV_WORKER_BASE_PORT"
+            )
+        return None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> DevSettings:

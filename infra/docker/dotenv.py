@@ -5,6 +5,7 @@ An existing file is left alone (its secrets protect data already on the volumes)
 
 from __future__ import annotations
 
+import argparse
 import secrets
 import sys
 import uuid
@@ -50,14 +51,27 @@ def render(example: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    target = Path(args[0]) if args else REPO_ROOT / ".env"
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.docker.dotenv",
+        description="Create .env from .env.example with random secrets (an existing file "
+        "is left as it is).",
+    )
+    parser.add_argument("path", nargs="?", type=Path, default=REPO_ROOT / ".env")
+    target: Path = parser.parse_args(argv).path
     if target.exists():
         print(f"{target} exists; left as it is")
         return 0
-    target.write_text(render(EXAMPLE.read_text()))
-    target.chmod(0o600)
-    print(f"{target} written with random secrets (keep it; it is git-ignored)")
+    try:
+        target.write_text(render(EXAMPLE.read_text()))
+        target.chmod(0o600)
+    except OSError as exc:
+        print(f"infra.docker.dotenv: cannot write {target}: {exc.strerror}", file=sys.stderr)
+        return 1
+    ignored = target.resolve() == (REPO_ROOT / ".env").resolve()
+    print(
+        f"{target} written with random secrets (keep it"
+        + ("; it is git-ignored)" if ignored else "; never commit it)")
+    )
     return 0
 
 

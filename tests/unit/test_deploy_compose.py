@@ -602,3 +602,16 @@ def test_memory_logs_and_stops_are_bounded(services: dict[str, dict[str, Any]]) 
     # deregister (5.5 s) + drain + final commit (SHUTDOWN_GRACE each) + producer flush
     assert grace[WORKER] >= 5.5 + 2 * worker.shutdown_grace + 10
     assert int(services[WORKER]["deploy"]["replicas"]) >= 2  # a crash leaves one serving
+
+
+def test_dot_env_takes_one_path_and_says_what_it_cannot_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as shown:
+        dotenv.main(["--help"])  # used to write a file of secrets named "--help"
+    assert shown.value.code == 0 and not (Path.cwd() / "--help").exists()
+    with pytest.raises(SystemExit) as refused:
+        dotenv.main(["a", "b"])
+    assert refused.value.code == 2
+    assert dotenv.main([str(tmp_path / "no-such-folder" / ".env")]) == 1
+    assert "cannot write" in capsys.readouterr().err

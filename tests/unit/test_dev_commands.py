@@ -87,3 +87,43 @@ def test_ctrl_c_during_up_says_how_to_stop_what_was_started(
     assert cli.main(["up"]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "`make dev-down` stops what was started" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "said"),
+    [
+        (["scale", "60000"], {}, "the worker count must be 0 .. 64"),
+        (["scale", "-1"], {}, "the worker count must be 0 .. 64"),
+        (["up", "--workers", "0"], {}, "the worker count must be 1 .. 64"),
+        (["up", "--workers", "3"], {"DEV_WORKER_BASE_PORT": "65534"}, "would listen on port 65536"),
+    ],
+)
+def test_a_worker_count_the_machine_cannot_run_is_refused_before_anything_starts(
+    run_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    env: dict[str, str],
+    said: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    def never(self: DevPlatform, *args: object) -> None:
+        raise AssertionError("started")
+
+    monkeypatch.setattr(DevPlatform, "up", never)
+    monkeypatch.setattr(DevPlatform, "scale", never)
+    with pytest.raises(SystemExit) as refused:
+        cli.main(argv)
+    assert refused.value.code == 2 and said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["DEV_GATEWAY_PORT", "DEV_WORKER_BASE_PORT"])
+@pytest.mark.parametrize("port", ["0", "65536", "99999"])
+def test_a_port_out_of_range_is_a_readable_exit(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, name: str, port: str
+) -> None:
+    monkeypatch.setenv(name, port)
+    with pytest.raises(SystemExit, match=f"{name} must be a TCP port"):
+        DevSettings.from_env()

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from gateway import users as users_cli
 from gateway.__main__ import shutdown_grace
 from gateway.settings import GatewaySettings
 from platform_common.local import LOCAL_ADMIN_TOKEN, LOCAL_JWT_SECRET
@@ -143,3 +144,13 @@ def test_the_shutdown_grace_covers_a_post_in_flight() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     period = compose["services"]["gateway"]["stop_grace_period"]
     assert period.endswith("s") and float(period[:-1]) > shutdown_grace(default)
+
+
+@pytest.mark.parametrize("raw", ["1_0", "\u0663", " 7 ", "0", "-1", str(2**63), "7.0", ""])
+def test_the_rename_command_reads_a_user_id_as_the_api_does(
+    raw: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """int() read "1_0" as 10 and an Arabic-Indic digit as 3: another account renamed."""
+    with pytest.raises(SystemExit) as refused:
+        users_cli.main(["rename", raw, "newname"])
+    assert refused.value.code == 2 and "is not a user id" in capsys.readouterr().err
