@@ -128,6 +128,22 @@ HISTORY_CURSORS = (
 )
 
 
+#: The paging parameters of the chat list and of history, each taken once.
+PAGING_NAMES = ("limit", "cursor", *(name for name, _ in HISTORY_CURSORS))
+
+
+def paging_once(query: Mapping[str, str]) -> None:
+    """Each paging parameter at most once (4005): given twice (`?limit=5&limit=abc`), the
+    first used to win silently and the other to be ignored. A plain mapping, which holds
+    one value per name, passes."""
+    getall = getattr(query, "getall", None)
+    if getall is None:
+        return
+    for name in PAGING_NAMES:
+        if len(getall(name, ())) > 1:
+            raise RequestProblem(ErrorCode.BAD_PAGING, f"{name} is given more than once")
+
+
 def history_cursor(query: Mapping[str, str]) -> tuple[str, int | str | None]:
     """The one cursor of a history query: ("before" or "after", a message id or a seq).
 

@@ -7,11 +7,14 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from multidict import MultiDict
 
 from contracts import requests as rules
 from contracts.errors import ErrorCode
 from contracts.requests import LIMIT_DEFAULT, RequestProblem
 from dialogue_worker.entrypoints.requests import chats_query, messages_query
+from gateway.domain.requests import chat_paging, message_paging
+from gateway.errors import GatewayError
 
 CID = "65f0c0ffee0000000000beef"
 OTHER_CID = "65f0c0ffee0000000000cafe"
@@ -141,3 +144,30 @@ def test_every_query_string_is_a_value_in_bounds_or_a_4xx(query: dict[str, str])
         return
     assert 1 <= decoded.uid <= 2**63 - 1 and 1 <= decoded.page.limit <= 200
     assert rules.chat_id(decoded.cid) == decoded.cid
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["limit", "cursor", "before", "after", "beforeSeq", "afterSeq", "x"]),
+            QUERY_TEXT,
+        ),
+        max_size=4,
+    )
+)
+def test_a_paging_parameter_given_twice_is_a_4005_everywhere(pairs: list[tuple[str, str]]) -> None:
+    """`?limit=5&limit=abc` used to be read as limit 5, the second value dropped silently:
+    which one the caller meant is a guess."""
+    query = MultiDict(pairs)
+    twice = any(len(query.getall(name)) > 1 for name in rules.PAGING_NAMES if name in query)
+    for parse in (chat_paging, message_paging, chats_query, messages_query):
+        worker = parse in (chats_query, messages_query)
+        full = MultiDict([*pairs, ("uid", "7"), ("cid", "a" * 24)]) if worker else query
+        try:
+            parse(full)
+        except (RequestProblem, GatewayError) as exc:
+            if twice:
+                assert exc.code is ErrorCode.BAD_PAGING
+            continue
+        assert not twice, (parse.__name__, pairs)

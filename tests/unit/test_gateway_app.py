@@ -299,3 +299,13 @@ def test_any_look_up_query_is_answered_without_a_5xx(names: list[str], ids: list
             return response.status
 
     asyncio.run(run())
+
+
+async def test_a_paging_parameter_given_twice_is_refused_by_the_routes(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    headers = _auth(await _sign_up(client, "twice"))
+    cid = new_id()
+    for path in ("/v1/chats?limit=5&limit=abc", f"/v1/chats/{cid}/messages?limit=5&limit=6"):
+        body = await _error(await client.get(path, headers=headers), ErrorCode.BAD_PAGING)
+        assert "limit is given more than once" in body["message"]
