@@ -15,7 +15,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from contracts.api import Chat, Message
-from contracts.records import UID_MAX
+from contracts.records import UID_MAX, json_int
 
 EVENTS_TOPIC = "dialogue.events"
 #: Seqs are MongoDB int64s where they are stored.
@@ -82,5 +82,28 @@ EVENT = TypeAdapter(Event)
 
 
 def decode_event(value: bytes) -> MessageCreated | ChatCreated | MembersAdded | ChatRead:
-    """Parse one event value (raises pydantic.ValidationError when it is not one)."""
-    return EVENT.validate_json(value)
+    """Parse one event value (ValueError, a pydantic.ValidationError when it is JSON,
+    when it is not one).
+
+    Strictly, as the published schema reads it: `"uid": true` or `"users": ["1"]` are
+    not events (lax parsing made them user 1); a number is an integer where it has no
+    fraction, as JSON Schema's "integer" and the records' fields take it (`3.0`, `1e2`).
+    """
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    return EVENT.validate_python(_integral(parsed), strict=True)
+
+
+def _integral(value: object) -> object:
+    """`value` with every number that JSON Schema's "integer" takes made an int, by the
+    records' rule (`json_int`): no event field is a float."""
+    if type(value) is float:
+        whole = json_int(value)
+        return value if whole is None else whole
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value

@@ -179,11 +179,12 @@ class KafkaEventFeed:
             return
         try:
             event = decode_event(record.value)
-        except ValidationError as exc:
+        except ValueError as exc:  # pydantic's ValidationError is one, and so is bad JSON
             self._skipped("not an event")
+            errors = exc.errors() if isinstance(exc, ValidationError) else None
             log.warning(
                 "events feed skipped a record that is not an event: %s",
-                exc.errors()[0]["msg"] if exc.errors() else exc,
+                errors[0]["msg"] if errors else exc,
                 extra={
                     "topic": record.topic,
                     "partition": record.partition,

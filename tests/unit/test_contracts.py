@@ -218,3 +218,43 @@ def test_an_event_seq_or_uid_past_int64_is_not_an_event(kind: str, value: int) -
         raw = json.dumps(base | {field: value}).encode()  # orjson cannot write past 64 bits
         with pytest.raises(ValidationError):
             decode_event(raw)
+
+
+@given(
+    st.sampled_from(["uid", "seq", "users", "members", "cid"]),
+    st.one_of(
+        st.booleans(),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=5),
+        st.lists(st.one_of(st.booleans(), st.text(max_size=3), st.floats()), min_size=1),
+    ),
+)
+def test_an_event_is_decoded_as_the_schema_reads_it_or_refused(field: str, value: Any) -> None:
+    """Every event field given a value of another JSON type than the schema's: refused by
+    the schema and by decode_event (which made `"uid": true` user 1 and `["1"]` [1])."""
+    schema = json.loads(EVENTS_SCHEMA_FILE.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    cid = new_id()
+    events = {
+        "uid": {"v": 1, "type": "chat.read", "cid": cid, "uid": 7, "seq": 3},
+        "seq": {"v": 1, "type": "chat.read", "cid": cid, "uid": 7, "seq": 3},
+        "users": {
+            "v": 1,
+            "type": "chat.members_added",
+            "cid": cid,
+            "users": [9],
+            "members": [7, 9],
+        },
+        "members": {"v": 1, "type": "chat.members_added", "cid": cid, "users": [9], "members": [7]},
+        "cid": {"v": 1, "type": "chat.read", "cid": cid, "uid": 7, "seq": 3},
+    }
+    raw = events[field] | {field: value}
+    values = value if isinstance(value, list) else [value]
+    # Above 2**53 a float no longer tells whole numbers apart: refused, as records do.
+    inexact = any(type(v) is float and abs(v) > 2**53 for v in values)
+    if validator.is_valid(raw) and not inexact:
+        decoded = decode_event(orjson.dumps(raw))
+        assert orjson.loads(decoded.to_bytes()) == raw
+    else:
+        with pytest.raises(ValidationError):
+            decode_event(orjson.dumps(raw))
