@@ -82,6 +82,10 @@ class Registrar:
         try:
             await self._refuse_duplicate(client)
             await self._register(client)
+            # Claimed at once, before the first probe (which may take seconds): a new TTL
+            # check is critical with no output, which reads as nobody's, and a twin with
+            # the same id starting meanwhile took the registration over.
+            await self._report(client, HealthReport.critical("starting: first check pending"))
             await self._beat(client)
         except CONSUL_ERRORS as exc:
             await self.stop()

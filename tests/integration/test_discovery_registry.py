@@ -252,3 +252,37 @@ async def test_ttl_lapse_after_the_process_is_killed_leaves_the_passing_set(
     finally:
         await stub.stop()
         await watch.stop()
+
+
+async def test_a_twin_starting_while_the_first_probe_runs_is_refused(
+    infra: LocalSettings, agent: consul.aio.Consul, unique: Callable[[str], str]
+) -> None:
+    """Two replicas with one SERVICE_ID, started together: the first's check stood
+    critical with no output until its first probe answered (seconds, for a worker), which
+    read as nobody's, and the second took the registration over."""
+    reg = registration(unique)
+    gate = asyncio.Event()
+
+    async def slow_probe() -> HealthReport:
+        await gate.wait()
+        return HealthReport.passing()
+
+    first = Registrar(infra.consul_url, reg, slow_probe, ttl=2.0, interval=1.5)
+    starting = asyncio.create_task(first.start())
+    second = Registrar(infra.consul_url, reg, SwitchableProbe(), ttl=2.0, interval=0.3)
+    try:
+        await eventually(lambda: check_of(agent, reg.instance_id), what="the first registered")
+        with pytest.raises(DuplicateInstance, match="SERVICE_ID"):
+            await second.start()
+        gate.set()
+        await starting
+        await eventually(  # the first one's own registration, passing once its probe is
+            lambda: passing_ids(agent, reg.service),
+            lambda ids: ids == {reg.instance_id},
+            what="the first one passing",
+        )
+    finally:
+        gate.set()
+        await asyncio.gather(starting, return_exceptions=True)
+        await second.stop()
+        await first.stop()
