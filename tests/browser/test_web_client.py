@@ -88,6 +88,43 @@ async def message_texts(page: Page) -> list[str]:
     return await page.locator("#messages .message .text").all_text_contents()
 
 
+async def scrolled_to_top(page: Page) -> list[str]:
+    """Scroll the conversation to its top (which pages older messages in); its texts."""
+    await page.evaluate("document.querySelector('.scroller').scrollTop = 0")
+    return await message_texts(page)
+
+
+class StreamTap:
+    """The page's stream, routed through Playwright: every hello's `since` is recorded,
+    message frames are dropped while `dropping`, and the sockets are at hand to cut or to
+    send frames of the test's own."""
+
+    def __init__(self) -> None:
+        self.hellos: list[dict[str, Any]] = []
+        self.sockets: list[Any] = []
+        self.dropping = False
+
+    async def attach(self, page: Page) -> None:
+        await page.route_web_socket(lambda u: u.endswith("/v1/stream"), self._route)
+
+    async def _route(self, ws: Any) -> None:
+        server = ws.connect_to_server()
+        self.sockets.append(ws)
+
+        def to_server(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("type") == "hello":
+                self.hellos.append(frame["since"])
+            server.send(message)
+
+        def to_page(message: str | bytes) -> None:
+            if not (self.dropping and json.loads(message).get("type") == "message"):
+                ws.send(message)
+
+        ws.on_message(to_server)
+        server.on_message(to_page)
+
+
 async def test_two_people_chat_in_the_browser(
     platform: Platform, browser: Browser, unique: Callable[[str], str], screenshots: Path
 ) -> None:
@@ -169,13 +206,10 @@ async def test_two_hundred_older_messages_come_in_by_scrolling_up(
     await page.click(f".chat[data-cid='{cid}']")
     await page.wait_for_selector("#messages .message:has-text('old 199')")
 
-    async def scrolled_to_top() -> int:
-        await page.evaluate("document.querySelector('.scroller').scrollTop = 0")
-        return await page.locator("#messages .message").count()
-
-    await eventually(scrolled_to_top, lambda n: n == 200, what="all 200 paged in")
-    texts = await message_texts(page)
-    assert texts == [f"old {i}" for i in range(200)]
+    everything = [f"old {i}" for i in range(200)]
+    await eventually(
+        lambda: scrolled_to_top(page), lambda t: t == everything, what="all 200 paged in"
+    )
     await context.close()
 
 
@@ -189,46 +223,26 @@ async def test_a_reconnect_resumes_the_open_chat_from_the_messages_it_holds(
     url = platform.gateway.url
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
     page = await context.new_page()
-    hellos: list[dict[str, Any]] = []
-    sockets: list[Any] = []
-    dropping = False
-
-    async def route(ws: Any) -> None:
-        server = ws.connect_to_server()
-        sockets.append(ws)
-
-        def to_server(message: str | bytes) -> None:
-            frame = json.loads(message)
-            if frame.get("type") == "hello":
-                hellos.append(frame["since"])
-            server.send(message)
-
-        def to_page(message: str | bytes) -> None:
-            if not (dropping and json.loads(message).get("type") == "message"):
-                ws.send(message)
-
-        ws.on_message(to_server)
-        server.on_message(to_page)
-
-    await page.route_web_socket(lambda u: u.endswith("/v1/stream"), route)
+    tap = StreamTap()
+    await tap.attach(page)
     async with aiohttp.ClientSession() as http:
         other, cid = await chat_with_someone(page, url, http, unique)
         await other.post(cid, "seen 1")
         await page.click(f".chat[data-cid='{cid}']")
         await page.wait_for_selector("#messages .message:has-text('seen 1')")
 
-        dropping = True  # seqs 2..4 never reach the page on this socket or the next
+        tap.dropping = True  # seqs 2..4 never reach the page on this socket or the next
         for i in range(2, 5):
             await other.post(cid, f"missed {i}")
         await eventually(lambda: other.history(cid), lambda h: len(h) == 4, what="stored")
-        await sockets[-1].close(code=1001, reason="going away")
-        await eventually(lambda: len(hellos), lambda n: n == 2, what="the second hello")
+        await tap.sockets[-1].close(code=1001, reason="going away")
+        await eventually(lambda: len(tap.hellos), lambda n: n == 2, what="the second hello")
         preview = page.locator(f".chat[data-cid='{cid}'] .preview")
         await eventually(preview.text_content, lambda t: t == "missed 4", what="list re-read")
-        dropping = False
-        await sockets[-1].close(code=1001, reason="going away")
-        await eventually(lambda: len(hellos), lambda n: n == 3, what="the third hello")
-    assert hellos[1][cid] == hellos[2][cid] == 1
+        tap.dropping = False
+        await tap.sockets[-1].close(code=1001, reason="going away")
+        await eventually(lambda: len(tap.hellos), lambda n: n == 3, what="the third hello")
+    assert tap.hellos[1][cid] == tap.hellos[2][cid] == 1
     texts = await eventually(
         lambda: message_texts(page),
         lambda found: len(found) == 4,
@@ -390,41 +404,26 @@ async def test_a_gap_in_the_open_chat_starts_it_over_from_the_newest(
     conversation starts over from the newest page, and scrolling up brings the rest."""
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
     page = await context.new_page()
-    sockets: list[Any] = []
-    dropping = False
-
-    async def route(ws: Any) -> None:
-        server = ws.connect_to_server()
-        sockets.append(ws)
-
-        def to_page(message: str | bytes) -> None:
-            if not (dropping and json.loads(message).get("type") == "message"):
-                ws.send(message)
-
-        ws.on_message(lambda message: server.send(message))
-        server.on_message(to_page)
-
-    await page.route_web_socket(lambda u: u.endswith("/v1/stream"), route)
+    tap = StreamTap()
+    await tap.attach(page)
     async with aiohttp.ClientSession() as http:
         other, cid = await chat_with_someone(page, platform.gateway.url, http, unique)
         for i in (1, 2):
             await other.post(cid, f"m {i}")
         await page.click(f".chat[data-cid='{cid}']")
         await page.wait_for_selector("#messages .message:has-text('m 2')")
-        dropping = True
+        tap.dropping = True
         for i in range(3, 63):
             await other.post(cid, f"m {i}")
         await eventually(lambda: other.history(cid), lambda h: len(h) == 62, what="stored")
-        sockets[-1].send(json.dumps({"type": "gap", "cid": cid, "fromSeq": 3, "toSeq": 62}))
+        gap = {"type": "gap", "cid": cid, "fromSeq": 3, "toSeq": 62}
+        tap.sockets[-1].send(json.dumps(gap))
         newest = [f"m {i}" for i in range(13, 63)]
         await eventually(lambda: message_texts(page), lambda t: t == newest, what="started over")
-
-        async def scrolled_to_top() -> list[str]:
-            await page.evaluate("document.querySelector('.scroller').scrollTop = 0")
-            return await message_texts(page)
-
         every = [f"m {i}" for i in range(1, 63)]
-        await eventually(scrolled_to_top, lambda t: t == every, what="the rest, paged in")
+        await eventually(
+            lambda: scrolled_to_top(page), lambda t: t == every, what="the rest, paged in"
+        )
     await context.close()
 
 

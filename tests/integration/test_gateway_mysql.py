@@ -51,6 +51,18 @@ async def pool(infra: LocalSettings, database: str) -> AsyncIterator[Any]:
         yield pool
 
 
+async def _connect(infra: LocalSettings, database: str) -> Any:
+    """One plain connection to `database`, as a gateway's migration gets from its pool."""
+    return await aiomysql.connect(
+        host=infra.host,
+        port=infra.mysql_port,
+        user=infra.mysql_user,
+        password=infra.mysql_password,
+        db=database,
+        autocommit=True,
+    )
+
+
 async def test_migrations_are_recorded_and_idempotent(pool: Any) -> None:
     async with pool.acquire() as conn:
         assert await migrate(conn) == []
@@ -84,17 +96,7 @@ async def test_concurrent_migrations_on_a_fresh_database(
     name = unique("gw_mig").replace("-", "_")
     await mysql_execute(infra, f"CREATE DATABASE `{name}`")
     try:
-        conns = [
-            await aiomysql.connect(
-                host=infra.host,
-                port=infra.mysql_port,
-                user=infra.mysql_user,
-                password=infra.mysql_password,
-                db=name,
-                autocommit=True,
-            )
-            for _ in range(3)
-        ]
+        conns = [await _connect(infra, name) for _ in range(3)]
         results = await asyncio.gather(*(migrate(c) for c in conns))
         for conn in conns:
             conn.close()
@@ -238,16 +240,7 @@ async def test_a_migration_waits_for_the_lock_as_long_as_it_is_held_in_its_datab
     conns = []
     try:
         for name in (names[0], names[0], names[1]):
-            conns.append(
-                await aiomysql.connect(
-                    host=infra.host,
-                    port=infra.mysql_port,
-                    user=infra.mysql_user,
-                    password=infra.mysql_password,
-                    db=name,
-                    autocommit=True,
-                )
-            )
+            conns.append(await _connect(infra, name))
         holder, waiter, elsewhere = conns
         async with holder.cursor() as cur:  # another gateway, mid-migration
             await cur.execute("SELECT GET_LOCK(CONCAT(%s, MD5(DATABASE())), 0)", (LOCK_PREFIX,))
@@ -332,7 +325,7 @@ async def test_an_account_left_without_a_canonical_name_is_renamed_by_the_comman
         ((str(left.id), f"{base}TAKEN"), 1, "username is taken"),
         (("999999999", f"{base}free"), 1, "no user has id 999999999"),
         ((str(left.id), "a"), 2, "not renamed"),
-        (("x", f"{base}free"), 2, "invalid int value"),
+        (("x", f"{base}free"), 2, "is not a user id"),
     ]
     for args, code, said in cases:
         refused = await asyncio.to_thread(_rename, infra, database, *args)
