@@ -35,7 +35,7 @@ lock: install  ## rewrite requirements*.lock from pyproject.toml (after changing
 
 setup: install infra-up  ## install everything and start the local infrastructure
 
-infra-up: install  ## provision (first time) and start Kafka, Consul, FerretDB, MariaDB on 127.0.0.1
+infra-up: install  ## provision (first time) and start Kafka, Consul, PostgreSQL + FerretDB, MariaDB on 127.0.0.1
 	$(BIN)/python -m infra.local up
 
 infra-down:  ## stop the local infrastructure started by infra-up

@@ -1,8 +1,11 @@
-"""`python -m contracts` rewrites the published JSON Schemas from the models."""
+"""`python -m contracts` rewrites the published JSON Schemas from the models (`--check`:
+exit 1 when one is stale, writing nothing)."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +36,24 @@ def events_schema_text() -> str:
     return _text(EVENTS_SCHEMA_FILE.name, schema)
 
 
-if __name__ == "__main__":
-    for path, text in ((SCHEMA_FILE, schema_text()), (EVENTS_SCHEMA_FILE, events_schema_text())):
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m contracts",
+        description="Write contracts/schema/*.json, the topics' JSON Schemas, from the models.",
+    )
+    parser.add_argument("--check", action="store_true", help="exit 1 when a file is stale")
+    args = parser.parse_args(argv)
+    files = ((SCHEMA_FILE, schema_text()), (EVENTS_SCHEMA_FILE, events_schema_text()))
+    if args.check:
+        stale = [p for p, text in files if not p.exists() or p.read_text() != text]
+        for path in stale:
+            print(f"{path} is stale; run: python -m contracts")
+        return int(bool(stale))
+    for path, text in files:
         path.write_text(text)
         print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -258,3 +258,11 @@ def test_an_event_is_decoded_as_the_schema_reads_it_or_refused(field: str, value
     else:
         with pytest.raises(ValidationError):
             decode_event(orjson.dumps(raw))
+
+
+def test_the_schema_command_checks_without_writing() -> None:
+    from contracts.__main__ import main
+
+    assert main(["--check"]) == 0  # the published files are current
+    with pytest.raises(SystemExit):
+        main(["--help"])  # used to rewrite both files whatever its arguments
