@@ -93,7 +93,11 @@ def decode_event(value: bytes) -> MessageCreated | ChatCreated | MembersAdded | 
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"not JSON: {exc}") from None
-    return EVENT.validate_python(_integral(parsed), strict=True)
+    try:
+        whole = _integral(parsed)
+    except RecursionError:  # orjson nests 1024 deep, further than Python recurses here
+        raise ValueError("not an event: nested too deep") from None
+    return EVENT.validate_python(whole, strict=True)
 
 
 def _integral(value: object) -> object:

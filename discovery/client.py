@@ -81,7 +81,9 @@ class BalancedClient:
         if self._session is not None:
             return
         self._session = aiohttp.ClientSession(
-            headers=self._headers, connector=aiohttp.TCPConnector(limit=0)
+            headers=self._headers,
+            connector=aiohttp.TCPConnector(limit=0),
+            trace_configs=[_sent_tracing()],
         )
         self.watch.subscribe(self._balancer.update)
 
@@ -125,13 +127,11 @@ class BalancedClient:
             tried.append(instance.id)
             ejections = self._balancer.ejections_of(instance.id)
             total = min(self.request_timeout, remaining)
-            cut_short = total < self.request_timeout  # by the deadline, not by the instance
-            # A connect that does not complete (a host that drops packets) is told apart
-            # from a request that may have arrived; `connect_timeout` may bound it alone.
-            # Not by default: a burst of connects to a busy instance overflows its accept
-            # queue, and the dropped SYNs are sent again after 1 s.
+            # Earlier tries left this one less than its own timeout: the deadline's doing.
+            cut_short = len(tried) > 1 and total < self.request_timeout
             connect = None if self.connect_timeout is None else min(self.connect_timeout, total)
             timeout = aiohttp.ClientTimeout(total=total, sock_connect=connect)
+            attempt = {"sent": False}  # set once the request's head is on the connection
             try:
                 async with session.request(
                     method,
@@ -140,23 +140,21 @@ class BalancedClient:
                     json=json,
                     headers=headers,
                     timeout=timeout,
+                    trace_request_ctx=attempt,
                 ) as resp:
                     body = await resp.read()
                     status, resp_headers = resp.status, resp.headers
             except aiohttp.ClientConnectorError as exc:  # no connection: it never got there
                 failures.append(self._failed(instance, f"cannot connect: {exc.os_error}"))
                 continue
-            except aiohttp.ConnectionTimeoutError:  # nor here: the connect did not complete
-                waited = connect or total
-                excused = cut_short and connect is None
-                failures.append(
-                    self._blame(instance, f"connect timed out after {waited:g}s", excused)
-                )
-                continue
             except (aiohttp.ClientError, TimeoutError) as exc:
+                # Nothing was sent (a connect that never completed: a host that drops
+                # packets): it never got there either, whatever the request.
+                unsent = not attempt["sent"]
+                what = f"no connection within {connect or total:g}s" if unsent else None
                 excused = cut_short and isinstance(exc, TimeoutError)
-                reason = self._blame(instance, _describe(exc, total), excused)
-                if not idempotent:
+                reason = self._blame(instance, what or _describe(exc, total), excused)
+                if not idempotent and not unsent:
                     raise OutcomeUnknown(_unknown(method, path, reason)) from exc
                 failures.append(reason)
                 continue
@@ -235,6 +233,19 @@ class BalancedClient:
             self._balancer.probe_passed(instance.id)
         else:
             self._balancer.probe_failed(instance.id)
+
+
+def _sent_tracing() -> aiohttp.TraceConfig:
+    """Marks a request's `trace_request_ctx` once its head is written: a failure before
+    that means the instance never saw it (a POST may then go to the next one)."""
+    tracing = aiohttp.TraceConfig()
+
+    async def headers_sent(session: Any, context: Any, params: Any) -> None:
+        if isinstance(context.trace_request_ctx, dict):
+            context.trace_request_ctx["sent"] = True
+
+    tracing.on_request_headers_sent.append(headers_sent)
+    return tracing
 
 
 def _describe(exc: BaseException, timeout: float | None) -> str:

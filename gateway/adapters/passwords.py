@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 
 
@@ -28,11 +28,24 @@ class Argon2Hasher:
             return await asyncio.to_thread(self._verify, password_hash, password)
 
     def needs_rehash(self, password_hash: str) -> bool:
-        """Made with other parameters (ARGON2_* raised since): rehash at the next sign-in."""
+        """Made weaker than the current settings (ARGON2_* raised since, or another argon2
+        variant): rehash at the next sign-in. Never to weaken one: lowering the settings
+        keeps the stored hashes, and two gateways whose settings differ during a rollout
+        do not rewrite each other's hashes at every sign-in."""
         try:
-            return self._hasher.check_needs_rehash(password_hash)
+            stored = extract_parameters(password_hash)
         except InvalidHashError:
             return False
+        current = self._hasher
+        if stored.type != current.type:
+            return True
+        costs = (
+            (stored.time_cost, current.time_cost),
+            (stored.memory_cost, current.memory_cost),
+        )
+        weaker = any(had < wanted for had, wanted in costs)
+        stronger = any(had > wanted for had, wanted in costs)
+        return weaker and not stronger
 
     def _verify(self, password_hash: str, password: str) -> bool:
         try:

@@ -340,7 +340,9 @@ class Hub:
         try:
             yield seen
         finally:
-            self._recorders.remove(seen)
+            # By identity: two streams listing at once record equal dicts, and remove()
+            # (by equality) took the other one's out.
+            self._recorders = [r for r in self._recorders if r is not seen]
 
     def unregister(self, session: Session) -> None:
         _discard(self._by_uid, session.uid, session)

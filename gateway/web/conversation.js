@@ -70,6 +70,7 @@ export class Conversation {
     try {
       page = await api.messages(this.cid, { limit: PAGE });
     } catch (e) {
+      if (e.code === "session") return; // signed out: this conversation is gone
       this.problem = `Could not read this chat: ${explain(e)}`;
       this.render();
       return;
@@ -129,6 +130,7 @@ export class Conversation {
       this.render();
       this.scroller.scrollTop += this.scroller.scrollHeight - height; // keep what was in view
     } catch (e) {
+      if (e.code === "session") return; // signed out: this conversation is gone
       this.olderProblem = `Could not read older messages: ${explain(e)} Scroll up to try again.`;
       this.render();
     } finally {
@@ -175,6 +177,7 @@ export class Conversation {
       if (p) Object.assign(p, { state: "sent", id: message.id });
       if ([...this.bySeq.values()].some((m) => m.id === message.id)) this.pending.delete(key);
     } catch (e) {
+      if (e.code === "session") return; // signed out: this conversation is gone
       const p = this.pending.get(key);
       if (p) Object.assign(p, { state: "failed", why: explain(e) });
       for (const m of this.bySeq.values()) this.settle(m); // it may have come in already

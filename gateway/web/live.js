@@ -24,19 +24,21 @@ export class Live {
     this.timer = null;
     this.steady = null;
     // A dead network can leave a socket open for minutes: the browser knows sooner.
-    window.addEventListener("offline", () => this.interrupted());
-    window.addEventListener("online", () => this.resume());
+    this.listeners = [
+      [window, "offline", () => this.interrupted()],
+      [window, "online", () => this.resume()],
+      // Browsers throttle a hidden page's timers: its late ticks prove no sleep.
+      [document, "visibilitychange", () => (this.lastTick = Date.now())],
+    ];
+    for (const [target, type, handler] of this.listeners) target.addEventListener(type, handler);
     // So can a sleep: the server gave up on the socket, the browser will not know for
     // minutes, and nothing arrives meanwhile. A visible page whose timer fires far too
-    // late starts over (the hello's `since` makes that lossless). Hidden pages' timers
-    // are throttled, so they are judged when they are shown again.
+    // late starts over (the hello's `since` makes that lossless).
     this.lastTick = Date.now();
-    setInterval(() => {
+    this.ticker = setInterval(() => {
       const now = Date.now();
-      if (document.visibilityState === "visible") {
-        if (now - this.lastTick > SLEPT) this.restart();
-        this.lastTick = now;
-      }
+      if (document.visibilityState === "visible" && now - this.lastTick > SLEPT) this.restart();
+      this.lastTick = now;
     }, TICK);
   }
 
@@ -70,6 +72,9 @@ export class Live {
   stop() {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.steady);
+    clearInterval(this.ticker); // a stopped Live holds nothing: a new one replaces it
+    for (const [target, type, handler] of this.listeners) target.removeEventListener(type, handler);
     if (this.socket) this.socket.close(1000);
     this.socket = null;
   }

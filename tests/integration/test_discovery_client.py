@@ -338,7 +338,7 @@ async def test_a_connect_that_hangs_is_a_connection_never_made(
         await registrar.start()
         fleet.registrars.append(registrar)
         await fleet.ready(2)
-        client = fleet.client(connect_timeout=0.3, request_timeout=5.0)
+        client = fleet.client(request_timeout=0.5)  # no connect bound of its own
         await client.start()
         for _ in range(2):  # round robin: one of them picks the hole first
             resp = await client.request("POST", "/chats", json={"users": [1, 2]}, idempotent=False)
@@ -348,3 +348,19 @@ async def test_a_connect_that_hangs_is_a_connection_never_made(
     finally:
         for s in (hole, *fillers):
             s.close()
+
+
+async def test_a_hung_instance_is_ejected_even_when_its_try_has_the_whole_deadline(
+    fleet_of: Callable[[int], Awaitable[Fleet]],
+) -> None:
+    """With request_timeout >= deadline every first try is shorter than request_timeout:
+    it is still the instance's failure (only a try that earlier ones cut short is not)."""
+    fleet = await fleet_of(1)
+    (hung,) = fleet.servers
+    hung.state.delay = 30.0
+    client = fleet.client(request_timeout=0.6, deadline=0.6)
+    await client.start()
+    with pytest.raises(NoInstanceAvailable):
+        await client.request("GET", "/chats")
+    (stats,) = client.stats()
+    assert (stats.failures, stats.ejections) == (1, 1)

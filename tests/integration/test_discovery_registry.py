@@ -271,7 +271,11 @@ async def test_a_twin_starting_while_the_first_probe_runs_is_refused(
     starting = asyncio.create_task(first.start())
     second = Registrar(infra.consul_url, reg, SwitchableProbe(), ttl=2.0, interval=0.3)
     try:
-        await eventually(lambda: check_of(agent, reg.instance_id), what="the first registered")
+        await eventually(
+            lambda: check_of(agent, reg.instance_id),
+            lambda check: bool(check and check.get("Output")),
+            what="the first registered and claimed",
+        )
         with pytest.raises(DuplicateInstance, match="SERVICE_ID"):
             await second.start()
         gate.set()

@@ -287,6 +287,10 @@ async def test_a_sign_in_rehashes_a_password_made_with_weaker_settings(
     assert not strong.needs_rehash(stored.password_hash)
     assert (await auth.sign_in(credentials, "127.0.0.1")).user_id == made.id  # the new hash works
     assert await store.replace_password_hash(made.id, made.password_hash, "stale") is False
+    # Lower settings (or another gateway's, mid-rollout) never weaken a stored hash.
+    assert not weak.needs_rehash((await store.by_id(made.id)).password_hash)  # type: ignore[union-attr]
+    mixed = Argon2Hasher(time_cost=3, memory_kib=1024, parallelism=1)  # longer, less memory
+    assert not mixed.needs_rehash(stored.password_hash)
 
 
 def _rename(infra: LocalSettings, database: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -266,3 +266,8 @@ def test_the_schema_command_checks_without_writing() -> None:
     assert main(["--check"]) == 0  # the published files are current
     with pytest.raises(SystemExit):
         main(["--help"])  # used to rewrite both files whatever its arguments
+
+
+def test_a_record_nested_deeper_than_python_recurses_is_no_event() -> None:
+    with pytest.raises(ValueError, match="nested too deep"):
+        decode_event(b"[" * 1000 + b"]" * 1000)

@@ -539,3 +539,18 @@ async def test_queue_bytes_are_bytes_of_utf_8_not_characters() -> None:
     emoji = _message(CID, 1).model_copy(update={"text": "\U0001f600" * 1000})  # 4,000 bytes
     hub.publish(MessageCreated(cid=CID, seq=1, message=emoji))
     assert socket.closed is not None and socket.closed[0] is CloseCode.TOO_SLOW
+
+
+def test_overlapping_recordings_each_keep_their_own_to_the_end() -> None:
+    """Two streams listing their chats at once: the first to finish took the other's
+    record out (they are equal dicts), which then missed what came next and raised."""
+    hub, history = Hub(), FakeHistory()
+    events = history.add(CID, 3)
+    with hub.recording() as first:
+        with hub.recording() as second:
+            hub.publish(events[0])
+            hub.publish(events[1])
+        hub.publish(events[2])
+    assert first == {CID: 3} and second == {CID: 2}
+    hub.publish(history.add(CID, 1)[0])  # nobody records any more
+    assert hub._recorders == []
