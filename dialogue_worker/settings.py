@@ -102,7 +102,9 @@ class WorkerSettings(BaseSettings):
         default=5.0, ge=0, description="seconds a chat's members are trusted for membership checks"
     )
     retry_backoff_max: float = Field(
-        default=5.0, gt=0, description="longest pause between two retries of a failed write"
+        default=5.0,
+        ge=0.1,  # the first pause is 0.1 s: a smaller ceiling made every write step fail
+        description="longest pause between two retries of a failed write (>= 0.1)",
     )
     shutdown_grace: float = Field(
         default=10.0, ge=0, description="seconds SIGTERM waits for the batch in hand to be written"

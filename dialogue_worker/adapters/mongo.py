@@ -53,7 +53,9 @@ NAMESPACE_EXISTS = 48
 #: Server error codes that mean "not now" rather than "not this": shutting down, not
 #: (or no longer) primary, time limits, write conflicts, network trouble behind a mongos.
 TRANSIENT_CODES = frozenset(
-    {6, 7, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
+    # 133 FailedToSatisfyReadPreference and 202 NetworkInterfaceExceededTimeLimit: what a
+    # mongos answers while a shard has no primary (compose's two-member shards).
+    {6, 7, 50, 89, 91, 112, 133, 189, 202, 262, 9001, 10107, 11600, 11602, 13435, 13436}
 )
 #: PostgreSQL's serialization failure, raised by the version guard under FerretDB.
 STALE_WRITE = "SQLSTATE 40001"

@@ -37,7 +37,7 @@ FORWARDED_FROM = "x-forwarded-from"
 #: The largest record the outbox sends (its producer's max_request_size, aiokafka's default).
 MAX_RECORD = 1_048_576
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, bytes | None]]
 #: topic, value, key, headers, partition (None: the producer's keyed partitioner).
 Outgoing = tuple[str, bytes | None, bytes | None, Headers, int | None]
 
@@ -71,7 +71,7 @@ def fitted(
 def dead_letter_copy(rejected: Rejected) -> tuple[bytes | None, bytes | None, Headers]:
     """The dead letter's key, value and headers (the source's, then the x-dlq-* ones)."""
     record = rejected.record
-    added = [
+    added: Headers = [
         (REASON, rejected.reason.encode()),
         (KIND, rejected.kind.value.encode()),
         (SOURCE_TOPIC, record.topic.encode()),

@@ -19,7 +19,7 @@ class InboundRecord:
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
+    headers: tuple[tuple[str, bytes | None], ...] = ()  # a null value stays null
 
     @property
     def position(self) -> str:

@@ -39,7 +39,9 @@ def inbound(event: Any) -> InboundRecord:
         offset=message.offset,
         key=message.key,
         value=message.value,
-        headers=tuple((str(k), bytes(v or b"")) for k, v in headers),
+        # A null header value (Kafka allows one) stays null in a dead letter or a
+        # forwarded copy: they are the record as it was, to replay as is.
+        headers=tuple((str(k), None if v is None else bytes(v)) for k, v in headers),
     )
 
 

@@ -56,7 +56,12 @@ from dialogue_worker.domain.sequencing import (
     same_content,
     text_digest,
 )
-from dialogue_worker.errors import OutboxUnavailable, StorageUnavailable, WorkerError
+from dialogue_worker.errors import (
+    OutboxUnavailable,
+    StorageUnavailable,
+    StoreRefused,
+    WorkerError,
+)
 from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.chat_book import ChatBook
 from dialogue_worker.services.health import WorkerHealth
@@ -244,7 +249,10 @@ class BatchPersister:
         batch = check_storable(decode_all(records), self._store.unstorable)
         if self._partition_of is not None:
             batch = check_partition(batch, self._partition_of)
-        return await self._retry("membership", lambda: self._with_members(batch))
+        # A chat read by its validated id is about no record: a refusal there is the
+        # store's state (PostgreSQL gone behind FerretDB), waited out like an outage. It
+        # used to escape the agent, which faust restarted, dropping two batches each time.
+        return await self._retry("membership", lambda: self._with_members(batch), refusals_too=True)
 
     async def persist(
         self, records: Sequence[InboundRecord], sorted_batch: Sorted | None = None
@@ -528,8 +536,16 @@ class BatchPersister:
                 extra={**_where(item.record), "reason": item.kind.value},
             )
 
-    async def _retry(self, step: str, attempt: Callable[[], Awaitable[R]]) -> R:
-        """`attempt` until it succeeds; retryable WorkerErrors are reported and waited out."""
+    async def _retry(
+        self, step: str, attempt: Callable[[], Awaitable[R]], refusals_too: bool = False
+    ) -> R:
+        """`attempt` until it succeeds; retryable WorkerErrors (and StoreRefused, with
+        `refusals_too`) are reported and waited out."""
+
+        def retryable(exc: Exception) -> bool:
+            if refusals_too and isinstance(exc, StoreRefused):
+                return True
+            return isinstance(exc, WorkerError) and exc.retryable
 
         def report(exc: Exception, delay: float) -> None:
             reads_fail = not isinstance(exc, OutboxUnavailable)  # Kafka: reads still work
@@ -539,7 +555,7 @@ class BatchPersister:
 
         return await retry(
             attempt,
-            retry_on=lambda exc: isinstance(exc, WorkerError) and exc.retryable,
+            retry_on=retryable,
             backoff=self._backoff(),  # a fresh sequence for each failing step
             on_failure=report,
             sleep=self._sleep,

@@ -182,6 +182,37 @@ async def test_a_header_key_that_is_not_utf8_stops_nothing(
     assert worker.returncode is None  # still running
 
 
+async def test_a_dead_letter_keeps_a_null_header_value_null(
+    worker: WorkerProcess, infra: LocalSettings
+) -> None:
+    """Kafka allows a header without a value; the dead letter is the record as it came,
+    to replay as is, and used to carry an empty value instead."""
+    cid = await create_chat(worker, [1, 2])
+    invalid = orjson.dumps(record(cid, 1, "refused").model_dump() | {"uid": "x"})
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all")
+    consumer = AIOKafkaConsumer(
+        worker.dlq_topic, bootstrap_servers=infra.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await producer.start()
+    await consumer.start()
+    try:
+        headers = [("trace", None), ("empty", b"")]
+        await producer.send_and_wait(worker.topic, invalid, key=cid.encode(), headers=headers)
+        dead: list[Any] = []
+
+        async def read_dead() -> int:  # the module's earlier tests dead-lettered too
+            for msgs in (await consumer.getmany(timeout_ms=1000)).values():
+                dead.extend(m for m in msgs if m.value == invalid)
+            return len(dead)
+
+        await eventually(read_dead, lambda n: n >= 1, every=0, what="the dead letter")
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    own = [h for h in dead[0].headers if not h[0].startswith("x-dlq-")]
+    assert own == [("trace", None), ("empty", b"")]
+
+
 async def test_a_record_at_the_broker_limit_is_dead_lettered_cut_and_the_next_one_stored(
     worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
 ) -> None:

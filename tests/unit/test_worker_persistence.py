@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
 
 import orjson
 import pytest
@@ -900,3 +901,29 @@ async def test_a_message_stored_above_a_hole_is_counted_when_the_hole_is_filled(
     assert (chat.last_seq, chat.last_message and chat.last_message.text) == (4, "m3")
     assert w.store.messages[(CID, 4)].at == w.store.messages[(CID, 3)].at == chat.last_at
     assert [s for _, s, _ in again.events()] == [3, 4]
+
+
+async def test_a_store_refusing_the_membership_read_is_waited_out_not_raised() -> None:
+    """PostgreSQL gone behind FerretDB: reading a chat by its id is refused (no transient
+    code). That escaped `sort` and crashed the agent, which faust restarted, dropping the
+    batch in hand and the one being written; it is now retried like an outage."""
+    w = World()
+    real = w.store.chats_for_writing
+    refusals = [StoreRefused("backend: connection refused")] * 2
+
+    async def refusing(cids: Collection[str]) -> Any:
+        if refusals:
+            raise refusals.pop()
+        return await real(cids)
+
+    w.store.chats_for_writing = refusing  # type: ignore[method-assign]
+    seen = []
+
+    async def watching(delay: float) -> None:
+        seen.append((await w.health.check()).status)
+        await Sleeps.__call__(w.sleeps, delay)
+
+    w.persister._sleep = watching
+    outcome = await w.persister.persist([rec(0), rec(1)])
+    assert (outcome.stored, outcome.dead_lettered) == (2, 0) and w.outbox.dead == []
+    assert seen == [Status.CRITICAL, Status.CRITICAL]

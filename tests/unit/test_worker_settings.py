@@ -19,3 +19,10 @@ def test_a_worker_on_the_public_local_token_binds_to_loopback_only(host: str) ->
 @pytest.mark.parametrize("level", ["info", "Warning", "DEBUG"])
 def test_a_worker_log_level_is_taken_in_any_case(level: str) -> None:
     assert WorkerSettings(dialogue_env="local", log_level=level).log_level == level.upper()
+
+
+def test_a_retry_ceiling_below_the_first_pause_is_refused_at_start() -> None:
+    """0.05 passed validation, then every write step failed building its backoff."""
+    with pytest.raises(ValueError, match="retry_backoff_max"):
+        WorkerSettings(dialogue_env="local", retry_backoff_max=0.05)
+    assert WorkerSettings(dialogue_env="local", retry_backoff_max=0.1).retry_backoff_max == 0.1
