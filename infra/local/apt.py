@@ -23,6 +23,9 @@ def apt_install(service: str, package: str, progress: Progress) -> None:
     with _APT:
         progress.step(service, f"installing {package} (apt-get)")
         for args in (
+            # Finish what an interrupted dpkg left half-configured (a killed earlier run),
+            # or every install fails at once until someone runs it by hand.
+            ["dpkg", "--configure", "-a"],
             ["apt-get", "update", "-qq"],
             # Wait for a dpkg lock held by another apt run instead of failing at once.
             ["apt-get", "install", "-y", "-qq", "-o", "DPkg::Lock::Timeout=300", package],

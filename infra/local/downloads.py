@@ -32,7 +32,10 @@ def run_fetching(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `args`, at most `timeout` seconds a try, tried ATTEMPTS times; its result."""
+    """Run `args`, at most `timeout` seconds a try, tried ATTEMPTS times; its result.
+
+    A try that ran out of time is not made again: a stalled proxy or a cold build that
+    long would cost the same again (twice 30 min for Consul's build, most of CI's 90)."""
     failure = ""
     for attempt in range(1, ATTEMPTS + 1):
         # Its own process group: on a timeout the whole tree goes (dpkg under apt-get,
@@ -52,7 +55,10 @@ def run_fetching(
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.communicate()
-                failure = f"no result within {timeout:g} s"
+                raise ServiceError(
+                    f"{what}: {' '.join(args)} gave no result within {timeout:g} s "
+                    f"(try {attempt}; not tried again)"
+                ) from None
             else:
                 if proc.returncode == 0:
                     return subprocess.CompletedProcess(proc.args, 0, stdout, stderr)

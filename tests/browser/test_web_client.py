@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -39,6 +40,10 @@ def chromium() -> str:
         apt_install("browser tests", "chromium", PrintProgress())
     path = shutil.which("chromium")
     assert path is not None
+    # Debian's build is not pinned, Playwright is: its version is the first thing to
+    # compare when the browser tests break on a fresh machine.
+    version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
+    print(f"browser tests drive {version.stdout.strip() or path}")
     return path
 
 
