@@ -659,7 +659,7 @@ def _errors(route: Route) -> dict[str, Any]:
             "description": "; ".join(f"{route.error_text(code)} ({code.value})" for code in codes),
             "content": {"application/json": {"schema": schema}},
         }
-        if status == ErrorCode.TOO_MANY_ATTEMPTS.status:
+        if status in (ErrorCode.TOO_MANY_ATTEMPTS.status, 503):  # 503: the middleware's "2"
             response["headers"] = {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}}
         out[str(status)] = response
     return out

@@ -50,6 +50,12 @@ async def metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
+#: Seconds a 503 (no worker 5030, Kafka 5031, MySQL 5032) asks a client to wait: about a
+#: worker's readmission probe or a broker's leader election, and short enough that a
+#: client that honours it is not kept waiting much past the recovery.
+UNAVAILABLE_RETRY_AFTER = "2"
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure leaves as a JSON error body; nothing unexpected leaks a 500 page."""
@@ -59,7 +65,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.code.status >= 500:
             log.warning("%s %s failed: %s", request.method, clip(request.path), clip(str(exc)))
         request.app[METRICS].errors.labels(exc.code.value).inc()
-        response = error_response(exc.code, exc.message, exc.headers)
+        headers = exc.headers
+        if exc.code.status == 503 and "Retry-After" not in headers:
+            headers = {**headers, "Retry-After": UNAVAILABLE_RETRY_AFTER}
+        response = error_response(exc.code, exc.message, headers)
         if exc.code is ErrorCode.REQUEST_TIMEOUT:
             response.force_close()  # the rest of the body is not worth waiting for
         return response

@@ -60,8 +60,8 @@ class MessageService:
 
     async def post(self, caller: Principal, cid: str, text: str, key: str | None) -> Message:
         """The message, once Kafka has acknowledged its record (5031 if it cannot)."""
-        await self._membership.require(caller.user_id, cid)
         if key is None:
+            await self._membership.require(caller.user_id, cid)
             return await self._send(self._new_message(caller, cid, text))
         async with self._key_locks.hold((caller.user_id, key)):
             return await self._post_once(caller, cid, text, key)
@@ -79,7 +79,11 @@ class MessageService:
                 id=earlier.message_id, cid=cid, uid=uid, createdAt=earlier.created_at, text=text
             )
             if earlier.acked:
+                # Answered from here, before any worker is asked: the entry was made only
+                # after membership passed, and members are never removed. A retry whose
+                # first answer was lost used to get 5030 while no worker answered.
                 return message
+        await self._membership.require(uid, cid)
         attempt = Attempt(message.id, message.createdAt, digest, acked=False)
         self._idempotency.record(uid, key, attempt, self._clock())
         await self._send(message)

@@ -16,7 +16,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from contracts.errors import ErrorCode
 from gateway.app import create_app
+from gateway.errors import GatewayError
 from gateway.settings import GatewaySettings
 from tests.support.gateway_fakes import World
 from tests.support.usernames import ISSUE_VARIANTS, variants
@@ -336,3 +338,25 @@ async def test_any_bytes_as_a_bearer_token_are_a_4011_answer(token: bytes) -> No
             status, body = await _raw_get(client, path, token)
             assert status == 401, (path, body)
             assert json.loads(body)["code"] == "4011"
+
+
+async def test_a_post_already_acknowledged_is_answered_again_while_no_worker_answers() -> None:
+    """Its first answer was lost; the retry with the same key used to check membership
+    first and get 5030 from workers that were away, though the gateway had the answer."""
+    world = World()
+    async with _client(world, membership_cache_ttl=0) as client:
+        auth_a, _, cid = await _two_users_and_a_chat(client)
+        url, body = f"/v1/chats/{cid}/messages", {"txt": "sent once"}
+        keyed = {**auth_a, "Idempotency-Key": "k-1"}
+        first = await client.post(url, json=body, headers=keyed)
+        assert first.status == 202
+
+        async def away(uid: int, cid: str) -> Any:  # as the real adapter answers then
+            raise GatewayError(ErrorCode.NO_WORKER, "no dialogue worker available")
+
+        world.workers.chat = away  # type: ignore[method-assign]
+        again = await client.post(url, json=body, headers=keyed)
+        assert again.status == 202 and (await again.json()) == (await first.json())
+        assert len(world.bus.records) == 1
+        unkeyed = await client.post(url, json=body, headers=auth_a)  # needs a worker
+        assert await _code(unkeyed) == "5030" and unkeyed.headers["Retry-After"] == "2"
