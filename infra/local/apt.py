@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -22,10 +23,12 @@ def apt_install(service: str, package: str, progress: Progress) -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     with _APT:
         progress.step(service, f"installing {package} (apt-get)")
+        # Finish what an interrupted dpkg left half-configured (a killed earlier run), or
+        # every install fails at once until someone runs it by hand. Not fatal: dpkg
+        # cannot wait for its lock (apt-daily may hold it), and the install below can.
+        with contextlib.suppress(ServiceError):
+            run_fetching(["dpkg", "--configure", "-a"], what=service, timeout=APT_TIMEOUT)
         for args in (
-            # Finish what an interrupted dpkg left half-configured (a killed earlier run),
-            # or every install fails at once until someone runs it by hand.
-            ["dpkg", "--configure", "-a"],
             ["apt-get", "update", "-qq"],
             # Wait for a dpkg lock held by another apt run instead of failing at once.
             ["apt-get", "install", "-y", "-qq", "-o", "DPkg::Lock::Timeout=300", package],

@@ -1,8 +1,10 @@
-"""Commands that reach a registry (apt, the Go proxy, Maven Central): bounded and tried twice.
+"""Commands that reach a registry (apt, the Go proxy, Maven Central): bounded, and tried
+twice when they fail.
 
 A stalled mirror or proxy would otherwise hold `make infra-up` (and CI) until its own
 time limit, and one dropped connection would fail the whole start. Each command gets a
-time limit of its own and one more try after a short pause; the second failure is a
+time limit of its own; a command that fails gets one more try after a short pause, one
+that ran out of time does not (it would cost as much again). The last failure is a
 ServiceError that names the command and ends with its output.
 """
 

@@ -4,6 +4,8 @@ and hold its partition."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,6 +18,7 @@ from dialogue_worker.adapters.outbox import (
     record_size,
 )
 from dialogue_worker.domain.records import REASON_MAX, InboundRecord, Rejected, RejectKind
+from dialogue_worker.entrypoints.agent import inbound
 from tests.support.hostile import BROKER_LIMIT
 
 
@@ -89,3 +92,14 @@ def test_a_forward_drops_the_source_headers_that_would_not_fit_but_keeps_the_val
     assert (out_key, out_value) == (key, value)
     assert out_headers == [("x-forwarded-from", b"t/0/1")]
     assert record_size(key, out_value, out_headers) <= MAX_RECORD
+
+
+def test_a_header_without_a_value_stays_without_one_from_kafka_to_the_dead_letter() -> None:
+    """`inbound` made it b"", so the dead letter was not the record as it came."""
+    message = SimpleNamespace(
+        topic="t", partition=0, offset=5, key=b"k", value=b"{", headers=[("trace", None)]
+    )
+    source = inbound(SimpleNamespace(message=message))
+    assert source.headers == (("trace", None),)
+    _, _, headers = dead_letter_copy(Rejected(source, RejectKind.INVALID, "not JSON"))
+    assert headers[0] == ("trace", None)
