@@ -15,7 +15,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from contracts.api import Chat, Message
-from contracts.records import UID_MAX, json_int
+from contracts.records import UID_MAX, integral
 
 EVENTS_TOPIC = "dialogue.events"
 #: Seqs are MongoDB int64s where they are stored.
@@ -101,13 +101,9 @@ def decode_event(value: bytes) -> MessageCreated | ChatCreated | MembersAdded | 
 
 
 def _integral(value: object) -> object:
-    """`value` with every number that JSON Schema's "integer" takes made an int, by the
-    records' rule (`json_int`): no event field is a float."""
-    if type(value) is float:
-        whole = json_int(value)
-        return value if whole is None else whole
+    """`value` with `integral` applied to every number in it: no event field is a float."""
     if isinstance(value, dict):
         return {k: _integral(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_integral(v) for v in value]
-    return value
+    return integral(value)

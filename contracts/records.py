@@ -54,9 +54,9 @@ def json_int(value: object) -> int | None:
     return None
 
 
-def _integral(value: object) -> object:
-    """A record's integer as JSON Schema reads it: `7.0` is 7 (a Python producer's
-    json.dumps(7.0) writes that); anything else is left for the strict check."""
+def integral(value: object) -> object:
+    """An integer as JSON Schema reads it: `7.0` is 7 (a Python producer's json.dumps(7.0)
+    writes that); anything else is left for the strict check."""
     whole = json_int(value)
     return value if whole is None else whole
 
@@ -81,7 +81,7 @@ class MessageRecord(BaseModel):
     uid: Annotated[
         StrictInt,
         Field(ge=1, le=UID_MAX, description="author's user id"),
-        BeforeValidator(_integral),
+        BeforeValidator(integral),
     ]
     text: Annotated[
         str,
