@@ -14,7 +14,6 @@ from contracts.events import EVENTS_TOPIC
 from contracts.records import TOPIC
 from platform_common.local import (
     LOCAL_ENTRYPOINT_TOKEN,
-    LOCAL_SECRETS,
     refuse_public_bind,
     secret_problem,
 )
@@ -127,7 +126,7 @@ class WorkerSettings(BaseSettings):
     def _no_default_secret_outside_local(self) -> Self:
         token = self.entrypoint_token.get_secret_value()
         if self.dialogue_env != "local":
-            problem = secret_problem("ENTRYPOINT_TOKEN", token, LOCAL_SECRETS)
+            problem = secret_problem("ENTRYPOINT_TOKEN", token)
             if problem:
                 raise ValueError(
                     f"{problem}: refusing DIALOGUE_ENV={self.dialogue_env!r} (the default "

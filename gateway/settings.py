@@ -250,23 +250,22 @@ class GatewaySettings(BaseSettings):
                 refuse_public_bind("GATEWAY_HOST", self.gateway_host)
             return self
         problems = []
-        for name in ("jwt_secret", "entrypoint_token"):
+        # ADMIN_TOKEN is optional (unset, the admin view is off); set, it is held to the
+        # same rules as the others.
+        for name, required in (
+            ("jwt_secret", True),
+            ("entrypoint_token", True),
+            ("admin_token", False),
+        ):
             value: SecretStr | None = getattr(self, name)
-            problem = secret_problem(
-                name.upper(), value.get_secret_value() if value else "", LOCAL_SECRETS
-            )
-            if problem:
+            raw = value.get_secret_value() if value else ""
+            if (raw or required) and (problem := secret_problem(name.upper(), raw)):
                 problems.append(problem)
         mysql = self.mysql_password.get_secret_value() if self.mysql_password else ""
         if not mysql:
             problems.append("MYSQL_PASSWORD is not set")
         elif mysql == LOCAL_MYSQL_PASSWORD:
             problems.append("MYSQL_PASSWORD is the local development default")
-        admin = self.admin_token.get_secret_value() if self.admin_token else ""
-        if admin:  # optional: unset, the admin view is off
-            problem = secret_problem("ADMIN_TOKEN", admin, LOCAL_SECRETS)
-            if problem:
-                problems.append(problem)
         if problems:
             raise SettingsError(
                 f"refusing to start with DIALOGUE_ENV={self.dialogue_env}: "

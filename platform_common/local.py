@@ -16,11 +16,11 @@ LOCAL_SECRETS = frozenset({LOCAL_JWT_SECRET, LOCAL_ENTRYPOINT_TOKEN, LOCAL_ADMIN
 MIN_SECRET_BYTES = 32
 
 
-def secret_problem(name: str, value: str, local_defaults: frozenset[str]) -> str | None:
+def secret_problem(name: str, value: str) -> str | None:
     """Why `value` cannot be the secret `name` outside local mode, or None."""
     if not value:
         return f"{name} is not set"
-    if value in local_defaults:
+    if value in LOCAL_SECRETS:
         return f"{name} is a local development default"
     if len(value.encode()) < MIN_SECRET_BYTES:
         return f"{name} is shorter than {MIN_SECRET_BYTES} bytes"
