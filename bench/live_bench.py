@@ -444,7 +444,4 @@ if __name__ == "__main__":
     parser.add_argument(
         "--drain", type=number(float, 0), default=15, help="seconds to wait for stragglers"
     )
-    parsed = parser.parse_args()
-    if parsed.sockets < 2 or parsed.idle < 0 or parsed.rate <= 0 or parsed.seconds <= 0:
-        parser.error("needs --sockets >= 2, --idle >= 0, --rate > 0, --seconds > 0")
-    asyncio.run(main(parsed))
+    asyncio.run(main(parser.parse_args()))
