@@ -161,11 +161,8 @@ class DevPlatform:
                 "the extra ones serve reads but consume nothing",
             )
         keep, removed, added = plan_workers(state.workers, wanted)
-        if added and self.settings.worker_port(max(added)) > 65535:
-            raise DevError(
-                f"worker {max(added)} would listen on port {self.settings.worker_port(max(added))}"
-                ": lower DEV_WORKER_BASE_PORT"
-            )
+        if added and (problem := self.settings.worker_port_problem(max(added))):
+            raise DevError(problem)
         stopped = self._stop_workers(removed)
         state.workers = sorted(keep + added)
         state.save(self.run_dir)

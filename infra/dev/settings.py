@@ -84,11 +84,13 @@ class DevSettings:
         """Why `make dev` cannot run `workers` workers here, or None."""
         if not minimum <= workers <= MAX_WORKERS:
             return f"the worker count must be {minimum} .. {MAX_WORKERS}; got {workers}"
-        if self.worker_port(workers) > 65535:
-            return (
-                f"worker {workers} would listen on port {self.worker_port(workers)}: "
-                "lower DEV_WORKER_BASE_PORT"
-            )
+        return self.worker_port_problem(workers)
+
+    def worker_port_problem(self, index: int) -> str | None:
+        """Why worker `index` cannot listen here (its port past 65535), or None."""
+        port = self.worker_port(index)
+        if port > 65535:
+            return f"worker {index} would listen on port {port}: lower DEV_WORKER_BASE_PORT"
         return None
 
     @classmethod
