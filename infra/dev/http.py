@@ -8,9 +8,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-#: No proxy, whatever http_proxy says: every call goes to a local process (and urllib
-#: would send even 127.0.0.1 through the proxy when no_proxy does not name it).
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+from infra.local.service import LOCAL_HTTP
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,7 @@ def call(
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
+        with LOCAL_HTTP.open(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()

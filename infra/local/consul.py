@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 from pathlib import Path
 
 from infra.local.gobuild import go_build, module_licenses, wrapper_module
-from infra.local.service import Progress, Service, ServiceError
-
-#: No proxy: the agent is local, and urllib sends even 127.0.0.1 through http_proxy
-#: unless no_proxy names it.
-_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+from infra.local.service import LOCAL_HTTP, Progress, Service, ServiceError
 
 PACKAGE = "github.com/hashicorp/consul"
 
@@ -81,7 +76,7 @@ class Consul(Service):
         ]
 
     def probe(self) -> None:
-        with _LOCAL.open(f"{self.settings.consul_url}/v1/status/leader", timeout=2) as r:
+        with LOCAL_HTTP.open(f"{self.settings.consul_url}/v1/status/leader", timeout=2) as r:
             leader = json.loads(r.read())
         if not leader:
             raise ServiceError("consul has no leader yet")

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import abc
 import signal
+import urllib.request
 from pathlib import Path
 
 from infra.local.settings import LocalSettings
+
+#: For HTTP calls to local processes (probes, make dev's calls): no proxy, whatever
+#: http_proxy says, since urllib sends even 127.0.0.1 through it unless no_proxy names it.
+LOCAL_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class ServiceError(RuntimeError):
