@@ -157,11 +157,22 @@ def standalone_env(infra: LocalSettings, database: str, service: str) -> dict[st
     }
 
 
+async def mysql_connect(infra: LocalSettings, database: str | None = None) -> aiomysql.Connection:
+    """One connection of the project user to the local MariaDB (to `database`, if given),
+    each statement committed as it runs."""
+    return await aiomysql.connect(
+        host=infra.host,
+        port=infra.mysql_port,
+        user=infra.mysql_user,
+        password=infra.mysql_password,
+        db=database,
+        autocommit=True,
+    )
+
+
 async def mysql_execute(infra: LocalSettings, sql: str) -> None:
     """Run one statement as the project user, outside any database (CREATE/DROP DATABASE)."""
-    conn = await aiomysql.connect(
-        host=infra.host, port=infra.mysql_port, user=infra.mysql_user, password=infra.mysql_password
-    )
+    conn = await mysql_connect(infra)
     try:
         async with conn.cursor() as cur:
             await cur.execute(sql)

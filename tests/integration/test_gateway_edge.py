@@ -9,13 +9,12 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
-import aiomysql
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from infra.local import LocalSettings
-from infra.processes.gateway import GatewayProcess, mysql_execute, standalone_env
+from infra.processes.gateway import GatewayProcess, mysql_connect, mysql_execute, standalone_env
 from platform_common.local import LOCAL_ADMIN_TOKEN
 from tests.support.raw_http import RawResponse, exchange, parse, read_to_close
 from tests.support.usernames import ISSUE_VARIANTS, variants
@@ -103,13 +102,7 @@ async def test_the_issue_variants_collate_as_alice_and_none_of_them_signs_in(
     http: aiohttp.ClientSession,
     alice_locked_out: str,
 ) -> None:
-    conn = await aiomysql.connect(
-        host=infra.host,
-        port=infra.mysql_port,
-        user=infra.mysql_user,
-        password=infra.mysql_password,
-        db=database,
-    )
+    conn = await mysql_connect(infra, database)
     try:
         async with conn.cursor() as cur:
             for variant in ISSUE_VARIANTS:

@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiomysql
 import pytest
 
 from contracts.errors import ErrorCode
@@ -25,7 +24,7 @@ from gateway.domain.users import Credentials
 from gateway.errors import GatewayError
 from gateway.services.auth import AuthService
 from infra.local import LocalSettings
-from infra.processes.gateway import mysql_execute
+from infra.processes.gateway import mysql_connect, mysql_execute
 from tests.support.waiting import eventually
 
 
@@ -49,18 +48,6 @@ async def pool(infra: LocalSettings, database: str) -> AsyncIterator[Any]:
         connect_wait=5,
     ) as pool:
         yield pool
-
-
-async def _connect(infra: LocalSettings, database: str) -> Any:
-    """One plain connection to `database`, as a gateway's migration gets from its pool."""
-    return await aiomysql.connect(
-        host=infra.host,
-        port=infra.mysql_port,
-        user=infra.mysql_user,
-        password=infra.mysql_password,
-        db=database,
-        autocommit=True,
-    )
 
 
 async def test_migrations_are_recorded_and_idempotent(pool: Any) -> None:
@@ -96,7 +83,7 @@ async def test_concurrent_migrations_on_a_fresh_database(
     name = unique("gw_mig").replace("-", "_")
     await mysql_execute(infra, f"CREATE DATABASE `{name}`")
     try:
-        conns = [await _connect(infra, name) for _ in range(3)]
+        conns = [await mysql_connect(infra, name) for _ in range(3)]
         results = await asyncio.gather(*(migrate(c) for c in conns))
         for conn in conns:
             conn.close()
@@ -153,14 +140,7 @@ async def test_backfill_gives_a_shared_canonical_form_to_the_oldest_account(
 ) -> None:
     name = unique("gw_backfill").replace("-", "_")
     await mysql_execute(infra, f"CREATE DATABASE `{name}`")
-    conn = await aiomysql.connect(
-        host=infra.host,
-        port=infra.mysql_port,
-        user=infra.mysql_user,
-        password=infra.mysql_password,
-        db=name,
-        autocommit=True,
-    )
+    conn = await mysql_connect(infra, name)
     # Rows as migration 1 kept them: distinct for utf8mb4_unicode_ci, but the mathematical
     # bold "a" and the full-width "ALICE" have the canonical form "alice".
     old = ["alice", "bobby", "\U0001d41alice", "\uff21\uff2c\uff29\uff23\uff25x", "ali\u0441e"]
@@ -240,7 +220,7 @@ async def test_a_migration_waits_for_the_lock_as_long_as_it_is_held_in_its_datab
     conns = []
     try:
         for name in (names[0], names[0], names[1]):
-            conns.append(await _connect(infra, name))
+            conns.append(await mysql_connect(infra, name))
         holder, waiter, elsewhere = conns
         async with holder.cursor() as cur:  # another gateway, mid-migration
             await cur.execute("SELECT GET_LOCK(CONCAT(%s, MD5(DATABASE())), 0)", (LOCK_PREFIX,))

@@ -5,27 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import aiomysql
 import pymysql
 import pytest
 
 from infra.local import LocalSettings
 from infra.local.mariadb import MariaDB
-from infra.processes.gateway import mysql_execute
-
-
-async def _project(infra: LocalSettings) -> aiomysql.Connection:
-    return await aiomysql.connect(
-        host=infra.host,
-        port=infra.mysql_port,
-        user=infra.mysql_user,
-        password=infra.mysql_password,
-        autocommit=True,
-    )
+from infra.processes.gateway import mysql_connect, mysql_execute
 
 
 async def test_the_project_account_has_no_server_wide_rights(infra: LocalSettings) -> None:
-    conn = await _project(infra)
+    conn = await mysql_connect(infra)
     try:
         async with conn.cursor() as cur:
             await cur.execute("SHOW GRANTS")
