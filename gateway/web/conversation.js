@@ -64,6 +64,10 @@ export class Conversation {
     return this.node.isConnected;
   }
 
+  get newestSeq() {
+    return Math.max(0, ...this.bySeq.keys());
+  }
+
   async load() {
     this.problem = null;
     let page;
@@ -105,14 +109,12 @@ export class Conversation {
   // message goes, as the message itself now shows.
   settle(message) {
     if (message.uid !== store.me.userId || this.claimed.has(message.id)) return;
-    const same = [...this.pending.values()].filter((p) => p.text === message.text);
-    if (same.some((p) => p.state === "sending")) return; // it may be that one's
-    for (const [key, p] of this.pending) {
-      if (p.state === "failed" && p.text === message.text && message.seq > p.after) {
-        this.pending.delete(key);
-        this.claimed.add(message.id);
-        return;
-      }
+    const same = [...this.pending].filter(([, p]) => p.text === message.text);
+    if (same.some(([, p]) => p.state === "sending")) return; // it may be that one's
+    const failed = same.find(([, p]) => p.state === "failed" && message.seq > p.after);
+    if (failed) {
+      this.pending.delete(failed[0]);
+      this.claimed.add(message.id);
     }
   }
 
@@ -166,7 +168,7 @@ export class Conversation {
   }
 
   async send(key, text) {
-    const after = Math.max(0, ...this.bySeq.keys());
+    const after = this.newestSeq;
     this.pending.set(key, { text, state: "sending", id: null, after });
     this.render();
     this.toBottom();
@@ -187,7 +189,7 @@ export class Conversation {
 
   markRead() {
     if (!this.shown || document.visibilityState !== "visible" || !this.atBottom()) return;
-    const newest = Math.max(0, ...this.bySeq.keys());
+    const newest = this.newestSeq;
     if (newest <= this.readSent) return;
     this.readSent = newest;
     const chat = store.chats.get(this.cid);
