@@ -97,9 +97,9 @@ class Balancer:
         slot = self._slots.get(instance_id)
         if slot is None:
             return
-        if ejections is not None and ejections != slot.ejections:
-            if slot.ejected_until is not None:
-                return
+        stale = ejections is not None and ejections != slot.ejections
+        if stale and slot.ejected_until is not None:
+            return
         slot.strikes = 0
         slot.ejected_until = None
         slot.probing = False
