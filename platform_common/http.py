@@ -43,15 +43,21 @@ _HTTP_CODES = {
 }
 
 
+def http_error_code(status: int) -> ErrorCode:
+    """The platform code for an aiohttp HTTPException's status (>= 400)."""
+    code = _HTTP_CODES.get(status)
+    if code is None:
+        code = ErrorCode.MALFORMED if status < 500 else ErrorCode.INTERNAL
+    return code
+
+
 def http_error_response(
     exc: web.HTTPException, messages: Mapping[ErrorCode, str] | None = None
 ) -> web.Response:
     """The platform's error body for an aiohttp HTTPException (status >= 400): its code,
     else 4000 or 5000 by status; the message from `messages`, else aiohttp's reason; a
     405 keeps its Allow header."""
-    code = _HTTP_CODES.get(exc.status)
-    if code is None:
-        code = ErrorCode.MALFORMED if exc.status < 500 else ErrorCode.INTERNAL
+    code = http_error_code(exc.status)
     message = (messages or {}).get(code) or exc.reason
     headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
     return error_response(code, message, headers)

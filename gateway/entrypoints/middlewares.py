@@ -15,6 +15,7 @@ from gateway.errors import GatewayError
 from platform_common.http import (
     REQUEST_ID_HEADER,
     error_response,
+    http_error_code,
     http_error_response,
     request_scope,
 )
@@ -46,7 +47,8 @@ async def metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = resource.canonical if resource is not None else "unmatched"
     app_metrics = request.app[METRICS]
     app_metrics.requests.labels(route, request.method, str(response.status)).inc()
-    app_metrics.latency.labels(route).observe(time.perf_counter() - started)
+    if response.status != 101:  # a WebSocket's handler returns when the socket closes
+        app_metrics.latency.labels(route).observe(time.perf_counter() - started)
     return response
 
 
@@ -78,8 +80,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = http_error_response(exc, _HTTP_MESSAGES)
-        return response
+        request.app[METRICS].errors.labels(http_error_code(exc.status).value).inc()
+        return http_error_response(exc, _HTTP_MESSAGES)
     except ConnectionError as exc:  # the client went away mid-request: nobody to answer
         log.debug("client went away during %s %s: %s", request.method, clip(request.path), exc)
         return error_response(ErrorCode.MALFORMED, "client went away")

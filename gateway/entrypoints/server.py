@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +22,7 @@ from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from contracts.errors import ErrorCode
 from gateway.entrypoints.headers import secure
+from gateway.entrypoints.state import METRICS
 from platform_common.http import error_response
 from platform_common.logs import clip
 
@@ -76,11 +78,12 @@ class ConnectionCap:
 class GatewayRequestHandler(RequestHandler):
     """aiohttp's protocol with a connection cap and JSON error answers."""
 
-    __slots__ = ("_admitted", "_cap")
+    __slots__ = ("_admitted", "_cap", "_count_error")
 
     def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._cap = manager.cap
+        self._count_error = manager.count_error
         self._admitted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -125,8 +128,10 @@ class GatewayRequestHandler(RequestHandler):
             log.debug("client went away: %s", clip(str(exc)))
         elif code is ErrorCode.INTERNAL:
             log.error("error outside the app's handlers", exc_info=exc)
+            self._count_error(code)
         else:
             log.debug("refused a malformed request (%d): %s", status, clip(message or str(exc)))
+            self._count_error(code)
         response = error_response(code, _MESSAGES[code])
         secure(response)
         response.force_close()
@@ -136,8 +141,16 @@ class GatewayRequestHandler(RequestHandler):
 class GatewayServer(web.Server):
     """aiohttp's low-level server making `GatewayRequestHandler`s."""
 
-    def __init__(self, handler: Any, *, cap: ConnectionCap, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        cap: ConnectionCap,
+        count_error: Callable[[ErrorCode], None],
+        **kwargs: Any,
+    ) -> None:
         self.cap = cap
+        self.count_error = count_error
         server_only = ("request_factory", "handler_cancellation", "loop")
         self._handler_args = {k: v for k, v in kwargs.items() if k not in server_only}
         super().__init__(handler, **kwargs)
@@ -171,6 +184,10 @@ class GatewayRunner(web.AppRunner):
         super().__init__(app, shutdown_timeout=shutdown_timeout, **self._handler_kwargs)
         self.cap = ConnectionCap(max_connections)
 
+    def _count_error(self, code: ErrorCode) -> None:
+        """Count an error answer the server gave before the app saw the request."""
+        self.app[METRICS].errors.labels(code.value).inc()
+
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()  # runs the app's start-up, freezes it
         return GatewayServer(
@@ -178,5 +195,6 @@ class GatewayRunner(web.AppRunner):
             request_factory=plain.request_factory,
             handler_cancellation=plain.handler_cancellation,
             cap=self.cap,
+            count_error=self._count_error,
             **self._handler_kwargs,
         )

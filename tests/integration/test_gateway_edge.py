@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from infra.local import LocalSettings
 from infra.processes.gateway import GatewayProcess, mysql_connect, mysql_execute, standalone_env
@@ -313,6 +314,36 @@ async def test_metrics_need_the_admin_token(
         assert resp.status == 200 and "gateway_http_requests_total" in await resp.text()
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
         assert resp.headers["Cache-Control"] == "no-store"
+
+
+async def _error_counts(gateway: GatewayProcess, http: aiohttp.ClientSession) -> dict[str, float]:
+    headers = {"Authorization": f"Bearer {LOCAL_ADMIN_TOKEN}"}
+    async with http.get(f"{gateway.url}/metrics", headers=headers) as resp:
+        text = await resp.text()
+    return {
+        sample.labels["code"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "gateway_errors_total"
+    }
+
+
+async def test_every_error_answer_is_counted_by_its_code(
+    gateway: GatewayProcess, http: aiohttp.ClientSession
+) -> None:
+    before = await _error_counts(gateway, http)
+    answers = [
+        await exchange(gateway.port, b"GET /health HTTP/1.1\r\nHost: x\r\nX\x00: y\r\n\r\n"),
+        await exchange(gateway.port, b"GET /no-such-route HTTP/1.1\r\nHost: x\r\n\r\n"),
+        await exchange(gateway.port, b"DELETE /health HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ]
+    async with http.post(f"{gateway.url}/v1/auth/sign-in", data=b"x" * 100_000) as resp:
+        assert resp.status == 413
+    codes = [answer.json()["code"] if answer else None for answer in answers]
+    assert codes == ["4000", "4040", "4050"]
+    after = await _error_counts(gateway, http)
+    for code in ("4000", "4040", "4050", "4130"):
+        assert after.get(code, 0) == before.get(code, 0) + 1, (code, before, after)
 
 
 async def test_a_client_leaving_mid_body_is_no_error_and_long_paths_are_clipped(

@@ -194,6 +194,9 @@ async def test_the_socket_gauge_and_close_reasons_are_exported(client: Client) -
     await ws.close()
     text = await eventually(metrics, lambda t: "gateway_stream_sockets 0.0" in t)
     assert 'gateway_stream_closes_total{code="1000"} 1.0' in text
+    # the upgrade is counted; a socket's lifetime is no request duration
+    assert 'route="/v1/stream",status="101"} 1.0' in text
+    assert 'gateway_http_request_duration_seconds_count{route="/v1/stream"}' not in text
     for code in (3000, 3999, 4321, 4999):  # a client's own codes: one label for all
         own = await _hello(client, _token())
         await _frames(own, 1)
