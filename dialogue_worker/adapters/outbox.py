@@ -32,6 +32,9 @@ SOURCE_PARTITION = "x-dlq-partition"
 SOURCE_OFFSET = "x-dlq-offset"
 #: On a dead letter whose value was cut to fit: the original value's size in bytes.
 TRUNCATED = "x-dlq-truncated"
+#: On a dead letter whose source had neither key nor value: "1". Kafka needs one of the
+#: two, so the copy's value is empty instead of null.
+NULL_RECORD = "x-dlq-null-record"
 #: On a forwarded record: where it was read ("topic/partition/offset").
 FORWARDED_FROM = "x-forwarded-from"
 #: The largest record the outbox sends (its producer's max_request_size, aiokafka's default).
@@ -78,6 +81,9 @@ def dead_letter_copy(rejected: Rejected) -> tuple[bytes | None, bytes | None, He
         (SOURCE_PARTITION, str(record.partition).encode()),
         (SOURCE_OFFSET, str(record.offset).encode()),
     ]
+    if record.key is None and record.value is None:
+        added.append((NULL_RECORD, b"1"))
+        return fitted(None, b"", list(record.headers), added, cut=True)
     return fitted(record.key, record.value, list(record.headers), added, cut=True)
 
 

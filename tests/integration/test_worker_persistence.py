@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections import Counter
@@ -211,6 +212,64 @@ async def test_a_dead_letter_keeps_a_null_header_value_null(
         await producer.stop()
     own = [h for h in dead[0].headers if not h[0].startswith("x-dlq-")]
     assert own == [("trace", None), ("empty", b"")]
+
+
+def _produce_null_records(bootstrap: str, topic: str, cid: str, marker: bytes) -> None:
+    """A record with neither key nor value and a keyed tombstone, as librdkafka writes
+    them (aiokafka refuses the first), each marked by a header."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap})
+    failures: list[str] = []
+    for key in (None, cid.encode()):
+        producer.produce(
+            topic,
+            None,
+            key,
+            headers=[("marker", marker)],
+            on_delivery=lambda err, _: err and failures.append(str(err)),
+        )
+    assert producer.flush(30) == 0 and failures == [], failures
+
+
+async def test_records_without_a_value_are_dead_lettered_and_stop_nothing(
+    worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
+) -> None:
+    """A null value (with or without a key) is no record; the dead letter of one with
+    neither key nor value needs a value, and once crashed the agent at every try."""
+    cid = await create_chat(worker, [1, 2])
+    marker = new_id().encode()
+    consumer = AIOKafkaConsumer(
+        worker.dlq_topic, bootstrap_servers=infra.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        await asyncio.to_thread(
+            _produce_null_records, infra.kafka_bootstrap, worker.topic, cid, marker
+        )
+        after = record(cid, 1, "after the null records")
+        await produce(infra.kafka_bootstrap, worker.topic, [(after.key(), after.to_bytes())])
+        dead: list[Any] = []
+
+        async def read_dead() -> int:
+            for msgs in (await consumer.getmany(timeout_ms=1000)).values():
+                dead.extend(m for m in msgs if dict(m.headers).get("marker") == marker)
+            return len(dead)
+
+        await eventually(read_dead, lambda n: n >= 2, every=0, what="both dead letters")
+    finally:
+        await consumer.stop()
+    by_key = {m.key: m for m in dead}
+    assert set(by_key) == {None, cid.encode()}
+    unkeyed, tombstone = by_key[None], by_key[cid.encode()]
+    assert unkeyed.value == b"" and dict(unkeyed.headers)["x-dlq-null-record"] == b"1"
+    assert tombstone.value is None and "x-dlq-null-record" not in dict(tombstone.headers)
+    for letter in dead:
+        assert dict(letter.headers)["x-dlq-kind"] == b"invalid"
+    history = mongo[worker.mongo_db]["history"]
+    await eventually(lambda: _count_is(history, cid, 1), what="the record after them stored")
+    stored = await history.find_one({"cid": ObjectId(cid)})
+    assert stored is not None and (str(stored["id"]), stored["seq"]) == (after.id, 1)
 
 
 async def test_a_record_at_the_broker_limit_is_dead_lettered_cut_and_the_next_one_stored(

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from dialogue_worker.adapters.outbox import (
     MAX_RECORD,
+    NULL_RECORD,
     REASON,
     TRUNCATED,
     dead_letter_copy,
@@ -103,3 +104,15 @@ def test_a_header_without_a_value_stays_without_one_from_kafka_to_the_dead_lette
     assert source.headers == (("trace", None),)
     _, _, headers = dead_letter_copy(Rejected(source, RejectKind.INVALID, "not JSON"))
     assert headers[0] == ("trace", None)
+
+
+def test_a_record_without_key_and_value_is_copied_with_an_empty_value_and_marked() -> None:
+    """Kafka (and aiokafka's send) refuse a record with neither; a producer outside the
+    project can write one, and its dead letter must still be sendable."""
+    source = InboundRecord("t", 0, 5, None, None, (("trace", None),))
+    key, value, headers = dead_letter_copy(Rejected(source, RejectKind.INVALID, "empty value"))
+    assert (key, value) == (None, b"")
+    assert headers[0] == ("trace", None) and dict(headers)[NULL_RECORD] == b"1"
+    tombstone = InboundRecord("t", 0, 6, b"cid", None)
+    key, value, headers = dead_letter_copy(Rejected(tombstone, RejectKind.INVALID, "empty"))
+    assert (key, value) == (b"cid", None) and NULL_RECORD not in dict(headers)
