@@ -162,7 +162,8 @@ def build(settings: WorkerSettings) -> Components:
     web_app: web.Application = cast(Any, app.web).web_app  # faust's aiohttp application
     token = settings.entrypoint_token.get_secret_value()
     web_app.middlewares.append(edge_middleware(token, metrics))
-    InternalApi(ChatService(MongoChats(database), outbox), health, metrics, ident).install(web_app)
+    chats = ChatService(MongoChats(database), outbox, publish_timeout=settings.api_publish_timeout)
+    InternalApi(chats, health, metrics, ident).install(web_app)
     return Components(
         settings=settings,
         instance_id=ident,

@@ -41,6 +41,13 @@ class WorkerSettings(BaseSettings):
     mongo_timeout: float = Field(
         default=10.0, gt=0, description="seconds one MongoDB operation may take (timeoutMS)"
     )
+    api_publish_timeout: float = Field(
+        default=1.5,
+        gt=0,
+        le=60,
+        description="seconds the internal API waits for Kafka to take the event of a new "
+        "chat, new members or a read marker before answering 5031",
+    )
     consul_url: str = Field(default="http://127.0.0.1:8500", description="Consul agent HTTP API")
     consul_token: SecretStr | None = Field(
         default=None,

@@ -29,7 +29,10 @@ class BalancedClient:
     are returned as they are, except the statuses in `refused` (an instance that
     refuses the client itself, e.g. 401 for a credential it does not share): those
     count as the instance's failure, like a 5xx, and the last one is returned when
-    no instance answers otherwise. An ejected instance is readmitted once a GET of
+    no instance answers otherwise. A 5xx that `passed_on` accepts is the instance's
+    answer about something beyond it that the others share (the gateway's workers: the
+    message bus is down): returned as it is, neither ejecting the instance nor moving
+    on. An ejected instance is readmitted once a GET of
     `probe_path` answers below 500 and not in `refused`, with a body `probe_healthy`
     accepts when given (None: readmit when the cool-down ends).
 
@@ -52,6 +55,7 @@ class BalancedClient:
         probe_path: str | None = "/ping",
         refused: frozenset[int] = frozenset(),
         probe_healthy: Callable[[bytes], bool] | None = None,
+        passed_on: Callable[[int, bytes], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if attempts < 1:
@@ -64,6 +68,7 @@ class BalancedClient:
         self.probe_path = probe_path
         self.refused = refused
         self.probe_healthy = probe_healthy
+        self.passed_on = passed_on
         self._headers = dict(headers or {})
         self._balancer = Balancer(cooldown=cooldown, max_cooldown=max_cooldown, clock=clock)
         self._session: aiohttp.ClientSession | None = None
@@ -158,7 +163,7 @@ class BalancedClient:
                     raise OutcomeUnknown(_unknown(method, path, reason)) from exc
                 failures.append(reason)
                 continue
-            if status >= 500:
+            if status >= 500 and not (self.passed_on and self.passed_on(status, body)):
                 reason = self._failed(instance, f"HTTP {status}")
                 if not idempotent:
                     raise OutcomeUnknown(_unknown(method, path, reason))

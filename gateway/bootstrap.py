@@ -12,7 +12,7 @@ from gateway.adapters.events_feed import KafkaEventFeed
 from gateway.adapters.kafka_bus import KafkaBus
 from gateway.adapters.mysql_users import MySQLUserStore, mysql_pool
 from gateway.adapters.passwords import Argon2Hasher
-from gateway.adapters.workers import REFUSALS, WorkerClient, pong_serves_reads
+from gateway.adapters.workers import REFUSALS, WorkerClient, bus_unavailable, pong_serves_reads
 from gateway.domain.idempotency import IdempotencyCache
 from gateway.domain.throttle import FailureBudget, FailureLimit, SignInThrottle
 from gateway.domain.tokens import TokenCodec
@@ -79,6 +79,7 @@ async def real_adapters(settings: GatewaySettings) -> AsyncIterator[Adapters]:
             headers={"Authorization": f"Entrypoint {settings.secret('entrypoint_token')}"},
             refused=REFUSALS,
             probe_healthy=pong_serves_reads,
+            passed_on=bus_unavailable,
         )
         stack.push_async_callback(client.stop)
         await client.start()

@@ -86,6 +86,12 @@ class MongoChats:
         except PyMongoError as exc:
             raise failure(exc) from exc
 
+    async def remove_chat(self, cid: str) -> None:
+        try:
+            await self._db.chats.delete_one({"_id": ObjectId(cid)})
+        except PyMongoError as exc:
+            raise failure(exc) from exc
+
     async def get_chat(self, cid: str) -> ChatView | None:
         doc = await self._find_one(self._db.chats, {"_id": ObjectId(cid)})
         return None if doc is None else _chat(doc)
@@ -112,7 +118,8 @@ class MongoChats:
             raise failure(exc) from exc
         if before is None:
             return None
-        added = [u for u in dict.fromkeys(users) if u not in set(before["users"])]
+        members = set(before["users"])
+        added = [u for u in dict.fromkeys(users) if u not in members]
         before["users"] = [*before["users"], *added]
         return _chat(before), added
 

@@ -11,7 +11,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from contracts.errors import ErrorCode
 from contracts.requests import RequestProblem
-from dialogue_worker.errors import RequestError, StorageUnavailable
+from dialogue_worker.errors import OutboxUnavailable, RequestError, StorageUnavailable
 from dialogue_worker.metrics import WorkerMetrics
 from platform_common.http import (
     REQUEST_ID_HEADER,
@@ -83,6 +83,9 @@ async def _handle(request: web.Request, handler: Handler, token: bytes) -> web.S
     except StorageUnavailable as exc:
         log.warning("storage unavailable: %s", exc)
         return error_response(ErrorCode.NO_WORKER, "storage unavailable on this worker")
+    except OutboxUnavailable as exc:
+        log.warning("message bus unavailable: %s", exc)
+        return error_response(ErrorCode.BUS_UNAVAILABLE, "message bus unavailable; retry")
     except Exception:  # the edge: anything unexpected is a logged 5000, never a plain page
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(ErrorCode.INTERNAL, "internal error")

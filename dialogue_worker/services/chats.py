@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -27,9 +28,11 @@ from dialogue_worker.domain.history import (
     more_beyond,
     wanted,
 )
-from dialogue_worker.errors import RequestError
-from dialogue_worker.services.ports import ChatStore, Outbox
+from dialogue_worker.errors import OutboxUnavailable, RequestError
+from dialogue_worker.services.ports import ChatStore, Event, Outbox
 from platform_common.gather import bounded
+
+log = logging.getLogger(__name__)
 
 #: Chats that moved since a listing began, looked back into at once (each look-back is
 #: one page read, its newest, more when everything on that page came later).
@@ -44,21 +47,49 @@ class ChatService:
     """Each method takes validated request values and returns an API model.
 
     Chat creation, new members and read markers are published to the events topic
-    before the answer (at-least-once: a retried request may publish again).
+    before the answer (at-least-once: a retried request may publish again). Kafka not
+    taking an event within `publish_timeout` is a 5031: new members and a marker stay
+    stored and their retry publishes again; a new chat is removed again, as nobody has
+    its id yet and a retry creates another.
     """
 
     def __init__(
-        self, store: ChatStore, outbox: Outbox, clock: Callable[[], float] = time.time
+        self,
+        store: ChatStore,
+        outbox: Outbox,
+        clock: Callable[[], float] = time.time,
+        *,
+        publish_timeout: float = 1.5,
     ) -> None:
         self._store = store
         self._outbox = outbox
         self._clock = clock
+        self._publish_timeout = publish_timeout
+
+    async def _publish(self, event: Event, stored: str) -> None:
+        """Publish `event` within the timeout, else a 5031 saying what stays `stored`."""
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                await self._outbox.publish([event])
+        except (OutboxUnavailable, TimeoutError) as exc:
+            log.warning("event %s not published: %s", event.type, exc or "timed out")
+            raise RequestError(
+                ErrorCode.BUS_UNAVAILABLE,
+                f"message bus unavailable: {stored}, its event is not published; retry",
+            ) from exc
 
     async def create(self, users: list[int]) -> Chat:
         now = self._clock()
         chat = ChatView(new_id(), frozenset(new_chat_users(users)), int(now), now)
         await self._store.insert_chat(chat)
-        await self._outbox.publish([ChatCreated(cid=chat.id, chat=chat.to_api())])
+        try:
+            await self._publish(ChatCreated(cid=chat.id, chat=chat.to_api()), "no chat")
+        except RequestError:
+            # Left in place it would show in its members' lists beside the chat the
+            # client's retry creates. Removed, an event that Kafka took after all (the
+            # timeout, not a refusal) names a chat that is not there (reads answer 4040).
+            await self._store.remove_chat(chat.id)
+            raise
         return chat.to_api()
 
     async def get(self, cid: str, uid: int) -> Chat:
@@ -113,7 +144,8 @@ class ChatService:
         # gateway retries this PUT on another worker) would otherwise publish nothing,
         # and live sessions of the added users would never follow the chat.
         named = list(dict.fromkeys(users))
-        await self._outbox.publish([MembersAdded(cid=cid, users=named, members=sorted(chat.users))])
+        event = MembersAdded(cid=cid, users=named, members=sorted(chat.users))
+        await self._publish(event, "the members are added")
         return chat.to_api(await self._store.read_marker(cid, uid))
 
     async def messages(self, uid: int, cid: str, query: HistoryQuery) -> Page[Message]:
@@ -152,5 +184,5 @@ class ChatService:
         # Published whenever the marker stands where the caller asked, also when it stood
         # there already: a retry after a failed publish (5000) must publish it then.
         if marker == target:
-            await self._outbox.publish([ChatRead(cid=cid, uid=uid, seq=marker)])
+            await self._publish(ChatRead(cid=cid, uid=uid, seq=marker), "the marker is moved")
         return ReadMarker(cid=cid, seq=marker, unread=max(0, chat.last_seq - marker))

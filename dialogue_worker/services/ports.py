@@ -129,6 +129,10 @@ class ChatStore(Protocol):
 
     async def insert_chat(self, chat: ChatView) -> None: ...
 
+    async def remove_chat(self, cid: str) -> None:
+        """Remove a chat that was just created and never given out (no messages, no markers)."""
+        ...
+
     async def get_chat(self, cid: str) -> ChatView | None: ...
 
     async def chats_of(self, uid: int) -> list[ChatView]:

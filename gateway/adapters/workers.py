@@ -47,6 +47,19 @@ def pong_serves_reads(body: bytes) -> bool:
     return status in ("passing", "warning")
 
 
+def bus_unavailable(status: int, body: bytes) -> bool:
+    """Whether a worker's 5xx says the message bus is down (5031: a new chat, members or
+    a marker whose event Kafka did not take): its answer is passed on, and the worker,
+    which serves reads, is not ejected for it."""
+    if status != ErrorCode.BUS_UNAVAILABLE.status:
+        return False
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and data.get("code") == ErrorCode.BUS_UNAVAILABLE.value
+
+
 def worker_error(status: int, body: bytes) -> GatewayError:
     """The worker's own error when it sent a well-formed one about the client's request,
     else a 5xx of ours."""

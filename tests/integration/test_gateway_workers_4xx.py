@@ -28,7 +28,7 @@ from discovery import (
     Registration,
     ServiceWatch,
 )
-from gateway.adapters.workers import REFUSALS, WorkerClient, pong_serves_reads
+from gateway.adapters.workers import REFUSALS, WorkerClient, bus_unavailable, pong_serves_reads
 from gateway.errors import GatewayError
 from infra.local import LocalSettings
 from infra.processes.private import free_port
@@ -179,14 +179,58 @@ async def test_any_4xx_answer_ejects_nothing(worker: FakeWorker, status: int, bo
     _untouched(worker)
 
 
+@asynccontextmanager
+async def _as_the_gateway(worker: FakeWorker) -> AsyncIterator[WorkerClient]:
+    """A client of its own, set up as the gateway's: the module's shared one stays
+    unejected for the tests that follow, and the answer is reset however this ends."""
+    balanced = BalancedClient(
+        worker.watch, cooldown=60.0, refused=REFUSALS, passed_on=bus_unavailable
+    )
+    await balanced.start()
+    try:
+        yield WorkerClient(balanced)
+    finally:
+        worker.answer.status, worker.answer.body = 200, b"{}"
+        await balanced.stop()
+
+
 async def test_a_5xx_answer_does_eject_the_worker(worker: FakeWorker) -> None:
     """The contrast that shows the tests above would see an ejection."""
-    worker.answer.status, worker.answer.body = 500, b"{}"
-    with pytest.raises(GatewayError) as caught:
-        await worker.client.chat(1, new_id())
-    assert caught.value.code is ErrorCode.NO_WORKER
-    (view,) = worker.client.instances()
-    assert view.ejections == 1 and not view.healthy
+    async with _as_the_gateway(worker) as client:
+        worker.answer.status, worker.answer.body = 500, b"{}"
+        with pytest.raises(GatewayError) as caught:
+            await client.chat(1, new_id())
+        assert caught.value.code is ErrorCode.NO_WORKER
+        (view,) = client.instances()
+        assert view.ejections == 1 and not view.healthy
+
+
+async def test_a_worker_saying_the_bus_is_down_is_passed_on_and_not_ejected(
+    worker: FakeWorker,
+) -> None:
+    """Its 5031 (a new chat, members or a marker whose event Kafka did not take) is the
+    client's answer; the worker still serves reads. Taken for the worker's failure, it
+    ejected every worker in turn and ended as 5030, or 'may or may not be applied'."""
+    async with _as_the_gateway(worker) as client:
+        worker.answer.status = ErrorCode.BUS_UNAVAILABLE.status
+        worker.answer.body = orjson.dumps(error_body(ErrorCode.BUS_UNAVAILABLE, "bus down"))
+        calls: list[Callable[[], Awaitable[object]]] = [
+            lambda: client.create_chat([1, 2]),
+            lambda: client.mark_read(1, new_id(), 3),
+            lambda: client.add_users(1, new_id(), [3]),
+        ]
+        for call in calls:
+            with pytest.raises(GatewayError) as caught:
+                await call()
+            assert caught.value.code is ErrorCode.BUS_UNAVAILABLE
+        (view,) = client.instances()
+        assert view.healthy and view.ejections == 0 and view.requests == 3, view
+        # The same status with another code is the worker's own failure.
+        worker.answer.body = orjson.dumps(error_body(ErrorCode.NO_WORKER, "storage down"))
+        with pytest.raises(GatewayError):
+            await client.mark_read(1, new_id(), 3)
+        (view,) = client.instances()
+        assert view.ejections == 1 and not view.healthy
 
 
 @pytest.mark.parametrize("code", [ErrorCode.BAD_TOKEN, ErrorCode.METHOD_NOT_ALLOWED])

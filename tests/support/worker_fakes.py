@@ -8,6 +8,7 @@ batch between two steps, as a SIGKILL would.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -168,6 +169,10 @@ class MemoryStore:
         self._step("insert_chat")
         self.chats[chat.id] = Row(chat, ChatState())
 
+    async def remove_chat(self, cid: str) -> None:
+        self._step("remove_chat")
+        self.chats.pop(cid, None)
+
     async def get_chat(self, cid: str) -> ChatView | None:
         self._step("get_chat")
         row = self.chats.get(cid)
@@ -227,6 +232,7 @@ class MemoryOutbox:
         self.forwarded: list[tuple[InboundRecord, str]] = []
         self.events: list[Event] = []
         self.fail_next = 0
+        self.stalled = False  # publish waits for ever, as for a broker that never answers
 
     def _step(self) -> None:
         if self.fail_next:
@@ -243,4 +249,6 @@ class MemoryOutbox:
 
     async def publish(self, events: Sequence[Event]) -> None:
         self._step()
+        if self.stalled:
+            await asyncio.Event().wait()
         self.events.extend(events)

@@ -9,7 +9,7 @@ from contracts.events import ChatCreated, ChatRead, MembersAdded
 from dialogue_worker.domain.chat_list import ListCursor
 from dialogue_worker.domain.history import Direction, HistoryQuery
 from dialogue_worker.domain.sequencing import text_digest
-from dialogue_worker.errors import OutboxUnavailable, RequestError, StorageUnavailable
+from dialogue_worker.errors import RequestError, StorageUnavailable
 from dialogue_worker.services.chats import CURSOR_AHEAD, CURSOR_TTL, ChatService
 from dialogue_worker.services.ports import IdEntry, StoredMessage
 from tests.support.worker_fakes import MemoryOutbox, MemoryStore
@@ -61,8 +61,7 @@ async def test_create_get_add_members_and_their_events() -> None:
     assert isinstance(added, MembersAdded) and added.users == [5, 2] and added.members == [1, 2, 5]
     # A retry whose first try was stored but not published publishes (again).
     outbox.fail_next = 1
-    with pytest.raises(OutboxUnavailable):
-        await service.add_members(chat.id, 1, [8])
+    await expect(ErrorCode.BUS_UNAVAILABLE, service.add_members(chat.id, 1, [8]))
     again = await service.add_members(chat.id, 1, [8])
     assert again.users == [1, 2, 5, 8]
     retried = outbox.events[-1]
@@ -133,14 +132,36 @@ async def test_read_markers_only_move_forward_clamped_to_the_newest_seq() -> Non
     assert (await service.mark_read(chat.id, 2, 99)).seq == 10  # clamped
     assert (await service.get(chat.id, 2)).unread == 0
     assert (await service.get(chat.id, 1)).unread == 10  # per user
-    outbox.fail_next = 1  # the marker moves, its event is not published: a 5000
-    with pytest.raises(OutboxUnavailable):
-        await service.mark_read(chat.id, 1, 7)
+    outbox.fail_next = 1  # the marker moves, its event is not published: a 5031
+    await expect(ErrorCode.BUS_UNAVAILABLE, service.mark_read(chat.id, 1, 7))
     assert (await service.mark_read(chat.id, 1, 7)).seq == 7  # the client's retry
     reads = [e for e in outbox.events if isinstance(e, ChatRead)]
     # Moves are published, and a retry of the same marker; a stale one is not.
     assert [(e.uid, e.seq) for e in reads] == [(2, 4), (2, 10), (1, 7)]
     await expect(ErrorCode.NOT_MEMBER, service.mark_read(chat.id, 3, 1))
+
+
+async def test_a_chat_whose_event_kafka_does_not_take_is_removed_and_answered_5031() -> None:
+    """A retry of POST /chats creates another chat: the first, unannounced, must not stay
+    in its members' lists."""
+    service, store, outbox, _ = make()
+    outbox.fail_next = 1
+    await expect(ErrorCode.BUS_UNAVAILABLE, service.create([1, 2]))
+    assert store.chats == {} and outbox.events == []
+    assert (await service.chats_of(1, 10, None)).data == []
+
+
+async def test_a_publish_that_hangs_is_cut_short_and_answered_5031() -> None:
+    """aiokafka waits up to its request timeout (40 s) for a broker that is away; the
+    gateway gives a worker 2 s and took the silence for a dead worker."""
+    store, outbox = MemoryStore(), MemoryOutbox()
+    service = ChatService(store, outbox, Clock(), publish_timeout=0.05)
+    chat = await service.create([1, 2])
+    outbox.stalled = True
+    await expect(ErrorCode.BUS_UNAVAILABLE, service.mark_read(chat.id, 1, 0))
+    await expect(ErrorCode.BUS_UNAVAILABLE, service.add_members(chat.id, 1, [3]))
+    await expect(ErrorCode.BUS_UNAVAILABLE, service.create([1, 2]))
+    assert list(store.chats) == [chat.id] and (await service.get(chat.id, 3)).users == [1, 2, 3]
 
 
 async def test_the_chat_list_is_ordered_by_activity_and_pages_exactly_while_chats_move() -> None:
