@@ -349,6 +349,7 @@ ROUTES: tuple[Route, ...] = (
             ErrorCode.FORBIDDEN,
             ErrorCode.NOT_FOUND,
             ErrorCode.NO_WORKER,
+            ErrorCode.BUS_UNAVAILABLE,
             ErrorCode.USER_STORE_UNAVAILABLE,
         ),
         notes={
@@ -356,6 +357,8 @@ ROUTES: tuple[Route, ...] = (
             ErrorCode.NOT_FOUND: "unknown user ids (named in the message)",
             ErrorCode.NO_WORKER: "no dialogue worker available, or one failed: the chat "
             "may or may not exist",
+            ErrorCode.BUS_UNAVAILABLE: "Kafka did not take the chat's event: no chat was "
+            "created; retrying is safe",
         },
         limited="chats created by this user or from this address",
     ),
@@ -390,9 +393,12 @@ ROUTES: tuple[Route, ...] = (
             ErrorCode.NOT_MEMBER,
             ErrorCode.NOT_FOUND,
             ErrorCode.NO_WORKER,
+            ErrorCode.BUS_UNAVAILABLE,
             ErrorCode.USER_STORE_UNAVAILABLE,
         ),
         notes={
+            ErrorCode.BUS_UNAVAILABLE: "the users were added but the event could not be "
+            "published; retrying is safe",
             ErrorCode.MALFORMED: "malformed JSON or body, or no users to add",
             ErrorCode.NOT_FOUND: "no such chat, or unknown user ids (named in the message)",
         },
