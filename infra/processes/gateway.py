@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -92,6 +93,18 @@ class GatewayProcess:
 
     def log_lines(self) -> list[str]:
         return self.log_file.read_text(errors="replace").splitlines()
+
+    def error_lines(self) -> list[str]:
+        """Log lines at level error or critical, and any traceback's."""
+        bad = []
+        for line in self.log_lines():
+            try:
+                level = json.loads(line).get("level")
+            except (ValueError, AttributeError):
+                level = None
+            if level in ("error", "critical") or "Traceback" in line:
+                bad.append(line)
+        return bad
 
     def tail(self, lines: int = 30) -> str:
         text = self.log_file.read_text(errors="replace").splitlines()[-lines:]

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from dialogue_worker.adapters.topics import ensure_topics
 from infra.local import LocalSettings
 from infra.processes.gateway import GatewayProcess, mysql_connect, mysql_execute, standalone_env
 from platform_common.local import LOCAL_ADMIN_TOKEN
@@ -51,6 +52,8 @@ async def gateway(
     infra: LocalSettings, database: str, unique: Callable[[str], str]
 ) -> AsyncIterator[GatewayProcess]:
     env = standalone_env(infra, database, unique("edge"))
+    # The topic it posts to exists, or aiokafka logs an error at each metadata refresh.
+    await ensure_topics(infra.kafka_bootstrap, [env["TOPIC"]], partitions=1)
     env |= {
         "SIGNIN_MAX_FAILURES": "3",
         "HEADER_TIMEOUT": str(HEADER_TIMEOUT),
@@ -210,7 +213,7 @@ async def test_a_body_that_cannot_be_decoded_is_4000_and_no_error_is_logged(
     )
     assert response is not None
     assert response.status < 500 and response.json()["object"] in ("error", "token")
-    assert not [line for line in gateway.log_lines() if '"ERROR"' in line]
+    assert gateway.error_lines() == []
 
 
 # --- slow clients ------------------------------------------------------------------------------
@@ -366,5 +369,4 @@ async def test_a_client_leaving_mid_body_is_no_error_and_long_paths_are_clipped(
 
     lines = await eventually(access_line, what="the access line of the long path")
     assert all(len(line) < 1000 and "more)" in line for line in lines)
-    bad = [line for line in gateway.log_lines() if '"ERROR"' in line or "Traceback" in line]
-    assert bad == []
+    assert gateway.error_lines() == []
