@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -62,10 +63,38 @@ def integral(value: object) -> object:
 
 
 ObjectIdHex = Annotated[str, Field(pattern=r"^[0-9a-f]{24}$", description="ObjectId, 24 hex")]
-UnixSeconds = (
+
+
+def _seconds_in_range(value: object) -> object:
+    """Not a number, or one outside the window, is refused saying so (the union below
+    names only its first branch's complaint: a float of milliseconds read "Input should
+    be a valid integer"); the union checks the rest."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ValueError(f"a number of unix seconds expected, got {_shown(value)}")
+    if not CREATED_MIN <= value <= CREATED_SCHEMA_MAX:  # nan fails it too
+        milliseconds = CREATED_MIN * 1000 <= value <= CREATED_SCHEMA_MAX * 1000
+        raise ValueError(
+            f"unix seconds between {CREATED_MIN} and {CREATED_SCHEMA_MAX} expected, "
+            f"got {_shown(value)}{' (milliseconds?)' if milliseconds else ''}"
+        )
+    return value
+
+
+UnixSeconds = Annotated[
     Annotated[StrictInt, Field(ge=CREATED_MIN, le=CREATED_SCHEMA_MAX)]
-    | Annotated[float, Field(ge=CREATED_MIN, le=CREATED_SCHEMA_MAX, allow_inf_nan=False)]
-)
+    | Annotated[float, Field(ge=CREATED_MIN, le=CREATED_SCHEMA_MAX, allow_inf_nan=False)],
+    BeforeValidator(_seconds_in_range),
+]
+
+
+def _text_problem(text: str) -> str:
+    """The rule of TEXT_PATTERN, said plainly: its own mismatch message quotes the whole
+    pattern, control characters and a NUL included, into a dead letter's header."""
+    if "\x00" in text:
+        raise ValueError("text contains a NUL character (U+0000)")
+    if text.isspace():
+        raise ValueError("text is blank (whitespace only)")
+    return text
 
 
 class MessageRecord(BaseModel):
@@ -88,9 +117,10 @@ class MessageRecord(BaseModel):
         Field(
             min_length=1,
             max_length=TEXT_MAX,
-            pattern=TEXT_PATTERN,
+            json_schema_extra={"pattern": TEXT_PATTERN},
             description="message text: 1-4096 characters, not blank, no NUL",
         ),
+        AfterValidator(_text_problem),
     ]
     createdAt: UnixSeconds = Field(
         description="unix time in seconds, 2001-01-01 .. one day past the consumer's clock"
@@ -155,4 +185,5 @@ def decode_record(value: bytes | None) -> MessageRecord:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "record"
-        raise InvalidRecord(f"{where}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise InvalidRecord(f"{where}: {message}") from None

@@ -21,6 +21,8 @@ from contracts.errors import ErrorCode, error_body
 from contracts.events import ChatCreated, ChatRead, MembersAdded, MessageCreated, decode_event
 from contracts.ids import is_object_id, new_id
 from contracts.records import (
+    CREATED_MIN,
+    CREATED_SCHEMA_MAX,
     TEXT_MAX,
     InvalidRecord,
     MessageRecord,
@@ -271,3 +273,42 @@ def test_the_schema_command_checks_without_writing() -> None:
 def test_a_record_nested_deeper_than_python_recurses_is_no_event() -> None:
     with pytest.raises(ValueError, match="nested too deep"):
         decode_event(b"[" * 1000 + b"]" * 1000)
+
+
+def _reason(record: dict[str, Any]) -> str:
+    with pytest.raises(InvalidRecord) as err:
+        decode_record(orjson.dumps(record))
+    return err.value.reason
+
+
+@given(text=st.text(st.sampled_from([" ", "\t", "\n", "\x00", "\x1f", "\u3000", "a"]), min_size=1))
+def test_a_refused_text_is_said_plainly_in_printable_characters(text: str) -> None:
+    """A dead letter's reason is a header operators read: the pattern's own mismatch
+    message quoted it whole, with a NUL, tabs and line breaks, for blank and NUL alike."""
+    if acceptable_text(text):
+        return
+    reason = _reason({**GOOD, "text": text})
+    assert reason.isprintable(), repr(reason)
+    said = "contains a NUL" if "\x00" in text else "blank"
+    assert reason.startswith("text: ") and said in reason, reason
+
+
+@given(
+    created=st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+)
+def test_a_created_at_out_of_its_window_is_said_so(created: float) -> None:
+    """A float of milliseconds was refused as "Input should be a valid integer"."""
+    if CREATED_MIN <= created <= CREATED_SCHEMA_MAX:
+        return
+    reason = _reason({**GOOD, "createdAt": created})
+    assert reason.startswith("createdAt: unix seconds between"), reason
+    assert ("milliseconds?" in reason) == (
+        CREATED_MIN * 1000 <= created <= CREATED_SCHEMA_MAX * 1000
+    ), reason
+
+
+@pytest.mark.parametrize("created", ["1700000000", True, None, [1], {"s": 1}])
+def test_a_created_at_that_is_no_number_is_said_so(created: Any) -> None:
+    reason = _reason({**GOOD, "createdAt": created})
+    assert reason.startswith("createdAt: a number of unix seconds expected"), reason
