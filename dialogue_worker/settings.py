@@ -7,11 +7,12 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BeforeValidator, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.events import EVENTS_TOPIC
 from contracts.records import TOPIC
+from platform_common import addresses
 from platform_common.local import (
     LOCAL_ENTRYPOINT_TOKEN,
     refuse_public_bind,
@@ -26,12 +27,12 @@ def _upper(value: object) -> object:
 class WorkerSettings(BaseSettings):
     """Environment variables (upper-case field names) with their defaults."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     dialogue_env: Literal["local", "production"] = Field(
         default="production", description="'local' allows the built-in development token"
     )
-    kafka_bootstrap: str = Field(
+    kafka_bootstrap: Annotated[str, AfterValidator(addresses.kafka_bootstrap)] = Field(
         default="127.0.0.1:9092", description="Kafka bootstrap servers, h:p,..."
     )
     mongo_url: str = Field(
@@ -48,7 +49,9 @@ class WorkerSettings(BaseSettings):
         description="seconds the internal API waits for Kafka to take the event of a new "
         "chat, new members or a read marker before answering 5031",
     )
-    consul_url: str = Field(default="http://127.0.0.1:8500", description="Consul agent HTTP API")
+    consul_url: Annotated[str, AfterValidator(addresses.consul_url)] = Field(
+        default="http://127.0.0.1:8500", description="Consul agent HTTP API"
+    )
     consul_token: SecretStr | None = Field(
         default=None,
         description="Consul ACL token (service:write on WORKER_SERVICE); unset: no token sent",

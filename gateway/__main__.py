@@ -45,6 +45,10 @@ def _announce(settings: GatewaySettings) -> None:
         )
 
 
+class CannotStart(Exception):
+    """A dependency or the listening address is not there at start: said in one line."""
+
+
 async def serve(settings: GatewaySettings) -> None:
     """Serve until SIGTERM or SIGINT, then finish what is in flight and close."""
     runner = GatewayRunner(
@@ -54,9 +58,18 @@ async def serve(settings: GatewaySettings) -> None:
         access_log_class=AccessLogger,
         shutdown_timeout=shutdown_grace(settings),
     )
-    await runner.setup()
     try:
-        await web.TCPSite(runner, settings.gateway_host, settings.gateway_port).start()
+        await runner.setup()  # MySQL unreachable past MYSQL_CONNECT_WAIT: RuntimeError
+    except (RuntimeError, OSError) as exc:
+        await runner.cleanup()  # what started before the failure (the Kafka producer)
+        raise CannotStart(str(exc)) from exc
+    try:
+        try:
+            await web.TCPSite(runner, settings.gateway_host, settings.gateway_port).start()
+        except OSError as exc:  # the port is taken, or the address is not this host's
+            raise CannotStart(
+                f"cannot listen on {settings.gateway_host}:{settings.gateway_port}: {exc}"
+            ) from exc
         log.info("serving on %s:%d", settings.gateway_host, settings.gateway_port)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -77,8 +90,12 @@ def main() -> None:
         sys.exit("gateway: invalid configuration\n" + "\n".join(lines))
     setup_logging(settings.log_level)
     _announce(settings)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(settings))
+    except CannotStart as exc:
+        log.error("cannot start: %s", exc)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,13 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from contracts.live import HELLO_WITHIN
 from gateway.domain.addresses import IPNetwork
 from gateway.domain.rate_limit import Rate
+from platform_common import addresses
 from platform_common.local import (
     LOCAL_ADMIN_TOKEN,
     LOCAL_ENTRYPOINT_TOKEN,
@@ -25,6 +26,10 @@ LOCAL_MYSQL_PASSWORD = "dialogue-local"
 
 class SettingsError(ValueError):
     """The environment does not describe a gateway that may start."""
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
 
 
 def _rate(value: Any) -> Any:
@@ -50,21 +55,25 @@ def _limit(default: str, what: str) -> Any:
 class GatewaySettings(BaseSettings):
     """Every field is read from the environment variable of the same name, upper-cased."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", frozen=True, allow_inf_nan=False
+    )
 
     gateway_host: str = Field(default="127.0.0.1", description="address the HTTP server binds to")
     gateway_port: int = Field(default=8007, ge=0, le=65535, description="HTTP port")
     dialogue_env: Literal["local", "production"] = Field(
         default="production", description="local allows the built-in development secrets"
     )
-    log_level: str = Field(default="INFO", description="root log level")
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = (
+        Field(default="INFO", description="root log level (any case)")
+    )
 
     jwt_secret: SecretStr | None = Field(default=None, description="HS256 key, >= 32 bytes")
     jwt_issuer: str = Field(default="dialogue-gateway", description="iss claim issued and required")
     jwt_ttl: int = Field(default=3600, ge=60, description="token lifetime in seconds")
 
     mysql_host: str = Field(default="127.0.0.1", description="MySQL/MariaDB host")
-    mysql_port: int = Field(default=3306, description="MySQL/MariaDB port")
+    mysql_port: int = Field(default=3306, ge=1, le=65535, description="MySQL/MariaDB port")
     mysql_user: str = Field(default="dialogue", description="MySQL user")
     mysql_password: SecretStr | None = Field(default=None, description="MySQL password")
     mysql_database: str = Field(default="dialogue", description="database holding `users`")
@@ -74,7 +83,9 @@ class GatewaySettings(BaseSettings):
         default=30.0, ge=0, description="seconds start-up keeps retrying MySQL before giving up"
     )
 
-    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers")
+    kafka_bootstrap: Annotated[str, AfterValidator(addresses.kafka_bootstrap)] = Field(
+        default="127.0.0.1:9092", description="Kafka bootstrap servers, host:port,..."
+    )
     topic: str = Field(default="dialogue.messages", description="topic message records go to")
     events_topic: str = Field(
         default="dialogue.events", description="topic the live stream reads chat events from"
@@ -85,7 +96,9 @@ class GatewaySettings(BaseSettings):
         description="seconds a POST waits for the Kafka ack before answering 5031",
     )
 
-    consul_url: str = Field(default="http://127.0.0.1:8500", description="Consul HTTP API")
+    consul_url: Annotated[str, AfterValidator(addresses.consul_url)] = Field(
+        default="http://127.0.0.1:8500", description="Consul HTTP API"
+    )
     consul_token: SecretStr | None = Field(
         default=None,
         description="Consul ACL token (service:read on WORKER_SERVICE); unset: no token sent",

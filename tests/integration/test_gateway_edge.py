@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -17,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from dialogue_worker.adapters.topics import ensure_topics
 from infra.local import LocalSettings
 from infra.processes.gateway import GatewayProcess, mysql_connect, mysql_execute, standalone_env
+from infra.processes.private import free_port
 from platform_common.local import LOCAL_ADMIN_TOKEN
 from tests.support.raw_http import RawResponse, exchange, parse, read_to_close
 from tests.support.usernames import ISSUE_VARIANTS, variants
@@ -370,3 +375,54 @@ async def test_a_client_leaving_mid_body_is_no_error_and_long_paths_are_clipped(
     lines = await eventually(access_line, what="the access line of the long path")
     assert all(len(line) < 1000 and "more)" in line for line in lines)
     assert gateway.error_lines() == []
+
+
+def _run_gateway(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "gateway"]
+    full = {"PATH": os.environ["PATH"], "GATEWAY_PORT": str(free_port()), **env}
+    return subprocess.run(command, env=full, capture_output=True, text=True, timeout=60)
+
+
+async def test_a_gateway_that_cannot_start_says_why_in_one_line(
+    infra: LocalSettings, database: str, unique: Callable[[str], str]
+) -> None:
+    """MySQL unreachable, or the port taken: one error line with the reason, exit 1 (it
+    printed a 100-line chained traceback with the reason at its end)."""
+    env = standalone_env(infra, database, unique("nostart"))
+    closed = free_port()  # nothing listens there
+    away = await asyncio.to_thread(
+        _run_gateway, env | {"MYSQL_PORT": str(closed), "MYSQL_CONNECT_WAIT": "0"}
+    )
+    assert away.returncode == 1, away.stderr[-2000:]
+    assert "Traceback" not in away.stderr, away.stderr[-2000:]
+    assert f"cannot start: MySQL at {infra.host}:{closed} unreachable" in away.stderr
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = await asyncio.to_thread(_run_gateway, env | {"GATEWAY_PORT": str(port)})
+    assert busy.returncode == 1 and "Traceback" not in busy.stderr, busy.stderr[-2000:]
+    assert f"cannot start: cannot listen on 127.0.0.1:{port}" in busy.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LOG_LEVEL", "verbose"),
+        ("MYSQL_PORT", "99999"),
+        ("KAFKA_BOOTSTRAP", "kafka:notaport"),
+        ("CONSUL_URL", "ftp://consul"),
+        ("STREAM_HEARTBEAT", "inf"),
+    ],
+)
+async def test_a_setting_that_cannot_work_is_refused_naming_it(
+    infra: LocalSettings, database: str, name: str, value: str
+) -> None:
+    """Each used to pass and fail later: a traceback from logging's set-up or aiomysql,
+    Kafka or Consul failing after MySQL connected, or every stream refused (ceil(inf))."""
+    env = standalone_env(infra, database, "badsetting") | {name: value}
+    refused = await asyncio.to_thread(_run_gateway, env)
+    assert refused.returncode == 1, refused.stderr[-2000:]
+    assert "invalid configuration" in refused.stderr and name.lower() in refused.stderr
+    assert "Traceback" not in refused.stderr

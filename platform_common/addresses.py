@@ -1,0 +1,34 @@
+"""Checks of the addresses a service is configured with, made when its settings are read:
+a typo fails at start-up naming the setting, not minutes later inside a client library."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+
+def kafka_bootstrap(value: str) -> str:
+    """`value` if it is a comma-separated list of host:port (IPv6 in brackets)."""
+    entries = [part.strip() for part in value.split(",")]
+    if not value.strip() or not all(entries):
+        raise ValueError(f"expected host:port[,host:port...], got {value[:80]!r}")
+    for entry in entries:
+        host, colon, port = entry.rpartition(":")
+        if not colon or not host or host in ("[", "[]"):
+            raise ValueError(f"{entry[:80]!r} is not host:port")
+        if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"{entry[:80]!r}: the port is not a number from 1 to 65535")
+    return value
+
+
+def consul_url(value: str) -> str:
+    """`value` if it names a Consul agent: http(s)://host[:port] (no scheme: http)."""
+    parts = urlsplit(value if "//" in value else f"//{value}")
+    if parts.scheme not in ("", "http", "https"):
+        raise ValueError(f"{value[:80]!r}: the scheme must be http or https")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or port == -1 or port == 0:
+        raise ValueError(f"not a Consul URL: {value[:80]!r} (expected e.g. http://127.0.0.1:8500)")
+    return value
