@@ -1,14 +1,17 @@
 """`python -m infra.docker.dotenv [.env]`: create .env from .env.example with random secrets.
 
-An existing file is left alone (its secrets protect data already on the volumes).
+An existing file is left alone (its secrets protect data already on the volumes). A new
+one is created readable by its owner only (0600) from the first byte on.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +53,26 @@ def render(example: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_private(target: Path, make: Callable[[], str]) -> bool:
+    """Create `target` with mode 0600 and write `make()` to it; False, and nothing done, if
+    the name exists (a file, a directory or a symbolic link, which is not followed).
+
+    The mode is set at creation, so the secrets are never readable by others, not even
+    for a moment, whatever the umask; a failure after creating removes the partial file."""
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            os.fchmod(out.fileno(), 0o600)  # a umask can only have narrowed it: 0600 exactly
+            out.write(make())
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m infra.docker.dotenv",
@@ -58,15 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("path", nargs="?", type=Path, default=REPO_ROOT / ".env")
     target: Path = parser.parse_args(argv).path
-    if target.exists():
-        print(f"{target} exists; left as it is")
-        return 0
     try:
-        target.write_text(render(EXAMPLE.read_text()))
-        target.chmod(0o600)
+        created = write_private(target, lambda: render(EXAMPLE.read_text(encoding="utf-8")))
     except OSError as exc:
         print(f"infra.docker.dotenv: cannot write {target}: {exc.strerror}", file=sys.stderr)
         return 1
+    if not created:
+        print(f"{target} exists; left as it is")
+        return 0
     ignored = target.resolve() == (REPO_ROOT / ".env").resolve()
     print(
         f"{target} written with random secrets (keep it"

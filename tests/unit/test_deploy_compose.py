@@ -358,6 +358,24 @@ def test_nothing_binds_to_fixed_host_paths_outside_the_repo(raw: dict[str, Any])
     assert not any("docker.sock" in s for s in _walk(raw))
 
 
+def test_the_jobs_mount_project_files_read_only_with_a_shared_selinux_label(
+    raw: dict[str, Any],
+) -> None:
+    """On a host with SELinux enforcing, a container reads a bind-mounted file only if it
+    carries a container label: `z` relabels it (shared between containers). Only the
+    project's own files under infra/docker are mounted so, never with the private `Z`."""
+    mounted = {}
+    for name, service in raw["services"].items():
+        for volume in service.get("volumes", []):
+            source, _target, *mode = volume.split(":")
+            if source.startswith("."):
+                assert sorted(mode[0].split(",") if mode else []) == ["ro", "z"], volume
+                path = (REPO / source).resolve()
+                assert path.is_relative_to(REPO / "infra" / "docker") and path.exists(), volume
+                mounted[name] = path
+    assert mounted == {"consul-acl-init": CONSUL_DIR, "mongo-init": MONGO_INIT}
+
+
 # A fake cluster for mongo-init.js: mongosh's globals (Mongo, sleep, print, tojson) over
 # in-memory replica sets, shards and sharded namespaces. The script runs twice.
 _FAKE_MONGOSH = r"""
