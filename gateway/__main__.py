@@ -54,6 +54,8 @@ async def serve(settings: GatewaySettings) -> None:
     runner = GatewayRunner(
         create_app(settings),
         max_connections=settings.max_connections,
+        max_connections_per_address=settings.max_connections_per_address,
+        trusted_proxies=settings.trusted_proxies,
         header_timeout=settings.header_timeout,
         access_log_class=AccessLogger,
         shutdown_timeout=shutdown_grace(settings),

@@ -207,6 +207,12 @@ class GatewaySettings(BaseSettings):
         ge=1,
         description="open client connections, stream sockets included; more are closed at once",
     )
+    max_connections_per_address: int = Field(
+        default=1_000,
+        ge=1,
+        description="open connections one client address (an IPv6 /64) may hold; trusted "
+        "proxies and loopback are held to MAX_CONNECTIONS only",
+    )
     stream_hello_timeout: float = Field(
         default=HELLO_WITHIN, gt=0, description="seconds a new stream has to send its hello"
     )

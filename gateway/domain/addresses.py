@@ -43,7 +43,8 @@ def address_key(address: IPAddress) -> str:
     return str(address)
 
 
-def _trusted(address: IPAddress, proxies: Sequence[IPNetwork]) -> bool:
+def trusted(address: IPAddress, proxies: Sequence[IPNetwork]) -> bool:
+    """Whether `address` is one of the trusted proxies."""
     return any(address.version == net.version and address in net for net in proxies)
 
 
@@ -54,7 +55,7 @@ def client_address(
     peer = parse_ip(remote) if remote else None
     if peer is None:
         return UNKNOWN
-    if not _trusted(peer, proxies):
+    if not trusted(peer, proxies):
         return address_key(peer)
     hops = [hop for header in forwarded_for for hop in header.split(",")][-MAX_HOPS:]
     client = peer
@@ -63,6 +64,6 @@ def client_address(
         if address is None:
             break  # garbage left of a trusted hop: the last trusted hop is all we know
         client = address
-        if not _trusted(address, proxies):
+        if not trusted(address, proxies):
             break
     return address_key(client)

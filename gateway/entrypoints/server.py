@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +21,7 @@ from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from contracts.errors import ErrorCode
+from gateway.domain.addresses import UNKNOWN, IPNetwork, address_key, parse_ip, trusted
 from gateway.entrypoints.headers import secure
 from gateway.entrypoints.state import METRICS
 from platform_common.http import error_response
@@ -53,24 +54,64 @@ def parser_error_code(status: int) -> ErrorCode:
 
 
 class ConnectionCap:
-    """How many connections are open, and the throttled log of refused ones."""
+    """How many connections are open, in all and per client address, and the throttled
+    log of refused ones.
 
-    def __init__(self, limit: int) -> None:
+    One address may hold `per_address` of the `limit` (an IPv6 client its /64), so one
+    host cannot fill the cap and lock everyone out, health checks included. Trusted
+    proxies (every client behind them shares their address) and loopback peers (a proxy
+    on the same host) are held to `limit` only.
+    """
+
+    def __init__(
+        self, limit: int, per_address: int | None = None, proxies: Sequence[IPNetwork] = ()
+    ) -> None:
         self.limit = limit
+        self.per_address = limit if per_address is None else per_address
+        self.proxies = tuple(proxies)
         self.open = 0
         self.refused = 0
+        self._by_address: dict[str, int] = {}
         self._unlogged = 0
+        self._last_refused = ""
         self._logged_at = -REFUSAL_LOG_EVERY
 
-    def refuse(self) -> None:
+    def admit(self, peer: Any) -> str | None:
+        """Count a new connection from `peer` (a socket's peername); the key to release
+        it by, or None when it is refused."""
+        address = parse_ip(str(peer[0])) if isinstance(peer, tuple) and peer else None
+        key = UNKNOWN if address is None else address_key(address)
+        if self.open >= self.limit:
+            self._refuse(key, "MAX_CONNECTIONS")
+            return None
+        shared = address is not None and (address.is_loopback or trusted(address, self.proxies))
+        if not shared and self._by_address.get(key, 0) >= self.per_address:
+            self._refuse(key, "MAX_CONNECTIONS_PER_ADDRESS")
+            return None
+        self.open += 1
+        self._by_address[key] = self._by_address.get(key, 0) + 1
+        return key
+
+    def release(self, key: str) -> None:
+        self.open -= 1
+        left = self._by_address[key] - 1
+        if left:
+            self._by_address[key] = left
+        else:
+            del self._by_address[key]
+
+    def _refuse(self, key: str, cap: str) -> None:
+        """Count and (at most every REFUSAL_LOG_EVERY seconds) log a refusal."""
         self.refused += 1
         self._unlogged += 1
         now = time.monotonic()
         if now - self._logged_at >= REFUSAL_LOG_EVERY:
             log.warning(
-                "refused %d connection(s): %d open is MAX_CONNECTIONS",
+                "refused %d connection(s), the last from %s: %d open (%s reached)",
                 self._unlogged,
-                self.limit,
+                key,
+                self.open,
+                cap,
             )
             self._logged_at, self._unlogged = now, 0
 
@@ -84,26 +125,24 @@ class GatewayRequestHandler(RequestHandler):
         super().__init__(manager, **kwargs)
         self._cap = manager.cap
         self._count_error = manager.count_error
-        self._admitted = False
+        self._admitted: str | None = None  # the key the connection is counted under
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self._cap.open >= self._cap.limit:
-            self._cap.refuse()
+        self._admitted = self._cap.admit(transport.get_extra_info("peername"))
+        if self._admitted is None:
             transport.close()
             return
-        self._admitted = True
-        self._cap.open += 1
         super().connection_made(transport)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if not self._admitted:
+        if self._admitted is None:
             return
-        self._admitted = False
-        self._cap.open -= 1
+        self._cap.release(self._admitted)
+        self._admitted = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._admitted:
+        if self._admitted is not None:
             super().data_received(data)
 
     def log_exception(self, *args: Any, **kwargs: Any) -> None:
@@ -173,6 +212,8 @@ class GatewayRunner(web.AppRunner):
         *,
         max_connections: int,
         header_timeout: float,
+        max_connections_per_address: int | None = None,
+        trusted_proxies: Sequence[IPNetwork] = (),
         access_log_class: type[AbstractAccessLogger] = AccessLogger,
         shutdown_timeout: float = 15.0,
     ) -> None:
@@ -182,7 +223,7 @@ class GatewayRunner(web.AppRunner):
             "access_log_class": access_log_class,
         }
         super().__init__(app, shutdown_timeout=shutdown_timeout, **self._handler_kwargs)
-        self.cap = ConnectionCap(max_connections)
+        self.cap = ConnectionCap(max_connections, max_connections_per_address, trusted_proxies)
 
     def _count_error(self, code: ErrorCode) -> None:
         """Count an error answer the server gave before the app saw the request."""
