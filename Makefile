@@ -21,7 +21,7 @@ help:  ## list the targets
 # The code runs from the repository (python -m gateway, ...): only the locked
 # dependencies are installed, exactly as requirements-dev.lock pins them.
 $(STAMP): requirements-dev.lock
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/pip || $(PYTHON) -m venv --clear $(VENV)  # --clear: a venv left without pip
 	$(BIN)/pip install -q --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	@rm -f $(VENV)/.installed-* && touch $@
 
