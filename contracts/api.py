@@ -291,7 +291,7 @@ class Readiness(BaseModel):
 
     object: Literal["readiness"] = "readiness"
     ready: bool
-    checks: dict[str, ReadinessCheck] = Field(description="by name: kafka, mysql, workers")
+    checks: dict[str, ReadinessCheck] = Field(description="by name: kafka, mysql, workers, events")
 
 
 class Instance(BaseModel):

@@ -549,7 +549,7 @@ ROUTES: tuple[Route, ...] = (
         method="get",
         path="/ready",
         operation_id="ready",
-        summary="Readiness: Kafka producer, MySQL and at least one worker",
+        summary="Readiness: Kafka producer, MySQL, at least one worker, the events feed",
         tag="operations",
         answers=(
             Answer(200, "ready", api.Readiness),

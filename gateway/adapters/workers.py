@@ -155,6 +155,10 @@ class WorkerClient:
             raise GatewayError(ErrorCode.NO_WORKER, "no dialogue worker available") from exc
         if response.status >= 400:
             raise worker_error(response.status, response.body)
+        if not pong_serves_reads(response.body):  # 200 whatever its health; the body says
+            raise GatewayError(
+                ErrorCode.NO_WORKER, f"worker {response.instance_id} does not serve reads"
+            )
 
     def instances(self) -> list[InstanceView]:
         return [

@@ -351,3 +351,17 @@ async def test_a_worker_whose_ping_says_critical_is_not_readmitted(
 @given(st.binary(max_size=200))
 def test_any_ping_body_is_judged_without_raising(body: bytes) -> None:
     assert pong_serves_reads(body) in (True, False)
+
+
+async def test_readiness_takes_a_critical_pong_for_no_worker(worker: FakeWorker) -> None:
+    """/ping answers 200 whatever the worker's health; /ready said ready for a worker
+    whose body says it cannot serve reads (MongoDB unreachable)."""
+    try:
+        worker.answer.pong = orjson.dumps({"id": "w", "status": "critical", "reason": "mongo"})
+        with pytest.raises(GatewayError) as caught:
+            await worker.client.ping()
+        assert caught.value.code is ErrorCode.NO_WORKER
+        worker.answer.pong = orjson.dumps({"id": "w", "status": "warning", "reason": "stuck"})
+        await worker.client.ping()
+    finally:
+        worker.answer.pong = None

@@ -19,6 +19,7 @@ from contracts.ids import new_id
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from tests.support.gateway_fakes import World
+from tests.support.waiting import eventually
 
 OPENAPI = Path(__file__).resolve().parents[2] / "gateway" / "openapi.json"
 
@@ -194,7 +195,11 @@ async def test_failed_send_is_5031_and_retry_with_key_keeps_the_id(
     assert first.status == again.status == 202
     assert (await first.json())["id"] == (await again.json())["id"]
     assert len(world.bus.records) == 1
-    assert (await client.get("/ready")).status == 200
+
+    async def ready_status() -> int:
+        return (await client.get("/ready")).status
+
+    await eventually(ready_status, lambda status: status == 200, what="ready again")  # 1 s
 
 
 async def test_unexpected_error_is_a_json_5000(client: Any, world: World) -> None:
