@@ -16,6 +16,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from hypothesis import settings as hypothesis_settings
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 
 from infra.local import LocalSettings, Stack
 from tests.support.faults import Platform
@@ -57,6 +59,8 @@ def stack(pytestconfig: pytest.Config, run_id: str) -> Iterator[Stack]:
     KEEP_INFRA=1 leaves it running for the next session (faster local loops). The topics
     this session made are deleted at its end: a broker that keeps every test run's
     partitions restarts slowly (5,000 of them held up new topics' leaders for > 30 s).
+    So are the workers' MongoDB databases (on FerretDB each is a PostgreSQL schema of
+    tables and indexes, ~20 per session, kept in the run folder's cluster).
     """
     stack = Stack()
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
@@ -66,6 +70,7 @@ def stack(pytestconfig: pytest.Config, run_id: str) -> Iterator[Stack]:
     yield stack
     with ThreadPoolExecutor(max_workers=1) as pool:  # its own loop, whatever runs here
         pool.submit(asyncio.run, _delete_topics(stack.settings.kafka_bootstrap, f"-{run_id}-"))
+        pool.submit(asyncio.run, _drop_databases(stack.settings.mongo_url, f"_{run_id}_"))
     if started and os.environ.get("KEEP_INFRA") != "1":
         with capture.global_and_fixture_disabled():
             stack.down(started)
@@ -85,6 +90,20 @@ async def _delete_topics(bootstrap: str, marker: str) -> None:
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
+
+
+async def _drop_databases(url: str, marker: str) -> None:
+    """Drop the MongoDB databases whose name holds `marker`; best effort, bounded."""
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(url, timeoutMS=30000)
+    try:
+        async with asyncio.timeout(120):
+            for name in await client.list_database_names():
+                if marker in name:
+                    await client.drop_database(name)
+    except (TimeoutError, PyMongoError):
+        pass  # names are never reused; a later session may find them still there
+    finally:
+        await client.close()
 
 
 @pytest.fixture(scope="session")
