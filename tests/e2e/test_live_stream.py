@@ -152,34 +152,42 @@ async def test_clients_of_a_killed_gateway_reconnect_to_the_other_and_lose_nothi
     unique: Callable[[str], str],
 ) -> None:
     doomed = GatewayProcess(platform.gateway.env).start()
-    await doomed.wait_ready(90)
-    survivor = platform.gateway.url
-    alice, bob = await sign_up(http, survivor, unique), await sign_up(http, survivor, unique)
-    cid = await alice.chat_with(bob)
-    live = await LiveClient.connect(http, doomed.url, bob.token)
-    await live.wait_ready()
+    poster: asyncio.Task[None] | None = None
+    try:
+        await doomed.wait_ready(90)
+        survivor = platform.gateway.url
+        alice, bob = await sign_up(http, survivor, unique), await sign_up(http, survivor, unique)
+        cid = await alice.chat_with(bob)
+        live = await LiveClient.connect(http, doomed.url, bob.token)
+        await live.wait_ready()
 
-    posted = 0
+        posted = 0
 
-    async def keep_posting() -> None:
-        nonlocal posted
-        for i in range(60):
-            await alice.post(cid, f"m{i}", url=survivor)
-            posted += 1
+        async def keep_posting() -> None:
+            nonlocal posted
+            for i in range(60):
+                await alice.post(cid, f"m{i}", url=survivor)
+                posted += 1
 
-    poster = asyncio.create_task(keep_posting())
-    await live.wait_messages(cid, 10)
-    assert doomed.proc is not None
-    doomed.proc.kill()  # SIGKILL, with bob connected
-    code = await live.wait_closed()
-    assert code != 1000
-    resumed = await LiveClient.connect(http, survivor, bob.token, since=live.since(), previous=live)
-    await poster
-    await resumed.wait_messages(cid, posted)
-    assert resumed.gap_free(cid)
-    assert resumed.texts[cid] == [f"m{i}" for i in range(60)]
-    await resumed.close()
-    await doomed.stop()
+        poster = asyncio.create_task(keep_posting())
+        await live.wait_messages(cid, 10)
+        assert doomed.proc is not None
+        doomed.proc.kill()  # SIGKILL, with bob connected
+        code = await live.wait_closed()
+        assert code != 1000
+        resumed = await LiveClient.connect(
+            http, survivor, bob.token, since=live.since(), previous=live
+        )
+        await poster
+        await resumed.wait_messages(cid, posted)
+        assert resumed.gap_free(cid)
+        assert resumed.texts[cid] == [f"m{i}" for i in range(60)]
+        await resumed.close()
+    finally:  # on failure too: the poster would post on into later tests, the process live on
+        if poster is not None and not poster.done():
+            poster.cancel()
+            await asyncio.gather(poster, return_exceptions=True)
+        await doomed.stop()
 
 
 async def test_a_client_that_stops_reading_is_closed_and_delays_no_one(
