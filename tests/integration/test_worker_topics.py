@@ -26,6 +26,7 @@ async def test_new_topics_are_served_with_every_partition_when_ensure_returns(
         described = await admin.describe_topics(topics)
     finally:
         await admin.close()
+    assert [(t["error_code"], len(t["partitions"])) for t in described] == [(0, 5), (0, 5)]
     assert all(p["leader"] >= 0 for t in described for p in t["partitions"])
     # Idempotent: a second start finds them and changes nothing.
     assert await ensure_topics(infra.kafka_bootstrap, topics, 5) == found
