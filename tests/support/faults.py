@@ -244,7 +244,8 @@ class Load:
     platform: Platform
     http: aiohttp.ClientSession
     clients: list[Client]
-    max_requests: int = 3000  # per client and run: a hard bound on top of the time bound
+    #: Per client and run: a hard bound on top of the time bound, as long as the phases.
+    max_requests: int = field(default_factory=lambda: int(3000 * SCALE))
     pause: float = 0.02
     error_pause: float = 0.2  # a client that got an error waits a little, as real ones do
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -299,13 +300,16 @@ class Load:
         client.attempts.append(Attempt(kind, started, time.monotonic(), code))
         return body if code in ("200", "202") else None
 
-    async def _client(self, client: Client, until: float) -> None:
+    async def _client(self, client: Client, until: float) -> str | None:
+        """Post and read until stopped (None), or say why it ended before that."""
         last_read = time.monotonic()
         path = f"/v1/chats/{client.cid}/messages"
         chats = [client.cid, *client.more]
         for seq in range(self.max_requests // 2):
-            if self._stop.is_set() or time.monotonic() > until:
-                return
+            if self._stop.is_set():
+                return None
+            if time.monotonic() > until:
+                return "ran out of time"
             text = f"{client.name}-{seq}"
             post_to = f"/v1/chats/{chats[seq % len(chats)]}/messages"
             answer = await self._call(client, "post", "POST", post_to, json={"txt": text})
@@ -318,10 +322,13 @@ class Load:
                 last_read = now
             failed = answer is None or read is None
             await hold(self.error_pause if failed else self.pause)  # a client's rhythm
+        return f"sent its {self.max_requests} requests"
 
     @contextlib.asynccontextmanager
     async def running(self, at_most: float = 300.0) -> AsyncIterator[Load]:
-        """Traffic from every client for the duration of the block (bounded)."""
+        """Traffic from every client for the duration of the block (bounded). A client
+        that stopped before the block ended fails it: the phases after would have run
+        without traffic, and their checks held over nothing."""
         self._stop.clear()
         until = time.monotonic() + at_most
         tasks = [asyncio.create_task(self._client(c, until)) for c in self.clients]
@@ -329,7 +336,9 @@ class Load:
             yield self
         finally:
             self._stop.set()
-            await asyncio.gather(*tasks)
+            ended = await asyncio.gather(*tasks)
+        early = [f"{c.name} {why}" for c, why in zip(self.clients, ended, strict=True) if why]
+        assert not early, f"load stopped before the scenario's end: {', '.join(early)}"
 
     # --- figures ---------------------------------------------------------------------
 
