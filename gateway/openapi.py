@@ -236,7 +236,7 @@ class Route:
     frames: tuple[tuple[type[BaseModel], ...], tuple[type[BaseModel], ...]] = ((), ())
 
     def error_codes(self) -> list[ErrorCode]:
-        codes = set(self.errors)
+        codes = set(self.errors) | {ErrorCode.INTERNAL}  # any route, on a fault of ours
         if self.body is not None:
             codes |= {ErrorCode.MALFORMED, ErrorCode.REQUEST_TIMEOUT, ErrorCode.TOO_LARGE}
         if self.auth is not Auth.NONE:
@@ -516,7 +516,10 @@ ROUTES: tuple[Route, ...] = (
         operation_id="webClient",
         summary="The web client's page",
         tag="web",
-        answers=(Answer(200, "the single-page client", media_type="text/html"),),
+        answers=(
+            Answer(200, "the single-page client", media_type="text/html"),
+            Answer(304, "not modified: If-None-Match named its ETag", media_type=None),
+        ),
         auth=Auth.NONE,
         description="Served with an ETag (304 on If-None-Match), gzip when accepted, and a "
         "Content-Security-Policy that allows only this origin's scripts, styles and "
@@ -530,6 +533,7 @@ ROUTES: tuple[Route, ...] = (
         tag="web",
         answers=(
             Answer(200, "the file (a JavaScript module, or CSS)", media_type="text/javascript"),
+            Answer(304, "not modified: If-None-Match named its ETag", media_type=None),
         ),
         auth=Auth.NONE,
         params=("name",),
@@ -717,7 +721,7 @@ def document(routes: Iterable[Route] = ROUTES) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": INFO,
-        "servers": [{"url": "http://127.0.0.1:8007"}],
+        "servers": [{"url": "/", "description": "the gateway serving this document"}],
         "tags": [{"name": name, "description": text} for name, text in TAGS.items()],
         "paths": paths,
         "components": {

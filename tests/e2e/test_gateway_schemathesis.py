@@ -208,7 +208,8 @@ def rules_hold(context: HookContext, case: Case) -> bool:
         return bool(query.get("id")) != bool(query.get("username"))
     if operation == "listMessages" and _positive(case, ParameterLocation.QUERY):
         query = case.query or {}
-        return sum(1 for name in HISTORY_CURSORS if query.get(name)) <= 1
+        # given: any value but an empty one (0 is a seq, and falsy)
+        return sum(1 for name in HISTORY_CURSORS if query.get(name) not in (None, "")) <= 1
     return True
 
 
