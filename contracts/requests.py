@@ -35,7 +35,10 @@ class RequestProblem(ValueError):
 
 
 def _echo(value: object) -> str:
-    return repr(str(value)[:ECHO])
+    """The value quoted, at most ECHO characters of it; the quote is cut too where its
+    escapes (`\\x1f`, `\\U0001019d`: up to ten characters each) make it longer."""
+    shown = repr(str(value)[:ECHO])
+    return shown if len(shown) <= ECHO + 2 else f"{shown[: ECHO + 1]}...{shown[0]}"
 
 
 def chat_id(value: object) -> str:

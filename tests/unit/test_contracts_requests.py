@@ -11,7 +11,7 @@ from multidict import MultiDict
 
 from contracts import requests as rules
 from contracts.errors import ErrorCode
-from contracts.requests import LIMIT_DEFAULT, RequestProblem
+from contracts.requests import LIMIT_DEFAULT, RequestProblem, limit, seq_param
 from dialogue_worker.entrypoints.requests import chats_query, messages_query
 from gateway.domain.requests import chat_paging, message_paging
 from gateway.errors import GatewayError
@@ -171,3 +171,14 @@ def test_a_paging_parameter_given_twice_is_a_4005_everywhere(pairs: list[tuple[s
                 assert exc.code is ErrorCode.BAD_PAGING
             continue
         assert not twice, (parse.__name__, pairs)
+
+
+@given(st.text())
+def test_an_echoed_value_is_short_whatever_its_characters(value: str) -> None:
+    """repr() writes a control or astral character as up to ten: 21 of them made a 200
+    character message out of a 40 character echo."""
+    for problem in (lambda: limit(value), lambda: seq_param("afterSeq", value)):
+        try:
+            problem()
+        except RequestProblem as exc:
+            assert len(exc.message) < 100, exc.message
