@@ -42,7 +42,12 @@ def summary(settings: DevSettings, status: DevStatus, elapsed: float) -> str:
         f"  instances   curl -s -H 'Authorization: Bearer {LOCAL_ADMIN_TOKEN}' "
         f"{api}/v1/admin/instances   (and {api}/metrics, same token)",
         f"  logs        {settings.run_dir}/gateway.log, {settings.run_dir}/worker-<n>.log; "
-        f"infrastructure {settings.local.run_dir}/<service>.log",
+        f"infrastructure {settings.local.run_dir}/<service>.log"
+        + (
+            f" (PostgreSQL: {settings.local.postgres_run_dir}/postgres.log)"
+            if settings.local.postgres_run_dir != settings.local.run_dir
+            else ""
+        ),
         "  commands    make scale WORKERS=3 | make demo | make dev-down",
         "",
     ]

@@ -91,12 +91,16 @@ class DevPlatform:
         """Infrastructure, N workers and the gateway; waits until all serve. Idempotent."""
         with locked(self.run_dir):
             state = DevState.load(self.run_dir)
+            stack = Stack(self.settings.local, self.progress)
             try:
-                started = Stack(self.settings.local, self.progress).up()
+                stack.up()
             except ServiceError as exc:
                 raise DevError(f"infrastructure: {exc}") from exc
-            state.infra_started = sorted(set(state.infra_started) | set(started))
-            state.save(self.run_dir)
+            finally:
+                # Also when up failed or was interrupted: what it started and could not
+                # stop again is recorded, so `down` stops it.
+                state.infra_started = sorted(set(state.infra_started) | set(stack.started))
+                state.save(self.run_dir)
             self._check_consul()
             wanted = workers if workers is not None else (len(state.workers) or DEFAULT_WORKERS)
             self._scale(state, wanted, wait=False)

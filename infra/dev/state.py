@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from infra.local.locks import exclusive
 
 
 @dataclass
@@ -40,10 +41,5 @@ class DevState:
 @contextmanager
 def locked(run_dir: Path) -> Iterator[None]:
     """One infra.dev command at a time per run folder (a second one waits)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with (run_dir / "lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive(run_dir / "lock"):
+        yield

@@ -6,8 +6,12 @@ import argparse
 import sys
 import time
 
+from infra.local.process import ProcessError
 from infra.local.service import ServiceError
 from infra.local.stack import Stack
+
+#: Exit status of a command stopped by Ctrl-C (128 + SIGINT), as a shell reports it.
+INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     stack = Stack()
+    known = stack.names(args.command)
+    if unknown := sorted(set(args.services) - set(known)):
+        parser.error(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(known)}")
     names = args.services or None
     t0 = time.monotonic()
     try:
@@ -31,14 +38,21 @@ def main(argv: list[str] | None = None) -> int:
             stopped = stack.down(names)
             print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
         else:
-            rows = stack.status()
+            rows = stack.status(names)
             for row in rows:
                 state = "ready" if row.ready else ("starting/unhealthy" if row.pid else "stopped")
                 print(f"{row.name:<9} {state:<18} pid={row.pid or '-':<8} {row.endpoint}")
             return 0 if all(r.ready for r in rows) else 3
-    except ServiceError as exc:
+    except (ServiceError, ProcessError, OSError) as exc:
         print(f"infra {args.command} failed: {exc}", file=sys.stderr)
+        for note in getattr(exc, "__notes__", []):
+            print(note, file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # up has stopped what it had started; anything it could not stop is still named
+        # by its pid file, which `down` acts on.
+        print(f"\ninfra {args.command} interrupted", file=sys.stderr)
+        return INTERRUPTED
     return 0
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pymongo import MongoClient
 
+from infra.local.downloads import cache_lock
 from infra.local.gobuild import build_module_copy
 from infra.local.service import Progress, Service
 
@@ -29,7 +30,14 @@ class FerretDB(Service):
     def provision(self, progress: Progress) -> None:
         if self.binary.exists():
             return
+        # The build copies the module's source afresh: one build of a version at a time,
+        # whichever clone sharing the cache asks.
         version = self.settings.ferretdb_version
+        with cache_lock(self.settings.cache_dir, self.binary.name, self.name, progress):
+            if not self.binary.exists():  # built while this one waited
+                self._build(version, progress)
+
+    def _build(self, version: str, progress: Progress) -> None:
         progress.step(self.name, f"building FerretDB {version} (Go module proxy)")
         build_module_copy(
             "github.com/FerretDB/FerretDB",

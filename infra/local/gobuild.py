@@ -36,7 +36,9 @@ def wrapper_module(module: str, version: str, package: str, cache_dir: Path) -> 
     """A tiny module that requires package@version, so it can be built as a dependency.
 
     `go install module@version` refuses modules with replace directives (Consul);
-    building from a wrapper that requires it sidesteps that. Returns its folder.
+    building from a wrapper that requires it sidesteps that. Returns its folder. The
+    folder is shared by the clones using the cache: the caller holds its lock
+    (downloads.cache_lock).
     """
     name = module.rsplit("/", 1)[-1].lower()
     build = cache_dir / "build" / f"{name}-{version}"
@@ -69,7 +71,8 @@ def build_module_copy(
     """Build a main package of module@version as the main module, from a copy of its source.
 
     Used for FerretDB, whose version package wants generated files (version.txt)
-    that its release process writes: extra_files supplies them.
+    that its release process writes: extra_files supplies them. The copy is removed and
+    made again: the caller holds the cache's lock on the output (downloads.cache_lock).
     """
     name = module.rsplit("/", 1)[-1].lower()
     info = json.loads(

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from infra.local.downloads import run_fetching
+from infra.local.downloads import cache_lock, run_fetching
 from infra.local.service import Progress, Service, ServiceError
 from infra.local.settings import LocalSettings
 
@@ -62,7 +62,8 @@ def _cluster_id() -> str:
             return cluster_id
 
 
-#: One provisioning at a time: the nodes of a cluster share their jar folder.
+#: One provisioning at a time in this process, quietly: the nodes of a cluster share
+#: their jar folder (the cache's lock keeps other processes out, and says so).
 _PROVISIONING = threading.Lock()
 
 #: Failover settings of a multi-node cluster (see the module docstring).
@@ -83,6 +84,8 @@ def node_names(nodes: int) -> list[str]:
 
 
 class Kafka(Service):
+    ready_timeout = 120.0
+
     def __init__(self, settings: LocalSettings, node: int = 1) -> None:
         super().__init__(settings)
         self.node = node
@@ -94,16 +97,25 @@ class Kafka(Service):
     def libs(self) -> Path:
         return self.settings.cache_dir / f"kafka-{self.settings.kafka_version}" / "libs"
 
+    @property
+    def _stamp(self) -> Path:
+        """Written once the jars are complete; it names the POM's content, so a changed
+        dependency list provisions again."""
+        digest = hashlib.sha1(POM.read_bytes()).hexdigest()[:12]
+        return self.libs / f".complete-{digest}"
+
     def provision(self, progress: Progress) -> None:
-        # The nodes of a cluster share one jar folder and are provisioned side by side.
-        with _PROVISIONING:
+        if self._stamp.exists():
+            return
+        # The folder is emptied and filled again: one provisioning of it at a time, by
+        # the nodes of a cluster (side by side here) and by other clones sharing the cache.
+        name = f"kafka-{self.settings.kafka_version}-libs"
+        with _PROVISIONING, cache_lock(self.settings.cache_dir, name, self.name, progress):
             self._provision(progress)
 
     def _provision(self, progress: Progress) -> None:
-        # The stamp names the POM's content: a changed dependency list provisions again.
-        digest = hashlib.sha1(POM.read_bytes()).hexdigest()[:12]
-        stamp = self.libs / f".complete-{digest}"
-        if stamp.exists():
+        stamp = self._stamp
+        if stamp.exists():  # provisioned while this one waited for the lock
             return
         if shutil.which("mvn") is None or shutil.which("java") is None:
             raise ServiceError("kafka needs java and mvn on PATH (apt-get install maven)")

@@ -42,6 +42,7 @@ def _find(name: str) -> str | None:
 class MariaDB(Service):
     name = "mariadb"
     marker = "mariadbd"
+    ready_timeout = 90.0
 
     def provision(self, progress: Progress) -> None:
         if _find("mariadbd") and _find("mariadb-install-db"):

@@ -5,7 +5,9 @@ system cluster) and listens on 127.0.0.1:`LOCAL_POSTGRES_PORT` (5433, so a syste
 cluster on 5432 does not clash) and on a unix socket in `<postgres run dir>/postgres`.
 PostgreSQL refuses to run as root: when the stack runs as root, initdb and the server
 run as the `postgres` OS user the package creates (setpriv execs without forking, so the
-pid file keeps the server's pid).
+pid file keeps the server's pid). That user must reach the folder: as root, when it
+cannot reach the run folder (a clone under /root, mode 700) and LOCAL_POSTGRES_RUN_DIR is
+unset, the postgres run dir is /var/tmp/dialogue-platform-<hash of the run folder>.
 
 Least privilege, as for MariaDB: the superuser (`postgres`) answers only over the unix
 socket, to the OS user running the stack (peer authentication); FerretDB logs in over
@@ -22,13 +24,14 @@ import pwd
 import re
 import shutil
 import signal
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from infra.local.apt import apt_install
 from infra.local.service import Progress, Service, ServiceError
-from infra.local.settings import PG_NAME
+from infra.local.settings import PG_NAME, postgres_fallback_dir
 
 SUPERUSER = "postgres"
 ROLE = "ferretdb"
@@ -156,6 +159,24 @@ class Postgres(Service):
     @property
     def run_dir(self) -> Path:
         return self.settings.postgres_run_dir
+
+    def make_run_dir(self) -> None:
+        fallback = postgres_fallback_dir(self.settings.run_dir)
+        if self.run_dir != fallback:
+            super().make_run_dir()
+            return
+        # In /var/tmp, which anyone may write to: it must be ours alone, and no link.
+        fallback.mkdir(mode=0o755, parents=True, exist_ok=True)
+        info = fallback.lstat()
+        if (
+            not stat.S_ISDIR(info.st_mode)
+            or info.st_uid != os.geteuid()
+            or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        ):
+            raise ServiceError(
+                f"{fallback} is not a folder that only {_os_user()} can write to; remove it "
+                "(or set LOCAL_POSTGRES_RUN_DIR to another folder) and start again"
+            )
 
     @property
     def pgdata(self) -> Path:

@@ -33,11 +33,31 @@ def _cmdline(pid: int) -> str:
     return ""
 
 
+def start_time(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, /proc/<pid>/stat field 22).
+
+    With the pid it names one process for as long as the machine runs: a recycled pid
+    gets a later start time. None when there is no such process.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 2 (the command name, in parentheses) may hold spaces and ")": split after it.
+    fields = stat.rsplit(")", 1)[1].split()
+    try:
+        return int(fields[22 - 3])
+    except (IndexError, ValueError):
+        return None
+
+
 class ManagedProcess:
     """One process we started, remembered by a pid file next to its log.
 
-    The pid file also stores a marker from the command line, so a pid recycled
-    by an unrelated process is never mistaken for ours (and never signalled).
+    The pid file holds the pid and the process's start time, so a pid recycled by an
+    unrelated process is never mistaken for ours (and never signalled). A pid file
+    written before start times were kept holds the pid alone; for it, a marker from
+    the command line stands in (weaker: other processes may show the same string).
     """
 
     def __init__(self, name: str, run_dir: Path, marker: str) -> None:
@@ -50,10 +70,18 @@ class ManagedProcess:
         """The pid of our running process, or None."""
         _reap_exited()
         try:
-            pid = int(self.pid_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
+            fields = [int(field) for field in self.pid_file.read_text().split()]
+        except (OSError, ValueError):
             return None
-        if self.marker not in _cmdline(pid):
+        if len(fields) == 2:
+            pid, started = fields
+            if pid <= 0 or start_time(pid) != started:
+                return None
+        elif len(fields) == 1 and fields[0] > 0:
+            pid = fields[0]
+            if self.marker not in _cmdline(pid):
+                return None
+        else:
             return None
         try:
             os.kill(pid, 0)
@@ -74,7 +102,18 @@ class ManagedProcess:
                 start_new_session=True,  # its own group: a Ctrl-C here does not stop it
             )
         _CHILDREN[proc.pid] = proc
-        self.pid_file.write_text(f"{proc.pid}\n")
+        try:
+            started = start_time(proc.pid)  # read before anything can reap it
+            record = f"{proc.pid}" if started is None else f"{proc.pid} {started}"
+            tmp = self.pid_file.with_name(f"{self.pid_file.name}.tmp")
+            tmp.write_text(f"{record}\n")
+            tmp.replace(self.pid_file)
+        except BaseException:
+            # Unrecorded, nothing could stop it later: it goes now (Ctrl-C included).
+            proc.kill()
+            proc.wait()
+            _CHILDREN.pop(proc.pid, None)
+            raise
         return proc.pid
 
     def signal(self, sig: signal.Signals) -> bool:

@@ -28,6 +28,8 @@ class Service(abc.ABC):
     requires: tuple[str, ...] = ()
     #: What asks the process to shut down cleanly (SIGKILL follows after a timeout).
     stop_signal: signal.Signals = signal.SIGTERM
+    #: Seconds `up` waits for it to answer (after a start, or when found not answering).
+    ready_timeout: float = 60.0
 
     def __init__(self, settings: LocalSettings) -> None:
         self.settings = settings
@@ -40,6 +42,10 @@ class Service(abc.ABC):
     @property
     def data_dir(self) -> Path:
         return self.run_dir / self.name
+
+    def make_run_dir(self) -> None:
+        """Create the run folder; before anything (a lock, a pid file) is written there."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
 
     @abc.abstractmethod
     def provision(self, progress: Progress) -> None:
@@ -61,7 +67,10 @@ class Service(abc.ABC):
         """Raise unless the service answers its own protocol."""
 
     def after_ready(self, progress: Progress) -> None:  # noqa: B027 - optional hook
-        """Set-up that needs the running service (users, databases)."""
+        """Set-up that needs the running service (users, databases).
+
+        Idempotent: `up` runs it again for a service that was already running.
+        """
 
     def endpoint(self) -> str:
         """Where clients reach it, for status output."""

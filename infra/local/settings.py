@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pwd
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +14,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Names infra/local gives PostgreSQL objects it makes from settings: no quoting needed.
 PG_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 PG_RESERVED = ("postgres", "template0", "template1")
+#: MariaDB names infra/local makes from settings: no quoting needed in SQL or grants.
+MYSQL_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
+MYSQL_DATABASE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+#: Accounts the server has or infra/local keeps (besides the OS user's, see mysql_user).
+MYSQL_RESERVED_USERS = ("root", "mysql", "mariadb.sys", "public")
+MYSQL_RESERVED_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
+#: The OS user PostgreSQL runs as when the stack runs as root (Debian's package makes it).
+POSTGRES_OS_USER = "postgres"
+#: Where PostgreSQL's folder goes as root when the run folder is out of that user's reach.
+SHARED_TMP = Path("/var/tmp")
 #: Port distance between the nodes of a local Kafka cluster.
 KAFKA_PORT_STEP = 10
 #: Node counts infra/local runs Kafka with: one node, or a cluster that survives one loss.
@@ -26,6 +39,86 @@ def env_int(env: dict[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _os_user() -> str | None:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (some containers)
+        return None
+
+
+def mysql_user(name: str) -> str:
+    """LOCAL_MYSQL_USER, checked: a plain name, and no account the server or the stack
+    needs (the OS user's is the socket superuser; the project user loses server rights)."""
+    os_user = _os_user()
+    taken = {*MYSQL_RESERVED_USERS, *([os_user.lower()] if os_user else [])}
+    if name.lower() in taken:
+        raise SystemExit(
+            f"LOCAL_MYSQL_USER cannot be {name!r}: that account is the server's or the "
+            f"superuser's (not {', '.join(sorted(taken))}); choose another name"
+        )
+    if not MYSQL_USER.fullmatch(name):
+        raise SystemExit(
+            f"LOCAL_MYSQL_USER must be a plain MariaDB user name ({MYSQL_USER.pattern}), "
+            f"got {name!r}"
+        )
+    return name
+
+
+def mysql_database(name: str) -> str:
+    """LOCAL_MYSQL_DATABASE, checked: a plain name, and no system database."""
+    if not MYSQL_DATABASE.fullmatch(name) or name.lower() in MYSQL_RESERVED_DATABASES:
+        raise SystemExit(
+            "LOCAL_MYSQL_DATABASE must be a plain MariaDB database name "
+            f"({MYSQL_DATABASE.pattern}, not {', '.join(MYSQL_RESERVED_DATABASES)}), "
+            f"got {name!r}"
+        )
+    return name
+
+
+def postgres_fallback_dir(run_dir: Path) -> Path:
+    """PostgreSQL's run folder as root when `run_dir` is out of its OS user's reach:
+    one per run folder (a short hash of its path names it)."""
+    digest = hashlib.sha1(str(run_dir).encode(), usedforsecurity=False).hexdigest()[:8]
+    return SHARED_TMP / f"dialogue-platform-{digest}"
+
+
+def _postgres_run_dir(configured: str | None, run_dir: Path) -> Path:
+    """LOCAL_POSTGRES_RUN_DIR, else the run folder, unless we are root and the `postgres`
+    user (which the server runs as) cannot reach it: a clone under /root (mode 700)."""
+    if configured:
+        return Path(configured).resolve()
+    if os.geteuid() != 0:
+        return run_dir
+    fallback = postgres_fallback_dir(run_dir)
+    if (fallback / "postgres").exists():
+        return fallback  # where the cluster already is, reachable or not now
+    try:
+        user = pwd.getpwnam(POSTGRES_OS_USER)
+    except KeyError:
+        return run_dir  # no server user: starting PostgreSQL says what to install
+    groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    return run_dir if searchable(run_dir, user.pw_uid, groups) else fallback
+
+
+def searchable(path: Path, uid: int, gids: set[int]) -> bool:
+    """Whether user `uid` (in groups `gids`) can pass through every existing folder of
+    `path` and `path` itself (by the mode bits; ACLs are not read)."""
+    for folder in [*reversed(path.parents), path]:
+        try:
+            info = folder.stat()
+        except FileNotFoundError:
+            return True  # created later, by root, with the usual umask
+        if info.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid in gids:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            return False
+    return True
 
 
 def _kafka_nodes(count: int) -> int:
@@ -52,7 +145,9 @@ class LocalSettings:
     mongo_port: int  # [LOCAL_MONGO_PORT] FerretDB (MongoDB wire protocol)
     postgres_port: int  # [LOCAL_POSTGRES_PORT] PostgreSQL, FerretDB's storage
     postgres_password: str  # [LOCAL_POSTGRES_PASSWORD] FerretDB's role in it (local only)
-    postgres_run_dir: Path  # [LOCAL_POSTGRES_RUN_DIR] its cluster, socket, log (default: run_dir)
+    # [LOCAL_POSTGRES_RUN_DIR] its cluster, socket, log (default: run_dir; as root, when the
+    # postgres user cannot reach run_dir, /var/tmp/dialogue-platform-<hash of run_dir>)
+    postgres_run_dir: Path
     ferretdb_database: str  # [LOCAL_FERRETDB_DATABASE] PostgreSQL database FerretDB stores in
     mysql_port: int  # [LOCAL_MYSQL_PORT] MariaDB
     mysql_user: str  # [LOCAL_MYSQL_USER] project user created in MariaDB
@@ -88,12 +183,12 @@ class LocalSettings:
             mongo_port=env_int(e, "LOCAL_MONGO_PORT", 27017),
             postgres_port=env_int(e, "LOCAL_POSTGRES_PORT", 5433),
             postgres_password=e.get("LOCAL_POSTGRES_PASSWORD") or "ferretdb-local",
-            postgres_run_dir=Path(e.get("LOCAL_POSTGRES_RUN_DIR") or run_dir).resolve(),
+            postgres_run_dir=_postgres_run_dir(e.get("LOCAL_POSTGRES_RUN_DIR"), run_dir),
             ferretdb_database=ferretdb_database,
             mysql_port=env_int(e, "LOCAL_MYSQL_PORT", 3306),
-            mysql_user=e.get("LOCAL_MYSQL_USER", "dialogue"),
+            mysql_user=mysql_user(e.get("LOCAL_MYSQL_USER", "dialogue")),
             mysql_password=e.get("LOCAL_MYSQL_PASSWORD", "dialogue-local"),
-            mysql_database=e.get("LOCAL_MYSQL_DATABASE", "dialogue"),
+            mysql_database=mysql_database(e.get("LOCAL_MYSQL_DATABASE", "dialogue")),
             kafka_version=e.get("LOCAL_KAFKA_VERSION", "4.1.1"),
             consul_version=e.get("LOCAL_CONSUL_VERSION", "1.14.11"),
             ferretdb_version=e.get("LOCAL_FERRETDB_VERSION", "1.24.2"),

@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from infra.local.consul import Consul
 from infra.local.ferretdb import FerretDB
 from infra.local.kafka import Kafka, node_names
+from infra.local.locks import exclusive
 from infra.local.mariadb import MariaDB
 from infra.local.postgres import Postgres
 from infra.local.process import ManagedProcess
+from infra.local.provisioning import provision_all
 from infra.local.service import Progress, Service, ServiceError
 from infra.local.settings import LocalSettings
 
-READY_TIMEOUT = {
-    "kafka": 120.0,
-    "consul": 60.0,
-    "ferretdb": 60.0,
-    "mariadb": 90.0,
-    "postgres": 60.0,
-}
+#: In each run folder: held by every `up` and `down` on it, so two never interleave.
+LOCK_FILE = "infra.lock"
 
 
 class PrintProgress(Progress):
@@ -37,16 +35,16 @@ class PrintProgress(Progress):
         print(f"[infra {elapsed:6.1f}s] {service:<8} {message}", file=sys.stderr, flush=True)
 
 
-class _Heard(Progress):
-    """Passes steps on, remembering whether there were any."""
+class StopError(ServiceError):
+    """Some services could not be stopped; `down` stopped the others."""
 
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.anything = False
-
-    def step(self, service: str, message: str) -> None:
-        self.anything = True
-        self.progress.step(service, message)
+    def __init__(self, stopped: list[str], failures: dict[str, BaseException]) -> None:
+        self.stopped = stopped
+        self.failures = failures
+        reasons = "; ".join(
+            f"{name} ({type(error).__name__}: {error})" for name, error in failures.items()
+        )
+        super().__init__(f"could not stop {reasons}; stopped: {', '.join(stopped) or 'nothing'}")
 
 
 @dataclass(frozen=True)
@@ -62,18 +60,24 @@ class Stack:
     """Every local service, in start order (a service after those it requires)."""
 
     def __init__(
-        self, settings: LocalSettings | None = None, progress: Progress | None = None
+        self,
+        settings: LocalSettings | None = None,
+        progress: Progress | None = None,
+        services: Sequence[Service] | None = None,
     ) -> None:
         self.settings = settings or LocalSettings.from_env()
         self.progress = progress or PrintProgress()
-        services: list[Service] = [
-            MariaDB(self.settings),
-            Postgres(self.settings),
-            Consul(self.settings),
-            *(Kafka(self.settings, n) for n in range(1, self.settings.kafka_nodes + 1)),
-            FerretDB(self.settings),  # last: it starts once PostgreSQL answers
-        ]
+        if services is None:
+            services = [
+                MariaDB(self.settings),
+                Postgres(self.settings),
+                Consul(self.settings),
+                *(Kafka(self.settings, n) for n in range(1, self.settings.kafka_nodes + 1)),
+                FerretDB(self.settings),  # last: it starts once PostgreSQL answers
+            ]
         self.services = {s.name: s for s in services}
+        #: What this object started and has not stopped (also when `up` failed part-way).
+        self.started: list[str] = []
 
     @property
     def postgres(self) -> Postgres:
@@ -114,77 +118,99 @@ class Stack:
             return False
         return True
 
+    def names(self, command: str) -> list[str]:
+        """The service names `command` accepts (`down` also takes the other Kafka layout's)."""
+        others = [n for n in [*node_names(1), *node_names(3)] if n not in self.services]
+        return [*self.services, *(others if command == "down" else [])]
+
+    @contextmanager
+    def _locked(self, services: Iterable[Service]) -> Iterator[None]:
+        """The lock of every run folder these services keep their pid files in."""
+        services = list(services)
+        for service in services:
+            service.make_run_dir()
+        folders = sorted({self.settings.run_dir, *(s.run_dir for s in services)})
+        with ExitStack() as held:
+            for folder in folders:
+                held.enter_context(exclusive(folder / LOCK_FILE, self._waiting(folder)))
+            yield
+
+    def _waiting(self, folder: Path) -> Callable[[], None]:
+        def say() -> None:
+            self.progress.step("infra", f"waiting for another infra command ({folder})")
+
+        return say
+
     def up(self, names: Iterable[str] | None = None) -> list[str]:
         """Start what is not running and wait until each answers; returns those started.
 
-        A service's requirements are started too, and answer before it starts.
+        A service's requirements are started too, and answer before it starts. When it
+        fails or is interrupted, what it started is stopped again.
         """
         chosen = self._pick(self.with_requirements(names))
+        with self._locked(chosen):
+            return self._up(chosen)
+
+    def _up(self, chosen: list[Service]) -> list[str]:
         if any(isinstance(s, Kafka) for s in chosen) and self._other_kafka_layout():
             raise ServiceError(
                 f"Kafka runs with another node count than LOCAL_KAFKA_NODES="
                 f"{self.settings.kafka_nodes} ({', '.join(self._other_kafka_layout())}): "
                 "stop it first (make infra-down), then start again"
             )
-        for service in chosen:
-            service.run_dir.mkdir(parents=True, exist_ok=True)
         todo = [s for s in chosen if self.process(s.name).pid() is None]
         for service in chosen:
             if service not in todo:
                 self.progress.step(service.name, f"already running at {service.endpoint()}")
-                if self._ready(service):
-                    service.after_ready(self.progress)  # idempotent: brings old set-ups up to date
-        # Builds and downloads are independent: run them side by side.
-        with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
-            for future in [pool.submit(self._provision, s) for s in todo]:
-                future.result()
+        provision_all(todo, self.progress)
         started: list[str] = []
         settled: set[str] = set()
 
         def settle(service: Service) -> None:
             self._wait_ready(service)
+            # Idempotent: for a service that was already running it brings older set-ups
+            # up to date, and finishes one that an interrupted `up` left undone.
             service.after_ready(self.progress)
             settled.add(service.name)
 
         try:
             for service in todo:
                 for required in service.requires:
-                    if required in started and required not in settled:
-                        settle(self.services[required])
-                if self._ready(service):
-                    raise ServiceError(
-                        f"{service.name}: something not started by infra already answers at "
-                        f"{service.endpoint()}; stop it or change its port (see README)"
-                    )
-                service.data_dir.mkdir(parents=True, exist_ok=True)
-                service.prepare(self.progress)
-                proc = self.process(service.name)
-                try:
-                    pid = proc.start(service.argv(), cwd=service.data_dir, env=service.env())
-                except OSError as exc:
-                    raise ServiceError(f"{service.name} could not be started: {exc}") from exc
-                self.progress.step(service.name, f"starting (pid {pid}, log {proc.log_file})")
-                started.append(service.name)
-            for service in todo:
+                    if required not in settled:
+                        settle(self.services[required])  # started here or running before
+                self._start(service, started)
+            for service in chosen:
                 if service.name not in settled:
                     settle(service)
-        except ServiceError:
-            self.down(started)  # leave nothing half-started behind
+        except BaseException as exc:  # Ctrl-C too: leave nothing half-started behind
+            try:
+                self._down(started)
+            except Exception as error:  # reported with the failure that caused it
+                exc.add_note(f"stopping what this command started failed too: {error}")
             raise
         return started
 
-    def _provision(self, service: Service) -> None:
-        """Provision one service; when it had work to do, say when it is done."""
-        heard = _Heard(self.progress)
-        t0 = time.monotonic()
-        service.provision(heard)
-        if heard.anything:
-            self.progress.step(service.name, f"provisioned in {time.monotonic() - t0:.0f}s")
+    def _start(self, service: Service, started: list[str]) -> None:
+        if self._ready(service):
+            raise ServiceError(
+                f"{service.name}: something not started by infra already answers at "
+                f"{service.endpoint()}; stop it or change its port (see README)"
+            )
+        service.data_dir.mkdir(parents=True, exist_ok=True)
+        service.prepare(self.progress)
+        proc = self.process(service.name)
+        started.append(service.name)  # before the start: an interrupt must stop it too
+        self.started.append(service.name)
+        try:
+            pid = proc.start(service.argv(), cwd=service.data_dir, env=service.env())
+        except OSError as exc:
+            raise ServiceError(f"{service.name} could not be started: {exc}") from exc
+        self.progress.step(service.name, f"starting (pid {pid}, log {proc.log_file})")
 
     def _wait_ready(self, service: Service) -> None:
         proc = self.process(service.name)
         t0 = time.monotonic()
-        timeout = READY_TIMEOUT[service.name.split("-")[0]]  # kafka-2: a kafka node
+        timeout = service.ready_timeout
         deadline = t0 + timeout
         while time.monotonic() < deadline:
             if proc.pid() is None:
@@ -207,22 +233,42 @@ class Stack:
         """Stop what we started (by pid), in reverse order; returns those stopped.
 
         Stopping everything also stops Kafka nodes of the other layout (one node or
-        three), so `infra-down` without LOCAL_KAFKA_NODES stops a cluster too."""
-        stopped = []
+        three), so `infra-down` without LOCAL_KAFKA_NODES stops a cluster too. A service
+        that cannot be stopped does not keep the others running: they are stopped, then
+        a StopError names it."""
+        wanted = None if names is None else [n for n in names if n in self.services]
+        with self._locked(self._pick(wanted)):
+            return self._down(names)
+
+    def _down(self, names: Iterable[str] | None) -> list[str]:
+        stopped: list[str] = []
+        failures: dict[str, BaseException] = {}
         others = {*node_names(1), *node_names(3)} - set(self.services)
+        names = None if names is None else list(names)
         wanted = None if names is None else [n for n in names if n not in others]
         for service in reversed(self._pick(wanted)):
-            if self.process(service.name).stop(sig=service.stop_signal):
-                self.progress.step(service.name, "stopped")
-                stopped.append(service.name)
+            try:
+                if self.process(service.name).stop(sig=service.stop_signal):
+                    self.progress.step(service.name, "stopped")
+                    stopped.append(service.name)
+            except Exception as exc:  # ProcessError, OSError: the others still go
+                failures[service.name] = exc
+                continue
+            if service.name in self.started:
+                self.started.remove(service.name)
         # Nodes of the other layout: all of them with no names (infra-down), else those
         # named (make dev-down after make dev KAFKA_NODES=3, without KAFKA_NODES).
         other_wanted = set(others) if names is None else set(names) & others
         for name in self._other_kafka_layout():
             if name in other_wanted:
-                if self._other_kafka(name).stop():
-                    self.progress.step(name, "stopped")
-                    stopped.append(name)
+                try:
+                    if self._other_kafka(name).stop():
+                        self.progress.step(name, "stopped")
+                        stopped.append(name)
+                except Exception as exc:  # as above
+                    failures[name] = exc
+        if failures:
+            raise StopError(stopped, failures)
         return stopped
 
     def _other_kafka(self, name: str) -> ManagedProcess:
@@ -238,9 +284,10 @@ class Stack:
         """SIGKILL a service, as a crash would."""
         return self.process(name).kill()
 
-    def status(self) -> list[Status]:
+    def status(self, names: Iterable[str] | None = None) -> list[Status]:
+        """Each service named (default: all): its pid, whether it answers, where its log is."""
         result = []
-        for service in self.services.values():
+        for service in self._pick(names):
             proc = self.process(service.name)
             pid = proc.pid()
             ready = pid is not None and self._ready(service)

@@ -258,7 +258,7 @@ def test_a_crashed_worker_costs_no_read(running: str, dev_env: dict[str, str]) -
     try:
         state = json.loads((Path(dev_env["DEV_RUN_DIR"]) / "state.json").read_text())
         victim = Path(dev_env["DEV_RUN_DIR"]) / f"worker-{max(state['workers'])}.pid"
-        pid = int(victim.read_text())
+        pid = int(victim.read_text().split()[0])  # "<pid> <start time>"
 
         def crash() -> None:
             os.kill(pid, signal.SIGKILL)  # no deregistration: Consul still lists it for a while

@@ -11,8 +11,9 @@ import pytest
 from infra.dev import __main__ as cli
 from infra.dev import platform as dev_platform
 from infra.dev.http import Answer
-from infra.dev.platform import DevError, DevPlatform
+from infra.dev.platform import DevError, DevPlatform, DevStatus
 from infra.dev.settings import DevSettings
+from infra.dev.state import DevState
 from infra.local.process import ProcessError
 from infra.local.service import ServiceError
 
@@ -127,3 +128,35 @@ def test_a_port_out_of_range_is_a_readable_exit(
     monkeypatch.setenv(name, port)
     with pytest.raises(SystemExit, match=f"{name} must be a TCP port"):
         DevSettings.from_env()
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt(), ServiceError("kafka: not ready")])
+def test_infrastructure_an_interrupted_up_left_running_is_recorded_for_down(
+    interrupt: BaseException, run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stack.up stops what it started when it fails; what it could not stop is recorded."""
+
+    class Interrupted:
+        def __init__(self, settings: object, progress: object) -> None:
+            self.started: list[str] = []
+
+        def up(self) -> list[str]:
+            self.started.append("kafka")
+            raise interrupt
+
+    monkeypatch.setattr(dev_platform, "Stack", Interrupted)
+    settings = DevSettings.from_env()
+    with pytest.raises((KeyboardInterrupt, DevError)):
+        DevPlatform(settings).up()
+    assert DevState.load(settings.run_dir).infra_started == ["kafka"]
+
+
+def test_the_summary_says_where_postgresqls_log_is_when_it_is_elsewhere(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    status = DevStatus(gateway_pid=1, gateway_ready=True, workers=[], demo_chat=None)
+    monkeypatch.setenv("LOCAL_POSTGRES_RUN_DIR", str(run_dir))
+    assert "PostgreSQL:" not in cli.summary(DevSettings.from_env(), status, 1.0)
+    monkeypatch.setenv("LOCAL_POSTGRES_RUN_DIR", str(run_dir / "pg"))
+    text = cli.summary(DevSettings.from_env(), status, 1.0)
+    assert f"(PostgreSQL: {run_dir / 'pg'}/postgres.log)" in text

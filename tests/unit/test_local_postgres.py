@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pwd
+import shutil
 import signal
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from infra.local import LocalSettings, Stack
 from infra.local import postgres as pg
+from infra.local import settings as local_settings
 from infra.local.ferretdb import FerretDB
 from infra.local.postgres import Postgres, conninfo, gin_twin_name, hba_conf, sql_literal
-from infra.local.service import Progress
+from infra.local.service import Progress, ServiceError
+from infra.local.settings import searchable
 
 
 def _settings(**env: str) -> LocalSettings:
@@ -139,3 +146,94 @@ def test_a_missing_postgresql_is_installed_with_apt_get(monkeypatch: pytest.Monk
 
     Postgres(_settings()).provision(Quiet())
     assert installed == ["postgresql"]
+
+
+# --- as root, PostgreSQL's folder must be within the postgres user's reach ------------
+
+
+@pytest.fixture
+def as_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Root, with a `postgres` OS user (uid/gid 54321) and /var/tmp in a folder of our own.
+
+    Yields a folder every user can pass through (pytest's own are mode 700)."""
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(
+        pwd,
+        "getpwnam",
+        lambda name: pwd.struct_passwd((name, "x", 54321, 54321, "", "/", "/bin/sh")),
+    )
+    monkeypatch.setattr(os, "getgrouplist", lambda name, gid: [gid])
+    open_dir = Path(tempfile.mkdtemp(prefix="pg-reach-"))
+    open_dir.chmod(0o755)
+    monkeypatch.setattr(local_settings, "SHARED_TMP", open_dir / "var-tmp")
+    yield open_dir
+    shutil.rmtree(open_dir)
+
+
+def test_as_root_a_run_folder_the_postgres_user_cannot_reach_moves_postgresql(
+    as_root: Path,
+) -> None:
+    home = as_root / "root"
+    run = home / "clone" / ".run"
+    run.mkdir(parents=True)
+    home.chmod(0o700)
+    s = _settings(LOCAL_RUN_DIR=str(run))
+    digest = hashlib.sha1(str(run).encode()).hexdigest()[:8]
+    assert s.postgres_run_dir == as_root / "var-tmp" / f"dialogue-platform-{digest}"
+    assert s.postgres_socket_dir == s.postgres_run_dir / "postgres"
+    assert s.run_dir == run  # everything else stays in the clone
+    assert _settings(LOCAL_RUN_DIR=str(run), LOCAL_POSTGRES_RUN_DIR="/srv/pg").postgres_run_dir == (
+        Path("/srv/pg")
+    )
+    home.chmod(0o755)
+    assert _settings(LOCAL_RUN_DIR=str(run)).postgres_run_dir == run
+
+
+def test_a_cluster_already_moved_stays_where_it_is(as_root: Path) -> None:
+    run = as_root / "clone" / ".run"
+    run.mkdir(parents=True)
+    fallback = local_settings.postgres_fallback_dir(run)
+    (fallback / "postgres").mkdir(parents=True)
+    assert _settings(LOCAL_RUN_DIR=str(run)).postgres_run_dir == fallback
+
+
+def test_not_root_postgresql_stays_in_the_run_folder(
+    as_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    run = as_root / "home" / ".run"
+    run.mkdir(parents=True)
+    (as_root / "home").chmod(0o700)
+    assert _settings(LOCAL_RUN_DIR=str(run)).postgres_run_dir == run
+
+
+@pytest.mark.parametrize("spoiled", ["group-writable", "a link"])
+def test_a_moved_folder_someone_else_could_have_made_is_refused(
+    as_root: Path, spoiled: str
+) -> None:
+    home = as_root / "root"
+    run = home / ".run"
+    run.mkdir(parents=True)
+    home.chmod(0o700)
+    service = Postgres(_settings(LOCAL_RUN_DIR=str(run)))
+    service.make_run_dir()  # made here: ours, mode 755
+    assert service.run_dir.stat().st_mode & 0o777 == 0o755
+    service.run_dir.rmdir()
+    if spoiled == "a link":
+        service.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        service.run_dir.symlink_to(as_root)
+    else:
+        service.run_dir.mkdir(parents=True)
+        service.run_dir.chmod(0o777)
+    with pytest.raises(ServiceError, match="is not a folder that only"):
+        service.make_run_dir()
+
+
+def test_a_path_is_searchable_only_through_folders_the_user_may_pass(tmp_path: Path) -> None:
+    inner = tmp_path / "a" / "b"
+    inner.mkdir(parents=True)
+    (tmp_path / "a").chmod(0o750)
+    owner = (tmp_path / "a").stat()
+    assert searchable(inner, owner.st_uid, set())  # every folder up there is root's
+    assert not searchable(inner, 54321, {54321})
+    assert searchable(inner / "not-yet" / "made", owner.st_uid, set())

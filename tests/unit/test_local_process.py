@@ -1,0 +1,74 @@
+"""infra/local/process.py: a pid file names one process (pid and start time), never a
+look-alike that took over its pid."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from infra.local.process import ManagedProcess, start_time
+
+SLEEPER = "import time\nwhile True:\n    time.sleep(3600)\n"
+
+
+@pytest.fixture
+def lookalike() -> Iterator[subprocess.Popen[bytes]]:
+    """A process whose command line holds "postgres", as a psql or a backend's does."""
+    proc = subprocess.Popen([sys.executable, "-c", SLEEPER, "dbname=postgres"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_a_recycled_pid_with_the_marker_in_its_command_line_is_not_ours(
+    tmp_path: Path, lookalike: subprocess.Popen[bytes]
+) -> None:
+    started = start_time(lookalike.pid)
+    assert started is not None
+    ours = ManagedProcess("postgres", tmp_path, "postgres")
+    ours.pid_file.write_text(f"{lookalike.pid} {started - 1}\n")  # ours started earlier
+    assert ours.pid() is None
+    assert ours.stop(timeout=1) is False and lookalike.poll() is None  # never signalled
+    ours.pid_file.write_text(f"{lookalike.pid} {started}\n")
+    assert ours.pid() == lookalike.pid
+
+
+def test_a_pid_file_without_a_start_time_is_still_read(
+    tmp_path: Path, lookalike: subprocess.Popen[bytes]
+) -> None:
+    """Written before start times were kept: the command line marker decides, as before."""
+    (tmp_path / "postgres.pid").write_text(f"{lookalike.pid}\n")
+    assert ManagedProcess("postgres", tmp_path, "postgres").pid() == lookalike.pid
+    assert ManagedProcess("postgres", tmp_path, "mariadbd").pid() is None
+
+
+def test_start_records_the_pid_and_the_start_time(tmp_path: Path) -> None:
+    proc = ManagedProcess("sleeper", tmp_path, "sleeper")
+    pid = proc.start([sys.executable, "-c", SLEEPER], cwd=tmp_path)
+    try:
+        assert proc.pid_file.read_text().split() == [str(pid), str(start_time(pid))]
+        assert proc.pid() == pid
+    finally:
+        assert proc.stop(timeout=10)
+    assert proc.pid() is None and not proc.pid_file.exists()
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(alphabet="0123456789 \n-x", max_size=30))
+def test_any_pid_file_reads_as_none_or_as_a_process_with_that_start_time(
+    tmp_path: Path, text: str
+) -> None:
+    proc = ManagedProcess("p", tmp_path, f"marker-{uuid.uuid4().hex}")
+    proc.pid_file.write_text(text)
+    pid = proc.pid()
+    if pid is not None:
+        fields = text.split()
+        assert len(fields) == 2 and int(fields[0]) == pid
+        assert start_time(pid) == int(fields[1])
