@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import tempfile
 import time
 import uuid
@@ -36,8 +37,9 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def number(kind: type[int] | type[float], minimum: float, *, above: bool = False) -> Any:
-    """An argparse `type`: a `kind` at least `minimum` (above it, with `above`). A count
-    of 0 used to run the whole benchmark and fail at its end (no values, a division)."""
+    """An argparse `type`: a finite `kind` at least `minimum` (above it, with `above`). A
+    count of 0 used to run the whole benchmark and fail at its end (no values, a division);
+    an infinite one never ends."""
     bound = f"> {minimum:g}" if above else f">= {minimum:g}"
 
     def parse(raw: str) -> int | float:
@@ -46,7 +48,9 @@ def number(kind: type[int] | type[float], minimum: float, *, above: bool = False
         except ValueError:
             what = "an integer" if kind is int else "a number"
             raise argparse.ArgumentTypeError(f"{raw!r} is not {what}") from None
-        if not (value > minimum if above else value >= minimum):  # NaN fails both
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {raw}")
+        if not (value > minimum if above else value >= minimum):
             raise argparse.ArgumentTypeError(f"must be {bound}, got {raw}")
         return value
 

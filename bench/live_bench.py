@@ -25,12 +25,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import resource
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -427,7 +428,8 @@ async def _measure(
     return figures
 
 
-if __name__ == "__main__":
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line; refused (exit 2, with the reason) when it would post nothing."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--sockets", type=number(int, 2), default=1000, help="users, one stream each"
@@ -444,4 +446,15 @@ if __name__ == "__main__":
     parser.add_argument(
         "--drain", type=number(float, 0), default=15, help="seconds to wait for stragglers"
     )
-    asyncio.run(main(parser.parse_args()))
+    args = parser.parse_args(argv)
+    total = args.rate * args.seconds
+    if not math.isfinite(total) or round(total) < 1:
+        parser.error(
+            f"--rate x --seconds must come to at least one post, got {args.rate:g} x"
+            f" {args.seconds:g} = {total:g}"
+        )
+    return args
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))

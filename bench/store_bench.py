@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -205,10 +206,23 @@ async def main(sizes: list[int], samples: int) -> None:
         await forget_worker(infra, worker)
 
 
-if __name__ == "__main__":
+def sizes(raw: str) -> list[int]:
+    """An argparse `type`: store sizes in the order the store grows to them, each larger
+    than the one before (the store only grows)."""
+    found = counts(raw)
+    if any(b <= a for a, b in itertools.pairwise(found)):
+        raise argparse.ArgumentTypeError(f"{raw!r}: each size must be larger than the one before")
+    return found
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=counts, default=counts("10000,100000,1000000"))
+    parser.add_argument("--sizes", type=sizes, default=sizes("10000,100000,1000000"))
     parser.add_argument("--samples", type=number(int, 1), default=200)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    args = parse_args()
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     asyncio.run(main(args.sizes, args.samples))

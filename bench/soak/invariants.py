@@ -11,9 +11,11 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
 from bench.soak.plan import Plan
 from bench.soak.sampler import KafkaLag
+from dialogue_worker.domain.history import page_key, page_of
 from platform_common.gather import bounded
 
 #: Seconds the workers get to consume what the load left in the topic.
@@ -22,6 +24,8 @@ CATCH_UP_WITHIN = 180.0
 STORED_WITHIN = 60.0
 #: Chats read from MongoDB at once.
 READ_PARALLEL = 8
+#: Order faults of the live clients the summary describes.
+EXAMPLES = 3
 
 
 @dataclass
@@ -41,12 +45,33 @@ class MessageCheck:
     missing: list[str]
     duplicated: list[str]  # ids stored more than once
     unacknowledged: int  # stored, but the post got no clear answer
-    seq_holes: int
+    seq_holes: int  # seqs missing below a chat's newest one (seqs are gap-free per chat)
+    caught_up: bool  # the consumer group's lag reached 0 within `caught_up_within`
     caught_up_seconds: float
+    caught_up_within: float = CATCH_UP_WITHIN
+
+    @property
+    def acknowledged(self) -> int:
+        return self.posted + self.produced
+
+    def problems(self) -> list[str]:
+        """What broke the invariant, one phrase each; none when it held."""
+        found = []
+        if not self.acknowledged:
+            found.append("no message was acknowledged")
+        if self.missing:
+            found.append(f"{len(self.missing)} acknowledged messages missing")
+        if self.duplicated:
+            found.append(f"{len(self.duplicated)} stored more than once")
+        if self.seq_holes:
+            found.append(f"{self.seq_holes} seq holes")
+        if not self.caught_up:
+            found.append(f"the workers did not catch up within {self.caught_up_within:g} s")
+        return found
 
     @property
     def ok(self) -> bool:
-        return not self.missing and not self.duplicated
+        return not self.problems()
 
 
 @dataclass
@@ -58,43 +83,66 @@ class LiveCheck:
     duplicates: int  # dropped by seq (allowed: at-least-once)
     beyond: int  # seqs seen past what was stored (must be 0)
     foreign: int  # frames of chats not the client's (must be 0)
+    out_of_order: int  # frames behind what their socket had sent of the chat (must be 0)
+    uncovered: int  # frames past the next seq with no gap frame between (must be 0)
     gaps: int  # gap frames, paged over REST
     closes: Counter[str]  # server-side closes (each followed by a reconnect)
     drain_seconds: float
+    examples: list[str] = field(default_factory=list)  # a few order faults, described
+
+    def problems(self) -> list[str]:
+        """What broke the invariant, one phrase each; none when it held."""
+        if not self.clients:
+            return []
+        counted = {
+            "deliveries missing": self.missing,
+            "seqs beyond the store": self.beyond,
+            "frames of foreign chats": self.foreign,
+            "frames out of order": self.out_of_order,
+            "uncovered gaps": self.uncovered,
+        }
+        found = [f"{n} {what}" for what, n in counted.items() if n]
+        if not self.expected:
+            found.insert(0, f"{self.clients} live clients but no delivery owed")
+        return found
 
     @property
     def ok(self) -> bool:
-        return self.clients == 0 or (not self.missing and not self.beyond and not self.foreign)
+        return not self.problems()
 
 
-async def caught_up(kafka: KafkaLag, within: float = CATCH_UP_WITHIN) -> float:
-    """Wait (bounded) until the consumer group has committed everything; seconds taken."""
+async def caught_up(
+    kafka: KafkaLag, within: float = CATCH_UP_WITHIN, every: float = 1.0
+) -> tuple[bool, float]:
+    """Wait (bounded) until the consumer group has committed everything: whether it did,
+    and the seconds taken."""
     started = time.monotonic()
-    while time.monotonic() - started < within:
+    while True:
         try:
             lags = await kafka.lags()
         except Exception:  # Kafka busy for a moment: ask again until the bound
-            lags = {0: 1}
+            lags = {}
+        took = time.monotonic() - started
         if lags and not any(lags.values()):
-            break
-        await asyncio.sleep(1.0)
-    return time.monotonic() - started
+            return True, took
+        if took >= within:
+            return False, took
+        await asyncio.sleep(min(every, within - took))
 
 
 async def read_stored(mongo_url: str, database: str, plan: Plan) -> Stored:
     """Every stored message of the run's chats."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, timeoutMS=30000)
-    history = client[database]["history"]
-
-    async def of_chat(cid: str) -> list[dict[str, Any]]:
-        # By `cid` (equality, which FerretDB answers from an index), not by a range of
-        # `_id`s, which it answers with a scan of the whole collection.
-        return await history.find({"cid": ObjectId(cid)}, {"id": 1, "seq": 1}).to_list(None)
-
     try:
-        found = await bounded([chat.cid for chat in plan.chats], of_chat, READ_PARALLEL)
+        return await stored_of(client[database], plan)
     finally:
         await client.close()
+
+
+async def stored_of(db: AsyncDatabase[dict[str, Any]], plan: Plan) -> Stored:
+    """What `db` holds of the plan's chats: ids, newest seq and seq holes of each."""
+    cids = [chat.cid for chat in plan.chats]
+    found = await bounded(cids, lambda cid: history_of(db, cid), READ_PARALLEL)
     stored = Stored()
     for chat, docs in zip(plan.chats, found, strict=True):
         seqs = {int(d["seq"]) for d in docs}
@@ -104,11 +152,29 @@ async def read_stored(mongo_url: str, database: str, plan: Plan) -> Stored:
     return stored
 
 
+async def history_of(db: AsyncDatabase[dict[str, Any]], cid: str) -> list[dict[str, Any]]:
+    """Every stored message of a chat, page by page: `history` is indexed by `page` only
+    (a filter on `cid` is a scan of the whole collection on FerretDB). Every page up to
+    the newest seq the chat's document names, then on to the first empty one, so a
+    message stored past that seq or a page missing whole still shows."""
+    chat = await db["chats"].find_one({"_id": ObjectId(cid)}, {"lastSeq": 1})
+    newest = page_of(int((chat or {}).get("lastSeq") or 0))
+    docs: list[dict[str, Any]] = []
+    page = 0
+    while True:
+        query = {"page": page_key(cid, page)}
+        found = await db["history"].find(query, {"id": 1, "seq": 1}).to_list(None)
+        docs += found
+        if not found and page > newest:
+            return docs
+        page += 1
+
+
 async def check_messages(
     kafka: KafkaLag, mongo_url: str, database: str, plan: Plan, rest: dict[str, Any]
 ) -> tuple[MessageCheck, Stored]:
     """Invariant 1, once the workers caught up: each acknowledged id stored exactly once."""
-    took = await caught_up(kafka)
+    done, took = await caught_up(kafka)
     acked = [mid for mid, _ in rest["acked"]] + [mid for mid, _ in rest["produced"]]
     started = time.monotonic()
     while True:
@@ -126,6 +192,7 @@ async def check_messages(
         duplicated=[mid for mid in wanted if stored.ids[mid] > 1],
         unacknowledged=sum(1 for mid in stored.ids if mid not in wanted),
         seq_holes=stored.seq_holes,
+        caught_up=done,
         caught_up_seconds=took,
     )
     return check, stored
@@ -145,7 +212,10 @@ def check_live(live: dict[str, Any]) -> LiveCheck:
         duplicates=sum(c["duplicates"] for c in clients),
         beyond=sum(c["beyond"] for c in clients),
         foreign=sum(c["foreign"] for c in clients),
+        out_of_order=sum(c["out_of_order"] for c in clients),
+        uncovered=sum(c["uncovered"] for c in clients),
         gaps=sum(c["gaps"] for c in clients),
         closes=closes,
         drain_seconds=float(live["drain_seconds"]),
+        examples=[e for c in clients for e in c["order_examples"]][:EXAMPLES],
     )

@@ -5,9 +5,10 @@ hello with `since = {cid: 0}` for its chats (they are new), so it must see every
 of every chat of its user, seq 1 on: it tracks per chat the newest seq and the holes
 (deduplicating by seq, as a real client does), pages a `gap` frame's range over REST,
 and reconnects with `since` when the server closes it (signing in again first when the
-close says the token was refused: 4001 or 4002). At the end the orchestrator says how
-far each chat got; the load waits for its clients to get there (bounded) and reports
-what is missing.
+close says the token was refused: 4001 or 4002). On each connection it also checks the
+order docs/live.md promises (`tracks.Order`): per chat, seqs in order, every hole named
+by a gap frame. At the end the orchestrator says how far each chat got; the load waits
+for its clients to get there (bounded) and reports what is missing.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import contextlib
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from bench.soak.channel import serve
 from bench.soak.clients import Sessions, call, sign_in
 from bench.soak.plan import Account, Plan
 from bench.soak.stats import IntervalStats
+from bench.soak.tracks import OUT_OF_ORDER, UNCOVERED, Order, Track
 from contracts.live import CloseCode
 
 #: Streams being opened (connect, hello, until `ready`) at once at the start.
@@ -37,34 +38,13 @@ READY_WITHIN = 60.0
 RECONNECT_PAUSE = 1.0
 #: Seconds the clients get to see every stored message once the load stopped.
 DRAIN_WITHIN = 120.0
+#: Seconds the clients get to close and end once told to stop; then they are cancelled.
+CLOSE_WITHIN = 15.0
+#: Order faults (`tracks.Order`) a client describes in its report, besides counting them.
+EXAMPLES = 3
 #: Close codes after which a client signs in again before it reconnects (its token was
 #: refused); after any other close it reconnects with the token it has.
 TOKEN_REFUSED = {str(int(CloseCode.UNAUTHORIZED)), str(int(CloseCode.TOKEN_EXPIRED))}
-
-
-@dataclass
-class Track:
-    """What one client saw of one chat: the newest seq, and any seq skipped below it."""
-
-    top: int = 0
-    holes: set[int] = field(default_factory=set)
-    duplicates: int = 0
-
-    def see(self, seq: int) -> bool:
-        """Count a seq; True the first time it is seen."""
-        if seq > self.top:
-            self.holes.update(range(self.top + 1, seq))
-            self.top = seq
-            return True
-        if seq in self.holes:
-            self.holes.discard(seq)
-            return True
-        self.duplicates += 1
-        return False
-
-    def missing(self, last: int) -> int:
-        """Seqs 1..last not seen."""
-        return max(0, last - self.top) + sum(1 for s in self.holes if s <= last)
 
 
 def push_latency(text: str) -> float | None:
@@ -89,6 +69,9 @@ class Listener:
         self.gaps = 0
         self.foreign = 0  # message frames of chats not the user's
         self.failures: list[str] = []
+        self.order = Order()  # the current connection's
+        self.faults: Counter[str] = Counter()  # order faults over every connection
+        self.examples: list[str] = []
 
     @property
     def open(self) -> bool:
@@ -99,7 +82,7 @@ class Listener:
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
-            code = await self._session()
+            code = await self._session(stopping)
             if stopping.is_set():
                 return
             self.closes[code] += 1
@@ -109,14 +92,17 @@ class Listener:
             if code in TOKEN_REFUSED and not stopping.is_set():
                 await sign_in(self.load.sessions.of(self.account), self.load.api, self.account)
 
-    async def _session(self) -> str:
+    async def _session(self, stopping: asyncio.Event) -> str:
         """One connection from hello to close; its close code (or the failure's kind)."""
         http = self.load.streams.of(self.account)
         started = time.perf_counter()
         try:
             async with http.ws_connect(f"{self.load.api}/v1/stream", autoping=True) as ws:
                 self.ws = ws
+                if stopping.is_set():  # stop() may have closed the others already
+                    return "stopping"
                 since = {cid: t.top for cid, t in self.tracks.items()}
+                self.order = Order(since)
                 hello = {"type": "hello", "token": self.account.token, "since": since}
                 await ws.send_str(orjson.dumps(hello).decode())
                 async for msg in ws:
@@ -131,10 +117,13 @@ class Listener:
     async def _frame(self, frame: dict[str, Any], started: float) -> None:
         kind = frame.get("type")
         if kind == "message":
-            track = self.tracks.get(frame["cid"])
+            cid, seq = str(frame["cid"]), int(frame["seq"])
+            track = self.tracks.get(cid)
             if track is None:
                 self.foreign += 1
-            elif track.see(int(frame["seq"])):
+                return
+            self._fault(cid, self.order.message(cid, seq), f"seq {seq}")
+            if track.see(seq):
                 latency = push_latency(str(frame["message"].get("text", "")))
                 self.load.stats.record("push", "frame", latency)
         elif kind == "ready":  # connect -> ready, on every (re)connection
@@ -142,7 +131,19 @@ class Listener:
             self.ready.set()
         elif kind == "gap":
             self.gaps += 1
-            await self._page(str(frame["cid"]), int(frame["fromSeq"]), int(frame["toSeq"]))
+            cid, first, last = str(frame["cid"]), int(frame["fromSeq"]), int(frame["toSeq"])
+            if cid in self.tracks:
+                self._fault(cid, self.order.gap(cid, first, last), f"gap {first}..{last}")
+            await self._page(cid, first, last)
+
+    def _fault(self, cid: str, fault: str | None, frame: str) -> None:
+        """Count a frame that broke the connection's order; describe the first few."""
+        if fault is None:
+            return
+        self.faults[fault] += 1
+        if len(self.examples) < EXAMPLES:
+            since = self.order.since.get(cid)
+            self.examples.append(f"chat {cid}: {frame}, {fault} (since {since})")
 
     async def _page(self, cid: str, first: int, last: int) -> None:
         """Read seqs first..last of a chat over REST, as the protocol asks after a gap."""
@@ -170,6 +171,9 @@ class Listener:
             "beyond": sum(max(0, t.top - expect.get(cid, 0)) for cid, t in self.tracks.items()),
             "gaps": self.gaps,
             "foreign": self.foreign,
+            "out_of_order": self.faults[OUT_OF_ORDER],
+            "uncovered": self.faults[UNCOVERED],
+            "order_examples": self.examples,
             "closes": dict(self.closes),
             "failures": self.failures,
         }
@@ -220,17 +224,30 @@ class LiveLoad:
             await asyncio.sleep(0.2)
         drained = time.monotonic() - started
         self._stopping.set()
-        for listener in self.listeners:
-            if listener.ws is not None:
-                with contextlib.suppress(Exception):  # closing at the end is best effort
-                    await listener.ws.close()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._close_all()
         await self.streams.close()
         await self.sessions.close()
         return {
             "drain_seconds": drained,
             "clients": [x.report(expect) for x in self.listeners],
         }
+
+    async def _close_all(self) -> None:
+        """Close every socket at once and wait (bounded) for the clients to end. A client
+        that connects meanwhile sees `stopping` set and closes its own socket."""
+
+        async def close(ws: aiohttp.ClientWebSocketResponse) -> None:
+            with contextlib.suppress(Exception):  # closing at the end is best effort
+                await ws.close()
+
+        closing = [asyncio.create_task(close(x.ws)) for x in self.listeners if x.ws is not None]
+        waited = closing + self._tasks
+        if not waited:
+            return
+        await asyncio.wait(waited, timeout=CLOSE_WITHIN)
+        for task in waited:  # still running after the bound: a close that hangs
+            task.cancel()
+        await asyncio.wait(waited, timeout=CLOSE_WITHIN)  # one that ignores it is left
 
 
 def main() -> None:

@@ -88,13 +88,14 @@ class ChatPicker:
 def memberships(
     users: int, chats: int, hot_chats: int, hot_members: int, seed: int
 ) -> list[tuple[list[int], bool]]:
-    """(member indexes, hot) of every chat: the first ordinary chats pair users up so
-    that each is in at least one chat; the rest have 2-3 random members."""
+    """(member indexes, hot) of every chat: the first ordinary chats pair users up (the
+    last of an odd number with user 0), so with `users <= 2 * chats` (settings.py checks
+    it) each user is in at least one chat; the rest have 2-3 random members."""
     rng = random.Random(seed)
     made: list[tuple[list[int], bool]] = []
     for k in range(chats):
-        if 2 * k + 1 < users:
-            members = [2 * k, 2 * k + 1]
+        if 2 * k < users:
+            members = [2 * k, (2 * k + 1) % users]
         else:
             members = rng.sample(range(users), min(users, rng.choice((2, 2, 3))))
         made.append((members, False))

@@ -148,23 +148,34 @@ def error_lines(samples: Sequence[Sample]) -> list[str]:
 
 def invariant_lines(messages: MessageCheck, live: LiveCheck) -> list[str]:
     m, v = messages, live
-    acked = m.posted + m.produced
     closes = ", ".join(f"{code} x{n}" for code, n in v.closes.most_common()) or "none"
-    return [
+    caught_up = (
+        f"the workers caught up {m.caught_up_seconds:.1f} s after the load"
+        if m.caught_up
+        else f"the workers did NOT catch up within {m.caught_up_within:g} s"
+    )
+    problems = m.problems() + v.problems()
+    lines = [
         "invariants:",
-        f"  messages: {acked} acknowledged ({m.posted} posts answered 202, {m.produced} records"
-        f" acked to the external producer): stored once {m.stored_once}, missing"
-        f" {len(m.missing)}, duplicated {len(m.duplicated)}"
+        f"  messages: {m.acknowledged} acknowledged ({m.posted} posts answered 202,"
+        f" {m.produced} records acked to the external producer): stored once"
+        f" {m.stored_once}, missing {len(m.missing)}, duplicated {len(m.duplicated)}"
         + (f" (e.g. missing {m.missing[:3]})" if m.missing else "")
         + (f" (e.g. duplicated {m.duplicated[:3]})" if m.duplicated else ""),
         f"    also: {m.unacknowledged} stored without a clear answer to the post; seq holes"
-        f" {m.seq_holes}; the workers caught up {m.caught_up_seconds:.1f} s after the load",
+        f" {m.seq_holes}; {caught_up}",
         f"  live: {v.clients} clients owed {v.expected} deliveries: missing {v.missing}"
-        f" ({v.clients_short} clients short), beyond the store {v.beyond}, foreign {v.foreign};"
-        f" duplicates dropped by seq {v.duplicates}, gap frames paged {v.gaps},"
-        f" server closes {closes}; all in {v.drain_seconds:.1f} s after the store",
-        "result: invariants hold" if m.ok and v.ok else "result: INVARIANTS VIOLATED",
+        f" ({v.clients_short} clients short), beyond the store {v.beyond}, foreign {v.foreign},"
+        f" out of order {v.out_of_order}, uncovered gaps {v.uncovered}; duplicates dropped"
+        f" by seq {v.duplicates}, gap frames paged {v.gaps}, server closes {closes}; all in"
+        f" {v.drain_seconds:.1f} s after the store",
     ]
+    lines += [f"    e.g. {example}" for example in v.examples]
+    if problems:
+        lines.append("result: INVARIANTS VIOLATED: " + "; ".join(problems))
+    else:
+        lines.append("result: invariants hold")
+    return lines
 
 
 def summary(

@@ -7,13 +7,13 @@ import asyncio
 import contextlib
 import json
 import math
-import signal
 import sys
 import time
 import traceback
 from pathlib import Path
 
 from bench.soak.channel import LoadFailed, LoadProcess
+from bench.soak.ctrl_c import CtrlC, Interrupted
 from bench.soak.invariants import check_live, check_messages
 from bench.soak.platform import SoakError, Target, target
 from bench.soak.plot import plot
@@ -62,38 +62,31 @@ async def _hold(
         samples.append(await sampler.sample())
         write_csv(samples, csv)  # rewritten each time: a run that dies still leaves its CSV
         _say(_progress(samples[-1]))
-        if early.is_set():
-            _say("ending the load early (Ctrl-C); checking what was sent")
+        if early.is_set():  # Ctrl-C (CtrlC said so when it came)
             break
     return samples
 
 
-def _end_early_on_ctrl_c(early: asyncio.Event) -> None:
-    """The first Ctrl-C ends the load phase (checks and reports still run); a second one
-    interrupts."""
-    loop = asyncio.get_running_loop()
-
-    def first() -> None:
-        early.set()
-        loop.remove_signal_handler(signal.SIGINT)
-
-    loop.add_signal_handler(signal.SIGINT, first)
-
-
-async def _soak(settings: SoakSettings, where: Target, early: asyncio.Event) -> int:
+async def _soak(settings: SoakSettings, where: Target, ctrl_c: CtrlC) -> int:
     out = settings.out
-    plan = await prepare(settings, where.api_url, where.dev.local.kafka_bootstrap, where.dev.topic)
+    ctrl_c.check()  # pressed while the platform started (a thread: it could not be stopped)
+    dev = where.dev
+    plan = await ctrl_c.setting_up(
+        prepare(settings, where.api_url, dev.local.kafka_bootstrap, dev.topic)
+    )
     plan_path = out / "plan.json"
     plan.save(plan_path)
     live = LoadProcess("load-live", "bench.soak.load_live", plan_path, out)
     rest = LoadProcess("load-rest", "bench.soak.load_rest", plan_path, out)
     try:
-        opened = await live.start(STREAMS_WITHIN)
+        opened = await ctrl_c.setting_up(live.start(STREAMS_WITHIN))
         _say(f"{opened['ready']}/{opened['sockets']} streams ready; starting the REST load")
-        await rest.start(60.0)
+        await ctrl_c.setting_up(rest.start(60.0))
+        ctrl_c.phase = "load"  # a Ctrl-C from here on ends the load early
         _say(f"load running for {settings.minutes:g} min; a sample every {settings.interval:g} s")
         async with Sampler(where, [rest, live], time.monotonic()) as sampler:
-            samples = await _hold(settings, sampler, early, out / "soak.csv")
+            samples = await _hold(settings, sampler, ctrl_c.pressed, out / "soak.csv")
+            ctrl_c.phase = "checks"
             rest_final = await rest.stop(120.0)
             _say("load stopped; waiting for the workers, then reading MongoDB")
             local = where.dev.local
@@ -138,10 +131,13 @@ async def soak(settings: SoakSettings) -> int:
         settings_json = json.dumps(settings.to_json(), indent=1) + "\n"
         (settings.out / "settings.json").write_text(settings_json)
         _say(f"report folder {settings.out}")
-        early = asyncio.Event()
-        _end_early_on_ctrl_c(early)
+        ctrl_c = CtrlC()
+        ctrl_c.install()
         async with target(settings.use_running, settings.workers, settings.keep) as where:
-            return await _soak(settings, where, early)
+            return await _soak(settings, where, ctrl_c)
+    except Interrupted:
+        print("soak interrupted (Ctrl-C) before the load started", file=sys.stderr, flush=True)
+        return FAILED
     except (SoakError, DevError, LoadFailed, PrepareFailed) as exc:
         print(f"soak failed: {exc}", file=sys.stderr, flush=True)
         return FAILED

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,27 +115,63 @@ class RssRange:
             await asyncio.sleep(self.EVERY)
 
 
+class CpuMeter:
+    """CPU of processes in % of one core, over the time between two readings of each.
+    Every reading carries the clock of its own moment: a sample reads the load processes
+    and Kafka first, which can take seconds, and a time taken before that would stretch
+    the span of one reading and shorten the next."""
+
+    def __init__(
+        self,
+        read: Callable[[int], float | None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read = read  # pid -> CPU seconds used so far (None: gone)
+        self._clock = clock
+        self._last: dict[int, tuple[float, float]] = {}  # pid -> (cpu seconds, at)
+
+    def percent(self, pid: int) -> float | None:
+        """Since the previous reading of `pid`; None at the first one."""
+        used = self._read(pid)
+        at = self._clock()
+        if used is None:
+            return None
+        before = self._last.get(pid)
+        self._last[pid] = (used, at)
+        if before is None or at <= before[1]:
+            return None
+        return 100.0 * (used - before[0]) / (at - before[1])
+
+
 class Sampler:
     """Owns the clients a sample needs; `sample()` takes one."""
 
-    def __init__(self, target: Target, loads: Sequence[LoadProcess], started: float) -> None:
+    def __init__(
+        self,
+        target: Target,
+        loads: Sequence[LoadProcess],
+        started: float,
+        *,
+        kafka: KafkaLag | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.target = target
         self.loads = loads
         self.started = started
         dev = target.dev
-        self.kafka = KafkaLag(dev.local.kafka_bootstrap, dev.app_id, dev.topic)
+        self.kafka = kafka or KafkaLag(dev.local.kafka_bootstrap, dev.app_id, dev.topic)
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         self.rss_range = RssRange(target)
-        self._cpu: dict[int, tuple[float, float]] = {}  # pid -> (cpu seconds, at)
+        self.cpu = CpuMeter(procfs.cpu_seconds, clock)
+        self._clock = clock
         self._last = started
 
     async def __aenter__(self) -> Sampler:
         await self.kafka.start()
         self.rss_range.start()
-        now = time.monotonic()
         for pid in self._pids().values():  # CPU is a difference: the first sample has one
             if pid is not None:
-                self._cpu_percent(pid, now)
+                self.cpu.percent(pid)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -144,7 +180,7 @@ class Sampler:
         await self.http.close()
 
     async def sample(self) -> Sample:
-        now = time.monotonic()
+        now = self._clock()
         stats, lag, gauge = await asyncio.gather(self._load_stats(), self._lag(), self._gauge())
         sample = Sample(
             t=round(now - self.started, 1),
@@ -163,7 +199,7 @@ class Sampler:
             sample.rss[name] = (
                 None if pid is None else (procfs.tree_mib if tree else procfs.rss_mib)(pid)
             )
-            sample.cpu[name] = None if pid is None else self._cpu_percent(pid, now)
+            sample.cpu[name] = None if pid is None else self.cpu.percent(pid)
         for name, mib in sample.rss.items():  # the sample itself is one more reading
             if name in sample.rss_range and mib is not None:
                 low, high = sample.rss_range[name]
@@ -197,16 +233,6 @@ class Sampler:
         except (aiohttp.ClientError, TimeoutError):
             return None
         return metric_sum(text, "gateway_stream_sockets")
-
-    def _cpu_percent(self, pid: int, now: float) -> float | None:
-        used = procfs.cpu_seconds(pid)
-        if used is None:
-            return None
-        before = self._cpu.get(pid)
-        self._cpu[pid] = (used, now)
-        if before is None or now <= before[1]:
-            return None
-        return 100.0 * (used - before[0]) / (now - before[1])
 
 
 def flatten(sample: Sample) -> dict[str, Any]:

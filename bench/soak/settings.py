@@ -4,6 +4,7 @@ from SOAK_* environment variables (so `make soak SOAK_MINUTES=5 SOAK_POSTS=40` w
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -95,6 +96,22 @@ FLAGS: dict[str, tuple[type, Any, str]] = {
 }
 
 
+#: What SOAK_USE_RUNNING and SOAK_KEEP may say (any case).
+TRUE = frozenset({"1", "true", "yes", "on"})
+FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _env_flag(env: Mapping[str, str], name: str) -> bool:
+    """A yes/no environment variable: 1/true/yes/on or 0/false/no/off (unset: no)."""
+    raw = env.get(name, "")
+    said = raw.strip().lower()
+    if said in TRUE:
+        return True
+    if said in FALSE:
+        return False
+    raise SystemExit(f"{name} must be one of 1/true/yes/on or 0/false/no/off, got {raw!r}")
+
+
 def _env_default(env: Mapping[str, str], name: str, kind: type, default: Any) -> Any:
     raw = env.get(f"SOAK_{name.upper()}")
     if raw is None or raw == "":
@@ -123,13 +140,13 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument(
         "--use-running",
         action="store_true",
-        default=env.get("SOAK_USE_RUNNING") == "1",
+        default=_env_flag(env, "SOAK_USE_RUNNING"),
         help="use the running `make dev` platform; fail if there is none",
     )
     p.add_argument(
         "--keep",
         action="store_true",
-        default=env.get("SOAK_KEEP") == "1",
+        default=_env_flag(env, "SOAK_KEEP"),
         help="leave a platform the soak started running afterwards",
     )
     p.add_argument("--out", type=Path, default=env.get("SOAK_OUT") or None, help="report folder")
@@ -160,6 +177,10 @@ def from_args(
 
 def _problems(args: argparse.Namespace) -> list[str]:
     problems = []
+    floats = [name for name, (kind, _, _) in FLAGS.items() if kind is float]
+    infinite = [f"--{n.replace('_', '-')}" for n in floats if not math.isfinite(getattr(args, n))]
+    if infinite:
+        return [f"must be finite (not nan or inf): {', '.join(infinite)}"]
     if args.minutes <= 0 or args.interval <= 0:
         problems.append("--minutes and --interval must be > 0")
     if args.users < 2:
@@ -170,11 +191,20 @@ def _problems(args: argparse.Namespace) -> list[str]:
         problems.append("needs at least one chat")
     if args.hot_chats and args.hot_members < 2:
         problems.append("--hot-members must be >= 2")
+    everyone_hot = args.hot_chats > 0 and args.hot_members >= args.users
+    if args.users > 2 * args.chats and not everyone_hot:
+        problems.append(
+            f"--users ({args.users}) must be <= 2 x --chats ({args.chats}): the ordinary chats"
+            " pair the users up so that each is in a chat (or --hot-members >= --users puts"
+            " every user in each hot chat)"
+        )
     if not 0 <= args.hot_share <= 1:
         problems.append("--hot-share must be within 0..1")
     rates = ("sign_ins", "posts", "history", "chat_lists", "read_marks", "produce")
     if any(getattr(args, r) < 0 for r in rates):
         problems.append("rates must be >= 0")
+    if args.posts <= 0 and args.produce <= 0:
+        problems.append("--posts or --produce must be > 0: the checks need messages to check")
     if args.pages < 1 or args.in_flight < 1:
         problems.append("--pages and --in-flight must be >= 1")
     if not 1 <= args.addresses <= MAX_ADDRESSES:
