@@ -35,14 +35,18 @@ TRUNCATED = "x-dlq-truncated"
 #: On a dead letter whose source had neither key nor value: "1". Kafka needs one of the
 #: two, so the copy's value is empty instead of null.
 NULL_RECORD = "x-dlq-null-record"
+#: On a dead letter: the source record's Kafka timestamp, in milliseconds (the copy's own
+#: is when it was dead-lettered; the source may be gone by retention).
+SOURCE_TIMESTAMP = "x-dlq-timestamp"
 #: On a forwarded record: where it was read ("topic/partition/offset").
 FORWARDED_FROM = "x-forwarded-from"
 #: The largest record the outbox sends (its producer's max_request_size, aiokafka's default).
 MAX_RECORD = 1_048_576
 
 Headers = list[tuple[str, bytes | None]]
-#: topic, value, key, headers, partition (None: the producer's keyed partitioner).
-Outgoing = tuple[str, bytes | None, bytes | None, Headers, int | None]
+#: topic, value, key, headers, partition (None: the producer's keyed partitioner), and
+#: the timestamp in milliseconds (None: now).
+Outgoing = tuple[str, bytes | None, bytes | None, Headers, int | None, int | None]
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
@@ -81,6 +85,8 @@ def dead_letter_copy(rejected: Rejected) -> tuple[bytes | None, bytes | None, He
         (SOURCE_PARTITION, str(record.partition).encode()),
         (SOURCE_OFFSET, str(record.offset).encode()),
     ]
+    if record.timestamp_ms is not None:
+        added.append((SOURCE_TIMESTAMP, str(record.timestamp_ms).encode()))
     if record.key is None and record.value is None:
         added.append((NULL_RECORD, b"1"))
         return fitted(None, b"", list(record.headers), added, cut=True)
@@ -130,7 +136,7 @@ class KafkaOutbox:
         sends: list[Outgoing] = []
         for r in rejected:
             key, value, headers = dead_letter_copy(r)
-            sends.append((self.dlq_topic, value, key, headers, None))
+            sends.append((self.dlq_topic, value, key, headers, None, None))
         await self._send(sends)
 
     async def forward(self, records: Sequence[tuple[InboundRecord, str]]) -> None:
@@ -145,11 +151,14 @@ class KafkaOutbox:
                 cut=False,
             )
             partition = None if self._partition_of is None else self._partition_of(cid)
-            sends.append((self.topic, value, key, headers, partition))
+            # The record's own timestamp: a forward is the record, moved to its partition.
+            sends.append((self.topic, value, key, headers, partition, record.timestamp_ms))
         await self._send(sends)
 
     async def publish(self, events: Sequence[Event]) -> None:
-        await self._send([(self.events_topic, e.to_bytes(), e.key(), [], None) for e in events])
+        await self._send(
+            [(self.events_topic, e.to_bytes(), e.key(), [], None, None) for e in events]
+        )
 
     async def _send(self, records: Sequence[Outgoing]) -> None:
         """Send in order (one partition keeps the order of what is sent to it); wait for all."""
@@ -158,9 +167,14 @@ class KafkaOutbox:
         try:
             pending: list[Any] = [
                 await self._producer.send(
-                    topic, value, key=key, headers=headers, partition=partition
+                    topic,
+                    value,
+                    key=key,
+                    headers=headers,
+                    partition=partition,
+                    timestamp_ms=timestamp_ms,
                 )
-                for topic, value, key, headers, partition in records
+                for topic, value, key, headers, partition, timestamp_ms in records
             ]
             await asyncio.gather(*pending)
         except KafkaError as exc:

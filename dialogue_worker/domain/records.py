@@ -20,6 +20,7 @@ class InboundRecord:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes | None], ...] = ()  # a null value stays null
+    timestamp_ms: int | None = None  # the record's Kafka timestamp (CreateTime, usually)
 
     @property
     def position(self) -> str:

@@ -42,7 +42,15 @@ def inbound(event: Any) -> InboundRecord:
         # A null header value (Kafka allows one) stays null in a dead letter or a
         # forwarded copy: they are the record as it was, to replay as is.
         headers=tuple((str(k), None if v is None else bytes(v)) for k, v in headers),
+        timestamp_ms=_milliseconds(getattr(message, "timestamp", None)),
     )
+
+
+def _milliseconds(seconds: object) -> int | None:
+    """faust's timestamp (float seconds) as Kafka's (integer milliseconds); None for none."""
+    if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds >= 0:
+        return round(seconds * 1000)
+    return None
 
 
 def attach_agent(

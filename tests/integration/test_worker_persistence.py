@@ -198,7 +198,9 @@ async def test_a_dead_letter_keeps_a_null_header_value_null(
     await consumer.start()
     try:
         headers = [("trace", None), ("empty", b"")]
-        await producer.send_and_wait(worker.topic, invalid, key=cid.encode(), headers=headers)
+        sent = await producer.send_and_wait(
+            worker.topic, invalid, key=cid.encode(), headers=headers, timestamp_ms=1_600_000_000_123
+        )
         dead: list[Any] = []
 
         async def read_dead() -> int:  # the module's earlier tests dead-lettered too
@@ -212,6 +214,9 @@ async def test_a_dead_letter_keeps_a_null_header_value_null(
         await producer.stop()
     own = [h for h in dead[0].headers if not h[0].startswith("x-dlq-")]
     assert own == [("trace", None), ("empty", b"")]
+    # When the source was written, which retention may take from the source topic.
+    assert dict(dead[0].headers)["x-dlq-timestamp"] == str(sent.timestamp).encode()
+    assert sent.timestamp == 1_600_000_000_123
 
 
 def _produce_null_records(bootstrap: str, topic: str, cid: str, marker: bytes) -> None:

@@ -13,6 +13,7 @@ from dialogue_worker.adapters.outbox import (
     MAX_RECORD,
     NULL_RECORD,
     REASON,
+    SOURCE_TIMESTAMP,
     TRUNCATED,
     dead_letter_copy,
     fitted,
@@ -116,3 +117,22 @@ def test_a_record_without_key_and_value_is_copied_with_an_empty_value_and_marked
     tombstone = InboundRecord("t", 0, 6, b"cid", None)
     key, value, headers = dead_letter_copy(Rejected(tombstone, RejectKind.INVALID, "empty"))
     assert (key, value) == (b"cid", None) and NULL_RECORD not in dict(headers)
+
+
+def test_a_dead_letter_names_when_its_source_was_written() -> None:
+    source = InboundRecord("t", 0, 5, b"k", b"{", timestamp_ms=1_700_000_000_123)
+    _, _, headers = dead_letter_copy(Rejected(source, RejectKind.INVALID, "malformed JSON"))
+    assert dict(headers)[SOURCE_TIMESTAMP] == b"1700000000123"
+    untimed = InboundRecord("t", 0, 6, b"k", b"{")
+    assert SOURCE_TIMESTAMP not in dict(
+        dead_letter_copy(Rejected(untimed, RejectKind.INVALID, "x"))[2]
+    )
+
+
+def test_a_faust_event_carries_its_timestamp_in_milliseconds() -> None:
+    message = SimpleNamespace(
+        topic="t", partition=1, offset=2, key=None, value=b"{}", headers=None, timestamp=1.5
+    )
+    assert inbound(SimpleNamespace(message=message)).timestamp_ms == 1500
+    message.timestamp = None
+    assert inbound(SimpleNamespace(message=message)).timestamp_ms is None
