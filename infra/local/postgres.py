@@ -177,6 +177,10 @@ class Postgres(Service):
                 f"{fallback} is not a folder that only {_os_user()} can write to; remove it "
                 "(or set LOCAL_POSTGRES_RUN_DIR to another folder) and start again"
             )
+        # mkdir's mode passes through the umask (027 left it 750: out of the server
+        # user's reach again); checked above to be a folder of ours, not a link.
+        if info.st_mode & 0o755 != 0o755:
+            fallback.chmod(0o755)
 
     @property
     def pgdata(self) -> Path:

@@ -75,7 +75,8 @@ class ManagedProcess:
             return None
         if len(fields) == 2:
             pid, started = fields
-            if pid <= 0 or start_time(pid) != started:
+            # A zombie keeps its start time: dead, its parent not having reaped it yet.
+            if pid <= 0 or start_time(pid) != started or _is_zombie(pid):
                 return None
         elif len(fields) == 1 and fields[0] > 0:
             pid = fields[0]

@@ -97,7 +97,9 @@ def _postgres_run_dir(configured: str | None, run_dir: Path) -> Path:
     try:
         user = pwd.getpwnam(POSTGRES_OS_USER)
     except KeyError:
-        return run_dir  # no server user: starting PostgreSQL says what to install
+        # Not installed yet (provisioning installs it, after this choice): Debian's
+        # system user owns none of these folders and is in none of root's groups.
+        return run_dir if searchable(run_dir, -1, set()) else fallback
     groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
     return run_dir if searchable(run_dir, user.pw_uid, groups) else fallback
 

@@ -237,3 +237,38 @@ def test_a_path_is_searchable_only_through_folders_the_user_may_pass(tmp_path: P
     assert searchable(inner, owner.st_uid, set())  # every folder up there is root's
     assert not searchable(inner, 54321, {54321})
     assert searchable(inner / "not-yet" / "made", owner.st_uid, set())
+
+
+def test_before_postgresql_is_installed_the_choice_is_made_for_a_system_user(
+    as_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a fresh machine the `postgres` user comes with the package, installed after
+    this choice: it used to keep the unreachable run folder, and the first start failed."""
+
+    def no_user(name: str) -> pwd.struct_passwd:
+        raise KeyError(name)
+
+    monkeypatch.setattr(pwd, "getpwnam", no_user)
+    home = as_root / "root"
+    run = home / "clone" / ".run"
+    run.mkdir(parents=True)
+    home.chmod(0o700)
+    assert _settings(LOCAL_RUN_DIR=str(run)).postgres_run_dir == (
+        local_settings.postgres_fallback_dir(run)
+    )
+    home.chmod(0o755)
+    assert _settings(LOCAL_RUN_DIR=str(run)).postgres_run_dir == run
+
+
+def test_the_moved_folder_is_reachable_whatever_the_umask(as_root: Path) -> None:
+    home = as_root / "root"
+    run = home / ".run"
+    run.mkdir(parents=True)
+    home.chmod(0o700)
+    service = Postgres(_settings(LOCAL_RUN_DIR=str(run)))
+    old = os.umask(0o027)
+    try:
+        service.make_run_dir()
+    finally:
+        os.umask(old)
+    assert service.run_dir.stat().st_mode & 0o777 == 0o755

@@ -72,3 +72,21 @@ def test_any_pid_file_reads_as_none_or_as_a_process_with_that_start_time(
         fields = text.split()
         assert len(fields) == 2 and int(fields[0]) == pid
         assert start_time(pid) == int(fields[1])
+
+
+def test_a_dead_process_its_parent_has_not_reaped_is_not_running(tmp_path: Path) -> None:
+    """A zombie keeps its pid and start time; `up` took it for a running service and
+    waited its whole ready timeout instead of starting it again."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # not waited for: a zombie
+    started = start_time(child.pid)
+    try:
+        eventually_zombie = Path(f"/proc/{child.pid}/stat")
+        for _ in range(1000):  # it ends at once; its exit is not collected until wait()
+            if eventually_zombie.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+            subprocess.run(["true"], check=True)  # lets the child run to its end
+        ours = ManagedProcess("sleeper", tmp_path, "sleeper")
+        ours.pid_file.write_text(f"{child.pid} {started}\n")
+        assert ours.pid() is None
+    finally:
+        child.wait()
