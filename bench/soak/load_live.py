@@ -132,9 +132,15 @@ class Listener:
         elif kind == "gap":
             self.gaps += 1
             cid, first, last = str(frame["cid"]), int(frame["fromSeq"]), int(frame["toSeq"])
-            if cid in self.tracks:
-                self._fault(cid, self.order.gap(cid, first, last), f"gap {first}..{last}")
+            if cid not in self.tracks:
+                self.foreign += 1
+                return
+            self._fault(cid, self.order.gap(cid, first, last), f"gap {first}..{last}")
             await self._page(cid, first, last)
+        elif kind in ("chat", "read") and str(frame.get("cid")) not in self.tracks:
+            # The soak's users are in their chats from the start: a chat or read frame of
+            # another chat is someone else's.
+            self.foreign += 1
 
     def _fault(self, cid: str, fault: str | None, frame: str) -> None:
         """Count a frame that broke the connection's order; describe the first few."""

@@ -171,6 +171,11 @@ def invariant_lines(messages: MessageCheck, live: LiveCheck) -> list[str]:
         f" {v.drain_seconds:.1f} s after the store",
     ]
     lines += [f"    e.g. {example}" for example in v.examples]
+    if v.unchecked:
+        lines.append(
+            f"  live: NOT CHECKED: no message went to a chat of the {v.clients} socket users"
+            " (a longer run, or more --sockets, checks it)"
+        )
     if problems:
         lines.append("result: INVARIANTS VIOLATED: " + "; ".join(problems))
     else:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 REPO = Path(__file__).resolve().parents[2]
 #: The first and last windows compared (p99, RSS after warm-up) in a run of 30 minutes;
@@ -101,6 +102,13 @@ TRUE = frozenset({"1", "true", "yes", "on"})
 FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
+def _refuse(message: str) -> NoReturn:
+    """A setting that cannot work: exit 2, as argparse does for a flag (1 says an
+    invariant was violated)."""
+    print(f"python -m bench.soak: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def _env_flag(env: Mapping[str, str], name: str) -> bool:
     """A yes/no environment variable: 1/true/yes/on or 0/false/no/off (unset: no)."""
     raw = env.get(name, "")
@@ -109,7 +117,7 @@ def _env_flag(env: Mapping[str, str], name: str) -> bool:
         return True
     if said in FALSE:
         return False
-    raise SystemExit(f"{name} must be one of 1/true/yes/on or 0/false/no/off, got {raw!r}")
+    _refuse(f"{name} must be one of 1/true/yes/on or 0/false/no/off, got {raw!r}")
 
 
 def _env_default(env: Mapping[str, str], name: str, kind: type, default: Any) -> Any:
@@ -118,8 +126,8 @@ def _env_default(env: Mapping[str, str], name: str, kind: type, default: Any) ->
         return default
     try:
         return kind(raw)
-    except ValueError as exc:
-        raise SystemExit(f"SOAK_{name.upper()} must be a {kind.__name__}, got {raw!r}") from exc
+    except ValueError:
+        _refuse(f"SOAK_{name.upper()} must be a {kind.__name__}, got {raw!r}")
 
 
 def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:

@@ -62,13 +62,15 @@ def test_a_run_where_nothing_was_acknowledged_is_a_violation() -> None:
     assert last == "result: INVARIANTS VIOLATED: no message was acknowledged"
 
 
-def test_sockets_owed_nothing_are_a_violation_and_no_sockets_are_not() -> None:
-    assert not replace(DELIVERED, expected=0).ok
-    assert (
-        "3 live clients but no delivery owed"
-        in invariant_lines(HELD, replace(DELIVERED, expected=0))[-1]
-    )
-    assert replace(DELIVERED, clients=0, expected=0).ok
+def test_sockets_owed_nothing_are_said_unchecked_not_violated() -> None:
+    """Which chats get messages depends on the seed: with one socket and 20 messages the
+    run ended VIOLATED half the time, with nothing wrong."""
+    idle = replace(DELIVERED, expected=0)
+    assert idle.ok and idle.unchecked
+    lines = invariant_lines(HELD, idle)
+    assert any("live: NOT CHECKED" in line for line in lines)
+    assert lines[-1] == "result: invariants hold"
+    assert not replace(DELIVERED, clients=0, expected=0).unchecked
 
 
 def test_seq_holes_are_a_violation() -> None:
