@@ -53,6 +53,10 @@ def parser_error_code(status: int) -> ErrorCode:
     return _STATUS_CODES.get(status, ErrorCode.MALFORMED)
 
 
+#: The key of a connection held to MAX_CONNECTIONS only (a trusted proxy, loopback).
+SHARED = ""
+
+
 class ConnectionCap:
     """How many connections are open, in all and per client address, and the throttled
     log of refused ones.
@@ -85,15 +89,20 @@ class ConnectionCap:
             self._refuse(key, "MAX_CONNECTIONS")
             return None
         shared = address is not None and (address.is_loopback or trusted(address, self.proxies))
-        if not shared and self._by_address.get(key, 0) >= self.per_address:
+        self.open += 1
+        if shared:  # not counted against its /64 either: the LAN around a proxy keeps its share
+            return SHARED
+        if self._by_address.get(key, 0) >= self.per_address:
+            self.open -= 1
             self._refuse(key, "MAX_CONNECTIONS_PER_ADDRESS")
             return None
-        self.open += 1
         self._by_address[key] = self._by_address.get(key, 0) + 1
         return key
 
     def release(self, key: str) -> None:
         self.open -= 1
+        if key == SHARED:
+            return
         left = self._by_address[key] - 1
         if left:
             self._by_address[key] = left

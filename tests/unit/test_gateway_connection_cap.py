@@ -7,7 +7,7 @@ import ipaddress
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.entrypoints.server import ConnectionCap
+from gateway.entrypoints.server import SHARED, ConnectionCap
 
 PROXY = ipaddress.ip_network("10.0.0.0/8")
 
@@ -34,10 +34,20 @@ def test_an_ipv6_client_is_counted_by_its_64() -> None:
 
 def test_trusted_proxies_and_loopback_share_only_the_whole_cap() -> None:
     cap = ConnectionCap(limit=6, per_address=1, proxies=[PROXY])
-    assert [cap.admit(("10.1.2.3", i)) for i in range(3)] == ["10.1.2.3"] * 3
-    assert [cap.admit(("127.0.0.1", i)) for i in range(3)] == ["127.0.0.1"] * 3
+    assert [cap.admit(("10.1.2.3", i)) for i in range(3)] == [SHARED] * 3
+    assert [cap.admit(("127.0.0.1", i)) for i in range(3)] == [SHARED] * 3
     assert cap.admit(("127.0.0.1", 9)) is None  # MAX_CONNECTIONS holds for everyone
     assert cap.admit(("10.1.2.3", 9)) is None
+    cap.release(SHARED)
+    assert cap.open == 5
+
+
+def test_a_trusted_ipv6_proxy_leaves_its_64_its_share() -> None:
+    """Counted under its /64, a busy proxy locked out every other host of its LAN."""
+    proxy = ipaddress.ip_network("2001:db8:1::10/128")
+    cap = ConnectionCap(limit=100, per_address=2, proxies=[proxy])
+    assert [cap.admit(("2001:db8:1::10", i, 0, 0)) for i in range(5)] == [SHARED] * 5
+    assert cap.admit(("2001:db8:1::20", 1, 0, 0)) == "2001:db8:1::/64"
 
 
 @given(
@@ -61,7 +71,7 @@ def test_the_counts_never_pass_the_caps_and_come_back_on_release(
         elif held:
             cap.release(held.pop(0))
         assert cap.open == len(held) <= limit
-        for key in set(held) - {"10.0.0.1", "::/64"}:  # a trusted proxy, loopback
+        for key in set(held) - {SHARED}:  # trusted proxies, loopback
             assert held.count(key) <= per_address
     for key in held:
         cap.release(key)
