@@ -43,7 +43,7 @@ class WorkerSettings(BaseSettings):
         default=10.0, gt=0, description="seconds one MongoDB operation may take (timeoutMS)"
     )
     api_publish_timeout: float = Field(
-        default=1.5,
+        default=1.0,
         gt=0,
         le=60,
         description="seconds the internal API waits for Kafka to take the event of a new "

@@ -357,8 +357,9 @@ ROUTES: tuple[Route, ...] = (
             ErrorCode.NOT_FOUND: "unknown user ids (named in the message)",
             ErrorCode.NO_WORKER: "no dialogue worker available, or one failed: the chat "
             "may or may not exist",
-            ErrorCode.BUS_UNAVAILABLE: "Kafka did not take the chat's event: no chat was "
-            "created; retrying is safe",
+            ErrorCode.BUS_UNAVAILABLE: "Kafka did not take the chat's event in time: the "
+            "chat was removed again (its event may still reach live sessions); retrying "
+            "creates one",
         },
         limited="chats created by this user or from this address",
     ),

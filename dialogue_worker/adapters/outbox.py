@@ -151,8 +151,9 @@ class KafkaOutbox:
                 cut=False,
             )
             partition = None if self._partition_of is None else self._partition_of(cid)
-            # The record's own timestamp: a forward is the record, moved to its partition.
-            sends.append((self.topic, value, key, headers, partition, record.timestamp_ms))
+            # Stamped now, not with the record's own time: a topic that bounds timestamps
+            # (log.message.timestamp.before.max.ms) would refuse an old record for good.
+            sends.append((self.topic, value, key, headers, partition, None))
         await self._send(sends)
 
     async def publish(self, events: Sequence[Event]) -> None:

@@ -59,7 +59,7 @@ class ChatService:
         outbox: Outbox,
         clock: Callable[[], float] = time.time,
         *,
-        publish_timeout: float = 1.5,
+        publish_timeout: float = 1.0,
     ) -> None:
         self._store = store
         self._outbox = outbox
@@ -72,7 +72,7 @@ class ChatService:
             async with asyncio.timeout(self._publish_timeout):
                 await self._outbox.publish([event])
         except (OutboxUnavailable, TimeoutError) as exc:
-            log.warning("event %s not published: %s", event.type, exc or "timed out")
+            log.warning("event %s not published: %s", event.type, str(exc) or "timed out")
             raise RequestError(
                 ErrorCode.BUS_UNAVAILABLE,
                 f"message bus unavailable: {stored}, its event is not published; retry",
@@ -86,8 +86,10 @@ class ChatService:
             await self._publish(ChatCreated(cid=chat.id, chat=chat.to_api()), "no chat")
         except RequestError:
             # Left in place it would show in its members' lists beside the chat the
-            # client's retry creates. Removed, an event that Kafka took after all (the
-            # timeout, not a refusal) names a chat that is not there (reads answer 4040).
+            # client's retry creates. Removed, an event the producer had taken before the
+            # timeout is still delivered (aiokafka keeps sending it, up to its request
+            # timeout): live sessions then show a chat that reads answer 4040 for, until
+            # their next chat list. Of a duplicate and a phantom, the phantom goes away.
             await self._store.remove_chat(chat.id)
             raise
         return chat.to_api()

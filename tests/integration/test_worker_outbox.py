@@ -34,10 +34,7 @@ async def test_a_forward_lands_where_the_route_says_not_where_the_key_hashes_now
     await outbox.start()
     try:
         await outbox.forward(
-            [
-                (InboundRecord(topic, 7, i, None, b"{}", timestamp_ms=1_600_000_000_000 + i), cid)
-                for i, cid in enumerate(moved)
-            ]
+            [(InboundRecord(topic, 7, i, None, b"{}"), cid) for i, cid in enumerate(moved)]
         )
     finally:
         await outbox.stop()
@@ -52,10 +49,7 @@ async def test_a_forward_lands_where_the_route_says_not_where_the_key_hashes_now
         async def read() -> int:
             for msgs in (await consumer.getmany(timeout_ms=500)).values():
                 for msg in msgs:
-                    where = dict(msg.headers)[FORWARDED_FROM]
-                    assert where.startswith(topic.encode())
-                    offset = int(where.rsplit(b"/", 1)[1])
-                    assert msg.timestamp == 1_600_000_000_000 + offset  # the record's own
+                    assert dict(msg.headers)[FORWARDED_FROM].startswith(topic.encode())
                     landed[(msg.key or b"").decode()] = msg.partition
             return len(landed)
 
