@@ -144,7 +144,7 @@ def build_services(
         auth=auth,
         chats=ChatService(adapters.workers, adapters.users, membership),
         messages=MessageService(adapters.workers, adapters.bus, membership, idempotency, clock),
-        readiness=Readiness(adapters.bus, adapters.users, adapters.workers, adapters.feed, clock),
+        readiness=Readiness(adapters.bus, adapters.users, adapters.workers, adapters.feed),
         workers=adapters.workers,
         limits=RateLimits(rate_rules(settings), clock, settings.rate_limit_max_keys),
         directory=Directory(adapters.users),

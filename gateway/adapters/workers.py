@@ -47,6 +47,10 @@ def pong_serves_reads(body: bytes) -> bool:
     return status in ("passing", "warning")
 
 
+#: Worker instances /ready asks at most, one after another.
+PING_TRIES = 3
+
+
 def bus_unavailable(status: int, body: bytes) -> bool:
     """Whether a worker's 5xx says the message bus is down (5031: a new chat, members or
     a marker whose event Kafka did not take): its answer is passed on, and the worker,
@@ -149,16 +153,23 @@ class WorkerClient:
         )
 
     async def ping(self) -> None:
-        try:
-            response = await self._client.request("GET", "/ping", headers=_request_id_header())
-        except NoInstanceAvailable as exc:
-            raise GatewayError(ErrorCode.NO_WORKER, "no dialogue worker available") from exc
-        if response.status >= 400:
-            raise worker_error(response.status, response.body)
-        if not pong_serves_reads(response.body):  # 200 whatever its health; the body says
-            raise GatewayError(
-                ErrorCode.NO_WORKER, f"worker {response.instance_id} does not serve reads"
-            )
+        """A worker serves reads: each instance in turn (the balancer's round robin), up
+        to PING_TRIES, until one says so. One that answers `critical` (200, the health in
+        the body) is passed over: asking only one made /ready flap while another served."""
+        refused: list[str] = []
+        for _ in range(min(PING_TRIES, max(1, len(self._client.instances)))):
+            try:
+                response = await self._client.request("GET", "/ping", headers=_request_id_header())
+            except NoInstanceAvailable as exc:
+                raise GatewayError(ErrorCode.NO_WORKER, "no dialogue worker available") from exc
+            if response.status >= 400:
+                raise worker_error(response.status, response.body)
+            if pong_serves_reads(response.body):
+                return
+            refused.append(response.instance_id)
+        raise GatewayError(
+            ErrorCode.NO_WORKER, f"no worker serves reads ({', '.join(refused)} said not)"
+        )
 
     def instances(self) -> list[InstanceView]:
         return [

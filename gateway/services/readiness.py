@@ -57,7 +57,7 @@ class Readiness:
         self._users = users
         self._workers = workers
         self._feed = feed
-        self._clock = clock
+        self._clock = clock  # monotonic: a wall clock stepped back served one round for hours
         self._round: asyncio.Future[list[Check]] | None = None
         self._round_at = 0.0
 

@@ -353,14 +353,20 @@ def test_any_ping_body_is_judged_without_raising(body: bytes) -> None:
     assert pong_serves_reads(body) in (True, False)
 
 
-async def test_readiness_takes_a_critical_pong_for_no_worker(worker: FakeWorker) -> None:
+async def test_readiness_takes_a_critical_pong_for_no_worker(
+    worker: FakeWorker, infra: LocalSettings
+) -> None:
     """/ping answers 200 whatever the worker's health; /ready said ready for a worker
-    whose body says it cannot serve reads (MongoDB unreachable)."""
+    whose body says it cannot serve reads (MongoDB unreachable), and, asking one worker
+    only, flapped while another served."""
     try:
         worker.answer.pong = orjson.dumps({"id": "w", "status": "critical", "reason": "mongo"})
         with pytest.raises(GatewayError) as caught:
             await worker.client.ping()
         assert caught.value.code is ErrorCode.NO_WORKER
+        async with healthy_peer(infra, worker):
+            for _ in range(4):  # whichever instance the round robin asks first
+                await worker.client.ping()
         worker.answer.pong = orjson.dumps({"id": "w", "status": "warning", "reason": "stuck"})
         await worker.client.ping()
     finally:
