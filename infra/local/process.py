@@ -76,7 +76,7 @@ class ManagedProcess:
         if len(fields) == 2:
             pid, started = fields
             # A zombie keeps its start time: dead, its parent not having reaped it yet.
-            if pid <= 0 or start_time(pid) != started or _is_zombie(pid):
+            if pid <= 0 or start_time(pid) != started or gone(pid):
                 return None
         elif len(fields) == 1 and fields[0] > 0:
             pid = fields[0]
@@ -164,7 +164,7 @@ class ManagedProcess:
             return True
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            if not Path(f"/proc/{pid}").exists() or gone(pid):
                 return True
             time.sleep(0.05)
         return False
@@ -177,9 +177,11 @@ def _reap_exited() -> None:
             _CHILDREN.pop(pid, None)
 
 
-def _is_zombie(pid: int) -> bool:
+def gone(pid: int) -> bool:
+    """Whether process `pid` ended: no such process, or a dead one (a zombie, waiting for
+    whichever process adopted it to reap it)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")

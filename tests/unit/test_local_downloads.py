@@ -8,6 +8,7 @@ import pytest
 
 from infra.local import downloads
 from infra.local.downloads import run_fetching
+from infra.local.process import gone
 from infra.local.service import ServiceError
 from tests.support.waiting import eventually
 
@@ -49,13 +50,4 @@ async def test_a_command_that_hangs_is_stopped_with_what_it_started(tmp_path: Pa
     children = [int(pid) for pid in started.read_text().split()]
     assert children, "no try got as far as starting its child"
     # SIGKILL lands asynchronously: the orphan may run a moment after its shell is reaped.
-    await eventually(lambda: all(_dead(pid) for pid in children), what="the orphans died")
-
-
-def _dead(pid: int) -> bool:
-    """Gone, or a zombie (dead, waiting for whichever process adopted it to reap it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    await eventually(lambda: all(gone(pid) for pid in children), what="the orphans died")

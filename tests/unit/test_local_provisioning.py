@@ -16,6 +16,7 @@ import pytest
 
 from infra.local import LocalSettings, consul, ferretdb, kafka, provisioning
 from infra.local.downloads import cache_lock_path, run_fetching
+from infra.local.process import gone
 from infra.local.service import Progress, Service, ServiceError
 from tests.support.waiting import eventually
 
@@ -69,14 +70,6 @@ def _long_build(tmp_path: Path) -> Callable[[], None]:
     return build
 
 
-def _dead(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
 async def test_ctrl_c_stops_the_builds_at_once(
     tmp_path: Path, settings: LocalSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -97,7 +90,7 @@ async def test_ctrl_c_stops_the_builds_at_once(
         with pytest.raises(KeyboardInterrupt):
             provisioned.result(60)
     assert not (tmp_path / "finished").exists(), "provisioning waited for the build"
-    assert _dead(int((tmp_path / "pid").read_text()))
+    assert gone(int((tmp_path / "pid").read_text()))
 
 
 def test_every_failing_step_is_named_and_the_rest_are_stopped(

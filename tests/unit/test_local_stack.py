@@ -15,7 +15,7 @@ import pytest
 
 from infra.local import LocalSettings
 from infra.local import __main__ as cli
-from infra.local.process import ManagedProcess, ProcessError
+from infra.local.process import ManagedProcess, ProcessError, gone
 from infra.local.service import Progress, Service
 from infra.local.stack import Stack
 from tests.support.waiting import eventually
@@ -108,14 +108,6 @@ def _stack(
     return stack
 
 
-def _gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
 async def test_a_second_up_waits_for_the_first_and_starts_nothing_twice(
     settings: LocalSettings, stacks: list[Stack]
 ) -> None:
@@ -168,7 +160,7 @@ def test_an_interrupted_up_stops_what_it_started(
     with pytest.raises(type(interrupt)):
         stack.up()
     [pid] = progress.pids()
-    assert _gone(pid), "a was left running"
+    assert gone(pid), "a was left running"
     assert stack.process("a").pid() is None and stack.started == []
 
 
