@@ -244,8 +244,6 @@ class Load:
     platform: Platform
     http: aiohttp.ClientSession
     clients: list[Client]
-    #: Per client and run: a hard bound on top of the time bound, as long as the phases.
-    max_requests: int = field(default_factory=lambda: int(3000 * SCALE))
     pause: float = 0.02
     error_pause: float = 0.2  # a client that got an error waits a little, as real ones do
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -305,9 +303,9 @@ class Load:
         last_read = time.monotonic()
         path = f"/v1/chats/{client.cid}/messages"
         chats = [client.cid, *client.more]
-        for seq in range(self.max_requests // 2):
-            if self._stop.is_set():
-                return None
+        seq = -1
+        while not self._stop.is_set():
+            seq += 1
             if time.monotonic() > until:
                 return "ran out of time"
             text = f"{client.name}-{seq}"
@@ -322,13 +320,15 @@ class Load:
                 last_read = now
             failed = answer is None or read is None
             await hold(self.error_pause if failed else self.pause)  # a client's rhythm
-        return f"sent its {self.max_requests} requests"
+        return None
 
     @contextlib.asynccontextmanager
-    async def running(self, at_most: float = 300.0) -> AsyncIterator[Load]:
-        """Traffic from every client for the duration of the block (bounded). A client
-        that stopped before the block ended fails it: the phases after would have run
-        without traffic, and their checks held over nothing."""
+    async def running(self, at_most: float = 900.0 * SCALE) -> AsyncIterator[Load]:
+        """Traffic from every client for the duration of the block, `at_most` seconds (a
+        bound against a scenario that hangs). A client that stopped before the block
+        ended fails it: the phases after would have run without traffic, and their
+        checks held over nothing. (A bound of 1,500 rounds per client, kept until
+        2026-12-03, ended the load before the last worker kills of scenario 11.)"""
         self._stop.clear()
         until = time.monotonic() + at_most
         tasks = [asyncio.create_task(self._client(c, until)) for c in self.clients]
