@@ -77,7 +77,6 @@ class ConnectionCap:
         self.refused = 0
         self._by_address: dict[str, int] = {}
         self._unlogged = 0
-        self._last_refused = ""
         self._logged_at = -REFUSAL_LOG_EVERY
 
     def admit(self, peer: Any) -> str | None:
@@ -88,14 +87,13 @@ class ConnectionCap:
         if self.open >= self.limit:
             self._refuse(key, "MAX_CONNECTIONS")
             return None
-        shared = address is not None and (address.is_loopback or trusted(address, self.proxies))
-        self.open += 1
-        if shared:  # not counted against its /64 either: the LAN around a proxy keeps its share
-            return SHARED
+        if address is not None and (address.is_loopback or trusted(address, self.proxies)):
+            self.open += 1
+            return SHARED  # not counted under its /64: the LAN around a proxy keeps its share
         if self._by_address.get(key, 0) >= self.per_address:
-            self.open -= 1
             self._refuse(key, "MAX_CONNECTIONS_PER_ADDRESS")
             return None
+        self.open += 1
         self._by_address[key] = self._by_address.get(key, 0) + 1
         return key
 
