@@ -6,13 +6,13 @@ import logging
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import consul
 import consul.aio
 
 from discovery.models import Instance
+from platform_common.addresses import consul_address
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,9 @@ def open_consul(url: str, token: str | None = None) -> consul.aio.Consul:
 
     `token` is the ACL token sent with every call (X-Consul-Token); None sends none.
     """
-    parts = urlsplit(url if "//" in url else f"//{url}")
-    if not parts.hostname:
-        raise ValueError(f"not a Consul URL: {url!r} (expected e.g. http://127.0.0.1:8500)")
-    scheme = parts.scheme or "http"
-    port = parts.port or (443 if scheme == "https" else 8500)
+    scheme, host, port = consul_address(url)
     if scheme == "https":
-        client = consul.aio.Consul(host=parts.hostname, port=port, scheme=scheme, token=token)
+        client = consul.aio.Consul(host=host, port=port, scheme=scheme, token=token)
     else:
         # Over plain HTTP, verify=False spares py-consul building an SSL context it never
         # uses (loading the CA bundle costs ~150 ms here); it then passes aiohttp the
@@ -45,7 +41,7 @@ def open_consul(url: str, token: str | None = None) -> consul.aio.Consul:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "verify_ssl is deprecated", DeprecationWarning)
             client = consul.aio.Consul(
-                host=parts.hostname, port=port, scheme=scheme, verify=False, token=token
+                host=host, port=port, scheme=scheme, verify=False, token=token
             )
     # py-consul prefers CONSUL_HTTP_TOKEN from the environment to the token it is given
     # (an empty one sends none): the token our settings name is the one that counts.

@@ -20,15 +20,23 @@ def kafka_bootstrap(value: str) -> str:
     return value
 
 
-def consul_url(value: str) -> str:
-    """`value` if it names a Consul agent: http(s)://host[:port] (no scheme: http)."""
-    parts = urlsplit(value if "//" in value else f"//{value}")
+def consul_address(url: str) -> tuple[str, str, int]:
+    """Scheme, host and port of a Consul agent's URL, http(s)://host[:port] (no scheme:
+    http; no port: 8500, or 443 over https); ValueError when it names none."""
+    parts = urlsplit(url if "//" in url else f"//{url}")
     if parts.scheme not in ("", "http", "https"):
-        raise ValueError(f"{value[:80]!r}: the scheme must be http or https")
+        raise ValueError(f"{url[:80]!r}: the scheme must be http or https")
     try:
         port = parts.port
     except ValueError:
-        port = -1
-    if not parts.hostname or port == -1 or port == 0:
-        raise ValueError(f"not a Consul URL: {value[:80]!r} (expected e.g. http://127.0.0.1:8500)")
+        port = 0
+    if not parts.hostname or port == 0:
+        raise ValueError(f"not a Consul URL: {url[:80]!r} (expected e.g. http://127.0.0.1:8500)")
+    scheme = parts.scheme or "http"
+    return scheme, parts.hostname, port or (443 if scheme == "https" else 8500)
+
+
+def consul_url(value: str) -> str:
+    """`value` if it names a Consul agent (`consul_address`)."""
+    consul_address(value)
     return value
