@@ -146,17 +146,14 @@ def run_fetching(
             try:
                 stdout, stderr = proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+                _kill_group(proc)
                 proc.communicate()
                 raise ServiceError(
                     f"{what}: {' '.join(args)} gave no result within {timeout:g} s "
                     f"(try {attempt}; not tried again)"
                 ) from None
             except BaseException:
-                # Ctrl-C here: the command's session does not get it, so it goes now.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+                _kill_group(proc)  # Ctrl-C here: the command's session does not get it
                 raise
             else:
                 if proc.returncode == 0:
