@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from infra.local.downloads import cache_lock
+from infra.local.downloads import build_once
 from infra.local.gobuild import go_build, module_licenses, wrapper_module
 from infra.local.service import LOCAL_HTTP, Progress, Service, ServiceError
 
@@ -21,13 +21,9 @@ class Consul(Service):
         return self.settings.cache_dir / "bin" / f"consul-{self.settings.consul_version}"
 
     def provision(self, progress: Progress) -> None:
-        if self.binary.exists():
-            return
-        # One build of a version at a time (its wrapper module and output are shared by
-        # the clones using this cache).
-        with cache_lock(self.settings.cache_dir, self.binary.name, self.name, progress):
-            if not self.binary.exists():  # built while this one waited
-                self._build(progress)
+        # Its wrapper module and output are shared by the clones using this cache.
+        cache = self.settings.cache_dir
+        build_once(self.binary, cache, self.name, progress, lambda: self._build(progress))
 
     def _build(self, progress: Progress) -> None:
         version, cache = self.settings.consul_version, self.settings.cache_dir

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from infra.local.locks import Abandoned, exclusive
@@ -110,6 +110,19 @@ def cache_lock(cache_dir: Path, name: str, service: str, progress: Progress) -> 
             yield
     except Abandoned:
         raise Cancelled(f"{service}: stopped while waiting for {path}") from None
+
+
+def build_once(
+    binary: Path, cache_dir: Path, service: str, progress: Progress, build: Callable[[], None]
+) -> None:
+    """`build` the cached `binary` unless it is there, one build of it at a time whichever
+    clone sharing the cache asks (its sources and output are shared); one that waited for
+    the lock finds it built."""
+    if binary.exists():
+        return
+    with cache_lock(cache_dir, binary.name, service, progress):
+        if not binary.exists():
+            build()
 
 
 def run_fetching(

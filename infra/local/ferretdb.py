@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pymongo import MongoClient
 
-from infra.local.downloads import cache_lock
+from infra.local.downloads import build_once
 from infra.local.gobuild import build_module_copy
 from infra.local.service import Progress, Service
 
@@ -28,14 +28,9 @@ class FerretDB(Service):
         return self.settings.cache_dir / "bin" / f"ferretdb-{self.settings.ferretdb_version}"
 
     def provision(self, progress: Progress) -> None:
-        if self.binary.exists():
-            return
-        # The build copies the module's source afresh: one build of a version at a time,
-        # whichever clone sharing the cache asks.
-        version = self.settings.ferretdb_version
-        with cache_lock(self.settings.cache_dir, self.binary.name, self.name, progress):
-            if not self.binary.exists():  # built while this one waited
-                self._build(version, progress)
+        # The build copies the module's source afresh, in the shared cache.
+        version, cache = self.settings.ferretdb_version, self.settings.cache_dir
+        build_once(self.binary, cache, self.name, progress, lambda: self._build(version, progress))
 
     def _build(self, version: str, progress: Progress) -> None:
         progress.step(self.name, f"building FerretDB {version} (Go module proxy)")

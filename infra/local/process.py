@@ -164,7 +164,7 @@ class ManagedProcess:
             return True
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not Path(f"/proc/{pid}").exists() or gone(pid):
+            if gone(pid):
                 return True
             time.sleep(0.05)
         return False
