@@ -6,6 +6,7 @@ import asyncio
 
 from gateway.services.readiness import FRESH_FOR, Readiness
 from tests.support.gateway_fakes import World
+from tests.support.waiting import settle
 
 
 class Clock:
@@ -39,7 +40,7 @@ async def test_calls_at_once_and_within_the_freshness_share_one_round() -> None:
     users, clock = CountingUsers(), Clock()
     readiness = _readiness(World(), users, clock)
     waiting = [asyncio.ensure_future(readiness.checks()) for _ in range(50)]
-    await asyncio.sleep(0)  # let them all ask (no time passes)
+    await settle()  # let them all ask (no time passes)
     users.release.set()
     rounds = await asyncio.gather(*waiting)
     assert users.pings == 1 and all(all(c.ok for c in r) for r in rounds)
@@ -55,7 +56,7 @@ async def test_a_caller_leaving_does_not_cancel_the_round() -> None:
     users, clock = CountingUsers(), Clock()
     readiness = _readiness(World(), users, clock)
     leaving = asyncio.ensure_future(readiness.checks())
-    await asyncio.sleep(0)
+    await settle()
     leaving.cancel()
     staying = asyncio.ensure_future(readiness.checks())
     users.release.set()

@@ -14,8 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from infra.local.process import ManagedProcess, start_time
-
-SLEEPER = "import time\nwhile True:\n    time.sleep(3600)\n"
+from tests.support.local_infra import SLEEPER
 
 
 @pytest.fixture

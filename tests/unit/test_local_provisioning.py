@@ -18,15 +18,8 @@ from infra.local import LocalSettings, consul, ferretdb, kafka, provisioning
 from infra.local.downloads import cache_lock_path, run_fetching
 from infra.local.process import gone
 from infra.local.service import Progress, Service, ServiceError
+from tests.support.local_infra import Recorder, scratch_settings
 from tests.support.waiting import eventually
-
-
-class Recorder(Progress):
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def step(self, service: str, message: str) -> None:
-        self.lines.append(f"{service} {message}")
 
 
 class Step(Service):
@@ -51,13 +44,7 @@ class Step(Service):
 
 @pytest.fixture
 def settings(tmp_path: Path) -> LocalSettings:
-    return LocalSettings.from_env(
-        {
-            "LOCAL_RUN_DIR": str(tmp_path / "run"),
-            "LOCAL_CACHE_DIR": str(tmp_path / "cache"),
-            "LOCAL_POSTGRES_RUN_DIR": str(tmp_path / "run"),
-        }
-    )
+    return scratch_settings(tmp_path)
 
 
 def _long_build(tmp_path: Path) -> Callable[[], None]:

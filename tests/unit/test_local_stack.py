@@ -4,7 +4,6 @@ running services waited for, and `python -m infra.local` reading its arguments."
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -18,20 +17,8 @@ from infra.local import __main__ as cli
 from infra.local.process import ManagedProcess, ProcessError, gone
 from infra.local.service import Progress, Service
 from infra.local.stack import Stack
+from tests.support.local_infra import SLEEPER, Recorder, scratch_settings
 from tests.support.waiting import eventually
-
-SLEEPER = "import time\nwhile True:\n    time.sleep(3600)\n"
-
-
-class Recorder(Progress):
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def step(self, service: str, message: str) -> None:
-        self.lines.append(f"{service} {message}")
-
-    def pids(self) -> list[int]:
-        return [int(m) for line in self.lines for m in re.findall(r"starting \(pid (\d+)", line)]
 
 
 class Standin(Service):
@@ -81,13 +68,7 @@ class Standin(Service):
 
 @pytest.fixture
 def settings(tmp_path: Path) -> LocalSettings:
-    return LocalSettings.from_env(
-        {
-            "LOCAL_RUN_DIR": str(tmp_path / "run"),
-            "LOCAL_CACHE_DIR": str(tmp_path / "cache"),
-            "LOCAL_POSTGRES_RUN_DIR": str(tmp_path / "run"),
-        }
-    )
+    return scratch_settings(tmp_path)
 
 
 @pytest.fixture
