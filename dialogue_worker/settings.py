@@ -5,23 +5,20 @@ from __future__ import annotations
 import socket
 import tempfile
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Literal, Self
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.events import EVENTS_TOPIC
 from contracts.records import TOPIC
-from platform_common import addresses
+from platform_common.addresses import ConsulUrl, KafkaBootstrap
 from platform_common.local import (
     LOCAL_ENTRYPOINT_TOKEN,
     refuse_public_bind,
     secret_problem,
 )
-
-
-def _upper(value: object) -> object:
-    return value.upper() if isinstance(value, str) else value
+from platform_common.logs import LogLevel
 
 
 class WorkerSettings(BaseSettings):
@@ -32,7 +29,7 @@ class WorkerSettings(BaseSettings):
     dialogue_env: Literal["local", "production"] = Field(
         default="production", description="'local' allows the built-in development token"
     )
-    kafka_bootstrap: Annotated[str, AfterValidator(addresses.kafka_bootstrap)] = Field(
+    kafka_bootstrap: KafkaBootstrap = Field(
         default="127.0.0.1:9092", description="Kafka bootstrap servers, h:p,..."
     )
     mongo_url: str = Field(
@@ -49,7 +46,7 @@ class WorkerSettings(BaseSettings):
         description="seconds the internal API waits for Kafka to take the event of a new "
         "chat, new members or a read marker before answering 5031",
     )
-    consul_url: Annotated[str, AfterValidator(addresses.consul_url)] = Field(
+    consul_url: ConsulUrl = Field(
         default="http://127.0.0.1:8500", description="Consul agent HTTP API"
     )
     consul_token: SecretStr | None = Field(
@@ -125,9 +122,7 @@ class WorkerSettings(BaseSettings):
         default=Path(tempfile.gettempdir()) / "dialogue-worker",
         description="faust's scratch directory (one sub-folder per app id)",
     )
-    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = (
-        Field(default="INFO", description="root log level (any case)")
-    )
+    log_level: LogLevel = Field(default="INFO", description="root log level (any case)")
     version: str = Field(
         default="0.1.0", description="version published in the Consul registration"
     )

@@ -5,13 +5,13 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from contracts.live import HELLO_WITHIN
 from gateway.domain.addresses import IPNetwork
 from gateway.domain.rate_limit import Rate
-from platform_common import addresses
+from platform_common.addresses import ConsulUrl, KafkaBootstrap
 from platform_common.local import (
     LOCAL_ADMIN_TOKEN,
     LOCAL_ENTRYPOINT_TOKEN,
@@ -20,16 +20,13 @@ from platform_common.local import (
     refuse_public_bind,
     secret_problem,
 )
+from platform_common.logs import LogLevel
 
 LOCAL_MYSQL_PASSWORD = "dialogue-local"
 
 
 class SettingsError(ValueError):
     """The environment does not describe a gateway that may start."""
-
-
-def _upper(value: Any) -> Any:
-    return value.upper() if isinstance(value, str) else value
 
 
 def _rate(value: Any) -> Any:
@@ -64,9 +61,7 @@ class GatewaySettings(BaseSettings):
     dialogue_env: Literal["local", "production"] = Field(
         default="production", description="local allows the built-in development secrets"
     )
-    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = (
-        Field(default="INFO", description="root log level (any case)")
-    )
+    log_level: LogLevel = Field(default="INFO", description="root log level (any case)")
 
     jwt_secret: SecretStr | None = Field(default=None, description="HS256 key, >= 32 bytes")
     jwt_issuer: str = Field(default="dialogue-gateway", description="iss claim issued and required")
@@ -83,7 +78,7 @@ class GatewaySettings(BaseSettings):
         default=30.0, ge=0, description="seconds start-up keeps retrying MySQL before giving up"
     )
 
-    kafka_bootstrap: Annotated[str, AfterValidator(addresses.kafka_bootstrap)] = Field(
+    kafka_bootstrap: KafkaBootstrap = Field(
         default="127.0.0.1:9092", description="Kafka bootstrap servers, host:port,..."
     )
     topic: str = Field(default="dialogue.messages", description="topic message records go to")
@@ -96,9 +91,7 @@ class GatewaySettings(BaseSettings):
         description="seconds a POST waits for the Kafka ack before answering 5031",
     )
 
-    consul_url: Annotated[str, AfterValidator(addresses.consul_url)] = Field(
-        default="http://127.0.0.1:8500", description="Consul HTTP API"
-    )
+    consul_url: ConsulUrl = Field(default="http://127.0.0.1:8500", description="Consul HTTP API")
     consul_token: SecretStr | None = Field(
         default=None,
         description="Consul ACL token (service:read on WORKER_SERVICE); unset: no token sent",

@@ -3,7 +3,10 @@ a typo fails at start-up naming the setting, not minutes later inside a client l
 
 from __future__ import annotations
 
+from typing import Annotated
 from urllib.parse import urlsplit
+
+from pydantic import AfterValidator
 
 
 def kafka_bootstrap(value: str) -> str:
@@ -40,3 +43,9 @@ def consul_url(value: str) -> str:
     """`value` if it names a Consul agent (`consul_address`)."""
     consul_address(value)
     return value
+
+
+#: A settings field of Kafka bootstrap servers, checked when read.
+KafkaBootstrap = Annotated[str, AfterValidator(kafka_bootstrap)]
+#: A settings field naming a Consul agent, checked when read.
+ConsulUrl = Annotated[str, AfterValidator(consul_url)]

@@ -12,8 +12,16 @@ import sys
 from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Annotated, Literal
 
 import orjson
+from pydantic import BeforeValidator
+
+#: A settings field of the root log level, in any case.
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "ERROR"],
+    BeforeValidator(lambda value: value.upper() if isinstance(value, str) else value),
+]
 
 #: The id of the request being handled (set by each service's HTTP edge).
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
