@@ -9,7 +9,6 @@ authentication, no password); no root account is left that answers over TCP.
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import socket
 import subprocess
@@ -20,6 +19,7 @@ import pymysql
 
 from infra.local.apt import apt_install
 from infra.local.service import Progress, Service, ServiceError
+from infra.local.settings import os_user
 
 SBIN = [Path("/usr/sbin"), Path("/usr/bin")]
 #: Databases the tests create, one per run: gw_* (tests/integration, tests/e2e, bench),
@@ -67,7 +67,7 @@ class MariaDB(Service):
                 "--no-defaults",
                 f"--datadir={data}",
                 "--auth-root-authentication-method=socket",
-                f"--auth-root-socket-user={_os_user()}",
+                f"--auth-root-socket-user={os_user()}",
                 "--skip-test-db",
                 *self._user_args(),
             ],
@@ -122,9 +122,9 @@ class MariaDB(Service):
         which `after_ready` then converts.
         """
         try:
-            return self._session(_os_user())
+            return self._session(os_user())
         except pymysql.err.OperationalError as exc:
-            if exc.args[0] not in _REFUSED_LOGINS or _os_user() == "root":
+            if exc.args[0] not in _REFUSED_LOGINS or os_user() == "root":
                 raise
             return self._session("root")
 
@@ -173,14 +173,9 @@ class MariaDB(Service):
         return f"mysql://{s.mysql_user}@{s.host}:{s.mysql_port}/{s.mysql_database}"
 
 
-def _os_user() -> str:
-    """The name of the OS user running the stack: the socket superuser of the datadir."""
-    return pwd.getpwuid(os.geteuid()).pw_name
-
-
 def _socket_only_superuser(cur: Any) -> None:
     """The OS user's superuser authenticates by unix socket only; no other root remains."""
-    user = _os_user()
+    user = os_user()
     cur.execute("CREATE USER IF NOT EXISTS %s@'localhost' IDENTIFIED VIA unix_socket", (user,))
     cur.execute("ALTER USER %s@'localhost' IDENTIFIED VIA unix_socket", (user,))
     cur.execute("GRANT ALL PRIVILEGES ON *.* TO %s@'localhost' WITH GRANT OPTION", (user,))

@@ -31,12 +31,10 @@ from pathlib import Path
 
 from infra.local.apt import apt_install
 from infra.local.service import Progress, Service, ServiceError
-from infra.local.settings import PG_NAME, postgres_fallback_dir
+from infra.local.settings import PG_NAME, POSTGRES_OS_USER, os_user, postgres_fallback_dir
 
 SUPERUSER = "postgres"
 ROLE = "ferretdb"
-#: The OS user the server runs as when the stack runs as root (made by the package).
-SERVER_OS_USER = "postgres"
 SQL_FILE = Path(__file__).with_name("ferretdb_pg.sql")
 PG_ROOT = Path("/usr/lib/postgresql")
 
@@ -127,14 +125,9 @@ class _OsUser:
     gid: int
 
 
-def _os_user() -> str:
-    """The OS user running the stack."""
-    return pwd.getpwuid(os.geteuid()).pw_name
-
-
 def _server_user() -> _OsUser:
     """Who runs initdb and the server: `postgres` when we are root, else ourselves."""
-    name = SERVER_OS_USER if os.geteuid() == 0 else _os_user()
+    name = POSTGRES_OS_USER if os.geteuid() == 0 else os_user()
     try:
         entry = pwd.getpwnam(name)
     except KeyError as exc:
@@ -174,7 +167,7 @@ class Postgres(Service):
             or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
         ):
             raise ServiceError(
-                f"{fallback} is not a folder that only {_os_user()} can write to; remove it "
+                f"{fallback} is not a folder that only {os_user()} can write to; remove it "
                 "(or set LOCAL_POSTGRES_RUN_DIR to another folder) and start again"
             )
         # mkdir's mode passes through the umask (027 left it 750: out of the server
@@ -225,7 +218,7 @@ class Postgres(Service):
         self._check_version()
         for conf, text in (
             ("pg_hba.conf", hba_conf()),
-            ("pg_ident.conf", ident_conf([_os_user(), user.name])),
+            ("pg_ident.conf", ident_conf([os_user(), user.name])),
         ):
             path = self.pgdata / conf
             path.write_text(text)

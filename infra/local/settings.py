@@ -41,18 +41,19 @@ def env_int(env: dict[str, str], name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from exc
 
 
-def _os_user() -> str | None:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:  # a uid without a passwd entry (some containers)
-        return None
+def os_user() -> str:
+    """The name of the OS user running the stack (KeyError: a uid without a passwd
+    entry, as in some containers)."""
+    return pwd.getpwuid(os.geteuid()).pw_name
 
 
 def mysql_user(name: str) -> str:
     """LOCAL_MYSQL_USER, checked: a plain name, and no account the server or the stack
     needs (the OS user's is the socket superuser; the project user loses server rights)."""
-    os_user = _os_user()
-    taken = {*MYSQL_RESERVED_USERS, *([os_user.lower()] if os_user else [])}
+    try:
+        taken = {*MYSQL_RESERVED_USERS, os_user().lower()}
+    except KeyError:
+        taken = set(MYSQL_RESERVED_USERS)
     if name.lower() in taken:
         raise SystemExit(
             f"LOCAL_MYSQL_USER cannot be {name!r}: that account is the server's or the "

@@ -34,7 +34,7 @@ def test_an_account_of_the_server_or_of_the_os_user_is_refused(
 ) -> None:
     """The OS user's account is the socket superuser: the project user's set-up would
     give it a password and take its server rights away."""
-    monkeypatch.setattr(local_settings, "_os_user", lambda: "alice")
+    monkeypatch.setattr(local_settings, "os_user", lambda: "alice")
     with pytest.raises(SystemExit, match=f"LOCAL_MYSQL_USER cannot be '{user}'"):
         _settings(LOCAL_MYSQL_USER=user)
 
