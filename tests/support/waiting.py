@@ -21,6 +21,10 @@ T = TypeVar("T")
 #: and a wait that ends early costs nothing.
 WITHIN = 60.0
 
+#: How long past the bound one call of an async probe may run before the wait gives up
+#: on it: a probe that hangs (a read with no timeout) must not stretch the wait forever.
+PROBE_GRACE = 10.0
+
 
 class NeverHappened(AssertionError):
     """The condition did not hold within the bound; carries the last value seen."""
@@ -30,11 +34,21 @@ class NeverHappened(AssertionError):
         self.last = last
 
 
-async def _value(probe: Callable[[], T | Awaitable[T]]) -> T:
+class _ProbeHung(Exception):
+    """One call of the probe outlived the wait's bound plus `PROBE_GRACE`."""
+
+
+async def _value(probe: Callable[[], T | Awaitable[T]], deadline: float) -> T:
     result = probe()
-    if inspect.isawaitable(result):
-        return await result  # type: ignore[no-any-return]
-    return result
+    if not inspect.isawaitable(result):
+        return result
+    try:
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic()) + PROBE_GRACE) as bound:
+            return await result  # type: ignore[no-any-return]
+    except TimeoutError:
+        if bound.expired():  # ours, not a timeout the probe itself raised
+            raise _ProbeHung from None
+        raise
 
 
 async def eventually(
@@ -47,23 +61,29 @@ async def eventually(
 ) -> Any:
     """Call `probe` (sync or async) until `until(value)` holds; return that value.
 
-    Exceptions from the probe count as "not yet" until the bound, then are raised.
+    Exceptions from the probe count as "not yet" until the bound, then are raised. An
+    async probe still running `PROBE_GRACE` seconds past the bound ends the wait.
     """
     deadline = time.monotonic() + within
     last: object = None
+    name = what or getattr(probe, "__name__", "condition")
     while True:
         try:
-            last = await _value(probe)
+            last = await _value(probe, deadline)
             if until(last):
                 return last
         except AssertionError:
             raise
+        except _ProbeHung:
+            raise NeverHappened(
+                name, within, f"probe still running {PROBE_GRACE:g}s past the bound"
+            ) from None
         except Exception as exc:  # not ready yet: a refused connection, a missing row
             if time.monotonic() > deadline:
                 raise
             last = exc
         if time.monotonic() > deadline:
-            raise NeverHappened(what or getattr(probe, "__name__", "condition"), within, last)
+            raise NeverHappened(name, within, last)
         await asyncio.sleep(every)
 
 
