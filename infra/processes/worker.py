@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from discovery import WORKER_META_STARTED
 from infra.local import LocalSettings
@@ -208,6 +208,22 @@ class WorkerProcess:
             async with http.get(f"{self.base_url}/metrics") as resp:
                 text = await resp.text()
         return metric_sum(text, name)
+
+    async def committed_everything(self) -> bool:
+        """Whether this worker's group has committed every record now in its topic.
+
+        Once it has, everything those records cause (stored documents, dead letters,
+        events) has been written: the worker commits only after those writes.
+        """
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.kafka_bootstrap, group_id=self.app_id)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
+            ends = await consumer.end_offsets(tps)
+            committed = {tp: await consumer.committed(tp) for tp in tps}
+        finally:
+            await consumer.stop()
+        return all((committed[tp] or 0) == ends[tp] for tp in tps)
 
     async def consul_status(self, session: aiohttp.ClientSession | None = None) -> str | None:
         """Status of this worker's TTL check in the local Consul agent; None if unregistered."""

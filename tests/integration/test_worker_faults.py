@@ -8,8 +8,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
@@ -86,12 +84,10 @@ async def test_sigkill_mid_run_then_restart_gives_exactly_n(
         await worker.start().wait_ready()
         # Not "persisted >= 10,000 - at_kill": an insert the killed worker sent can still
         # land after the count, and the new worker then counts it as a duplicate.
-        await eventually(
-            lambda: _committed_everything(infra, worker), within=180, every=1.0, what="all read"
-        )
+        await eventually(worker.committed_everything, within=180, every=1.0, what="all read")
         # Nothing can be redelivered late: the worker stopped with every offset committed.
         assert await worker.terminate() == 0
-        assert await _committed_everything(infra, worker)
+        assert await worker.committed_everything()
         ids = {d["id"] for d in await messages.find({}, {"id": 1}).to_list()}
         assert len(ids) == await messages.count_documents({}) == 10_000
         assert ids == {ObjectId(MessageRecord.model_validate_json(v).id) for _, v in payload}
@@ -148,7 +144,7 @@ async def _survive_outage(
         assert retries > 0
         # Nothing more can come: the worker stopped with every offset committed.
         assert await worker.terminate() == 0
-        assert await _committed_everything(infra, worker)
+        assert await worker.committed_everything()
         assert await messages.count_documents({}) == 600
     finally:
         worker.kill()
@@ -213,22 +209,10 @@ async def test_two_workers_share_partitions_serve_reads_and_leave_cleanly(
         log = second.log_text()
         assert log.index("deregistered") < log.index(f"worker {second.service_id} stopped")
         assert await first.terminate() == 0
-        assert await _committed_everything(infra, first)
+        assert await first.committed_everything()
     finally:
         await mongo.drop_database(first.mongo_db)
         await mongo.close()
-
-
-async def _committed_everything(infra: LocalSettings, worker: WorkerProcess) -> bool:
-    consumer = AIOKafkaConsumer(bootstrap_servers=infra.kafka_bootstrap, group_id=worker.app_id)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(worker.topic, p) for p in range(worker.partitions)]
-        ends = await consumer.end_offsets(tps)
-        committed = {tp: await consumer.committed(tp) for tp in tps}
-    finally:
-        await consumer.stop()
-    return all((committed[tp] or 0) == ends[tp] for tp in tps)
 
 
 async def test_a_second_worker_with_the_same_id_is_refused(

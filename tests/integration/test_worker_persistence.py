@@ -116,6 +116,16 @@ async def test_invalid_and_non_member_records_go_to_the_dlq_with_reasons(
 
         with contextlib.suppress(NeverHappened):  # the assertions below name what is missing
             await eventually(read_dead, lambda n: n >= len(bad), every=0)
+        # Every dead letter these records cause is written before their offsets commit;
+        # once all are committed, read the DLQ to its end so a late duplicate shows too.
+        await eventually(worker.committed_everything, what="every record committed")
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+
+        async def read_to_end() -> bool:
+            await read_dead()
+            return all([await consumer.position(tp) >= end for tp, end in ends.items()])
+
+        await eventually(read_to_end, every=0, what="the DLQ read to its end")
     finally:
         await consumer.stop()
 
