@@ -47,6 +47,8 @@ def create_app(
             app[SERVICES] = services
             metrics.watch_instances(services.workers.instances)
             metrics.watch_sockets(lambda: services.stream.hub.sessions)
+            idempotency = services.idempotency
+            metrics.watch_idempotency(idempotency.__len__, lambda: idempotency.evicted_early)
             await opened.feed.start(services.stream.hub.publish, metrics.skipped_event)
             yield
 

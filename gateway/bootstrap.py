@@ -159,4 +159,5 @@ def build_services(
             max_per_user=settings.stream_max_per_user,
             max_per_address=settings.stream_max_per_address,
         ),
+        idempotency=idempotency,
     )

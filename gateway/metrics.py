@@ -97,6 +97,10 @@ class GatewayMetrics:
     def watch_sockets(self, count: Callable[[], int]) -> None:
         self.stream_sockets.set_function(count)
 
+    def watch_idempotency(self, keys: Callable[[], int], evicted_early: Callable[[], int]) -> None:
+        """Export how many Idempotency-Keys are held and how many went before their time."""
+        self.registry.register(_IdempotencyCollector(keys, evicted_early))
+
     def watch_instances(self, instances: Callable[[], list[InstanceView]]) -> None:
         """Export the balancer's per-instance counters on every scrape."""
         self.registry.register(_InstanceCollector(instances))
@@ -128,3 +132,21 @@ class _InstanceCollector(Collector):
         yield requests
         yield failures
         yield healthy
+
+
+class _IdempotencyCollector(Collector):
+    def __init__(self, keys: Callable[[], int], evicted_early: Callable[[], int]) -> None:
+        self._keys = keys
+        self._evicted_early = evicted_early
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "gateway_idempotency_keys",
+            "Idempotency-Keys this process remembers",
+            value=self._keys(),
+        )
+        yield CounterMetricFamily(
+            "gateway_idempotency_evicted_early",
+            "Idempotency-Keys forgotten before IDEMPOTENCY_TTL because a bound was full",
+            value=self._evicted_early(),
+        )

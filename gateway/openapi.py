@@ -161,8 +161,9 @@ PARAMETERS: Mapping[str, Param] = {
             },
             f"1-{IDEMPOTENCY_KEY_MAX} visible ASCII characters (4000 otherwise). A retry with "
             "the same key (same user, chat and text) returns the same message and produces "
-            "nothing new; reusing a key for another chat or text is 4000. Remembered 24 h by "
-            "the gateway process that answered.",
+            "nothing new; reusing a key for another chat or text is 4000. Remembered by the "
+            "gateway process that answered, for up to IDEMPOTENCY_TTL (24 h by default; less "
+            "when its bounds are full).",
         ),
         Param(
             "name",

@@ -3,7 +3,9 @@
 An entry keeps the message id given out, its time, whether Kafka acknowledged it and
 a SHA-256 of the request (chat id and text), never the text itself. Entries live
 `ttl` seconds and are bounded three ways: in total count, in estimated bytes and per
-user (a user past the limit loses his own oldest key, nobody else's).
+user (a user past the limit loses his own oldest key, nobody else's). When the first two
+bounds are full the oldest entries go before their time; `evicted_early` counts those,
+so an operator can see that keys live shorter than `ttl` and raise the bounds.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class IdempotencyCache:
         self._entries: OrderedDict[tuple[int, str], _Entry] = OrderedDict()
         self._per_user: dict[int, OrderedDict[str, None]] = {}
         self.bytes = 0
+        #: Entries dropped before their ttl because the count or byte bound was full.
+        self.evicted_early = 0
 
     def lookup(self, uid: int, key: str, digest: bytes, now: float) -> Attempt | None:
         """The earlier attempt for this key, or None; 4000 if the key was used for another body."""
@@ -84,8 +88,10 @@ class IdempotencyCache:
         while self._entries:
             oldest, entry = next(iter(self._entries.items()))
             full = len(self._entries) > self._max_entries or self.bytes > self._max_bytes
-            if entry.expires > now and not full:
-                break
+            if entry.expires > now:
+                if not full:
+                    break
+                self.evicted_early += 1
             self._drop(oldest)
 
     def _drop(self, slot: tuple[int, str]) -> None:

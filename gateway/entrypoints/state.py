@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from gateway.domain.idempotency import IdempotencyCache
 from gateway.metrics import GatewayMetrics
 from gateway.services.auth import AuthService
 from gateway.services.chats import ChatService
@@ -28,6 +29,7 @@ class Services:
     limits: RateLimits
     directory: Directory
     stream: StreamService
+    idempotency: IdempotencyCache
 
 
 SETTINGS = web.AppKey("settings", GatewaySettings)

@@ -171,6 +171,22 @@ async def test_idempotency_key_returns_same_message_and_produces_once(
     await _error(other, ErrorCode.MALFORMED)
 
 
+async def test_keys_forgotten_before_their_time_are_counted_in_metrics(world: World) -> None:
+    app = create_app(_settings(idempotency_max_keys=2), adapters=world.adapters)
+    async with TestClient(TestServer(app)) as client:
+        a = await _sign_up(client, "alice")
+        await _sign_up(client, "bobby")
+        chat = await client.post("/v1/chats", json={"users": [1, 2]}, headers=_auth(a))
+        url = f"/v1/chats/{(await chat.json())['id']}/messages"
+        for n in range(3):
+            headers = {**_auth(a), "Idempotency-Key": f"key-{n}"}
+            assert (await client.post(url, json={"txt": "hi"}, headers=headers)).status == 202
+        admin = {"Authorization": "Bearer local-only-admin-token"}
+        text = await (await client.get("/metrics", headers=admin)).text()
+    assert "gateway_idempotency_keys 2.0" in text
+    assert "gateway_idempotency_evicted_early_total 1.0" in text
+
+
 async def test_failed_send_is_5031_and_retry_with_key_keeps_the_id(
     client: Any, world: World
 ) -> None:

@@ -95,6 +95,18 @@ def test_idempotency_a_user_past_his_limit_loses_his_own_oldest_key() -> None:
     assert cache.lookup(2, "theirs", digest, now=6) is not None
 
 
+def test_idempotency_counts_keys_dropped_before_their_time() -> None:
+    cache = _cache(max_entries=2)
+    cache.record(1, "a", _attempt(), now=0)
+    cache.record(1, "b", _attempt(), now=1)
+    assert cache.evicted_early == 0
+    cache.record(2, "c", _attempt(), now=2)  # full: "a" goes long before its ttl
+    assert cache.evicted_early == 1
+    expired = 10**6
+    cache.record(2, "d", _attempt(), now=expired)  # "b" and "c" expired: not early
+    assert cache.evicted_early == 1 and len(cache) == 1
+
+
 @settings(max_examples=200)
 @given(
     st.lists(
