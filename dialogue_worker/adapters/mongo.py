@@ -7,6 +7,7 @@ Collections (database MONGO_DB):
                createdAt, at, p, o}: one message per seq                 index: page
 - `message_ids` {_id: ObjectId(message id), cid, seq, uid, h, p, o}: where an id is
 - `reads`     {_id: "<cid>:<uid>", cid, u, seq, v}: read markers         index: u
+- `migrations` {_id: name, at}: one-off data changes already made (CHATS_V2)
 
 Every read the platform makes is an equality on `_id` or on an indexed field, which
 FerretDB pushes down to PostgreSQL, where infra/local gives each index a GIN twin its
@@ -76,6 +77,12 @@ READS: list[tuple[str, Doc]] = [
     ("reads", {"u": 1}),
 ]
 _INDEX_SCANS = ("Index Scan", "Bitmap Index Scan", "Index Only Scan")
+
+
+#: Chats stored before message store v2 ({_id, users, createdAt}) lack the fields a
+#: chat's advance filters on (`lastSeq`): `$lt` never matches a missing field, so such a
+#: chat would store messages that no read ever shows. open() gives them once.
+CHATS_V2 = "chats-v2-counters"
 
 
 class StoreMisconfigured(WorkerError):
@@ -158,11 +165,31 @@ class MongoDatabase:
                 await self.db[name].create_index([(field, ASCENDING)])
             hello = await self.client.admin.command("hello")
             self.sharded = await ensure_sharding(self.client.admin.command, self.db.name, hello)
+            await self._migrate_chats()
             info = await self.client.admin.command("buildInfo")
             if "ferretdbVersion" in info:
                 await self._check_ferretdb(str(info["ferretdbVersion"]))
         except PyMongoError as exc:
             raise StorageUnavailable(f"cannot prepare MongoDB: {exc}") from exc
+
+    async def _migrate_chats(self) -> None:
+        """Give chats stored before v2 an empty count, once per database (CHATS_V2).
+
+        Idempotent, so two workers starting together may both run it. `v` goes up by one
+        like every other update of a chat (FerretDB's version guard asks that).
+        """
+        done = self.db["migrations"]
+        if await done.find_one({"_id": CHATS_V2}) is not None:
+            return
+        changed = await self.chats.update_many(
+            {"lastSeq": {"$exists": False}},
+            {"$set": {"lastSeq": 0, "lastAt": None, "lastMessage": None}, "$inc": {"v": 1}},
+        )
+        if changed.modified_count:
+            log.info(
+                "gave %d chats from before message store v2 their counts", changed.modified_count
+            )
+        await done.update_one({"_id": CHATS_V2}, {"$set": {"at": time.time()}}, upsert=True)
 
     async def close(self) -> None:
         """Close the client; with the server gone, do not wait for it to end our sessions."""
