@@ -33,7 +33,12 @@ def _id_field(description: str) -> Any:
     """An id of the wire form: documented with its pattern, validated as a plain string."""
     return Field(
         description=description,
-        json_schema_extra={"pattern": OBJECT_ID_PATTERN, "examples": [EXAMPLE_ID]},
+        json_schema_extra={
+            "pattern": OBJECT_ID_PATTERN,
+            "minLength": 24,  # with the pattern: Python's `re` lets `$` pass a final "\n"
+            "maxLength": 24,
+            "examples": [EXAMPLE_ID],
+        },
     )
 
 

@@ -20,7 +20,9 @@ from contracts.records import UID_MAX, integral
 EVENTS_TOPIC = "dialogue.events"
 #: Seqs are MongoDB int64s where they are stored.
 INT64_MAX = 2**63 - 1
-ObjectIdHex = Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")]
+#: The lengths as well as the pattern: Python's `re` (and so the `jsonschema` library)
+#: lets `$` match before a final newline, which would pass "<24 hex>\n".
+ObjectIdHex = Annotated[str, Field(pattern=r"^[0-9a-f]{24}$", min_length=24, max_length=24)]
 
 
 class _Event(BaseModel):
@@ -48,6 +50,14 @@ class EventMessage(Message):
     seq: int = Field(ge=1, le=INT64_MAX, description="1, 2, 3 ... per chat")
 
 
+class EventChat(Chat):
+    """A chat as an event carries it: every field present (none has a default there)."""
+
+    model_config = ConfigDict(
+        frozen=True, from_attributes=True, json_schema_serialization_defaults_required=True
+    )
+
+
 class MessageCreated(_Event):
     """A message is stored with its seq (published after the write, before the commit)."""
 
@@ -58,7 +68,7 @@ class MessageCreated(_Event):
 
 class ChatCreated(_Event):
     type: Literal["chat.created"] = "chat.created"
-    chat: Chat
+    chat: EventChat
 
 
 class MembersAdded(_Event):
@@ -93,6 +103,8 @@ def decode_event(value: bytes) -> MessageCreated | ChatCreated | MembersAdded | 
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"not JSON: {exc}") from None
+    if isinstance(parsed, dict) and "v" not in parsed:  # the models default it for writers
+        raise ValueError("not an event: v is missing (the schema requires it)")
     try:
         whole = _integral(parsed)
     except RecursionError:  # orjson nests 1024 deep, further than Python recurses here

@@ -62,7 +62,14 @@ def integral(value: object) -> object:
     return value if whole is None else whole
 
 
-ObjectIdHex = Annotated[str, Field(pattern=r"^[0-9a-f]{24}$", description="ObjectId, 24 hex")]
+#: The lengths as well as the pattern: Python's `re` (and so the `jsonschema` library)
+#: lets `$` match before a final newline, which would pass "<24 hex>\n".
+ObjectIdHex = Annotated[
+    str,
+    Field(
+        pattern=r"^[0-9a-f]{24}$", min_length=24, max_length=24, description="ObjectId, 24 hex"
+    ),
+]
 
 
 def _seconds_in_range(value: object) -> object:

@@ -197,6 +197,13 @@ def test_published_events_schema_is_current_and_requires_what_every_event_carrie
         for field in ("v", "type"):  # every event carries them: the schema requires them
             partial = {k: v for k, v in published.items() if k != field}
             assert not validator.is_valid(partial), (event.type, field)
+        without_v = {k: v for k, v in published.items() if k != "v"}
+        with pytest.raises(ValueError, match="v is missing"):  # as the schema reads it
+            decode_event(orjson.dumps(without_v))
+    created = orjson.loads(events[1].to_bytes())
+    for field in ("object", "lastSeq", "lastMessage", "readSeq", "unread"):  # always written
+        chat = {k: v for k, v in created["chat"].items() if k != field}
+        assert not validator.is_valid(created | {"chat": chat}), field
     stored = orjson.loads(events[0].to_bytes())
     for seq in (None, "absent"):  # a stored message always has its seq
         message = {k: v for k, v in stored["message"].items() if k != "seq"}
@@ -260,6 +267,24 @@ def test_an_event_is_decoded_as_the_schema_reads_it_or_refused(field: str, value
     else:
         with pytest.raises(ValidationError):
             decode_event(orjson.dumps(raw))
+
+
+@pytest.mark.parametrize("tail", ["\n", "\r\n", " "])
+def test_an_id_with_a_trailing_newline_is_refused_by_every_schema_reader(tail: str) -> None:
+    """Python's `re` lets `$` match before a final newline: the lengths close that."""
+    records = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+    events = jsonschema.Draft202012Validator(json.loads(EVENTS_SCHEMA_FILE.read_text()))
+    cid = new_id()
+    for field in ("id", "cid"):
+        record = GOOD | {field: GOOD[field] + tail}
+        assert not records.is_valid(record)
+        assert not jsonschema_rs.validator_for(json.loads(SCHEMA_FILE.read_text())).is_valid(record)
+        with pytest.raises(InvalidRecord):
+            decode_record(orjson.dumps(record))
+    event = {"v": 1, "type": "chat.read", "cid": cid + tail, "uid": 7, "seq": 3}
+    assert not events.is_valid(event)
+    with pytest.raises(ValueError):
+        decode_event(orjson.dumps(event))
 
 
 def test_the_schema_command_checks_without_writing() -> None:
