@@ -66,9 +66,7 @@ def integral(value: object) -> object:
 #: lets `$` match before a final newline, which would pass "<24 hex>\n".
 ObjectIdHex = Annotated[
     str,
-    Field(
-        pattern=r"^[0-9a-f]{24}$", min_length=24, max_length=24, description="ObjectId, 24 hex"
-    ),
+    Field(pattern=r"^[0-9a-f]{24}$", min_length=24, max_length=24, description="ObjectId, 24 hex"),
 ]
 
 

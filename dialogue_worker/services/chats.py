@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from contracts.api import Chat, Message, Page, ReadMarker
 from contracts.errors import ErrorCode
-from contracts.events import ChatCreated, ChatRead, MembersAdded
+from contracts.events import ChatCreated, ChatRead, EventChat, MembersAdded
 from contracts.ids import new_id
 from dialogue_worker.domain.chat_list import (
     ListCursor,
@@ -83,7 +83,8 @@ class ChatService:
         chat = ChatView(new_id(), frozenset(new_chat_users(users)), int(now), now)
         await self._store.insert_chat(chat)
         try:
-            await self._publish(ChatCreated(cid=chat.id, chat=chat.to_api()), "no chat")
+            event = ChatCreated(cid=chat.id, chat=EventChat.model_validate(chat.to_api()))
+            await self._publish(event, "no chat")
         except RequestError:
             # Left in place it would show in its members' lists beside the chat the
             # client's retry creates. Removed, an event the producer had taken before the
