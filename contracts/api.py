@@ -53,7 +53,9 @@ Username = Annotated[
             f"{USERNAME_MIN}-{USERNAME_MAX} characters, as typed and once normalised (NFKC, "
             "case-folded); no leading or trailing spaces, no control, format or invisible "
             "characters, and one writing system (not Latin mixed with Cyrillic, say). Unique "
-            "in its normalised form. A name that breaks these rules is 4000."
+            "in its normalised form. Sign-up also refuses two spaces in a row and symbols "
+            "drawn blank (U+2800 braille blank, the Hangul fillers), which accounts made "
+            "before that rule may still have. A name that breaks these rules is 4000."
         ),
         examples=["alice"],
     ),

@@ -61,7 +61,7 @@ async def serve(settings: GatewaySettings) -> None:
         shutdown_timeout=shutdown_grace(settings),
     )
     try:
-        await runner.setup()  # MySQL unreachable past MYSQL_CONNECT_WAIT: RuntimeError
+        await runner.setup()  # MySQL unreachable, refusing us or not migrated: RuntimeError
     except (RuntimeError, OSError) as exc:
         await runner.cleanup()  # what started before the failure (the Kafka producer)
         raise CannotStart(str(exc)) from exc

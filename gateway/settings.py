@@ -23,6 +23,8 @@ from platform_common.local import (
 from platform_common.logs import LogLevel
 
 LOCAL_MYSQL_PASSWORD = "dialogue-local"
+#: argon2's largest time and memory cost (2**32 - 1) and number of lanes (2**24 - 1).
+ARGON2_MAX_COST, ARGON2_MAX_LANES = 2**32 - 1, 2**24 - 1
 
 
 class SettingsError(ValueError):
@@ -246,13 +248,35 @@ class GatewaySettings(BaseSettings):
     idempotency_keys_per_user: int = Field(
         default=1000, ge=1, description="Idempotency-Keys remembered per user"
     )
-    argon2_time_cost: int = Field(default=3, ge=1, description="argon2id iterations")
-    argon2_memory_kib: int = Field(default=65536, ge=8, description="argon2id memory in KiB")
-    argon2_parallelism: int = Field(default=4, ge=1, description="argon2id lanes")
+    # argon2's own bounds (argon2.h): outside them every hash fails, so every sign-up and
+    # every sign-in of an unknown name (which hashes a decoy) would answer 5000.
+    argon2_time_cost: int = Field(
+        default=3, ge=1, le=ARGON2_MAX_COST, description="argon2id iterations"
+    )
+    argon2_memory_kib: int = Field(
+        default=65536,
+        ge=8,
+        le=ARGON2_MAX_COST,
+        description="argon2id memory in KiB, at least 8 per lane",
+    )
+    argon2_parallelism: int = Field(
+        default=4, ge=1, le=ARGON2_MAX_LANES, description="argon2id lanes"
+    )
 
     @property
     def local(self) -> bool:
         return self.dialogue_env == "local"
+
+    @model_validator(mode="after")
+    def _argon2(self) -> GatewaySettings:
+        needed = 8 * self.argon2_parallelism
+        if self.argon2_memory_kib < needed:
+            raise SettingsError(
+                f"ARGON2_MEMORY_KIB={self.argon2_memory_kib} is too small for "
+                f"ARGON2_PARALLELISM={self.argon2_parallelism}: argon2 needs 8 KiB per "
+                f"lane, at least {needed}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _secrets(self) -> GatewaySettings:

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except GatewayError as exc:
         print(f"gateway.users: user {args.user_id} not renamed: {exc.message}", file=sys.stderr)
         return INVALID if exc.code.value.startswith("400") else REFUSED
-    except RuntimeError as exc:  # MySQL unreachable at start
+    except RuntimeError as exc:  # MySQL unreachable, refusing the login, or not migrated
         print(f"gateway.users: {exc}", file=sys.stderr)
         return REFUSED
     print(f"user {args.user_id} is now {stored!r}")

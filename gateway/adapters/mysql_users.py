@@ -22,6 +22,14 @@ from platform_common.retry import Backoff, retry
 log = logging.getLogger(__name__)
 
 DUPLICATE_ENTRY = 1062
+#: Connection refusals that waiting cannot cure, with what to check: start-up fails at
+#: once instead of retrying them for MYSQL_CONNECT_WAIT and calling MySQL unreachable.
+REFUSED_AT_CONNECT = {
+    1044: "MYSQL_USER has no access to MYSQL_DATABASE",
+    1045: "check MYSQL_USER and MYSQL_PASSWORD",
+    1049: "MYSQL_DATABASE does not exist",
+    1698: "check MYSQL_USER and MYSQL_PASSWORD",  # a unix_socket account, another OS user
+}
 _COLUMNS = "id, username, password_hash, gender, created_at"
 
 
@@ -182,7 +190,7 @@ async def mysql_pool(
         )
 
     def unreachable(exc: Exception) -> bool:
-        return isinstance(exc, pymysql.err.OperationalError | OSError)
+        return isinstance(exc, pymysql.err.OperationalError | OSError) and not _refusal(exc)
 
     def report(exc: Exception, delay: float) -> None:
         log.warning("MySQL not reachable yet (%s); retrying in %.1f s", exc, delay)
@@ -196,12 +204,24 @@ async def mysql_pool(
             on_failure=report,
         )
     except (pymysql.err.OperationalError, OSError) as exc:
+        if hint := _refusal(exc):
+            raise RuntimeError(f"MySQL at {host}:{port} refused us ({hint}): {exc}") from exc
         raise RuntimeError(f"MySQL at {host}:{port} unreachable: {exc}") from exc
     try:
-        async with pool.acquire() as conn:
-            applied = await migrate(conn)
+        try:
+            async with pool.acquire() as conn:
+                applied = await migrate(conn)
+        except (pymysql.err.MySQLError, OSError) as exc:  # e.g. 1142: may not CREATE/ALTER
+            raise RuntimeError(f"MySQL migration failed: {exc}") from exc
         log.info("MySQL ready", extra={"database": database, "migrations_applied": applied})
         yield pool
     finally:
         pool.close()
         await pool.wait_closed()
+
+
+def _refusal(exc: BaseException) -> str | None:
+    """What to check when MySQL refused the connection for good (REFUSED_AT_CONNECT)."""
+    if isinstance(exc, pymysql.err.OperationalError) and exc.args:
+        return REFUSED_AT_CONNECT.get(exc.args[0])
+    return None

@@ -3,6 +3,10 @@
 Each limit answers how long a sign-in must wait. The account limit stops guessing one
 password; the address limit makes locking accounts out cost an attacker his address;
 the global budget caps guessing spread over many addresses and accounts.
+
+One account key stands for several names ("alice" and "álice" share one): failures are
+counted per name under it, all of them toward its lockout, and a right password clears
+only those of the name that signed in, so no other account's owner can clear them.
 """
 
 from __future__ import annotations
@@ -24,11 +28,16 @@ def _seconds(wait: float) -> int:
     return max(1, math.ceil(wait))
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Failures:
-    count: int
+    #: Failures within the window, per name recorded under the key; all of them count.
+    by_name: dict[str, int]
     first_at: float
     locked_until: float
+
+    @property
+    def count(self) -> int:
+        return sum(self.by_name.values())
 
 
 class FailureLimit:
@@ -56,20 +65,31 @@ class FailureLimit:
             counted = state.count
         return PENDING_WAIT if counted + pending >= self._max else None
 
-    def failed(self, key: str, now: float) -> None:
+    def failed(self, key: str, now: float, name: str | None = None) -> None:
+        """Count a failure of `name` (the key itself unless given) against `key`."""
         if self._max == 0:
             return
         state = self._state.get(key, now)
         if state is not None and state.locked_until > now:
             return
         if state is None or state.locked_until or now - state.first_at > self._window:
-            state = _Failures(0, now, 0.0)
-        count = state.count + 1
-        locked_until = now + self._lockout if count >= self._max else 0.0
-        self._state.put(key, _Failures(count, state.first_at, locked_until), now)
+            state = _Failures({}, now, 0.0)
+        who = key if name is None else name
+        by_name = {**state.by_name, who: state.by_name.get(who, 0) + 1}
+        locked_until = now + self._lockout if sum(by_name.values()) >= self._max else 0.0
+        self._state.put(key, _Failures(by_name, state.first_at, locked_until), now)
 
-    def forget(self, key: str) -> None:
-        self._state.discard(key)
+    def forget(self, key: str, name: str | None = None) -> None:
+        """Drop the failures of `name` (the key itself unless given) under `key`; those
+        of other names still count, and a lockout already running stays."""
+        # Read whether or not its time is up: clearing a record that has expired changes
+        # nothing, since `failed` and `retry_after` judge it by its own times.
+        state = self._state.get(key, -math.inf)
+        if state is None:
+            return
+        state.by_name.pop(key if name is None else name, None)
+        if not state.by_name and not state.locked_until:
+            self._state.discard(key)
 
 
 class FailureBudget:
@@ -158,11 +178,14 @@ class SignInThrottle:
             else:
                 del self._pending_by_address[address]
 
-    def failed(self, account: str, address: str, now: float) -> None:
-        self._account.failed(account, now)
+    def failed(self, account: str, address: str, now: float, name: str | None = None) -> None:
+        """A wrong password for `name` (the account key itself unless given)."""
+        self._account.failed(account, now, name)
         self._address.failed(address, now)
         self._overall.failed(now)
 
-    def succeeded(self, account: str) -> None:
-        """A right password clears the account's failures (never the address's)."""
-        self._account.forget(account)
+    def succeeded(self, account: str, name: str | None = None) -> None:
+        """A right password for `name` clears the failures recorded for that name, never
+        those of other names sharing the account key (a sibling account's owner would
+        clear the lockout of the account he is guessing at) nor the address's."""
+        self._account.forget(account, name)

@@ -22,6 +22,14 @@ USERNAME_MIN, USERNAME_MAX = 5, 30
 SIGN_IN_MAX = 256
 
 _INVISIBLE = regex.compile(r"[\p{Cf}\p{Default_Ignorable_Code_Point}]")
+#: Symbols and fillers drawn as blank space, which no Unicode property marks as such
+#: (the Hangul fillers are default-ignorable too; listed so the rule does not rest on it).
+BLANK_SYMBOLS = frozenset(
+    "\u2800"  # BRAILLE PATTERN BLANK
+    "\U0001d159"  # MUSICAL SYMBOL NULL NOTEHEAD
+    "\U00016fe4"  # KHITAN SMALL SCRIPT FILLER
+    "\u115f\u1160\u3164\uffa0"  # HANGUL CHOSEONG, JUNGSEONG, (HALFWIDTH) FILLER
+)
 _MARKS = frozenset({"Mn", "Me"})
 #: Scripts that never decide whether a name mixes scripts (digits, punctuation, accents).
 _NEUTRAL = frozenset({"COMMON", "INHERITED"})
@@ -58,8 +66,10 @@ def canonical(name: str) -> str:
 def throttle_key(canonical_name: str) -> str:
     """The key failed sign-ins are counted under: the canonical form without accents.
 
-    Names that differ only in diacritics ("alice", "álice") share one lockout, as they
-    shared one row under the accent-insensitive collation this replaces.
+    Names that differ only in diacritics ("alice", "álice") are separate accounts that
+    share one lockout, as they shared one row under the accent-insensitive collation this
+    replaces. The throttle still records each failure under its canonical name, so a
+    right password for "álice" clears none of the failures of "alice".
     """
     decomposed = unicodedata.normalize("NFD", canonical_name)
     bare = "".join(ch for ch in decomposed if unicodedata.category(ch) not in _MARKS)
@@ -82,7 +92,10 @@ def _invalid(message: str) -> GatewayError:
 
 
 def refusal(name: str) -> str | None:
-    """Why sign-up refuses this name, or None when it may be a username."""
+    """Why no account can have this name (sign-in refuses it without a look-up), or None.
+
+    Sign-up applies these rules and those of `sign_up_refusal`, which came later.
+    """
     if not USERNAME_MIN <= len(name) <= USERNAME_MAX:
         return f"username must be {USERNAME_MIN}-{USERNAME_MAX} characters"
     if name != name.strip() or any(
@@ -99,16 +112,31 @@ def refusal(name: str) -> str | None:
     return None
 
 
+def sign_up_refusal(name: str) -> str | None:
+    """Why sign-up (or a rename) refuses this name, or None when it may be a new username.
+
+    Beyond `refusal`: no run of spaces and no blank symbol, since both draw like a name
+    with one space ("john  smith" looks like "john smith" in a browser). These came after
+    accounts could be made with such names, so sign-in and look-ups still accept them and
+    `canonical` keeps them: an existing account's identity does not change.
+    """
+    if any(ch in BLANK_SYMBOLS for ch in name):
+        return "username must not contain blank symbols (such as U+2800 braille blank)"
+    if "  " in name:
+        return "username must not contain two spaces in a row"
+    return refusal(name)
+
+
 def username(name: str) -> Username:
     """A name sign-up accepts, with its canonical form (4000 with the reason otherwise)."""
-    reason = refusal(name)
+    reason = sign_up_refusal(name)
     if reason is not None:
         raise _invalid(reason)
     return Username(name, canonical(name))
 
 
 def sign_in_name(name: str) -> Username:
-    """The name of a sign-in: refused (4000) when sign-up would refuse it, before any look-up."""
+    """The name of a sign-in: refused (4000) when no account can have it, before any look-up."""
     if len(name) > SIGN_IN_MAX or refusal(name) is not None:
         raise _invalid("no account can have this username")
     return Username(name, canonical(name))

@@ -54,14 +54,17 @@ class AuthService:
     async def sign_in(self, credentials: Credentials, address: str) -> Token:
         """A token for right credentials; 4011 for wrong ones, 4290 while throttled.
 
-        Failures count against the account (its throttle key), the client `address`
-        and the process-wide budget.
+        Failures count against the account (its throttle key, which names differing only
+        in accents share), the client `address` and the process-wide budget. Success
+        clears only the failures of the name that signed in: the owner of "álice" must
+        not clear the failures of someone guessing at "alice".
         """
         account = throttle_key(credentials.username.canonical)
         async with self._one_at_a_time(account):
             return await self._sign_in(credentials, account, address)
 
     async def _sign_in(self, credentials: Credentials, account: str, address: str) -> Token:
+        name = credentials.username.canonical
         refusal = self._throttle.refusal(account, address, self._clock())
         if refusal is not None:
             raise _throttled(refusal)
@@ -73,9 +76,9 @@ class AuthService:
             else:
                 ok = await self._hasher.verify(user.password_hash, credentials.password)
             if user is None or not ok:
-                self._throttle.failed(account, address, self._clock())
+                self._throttle.failed(account, address, self._clock(), name)
                 raise GatewayError(ErrorCode.BAD_TOKEN, _WRONG)
-        self._throttle.succeeded(account)
+        self._throttle.succeeded(account, name)
         if self._hasher.needs_rehash(user.password_hash):
             await self._upgrade(user, credentials.password)
         return self._tokens.issue(user.id, user.username, self._clock())

@@ -39,7 +39,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.hooks import HookContext
 
-from gateway.domain.usernames import refusal
+from gateway.domain.usernames import refusal, sign_up_refusal
 from gateway.openapi import OPENAPI_FILE, Auth
 from infra.local import LocalSettings
 from infra.processes.gateway import GatewayProcess, gateway_env, mysql_execute
@@ -197,7 +197,8 @@ def rules_hold(context: HookContext, case: Case) -> bool:
     body = case.body if isinstance(case.body, dict) else {}
     if operation in ("signUp", "signIn") and _positive(case, ParameterLocation.BODY):
         name = body.get("username")
-        return not isinstance(name, str) or refusal(name) is None
+        rules = sign_up_refusal if operation == "signUp" else refusal
+        return not isinstance(name, str) or rules(name) is None
     if operation in ("createChat", "addChatUsers") and _positive(case, ParameterLocation.BODY):
         users = body.get("users")
         if isinstance(users, list):

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from argon2 import PasswordHasher
+from argon2.exceptions import HashingError
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from gateway import users as users_cli
@@ -154,3 +158,53 @@ def test_the_rename_command_reads_a_user_id_as_the_api_does(
     with pytest.raises(SystemExit) as refused:
         users_cli.main(["rename", raw, "newname"])
     assert refused.value.code == 2 and "is not a user id" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"ARGON2_MEMORY_KIB": "16", "ARGON2_PARALLELISM": "4"}, "ARGON2_MEMORY_KIB=16"),
+        ({"ARGON2_MEMORY_KIB": "7"}, "argon2_memory_kib"),
+        ({"ARGON2_MEMORY_KIB": str(2**32)}, "argon2_memory_kib"),
+        ({"ARGON2_TIME_COST": str(2**32)}, "argon2_time_cost"),
+        ({"ARGON2_TIME_COST": "0"}, "argon2_time_cost"),
+        ({"ARGON2_PARALLELISM": str(2**24)}, "argon2_parallelism"),
+    ],
+)
+def test_argon2_settings_argon2_cannot_use_are_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str
+) -> None:
+    """Accepted, they made every hash fail: every sign-up (and every sign-in of an
+    unknown name, which hashes a decoy) answered 5000."""
+    with pytest.raises(ValidationError, match=named):
+        _settings(monkeypatch, {**PRODUCTION, **env})
+
+
+@given(
+    memory=st.integers(min_value=8, max_value=2**32 - 1),
+    lanes=st.integers(min_value=1, max_value=2**24 - 1),
+)
+def test_argon2_memory_is_accepted_exactly_when_argon2_can_hash_with_it(
+    memory: int, lanes: int
+) -> None:
+    """argon2 takes at least 8 KiB per lane; the settings agree with it at every boundary."""
+    try:
+        read = GatewaySettings(
+            dialogue_env="local", argon2_memory_kib=memory, argon2_parallelism=lanes
+        )
+    except ValidationError as exc:
+        assert memory < 8 * lanes and "ARGON2_PARALLELISM" in str(exc)
+    else:
+        assert memory >= 8 * lanes and read.argon2_memory_kib == memory
+
+
+def test_the_smallest_argon2_settings_accepted_hash_a_password() -> None:
+    read = GatewaySettings(dialogue_env="local", argon2_memory_kib=32, argon2_parallelism=4)
+    hasher = PasswordHasher(
+        time_cost=read.argon2_time_cost,
+        memory_cost=read.argon2_memory_kib,
+        parallelism=read.argon2_parallelism,
+    )
+    assert hasher.verify(hasher.hash("secret1"), "secret1")
+    with pytest.raises(HashingError):  # what the refused ARGON2_MEMORY_KIB=31 would do
+        PasswordHasher(time_cost=1, memory_cost=31, parallelism=4).hash("secret1")

@@ -10,11 +10,14 @@ from hypothesis import strategies as st
 
 from contracts.errors import ErrorCode
 from gateway.domain.usernames import (
+    BLANK_SYMBOLS,
     SIGN_IN_MAX,
+    USERNAME_MAX,
     canonical,
     mixes_scripts,
     refusal,
     sign_in_name,
+    sign_up_refusal,
     throttle_key,
     username,
 )
@@ -70,9 +73,13 @@ def test_variants_without_invisible_or_padding_are_the_same_account_or_an_accent
 
 
 @given(st.text(max_size=SIGN_IN_MAX))
-def test_sign_in_refuses_exactly_what_sign_up_refuses(name: str) -> None:
+@example("john  smith")
+@example("john\u2800smith")
+def test_sign_in_refuses_names_no_account_can_have_and_sign_up_refuses_more(name: str) -> None:
     assert _refused(name) == (refusal(name) is not None)
-    if not _refused(name):
+    if refusal(name) is not None:
+        assert sign_up_refusal(name) is not None
+    if sign_up_refusal(name) is None:
         assert username(name) == sign_in_name(name)
 
 
@@ -142,3 +149,53 @@ def test_throttle_key_only_drops_accents() -> None:
     assert throttle_key("álïçe") == "alice"
     assert throttle_key("straße") == "straße"
     assert throttle_key("анна") == "анна"
+
+
+_WORDS = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789"), min_size=1, max_size=8)
+
+
+@given(_WORDS, st.integers(min_value=2, max_value=10), _WORDS)
+@example("john", 2, "smith")
+def test_sign_up_refuses_runs_of_spaces_that_sign_in_still_finds(
+    first: str, spaces: int, last: str
+) -> None:
+    """A browser draws "john  smith" as "john smith": a new account may not be named so.
+    Accounts made before the rule keep their name, their key and their sign-in."""
+    name = f"{first}{' ' * spaces}{last}"
+    single = f"{first} {last}"
+    if refusal(name) is None:
+        with pytest.raises(GatewayError, match="two spaces in a row") as refused:
+            username(name)
+        assert refused.value.code is ErrorCode.MALFORMED
+        assert sign_in_name(name).canonical == canonical(name) == name
+    if refusal(single) is None:
+        assert sign_up_refusal(single) is None
+
+
+@given(
+    st.text(st.sampled_from("abcdefghij kl"), min_size=5, max_size=USERNAME_MAX - 1),
+    st.sampled_from(sorted(BLANK_SYMBOLS)),
+    st.data(),
+)
+@example("john smith", "\u2800", None)
+def test_sign_up_refuses_a_blank_symbol_anywhere(
+    name: str, blank: str, data: st.DataObject | None
+) -> None:
+    """Braille blank, the null notehead and the fillers draw nothing: "john⠀smith" would
+    look like "john smith" and "⠀⠀⠀⠀⠀" like no name at all."""
+    at = 4 if data is None else data.draw(st.integers(min_value=0, max_value=len(name)))
+    for named in (name[:at] + blank + name[at:], blank * 5):
+        with pytest.raises(GatewayError) as refused:
+            username(named)
+        assert refused.value.code is ErrorCode.MALFORMED
+        assert canonical(named) == canonical(canonical(named))
+
+
+@pytest.mark.parametrize(
+    "blank", ["\u2800", "\U0001d159", "\U00016fe4", "\u3164", "\uffa0", "\u115f", "\u1160"]
+)
+def test_the_blank_symbols_the_review_named_are_refused_with_a_reason(blank: str) -> None:
+    for name in (f"john{blank}smith", blank * 5):
+        assert sign_up_refusal(name) == (
+            "username must not contain blank symbols (such as U+2800 braille blank)"
+        )
