@@ -7,11 +7,12 @@ import tempfile
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.events import EVENTS_TOPIC
 from contracts.records import TOPIC
+from discovery.models import is_wildcard
 from platform_common.addresses import ConsulUrl, KafkaBootstrap
 from platform_common.local import (
     LOCAL_ENTRYPOINT_TOKEN,
@@ -127,6 +128,34 @@ class WorkerSettings(BaseSettings):
         default="0.1.0", description="version published in the Consul registration"
     )
 
+    @field_validator("worker_host")
+    @classmethod
+    def _bind_address(cls, host: str) -> str:
+        if host.startswith("["):
+            raise ValueError(
+                f"WORKER_HOST={host!r}: write an IPv6 address without brackets "
+                f"({host.strip('[]')!r})"
+            )
+        return host
+
+    @field_validator("worker_advertise_host")
+    @classmethod
+    def _reachable_address(cls, host: str | None) -> str | None:
+        if not host:
+            return host  # unset: WORKER_HOST, else the host name
+        if is_wildcard(host):
+            raise ValueError(
+                f"WORKER_ADVERTISE_HOST={host!r} is a wildcard address, which no gateway "
+                "can reach: set the worker's IP or host name, or leave it unset (then "
+                "WORKER_HOST, or the host name when WORKER_HOST is a wildcard)"
+            )
+        if host.startswith("["):
+            raise ValueError(
+                f"WORKER_ADVERTISE_HOST={host!r}: write an IPv6 address without brackets "
+                f"({host.strip('[]')!r})"
+            )
+        return host
+
     @model_validator(mode="after")
     def _no_default_secret_outside_local(self) -> Self:
         token = self.entrypoint_token.get_secret_value()
@@ -152,6 +181,6 @@ class WorkerSettings(BaseSettings):
         """WORKER_ADVERTISE_HOST, else WORKER_HOST, else (wildcard bind) the host name."""
         if self.worker_advertise_host:
             return self.worker_advertise_host
-        if self.worker_host in ("", "0.0.0.0", "::"):
+        if is_wildcard(self.worker_host):  # any spelling: "0.0.0.0", "0", "::0"
             return socket.gethostname()
         return self.worker_host

@@ -1,8 +1,8 @@
 """Service discovery through Consul, used by both sides of the platform.
 
 Workers register with a TTL heartbeat (`Registrar`); the gateway follows the
-passing instances with a blocking query (`ServiceWatch`) and sends reads to one
-of them, round robin with ejection and retries (`BalancedClient`).
+serving instances (no check critical) with a blocking query (`ServiceWatch`) and
+sends reads to one of them, round robin with ejection and retries (`BalancedClient`).
 See docs/discovery.md.
 """
 

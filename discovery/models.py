@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -20,13 +21,34 @@ WORKER_META_APP_ID = "app_id"
 #: Meta key of when the worker process started (ISO 8601, UTC).
 WORKER_META_STARTED = "started"
 
-_WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def is_wildcard(host: str) -> bool:
+    """Whether `host` means "every address" (a bind address, not one to reach), in any
+    spelling: "", "0.0.0.0", "0", "0x0", "::", "::0", "0:0:0:0:0:0:0:0", "[::]"."""
+    text = host.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    if not text:
+        return True
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    else:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            return address.ipv4_mapped.is_unspecified  # ::ffff:0.0.0.0
+        return address.is_unspecified
+    try:  # the C library's shorthands, which connect() and bind() take: "0", "0.0", "0x0"
+        return socket.inet_aton(text) == bytes(4)
+    except (OSError, ValueError):  # not an address (ValueError: a NUL or non-ASCII in it)
+        return False
 
 
 @dataclass(frozen=True)
 class Instance:
-    """One registered, passing instance of a service, as Consul reports it."""
+    """One serving instance of a service (no check of it critical), as Consul lists it."""
 
     id: str
     address: str
@@ -75,10 +97,15 @@ class Registration:
     def __post_init__(self) -> None:
         if not self.instance_id:
             raise ValueError("instance_id must not be empty")
-        if self.address in _WILDCARDS:
+        if is_wildcard(self.address):
             raise ValueError(
                 f"address {self.address!r} is a wildcard; register the address clients "
                 "can reach (the host's IP or name), not the bind address"
+            )
+        if self.address.startswith("["):
+            raise ValueError(
+                f"address {self.address!r}: write an IPv6 address without brackets "
+                "(the URL adds them)"
             )
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be 1-65535, got {self.port}")
@@ -99,7 +126,7 @@ def instance_id_for(host: str, port: int, env: Mapping[str, str] | None = None) 
     explicit = environ.get("SERVICE_ID", "").strip()
     if explicit:
         return explicit
-    name = socket.gethostname() if host in _WILDCARDS else host
+    name = socket.gethostname() if is_wildcard(host) else host
     return f"{_UNSAFE_ID_CHARS.sub('-', name).strip('-') or 'host'}-{port}"
 
 

@@ -33,9 +33,12 @@ class Registrar:
     """Registers one instance with a TTL check and heartbeats it from `probe`.
 
     The heartbeat runs every `interval` (a third of `ttl` by default), so one
-    late beat never lets the check lapse; a probe that raises or hangs counts as
-    critical. When the agent answers that it does not know the check (it was
-    restarted) the instance registers again.
+    late beat never lets the check lapse. The probe may take `probe_timeout` seconds
+    (default and at least `interval`): one that raises or answers later counts as
+    critical. While it runs past `interval` the check's last report is sent again
+    every `interval`, so a probe allowed longer than the TTL does not let it lapse.
+    When the agent answers that it does not know the check (it was restarted) the
+    instance registers again.
     """
 
     def __init__(
@@ -46,17 +49,21 @@ class Registrar:
         *,
         ttl: float = 10.0,
         interval: float | None = None,
+        probe_timeout: float | None = None,
         deregister_critical_after: str = "1m",
         token: str | None = None,
     ) -> None:
         interval = ttl / 3 if interval is None else interval
         if not 0 < interval < ttl:
             raise ValueError(f"need 0 < interval < ttl, got interval={interval} ttl={ttl}")
+        if probe_timeout is not None and not probe_timeout > 0:
+            raise ValueError(f"need probe_timeout > 0, got {probe_timeout}")
         to_seconds(deregister_critical_after)  # fail early on a malformed duration
         self.consul_url = consul_url
         self.registration = registration
         self.ttl = ttl
         self.interval = interval
+        self.probe_timeout = max(interval, probe_timeout or 0.0)
         self.deregister_critical_after = deregister_critical_after
         self._probe = probe
         self._token = token
@@ -64,6 +71,7 @@ class Registrar:
         self._task: asyncio.Task[None] | None = None
         self._registered = False
         self._last: HealthReport | None = None
+        self._sent: HealthReport | None = None  # what Consul was told last
 
     @property
     def check_id(self) -> str:
@@ -215,14 +223,8 @@ class Registrar:
                 )
 
     async def _beat(self, client: consul.aio.Consul) -> None:
-        report = await self._run_probe()
-        if not await self._report(client, report):
-            log.warning(
-                "consul does not know '%s' any more (agent restarted?); registering again",
-                self.registration.instance_id,
-            )
-            await self._register(client)
-            await self._report(client, report)
+        report = await self._run_probe(client)
+        await self._deliver(client, report)
         if self._last is None or self._last.status != report.status:
             level = logging.INFO if report.status == "passing" else logging.WARNING
             log.log(
@@ -230,14 +232,51 @@ class Registrar:
             )
         self._last = report
 
-    async def _run_probe(self) -> HealthReport:
+    async def _deliver(self, client: consul.aio.Consul, report: HealthReport) -> None:
+        """Send `report`; register again first when the agent has forgotten the check."""
+        if not await self._report(client, report):
+            log.warning(
+                "consul does not know '%s' any more (agent restarted?); registering again",
+                self.registration.instance_id,
+            )
+            await self._register(client)
+            await self._report(client, report)
+
+    async def _run_probe(self, client: consul.aio.Consul) -> HealthReport:
+        """The probe's report, within `probe_timeout`. Every `interval` it runs, the last
+        report is sent again: the TTL does not lapse while a slow probe is still allowed."""
         try:
-            async with asyncio.timeout(self.interval):
-                return await self._probe()
+            probe = asyncio.ensure_future(self._probe())
+        except Exception as exc:  # a probe that fails before it is awaited
+            return _raised(exc)
+        try:
+            async with asyncio.timeout(self.probe_timeout):
+                while not (await asyncio.wait((probe,), timeout=self.interval))[0]:
+                    await self._keep_alive(client)
         except TimeoutError:
-            return HealthReport.critical(f"health probe gave no answer within {self.interval:g}s")
-        except Exception as exc:  # a broken probe is a sick worker: report it, keep beating
-            return HealthReport.critical(f"health probe raised {type(exc).__name__}: {exc}")
+            if not probe.done():
+                return HealthReport.critical(
+                    f"health probe gave no answer within {self.probe_timeout:g}s"
+                )
+        finally:
+            if not probe.done():
+                probe.cancel()
+                await asyncio.wait((probe,))
+        return _outcome(probe)
+
+    async def _keep_alive(self, client: consul.aio.Consul) -> None:
+        """Tell Consul again what it was told last, while the probe is still running."""
+        if self._sent is None:
+            return
+        try:
+            await self._deliver(client, self._sent)
+        except CONSUL_ERRORS as exc:
+            log.warning(
+                "keep-alive of '%s' not delivered while its probe runs (%s: %s)",
+                self.registration.instance_id,
+                type(exc).__name__,
+                exc,
+            )
 
     async def _report(self, client: consul.aio.Consul, report: HealthReport) -> bool:
         """Send one TTL update; False when the agent does not know the check."""
@@ -248,4 +287,23 @@ class Registrar:
         }[report.status]
         async with asyncio.timeout(min(max(self.interval / 3, _REPORT_MIN), 5.0)):
             known = await update(self.check_id, report.reason[:_REASON_MAX] or None)
+        if known:
+            self._sent = report
         return bool(known)
+
+
+def _outcome(probe: asyncio.Future[HealthReport]) -> HealthReport:
+    """What a finished probe said; one that raised is a sick process (critical)."""
+    if probe.cancelled():
+        return HealthReport.critical("health probe was cancelled")
+    exc = probe.exception()
+    if exc is None:
+        return probe.result()
+    if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not the probe's verdict
+        raise exc
+    return _raised(exc)
+
+
+def _raised(exc: Exception) -> HealthReport:
+    """A broken probe is a sick process: report it, keep beating."""
+    return HealthReport.critical(f"health probe raised {type(exc).__name__}: {exc}")

@@ -1,4 +1,4 @@
-"""The gateway side: follow the passing instances of a service with a blocking query."""
+"""The gateway side: follow the serving instances of a service with a blocking query."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import consul.aio
 
@@ -26,10 +27,32 @@ Subscriber = Callable[[tuple[Instance, ...]], None]
 _QUERY_SLACK = 5.0
 #: Distinct ignored instances logged at most (the log line is once per instance id).
 _REFUSED_LOGGED = 1000
+#: Check states that leave an instance serving: `warning` is a worker with a stuck
+#: partition, whose reads are fine. Anything else (`critical`, which maintenance mode and
+#: a failed node are too) takes it out.
+_SERVING = frozenset({"passing", "warning"})
+
+
+def serving(nodes: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The entries of a /v1/health/service answer whose every check (the service's own,
+    its maintenance mode, the node's serfHealth and maintenance) is passing or warning;
+    an entry without a readable list of checks is left out."""
+    kept = []
+    for node in nodes:
+        checks = node.get("Checks") if isinstance(node, Mapping) else None
+        if isinstance(checks, list) and all(
+            isinstance(check, Mapping) and check.get("Status") in _SERVING for check in checks
+        ):
+            kept.append(node)
+    return kept
 
 
 class ServiceWatch:
-    """The current passing instances of `service`, kept fresh by a blocking-query loop.
+    """The current serving instances of `service`, kept fresh by a blocking-query loop.
+
+    Serving: no check of the instance or its node is critical (`passing` and `warning`
+    serve). Consul's `?passing` filter would drop `warning` too, so the query asks for
+    every instance and the watch filters.
 
     `wait` is how long one query may block in Consul. When Consul is unreachable
     the last known set keeps serving (see `stale_since`) and the loop retries
@@ -128,7 +151,7 @@ class ServiceWatch:
             try:
                 async with asyncio.timeout(wait * 17 / 16 + _QUERY_SLACK):
                     raw_index, nodes = await client.health.service(
-                        self.service, passing=True, index=index or None, wait=to_go(wait)
+                        self.service, index=index or None, wait=to_go(wait)
                     )
                 returned = int(raw_index)
             except CONSUL_ERRORS as exc:
@@ -140,7 +163,7 @@ class ServiceWatch:
             if index == 0:
                 log.info("consul index went backwards for '%s'; starting over", self.service)
                 self._membership.restarted()
-            self._observed(self._eligible(instances_from_health(nodes)))
+            self._observed(self._eligible(instances_from_health(serving(nodes))))
 
     def _eligible(self, instances: tuple[Instance, ...]) -> tuple[Instance, ...]:
         """The instances registered with the required tag and meta keys."""

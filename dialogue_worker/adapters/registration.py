@@ -6,7 +6,7 @@ import logging
 from datetime import UTC, datetime
 
 from dialogue_worker.errors import DuplicateWorker, WorkerError
-from dialogue_worker.services.health import Status, WorkerHealth
+from dialogue_worker.services.health import PING_GRACE, PING_TIMEOUT, Status, WorkerHealth
 from dialogue_worker.settings import WorkerSettings
 from discovery import (
     WORKER_META_APP_ID,
@@ -19,6 +19,10 @@ from discovery import (
     Registration,
     instance_id_for,
 )
+
+#: How long the heartbeat waits for one health check: its MongoDB ping and grace, and
+#: half a second to report (the registry keeps the TTL alive meanwhile).
+PROBE_TIMEOUT = PING_TIMEOUT + PING_GRACE + 0.5
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,9 @@ class ConsulRegistration:
             registration,
             self.probe,
             ttl=settings.heartbeat_ttl,
+            # The check's own bound: at a short HEARTBEAT_TTL the heartbeat's interval
+            # (TTL/3) would report a slow but answering MongoDB as no answer.
+            probe_timeout=PROBE_TIMEOUT,
             token=token,
         )
         self._registered = False

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import consul
 import consul.aio
 import pytest
 
+import discovery.watch
 from discovery import (
     DuplicateInstance,
     HealthReport,
@@ -17,6 +18,7 @@ from discovery import (
     Registration,
     ServiceWatch,
 )
+from discovery.watch import serving
 from infra.local import LocalSettings
 from infra.processes.stub import StubProcess
 from tests.support.waiting import WITHIN, eventually, settle
@@ -98,31 +100,67 @@ async def test_register_heartbeat_deregister(
     assert await check_of(agent, reg.instance_id) is None
 
 
-async def test_warning_and_critical_leave_the_passing_set(
-    infra: LocalSettings, agent: consul.aio.Consul, unique: Callable[[str], str]
+async def test_warning_stays_in_the_watch_critical_and_maintenance_leave_it(
+    infra: LocalSettings,
+    agent: consul.aio.Consul,
+    unique: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """`warning` (a worker with a stuck partition) still serves reads; `critical` and
+    maintenance mode do not. Consul's `?passing` would drop warning too."""
     reg = registration(unique)
     probe = SwitchableProbe()
     registrar = Registrar(infra.consul_url, reg, probe, ttl=3.0, interval=0.3)
+    answers: list[list[dict[str, Any]]] = []  # what Consul answered the watch, in order
+
+    def spy(nodes: list[dict[str, Any]]) -> list[Mapping[str, Any]]:
+        answers.append(nodes)
+        return serving(nodes)
+
+    monkeypatch.setattr(discovery.watch, "serving", spy)
+    watch = ServiceWatch(infra.consul_url, reg.service, wait="10s")
     await registrar.start()
+    await watch.start()
     try:
 
-        async def passing() -> bool:
-            return await passing_ids(agent, reg.service) == {reg.instance_id}
+        def listed() -> bool:
+            return reg.instance_id in {i.id for i in watch.instances}
 
-        async def not_passing() -> bool:
-            return not await passing()
+        def seen_by_watch(status: str) -> bool:
+            """The watch's latest answer has the instance's own check at `status` (the
+            set is updated from it in the same step)."""
+            latest = answers[-1] if answers else []
+            return any(
+                check.get("CheckID") == registrar.check_id and check.get("Status") == status
+                for node in latest
+                for check in node.get("Checks") or ()
+            )
 
-        for report in (HealthReport.warning("consumer stalled"), HealthReport.critical("no db")):
-            probe.report = report
-            await eventually(not_passing, what=f"{report.status} out of the passing set")
-            check = await check_of(agent, reg.instance_id)
-            assert check is not None
-            assert check["Status"] == report.status and check["Output"] == report.reason
-            assert registrar.last_report == report
-            probe.report = HealthReport.passing()
-            await eventually(passing, what="passing again")
+        await eventually(listed, what="listed while passing")
+
+        probe.report = HealthReport.warning("partition stuck: t/3 at offset 7 for 31s (lag 2)")
+        await eventually(lambda: seen_by_watch("warning"), what="the watch told of warning")
+        assert listed(), "a worker in warning serves reads"
+        check = await check_of(agent, reg.instance_id)
+        assert check is not None and check["Status"] == "warning"
+        assert check["Output"] == probe.report.reason
+        assert registrar.last_report == probe.report
+
+        probe.report = HealthReport.critical("no db")
+        await eventually(lambda: not listed(), what="critical out of the watch")
+        check = await check_of(agent, reg.instance_id)
+        assert check is not None and (check["Status"], check["Output"]) == ("critical", "no db")
+
+        probe.report = HealthReport.passing()
+        await eventually(listed, what="listed again once passing")
+
+        # Maintenance mode is a critical check of its own beside the passing TTL check.
+        await agent.agent.service.maintenance(reg.instance_id, True, "operator drains it")
+        await eventually(lambda: not listed(), what="maintenance out of the watch")
+        await agent.agent.service.maintenance(reg.instance_id, False)
+        await eventually(listed, what="listed again after maintenance")
     finally:
+        await watch.stop()
         await registrar.stop()
 
 
