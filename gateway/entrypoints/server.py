@@ -184,6 +184,50 @@ class GatewayRequestHandler(RequestHandler):
         return response
 
 
+#: Headers aiohttp acts on itself before any middleware runs (the Expect handler, the
+#: WebSocket handshake). It puts some of their values into its own error texts, which
+#: cannot encode a non-UTF-8 byte (read as a lone surrogate): a 5000 with a traceback.
+_INTERPRETED = (
+    "Expect",
+    "Upgrade",
+    "Connection",
+    "Sec-WebSocket-Key",
+    "Sec-WebSocket-Version",
+    "Sec-WebSocket-Protocol",
+    "Sec-WebSocket-Extensions",
+)
+
+
+def screened(
+    handler: Callable[[web.BaseRequest], Any], count_error: Callable[[ErrorCode], None]
+) -> Callable[[web.BaseRequest], Any]:
+    """`handler` behind a check of the headers aiohttp interprets before the app's
+    middlewares: a value that is not ASCII, or an Expect other than 100-continue (which
+    aiohttp answers in plain text), is 4000 in the platform's error body."""
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        problem = _interpreted_problem(request)
+        if problem is None:
+            return await handler(request)  # type: ignore[no-any-return]
+        log.debug("refused a request: %s", problem)
+        count_error(ErrorCode.MALFORMED)
+        response = error_response(ErrorCode.MALFORMED, problem)
+        secure(response)
+        return response
+
+    return handle
+
+
+def _interpreted_problem(request: web.BaseRequest) -> str | None:
+    for name in _INTERPRETED:
+        if any(not value.isascii() for value in request.headers.getall(name, ())):
+            return f"the {name} header must be ASCII"
+    expect = request.headers.get("Expect")
+    if expect is not None and expect.strip().lower() != "100-continue":
+        return "the only Expect this server meets is 100-continue"
+    return None
+
+
 class GatewayServer(web.Server):
     """aiohttp's low-level server making `GatewayRequestHandler`s."""
 
@@ -199,7 +243,7 @@ class GatewayServer(web.Server):
         self.count_error = count_error
         server_only = ("request_factory", "handler_cancellation", "loop")
         self._handler_args = {k: v for k, v in kwargs.items() if k not in server_only}
-        super().__init__(handler, **kwargs)
+        super().__init__(screened(handler, count_error), **kwargs)
 
     def __call__(self) -> RequestHandler:
         return GatewayRequestHandler(self, loop=asyncio.get_running_loop(), **self._handler_args)
