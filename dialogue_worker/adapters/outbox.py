@@ -32,6 +32,9 @@ SOURCE_PARTITION = "x-dlq-partition"
 SOURCE_OFFSET = "x-dlq-offset"
 #: On a dead letter whose value was cut to fit: the original value's size in bytes.
 TRUNCATED = "x-dlq-truncated"
+#: On a dead letter whose source headers did not fit beside the x-dlq-* ones: how many
+#: were left out (they are never cut: a header is kept whole or not at all).
+HEADERS_DROPPED = "x-dlq-headers-dropped"
 #: On a dead letter whose source had neither key nor value: "1". Kafka needs one of the
 #: two, so the copy's value is empty instead of null.
 NULL_RECORD = "x-dlq-null-record"
@@ -59,12 +62,15 @@ def fitted(
     key: bytes | None, value: bytes | None, own: Headers, added: Headers, *, cut: bool
 ) -> tuple[bytes | None, bytes | None, Headers]:
     """Key, value and headers of a copy that fits MAX_RECORD: the source's `own` headers
-    are kept if they fit beside `added`; then, if `cut`, the value is cut (and TRUNCATED
-    added), and the key too if the value alone was not enough. Without `cut` a value
+    are kept if they fit beside `added`, else left out (on a dead letter, `cut`, with
+    HEADERS_DROPPED); then, if `cut`, the value is cut (and TRUNCATED added), and the key
+    too if the value alone was not enough. Without `cut` a value
     that does not fit is returned whole (a valid record's value is bounded far below the
     limit by the contract, and a forward's key is a chat id)."""
     if record_size(key, value, [*own, *added]) <= MAX_RECORD:
         return key, value, [*own, *added]
+    if cut and own:  # a dead letter says what it left out
+        added = [*added, (HEADERS_DROPPED, str(len(own)).encode())]
     if not cut or record_size(key, value, added) <= MAX_RECORD:
         return key, value, added
     marked = [*added, (TRUNCATED, str(len(value or b"")).encode())]

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dialogue_worker.adapters.outbox import (
+    HEADERS_DROPPED,
     MAX_RECORD,
     NULL_RECORD,
     REASON,
@@ -82,6 +83,13 @@ def test_every_dead_letter_fits(value_size: int, header_sizes: list[int], key_si
         assert dict(out)[TRUNCATED] == str(value_size).encode()
     else:
         assert (key, value) == (source.key, source.value)
+    # Source headers are kept whole, or all left out and counted: never silently.
+    kept = [h for h in out if h[0].startswith("h")]
+    assert kept in ([], list(headers))
+    if headers and not kept:
+        assert dict(out)[HEADERS_DROPPED] == str(len(headers)).encode()
+    else:
+        assert HEADERS_DROPPED not in dict(out)
 
 
 def test_a_forward_drops_the_source_headers_that_would_not_fit_but_keeps_the_value() -> None:
