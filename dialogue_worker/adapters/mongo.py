@@ -189,7 +189,10 @@ class MongoDatabase:
             log.info(
                 "gave %d chats from before message store v2 their counts", changed.modified_count
             )
-        await done.update_one({"_id": CHATS_V2}, {"$set": {"at": time.time()}}, upsert=True)
+        try:
+            await done.insert_one({"_id": CHATS_V2, "at": time.time()})
+        except pymongo.errors.DuplicateKeyError:
+            pass  # another worker starting at the same moment made the marker first
 
     async def close(self) -> None:
         """Close the client; with the server gone, do not wait for it to end our sessions."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,7 @@ from pymongo import AsyncMongoClient
 
 from contracts.ids import new_id
 from contracts.records import MessageRecord
+from dialogue_worker.adapters.mongo import MongoDatabase
 from infra.local import LocalSettings
 from infra.processes.worker import WorkerProcess, produce
 from tests.support.waiting import eventually
@@ -67,3 +69,17 @@ async def test_a_chat_from_before_v2_counts_new_messages(
         await worker.terminate()
         await mongo.drop_database(worker.mongo_db)
         await mongo.close()
+
+
+async def test_workers_starting_together_all_prepare_the_store(
+    infra: LocalSettings, unique: Callable[[str], str]
+) -> None:
+    """Each makes the migration marker if it is missing: one of them first, none fails."""
+    name = unique("migrating").replace("-", "_")
+    stores = [MongoDatabase(infra.mongo_url, name, timeout=10) for _ in range(4)]
+    try:
+        await asyncio.gather(*(store.open() for store in stores))
+        assert await stores[0].db["migrations"].count_documents({}) == 1
+    finally:
+        await stores[0].client.drop_database(name)
+        await asyncio.gather(*(store.close() for store in stores))
