@@ -21,10 +21,17 @@ const TEXT = {
   session: () => SESSION_ENDED,
   4290: (e) => `Too many attempts. Try again in ${e.retryAfter || "a few"} s.`,
   4031: () => "You are not a member of that chat.",
+  4003: () => "Not sent: a message is 1 to 4096 characters, not blank.",
   5030: () => "The service is unavailable. Try again shortly.",
   5031: () => "May not have been sent. Retry.",
   5032: () => "Accounts are unavailable. Try again shortly.",
 };
+
+// A refusal the same request would get again: a retry cannot help (408 and 429 can pass).
+export function refused(error) {
+  const status = error instanceof ApiError ? error.status : 0;
+  return status >= 400 && status < 500 && status !== 408 && status !== 429;
+}
 
 export function explain(error) {
   if (!(error instanceof ApiError)) return "Network problem. Check your connection.";
@@ -54,8 +61,9 @@ export const session = {
 };
 
 async function call(method, path, body, extraHeaders = {}) {
+  const token = session.token;
   const headers = { ...extraHeaders };
-  if (session.token) headers.Authorization = `Bearer ${session.token}`;
+  if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
@@ -68,6 +76,9 @@ async function call(method, path, body, extraHeaders = {}) {
     throw new ApiError(0, "network", "network problem");
   }
   const data = await response.json().catch(() => ({}));
+  // An answer for a session that ended meanwhile (signed out, perhaps someone else in):
+  // its data and its 401 belong to nobody here.
+  if (session.token !== token) throw new ApiError(0, "session", "session ended");
   if (response.status === 401 && !path.startsWith("/v1/auth/")) {
     hooks.sessionEnded();
     throw new ApiError(401, "session", "session ended");

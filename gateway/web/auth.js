@@ -3,9 +3,11 @@
 import { api, explain, session } from "./api.js";
 import { el } from "./dom.js";
 
-export function authScreen(onSignedIn, reason = "") {
+// `name` fills in the username (a sign-in that an ended session asks for).
+export function authScreen(onSignedIn, reason = "", name = "") {
   const error = el("p", { class: "error", role: "alert", id: "auth-error", text: reason });
   const username = el("input", { id: "username", name: "username", autocomplete: "username", required: true });
+  username.value = name;
   const password = el("input", {
     id: "password",
     name: "password",
@@ -19,7 +21,15 @@ export function authScreen(onSignedIn, reason = "") {
     el("option", { value: "f", text: "f" }),
     el("option", { value: "m", text: "m" }),
   );
+  const buttons = [
+    el("button", { type: "submit", value: "in", text: "Sign in" }),
+    el("button", { type: "submit", value: "up", text: "Sign up" }),
+  ];
+  let busy = false; // one submit at a time: a double click must not start two sessions
   const submit = async (signUp) => {
+    if (busy) return;
+    busy = true;
+    for (const button of buttons) button.disabled = true;
     error.textContent = "";
     try {
       const token = signUp
@@ -29,6 +39,9 @@ export function authScreen(onSignedIn, reason = "") {
       onSignedIn(token);
     } catch (e) {
       error.textContent = explain(e);
+    } finally {
+      busy = false;
+      for (const button of buttons) button.disabled = false;
     }
   };
   const form = el(
@@ -48,12 +61,7 @@ export function authScreen(onSignedIn, reason = "") {
     password,
     el("label", { for: "gender", text: "Gender (sign-up)" }),
     gender,
-    el(
-      "div",
-      { class: "actions" },
-      el("button", { type: "submit", value: "in", text: "Sign in" }),
-      el("button", { type: "submit", value: "up", text: "Sign up" }),
-    ),
+    el("div", { class: "actions" }, ...buttons),
     error,
   );
   return form;

@@ -1,7 +1,7 @@
 // The chat list: by last activity, names, preview, time, unread badge; new chat by username.
 
 import { api, explain } from "./api.js";
-import { el, time } from "./dom.js";
+import { el, when } from "./dom.js";
 import { store } from "./store.js";
 
 export function chatList(onOpen) {
@@ -23,7 +23,7 @@ export function chatList(onOpen) {
               onclick: () => onOpen(chat.id),
             },
             el("span", { class: "title", text: store.title(chat) }),
-            el("span", { class: "when", text: chat.lastMessage ? time(chat.lastMessage.createdAt) : "" }),
+            el("span", { class: "when", text: chat.lastMessage ? when(chat.lastMessage.createdAt) : "" }),
             el("span", { class: "preview", text: chat.lastMessage?.text ?? "No messages yet" }),
             unread ? el("span", { class: "badge", text: String(chat.unread) }) : null,
           ),

@@ -1,37 +1,56 @@
 // One chat: history paged upwards, live messages, own messages with their state, read marks.
 
-import { api, explain } from "./api.js";
+import { api, explain, refused } from "./api.js";
 import { announce, day, el, time } from "./dom.js";
 import { sendRead } from "./reads.js";
 import { store } from "./store.js";
 
 const PAGE = 50;
+export const TEXT_MAX = 4096; // characters (code points), as the server counts them
+
+// Why a text cannot be sent as it is, or "".
+export function tooLong(text) {
+  const length = [...text].length;
+  return length > TEXT_MAX ? `Too long to send: ${length} characters, at most ${TEXT_MAX}.` : "";
+}
 
 export class Conversation {
   constructor(cid, onBack) {
     this.cid = cid;
     this.bySeq = new Map(); // seq -> message
-    this.pending = new Map(); // idempotency key -> { text, state, id, after }
-    this.claimed = new Set(); // ids of own messages known to be a send's own
+    // Kept in the store, so that they outlive this view (another chat opened meanwhile):
+    const kept = store.kept(cid);
+    this.pending = kept.pending; // idempotency key -> { text, state, id, after, why }
+    this.claimed = kept.claimed; // ids of own messages known to be a send's own
     this.older = null; // cursor of the next older page (null: none, or not loaded yet)
     this.loading = false;
+    this.loaded = false; // the newest page came: before that, nothing may be marked read
     this.problem = null; // why the newest page could not be read, shown with a Retry
     this.olderProblem = null; // why an older page could not be read
     this.readSent = 0;
     this.list = el("ol", { class: "messages", id: "messages", "aria-label": "Messages" });
     this.scroller = el("div", { class: "scroller", onscroll: () => this.scrolled() }, this.list);
+    const hint = el("p", { class: "error", id: "compose-error", role: "alert" });
     const input = el("textarea", {
       id: "compose",
       rows: "2",
       "aria-label": "Message",
+      "aria-describedby": "compose-error",
       placeholder: "Write a message (Enter sends, Shift+Enter: new line)",
       onkeydown: (event) => {
+        // An Enter that ends an IME composition picks the characters; it does not send.
+        if (event.isComposing || event.keyCode === 229) return;
         if (event.key === "Enter" && !event.shiftKey) {
           event.preventDefault();
           form.requestSubmit();
         }
       },
+      oninput: () => {
+        store.draft(cid, input.value);
+        if (hint.textContent && !tooLong(input.value)) hint.textContent = "";
+      },
     });
+    input.value = store.drafts.get(cid) ?? "";
     const form = el(
       "form",
       {
@@ -40,10 +59,14 @@ export class Conversation {
           event.preventDefault();
           const text = input.value;
           if (!text.trim()) return;
+          hint.textContent = tooLong(text);
+          if (hint.textContent) return;
           input.value = "";
+          store.draft(cid, "");
           this.send(crypto.randomUUID(), text);
         },
       },
+      hint,
       input,
       el("button", { type: "submit", text: "Send" }),
     );
@@ -82,6 +105,7 @@ export class Conversation {
     this.add(page.data);
     if (!this.shown) return;
     this.older = page.nextCursor;
+    this.loaded = true;
     this.render();
     this.toBottom();
     this.markRead();
@@ -93,6 +117,7 @@ export class Conversation {
     this.bySeq.clear();
     this.older = null;
     this.olderProblem = null;
+    this.loaded = false;
     await this.load();
   }
 
@@ -133,7 +158,7 @@ export class Conversation {
       this.scroller.scrollTop += this.scroller.scrollHeight - height; // keep what was in view
     } catch (e) {
       if (e.code === "session") return; // signed out: this conversation is gone
-      this.olderProblem = `Could not read older messages: ${explain(e)} Scroll up to try again.`;
+      this.olderProblem = `Could not read older messages: ${explain(e)}`;
       this.render();
     } finally {
       this.loading = false;
@@ -167,6 +192,8 @@ export class Conversation {
     this.markRead();
   }
 
+  // The entry is the store's: a send that ends after this chat was left updates what is
+  // shown when it is opened again, and whichever view is open then re-renders.
   async send(key, text) {
     const after = this.newestSeq;
     this.pending.set(key, { text, state: "sending", id: null, after });
@@ -181,14 +208,29 @@ export class Conversation {
     } catch (e) {
       if (e.code === "session") return; // signed out: this conversation is gone
       const p = this.pending.get(key);
-      if (p) Object.assign(p, { state: "failed", why: explain(e) });
+      // Refused (too long, not a member...): sending it again would be refused again.
+      if (p) Object.assign(p, { state: refused(e) ? "refused" : "failed", why: explain(e) });
       for (const m of this.bySeq.values()) this.settle(m); // it may have come in already
     }
+    store.changed("outbox");
+  }
+
+  // A refused message goes back into the composer, before whatever is being written there.
+  edit(key, text) {
+    this.pending.delete(key);
+    this.input.value = this.input.value ? `${text}\n${this.input.value}` : text;
+    store.draft(this.cid, this.input.value);
+    this.render();
+    this.input.focus();
+  }
+
+  discard(key) {
+    this.pending.delete(key);
     this.render();
   }
 
   markRead() {
-    if (!this.shown || document.visibilityState !== "visible" || !this.atBottom()) return;
+    if (!this.loaded || !this.shown || document.visibilityState !== "visible" || !this.atBottom()) return;
     const newest = this.newestSeq;
     if (newest <= this.readSent) return;
     this.readSent = newest;
@@ -198,7 +240,9 @@ export class Conversation {
       chat.unread = Math.max(0, chat.lastSeq - chat.readSeq);
       store.changed("chats");
     }
-    sendRead(this.cid, newest);
+    sendRead(this.cid, newest).then((stored) => {
+      if (!stored && this.readSent === newest) this.readSent = 0; // given up: mark it again later
+    });
   }
 
   render() {
@@ -214,9 +258,17 @@ export class Conversation {
         ),
       );
     }
-    if (this.older) {
-      const text = this.olderProblem ?? "Scroll up for older messages";
-      items.push(el("li", { class: this.olderProblem ? "more problem" : "more", text }));
+    if (this.older && this.olderProblem) {
+      items.push(
+        el(
+          "li",
+          { class: "more problem", role: "alert" },
+          el("span", { text: this.olderProblem }),
+          el("button", { type: "button", text: "Retry", onclick: () => this.loadOlder() }),
+        ),
+      );
+    } else if (this.older) {
+      items.push(el("li", { class: "more", text: "Scroll up for older messages" }));
     }
     for (const m of [...this.bySeq.values()].sort((a, b) => a.seq - b.seq)) {
       const d = day(m.createdAt);
@@ -234,7 +286,7 @@ export class Conversation {
       );
     }
     for (const [key, p] of this.pending) {
-      const state = { sending: "sending…", sent: "sent", failed: p.why ?? "not sent" }[p.state];
+      const state = { sending: "sending…", sent: "sent" }[p.state] ?? p.why;
       items.push(
         el(
           "li",
@@ -242,12 +294,20 @@ export class Conversation {
           el("span", { class: "author", text: "You" }),
           el("p", { class: "text", text: p.text }),
           el("span", { class: "state", text: state }),
-          p.state === "failed"
-            ? el("button", { type: "button", text: "Retry", onclick: () => this.send(key, p.text) })
-            : null,
+          ...this.actions(key, p),
         ),
       );
     }
     this.list.replaceChildren(...items);
+  }
+
+  // A failure a retry may mend offers Retry; a refusal offers Edit and Discard.
+  actions(key, p) {
+    const button = (text, onclick) => el("button", { type: "button", text, onclick });
+    if (p.state === "failed") return [button("Retry", () => this.send(key, p.text))];
+    if (p.state === "refused") {
+      return [button("Edit", () => this.edit(key, p.text)), button("Discard", () => this.discard(key))];
+    }
+    return [];
   }
 }

@@ -16,6 +16,15 @@ export function time(unixSeconds) {
   return new Date(unixSeconds * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
+// The time for a moment of today, else its date (the year only when not this year's).
+export function when(unixSeconds) {
+  const at = new Date(unixSeconds * 1000);
+  const now = new Date();
+  if (at.toDateString() === now.toDateString()) return time(unixSeconds);
+  const year = at.getFullYear() === now.getFullYear() ? {} : { year: "numeric" };
+  return at.toLocaleDateString([], { month: "short", day: "numeric", ...year });
+}
+
 export function day(unixSeconds) {
   return new Date(unixSeconds * 1000).toLocaleDateString([], {
     weekday: "short",

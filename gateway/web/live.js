@@ -87,6 +87,7 @@ export class Live {
       socket.send(JSON.stringify({ type: "hello", token: this.token, since: this.since() }));
     });
     socket.addEventListener("message", (event) => {
+      if (this.socket !== socket) return; // stopped, or given up for a new one
       const frame = JSON.parse(event.data);
       if (frame.type === "ready") {
         this.onState("live");

@@ -25,6 +25,8 @@ const notes = { live: "", chats: "" };
 // Frames and chat-list reads run one after another: a list read must not land over what
 // a later frame changed.
 let handled = Promise.resolve();
+// One per session: what an earlier session queued, or its Live reports, is ignored.
+let epoch = 0;
 
 function note(kind, text) {
   notes[kind] = text;
@@ -32,25 +34,40 @@ function note(kind, text) {
   status.hidden = !status.textContent;
 }
 
+// A frame that could not be handled (its chat could not be read, say) leaves the list
+// behind: it is read again, like a list read that failed.
 function queue(task) {
-  handled = handled.then(task).catch((e) => {
-    if (store.me && e.code !== "session") note("chats", explain(e));
-  });
+  const mine = epoch;
+  handled = handled
+    .then(() => mine === epoch && task())
+    .catch((e) => {
+      if (mine === epoch && store.me && e.code !== "session") retryLater(e);
+    });
 }
 
-function signOut(reason = "") {
+// Ends the session: its socket, timers, state and queued work. The tasks still running
+// find the session gone (api.js answers their calls as "session").
+function endSession() {
+  epoch += 1;
+  handled = Promise.resolve();
   live?.stop();
   live = null;
   clearTimeout(retry.timer);
-  session.clear();
   store.reset();
   forgetReads();
   conversation = null;
+}
+
+// A reason (the session ended) keeps the drafts for the next sign-in and fills in the name.
+function signOut(reason = "", username = store.me?.username) {
+  if (reason) store.stashDrafts();
+  endSession();
+  session.clear();
   whoami.textContent = "";
   signOutButton.hidden = true;
   note("live", "");
   note("chats", "");
-  screen.replaceChildren(authScreen(start, reason));
+  screen.replaceChildren(authScreen(start, reason, reason ? username : ""));
 }
 
 function sessionEnded() {
@@ -82,14 +99,20 @@ async function refreshChats() {
     retry.delay = FIRST_RETRY;
   } catch (e) {
     if (e.code === "session" || !store.me) return;
-    note("chats", `Could not read your chats: ${explain(e)} Trying again…`);
-    const me = store.me;
-    retry.timer = setTimeout(() => store.me === me && queue(refreshChats), retry.delay);
-    retry.delay = Math.min(retry.delay * 2, MAX_RETRY);
+    retryLater(e);
   }
 }
 
+function retryLater(e) {
+  note("chats", `Could not read your chats: ${explain(e)} Trying again…`);
+  clearTimeout(retry.timer);
+  const mine = epoch;
+  retry.timer = setTimeout(() => mine === epoch && queue(refreshChats), retry.delay);
+  retry.delay = Math.min(retry.delay * 2, MAX_RETRY);
+}
+
 async function open(cid) {
+  if (conversation?.cid === cid) return; // already open: as it is, draft and all
   store.open = cid;
   conversation = new Conversation(cid, () => {
     conversation = null;
@@ -149,7 +172,11 @@ async function onFrame(frame) {
 }
 
 function start(token) {
+  endSession(); // whatever ran before (a second sign-in must not leave the first one's socket)
+  const mine = epoch;
   store.me = { userId: token.userId, username: token.username };
+  store.unstashDrafts();
+  store.listeners.add((what) => what === "outbox" && conversation?.render());
   whoami.textContent = `Signed in as ${token.username}`;
   signOutButton.hidden = false;
   retry = { delay: FIRST_RETRY, timer: null };
@@ -159,8 +186,9 @@ function start(token) {
   // The stream starts whatever the list read does: its `ready` reads the list again.
   live = new Live({
     since: () => store.since(SINCE_MAX),
-    onFrame: (frame) => queue(() => onFrame(frame)),
+    onFrame: (frame) => mine === epoch && queue(() => onFrame(frame)),
     onState: (state, reason) => {
+      if (mine !== epoch) return; // a Live of an earlier session
       if (state === "signed-out") signOut(SESSION_ENDED);
       else if (state === "stopped") note("live", `Live updates stopped: ${reason}. Reload the page.`);
       else note("live", state === "reconnecting" ? "Reconnecting…" : "");
@@ -173,4 +201,4 @@ signOutButton.addEventListener("click", () => signOut());
 document.addEventListener("visibilitychange", () => conversation?.markRead());
 const saved = session.saved();
 if (saved && saved.expiresAt * 1000 > Date.now()) start(saved);
-else signOut(saved ? SESSION_ENDED : "");
+else signOut(saved ? SESSION_ENDED : "", saved?.username);

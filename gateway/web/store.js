@@ -2,12 +2,17 @@
 
 import { api } from "./api.js";
 
+const DRAFTS = "dialogue.drafts."; // + user id: drafts kept over a sign-in an ended session forced
+
 export const store = {
   me: null, // { userId, username }
   chats: new Map(), // cid -> chat (the API's chat object, kept current by frames)
   names: new Map(), // uid -> username
   seen: new Map(), // cid -> newest seq the client holds (the stream's `since`)
   open: null, // cid of the open conversation: its `seen` moves only with messages it holds
+  // What a conversation leaves behind when another chat is opened, shown again on return:
+  drafts: new Map(), // cid -> text typed and not sent yet
+  outbox: new Map(), // cid -> { pending, claimed } of its own sends (see Conversation)
   listeners: new Set(),
 
   reset() {
@@ -16,10 +21,35 @@ export const store = {
     this.names.clear();
     this.seen.clear();
     this.open = null;
+    this.drafts.clear();
+    this.outbox.clear();
+    this.listeners.clear();
   },
 
   changed(what) {
     for (const listener of this.listeners) listener(what);
+  },
+
+  kept(cid) {
+    if (!this.outbox.has(cid)) this.outbox.set(cid, { pending: new Map(), claimed: new Set() });
+    return this.outbox.get(cid);
+  },
+
+  draft(cid, text) {
+    if (text) this.drafts.set(cid, text);
+    else this.drafts.delete(cid);
+  },
+
+  // Drafts outlive a sign-in forced by an ended session (this tab only, per user).
+  stashDrafts() {
+    if (!this.me || !this.drafts.size) return;
+    sessionStorage.setItem(DRAFTS + this.me.userId, JSON.stringify([...this.drafts]));
+  },
+
+  unstashDrafts() {
+    const key = DRAFTS + this.me.userId;
+    for (const [cid, text] of JSON.parse(sessionStorage.getItem(key) ?? "[]")) this.draft(cid, text);
+    sessionStorage.removeItem(key);
   },
 
   saw(cid, seq) {

@@ -1,0 +1,76 @@
+"""The web client's chat list, in a real browser: a stream frame that could not be
+handled, and the time shown for an old last message."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from playwright.async_api import Browser
+
+from tests.browser.pages import DESK, ONE_CHAT, refuse, sign_up, token_of
+from tests.support.api_user import User
+from tests.support.faults import Platform
+
+#: 2001-06-01T12:00:00Z: a last message long ago.
+LONG_AGO = 991_396_800
+
+
+async def test_a_frame_that_could_not_be_handled_reads_the_list_again(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """A new chat's frame whose chat read failed used to leave the error on the status
+    line and the chat out of the list until the next reconnect."""
+    url = platform.gateway.url
+    context = await browser.new_context(viewport=DESK)
+    page = await context.new_page()
+    refused: list[str] = []
+
+    async def once(route: Any) -> None:
+        if refused:
+            await route.continue_()
+        else:
+            refused.append(route.request.url)
+            await refuse(route, 503, "5030")
+
+    await page.route(ONE_CHAT, once)
+    async with aiohttp.ClientSession() as http:
+        await sign_up(page, url, "k" + unique("")[-12:])
+        me = await token_of(page)
+        other = await User.sign_up(http, url, "l" + unique("")[-12:])
+        chat = await other.call("POST", "/v1/chats", json={"users": [other.id, me["userId"]]})
+    await page.wait_for_selector("#status", state="visible")  # the failure, said
+    await page.wait_for_selector(f".chat[data-cid='{chat['id']}']")  # the list, read again
+    await page.wait_for_selector("#status", state="hidden")
+    assert len(refused) == 1
+    await context.close()
+
+
+async def test_an_old_last_message_shows_its_date(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    url = platform.gateway.url
+    context = await browser.new_context(viewport=DESK, locale="en-US")
+    page = await context.new_page()
+    async with aiohttp.ClientSession() as http:
+        await sign_up(page, url, "m" + unique("")[-12:])
+        me = await token_of(page)
+        other = await User.sign_up(http, url, "n" + unique("")[-12:])
+        chat = await other.call("POST", "/v1/chats", json={"users": [other.id, me["userId"]]})
+        await other.post(chat["id"], "long ago")
+
+    async def aged(route: Any) -> None:  # the list as if that message were from 2001
+        response = await route.fetch()
+        body = await response.json()
+        for each in body["data"]:
+            if each["lastMessage"]:
+                each["lastMessage"]["createdAt"] = LONG_AGO
+        await route.fulfill(response=response, json=body)
+
+    await page.route("**/v1/chats?*", aged)
+    await page.reload()
+    when = page.locator(f".chat[data-cid='{chat['id']}'] .when")
+    await when.wait_for()
+    assert "2001" in (await when.text_content() or "")
+    await context.close()
