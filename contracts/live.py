@@ -35,6 +35,7 @@ class CloseCode(IntEnum):
 
     GOING_AWAY = 1001
     UNSUPPORTED = 1003
+    INVALID_TEXT = 1007
     TOO_BIG = 1009
     INTERNAL = 1011
     TRY_AGAIN = 1013
@@ -48,6 +49,7 @@ class CloseCode(IntEnum):
 CLOSE_TEXT = {
     CloseCode.GOING_AWAY: "the gateway is shutting down: reconnect with `since`",
     CloseCode.UNSUPPORTED: "a binary frame: frames are JSON text",
+    CloseCode.INVALID_TEXT: "a text frame that is not valid UTF-8",
     CloseCode.TOO_BIG: f"a frame over {CLIENT_FRAME_MAX} bytes",
     CloseCode.INTERNAL: "a server bug: reconnect with `since` after a pause",
     CloseCode.TRY_AGAIN: "the stream cannot be served now (events or history unavailable, "

@@ -48,6 +48,12 @@ def trusted(address: IPAddress, proxies: Sequence[IPNetwork]) -> bool:
     return any(address.version == net.version and address in net for net in proxies)
 
 
+def shares_its_address(address: IPAddress | None, proxies: Sequence[IPNetwork]) -> bool:
+    """Whether a peer speaks for many clients, so per-address caps must not hold it:
+    loopback (a proxy on this host, Docker's port proxy) or a trusted proxy."""
+    return address is not None and (address.is_loopback or trusted(address, proxies))
+
+
 def client_address(
     remote: str | None, forwarded_for: Iterable[str], proxies: Sequence[IPNetwork]
 ) -> str:

@@ -21,7 +21,13 @@ from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from contracts.errors import ErrorCode
-from gateway.domain.addresses import UNKNOWN, IPNetwork, address_key, parse_ip, trusted
+from gateway.domain.addresses import (
+    UNKNOWN,
+    IPNetwork,
+    address_key,
+    parse_ip,
+    shares_its_address,
+)
 from gateway.entrypoints.headers import secure
 from gateway.entrypoints.state import METRICS
 from platform_common.http import error_response
@@ -87,7 +93,7 @@ class ConnectionCap:
         if self.open >= self.limit:
             self._refuse(key, "MAX_CONNECTIONS")
             return None
-        if address is not None and (address.is_loopback or trusted(address, self.proxies)):
+        if shares_its_address(address, self.proxies):
             self.open += 1
             return SHARED  # not counted under its /64: the LAN around a proxy keeps its share
         if self._by_address.get(key, 0) >= self.per_address:

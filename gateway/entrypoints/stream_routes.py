@@ -7,6 +7,8 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -18,6 +20,7 @@ from contracts.live import (
     HelloProblem,
     parse_hello,
 )
+from gateway.domain import addresses
 from gateway.domain.tokens import Principal, TokenExpired
 from gateway.entrypoints.http import admit, services
 from gateway.entrypoints.http import client as client_address
@@ -99,27 +102,32 @@ async def stream(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     _limit_send_buffer(request, settings.stream_send_buffer)
     client = WebSocket(ws, request, settings.stream_send_timeout)
-    opened: tuple[Session, asyncio.TimerHandle] | None = None
+    greeted: tuple[_Opening, asyncio.TimerHandle] | None = None
     try:
-        opened = await _open(request, ws, client)
-        if opened is not None:
-            async for msg in ws:  # pongs and the close handshake need a reader
+        greeted = await _greet(request, ws, client)
+        if greeted is not None:
+            # Read from hello on: aiohttp answers pings and the close handshake only
+            # while the socket is read, and the opening runs beside (slot, chats and
+            # catch-up may take over a minute); a client that closes meanwhile ends it.
+            async for msg in ws:
                 if msg.type is WSMsgType.BINARY:
                     client.close(CloseCode.UNSUPPORTED, "frames are JSON text")
                 # Text frames after hello carry nothing the server acts on: ignored.
-    except (ConnectionError, asyncio.CancelledError):
-        raise
     except Exception:  # a bug: tell the client, log it once
         log.exception("stream failed")
         client.close(CloseCode.INTERNAL, "internal error")
     finally:
-        if opened is not None:
-            session, expiry = opened
-            expiry.cancel()
-            await services(request).stream.close(session)
-        await client.closed()
+        # Counted before any wait: a server that cancels handlers whose client dropped
+        # the connection (aiohttp's test server) must not lose the count.
         code = client.code if client.code is not None else ws.close_code
         request.app[METRICS].stream_closes.labels(_close_label(code)).inc()
+        if greeted is not None:
+            opening, expiry = greeted
+            expiry.cancel()
+            session = await opening.end()
+            if session is not None:
+                await services(request).stream.close(session)
+        await client.closed()
     return ws
 
 
@@ -137,10 +145,11 @@ def _close_label(code: int | None) -> str:
     return "other"
 
 
-async def _open(
+async def _greet(
     request: web.Request, ws: web.WebSocketResponse, client: WebSocket
-) -> tuple[Session, asyncio.TimerHandle] | None:
-    """Hello, token, then a session that has caught up; None when the socket is closing.
+) -> tuple[_Opening, asyncio.TimerHandle] | None:
+    """Hello and token, then the session's opening begun and the token's expiry timer;
+    None when the socket is closing.
 
     Its own coroutine so that what hello carried is freed once the session runs.
     """
@@ -155,18 +164,68 @@ async def _open(
         CloseCode.TOKEN_EXPIRED,
         "token expired: reconnect with a new one",
     )
+    return _Opening(_open(request, client, who.user_id, hello.since)), expiry
+
+
+class _Opening:
+    """A session's opening (slot, chat list, catch-up), run beside the socket's reader.
+    Once done it keeps only the session: an idle stream holds no finished task."""
+
+    __slots__ = ("_task", "session")
+
+    def __init__(self, opening: Coroutine[Any, Any, Session | None]) -> None:
+        self.session: Session | None = None
+        self._task: asyncio.Task[Session | None] | None = asyncio.create_task(opening)
+        self._task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Session | None]) -> None:
+        self._task = None
+        if not task.cancelled():
+            self.session = task.result()
+
+    async def end(self) -> Session | None:
+        """The session it opened; one still opening is cancelled first (`open` then
+        closes the session it had begun)."""
+        task = self._task
+        if task is None:
+            return self.session
+        if not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        return None if task.cancelled() else task.result()
+
+
+async def _open(
+    request: web.Request, client: WebSocket, uid: int, since: dict[str, int]
+) -> Session | None:
+    """A session that has caught up; None when there is none, the socket closing."""
     try:
-        session = await services(request).stream.open(
-            who.user_id, client, hello.since, client_address(request)
-        )
+        return await services(request).stream.open(uid, client, since, stream_address(request))
     except StreamUnavailable as exc:
-        expiry.cancel()
         client.close(exc.code, str(exc))
-        return None
-    except BaseException:
-        expiry.cancel()
-        raise
-    return session, expiry
+    except ConnectionError as exc:  # the connection broke, or is closing, under a send
+        log.debug("stream of user %d ended during its catch-up: %s", uid, exc)
+        if client.code is None:  # neither closing nor cut: make sure the reader ends
+            client.close(CloseCode.TRY_AGAIN, "the catch-up was interrupted: resume")
+    except Exception:  # a bug: tell the client, log it once
+        log.exception("stream failed")
+        client.close(CloseCode.INTERNAL, "internal error")
+    return None
+
+
+def stream_address(request: web.Request) -> str | None:
+    """The address STREAM_MAX_PER_ADDRESS holds a stream to.
+
+    None for a peer the connection cap holds to MAX_CONNECTIONS only (loopback, a
+    trusted proxy: every client behind it shares its address), unless X-Forwarded-For
+    named a client behind it.
+    """
+    address = client_address(request)
+    proxies = request.app[SETTINGS].trusted_proxies
+    peer = request.remote or ""
+    if not addresses.shares_its_address(addresses.parse_ip(peer), proxies):
+        return address
+    return None if address == addresses.client_address(peer, (), proxies) else address
 
 
 async def _hello(ws: web.WebSocketResponse, client: WebSocket, within: float) -> Hello | None:

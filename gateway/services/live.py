@@ -8,8 +8,10 @@ bounded queues, so a slow client never delays the feed or another client.
 A `Session` remembers, per chat, the newest seq it has sent. A message at or below it
 is a duplicate and is dropped; one further ahead than the next seq means events were
 missed (a gateway that started late, a redelivery that reordered them), and the missing
-range is read from history before it is sent. So a client sees each chat's messages in
-seq order without gaps, across reconnects (it says where it was in `hello.since`).
+range is read from history before it is sent. A chat joined while the socket is open has
+no position until its first message, which is preceded by a `gap` over the seqs before
+it. So a client sees each chat's messages in seq order without gaps, or is told which
+to page over REST, across reconnects (it says where it was in `hello.since`).
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ class Session:
         clock: Callable[[], float],
     ) -> None:
         self.uid = uid
-        #: cid -> newest seq sent (None: nothing sent yet and no known position)
+        #: cid -> newest seq sent (None: a chat joined here, nothing sent of it yet)
         self.positions: dict[str, int | None] = {}
         self.closed = False
         self._socket = socket
@@ -146,7 +148,10 @@ class Session:
         size = item.size
         if self._queue is None:
             self._queue = deque()
-        if (
+        # An empty queue takes any frame: one message can escape to more bytes than the
+        # limit (4,096 control characters are ~25 KB of JSON), and a client that keeps
+        # up must not be closed for it.
+        if self._queue and (
             len(self._queue) >= self._limits.frames
             or self._queued_bytes + size > self._limits.bytes
         ):
@@ -214,7 +219,14 @@ class Session:
     async def _deliver(self, item: _Item) -> None:
         if item.kind == "message":
             position = self.positions.get(item.cid)
-            if position is not None:
+            if position is None:  # a chat joined on this socket: its first message here
+                if item.seq > 1:
+                    if not await self._in_history(item):
+                        return
+                    # What came before it (also what was stored after the join but
+                    # reached the hub before the join's event) is paged over REST.
+                    await self._send_gap(item.cid, 1, item.seq - 1)
+            else:
                 if item.seq <= position:
                     return  # a duplicate of what this client has
                 if item.seq > position + 1:

@@ -62,13 +62,14 @@ class StreamService:
         self._closing = False
 
     async def open(
-        self, uid: int, socket: Socket, since: dict[str, int], address: str = ""
+        self, uid: int, socket: Socket, since: dict[str, int], address: str | None = None
     ) -> Session:
         """A session that has sent `ready` and caught up, now delivering live events.
 
         StreamUnavailable when it cannot be (the caller closes with its code): also when
-        the user or the client address holds as many streams as it may (an hour-long
-        token opens any number, and each holds a socket and its chat index).
+        the user or the client `address` holds as many streams as it may (an hour-long
+        token opens any number, and each holds a socket and its chat index). None: a
+        peer many clients share (a proxy), not held to `max_per_address`.
         """
         if self._closing:
             raise StreamUnavailable("gateway shutting down", CloseCode.GOING_AWAY)
@@ -76,11 +77,12 @@ class StreamService:
             raise StreamUnavailable("the events feed is not positioned yet")
         if self.hub.sessions_of(uid) >= self._max_per_user:
             raise StreamUnavailable(f"this user holds {self._max_per_user} streams already")
-        if self._by_address.get(address, 0) >= self._max_per_address:
+        if address is not None and self._by_address.get(address, 0) >= self._max_per_address:
             raise StreamUnavailable(f"this address holds {self._max_per_address} streams already")
         session = Session(uid, socket, self._workers, self._metrics, self._limits, self._clock)
-        self._by_address[address] = self._by_address.get(address, 0) + 1
-        self._address_of[session] = address
+        if address is not None:
+            self._by_address[address] = self._by_address.get(address, 0) + 1
+            self._address_of[session] = address
         self.hub.register(session)  # from here on, the user's new chats reach the session
         try:
             await self._catch_up(session, since)

@@ -242,6 +242,15 @@ def test_app_settings_are_known_fields_and_valid_in_production(
         assert gateway[key] == mysql[key], key
 
 
+def test_the_bounds_per_client_address_are_set_from_dot_env(raw: dict[str, Any]) -> None:
+    """Every client through Docker's port proxy shares one address: the bounds on what one
+    address holds must be raisable in .env, with the gateway's own defaults."""
+    env = raw["services"][GATEWAY]["environment"]
+    for key in ("MAX_CONNECTIONS_PER_ADDRESS", "STREAM_MAX_PER_ADDRESS"):
+        default = GatewaySettings.model_fields[key.lower()].default
+        assert env[key] == f"${{{key}:-{default}}}", key
+
+
 def test_secrets_come_from_dot_env(raw: dict[str, Any]) -> None:
     text = COMPOSE_FILE.read_text()
     example = dotenv.parse((REPO / ".env.example").read_text())

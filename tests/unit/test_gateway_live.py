@@ -245,9 +245,11 @@ async def test_new_members_follow_the_chat_and_existing_ones_hear_of_them() -> N
     _, carol = await _session(hub, history, {}, uid=3)
     hub.publish(MembersAdded(cid=CID, users=[3], members=[1, 2, 3]))
     hub.publish(history.add(CID, 1)[0])
-    await _settled(carol, 3)
+    await _settled(carol, 4)
     assert [f["change"] for f in carol.sent if f["type"] == "chat"] == ["members_added"]
-    assert carol.seqs() == [5]  # from where she joined; the history is hers over REST
+    # From where she joined; what came before is hers over REST, and she is told so.
+    assert carol.sent[2] == {"type": "gap", "cid": CID, "fromSeq": 1, "toSeq": 4}
+    assert carol.seqs() == [5]
     await _settled(alice, 3)
     assert alice.types() == ["ready", "chat", "message"]
 
@@ -536,8 +538,9 @@ async def test_queue_bytes_are_bytes_of_utf_8_not_characters() -> None:
         hub, history, {CID: 0}, socket=socket, limits=QueueLimits(1000, 3000), metrics=metrics
     )
     socket.gate.clear()
-    emoji = _message(CID, 1).model_copy(update={"text": "\U0001f600" * 1000})  # 4,000 bytes
-    hub.publish(MessageCreated(cid=CID, seq=1, message=emoji))
+    hub.publish(history.add(CID, 1)[0])  # ~200 bytes queued: the queue is not empty
+    emoji = _message(CID, 2).model_copy(update={"text": "\U0001f600" * 1000})  # 4,000 bytes
+    hub.publish(MessageCreated(cid=CID, seq=2, message=emoji))  # 1,000 characters
     assert socket.closed is not None and socket.closed[0] is CloseCode.TOO_SLOW
 
 
@@ -554,3 +557,119 @@ def test_overlapping_recordings_each_keep_their_own_to_the_end() -> None:
     assert first == {CID: 3} and second == {CID: 2}
     hub.publish(history.add(CID, 1)[0])  # nobody records any more
     assert hub._recorders == []
+
+
+async def test_a_message_heard_before_the_join_that_preceded_it_is_announced() -> None:
+    """A chat joined on an open socket has no position: its first message used to be
+    taken as the start, and one stored after the join whose event reached the hub before
+    the join's was neither pushed nor announced."""
+    hub, history = Hub(), FakeHistory()
+    history.add(CID, 5)
+    _, carol = await _session(hub, history, {OTHER: 0})
+    hub.publish(history.add(CID, 1)[0])  # seq 6, stored after the join: not followed yet
+    hub.publish(MembersAdded(cid=CID, users=[1], members=[1, 2, 3]))
+    hub.publish(history.add(CID, 1)[0])  # seq 7
+    await eventually(lambda: carol.seqs(), lambda s: s == [7], what="seq 7")
+    assert carol.types() == ["ready", "chat", "gap", "message"]
+    assert carol.sent[2] == {"type": "gap", "cid": CID, "fromSeq": 1, "toSeq": 6}
+
+
+@given(
+    st.integers(min_value=0, max_value=10),  # messages stored before the join
+    st.integers(min_value=0, max_value=5),  # stored after it, their events heard before it
+    st.lists(st.integers(min_value=1, max_value=30), max_size=40),  # then, in any order
+)
+def test_a_chat_joined_on_the_socket_is_sent_or_announced_from_seq_1(
+    before: int, early: int, order: list[int]
+) -> None:
+    """Whatever reaches the hub around a join, the client holds or is told of every seq
+    up to the newest one it heard of, in seq order and each once."""
+
+    async def run() -> FakeSocket:
+        hub, history = Hub(), FakeHistory()
+        events = history.add(CID, before + early)
+        _, socket = await _session(hub, history, {OTHER: 0})
+        for event in events[before:]:
+            hub.publish(event)
+        hub.publish(MembersAdded(cid=CID, users=[1], members=[1, 2]))
+        events += history.add(CID, 30 - before - early)
+        for seq in order:
+            hub.publish(events[seq - 1])
+        hub.publish(history.add(OTHER, 1)[0])  # queued last: once it is out, all is
+        await eventually(lambda: socket.seqs(OTHER) == [1], what="the witness")
+        return socket
+
+    socket = asyncio.run(run())
+    seqs = socket.seqs()
+    told = set(seqs)
+    for gap in (f for f in socket.sent if f["type"] == "gap"):
+        told |= set(range(gap["fromSeq"], gap["toSeq"] + 1))
+    assert seqs == sorted(set(seqs))
+    assert told == set(range(1, max(order, default=0) + 1))
+
+
+async def test_an_event_history_does_not_hold_moves_nothing_in_a_joined_chat() -> None:
+    """The first message of a joined chat is checked like any jump: a forged one would
+    otherwise announce a gap to 2**63 - 2 and hide every real message."""
+    hub, history, metrics = Hub(), FakeHistory(), Metrics()
+    history.add(CID, 2)
+    _, socket = await _session(hub, history, {OTHER: 0}, metrics=metrics)
+    hub.publish(MembersAdded(cid=CID, users=[1], members=[1, 2]))
+    forged = _message(CID, 2**63 - 1).model_copy(update={"text": "forged"})
+    hub.publish(MessageCreated(cid=CID, seq=2**63 - 1, message=forged))
+    hub.publish(history.add(CID, 1)[0])  # seq 3
+    await eventually(lambda: socket.seqs(), lambda s: s == [3], what="the real one")
+    assert [f for f in socket.sent if f["type"] == "gap"] == [
+        {"type": "gap", "cid": CID, "fromSeq": 1, "toSeq": 2}
+    ]
+    assert metrics.skipped == ["not in history"]
+
+
+@given(st.integers(min_value=0, max_value=4096), st.integers(min_value=1024, max_value=8192))
+def test_a_session_with_nothing_queued_takes_a_frame_of_any_size(controls: int, limit: int) -> None:
+    """4,096 control characters escape to ~25 KB of JSON: with STREAM_QUEUE_BYTES below
+    that, a client that kept up was closed as too slow for one valid message."""
+
+    async def run() -> tuple[FakeSocket, Metrics]:
+        hub, history, metrics = Hub(), FakeHistory(), Metrics()
+        socket = FakeSocket()
+        await _session(
+            hub, history, {CID: 0}, socket=socket, limits=QueueLimits(1, limit), metrics=metrics
+        )
+        message = _message(CID, 1).model_copy(update={"text": "\x01" * controls + "x"})
+        history.stored[CID] = [message]
+        hub.publish(MessageCreated(cid=CID, seq=1, message=message))
+        await eventually(lambda: socket.seqs() or socket.closed, what="the frame, or a close")
+        return socket, metrics
+
+    socket, metrics = asyncio.run(run())
+    assert socket.seqs() == [1] and socket.closed is None and metrics.overflows == 0
+
+
+async def test_a_frame_that_does_not_fit_behind_queued_ones_still_closes() -> None:
+    hub, history, metrics = Hub(), FakeHistory(), Metrics()
+    socket = FakeSocket()
+    await _session(
+        hub, history, {CID: 0}, socket=socket, limits=QueueLimits(1000, 1024), metrics=metrics
+    )
+    socket.gate.clear()  # the client stops reading
+    hub.publish(history.add(CID, 1)[0])
+    big = _message(CID, 2).model_copy(update={"text": "\x01" * 4096})
+    hub.publish(MessageCreated(cid=CID, seq=2, message=big))
+    assert socket.closed is not None and socket.closed[0] is CloseCode.TOO_SLOW
+    assert metrics.overflows == 1
+
+
+async def test_a_stream_from_a_shared_address_is_held_to_the_user_bound_only() -> None:
+    """No address (a proxy or loopback peer, every client behind it sharing it): the
+    streams are not counted under one, so MAX_PER_ADDRESS does not lock them out."""
+    workers = Workers()
+    workers.add(CID, 1)
+    service = _service(workers, max_per_address=2)
+    for uid in range(1, 5):
+        await service.open(uid, FakeSocket(), {}, None)
+    await service.open(5, FakeSocket(), {}, "203.0.113.9")
+    await service.open(6, FakeSocket(), {}, "203.0.113.9")
+    with pytest.raises(StreamUnavailable, match="address holds 2"):
+        await service.open(7, FakeSocket(), {}, "203.0.113.9")
+    assert service.hub.sessions == 6

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from contracts.api import Chat
 from contracts.events import ChatCreated, MessageCreated
 from contracts.live import (
     CLIENT_FRAME_MAX,
+    CLOSE_TEXT,
     SINCE_MAX,
     CloseCode,
     Hello,
@@ -40,6 +42,7 @@ from tests.support.waiting import WITHIN, eventually
 
 CID = "c" * 24
 README = Path(__file__).resolve().parents[2] / "README.md"
+LIVE_DOC = Path(__file__).resolve().parents[2] / "docs" / "live.md"
 Client = TestClient[web.Request, web.Application]
 
 
@@ -139,6 +142,24 @@ async def test_a_frame_over_the_limit_closes_with_1009(client: Client) -> None:
     ws = await client.ws_connect("/v1/stream", max_msg_size=0)
     await ws.send_str("x" * (CLIENT_FRAME_MAX + 1))
     assert await _closed_with(ws) == CloseCode.TOO_BIG
+
+
+@pytest.mark.parametrize("after_hello", [False, True])
+async def test_a_text_frame_that_is_not_utf_8_closes_with_1007(
+    client: Client, after_hello: bool
+) -> None:
+    """aiohttp closes the socket itself: the code is a documented one all the same."""
+    ws = await (_hello(client, _token()) if after_hello else client.ws_connect("/v1/stream"))
+    if after_hello:
+        await _frames(ws, 1)
+    await ws.send_frame(b"\xff\xfe", WSMsgType.TEXT)
+    assert await _closed_with(ws) == CloseCode.INVALID_TEXT
+
+
+def test_the_close_codes_in_docs_live_are_the_contracts() -> None:
+    documented = re.findall(r"^\| (\d{4}) \|", LIVE_DOC.read_text(), re.MULTILINE)
+    assert [int(code) for code in documented] == sorted(CLOSE_TEXT)
+    assert sorted(CLOSE_TEXT) == sorted(CloseCode)
 
 
 async def test_no_hello_in_time_closes(client: Client) -> None:
