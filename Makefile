@@ -63,10 +63,12 @@ test-unit: install  ## only the unit tests (no services)
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
 
 # dev-down first and in this order (even with -j): .run holds the pid files it stops by.
-clean:  ## stop everything and remove the run folder (caches are kept)
+# purge stops the infrastructure, then removes the run folder and, as root, PostgreSQL's
+# folder in /var/tmp when the run folder was out of the postgres user's reach: left
+# behind, FerretDB kept the old chats while MariaDB's user ids started again at 1.
+clean:  ## stop everything, remove the run folder and PostgreSQL's data (caches are kept)
 	@$(MAKE) --no-print-directory dev-down
-	@$(MAKE) --no-print-directory infra-down
-	rm -rf .run
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m infra.local purge; else rm -rf .run; fi
 
 # --- the whole platform as local processes (infra/dev), no Docker -----------------------
 

@@ -173,7 +173,7 @@ async def _bench(
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--reads", type=number(int, 1), default=400, help="reads per path per round"
     )

@@ -430,7 +430,7 @@ async def _measure(
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line; refused (exit 2, with the reason) when it would post nothing."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--sockets", type=number(int, 2), default=1000, help="users, one stream each"
     )

@@ -338,7 +338,7 @@ async def main(records: int, rounds: int, samples: int, against: str | None) -> 
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=number(int, 1), default=30_000)
     parser.add_argument("--rounds", type=number(int, 1), default=3)
     parser.add_argument("--lag-samples", type=number(int, 1), default=200)

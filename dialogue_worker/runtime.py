@@ -7,6 +7,8 @@ import gc
 import logging
 import signal
 
+from pymongo.errors import ConfigurationError
+
 from dialogue_worker.adapters.topics import ensure_topics, partitioner
 from dialogue_worker.bootstrap import Components
 from dialogue_worker.errors import DuplicateWorker, WorkerError
@@ -65,8 +67,18 @@ class WorkerRuntime:
         return self._exit
 
     async def _start(self) -> None:
+        """Start every part in order; WorkerError (said in one line) when one cannot."""
+        try:
+            await self._start_parts()
+        except (OSError, ConfigurationError) as exc:  # what the OS or the MongoDB client
+            raise WorkerError(str(exc)) from exc  # refuses: said as any other start failure
+
+    async def _start_parts(self) -> None:
         p, s = self._parts, self._parts.settings
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            s.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WorkerError(f"DATA_DIR {s.data_dir} cannot be faust's folder: {exc}") from exc
         await p.database.open()
         topics = await ensure_topics(
             s.kafka_bootstrap,

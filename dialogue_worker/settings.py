@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import tempfile
 from pathlib import Path
 from typing import Literal, Self
+from urllib.parse import unquote_plus
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pymongo.errors import PyMongoError
+from pymongo.uri_parser_shared import _validate_uri
 
 from contracts.events import EVENTS_TOPIC
 from contracts.records import TOPIC
@@ -20,6 +24,32 @@ from platform_common.local import (
     secret_problem,
 )
 from platform_common.logs import LogLevel
+
+
+def _without_password(reason: str, url: str) -> str:
+    """pymongo's `reason` for refusing `url`, unless it repeats any of the password."""
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    password = userinfo.partition(":")[2]
+    pieces = {password, unquote_plus(password)}
+    pieces |= {piece for piece in re.split(r"[:/@?#]", password) if len(piece) >= 3}
+    if any(piece and piece in reason for piece in pieces):
+        return "pymongo's reason is not shown: it repeats part of the password"
+    return reason
+
+
+def mongo_url(url: str) -> str:
+    """`url` if the MongoDB client takes it; ValueError naming the reason, never the
+    password. The check the client itself makes when it is built (no DNS look-up for
+    mongodb+srv, which parse_uri would make), options included: an unknown or misspelt
+    one, which the client would only warn about and ignore, is refused."""
+    try:
+        _validate_uri(url, validate=True, warn=False, normalize=False)
+    except (PyMongoError, ValueError, TypeError, OSError) as exc:  # OSError: a tlsCAFile
+        raise ValueError(
+            f"MONGO_URL is not a URL the MongoDB client takes: {_without_password(str(exc), url)}"
+            " (e.g. mongodb://host:27017/ or mongodb+srv://host/)"
+        ) from None
+    return url
 
 
 class WorkerSettings(BaseSettings):
@@ -127,6 +157,11 @@ class WorkerSettings(BaseSettings):
     version: str = Field(
         default="0.1.0", description="version published in the Consul registration"
     )
+
+    @field_validator("mongo_url")
+    @classmethod
+    def _mongo_url(cls, url: str) -> str:
+        return mongo_url(url)
 
     @field_validator("worker_host")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -16,6 +17,7 @@ from gateway.entrypoints.server import GatewayRunner
 from gateway.logs import AccessLogger
 from gateway.settings import GatewaySettings
 from platform_common.logs import setup_logging
+from platform_common.settings_errors import invalid_settings
 
 log = logging.getLogger("gateway")
 
@@ -82,14 +84,26 @@ async def serve(settings: GatewaySettings) -> None:
         await runner.cleanup()
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """No arguments: `--help` says where the settings come from; anything else exits 2."""
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway",
+        description="Serve the public HTTP API (sign-up, chats, messages, the live "
+        "stream) until SIGTERM or SIGINT, then let the requests in flight finish.",
+        epilog="It takes no arguments: every setting is an environment variable "
+        "(GATEWAY_HOST, GATEWAY_PORT, MYSQL_*, KAFKA_BOOTSTRAP, CONSUL_URL, JWT_SECRET, "
+        "...), listed in docs/gateway.md. Outside DIALOGUE_ENV=local the secrets must be set.",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve; `argv` is the command line's arguments (none when called from code)."""
+    parse_args(argv or [])
     try:
         settings = GatewaySettings()
     except ValidationError as exc:
-        lines = [
-            f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
-        ]
-        sys.exit("gateway: invalid configuration\n" + "\n".join(lines))
+        sys.exit(invalid_settings("gateway", exc))
     setup_logging(settings.log_level)
     _announce(settings)
     try:
@@ -101,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -4,7 +4,8 @@ Renames an account with the canonical form sign-in looks it up by (NFKC, case-fo
 without invisible characters; `gateway/domain/usernames.py`), refusing what sign-up
 refuses. It is how an account that migration 2 left without a canonical form (two old
 names with one form: docs/gateway.md) is given one it can sign in with. It reads the
-gateway's settings (MYSQL_*, DIALOGUE_ENV) from the environment, as the gateway does.
+gateway's MySQL settings (MYSQL_*, DIALOGUE_ENV) from the environment, as the gateway
+does, and no other: the gateway's secrets (JWT_SECRET, ENTRYPOINT_TOKEN) need not be set.
 """
 
 from __future__ import annotations
@@ -12,27 +13,66 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings
 
 from contracts.requests import RequestProblem, user_id
 from gateway.adapters.mysql_users import MySQLUserStore, mysql_pool
 from gateway.domain.usernames import username
 from gateway.errors import GatewayError
-from gateway.settings import GatewaySettings
+from gateway.settings import LOCAL_MYSQL_PASSWORD, GatewaySettings
+from platform_common.settings_errors import invalid_settings
 
 #: Exit codes: done; the store refused it (taken, no such user, unreachable); bad input.
 DONE, REFUSED, INVALID = 0, 1, 2
 
 
-async def rename(settings: GatewaySettings, user_id: int, new_name: str) -> str:
+def _gateways(name: str) -> Any:
+    """The gateway's own definition of setting `name`: its default, bounds and text."""
+    return GatewaySettings.model_fields[name]
+
+
+class UserStoreSettings(BaseSettings):
+    """The gateway's settings this command uses, read and checked as the gateway does."""
+
+    model_config = GatewaySettings.model_config  # case, extra variables, no inf/nan
+
+    dialogue_env: Literal["local", "production"] = _gateways("dialogue_env")
+    mysql_host: str = _gateways("mysql_host")
+    mysql_port: int = _gateways("mysql_port")
+    mysql_user: str = _gateways("mysql_user")
+    mysql_password: SecretStr | None = _gateways("mysql_password")
+    mysql_database: str = _gateways("mysql_database")
+    mysql_timeout: float = _gateways("mysql_timeout")
+    mysql_connect_wait: float = _gateways("mysql_connect_wait")
+
+    @model_validator(mode="after")
+    def _no_default_password_outside_local(self) -> UserStoreSettings:
+        given = self.mysql_password.get_secret_value() if self.mysql_password else ""
+        if self.dialogue_env != "local" and given in ("", LOCAL_MYSQL_PASSWORD):
+            problem = "is the local development default" if given else "is not set"
+            raise ValueError(
+                f"refusing DIALOGUE_ENV={self.dialogue_env}: MYSQL_PASSWORD {problem} "
+                "(set DIALOGUE_ENV=local only for development)"
+            )
+        return self
+
+    def password(self) -> str:
+        """MYSQL_PASSWORD, or (unset or empty, local mode only) the local default."""
+        given = self.mysql_password.get_secret_value() if self.mysql_password else ""
+        return given or LOCAL_MYSQL_PASSWORD
+
+
+async def rename(settings: UserStoreSettings, user_id: int, new_name: str) -> str:
     """The name as stored; GatewayError when it cannot be."""
     name = username(new_name)
     async with mysql_pool(
         host=settings.mysql_host,
         port=settings.mysql_port,
         user=settings.mysql_user,
-        password=settings.secret("mysql_password"),
+        password=settings.password(),
         database=settings.mysql_database,
         size=1,
         connect_wait=settings.mysql_connect_wait,
@@ -60,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     renaming.add_argument("name", help="its new username, as sign-up would accept it")
     args = parser.parse_args(argv)
     try:
-        settings = GatewaySettings()
+        settings = UserStoreSettings()
     except ValidationError as exc:
-        print(f"gateway.users: invalid settings:\n{exc}", file=sys.stderr)
+        print(invalid_settings("gateway.users", exc), file=sys.stderr)
         return INVALID
     try:
         stored = asyncio.run(rename(settings, args.user_id, args.name))

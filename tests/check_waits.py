@@ -11,7 +11,8 @@ Refuses, in every tests/**/*.py except the shared helper tests/support/waiting.p
 - a hypothesis deadline: `settings(deadline=<number or timedelta>)` fails an example that
   is slow, which a loaded machine makes any example (tests/conftest.py turns it off).
 
-Prints one line per finding and exits with 1 when there is any.
+Prints one line per finding and exits with 1 when there is any; a path that is not
+there, or cannot be read as Python source, is a usage error (exit 2).
 """
 
 from __future__ import annotations
@@ -201,13 +202,23 @@ def check_source(source: str, path: str = "<string>") -> list[Finding]:
     return sorted(found, key=lambda f: (f.line, f.message))
 
 
+class Unreadable(Exception):
+    """A path given is not there, or a file cannot be read as Python source."""
+
+
 def check_paths(paths: Iterable[Path]) -> list[Finding]:
     findings: list[Finding] = []
     for path in paths:
+        if not path.exists():
+            raise Unreadable(f"{path}: no such file or folder")
         files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
         for file in files:
-            if file.resolve() not in ALLOWED:
+            if file.resolve() in ALLOWED:
+                continue
+            try:
                 findings += check_source(file.read_text(encoding="utf-8"), _shown(file))
+            except (OSError, UnicodeDecodeError, SyntaxError) as exc:
+                raise Unreadable(f"{_shown(file)}: {exc}") from exc
     return findings
 
 
@@ -221,7 +232,11 @@ def _shown(file: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    findings = check_paths([Path(a) for a in args] or [TESTS])
+    try:
+        findings = check_paths([Path(a) for a in args] or [TESTS])
+    except Unreadable as exc:
+        print(f"python -m tests.check_waits: cannot check {exc}", file=sys.stderr)
+        return 2
     for finding in findings:
         print(finding)
     return 1 if findings else 0

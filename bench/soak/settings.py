@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from infra.dev.settings import MAX_WORKERS, DevSettings
+
 REPO = Path(__file__).resolve().parents[2]
 #: The first and last windows compared (p99, RSS after warm-up) in a run of 30 minutes;
 #: shorter runs scale them down in proportion (a 2-minute run compares 20 s windows).
@@ -143,7 +145,8 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=_env_default(env, "workers", int, None),
-        help="workers when the soak starts the platform (default: make dev's, 2)",
+        help=f"workers when the soak starts the platform, 1 .. {MAX_WORKERS} "
+        "(default: make dev's, 2)",
     )
     p.add_argument(
         "--use-running",
@@ -169,6 +172,10 @@ def from_args(
     p = parser(e)
     args = p.parse_args(argv)
     problems = _problems(args)
+    if args.workers is not None and (
+        problem := DevSettings.from_env(dict(e)).worker_count_problem(args.workers)
+    ):
+        problems.append(f"--workers: {problem}")  # what make dev would refuse
     if problems:
         p.error("; ".join(problems))
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -217,6 +224,4 @@ def _problems(args: argparse.Namespace) -> list[str]:
         problems.append("--pages and --in-flight must be >= 1")
     if not 1 <= args.addresses <= MAX_ADDRESSES:
         problems.append(f"--addresses must be within 1..{MAX_ADDRESSES}")
-    if args.workers is not None and args.workers < 1:
-        problems.append("--workers must be >= 1")
     return problems

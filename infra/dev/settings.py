@@ -12,6 +12,7 @@ from contracts.records import TOPIC
 from dialogue_worker.settings import WorkerSettings
 from gateway.settings import GatewaySettings
 from infra.local.settings import LocalSettings, env_int
+from platform_common.addresses import consul_address
 
 DEFAULT_WORKERS = 2
 #: The most workers `make dev`/`make scale` starts: each is a process of ~100 MB, and
@@ -33,6 +34,17 @@ def service_environment(inherited: Mapping[str, str], own: Mapping[str, str]) ->
     """
     kept = {k: v for k, v in inherited.items() if k.upper() not in SERVICE_SETTINGS}
     return {**kept, **own}
+
+
+def dev_consul_url(url: str) -> str:
+    """DEV_CONSUL_URL, checked: http(s)://host[:port], which make dev calls itself too."""
+    try:
+        consul_address(url)
+    except ValueError as exc:
+        raise SystemExit(f"DEV_CONSUL_URL: {exc}") from None
+    if "://" not in url:
+        raise SystemExit(f"DEV_CONSUL_URL must start with http:// or https://, got {url[:80]!r}")
+    return url
 
 
 def events_topic_for(topic: str) -> str:
@@ -103,7 +115,7 @@ class DevSettings:
             run_dir=Path(e.get("DEV_RUN_DIR") or local.run_dir / "dev").resolve(),
             gateway_port=env_int(e, "DEV_GATEWAY_PORT", 8007),
             worker_base_port=env_int(e, "DEV_WORKER_BASE_PORT", 8100),
-            consul_url=(e.get("DEV_CONSUL_URL") or local.consul_url).rstrip("/"),
+            consul_url=dev_consul_url((e.get("DEV_CONSUL_URL") or local.consul_url).rstrip("/")),
             consul_token=e.get("DEV_CONSUL_TOKEN") or None,
             topic=topic,
             events_topic=e.get("DEV_EVENTS_TOPIC") or events_topic_for(topic),

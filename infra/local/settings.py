@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import pwd
 import re
@@ -124,6 +125,22 @@ def searchable(path: Path, uid: int, gids: set[int]) -> bool:
     return True
 
 
+def local_host(host: str) -> str:
+    """LOCAL_HOST, checked: an IPv4 loopback address (127.0.0.0/8) written out. Every
+    service binds to it and every URL is made of it: "::1" would need brackets in them
+    (Consul's, MongoDB's, Kafka's listeners), and a host name may resolve elsewhere."""
+    try:
+        address = ipaddress.IPv4Address(host)
+    except ValueError:
+        address = None
+    if address is None or not address.is_loopback:
+        raise SystemExit(
+            "LOCAL_HOST must be an IPv4 loopback address (127.0.0.0/8, such as 127.0.0.1), "
+            f"got {host!r}"
+        )
+    return host
+
+
 def _kafka_nodes(count: int) -> int:
     if count not in KAFKA_NODE_COUNTS:
         raise SystemExit(f"LOCAL_KAFKA_NODES must be 1 or 3, got {count}")
@@ -137,7 +154,7 @@ class LocalSettings:
     Every field has an environment variable (in brackets) and a default.
     """
 
-    host: str  # [LOCAL_HOST] address every service binds to; loopback only
+    host: str  # [LOCAL_HOST] address every service binds to: IPv4 loopback (127.0.0.0/8)
     run_dir: Path  # [LOCAL_RUN_DIR] data, logs and pid files (git-ignored)
     cache_dir: Path  # [LOCAL_CACHE_DIR] built binaries and jars, shared by clones
     kafka_port: int  # [LOCAL_KAFKA_PORT] Kafka client listener (of node 1)
@@ -154,7 +171,7 @@ class LocalSettings:
     ferretdb_database: str  # [LOCAL_FERRETDB_DATABASE] PostgreSQL database FerretDB stores in
     mysql_port: int  # [LOCAL_MYSQL_PORT] MariaDB
     mysql_user: str  # [LOCAL_MYSQL_USER] project user created in MariaDB
-    mysql_password: str  # [LOCAL_MYSQL_PASSWORD] its password (local mode only)
+    mysql_password: str  # [LOCAL_MYSQL_PASSWORD] its password (local mode only; empty: default)
     mysql_database: str  # [LOCAL_MYSQL_DATABASE] project database
     kafka_version: str  # [LOCAL_KAFKA_VERSION] Apache Kafka release (Maven Central)
     consul_version: str  # [LOCAL_CONSUL_VERSION] Consul release (MPL-2.0 only)
@@ -163,9 +180,7 @@ class LocalSettings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> LocalSettings:
         e = dict(os.environ if env is None else env)
-        host = e.get("LOCAL_HOST", "127.0.0.1")
-        if not host.startswith("127.") and host not in ("localhost", "::1"):
-            raise SystemExit(f"LOCAL_HOST must be a loopback address, got {host!r}")
+        host = local_host(e.get("LOCAL_HOST", "127.0.0.1"))
         cache_default = Path(e.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dialogue-platform"
         run_dir = Path(e.get("LOCAL_RUN_DIR", REPO_ROOT / ".run")).resolve()
         ferretdb_database = e.get("LOCAL_FERRETDB_DATABASE") or "ferretdb"
@@ -190,7 +205,9 @@ class LocalSettings:
             ferretdb_database=ferretdb_database,
             mysql_port=env_int(e, "LOCAL_MYSQL_PORT", 3306),
             mysql_user=mysql_user(e.get("LOCAL_MYSQL_USER", "dialogue")),
-            mysql_password=e.get("LOCAL_MYSQL_PASSWORD", "dialogue-local"),
+            # Empty is unset, as for the gateway, which takes an empty MYSQL_PASSWORD for
+            # unset and uses this default: MariaDB must be given the same one.
+            mysql_password=e.get("LOCAL_MYSQL_PASSWORD") or "dialogue-local",
             mysql_database=mysql_database(e.get("LOCAL_MYSQL_DATABASE", "dialogue")),
             kafka_version=e.get("LOCAL_KAFKA_VERSION", "4.1.1"),
             consul_version=e.get("LOCAL_CONSUL_VERSION", "1.14.11"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -18,10 +20,18 @@ from infra.local.postgres import Postgres
 from infra.local.process import ManagedProcess
 from infra.local.provisioning import provision_all
 from infra.local.service import Progress, Service, ServiceError
-from infra.local.settings import LocalSettings
+from infra.local.settings import (
+    KAFKA_NODE_COUNTS,
+    REPO_ROOT,
+    LocalSettings,
+    postgres_fallback_dir,
+)
 
 #: In each run folder: held by every `up` and `down` on it, so two never interleave.
+#: Its presence also tells `purge` that infra.local has used a folder.
 LOCK_FILE = "infra.lock"
+#: The default run folder, which `purge` (`make clean`) removes whatever it holds.
+DEFAULT_RUN_DIR = REPO_ROOT / ".run"
 
 
 class PrintProgress(Progress):
@@ -108,8 +118,7 @@ class Stack:
         return [name for name in self.services if name in wanted]
 
     def process(self, name: str) -> ManagedProcess:
-        service = self.services[name]
-        return ManagedProcess(name, service.run_dir, service.marker)
+        return _managed(self.services[name])
 
     def _ready(self, service: Service) -> bool:
         try:
@@ -119,9 +128,14 @@ class Stack:
         return True
 
     def names(self, command: str) -> list[str]:
-        """The service names `command` accepts (`down` also takes the other Kafka layout's)."""
-        others = [n for n in [*node_names(1), *node_names(3)] if n not in self.services]
-        return [*self.services, *(others if command == "down" else [])]
+        """The service names `command` accepts (`down` and `status` also take the other
+        Kafka layout's nodes; `purge` none)."""
+        if command == "down":
+            others = [n for n in [*node_names(1), *node_names(3)] if n not in self.services]
+            return [*self.services, *others]
+        if command == "status":
+            return [*self.services, *(s.name for s in self._other_layout())]
+        return [] if command == "purge" else list(self.services)
 
     @contextmanager
     def _locked(self, services: Iterable[Service]) -> Iterator[None]:
@@ -285,14 +299,92 @@ class Stack:
         return self.process(name).kill()
 
     def status(self, names: Iterable[str] | None = None) -> list[Status]:
-        """Each service named (default: all): its pid, whether it answers, where its log is."""
+        """Each service named (default: all): its pid, whether it answers, where its log is.
+
+        Kafka as the layout that runs: when no node of LOCAL_KAFKA_NODES's layout runs
+        and one of the other layout does (`make dev KAFKA_NODES=3`, then a plain `make
+        infra-status`), the other layout's nodes are listed instead."""
         result = []
-        for service in self._pick(names):
-            proc = self.process(service.name)
+        for service in self._shown(names):
+            proc = _managed(service)
             pid = proc.pid()
             ready = pid is not None and self._ready(service)
             result.append(Status(service.name, pid, ready, service.endpoint(), str(proc.log_file)))
         return result
+
+    def _shown(self, names: Iterable[str] | None) -> list[Service]:
+        """The services `status` reports: those named (the other Kafka layout's nodes
+        included), else every one, Kafka as the layout that runs."""
+        others = self._other_layout()
+        if names is not None:
+            names = set(names)
+            wanted = [n for n in names if n not in {s.name for s in others}]
+            return [*self._pick(wanted), *(s for s in others if s.name in names)]
+        shown = self._pick(None)
+        kafka = [s for s in shown if isinstance(s, Kafka)]
+        if any(_managed(s).pid() is not None for s in kafka) or all(
+            _managed(s).pid() is None for s in others
+        ):
+            return shown
+        at = shown.index(kafka[0]) if kafka else len(shown)
+        rest = [s for s in shown if s not in kafka]
+        return [*rest[:at], *others, *rest[at:]]
+
+    def _other_layout(self) -> list[Service]:
+        """The Kafka nodes of the node count LOCAL_KAFKA_NODES does not say."""
+        count = next(n for n in KAFKA_NODE_COUNTS if n != self.settings.kafka_nodes)
+        settings = dataclasses.replace(self.settings, kafka_nodes=count)
+        return [Kafka(settings, node) for node in range(1, count + 1)]
+
+    def purge_folders(self) -> list[Path]:
+        """What `purge` removes: the run folder, and PostgreSQL's when it is the run
+        folder's own in /var/tmp (as root; a LOCAL_POSTGRES_RUN_DIR elsewhere may be
+        shared, and is kept). ServiceError when the run folder does not look like one."""
+        run_dir = self.settings.run_dir
+        for kept in _kept_folders(self.settings):
+            if run_dir == kept or run_dir in kept.parents:
+                raise ServiceError(
+                    f"refusing to remove the run folder {run_dir}: it holds {kept} "
+                    "(check LOCAL_RUN_DIR)"
+                )
+        if run_dir.exists() and run_dir != DEFAULT_RUN_DIR and not (run_dir / LOCK_FILE).exists():
+            raise ServiceError(
+                f"refusing to remove {run_dir}: it holds no {LOCK_FILE}, so no infra command "
+                "has used it as its run folder (check LOCAL_RUN_DIR)"
+            )
+        folders = [run_dir]
+        fallback = postgres_fallback_dir(run_dir)
+        if self.settings.postgres_run_dir == fallback:
+            folders.append(fallback)
+        return folders
+
+    def purge(self) -> tuple[list[str], list[Path]]:
+        """Stop every service, then remove `purge_folders()`: (stopped, removed).
+
+        Nothing is removed when a service cannot be stopped (StopError): its pid file
+        is what stops it later."""
+        folders = self.purge_folders()  # checked before `down` makes any folder
+        with self._locked(self._pick(None)):
+            stopped = self._down(None)
+            removed = [folder for folder in folders if folder.exists()]
+            for folder in removed:
+                shutil.rmtree(folder)  # a link is refused (OSError), not followed
+        return stopped, removed
+
+
+def _managed(service: Service) -> ManagedProcess:
+    """The process of `service`, found by its pid file."""
+    return ManagedProcess(service.name, service.run_dir, service.marker)
+
+
+def _kept_folders(settings: LocalSettings) -> list[Path]:
+    """Folders `purge` never removes, nor any folder holding one of them."""
+    kept = [Path("/"), REPO_ROOT, settings.cache_dir]
+    try:
+        kept.append(Path.home().resolve())
+    except RuntimeError:  # no HOME and no passwd entry: no home folder to keep
+        pass
+    return kept
 
 
 def _tail(proc: ManagedProcess, lines: int = 15) -> str:

@@ -131,3 +131,19 @@ def test_a_hypothesis_deadline_is_refused(decorator: str) -> None:
 
 def test_a_hypothesis_deadline_of_none_passes() -> None:
     assert lines("@settings(max_examples=9, deadline=None)\ndef test_x():\n    pass\n") == []
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [(None, "no such file or folder"), (b"def (:\n", "invalid syntax"), (b"\xff\xfe", "utf-8")],
+)
+def test_a_path_it_cannot_check_is_a_usage_error(
+    tmp_path: Path, content: bytes | None, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing path was a FileNotFoundError traceback."""
+    path = tmp_path / "test_x.py"
+    if content is not None:
+        path.write_bytes(content)
+    assert check_waits.main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m tests.check_waits: cannot check {path}") and said in err

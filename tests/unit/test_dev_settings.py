@@ -120,3 +120,27 @@ def test_a_consul_token_reaches_the_services_only_through_dev_consul_token(
     _only(monkeypatch, service_environment(exported, s.worker_env(1)))
     worker = WorkerSettings()
     assert worker.consul_token is not None and worker.consul_token.get_secret_value() == mine
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http://h:abc", "not a Consul URL"),
+        ("http://h:0", "not a Consul URL"),
+        ("http://h:99999", "not a Consul URL"),
+        ("ftp://h:8500", "the scheme must be http or https"),
+        ("h:8500", "must start with http:// or https://"),
+    ],
+)
+def test_a_consul_url_make_dev_cannot_call_is_a_readable_exit(url: str, said: str) -> None:
+    """http://h:abc ended `make dev` in an http.client.InvalidURL traceback."""
+    with pytest.raises(SystemExit, match="DEV_CONSUL_URL") as refused:
+        DevSettings.from_env({**ENV, "DEV_CONSUL_URL": url})
+    assert said in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:18500", "https://consul.example", "http://[::1]:8500/"]
+)
+def test_a_consul_url_make_dev_can_call_is_taken(url: str) -> None:
+    assert DevSettings.from_env({**ENV, "DEV_CONSUL_URL": url}).consul_url == url.rstrip("/")

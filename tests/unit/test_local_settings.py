@@ -1,12 +1,17 @@
-"""infra/local/settings.py: MariaDB names that would break the local server are refused
-with a message naming the variable."""
+"""infra/local/settings.py: MariaDB names that would break the local server, and a
+LOCAL_HOST the services' URLs cannot carry, are refused with a message naming the
+variable; MariaDB gets the password the gateway will use."""
 
 from __future__ import annotations
+
+import ipaddress
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.settings import LOCAL_MYSQL_PASSWORD, GatewaySettings
+from infra.dev.settings import DevSettings
 from infra.local import LocalSettings
 from infra.local import settings as local_settings
 from infra.local.settings import (
@@ -74,3 +79,44 @@ def test_a_database_name_is_refused_or_safe(name: str) -> None:
         assert MYSQL_DATABASE.fullmatch(s.mysql_database)
         assert s.mysql_database.lower() not in MYSQL_RESERVED_DATABASES
         assert not {"`", "'", '"', "\\", "%"} & set(s.mysql_database)
+
+
+@given(st.integers(0, 2**24 - 1))
+def test_every_ipv4_loopback_address_is_a_local_host(low_bits: int) -> None:
+    host = str(ipaddress.IPv4Address((127 << 24) | low_bits))
+    assert _settings(LOCAL_HOST=host).mongo_url == f"mongodb://{host}:27017/"
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["::1", "[::1]", "localhost", "127.example.com", "127.0.0.1.nip.io", "127.1", "10.0.0.1", ""],
+)
+def test_a_local_host_that_is_not_an_ipv4_loopback_address_is_refused(host: str) -> None:
+    """ "::1" made unbracketed URLs (http://::1:8500) that Consul's, MongoDB's and Kafka's
+    clients cannot read; "127.example.com" passed as it starts with "127."."""
+    with pytest.raises(SystemExit, match="LOCAL_HOST must be an IPv4 loopback address"):
+        _settings(LOCAL_HOST=host)
+
+
+@given(st.text(max_size=40))
+def test_a_local_host_is_refused_or_an_ipv4_loopback_literal(host: str) -> None:
+    try:
+        s = _settings(LOCAL_HOST=host)
+    except SystemExit as refused:
+        assert "LOCAL_HOST" in str(refused)
+    else:
+        assert (
+            ipaddress.IPv4Address(s.host).is_loopback and str(ipaddress.IPv4Address(host)) == host
+        )
+
+
+@given(st.text(max_size=40).filter(lambda s: "\x00" not in s))
+def test_the_gateway_uses_the_mysql_password_mariadb_was_given(password: str) -> None:
+    """An empty LOCAL_MYSQL_PASSWORD gave MariaDB an empty password while the gateway took
+    the empty MYSQL_PASSWORD for unset and used its default: every sign-in was 1045."""
+    dev = DevSettings.from_env({"LOCAL_RUN_DIR": "/tmp/run-x", "LOCAL_MYSQL_PASSWORD": password})
+    gateway = GatewaySettings(
+        dialogue_env="local", mysql_password=dev.gateway_env()["MYSQL_PASSWORD"]
+    )
+    assert gateway.secret("mysql_password") == dev.local.mysql_password
+    assert dev.local.mysql_password == (password or LOCAL_MYSQL_PASSWORD)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from bench.soak.plan import memberships
 from bench.soak.settings import FLAGS, SoakSettings, from_args
+from infra.dev.settings import MAX_WORKERS
 
 FLOAT_FLAGS = [f"--{name.replace('_', '-')}" for name, (kind, *_) in FLAGS.items() if kind is float]
 
@@ -101,3 +102,24 @@ def test_a_yes_or_no_variable_refuses_other_words(
     assert exited.value.code == 2
     said = f"SOAK_KEEP must be one of 1/true/yes/on or 0/false/no/off, got {raw!r}"
     assert said in capsys.readouterr().err
+
+
+@given(st.integers(-5, 3 * MAX_WORKERS), st.sampled_from(["flag", "env"]))
+def test_the_worker_count_is_one_make_dev_can_run(workers: int, given_as: str) -> None:
+    """--workers 10000 passed, then make dev refused it (or tried its ports past 65535)."""
+    flag: list[str] = ["--workers", str(workers)] if given_as == "flag" else []
+    env = {"SOAK_WORKERS": str(workers)} if given_as == "env" else {}
+    if 1 <= workers <= MAX_WORKERS:
+        assert from_args(flag, env).workers == workers
+    else:
+        with pytest.raises(SystemExit) as exited:
+            from_args(flag, env)
+        assert exited.value.code == 2
+
+
+def test_a_worker_port_past_65535_is_refused_as_make_dev_would(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    said = _refused(capsys, ["--workers", "3"], {"DEV_WORKER_BASE_PORT": "65534"})
+    assert "--workers: worker 3 would listen on port 65536" in said
+    assert from_args(["--workers", "2"], {"DEV_WORKER_BASE_PORT": "65534"}).workers == 2
