@@ -68,7 +68,10 @@ class WorkerSettings(BaseSettings):
     )
     mongo_db: str = Field(default="dialogue", description="database holding chats and messages")
     mongo_timeout: float = Field(
-        default=10.0, gt=0, description="seconds one MongoDB operation may take (timeoutMS)"
+        default=10.0,
+        gt=0,
+        le=3600,  # pymongo refuses a timeoutMS of a billion or more with a ValueError
+        description="seconds one MongoDB operation may take (timeoutMS)",
     )
     api_publish_timeout: float = Field(
         default=1.0,

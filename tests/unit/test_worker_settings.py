@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from dialogue_worker.adapters.mongo import MongoDatabase
 from dialogue_worker.settings import WorkerSettings
 
 
@@ -26,3 +29,14 @@ def test_a_retry_ceiling_below_the_first_pause_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="retry_backoff_max"):
         WorkerSettings(dialogue_env="local", retry_backoff_max=0.05)
     assert WorkerSettings(dialogue_env="local", retry_backoff_max=0.1).retry_backoff_max == 0.1
+
+
+@given(st.floats(min_value=1e-3, max_value=1e12, allow_nan=False))
+def test_a_mongo_timeout_is_one_the_client_takes_or_refused_when_read(seconds: float) -> None:
+    """A timeout past pymongo's bound passed the settings and broke start with a traceback."""
+    try:
+        settings = WorkerSettings(dialogue_env="local", mongo_timeout=seconds)
+    except ValidationError as exc:
+        assert "mongo_timeout" in str(exc)
+        return
+    MongoDatabase(settings.mongo_url, settings.mongo_db, settings.mongo_timeout)
