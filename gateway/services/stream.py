@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -18,6 +19,8 @@ from gateway.services.live import (
     StreamUnavailable,
 )
 from gateway.services.ports import EventFeed, Workers
+
+log = logging.getLogger(__name__)
 
 #: Chats one user may follow on a stream (the list is read once, at hello).
 FOLLOW_MAX = 10_000
@@ -149,4 +152,12 @@ class StreamService:
             cursor = page.nextCursor
             if cursor is None:
                 break
+        else:
+            log.warning(
+                "user %d is in more than %d chats: the stream follows the %d most active "
+                "only, the others are read over REST (docs/live.md)",
+                uid,
+                FOLLOW_MAX,
+                len(chats),
+            )
         return chats
