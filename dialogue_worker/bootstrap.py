@@ -151,6 +151,9 @@ def build(settings: WorkerSettings) -> Components:
         except Exception as exc:  # Kafka unreachable: those partitions show no lag this time
             log.warning("could not read end offsets: %s", exc)
         try:  # an exception out of a faust timer stops the worker
+            # A transaction's last marker is passed here, well before STALL_AFTER (two
+            # periods at most), so a quiet transactional partition never shows as stuck.
+            await order.mend_tails(lag.per_partition())
             await rewinder.run_once()
         except Exception:
             log.exception("looking for stuck partitions failed; again next period")

@@ -17,17 +17,24 @@ from where the partition is durable (`DurableOffsets.through`):
   If it does, that record and every later one of the partition in the batch are held
   back, and the partition is read again from the hole (at most once per `reseek_after`
   seconds for one offset: records buffered before the seek still come first).
+
+A hole at the end of a partition is never followed by a record that would show it: a
+transactional producer's last commit marker leaves the high watermark one past the last
+record. `mend_tails`, on the worker's watch timer, passes such a tail once a partition has
+made durable every record handed over and has stood still, short of its high watermark,
+for one period; so a quiet transactional partition never shows lag for long, nor as stuck.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from dialogue_worker.domain.offsets import DurableOffsets
 from dialogue_worker.domain.records import InboundRecord
 from dialogue_worker.metrics import WorkerMetrics
+from dialogue_worker.services.health import PartitionState
 from dialogue_worker.services.ports import PartitionLog
 from platform_common.logs import partition_fields
 
@@ -55,6 +62,10 @@ class PartitionOrder:
         self._reseek_after = reseek_after
         self._clock = clock
         self._sought: dict[TopicPartition, tuple[int, float]] = {}
+        #: One past the highest offset handed over, per partition.
+        self._handed: dict[TopicPartition, int] = {}
+        #: Each partition's position at the last `mend_tails`.
+        self._watched: dict[TopicPartition, int] = {}
 
     async def admit(self, records: Sequence[InboundRecord]) -> list[InboundRecord]:
         """The records of the batch that may be persisted now, each partition's in offset
@@ -77,6 +88,7 @@ class PartitionOrder:
             if not self._ledger.owns(tp):
                 return []  # revoked while its start was read
             want = self._ledger.through(tp)
+        self._handed[tp] = max(self._handed.get(tp, 0), records[-1].offset + 1)
         if want is None:
             log.warning(
                 "where the partition starts is unknown (Kafka unreachable?): records "
@@ -110,6 +122,34 @@ class PartitionOrder:
             return False  # a record is there, still to be handed over
         self._mark_empty(tp, through, to)
         return True
+
+    async def mend_tails(
+        self, states: Mapping[TopicPartition, PartitionState]
+    ) -> list[TopicPartition]:
+        """On the watch timer: `mend` each partition that has lag although every record
+        handed over is durable, and whose position has not moved since the last call (one
+        Kafka probe each; none for a partition that moves or still has records in hand).
+        The partitions that moved."""
+        watched, self._watched = self._watched, {tp: s.position for tp, s in states.items()}
+        self._handed = {tp: end for tp, end in self._handed.items() if self._ledger.owns(tp)}
+        mended = []
+        for tp, state in sorted(states.items()):
+            if state.lag <= 0 or watched.get(tp) != state.position:
+                continue
+            if self._handed.get(tp, 0) > state.position:
+                continue  # a record handed over is still being written
+            try:
+                if await self.mend(tp, state.position + state.lag):
+                    mended.append(tp)
+            except Exception as exc:  # Kafka did not say: again next period (or the Rewinder)
+                log.warning(
+                    "could not look for records after offset %d: %s",
+                    state.position,
+                    exc,
+                    extra=partition_fields(*tp, state.position),
+                )
+                break  # the others would wait for the same Kafka
+        return mended
 
     async def _hole_is_empty(self, tp: TopicPartition, start: int, end: int) -> bool:
         try:

@@ -7,8 +7,10 @@ Per batch, in this order, so a crash at any point is repaired by the redelivery:
    first (`message_ids`, a unique key per id), then the messages (a unique key per seq).
    Planning runs in rounds: ids the store knows are looked up, chats whose state is
    stale are read again, and seqs another writer took are given back (what this round
-   stored for those chats is removed) and planned again. Id conflicts are dead-lettered
-   once the batch is settled (step 3);
+   stored for those chats is removed, and the id entries it took over for those messages
+   point back where they were) and planned again. An entry another attempt left is looked
+   up again right before it is taken over: that attempt may be alive and have stored its
+   message since. Id conflicts are dead-lettered once the batch is settled (step 3);
 3. each chat's newest seq, activity and preview are recorded: its new messages' `at` and
    its `lastAt` are one reading of the clock; messages an attempt stored but did not
    count (it died, or stopped) are counted by the next batch that repeats them or
@@ -169,6 +171,54 @@ class _Round:
     @property
     def new(self) -> list[Placed]:
         return [p for plan in self.plans.values() for p in plan.new]
+
+
+@dataclass
+class _Ids:
+    """What one write knows of its records' id entries (`known`, what planning reads),
+    which entries it wrote itself, and those it took over from another attempt, as they
+    were before (`taken_over`)."""
+
+    known: dict[str, Known | None]
+    ours: set[str] = field(default_factory=set)
+    taken_over: dict[str, Known] = field(default_factory=dict)
+
+    def wrote(self, entries: Iterable[IdEntry]) -> None:
+        """These entries now point at this write's seqs."""
+        for e in entries:
+            before = self.known.get(e.id)
+            if before is not None and e.id not in self.ours:
+                self.taken_over.setdefault(e.id, before)
+            self.ours.add(e.id)
+            self.known[e.id] = _entry(e)
+
+    def lost(self, mids: Iterable[str]) -> None:
+        """Another writer moved these entries: theirs now."""
+        self.ours.difference_update(mids)
+
+    def given_back(self, messages: Iterable[StoredMessage]) -> list[IdEntry]:
+        """These messages were removed: the entries taken over for them, as they were
+        (to point back), each looked up again from now on."""
+        back = []
+        for m in messages:
+            before = self.taken_over.pop(m.id, None)
+            if before is None:
+                continue
+            self.ours.discard(m.id)
+            self.known.pop(m.id, None)
+            if before.seq != m.seq:
+                back.append(
+                    IdEntry(
+                        m.id,
+                        before.cid,
+                        before.seq,
+                        before.uid,
+                        before.digest,
+                        m.partition,
+                        m.offset,
+                    )
+                )
+        return back
 
 
 def _reason(exc: BaseException) -> str:
@@ -351,6 +401,7 @@ class BatchPersister:
         self._book.bound()
         known: dict[str, Known | None] = {}
         reloaded: set[str] = set()
+        ids = _Ids(known)
         for _ in range(ROUNDS):
             # Also each round: a chat forgotten meanwhile (its partition revoked) is read
             # again, never planned from an empty state.
@@ -380,23 +431,32 @@ class BatchPersister:
             fresh = [e for e in entries if e.id not in claims]
             taken = await self._retry("write", partial(self._store.claim, fresh))
             # Entries written now: a round planned again rewrites them, not looks them up.
-            known |= {e.id: _entry(e) for e in fresh if e.id not in taken}
+            ids.wrote([e for e in fresh if e.id not in taken])
             if taken:  # stored already (a copy, or a crashed attempt): look, then plan again
                 known |= await self._retry("look-up", partial(self._store.known, taken))
                 continue
             left_over = [e for e in entries if e.id in claims]
             if left_over:  # point them at this round's seqs, unless someone did meanwhile
+                # Another attempt's entries were looked up a round ago; that attempt may be
+                # alive and have stored their messages since: look again just before.
+                theirs = [e.id for e in left_over if e.id not in ids.ours]
+                if theirs:
+                    now_known = await self._retry("look-up", partial(self._store.known, theirs))
+                    if any(now_known.get(mid) != known.get(mid) for mid in theirs):
+                        known |= dict.fromkeys(theirs) | now_known
+                        continue
                 was = {e.id: entry.seq for e in left_over if (entry := known.get(e.id))}
                 moved = await self._retry("write", partial(self._store.reclaim, left_over, was))
-                known |= {e.id: _entry(e) for e in left_over if e.id not in moved}
+                ids.wrote([e for e in left_over if e.id not in moved])
                 if moved:
+                    ids.lost(moved)
                     known |= await self._retry("look-up", partial(self._store.known, moved))
                     continue
             # One reading of the clock, as late as it can be: the messages' `at` and their
             # chats' `lastAt` are the same number, as the chat list's look-backs expect.
             now = self._wall_clock()
             messages = [self._message(p, now) for p in plan.new]
-            taken_seqs = await self._append(messages)
+            taken_seqs = await self._append(messages, ids)
             if taken_seqs:  # another writer moved these chats on: undo ours, read where they stand
                 _log_taken([p.item for p in plan.new if p.item.message.cid in taken_seqs])
                 # From the lowest seq taken up. Below it, each of ours is stored where we
@@ -404,7 +464,7 @@ class BatchPersister:
                 # and may have counted it already: removing it would leave a hole below
                 # that writer's count. The next round finds it stored and repeats it.
                 ours = [m for m in messages if m.seq >= taken_seqs.get(m.cid, m.seq + 1)]
-                await self._retry("write", partial(self._store.retract, ours))
+                await self._give_back(ours, ids)
                 await self._retry("chat states", partial(self._book.reload, taken_seqs))
                 for placed in plan.new:  # below the taken seq: stored where it was placed
                     lowest = taken_seqs.get(placed.item.message.cid)
@@ -427,15 +487,36 @@ class BatchPersister:
             return settled
         raise StorageUnavailable(f"seqs of a batch did not settle in {ROUNDS} rounds")
 
-    async def _append(self, messages: Sequence[StoredMessage]) -> dict[str, int]:
+    async def _append(self, messages: Sequence[StoredMessage], ids: _Ids) -> dict[str, int]:
         """`store.append`; when the store refuses some message (not a taken seq), the ones
         it stored beside it are removed before the refusal is raised, so the halving that
         follows finds no seq stored ahead of a hole."""
         try:
             return await self._retry("write", partial(self._store.append, messages))
         except Exception:
-            await self._retry("write", partial(self._store.retract, messages))
+            await self._give_back(messages, ids)
             raise
+
+    async def _give_back(self, messages: Sequence[StoredMessage], ids: _Ids) -> None:
+        """Remove these messages where this attempt stored them, and point each id entry it
+        took over for them back where it was.
+
+        The attempt that wrote such an entry may be alive (the partition's previous owner,
+        still writing after a rebalance) and store its message there, after the look-up
+        that found it missing: an entry left pointing at the seq just emptied here would
+        have the message stored a second time. Pointed back, the entry shows it stored
+        (or, if it is not, is taken over again). Not when a copy another writer stored at
+        the same seq holds the entry (the look-up finds it stored there)."""
+        await self._retry("write", partial(self._store.retract, messages))
+        back = ids.given_back(messages)
+        if not back:
+            return
+        still = await self._retry("look-up", partial(self._store.known, [e.id for e in back]))
+        seqs = {m.id: m.seq for m in messages}
+        restore = [e for e in back if not _holds(still.get(e.id), seqs[e.id])]
+        if restore:
+            was = {e.id: seqs[e.id] for e in restore}
+            await self._retry("write", partial(self._store.reclaim, restore, was))
 
     def _plan(
         self,
@@ -580,6 +661,11 @@ def _stored(placed: Placed) -> Known:
     """What the store holds for a message this attempt stored."""
     m = placed.item.message
     return Known(m.cid, placed.seq, m.uid, text_digest(m.text), True, m.createdAt)
+
+
+def _holds(entry: Known | None, seq: int) -> bool:
+    """Whether the history holds the entry's message at `seq`."""
+    return entry is not None and entry.applied and entry.seq == seq
 
 
 def _entry(entry: IdEntry) -> Known:

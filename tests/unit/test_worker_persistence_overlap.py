@@ -1,0 +1,288 @@
+"""Two owners of one partition around a rebalance write the same records at once.
+
+The old owner is still writing the batch it had in hand when the new owner, reading from
+the last commit, writes the same records. Whatever the interleaving of their store calls,
+each chat's history stays 1..N without a gap, every message is stored once, under the
+seq its id entry points at, the chat counts it and its `message.created` names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from contracts.events import MessageCreated
+from dialogue_worker.domain.records import InboundRecord, Sorted
+from dialogue_worker.domain.sequencing import text_digest
+from dialogue_worker.services.ports import IdEntry, StoredMessage
+from tests.support.worker_fakes import Crash, MemoryStore
+from tests.unit.test_worker_persistence import CID, NOW, OTHER, World, ids, rec
+
+OUTSIDER = 3  # a user made a member between the two owners' sorts
+
+
+class Gated:
+    """One writer's view of the shared store: its appends wait for `gate`."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def append(self, messages: Sequence[StoredMessage]) -> dict[str, int]:
+        self.entered.set()
+        await self.gate.wait()
+        return await self._store.append(messages)
+
+
+def add_member(store: MemoryStore, cid: str, uid: int) -> None:
+    row = store.chats[cid]
+    row.chat = replace(row.chat, users=row.chat.users | {uid})
+
+
+def events(*worlds: World) -> set[tuple[str, int, str]]:
+    return {
+        (e.cid, e.seq, e.message.id)
+        for w in worlds
+        for e in w.outbox.events
+        if isinstance(e, MessageCreated)
+    }
+
+
+def check(store: MemoryStore, published: set[tuple[str, int, str]], stored: set[str]) -> None:
+    """The write path's invariants over what two writers left."""
+    for cid in store.chats:
+        history = store.seqs(cid)
+        assert list(history) == list(range(1, len(history) + 1)), history  # gap-free
+        assert store.chats[cid].chat.last_seq == len(history), (cid, history)
+        for seq, mid in history.items():
+            assert store.ids[mid].seq == seq and store.ids[mid].cid == cid, (mid, seq)
+            assert (cid, seq, mid) in published, (cid, seq, mid)
+    everything = [mid for cid in store.chats for mid in store.seqs(cid).values()]
+    assert sorted(everything) == sorted(set(everything)), everything  # each stored once
+    assert set(everything) == stored
+    for cid, seq, mid in published:  # an event never names what history does not hold
+        assert store.seqs(cid).get(seq) == mid, (cid, seq, mid)
+
+
+async def test_an_entry_taken_over_from_the_old_owner_is_given_back_not_stored_twice() -> None:
+    """The review's reproduction: the old owner A dead-letters r0 (its author is not a
+    member yet) and claims m1 at seq 1; the new owner B, sorting after the author was
+    added, takes m1's entry over for seq 2 while A is still writing; A stores m1 at 1;
+    B finds seq 1 taken. It used to plan again from what it had looked up before and
+    store m1 a second time: history {1: m1, 2: m0, 3: m1}."""
+    store = MemoryStore()
+    store.add_chat(CID, {1, 2})
+    view_a, view_b = Gated(store), Gated(store)
+    a, b = World(view_a), World(view_b)  # type: ignore[arg-type]
+    batch = [rec(0, uid=OUTSIDER), rec(1, uid=1)]
+
+    old = asyncio.create_task(a.persister.persist(batch))
+    await view_a.entered.wait()  # A: r0 refused, m1 claimed at 1, its append waits
+    add_member(store, CID, OUTSIDER)
+    new = asyncio.create_task(b.persister.persist(batch))
+    await view_b.entered.wait()  # B: m0 at 1, m1's entry (not applied) taken over for 2
+    assert store.ids[ids(1)[0]].seq == 2
+    view_a.gate.set()
+    await old  # A stores m1 at 1 and counts it
+    view_b.gate.set()
+    await new  # B finds seq 1 taken
+
+    m0, m1 = ids(0, 1)
+    assert store.seqs(CID) == {1: m1, 2: m0}
+    assert store.ids[m1].seq == 1 and store.ids[m0].seq == 2
+    assert [d.kind.value for d in a.outbox.dead] == ["not_member"] and b.outbox.dead == []
+    assert events(a, b) == {(CID, 1, m1), (CID, 2, m0)}
+    check(store, events(a, b), {m0, m1})
+
+
+class OwnerStoresMeanwhile(MemoryStore):
+    """The old owner claimed m1 for seq 3 (its batch put another message at 2). Right
+    after this worker's first look-up finds that entry not stored, the old owner stores
+    both; this worker dies right after a take-over of an entry (once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_chat(CID, {1, 2})
+        self.pending: list[StoredMessage] = []
+        self.dies = True
+
+    async def known(self, ids: Any) -> Any:
+        found = await super().known(ids)
+        for m in self.pending:
+            self.messages[(m.cid, m.seq)] = m
+        self.pending = []
+        return found
+
+    async def reclaim(self, entries: Any, was: Any) -> set[str]:
+        moved = await super().reclaim(entries, was)
+        if self.dies:
+            self.dies = False
+            raise Crash("reclaim")
+        return moved
+
+
+async def test_an_entry_is_looked_up_again_just_before_it_is_taken_over() -> None:
+    """Taken over on the first look-up's word, the entry would point at seq 2 while m1
+    is stored at 3; a worker that dies before its append could show the clash leaves it
+    so, and the redelivery, finding m1's entry not stored, stores m1 a second time."""
+    store = OwnerStoresMeanwhile()
+    await World(store).persister.persist([rec(0)])
+    m1, theirs = ids(1)[0], f"{500:024x}"
+    store.ids[m1] = IdEntry(m1, CID, 3, 1, text_digest("m1"), 0, 1)
+    store.pending = [
+        StoredMessage(CID, 2, theirs, 2, "theirs", NOW, 5.0, 0, 0),
+        StoredMessage(CID, 3, m1, 1, "m1", NOW, 5.0, 0, 1),
+    ]
+    w = World(store)
+    try:
+        await w.persister.persist([rec(1)])
+    except Crash:
+        w = w.restarted()
+        await w.persister.persist([rec(1)])  # redelivered from the last commit
+
+    assert store.seqs(CID) == {1: ids(0)[0], 2: theirs, 3: m1}
+    assert store.ids[m1].seq == 3 and (CID, 3, m1) in events(w)
+
+
+# --- any interleaving -------------------------------------------------------------
+
+
+class Turns:
+    """Lets the writers' store calls through one at a time, in an order the test picks:
+    each call waits until every writer still running waits too. `runs` are how many calls
+    each writer makes in a row, taking turns (the first run the old owner's); once they
+    run out, the calls go in name order, so the run always ends."""
+
+    def __init__(self, runs: Sequence[int] = ()) -> None:
+        self.order = [who for i, n in enumerate(runs) for who in [("old", "new")[i % 2]] * n]
+        self.waiting: dict[str, asyncio.Future[None]] = {}
+        self.changed = asyncio.Event()
+
+    async def turn(self, who: str) -> None:
+        released = asyncio.get_running_loop().create_future()
+        self.waiting[who] = released
+        self.changed.set()
+        await released
+
+    async def drive(self, writers: dict[str, asyncio.Task[Any]]) -> None:
+        for task in writers.values():
+            task.add_done_callback(lambda _: self.changed.set())
+        while True:
+            running = [who for who, task in writers.items() if not task.done()]
+            if not running:
+                return
+            if not all(who in self.waiting for who in running):
+                self.changed.clear()
+                await self.changed.wait()
+                continue
+            who = min(self.waiting)
+            while self.order and len(self.waiting) > 1:
+                if (wanted := self.order.pop(0)) in self.waiting:
+                    who = wanted
+                    break
+            self.waiting.pop(who).set_result(None)
+
+
+class Turned:
+    """One writer's view of the shared store: every store call waits for its turn."""
+
+    def __init__(self, store: MemoryStore, turns: Turns, who: str) -> None:
+        self._store, self._turns, self._who = store, turns, who
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+
+        async def in_turn(*args: Any) -> Any:
+            await self._turns.turn(self._who)
+            return await attr(*args)
+
+        return in_turn
+
+
+@dataclass(frozen=True)
+class Scenario:
+    prior: int  # messages CID holds before
+    records: list[tuple[bool, bool]]  # per record: in OTHER (else CID), by the outsider
+    old_takes: int  # records in the old owner's batch (from the same committed offset)
+    new_takes: int
+    runs: list[int]
+
+
+def records_of(s: Scenario) -> list[InboundRecord]:
+    return [
+        rec(10 + i, uid=OUTSIDER if outsider else 1, cid=OTHER if other else CID)
+        for i, (other, outsider) in enumerate(s.records)
+    ]
+
+
+scenarios = st.builds(
+    Scenario,
+    prior=st.integers(0, 2),
+    records=st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=4),
+    old_takes=st.integers(1, 4),
+    new_takes=st.integers(1, 4),
+    runs=st.lists(st.integers(1, 6), max_size=8),
+)
+
+
+async def overlap(s: Scenario) -> None:
+    store = MemoryStore()
+    store.add_chat(CID, {1, 2})
+    store.add_chat(OTHER, {1, 2})
+    before = World(store)
+    if s.prior:
+        await before.persister.persist([rec(i) for i in range(s.prior)])
+    batch = records_of(s)
+    old_batch, new_batch = batch[: s.old_takes], batch[: s.new_takes]
+    turns = Turns(s.runs)
+    a = World(Turned(store, turns, "old"))  # type: ignore[arg-type]
+    b = World(Turned(store, turns, "new"))  # type: ignore[arg-type]
+    a.persister.route(lambda cid: 0)
+    b.persister.route(lambda cid: 0)
+    sorted_a = await sorted_by(a, "old", old_batch, turns)
+    add_member(store, CID, OUTSIDER)
+    add_member(store, OTHER, OUTSIDER)
+    sorted_b = await sorted_by(b, "new", new_batch, turns)
+
+    writers = {
+        "old": asyncio.create_task(a.persister.persist(old_batch, sorted_a)),
+        "new": asyncio.create_task(b.persister.persist(new_batch, sorted_b)),
+    }
+    await turns.drive(writers)
+    for task in writers.values():
+        task.result()
+
+    accepted = {i.message.id for x in (sorted_a, sorted_b) for i in x.accepted}
+    check(store, events(before, a, b), accepted | set(ids(*range(s.prior))))
+
+
+async def sorted_by(world: World, who: str, batch: list[InboundRecord], turns: Turns) -> Sorted:
+    """The writer's sort, alone (its membership read goes through at once)."""
+    sorting = asyncio.create_task(world.persister.sort(batch))
+    await turns.drive({who: sorting})
+    return sorting.result()
+
+
+def run(body: Callable[[], Any]) -> None:
+    asyncio.run(body())
+
+
+@settings(max_examples=500, deadline=None)
+@given(scenarios)
+# The review's case: the old owner claims m1, the new one takes its entry over, then the
+# old one stores m1 (ensure and claim; ensure, claim, look-up and reclaim; append ...).
+@example(Scenario(0, [(False, True), (False, False)], 2, 2, [2, 4, 1]))
+def test_two_owners_writing_the_same_records_leave_one_copy_of_each(s: Scenario) -> None:
+    run(lambda: overlap(s))
