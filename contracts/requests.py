@@ -36,7 +36,10 @@ class RequestProblem(ValueError):
 
 def _echo(value: object) -> str:
     """The value quoted, at most ECHO characters of it; the quote is cut too where its
-    escapes (`\\x1f`, `\\U0001019d`: up to ten characters each) make it longer."""
+    escapes (`\\x1f`, `\\U0001019d`: up to ten characters each) make it longer. An array
+    or object is named, not quoted."""
+    if isinstance(value, list | dict):  # str() of a deeply nested one recurses too far
+        return "a JSON array" if isinstance(value, list) else "a JSON object"
     shown = repr(str(value)[:ECHO])
     return shown if len(shown) <= ECHO + 2 else f"{shown[: ECHO + 1]}...{shown[0]}"
 
