@@ -193,7 +193,7 @@ class GatewayRequestHandler(RequestHandler):
 #: Headers aiohttp acts on itself before any middleware runs (the Expect handler, the
 #: WebSocket handshake). It puts some of their values into its own error texts, which
 #: cannot encode a non-UTF-8 byte (read as a lone surrogate): a 5000 with a traceback.
-_INTERPRETED = (
+INTERPRETED = (
     "Expect",
     "Upgrade",
     "Connection",
@@ -225,7 +225,7 @@ def screened(
 
 
 def _interpreted_problem(request: web.BaseRequest) -> str | None:
-    for name in _INTERPRETED:
+    for name in INTERPRETED:
         if any(not value.isascii() for value in request.headers.getall(name, ())):
             return f"the {name} header must be ASCII"
     expect = request.headers.get("Expect")

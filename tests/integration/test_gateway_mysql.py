@@ -15,16 +15,23 @@ import pytest
 
 from contracts.errors import ErrorCode
 from gateway.adapters.migrations import LOCK_PREFIX, MIGRATIONS, migrate
-from gateway.adapters.mysql_users import MySQLUserStore, mysql_pool
+from gateway.adapters.mysql_users import REFUSED_AT_CONNECT, MySQLUserStore, mysql_pool
 from gateway.adapters.passwords import Argon2Hasher
 from gateway.domain.throttle import FailureBudget, FailureLimit, SignInThrottle
 from gateway.domain.tokens import TokenCodec
-from gateway.domain.usernames import Username, sign_in_name, username
+from gateway.domain.usernames import (
+    Username,
+    canonical,
+    sign_in_name,
+    sign_up_refusal,
+    username,
+)
 from gateway.domain.users import Credentials
 from gateway.errors import GatewayError
 from gateway.services.auth import AuthService
 from infra.local import LocalSettings
 from infra.processes.gateway import mysql_connect, mysql_execute
+from tests.support.gateway_fakes import FakeHasher
 from tests.support.waiting import eventually
 
 
@@ -315,3 +322,78 @@ async def test_an_account_left_without_a_canonical_name_is_renamed_by_the_comman
         refused = await asyncio.to_thread(_rename, infra, database, *args)
         assert (refused.returncode, said in refused.stderr) == (code, True), refused.stderr
     assert (await store.by_id(taken.id)) == taken
+
+
+#: Far longer than any test may take: a refusal that were waited out would show.
+LONG_WAIT = 600
+
+
+async def _open(infra: LocalSettings, *, password: str, database: str) -> None:
+    async with mysql_pool(
+        host=infra.host,
+        port=infra.mysql_port,
+        user=infra.mysql_user,
+        password=password,
+        database=database,
+        size=1,
+        connect_wait=LONG_WAIT,
+    ):
+        pass
+
+
+async def test_a_wrong_password_fails_at_once_with_its_reason(
+    infra: LocalSettings, database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING), pytest.raises(RuntimeError) as failed:
+        await _open(infra, password=infra.mysql_password + "-wrong", database=database)
+    assert "not reachable yet" not in caplog.text  # never retried
+    assert REFUSED_AT_CONNECT[1045] in str(failed.value) and "(1045" in str(failed.value)
+
+
+async def test_a_missing_database_fails_at_once_with_its_reason(
+    infra: LocalSettings, run_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING), pytest.raises(RuntimeError) as failed:
+        await _open(infra, password=infra.mysql_password, database=f"gw_missing_{run_id}")
+    assert "not reachable yet" not in caplog.text
+    assert "refused us" in str(failed.value)  # 1049, or 1044 without rights to the name
+
+
+def test_the_rename_command_reports_a_wrong_password_in_one_line(
+    infra: LocalSettings, database: str
+) -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "DIALOGUE_ENV": "local",
+        "MYSQL_HOST": infra.host,
+        "MYSQL_PORT": str(infra.mysql_port),
+        "MYSQL_USER": infra.mysql_user,
+        "MYSQL_PASSWORD": infra.mysql_password + "-wrong",
+        "MYSQL_DATABASE": database,
+        "MYSQL_CONNECT_WAIT": str(LONG_WAIT),
+    }
+    command = [sys.executable, "-m", "gateway.users", "rename", "1", "newname"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done
+    assert "Traceback" not in done.stderr
+    assert f"gateway.users: MySQL at {infra.host}:{infra.mysql_port} refused us" in done.stderr
+
+
+async def test_an_account_named_with_two_spaces_before_the_rule_still_signs_in(
+    pool: Any, unique: Callable[[str], str]
+) -> None:
+    """Sign-up now refuses "john  smith"; an account made with it before keeps its
+    canonical form, and sign-in still finds it."""
+    store = MySQLUserStore(pool, timeout=3)
+    hasher = FakeHasher()
+    old_name = f"old  {unique('u').replace('-', '')}"
+    assert sign_up_refusal(old_name) is not None
+    made = await store.add(
+        Username(old_name, canonical(old_name)), await hasher.hash("right-password"), "f"
+    )
+    throttle = SignInThrottle(
+        FailureLimit(5, 60, 60), FailureLimit(0, 60, 60), FailureBudget(0, 60)
+    )
+    auth = AuthService(store, hasher, TokenCodec("k" * 40, "test", 60), throttle, time.time)
+    token = await auth.sign_in(Credentials(sign_in_name(old_name), "right-password"), "127.0.0.1")
+    assert token.user_id == made.id

@@ -3,8 +3,6 @@ get the platform's JSON error, never aiohttp's plain text or a 5000 with a trace
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,19 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.app import create_app
-from gateway.entrypoints.server import GatewayRunner
+from gateway.entrypoints.server import INTERPRETED, GatewayRunner
 from gateway.settings import GatewaySettings
 from tests.support.gateway_fakes import World
-
-INTERPRETED = [
-    "Expect",
-    "Upgrade",
-    "Connection",
-    "Sec-WebSocket-Key",
-    "Sec-WebSocket-Version",
-    "Sec-WebSocket-Protocol",
-    "Sec-WebSocket-Extensions",
-]
+from tests.support.raw_http import request
 
 
 @asynccontextmanager
@@ -41,21 +30,6 @@ async def _gateway() -> AsyncIterator[int]:
         yield runner.addresses[0][1]
     finally:
         await runner.cleanup()
-
-
-async def _raw(port: int, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        head = b"GET " + path.encode() + b" HTTP/1.1\r\nHost: gateway\r\n"
-        head += b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-        writer.write(head + b"Content-Length: 0\r\n\r\n")
-        answer = await reader.read(65536)
-    finally:
-        writer.close()
-    while answer.startswith(b"HTTP/1.1 100 "):  # an interim answer to Expect: 100-continue
-        answer = answer.partition(b"\r\n\r\n")[2]
-    status_line, _, rest = answer.partition(b"\r\n")
-    return int(status_line.split(b" ", 2)[1]), rest.partition(b"\r\n\r\n")[2]
 
 
 # Visible ASCII and obs-text (0x80-0xFF): what a client may put in a header value.
@@ -75,16 +49,16 @@ async def test_any_value_of_a_header_aiohttp_interprets_gets_a_json_answer(
 ) -> None:
     caplog.clear()
     async with _gateway() as port:
-        status, body = await _raw(port, path, [(name.encode(), value)])
-    assert status < 500, body
+        answer = await request(port, "GET", path, [(name.encode(), value)])
+    assert answer.status < 500, answer
     if not value.isascii():
-        assert json.loads(body)["code"] == "4000"
+        assert answer.json()["code"] == "4000"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_an_expect_other_than_100_continue_is_4000_in_json() -> None:
     async with _gateway() as port:
-        status, body = await _raw(port, "/health", [(b"Expect", b"something-else")])
-        assert (status, json.loads(body)["code"]) == (400, "4000")
-        status, _ = await _raw(port, "/health", [(b"Expect", b"100-continue")])
-        assert status == 200
+        refused = await request(port, "GET", "/health", [(b"Expect", b"something-else")])
+        assert (refused.status, refused.json()["code"]) == (400, "4000")
+        met = await request(port, "GET", "/health", [(b"Expect", b"100-continue")])
+        assert met.status == 200

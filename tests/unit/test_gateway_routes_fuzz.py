@@ -10,7 +10,6 @@ values may hold any byte. One gateway serves every example of a test.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from tests.support.hostile import (
     read_seqs,
     user_id_lists,
 )
-from tests.support.raw_http import RawResponse, exchange
+from tests.support.raw_http import RawResponse, assert_well_answered, request
 
 Client = TestClient[web.Request, web.Application]
 PASSWORD = "secret1"
@@ -97,31 +96,6 @@ async def gateway() -> AsyncIterator[Gateway]:
         tokens = {name: await _sign_up(c, name) for name in ("alice", "bobby")}
         assert c.port is not None
         yield Gateway(c.port, c, tokens)
-
-
-async def _send(
-    gateway: Gateway,
-    method: str,
-    target: str,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes = b"",
-) -> RawResponse:
-    head = f"{method} {target} HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n".encode()
-    head += b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-    head += f"Content-Length: {len(body)}\r\n\r\n".encode()
-    answer = await exchange(gateway.port, head + body)
-    assert answer is not None, "closed without an answer"
-    return answer
-
-
-def _assert_well_answered(answer: RawResponse, caplog: pytest.LogCaptureFixture) -> None:
-    """Below 500; an error is the JSON error body of its status; no ERROR logged."""
-    assert answer.status < 500, (answer.status, answer.body[:300])
-    if answer.status >= 400:
-        assert answer.headers["content-type"].startswith("application/json"), answer
-        error = answer.json()
-        assert error["object"] == "error" and error["code"][:3] == str(answer.status), error
-    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def _bearer(gateway: Gateway, who: str | None) -> list[tuple[bytes, bytes]]:
@@ -292,7 +266,7 @@ async def test_any_request_to_any_route_is_answered_below_500_in_json(
     note(f"{method} {target} as {who}, headers {headers}, body {body[:500]!r}")
     answer = await _send(gateway, method, target, _bearer(gateway, who) + headers, body)
     event(f"answered {answer.status}")
-    _assert_well_answered(answer, caplog)
+    assert_well_answered(answer, caplog)
 
 
 #: The chat routes that read a body, and the field each reads.
@@ -335,7 +309,7 @@ async def test_any_json_body_of_a_chat_route_is_answered_below_500_in_json(
     note(f"{method} {path}, Idempotency-Key {key!r}, body {body[:500]!r}")
     answer = await _send(gateway, method, path, headers, body)
     event(f"{method} {path.split(CID)[-1] or '{cid}'} answered {answer.status}")
-    _assert_well_answered(answer, caplog)
+    assert_well_answered(answer, caplog)
 
 
 @pytest.mark.parametrize("route", [(m, p) for m, p, field in CHAT_ROUTES if field == "users"])
@@ -347,7 +321,7 @@ async def test_a_user_id_nested_too_deep_to_quote_is_4002(
     method, path = route
     body = f'{{"users":[1,{deep.token}]}}'.encode()
     answer = await _send(gateway, method, path, _bearer(gateway, "alice"), body)
-    _assert_well_answered(answer, caplog)
+    assert_well_answered(answer, caplog)
     assert answer.json()["code"] == "4002"
 
 
@@ -377,3 +351,9 @@ async def test_a_repeated_idempotency_key_header_is_read_as_its_first_value(
     folded = {"Authorization": f"Bearer {gateway.tokens['alice']}", "Idempotency-Key": "a, b"}
     refused = await gateway.client.post(url, json={"txt": "keyed twice"}, headers=folded)
     assert (refused.status, (await refused.json())["code"]) == (400, "4000")
+
+
+async def _send(
+    gateway: Any, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes = b""
+) -> RawResponse:
+    return await request(gateway.port, method, target, headers, body, host="gateway")

@@ -9,7 +9,6 @@ test (its clock stands still, so a cursor's age is the same in every run).
 from __future__ import annotations
 
 import base64
-import logging
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from tests.support.hostile import (
     user_id_lists,
     write,
 )
-from tests.support.raw_http import RawResponse, exchange
+from tests.support.raw_http import RawResponse, assert_well_answered, exchange, request
 from tests.support.worker_fakes import MemoryOutbox, MemoryStore
 
 TOKEN = b"entrypoint-secret"
@@ -84,26 +83,6 @@ async def worker() -> AsyncIterator[Worker]:
         assert first.status == 200 and cursor, await first.text()
         assert client.port is not None
         yield Worker(client.port, cursor)
-
-
-async def _send(
-    worker: Worker, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes
-) -> RawResponse:
-    head = f"{method} {target} HTTP/1.1\r\nHost: worker\r\nConnection: close\r\n".encode()
-    head += b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-    head += f"Content-Length: {len(body)}\r\n\r\n".encode()
-    answer = await exchange(worker.port, head + body)
-    assert answer is not None, "closed without an answer"
-    return answer
-
-
-def _assert_well_answered(answer: RawResponse, caplog: pytest.LogCaptureFixture) -> None:
-    """Below 500; an error is the JSON error body of its status; no ERROR logged."""
-    assert answer.status < 500, (answer.status, answer.body[:300])
-    if answer.status >= 400:
-        error = answer.json()
-        assert error["object"] == "error" and error["code"][:3] == str(answer.status), error
-    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def _query(pairs: list[tuple[str, str]]) -> str:
@@ -164,7 +143,7 @@ async def test_only_the_entrypoint_token_opens_the_api_whatever_bytes_the_header
     answer = await _send(worker, "GET", target, headers, b"")
     accepted = _accepted(values)
     event(f"accepted={accepted} answered {answer.status}")
-    _assert_well_answered(answer, caplog)
+    assert_well_answered(answer, caplog)
     if accepted:
         assert answer.status != 401, answer
         assert answer.status == 200 or target != "/ping", answer
@@ -244,7 +223,7 @@ async def test_any_chat_list_query_is_a_page_of_the_users_chats_or_a_4xx(
     note(f"GET /chats?{_query(pairs)}")
     answer = await _send(worker, "GET", f"/chats?{_query(pairs)}", [AUTH], b"")
     event(f"answered {answer.status}")
-    _assert_well_answered(answer, caplog)
+    assert_well_answered(answer, caplog)
     if answer.status == 200:
         uid = int(dict(query)["uid"])
         chats = answer.json()["data"]
@@ -308,7 +287,7 @@ async def test_any_json_body_of_a_write_is_answered_below_500_in_json(
     note(f"{method} {target}, body {body[:500]!r}")
     answer = await _send(worker, method, target, [AUTH], body)
     event(f"{method} {target.split('?')[0].split(CID)[-1] or '{cid}'} answered {answer.status}")
-    _assert_well_answered(answer, caplog)
+    assert_well_answered(answer, caplog)
 
 
 @pytest.mark.parametrize("route", [(m, t) for m, t, field in WRITES if field == "users"])
@@ -319,7 +298,7 @@ async def test_a_user_id_nested_too_deep_to_quote_is_4002(
     caplog.clear()
     method, target = route
     answer = await _send(worker, method, target, [AUTH], f'{{"users":[1,{deep.token}]}}'.encode())
-    _assert_well_answered(answer, caplog)
+    assert_well_answered(answer, caplog)
     assert answer.json()["code"] == "4002"
 
 
@@ -348,5 +327,11 @@ async def test_a_request_the_parser_refuses_is_a_json_4000_not_an_error_log(
     request = head + b"Host: worker\r\nAuthorization: Entrypoint " + TOKEN + b"\r\n"
     answer = await exchange(worker.port, request + b"Connection: close\r\n\r\n")
     assert answer is not None, "closed without an answer"
-    _assert_well_answered(answer, caplog)
+    assert_well_answered(answer, caplog)
     assert answer.json()["code"] == "4000"
+
+
+async def _send(
+    worker: Any, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes = b""
+) -> RawResponse:
+    return await request(worker.port, method, target, headers, body, host="worker")
