@@ -7,7 +7,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -368,8 +368,26 @@ class Stack:
             stopped = self._down(None)
             removed = [folder for folder in folders if folder.exists()]
             for folder in removed:
-                shutil.rmtree(folder)  # a link is refused (OSError), not followed
+                if folder == self.settings.run_dir and folder != DEFAULT_RUN_DIR:
+                    self._remove_own(folder)  # LOCAL_RUN_DIR may hold other files too
+                else:
+                    shutil.rmtree(folder)  # a link is refused (OSError), not followed
         return stopped, removed
+
+    def _remove_own(self, run_dir: Path) -> None:
+        """Remove what infra commands make in a run folder set by LOCAL_RUN_DIR (each
+        service's folder, log and pid file, the lock, `make dev`'s folder), then the folder
+        if nothing else is left in it: anything else there is someone else's."""
+        services = {*self.services, *node_names(1), *node_names(3), "dev"}
+        own = {f"{name}{suffix}" for name in services for suffix in ("", ".log", ".pid")}
+        for entry in run_dir.iterdir():
+            if entry.name in own | {LOCK_FILE}:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        with suppress(OSError):  # not empty: the others' files stay
+            run_dir.rmdir()
 
 
 def _managed(service: Service) -> ManagedProcess:

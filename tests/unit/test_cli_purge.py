@@ -53,9 +53,10 @@ def _settings(scratch: Path, run: Path, postgres: Path | None = None) -> LocalSe
 
 
 def _used(folder: Path) -> Path:
-    """A folder as infra.local leaves it: its lock file and some data."""
-    (folder / "data").mkdir(parents=True)
-    (folder / "data" / "file").write_text("kept until purged")
+    """A folder as infra.local leaves it: its lock file and a service's data and log."""
+    (folder / "mariadb").mkdir(parents=True)
+    (folder / "mariadb" / "file").write_text("kept until purged")
+    (folder / "mariadb.log").write_text("a log")
     (folder / LOCK_FILE).touch()
     return folder
 
@@ -89,7 +90,7 @@ def test_purge_removes_the_run_folder_and_postgresqls_fallback_only(
 
     assert (stopped, removed) == ([], [run, fallback])
     assert not run.exists() and not fallback.exists()
-    assert (neighbour / "data" / "file").exists() and (scratch / "cache" / "consul").exists()
+    assert (neighbour / "mariadb" / "file").exists() and (scratch / "cache" / "consul").exists()
 
 
 def test_purge_stops_what_runs_before_it_removes_its_folder(
@@ -116,7 +117,7 @@ def test_nothing_is_removed_when_a_service_cannot_be_stopped(
     monkeypatch.setattr(ManagedProcess, "stop", stuck)
     with pytest.raises(StopError):
         stack.purge()
-    assert (run / "consul.pid").exists() and (run / "data" / "file").exists()
+    assert (run / "consul.pid").exists() and (run / "mariadb" / "file").exists()
 
 
 def test_a_postgresql_folder_set_elsewhere_is_kept(scratch: Path, stacks: list[Stack]) -> None:
@@ -124,7 +125,7 @@ def test_a_postgresql_folder_set_elsewhere_is_kept(scratch: Path, stacks: list[S
     run = _used(scratch / "run")
     shared = _used(scratch / "shared-postgres")
     assert _stack(stacks, _settings(scratch, run, postgres=shared)).purge()[1] == [run]
-    assert (shared / "data" / "file").exists()
+    assert (shared / "mariadb" / "file").exists()
 
 
 @pytest.mark.parametrize("run", [".", "home", "repo/..", "repo", "cache", "home/.."])
@@ -145,6 +146,18 @@ def test_a_folder_no_infra_command_used_is_refused(scratch: Path, stacks: list[S
     with pytest.raises(stack_module.ServiceError, match=f"it holds no {LOCK_FILE}"):
         stack.purge()
     assert [p.name for p in mine.iterdir()] == ["notes"]  # nothing made there either
+
+
+def test_a_run_folder_set_elsewhere_keeps_what_infra_did_not_make(
+    scratch: Path, stacks: list[Stack]
+) -> None:
+    """LOCAL_RUN_DIR=/srv/data: only the services' files go, and the folder if empty."""
+    shared = _used(scratch / "shared")
+    (shared / "my-notes").mkdir()
+    (shared / "kafka-2.pid").write_text("123")
+    (shared / "dev").mkdir()
+    _stack(stacks, _settings(scratch, shared)).purge()
+    assert [p.name for p in shared.iterdir()] == ["my-notes"]
 
 
 def test_the_default_run_folder_goes_whatever_it_holds(scratch: Path, stacks: list[Stack]) -> None:
