@@ -228,8 +228,9 @@ def _interpreted_problem(request: web.BaseRequest) -> str | None:
     for name in INTERPRETED:
         if any(not value.isascii() for value in request.headers.getall(name, ())):
             return f"the {name} header must be ASCII"
+    # As aiohttp's own handler: an empty Expect, or one on HTTP/1.0, is ignored.
     expect = request.headers.get("Expect")
-    if expect is not None and expect.strip().lower() != "100-continue":
+    if expect and request.version >= (1, 1) and expect.lower() != "100-continue":
         return "the only Expect this server meets is 100-continue"
     return None
 

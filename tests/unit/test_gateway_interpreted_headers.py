@@ -16,7 +16,7 @@ from gateway.app import create_app
 from gateway.entrypoints.server import INTERPRETED, GatewayRunner
 from gateway.settings import GatewaySettings
 from tests.support.gateway_fakes import World
-from tests.support.raw_http import request
+from tests.support.raw_http import exchange, request
 
 
 @asynccontextmanager
@@ -62,3 +62,14 @@ async def test_an_expect_other_than_100_continue_is_4000_in_json() -> None:
         assert (refused.status, refused.json()["code"]) == (400, "4000")
         met = await request(port, "GET", "/health", [(b"Expect", b"100-continue")])
         assert met.status == 200
+
+
+async def test_an_expect_aiohttp_ignores_is_ignored() -> None:
+    """Empty, or on HTTP/1.0: aiohttp's own handler lets both through."""
+    async with _gateway() as port:
+        empty = await request(port, "GET", "/health", [(b"Expect", b"")])
+        assert empty.status == 200
+        old = await exchange(
+            port, b"GET /health HTTP/1.0\r\nExpect: something-else\r\nConnection: close\r\n\r\n"
+        )
+        assert old is not None and old.status == 200
