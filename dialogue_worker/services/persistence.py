@@ -8,9 +8,10 @@ Per batch, in this order, so a crash at any point is repaired by the redelivery:
    Planning runs in rounds: ids the store knows are looked up, chats whose state is
    stale are read again, and seqs another writer took are given back (what this round
    stored for those chats is removed, and the id entries it took over for those messages
-   point back where they were) and planned again. An entry another attempt left is looked
-   up again right before it is taken over: that attempt may be alive and have stored its
-   message since. Id conflicts are dead-lettered once the batch is settled (step 3);
+   point back where they were) and planned again. Entries are looked up again right
+   before they are taken over, this write's own too: another attempt may be alive and
+   have stored the message since (at the same seq, which `reclaim`'s check cannot tell).
+   Id conflicts are dead-lettered once the batch is settled (step 3);
 3. each chat's newest seq, activity and preview are recorded: its new messages' `at` and
    its `lastAt` are one reading of the clock; messages an attempt stored but did not
    count (it died, or stopped) are counted by the next batch that repeats them or
@@ -437,9 +438,10 @@ class BatchPersister:
                 continue
             left_over = [e for e in entries if e.id in claims]
             if left_over:  # point them at this round's seqs, unless someone did meanwhile
-                # Another attempt's entries were looked up a round ago; that attempt may be
-                # alive and have stored their messages since: look again just before.
-                theirs = [e.id for e in left_over if e.id not in ids.ours]
+                # Entries were looked up a round ago; another attempt may be alive and
+                # have stored their messages since, this write's own entries too (taken
+                # over at the same seq, which `reclaim`'s check cannot tell): look again.
+                theirs = [e.id for e in left_over]
                 if theirs:
                     now_known = await self._retry("look-up", partial(self._store.known, theirs))
                     if any(now_known.get(mid) != known.get(mid) for mid in theirs):
