@@ -27,16 +27,23 @@ def consul_address(url: str) -> tuple[str, str, int]:
     """Scheme, host and port of a Consul agent's URL, http(s)://host[:port] (no scheme:
     http; no port: 8500, or 443 over https); ValueError when it names none."""
     parts = urlsplit(url if "//" in url else f"//{url}")
+    shown = _without_credentials(url, parts.netloc)
     if parts.scheme not in ("", "http", "https"):
-        raise ValueError(f"{url[:80]!r}: the scheme must be http or https")
+        raise ValueError(f"{shown!r}: the scheme must be http or https")
     try:
         port = parts.port
     except ValueError:
         port = 0
     if not parts.hostname or port == 0:
-        raise ValueError(f"not a Consul URL: {url[:80]!r} (expected e.g. http://127.0.0.1:8500)")
+        raise ValueError(f"not a Consul URL: {shown!r} (expected e.g. http://127.0.0.1:8500)")
     scheme = parts.scheme or "http"
     return scheme, parts.hostname, port or (443 if scheme == "https" else 8500)
+
+
+def _without_credentials(url: str, netloc: str) -> str:
+    """The URL as an error may quote it: its user and password replaced, cut to 80."""
+    credentials, at, _ = netloc.rpartition("@")
+    return (url.replace(credentials + at, "***@", 1) if at else url)[:80]
 
 
 def consul_url(value: str) -> str:

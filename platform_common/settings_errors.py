@@ -1,6 +1,8 @@
 """How a command says its settings are invalid: each setting with its reason, one a line,
-and never the value given. pydantic's own text repeats the input, and for a rule over
-several settings that input is every setting read, secrets and credentials included."""
+and never pydantic's copy of the value given. pydantic's own text repeats the input, and
+for a rule over several settings that input is every setting read, secrets and
+credentials included. A reason may quote a value it is about (an address with a typo),
+never a secret, and a URL without its user and password."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from dialogue_worker.settings import WorkerSettings
 from gateway.settings import GatewaySettings
-from platform_common.addresses import consul_url, kafka_bootstrap
+from platform_common.addresses import consul_address, consul_url, kafka_bootstrap
 
 HOSTS = st.sampled_from(["kafka", "127.0.0.1", "[::1]", "k-1.example.org"])
 
@@ -59,3 +59,23 @@ def test_both_services_refuse_them(settings: type, name: str, value: object) -> 
     with pytest.raises(ValidationError) as err:
         settings(dialogue_env="local", **{name: value})
     assert err.value.errors()[0]["loc"] == (name,)
+
+
+@given(
+    st.text(
+        alphabet=st.characters(
+            min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="@/:?#[]"
+        ),
+        min_size=4,
+        max_size=30,
+    ),
+    st.sampled_from(["ftp", "http"]),
+    st.sampled_from(["", ":notaport"]),
+)
+def test_a_refused_consul_url_is_quoted_without_its_credentials(
+    secret: str, scheme: str, port: str
+) -> None:
+    url = f"{scheme}://admin:{secret}@consul{port}"
+    with pytest.raises(ValueError) as refused:
+        consul_address(url if scheme == "ftp" or port else url + ":0")
+    assert secret not in str(refused.value) and "***@consul" in str(refused.value)
