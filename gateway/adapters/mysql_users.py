@@ -28,6 +28,8 @@ REFUSED_AT_CONNECT = {
     1044: "MYSQL_USER has no access to MYSQL_DATABASE",
     1045: "check MYSQL_USER and MYSQL_PASSWORD",
     1049: "MYSQL_DATABASE does not exist",
+    1129: "this host is blocked after too many connection errors (FLUSH HOSTS)",
+    1130: "MYSQL_USER has no account for connections from this host",
     1698: "check MYSQL_USER and MYSQL_PASSWORD",  # a unix_socket account, another OS user
 }
 _COLUMNS = "id, username, password_hash, gender, created_at"
