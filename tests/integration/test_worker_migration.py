@@ -74,12 +74,18 @@ async def test_a_chat_from_before_v2_counts_new_messages(
 async def test_workers_starting_together_all_prepare_the_store(
     infra: LocalSettings, unique: Callable[[str], str]
 ) -> None:
-    """Each makes the migration marker if it is missing: one of them first, none fails."""
+    """Each migrates the chats from before v2 and makes the marker if it is missing: on
+    FerretDB the version guard refuses all but the first write of one chat, and the
+    marker's insert races; none of them fails."""
     name = unique("migrating").replace("-", "_")
     stores = [MongoDatabase(infra.mongo_url, name, timeout=10) for _ in range(4)]
+    old = [{"_id": ObjectId(), "users": [1, 2], "createdAt": 1_700_000_000} for _ in range(50)]
     try:
+        await stores[0].client[name]["chats"].insert_many(old)
         await asyncio.gather(*(store.open() for store in stores))
         assert await stores[0].db["migrations"].count_documents({}) == 1
+        migrated = await stores[0].chats.find({"lastSeq": 0}).to_list()
+        assert len(migrated) == 50
     finally:
         await stores[0].client.drop_database(name)
         await asyncio.gather(*(store.close() for store in stores))
