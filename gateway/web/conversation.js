@@ -121,6 +121,17 @@ export class Conversation {
     await this.load();
   }
 
+  // Whether a `gap` up to `toSeq` leaves nothing missing here: the view holds every seq
+  // from its oldest up to it (older ones come in by scrolling up). A chat joined while
+  // the socket is open gets a gap from seq 1 that names what the newest page holds.
+  holdsThrough(toSeq) {
+    if (!this.loaded || this.bySeq.size === 0) return false;
+    for (let seq = Math.min(...this.bySeq.keys()); seq <= toSeq; seq++) {
+      if (!this.bySeq.has(seq)) return false;
+    }
+    return true;
+  }
+
   add(messages) {
     for (const m of messages) {
       this.bySeq.set(m.seq, m);

@@ -167,7 +167,8 @@ async function onFrame(frame) {
       store.changed("chats");
     }
   } else if (frame.type === "gap" && conversation?.cid === frame.cid) {
-    await conversation.reload(); // too much was missed here: start over from the newest
+    // too much was missed here: start over from the newest (unless the view holds it all)
+    if (!conversation.holdsThrough(frame.toSeq)) await conversation.reload();
   }
 }
 

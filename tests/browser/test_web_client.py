@@ -349,6 +349,32 @@ async def test_a_gap_in_the_open_chat_starts_it_over_from_the_newest(
     await context.close()
 
 
+async def test_a_gap_over_what_the_open_chat_holds_changes_nothing(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """A chat joined while the socket is open gets a gap from seq 1 before its next
+    message: when the view holds those seqs already, it keeps them (the older pages the
+    reader scrolled up to included) instead of starting over."""
+    context = await browser.new_context(viewport=DESK)
+    page = await context.new_page()
+    tap = StreamTap()
+    await tap.attach(page)
+    async with aiohttp.ClientSession() as http:
+        other, cid = await chat_with_someone(page, platform.gateway.url, http, unique)
+        for i in range(1, 61):
+            await other.post(cid, f"m {i}")
+        await eventually(lambda: other.history(cid), lambda h: len(h) == 60, what="stored")
+        await page.click(f".chat[data-cid='{cid}']")
+        held = [f"m {i}" for i in range(1, 61)]
+        await eventually(lambda: scrolled_to_top(page), lambda t: t == held, what="all held")
+        tap.sockets[-1].send(json.dumps({"type": "gap", "cid": cid, "fromSeq": 1, "toSeq": 60}))
+        await other.post(cid, "m 61")
+        await eventually(
+            lambda: message_texts(page), lambda t: t == [*held, "m 61"], what="kept, and m 61"
+        )
+    await context.close()
+
+
 async def test_a_send_whose_answer_was_lost_shows_once(
     platform: Platform, browser: Browser, unique: Callable[[str], str]
 ) -> None:
