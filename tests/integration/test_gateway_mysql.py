@@ -280,8 +280,11 @@ async def test_a_sign_in_rehashes_a_password_made_with_weaker_settings(
     assert not mixed.needs_rehash(stored.password_hash)
 
 
-def _rename(infra: LocalSettings, database: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
+def _rename(
+    infra: LocalSettings, database: str, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m gateway.users rename *args` on `database`; `env` overrides settings."""
+    settings = {
         "PATH": os.environ["PATH"],
         "DIALOGUE_ENV": "local",
         "MYSQL_HOST": infra.host,
@@ -292,7 +295,7 @@ def _rename(infra: LocalSettings, database: str, *args: str) -> subprocess.Compl
         "MYSQL_CONNECT_WAIT": "5",
     }
     command = [sys.executable, "-m", "gateway.users", "rename", *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(command, env=settings | env, capture_output=True, text=True, timeout=120)
 
 
 async def test_an_account_left_without_a_canonical_name_is_renamed_by_the_command(
@@ -362,18 +365,8 @@ async def test_a_missing_database_fails_at_once_with_its_reason(
 def test_the_rename_command_reports_a_wrong_password_in_one_line(
     infra: LocalSettings, database: str
 ) -> None:
-    env = {
-        "PATH": os.environ["PATH"],
-        "DIALOGUE_ENV": "local",
-        "MYSQL_HOST": infra.host,
-        "MYSQL_PORT": str(infra.mysql_port),
-        "MYSQL_USER": infra.mysql_user,
-        "MYSQL_PASSWORD": infra.mysql_password + "-wrong",
-        "MYSQL_DATABASE": database,
-        "MYSQL_CONNECT_WAIT": str(LONG_WAIT),
-    }
-    command = [sys.executable, "-m", "gateway.users", "rename", "1", "newname"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    wrong = {"MYSQL_PASSWORD": infra.mysql_password + "-wrong"}
+    done = _rename(infra, database, "1", "newname", MYSQL_CONNECT_WAIT=str(LONG_WAIT), **wrong)
     assert done.returncode == 1, done
     assert "Traceback" not in done.stderr
     assert f"gateway.users: MySQL at {infra.host}:{infra.mysql_port} refused us" in done.stderr
