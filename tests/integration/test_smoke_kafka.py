@@ -8,6 +8,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from infra.local import LocalSettings
+from tests.support.waiting import eventually
 
 
 async def _consume(infra: LocalSettings, topic: str, group: str, count: int) -> list[bytes]:
@@ -40,8 +41,12 @@ async def test_produce_consume_commit_and_resume(
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
-        described = await admin.describe_topics([topic])
-        assert len(described[0]["partitions"]) == 3
+        # Right after creation the controller may not have the partitions' metadata yet.
+        await eventually(
+            lambda: admin.describe_topics([topic]),
+            lambda described: len(described[0]["partitions"]) == 3,
+            what="the new topic's 3 partitions described",
+        )
     finally:
         await admin.close()
 
