@@ -9,8 +9,8 @@ from pathlib import Path
 from infra.local.service import Progress
 from infra.local.settings import LocalSettings
 
-#: A stand-in service's program: a process that runs until it is stopped.
-SLEEPER = "import time\nwhile True:\n    time.sleep(3600)\n"
+#: A stand-in service's program: a process that waits for signals until one stops it.
+SLEEPER = "import signal\nwhile True:\n    signal.pause()\n"
 
 
 class Recorder(Progress):
