@@ -46,6 +46,7 @@ from dialogue_worker.adapters.sharding import ensure_sharding
 from dialogue_worker.domain.history import message_key, page_key, page_of
 from dialogue_worker.errors import StorageUnavailable, StoreRefused, WorkerError
 from dialogue_worker.services.ports import StoredMessage
+from platform_common.retry import Backoff, retry
 
 log = logging.getLogger(__name__)
 Doc = dict[str, Any]
@@ -83,8 +84,9 @@ _INDEX_SCANS = ("Index Scan", "Bitmap Index Scan", "Index Only Scan")
 #: chat's advance filters on (`lastSeq`): `$lt` never matches a missing field, so such a
 #: chat would store messages that no read ever shows. open() gives them once.
 CHATS_V2 = "chats-v2-counters"
-#: Tries of that one-off update when another writer's stale-write refusal interrupts it.
-MIGRATION_TRIES = 10
+#: Seconds that one-off update is tried again when another writer's stale-write refusal
+#: interrupts it.
+MIGRATION_WITHIN = 3.0
 
 
 class StoreMisconfigured(WorkerError):
@@ -183,20 +185,18 @@ class MongoDatabase:
         done = self.db["migrations"]
         if await done.find_one({"_id": CHATS_V2}) is not None:
             return
-        for attempt in range(1, MIGRATION_TRIES + 1):
-            try:
-                changed = await self.chats.update_many(
-                    {"lastSeq": {"$exists": False}},
-                    {"$set": {"lastSeq": 0, "lastAt": None, "lastMessage": None}, "$inc": {"v": 1}},
-                )
-                break
-            except OperationFailure as exc:
-                # Another worker migrating at once (or writing a chat) got there first: on
-                # FerretDB the version guard refuses this stale write. The filter skips what
-                # is done, so trying again finishes the rest.
-                if not is_transient(exc) or attempt == MIGRATION_TRIES:
-                    raise
-                await asyncio.sleep(0.05 * attempt)
+        # Another worker migrating at once (or writing a chat) may get there first: on
+        # FerretDB the version guard refuses this stale write. The filter skips what is
+        # done, so trying again finishes the rest.
+        changed = await retry(
+            lambda: self.chats.update_many(
+                {"lastSeq": {"$exists": False}},
+                {"$set": {"lastSeq": 0, "lastAt": None, "lastMessage": None}, "$inc": {"v": 1}},
+            ),
+            retry_on=lambda exc: isinstance(exc, OperationFailure) and is_transient(exc),
+            backoff=Backoff(0.05, 0.5),
+            deadline=time.monotonic() + MIGRATION_WITHIN,
+        )
         if changed.modified_count:
             log.info(
                 "gave %d chats from before message store v2 their counts", changed.modified_count
