@@ -27,6 +27,16 @@ LOCAL_MYSQL_PASSWORD = "dialogue-local"
 ARGON2_MAX_COST, ARGON2_MAX_LANES = 2**32 - 1, 2**24 - 1
 
 
+def mysql_password_problem(password: SecretStr | None) -> str | None:
+    """Why MYSQL_PASSWORD cannot be used outside local mode, or None."""
+    given = password.get_secret_value() if password else ""
+    if not given:
+        return "MYSQL_PASSWORD is not set"
+    if given == LOCAL_MYSQL_PASSWORD:
+        return "MYSQL_PASSWORD is the local development default"
+    return None
+
+
 class SettingsError(ValueError):
     """The environment does not describe a gateway that may start."""
 
@@ -297,11 +307,8 @@ class GatewaySettings(BaseSettings):
             raw = value.get_secret_value() if value else ""
             if (raw or required) and (problem := secret_problem(name.upper(), raw)):
                 problems.append(problem)
-        mysql = self.mysql_password.get_secret_value() if self.mysql_password else ""
-        if not mysql:
-            problems.append("MYSQL_PASSWORD is not set")
-        elif mysql == LOCAL_MYSQL_PASSWORD:
-            problems.append("MYSQL_PASSWORD is the local development default")
+        if problem := mysql_password_problem(self.mysql_password):
+            problems.append(problem)
         if problems:
             raise SettingsError(
                 f"refusing to start with DIALOGUE_ENV={self.dialogue_env}: "

@@ -22,7 +22,7 @@ from contracts.requests import RequestProblem, user_id
 from gateway.adapters.mysql_users import MySQLUserStore, mysql_pool
 from gateway.domain.usernames import username
 from gateway.errors import GatewayError
-from gateway.settings import LOCAL_MYSQL_PASSWORD, GatewaySettings
+from gateway.settings import LOCAL_MYSQL_PASSWORD, GatewaySettings, mysql_password_problem
 from platform_common.settings_errors import invalid_settings
 
 #: Exit codes: done; the store refused it (taken, no such user, unreachable); bad input.
@@ -50,11 +50,11 @@ class UserStoreSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_default_password_outside_local(self) -> UserStoreSettings:
-        given = self.mysql_password.get_secret_value() if self.mysql_password else ""
-        if self.dialogue_env != "local" and given in ("", LOCAL_MYSQL_PASSWORD):
-            problem = "is the local development default" if given else "is not set"
+        if self.dialogue_env != "local" and (
+            problem := mysql_password_problem(self.mysql_password)
+        ):
             raise ValueError(
-                f"refusing DIALOGUE_ENV={self.dialogue_env}: MYSQL_PASSWORD {problem} "
+                f"refusing DIALOGUE_ENV={self.dialogue_env}: {problem} "
                 "(set DIALOGUE_ENV=local only for development)"
             )
         return self
