@@ -52,6 +52,15 @@ def mongo_url(url: str) -> str:
     return url
 
 
+def _unbracketed(setting: str, host: str) -> str:
+    """`host` unless it is written in brackets (the URLs made of it add them)."""
+    if host.startswith("["):
+        raise ValueError(
+            f"{setting}={host!r}: write an IPv6 address without brackets ({host.strip('[]')!r})"
+        )
+    return host
+
+
 class WorkerSettings(BaseSettings):
     """Environment variables (upper-case field names) with their defaults."""
 
@@ -169,12 +178,7 @@ class WorkerSettings(BaseSettings):
     @field_validator("worker_host")
     @classmethod
     def _bind_address(cls, host: str) -> str:
-        if host.startswith("["):
-            raise ValueError(
-                f"WORKER_HOST={host!r}: write an IPv6 address without brackets "
-                f"({host.strip('[]')!r})"
-            )
-        return host
+        return _unbracketed("WORKER_HOST", host)
 
     @field_validator("worker_advertise_host")
     @classmethod
@@ -187,12 +191,7 @@ class WorkerSettings(BaseSettings):
                 "can reach: set the worker's IP or host name, or leave it unset (then "
                 "WORKER_HOST, or the host name when WORKER_HOST is a wildcard)"
             )
-        if host.startswith("["):
-            raise ValueError(
-                f"WORKER_ADVERTISE_HOST={host!r}: write an IPv6 address without brackets "
-                f"({host.strip('[]')!r})"
-            )
-        return host
+        return _unbracketed("WORKER_ADVERTISE_HOST", host)
 
     @model_validator(mode="after")
     def _no_default_secret_outside_local(self) -> Self:

@@ -75,9 +75,12 @@ class FailureLimit:
         if state is None or state.locked_until or now - state.first_at > self._window:
             state = _Failures({}, now, 0.0)
         who = key if name is None else name
-        by_name = {**state.by_name, who: state.by_name.get(who, 0) + 1}
-        locked_until = now + self._lockout if sum(by_name.values()) >= self._max else 0.0
-        self._state.put(key, _Failures(by_name, state.first_at, locked_until), now)
+        failures = _Failures(
+            {**state.by_name, who: state.by_name.get(who, 0) + 1}, state.first_at, 0.0
+        )
+        if failures.count >= self._max:
+            failures.locked_until = now + self._lockout
+        self._state.put(key, failures, now)
 
     def forget(self, key: str, name: str | None = None) -> None:
         """Drop the failures of `name` (the key itself unless given) under `key`; those
