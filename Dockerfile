@@ -36,6 +36,10 @@ COPY discovery/ discovery/
 COPY dialogue_worker/ dialogue_worker/
 COPY gateway/ gateway/
 COPY platform_common/ platform_common/
+# COPY keeps the modes the files have in the build context, which follow the build
+# host's umask: under 027 they would not be readable by the user below. Root keeps
+# ownership (the services cannot change their own code); everyone may read.
+RUN chmod -R u=rwX,go=rX /app
 
 USER 10001:10001
 # 8007: gateway (published); 8100: worker's internal API (never published).

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Awaitable
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -51,8 +52,52 @@ class CannotStart(Exception):
     """A dependency or the listening address is not there at start: said in one line."""
 
 
+def _stop_on_signals() -> asyncio.Event:
+    """An event SIGTERM and SIGINT set, from now on.
+
+    Caught before start-up, not once serving: as a container's PID 1 (run without an init)
+    the process ignores a signal it has no handler for, so a stop while start-up waits for
+    MySQL (up to MYSQL_CONNECT_WAIT) lasted until the runtime's SIGKILL."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    return stopping
+
+
+async def _unless_stopped(start: Awaitable[None], stopping: asyncio.Event) -> bool:
+    """Await `start`, cancelled if `stopping` is set first: whether it finished (its
+    failure is raised). Either way it has ended, unwinding included, on return."""
+    started = asyncio.ensure_future(start)
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({started, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        started.cancel()  # nothing to cancel once it has finished
+        with contextlib.suppress(asyncio.CancelledError):
+            await started
+    return not started.cancelled()
+
+
+async def _start(runner: GatewayRunner, settings: GatewaySettings) -> None:
+    """Open the adapters and listen; CannotStart when either fails."""
+    try:
+        await runner.setup()  # MySQL unreachable, refusing us or not migrated: RuntimeError
+    except (RuntimeError, OSError) as exc:
+        raise CannotStart(str(exc)) from exc
+    try:
+        await web.TCPSite(runner, settings.gateway_host, settings.gateway_port).start()
+    except OSError as exc:  # the port is taken, or the address is not this host's
+        raise CannotStart(
+            f"cannot listen on {settings.gateway_host}:{settings.gateway_port}: {exc}"
+        ) from exc
+
+
 async def serve(settings: GatewaySettings) -> None:
-    """Serve until SIGTERM or SIGINT, then finish what is in flight and close."""
+    """Serve until SIGTERM or SIGINT, then finish what is in flight and close. Either
+    signal during start-up ends it there, closing what it had opened."""
+    stopping = _stop_on_signals()
     runner = GatewayRunner(
         create_app(settings),
         max_connections=settings.max_connections,
@@ -63,25 +108,13 @@ async def serve(settings: GatewaySettings) -> None:
         shutdown_timeout=shutdown_grace(settings),
     )
     try:
-        await runner.setup()  # MySQL unreachable, refusing us or not migrated: RuntimeError
-    except (RuntimeError, OSError) as exc:
-        await runner.cleanup()  # what started before the failure (the Kafka producer)
-        raise CannotStart(str(exc)) from exc
-    try:
-        try:
-            await web.TCPSite(runner, settings.gateway_host, settings.gateway_port).start()
-        except OSError as exc:  # the port is taken, or the address is not this host's
-            raise CannotStart(
-                f"cannot listen on {settings.gateway_host}:{settings.gateway_port}: {exc}"
-            ) from exc
+        if not await _unless_stopped(_start(runner, settings), stopping):
+            log.info("stopped during start-up")
+            return
         log.info("serving on %s:%d", settings.gateway_host, settings.gateway_port)
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
         await stopping.wait()
     finally:
-        await runner.cleanup()
+        await runner.cleanup()  # also what a failed or stopped start-up had opened
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -631,6 +631,18 @@ def test_memory_logs_and_stops_are_bounded(services: dict[str, dict[str, Any]]) 
     assert int(services[WORKER]["deploy"]["replicas"]) >= 2  # a crash leaves one serving
 
 
+def test_the_apps_run_under_an_init_that_passes_signals_on(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """As a container's PID 1, python ignores a signal it has no handler for yet: a
+    `docker compose stop` during start-up waited out the grace period, then SIGKILL.
+    Docker's init (tini) is PID 1 instead, forwards SIGTERM and reaps orphans."""
+    apps = {name for name, service in services.items() if "build" in service}
+    assert apps == {WORKER, GATEWAY}
+    for name in apps:
+        assert services[name].get("init") is True, name
+
+
 def test_dot_env_takes_one_path_and_says_what_it_cannot_write(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

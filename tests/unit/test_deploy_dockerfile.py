@@ -7,6 +7,7 @@ import ast
 import fnmatch
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,43 @@ def test_runs_as_a_numeric_non_root_user() -> None:
     assert users, "no USER: the services would run as root"
     uid = users[-1].split(":")[0]
     assert uid.isdigit() and int(uid) != 0
+
+
+def final_stage() -> list[tuple[str, str]]:
+    """The runtime stage's instructions: those after the last FROM."""
+    steps = instructions()
+    last = max(i for i, (word, _) in enumerate(steps) if word == "FROM")
+    return steps[last + 1 :]
+
+
+def test_the_code_is_readable_by_the_runtime_user_whatever_the_hosts_umask(
+    tmp_path: Path,
+) -> None:
+    """COPY keeps the modes the files have in the build context: built on a host with
+    umask 027 the code was 0640 root:root, which the non-root user cannot import. One
+    chmod after the last COPY of code and before USER makes it readable (and no more)."""
+    steps = final_stage()
+    code = [i for i, (w, args) in enumerate(steps) if w == "COPY" and "--from" not in args]
+    chmods = [i for i, (w, args) in enumerate(steps) if w == "RUN" and "chmod" in args]
+    users = [i for i, (w, _) in enumerate(steps) if w == "USER"]
+    assert code and len(chmods) == 1 and users
+    assert code[-1] < chmods[0] < users[-1]
+    workdir = [args for w, args in steps[: code[0]] if w == "WORKDIR"][-1]
+    command = steps[chmods[0]][1].split()
+    assert command[:2] == ["chmod", "-R"] and command[3:] == [workdir], command
+    # the step itself, on the copied code with the modes umask 027 gives
+    app = tmp_path / "app"
+    for source, target in (steps[i][1].split() for i in code):
+        assert not target.startswith("/"), f"{target} is outside WORKDIR {workdir}"
+        shutil.copytree(REPO / source, app / target, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in [app, *app.rglob("*")]:
+        path.chmod(0o750 if path.is_dir() else 0o640)
+    subprocess.run(["chmod", "-R", command[2], str(app)], check=True)
+    for path in [app, *app.rglob("*")]:
+        mode = path.stat().st_mode
+        assert mode & stat.S_IROTH, path
+        assert bool(mode & stat.S_IXOTH) == path.is_dir(), path  # files stay unexecutable
+        assert not mode & (stat.S_IWGRP | stat.S_IWOTH), path
 
 
 def test_the_image_holds_every_package_the_services_run_and_import() -> None:
