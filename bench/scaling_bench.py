@@ -19,7 +19,9 @@ consumer group, topics and database, so every step starts from the same state:
    The workers start on them at once; the window is opened when production has ended
    (the producer no longer competes for the cores) and closed when 90 % of what was left
    is persisted (the last records come from fewer partitions, so not all workers are
-   busy to the end). Progress is the sum of the workers'
+   busy to the end). The window must hold 100 records per partition, so `--records`
+   is at least 1,334 (90 % of it is 1,200), more when the workers persist much of it
+   while it is produced. Progress is the sum of the workers'
    `dialogue_worker_records_persisted_total`; the step still waits for every record.
 
 `--rounds` repeats the counts (which goes first rotates) and reports medians: on a small
@@ -38,13 +40,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import re
 import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +72,11 @@ PERSISTED = "dialogue_worker_records_persisted_total"
 BATCHES = "dialogue_worker_batch_seconds_count"
 DEAD_LETTERS = "dialogue_worker_dlq_records_total"
 WINDOW_SHARE = 0.9
+#: Records the timed window must hold: 100 per partition, else the rate is noise.
+MIN_WINDOW = PARTITIONS * 100
+#: The fewest --records whose window can hold MIN_WINDOW: the window is WINDOW_SHARE of
+#: what is left once production ends, at most all of them (none persisted by then).
+MIN_RECORDS = math.ceil(MIN_WINDOW / WINDOW_SHARE)
 POLL = 0.1  # seconds between two reads of the workers' /metrics
 CHAT_CONCURRENCY = 8
 CPU_NAMES = ("workers", "store", "kafka")
@@ -310,8 +318,10 @@ async def measure(
     p1, t1, cpu1 = closed
     window = sum(p1) - sum(p0)
     batches = sum(await persisted(http, workers, BATCHES)) - b0  # window start to the end
-    if window < PARTITIONS * 100:
-        raise RuntimeError(f"only {window} records left once produced: raise --records")
+    if window < MIN_WINDOW:  # the workers persisted much of it while it was produced
+        raise RuntimeError(
+            f"only {window} records in the window (fewer than {MIN_WINDOW}): raise --records"
+        )
     used = {name: cpu1[name] - cpu0[name] for name in cpu0}
     ours = sum(v for name, v in used.items() if name != "machine")
     return Step(
@@ -412,9 +422,28 @@ async def main(args: argparse.Namespace) -> None:
     report(steps, sizes)
 
 
-if __name__ == "__main__":
+def record_count(raw: str) -> int:
+    """An argparse `type` for --records: at least MIN_RECORDS. Fewer used to run every
+    step and fail at the end of the first, when its window was found too small."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not an integer") from None
+    if value < MIN_RECORDS:
+        raise argparse.ArgumentTypeError(
+            f"must be >= {MIN_RECORDS}, got {raw}: the timed window, at most "
+            f"{WINDOW_SHARE * 100:g} % of the records, must hold {MIN_WINDOW} "
+            f"({MIN_WINDOW // PARTITIONS} per partition)"
+        )
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line; refused (exit 2, with the reason) when a step could not be timed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=number(int, 1), default=60_000, help="records per step")
+    parser.add_argument(
+        "--records", type=record_count, default=60_000, help=f"records per step, >= {MIN_RECORDS}"
+    )
     parser.add_argument(
         "--workers",
         type=count_list,
@@ -426,6 +455,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--text-chars", type=number(int, 1), default=64, help="characters of message text"
     )
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
     # Topics are created and deleted around every step: aiokafka's metadata warnings are noise.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    asyncio.run(main(parser.parse_args()))
+    asyncio.run(main(parse_args()))

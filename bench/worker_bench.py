@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -337,13 +337,40 @@ async def main(records: int, rounds: int, samples: int, against: str | None) -> 
     )
 
 
-if __name__ == "__main__":
+def revision(raw: str) -> str:
+    """An argparse `type` for --against: a revision git resolves to a commit of this
+    repository. A bad one used to end the run in a traceback from `git worktree add`."""
+    problem = f"{raw!r} is not a commit of {REPO}"
+    if not raw or raw.startswith("-"):  # git would read it as an option
+        raise argparse.ArgumentTypeError(problem)
+    try:
+        found = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{raw}^{{commit}}"],
+            cwd=REPO,
+            capture_output=True,
+            check=False,
+        )
+    except OSError as exc:  # no git on the PATH
+        raise argparse.ArgumentTypeError(f"cannot run git to look up {raw!r}: {exc}") from None
+    if found.returncode:
+        raise argparse.ArgumentTypeError(problem)
+    return raw
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line; refused (exit 2, with the reason) before anything starts."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=number(int, 1), default=30_000)
     parser.add_argument("--rounds", type=number(int, 1), default=3)
     parser.add_argument("--lag-samples", type=number(int, 1), default=200)
-    parser.add_argument("--against", help="also run the worker of this git commit or branch")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--against", type=revision, help="also run the worker of this git commit or branch"
+    )
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    args = parse_args()
     # A topic is produced to right after it is created; metadata warnings are expected.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     asyncio.run(main(args.records, args.rounds, args.lag_samples, args.against))

@@ -166,7 +166,8 @@ class RestLoad:
         self.stats.record("post", code, seconds)
 
     async def history(self) -> None:
-        """One page of a chat: the newest, or one up to `pages` pages back (beforeSeq).
+        """One of the newest `pages` pages of a chat: the newest, or 1 .. pages - 1
+        pages before it (beforeSeq; the newest while the chat is shorter).
 
         One request per read, so the request rate stays what was asked while chats grow
         (following nextCursor instead made reads deepen, and the load rise, over the run).

@@ -38,11 +38,11 @@ class SoakSettings:
     hot_share: float  # share of posts (and reads) that go to hot chats
     sign_ins: float  # sign-ins per second
     posts: float  # POST /v1/chats/{cid}/messages per second
-    history: float  # history reads per second (one page each, up to `pages` pages back)
+    history: float  # history reads per second (one page each, of the newest `pages`)
     chat_lists: float  # GET /v1/chats per second (each follows up to `pages` pages)
     read_marks: float  # PUT /v1/chats/{cid}/read per second
     produce: float  # records per second from the external producer (straight to Kafka)
-    pages: int  # pages one history or chat-list read follows at most
+    pages: int  # newest pages a history read picks from; pages a chat-list read follows
     in_flight: int  # requests of one operation in flight at most; more are shed, counted
     addresses: int  # loopback source addresses the clients are spread over
     workers: int | None  # workers when the soak starts the platform (make dev's default)
@@ -92,7 +92,7 @@ FLAGS: dict[str, tuple[type, Any, str]] = {
     "chat_lists": (float, 5.0, "chat-list reads per second"),
     "read_marks": (float, 5.0, "read-marker moves per second"),
     "produce": (float, 2.0, "records per second written straight to the topic"),
-    "pages": (int, 3, "how deep a history read goes (pages back), pages a chat-list read follows"),
+    "pages": (int, 3, "newest pages a history read picks one of; pages a chat-list read follows"),
     "in_flight": (int, 64, "requests of one operation in flight at most (more are shed)"),
     "addresses": (int, 64, f"loopback source addresses of the clients (<= {MAX_ADDRESSES})"),
     "seed": (int, 17, "seed of the random choices"),

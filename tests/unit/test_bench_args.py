@@ -1,17 +1,24 @@
 """The benchmarks' command lines refuse what they could not run, before anything starts:
-a live bench that would post nothing, a store bench whose sizes do not grow."""
+a live bench that would post nothing, a store bench whose sizes do not grow, a scaling
+bench whose window could not be timed, a discovery bench with no request to time, a
+worker bench against a revision git does not know."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench.discovery_bench import parse_args as discovery_args
 from bench.live_bench import parse_args as live_args
+from bench.scaling_bench import MIN_RECORDS, MIN_WINDOW, WINDOW_SHARE
+from bench.scaling_bench import parse_args as scaling_args
 from bench.store_bench import parse_args as store_args
 from bench.store_bench import sizes
+from bench.worker_bench import parse_args as worker_args
 
 
 @pytest.mark.parametrize(
@@ -61,3 +68,48 @@ def test_the_store_bench_refuses_sizes_that_do_not_grow_at_parse_time() -> None:
     for raw in ("100,100", "1000,10"):
         with pytest.raises(SystemExit):
             store_args(["--sizes", raw])
+
+
+def _refused(
+    parse: Callable[[list[str]], argparse.Namespace],
+    argv: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> str:
+    """What the command line printed when it refused argv (exit 2, as argparse does)."""
+    with pytest.raises(SystemExit) as exited:
+        parse(argv)
+    assert exited.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_the_scaling_bench_minimum_is_the_fewest_records_whose_window_can_be_timed() -> None:
+    # The window is WINDOW_SHARE of the records at most (none persisted while producing).
+    assert WINDOW_SHARE * MIN_RECORDS >= MIN_WINDOW > WINDOW_SHARE * (MIN_RECORDS - 1)
+    assert MIN_RECORDS == 1334
+
+
+def test_the_scaling_bench_refuses_too_few_records_at_parse_time(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert scaling_args(["--records", str(MIN_RECORDS)]).records == MIN_RECORDS
+    assert scaling_args([]).records == 60_000
+    for raw in (str(MIN_RECORDS - 1), "1", "0", "many"):
+        assert "error: argument --records:" in _refused(scaling_args, ["--records", raw], capsys)
+    said = _refused(scaling_args, ["--records", "1000"], capsys)
+    assert f"must be >= {MIN_RECORDS}, got 1000" in said
+
+
+def test_the_discovery_bench_needs_two_requests_one_per_round(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert discovery_args(["--requests", "2"]).requests == 2
+    said = _refused(discovery_args, ["--requests", "1"], capsys)
+    assert "error: argument --requests: must be >= 2, got 1" in said
+
+
+def test_the_worker_bench_takes_a_revision_git_knows(capsys: pytest.CaptureFixture[str]) -> None:
+    assert worker_args(["--against", "HEAD"]).against == "HEAD"
+    assert worker_args([]).against is None
+    for raw in ("no-such-revision-of-this-repository", "HEAD:README.md", "-h", ""):
+        said = _refused(worker_args, [f"--against={raw}"], capsys)
+        assert "error: argument --against:" in said
