@@ -243,29 +243,42 @@ class ReadMarker(BaseModel):
 
 
 class Page(BaseModel, Generic[T]):
-    """A page of a list."""
+    """A page of a list; each list says which parameter takes its `nextCursor`."""
 
     object: Literal["list"] = "list"
     data: list[T]
     nextCursor: str | None = Field(
-        default=None,
-        description="pass it back (as `cursor` or `before`) for the next page; null on the last",
+        default=None, description="where the next page starts; null on the last page"
     )
 
 
 class ChatList(Page[Chat]):
-    """A page of the caller's chats, most recent activity first; `nextCursor` is the next
-    `cursor` (opaque: the list is a snapshot, so no chat is skipped or repeated while chats
-    move during paging)."""
+    """A page of the caller's chats, most recent activity first (the list is a snapshot, so
+    no chat is skipped or repeated while chats move during paging)."""
+
+    nextCursor: str | None = Field(
+        default=None,
+        description="pass it back as `cursor` for the next page; opaque (never build one), "
+        "valid for 15 minutes after the listing's first page; null on the last page",
+    )
 
 
 class UserList(Page[PublicUser]):
-    """The users a look-up found (`nextCursor` is always null)."""
+    """The users a look-up found, in one page."""
+
+    nextCursor: None = Field(default=None, description="always null: a look-up is one page")
 
 
 class MessageList(Page[Message]):
-    """A page of a chat's messages, newest (highest seq) first; `nextCursor` is the next
-    `before` (or `after`, when paging forward with it)."""
+    """A page of a chat's messages, newest (highest seq) first."""
+
+    nextCursor: str | None = Field(
+        default=None,
+        description="a message id. Paging back (no cursor, `before` or `beforeSeq`): the "
+        "page's oldest message, to pass as `before` for the older page. Paging forward "
+        "(`after` or `afterSeq`): the page's newest message, to pass as `after` for the "
+        "newer page. Null when no message lies further that way",
+    )
 
 
 class Error(BaseModel):

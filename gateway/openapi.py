@@ -206,8 +206,8 @@ class Answer:
     status: int
     text: str
     model: type[BaseModel] | None = None
-    #: None: a response without a body (a 101, a 204).
-    media_type: str | None = "application/json"
+    #: None: a response without a body (a 101, a 204); a tuple: every type it may have.
+    media_type: str | tuple[str, ...] | None = "application/json"
 
 
 @dataclass(frozen=True)
@@ -531,10 +531,15 @@ ROUTES: tuple[Route, ...] = (
         method="get",
         path="/app/{name}",
         operation_id="webClientFile",
-        summary="A script or style sheet of the web client",
+        summary="A file of the web client: a script, the style sheet or the page",
         tag="web",
         answers=(
-            Answer(200, "the file (a JavaScript module, or CSS)", media_type="text/javascript"),
+            Answer(
+                200,
+                "the file, typed by its name: a JavaScript module (`.js`), CSS (`.css`) or "
+                "the page (`.html`, with the page's Content-Security-Policy)",
+                media_type=("text/javascript", "text/css", "text/html"),
+            ),
             Answer(304, "not modified: If-None-Match named its ETag", media_type=None),
         ),
         auth=Auth.NONE,
@@ -647,12 +652,16 @@ def _models(routes: Iterable[Route]) -> list[tuple[type[BaseModel], JsonSchemaMo
 
 def _answer(answer: Answer, refs: Mapping[type[BaseModel], dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"description": answer.text}
-    if answer.media_type is not None:
+    if answer.media_type is None:
+        return out
+    types = (answer.media_type,) if isinstance(answer.media_type, str) else answer.media_type
+    out["content"] = {}
+    for media_type in types:
         if answer.model is not None:
             schema = refs[answer.model]
         else:
-            schema = {"type": "string" if answer.media_type == "text/plain" else "object"}
-        out["content"] = {answer.media_type: {"schema": schema}}
+            schema = {"type": "object" if media_type == "application/json" else "string"}
+        out["content"][media_type] = {"schema": schema}
     return out
 
 
