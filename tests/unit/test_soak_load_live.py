@@ -4,6 +4,7 @@ aiohttp's WebSocket client: the order checks of a connection and how the load st
 from __future__ import annotations
 
 import asyncio
+import time
 from types import TracebackType
 from typing import Any
 
@@ -199,3 +200,26 @@ async def test_stop_ends_even_when_a_close_hangs(monkeypatch: pytest.MonkeyPatch
     await asyncio.wait_for(load.stop({}), WITHIN)
 
     assert all(task.done() for task in load._tasks)
+
+
+async def test_push_latency_counts_the_other_members_frames_not_the_authors() -> None:
+    """The author's own sockets get the frame too: they count for the order checks, not
+    for push latency (delivery to the other members, as live_bench measures it)."""
+    ws, opened = FakeWs(), asyncio.Event()
+    opened.set()
+    load = _load(FakeConnect(ws, opened))
+    listener = load.listeners[0]
+    own, other = listener.account.uid, listener.account.uid + 1
+    sent = f"hi @{time.time()}"
+    ws.server_sends(
+        *(
+            {"type": "message", "cid": CID, "seq": s, "message": {"uid": uid, "text": sent}}
+            for s, uid in ((1, own), (2, other), (3, own))
+        )
+    )
+    ws.server_closes(1011)
+    await listener._session(asyncio.Event())
+
+    assert load.stats.codes["push", "frame"] == 1
+    assert load.stats.latency["push"].count == 1
+    assert listener.report({CID: 3})["missing"] == 0
