@@ -151,6 +151,12 @@ class MongoDatabase:
         #: Behind a mongos, collections sharded (SHARD_KEYS): set by open().
         self.sharded = False
 
+    def message(self, cid: str, seq: int) -> Doc:
+        """The filter of the message at (cid, seq). Behind a mongos it names `page`, the
+        shard key of `history`, as well: a filter on `_id` alone goes to every shard."""
+        key: Doc = {"_id": message_key(cid, seq)}
+        return key | {"page": page_key(cid, page_of(seq))} if self.sharded else key
+
     async def open(self) -> None:
         """Check the server answers, create indexes, shard behind a mongos, and on FerretDB
         check that every read uses an index and that stale updates are refused."""

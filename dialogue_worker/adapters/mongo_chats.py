@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,25 +11,27 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from contracts.api import LastMessage
-from dialogue_worker.adapters.mongo import Doc, MongoDatabase, failure
+from dialogue_worker.adapters.mongo import STALE_WRITE, Doc, MongoDatabase, failure
 from dialogue_worker.adapters.mongo_log import each
 from dialogue_worker.domain.chats import ChatView
 from dialogue_worker.domain.history import (
     PAGE_SIZE,
     SeqRange,
     lacking,
-    message_key,
     moment_at_or_before,
     page_key,
     page_of,
 )
 from dialogue_worker.domain.messages import MessageView
 from dialogue_worker.errors import StorageUnavailable
+from platform_common.retry import Backoff, retry
 
 #: Seqs read back page by page to find a chat's activity at a past moment: the newest
 #: page, then STEP at a time (pages read together); past SEQS_BACK, one message at a time
 #: by key, back in doubling steps and then halving (it had over 1,000 messages since).
 SEQS_BACK, STEP = 1_000, 100
+#: Seconds a read-marker move goes on trying when other moves of it win the race.
+RACES_WITHIN = 1.0
 _CHAT_FIELDS = ("users", "createdAt", "openedAt", "lastSeq", "lastAt", "lastMessage")
 
 
@@ -55,6 +58,11 @@ def _message(doc: Doc) -> MessageView:
         seq=doc["seq"],
         at=doc["at"],
     )
+
+
+def _lost_a_race(exc: Exception) -> bool:
+    """A write another move of the same marker beat (see MongoChats.move_read)."""
+    return isinstance(exc, DuplicateKeyError) or STALE_WRITE in str(exc)
 
 
 def _read_id(cid: str, uid: int) -> str:
@@ -138,7 +146,7 @@ class MongoChats:
 
     async def messages_at(self, cid: str, seqs: Sequence[int]) -> list[MessageView]:
         async def stored(seq: int) -> Doc | None:
-            return await self._db.history.find_one({"_id": message_key(cid, seq)})
+            return await self._db.history.find_one(self._db.message(cid, seq))
 
         try:
             found = await each(seqs, stored)
@@ -150,7 +158,7 @@ class MongoChats:
         entry = await self._find_one(self._db.ids, {"_id": ObjectId(mid)})
         if entry is None or str(entry["cid"]) != cid:
             return None
-        stored = await self._find_one(self._db.history, {"_id": message_key(cid, entry["seq"])})
+        stored = await self._find_one(self._db.history, self._db.message(cid, entry["seq"]))
         return int(entry["seq"]) if stored is not None and stored["id"] == entry["_id"] else None
 
     async def activity_as_of(self, cid: str, last_seq: int, when: float) -> float | None:
@@ -188,25 +196,36 @@ class MongoChats:
         return 0 if doc is None else int(doc["seq"])
 
     async def move_read(self, cid: str, uid: int, seq: int) -> tuple[int, bool]:
-        for attempt in range(2):  # two first marks at once: one inserts, the other updates
-            try:
-                marker = self._marker(cid, uid)
-                on_insert = {"cid": ObjectId(cid)} | ({} if "u" in marker else {"u": uid})
-                before = await self._db.reads.find_one_and_update(
-                    marker,
-                    {"$max": {"seq": seq}, "$inc": {"v": 1}, "$setOnInsert": on_insert},
-                    upsert=True,
-                    return_document=ReturnDocument.BEFORE,
-                )
-            except DuplicateKeyError:
-                if attempt:
-                    raise StorageUnavailable("read marker: concurrent first writes") from None
-                continue
-            except PyMongoError as exc:
-                raise failure(exc) from exc
-            old = 0 if before is None else int(before["seq"])
-            return max(old, seq), seq > old
-        raise AssertionError("unreachable")
+        """Move the marker forward only; (where it is now, whether it moved).
+
+        Two moves of one marker at once are tried again: two first marks race to insert
+        (one gets a duplicate key), and on FerretDB the version guard refuses the slower
+        of two updates (a stale write). Neither is the store failing."""
+        marker = self._marker(cid, uid)
+        on_insert = {"cid": ObjectId(cid)} | ({} if "u" in marker else {"u": uid})
+
+        async def attempt() -> Doc | None:
+            found: Doc | None = await self._db.reads.find_one_and_update(
+                marker,
+                {"$max": {"seq": seq}, "$inc": {"v": 1}, "$setOnInsert": on_insert},
+                upsert=True,
+                return_document=ReturnDocument.BEFORE,
+            )
+            return found
+
+        try:
+            before = await retry(
+                attempt,
+                retry_on=_lost_a_race,
+                backoff=Backoff(0.005, 0.1),
+                deadline=time.monotonic() + RACES_WITHIN,
+            )
+        except DuplicateKeyError as exc:
+            raise StorageUnavailable("read marker: concurrent first writes") from exc
+        except PyMongoError as exc:
+            raise failure(exc) from exc
+        old = 0 if before is None else int(before["seq"])
+        return max(old, seq), seq > old
 
     def _marker(self, cid: str, uid: int) -> Doc:
         """The filter of one read marker. Behind a mongos it names `u`, the shard key of

@@ -19,7 +19,6 @@ from dialogue_worker.adapters.mongo import (
     history_doc,
     unstorable,
 )
-from dialogue_worker.domain.history import message_key
 from dialogue_worker.domain.sequencing import ChatState, Known
 from dialogue_worker.errors import StorageUnavailable, StoreRefused
 from dialogue_worker.services.ports import ChatAdvance, ChatForWriting, IdEntry, StoredMessage
@@ -74,7 +73,7 @@ class MongoMessageLog:
             # A crash between storing messages and counting them leaves the chat behind.
             while (
                 after := await self._db.history.find_one(
-                    {"_id": message_key(cid, state.last_seq + 1)}, {"seq": 1, "p": 1, "o": 1}
+                    self._db.message(cid, state.last_seq + 1), {"seq": 1, "p": 1, "o": 1}
                 )
             ) is not None:
                 state = ChatState(after["seq"], after["p"], after["o"])
@@ -93,7 +92,7 @@ class MongoMessageLog:
                 return None
             cid = str(entry["cid"])
             stored = await self._db.history.find_one(
-                {"_id": message_key(cid, entry["seq"])}, {"id": 1, "createdAt": 1}
+                self._db.message(cid, entry["seq"]), {"id": 1, "createdAt": 1}
             )
         except PyMongoError as exc:
             raise failure(exc) from exc
@@ -118,7 +117,8 @@ class MongoMessageLog:
         failed = await self._insert(self._db.history, docs)
 
         async def holds_another(index: int) -> bool:
-            stored = await self._db.history.find_one({"_id": docs[index]["_id"]}, {"id": 1})
+            m = messages[index]
+            stored = await self._db.history.find_one(self._db.message(m.cid, m.seq), {"id": 1})
             return stored is None or stored["id"] != docs[index]["id"]
 
         others = await self._guarded(each(sorted(failed), holds_another))
@@ -131,10 +131,8 @@ class MongoMessageLog:
 
     async def retract(self, messages: Sequence[StoredMessage]) -> None:
         async def remove(message: StoredMessage) -> None:
-            key = message_key(message.cid, message.seq)
-            await self._db.history.delete_one(
-                {"_id": key, "id": ObjectId(message.id), "at": message.at}
-            )
+            mine = {"id": ObjectId(message.id), "at": message.at}
+            await self._db.history.delete_one(self._db.message(message.cid, message.seq) | mine)
 
         await self._guarded(each(messages, remove))
 
@@ -153,7 +151,7 @@ class MongoMessageLog:
         a time (see `advance`)."""
 
         async def one(stamp: tuple[str, int]) -> None:
-            await self._db.history.update_one({"_id": message_key(*stamp)}, {"$set": {"at": at}})
+            await self._db.history.update_one(self._db.message(*stamp), {"$set": {"at": at}})
 
         await self._guarded(each(stamps, one))
 

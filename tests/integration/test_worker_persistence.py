@@ -492,12 +492,14 @@ async def test_a_chat_is_ranked_by_its_activity_as_of_a_past_moment(
         await database.close()
 
 
+@pytest.mark.parametrize("sharded", [False, True])
 async def test_restamp_sets_the_moment_of_those_messages_only(
-    worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
+    worker: WorkerProcess, mongo: Mongo, infra: LocalSettings, sharded: bool
 ) -> None:
     cid = await create_chat(worker, [1, 2])
     history = await _history_of(mongo, worker, cid, 40)
     database = MongoDatabase(infra.mongo_url, worker.mongo_db, timeout=30.0)
+    database.sharded = sharded  # FerretDB is not a mongos: the filter is what is tested
     log = MongoMessageLog(database)
     try:
         await log.restamp([(cid, seq) for seq in range(21, 41)], 5_000.5)
@@ -520,8 +522,9 @@ async def _history_of(mongo: Mongo, worker: WorkerProcess, cid: str, n: int) -> 
     return history
 
 
+@pytest.mark.parametrize("sharded", [False, True])
 async def test_retract_and_reclaim_change_only_what_this_attempt_wrote(
-    worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
+    worker: WorkerProcess, mongo: Mongo, infra: LocalSettings, sharded: bool
 ) -> None:
     """`retract` removes a message only with this attempt's id and `at` (never a copy
     another writer stored at the seq); `reclaim` moves an id entry only while it points
@@ -532,6 +535,7 @@ async def test_retract_and_reclaim_change_only_what_this_attempt_wrote(
     assert stored is not None
     theirs = StoredMessage(cid, 2, str(stored["id"]), 1, "m2", 1_000, 1_002.0, 0, 2)
     database = MongoDatabase(infra.mongo_url, worker.mongo_db, timeout=30.0)
+    database.sharded = sharded
     log = MongoMessageLog(database)
     try:
         await log.retract([replace(theirs, at=9_999.0)])  # same id, another attempt's `at`
@@ -584,5 +588,49 @@ async def test_read_markers_move_forward_with_the_filter_of_either_deployment(
         assert await chats.read_marker(cid, 1) == 5
         assert await chats.read_marker(cid, 2) == 0
         assert (await chats.read_markers(1))[cid] == 5
+    finally:
+        await database.close()
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+async def test_a_message_is_found_by_seq_and_by_id_with_the_filter_of_either_deployment(
+    worker: WorkerProcess, mongo: Mongo, infra: LocalSettings, sharded: bool
+) -> None:
+    """Behind a mongos a message is addressed with its shard key `page` as well, so a
+    look-up goes to one shard: by seq, by id, and where an id entry points."""
+    cid = await create_chat(worker, [1, 2])
+    history = await _history_of(mongo, worker, cid, 3)
+    second = await history.find_one({"_id": message_key(cid, 2)})
+    assert second is not None
+    mid = str(second["id"])
+    database = MongoDatabase(infra.mongo_url, worker.mongo_db, timeout=30.0)
+    database.sharded = sharded
+    chats, log = MongoChats(database), MongoMessageLog(database)
+    try:
+        assert [m.seq for m in await chats.messages_at(cid, [1, 3, 4])] == [1, 3]
+        assert await log.claim([IdEntry(mid, cid, 2, 1, "h2", 0, 2)]) == set()
+        assert await chats.seq_of(cid, mid) == 2
+        assert await chats.seq_of(new_id(), mid) is None  # another chat's id
+        assert await log.known([mid]) == {mid: Known(cid, 2, 1, "h2", True, 1_000)}
+    finally:
+        await database.close()
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+async def test_moves_of_one_read_marker_at_once_all_land_and_the_highest_wins(
+    worker: WorkerProcess, infra: LocalSettings, sharded: bool
+) -> None:
+    """Many moves of one marker at once (two tabs, a burst of scrolling): on FerretDB the
+    version guard refuses all but one of a round of updates and two first marks race to
+    insert. Each move answers, none is an error, and the marker ends at the highest."""
+    cid = await create_chat(worker, [1, 2])
+    database = MongoDatabase(infra.mongo_url, worker.mongo_db, timeout=30.0)
+    database.sharded = sharded
+    chats = MongoChats(database)
+    try:
+        moved = await asyncio.gather(*(chats.move_read(cid, 1, seq) for seq in range(1, 25)))
+        assert all(1 <= at <= 24 for at, _ in moved)
+        assert any(changed for _, changed in moved)
+        assert await chats.read_marker(cid, 1) == 24
     finally:
         await database.close()
