@@ -28,6 +28,8 @@ CLIENT_FRAME_MAX = 64 * 1024
 CATCH_UP_MAX = 500
 #: Messages one catch-up sends over all its chats; chats past it get `gap` instead.
 CATCH_UP_BUDGET = 2 * CATCH_UP_MAX
+#: Chats one stream follows: the user's most active ones when it opened (read at hello).
+FOLLOW_MAX = 10_000
 
 
 class CloseCode(IntEnum):
@@ -159,3 +161,14 @@ class ReadFrame(BaseModel):
 def frame(value: dict[str, Any]) -> str:
     """One frame's text."""
     return orjson.dumps(value).decode()
+
+
+class Followed(BaseModel):
+    """The chats a stream follows, as a worker lists them for the gateway at hello
+    (`GET /followed?uid=`, internal): chat id -> lastSeq, most active first, at most
+    FOLLOW_MAX; `more` when the user is in more chats than that. One read of the user's
+    chats, where paging the chat list would read them all once per page."""
+
+    object: Literal["followed"] = "followed"
+    data: dict[str, int]
+    more: bool

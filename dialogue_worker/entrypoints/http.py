@@ -40,6 +40,7 @@ class InternalApi:
         app.router.add_get("/ping", self.ping)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/chats", self.list_chats)
+        app.router.add_get("/followed", self.followed)
         app.router.add_post("/chats", self.create_chat)
         app.router.add_get("/chats/{cid}", self.get_chat)
         app.router.add_put("/chats/{cid}", self.add_members)
@@ -60,6 +61,9 @@ class InternalApi:
     async def list_chats(self, request: web.Request) -> web.Response:
         query = decode.chats_query(request.query)
         return _json(await self._chats.chats_of(query.uid, query.limit, query.cursor))
+
+    async def followed(self, request: web.Request) -> web.Response:
+        return _json(await self._chats.followed(decode.caller(request.query)))
 
     async def create_chat(self, request: web.Request) -> web.Response:
         return _json(await self._chats.create(await decode.new_chat_body(request)), status=201)

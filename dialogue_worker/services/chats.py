@@ -11,6 +11,7 @@ from contracts.api import Chat, Message, Page, ReadMarker
 from contracts.errors import ErrorCode
 from contracts.events import ChatCreated, ChatRead, EventChat, MembersAdded
 from contracts.ids import new_id
+from contracts.live import FOLLOW_MAX, Followed
 from dialogue_worker.domain.chat_list import (
     ListCursor,
     Position,
@@ -122,6 +123,16 @@ class ChatService:
         return Page[Chat](
             data=[c.to_api(reads.get(c.id, 0)) for c in page],
             nextCursor=None if more is None else more.encode(),
+        )
+
+    async def followed(self, uid: int) -> Followed:
+        """The chats a live stream of the user follows: cid -> lastSeq of its FOLLOW_MAX
+        most active chats, most active first, ties by id as in the chat list (one read of
+        the user's chats)."""
+        chats = await self._store.chats_of(uid)
+        mine = sorted(chats, key=lambda c: (c.activity, c.id), reverse=True)
+        return Followed(
+            data={c.id: c.last_seq for c in mine[:FOLLOW_MAX]}, more=len(mine) > FOLLOW_MAX
         )
 
     async def _activities(self, chats: list[ChatView], snapshot: float) -> dict[str, float]:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.api import Chat, Message, Page, ReadMarker
 from contracts.errors import ErrorCode
+from contracts.live import Followed
 from discovery import BalancedClient, NoInstanceAvailable, OutcomeUnknown
 from gateway.domain.requests import Paging
 from gateway.errors import GatewayError
@@ -134,6 +135,9 @@ class WorkerClient:
     async def chats(self, uid: int, paging: Paging) -> Page[Chat]:
         params = {"uid": str(uid), **paging.params()}
         return await self._call(Page[Chat], "GET", "/chats", params=params)
+
+    async def followed(self, uid: int) -> Followed:
+        return await self._call(Followed, "GET", "/followed", params={"uid": str(uid)})
 
     async def create_chat(self, users: list[int]) -> Chat:
         return await self._call(Chat, "POST", "/chats", json={"users": users}, idempotent=False)

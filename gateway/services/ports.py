@@ -8,6 +8,7 @@ from typing import Protocol
 
 from contracts.api import Chat, Message, Page, ReadMarker
 from contracts.events import ChatCreated, ChatRead, MembersAdded, MessageCreated
+from contracts.live import Followed
 from contracts.records import MessageRecord
 from gateway.domain.requests import Paging
 from gateway.domain.usernames import Username
@@ -70,6 +71,10 @@ class Workers(Protocol):
     async def chat(self, uid: int, cid: str) -> Chat: ...
 
     async def chats(self, uid: int, paging: Paging) -> Page[Chat]: ...
+
+    async def followed(self, uid: int) -> Followed:
+        """The chats a live stream of the user follows (contracts.live.Followed)."""
+        ...
 
     async def create_chat(self, users: list[int]) -> Chat: ...
 

@@ -7,9 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from contracts.live import CloseCode
-from contracts.requests import LIMIT_MAX
-from gateway.domain.requests import Paging
+from contracts.live import FOLLOW_MAX, CloseCode
 from gateway.services.live import (
     Hub,
     LiveMetrics,
@@ -22,8 +20,6 @@ from gateway.services.ports import EventFeed, Workers
 
 log = logging.getLogger(__name__)
 
-#: Chats one user may follow on a stream (the list is read once, at hello).
-FOLLOW_MAX = 10_000
 #: Seconds a new stream waits for a catch-up slot before it is told to come back (1013).
 SLOT_WITHIN = 10.0
 #: Seconds a stream may hold its slot listing chats and catching up; a client reading
@@ -139,25 +135,17 @@ class StreamService:
         self.hub.close_all(CloseCode.GOING_AWAY, "gateway shutting down")
 
     async def _chats(self, uid: int) -> dict[str, int]:
-        """Every chat of the user: cid -> lastSeq."""
-        chats: dict[str, int] = {}
-        cursor: str | None = None
-        while len(chats) < FOLLOW_MAX:
-            paging = Paging(LIMIT_MAX, None if cursor is None else ("cursor", cursor))
-            try:
-                page = await self._workers.chats(uid, paging)
-            except Exception as exc:  # any failure: the client resumes later
-                raise StreamUnavailable(f"chats unavailable: {type(exc).__name__}") from exc
-            chats.update((chat.id, chat.lastSeq) for chat in page.data)
-            cursor = page.nextCursor
-            if cursor is None:
-                break
-        else:
+        """The chats the stream follows: cid -> lastSeq (contracts.live.Followed)."""
+        try:
+            followed = await self._workers.followed(uid)
+        except Exception as exc:  # any failure: the client resumes later
+            raise StreamUnavailable(f"chats unavailable: {type(exc).__name__}") from exc
+        if followed.more:
             log.warning(
                 "user %d is in more than %d chats: the stream follows the %d most active "
                 "only, the others are read over REST (docs/live.md)",
                 uid,
                 FOLLOW_MAX,
-                len(chats),
+                len(followed.data),
             )
-        return chats
+        return followed.data

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from contracts.api import Chat, Message, Page, ReadMarker
 from contracts.errors import ErrorCode
 from contracts.ids import new_id
+from contracts.live import Followed
 from contracts.records import MessageRecord
 from gateway.bootstrap import Adapters
 from gateway.domain.requests import Paging
@@ -139,6 +140,12 @@ class FakeWorkers:
             raise RuntimeError("boom")
         mine = [c for c in self.chats_by_id.values() if uid in c.users]
         return Page[Chat](data=sorted(mine, key=lambda c: c.id, reverse=True)[: paging.limit])
+
+    async def followed(self, uid: int) -> Followed:
+        if self.crash:
+            raise RuntimeError("boom")
+        mine = [c for c in self.chats_by_id.values() if uid in c.users]
+        return Followed(data={c.id: c.lastSeq for c in mine}, more=False)
 
     async def create_chat(self, users: list[int]) -> Chat:
         chat = Chat(id=new_id(), users=users, createdAt=1_700_000_000)

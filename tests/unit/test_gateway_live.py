@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from contracts.api import Chat, Message, Page
 from contracts.events import ChatCreated, ChatRead, MembersAdded, MessageCreated
-from contracts.live import CATCH_UP_BUDGET, CATCH_UP_MAX, CloseCode
+from contracts.live import CATCH_UP_BUDGET, CATCH_UP_MAX, CloseCode, Followed
 from gateway.domain.requests import Paging
 from gateway.services.live import Hub, QueueLimits, Session, StreamUnavailable
 from gateway.services.stream import StreamService
@@ -364,11 +364,8 @@ async def test_members_added_while_the_chats_are_listed_keeps_what_since_says() 
 class Workers(FakeHistory):
     """FakeHistory that also lists a user's chats, as the stream service reads them."""
 
-    async def chats(self, uid: int, paging: Paging) -> Page[Chat]:
-        listed = [
-            Chat(id=cid, users=[uid], createdAt=1, lastSeq=len(m)) for cid, m in self.stored.items()
-        ]
-        return Page[Chat](data=listed)
+    async def followed(self, uid: int) -> Followed:
+        return Followed(data={cid: len(m) for cid, m in self.stored.items()}, more=False)
 
 
 class Feed:
@@ -495,8 +492,8 @@ class PublishingWhileListed(Workers):
 
     hub: Hub
 
-    async def chats(self, uid: int, paging: Paging) -> Page[Chat]:
-        listed = await super().chats(uid, paging)
+    async def followed(self, uid: int) -> Followed:
+        listed = await super().followed(uid)
         for event in self.add(CID, 1) + self.add(OTHER, 1):
             self.hub.publish(event)
         return listed

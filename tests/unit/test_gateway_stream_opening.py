@@ -14,10 +14,8 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from contracts.api import Chat, Page
-from contracts.live import CloseCode
+from contracts.live import CloseCode, Followed
 from gateway.app import create_app
-from gateway.domain.requests import Paging
 from gateway.domain.tokens import TokenCodec
 from gateway.entrypoints.state import SERVICES
 from gateway.settings import GatewaySettings
@@ -32,20 +30,20 @@ ADMIN = {"Authorization": "Bearer local-only-admin-token"}
 class HeldListing:
     """The workers' chat listing, held until released: a slow listing or catch-up."""
 
-    def __init__(self, listing: Callable[[int, Paging], Awaitable[Page[Chat]]]) -> None:
+    def __init__(self, listing: Callable[[int], Awaitable[Followed]]) -> None:
         self._listing = listing
         self.release = asyncio.Event()
         self.waiting = 0
         self.cancelled = 0
 
-    async def chats(self, uid: int, paging: Paging) -> Page[Chat]:
+    async def followed(self, uid: int) -> Followed:
         self.waiting += 1
         try:
             await self.release.wait()
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
-        return await self._listing(uid, paging)
+        return await self._listing(uid)
 
 
 @pytest.fixture
@@ -55,8 +53,8 @@ def world() -> World:
 
 @pytest.fixture
 def held(world: World, monkeypatch: pytest.MonkeyPatch) -> HeldListing:
-    held = HeldListing(world.workers.chats)
-    monkeypatch.setattr(world.workers, "chats", held.chats)
+    held = HeldListing(world.workers.followed)
+    monkeypatch.setattr(world.workers, "followed", held.followed)
     return held
 
 

@@ -10,6 +10,7 @@ from dialogue_worker.domain.chat_list import ListCursor
 from dialogue_worker.domain.history import Direction, HistoryQuery
 from dialogue_worker.domain.sequencing import text_digest
 from dialogue_worker.errors import RequestError, StorageUnavailable
+from dialogue_worker.services import chats as chats_service
 from dialogue_worker.services.chats import CURSOR_AHEAD, CURSOR_TTL, ChatService
 from dialogue_worker.services.ports import IdEntry, StoredMessage
 from tests.support.worker_fakes import MemoryOutbox, MemoryStore
@@ -192,6 +193,31 @@ async def test_the_chat_list_is_ordered_by_activity_and_pages_exactly_while_chat
     assert sorted(seen) == sorted(chats) and len(seen) == 30
     fresh = await service.chats_of(1, 50, None)  # a new first page shows the moves
     assert fresh.data[0].id in (seen[0], chats[0]) or fresh.data[0].users == [1, 99]
+
+
+@pytest.mark.parametrize("count", [5, 6, 9])
+async def test_a_stream_follows_the_most_active_chats_up_to_the_bound(
+    count: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chats_service, "FOLLOW_MAX", 6)
+    service, store, _, clock = make()
+    chats = []
+    for i in range(count):
+        clock.now = 100.0 + i
+        chats.append((await service.create([1, 2 + i])).id)
+    for i, cid in enumerate(chats):
+        post(store, cid, i % 3 + 1, at=200.0 + (i * 5) % count)  # shuffled activity
+    await service.create([2, 3])  # not the user's
+    clock.now = 300.0
+
+    followed = await service.followed(1)
+    # Most active first; ties (every chat at 5) by id, highest first, as the chat list.
+    ranked = sorted(chats, key=lambda cid: (store.chats[cid].chat.activity, cid), reverse=True)
+    listed = await service.chats_of(1, 50, None)
+    assert [c.id for c in listed.data] == ranked
+    assert list(followed.data) == ranked[:6]
+    assert followed.data == {cid: store.chats[cid].chat.last_seq for cid in ranked[:6]}
+    assert followed.more is (count > 6)
 
 
 async def test_a_failed_look_back_fails_the_listing_and_starts_no_more() -> None:
