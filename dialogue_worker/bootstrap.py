@@ -164,7 +164,7 @@ def build(settings: WorkerSettings) -> Components:
     ident = instance_id(settings)
     web_app: web.Application = cast(Any, app.web).web_app  # faust's aiohttp application
     token = settings.entrypoint_token.get_secret_value()
-    web_app.middlewares.append(edge_middleware(token, metrics))
+    web_app.middlewares.append(edge_middleware(token, metrics, settings.mongo_timeout))
     chats = ChatService(MongoChats(database), outbox, publish_timeout=settings.api_publish_timeout)
     InternalApi(chats, health, metrics, ident).install(web_app)
     return Components(

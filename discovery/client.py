@@ -32,7 +32,9 @@ class BalancedClient:
     no instance answers otherwise. A 5xx that `passed_on` accepts is the instance's
     answer about something beyond it that the others share (the gateway's workers: the
     message bus is down): returned as it is, neither ejecting the instance nor moving
-    on. An ejected instance is readmitted once a GET of
+    on. With `timeout_header`, each try tells the instance in that header how long it
+    waits for the answer (whole milliseconds, at least 1), so the instance can give up
+    when the caller does. An ejected instance is readmitted once a GET of
     `probe_path` answers below 500 and not in `refused`, with a body `probe_healthy`
     accepts when given (None: readmit when the cool-down ends).
 
@@ -56,6 +58,7 @@ class BalancedClient:
         refused: frozenset[int] = frozenset(),
         probe_healthy: Callable[[bytes], bool] | None = None,
         passed_on: Callable[[int, bytes], bool] | None = None,
+        timeout_header: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if attempts < 1:
@@ -69,6 +72,7 @@ class BalancedClient:
         self.refused = refused
         self.probe_healthy = probe_healthy
         self.passed_on = passed_on
+        self.timeout_header = timeout_header
         self._headers = dict(headers or {})
         self._balancer = Balancer(cooldown=cooldown, max_cooldown=max_cooldown, clock=clock)
         self._session: aiohttp.ClientSession | None = None
@@ -137,13 +141,16 @@ class BalancedClient:
             connect = None if self.connect_timeout is None else min(self.connect_timeout, total)
             timeout = aiohttp.ClientTimeout(total=total, sock_connect=connect)
             attempt = {"sent": False}  # set once the request's head is on the connection
+            sent_headers = dict(headers or {})
+            if self.timeout_header is not None:
+                sent_headers[self.timeout_header] = str(max(1, int(total * 1000)))
             try:
                 async with session.request(
                     method,
                     instance.base_url + path,
                     params=params,
                     json=json,
-                    headers=headers,
+                    headers=sent_headers,
                     timeout=timeout,
                     trace_request_ctx=attempt,
                 ) as resp:

@@ -28,6 +28,7 @@ from gateway.services.readiness import Readiness
 from gateway.services.stream import StreamService
 from gateway.settings import GatewaySettings
 from platform_common import kafka_records
+from platform_common.http import TIMEOUT_HEADER
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ async def real_adapters(settings: GatewaySettings) -> AsyncIterator[Adapters]:
             refused=REFUSALS,
             probe_healthy=pong_serves_reads,
             passed_on=bus_unavailable,
+            timeout_header=TIMEOUT_HEADER,
         )
         stack.push_async_callback(client.stop)
         await client.start()

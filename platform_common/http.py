@@ -17,6 +17,11 @@ from platform_common.logs import request_id
 REQUEST_ID_HEADER = "X-Request-ID"
 #: Longest client-supplied request id kept; a longer one is replaced.
 REQUEST_ID_MAX = 128
+#: The header in which a caller says how long it waits for the answer, in whole
+#: milliseconds (the gateway, to the workers: what is left of its try's timeout).
+TIMEOUT_HEADER = "X-Timeout-Ms"
+#: The largest X-Timeout-Ms taken (nine digits: about 11.6 days).
+TIMEOUT_MS_MAX = 999_999_999
 
 
 def json_response(
@@ -61,6 +66,16 @@ def http_error_response(
     message = (messages or {}).get(code) or exc.reason
     headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
     return error_response(code, message, headers)
+
+
+def caller_timeout(value: str | None) -> float | None:
+    """The seconds an X-Timeout-Ms value gives (None when absent); ValueError when it is
+    not whole milliseconds 1 .. TIMEOUT_MS_MAX."""
+    if value is None:
+        return None
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= TIMEOUT_MS_MAX:
+        raise ValueError(f"{TIMEOUT_HEADER} must be whole milliseconds 1-{TIMEOUT_MS_MAX}")
+    return int(value) / 1000
 
 
 def incoming_request_id(value: str | None) -> str | None:

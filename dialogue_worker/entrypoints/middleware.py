@@ -5,9 +5,12 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from contextlib import nullcontext
 
+import pymongo
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
 
 from contracts.errors import ErrorCode
 from contracts.requests import RequestProblem
@@ -15,7 +18,9 @@ from dialogue_worker.errors import OutboxUnavailable, RequestError, StorageUnava
 from dialogue_worker.metrics import WorkerMetrics
 from platform_common.http import (
     REQUEST_ID_HEADER,
+    TIMEOUT_HEADER,
     access_fields,
+    caller_timeout,
     error_response,
     http_error_response,
     request_scope,
@@ -23,6 +28,12 @@ from platform_common.http import (
 
 log = logging.getLogger(__name__)
 SCHEME = "Entrypoint"
+#: Seconds a read goes on past its caller's X-Timeout-Ms. pymongo starts no operation
+#: with less than a round trip left, so a read given exactly the caller's time would
+#: answer 5030 just before the caller's own timeout, and a 5xx ejects this worker even
+#: where that timeout would not (a try the caller's deadline cut short is excused).
+#: A little longer, and the caller's timeout ends the try, as without the header.
+PAST_CALLERS_TIMEOUT = 0.25
 
 
 def _authorize(request: web.Request, token: bytes) -> None:
@@ -44,14 +55,42 @@ def _route(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-def edge_middleware(token: str, metrics: WorkerMetrics) -> Middleware:
+def _callers_timeout(request: web.Request, ceiling: float) -> float | None:
+    """The seconds a read (GET) may take, when its caller says how long it waits
+    (TIMEOUT_HEADER): that and PAST_CALLERS_TIMEOUT, at most `ceiling` (MONGO_TIMEOUT).
+    Past it nobody waits for the answer, and a worker that went on reading would spend
+    itself on abandoned requests just when it is slow. Writes take their own time:
+    stopping one half-way helps nobody."""
+    try:
+        seconds = caller_timeout(request.headers.get(TIMEOUT_HEADER))
+    except ValueError as exc:
+        raise RequestError(ErrorCode.MALFORMED, str(exc)) from None
+    if seconds is None or request.method != "GET":
+        return None
+    return min(seconds + PAST_CALLERS_TIMEOUT, ceiling)
+
+
+def _ran_out(exc: StorageUnavailable) -> bool:
+    """Whether a read failed for want of time, with MongoDB answering: not a server
+    selection that timed out (MongoDB unreachable is said as such, whoever's time ran
+    out)."""
+    cause = exc.__cause__
+    return (
+        isinstance(cause, PyMongoError)
+        and cause.timeout
+        and not isinstance(cause, ServerSelectionTimeoutError)
+    )
+
+
+def edge_middleware(token: str, metrics: WorkerMetrics, ceiling: float) -> Middleware:
+    """`ceiling`: the most seconds a caller's TIMEOUT_HEADER gives a read (MONGO_TIMEOUT)."""
     secret = token.encode()
 
     @web.middleware
     async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         with request_scope(request) as rid:
             started = time.monotonic()
-            response = await _handle(request, handler, secret)
+            response = await _handle(request, handler, secret, ceiling)
             response.headers[REQUEST_ID_HEADER] = rid
             metrics.http_requests.labels(_route(request), str(response.status)).inc()
             log.info(
@@ -66,10 +105,16 @@ def edge_middleware(token: str, metrics: WorkerMetrics) -> Middleware:
     return edge
 
 
-async def _handle(request: web.Request, handler: Handler, token: bytes) -> web.StreamResponse:
+async def _handle(
+    request: web.Request, handler: Handler, token: bytes, ceiling: float
+) -> web.StreamResponse:
+    given = None
     try:
         _authorize(request, token)
-        response: web.StreamResponse = await handler(request)
+        given = _callers_timeout(request, ceiling)
+        # pymongo.timeout: every MongoDB operation of the handler, in all, within `given`.
+        with nullcontext() if given is None else pymongo.timeout(given):
+            response: web.StreamResponse = await handler(request)
         return response
     except (RequestError, RequestProblem) as exc:
         return error_response(exc.code, exc.message)
@@ -81,6 +126,11 @@ async def _handle(request: web.Request, handler: Handler, token: bytes) -> web.S
         log.debug("caller went away during %s %s: %s", request.method, request.path, exc)
         return error_response(ErrorCode.MALFORMED, "caller went away")
     except StorageUnavailable as exc:
+        if given is not None and _ran_out(exc):
+            log.info("read given up at the caller's timeout (%g s): %s", given, exc)
+            return error_response(
+                ErrorCode.NO_WORKER, f"no answer within the caller's {TIMEOUT_HEADER}"
+            )
         log.warning("storage unavailable: %s", exc)
         return error_response(ErrorCode.NO_WORKER, "storage unavailable on this worker")
     except OutboxUnavailable as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -135,9 +136,19 @@ class WorkerHealth:
         a cancel that lands while its own wait times out leaves the topology's lock held
         by nobody's task, and every later operation of that client hangs (seen in the
         MongoDB fault test: "RuntimeError: Lock is not acquired", then no write for
-        minutes). The ping bounds itself instead (MongoDatabase.ping's timeout)."""
+        minutes). The ping bounds itself instead (MongoDatabase.ping's timeout).
+
+        The task starts in a context of its own: one copied from the caller would carry
+        the caller's `pymongo.timeout` (a read's X-Timeout-Ms, for `/ping` through the
+        gateway), which MongoDatabase.ping's own can only shorten, and every check that
+        shares this ping would report that caller's hurry as MongoDB unreachable."""
         if self._pinging is None or self._pinging.done():
-            self._pinging = asyncio.ensure_future(self._ping())
+            ping, loop = self._ping, asyncio.get_running_loop()
+
+            async def pinged() -> None:
+                await ping()
+
+            self._pinging = loop.create_task(pinged(), context=contextvars.Context())
             self._pinging.add_done_callback(_retrieved)
         await asyncio.shield(self._pinging)
 

@@ -27,6 +27,7 @@ from aiohttp import web
 
 from discovery.models import HealthReport, Registration, instance_id_for
 from discovery.registry import Registrar
+from platform_common.http import TIMEOUT_HEADER
 
 
 class StubState:
@@ -64,6 +65,7 @@ def make_app(state: StubState) -> web.Application:
                 "path": request.path,
                 "query": dict(request.query),
                 "authorization": request.headers.get("Authorization"),
+                "timeout": request.headers.get(TIMEOUT_HEADER),
                 "body": body.decode(errors="replace"),
             }
         )

@@ -23,6 +23,7 @@ from discovery import (
 )
 from infra.local import LocalSettings
 from infra.processes.stub import StubProcess, StubServer
+from platform_common.http import TIMEOUT_HEADER
 from tests.support.waiting import eventually
 
 
@@ -131,6 +132,29 @@ async def test_headers_params_body_and_4xx_pass_through(
     not_found = await client.request("GET", "/status/404")
     assert not_found.status == 404 and not_found.json()["status"] == 404
     assert client.stats()[0].failures == 0 and client.stats()[0].healthy
+
+
+async def test_each_try_tells_the_instance_how_long_the_client_waits(
+    fleet_of: Callable[[int], Awaitable[Fleet]],
+) -> None:
+    """With `timeout_header`, every try carries what the client waits for it, in whole
+    milliseconds: the request timeout, or less when the deadline leaves less."""
+    fleet = await fleet_of(2)
+    fleet.servers[0].state.delay = 30.0
+    client = fleet.client(
+        request_timeout=0.6, deadline=1.0, attempts=2, timeout_header=TIMEOUT_HEADER
+    )
+    await client.start()
+    first = await client.request("GET", "/chats")
+    waited = int(first.json()["timeout"])
+    if not fleet.servers[0].state.hits["/chats"]:  # the fast one came first
+        assert waited == 600
+        first = await client.request("GET", "/chats")  # the slow one, then the fast one
+        waited = int(first.json()["timeout"])
+    assert 1 <= waited < 400  # what the slow one's 0.6 s left of the 1 s deadline
+    plain = fleet.client(request_timeout=0.6)
+    await plain.start()
+    assert (await plain.request("GET", "/chats")).json()["timeout"] is None
 
 
 async def test_5xx_ejects_the_instance_and_the_read_moves_on(

@@ -63,7 +63,7 @@ def _gateway_app() -> web.Application:
 
 
 def _worker_app() -> web.Application:
-    app = web.Application(middlewares=[edge_middleware(TOKEN, WorkerMetrics())])
+    app = web.Application(middlewares=[edge_middleware(TOKEN, WorkerMetrics(), 10.0)])
     app.router.add_get("/seen", _seen)
     return app
 

@@ -65,7 +65,7 @@ def _app(store: MemoryStore) -> web.Application:
     """The internal API as the worker's bootstrap wires it, on a fixed clock."""
     metrics = WorkerMetrics()
     health = WorkerHealth(store.ping, dict, stall_after=30.0)
-    app = web.Application(middlewares=[edge_middleware(TOKEN.decode(), metrics)])
+    app = web.Application(middlewares=[edge_middleware(TOKEN.decode(), metrics, 10.0)])
     chats = ChatService(store, MemoryOutbox(), clock=lambda: NOW)
     InternalApi(chats, health, metrics, "w-1").install(app)
     return app

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping
 from typing import Any
 
+import pymongo
 import pytest
 
+from dialogue_worker.adapters.mongo import MongoDatabase
 from dialogue_worker.adapters.registration import ConsulRegistration
 from dialogue_worker.adapters.sharding import ensure_sharding
 from dialogue_worker.errors import StorageUnavailable
@@ -206,3 +209,20 @@ def test_settings_refuse_the_default_token_outside_local_mode() -> None:
         WorkerSettings(dialogue_env="production", entrypoint_token="s3cret-token-value")
     prod = WorkerSettings(dialogue_env="production", entrypoint_token="s3cret-token-value" * 2)
     assert prod.worker_port == 8100 and prod.topic_partitions == 12
+
+
+async def test_the_shared_ping_keeps_its_own_time_whoever_starts_it() -> None:
+    """A check started inside a caller's pymongo.timeout (a read's X-Timeout-Ms: `/ping`
+    through the gateway) leaves the shared ping its own time: the caller's hurry is not
+    reported, to it and to every check sharing the ping, as MongoDB unreachable."""
+    database = MongoDatabase("mongodb://127.0.0.1:1/", "health", timeout=5.0)  # not there
+    health = WorkerHealth(lambda: database.ping(1.0), dict, stall_after=30, clock=Clock())
+    try:
+        with pymongo.timeout(0.05):
+            state = await health.check()
+    finally:
+        await database.close()
+    assert state.status is Status.CRITICAL and state.reason is not None
+    found = re.search(r"Timeout: ([0-9.]+)s", state.reason)
+    assert found is not None, state.reason
+    assert 0.5 < float(found.group(1)) <= 1.0  # the ping's 1 s, not the caller's 0.05 s
