@@ -634,3 +634,27 @@ async def test_moves_of_one_read_marker_at_once_all_land_and_the_highest_wins(
         assert await chats.read_marker(cid, 1) == 24
     finally:
         await database.close()
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+async def test_batches_a_producer_compressed_are_read(
+    worker: WorkerProcess, mongo: Mongo, infra: LocalSettings, codec: str
+) -> None:
+    """A producer outside the project may compress (librdkafka, the Java client, kcat),
+    and the broker keeps its compression: without the codec aiokafka raises on the batch
+    and every worker that owns the partition exits in turn."""
+    cid = await create_chat(worker, [1, 2])
+    records = [record(cid, 1, f"{codec} {i}") for i in range(20)]
+    producer = AIOKafkaProducer(
+        bootstrap_servers=infra.kafka_bootstrap, compression_type=codec, linger_ms=50
+    )
+    await producer.start()
+    try:
+        sent = [await producer.send(worker.topic, r.to_bytes(), key=r.key()) for r in records]
+        await asyncio.gather(*sent)  # one or a few compressed batches
+    finally:
+        await producer.stop()
+    history = mongo[worker.mongo_db]["history"]
+    await eventually(lambda: _count_is(history, cid, 20), what=f"20 {codec} records stored")
+    stored = await history.find({"cid": ObjectId(cid)}, {"seq": 1, "text": 1}).to_list()
+    assert [d["text"] for d in sorted(stored, key=lambda d: d["seq"])] == [r.text for r in records]
