@@ -1,9 +1,12 @@
-"""Headers every answer carries: no MIME sniffing, no caching, a strict content policy."""
+"""Headers every answer carries: no MIME sniffing, no caching, a strict content policy,
+no server versions."""
 
 from __future__ import annotations
 
 from aiohttp import hdrs, web
 
+#: The Server header of every answer: the product, not its versions.
+SERVER = "dialogue-gateway"
 #: For JSON and text: nothing may load, nothing may frame it (OWASP REST guidance).
 API_POLICY = "default-src 'none'; frame-ancestors 'none'"
 #: For HTML: only this origin's own scripts, styles and API calls; no plugins, no framing.
@@ -16,6 +19,9 @@ HTML_POLICY = (
 def secure(response: web.StreamResponse) -> None:
     """Add the security headers to a response that has not been sent yet."""
     headers = response.headers
+    # Before aiohttp's own default (`Python/<version> aiohttp/<version>`), which tells
+    # anyone which versions to look up advisories for.
+    headers[hdrs.SERVER] = SERVER
     headers[hdrs.X_CONTENT_TYPE_OPTIONS] = "nosniff"
     headers.setdefault(hdrs.CACHE_CONTROL, "no-store")
     html = response.content_type == "text/html"

@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two "connections refused" warnings (the count is in each line).
 REFUSAL_LOG_EVERY = 10.0
+#: Seconds an answer may take to reach a client: sending it (the head, the body, the end)
+#: waits while the client reads, and one that stops reading would otherwise hold its
+#: connection, its handler and the answer's buffers for ever (TCP keep-alive does not
+#: end it: the client's kernel goes on acknowledging). The largest answer, the OpenAPI
+#: document (~110 KB), takes this long at under 4 KB/s.
+SEND_WITHIN = 30.0
 #: Seconds an unread request body is still drained after the answer before closing.
 LINGER = 1.0
 
@@ -132,12 +138,13 @@ class ConnectionCap:
 class GatewayRequestHandler(RequestHandler):
     """aiohttp's protocol with a connection cap and JSON error answers."""
 
-    __slots__ = ("_admitted", "_cap", "_count_error")
+    __slots__ = ("_admitted", "_cap", "_count_error", "_send_within")
 
     def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._cap = manager.cap
         self._count_error = manager.count_error
+        self._send_within = manager.send_within
         self._admitted: str | None = None  # the key the connection is counted under
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -157,6 +164,20 @@ class GatewayRequestHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         if self._admitted is not None:
             super().data_received(data)
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        """aiohttp's, within SEND_WITHIN: a client that does not take the answer in that
+        time has its connection aborted (counted as a client gone away)."""
+        try:
+            async with asyncio.timeout(self._send_within):
+                return await super().finish_response(request, resp, start_time)
+        except TimeoutError:
+            log.debug("client took no answer within %gs: connection aborted", self._send_within)
+            if self.transport is not None:
+                self.transport.abort()
+            return resp, True
 
     def log_exception(self, *args: Any, **kwargs: Any) -> None:
         """A client that breaks its body or goes away is one debug line, not an ERROR."""
@@ -244,10 +265,12 @@ class GatewayServer(web.Server):
         *,
         cap: ConnectionCap,
         count_error: Callable[[ErrorCode], None],
+        send_within: float = SEND_WITHIN,
         **kwargs: Any,
     ) -> None:
         self.cap = cap
         self.count_error = count_error
+        self.send_within = send_within
         server_only = ("request_factory", "handler_cancellation", "loop")
         self._handler_args = {k: v for k, v in kwargs.items() if k not in server_only}
         super().__init__(screened(handler, count_error), **kwargs)
@@ -274,7 +297,9 @@ class GatewayRunner(web.AppRunner):
         trusted_proxies: Sequence[IPNetwork] = (),
         access_log_class: type[AbstractAccessLogger] = AccessLogger,
         shutdown_timeout: float = 15.0,
+        send_within: float = SEND_WITHIN,
     ) -> None:
+        self._send_within = send_within
         self._handler_kwargs: dict[str, Any] = {
             "keepalive_timeout": header_timeout,
             "lingering_time": LINGER,
@@ -295,5 +320,6 @@ class GatewayRunner(web.AppRunner):
             handler_cancellation=plain.handler_cancellation,
             cap=self.cap,
             count_error=self._count_error,
+            send_within=self._send_within,
             **self._handler_kwargs,
         )

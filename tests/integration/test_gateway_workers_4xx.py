@@ -364,6 +364,8 @@ async def test_readiness_takes_a_critical_pong_for_no_worker(
         with pytest.raises(GatewayError) as caught:
             await worker.client.ping()
         assert caught.value.code is ErrorCode.NO_WORKER
+        # /ready answers anyone: no instance id (a worker's address) in what it says.
+        assert caught.value.message == "no worker serves reads"
         async with healthy_peer(infra, worker):
             for _ in range(4):  # whichever instance the round robin asks first
                 await worker.client.ping()

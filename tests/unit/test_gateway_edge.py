@@ -293,6 +293,7 @@ async def test_every_answer_carries_the_security_headers(method: str, path: str)
     async with _client(World()) as client:
         response = await client.request(method, path, data=b"{}")
         assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Server"] == "dialogue-gateway"  # no versions
         assert response.headers["Cache-Control"] == "no-store"
         assert response.headers["Content-Security-Policy"] == (
             "default-src 'none'; frame-ancestors 'none'"

@@ -60,6 +60,7 @@ async def test_an_expect_other_than_100_continue_is_4000_in_json() -> None:
     async with _gateway() as port:
         refused = await request(port, "GET", "/health", [(b"Expect", b"something-else")])
         assert (refused.status, refused.json()["code"]) == (400, "4000")
+        assert refused.headers["server"] == "dialogue-gateway"  # the server's own answer too
         met = await request(port, "GET", "/health", [(b"Expect", b"100-continue")])
         assert met.status == 200
 
