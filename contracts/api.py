@@ -100,7 +100,14 @@ class SignIn(BaseModel):
     )
 
     username: Username = Field(
-        description="a name sign-up would refuse is 4000, without looking it up"
+        description=(
+            f"a name no account can have (not {USERNAME_MIN}-{USERNAME_MAX} characters as "
+            "typed and once normalised; a leading or trailing space; a character of Unicode "
+            "category C or Z other than U+0020, or a default-ignorable one; mixed writing "
+            "systems) is 4000, without a look-up. A name only sign-up refuses (two spaces in a "
+            "row, a blank symbol these rules let through) is looked up: 4011 when no account "
+            "has it"
+        )
     )
     password: str = Field(min_length=1, max_length=SIGN_IN_PASSWORD_MAX)
 

@@ -37,8 +37,12 @@ class ErrorCode(StrEnum):
 
     @property
     def retryable(self) -> bool:
-        """Whether retrying the same request later can succeed."""
-        return self.value.startswith("5") or self is ErrorCode.TOO_MANY_ATTEMPTS
+        """Whether retrying the same request later can succeed: a 5xxx, a rate limit (4290),
+        or a body that arrived too slowly (4080), which says nothing against the request."""
+        return self.value.startswith("5") or self in (
+            ErrorCode.REQUEST_TIMEOUT,
+            ErrorCode.TOO_MANY_ATTEMPTS,
+        )
 
 
 def error_body(code: ErrorCode, message: str) -> dict[str, str]:

@@ -76,7 +76,9 @@ def parse_sign_up(body: dict[str, Any]) -> SignUp:
 def parse_sign_in(body: dict[str, Any]) -> Credentials:
     """Read username and password from a sign-in body; extra fields are ignored.
 
-    A name sign-up would refuse is 4000 here too, so no such name reaches the user store.
+    A name no account can have (usernames.refusal) is 4000 here too, without a look-up;
+    one only sign-up refuses (two spaces in a row, say) is looked up, as older accounts
+    may hold it.
     """
     name, password = _string(body, "username"), _string(body, "password")
     if not password or len(password) > PASSWORD_SIGN_IN_MAX:

@@ -39,6 +39,16 @@ async def request_ids(request: web.Request, handler: Handler) -> web.StreamRespo
         return response
 
 
+#: The methods the request counter names. Any other counts as "other": aiohttp's
+#: pure-Python parser takes any token as a method, and each would start a new series.
+COUNTED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The request counter's `method` label: the method if counted, else "other"."""
+    return method if method in COUNTED_METHODS else "other"
+
+
 @web.middleware
 async def metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
@@ -46,7 +56,7 @@ async def metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     app_metrics = request.app[METRICS]
-    app_metrics.requests.labels(route, request.method, str(response.status)).inc()
+    app_metrics.requests.labels(route, method_label(request.method), str(response.status)).inc()
     if response.status != 101:  # a WebSocket's handler returns when the socket closes
         app_metrics.latency.labels(route).observe(time.perf_counter() - started)
     return response
