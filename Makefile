@@ -16,7 +16,7 @@ endif
 .PHONY: dev dev-down scale demo up down logs
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{ printf "%-16s%s\n", $$1, $$2 }'
 
 # The code runs from the repository (python -m gateway, ...): only the locked
 # dependencies are installed, exactly as requirements-dev.lock pins them.

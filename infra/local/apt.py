@@ -27,7 +27,7 @@ def apt_install(service: str, package: str, progress: Progress) -> None:
         # every install fails at once until someone runs it by hand. Not fatal: dpkg
         # cannot wait for its lock (apt-daily may hold it), and the install below can.
         with contextlib.suppress(ServiceError):
-            run_fetching(["dpkg", "--configure", "-a"], what=service, timeout=APT_TIMEOUT)
+            run_fetching(["dpkg", "--configure", "-a"], what=service, timeout=APT_TIMEOUT, env=env)
         for args in (
             ["apt-get", "update", "-qq"],
             # Wait for a dpkg lock held by another apt run instead of failing at once.

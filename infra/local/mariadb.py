@@ -22,6 +22,8 @@ from infra.local.service import Progress, Service, ServiceError
 from infra.local.settings import os_user
 
 SBIN = [Path("/usr/sbin"), Path("/usr/bin")]
+#: Present when systemd runs the machine (sd_booted()).
+SYSTEMD = Path("/run/systemd/system")
 #: Databases the tests create, one per run: gw_* (tests/integration, tests/e2e, bench),
 #: faults_* (tests/faults). Grant patterns: `\_` is a literal underscore.
 TEST_DATABASES = ("gw\\_%", "faults\\_%")
@@ -48,12 +50,23 @@ class MariaDB(Service):
         if _find("mariadbd") and _find("mariadb-install-db"):
             return
         apt_install(self.name, "mariadb-server", progress)
+        if SYSTEMD.is_dir():
+            # On a machine run by systemd the package starts Debian's own server, on
+            # 127.0.0.1:3306, where ours listens: stopped and kept from starting at boot.
+            # Only when installed here: a server the machine had before is its owner's.
+            progress.step(self.name, "stopping Debian's mariadb service the package started")
+            subprocess.run(
+                ["systemctl", "disable", "--now", "mariadb.service"],
+                capture_output=True,
+                check=False,
+            )
 
     def _user_args(self) -> list[str]:
         # mariadbd refuses to run as root unless told to; we own the datadir either way.
         return ["--user=root"] if os.geteuid() == 0 else []
 
     def prepare(self, progress: Progress) -> None:
+        self._port_free()
         data = self.data_dir / "data"
         if (data / "mysql").exists():
             return
@@ -78,6 +91,21 @@ class MariaDB(Service):
         if proc.returncode != 0:
             raise ServiceError(
                 f"mariadb-install-db failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+            )
+
+    def _port_free(self) -> None:
+        """A server not started by infra on our TCP port (a MySQL or MariaDB the machine
+        runs: Debian's starts on 3306) would make ours exit with "Address already in use"
+        behind a bare "exited during start-up"; the stack's own check asks our socket."""
+        s = self.settings
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1)
+            taken = probe.connect_ex((s.host, s.mysql_port)) == 0
+        if taken:
+            raise ServiceError(
+                f"{self.name}: something not started by infra listens on "
+                f"{s.host}:{s.mysql_port} (a MySQL or MariaDB of this machine? Debian's: "
+                "`sudo systemctl disable --now mariadb`); stop it or set LOCAL_MYSQL_PORT"
             )
 
     def argv(self) -> list[str]:

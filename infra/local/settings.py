@@ -181,8 +181,11 @@ class LocalSettings:
     def from_env(cls, env: dict[str, str] | None = None) -> LocalSettings:
         e = dict(os.environ if env is None else env)
         host = local_host(e.get("LOCAL_HOST", "127.0.0.1"))
-        cache_default = Path(e.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dialogue-platform"
-        run_dir = Path(e.get("LOCAL_RUN_DIR", REPO_ROOT / ".run")).resolve()
+        # An empty folder or version is unset, as in the shell's ${VAR:-default}: read
+        # as a path, "" is the current directory (the repository, under make).
+        cache_home = Path(e.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        cache_default = cache_home / "dialogue-platform"
+        run_dir = Path(e.get("LOCAL_RUN_DIR") or REPO_ROOT / ".run").resolve()
         ferretdb_database = e.get("LOCAL_FERRETDB_DATABASE") or "ferretdb"
         if not PG_NAME.fullmatch(ferretdb_database) or ferretdb_database in PG_RESERVED:
             raise SystemExit(
@@ -192,7 +195,7 @@ class LocalSettings:
         return cls(
             host=host,
             run_dir=run_dir,
-            cache_dir=Path(e.get("LOCAL_CACHE_DIR", cache_default)).resolve(),
+            cache_dir=Path(e.get("LOCAL_CACHE_DIR") or cache_default).resolve(),
             kafka_port=env_int(e, "LOCAL_KAFKA_PORT", 9092),
             kafka_controller_port=env_int(e, "LOCAL_KAFKA_CONTROLLER_PORT", 9093),
             kafka_nodes=_kafka_nodes(env_int(e, "LOCAL_KAFKA_NODES", 1)),
@@ -209,9 +212,9 @@ class LocalSettings:
             # unset and uses this default: MariaDB must be given the same one.
             mysql_password=e.get("LOCAL_MYSQL_PASSWORD") or "dialogue-local",
             mysql_database=mysql_database(e.get("LOCAL_MYSQL_DATABASE", "dialogue")),
-            kafka_version=e.get("LOCAL_KAFKA_VERSION", "4.1.1"),
-            consul_version=e.get("LOCAL_CONSUL_VERSION", "1.14.11"),
-            ferretdb_version=e.get("LOCAL_FERRETDB_VERSION", "1.24.2"),
+            kafka_version=e.get("LOCAL_KAFKA_VERSION") or "4.1.1",
+            consul_version=e.get("LOCAL_CONSUL_VERSION") or "1.14.11",
+            ferretdb_version=e.get("LOCAL_FERRETDB_VERSION") or "1.24.2",
         )
 
     def kafka_ports(self, node: int) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,8 @@ import pytest
 from contracts.records import decode_record
 from infra.dev.demo import TRY_IT, demo_pair
 from infra.local import LocalSettings, Stack
+from infra.local.apt import apt_install
+from infra.local.stack import PrintProgress
 from infra.processes.private import free_range
 from infra.processes.private import private_consul as private_consul_stack
 from tests.support import librdkafka
@@ -110,6 +113,10 @@ def json_documents(text: str) -> list[Any]:
 
 
 def bash(script: str) -> str:
+    """Run what a user pastes into a shell; the curl the printed lines use is installed
+    when missing (Debian's base image has none)."""
+    if shutil.which("curl") is None:
+        apt_install("dev demo", "curl", PrintProgress())
     result = subprocess.run(
         ["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False
     )

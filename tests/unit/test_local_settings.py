@@ -120,3 +120,20 @@ def test_the_gateway_uses_the_mysql_password_mariadb_was_given(password: str) ->
     )
     assert gateway.secret("mysql_password") == dev.local.mysql_password
     assert dev.local.mysql_password == (password or LOCAL_MYSQL_PASSWORD)
+
+
+def test_an_empty_folder_or_version_is_unset() -> None:
+    """As the shell's ${VAR:-default}: read as a path, "" would be the current folder
+    (the repository under make), where the stack's files are not ignored by git."""
+    empty = {
+        name: ""
+        for name in (
+            "LOCAL_RUN_DIR",
+            "LOCAL_CACHE_DIR",
+            "XDG_CACHE_HOME",
+            "LOCAL_KAFKA_VERSION",
+            "LOCAL_CONSUL_VERSION",
+            "LOCAL_FERRETDB_VERSION",
+        )
+    }
+    assert LocalSettings.from_env(empty) == LocalSettings.from_env({})
