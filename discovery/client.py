@@ -15,6 +15,7 @@ from discovery.balancer import Balancer
 from discovery.errors import NoInstanceAvailable, OutcomeUnknown
 from discovery.models import Instance, InstanceStats, UpstreamResponse
 from discovery.watch import ServiceWatch
+from platform_common.http import TIMEOUT_MS_MAX
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,10 @@ class BalancedClient:
             attempt = {"sent": False}  # set once the request's head is on the connection
             sent_headers = dict(headers or {})
             if self.timeout_header is not None:
-                sent_headers[self.timeout_header] = str(max(1, int(total * 1000)))
+                # Whole ms, 1 .. TIMEOUT_MS_MAX (about 11.6 days: what a larger timeout
+                # setting would send, the instance refuses).
+                waits = min(TIMEOUT_MS_MAX, max(1, int(total * 1000)))
+                sent_headers[self.timeout_header] = str(waits)
             try:
                 async with session.request(
                     method,

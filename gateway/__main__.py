@@ -67,7 +67,8 @@ def _stop_on_signals() -> asyncio.Event:
 
 async def _unless_stopped(start: Awaitable[None], stopping: asyncio.Event) -> bool:
     """Await `start`, cancelled if `stopping` is set first: whether it finished (its
-    failure is raised). Either way it has ended, unwinding included, on return."""
+    failure is raised). Either way it has ended, unwinding included, on return; a cancel
+    of the caller itself is passed on."""
     started = asyncio.ensure_future(start)
     stop = asyncio.ensure_future(stopping.wait())
     try:
@@ -77,15 +78,23 @@ async def _unless_stopped(start: Awaitable[None], stopping: asyncio.Event) -> bo
         started.cancel()  # nothing to cancel once it has finished
         with contextlib.suppress(asyncio.CancelledError):
             await started
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise asyncio.CancelledError
     return not started.cancelled()
 
 
-async def _start(runner: GatewayRunner, settings: GatewaySettings) -> None:
-    """Open the adapters and listen; CannotStart when either fails."""
+async def _setup(runner: GatewayRunner) -> None:
+    """Open the adapters (the wait a stop may cut short); CannotStart when they fail."""
     try:
         await runner.setup()  # MySQL unreachable, refusing us or not migrated: RuntimeError
     except (RuntimeError, OSError) as exc:
         raise CannotStart(str(exc)) from exc
+
+
+async def _listen(runner: GatewayRunner, settings: GatewaySettings) -> None:
+    """Listen; never cancelled half-way (a listener opened by a cancelled start would be
+    left serving where cleanup does not see it)."""
     try:
         await web.TCPSite(runner, settings.gateway_host, settings.gateway_port).start()
     except OSError as exc:  # the port is taken, or the address is not this host's
@@ -108,9 +117,10 @@ async def serve(settings: GatewaySettings) -> None:
         shutdown_timeout=shutdown_grace(settings),
     )
     try:
-        if not await _unless_stopped(_start(runner, settings), stopping):
+        if not await _unless_stopped(_setup(runner), stopping) or stopping.is_set():
             log.info("stopped during start-up")
             return
+        await _listen(runner, settings)
         log.info("serving on %s:%d", settings.gateway_host, settings.gateway_port)
         await stopping.wait()
     finally:

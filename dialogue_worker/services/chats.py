@@ -130,7 +130,7 @@ class ChatService:
         most active chats, most active first, ties by id as in the chat list (one read of
         the user's chats)."""
         chats = await self._store.chats_of(uid)
-        mine = sorted(chats, key=lambda c: (c.activity, c.id), reverse=True)
+        mine = sorted(chats, key=lambda c: Position(c.activity, c.id), reverse=True)
         return Followed(
             data={c.id: c.last_seq for c in mine[:FOLLOW_MAX]}, more=len(mine) > FOLLOW_MAX
         )

@@ -23,7 +23,7 @@ from discovery import (
 )
 from infra.local import LocalSettings
 from infra.processes.stub import StubProcess, StubServer
-from platform_common.http import TIMEOUT_HEADER
+from platform_common.http import TIMEOUT_HEADER, TIMEOUT_MS_MAX
 from tests.support.waiting import eventually
 
 
@@ -155,6 +155,11 @@ async def test_each_try_tells_the_instance_how_long_the_client_waits(
     plain = fleet.client(request_timeout=0.6)
     await plain.start()
     assert (await plain.request("GET", "/chats")).json()["timeout"] is None
+    fleet.servers[0].state.delay = 0.0
+    patient = fleet.client(request_timeout=3e6, deadline=3e6, timeout_header=TIMEOUT_HEADER)
+    await patient.start()
+    answer = await patient.request("GET", "/chats")
+    assert answer.json()["timeout"] == str(TIMEOUT_MS_MAX)  # what an instance takes at most
 
 
 async def test_5xx_ejects_the_instance_and_the_read_moves_on(
