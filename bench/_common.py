@@ -36,11 +36,14 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def number(kind: type[int] | type[float], minimum: float, *, above: bool = False) -> Any:
+def number(
+    kind: type[int] | type[float], minimum: float, *, above: bool = False, why: str = ""
+) -> Any:
     """An argparse `type`: a finite `kind` at least `minimum` (above it, with `above`). A
     count of 0 used to run the whole benchmark and fail at its end (no values, a division);
-    an infinite one never ends."""
+    an infinite one never ends. `why`, when given, follows the bound in its refusal."""
     bound = f"> {minimum:g}" if above else f">= {minimum:g}"
+    reason = f": {why}" if why else ""
 
     def parse(raw: str) -> int | float:
         try:
@@ -51,7 +54,7 @@ def number(kind: type[int] | type[float], minimum: float, *, above: bool = False
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"must be a finite number, got {raw}")
         if not (value > minimum if above else value >= minimum):
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {raw}")
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {raw}{reason}")
         return value
 
     return parse

@@ -422,20 +422,14 @@ async def main(args: argparse.Namespace) -> None:
     report(steps, sizes)
 
 
-def record_count(raw: str) -> int:
-    """An argparse `type` for --records: at least MIN_RECORDS. Fewer used to run every
-    step and fail at the end of the first, when its window was found too small."""
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not an integer") from None
-    if value < MIN_RECORDS:
-        raise argparse.ArgumentTypeError(
-            f"must be >= {MIN_RECORDS}, got {raw}: the timed window, at most "
-            f"{WINDOW_SHARE * 100:g} % of the records, must hold {MIN_WINDOW} "
-            f"({MIN_WINDOW // PARTITIONS} per partition)"
-        )
-    return value
+#: An argparse `type` for --records: at least MIN_RECORDS. Fewer used to run every step
+#: and fail at the end of the first, when its window was found too small.
+record_count = number(
+    int,
+    MIN_RECORDS,
+    why=f"the timed window, at most {WINDOW_SHARE * 100:g} % of the records, must hold "
+    f"{MIN_WINDOW} ({MIN_WINDOW // PARTITIONS} per partition)",
+)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
