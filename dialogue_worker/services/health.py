@@ -143,12 +143,8 @@ class WorkerHealth:
         gateway), which MongoDatabase.ping's own can only shorten, and every check that
         shares this ping would report that caller's hurry as MongoDB unreachable."""
         if self._pinging is None or self._pinging.done():
-            ping, loop = self._ping, asyncio.get_running_loop()
-
-            async def pinged() -> None:
-                await ping()
-
-            self._pinging = loop.create_task(pinged(), context=contextvars.Context())
+            # The task copies the context it is made in: made in an empty one.
+            self._pinging = contextvars.Context().run(asyncio.ensure_future, self._ping())
             self._pinging.add_done_callback(_retrieved)
         await asyncio.shield(self._pinging)
 

@@ -274,7 +274,7 @@ class GatewayServer(web.Server):
         *,
         cap: ConnectionCap,
         count_error: Callable[[ErrorCode], None],
-        send_within: float = SEND_WITHIN,
+        send_within: float,
         **kwargs: Any,
     ) -> None:
         self.cap = cap
