@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from contracts.errors import ErrorCode
 from gateway.app import create_app
@@ -117,3 +119,33 @@ async def test_methods_outside_the_counted_set_share_one_series(client: Client) 
     other = r'gateway_http_requests_total\{method="other",route="[^"]*",status="405"\} 2\.0'
     assert re.search(other, metrics), metrics
     assert "PROPFIND" not in metrics and "PURGE" not in metrics
+
+
+# What a client may put in a header value: visible ASCII, spaces and tabs.
+_HEADER_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.just("\t"))
+
+
+@given(_HEADER_TEXT)
+def test_any_accept_encoding_is_read_without_raising_and_gzip_needs_naming(value: str) -> None:
+    gzipped = wants_gzip(value)
+    assert isinstance(gzipped, bool)
+    if "gzip" not in value.lower() and "*" not in value:
+        assert not gzipped  # only a coding the client named (by name or `*`) is sent
+
+
+@given(accept=_HEADER_TEXT, if_none_match=_HEADER_TEXT)
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_any_coding_and_validator_headers_get_the_file_or_a_304(
+    client: Client, accept: str, if_none_match: str
+) -> None:
+    index = assets()["index.html"]
+    answer = await _page(client, **{"Accept-Encoding": accept, "If-None-Match": if_none_match})
+    tag = answer.headers["ETag"]
+    assert tag == (index.gzip_etag if wants_gzip(accept) else index.etag)
+    if answer.status == 304:
+        assert tag in if_none_match or "*" in if_none_match
+        return
+    assert answer.status == 200
+    body = await answer.read()
+    gzipped = answer.headers.get("Content-Encoding") == "gzip"
+    assert (gzip.decompress(body) if gzipped else body) == index.body
