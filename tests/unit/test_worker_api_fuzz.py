@@ -29,6 +29,7 @@ from dialogue_worker.entrypoints.middleware import edge_middleware
 from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.chats import CURSOR_AHEAD, CURSOR_TTL, ChatService
 from dialogue_worker.services.health import WorkerHealth
+from platform_common.http import TIMEOUT_HEADER
 from tests.support.hostile import (
     EDGE_FLOATS,
     EDGE_INTS,
@@ -329,6 +330,26 @@ async def test_a_request_the_parser_refuses_is_a_json_4000_not_an_error_log(
     assert answer is not None, "closed without an answer"
     assert_well_answered(answer, caplog)
     assert answer.json()["code"] == "4000"
+
+
+@given(
+    uids=st.lists(UIDS, max_size=2),
+    waits=st.none() | st.sampled_from([b"1", b"2000", b"999999999"]) | _VALUE_BYTES,
+)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_any_followed_query_is_the_users_chats_or_a_4xx(
+    worker: Worker, caplog: pytest.LogCaptureFixture, uids: list[str], waits: bytes | None
+) -> None:
+    """`GET /followed` (a stream's hello), with any `uid`s and any X-Timeout-Ms bytes."""
+    caplog.clear()
+    headers = [AUTH] + ([] if waits is None else [(TIMEOUT_HEADER.encode(), waits)])
+    answer = await _send(worker, "GET", f"/followed?{_query([('uid', u) for u in uids])}", headers)
+    event(f"answered {answer.status}")
+    assert_well_answered(answer, caplog)
+    if answer.status == 200:
+        followed = answer.json()
+        mine = CIDS if uids[0] in ("1", "2") else []  # the first uid is the one read
+        assert sorted(followed["data"]) == sorted(mine) and followed["more"] is False
 
 
 async def _send(
