@@ -80,6 +80,7 @@ class WorkerRuntime:
         except OSError as exc:
             raise WorkerError(f"DATA_DIR {s.data_dir} cannot be faust's folder: {exc}") from exc
         await p.database.open()
+        await p.registration.check()  # Consul and our id, before taking any partition
         topics = await ensure_topics(
             s.kafka_bootstrap,
             [s.topic, s.dlq_topic, s.events_topic],

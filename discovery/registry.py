@@ -82,13 +82,23 @@ class Registrar:
         """What the last heartbeat reported; None before the first one."""
         return self._last
 
+    async def check_free(self) -> None:
+        """Consul answers and no live process holds this instance id (ConsulUnavailable,
+        DuplicateInstance): what start() checks first, for a caller to ask before it takes
+        work it would have to give back when registering fails."""
+        client = self._consul = self._consul or open_consul(self.consul_url, self._token)
+        try:
+            await self._refuse_duplicate(client)
+        except CONSUL_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+
     async def start(self) -> None:
         """Register, send the first heartbeat and start the heartbeat task."""
         if self._task is not None:
             return
         client = self._consul = self._consul or open_consul(self.consul_url, self._token)
         try:
-            await self._refuse_duplicate(client)
+            await self._refuse_duplicate(client)  # again: a twin may have started since
             await self._register(client)
             # Claimed at once, before the first probe (which may take seconds): a new TTL
             # check is critical with no output, which reads as nobody's, and a twin with
@@ -97,10 +107,7 @@ class Registrar:
             await self._beat(client)
         except CONSUL_ERRORS as exc:
             await self.stop()
-            raise ConsulUnavailable(
-                f"cannot register '{self.registration.instance_id}' in Consul at "
-                f"{self.consul_url}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise self._unavailable(exc) from exc
         except BaseException:  # DuplicateInstance or cancellation: leave nothing behind
             await self.stop()
             raise
@@ -131,6 +138,12 @@ class Registrar:
             )
             return
         log.info("deregistered '%s'", self.registration.instance_id)
+
+    def _unavailable(self, exc: BaseException) -> ConsulUnavailable:
+        return ConsulUnavailable(
+            f"cannot register '{self.registration.instance_id}' in Consul at "
+            f"{self.consul_url}: {type(exc).__name__}: {exc}"
+        )
 
     async def stop(self) -> None:
         """Deregister (if still registered) and close the Consul client."""

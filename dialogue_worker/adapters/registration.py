@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 
 from dialogue_worker.errors import DuplicateWorker, WorkerError
@@ -87,9 +88,20 @@ class ConsulRegistration:
         """What the last heartbeat told Consul."""
         return self._registrar.last_report
 
+    async def check(self) -> None:
+        """Before the consumer joins the group: Consul answers and no live worker holds
+        this instance id. Found only at registration, either made the worker join, take
+        partitions and leave again (a rebalance of the whole group each time it was
+        restarted during a Consul outage)."""
+        await self._refused_as_worker(self._registrar.check_free())
+
     async def start(self) -> None:
+        await self._refused_as_worker(self._registrar.start())
+        self._registered = True
+
+    async def _refused_as_worker(self, step: Awaitable[None]) -> None:
         try:
-            await self._registrar.start()
+            await step
         except DuplicateInstance as exc:
             raise DuplicateWorker(
                 f"a worker registered as {self.instance_id!r} is already running; "
@@ -97,12 +109,12 @@ class ConsulRegistration:
             ) from exc
         except DiscoveryError as exc:
             raise RegistrationFailed(str(exc)) from exc
-        self._registered = True
 
     async def stop(self) -> None:
-        if self._registered:
-            self._registered = False
-            try:
+        """Deregister when registered; close the Consul client whatever was done."""
+        try:
+            if self._registered:
+                self._registered = False
                 await self._registrar.deregister()
-            finally:
-                await self._registrar.stop()
+        finally:
+            await self._registrar.stop()
