@@ -44,21 +44,26 @@ class Recorder:
             raise RuntimeError("write failed")
         self.log.append(f"end {batch}")
 
+    async def logged(self, *lines: str) -> None:
+        """Wait until the log is `lines`: a submitted write starts on a later turn of the
+        loop, after however many awaits WriteBehind takes."""
+        await eventually(
+            lambda: self.log, until=lambda log: log == list(lines), what=f"log {list(lines)}"
+        )
+
 
 async def test_submit_returns_while_the_write_runs_and_writes_stay_in_order() -> None:
     rec = Recorder()
     writer: WriteBehind[str] = WriteBehind(rec.write)
-    await writer.submit("a")
-    await asyncio.sleep(0)
-    assert rec.log == ["start a"]  # submit did not wait for the write
+    await writer.submit("a")  # returned with the write not done: it waits for its release
+    await rec.logged("start a")
 
     second = asyncio.create_task(writer.submit("b"))
     await settle()
     assert not second.done() and rec.log == ["start a"]  # b waits for a
     rec.release["a"].set()
     await second
-    await asyncio.sleep(0)
-    assert rec.log == ["start a", "end a", "start b"]
+    await rec.logged("start a", "end a", "start b")
     rec.release["b"].set()
     await writer.flush()
     assert rec.log[-1] == "end b"
@@ -78,7 +83,7 @@ async def test_cancel_abandons_the_write_in_flight() -> None:
     rec = Recorder()
     writer: WriteBehind[str] = WriteBehind(rec.write)
     await writer.submit("a")
-    await asyncio.sleep(0)
+    await rec.logged("start a")
     await writer.cancel()
     assert rec.log == ["start a"]
     await writer.flush()  # nothing left in flight
