@@ -249,31 +249,42 @@ async def test_a_chat_left_before_its_messages_came_is_not_marked_read(
     page = await context.new_page()
     async with aiohttp.ClientSession() as http:
         other, cid = await chat_with_someone(page, url, http, unique)
+        marks: list[Any] = []  # every move of this chat's read marker the page asks for
+        page.on("request", lambda r: marks.append(r) if _moves_marker(r, cid) else None)
         third_name = "q" + unique("")[-12:]
         third = await User.sign_up(http, url, third_name)
-        me = (await token_of(page))["userId"]
-        quiet = (await third.call("POST", "/v1/chats", json={"users": [third.id, me]}))["id"]
+        me = User(http, url, await token_of(page))
+        quiet = (await third.call("POST", "/v1/chats", json={"users": [third.id, me.id]}))["id"]
         for i in range(3):
             await other.post(cid, f"unread {i}")
-    badge = page.locator(f".chat[data-cid='{cid}'] .badge")
-    await eventually(badge.text_content, lambda t: t == "3", what="3 unread")
-    await page.wait_for_selector(f".chat[data-cid='{quiet}']")
-    held: list[Any] = []
-    pattern = f"**/v1/chats/{cid}/messages?*"
-    await page.route(pattern, lambda r: held.append(r))  # answered once the chat is left
-    await page.click(f".chat[data-cid='{cid}']")
-    await eventually(lambda: len(held), lambda n: n == 1, what="the history read sent")
-    await page.click(f".chat[data-cid='{quiet}']")
-    await page.wait_for_selector(f"#chat-title:has-text('{third_name}')")
-    async with page.expect_response(lambda r: r.url == held[0].request.url) as answered:
-        await held[0].continue_()
-    await (await answered.value).finished()
-    for _ in range(2):  # two round trips through the page's task queue: its load() ran
-        await page.evaluate("() => new Promise((done) => setTimeout(done))")
-    await page.unroute(pattern)
-    await page.reload()  # the badge as the server counts it
-    await eventually(badge.text_content, lambda t: t == "3", what="still 3 unread")
+        badge = page.locator(f".chat[data-cid='{cid}'] .badge")
+        await eventually(badge.text_content, lambda t: t == "3", what="3 unread")
+        await page.wait_for_selector(f".chat[data-cid='{quiet}']")
+        held: list[Any] = []
+        pattern = f"**/v1/chats/{cid}/messages?*"
+        await page.route(pattern, lambda r: held.append(r))  # answered once the chat is left
+        await page.click(f".chat[data-cid='{cid}']")
+        await eventually(lambda: len(held), lambda n: n == 1, what="the history read sent")
+        await page.click(f".chat[data-cid='{quiet}']")
+        await page.wait_for_selector(f"#chat-title:has-text('{third_name}')")
+        async with page.expect_response(lambda r: r.url == held[0].request.url) as answered:
+            await held[0].continue_()
+        await (await answered.value).finished()
+        for _ in range(2):  # two round trips through the page's task queue: its load() ran
+            await page.evaluate("() => new Promise((done) => setTimeout(done))")
+        # A move the page sent by then reached the browser before those round trips.
+        assert [r.post_data for r in marks] == []
+        await page.unroute(pattern)
+        await page.reload()  # the badge as the server counts it, then the server itself
+        await eventually(badge.text_content, lambda t: t == "3", what="still 3 unread")
+        listed = await me.call("GET", "/v1/chats")
+        assert [(c["unread"], c["readSeq"]) for c in listed["data"] if c["id"] == cid] == [(3, 0)]
+        assert marks == []
     await context.close()
+
+
+def _moves_marker(request: Any, cid: str) -> bool:
+    return bool(request.method == "PUT" and request.url.endswith(f"/v1/chats/{cid}/read"))
 
 
 async def test_a_failing_history_read_offers_a_retry(

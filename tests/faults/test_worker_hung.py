@@ -42,7 +42,7 @@ async def test_sigstop_a_worker_past_its_ttl(
             await hold(phase(3))
         alive = hung.returncode is None
         written = await check_written(platform, load)
-        during = [n for t, n in monitor.samples if stopped < t < resumed]
+        during = monitor.within(stopped, resumed)
         summary("2-worker-sigstop", load, written, f"min_passing={min(during)}")
 
     assert alive, "the hung worker died"

@@ -189,12 +189,22 @@ class Platform:
             )
 
 
+@dataclass(frozen=True)
+class Sample:
+    """How many workers Consul listed as passing at some moment between `asked` and
+    `answered` (a loaded machine can take a second or more to answer)."""
+
+    asked: float
+    answered: float
+    passing: int
+
+
 class ConsulMonitor:
     """Samples how many workers Consul lists as passing, every SAMPLE_EVERY seconds."""
 
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[Sample] = []
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> ConsulMonitor:
@@ -210,12 +220,25 @@ class ConsulMonitor:
     async def _run(self) -> None:
         async with aiohttp.ClientSession() as http:
             while True:
-                self.samples.append((time.monotonic(), await self.platform.passing(http)))
+                asked = time.monotonic()
+                passing = await self.platform.passing(http)
+                self.samples.append(Sample(asked, time.monotonic(), passing))
                 await hold(SAMPLE_EVERY)  # the sampling rhythm
 
+    def after(self, moment: float) -> list[int]:
+        """What the samples asked after `moment` saw."""
+        return [s.passing for s in self.samples if s.asked > moment]
+
+    def within(self, start: float, end: float) -> list[int]:
+        """What the samples asked after `start` and answered before `end` saw."""
+        return [s.passing for s in self.samples if s.asked > start and s.answered < end]
+
     def none_passing_between(self, start: float, end: float) -> bool:
-        """Some sample in [start - WATCH_LAG, end + CONSUL_LAG] saw no passing worker."""
-        return any(start - WATCH_LAG <= t <= end + CONSUL_LAG and n <= 0 for t, n in self.samples)
+        """Some sample that may have seen [start - WATCH_LAG, end + CONSUL_LAG] saw no
+        passing worker: a sample's answer describes a moment between its question and its
+        answer, so one that overlaps the window counts."""
+        low, high = start - WATCH_LAG, end + CONSUL_LAG
+        return any(s.passing <= 0 and s.answered >= low and s.asked <= high for s in self.samples)
 
 
 @dataclass
