@@ -51,6 +51,11 @@ class Components:
     registration: ConsulRegistration
 
 
+def stream_buffer_size(batch_size: int) -> int:
+    """Records faust may hold for the agent beyond the batch in hand: two batches."""
+    return 2 * batch_size
+
+
 def faust_app(settings: WorkerSettings) -> faust.App:
     """The faust app: consumer group = app id, raw bytes in, manual acks, quiet web server."""
     app = WorkerApp(
@@ -67,6 +72,10 @@ def faust_app(settings: WorkerSettings) -> faust.App:
         # Records in hand are redelivered after a rebalance (writes are idempotent);
         # waiting for them could hang a rebalance while MongoDB is down.
         stream_wait_empty=False,
+        # Records read ahead of the agent, counted in records (faust has no byte bound):
+        # faust's default of 4,096 held ~4 GiB of an outside producer's 1 MiB junk
+        # records. Two batches keep the next batch ready while one is written.
+        stream_buffer_maxsize=stream_buffer_size(settings.batch_size),
         topic_allow_declare=False,  # topics are created by adapters.topics
         topic_disable_leader=True,
         topic_partitions=settings.topic_partitions,

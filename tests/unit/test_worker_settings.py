@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from dialogue_worker.adapters.mongo import MongoDatabase
+from dialogue_worker.bootstrap import faust_app
 from dialogue_worker.settings import WorkerSettings
 
 
@@ -40,3 +43,13 @@ def test_a_mongo_timeout_is_one_the_client_takes_or_refused_when_read(seconds: f
         assert "mongo_timeout" in str(exc)
         return
     MongoDatabase(settings.mongo_url, settings.mongo_db, settings.mongo_timeout)
+
+
+async def test_faust_reads_two_batches_ahead_not_its_default_4096_records(
+    tmp_path: Path,
+) -> None:
+    """faust's buffer counts records, not bytes: at its default of 4,096 a partition of
+    1 MiB junk records held about 4 GiB (docs/worker.md, BATCH_SIZE)."""
+    settings = WorkerSettings(dialogue_env="local", data_dir=tmp_path, batch_size=7)
+    app = faust_app(settings)  # made inside the running loop, as the worker makes it
+    assert app.conf.stream_buffer_maxsize == 14
