@@ -11,7 +11,14 @@ from typing import Any
 
 import consul.aio
 
-from discovery.consul_api import CONSUL_ERRORS, instances_from_health, open_consul
+from discovery.consul_api import (
+    CONSUL_ERRORS,
+    UnreadableAnswer,
+    brief,
+    health_entries,
+    instances_from_health,
+    open_consul,
+)
 from discovery.durations import to_go, to_seconds
 from discovery.errors import WatchNotReady
 from discovery.index import Pacer, next_index
@@ -36,15 +43,30 @@ _SERVING = frozenset({"passing", "warning"})
 def serving(nodes: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The entries of a /v1/health/service answer whose every check (the service's own,
     its maintenance mode, the node's serfHealth and maintenance) is passing or warning;
-    an entry without a readable list of checks is left out."""
+    an entry without a readable list of checks (each an object with a string Status) is
+    left out, with a warning: Consul writes none such, so its health is unknown."""
     kept = []
     for node in nodes:
-        checks = node.get("Checks") if isinstance(node, Mapping) else None
-        if isinstance(checks, list) and all(
-            isinstance(check, Mapping) and check.get("Status") in _SERVING for check in checks
-        ):
+        statuses = _statuses(node)
+        if statuses is None:
+            log.warning("leaving out a health entry whose checks do not read: %s", brief(node))
+        elif statuses <= _SERVING:
             kept.append(node)
     return kept
+
+
+def _statuses(node: object) -> set[str] | None:
+    """The statuses of an entry's checks; None when they do not read."""
+    checks = node.get("Checks") if isinstance(node, Mapping) else None
+    if not isinstance(checks, list):
+        return None
+    statuses = set()
+    for check in checks:
+        status = check.get("Status") if isinstance(check, Mapping) else None
+        if not isinstance(status, str):
+            return None
+        statuses.add(status)
+    return statuses
 
 
 class ServiceWatch:
@@ -140,30 +162,47 @@ class ServiceWatch:
             ) from None
 
     async def _run(self, client: consul.aio.Consul) -> None:
+        """Query after query until cancelled; no failure ends the loop, as a watch that
+        ended would leave the gateway serving a frozen set: crashed workers kept, new
+        ones never seen. A failed query keeps the last set (stale), backs off, and the
+        next one does not block (after an outage, Consul may have restarted)."""
         index = 0
         while True:
             await asyncio.sleep(self._pacer.delay())
             self._pacer.started()
-            wait = self._wait
-            doubt = self._membership.doubt_left()
-            if doubt is not None:
-                wait = min(wait, doubt)
             try:
-                async with asyncio.timeout(wait * 17 / 16 + _QUERY_SLACK):
-                    raw_index, nodes = await client.health.service(
-                        self.service, index=index or None, wait=to_go(wait)
-                    )
-                returned = int(raw_index)
-            except CONSUL_ERRORS as exc:
-                index = 0  # after an outage, ask without blocking: Consul may have restarted
-                await asyncio.sleep(self._unreachable(exc))
+                index = await self._query(client, index)
                 continue
-            self._backoff.reset()
-            index = next_index(index, returned)
-            if index == 0:
-                log.info("consul index went backwards for '%s'; starting over", self.service)
-                self._membership.restarted()
-            self._observed(self._eligible(instances_from_health(serving(nodes))))
+            except UnreadableAnswer as exc:
+                pause = self._failed("consul's answer about '%s' does not read (%s)", exc)
+            except CONSUL_ERRORS as exc:
+                pause = self._failed(
+                    "consul unreachable for '%s' (%s: %s)", type(exc).__name__, exc
+                )
+            except Exception as exc:  # any other is a bug, yet it must not end the watch
+                pause = self._failed("watch of '%s' failed unexpectedly", exc_info=exc)
+            index = 0
+            await asyncio.sleep(pause)
+
+    async def _query(self, client: consul.aio.Consul, index: int) -> int:
+        """One blocking query after `index`, its answer served; returns the next index."""
+        wait = self._wait
+        doubt = self._membership.doubt_left()
+        if doubt is not None:
+            wait = min(wait, doubt)
+        async with asyncio.timeout(wait * 17 / 16 + _QUERY_SLACK):
+            raw_index, answer = await client.health.service(
+                self.service, index=index or None, wait=to_go(wait)
+            )
+        returned = int(raw_index)
+        nodes = health_entries(answer)
+        index = next_index(index, returned)
+        if index == 0:
+            log.info("consul index went backwards for '%s'; starting over", self.service)
+            self._membership.restarted()
+        self._observed(self._eligible(instances_from_health(serving(nodes))))
+        self._backoff.reset()
+        return index
 
     def _eligible(self, instances: tuple[Instance, ...]) -> tuple[Instance, ...]:
         """The instances registered with the required tag and meta keys."""
@@ -188,20 +227,22 @@ class ServiceWatch:
                 )
         return tuple(kept)
 
-    def _unreachable(self, exc: BaseException) -> float:
-        """Log the outage; returns how long to back off."""
+    def _failed(self, why: str, *args: object, exc_info: BaseException | None = None) -> float:
+        """Keep serving the last set, marked stale, and log `why` (its first %s is the
+        service); returns how long to back off. With `exc_info`, an error with its
+        traceback."""
         self._membership.unreachable()
         delay = self._backoff.next_delay()
         age = time.monotonic() - (self._membership.stale_since or time.monotonic())
-        log.warning(
-            "consul unreachable for '%s' (%s: %s); serving last known set of %d instance(s), "
-            "stale for %.1fs; retrying in %.2fs",
+        log.log(
+            logging.WARNING if exc_info is None else logging.ERROR,
+            why + "; serving last known set of %d instance(s), stale for %.1fs; retrying in %.2fs",
             self.service,
-            type(exc).__name__,
-            exc,
+            *args,
             len(self.instances),
             age,
             delay,
+            exc_info=exc_info,
         )
         return delay
 
