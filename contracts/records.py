@@ -6,6 +6,7 @@ contracts/schema/dialogue.messages.v1.json is generated from MessageRecord.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Annotated, Literal
 
@@ -23,7 +24,7 @@ from pydantic import (
 
 TOPIC = "dialogue.messages"
 TEXT_MAX = 4096  # characters
-RECORD_MAX_BYTES = 64 * 1024
+RECORD_MAX_BYTES = 64 * 1024  # the whole value, 65,536 bytes
 #: Largest user id: MongoDB and BSON hold signed 64-bit integers.
 UID_MAX = 2**63 - 1
 #: createdAt window: from 2001-01-01T00:00:00Z to one day past the consumer's clock. The
@@ -42,6 +43,14 @@ TEXT_PATTERN = f"^[^\x00]*[^\x00{WHITESPACE}][^\x00]*$"
 
 #: Largest integer a JSON number written as a float (`7.0`) holds exactly.
 _EXACT_FLOAT = 2**53
+#: The published schema's description: what its keywords cannot say, said to producers.
+RECORD_DESCRIPTION = (
+    "One chat message as produced to `dialogue.messages` (key = cid): a UTF-8 JSON object "
+    f"of at most {RECORD_MAX_BYTES:,} bytes (64 KiB) whose strings are valid Unicode "
+    "(no unpaired surrogate escape such as \\ud800)."
+)
+#: A `\uXXXX` escape of a UTF-16 surrogate (U+D800..U+DFFF), the half of a pair.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def json_int(value: object) -> int | None:
@@ -106,7 +115,11 @@ class MessageRecord(BaseModel):
     """One chat message as produced to `dialogue.messages` (key = cid)."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, title="dialogue.messages record v1", strict=True
+        extra="forbid",
+        frozen=True,
+        title="dialogue.messages record v1",
+        strict=True,
+        json_schema_extra={"description": RECORD_DESCRIPTION},
     )
 
     v: Literal[1] = Field(description="schema version")
@@ -123,7 +136,10 @@ class MessageRecord(BaseModel):
             min_length=1,
             max_length=TEXT_MAX,
             json_schema_extra={"pattern": TEXT_PATTERN},
-            description="message text: 1-4096 characters, not blank, no NUL",
+            description=(
+                "message text: 1-4096 characters, not blank, no NUL, valid Unicode "
+                "(no unpaired surrogate escape such as \\ud800)"
+            ),
         ),
         AfterValidator(_text_problem),
     ]
@@ -170,6 +186,20 @@ def _shown(value: object) -> str:
     return f"a JSON {'array' if isinstance(value, list) else 'object'}"
 
 
+def _json_problem(exc: orjson.JSONDecodeError) -> str:
+    """Why orjson refused a value. An unpaired surrogate escape (`\\ud800`, which Python's
+    json.dumps writes for a lone surrogate) is valid JSON grammar and passes the published
+    schema's validators, so orjson's "no low surrogate" under "malformed JSON" misleads:
+    the escape is named instead, as the character it is not."""
+    escape = _SURROGATE_ESCAPE.match(exc.doc, exc.pos)
+    if escape is None or "surrogate" not in exc.msg:
+        return f"malformed JSON: {exc}"
+    return (
+        f"a string holds an unpaired surrogate escape ({escape.group()} at character offset "
+        f"{exc.pos}), which is not a Unicode character"
+    )
+
+
 def decode_record(value: bytes | None) -> MessageRecord:
     """Parse and validate a raw Kafka value, or raise InvalidRecord with the reason."""
     if value is None:
@@ -179,7 +209,7 @@ def decode_record(value: bytes | None) -> MessageRecord:
     try:
         data = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRecord(f"malformed JSON: {exc}") from None
+        raise InvalidRecord(_json_problem(exc)) from None
     if not isinstance(data, dict):
         raise InvalidRecord("record is not a JSON object")
     version = data.get("v")

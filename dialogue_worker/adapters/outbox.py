@@ -7,7 +7,7 @@ OutboxUnavailable, so the agent never acks a batch whose records are not durable
 A copy must fit in one request (`MAX_RECORD`), or aiokafka refuses it for good and the
 retries would hold the partition forever. A record that just fit the broker's limit
 does not once headers are added, so copies are fitted first (`fitted`): the source's
-own headers go, then the value (dead letters only) is cut, saying so in a header.
+own headers go, then the key and value (dead letters only) are cut, saying so in headers.
 """
 
 from __future__ import annotations
@@ -30,8 +30,14 @@ KIND = "x-dlq-kind"  # invalid | unknown_chat | not_member | unstorable | id_con
 SOURCE_TOPIC = "x-dlq-topic"
 SOURCE_PARTITION = "x-dlq-partition"
 SOURCE_OFFSET = "x-dlq-offset"
+#: The prefix of the headers a dead letter gets from the worker, and of no other header in it.
+DLQ_PREFIX = "x-dlq-"
+#: Put before a source header's name that starts with DLQ_PREFIX (`prev-x-dlq-reason`).
+PREVIOUS = "prev-"
 #: On a dead letter whose value was cut to fit: the original value's size in bytes.
 TRUNCATED = "x-dlq-truncated"
+#: On a dead letter whose key was cut to fit: the original key's size in bytes.
+KEY_TRUNCATED = "x-dlq-key-truncated"
 #: On a dead letter whose source headers did not fit beside the x-dlq-* ones: how many
 #: were left out (they are never cut: a header is kept whole or not at all).
 HEADERS_DROPPED = "x-dlq-headers-dropped"
@@ -63,26 +69,71 @@ def fitted(
 ) -> tuple[bytes | None, bytes | None, Headers]:
     """Key, value and headers of a copy that fits MAX_RECORD: the source's `own` headers
     are kept if they fit beside `added`, else left out (on a dead letter, `cut`, with
-    HEADERS_DROPPED); then, if `cut`, the value is cut (and TRUNCATED added), and the key
-    too if the value alone was not enough. Without `cut` a value
-    that does not fit is returned whole (a valid record's value is bounded far below the
-    limit by the contract, and a forward's key is a chat id)."""
+    HEADERS_DROPPED); then, if `cut`, the key and value are cut (`_cut`). Without `cut` a
+    value that does not fit is returned whole (a valid record's value is bounded far below
+    the limit by the contract, and a forward's key is a chat id)."""
     if record_size(key, value, [*own, *added]) <= MAX_RECORD:
         return key, value, [*own, *added]
     if cut and own:  # a dead letter says what it left out
         added = [*added, (HEADERS_DROPPED, str(len(own)).encode())]
     if not cut or record_size(key, value, added) <= MAX_RECORD:
         return key, value, added
-    marked = [*added, (TRUNCATED, str(len(value or b"")).encode())]
-    slack = 16  # the varint lengths of a cut key and value can only shrink; margin anyway
-    if key is not None and record_size(key, b"", marked) + slack > MAX_RECORD:
-        key = key[: max(MAX_RECORD - record_size(b"", b"", marked) - slack, 0) // 2]
-    room = MAX_RECORD - record_size(key, b"", marked) - slack
-    return key, None if value is None else value[: max(room, 0)], marked
+    return _cut(key, value, added)
+
+
+#: What the key's and value's lengths may add to `record_size(b"", b"", headers)`: it
+#: counts each as a one-byte varint, and a length below 2 MiB takes at most three.
+_LENGTH_VARINTS = 4
+
+
+def _shares(room: int, key_size: int, value_size: int) -> tuple[int, int]:
+    """How many bytes the key and the value keep of `room`: each what the other does not
+    need, and half of it each when both need more (a null value leaves it all to the key)."""
+    key_keeps = min(key_size, max(room // 2, room - value_size))
+    return key_keeps, min(value_size, room - key_keeps)
+
+
+def _cut(
+    key: bytes | None, value: bytes | None, added: Headers
+) -> tuple[bytes | None, bytes | None, Headers]:
+    """Key and value cut to fit beside `added`, with a header for each one that lost bytes
+    (TRUNCATED, KEY_TRUNCATED: its original size). A header takes room itself, so the
+    shares are worked out again with the headers they call for until those are the same:
+    less room never cuts less, so that is at most three rounds."""
+    key_size, value_size = len(key or b""), len(value or b"")
+    marks: Headers = []
+    while True:
+        headers = [*added, *marks]
+        room = max(MAX_RECORD - record_size(b"", b"", headers) - _LENGTH_VARINTS, 0)
+        key_keeps, value_keeps = _shares(room, key_size, value_size)
+        needed: Headers = []
+        if value_keeps < value_size:
+            needed.append((TRUNCATED, str(value_size).encode()))
+        if key_keeps < key_size:
+            needed.append((KEY_TRUNCATED, str(key_size).encode()))
+        if needed == marks:
+            break
+        marks = needed
+    cut_key = None if key is None else key[:key_keeps]
+    return cut_key, None if value is None else value[:value_keeps], headers
+
+
+def carried(headers: Sequence[tuple[str, bytes | None]]) -> Headers:
+    """The source's headers as its dead letter carries them: one named x-dlq-* gets PREVIOUS
+    before its name, so every x-dlq-* header of a dead letter is the worker's and there once.
+    A source has them when a dead letter was replayed (its earlier reasons, kept as the
+    record's history, oldest first) or when a producer forged them. Renamed rather than
+    dropped, as a dead letter carries its source's headers; not to `x-dlq-prev-*`, a name
+    in the worker's own prefix, which a reader taking every x-dlq-* header would misread.
+    The longer names count against MAX_RECORD like any source header."""
+    return [
+        (PREVIOUS + name if name.startswith(DLQ_PREFIX) else name, value) for name, value in headers
+    ]
 
 
 def dead_letter_copy(rejected: Rejected) -> tuple[bytes | None, bytes | None, Headers]:
-    """The dead letter's key, value and headers (the source's, then the x-dlq-* ones)."""
+    """The dead letter's key, value and headers (the source's as `carried` gives them,
+    then the x-dlq-* ones)."""
     record = rejected.record
     added: Headers = [
         (REASON, rejected.reason.encode()),
@@ -95,8 +146,8 @@ def dead_letter_copy(rejected: Rejected) -> tuple[bytes | None, bytes | None, He
         added.append((SOURCE_TIMESTAMP, str(record.timestamp_ms).encode()))
     if record.key is None and record.value is None:
         added.append((NULL_RECORD, b"1"))
-        return fitted(None, b"", list(record.headers), added, cut=True)
-    return fitted(record.key, record.value, list(record.headers), added, cut=True)
+        return fitted(None, b"", carried(record.headers), added, cut=True)
+    return fitted(record.key, record.value, carried(record.headers), added, cut=True)
 
 
 class KafkaOutbox:
