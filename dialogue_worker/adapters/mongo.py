@@ -43,7 +43,7 @@ from pymongo.errors import (
 
 from contracts.records import MessageRecord
 from dialogue_worker.adapters.sharding import ensure_sharding
-from dialogue_worker.domain.history import message_key, page_key, page_of
+from dialogue_worker.domain.history import legacy_page_key, message_key, page_key, page_of
 from dialogue_worker.errors import StorageUnavailable, StoreRefused, WorkerError
 from dialogue_worker.services.ports import StoredMessage
 from platform_common.retry import Backoff, retry
@@ -153,9 +153,13 @@ class MongoDatabase:
 
     def message(self, cid: str, seq: int) -> Doc:
         """The filter of the message at (cid, seq). Behind a mongos it names `page`, the
-        shard key of `history`, as well: a filter on `_id` alone goes to every shard."""
+        shard key of `history`, as well: a filter on `_id` alone goes to every shard.
+        Either page key the message may carry, as history stored with pages of 100 is
+        found by this look-up (at most two shards asked)."""
         key: Doc = {"_id": message_key(cid, seq)}
-        return key | {"page": page_key(cid, page_of(seq))} if self.sharded else key
+        if not self.sharded:
+            return key
+        return key | {"page": {"$in": [page_key(cid, page_of(seq)), legacy_page_key(cid, seq)]}}
 
     async def open(self) -> None:
         """Check the server answers, create indexes, shard behind a mongos, and on FerretDB

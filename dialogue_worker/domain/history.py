@@ -33,6 +33,15 @@ def page_key(cid: str, page: int) -> str:
     return f"{cid}:{PAGE_SIZE}:{page:010d}"
 
 
+#: The page size of history stored before pages of 25 (main from 2026-11-30 to 12-02).
+LEGACY_PAGE_SIZE = 100
+
+
+def legacy_page_key(cid: str, seq: int) -> str:
+    """The page key a message stored with pages of 100 carries: `<cid>:<page>`, no size."""
+    return f"{cid}:{(seq - 1) // LEGACY_PAGE_SIZE:010d}"
+
+
 class Direction(Enum):
     OLDER = "before"  # the newest messages below the cursor (the default)
     NEWER = "after"  # the oldest messages above the cursor

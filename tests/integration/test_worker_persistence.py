@@ -22,7 +22,7 @@ from dialogue_worker.adapters.mongo import MongoDatabase, history_doc
 from dialogue_worker.adapters.mongo_chats import MongoChats
 from dialogue_worker.adapters.mongo_log import MongoMessageLog
 from dialogue_worker.domain.chats import preview
-from dialogue_worker.domain.history import message_key
+from dialogue_worker.domain.history import legacy_page_key, message_key
 from dialogue_worker.domain.sequencing import ChatState, Known
 from dialogue_worker.services.ports import ChatAdvance, IdEntry, StoredMessage
 from infra.local import LocalSettings
@@ -520,6 +520,31 @@ async def _history_of(mongo: Mongo, worker: WorkerProcess, cid: str, n: int) -> 
     ]
     await history.insert_many([history_doc(m) for m in messages])
     return history
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+async def test_a_message_stored_with_pages_of_100_is_found_by_its_key(
+    worker: WorkerProcess, mongo: Mongo, infra: LocalSettings, sharded: bool
+) -> None:
+    """Behind a mongos a look-up by key names the page too (history's shard key), so it
+    must name either key a message may carry: with only the key of pages of 25 it found
+    nothing stored with pages of 100, whose look-ups are how such history is still read
+    (found in review, 2026-12-04)."""
+    cid = await create_chat(worker, [1, 2])
+    history = await _history_of(mongo, worker, cid, 130)
+    for seq in range(1, 131):
+        await history.update_one(
+            {"_id": message_key(cid, seq)}, {"$set": {"page": legacy_page_key(cid, seq)}}
+        )
+    database = MongoDatabase(infra.mongo_url, worker.mongo_db, timeout=30.0)
+    database.sharded = sharded  # FerretDB is not a mongos: the filter is what is tested
+    chats = MongoChats(database)
+    try:
+        found = await chats.messages_at(cid, [1, 100, 101, 130])
+        assert [(m.seq, m.text) for m in found] == [(s, f"m{s}") for s in (1, 100, 101, 130)]
+        assert await chats.activity_as_of(cid, 130, 1_050.5) == 1_050.0
+    finally:
+        await database.close()
 
 
 @pytest.mark.parametrize("sharded", [False, True])
