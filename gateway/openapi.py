@@ -140,15 +140,17 @@ PARAMETERS: Mapping[str, Param] = {
             "query",
             _ID_OR_EMPTY,
             "messages older than this one (a message id of the chat, such as the previous "
-            "page's nextCursor; 4005 when it is not, or together with `after`); absent or "
-            "empty: from the newest",
+            "page's nextCursor; 4005 when it is not, or together with `after`, also for the "
+            "id of a post's 202 until the worker has stored it); absent or empty: from the "
+            "newest",
         ),
         Param(
             "after",
             "query",
             _ID_OR_EMPTY,
             "messages newer than this one (a message id of the chat; 4005 when it is not, or "
-            "together with `before`); absent or empty: no lower bound",
+            "together with `before`, also for the id of a post's 202 until the worker has "
+            "stored it); absent or empty: no lower bound",
         ),
         Param(
             "Idempotency-Key",
