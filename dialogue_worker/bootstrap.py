@@ -60,6 +60,10 @@ def faust_app(settings: WorkerSettings) -> faust.App:
     """The faust app: consumer group = app id, raw bytes in, manual acks, quiet web server."""
     app = WorkerApp(
         settings.worker_app_id,
+        # faust reads ~80 variables of its own (WEB_BIND, WEB_PORT, BROKER_URL, ...) and
+        # lets each override what is passed here: a stray WEB_BIND=0.0.0.0 in a shell got
+        # past the local loopback guard. Every setting comes from WorkerSettings instead.
+        env={},
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
         key_serializer="raw",
         value_serializer="raw",

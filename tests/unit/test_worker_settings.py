@@ -53,3 +53,34 @@ async def test_faust_reads_two_batches_ahead_not_its_default_4096_records(
     settings = WorkerSettings(dialogue_env="local", data_dir=tmp_path, batch_size=7)
     app = faust_app(settings)  # made inside the running loop, as the worker makes it
     assert app.conf.stream_buffer_maxsize == 14
+
+
+async def test_faust_takes_no_setting_of_its_own_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """faust reads its own variables and lets them override the app's arguments: an
+    exported WEB_BIND=0.0.0.0 bound a local worker beyond loopback, WEB_PORT made every
+    worker of `make dev` take one port, a Celery user's BROKER_URL moved the consumer."""
+    for name, value in {
+        "WEB_BIND": "0.0.0.0",
+        "WEB_PORT": "8080",
+        "WEB_HOST": "elsewhere",
+        "BROKER_URL": "kafka://elsewhere:9092",
+        "STREAM_BUFFER_MAXSIZE": "4096",
+        "CONSUMER_AUTO_OFFSET_RESET": "latest",
+        "APP_DATADIR": "/nowhere",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = WorkerSettings(dialogue_env="local", data_dir=tmp_path, batch_size=7)
+    conf = faust_app(settings).conf
+    assert (conf.web_bind, conf.web_port, conf.web_host) == (
+        settings.worker_host,
+        settings.worker_port,
+        settings.advertise_host,
+    )
+    assert [str(url) for url in conf.broker] == [
+        f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")
+    ]
+    assert conf.stream_buffer_maxsize == 14
+    assert conf.consumer_auto_offset_reset == "earliest"
+    assert str(conf.datadir).startswith(str(tmp_path))
