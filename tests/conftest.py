@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from hypothesis import settings as hypothesis_settings
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
+from infra.dev.platform import DevPlatform
 from infra.local import LocalSettings, Stack
 from tests.support.faults import Platform
 
@@ -73,7 +75,21 @@ def stack(pytestconfig: pytest.Config, run_id: str) -> Iterator[Stack]:
         pool.submit(asyncio.run, _drop_databases(stack.settings.mongo_url, f"_{run_id}_"))
     if started and os.environ.get("KEEP_INFRA") != "1":
         with capture.global_and_fixture_disabled():
-            stack.down(started)
+            if not _used_by_make_dev():
+                stack.down(started)
+
+
+def _used_by_make_dev() -> bool:
+    """Whether `make dev` runs on the infrastructure this session started (it found it
+    running, so it will not stop it either): then it is left running, and said so."""
+    gateway = DevPlatform().gateway().pid()
+    if gateway is not None:
+        print(
+            f"infra left running: make dev's gateway (pid {gateway}) uses it; "
+            "`make dev-down` then `make infra-down` stop both",
+            file=sys.stderr,
+        )
+    return gateway is not None
 
 
 async def _delete_topics(bootstrap: str, marker: str) -> None:
