@@ -127,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             print("`make dev-down` stops what was started.", file=sys.stderr)
         return INTERRUPTED
     except OSError as exc:
-        print(f"infra.dev {args.command} failed: {exc} (is `make dev` running?)", file=sys.stderr)
+        # Only these talk to the running processes; up and down say the OS's reason alone.
+        hint = " (is `make dev` running?)" if args.command in ("scale", "status", "demo") else ""
+        print(f"infra.dev {args.command} failed: {exc}{hint}", file=sys.stderr)
         return 1
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -40,6 +41,11 @@ class DevState:
 
 @contextmanager
 def locked(run_dir: Path) -> Iterator[None]:
-    """One infra.dev command at a time per run folder (a second one waits)."""
-    with exclusive(run_dir / "lock"):
+    """One infra.dev command at a time per run folder (a second one waits, and says so:
+    `make dev` may hold it for minutes while it provisions)."""
+
+    def say() -> None:
+        print(f"waiting for another make dev, scale or dev-down ({run_dir})", file=sys.stderr)
+
+    with exclusive(run_dir / "lock", on_wait=say):
         yield

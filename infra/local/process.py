@@ -131,8 +131,13 @@ class ManagedProcess:
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        os.kill(pid, signal.SIGCONT)  # a stopped process cannot handle SIGTERM
-        os.kill(pid, sig)
+        try:
+            os.kill(pid, signal.SIGCONT)  # a stopped process cannot handle SIGTERM
+            os.kill(pid, sig)
+        except ProcessLookupError:  # it ended between the look-up and the signal
+            self._wait_gone(pid, 5.0)  # reaped, when it is our child
+            self.pid_file.unlink(missing_ok=True)
+            return True
         if not self._wait_gone(pid, timeout):
             os.kill(pid, signal.SIGKILL)
             if not self._wait_gone(pid, 5.0):

@@ -89,3 +89,17 @@ def test_a_dead_process_its_parent_has_not_reaped_is_not_running(tmp_path: Path)
         assert ours.pid() is None
     finally:
         child.wait()
+
+
+def test_a_process_that_ends_just_before_its_stop_signal_counts_as_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make dev-down` failed with ProcessLookupError (and a hint that make dev was not
+    running) when a worker exited between the pid file's look-up and the signal."""
+    # A pid no process can have (above the kernel's largest): never someone else's.
+    ended = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    ours = ManagedProcess("worker-1", tmp_path, "dialogue_worker")
+    ours.pid_file.write_text(f"{ended} 1\n")
+    monkeypatch.setattr(ours, "pid", lambda: ended)  # as the look-up saw it, alive
+    assert ours.stop(timeout=1) is True
+    assert not ours.pid_file.exists()
