@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import aiomysql
 
+from infra.dev.settings import service_environment
 from infra.local import LocalSettings
 from infra.processes.private import free_port
 from infra.processes.worker import WorkerProcess, metric_sum
@@ -48,7 +49,9 @@ class GatewayProcess:
         fd, path = tempfile.mkstemp(prefix="gateway-", suffix=".log")
         os.close(fd)
         self.log_file = Path(path)
-        self.env = {**os.environ, **env, "GATEWAY_PORT": str(self.port)}
+        # Settings exported in the shell (a sourced compose .env's ADMIN_TOKEN, say) stay
+        # out: the process is configured by `env` alone.
+        self.env = service_environment(os.environ, {**env, "GATEWAY_PORT": str(self.port)})
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

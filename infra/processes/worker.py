@@ -30,6 +30,7 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from discovery import WORKER_META_STARTED
+from infra.dev.settings import service_environment
 from infra.local import LocalSettings
 from infra.processes.private import free_port
 
@@ -128,24 +129,28 @@ class WorkerProcess:
         return None if self._proc is None else self._proc.poll()
 
     def environment(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "DIALOGUE_ENV": "local",
-            "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
-            "MONGO_URL": self.mongo_url,
-            "MONGO_DB": self.mongo_db,
-            "CONSUL_URL": self.consul_url,
-            "WORKER_APP_ID": self.app_id,
-            "WORKER_HOST": self.host,
-            "WORKER_PORT": str(self.port),
-            "SERVICE_ID": self.service_id,
-            "TOPIC": self.topic,
-            "EVENTS_TOPIC": self.events_topic,
-            "TOPIC_PARTITIONS": str(self.partitions),
-            "ENTRYPOINT_TOKEN": self.token,
-            "DATA_DIR": str(Path(tempfile.gettempdir()) / "dialogue-worker-tests"),
-            **self.env,
-        }
+        """What the worker is started with: this object's settings only, none of the
+        gateway's or worker's settings the shell exported."""
+        return service_environment(
+            os.environ,
+            {
+                "DIALOGUE_ENV": "local",
+                "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+                "MONGO_URL": self.mongo_url,
+                "MONGO_DB": self.mongo_db,
+                "CONSUL_URL": self.consul_url,
+                "WORKER_APP_ID": self.app_id,
+                "WORKER_HOST": self.host,
+                "WORKER_PORT": str(self.port),
+                "SERVICE_ID": self.service_id,
+                "TOPIC": self.topic,
+                "EVENTS_TOPIC": self.events_topic,
+                "TOPIC_PARTITIONS": str(self.partitions),
+                "ENTRYPOINT_TOKEN": self.token,
+                "DATA_DIR": str(Path(tempfile.gettempdir()) / "dialogue-worker-tests"),
+                **self.env,
+            },
+        )
 
     def start(self) -> WorkerProcess:
         if self._proc is not None and self._proc.poll() is None:
