@@ -1,4 +1,5 @@
-"""Round robin with passive health (ejection and cool-down), without I/O.
+"""Round robin with passive health (ejection and cool-down), and the retry budget,
+without I/O.
 
 An instance that fails a request (connection error, timeout, 5xx) is ejected
 for a cool-down that doubles with each ejection in a row (up to a ceiling).
@@ -7,11 +8,16 @@ requests again once the probe passed (or a request to it succeeded). When every
 instance of the set is ejected the balancer does not refuse: it hands out the
 one whose cool-down ends first (a crashed set then fails fast, a set that was
 ejected by a short blip recovers on the next request).
+
+The retry budget (`RetryBudget`) bounds the tries a client adds to its first ones, so
+that a set failing under load is not sent up to `attempts` times its traffic.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
@@ -88,19 +94,24 @@ class Balancer:
         slot = self._slots.get(instance_id)
         return 0 if slot is None else slot.ejections
 
-    def succeeded(self, instance_id: str, ejections: int | None = None) -> None:
+    def succeeded(
+        self, instance_id: str, ejections: int | None = None, *, served: bool = True
+    ) -> None:
         """A request to the instance got an answer (< 500): it is healthy. `ejections`
         is `ejections_of` when the request was sent: an answer to a request sent before
         the latest ejection says nothing of the instance since, and leaves it ejected
         (it used to end the cool-down at once: a worker failing half its requests
-        stayed in rotation)."""
+        stayed in rotation). `served=False`: the answer only says the instance is
+        healthy (a health check, as the readmission probe is): it is readmitted but its
+        doubling is kept, since only a served request shows it serves again."""
         slot = self._slots.get(instance_id)
         if slot is None:
             return
         stale = ejections is not None and ejections != slot.ejections
         if stale and slot.ejected_until is not None:
             return
-        slot.strikes = 0
+        if served:
+            slot.strikes = 0
         slot.ejected_until = None
         slot.probing = False
 
@@ -160,3 +171,63 @@ class Balancer:
         slot.ejected_until = now + self.cooldown_for(slot.strikes)
         slot.probing = False
         return True
+
+
+@dataclass
+class _Second:
+    at: int  # the whole second of the clock it counts
+    first_tries: int = 0
+    retries: int = 0
+
+
+class RetryBudget:
+    """How many retries (tries after a request's first) a client may send: a share of
+    the first tries it sent lately, plus a floor that does not depend on traffic.
+
+    Over the last `window` seconds (whole seconds of the clock), a retry is allowed
+    while the retries sent stay within `ratio` of the first tries sent, plus
+    `per_second` retries for each second of the window. The share keeps a set that
+    fails under load from getting up to `attempts` times its traffic when it is
+    weakest; the floor lets a quiet client, whose few first tries earn no whole retry,
+    still retry its failures.
+    """
+
+    def __init__(
+        self,
+        *,
+        ratio: float = 0.2,
+        per_second: float = 10.0,
+        window: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if ratio < 0 or per_second < 0 or window < 1:
+            raise ValueError("need ratio >= 0, per_second >= 0 and window >= 1")
+        self.ratio = ratio
+        self.per_second = per_second
+        self.window = window
+        self._clock = clock
+        self._seconds: deque[_Second] = deque()
+
+    def allows_retry(self) -> bool:
+        """Whether one more retry stays within the budget (`sent` counts it once sent)."""
+        self._current()
+        first_tries = sum(s.first_tries for s in self._seconds)
+        retries = sum(s.retries for s in self._seconds)
+        return retries + 1 <= self.ratio * first_tries + self.per_second * self.window
+
+    def sent(self, *, retry: bool) -> None:
+        """Count a try on its way: a request's first, or a retry."""
+        second = self._current()
+        if retry:
+            second.retries += 1
+        else:
+            second.first_tries += 1
+
+    def _current(self) -> _Second:
+        """This second's counts, after forgetting the seconds that left the window."""
+        now = math.floor(self._clock())
+        while self._seconds and self._seconds[0].at <= now - self.window:
+            self._seconds.popleft()
+        if not self._seconds or self._seconds[-1].at != now:
+            self._seconds.append(_Second(now))
+        return self._seconds[-1]

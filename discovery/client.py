@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from discovery.balancer import Balancer
+from discovery.balancer import Balancer, RetryBudget
 from discovery.errors import NoInstanceAvailable, OutcomeUnknown
 from discovery.models import Instance, InstanceStats, UpstreamResponse
 from discovery.watch import ServiceWatch
@@ -39,6 +39,11 @@ class BalancedClient:
     `probe_path` answers below 500 and not in `refused`, with a body `probe_healthy`
     accepts when given (None: readmit when the cool-down ends).
 
+    Retries (tries after a request's first) are held to a budget: within the last
+    `retry_window` seconds, `retry_ratio` of the first tries plus
+    `min_retries_per_second` for each of those seconds. A request whose retry the
+    budget refuses ends as one whose attempts ran out.
+
     Connections are not pooled with a limit: waiting for a free connection would
     count against `request_timeout` and eject a healthy instance (callers bound
     the requests in flight).
@@ -60,6 +65,9 @@ class BalancedClient:
         probe_healthy: Callable[[bytes], bool] | None = None,
         passed_on: Callable[[int, bytes], bool] | None = None,
         timeout_header: str | None = None,
+        retry_ratio: float = 0.2,
+        min_retries_per_second: float = 10.0,
+        retry_window: int = 10,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if attempts < 1:
@@ -76,6 +84,9 @@ class BalancedClient:
         self.timeout_header = timeout_header
         self._headers = dict(headers or {})
         self._balancer = Balancer(cooldown=cooldown, max_cooldown=max_cooldown, clock=clock)
+        self._budget = RetryBudget(
+            ratio=retry_ratio, per_second=min_retries_per_second, window=retry_window, clock=clock
+        )
         self._session: aiohttp.ClientSession | None = None
         self._probes: set[asyncio.Task[None]] = set()
 
@@ -116,22 +127,32 @@ class BalancedClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool = True,
+        healthy: Callable[[bytes], bool] | None = None,
     ) -> UpstreamResponse:
-        """Send the request to the next healthy instance; raises NoInstanceAvailable."""
+        """Send the request to the next healthy instance; raises NoInstanceAvailable.
+
+        `healthy` makes the request a health check, judged as the readmission probe is:
+        an answer below 500 and not refused whose body it rejects is the instance's
+        failure (the next instance is asked; the last such answer is returned when none
+        answers otherwise), one it accepts readmits the instance without resetting its
+        doubling cool-down (it says the instance is healthy, not that it served).
+        """
         session = self._session
         if session is None:
             raise RuntimeError("BalancedClient.start() was not called")
+        if healthy is not None and not idempotent:
+            raise ValueError("healthy judges idempotent requests only: it moves them on")
         self._probe_due(session)
         give_up_at = time.monotonic() + self.deadline
         tried: list[str] = []
         failures: list[str] = []
-        refusal: UpstreamResponse | None = None
+        rejected: UpstreamResponse | None = None  # the last answer that was a failure
         while len(tried) < self.attempts:
             remaining = give_up_at - time.monotonic()
             if remaining <= 0:
                 failures.append(f"deadline of {self.deadline:g}s reached")
                 break
-            instance = self._balancer.pick(exclude=tried)
+            instance = self._next_instance(tried, failures)
             if instance is None:
                 break
             tried.append(instance.id)
@@ -188,13 +209,30 @@ class BalancedClient:
             )
             if status in self.refused:  # it answered, refusing us: nothing was applied
                 failures.append(self._failed(instance, f"HTTP {status}"))
-                refusal = response
+                rejected = response
                 continue
-            self._balancer.succeeded(instance.id, ejections)
+            if healthy is not None and not healthy(body):
+                failures.append(self._failed(instance, f"HTTP {status}, saying it is unhealthy"))
+                rejected = response
+                continue
+            self._balancer.succeeded(instance.id, ejections, served=healthy is None)
             return response
-        if refusal is not None:
-            return refusal
+        if rejected is not None:
+            return rejected
         raise NoInstanceAvailable(self._nobody(method, path, failures))
+
+    def _next_instance(self, tried: list[str], failures: list[str]) -> Instance | None:
+        """The instance of the next try; None when every instance was tried or the retry
+        budget refuses the retry (said in `failures`)."""
+        if not any(i.id not in tried for i in self._balancer.instances):
+            return None
+        if tried and not self._budget.allows_retry():
+            failures.append("retry budget spent (retries held to a share of first tries)")
+            return None
+        instance = self._balancer.pick(exclude=tried)
+        if instance is not None:
+            self._budget.sent(retry=bool(tried))
+        return instance
 
     def _blame(self, instance: Instance, reason: str, excused: bool) -> str:
         """A timeout of a try the deadline cut below `request_timeout` is the deadline's

@@ -48,10 +48,6 @@ def pong_serves_reads(body: bytes) -> bool:
     return status in ("passing", "warning")
 
 
-#: Worker instances /ready asks at most, one after another.
-PING_TRIES = 3
-
-
 def bus_unavailable(status: int, body: bytes) -> bool:
     """Whether a worker's 5xx says the message bus is down (5031: a new chat, members or
     a marker whose event Kafka did not take): its answer is passed on, and the worker,
@@ -157,24 +153,24 @@ class WorkerClient:
         )
 
     async def ping(self) -> None:
-        """A worker serves reads: each instance in turn (the balancer's round robin), up
-        to PING_TRIES, until one says so. One that answers `critical` (200, the health in
-        the body) is passed over: asking only one made /ready flap while another served."""
-        refused: list[str] = []
-        for _ in range(min(PING_TRIES, max(1, len(self._client.instances)))):
-            try:
-                response = await self._client.request("GET", "/ping", headers=_request_id_header())
-            except NoInstanceAvailable as exc:
-                raise GatewayError(ErrorCode.NO_WORKER, "no dialogue worker available") from exc
-            if response.status >= 400:
-                raise worker_error(response.status, response.body)
-            if pong_serves_reads(response.body):
-                return
-            refused.append(response.instance_id)
-        # The instances by name in the log only: /ready answers anyone, and an instance
-        # id names a worker's address.
-        log.warning("no worker serves reads: %s said not", ", ".join(refused))
-        raise GatewayError(ErrorCode.NO_WORKER, "no worker serves reads")
+        """A worker serves reads: the instances are asked in turn, each once, as a read's
+        tries are, until one's pong says so (asking only one made /ready flap while
+        another served). The pong is judged as the readmission probe judges it: one
+        saying `critical` (200, the health in the body) is that worker's failure, so
+        /ready, which anyone may poll, never readmits a worker that cannot serve reads."""
+        try:
+            response = await self._client.request(
+                "GET", "/ping", headers=_request_id_header(), healthy=pong_serves_reads
+            )
+        except NoInstanceAvailable as exc:
+            raise GatewayError(ErrorCode.NO_WORKER, "no dialogue worker available") from exc
+        if response.status >= 400:
+            raise worker_error(response.status, response.body)
+        if not pong_serves_reads(response.body):
+            # The instance by name in the log only: /ready answers anyone, and an
+            # instance id names a worker's address.
+            log.warning("no worker serves reads; the last asked: %s", response.instance_id)
+            raise GatewayError(ErrorCode.NO_WORKER, "no worker serves reads")
 
     def instances(self) -> list[InstanceView]:
         return [
