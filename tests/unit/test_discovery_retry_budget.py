@@ -5,13 +5,14 @@ ephemeral ports sends no more than its first tries and the budget upstream."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 
 from discovery import BalancedClient, Instance, NoInstanceAvailable
 from discovery.balancer import RetryBudget
+from tests.support.static_watch import StaticWatch
 
 
 class Clock:
@@ -84,22 +85,6 @@ def test_impossible_settings_are_refused(kwargs: dict[str, float]) -> None:
         RetryBudget(**kwargs)  # type: ignore[arg-type]
 
 
-class StaticWatch:
-    """Stands in for ServiceWatch: a fixed set of instances, Consul never asked."""
-
-    service = "overloaded"
-    ready = True
-
-    def __init__(self, instances: Iterable[Instance]) -> None:
-        self.instances = tuple(instances)
-
-    def subscribe(self, callback: Callable[[Iterable[Instance]], None]) -> None:
-        callback(self.instances)
-
-    def unsubscribe(self, callback: Callable[[Iterable[Instance]], None]) -> None:
-        pass
-
-
 @pytest.fixture
 async def overloaded() -> AsyncIterator[tuple[list[Instance], list[int]]]:
     """Three servers on ephemeral 127.0.0.1 ports answering 503 to everything, and the
@@ -133,7 +118,7 @@ async def test_a_burst_of_failing_reads_sends_its_first_tries_and_the_budget(
     instances, hits = overloaded
     reads, ratio, per_second, window = 40, 0.2, 0.5, 10
     client = BalancedClient(
-        StaticWatch(instances),  # type: ignore[arg-type]
+        StaticWatch(instances, service="overloaded"),  # type: ignore[arg-type]
         attempts=3,
         deadline=60.0,  # no try is cut short on a loaded machine
         request_timeout=30.0,

@@ -10,7 +10,7 @@ workers, a static set for Consul.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -20,6 +20,7 @@ from contracts.errors import ErrorCode
 from discovery import BalancedClient, Instance, InstanceStats
 from gateway.adapters.workers import REFUSALS, WorkerClient, pong_serves_reads
 from gateway.errors import GatewayError
+from tests.support.static_watch import StaticWatch
 
 CID = "6b09efabc53ed4e0ac355646"
 COOLDOWN = 5.0
@@ -33,22 +34,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class StaticWatch:
-    """Stands in for ServiceWatch: a fixed set of instances, Consul never asked."""
-
-    service = "dialogue"
-    ready = True
-
-    def __init__(self, instances: Iterable[Instance]) -> None:
-        self.instances = tuple(instances)
-
-    def subscribe(self, callback: Callable[[Iterable[Instance]], None]) -> None:
-        callback(self.instances)
-
-    def unsubscribe(self, callback: Callable[[Iterable[Instance]], None]) -> None:
-        pass
 
 
 @dataclass

@@ -33,15 +33,8 @@ from dialogue_worker.adapters.outbox import (
 )
 from dialogue_worker.domain.records import InboundRecord, Rejected, RejectKind, decode_all
 from tests.support.hostile import BROKER_LIMIT
+from tests.unit.test_contracts import GOOD
 
-GOOD = {
-    "v": 1,
-    "id": "65f0c0ffee0000000000abcd",
-    "cid": "65f0c0ffee0000000000beef",
-    "uid": 7,
-    "text": "hello",
-    "createdAt": 1_700_000_000,
-}
 #: The least a cut copy takes of MAX_RECORD: all but the 4 bytes the outbox keeps for the
 #: key's and value's lengths, which short ones do not use.
 USED_ROOM = MAX_RECORD - 4
