@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.adapters.mysql_users import mysql_pool
-from gateway.settings import GatewaySettings
+from infra.dev.settings import service_environment
 from infra.local import LocalSettings
 from infra.local.mariadb import MariaDB
 
@@ -76,21 +76,19 @@ async def test_opening_the_user_store_without_create_rights_is_a_one_line_failur
 
 
 def test_the_gateway_exits_1_and_says_why(infra: LocalSettings, data_only: Account) -> None:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key.lower() not in GatewaySettings.model_fields
-    }
-    env.update(
-        DIALOGUE_ENV="local",
-        MYSQL_HOST=infra.host,
-        MYSQL_PORT=str(infra.mysql_port),
-        MYSQL_USER=data_only.user,
-        MYSQL_PASSWORD=PASSWORD,
-        MYSQL_DATABASE=data_only.database,
-        MYSQL_CONNECT_WAIT="0",
-        GATEWAY_HOST="127.0.0.1",
-        GATEWAY_PORT="0",
+    env = service_environment(
+        os.environ,
+        {
+            "DIALOGUE_ENV": "local",
+            "MYSQL_HOST": infra.host,
+            "MYSQL_PORT": str(infra.mysql_port),
+            "MYSQL_USER": data_only.user,
+            "MYSQL_PASSWORD": PASSWORD,
+            "MYSQL_DATABASE": data_only.database,
+            "MYSQL_CONNECT_WAIT": "0",
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": "0",
+        },
     )
     ran = subprocess.run(
         [sys.executable, "-m", "gateway"],
