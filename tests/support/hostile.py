@@ -5,6 +5,8 @@ will not write: integers past 64 bits, NaN and Infinity tokens, duplicate keys, 
 surrogate escapes. Used by the property test of the worker's decode path, the
 hostile-records fault scenario and the `make dev` burst test, so all exercise the same
 classes of input; `expected_kind`, `dead_letters` and `LIKE_JAVA` serve their checks.
+`bounded_values` gives values at the value's outer bounds (its size, what follows its
+object, its UTF-8, none at all), each with the fate the contract gives it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from hypothesis import strategies as st
 
-from contracts.records import InvalidRecord, decode_record
+from contracts.records import RECORD_MAX_BYTES, TEXT_MAX, InvalidRecord, decode_record
 from tests.support.waiting import NeverHappened, eventually
 
 #: The broker's default message.max.bytes: the largest record another producer may write.
@@ -167,8 +169,119 @@ def edge_values(cid: str, uid: int) -> list[bytes]:
     return out
 
 
-def values(cid: str, uid: int) -> st.SearchStrategy[bytes]:
-    """Generated record values: a valid record with fields swapped for edge values."""
+# --- Values at the record's outer bounds, each with its fate ---------------------------
+
+#: The whitespace JSON allows around any token (RFC 8259 `ws`).
+JSON_WHITESPACE = " \t\n\r"
+#: Whitespace to Unicode (or to Python's str.isspace) that JSON does not allow between
+#: tokens, as UTF-8; and a byte order mark, which is no whitespace at all.
+OTHER_WHITESPACE: list[bytes] = [
+    b"\x0b",
+    b"\x0c",
+    b"\x1c",
+    b"\xc2\x85",
+    b"\xc2\xa0",
+    b"\xe3\x80\x80",
+    b"\xef\xbb\xbf",
+]
+#: Byte sequences that are not UTF-8 wherever they stand between whole characters: a
+#: surrogate's encoding (CESU-8, what Java's modified UTF-8 writes), bytes UTF-8 never
+#: uses, a lone continuation byte, an overlong "/", a lead byte cut short, a code point
+#: past U+10FFFF, the five-byte form of the original UTF-8.
+NOT_UTF8: list[bytes] = [
+    b"\xed\xa0\x80",
+    b"\xed\xbf\xbf",
+    b"\xed\xa0\xbd\xed\xb8\x80",
+    b"\xff",
+    b"\xfe",
+    b"\x80",
+    b"\xc0\xaf",
+    b"\xc3",
+    b"\xe2\x82",
+    b"\xf4\x90\x80\x80",
+    b"\xf8\x88\x80\x80\x80",
+]
+#: Words the dead letter's reason holds for each way a value past these bounds fails.
+MALFORMED = "malformed JSON"
+NOT_UNICODE = "not valid UTF-8"
+TOO_LARGE = f"larger than {RECORD_MAX_BYTES} bytes"
+EMPTY = "empty value"
+#: A value with its fate: None, stored; else words its dead letter's reason holds
+#: (dead-lettered as `invalid`).
+Bounded = tuple[bytes | None, str | None]
+
+
+def valid_texts() -> st.SearchStrategy[str]:
+    """Texts the contract takes: 1 to TEXT_MAX characters, no NUL, not all whitespace
+    (str.isspace, as the contract defines blank); the longest ones favoured."""
+    longest = st.sampled_from(["x" * TEXT_MAX, "\U0001f600" * TEXT_MAX, "\u00e9" * TEXT_MAX])
+    # Surrogates excluded by name: `characters` with any argument given includes them.
+    letters = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
+    short = st.text(letters, min_size=1, max_size=40)
+    return longest | short.filter(lambda text: not text.isspace())
+
+
+def padded(value: bytes, size: int, at: int) -> bytes:
+    """`value` with JSON whitespace inserted at byte `at` until it is `size` bytes long."""
+    fill = (JSON_WHITESPACE * (size // len(JSON_WHITESPACE) + 1))[: size - len(value)]
+    return value[:at] + fill.encode() + value[at:]
+
+
+def bounded_values(cid: str, uid: int) -> st.SearchStrategy[Bounded]:
+    """Values at the outer bounds of the record's value, each with its fate: valid records
+    padded with JSON whitespace to one byte below, at and past RECORD_MAX_BYTES (kept up
+    to it, refused for size past it: a larger value is refused unread, whatever it holds);
+    followed by JSON whitespace (kept) or by anything else: other whitespace, garbage, a
+    second record or JSON value, with or without a separator (malformed); with bytes that
+    are not UTF-8 in the text (not UTF-8); None, a tombstone (empty)."""
+    good = st.builds(lambda text: encode(base(cid, uid, text)), valid_texts())
+    gaps = st.text(st.sampled_from(JSON_WHITESPACE), max_size=3).map(str.encode)
+
+    @st.composite
+    def sized(draw: st.DrawFn) -> Bounded:
+        value = draw(good)
+        size = RECORD_MAX_BYTES + draw(st.sampled_from([-1, 0, 1]))
+        # After the opening brace, before the closing one, or after the object.
+        at = draw(st.sampled_from([1, len(value) - 1, len(value)]))
+        return padded(value, size, at), None if size <= RECORD_MAX_BYTES else TOO_LARGE
+
+    @st.composite
+    def followed(draw: st.DrawFn) -> Bounded:
+        value, gap = draw(good), draw(gaps)
+        kind = draw(st.sampled_from(["whitespace", "other", "garbage", "record", "json"]))
+        if kind == "whitespace":
+            return value + gap + draw(gaps.filter(bool)), None
+        if kind == "other":
+            tail = draw(st.sampled_from(OTHER_WHITESPACE))
+        elif kind == "garbage":
+            starts = st.binary(min_size=1, max_size=16)
+            tail = draw(starts.filter(lambda b: b[:1] not in JSON_WHITESPACE.encode()))
+        elif kind == "record":
+            tail = draw(good)
+        else:
+            tail = write(draw(json_values(4))).encode()
+        whole = value + gap + tail
+        return whole, MALFORMED if len(whole) <= RECORD_MAX_BYTES else TOO_LARGE  # size first
+
+    @st.composite
+    def not_utf8(draw: st.DrawFn) -> Bounded:
+        head, tail = draw(st.text(max_size=8)), draw(st.text(max_size=8))
+        # The text's JSON string written by hand around the bad bytes (no library writes
+        # them), in place of a stand-in text (a NUL, escaped: no other field holds one).
+        string = (
+            json.dumps(head, ensure_ascii=False).encode()[:-1]
+            + draw(st.sampled_from(NOT_UTF8))
+            + json.dumps(tail, ensure_ascii=False).encode()[1:]
+        )
+        value = encode(base(cid, uid, "\x00")).replace(write("\x00").encode(), string)
+        return value, NOT_UNICODE
+
+    return st.one_of(sized(), followed(), not_utf8(), st.just((None, EMPTY)))
+
+
+def values(cid: str, uid: int) -> st.SearchStrategy[bytes | None]:
+    """Generated record values: a valid record with fields swapped for edge values, the
+    edge values, the values at the outer bounds (`bounded_values`) and any short bytes."""
     ints = st.sampled_from(EDGE_INTS) | st.integers()
     numbers = ints | st.sampled_from(EDGE_FLOATS) | st.floats()
     texts = st.sampled_from(EDGE_TEXTS) | st.text() | st.text(alphabet=st.characters())
@@ -199,7 +312,12 @@ def values(cid: str, uid: int) -> st.SearchStrategy[bytes]:
             pairs.append((draw(st.text(max_size=8)), draw(anything)))  # extra or duplicate key
         return encode(draw(st.permutations(pairs)))
 
-    return record() | st.sampled_from(edge_values(cid, uid)) | st.binary(max_size=64)
+    return (
+        record()
+        | st.sampled_from(edge_values(cid, uid))
+        | bounded_values(cid, uid).map(lambda case: case[0])
+        | st.binary(max_size=64)
+    )
 
 
 def expected_kind(value: bytes, members: set[int]) -> str | None:

@@ -1,34 +1,52 @@
 """Property: every record value, at and past every bound, ends stored sanely or
-dead-lettered with a reason; decoding, sorting and encoding never raise."""
+dead-lettered with a reason; decoding, sorting and encoding never raise. Values at the
+value's outer bounds (size, what follows the object, UTF-8, a tombstone) meet the fate
+the contract gives each."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import bson
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from contracts.records import CREATED_MIN, FUTURE_SLACK, TEXT_MAX, UID_MAX
+from contracts.records import CREATED_MIN, FUTURE_SLACK, RECORD_MAX_BYTES, TEXT_MAX, UID_MAX
 from dialogue_worker.adapters.mongo import history_doc, unstorable
 from dialogue_worker.domain import records as records_module
 from dialogue_worker.domain.records import (
     InboundRecord,
     RejectKind,
+    Sorted,
     check_storable,
     decode_all,
 )
 from dialogue_worker.services.ports import StoredMessage
-from tests.support.hostile import edge_values, values
+from tests.support.hostile import (
+    TOO_LARGE,
+    Bounded,
+    base,
+    bounded_values,
+    edge_values,
+    encode,
+    padded,
+    values,
+)
 
 CID = "65f0c0ffee0000000000beef"
 UID = 7
 
 
-def fate(value: bytes) -> tuple[int, int]:
-    """(accepted, rejected) of a one-record batch, checking what each outcome holds."""
+def sort_one(value: bytes | None) -> Sorted:
+    """A one-record batch of `value`, decoded and checked as the store would hold it."""
     record = InboundRecord("dialogue.messages", 0, 0, CID.encode(), value)
-    batch = check_storable(decode_all([record]), unstorable)
+    return check_storable(decode_all([record]), unstorable)
+
+
+def fate(value: bytes | None) -> tuple[int, int]:
+    """(accepted, rejected) of a one-record batch, checking what each outcome holds."""
+    batch = sort_one(value)
     for item in batch.accepted:
         message = item.message
         doc = history_doc(
@@ -42,7 +60,7 @@ def fate(value: bytes) -> tuple[int, int]:
         assert 0 < len(message.text) <= TEXT_MAX and message.text.strip()
         assert "\x00" not in message.text
     for rejected in batch.rejected:
-        assert rejected.reason and rejected.record is record
+        assert rejected.reason and rejected.record.value is value
     return len(batch.accepted), len(batch.rejected)
 
 
@@ -52,8 +70,44 @@ def fate(value: bytes) -> tuple[int, int]:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(values(CID, UID))
-def test_every_value_is_stored_sanely_or_dead_lettered(value: bytes) -> None:
+def test_every_value_is_stored_sanely_or_dead_lettered(value: bytes | None) -> None:
     assert sum(fate(value)) == 1
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(bounded_values(CID, UID))
+def test_a_value_at_the_outer_bounds_meets_the_fate_the_contract_gives_it(case: Bounded) -> None:
+    """Up to RECORD_MAX_BYTES and followed by JSON whitespace only: stored as sent (read
+    back with the standard library's parser). Past the size, followed by anything else
+    (a second record, garbage), not UTF-8, or a tombstone: dead-lettered as invalid, the
+    reason saying which."""
+    value, words = case
+    batch = sort_one(value)
+    if words is None:
+        assert value is not None and len(value) <= RECORD_MAX_BYTES
+        assert not batch.rejected
+        [kept] = batch.accepted
+        assert kept.message.model_dump() == json.loads(value)
+    else:
+        assert not batch.accepted
+        [refused] = batch.rejected
+        assert refused.kind is RejectKind.INVALID
+        assert words in refused.reason, refused.reason
+
+
+def test_a_value_of_exactly_the_limit_is_stored_and_one_byte_more_is_refused_for_size() -> None:
+    record = encode(base(CID, UID, "\U0001f600" * TEXT_MAX))  # the longest text, escaped
+    for where in (1, len(record) - 1, len(record)):  # after "{", before "}", after the object
+        at_limit = padded(record, RECORD_MAX_BYTES, where)
+        past = padded(record, RECORD_MAX_BYTES + 1, where)
+        assert (len(at_limit), len(past)) == (65_536, 65_537)
+        assert fate(at_limit) == (1, 0)
+        [refused] = sort_one(past).rejected
+        assert refused.kind is RejectKind.INVALID and TOO_LARGE in refused.reason
 
 
 def test_every_edge_value_has_one_fate_and_the_sane_ones_are_kept() -> None:
