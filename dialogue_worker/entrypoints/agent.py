@@ -46,10 +46,16 @@ def inbound(event: Any) -> InboundRecord:
     )
 
 
+#: Kafka's largest timestamp (a signed 64-bit count of milliseconds).
+_TIMESTAMP_MAX = 2**63 - 1
+
+
 def _milliseconds(seconds: object) -> int | None:
-    """faust's timestamp (float seconds) as Kafka's (integer milliseconds); None for none."""
+    """faust's timestamp (float seconds) as Kafka's (integer milliseconds); None for none.
+    Past 2**53 ms a float is not exact: Kafka's largest, 2**63 - 1, came back as 2**63,
+    which no signed 64-bit reader of the dead letter's x-dlq-timestamp takes."""
     if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds >= 0:
-        return round(seconds * 1000)
+        return min(round(seconds * 1000), _TIMESTAMP_MAX)
     return None
 
 
