@@ -86,7 +86,7 @@ class Registrar:
         """Consul answers and no live process holds this instance id (ConsulUnavailable,
         DuplicateInstance): what start() checks first, for a caller to ask before it takes
         work it would have to give back when registering fails."""
-        client = self._consul = self._consul or open_consul(self.consul_url, self._token)
+        client = self._client()
         try:
             await self._refuse_duplicate(client)
         except CONSUL_ERRORS as exc:
@@ -96,7 +96,7 @@ class Registrar:
         """Register, send the first heartbeat and start the heartbeat task."""
         if self._task is not None:
             return
-        client = self._consul = self._consul or open_consul(self.consul_url, self._token)
+        client = self._client()
         try:
             await self._refuse_duplicate(client)  # again: a twin may have started since
             await self._register(client)
@@ -138,6 +138,12 @@ class Registrar:
             )
             return
         log.info("deregistered '%s'", self.registration.instance_id)
+
+    def _client(self) -> consul.aio.Consul:
+        """The Consul client, opened on first use (check_free or start)."""
+        if self._consul is None:
+            self._consul = open_consul(self.consul_url, self._token)
+        return self._consul
 
     def _unavailable(self, exc: BaseException) -> ConsulUnavailable:
         return ConsulUnavailable(
