@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -52,6 +53,15 @@ def unique(run_id: str) -> Callable[[str], str]:
     """unique("chats") -> "chats-1a2b3c4d-7": a fresh name for each call."""
     counter = itertools.count(1)
     return lambda prefix: f"{prefix}-{run_id}-{next(counter)}"
+
+
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A loopback port bound but not listening: every connection is refused at once, and
+    nothing else can take the port meanwhile."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

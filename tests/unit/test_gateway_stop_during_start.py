@@ -8,26 +8,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from gateway.settings import GatewaySettings
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def refusing_port() -> Iterator[int]:
-    """A loopback port bound but not listening: every connection is refused at once, and
-    nothing else can take the port meanwhile."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
 
 
 def _gateway_waiting_for_mysql(port: int) -> subprocess.Popen[str]:

@@ -14,6 +14,7 @@ import pytest
 
 from infra.dev.platform import DevPlatform
 from tests.conftest import _used_by_make_dev
+from tests.support.local_infra import SLEEPER
 
 
 def test_the_infrastructure_stays_while_make_devs_gateway_runs(
@@ -22,7 +23,7 @@ def test_the_infrastructure_stays_while_make_devs_gateway_runs(
     monkeypatch.setenv("DEV_RUN_DIR", str(tmp_path))
     assert not _used_by_make_dev()
     gateway = DevPlatform().gateway()
-    pid = gateway.start([sys.executable, "-c", "import time; time.sleep(600)"], cwd=tmp_path)
+    pid = gateway.start([sys.executable, "-c", SLEEPER], cwd=tmp_path)
     try:
         assert _used_by_make_dev()
         assert f"make dev's gateway (pid {pid}) uses it" in capsys.readouterr().err

@@ -9,8 +9,6 @@ nothing listens; the other parts are stand-ins that record whether they were sta
 from __future__ import annotations
 
 import logging
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -46,14 +44,6 @@ class _Part:
 
     async def close(self) -> None:
         self.calls.append("close")
-
-
-@pytest.fixture
-def refusing_port() -> Iterator[int]:
-    """A loopback port bound but not listening: every connection is refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
 
 
 async def test_consul_unreachable_ends_the_start_before_the_consumer_joins(
