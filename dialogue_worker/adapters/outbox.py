@@ -150,6 +150,19 @@ def dead_letter_copy(rejected: Rejected) -> tuple[bytes | None, bytes | None, He
     return fitted(record.key, record.value, carried(record.headers), added, cut=True)
 
 
+def forward_copy(record: InboundRecord, cid: str) -> tuple[bytes | None, bytes | None, Headers]:
+    """The forwarded copy's key (the cid), value and headers: the source's, then
+    FORWARDED_FROM. A source that has one already (forwarded before, by a worker that
+    counted the topic's partitions otherwise, or forged) has it renamed with PREVIOUS,
+    oldest first, so a copy names one place it was read, as `carried` does for DLQ_PREFIX."""
+    where = f"{record.topic}/{record.partition}/{record.offset}".encode()
+    own = [
+        (PREVIOUS + name if name == FORWARDED_FROM else name, value)
+        for name, value in record.headers
+    ]
+    return fitted(cid.encode(), record.value, own, [(FORWARDED_FROM, where)], cut=False)
+
+
 class KafkaOutbox:
     """Owns the producer; the topics are the dead-letter, message and events topics."""
 
@@ -199,14 +212,7 @@ class KafkaOutbox:
     async def forward(self, records: Sequence[tuple[InboundRecord, str]]) -> None:
         sends: list[Outgoing] = []
         for record, cid in records:
-            where = f"{record.topic}/{record.partition}/{record.offset}".encode()
-            key, value, headers = fitted(
-                cid.encode(),
-                record.value,
-                list(record.headers),
-                [(FORWARDED_FROM, where)],
-                cut=False,
-            )
+            key, value, headers = forward_copy(record, cid)
             partition = None if self._partition_of is None else self._partition_of(cid)
             # Stamped now, not with the record's own time: a topic that bounds timestamps
             # (log.message.timestamp.before.max.ms) would refuse an old record for good.

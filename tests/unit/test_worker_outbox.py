@@ -19,6 +19,7 @@ from dialogue_worker.adapters.outbox import (
     TRUNCATED,
     dead_letter_copy,
     fitted,
+    forward_copy,
     record_size,
 )
 from dialogue_worker.domain.records import REASON_MAX, InboundRecord, Rejected, RejectKind
@@ -104,6 +105,26 @@ def test_a_forward_drops_the_source_headers_that_would_not_fit_but_keeps_the_val
     assert (out_key, out_value) == (key, value)
     assert out_headers == [("x-forwarded-from", b"t/0/1")]
     assert record_size(key, out_value, out_headers) <= MAX_RECORD
+
+
+def test_a_record_forwarded_again_names_one_place_it_was_read_and_keeps_the_older() -> None:
+    """A second forward (a worker that counted the topic's partitions otherwise) or a
+    forged header: the copy's only x-forwarded-from is where this worker read it."""
+    source = InboundRecord(
+        "dialogue.messages",
+        7,
+        99,
+        b"wrong",
+        b'{"v":1}',
+        (("trace", b"t1"), ("x-forwarded-from", b"dialogue.messages/2/5")),
+    )
+    key, value, headers = forward_copy(source, "c" * 24)
+    assert (key, value) == (b"c" * 24, b'{"v":1}')
+    assert headers == [
+        ("trace", b"t1"),
+        ("prev-x-forwarded-from", b"dialogue.messages/2/5"),
+        ("x-forwarded-from", b"dialogue.messages/7/99"),
+    ]
 
 
 def test_a_header_without_a_value_stays_without_one_from_kafka_to_the_dead_letter() -> None:
