@@ -10,6 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from signal import Signals
 
+#: A log past this size when its process starts is kept as `<name>.log.1` (replacing the
+#: one before) and a new one begun: logs are appended to across restarts, and a machine
+#: that keeps its run folder for months otherwise grows them without end.
+LOG_ROTATE_AT = 64 * 1024 * 1024
+
 # Processes this interpreter started, kept so they can be reaped (no zombies, and no
 # ResourceWarning from a Popen object dropped while its process still runs).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -31,6 +36,15 @@ def _cmdline(pid: int) -> str:
             return raw.replace(b"\0", b" ").decode(errors="replace")
         time.sleep(0.01)
     return ""
+
+
+def rotate(log_file: Path, limit: int = LOG_ROTATE_AT) -> None:
+    """Keep `log_file` as `<name>.1` when it has grown past `limit` bytes."""
+    try:
+        if log_file.stat().st_size > limit:
+            log_file.replace(log_file.with_name(f"{log_file.name}.1"))
+    except FileNotFoundError:
+        pass
 
 
 def start_time(pid: int) -> int | None:
@@ -92,6 +106,7 @@ class ManagedProcess:
 
     def start(self, argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> int:
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        rotate(self.log_file)
         with self.log_file.open("ab") as log:
             proc = subprocess.Popen(
                 list(argv),

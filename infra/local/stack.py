@@ -376,10 +376,10 @@ class Stack:
 
     def _remove_own(self, run_dir: Path) -> None:
         """Remove what infra commands make in a run folder set by LOCAL_RUN_DIR (each
-        service's folder, log and pid file, the lock, `make dev`'s folder), then the folder
+        service's folder, logs and pid file, the lock, `make dev`'s folder), then the folder
         if nothing else is left in it: anything else there is someone else's."""
         services = {*self.services, *node_names(1), *node_names(3), "dev"}
-        own = {f"{name}{suffix}" for name in services for suffix in ("", ".log", ".pid")}
+        own = {f"{name}{suffix}" for name in services for suffix in ("", ".log", ".log.1", ".pid")}
         for entry in run_dir.iterdir():
             if entry.name in own | {LOCK_FILE}:
                 if entry.is_dir() and not entry.is_symlink():

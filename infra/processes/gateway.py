@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import aiomysql
 
 from infra.dev.settings import service_environment
 from infra.local import LocalSettings
+from infra.processes.logs import log_file
 from infra.processes.private import free_port
 from infra.processes.worker import WorkerProcess, metric_sum
 from platform_common.local import LOCAL_ADMIN_TOKEN
@@ -46,9 +46,7 @@ class GatewayProcess:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.port = free_port()
-        fd, path = tempfile.mkstemp(prefix="gateway-", suffix=".log")
-        os.close(fd)
-        self.log_file = Path(path)
+        self.log_file = log_file("gateway")
         # Settings exported in the shell (a sourced compose .env's ADMIN_TOKEN, say) stay
         # out: the process is configured by `env` alone.
         self.env = service_environment(os.environ, {**env, "GATEWAY_PORT": str(self.port)})

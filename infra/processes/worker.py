@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from discovery import WORKER_META_STARTED
 from infra.dev.settings import service_environment
 from infra.local import LocalSettings
+from infra.processes.logs import log_file
 from infra.processes.private import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,9 +157,7 @@ class WorkerProcess:
         if self._proc is not None and self._proc.poll() is None:
             raise WorkerFailed(f"worker {self.service_id} is already running")
         if self.log_file is None:
-            fd, path = tempfile.mkstemp(prefix=f"{self.service_id}-", suffix=".log")
-            os.close(fd)
-            self.log_file = Path(path)
+            self.log_file = log_file(self.service_id)
         self._log_offset = self.log_file.stat().st_size  # a restart appends to the same log
         self._started_after = datetime.now(UTC)
         with self.log_file.open("ab") as log:

@@ -155,6 +155,7 @@ def test_a_run_folder_set_elsewhere_keeps_what_infra_did_not_make(
     shared = _used(scratch / "shared")
     (shared / "my-notes").mkdir()
     (shared / "kafka-2.pid").write_text("123")
+    (shared / "kafka.log.1").write_text("a rotated log")
     (shared / "dev").mkdir()
     _stack(stacks, _settings(scratch, shared)).purge()
     assert [p.name for p in shared.iterdir()] == ["my-notes"]

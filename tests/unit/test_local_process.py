@@ -3,6 +3,7 @@ look-alike that took over its pid."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infra.local.process import ManagedProcess, start_time
+from infra.local.process import ManagedProcess, rotate, start_time
 from tests.support.local_infra import SLEEPER
 
 
@@ -57,6 +58,27 @@ def test_start_records_the_pid_and_the_start_time(tmp_path: Path) -> None:
     finally:
         assert proc.stop(timeout=10)
     assert proc.pid() is None and not proc.pid_file.exists()
+
+
+def test_a_log_past_its_limit_is_kept_as_dot_1_and_begun_anew_at_start(tmp_path: Path) -> None:
+    log = tmp_path / "kafka.log"
+    log.write_bytes(b"old\n")
+    (tmp_path / "kafka.log.1").write_bytes(b"older\n")
+    rotate(log, limit=4)  # at the limit: kept
+    assert log.read_bytes() == b"old\n"
+    log.write_bytes(b"old, longer\n")
+    rotate(log, limit=4)
+    assert not log.exists() and (tmp_path / "kafka.log.1").read_bytes() == b"old, longer\n"
+    rotate(log, limit=4)  # no log yet: nothing to do
+    proc = ManagedProcess("sleeper", tmp_path, "sleeper")
+    proc.log_file.touch()
+    os.truncate(proc.log_file, 64 * 1024 * 1024 + 1)  # sparse: nothing written
+    proc.start([sys.executable, "-c", SLEEPER], cwd=tmp_path)
+    try:
+        assert proc.log_file.stat().st_size < 1024
+        assert (tmp_path / "sleeper.log.1").stat().st_size == 64 * 1024 * 1024 + 1
+    finally:
+        assert proc.stop(timeout=10)
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
