@@ -39,8 +39,10 @@ import faust
 from faust.sensors import Monitor
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
+from faust.web.drivers import aiohttp as aiohttp_web
 from mode.services import WaitResults
 
+from platform_common.http_server import JsonRefusingRunner
 from platform_common.kafka import ScopedProducer
 
 #: How often a delivery held up by a full stream buffer looks again: from 1 ms,
@@ -164,8 +166,19 @@ class QuietMonitor(Monitor):
         return None
 
 
+class WorkerWeb(aiohttp_web.Web):
+    """faust's aiohttp web driver on a `JsonRefusingRunner`: a request aiohttp's parser
+    refuses (a request line or header too long, a control byte) is answered in the
+    platform's error body rather than faust's runner's plain text and ERROR traceback."""
+
+    def __init__(self, app: Any, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._runner = JsonRefusingRunner(self.web_app, access_log=None)
+
+
 class WorkerApp(faust.App):
-    """faust.App with `DirectDeliveryConsumer` (kafka:// brokers) and `QuietMonitor`.
+    """faust.App with `DirectDeliveryConsumer` (kafka:// brokers), `QuietMonitor` and
+    `WorkerWeb`.
 
     `stream_buffers` lists every stream buffer the app made, so the consumer can tell
     whether a delivery would wait for room.
@@ -192,3 +205,6 @@ class WorkerApp(faust.App):
 
     def _new_transport(self) -> Any:
         return DirectDeliveryTransport(self.conf.broker_consumer, self)
+
+    def _new_web(self) -> Any:
+        return WorkerWeb(self)

@@ -2,9 +2,9 @@
 
 aiohttp answers a request its parser refuses (a broken request line or header) before
 any middleware runs, in plain text. `GatewayRequestHandler` answers those with the
-platform's error body instead, logs them as one debug line rather than an ERROR
-traceback, and closes connections beyond MAX_CONNECTIONS as soon as they are accepted.
-`GatewayRunner` is an `AppRunner` whose server makes these handlers.
+platform's error body instead (platform_common/http_server.py), counted and with the
+gateway's security headers, and closes connections beyond MAX_CONNECTIONS as soon as
+they are accepted. `GatewayRunner` is an `AppRunner` whose server makes these handlers.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_log import AccessLogger
-from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from contracts.errors import ErrorCode
 from gateway.domain.addresses import (
@@ -30,7 +29,7 @@ from gateway.domain.addresses import (
 )
 from gateway.entrypoints.headers import secure
 from gateway.entrypoints.state import METRICS
-from platform_common.http import error_response
+from platform_common.http_server import JsonRefusingHandler, JsonRefusingRunner, JsonRefusingServer
 from platform_common.logs import clip
 
 log = logging.getLogger(__name__)
@@ -47,25 +46,6 @@ SEND_WITHIN = 30.0
 SEND_RATE = 16 * 1024
 #: Seconds an unread request body is still drained after the answer before closing.
 LINGER = 1.0
-
-_STATUS_CODES = {
-    408: ErrorCode.REQUEST_TIMEOUT,
-    413: ErrorCode.TOO_LARGE,
-}
-_MESSAGES = {
-    ErrorCode.MALFORMED: "malformed HTTP request",
-    ErrorCode.REQUEST_TIMEOUT: "request did not arrive in time",
-    ErrorCode.TOO_LARGE: "request too large",
-    ErrorCode.INTERNAL: "internal error",
-}
-
-
-def parser_error_code(status: int) -> ErrorCode:
-    """The platform code for a status aiohttp's parser or server chose."""
-    if status >= 500:
-        return ErrorCode.INTERNAL
-    return _STATUS_CODES.get(status, ErrorCode.MALFORMED)
-
 
 #: The key of a connection held to MAX_CONNECTIONS only (a trusted proxy, loopback).
 SHARED = ""
@@ -137,15 +117,15 @@ class ConnectionCap:
             self._logged_at, self._unlogged = now, 0
 
 
-class GatewayRequestHandler(RequestHandler):
-    """aiohttp's protocol with a connection cap and JSON error answers."""
+class GatewayRequestHandler(JsonRefusingHandler):
+    """aiohttp's protocol with a connection cap, JSON error answers (counted, with the
+    gateway's security headers) and a bound on the time an answer takes to send."""
 
-    __slots__ = ("_admitted", "_cap", "_count_error", "_send_within")
+    __slots__ = ("_admitted", "_cap", "_send_within")
 
     def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._cap = manager.cap
-        self._count_error = manager.count_error
         self._send_within = manager.send_within
         self._admitted: str | None = None  # the key the connection is counted under
 
@@ -188,107 +168,19 @@ class GatewayRequestHandler(RequestHandler):
             self.log_access(request, resp, start_time)
             return resp, True
 
-    def log_exception(self, *args: Any, **kwargs: Any) -> None:
-        """A client that breaks its body or goes away is one debug line, not an ERROR."""
-        exc = kwargs.get("exc_info")
-        if isinstance(exc, RequestPayloadError | ConnectionError):
-            log.debug("client sent a broken body or went away: %s", clip(str(exc)))
-            return
-        super().log_exception(*args, **kwargs)
 
-    def handle_error(
-        self,
-        request: Any,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if request.writer.output_size > 0:  # an answer is on its way: aiohttp gives up
-            return super().handle_error(request, status, exc, message)
-        code = parser_error_code(status)
-        if isinstance(exc, ConnectionError):
-            log.debug("client went away: %s", clip(str(exc)))
-        elif code is ErrorCode.INTERNAL:
-            log.error("error outside the app's handlers", exc_info=exc)
-            self._count_error(code)
-        else:
-            log.debug("refused a malformed request (%d): %s", status, clip(message or str(exc)))
-            self._count_error(code)
-        response = error_response(code, _MESSAGES[code])
-        secure(response)
-        response.force_close()
-        return response
-
-
-#: Headers aiohttp acts on itself before any middleware runs (the Expect handler, the
-#: WebSocket handshake). It puts some of their values into its own error texts, which
-#: cannot encode a non-UTF-8 byte (read as a lone surrogate): a 5000 with a traceback.
-INTERPRETED = (
-    "Expect",
-    "Upgrade",
-    "Connection",
-    "Sec-WebSocket-Key",
-    "Sec-WebSocket-Version",
-    "Sec-WebSocket-Protocol",
-    "Sec-WebSocket-Extensions",
-)
-
-
-def screened(
-    handler: Callable[[web.BaseRequest], Any], count_error: Callable[[ErrorCode], None]
-) -> Callable[[web.BaseRequest], Any]:
-    """`handler` behind a check of the headers aiohttp interprets before the app's
-    middlewares: a value that is not ASCII, or an Expect other than 100-continue (which
-    aiohttp answers in plain text), is 4000 in the platform's error body."""
-
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        problem = _interpreted_problem(request)
-        if problem is None:
-            return await handler(request)  # type: ignore[no-any-return]
-        log.debug("refused a request: %s", problem)
-        count_error(ErrorCode.MALFORMED)
-        response = error_response(ErrorCode.MALFORMED, problem)
-        secure(response)
-        return response
-
-    return handle
-
-
-def _interpreted_problem(request: web.BaseRequest) -> str | None:
-    for name in INTERPRETED:
-        if any(not value.isascii() for value in request.headers.getall(name, ())):
-            return f"the {name} header must be ASCII"
-    # As aiohttp's own handler: an empty Expect, or one on HTTP/1.0, is ignored.
-    expect = request.headers.get("Expect")
-    if expect and request.version >= (1, 1) and expect.lower() != "100-continue":
-        return "the only Expect this server meets is 100-continue"
-    return None
-
-
-class GatewayServer(web.Server):
+class GatewayServer(JsonRefusingServer):
     """aiohttp's low-level server making `GatewayRequestHandler`s."""
 
-    def __init__(
-        self,
-        handler: Any,
-        *,
-        cap: ConnectionCap,
-        count_error: Callable[[ErrorCode], None],
-        send_within: float,
-        **kwargs: Any,
-    ) -> None:
+    handler_class = GatewayRequestHandler
+
+    def __init__(self, handler: Any, *, cap: ConnectionCap, send_within: float, **kwargs: Any):
         self.cap = cap
-        self.count_error = count_error
         self.send_within = send_within
-        server_only = ("request_factory", "handler_cancellation", "loop")
-        self._handler_args = {k: v for k, v in kwargs.items() if k not in server_only}
-        super().__init__(screened(handler, count_error), **kwargs)
-
-    def __call__(self) -> RequestHandler:
-        return GatewayRequestHandler(self, loop=asyncio.get_running_loop(), **self._handler_args)
+        super().__init__(handler, **kwargs)
 
 
-class GatewayRunner(web.AppRunner):
+class GatewayRunner(JsonRefusingRunner):
     """An AppRunner whose server caps connections and answers parser errors in JSON.
 
     `header_timeout` bounds how long a connection may take to deliver a complete
@@ -309,26 +201,25 @@ class GatewayRunner(web.AppRunner):
         send_within: float = SEND_WITHIN,
     ) -> None:
         self._send_within = send_within
-        self._handler_kwargs: dict[str, Any] = {
-            "keepalive_timeout": header_timeout,
-            "lingering_time": LINGER,
-            "access_log_class": access_log_class,
-        }
-        super().__init__(app, shutdown_timeout=shutdown_timeout, **self._handler_kwargs)
+        super().__init__(
+            app,
+            shutdown_timeout=shutdown_timeout,
+            keepalive_timeout=header_timeout,
+            lingering_time=LINGER,
+            access_log_class=access_log_class,
+        )
         self.cap = ConnectionCap(max_connections, max_connections_per_address, trusted_proxies)
 
     def _count_error(self, code: ErrorCode) -> None:
         """Count an error answer the server gave before the app saw the request."""
         self.app[METRICS].errors.labels(code.value).inc()
 
-    async def _make_server(self) -> web.Server:
-        plain = await super()._make_server()  # runs the app's start-up, freezes it
+    def new_server(self, handler: Any, **kwargs: Any) -> web.Server:
         return GatewayServer(
-            plain.request_handler,
-            request_factory=plain.request_factory,
-            handler_cancellation=plain.handler_cancellation,
+            handler,
             cap=self.cap,
-            count_error=self._count_error,
             send_within=self._send_within,
-            **self._handler_kwargs,
+            refused=self._count_error,
+            dress=secure,
+            **kwargs,
         )

@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.app import create_app
-from gateway.entrypoints.server import INTERPRETED, GatewayRunner
+from gateway.entrypoints.server import GatewayRunner
 from gateway.settings import GatewaySettings
+from platform_common.http_server import INTERPRETED
 from tests.support.gateway_fakes import World
 from tests.support.raw_http import exchange, request
 
