@@ -2,9 +2,14 @@
 
 Consul being unreachable never empties the set: the last known set keeps
 serving and is marked stale. Right after Consul comes back (or its index went
-backwards, as after an agent restart), an empty answer is not believed for a
-grace period: a restarted dev or client agent has forgotten every service until
-the workers' next heartbeat registers them again.
+backwards, as after an agent restart), an answer is not believed to have lost
+instances for a grace period: a restarted dev or client agent has forgotten every
+service until each worker's next heartbeat registers it again, so its first answers
+list the workers one by one. Until the grace ends, or the answer lists every instance
+served before, the ones it lacks keep serving beside the ones it names (marked
+stale): believing the first answer sent every read to the first worker back for up
+to a heartbeat. An instance that really left in the meantime costs the balancer an
+ejection and a retry, no more.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ class Membership:
         self._ready = False
         self._doubt_pending = False
         self._doubt_until: float | None = None
+        #: The set served when the doubt began: what an answer in doubt may lack.
+        self._before: tuple[Instance, ...] = ()
 
     @property
     def instances(self) -> tuple[Instance, ...]:
@@ -51,7 +58,7 @@ class Membership:
         self._doubt_pending = True
 
     def doubt_left(self) -> float | None:
-        """Seconds an empty answer is still doubted; None when answers are trusted."""
+        """Seconds an answer's losses are still doubted; None when answers are trusted."""
         if self._doubt_until is None:
             return None
         left = self._doubt_until - self._clock()
@@ -64,12 +71,19 @@ class Membership:
         if self._doubt_pending:
             self._doubt_pending = False
             self._doubt_until = now + self.restart_grace
-        if not instances and self._instances and self.doubt_left() is not None:
+            self._before = self._instances
+        named = {i.id for i in instances}
+        lacking = [i for i in self._before if i.id not in named]
+        if lacking and self.doubt_left() is not None:
             if self._stale_since is None:
                 self._stale_since = now
-            return False
+            return self._serve(tuple(sorted((*instances, *lacking), key=lambda i: i.id)))
         self._doubt_until = None
+        self._before = ()
         self._stale_since = None
+        return self._serve(instances)
+
+    def _serve(self, instances: tuple[Instance, ...]) -> bool:
         if instances == self._instances:
             return False
         self._instances = instances

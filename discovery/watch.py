@@ -256,12 +256,14 @@ class ServiceWatch:
                 self.service,
                 time.monotonic() - was_stale,
             )
-        elif self.stale_since is not None and not instances:
+        elif self.stale_since is not None:
+            named = {i.id for i in instances}
             log.warning(
-                "consul lists no instance of '%s' right after coming back; keeping the last "
-                "known %d for up to %.0fs while they re-register",
+                "consul lists %d instance(s) of '%s' right after coming back; keeping %s "
+                "for up to %.0fs while they re-register",
+                len(instances),
                 self.service,
-                len(self.instances),
+                ", ".join(i.id for i in self.instances if i.id not in named),
                 self._membership.doubt_left() or 0.0,
             )
         if not changed:

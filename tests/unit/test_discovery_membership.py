@@ -53,8 +53,31 @@ def test_empty_answer_right_after_an_outage_is_doubted_for_the_grace() -> None:
     assert m.instances == (A, B) and m.stale_since == 10.0
     assert m.doubt_left() == 15.0
     clock.now += 5
-    assert m.observed((A,)) is True  # a re-registered instance is believed at once
-    assert m.instances == (A,) and m.stale_since is None and m.doubt_left() is None
+    assert m.observed((A,)) is False  # A is back; B may not have re-registered yet
+    assert m.instances == (A, B) and m.stale_since == 10.0 and m.doubt_left() == 10.0
+    assert m.observed((A, B)) is False  # every instance of before is back: trusted again
+    assert m.instances == (A, B) and m.stale_since is None and m.doubt_left() is None
+
+
+C = Instance("c", "127.0.0.1", 3)
+
+
+def test_after_an_agent_restart_instances_come_back_one_by_one_without_the_others_leaving() -> None:
+    """A restarted agent lists the workers as their heartbeats register them again:
+    believing its first answer sent every read to the first worker back."""
+    m, clock = make()
+    m.observed((A, B, C))
+    m.restarted()  # index went backwards
+    assert m.observed((B,)) is False and m.instances == (A, B, C)
+    assert m.stale_since == 10.0  # not every served instance is confirmed
+    moved_a = Instance("a", "127.0.0.1", 9)  # came back on another port: its new address
+    assert m.observed((moved_a, B)) is True and m.instances == (moved_a, B, C)
+    new = Instance("d", "127.0.0.1", 4)  # a new one is served at once
+    assert m.observed((moved_a, B, new)) is True and m.instances == (moved_a, B, C, new)
+    clock.now += 15.1  # C never came back: after the grace it is gone
+    assert m.observed((moved_a, B, new)) is True and m.instances == (moved_a, B, new)
+    assert m.stale_since is None and m.doubt_left() is None
+    assert m.observed((B,)) is True and m.instances == (B,)  # trusted again: losses believed
 
 
 def test_empty_answer_is_believed_after_the_grace() -> None:
