@@ -8,10 +8,11 @@ bounded queues, so a slow client never delays the feed or another client.
 A `Session` remembers, per chat, the newest seq it has sent. A message at or below it
 is a duplicate and is dropped; one further ahead than the next seq means events were
 missed (a gateway that started late, a redelivery that reordered them), and the missing
-range is read from history before it is sent. A chat joined while the socket is open has
-no position until its first message, which is preceded by a `gap` over the seqs before
-it. So a client sees each chat's messages in seq order without gaps, or is told which
-to page over REST, across reconnects (it says where it was in `hello.since`).
+range is read from history before it is sent. A chat joined while the socket is open
+starts at its first message queued when the join is sent, preceded by a `gap` over the
+seqs before it; with none queued, at the chat's lastSeq read then (a `gap` over 1 … it).
+So a client sees each chat's messages in seq order without gaps, or is told which to
+page over REST, across reconnects (it says where it was in `hello.since`).
 """
 
 from __future__ import annotations
@@ -237,6 +238,26 @@ class Session:
         await self._socket.send(item.text)
         latency = None if item.published is None else max(0.0, self._clock() - item.published)
         self._metrics.delivered(item.kind, latency)
+        if item.kind == "chat" and item.cid in self.positions and self.positions[item.cid] is None:
+            await self._joined(item.cid)
+
+    async def _joined(self, cid: str) -> None:
+        """After the frame saying the user joined `cid` on this socket, with no message of
+        it queued (whose delivery would bring the `gap` before it): a `gap` over what the
+        chat holds now, where its live messages start. A message stored after the join
+        whose event reached the hub before the join's was dropped (the session did not
+        follow the chat yet), and without a later message it was never sent nor named
+        (found in review, 2026-12-04). Its event came before the join's, and a message is
+        counted before its event is published, so the lastSeq read now counts it."""
+        if self._queue and any(i.kind == "message" and i.cid == cid for i in self._queue):
+            return
+        try:
+            last = (await self._workers.chat(self.uid, cid)).lastSeq
+        except Exception as exc:  # any failure to read: the client resumes later
+            raise StreamUnavailable(f"chat unavailable: {type(exc).__name__}") from exc
+        if last:
+            await self._send_gap(cid, 1, last)
+        self.positions[cid] = last
 
     async def _in_history(self, item: _Item) -> bool:
         """Whether a message event that jumps ahead is what history holds at its seq. A
