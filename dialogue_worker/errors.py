@@ -30,6 +30,11 @@ class StoreRefused(WorkerError):
     """MongoDB refused a write for a reason a retry will not change (e.g. a document)."""
 
 
+class StoreMisconfigured(WorkerError):
+    """The MongoDB-protocol server cannot serve the platform as it should (a FerretDB
+    without its indexes or version guard, a collection sharded on another key)."""
+
+
 class OutboxUnavailable(WorkerError):
     """Kafka did not take what the worker produces (dead letters, forwards, events);
     retrying later can succeed."""

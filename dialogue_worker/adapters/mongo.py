@@ -44,7 +44,11 @@ from pymongo.errors import (
 from contracts.records import MessageRecord
 from dialogue_worker.adapters.sharding import ensure_sharding
 from dialogue_worker.domain.history import legacy_page_key, message_key, page_key, page_of
-from dialogue_worker.errors import StorageUnavailable, StoreRefused, WorkerError
+from dialogue_worker.errors import (
+    StorageUnavailable,
+    StoreMisconfigured,
+    StoreRefused,
+)
 from dialogue_worker.services.ports import StoredMessage
 from platform_common.retry import Backoff, retry
 
@@ -87,10 +91,6 @@ CHATS_V2 = "chats-v2-counters"
 #: Seconds that one-off update is tried again when another writer's stale-write refusal
 #: interrupts it.
 MIGRATION_WITHIN = 3.0
-
-
-class StoreMisconfigured(WorkerError):
-    """The MongoDB-protocol server cannot serve the platform's reads as it should."""
 
 
 def is_transient(exc: PyMongoError) -> bool:
@@ -178,13 +178,20 @@ class MongoDatabase:
             for name, field in INDEXES.items():
                 await self.db[name].create_index([(field, ASCENDING)])
             hello = await self.client.admin.command("hello")
-            self.sharded = await ensure_sharding(self.client.admin.command, self.db.name, hello)
+            self.sharded = await ensure_sharding(
+                self.client.admin.command, self.db.name, hello, self._shard_key
+            )
             await self._migrate_chats()
             info = await self.client.admin.command("buildInfo")
             if "ferretdbVersion" in info:
                 await self._check_ferretdb(str(info["ferretdbVersion"]))
         except PyMongoError as exc:
             raise StorageUnavailable(f"cannot prepare MongoDB: {exc}") from exc
+
+    async def _shard_key(self, namespace: str) -> Mapping[str, Any] | None:
+        """The key `namespace` is sharded on, as the config servers hold it."""
+        found = await self.client.config.collections.find_one({"_id": namespace})
+        return None if found is None else found.get("key")
 
     async def _migrate_chats(self) -> None:
         """Give chats stored before v2 an empty count, once per database (CHATS_V2).

@@ -8,6 +8,8 @@ from typing import Any
 
 from pymongo.errors import OperationFailure
 
+from dialogue_worker.errors import StoreMisconfigured
+
 log = logging.getLogger(__name__)
 
 Command = Callable[..., Awaitable[Mapping[str, Any]]]
@@ -29,21 +31,45 @@ def is_mongos(hello: Mapping[str, Any]) -> bool:
     return hello.get("msg") == "isdbgrid"
 
 
-async def ensure_sharding(command: Command, database: str, hello: Mapping[str, Any]) -> bool:
-    """Shard messages and chats (see SHARD_KEYS) on a mongos; False on a plain server."""
+#: The shard key of a namespace as the config servers hold it (`config.collections`),
+#: None when it is not sharded.
+KeyOf = Callable[[str], Awaitable[Mapping[str, Any] | None]]
+
+
+async def ensure_sharding(
+    command: Command, database: str, hello: Mapping[str, Any], key_of: KeyOf
+) -> bool:
+    """Shard messages and chats (see SHARD_KEYS) on a mongos; False on a plain server.
+
+    A collection sharded already must be so on its key in SHARD_KEYS: MongoDB answers
+    "already sharded" also when the key differs, and a history sharded on another key
+    would spread a page over shards (or keep a hot chat on one) with nothing said."""
     if not is_mongos(hello):
         log.info("not connected to a mongos: sharding of %s skipped", database)
         return False
-    await _tolerate_done(command("enableSharding", database))
+    try:
+        await command("enableSharding", database)
+    except OperationFailure as exc:
+        if not _already(exc):
+            raise
     for collection, key in SHARD_KEYS.items():
-        await _tolerate_done(command("shardCollection", f"{database}.{collection}", key=key))
+        namespace = f"{database}.{collection}"
+        try:
+            await command("shardCollection", namespace, key=key)
+        except OperationFailure as exc:
+            if not _already(exc):
+                raise
+            found = await key_of(namespace)
+            if found is None or dict(found) != key:
+                raise StoreMisconfigured(
+                    f"{namespace} is sharded on {dict(found or {})}, not {key} "
+                    "(dialogue_worker/adapters/sharding.py): a collection cannot be sharded "
+                    "again on another key; reshard it (reshardCollection) or move the data"
+                ) from exc
     log.info("sharding of %s ensured: %s", database, SHARD_KEYS)
     return True
 
 
-async def _tolerate_done(pending: Awaitable[Mapping[str, Any]]) -> None:
-    try:
-        await pending
-    except OperationFailure as exc:  # already enabled / already sharded with this key
-        if exc.code != ALREADY_INITIALIZED and "already" not in str(exc):
-            raise
+def _already(exc: OperationFailure) -> bool:
+    """Whether a refusal says the database or collection is sharded already."""
+    return exc.code == ALREADY_INITIALIZED or "already" in str(exc)

@@ -124,9 +124,17 @@ function shardApplicationDatabase(admin, database) {
   for (const [collection, key] of Object.entries(SHARD_KEYS)) {
     const namespace = `${database}.${collection}`;
     const result = run(admin, { shardCollection: namespace, key: key });
-    // Re-running with the same key answers ok (or "already sharded" on older servers).
+    // Re-running with the same key answers ok, or "already sharded" on older servers,
+    // which is also the answer for a collection sharded on another key: look at it.
     if (result.ok !== 1 && !/already/.test(result.errmsg || "")) {
       throw new Error(`mongo-init: shardCollection ${namespace} failed: ${tojson(result)}`);
+    }
+    const found = shardKeyOf(admin.getSiblingDB("config"), namespace);
+    if (!sameKey(found, key)) {
+      throw new Error(
+        `mongo-init: ${namespace} is sharded on ${tojson(found)}, not ${tojson(key)}; ` +
+          "a collection cannot be sharded again on another key: reshard it or move the data",
+      );
     }
     print(`collection ${namespace}: sharded on ${tojson(key)}`);
   }
@@ -134,6 +142,13 @@ function shardApplicationDatabase(admin, database) {
 
 function sameKey(a, b) {
   return JSON.stringify(a) === JSON.stringify(b);
+}
+
+// The key `namespace` is sharded on, as the config servers hold it (null: not sharded).
+function shardKeyOf(config, namespace) {
+  const found = run(config, { find: "collections", filter: { _id: namespace } });
+  const batch = found.ok === 1 ? found.cursor.firstBatch : [];
+  return batch.length === 1 ? batch[0].key : null;
 }
 
 // One look at the router, no waiting: is everything this job does done already?
@@ -151,11 +166,9 @@ function alreadyDone(shards, database) {
       return false;
     }
     const config = router.getDB("config");
-    return Object.entries(SHARD_KEYS).every(([collection, key]) => {
-      const found = run(config, { find: "collections", filter: { _id: `${database}.${collection}` } });
-      const batch = found.ok === 1 ? found.cursor.firstBatch : [];
-      return batch.length === 1 && sameKey(batch[0].key, key);
-    });
+    return Object.entries(SHARD_KEYS).every(([collection, key]) =>
+      sameKey(shardKeyOf(config, `${database}.${collection}`), key),
+    );
   } catch (err) {
     return false; // the router is not up yet: the full path waits for it
   }

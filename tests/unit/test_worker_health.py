@@ -9,11 +9,12 @@ from typing import Any
 
 import pymongo
 import pytest
+from pymongo.errors import OperationFailure
 
 from dialogue_worker.adapters.mongo import MongoDatabase
 from dialogue_worker.adapters.registration import ConsulRegistration
 from dialogue_worker.adapters.sharding import ensure_sharding
-from dialogue_worker.errors import StorageUnavailable
+from dialogue_worker.errors import StorageUnavailable, StoreMisconfigured
 from dialogue_worker.services.chat_book import ChatBook
 from dialogue_worker.services.health import PartitionState, Status, WorkerHealth
 from dialogue_worker.settings import WorkerSettings
@@ -175,21 +176,30 @@ async def test_the_chat_book_trusts_members_for_a_while_and_only_to_accept() -> 
 
 
 class Commands:
-    def __init__(self) -> None:
+    """A mongos: answers ok, or, for a collection in `sharded` (namespace -> key), what
+    MongoDB answers when it is sharded already (code 23, whatever key was asked)."""
+
+    def __init__(self, sharded: dict[str, dict[str, Any]] | None = None) -> None:
         self.issued: list[tuple[Any, ...]] = []
+        self.sharded = sharded or {}
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Mapping[str, Any]:
         self.issued.append((*args, kwargs))
+        if args[0] == "shardCollection" and args[1] in self.sharded:
+            raise OperationFailure("sharding already enabled for collection", code=23)
         return {"ok": 1}
+
+    async def key_of(self, namespace: str) -> Mapping[str, Any] | None:
+        return self.sharded.get(namespace)
 
 
 async def test_sharding_only_behind_mongos() -> None:
     plain = Commands()
-    assert await ensure_sharding(plain, "db", {"isWritablePrimary": True}) is False
+    assert await ensure_sharding(plain, "db", {"isWritablePrimary": True}, plain.key_of) is False
     assert plain.issued == []
 
     mongos = Commands()
-    assert await ensure_sharding(mongos, "db", {"msg": "isdbgrid"}) is True
+    assert await ensure_sharding(mongos, "db", {"msg": "isdbgrid"}, mongos.key_of) is True
     assert mongos.issued == [
         ("enableSharding", "db", {}),
         ("shardCollection", "db.history", {"key": {"page": "hashed"}}),
@@ -197,6 +207,15 @@ async def test_sharding_only_behind_mongos() -> None:
         ("shardCollection", "db.chats", {"key": {"_id": "hashed"}}),
         ("shardCollection", "db.reads", {"key": {"u": "hashed"}}),
     ]
+
+
+async def test_a_collection_sharded_already_must_be_so_on_its_key() -> None:
+    """MongoDB answers "already sharded" also for another key: that passed as done."""
+    again = Commands({"db.history": {"page": "hashed"}, "db.chats": {"_id": "hashed"}})
+    assert await ensure_sharding(again, "db", {"msg": "isdbgrid"}, again.key_of) is True
+    other = Commands({"db.history": {"cid": "hashed"}})
+    with pytest.raises(StoreMisconfigured, match=r"db.history is sharded on \{'cid': 'hashed'\}"):
+        await ensure_sharding(other, "db", {"msg": "isdbgrid"}, other.key_of)
 
 
 def test_settings_refuse_the_default_token_outside_local_mode() -> None:
