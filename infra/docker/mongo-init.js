@@ -115,7 +115,7 @@ const SHARD_KEYS = {
   reads: { u: "hashed" },
 };
 
-function shardApplicationDatabase(admin, database) {
+function shardApplicationDatabase(admin, config, database) {
   const enabled = run(admin, { enableSharding: database });
   if (enabled.ok !== 1) {
     throw new Error(`mongo-init: enableSharding ${database} failed: ${tojson(enabled)}`);
@@ -129,7 +129,7 @@ function shardApplicationDatabase(admin, database) {
     if (result.ok !== 1 && !/already/.test(result.errmsg || "")) {
       throw new Error(`mongo-init: shardCollection ${namespace} failed: ${tojson(result)}`);
     }
-    const found = shardKeyOf(admin.getSiblingDB("config"), namespace);
+    const found = shardKeyOf(config, namespace);
     if (!sameKey(found, key)) {
       throw new Error(
         `mongo-init: ${namespace} is sharded on ${tojson(found)}, not ${tojson(key)}; ` +
@@ -189,10 +189,11 @@ function main() {
     initiateReplicaSet(rs, false);
   }
 
-  const router = connectTo(required("MONGOS")).getDB("admin");
+  const mongos = connectTo(required("MONGOS"));
+  const router = mongos.getDB("admin");
   waitFor("mongos and its config servers", () => run(router, { listShards: 1 }).ok === 1);
   addShards(router, shards);
-  shardApplicationDatabase(router, database);
+  shardApplicationDatabase(router, mongos.getDB("config"), database);
   print(`mongo-init: done; application database ${database} is sharded over ${shards.length} shards`);
 }
 

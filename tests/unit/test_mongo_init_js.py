@@ -39,9 +39,8 @@ const admin = {
     sharded[namespace] = command.key;
     return { ok: 1 };
   },
-  getSiblingDB: (name) => (name === "config" ? config : null),
 };
-shardApplicationDatabase(admin, "dialogue");
+shardApplicationDatabase(admin, config, "dialogue");
 """
 
 
