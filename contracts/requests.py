@@ -9,7 +9,7 @@ Each service maps `RequestProblem` to its error body at its HTTP edge.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from contracts.errors import ErrorCode
 from contracts.ids import is_object_id
@@ -21,8 +21,6 @@ MIN_CHAT_USERS = 2  # distinct users a chat is created with, at least
 #: What a refusal echoes of the value it was sent, at most.
 ECHO = 40
 _UID_DIGITS = len(str(UID_MAX))
-#: Integral JSON numbers written with a fraction or exponent (`42.0`, `4.2e1`) are
-#: integers to JSON Schema; they are taken up to 2**53, where a float is still exact.
 
 
 class RequestProblem(ValueError):
@@ -134,18 +132,21 @@ HISTORY_CURSORS = (
 )
 
 
-#: The paging parameters of the chat list and of history, each taken once.
-PAGING_NAMES = ("limit", "cursor", *(name for name, _ in HISTORY_CURSORS))
+#: The paging parameters of the chat list, and of a chat's history.
+LIST_PAGING = ("limit", "cursor")
+HISTORY_PAGING = ("limit", *(name for name, _ in HISTORY_CURSORS))
 
 
-def paging_once(query: Mapping[str, str]) -> None:
-    """Each paging parameter at most once (4005): given twice (`?limit=5&limit=abc`), the
-    first used to win silently and the other to be ignored. A plain mapping, which holds
-    one value per name, passes."""
+def paging_once(query: Mapping[str, str], names: Iterable[str]) -> None:
+    """Each of a route's paging parameters (`names`: LIST_PAGING or HISTORY_PAGING) at
+    most once (4005): given twice (`?limit=5&limit=abc`), the first used to win silently
+    and the other to be ignored. The other list's parameters are not the route's: like
+    any unknown one, they are ignored however often they are given. A plain mapping,
+    which holds one value per name, passes."""
     getall = getattr(query, "getall", None)
     if getall is None:
         return
-    for name in PAGING_NAMES:
+    for name in names:
         if len(getall(name, ())) > 1:
             raise RequestProblem(ErrorCode.BAD_PAGING, f"{name} is given more than once")
 

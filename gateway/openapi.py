@@ -81,15 +81,18 @@ class Param:
         return {**out, "schema": dict(self.schema), "description": self.description}
 
 
-#: A query parameter that is an id; empty means absent, as for every paging parameter.
-_ID_OR_EMPTY = {"type": "string", "pattern": r"^([0-9a-f]{24})?$", "examples": [EXAMPLE_ID]}
+#: Ends a parameter's pattern where a bare `$` would not: in Python's `re` (and so in the
+#: `jsonschema` library) `$` also matches before a final "\n", which passed "<value>\n"
+#: that the gateway refuses; in ECMA-262 `$` is the end already and the lookahead a no-op.
+_END = r"(?!\n)$"
+#: An id: the pattern, and the lengths that keep a final "\n" out (as contracts/api.py's).
+_ID = {"type": "string", "pattern": OBJECT_ID_PATTERN, "minLength": 24, "maxLength": 24}
+#: The empty value, which a paging parameter takes for absent.
+_EMPTY = {"type": "string", "maxLength": 0}
+#: A message id in a query string, or empty for absent.
+_ID_OR_EMPTY = {"anyOf": [_ID, _EMPTY], "examples": [EXAMPLE_ID]}
 #: A seq in a query string: a decimal integer (at most 2**63 - 1), or empty for absent.
-_SEQ_OR_EMPTY = {
-    "anyOf": [
-        {"type": "integer", "minimum": 0, "maximum": UID_MAX},
-        {"type": "string", "maxLength": 0},
-    ]
-}
+_SEQ_OR_EMPTY = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": UID_MAX}, _EMPTY]}
 
 PARAMETERS: Mapping[str, Param] = {
     p.name: p
@@ -97,17 +100,14 @@ PARAMETERS: Mapping[str, Param] = {
         Param(
             "cid",
             "path",
-            {"type": "string", "pattern": OBJECT_ID_PATTERN, "examples": [EXAMPLE_ID]},
+            {**_ID, "examples": [EXAMPLE_ID]},
             "chat id (4001 when not 24 lowercase hex)",
         ),
         Param(
             "limit",
             "query",
             {
-                "anyOf": [
-                    {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX},
-                    {"type": "string", "maxLength": 0},
-                ],
+                "anyOf": [{"type": "integer", "minimum": 1, "maximum": LIMIT_MAX}, _EMPTY],
                 "default": LIMIT_DEFAULT,
             },
             f"page size (4005 outside 1-{LIMIT_MAX}); absent or empty: {LIMIT_DEFAULT}",
@@ -115,7 +115,7 @@ PARAMETERS: Mapping[str, Param] = {
         Param(
             "cursor",
             "query",
-            {"type": "string", "pattern": r"^[A-Za-z0-9_-]{0,200}$"},
+            {"type": "string", "pattern": rf"^[A-Za-z0-9_-]{{0,200}}{_END}"},
             "the previous page's nextCursor, opaque (4005 when it is not one); absent or "
             "empty: the first page. The pages of one listing show the chats as they were "
             "ordered when its first page was read, so none is skipped or repeated while "
@@ -159,7 +159,7 @@ PARAMETERS: Mapping[str, Param] = {
                 "type": "string",
                 "minLength": 1,
                 "maxLength": IDEMPOTENCY_KEY_MAX,
-                "pattern": "^[!-~]+$",
+                "pattern": f"^[!-~]+{_END}",
             },
             f"1-{IDEMPOTENCY_KEY_MAX} visible ASCII characters (4000 otherwise). A retry with "
             "the same key (same user, chat and text) returns the same message and produces "
@@ -170,7 +170,11 @@ PARAMETERS: Mapping[str, Param] = {
         Param(
             "name",
             "path",
-            {"type": "string", "pattern": r"^[a-z]+\.(js|css|html)$", "examples": ["main.js"]},
+            {
+                "type": "string",
+                "pattern": rf"^[a-z]+\.(js|css|html){_END}",
+                "examples": ["main.js"],
+            },
             "a file of the web client (404 when there is none by that name)",
         ),
         Param(

@@ -41,7 +41,7 @@ def caller(query: Mapping[str, str]) -> int:
 
 def chats_query(query: Mapping[str, str]) -> ChatsQuery:
     """`?uid=&limit=&cursor=`: the cursor is a nextCursor of an earlier page."""
-    rules.paging_once(query)
+    rules.paging_once(query, rules.LIST_PAGING)
     raw = rules.list_cursor(query.get("cursor"))
     cursor = None if raw is None else ListCursor.decode(raw)
     return ChatsQuery(caller(query), rules.limit(query.get("limit")), cursor)
@@ -50,7 +50,7 @@ def chats_query(query: Mapping[str, str]) -> ChatsQuery:
 def messages_query(query: Mapping[str, str]) -> MessagesQuery:
     """`?uid=&cid=&limit=` and at most one of `before`/`after` (message ids) and
     `beforeSeq`/`afterSeq` (seqs)."""
-    rules.paging_once(query)
+    rules.paging_once(query, rules.HISTORY_PAGING)
     direction, cursor = rules.history_cursor(query)
     history = HistoryQuery(rules.limit(query.get("limit")), cursor, Direction(direction))
     return MessagesQuery(caller(query), rules.chat_id(query.get("cid")), history)

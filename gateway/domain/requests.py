@@ -73,14 +73,14 @@ class Paging:
 
 def chat_paging(query: Mapping[str, str]) -> Paging:
     """?limit=&cursor= of GET /v1/chats; the cursor is an earlier page's nextCursor (4005)."""
-    rules.paging_once(query)
+    rules.paging_once(query, rules.LIST_PAGING)
     cursor = rules.list_cursor(query.get("cursor"))
     return Paging(rules.limit(query.get("limit")), None if cursor is None else ("cursor", cursor))
 
 
 def message_paging(query: Mapping[str, str]) -> Paging:
     """?limit= and one of before/after (message ids) or beforeSeq/afterSeq (4005)."""
-    rules.paging_once(query)
+    rules.paging_once(query, rules.HISTORY_PAGING)
     direction, cursor = rules.history_cursor(query)
     if cursor is None:
         return Paging(rules.limit(query.get("limit")))

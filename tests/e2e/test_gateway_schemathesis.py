@@ -39,6 +39,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.hooks import HookContext
 
+from contracts.records import json_int
 from gateway.domain.usernames import refusal, sign_up_refusal
 from gateway.openapi import OPENAPI_FILE, Auth
 from infra.local import LocalSettings
@@ -190,8 +191,10 @@ def rules_hold(context: HookContext, case: Case) -> bool:
     JSON Schema cannot say that a username is in one writing system (and the rest of
     the username rules), that `before` and `after` exclude each other, that a look-up
     names users by `id` or by `username` (exactly one of the two), that a chat's users
-    are 2 *distinct* ids, or that 7.0 is not an id: its "integer" includes 7.0, while
-    the API (like the Go one it replaces) wants integer literals.
+    are 2 *distinct* ids, or that an integral number written with a fraction or an
+    exponent is an id (or a read marker's seq) only up to 2**53: its "integer" includes
+    7.0, which the gateway takes as 7 (contracts.records.json_int), but a float above
+    2**53 is not exact and is refused (4002; 4000 for a seq).
     """
     operation = _operation(case)
     body = case.body if isinstance(case.body, dict) else {}
@@ -202,8 +205,11 @@ def rules_hold(context: HookContext, case: Case) -> bool:
     if operation in ("createChat", "addChatUsers") and _positive(case, ParameterLocation.BODY):
         users = body.get("users")
         if isinstance(users, list):
-            enough = operation == "addChatUsers" or len(set(users)) >= 2
-            return enough and all(type(uid) is int for uid in users)
+            uids = [json_int(uid) for uid in users]
+            enough = operation == "addChatUsers" or len(set(uids)) >= 2
+            return enough and None not in uids
+    if operation == "markRead" and _positive(case, ParameterLocation.BODY):
+        return json_int(body.get("seq")) is not None  # the same rule for a seq
     if operation == "lookUpUsers" and _positive(case, ParameterLocation.QUERY):
         query = case.query or {}
         return bool(query.get("id")) != bool(query.get("username"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -124,7 +125,25 @@ QUERY_TEXT = (
     | st.sampled_from(
         ["", "0", "-1", str(2**63 - 1), str(2**63), str(2**64), "1e3", " 1", "\uff11", "\u0663"]
     )
+    | st.just(CID)  # so that a query can be taken, and its values checked
 )
+
+
+#: Each list's query parser, on the gateway and on the worker, with its own paging names.
+PARSERS: list[tuple[Callable[[MultiDict[str]], object], tuple[str, ...]]] = [
+    (chat_paging, rules.LIST_PAGING),
+    (chats_query, rules.LIST_PAGING),
+    (message_paging, rules.HISTORY_PAGING),
+    (messages_query, rules.HISTORY_PAGING),
+]
+
+
+def _query(
+    parse: Callable[[MultiDict[str]], object], pairs: list[tuple[str, str]]
+) -> MultiDict[str]:
+    """`pairs` as a query string; to the worker with the `uid` and `cid` the gateway adds."""
+    worker = parse in (chats_query, messages_query)
+    return MultiDict([*pairs, ("uid", "7"), ("cid", CID)] if worker else pairs)
 
 
 @settings(max_examples=300, deadline=None)
@@ -142,7 +161,7 @@ def test_every_query_string_is_a_value_in_bounds_or_a_4xx(query: dict[str, str])
         assert exc.code in {ErrorCode.BAD_USER_ID, ErrorCode.BAD_CHAT_ID, ErrorCode.BAD_PAGING}
         assert len(exc.message) < 200  # what a stranger sent is not echoed in full
         return
-    assert 1 <= decoded.uid <= 2**63 - 1 and 1 <= decoded.page.limit <= 200
+    assert 1 <= decoded.uid <= 2**63 - 1 and 1 <= decoded.history.limit <= 200
     assert rules.chat_id(decoded.cid) == decoded.cid
 
 
@@ -158,19 +177,35 @@ def test_every_query_string_is_a_value_in_bounds_or_a_4xx(query: dict[str, str])
 )
 def test_a_paging_parameter_given_twice_is_a_4005_everywhere(pairs: list[tuple[str, str]]) -> None:
     """`?limit=5&limit=abc` used to be read as limit 5, the second value dropped silently:
-    which one the caller meant is a guess."""
-    query = MultiDict(pairs)
-    twice = any(len(query.getall(name)) > 1 for name in rules.PAGING_NAMES if name in query)
-    for parse in (chat_paging, message_paging, chats_query, messages_query):
-        worker = parse in (chats_query, messages_query)
-        full = MultiDict([*pairs, ("uid", "7"), ("cid", "a" * 24)]) if worker else query
+    which one the caller meant is a guess. Only a route's own parameters count."""
+    for parse, names in PARSERS:
+        query = _query(parse, pairs)
+        twice = any(len(query.getall(name)) > 1 for name in names if name in query)
         try:
-            parse(full)
+            parse(query)
         except (RequestProblem, GatewayError) as exc:
             if twice:
                 assert exc.code is ErrorCode.BAD_PAGING
+            else:
+                assert "more than once" not in exc.message, (parse.__name__, pairs)
             continue
         assert not twice, (parse.__name__, pairs)
+
+
+@pytest.mark.parametrize(("parse", "names"), PARSERS)
+def test_only_the_routes_own_paging_parameters_must_be_given_once(
+    parse: Callable[[MultiDict[str]], object], names: tuple[str, ...]
+) -> None:
+    """`GET /v1/chats?before=a&before=b` was 4005 "given more than once" while one
+    `before` there is ignored (and a repeated `cursor` on history likewise): the other
+    list's parameters are ignored however often they are given, on gateway and worker."""
+    for name in dict.fromkeys([*rules.LIST_PAGING, *rules.HISTORY_PAGING]):
+        query = _query(parse, [(name, ""), (name, "")])  # empty: absent, if taken at all
+        if name in names:
+            assert code_of(parse, query) is ErrorCode.BAD_PAGING, name
+        else:
+            parse(query)
+            parse(_query(parse, [(name, "a"), (name, "b")]))
 
 
 @given(st.text())

@@ -4,8 +4,10 @@ what it says about request bodies agrees with the gateway's own rules."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
+import jsonschema
 import jsonschema_rs
 import pytest
 import schemathesis
@@ -13,9 +15,12 @@ from pydantic import BaseModel
 
 from contracts import api
 from contracts.errors import ErrorCode
-from contracts.records import acceptable_text
+from contracts.records import UID_MAX, acceptable_text
+from contracts.requests import LIMIT_MAX, RequestProblem
 from gateway.domain import requests, usernames, users
 from gateway.domain.users import parse_sign_in, parse_sign_up
+from gateway.entrypoints.web_routes import assets
+from gateway.errors import GatewayError
 from gateway.openapi import (
     ERROR_TEXT,
     OPENAPI_FILE,
@@ -27,6 +32,7 @@ from gateway.openapi import (
     main,
     render,
 )
+from platform_common.http import incoming_request_id
 
 
 def test_the_committed_document_is_the_generated_one() -> None:
@@ -131,3 +137,75 @@ def test_the_empty_cursor_is_documented_as_absent() -> None:
     paging = requests.chat_paging({"cursor": ""})
     assert ecma.is_valid("") and paging.cursor is None
     assert not ecma.is_valid("not a cursor!")
+
+
+def _web_file(name: str) -> None:
+    """The gateway's rule for `/app/{name}`: a file of the web client, else 404."""
+    if name not in assets():
+        raise GatewayError(ErrorCode.NOT_FOUND, "no such file")
+
+
+def _query(route: Callable[[dict[str, str]], object], name: str) -> Callable[[str], object]:
+    """The gateway's rule for one query parameter: its route's parser, given only it."""
+    return lambda raw: route({name: raw})
+
+
+#: Per parameter of the document: the gateway's own rule for a value (raising
+#: GatewayError or RequestProblem when it refuses one), and values it takes, as JSON
+#: Schema sees them (a query's number as a number; the value of an array one as an item).
+PARAMETER_RULES: dict[str, tuple[Callable[[str], object], tuple[object, ...]]] = {
+    "cid": (requests.chat_id, (api.EXAMPLE_ID,)),
+    "limit": (_query(requests.chat_paging, "limit"), ("", 1, LIMIT_MAX)),
+    "cursor": (_query(requests.chat_paging, "cursor"), ("", "WzEsMiwieCJd", "a" * 200)),
+    "before": (_query(requests.message_paging, "before"), ("", api.EXAMPLE_ID)),
+    "after": (_query(requests.message_paging, "after"), ("", api.EXAMPLE_ID)),
+    "beforeSeq": (_query(requests.message_paging, "beforeSeq"), ("", 0, UID_MAX)),
+    "afterSeq": (_query(requests.message_paging, "afterSeq"), ("", 0, UID_MAX)),
+    "Idempotency-Key": (requests.idempotency_key, ("k", "~" * requests.IDEMPOTENCY_KEY_MAX)),
+    "name": (_web_file, ("main.js", "style.css", "index.html")),
+    "id": (lambda raw: requests.user_lookup([raw], []), (1, UID_MAX)),
+}
+#: Parameters the gateway refuses no value of: a username no account can have finds no
+#: one, and an unusable X-Request-ID is replaced with a fresh one.
+ANY_VALUE = {"username", "X-Request-ID"}
+
+
+def _validators(schema: dict[str, Any]) -> list[Callable[[object], bool]]:
+    """The schema under Python's `re` (the `jsonschema` library, formats checked) and
+    under ECMA-262 regexes (jsonschema_rs)."""
+    python = jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    return [python.is_valid, jsonschema_rs.validator_for(schema).is_valid]
+
+
+def test_no_parameter_takes_a_value_with_a_final_newline() -> None:
+    r"""A pattern's `$` also matches before a final "\n" in Python's `re`, so the
+    `jsonschema` library took "<id>\n" as a chat id, a cursor or an Idempotency-Key,
+    which the gateway refuses: each value it takes must stop being valid with a "\n"
+    after it, for the document under both regex dialects and for the gateway."""
+    parameters = document()["components"]["parameters"]
+    assert set(parameters) == set(PARAMETER_RULES) | ANY_VALUE
+    for name, (rule, values) in PARAMETER_RULES.items():
+        schema = parameters[name]["schema"]
+        as_item = schema.get("type") == "array"
+        for value in values:
+            rule(str(value))
+            newline = f"{value}\n"
+            with pytest.raises((GatewayError, RequestProblem)):
+                rule(newline)
+            for is_valid in _validators(schema):
+                assert is_valid([value] if as_item else value), (name, value)
+                assert not is_valid([newline] if as_item else newline), (name, newline)
+
+
+def test_the_parameters_that_take_any_value_are_documented_so() -> None:
+    """ANY_VALUE is kept out of the newline test for a reason: the gateway refuses none of
+    their values, and the document says any string."""
+    parameters = document()["components"]["parameters"]
+    for is_valid in _validators(parameters["X-Request-ID"]["schema"]):
+        assert is_valid("rid\n") and is_valid("")
+    assert incoming_request_id("rid\n") is None  # replaced with a fresh id, not refused
+    for is_valid in _validators(parameters["username"]["schema"]):
+        assert is_valid(["alice\n"])
+    assert requests.user_lookup([], ["alice\n"]) == ([], [])  # finds no one, not refused

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from multidict import MultiDict
 
 from contracts.errors import ErrorCode
 from contracts.records import TEXT_MAX
@@ -137,3 +138,16 @@ def test_bad_message_paging_is_4005(query: dict[str, str]) -> None:
 def test_bad_chat_cursor_is_4005() -> None:
     for bad in ("a b", "x" * 201, "é", "a=b"):
         assert _code(parse.chat_paging, {"cursor": bad}) is ErrorCode.BAD_PAGING
+
+
+def test_each_list_refuses_only_its_own_paging_parameters_given_twice() -> None:
+    """A parameter of the other list is ignored, once or twice; the list's own one
+    given twice is 4005."""
+    chats = MultiDict([("limit", "5"), ("before", CID), ("before", "x"), ("afterSeq", "1")])
+    assert parse.chat_paging(chats).params() == {"limit": "5"}
+    history = MultiDict([("limit", "5"), ("cursor", "WzEsMiwieCJd"), ("cursor", "x")])
+    assert parse.message_paging(history).params() == {"limit": "5"}
+    twice_cursor = MultiDict([("cursor", "WzEsMiwieCJd"), ("cursor", "WzEsMiwieCJd")])
+    assert _code(parse.chat_paging, twice_cursor) is ErrorCode.BAD_PAGING
+    twice_before = MultiDict([("before", CID), ("before", CID)])
+    assert _code(parse.message_paging, twice_before) is ErrorCode.BAD_PAGING
