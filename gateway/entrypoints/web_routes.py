@@ -88,10 +88,16 @@ def wants_gzip(accept_encoding: str) -> bool:
     return gzip_q > 0 and gzip_q >= weights.get("identity", anything)
 
 
-def _matches(if_none_match: str, etag: str) -> bool:
-    """Whether If-None-Match names `etag` or is `*`, comparing weakly (RFC 9110 §13.1.2)."""
-    tags = (tag.strip().removeprefix("W/") for tag in if_none_match.split(","))
-    return any(tag in ("*", etag) for tag in tags)
+def _cached(request: web.Request, etag: str) -> bool:
+    """Whether the client's If-None-Match names `etag` or is `*`, compared weakly
+    (RFC 9110 §13.1.2).
+
+    aiohttp parses the header (`request.if_none_match`): its first line only, and a list
+    up to its first malformed entry. A tag it does not read costs the client a full 200,
+    never a wrong 304.
+    """
+    tags = request.if_none_match or ()
+    return any(tag.value == "*" or f'"{tag.value}"' == etag for tag in tags)
 
 
 def _serve(request: web.Request, name: str) -> web.Response:
@@ -103,7 +109,7 @@ def _serve(request: web.Request, name: str) -> web.Response:
     headers = {hdrs.ETAG: etag, hdrs.CACHE_CONTROL: "no-cache", hdrs.VARY: "Accept-Encoding"}
     if asset.content_type == "text/html":  # also on a 304: its headers replace the cached ones
         headers[hdrs.CONTENT_SECURITY_POLICY] = HTML_POLICY
-    if _matches(",".join(request.headers.getall(hdrs.IF_NONE_MATCH, ())), etag):
+    if _cached(request, etag):
         return web.Response(status=304, headers=headers)
     body = asset.body
     if gzipped:
