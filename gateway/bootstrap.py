@@ -105,6 +105,7 @@ def rate_rules(settings: GatewaySettings) -> Rules:
         (Action.SIGN_UP, Scope.ADDRESS): settings.rate_sign_up_per_address,
         (Action.SIGN_IN, Scope.ADDRESS): settings.rate_sign_in_per_address,
         (Action.SIGN_IN, Scope.USER): settings.rate_sign_in_per_user,
+        (Action.REFRESH_TOKEN, Scope.USER): settings.rate_refreshes_per_user,
         (Action.CREATE_CHAT, Scope.ADDRESS): settings.rate_chats_per_address,
         (Action.CREATE_CHAT, Scope.USER): settings.rate_chats_per_user,
         (Action.POST_MESSAGE, Scope.ADDRESS): settings.rate_messages_per_address,
@@ -133,7 +134,12 @@ def build_services(
     live_metrics: LiveMetrics,
     clock: Callable[[], float] = time.time,
 ) -> Services:
-    tokens = TokenCodec(settings.secret("jwt_secret"), settings.jwt_issuer, settings.jwt_ttl)
+    tokens = TokenCodec(
+        settings.secret("jwt_secret"),
+        settings.jwt_issuer,
+        settings.jwt_ttl,
+        settings.session_max_age,
+    )
     membership = Membership(adapters.workers, settings.membership_cache_ttl, clock)
     idempotency = IdempotencyCache(
         settings.idempotency_ttl,

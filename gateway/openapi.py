@@ -299,6 +299,26 @@ ROUTES: tuple[Route, ...] = (
         ),
     ),
     Route(
+        method="post",
+        path="/v1/auth/refresh",
+        operation_id="refreshToken",
+        summary="Exchange the caller's token for a new one of the same session",
+        tag="auth",
+        answers=(Answer(200, "a new token, with the user's current username", api.Token),),
+        errors=(ErrorCode.USER_STORE_UNAVAILABLE,),
+        notes={
+            ErrorCode.BAD_TOKEN: "bad or expired token, a session older than "
+            "SESSION_MAX_AGE (sign in again), or a user that no longer exists",
+        },
+        limited="token refreshes by this user",
+        description="Takes no body (one sent is not read). The new token lives JWT_TTL "
+        "seconds from now, or less in the last JWT_TTL of its session: a session ends "
+        "SESSION_MAX_AGE seconds (7 days by default) after the sign-in or sign-up that "
+        "began it, however often it is refreshed, and no token outlives it; schedule the "
+        "next refresh from `expiresAt`. The old token stays valid until its own "
+        "`expiresAt`.",
+    ),
+    Route(
         method="get",
         path="/v1/users/me",
         operation_id="me",
@@ -616,7 +636,7 @@ INFO = {
     ),
 }
 TAGS = {
-    "auth": "sign-up and sign-in",
+    "auth": "sign-up, sign-in and token refresh",
     "users": "the caller",
     "chats": "chats and their members",
     "messages": "posting and reading messages",

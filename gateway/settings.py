@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from contracts.live import HELLO_WITHIN
 from gateway.domain.addresses import IPNetwork
 from gateway.domain.rate_limit import Rate
+from gateway.domain.tokens import SESSION_MAX_AGE
 from platform_common.addresses import ConsulUrl, KafkaBootstrap
 from platform_common.local import (
     LOCAL_ADMIN_TOKEN,
@@ -78,6 +79,12 @@ class GatewaySettings(BaseSettings):
     jwt_secret: SecretStr | None = Field(default=None, description="HS256 key, >= 32 bytes")
     jwt_issuer: str = Field(default="dialogue-gateway", description="iss claim issued and required")
     jwt_ttl: int = Field(default=3600, ge=60, description="token lifetime in seconds")
+    session_max_age: int = Field(
+        default=SESSION_MAX_AGE,
+        ge=60,
+        description="seconds from sign-in to the end of a session: refreshes are refused "
+        "from then on and none of its tokens lasts longer; at least JWT_TTL",
+    )
 
     mysql_host: str = Field(default="127.0.0.1", description="MySQL/MariaDB host")
     mysql_port: int = Field(default=3306, ge=1, le=65535, description="MySQL/MariaDB port")
@@ -178,6 +185,7 @@ class GatewaySettings(BaseSettings):
     rate_sign_up_per_address: RateSetting = _limit("10/60", "sign-ups per client address")
     rate_sign_in_per_address: RateSetting = _limit("30/60", "sign-ins per client address")
     rate_sign_in_per_user: RateSetting = _limit("10/60", "sign-ins per username and client address")
+    rate_refreshes_per_user: RateSetting = _limit("30/3600", "token refreshes per user")
     rate_chats_per_address: RateSetting = _limit("120/60", "chat creations per client address")
     rate_chats_per_user: RateSetting = _limit("30/60", "chat creations per user")
     rate_messages_per_address: RateSetting = _limit("300/10", "message posts per client address")
@@ -276,6 +284,15 @@ class GatewaySettings(BaseSettings):
     @property
     def local(self) -> bool:
         return self.dialogue_env == "local"
+
+    @model_validator(mode="after")
+    def _session(self) -> GatewaySettings:
+        if self.session_max_age < self.jwt_ttl:
+            raise SettingsError(
+                f"SESSION_MAX_AGE={self.session_max_age} is shorter than "
+                f"JWT_TTL={self.jwt_ttl}: a session must last at least one token"
+            )
+        return self
 
     @model_validator(mode="after")
     def _argon2(self) -> GatewaySettings:

@@ -1,4 +1,9 @@
-"""JWT access tokens: HS256 only, with sub, user_id, iss, iat and exp."""
+"""JWT access tokens: HS256 only, with sub, user_id, iss, iat, exp and auth_time.
+
+`auth_time` (OpenID Connect's name) is the moment of the sign-in or sign-up that began
+the session, in unix seconds; a refresh carries it over, so it dates the session, not the
+token. Tokens issued before it existed have none, and their `iat` stands in for it.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ REQUIRED_CLAIMS = ["sub", "user_id", "iss", "iat", "exp"]
 #: Seconds of clock difference between gateways a token survives: one gateway signs it, any
 #: other may check its `iat` (PyJWT refuses a token issued "in the future") and `exp`.
 CLOCK_SKEW = 5
+#: SESSION_MAX_AGE's default: a session, and every token of it, ends 7 days after sign-in.
+SESSION_MAX_AGE = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class Principal:
     user_id: int
     username: str
     expires_at: int  # unix seconds (`exp`)
+    auth_time: int  # unix seconds: the session's sign-in (`auth_time`, else `iat`)
 
 
 class TokenExpired(GatewayError):
@@ -50,17 +58,43 @@ class TokenExpired(GatewayError):
         super().__init__(ErrorCode.BAD_TOKEN, "token expired")
 
 
-class TokenCodec:
-    """Issues and verifies tokens with one secret and issuer."""
+class SessionExpired(GatewayError):
+    """A session older than SESSION_MAX_AGE, which no refresh extends (4011)."""
 
-    def __init__(self, secret: str, issuer: str, ttl: int) -> None:
+    def __init__(self) -> None:
+        super().__init__(ErrorCode.BAD_TOKEN, "session expired: sign in again")
+
+
+class TokenCodec:
+    """Issues and verifies tokens with one secret and issuer.
+
+    A token lives `ttl` seconds, but never past its session's end: `max_age` seconds
+    after the sign-in (`auth_time`) that began the session.
+    """
+
+    def __init__(self, secret: str, issuer: str, ttl: int, max_age: int = SESSION_MAX_AGE) -> None:
         self._secret = secret
         self._issuer = issuer
         self._ttl = ttl
+        self._max_age = max_age
 
     def issue(self, user_id: int, username: str, now: float) -> Token:
+        """The first token of a new session (sign-up, sign-in), which begins `now`."""
+        return self._sign(user_id, username, int(now), int(now))
+
+    def refresh(self, caller: Principal, username: str, now: float) -> Token:
+        """A new token of the caller's session, for `username` (the current name).
+
+        It lives `ttl` from `now`, or less when the session ends sooner; from the end of
+        the session on (`max_age` after `auth_time`) there is none: SessionExpired.
+        """
         iat = int(now)
-        exp = iat + self._ttl
+        if iat >= caller.auth_time + self._max_age:
+            raise SessionExpired
+        return self._sign(caller.user_id, username, iat, caller.auth_time)
+
+    def _sign(self, user_id: int, username: str, iat: int, auth_time: int) -> Token:
+        exp = min(iat + self._ttl, auth_time + self._max_age)
         claims = {
             "sub": str(user_id),
             "user_id": user_id,
@@ -68,6 +102,7 @@ class TokenCodec:
             "iss": self._issuer,
             "iat": iat,
             "exp": exp,
+            "auth_time": auth_time,
         }
         token = jwt.encode(claims, self._secret, algorithm=ALGORITHM)
         return Token(token, user_id, username, exp)
@@ -93,8 +128,19 @@ class TokenCodec:
         if type(user_id) is not int or not 1 <= user_id < 2**63 or sub != str(user_id):
             raise GatewayError(ErrorCode.BAD_TOKEN, "invalid token subject")
         username = claims.get("username")
-        # PyJWT has checked that `exp` is a number in the future.
-        return Principal(user_id, username if isinstance(username, str) else "", int(claims["exp"]))
+        # PyJWT has checked that `exp` is a number in the future, `iat` one not in it.
+        expires_at, issued_at = int(claims["exp"]), int(claims["iat"])
+        # Absent (a token from before refresh existed), the session began at `iat`. Present,
+        # it is at most `iat`, give or take the clocks of the gateways that signed them.
+        auth_time = claims.get("auth_time", issued_at)
+        if "auth_time" in claims and not _valid_auth_time(auth_time, issued_at):
+            raise GatewayError(ErrorCode.BAD_TOKEN, "invalid token auth_time")
+        name = username if isinstance(username, str) else ""
+        return Principal(user_id, name, expires_at, auth_time)
+
+
+def _valid_auth_time(value: object, issued_at: int) -> bool:
+    return type(value) is int and 0 <= value <= issued_at + CLOCK_SKEW
 
 
 def bearer_token(header: str | None) -> str:

@@ -1,4 +1,5 @@
-"""POST /v1/auth/sign-up, POST /v1/auth/sign-in, GET /v1/users/me, GET /v1/users."""
+"""POST /v1/auth/sign-up, /v1/auth/sign-in and /v1/auth/refresh, GET /v1/users/me and
+/v1/users."""
 
 from __future__ import annotations
 
@@ -32,6 +33,15 @@ async def sign_in(request: web.Request) -> web.Response:
     address = client(request)
     admit(request, Action.SIGN_IN, f"{throttle_key(credentials.username.canonical)} {address}")
     token = await services(request).auth.sign_in(credentials, address)
+    return json_response(token.public())
+
+
+@routes.post("/v1/auth/refresh")
+async def refresh(request: web.Request) -> web.Response:
+    # The body, if any, is not read: the token is all a refresh takes.
+    who = caller(request)
+    admit(request, Action.REFRESH_TOKEN, who.user_id)
+    token = await services(request).auth.refresh(who)
     return json_response(token.public())
 
 

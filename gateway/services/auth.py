@@ -1,4 +1,4 @@
-"""Sign-up, sign-in and resolving the caller of a request."""
+"""Sign-up, sign-in, token refresh and resolving the caller of a request."""
 
 from __future__ import annotations
 
@@ -116,6 +116,14 @@ class AuthService:
 
     def authenticate(self, token: str) -> Principal:
         return self._tokens.verify(token)
+
+    async def refresh(self, caller: Principal) -> Token:
+        """A new token of the caller's session, with the name the user has now (a rename
+        shows from here on); 4011 when the user is gone or the session has ended."""
+        user = await self._users.by_id(caller.user_id)
+        if user is None:
+            raise GatewayError(ErrorCode.BAD_TOKEN, "the token's user no longer exists")
+        return self._tokens.refresh(caller, user.username, self._clock())
 
     async def me(self, caller: Principal) -> User:
         user = await self._users.by_id(caller.user_id)

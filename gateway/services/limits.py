@@ -14,6 +14,7 @@ from gateway.errors import GatewayError
 class Action(StrEnum):
     SIGN_UP = "sign-up"
     SIGN_IN = "sign-in"
+    REFRESH_TOKEN = "token refreshes"
     CREATE_CHAT = "chat creation"
     POST_MESSAGE = "message posts"
     OPEN_STREAM = "stream opens"

@@ -10,6 +10,7 @@ values may hold any byte. One gateway serves every example of a test.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -108,6 +109,7 @@ def _bearer(gateway: Gateway, who: str | None) -> list[tuple[bytes, bytes]]:
 ROUTES = [
     ("POST", "/v1/auth/sign-up"),
     ("POST", "/v1/auth/sign-in"),
+    ("POST", "/v1/auth/refresh"),
     ("GET", "/v1/users/me"),
     ("GET", "/v1/users"),
     ("POST", "/v1/chats"),
@@ -126,6 +128,18 @@ ROUTES = [
     ("GET", "/"),
     ("GET", "/app/{p}"),
 ]
+
+
+def test_the_route_list_is_every_route_of_the_app() -> None:
+    app = create_app(_settings(), adapters=World().adapters)
+    served = {
+        (route.method, re.sub(r"\{\w+\}", "{p}", route.resource.canonical))
+        for route in app.router.routes()
+        if route.method not in ("HEAD", "OPTIONS") and route.resource is not None
+    }
+    assert served == set(ROUTES)
+
+
 #: Path parameters: the users' chat, ids off by a character or a case, escapes a path
 #: must not decode to (NUL, a bad escape, dot segments, a slash), files, a long one.
 PATH_EDGES = [
