@@ -9,7 +9,8 @@ list the workers one by one. Until the grace ends, or the answer lists every ins
 served before, the ones it lacks keep serving beside the ones it names (marked
 stale): believing the first answer sent every read to the first worker back for up
 to a heartbeat. An instance that really left in the meantime costs the balancer an
-ejection and a retry, no more.
+ejection and a retry, no more: it is kept for one grace at most, however often
+Consul fails or restarts within it.
 """
 
 from __future__ import annotations
@@ -70,8 +71,13 @@ class Membership:
         self._ready = True
         if self._doubt_pending:
             self._doubt_pending = False
-            self._doubt_until = now + self.restart_grace
-            self._before = self._instances
+            # One grace per doubt: a failure or restart while answers are doubted (or after
+            # a grace that no answer has ended yet) starts none of its own, or an instance
+            # that left would be kept for as long as Consul fails now and then. Outside a
+            # doubt, the set served is the last one an answer was believed for.
+            if self._doubt_until is None:
+                self._doubt_until = now + self.restart_grace
+                self._before = self._instances
         named = {i.id for i in instances}
         lacking = [i for i in self._before if i.id not in named]
         if lacking and self.doubt_left() is not None:

@@ -94,3 +94,34 @@ def test_without_an_outage_an_empty_answer_is_believed() -> None:
     m, _ = make()
     m.observed((A,))
     assert m.observed(()) is True
+
+
+def test_failures_within_the_grace_do_not_extend_it() -> None:
+    """B crashed while Consul was away: Consul failing now and then afterwards must not
+    keep it served beyond the one grace (it was kept for as long as failures came)."""
+    m, clock = make()
+    m.observed((A, B))
+    m.unreachable()
+    clock.now += 5
+    assert m.observed((A,)) is False and m.instances == (A, B)  # grace until 30
+    for _ in range(3):  # a failed query and an index reset, each inside the grace
+        clock.now += 4
+        m.unreachable()
+        m.restarted()
+        assert m.observed((A,)) is False and m.instances == (A, B)
+    clock.now += 3.1  # 15.1 s after the first answer
+    m.unreachable()  # fails once more after the grace, before the next answer
+    assert m.observed((A,)) is True and m.instances == (A,)
+    assert m.stale_since is None and m.doubt_left() is None
+
+
+def test_a_restart_after_a_believed_answer_gets_a_grace_of_its_own() -> None:
+    m, clock = make()
+    m.observed((A, B))
+    m.restarted()
+    assert m.observed((A,)) is False  # doubted until 25
+    clock.now += 15.1
+    assert m.observed((A,)) is True and m.instances == (A,)  # B left: believed after the grace
+    m.observed((A, B))  # B back
+    m.restarted()  # a later restart is doubted again
+    assert m.observed((A,)) is False and m.instances == (A, B)
