@@ -60,7 +60,7 @@ async def ensure_sharding(
             if not _already(exc):
                 raise
             found = await key_of(namespace)
-            if found is None or dict(found) != key:
+            if found is None or not same_key(found, key):
                 raise StoreMisconfigured(
                     f"{namespace} is sharded on {dict(found or {})}, not {key} "
                     "(dialogue_worker/adapters/sharding.py): a collection cannot be sharded "
@@ -68,6 +68,18 @@ async def ensure_sharding(
                 ) from exc
     log.info("sharding of %s ensured: %s", database, SHARD_KEYS)
     return True
+
+
+def same_key(found: Mapping[str, Any], key: Mapping[str, Any]) -> bool:
+    """Whether a shard key read back is `key`: the same fields in the same order (a
+    compound key's order is part of it), each with the same kind, numbers compared by
+    value (1, 1.0 and Int64(1) are one key)."""
+
+    def kind(value: Any) -> Any:
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        return ("number", float(value)) if is_number else (type(value).__name__, value)
+
+    return [(f, kind(v)) for f, v in found.items()] == [(f, kind(v)) for f, v in key.items()]
 
 
 def _already(exc: OperationFailure) -> bool:

@@ -9,11 +9,12 @@ from typing import Any
 
 import pymongo
 import pytest
+from bson.int64 import Int64
 from pymongo.errors import OperationFailure
 
 from dialogue_worker.adapters.mongo import MongoDatabase
 from dialogue_worker.adapters.registration import ConsulRegistration
-from dialogue_worker.adapters.sharding import ensure_sharding
+from dialogue_worker.adapters.sharding import ensure_sharding, same_key
 from dialogue_worker.errors import StorageUnavailable, StoreMisconfigured
 from dialogue_worker.services.chat_book import ChatBook
 from dialogue_worker.services.health import PartitionState, Status, WorkerHealth
@@ -216,6 +217,15 @@ async def test_a_collection_sharded_already_must_be_so_on_its_key() -> None:
     other = Commands({"db.history": {"cid": "hashed"}})
     with pytest.raises(StoreMisconfigured, match=r"db.history is sharded on \{'cid': 'hashed'\}"):
         await ensure_sharding(other, "db", {"msg": "isdbgrid"}, other.key_of)
+
+
+def test_shard_keys_compare_in_order_and_numbers_by_value() -> None:
+    assert same_key({"page": "hashed"}, {"page": "hashed"})
+    assert same_key({"u": 1.0, "cid": Int64(1)}, {"u": 1, "cid": 1})
+    assert not same_key({"cid": 1, "u": 1}, {"u": 1, "cid": 1})  # a compound key's order
+    assert not same_key({"page": 1}, {"page": "hashed"})
+    assert not same_key({"page": True}, {"page": 1})
+    assert not same_key({"page": "hashed", "u": 1}, {"page": "hashed"})
 
 
 def test_settings_refuse_the_default_token_outside_local_mode() -> None:
