@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -37,10 +38,22 @@ def log_file(prefix: str) -> Path:
 def _run_folder() -> Path:
     root = logs_root()
     root.mkdir(mode=0o700, exist_ok=True)
+    _check_private(root)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = Path(tempfile.mkdtemp(prefix=f"{stamp}-{os.getpid()}-", dir=root))
     prune(root, keep=KEEP)
     return folder
+
+
+def _check_private(root: Path) -> None:
+    """Refuse a logs folder another user made or can write to: its name is predictable
+    in the shared temporary folder, so anyone could make it first."""
+    found = root.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o022:
+        raise RuntimeError(
+            f"{root} is not a folder of this user's that only it can write to; "
+            "remove it, or set TMPDIR to a folder of your own"
+        )
 
 
 def prune(root: Path, keep: int) -> list[Path]:

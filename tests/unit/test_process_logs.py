@@ -54,3 +54,24 @@ def test_a_runs_logs_share_one_folder_in_the_users_root(
     assert first.read_bytes() == b""
     assert not stale.exists()  # ended, beyond KEEP
     assert first.exists()  # this run's own folder: its pid runs
+
+
+@pytest.mark.parametrize("made", ["writable by others", "a link", "a file"])
+def test_a_logs_root_someone_else_could_change_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, made: str
+) -> None:
+    """Its name is predictable in the shared temporary folder: another user could make it
+    first and then rename or replace the run folders inside."""
+    monkeypatch.setattr(logs.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(logs, "_run_folder", logs._run_folder.__wrapped__)
+    root = logs.logs_root()
+    if made == "writable by others":
+        root.mkdir()
+        root.chmod(0o777)
+    elif made == "a link":
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        root.symlink_to(tmp_path / "elsewhere")
+    else:
+        root.write_text("")
+    with pytest.raises((RuntimeError, FileExistsError), match=r"TMPDIR|exists"):
+        logs.log_file("gateway")
