@@ -223,6 +223,9 @@ class Session:
             if position is None:  # a chat joined on this socket: its first message here
                 if item.seq > 1:
                     if not await self._in_history(item):
+                        # No message of it may be queued behind this one: then nothing
+                        # would ever say where its live messages start.
+                        await self._joined(item.cid)
                         return
                     # What came before it (also what was stored after the join but
                     # reached the hub before the join's event) is paged over REST.
@@ -249,15 +252,21 @@ class Session:
         follow the chat yet), and without a later message it was never sent nor named
         (found in review, 2026-12-04). Its event came before the join's, and a message is
         counted before its event is published, so the lastSeq read now counts it."""
-        if self._queue and any(i.kind == "message" and i.cid == cid for i in self._queue):
+        if self._queued_seqs(cid):
             return
         try:
             last = (await self._workers.chat(self.uid, cid)).lastSeq
         except Exception as exc:  # any failure to read: the client resumes later
             raise StreamUnavailable(f"chat unavailable: {type(exc).__name__}") from exc
+        # A message stored and heard while the chat was read is counted by it, and is
+        # queued now: the gap ends below it, so it goes out live rather than only named.
+        last = min([last + 1, *self._queued_seqs(cid)]) - 1
         if last:
             await self._send_gap(cid, 1, last)
         self.positions[cid] = last
+
+    def _queued_seqs(self, cid: str) -> list[int]:
+        return [i.seq for i in self._queue or () if i.kind == "message" and i.cid == cid]
 
     async def _in_history(self, item: _Item) -> bool:
         """Whether a message event that jumps ahead is what history holds at its seq. A

@@ -668,6 +668,48 @@ async def test_an_event_history_does_not_hold_moves_nothing_in_a_joined_chat() -
     assert metrics.skipped == ["not in history"]
 
 
+class _StoresDuringTheRead(FakeHistory):
+    """A message is stored, and its event heard, while the session reads the chat."""
+
+    hub: Hub
+
+    async def chat(self, uid: int, cid: str) -> Any:
+        self.hub.publish(self.add(cid, 1)[0])
+        return await super().chat(uid, cid)
+
+
+async def test_a_message_heard_while_a_joined_chat_is_read_goes_out_live() -> None:
+    """It was counted by the read, so the gap named it and its own frame was dropped as
+    held already: the client had to page for it (found in review)."""
+    hub, history = Hub(), _StoresDuringTheRead()
+    history.hub = hub
+    history.add(CID, 2)
+    _, carol = await _session(hub, history, {OTHER: 0})
+    hub.publish(MembersAdded(cid=CID, users=[1], members=[1, 2, 3]))
+    await eventually(lambda: carol.seqs(), lambda s: s == [3], what="seq 3")
+    assert carol.types() == ["ready", "chat", "gap", "message"]
+    assert carol.sent[2] == {"type": "gap", "cid": CID, "fromSeq": 1, "toSeq": 2}
+
+
+async def test_a_forged_first_event_of_a_joined_chat_still_leaves_it_announced() -> None:
+    """With nothing queued behind the forged event, the chat stayed without a position
+    and nothing said what it held."""
+    hub, history, metrics = Hub(), FakeHistory(), Metrics()
+    history.add(CID, 2)
+    _, socket = await _session(hub, history, {OTHER: 0}, metrics=metrics)
+    hub.publish(MembersAdded(cid=CID, users=[1], members=[1, 2]))
+    forged = _message(CID, 9).model_copy(update={"text": "forged"})
+    hub.publish(MessageCreated(cid=CID, seq=9, message=forged))
+    hub.publish(history.add(OTHER, 1)[0])  # a witness, queued after it
+    await eventually(lambda: socket.seqs(OTHER), lambda s: s == [1], what="the witness")
+    assert [f for f in socket.sent if f["type"] == "gap"] == [
+        {"type": "gap", "cid": CID, "fromSeq": 1, "toSeq": 2}
+    ]
+    hub.publish(history.add(CID, 1)[0])  # seq 3: live from there
+    await eventually(lambda: socket.seqs(), lambda s: s == [3], what="seq 3")
+    assert metrics.skipped == ["not in history"]
+
+
 @given(st.integers(min_value=0, max_value=4096), st.integers(min_value=1024, max_value=8192))
 def test_a_session_with_nothing_queued_takes_a_frame_of_any_size(controls: int, limit: int) -> None:
     """4,096 control characters escape to ~25 KB of JSON: with STREAM_QUEUE_BYTES below
