@@ -5,6 +5,7 @@ init) and agreement with the services' settings modules."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import re
 import shutil
@@ -22,6 +23,7 @@ import yaml
 from dialogue_worker.adapters import registration
 from dialogue_worker.adapters.sharding import SHARD_KEYS
 from dialogue_worker.settings import WorkerSettings
+from gateway.__main__ import shutdown_grace
 from gateway.settings import GatewaySettings
 from infra.docker import dotenv
 from infra.local.kafka import CLUSTER_TUNING
@@ -37,6 +39,25 @@ MONGO_SERVERS = ["cfg1", *(f"shard{n}{m}" for n in (1, 2, 3) for m in "ab")]
 KAFKA_NODES = {"kafka-1", "kafka-2", "kafka-3"}
 DATA = {*KAFKA_NODES, "consul", "consul-acl-init", "mysql", "mongos", "mongo-init", *MONGO_SERVERS}
 CONSUL_TOKENS = ("MANAGEMENT", "AGENT", "WORKER", "GATEWAY")
+RUNNING_DOC = REPO / "docs" / "running.md"
+#: Settings of the apps an operator may need to change in .env: the bounds per client
+#: address (every client through Docker's port proxy shares one address) and the timeouts
+#: the stops are sized for. Every RATE_*_PER_ADDRESS of the gateway is one of them.
+TUNED_IN_DOT_ENV = {
+    GATEWAY: (
+        "MAX_CONNECTIONS_PER_ADDRESS",
+        "STREAM_MAX_PER_ADDRESS",
+        "SIGNIN_ADDRESS_MAX_FAILURES",
+        *(
+            name.upper()
+            for name in GatewaySettings.model_fields
+            if name.startswith("rate_") and name.endswith("_per_address")
+        ),
+        "UPSTREAM_DEADLINE",
+        "KAFKA_SEND_TIMEOUT",
+    ),
+    WORKER: ("SHUTDOWN_GRACE",),
+}
 
 _VAR = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 
@@ -123,6 +144,44 @@ def test_only_the_gateway_and_the_consul_ui_are_published(
     for name, port in PUBLISHED.items():
         assert published[name] == [f"127.0.0.1:{port}:{port}"]
     assert not any(s.get("expose") for s in services.values())
+
+
+def test_consul_is_published_on_its_own_address_never_on_publish_addr(
+    raw: dict[str, Any], dot_env: dict[str, str]
+) -> None:
+    """PUBLISH_ADDR=0.0.0.0 exposes the gateway; Consul's API used to follow it."""
+    without = {k: v for k, v in dot_env.items() if not k.endswith("PUBLISH_ADDR")}
+    cases = [
+        (without, "127.0.0.1", "127.0.0.1"),  # both unset: loopback
+        ({**dot_env, "PUBLISH_ADDR": "0.0.0.0"}, "0.0.0.0", "127.0.0.1"),
+        ({**without, "PUBLISH_ADDR": "0.0.0.0"}, "0.0.0.0", "127.0.0.1"),
+        ({**dot_env, "CONSUL_PUBLISH_ADDR": "192.0.2.7"}, "127.0.0.1", "192.0.2.7"),
+    ]
+    for env, gateway_addr, consul_addr in cases:
+        services = interpolate(raw, env)["services"]
+        assert services[GATEWAY]["ports"] == [f"{gateway_addr}:8007:8007"], env
+        assert services["consul"]["ports"] == [f"{consul_addr}:8500:8500"], env
+    assert dot_env["PUBLISH_ADDR"] == dot_env["CONSUL_PUBLISH_ADDR"] == "127.0.0.1"
+
+
+def test_the_edge_network_has_a_fixed_subnet_the_docs_name(
+    raw: dict[str, Any], compose: dict[str, Any], dot_env: dict[str, str]
+) -> None:
+    """Clients on the host come through Docker's port proxy from the edge network's
+    gateway address: without a pinned subnet no TRUSTED_PROXIES value could name it."""
+    for networks in (compose["networks"], interpolate(raw["networks"], {})):  # .env, unset
+        (pool,) = networks["edge"]["ipam"]["config"]
+        assert (pool["subnet"], pool["gateway"]) == ("172.31.250.0/24", "172.31.250.1")
+    assert (dot_env["EDGE_SUBNET"], dot_env["EDGE_GATEWAY"]) == (pool["subnet"], pool["gateway"])
+    subnet, gateway = ipaddress.ip_network(pool["subnet"]), ipaddress.ip_address(pool["gateway"])
+    assert subnet.is_private and gateway in subnet
+    assert gateway not in (subnet.network_address, subnet.broadcast_address)
+    assert not subnet.overlaps(ipaddress.ip_network("172.17.0.0/16"))  # Docker's own bridge
+    # The recipes for a proxy on the host name that address.
+    assert f"TRUSTED_PROXIES={gateway}" in (REPO / ".env.example").read_text()
+    assert f"TRUSTED_PROXIES={gateway}" in RUNNING_DOC.read_text()
+    for name in ("backend", "producers"):  # internal: nothing is published through them
+        assert "ipam" not in (compose["networks"][name] or {}), name
 
 
 def test_networks_keep_workers_and_data_internal(
@@ -242,13 +301,53 @@ def test_app_settings_are_known_fields_and_valid_in_production(
         assert gateway[key] == mysql[key], key
 
 
-def test_the_bounds_per_client_address_are_set_from_dot_env(raw: dict[str, Any]) -> None:
-    """Every client through Docker's port proxy shares one address: the bounds on what one
-    address holds must be raisable in .env, with the gateway's own defaults."""
-    env = raw["services"][GATEWAY]["environment"]
-    for key in ("MAX_CONNECTIONS_PER_ADDRESS", "STREAM_MAX_PER_ADDRESS"):
-        default = GatewaySettings.model_fields[key.lower()].default
-        assert env[key] == f"${{{key}:-{default}}}", key
+def _app_value(model: type[WorkerSettings | GatewaySettings], key: str, text: str) -> Any:
+    """What the app makes of `text` as the value of setting `key`."""
+    return getattr(model.model_validate({"dialogue_env": "local", key.lower(): text}), key.lower())
+
+
+def test_the_settings_tuned_in_dot_env_reach_the_apps_with_their_defaults(
+    raw: dict[str, Any], dot_env: dict[str, str]
+) -> None:
+    """Every client through Docker's port proxy shares one address, so the bounds per
+    address must be raisable in .env; so must the timeouts the stops are sized for. An
+    edit in .env used to have no effect on most of them (compose did not pass them on)."""
+    assert len(TUNED_IN_DOT_ENV[GATEWAY]) >= 12  # the RATE_*_PER_ADDRESS were found
+    for service, keys in TUNED_IN_DOT_ENV.items():
+        model = GatewaySettings if service == GATEWAY else WorkerSettings
+        env = raw["services"][service]["environment"]
+        for key in keys:
+            match = re.fullmatch(r"\$\{(\w+):-([^}]+)\}", str(env.get(key)))
+            assert match and match[1] == key, f"{service}: {key} is not ${{{key}:-...}}"
+            default = model.model_fields[key.lower()].default
+            assert _app_value(model, key, match[2]) == default, f"{key}: not the app's default"
+            assert dot_env[key] == match[2], f".env.example's {key} differs from compose's"
+
+
+def test_every_dot_env_variable_is_used_and_agrees_with_compose(raw: dict[str, Any]) -> None:
+    """A variable in .env.example that compose never reads is a setting that silently does
+    nothing; one whose example value differs from compose's default changes the platform
+    just by writing .env."""
+    text = COMPOSE_FILE.read_text()
+    example = dotenv.parse((REPO / ".env.example").read_text())
+    defaults: dict[str, set[str]] = {}
+    for match in _VAR.finditer(text):
+        if match["op"] == ":-":
+            defaults.setdefault(match["name"], set()).add(match["arg"])
+    referenced = {m["name"] for m in _VAR.finditer(text)}
+    assert set(example) == referenced, f"never read by compose: {set(example) - referenced}"
+    for name, values in defaults.items():
+        assert values == {example[name]}, f"{name}: compose {values}, example {example[name]!r}"
+    # And every app setting compose takes from .env defaults to the app's own default.
+    for service, model in ((GATEWAY, GatewaySettings), (WORKER, WorkerSettings)):
+        for key, value in raw["services"][service]["environment"].items():
+            found = re.fullmatch(r"\$\{(\w+):-([^}]*)\}", str(value))
+            field = model.model_fields.get(key.lower())
+            if not found or field is None or "SecretStr" in str(field.annotation):
+                continue
+            assert found[1] == key, f"{service}: {key} reads {found[1]}"
+            default = field.get_default(call_default_factory=True)
+            assert _app_value(model, key, found[2]) == default, f"{service}: {key}"
 
 
 def test_secrets_come_from_dot_env(raw: dict[str, Any]) -> None:
@@ -387,10 +486,14 @@ def test_the_jobs_mount_project_files_read_only_with_a_shared_selinux_label(
 
 # A fake cluster for mongo-init.js: mongosh's globals (Mongo, sleep, print, tojson) over
 # in-memory replica sets, shards and sharded namespaces. The script runs twice.
+# Arguments: the script, its environment, and the namespaces sharded before it runs
+# ({namespace: key}). shardCollection on a sharded namespace answers as older servers do,
+# code 23 "already" whatever the key.
 _FAKE_MONGOSH = r"""
 const vm = require("vm");
 const fs = require("fs");
 const env = JSON.parse(process.argv[3]);
+const shardedBefore = JSON.parse(process.argv[4] || "{}");
 const rsOf = {};
 const membersOf = {};
 for (const spec of [env.CONFIG_RS, ...env.SHARD_RS.split(";")]) {
@@ -398,7 +501,7 @@ for (const spec of [env.CONFIG_RS, ...env.SHARD_RS.split(";")]) {
   membersOf[name] = hosts.split(",");
   for (const h of membersOf[name]) rsOf[h] = name;
 }
-const state = { initiated: {}, shards: [], sharding: [], collections: {} };
+const state = { initiated: {}, shards: [], sharding: [], collections: { ...shardedBefore } };
 const calls = [];
 function fail(code, message) { const e = new Error(message); e.code = code; throw e; }
 class Mongo {
@@ -429,7 +532,9 @@ class Mongo {
       if (op === "addShard") { state.shards.push(cmd.name); return { ok: 1 }; }
       if (op === "enableSharding") { state.sharding.push(cmd.enableSharding); return { ok: 1 }; }
       if (op === "shardCollection") {
-        state.collections[cmd.shardCollection] = cmd.key;
+        const ns = cmd.shardCollection;
+        if (ns in state.collections) fail(23, `sharding already enabled for collection ${ns}`);
+        state.collections[ns] = cmd.key;
         return { ok: 1 };
       }
       if (op === "find" && name === "config" && cmd.find === "collections") {
@@ -456,22 +561,31 @@ console.log(JSON.stringify({ state, runs, out }));
 """
 
 
-def test_mongo_init_script_builds_the_cluster_and_shards_the_app_database(
-    services: dict[str, dict[str, Any]], tmp_path: Path
-) -> None:
+def _fake_mongosh(
+    services: dict[str, dict[str, Any]],
+    tmp_path: Path,
+    sharded: dict[str, dict[str, str]] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """mongo-init.js run twice against the fake cluster, with MONGO_DB=appdb."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed: the init script's logic not exercised")
     env = {**environment(services["mongo-init"]), "MONGO_DB": "appdb"}
     harness = tmp_path / "fake_mongosh.js"
     harness.write_text(_FAKE_MONGOSH)
-    result = subprocess.run(
-        [node, str(harness), str(MONGO_INIT), json.dumps(env)],
+    return subprocess.run(
+        [node, str(harness), str(MONGO_INIT), json.dumps(env), json.dumps(sharded or {})],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_mongo_init_script_builds_the_cluster_and_shards_the_app_database(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    result = _fake_mongosh(services, tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     state = report["state"]
@@ -490,6 +604,30 @@ def test_mongo_init_script_builds_the_cluster_and_shards_the_app_database(
     # not wait for each replica set's first member to be primary again
     assert second == ["listShards"] + ["find"] * len(SHARD_KEYS)
     assert report["out"][-1].startswith("mongo-init: already done")
+    assert 'collection appdb.history: sharded on {"page":"hashed"}' in report["out"]
+
+
+def test_mongo_init_takes_collections_sharded_before_on_their_own_keys(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """A job cut short after sharding some collections: the router answers "already" for
+    those, and the job goes on."""
+    before = {"appdb.history": SHARD_KEYS["history"], "appdb.reads": SHARD_KEYS["reads"]}
+    result = _fake_mongosh(services, tmp_path, before)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["state"]["collections"] == {f"appdb.{c}": key for c, key in SHARD_KEYS.items()}
+    assert 'collection appdb.reads: sharded on {"u":"hashed"}' in report["out"]
+
+
+def test_mongo_init_fails_on_a_collection_sharded_on_another_key(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """MongoDB answers "already sharded" also for another key, which passed as done: the
+    worker would then run on a collection sharded on a key it does not expect."""
+    result = _fake_mongosh(services, tmp_path, {"appdb.history": {"cid": "hashed"}})
+    assert result.returncode != 0
+    assert 'appdb.history is sharded on {"cid":"hashed"}, not {"page":"hashed"}' in result.stderr
 
 
 # --- Consul with ACLs ----------------------------------------------------------------------
@@ -628,6 +766,12 @@ def test_memory_logs_and_stops_are_bounded(services: dict[str, dict[str, Any]]) 
     )
     # deregister (5.5 s) + drain + final commit (SHUTDOWN_GRACE each) + producer flush
     assert grace[WORKER] >= 5.5 + 2 * worker.shutdown_grace + 10
+    gateway = GatewaySettings.model_validate(
+        {k.lower(): v for k, v in environment(services[GATEWAY]).items()}
+    )
+    # posts in flight (UPSTREAM_DEADLINE + KAFKA_SEND_TIMEOUT + 5 s), then the producer's
+    # flush (up to KAFKA_SEND_TIMEOUT)
+    assert grace[GATEWAY] >= shutdown_grace(gateway) + gateway.kafka_send_timeout
     assert int(services[WORKER]["deploy"]["replicas"]) >= 2  # a crash leaves one serving
 
 
