@@ -167,15 +167,17 @@ class JsonRefusingRunner(web.AppRunner):
         self, app: web.Application, *, shutdown_timeout: float = 60.0, **handler_args: Any
     ) -> None:
         super().__init__(app, shutdown_timeout=shutdown_timeout, **handler_args)
-        self._handler_args = handler_args
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()  # runs the app's start-up, freezes it
+        # The protocols' arguments as aiohttp merged them: this runner's, the app's
+        # `handler_args` and `debug` (a private attribute of aiohttp's Server, read once
+        # here; the test of `handler_args` fails if it moves).
         return self.new_server(
             plain.request_handler,
             request_factory=plain.request_factory,
             handler_cancellation=plain.handler_cancellation,
-            **self._handler_args,
+            **plain._kwargs,
         )
 
     def new_server(self, handler: Any, **kwargs: Any) -> web.Server:
