@@ -40,11 +40,13 @@ export function explain(error) {
 }
 
 // Set by the wiring: what to do when a signed-in call is refused for its token (expired,
-// or the account's sign-in was revoked). Sign-in and sign-up answer 401 for bad
-// credentials, which is not that.
+// the account's sign-in revoked, a refresh refused). Sign-in and sign-up answer 401 for
+// bad credentials, which is not that.
 export const hooks = { sessionEnded: () => {} };
 
 export const session = {
+  generation: 0, // +1 at each sign-in and sign-out: answers for an earlier session are dropped
+  offset: 0, // ms the server's clock is ahead of this one (from its Date header)
   get token() {
     return this.saved()?.token ?? null;
   },
@@ -52,16 +54,29 @@ export const session = {
     const raw = sessionStorage.getItem(TOKEN_KEY);
     return raw ? JSON.parse(raw) : null;
   },
+  // A new session (sign-in, sign-up).
   save(token) {
+    this.generation += 1;
+    this.renew(token);
+  },
+  // A new token of the same session: answers on their way for the old one still count.
+  renew(token) {
     sessionStorage.setItem(TOKEN_KEY, JSON.stringify(token));
   },
   clear() {
+    this.generation += 1;
     sessionStorage.removeItem(TOKEN_KEY);
+  },
+  // Milliseconds until the token expires, by the server's clock (0 or less: expired).
+  left() {
+    const saved = this.saved();
+    return saved ? saved.expiresAt * 1000 - Date.now() - this.offset : 0;
   },
 };
 
 async function call(method, path, body, extraHeaders = {}) {
   const token = session.token;
+  const generation = session.generation;
   const headers = { ...extraHeaders };
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -75,11 +90,13 @@ async function call(method, path, body, extraHeaders = {}) {
   } catch {
     throw new ApiError(0, "network", "network problem");
   }
+  const date = Date.parse(response.headers.get("Date"));
+  if (date) session.offset = date - Date.now();
   const data = await response.json().catch(() => ({}));
   // An answer for a session that ended meanwhile (signed out, perhaps someone else in):
-  // its data and its 401 belong to nobody here.
-  if (session.token !== token) throw new ApiError(0, "session", "session ended");
-  if (response.status === 401 && !path.startsWith("/v1/auth/")) {
+  // its data and its 401 belong to nobody here. A renewed token is the same session.
+  if (session.generation !== generation) throw new ApiError(0, "session", "session ended");
+  if (response.status === 401 && !path.startsWith("/v1/auth/sign")) {
     hooks.sessionEnded();
     throw new ApiError(401, "session", "session ended");
   }
@@ -96,6 +113,7 @@ export const api = {
   signUp: (username, password, gender) =>
     call("POST", "/v1/auth/sign-up", { username, password, passwordConfirm: password, gender }),
   signIn: (username, password) => call("POST", "/v1/auth/sign-in", { username, password }),
+  refresh: () => call("POST", "/v1/auth/refresh"),
   chats: (cursor) => call("GET", `/v1/chats?${query(cursor ? { limit: 50, cursor } : { limit: 50 })}`),
   chat: (cid) => call("GET", `/v1/chats/${cid}`),
   createChat: (users) => call("POST", "/v1/chats", { users }),

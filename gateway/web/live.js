@@ -14,7 +14,9 @@ const FATAL = new Map([
 ]);
 
 export class Live {
-  constructor({ onFrame, onState, since }) {
+  // `token()` is the session's token at the time: a renewed one goes in the next hello.
+  constructor({ onFrame, onState, since, token }) {
+    this.token = token;
     this.onFrame = onFrame;
     this.onState = onState;
     this.since = since;
@@ -63,8 +65,7 @@ export class Live {
     this.connect();
   }
 
-  start(token) {
-    this.token = token;
+  start() {
     this.stopped = false;
     this.connect();
   }
@@ -83,8 +84,10 @@ export class Live {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${location.host}/v1/stream`);
     this.socket = socket;
+    let token = null; // the one its hello carried
     socket.addEventListener("open", () => {
-      socket.send(JSON.stringify({ type: "hello", token: this.token, since: this.since() }));
+      token = this.token();
+      socket.send(JSON.stringify({ type: "hello", token, since: this.since() }));
     });
     socket.addEventListener("message", (event) => {
       if (this.socket !== socket) return; // stopped, or given up for a new one
@@ -100,7 +103,9 @@ export class Live {
     socket.addEventListener("close", (event) => {
       if (this.socket !== socket || this.stopped) return;
       clearTimeout(this.steady);
-      if (event.code === 4001 || event.code === 4002) {
+      // 4002: the token of its hello expired. The session goes on if it was renewed since
+      // (the server does not look at renewals): the next hello carries the new one.
+      if (event.code === 4001 || (event.code === 4002 && this.token() === token)) {
         this.onState("signed-out");
         return;
       }

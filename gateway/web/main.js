@@ -1,6 +1,6 @@
 // Wiring: sign-in, the chat list, the open conversation, the live stream.
 
-import { api, explain, hooks, SESSION_ENDED, session } from "./api.js";
+import { api, explain, hooks, refused, SESSION_ENDED, session } from "./api.js";
 import { authScreen } from "./auth.js";
 import { chatList } from "./chats.js";
 import { Conversation } from "./conversation.js";
@@ -16,10 +16,16 @@ const whoami = document.getElementById("whoami");
 const signOutButton = document.getElementById("sign-out");
 const FIRST_RETRY = 2000; // ms before the chat list is read again after a failure
 const MAX_RETRY = 30000;
+const RENEW_AT = 0.8; // of what a token has left when stored: when it is renewed
+const RENEW_SOONEST = 5000; // ms: a token with less left is renewed at once
+const RENEW_CHECK = 1000; // ms between checks that a renewal is due
 let conversation = null;
 let live = null;
 let pane = null;
 let retry = { delay: FIRST_RETRY, timer: null };
+// The token's next renewal, at a time of day (Date.now). It is checked every second
+// rather than set as one timer: a timer fires as late as the machine slept.
+let renewal = { at: Infinity, delay: FIRST_RETRY, timer: null };
 // The status line: the stream's state first (Reconnecting…), else a problem to report.
 const notes = { live: "", chats: "" };
 // Frames and chat-list reads run one after another: a list read must not land over what
@@ -53,6 +59,8 @@ function endSession() {
   live?.stop();
   live = null;
   clearTimeout(retry.timer);
+  clearInterval(renewal.timer);
+  renewal = { at: Infinity, delay: FIRST_RETRY, timer: null };
   store.reset();
   forgetReads();
   conversation = null;
@@ -74,6 +82,46 @@ function sessionEnded() {
   if (store.me) signOut(SESSION_ENDED);
 }
 hooks.sessionEnded = sessionEnded;
+
+// The token is renewed (POST /v1/auth/refresh) once 80 % of what it had left has passed;
+// a renewal that failed and may pass is tried again, but never past the token's expiry,
+// when the session ends. A hidden tab's timers are slowed down: it renews, or ends the
+// session, as soon as it shows again (the visibilitychange listener below).
+function renewAt(at) {
+  renewal.at = Math.min(at, Date.now() + session.left());
+  renewDue();
+}
+
+function planRenewal() {
+  const left = session.left();
+  renewAt(Date.now() + (left > RENEW_SOONEST ? Math.max(left * RENEW_AT, RENEW_SOONEST) : 0));
+}
+
+function renewDue() {
+  if (Date.now() >= renewal.at) renewNow();
+}
+
+async function renewNow() {
+  renewal.at = Infinity; // one renewal at a time
+  if (session.left() <= 0) return sessionEnded();
+  const before = session.saved();
+  try {
+    const token = await api.refresh(); // a 401 ends the session (api.js)
+    session.renew(token);
+    store.me.username = token.username; // a rename shows from here on
+    whoami.textContent = `Signed in as ${token.username}`;
+    renewal.delay = FIRST_RETRY;
+    // One that is no longer (the session's longest life is reached) is the last.
+    if (token.expiresAt > before.expiresAt) planRenewal();
+    else renewAt(Infinity);
+  } catch (e) {
+    if (e.code === "session") return; // ended, or another one began: the answer is nobody's
+    // Refused for good (an older gateway without the route, say): the token lasts as it is.
+    const wait = refused(e) ? Infinity : Math.max(renewal.delay, e.retryAfter * 1000 || 0);
+    renewal.delay = Math.min(renewal.delay * 2, MAX_RETRY);
+    renewAt(Date.now() + wait);
+  }
+}
 
 async function loadChats() {
   let cursor = null;
@@ -186,6 +234,7 @@ function start(token) {
   queue(refreshChats);
   // The stream starts whatever the list read does: its `ready` reads the list again.
   live = new Live({
+    token: () => session.token,
     since: () => store.since(SINCE_MAX),
     onFrame: (frame) => mine === epoch && queue(() => onFrame(frame)),
     onState: (state, reason) => {
@@ -195,11 +244,16 @@ function start(token) {
       else note("live", state === "reconnecting" ? "Reconnecting…" : "");
     },
   });
-  live.start(token.token);
+  live.start();
+  renewal.timer = setInterval(() => mine === epoch && renewDue(), RENEW_CHECK);
+  planRenewal();
 }
 
 signOutButton.addEventListener("click", () => signOut());
-document.addEventListener("visibilitychange", () => conversation?.markRead());
+document.addEventListener("visibilitychange", () => {
+  conversation?.markRead();
+  renewDue();
+});
 const saved = session.saved();
-if (saved && saved.expiresAt * 1000 > Date.now()) start(saved);
+if (saved && session.left() > 0) start(saved);
 else signOut(saved ? SESSION_ENDED : "", saved?.username);
