@@ -98,14 +98,17 @@ async def refuse(route: Any, status: int, code: str) -> None:
 
 
 class StreamTap:
-    """The page's stream, routed through Playwright: every hello's `since` is recorded,
-    message frames are dropped while `dropping`, and the sockets are at hand to cut or to
-    send frames of the test's own."""
+    """The page's stream, routed through Playwright: every hello's `since` and token are
+    recorded, message frames are dropped while `dropping`, and the sockets are at hand to
+    cut or to send frames of the test's own. With `closes=False` the server's closes stay
+    with Playwright: the page's socket stays open when the server ends it."""
 
-    def __init__(self) -> None:
+    def __init__(self, closes: bool = True) -> None:
         self.hellos: list[dict[str, Any]] = []
+        self.tokens: list[str] = []
         self.sockets: list[Any] = []
         self.dropping = False
+        self.closes = closes
 
     async def attach(self, page: Page) -> None:
         await page.route_web_socket(lambda u: u.endswith("/v1/stream"), self._route)
@@ -118,6 +121,7 @@ class StreamTap:
             frame = json.loads(message)
             if frame.get("type") == "hello":
                 self.hellos.append(frame["since"])
+                self.tokens.append(frame["token"])
             server.send(message)
 
         def to_page(message: str | bytes) -> None:
@@ -126,3 +130,5 @@ class StreamTap:
 
         ws.on_message(to_server)
         server.on_message(to_page)
+        if not self.closes:
+            server.on_close(lambda code, reason: None)

@@ -20,7 +20,15 @@ import pytest
 from playwright.async_api import Browser, Page, Request, WebSocket
 
 from infra.local import LocalSettings
-from tests.browser.pages import DESK, chat_with_someone, refuse, sign_in, sign_up, token_of
+from tests.browser.pages import (
+    DESK,
+    StreamTap,
+    chat_with_someone,
+    refuse,
+    sign_in,
+    sign_up,
+    token_of,
+)
 from tests.support.api_user import User
 from tests.support.faults import Platform
 from tests.support.waiting import eventually
@@ -74,34 +82,6 @@ def hellos(page: Page) -> list[tuple[WebSocket, str]]:
 
     page.on("websocket", opened)
     return said
-
-
-class Tap:
-    """The page's stream through Playwright: each hello's token, and the sockets to close.
-    With `closes=False` the server's closes stay with Playwright: the page's socket stays
-    open when the server ends it (a 4002 when the token expires by the server's clock)."""
-
-    def __init__(self, closes: bool = True) -> None:
-        self.tokens: list[str] = []
-        self.sockets: list[Any] = []
-        self.closes = closes
-
-    async def attach(self, page: Page) -> None:
-        await page.route_web_socket(lambda u: u.endswith("/v1/stream"), self._route)
-
-    async def _route(self, ws: Any) -> None:
-        server = ws.connect_to_server()
-        self.sockets.append(ws)
-
-        def to_server(message: str | bytes) -> None:
-            frame = json.loads(message)
-            if frame.get("type") == "hello":
-                self.tokens.append(frame["token"])
-            server.send(message)
-
-        ws.on_message(to_server)
-        if not self.closes:
-            server.on_close(lambda code, reason: None)
 
 
 async def next_second(token: dict[str, Any]) -> None:
@@ -175,7 +155,7 @@ async def test_a_renewal_the_server_refuses_ends_the_session(
     server's 4002 at the token's expiry is kept from the page: only the refusal can end
     the session here."""
     page = await new_page(browser)
-    await Tap(closes=False).attach(page)
+    await StreamTap(closes=False).attach(page)
     await page.route(REFRESH, lambda route: refuse(route, 401, "4011"))
     async with aiohttp.ClientSession() as http:
         _, cid = await chat_with_someone(page, platform.gateway.url, http, unique)
@@ -198,7 +178,7 @@ async def test_a_4002_after_a_renewal_reconnects_with_the_new_token(
     or not. With a renewed token the page reconnects with it instead of signing out (a
     4002 with no renewal still ends the session: test_web_sessions.py)."""
     page = await new_page(browser)
-    tap = Tap()
+    tap = StreamTap()
     await tap.attach(page)
     await sign_up(page, platform.gateway.url, "r" + unique("")[-12:])
     first = await token_of(page)
