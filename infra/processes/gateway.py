@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -192,3 +194,13 @@ async def mysql_execute(infra: LocalSettings, sql: str) -> None:
             await cur.execute(sql)
     finally:
         conn.close()
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(infra: LocalSettings, name: str) -> AsyncIterator[str]:
+    """A new, empty MySQL database `name` for a test, dropped when it ends."""
+    await mysql_execute(infra, f"CREATE DATABASE `{name}`")
+    try:
+        yield name
+    finally:
+        await mysql_execute(infra, f"DROP DATABASE `{name}`")

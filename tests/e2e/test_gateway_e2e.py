@@ -28,7 +28,7 @@ from infra.processes.gateway import (
     MAX_BODY,
     GatewayProcess,
     gateway_env,
-    mysql_execute,
+    scratch_database,
 )
 from infra.processes.private import free_port, private_stack
 from infra.processes.worker import WorkerProcess
@@ -55,10 +55,8 @@ async def workers(
 
 @pytest.fixture(scope="module")
 async def database(infra: LocalSettings, run_id: str) -> AsyncIterator[str]:
-    name = f"gw_e2e_{run_id}"
-    await mysql_execute(infra, f"CREATE DATABASE `{name}`")
-    yield name
-    await mysql_execute(infra, f"DROP DATABASE `{name}`")
+    async with scratch_database(infra, f"gw_e2e_{run_id}") as name:
+        yield name
 
 
 @pytest.fixture(scope="module")

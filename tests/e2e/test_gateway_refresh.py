@@ -17,7 +17,12 @@ import pytest
 
 from dialogue_worker.adapters.topics import ensure_topics
 from infra.local import LocalSettings
-from infra.processes.gateway import JWT_SECRET, GatewayProcess, mysql_execute, standalone_env
+from infra.processes.gateway import (
+    JWT_SECRET,
+    GatewayProcess,
+    scratch_database,
+    standalone_env,
+)
 
 ISSUER = "dialogue-gateway"  # standalone_env leaves JWT_ISSUER at its default
 SESSION_MAX_AGE = 3600  # the least it may be: JWT_TTL's default
@@ -26,10 +31,8 @@ REFRESHES = 5  # RATE_REFRESHES_PER_USER: 5/3600
 
 @pytest.fixture(scope="module")
 async def database(infra: LocalSettings, run_id: str) -> AsyncIterator[str]:
-    name = f"gw_refresh_{run_id}"
-    await mysql_execute(infra, f"CREATE DATABASE `{name}`")
-    yield name
-    await mysql_execute(infra, f"DROP DATABASE `{name}`")
+    async with scratch_database(infra, f"gw_refresh_{run_id}") as name:
+        yield name
 
 
 @pytest.fixture(scope="module")

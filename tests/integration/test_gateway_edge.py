@@ -20,7 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dialogue_worker.adapters.topics import ensure_topics
 from infra.local import LocalSettings
-from infra.processes.gateway import GatewayProcess, mysql_connect, mysql_execute, standalone_env
+from infra.processes.gateway import (
+    GatewayProcess,
+    mysql_connect,
+    scratch_database,
+    standalone_env,
+)
 from infra.processes.private import free_port
 from platform_common.local import LOCAL_ADMIN_TOKEN
 from tests.support.raw_http import RawResponse, exchange, parse, read_to_close
@@ -37,10 +42,8 @@ TRICKLE_FOR = 30.0
 
 @pytest.fixture(scope="module")
 async def database(infra: LocalSettings, run_id: str) -> AsyncIterator[str]:
-    name = f"gw_edge_{run_id}"
-    await mysql_execute(infra, f"CREATE DATABASE `{name}`")
-    yield name
-    await mysql_execute(infra, f"DROP DATABASE `{name}`")
+    async with scratch_database(infra, f"gw_edge_{run_id}") as name:
+        yield name
 
 
 @contextlib.asynccontextmanager

@@ -30,17 +30,15 @@ from gateway.domain.users import Credentials
 from gateway.errors import GatewayError
 from gateway.services.auth import AuthService
 from infra.local import LocalSettings
-from infra.processes.gateway import mysql_connect, mysql_execute
+from infra.processes.gateway import mysql_connect, mysql_execute, scratch_database
 from tests.support.gateway_fakes import FakeHasher
 from tests.support.waiting import eventually
 
 
 @pytest.fixture(scope="module")
 async def database(infra: LocalSettings, run_id: str) -> AsyncIterator[str]:
-    name = f"gw_users_{run_id}"
-    await mysql_execute(infra, f"CREATE DATABASE `{name}`")
-    yield name
-    await mysql_execute(infra, f"DROP DATABASE `{name}`")
+    async with scratch_database(infra, f"gw_users_{run_id}") as name:
+        yield name
 
 
 @pytest.fixture(scope="module")
