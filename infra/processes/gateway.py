@@ -197,6 +197,16 @@ async def mysql_execute(infra: LocalSettings, sql: str) -> None:
 
 
 @contextlib.asynccontextmanager
+async def serving_gateway(env: dict[str, str]) -> AsyncIterator[GatewayProcess]:
+    """A gateway started with `env`, once it serves; stopped when the block ends."""
+    process = GatewayProcess(env).start()
+    try:
+        yield await process.wait_serving()
+    finally:
+        await process.stop()
+
+
+@contextlib.asynccontextmanager
 async def scratch_database(infra: LocalSettings, name: str) -> AsyncIterator[str]:
     """A new, empty MySQL database `name` for a test, dropped when it ends."""
     await mysql_execute(infra, f"CREATE DATABASE `{name}`")

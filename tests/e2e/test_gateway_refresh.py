@@ -21,6 +21,7 @@ from infra.processes.gateway import (
     JWT_SECRET,
     GatewayProcess,
     scratch_database,
+    serving_gateway,
     standalone_env,
 )
 
@@ -46,11 +47,8 @@ async def gateway(
         "SESSION_MAX_AGE": str(SESSION_MAX_AGE),
         "RATE_REFRESHES_PER_USER": f"{REFRESHES}/3600",
     }
-    process = GatewayProcess(env).start()
-    try:
-        yield await process.wait_serving()
-    finally:
-        await process.stop()
+    async with serving_gateway(env) as process:
+        yield process
     assert process.error_lines() == [], process.tail()
 
 

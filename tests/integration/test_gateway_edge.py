@@ -24,6 +24,7 @@ from infra.processes.gateway import (
     GatewayProcess,
     mysql_connect,
     scratch_database,
+    serving_gateway,
     standalone_env,
 )
 from infra.processes.private import free_port
@@ -46,15 +47,6 @@ async def database(infra: LocalSettings, run_id: str) -> AsyncIterator[str]:
         yield name
 
 
-@contextlib.asynccontextmanager
-async def _gateway(env: dict[str, str]) -> AsyncIterator[GatewayProcess]:
-    process = GatewayProcess(env).start()
-    try:
-        yield await process.wait_serving()
-    finally:
-        await process.stop()
-
-
 @pytest.fixture(scope="module")
 async def gateway(
     infra: LocalSettings, database: str, unique: Callable[[str], str]
@@ -67,7 +59,7 @@ async def gateway(
         "HEADER_TIMEOUT": str(HEADER_TIMEOUT),
         "BODY_TIMEOUT": str(BODY_TIMEOUT),
     }
-    async with _gateway(env) as process:
+    async with serving_gateway(env) as process:
         yield process
 
 
@@ -275,7 +267,7 @@ async def test_connections_beyond_the_cap_are_closed_and_slots_come_back(
         "MAX_CONNECTIONS": str(CAP),
         "HEADER_TIMEOUT": "120",
     }
-    async with _gateway(env) as process:
+    async with serving_gateway(env) as process:
         held = []
         try:
             # wait_serving's session has closed its connection; let the server see it.
