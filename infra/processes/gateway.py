@@ -206,6 +206,25 @@ async def serving_gateway(env: dict[str, str]) -> AsyncIterator[GatewayProcess]:
         await process.stop()
 
 
+def users_command(
+    infra: LocalSettings, database: str, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m gateway.users *args` on `database` of the local MariaDB; `env` overrides
+    its settings."""
+    settings = {
+        "PATH": os.environ["PATH"],
+        "DIALOGUE_ENV": "local",
+        "MYSQL_HOST": infra.host,
+        "MYSQL_PORT": str(infra.mysql_port),
+        "MYSQL_USER": infra.mysql_user,
+        "MYSQL_PASSWORD": infra.mysql_password,
+        "MYSQL_DATABASE": database,
+        "MYSQL_CONNECT_WAIT": "5",
+    }
+    command = [sys.executable, "-m", "gateway.users", *args]
+    return subprocess.run(command, env=settings | env, capture_output=True, text=True, timeout=120)
+
+
 @contextlib.asynccontextmanager
 async def scratch_database(infra: LocalSettings, name: str) -> AsyncIterator[str]:
     """A new, empty MySQL database `name` for a test, dropped when it ends."""

@@ -32,6 +32,7 @@ from infra.processes.gateway import (
 )
 from infra.processes.private import free_port, private_stack
 from infra.processes.worker import WorkerProcess
+from tests.support.api_user import Api
 from tests.support.faults import Platform
 from tests.support.waiting import WITHIN, eventually
 
@@ -68,29 +69,6 @@ async def gateway(
         yield await process.wait_ready()
     finally:
         await process.stop()
-
-
-class Api:
-    """A thin client: every call returns (status, JSON body)."""
-
-    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
-        self.http, self.url = http, url
-
-    async def call(
-        self, method: str, path: str, token: str | None = None, **kwargs: Any
-    ) -> tuple[int, Any]:
-        headers = dict(kwargs.pop("headers", {}))
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        async with self.http.request(method, self.url + path, headers=headers, **kwargs) as resp:
-            assert resp.content_type == "application/json", await resp.text()
-            return resp.status, await resp.json()
-
-    async def sign_up(self, username: str) -> dict[str, Any]:
-        body = {"username": username, "password": "secret1", "passwordConfirm": "secret1"}
-        status, token = await self.call("POST", "/v1/auth/sign-up", json={**body, "gender": "f"})
-        assert status == 201, token
-        return dict(token)
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ none is started), `python -m gateway.users rename` as the operator runs it."""
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -23,7 +21,9 @@ from infra.processes.gateway import (
     scratch_database,
     serving_gateway,
     standalone_env,
+    users_command,
 )
+from tests.support.api_user import Api as ThinApi
 
 ISSUER = "dialogue-gateway"  # standalone_env leaves JWT_ISSUER at its default
 SESSION_MAX_AGE = 3600  # the least it may be: JWT_TTL's default
@@ -52,24 +52,7 @@ async def gateway(
     assert process.error_lines() == [], process.tail()
 
 
-class Api:
-    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
-        self.http, self.url = http, url
-
-    async def call(
-        self, method: str, path: str, token: str | None = None, **kwargs: Any
-    ) -> tuple[int, Any]:
-        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
-        async with self.http.request(method, self.url + path, headers=headers, **kwargs) as resp:
-            assert resp.content_type == "application/json", await resp.text()
-            return resp.status, await resp.json()
-
-    async def sign_up(self, name: str) -> dict[str, Any]:
-        body = {"username": name, "password": "secret1", "passwordConfirm": "secret1"}
-        status, token = await self.call("POST", "/v1/auth/sign-up", json={**body, "gender": "m"})
-        assert status == 201, token
-        return dict(token)
-
+class Api(ThinApi):
     async def refresh(self, token: str | None, **kwargs: Any) -> tuple[int, Any]:
         return await self.call("POST", "/v1/auth/refresh", token, **kwargs)
 
@@ -108,25 +91,6 @@ def expect(answer: tuple[int, Any], code: str) -> str:
     return message
 
 
-async def _rename(infra: LocalSettings, database: str, user_id: int, name: str) -> None:
-    """`python -m gateway.users rename`, with the gateway's MySQL settings."""
-    env = {
-        "PATH": os.environ["PATH"],
-        "DIALOGUE_ENV": "local",
-        "MYSQL_HOST": infra.host,
-        "MYSQL_PORT": str(infra.mysql_port),
-        "MYSQL_USER": infra.mysql_user,
-        "MYSQL_PASSWORD": infra.mysql_password,
-        "MYSQL_DATABASE": database,
-    }
-    command = (sys.executable, "-m", "gateway.users", "rename", str(user_id), name)
-    process = await asyncio.create_subprocess_exec(
-        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
-    assert process.returncode == 0, (out, err)
-
-
 async def test_a_refreshed_token_serves_and_the_old_one_still_does(
     api: Api, unique: Callable[[str], str]
 ) -> None:
@@ -154,7 +118,10 @@ async def test_a_renamed_user_gets_the_new_name_at_the_next_refresh(
 ) -> None:
     old, new = _name(unique, "old"), _name(unique, "new")
     token = await api.sign_up(old)
-    await _rename(infra, database, token["userId"], new)
+    done = await asyncio.to_thread(
+        users_command, infra, database, "rename", str(token["userId"]), new
+    )
+    assert done.returncode == 0, done
     status, refreshed = await api.refresh(token["token"])
     assert (status, refreshed["username"]) == (200, new), refreshed
     assert _claims(refreshed["token"])["username"] == new

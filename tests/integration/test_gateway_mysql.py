@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -30,7 +27,7 @@ from gateway.domain.users import Credentials
 from gateway.errors import GatewayError
 from gateway.services.auth import AuthService
 from infra.local import LocalSettings
-from infra.processes.gateway import mysql_connect, mysql_execute, scratch_database
+from infra.processes.gateway import mysql_connect, mysql_execute, scratch_database, users_command
 from tests.support.gateway_fakes import FakeHasher
 from tests.support.waiting import eventually
 
@@ -278,24 +275,6 @@ async def test_a_sign_in_rehashes_a_password_made_with_weaker_settings(
     assert not mixed.needs_rehash(stored.password_hash)
 
 
-def _rename(
-    infra: LocalSettings, database: str, *args: str, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """`python -m gateway.users rename *args` on `database`; `env` overrides settings."""
-    settings = {
-        "PATH": os.environ["PATH"],
-        "DIALOGUE_ENV": "local",
-        "MYSQL_HOST": infra.host,
-        "MYSQL_PORT": str(infra.mysql_port),
-        "MYSQL_USER": infra.mysql_user,
-        "MYSQL_PASSWORD": infra.mysql_password,
-        "MYSQL_DATABASE": database,
-        "MYSQL_CONNECT_WAIT": "5",
-    }
-    command = [sys.executable, "-m", "gateway.users", "rename", *args]
-    return subprocess.run(command, env=settings | env, capture_output=True, text=True, timeout=120)
-
-
 async def test_an_account_left_without_a_canonical_name_is_renamed_by_the_command(
     pool: Any, infra: LocalSettings, database: str, unique: Callable[[str], str]
 ) -> None:
@@ -308,7 +287,9 @@ async def test_an_account_left_without_a_canonical_name_is_renamed_by_the_comman
     async with pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute("UPDATE users SET username_canonical = NULL WHERE id = %s", (left.id,))
 
-    done = await asyncio.to_thread(_rename, infra, database, str(left.id), f"{base.upper()}New")
+    done = await asyncio.to_thread(
+        users_command, infra, database, "rename", str(left.id), f"{base.upper()}New"
+    )
     assert done.returncode == 0, done.stderr
     found = await store.by_username(sign_in_name(f"{base}new"))  # any spelling signs in
     assert found is not None and found.id == left.id and found.username == f"{base.upper()}New"
@@ -320,7 +301,7 @@ async def test_an_account_left_without_a_canonical_name_is_renamed_by_the_comman
         (("x", f"{base}free"), 2, "is not a user id"),
     ]
     for args, code, said in cases:
-        refused = await asyncio.to_thread(_rename, infra, database, *args)
+        refused = await asyncio.to_thread(users_command, infra, database, "rename", *args)
         assert (refused.returncode, said in refused.stderr) == (code, True), refused.stderr
     assert (await store.by_id(taken.id)) == taken
 
@@ -364,7 +345,9 @@ def test_the_rename_command_reports_a_wrong_password_in_one_line(
     infra: LocalSettings, database: str
 ) -> None:
     wrong = {"MYSQL_PASSWORD": infra.mysql_password + "-wrong"}
-    done = _rename(infra, database, "1", "newname", MYSQL_CONNECT_WAIT=str(LONG_WAIT), **wrong)
+    done = users_command(
+        infra, database, "rename", "1", "newname", MYSQL_CONNECT_WAIT=str(LONG_WAIT), **wrong
+    )
     assert done.returncode == 1, done
     assert "Traceback" not in done.stderr
     assert f"gateway.users: MySQL at {infra.host}:{infra.mysql_port} refused us" in done.stderr

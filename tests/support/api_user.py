@@ -1,4 +1,5 @@
-"""A signed-up user driving the gateway's REST API in end-to-end tests."""
+"""Clients of the gateway's REST API in end-to-end tests: a thin one, and a signed-up
+user."""
 
 from __future__ import annotations
 
@@ -7,6 +8,29 @@ from typing import Any
 import aiohttp
 
 from tests.support.faults import PASSWORD
+
+
+class Api:
+    """A thin client: every call returns (status, JSON body)."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
+        self.http, self.url = http, url
+
+    async def call(
+        self, method: str, path: str, token: str | None = None, **kwargs: Any
+    ) -> tuple[int, Any]:
+        headers = dict(kwargs.pop("headers", {}))
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        async with self.http.request(method, self.url + path, headers=headers, **kwargs) as resp:
+            assert resp.content_type == "application/json", await resp.text()
+            return resp.status, await resp.json()
+
+    async def sign_up(self, username: str) -> dict[str, Any]:
+        body = {"username": username, "password": "secret1", "passwordConfirm": "secret1"}
+        status, token = await self.call("POST", "/v1/auth/sign-up", json={**body, "gender": "f"})
+        assert status == 201, token
+        return dict(token)
 
 
 class User:
