@@ -39,6 +39,8 @@ def id_doc(entry: IdEntry) -> Doc:
         "h": entry.digest,
         "p": entry.partition,
         "o": entry.offset,
+        "w": entry.writer,
+        "n": entry.pinned,
     }
 
 
@@ -96,18 +98,36 @@ class MongoMessageLog:
             )
         except PyMongoError as exc:
             raise failure(exc) from exc
+        seq, uid, digest = entry["seq"], entry["uid"], entry["h"]
         if stored is not None and stored["id"] == entry["_id"]:
-            return Known(cid, entry["seq"], entry["uid"], entry["h"], True, stored["createdAt"])
-        return Known(cid, entry["seq"], entry["uid"], entry["h"], applied=False)
+            return Known(cid, seq, uid, digest, True, stored["createdAt"])
+        return Known(
+            cid,
+            seq,
+            uid,
+            digest,
+            applied=False,
+            taken=stored is not None,  # another message holds its seq
+            writer=entry.get("w"),  # (entries written before 2026-12-05 have neither)
+            pinned=entry.get("n", False),
+        )
 
     async def claim(self, entries: Sequence[IdEntry]) -> set[str]:
         failed = await self._insert(self._db.ids, [id_doc(e) for e in entries])
         return {entries[i].id for i in failed}
 
-    async def reclaim(self, entries: Sequence[IdEntry], was: Mapping[str, int]) -> set[str]:
+    async def reclaim(self, entries: Sequence[IdEntry], was: Mapping[str, Known]) -> set[str]:
         async def replace(entry: IdEntry) -> str | None:
             doc = id_doc(entry)
-            result = await self._db.ids.replace_one({"_id": doc["_id"], "seq": was[entry.id]}, doc)
+            before = was[entry.id]
+            there = await self._db.history.find_one(
+                self._db.message(entry.cid, before.seq), {"id": 1}
+            )
+            if there is not None and there["id"] == doc["_id"]:
+                return entry.id  # stored where it points meanwhile: not left over
+            # {"w": None} also matches an entry written before entries had a writer.
+            as_before = {"_id": doc["_id"], "seq": before.seq, "w": before.writer}
+            result = await self._db.ids.replace_one(as_before, doc)
             return None if result.matched_count else entry.id
 
         return {mid for mid in await self._guarded(each(entries, replace)) if mid}

@@ -54,6 +54,15 @@ class Known:
     digest: str
     applied: bool  # the history holds this id at this seq (else a crashed attempt left it)
     created_at: float | None = None  # the stored message's createdAt (None: not read)
+    taken: bool = False  # its seq holds another message (so it can never be stored there)
+    writer: str | None = None  # the attempt that last wrote the entry
+    pinned: bool = False  # more than one attempt wrote it at this seq
+
+    def free_for(self, writer: str) -> bool:
+        """Whether `writer` may point the entry elsewhere while its seq holds nothing: it
+        wrote the entry there and no other attempt did since, so nobody else will store
+        its message at that seq."""
+        return self.writer == writer and not self.pinned
 
     def same_message(self, item: Accepted) -> bool:
         m = item.message
@@ -71,6 +80,19 @@ class Known:
         redelivery will), so the entry is never taken over from another chat; only the
         chat's own owner takes over an entry its dead attempt left."""
         return self.applied or self.cid != item.message.cid
+
+    def reserves(self, item: Accepted, state: ChatState, writer: str) -> bool:
+        """Whether this entry holds a seat for `item`: a seq above where the chat stands
+        that holds no message yet, written by another attempt. That attempt may be alive
+        (the partition's previous owner, still writing after a rebalance) and store the
+        message there, so the message goes there: moved elsewhere, it could be stored
+        twice."""
+        return (
+            not self.settled_for(item)
+            and not self.taken
+            and self.seq > state.last_seq
+            and not self.free_for(writer)
+        )
 
 
 @dataclass(frozen=True)
@@ -90,11 +112,30 @@ class ChatPlan:
 
 
 def plan_chat(
-    state: ChatState, items: Sequence[Accepted], known: Mapping[str, Known | None]
+    state: ChatState,
+    items: Sequence[Accepted],
+    known: Mapping[str, Known | None],
+    writer: str = "",
 ) -> ChatPlan:
     """Seqs for one chat's records (in offset order), given what the store said of ids
-    (None: looked up, not there)."""
+    (None: looked up, not there), planned by the attempt `writer`. A record whose entry
+    holds a seat (`Known.reserves`) gets that seat, the first record to hold it if two
+    do; the others get the lowest free seqs in order. A seat above a seq nobody fills
+    leaves the chat's state below it: the messages there are counted once the gap is
+    filled."""
     plan = ChatPlan(state)
+    seats: dict[str, int] = {}
+    for item in items:
+        mid = item.message.id
+        entry = known.get(mid)
+        if (
+            entry is not None
+            and entry.reserves(item, state, writer)
+            and entry.seq not in seats.values()
+        ):
+            seats[mid] = entry.seq
+    held = set(seats.values())
+    at: dict[int, Accepted] = {}  # seqs this plan fills or finds filled, above the state
     for item in items:
         mid = item.message.id
         entry = known.get(mid)
@@ -104,17 +145,31 @@ def plan_chat(
         if entry is not None and entry.settled_for(item):
             if entry.applied and entry.same_message(item):
                 plan.repeats.append(Placed(entry.as_stored(item), entry.seq))
-                if entry.seq == state.last_seq + 1:  # stored next to where the chat stands
-                    state = _moved(state, item, entry.seq)  # (a hole below it just filled)
+                if entry.seq > state.last_seq:  # stored above where the chat stands
+                    at[entry.seq] = item  # (a hole below it filled, now or later)
+                    state = _filled(state, at)
             else:
                 plan.conflicts.append((item, conflict_reason(item)))
             continue
-        state = _moved(state, item, state.last_seq + 1)
-        plan.new.append(Placed(item, state.last_seq))
+        seq = seats.get(mid)
+        if seq is None:
+            seq = state.last_seq + 1
+            while seq in held or seq in at:
+                seq += 1
+        at[seq] = item
+        plan.new.append(Placed(item, seq))
+        state = _filled(state, at)
         if entry is not None:
             plan.claims.add(mid)
     plan.state = state
     return plan
+
+
+def _filled(state: ChatState, at: Mapping[int, Accepted]) -> ChatState:
+    """The chat's state moved up over every seq filled right above it."""
+    while (item := at.get(state.last_seq + 1)) is not None:
+        state = _moved(state, item, state.last_seq + 1)
+    return state
 
 
 def _moved(state: ChatState, item: Accepted, seq: int) -> ChatState:

@@ -6,11 +6,11 @@ Per batch, in this order, so a crash at any point is repaired by the redelivery:
 2. each chat's records get their seqs (domain.sequencing) and are stored: their ids
    first (`message_ids`, a unique key per id), then the messages (a unique key per seq).
    Planning runs in rounds: ids the store knows are looked up, chats whose state is
-   stale are read again, and seqs another writer took are given back (what this round
-   stored for those chats is removed, and the id entries it took over for those messages
-   point back where they were) and planned again. Entries are looked up again right
-   before they are taken over, this write's own too: another attempt may be alive and
-   have stored the message since (at the same seq, which `reclaim`'s check cannot tell).
+   stale are read again, and records whose seqs another writer took are planned again
+   after what stands (nothing stored is removed: another writer may have counted it).
+   An entry another attempt left at a free seq above the chat holds that seat (that
+   attempt may be alive and store its message there); one moves off a seq only once
+   another message holds it, so no message is ever stored at two seqs.
    Id conflicts are dead-lettered once the batch is settled (step 3);
 3. each chat's newest seq, activity and preview are recorded: its new messages' `at` and
    its `lastAt` are one reading of the clock; messages an attempt stored but did not
@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -127,8 +128,10 @@ class _Count:
 
     @classmethod
     def of(cls, cid: str, chat: ChatPlan, repeats: Iterable[Placed]) -> _Count | None:
-        """`repeats`: the batch's repeats of this chat (copies inside the batch too)."""
-        placed = [*chat.new, *(p for p in repeats if p.seq <= chat.state.last_seq)]
+        """`repeats`: the batch's repeats of this chat (copies inside the batch too).
+        Only what stands without a gap below it counts (a seat held above a free seq
+        waits until the gap is filled)."""
+        placed = [p for p in [*chat.new, *repeats] if p.seq <= chat.state.last_seq]
         if not placed:
             return None
         newest = max(placed, key=lambda p: p.seq)
@@ -172,54 +175,6 @@ class _Round:
     @property
     def new(self) -> list[Placed]:
         return [p for plan in self.plans.values() for p in plan.new]
-
-
-@dataclass
-class _Ids:
-    """What one write knows of its records' id entries (`known`, what planning reads),
-    which entries it wrote itself, and those it took over from another attempt, as they
-    were before (`taken_over`)."""
-
-    known: dict[str, Known | None]
-    ours: set[str] = field(default_factory=set)
-    taken_over: dict[str, Known] = field(default_factory=dict)
-
-    def wrote(self, entries: Iterable[IdEntry]) -> None:
-        """These entries now point at this write's seqs."""
-        for e in entries:
-            before = self.known.get(e.id)
-            if before is not None and e.id not in self.ours:
-                self.taken_over.setdefault(e.id, before)
-            self.ours.add(e.id)
-            self.known[e.id] = _entry(e)
-
-    def lost(self, mids: Iterable[str]) -> None:
-        """Another writer moved these entries: theirs now."""
-        self.ours.difference_update(mids)
-
-    def given_back(self, messages: Iterable[StoredMessage]) -> list[IdEntry]:
-        """These messages were removed: the entries taken over for them, as they were
-        (to point back), each looked up again from now on."""
-        back = []
-        for m in messages:
-            before = self.taken_over.pop(m.id, None)
-            if before is None:
-                continue
-            self.ours.discard(m.id)
-            self.known.pop(m.id, None)
-            if before.seq != m.seq:
-                back.append(
-                    IdEntry(
-                        m.id,
-                        before.cid,
-                        before.seq,
-                        before.uid,
-                        before.digest,
-                        m.partition,
-                        m.offset,
-                    )
-                )
-        return back
 
 
 def _reason(exc: BaseException) -> str:
@@ -323,7 +278,11 @@ class BatchPersister:
             if batch.forward:
                 await self._retry("forward", lambda: self._outbox.forward(batch.forward))
                 self._metrics.forwarded.inc(len(batch.forward))
-            written = await self._store_all(batch.accepted) if batch.accepted else _Stored()
+            written = (
+                await self._store_all(batch.accepted, uuid.uuid4().hex[:16])
+                if batch.accepted
+                else _Stored()
+            )
         finally:
             self._idle.set()
         self._metrics.persisted.inc(written.inserted)
@@ -356,14 +315,15 @@ class BatchPersister:
 
     # --- writing: narrowing down what the store refuses ----------------------------
 
-    async def _store_all(self, items: Sequence[Accepted]) -> _Stored:
-        """Write the records; a non-transient failure is narrowed down by halving."""
+    async def _store_all(self, items: Sequence[Accepted], writer: str) -> _Stored:
+        """Write the records; a non-transient failure is narrowed down by halving.
+        `writer`: what this batch's id entries are written as, in every attempt of it."""
         try:
             # Seqs that did not settle (StorageUnavailable) are planned again after a pause.
-            return await self._retry("sequence", partial(self._write, items))
+            return await self._retry("sequence", partial(self._write, items, writer))
         except Exception as exc:  # not transient (those are retried): about some record(s)
             if len(items) == 1:
-                return await self._confirm_refusal(items[0], _reason(exc))
+                return await self._confirm_refusal(items[0], _reason(exc), writer)
             why = _reason(exc)
             for (topic, partition), offsets in partition_offsets(i.record for i in items).items():
                 log.warning(
@@ -375,9 +335,11 @@ class BatchPersister:
                     extra=partition_fields(topic, partition, min(offsets)),
                 )
             middle = len(items) // 2
-            return await self._store_all(items[:middle]) + await self._store_all(items[middle:])
+            return await self._store_all(items[:middle], writer) + await self._store_all(
+                items[middle:], writer
+            )
 
-    async def _confirm_refusal(self, item: Accepted, why: str) -> _Stored:
+    async def _confirm_refusal(self, item: Accepted, why: str, writer: str) -> _Stored:
         """Try the record alone once a plain write succeeds; dead-letter it if still refused.
 
         So a store that refuses everything (its backend is down behind a healthy front)
@@ -385,7 +347,7 @@ class BatchPersister:
         """
         await self._retry("write check", self._store.writable)
         try:
-            written = await self._retry("sequence", partial(self._write, [item]))
+            written = await self._retry("sequence", partial(self._write, [item], writer))
         except Exception as exc:  # refused again with the store writable: this record
             await self._dead_letter([Rejected(item.record, RejectKind.UNSTORABLE, _reason(exc))])
             return _Stored(refused=1)
@@ -394,7 +356,7 @@ class BatchPersister:
 
     # --- writing: sequencing -------------------------------------------------------
 
-    async def _write(self, items: Sequence[Accepted]) -> _Stored:
+    async def _write(self, items: Sequence[Accepted], writer: str) -> _Stored:
         firsts, copies = first_copies(items)
         groups: dict[str, list[Accepted]] = defaultdict(list)
         for item in firsts:
@@ -402,12 +364,11 @@ class BatchPersister:
         self._book.bound()
         known: dict[str, Known | None] = {}
         reloaded: set[str] = set()
-        ids = _Ids(known)
         for _ in range(ROUNDS):
             # Also each round: a chat forgotten meanwhile (its partition revoked) is read
             # again, never planned from an empty state.
             await self._retry("chat states", partial(self._book.ensure, list(groups)))
-            plan = self._plan(groups, copies, known)
+            plan = self._plan(groups, copies, known, writer)
             look_up = {i.message.id for p in plan.plans.values() for i in p.unresolved}
             if look_up:  # records passed before: were they stored, and under which seq?
                 found = await self._retry("look-up", partial(self._store.known, look_up))
@@ -428,58 +389,44 @@ class BatchPersister:
                 await self._retry("chat states", partial(self._book.reload, ahead))
                 continue
             claims = {mid for p in plan.plans.values() for mid in p.claims}
-            entries = [self._id_entry(p) for p in plan.new]
+            entries = [self._id_entry(p, writer, known.get(p.item.message.id)) for p in plan.new]
             fresh = [e for e in entries if e.id not in claims]
             taken = await self._retry("write", partial(self._store.claim, fresh))
             # Entries written now: a round planned again rewrites them, not looks them up.
-            ids.wrote([e for e in fresh if e.id not in taken])
+            _wrote(known, [e for e in fresh if e.id not in taken])
             if taken:  # stored already (a copy, or a crashed attempt): look, then plan again
                 known |= await self._retry("look-up", partial(self._store.known, taken))
                 continue
             left_over = [e for e in entries if e.id in claims]
-            if left_over:  # point them at this round's seqs, unless someone did meanwhile
-                # Entries were looked up a round ago; another attempt may be alive and
-                # have stored their messages since, this write's own entries too (taken
-                # over at the same seq, which `reclaim`'s check cannot tell): look again.
-                theirs = [e.id for e in left_over]
-                if theirs:
-                    now_known = await self._retry("look-up", partial(self._store.known, theirs))
-                    if any(now_known.get(mid) != known.get(mid) for mid in theirs):
-                        known |= dict.fromkeys(theirs) | now_known
-                        continue
-                was = {e.id: entry.seq for e in left_over if (entry := known.get(e.id))}
-                moved = await self._retry("write", partial(self._store.reclaim, left_over, was))
-                ids.wrote([e for e in left_over if e.id not in moved])
-                if moved:
-                    ids.lost(moved)
-                    known |= await self._retry("look-up", partial(self._store.known, moved))
-                    continue
+            was = {e.id: entry for e in left_over if (entry := known.get(e.id))}
+            # An entry left over at a seq this round fills with another message moves only
+            # once that message is stored there: the attempt that wrote the entry may be
+            # alive (the partition's previous owner) and store its message at that seq yet.
+            seats = {(p.item.message.cid, p.seq) for p in plan.new}
+            later = [
+                e
+                for e in left_over
+                if e.id in was and was[e.id].seq != e.seq and (e.cid, was[e.id].seq) in seats
+            ]
+            held = {e.id for e in later}
+            if await self._take_over([e for e in left_over if e.id not in held], was, known):
+                continue
             # One reading of the clock, as late as it can be: the messages' `at` and their
             # chats' `lastAt` are the same number, as the chat list's look-backs expect.
             now = self._wall_clock()
             messages = [self._message(p, now) for p in plan.new]
-            taken_seqs = await self._append(messages, ids)
-            if taken_seqs:  # another writer moved these chats on: undo ours, read where they stand
+            first = [m for m in messages if m.id not in held]
+            taken_seqs = await self._append(first) if first else {}
+            sent = first
+            if not taken_seqs and later:
+                if await self._take_over(later, was, known):
+                    await self._stored_part(plan, first, known)
+                    continue
+                taken_seqs = await self._append([m for m in messages if m.id in held])
+                sent = messages
+            if taken_seqs:  # another writer gave out some of these seqs
                 _log_taken([p.item for p in plan.new if p.item.message.cid in taken_seqs])
-                # From the lowest seq taken up. Below it, each of ours is stored where we
-                # put it, by us or by another writer that placed the same message there
-                # and may have counted it already: removing it would leave a hole below
-                # that writer's count. The next round finds it stored and repeats it.
-                ours = [m for m in messages if m.seq >= taken_seqs.get(m.cid, m.seq + 1)]
-                await self._give_back(ours, ids)
-                await self._retry("chat states", partial(self._book.reload, taken_seqs))
-                for placed in plan.new:  # below the taken seq: stored where it was placed
-                    lowest = taken_seqs.get(placed.item.message.cid)
-                    if lowest is not None and placed.seq < lowest:
-                        known[placed.item.message.id] = _stored(placed)
-                # The other chats' messages are stored: the next round repeats them, and
-                # settling counts them.
-                for placed in plan.new:
-                    if placed.item.message.cid not in taken_seqs:
-                        known[placed.item.message.id] = _stored(placed)
-                for cid, chat in plan.plans.items():
-                    if cid not in taken_seqs:
-                        self._book.advanced(cid, chat.state)
+                await self._stored_part(plan, sent, known, taken_seqs)
                 continue
             settled = await self._settle(plan, now)
             # Last: a batch whose settling fails for good is halved and planned again.
@@ -489,45 +436,94 @@ class BatchPersister:
             return settled
         raise StorageUnavailable(f"seqs of a batch did not settle in {ROUNDS} rounds")
 
-    async def _append(self, messages: Sequence[StoredMessage], ids: _Ids) -> dict[str, int]:
+    async def _append(self, messages: Sequence[StoredMessage]) -> dict[str, int]:
         """`store.append`; when the store refuses some message (not a taken seq), the ones
         it stored beside it are removed before the refusal is raised, so the halving that
-        follows finds no seq stored ahead of a hole."""
+        follows finds no seq stored ahead of a hole. Their id entries stay as this attempt
+        wrote them: each was moved only off a seq that holds another message, or one only
+        this attempt wrote (see `Known.free_for`), so nobody else stores it there."""
         try:
             return await self._retry("write", partial(self._store.append, messages))
         except Exception:
-            await self._give_back(messages, ids)
+            await self._retry("write", partial(self._store.retract, messages))
             raise
 
-    async def _give_back(self, messages: Sequence[StoredMessage], ids: _Ids) -> None:
-        """Remove these messages where this attempt stored them, and point each id entry it
-        took over for them back where it was.
+    async def _take_over(
+        self, entries: Sequence[IdEntry], was: Mapping[str, Known], known: dict[str, Known | None]
+    ) -> bool:
+        """Point left-over id entries at this round's seqs; True if some could not be
+        (another writer wrote one meanwhile, or stored its message where it points: those
+        are looked up)."""
+        if not entries:
+            return False
+        # Entries kept at their seq first, all at once; then those that change seq, one at
+        # a time from the lowest, and in a chat none above one that could not be: a seat
+        # held above a plan that proved wrong would be a gap nobody fills.
+        keep = [e for e in entries if was[e.id].seq == e.seq]
+        refused = (
+            await self._retry("write", partial(self._store.reclaim, keep, was)) if keep else set()
+        )
+        written = [e for e in keep if e.id not in refused]
+        stopped: dict[str, int] = {}  # per chat, the lowest seq that could not be written
+        for e in sorted(keep, key=_seat):
+            if e.id in refused:
+                stopped.setdefault(e.cid, e.seq)
+        skipped = False
+        for e in sorted((e for e in entries if was[e.id].seq != e.seq), key=_seat):
+            if e.seq > stopped.get(e.cid, e.seq):
+                skipped = True  # planned again with the rest
+            elif await self._retry("write", partial(self._store.reclaim, [e], was)):
+                refused.add(e.id)
+                stopped.setdefault(e.cid, e.seq)
+            else:
+                written.append(e)
+        _wrote(known, written)
+        if refused:
+            known |= await self._retry("look-up", partial(self._store.known, refused))
+        return bool(refused) or skipped
 
-        The attempt that wrote such an entry may be alive (the partition's previous owner,
-        still writing after a rebalance) and store its message there, after the look-up
-        that found it missing: an entry left pointing at the seq just emptied here would
-        have the message stored a second time. Pointed back, the entry shows it stored
-        (or, if it is not, is taken over again). Not when a copy another writer stored at
-        the same seq holds the entry (the look-up finds it stored there)."""
-        await self._retry("write", partial(self._store.retract, messages))
-        back = ids.given_back(messages)
-        if not back:
-            return
-        still = await self._retry("look-up", partial(self._store.known, [e.id for e in back]))
-        seqs = {m.id: m.seq for m in messages}
-        restore = [e for e in back if not _holds(still.get(e.id), seqs[e.id])]
-        if restore:
-            was = {e.id: seqs[e.id] for e in restore}
-            await self._retry("write", partial(self._store.reclaim, restore, was))
+    async def _stored_part(
+        self,
+        plan: _Round,
+        sent: Sequence[StoredMessage],
+        known: dict[str, Known | None],
+        taken: Mapping[str, int] | None = None,
+    ) -> None:
+        """A round stopped after storing `sent` (but for the seqs `taken` by another
+        writer): nothing stored is removed, since another writer may have counted it or
+        stored after it already (a hole below its count). What stands is repeated by
+        the next round, out of partition order if need be; the rest is planned after it."""
+        taken = taken or {}
+        sent_ids = {m.id for m in sent}
+        unsure = [m.id for m in sent if m.cid in taken]
+        if unsure:  # which of these chats' messages were stored, and where
+            known |= dict.fromkeys(unsure) | await self._retry(
+                "look-up", partial(self._store.known, unsure)
+            )
+        for placed in plan.new:
+            if placed.item.message.id in sent_ids and placed.item.message.cid not in taken:
+                known[placed.item.message.id] = _stored(placed)
+        whole = {
+            cid
+            for cid, chat in plan.plans.items()
+            if cid not in taken and all(p.item.message.id in sent_ids for p in chat.new)
+        }
+        for cid in whole:
+            self._book.advanced(cid, plan.plans[cid].state)
+        again = {m.cid for m in sent} - whole
+        if again:
+            await self._retry("chat states", partial(self._book.reload, again))
 
     def _plan(
         self,
         groups: Mapping[str, list[Accepted]],
         copies: Sequence[tuple[Accepted, Accepted]],
         known: Mapping[str, Known | None],
+        writer: str,
     ) -> _Round:
         plans = {
-            cid: plan_chat(self._book.state(cid), items, known) for cid, items in groups.items()
+            cid: plan_chat(self._book.state(cid), items, known, writer)
+            for cid, items in groups.items()
         }
         result = _Round(plans)
         for p in plans.values():
@@ -587,9 +583,19 @@ class BatchPersister:
             await self._retry("publish", lambda: self._outbox.publish(events))
         return _Stored(len(plan.new), len(plan.repeats), len(plan.conflicts))
 
-    def _id_entry(self, placed: Placed) -> IdEntry:
+    def _id_entry(self, placed: Placed, writer: str, before: Known | None) -> IdEntry:
+        """The entry `writer` writes for a placed message; pinned when another attempt
+        wrote it at this seq before (that one may store the message there too)."""
         m, r = placed.item.message, placed.item.record
-        return IdEntry(m.id, m.cid, placed.seq, m.uid, text_digest(m.text), r.partition, r.offset)
+        pinned = (
+            before is not None
+            and before.seq == placed.seq
+            and (before.writer != writer or before.pinned)
+        )
+        digest = text_digest(m.text)
+        return IdEntry(
+            m.id, m.cid, placed.seq, m.uid, digest, r.partition, r.offset, writer, pinned
+        )
 
     def _message(self, placed: Placed, at: float) -> StoredMessage:
         m, r = placed.item.message, placed.item.record
@@ -665,14 +671,17 @@ def _stored(placed: Placed) -> Known:
     return Known(m.cid, placed.seq, m.uid, text_digest(m.text), True, m.createdAt)
 
 
-def _holds(entry: Known | None, seq: int) -> bool:
-    """Whether the history holds the entry's message at `seq`."""
-    return entry is not None and entry.applied and entry.seq == seq
+def _seat(entry: IdEntry) -> tuple[str, int]:
+    return entry.cid, entry.seq
 
 
-def _entry(entry: IdEntry) -> Known:
-    """What the store holds for an id entry this attempt wrote (its message not yet)."""
-    return Known(entry.cid, entry.seq, entry.uid, entry.digest, applied=False)
+def _wrote(known: dict[str, Known | None], entries: Iterable[IdEntry]) -> None:
+    """These entries now point at this attempt's seqs (their messages not stored yet): a
+    round planned again rewrites them, not looks them up."""
+    for e in entries:
+        known[e.id] = Known(
+            e.cid, e.seq, e.uid, e.digest, applied=False, writer=e.writer, pinned=e.pinned
+        )
 
 
 def _order(placed: Placed) -> tuple[int, int]:

@@ -34,7 +34,9 @@ class ChatForWriting:
 
 @dataclass(frozen=True)
 class IdEntry:
-    """A message id and where its message is (the `message_ids` collection)."""
+    """A message id and where its message is (the `message_ids` collection): `writer`,
+    the attempt that last wrote it; `pinned`, whether another attempt wrote it at this
+    seq before (then more than one may store its message there)."""
 
     id: str
     cid: str
@@ -43,6 +45,8 @@ class IdEntry:
     digest: str
     partition: int
     offset: int
+    writer: str | None = None
+    pinned: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,10 +98,11 @@ class MessageStore(Protocol):
         """Store the id entries; the ids that were there already (nothing written for them)."""
         ...
 
-    async def reclaim(self, entries: Sequence[IdEntry], was: Mapping[str, int]) -> set[str]:
-        """Overwrite id entries an attempt left behind (their message was never stored),
-        each only while it still points at the seq it had when looked up (`was`, by id);
-        the ids whose entry had moved on (another writer), left as they are."""
+    async def reclaim(self, entries: Sequence[IdEntry], was: Mapping[str, Known]) -> set[str]:
+        """Overwrite id entries whose message is not stored, each only while it is as it
+        was looked up (`was`, by id: the same seq and writer) and that seq does not hold
+        its message; the ids whose entry another writer wrote meanwhile, or whose message
+        was stored there meanwhile, left as they are."""
         ...
 
     async def append(self, messages: Sequence[StoredMessage]) -> dict[str, int]:
@@ -107,8 +112,8 @@ class MessageStore(Protocol):
 
     async def retract(self, messages: Sequence[StoredMessage]) -> None:
         """Remove these messages where this attempt stored them (same id and same `at`, so
-        never a copy another writer stored at the same seq): an append that found a seq
-        of a chat taken leaves none of its messages at or above that seq behind."""
+        never a copy another writer stored at the same seq): an append the store refused
+        leaves none of the messages it stored beside the refused one behind."""
         ...
 
     async def counts(self, cids: Collection[str]) -> dict[str, int]:

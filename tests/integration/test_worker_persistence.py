@@ -20,7 +20,7 @@ from contracts.ids import new_id
 from contracts.records import MessageRecord
 from dialogue_worker.adapters.mongo import MongoDatabase, history_doc
 from dialogue_worker.adapters.mongo_chats import MongoChats
-from dialogue_worker.adapters.mongo_log import MongoMessageLog
+from dialogue_worker.adapters.mongo_log import MongoMessageLog, id_doc
 from dialogue_worker.domain.chats import preview
 from dialogue_worker.domain.history import legacy_page_key, message_key
 from dialogue_worker.domain.sequencing import ChatState, Known
@@ -553,7 +553,7 @@ async def test_retract_and_reclaim_change_only_what_this_attempt_wrote(
 ) -> None:
     """`retract` removes a message only with this attempt's id and `at` (never a copy
     another writer stored at the seq); `reclaim` moves an id entry only while it points
-    where it did when looked up."""
+    where it did when looked up and its message is not stored there."""
     cid = await create_chat(worker, [1, 2])
     history = await _history_of(mongo, worker, cid, 2)
     stored = await history.find_one({"_id": message_key(cid, 2)})
@@ -568,12 +568,26 @@ async def test_retract_and_reclaim_change_only_what_this_attempt_wrote(
         await log.retract([theirs])
         assert await history.count_documents({"cid": ObjectId(cid)}) == 1
 
-        entry = IdEntry(new_id(), cid, 5, 1, "h", 0, 5)
+        entry = IdEntry(new_id(), cid, 5, 1, "h", 0, 5, writer="a")
         assert await log.claim([entry]) == set()
-        assert await log.reclaim([replace(entry, seq=6)], {entry.id: 4}) == {entry.id}
-        assert await log.known([entry.id]) == {entry.id: Known(cid, 5, 1, "h", False)}
-        assert await log.reclaim([replace(entry, seq=6)], {entry.id: 5}) == set()
-        assert (await log.known([entry.id]))[entry.id].seq == 6
+        as_claimed = Known(cid, 5, 1, "h", False, writer="a")
+        assert await log.known([entry.id]) == {entry.id: as_claimed}
+        moved = replace(entry, seq=6, writer="b")
+        assert await log.reclaim([moved], {entry.id: replace(as_claimed, seq=4)}) == {entry.id}
+        assert await log.reclaim([moved], {entry.id: replace(as_claimed, writer="c")}) == {entry.id}
+        assert await log.known([entry.id]) == {entry.id: as_claimed}
+        assert await log.reclaim([moved], {entry.id: as_claimed}) == set()
+        assert await log.known([entry.id]) == {entry.id: Known(cid, 6, 1, "h", False, writer="b")}
+        # An entry written before entries had a writer is known and taken over as `None`'s.
+        old = IdEntry(new_id(), cid, 8, 1, "h", 0, 8)
+        legacy = {k: v for k, v in id_doc(old).items() if k not in ("w", "n")}
+        await database.ids.insert_one(legacy)
+        assert await log.known([old.id]) == {old.id: Known(cid, 8, 1, "h", False)}
+        pinned = replace(old, writer="b", pinned=True)
+        assert await log.reclaim([pinned], {old.id: Known(cid, 8, 1, "h", False)}) == set()
+        assert (await log.known([old.id]))[old.id] == Known(
+            cid, 8, 1, "h", False, writer="b", pinned=True
+        )
 
         # An entry whose message is stored: known as applied, with the stored createdAt.
         first = await history.find_one({"_id": message_key(cid, 1)})
@@ -581,6 +595,15 @@ async def test_retract_and_reclaim_change_only_what_this_attempt_wrote(
         mid = str(first["id"])
         assert await log.claim([IdEntry(mid, cid, 1, 1, "h1", 0, 1)]) == set()
         assert await log.known([mid]) == {mid: Known(cid, 1, 1, "h1", True, 1_000)}
+        # ... never moved off the seq its message is stored at, even while it points there.
+        stored_at_1 = Known(cid, 1, 1, "h1", False)
+        assert await log.reclaim([IdEntry(mid, cid, 7, 1, "h1", 0, 1)], {mid: stored_at_1}) == {mid}
+        assert (await log.known([mid]))[mid].seq == 1
+        # An entry whose seq holds another message: known as taken (it never holds a seat).
+        elsewhere = IdEntry(new_id(), cid, 1, 1, "h", 0, 9)
+        assert await log.claim([elsewhere]) == set()
+        found = await log.known([elsewhere.id])
+        assert found == {elsewhere.id: Known(cid, 1, 1, "h", False, taken=True)}
 
         # An append tells, per chat, the lowest seq it found holding another message
         # (seq 1 holds the chat's first; 2 was retracted above, so it is stored now).

@@ -106,7 +106,18 @@ class MemoryStore:
                 stored = self.messages.get((entry.cid, entry.seq))
                 applied = stored is not None and stored.id == mid
                 created = stored.created_at if stored is not None and applied else None
-                found[mid] = Known(entry.cid, entry.seq, entry.uid, entry.digest, applied, created)
+                taken = stored is not None and not applied
+                found[mid] = Known(
+                    entry.cid,
+                    entry.seq,
+                    entry.uid,
+                    entry.digest,
+                    applied,
+                    created,
+                    taken,
+                    None if applied else entry.writer,
+                    False if applied else entry.pinned,
+                )
         return found
 
     async def claim(self, entries: Sequence[IdEntry]) -> set[str]:
@@ -116,11 +127,20 @@ class MemoryStore:
         self._done("claim")
         return taken
 
-    async def reclaim(self, entries: Sequence[IdEntry], was: Mapping[str, int]) -> set[str]:
+    async def reclaim(self, entries: Sequence[IdEntry], was: Mapping[str, Known]) -> set[str]:
         self._step("reclaim")
-        moved = {e.id for e in entries if self.ids[e.id].seq != was[e.id]}
+        moved = {
+            e.id
+            for e in entries
+            if (self.ids[e.id].seq, self.ids[e.id].writer) != (was[e.id].seq, was[e.id].writer)
+            or self._holds(e.cid, was[e.id].seq, e.id)
+        }
         self.ids.update({e.id: e for e in entries if e.id not in moved})
         return moved
+
+    def _holds(self, cid: str, seq: int, mid: str) -> bool:
+        stored = self.messages.get((cid, seq))
+        return stored is not None and stored.id == mid
 
     async def append(self, messages: Sequence[StoredMessage]) -> dict[str, int]:
         self._step("append")
@@ -145,8 +165,9 @@ class MemoryStore:
 
     async def restamp(self, stamps: Sequence[tuple[str, int]], at: float) -> None:
         self._step("restamp")
-        for key in stamps:
-            self.messages[key] = replace(self.messages[key], at=at)
+        for key in stamps:  # as `update_one`: a seq that holds nothing is left as it is
+            if key in self.messages:
+                self.messages[key] = replace(self.messages[key], at=at)
         self._done("restamp")
 
     async def advance(self, updates: Sequence[ChatAdvance]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -198,10 +199,12 @@ def test_known_ids_repeat_conflict_or_are_claimed_again() -> None:
     known = {
         same.message.id: Known(CID, 1, 1, text_digest("hello"), applied=True),
         forged.message.id: Known(CID, 2, 1, text_digest("good"), applied=True),
-        left_over.message.id: Known(CID, 8, 1, text_digest("hi"), applied=False),
+        # written by this attempt alone: it may point it elsewhere
+        left_over.message.id: Known(CID, 8, 1, text_digest("hi"), False, writer="me"),
         passed_unstored.message.id: Known(CID, 3, 1, text_digest("x"), applied=False),
     }
-    plan = plan_chat(state, [passed_unstored, same, forged, left_over], known)
+    items = [passed_unstored, same, forged, left_over]
+    plan = plan_chat(state, items, known, writer="me")
     assert [(p.item.record.offset, p.seq) for p in plan.repeats] == [(11, 1)]
     assert [i.record.offset for i, _ in plan.conflicts] == [12]
     # A passed record that was never stored is stored now (faust can redeliver out of
@@ -209,6 +212,46 @@ def test_known_ids_repeat_conflict_or_are_claimed_again() -> None:
     assert [(p.item.record.offset, p.seq) for p in plan.new] == [(9, 4), (13, 5)]
     assert plan.claims == {left_over.message.id, passed_unstored.message.id}
     assert plan.state == ChatState(5, 0, 13)
+
+
+def test_an_entry_another_attempt_left_above_the_chat_holds_its_seat() -> None:
+    """That attempt may be alive and store its message there: it goes there, not to the
+    next seq (stored at both otherwise). The seqs below stay free for others to fill;
+    the chat's state stops below them."""
+    state = ChatState(last_seq=3, partition=0, last_offset=10)
+    first, held, after = accepted(11, mid=1), accepted(13, mid=3), accepted(14, mid=4)
+    known = {held.message.id: Known(CID, 6, 1, text_digest("hi"), applied=False)}
+    plan = plan_chat(state, [first, held, after], known, writer="me")
+    assert [(p.item.record.offset, p.seq) for p in plan.new] == [(11, 4), (13, 6), (14, 5)]
+    assert plan.claims == {held.message.id} and plan.state == ChatState(6, 0, 14)
+    alone = plan_chat(state, [held], known, writer="me")
+    assert [p.seq for p in alone.new] == [6] and alone.state == state
+    # Written there by this attempt, and by another one before it: held all the same.
+    pinned = {held.message.id: replace(known[held.message.id], writer="me", pinned=True)}
+    assert [p.seq for p in plan_chat(state, [held], pinned, writer="me").new] == [6]
+
+
+def test_an_entry_at_a_seq_another_message_holds_or_below_the_chat_holds_no_seat() -> None:
+    state = ChatState(last_seq=3, partition=0, last_offset=10)
+    a, b = accepted(11, mid=1), accepted(12, mid=2)
+    known = {
+        a.message.id: Known(CID, 5, 1, text_digest("hi"), applied=False, taken=True),
+        b.message.id: Known(CID, 2, 1, text_digest("hi"), applied=False),
+    }
+    plan = plan_chat(state, [a, b], known)
+    assert [(p.item.record.offset, p.seq) for p in plan.new] == [(11, 4), (12, 5)]
+    assert plan.claims == {a.message.id, b.message.id}
+
+
+def test_two_records_holding_one_seat_the_first_keeps_it() -> None:
+    state = ChatState()
+    a, b = accepted(0, mid=1), accepted(1, mid=2)
+    known = {
+        a.message.id: Known(CID, 1, 1, text_digest("hi"), applied=False),
+        b.message.id: Known(CID, 1, 1, text_digest("hi"), applied=False),
+    }
+    plan = plan_chat(state, [b, a], known)
+    assert [(p.item.message.id, p.seq) for p in plan.new] == [(b.message.id, 1), (a.message.id, 2)]
 
 
 def test_an_entry_of_another_chat_is_a_conflict_even_before_its_message_is_stored() -> None:
