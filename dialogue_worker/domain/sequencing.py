@@ -135,6 +135,16 @@ def plan_chat(
         ):
             seats[mid] = entry.seq
     held = set(seats.values())
+    # Seqs above the state the look-ups found holding a message: never given out again
+    # (each round would find them taken, and plan the same again).
+    filled = {
+        entry.seq
+        for item in items
+        if (entry := known.get(item.message.id)) is not None
+        and entry.cid == item.message.cid
+        and entry.seq > state.last_seq
+        and (entry.applied or entry.taken)
+    }
     at: dict[int, Accepted] = {}  # seqs this plan fills or finds filled, above the state
     for item in items:
         mid = item.message.id
@@ -154,7 +164,7 @@ def plan_chat(
         seq = seats.get(mid)
         if seq is None:
             seq = state.last_seq + 1
-            while seq in held or seq in at:
+            while seq in held or seq in at or seq in filled:
                 seq += 1
         at[seq] = item
         plan.new.append(Placed(item, seq))

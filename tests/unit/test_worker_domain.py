@@ -239,7 +239,8 @@ def test_an_entry_at_a_seq_another_message_holds_or_below_the_chat_holds_no_seat
         b.message.id: Known(CID, 2, 1, text_digest("hi"), applied=False),
     }
     plan = plan_chat(state, [a, b], known)
-    assert [(p.item.record.offset, p.seq) for p in plan.new] == [(11, 4), (12, 5)]
+    # (seq 5 holds another message: nothing is planned there)
+    assert [(p.item.record.offset, p.seq) for p in plan.new] == [(11, 4), (12, 6)]
     assert plan.claims == {a.message.id, b.message.id}
 
 
