@@ -125,16 +125,13 @@ def plan_chat(
     filled."""
     plan = ChatPlan(state)
     seats: dict[str, int] = {}
+    held: set[int] = set()  # the seats' seqs
     for item in items:
         mid = item.message.id
         entry = known.get(mid)
-        if (
-            entry is not None
-            and entry.reserves(item, state, writer)
-            and entry.seq not in seats.values()
-        ):
+        if entry is not None and entry.reserves(item, state, writer) and entry.seq not in held:
             seats[mid] = entry.seq
-    held = set(seats.values())
+            held.add(entry.seq)
     # Seqs above the state the look-ups found holding a message: never given out again
     # (each round would find them taken, and plan the same again).
     filled = {

@@ -398,15 +398,14 @@ class BatchPersister:
                 known |= await self._retry("look-up", partial(self._store.known, taken))
                 continue
             left_over = [e for e in entries if e.id in claims]
+            # (each is a claim: its entry is known)
             was = {e.id: entry for e in left_over if (entry := known.get(e.id))}
             # An entry left over at a seq this round fills with another message moves only
             # once that message is stored there: the attempt that wrote the entry may be
             # alive (the partition's previous owner) and store its message at that seq yet.
             seats = {(p.item.message.cid, p.seq) for p in plan.new}
             later = [
-                e
-                for e in left_over
-                if e.id in was and was[e.id].seq != e.seq and (e.cid, was[e.id].seq) in seats
+                e for e in left_over if was[e.id].seq != e.seq and (e.cid, was[e.id].seq) in seats
             ]
             held = {e.id for e in later}
             if await self._take_over([e for e in left_over if e.id not in held], was, known):
@@ -587,11 +586,7 @@ class BatchPersister:
         """The entry `writer` writes for a placed message; pinned when another attempt
         wrote it at this seq before (that one may store the message there too)."""
         m, r = placed.item.message, placed.item.record
-        pinned = (
-            before is not None
-            and before.seq == placed.seq
-            and (before.writer != writer or before.pinned)
-        )
+        pinned = before is not None and before.seq == placed.seq and not before.free_for(writer)
         digest = text_digest(m.text)
         return IdEntry(
             m.id, m.cid, placed.seq, m.uid, digest, r.partition, r.offset, writer, pinned
