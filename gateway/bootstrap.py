@@ -105,7 +105,7 @@ def rate_rules(settings: GatewaySettings) -> Rules:
         (Action.SIGN_UP, Scope.ADDRESS): settings.rate_sign_up_per_address,
         (Action.SIGN_IN, Scope.ADDRESS): settings.rate_sign_in_per_address,
         (Action.SIGN_IN, Scope.USER): settings.rate_sign_in_per_user,
-        (Action.REFRESH_TOKEN, Scope.USER): settings.rate_refreshes_per_user,
+        (Action.REFRESH_TOKEN, Scope.USER): settings.refresh_rate,
         (Action.CREATE_CHAT, Scope.ADDRESS): settings.rate_chats_per_address,
         (Action.CREATE_CHAT, Scope.USER): settings.rate_chats_per_user,
         (Action.POST_MESSAGE, Scope.ADDRESS): settings.rate_messages_per_address,

@@ -38,6 +38,12 @@ def mysql_password_problem(password: SecretStr | None) -> str | None:
     return None
 
 
+#: Refreshes per user per JWT_TTL when RATE_REFRESHES_PER_USER is unset: a client renews a
+#: token about once per lifetime (the web client at 80 % of it), so this leaves room for
+#: a few dozen tabs and devices, and refuses a client that refreshes in a loop.
+REFRESHES_PER_TOKEN = 30
+
+
 class SettingsError(ValueError):
     """The environment does not describe a gateway that may start."""
 
@@ -185,7 +191,10 @@ class GatewaySettings(BaseSettings):
     rate_sign_up_per_address: RateSetting = _limit("10/60", "sign-ups per client address")
     rate_sign_in_per_address: RateSetting = _limit("30/60", "sign-ins per client address")
     rate_sign_in_per_user: RateSetting = _limit("10/60", "sign-ins per username and client address")
-    rate_refreshes_per_user: RateSetting = _limit("30/3600", "token refreshes per user")
+    rate_refreshes_per_user: RateSetting | None = Field(
+        default=None,
+        description="token bucket of token refreshes per user; unset, 30 per JWT_TTL",
+    )
     rate_chats_per_address: RateSetting = _limit("120/60", "chat creations per client address")
     rate_chats_per_user: RateSetting = _limit("30/60", "chat creations per user")
     rate_messages_per_address: RateSetting = _limit("300/10", "message posts per client address")
@@ -291,6 +300,27 @@ class GatewaySettings(BaseSettings):
             raise SettingsError(
                 f"SESSION_MAX_AGE={self.session_max_age} is shorter than "
                 f"JWT_TTL={self.jwt_ttl}: a session must last at least one token"
+            )
+        return self
+
+    @property
+    def refresh_rate(self) -> Rate:
+        """RATE_REFRESHES_PER_USER, or 30 refreshes per JWT_TTL when it is unset."""
+        given = self.rate_refreshes_per_user
+        return Rate(REFRESHES_PER_TOKEN, float(self.jwt_ttl)) if given is None else given
+
+    @model_validator(mode="after")
+    def _refreshes(self) -> GatewaySettings:
+        rate = self.refresh_rate
+        # A client renews each token before it expires: a bucket that refills less than
+        # one refresh per token lifetime runs dry for a single client, and its session ends.
+        if not rate.unlimited and rate.period / rate.capacity > self.jwt_ttl:
+            raise SettingsError(
+                f"RATE_REFRESHES_PER_USER={rate} gives back one refresh every "
+                f"{rate.period / rate.capacity:g} s, less often than a token of "
+                f"JWT_TTL={self.jwt_ttl} expires: a client renewing its token would run out "
+                f"and be signed out. Allow at least one per JWT_TTL (unset, it is "
+                f"{REFRESHES_PER_TOKEN}/{self.jwt_ttl}), or set it to off"
             )
         return self
 

@@ -12,6 +12,8 @@ import jwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from contracts.errors import ErrorCode
@@ -211,7 +213,8 @@ async def test_refreshes_are_rate_limited_per_user(world: World, clock: Clock) -
 def test_the_settings_defaults_and_rules() -> None:
     settings = GatewaySettings(dialogue_env="local")
     assert settings.session_max_age == SESSION_MAX_AGE == 7 * 24 * 3600
-    assert settings.rate_refreshes_per_user == Rate(30, 3600)
+    assert settings.rate_refreshes_per_user is None  # unset: 30 per JWT_TTL
+    assert settings.refresh_rate == Rate(30, 3600)
     assert rate_rules(settings)[(Action.REFRESH_TOKEN, Scope.USER)] == Rate(30, 3600)
     assert (Action.REFRESH_TOKEN, Scope.ADDRESS) not in rate_rules(settings)
 
@@ -226,3 +229,35 @@ def test_session_max_age_is_at_least_one_token(ttl: int, max_age: int, ok: bool)
         return
     with pytest.raises(ValidationError, match=r"(?i)session_max_age"):
         GatewaySettings(dialogue_env="local", jwt_ttl=ttl, session_max_age=max_age)
+
+
+def test_the_refresh_limit_follows_the_token_lifetime_unless_set() -> None:
+    short = GatewaySettings(dialogue_env="local", jwt_ttl=60)
+    assert rate_rules(short)[(Action.REFRESH_TOKEN, Scope.USER)] == Rate(30, 60)
+    given_rate = GatewaySettings(dialogue_env="local", jwt_ttl=60, rate_refreshes_per_user="5/60")
+    assert given_rate.refresh_rate == Rate(5, 60)
+    off = GatewaySettings(dialogue_env="local", jwt_ttl=60, rate_refreshes_per_user="off")
+    assert off.refresh_rate.unlimited
+
+
+@given(
+    ttl=st.integers(min_value=60, max_value=10**9),
+    capacity=st.integers(min_value=1, max_value=10**6),
+    period=st.integers(min_value=1, max_value=10**10),
+)
+def test_a_refresh_limit_a_renewing_client_would_exhaust_is_refused(
+    ttl: int, capacity: int, period: int
+) -> None:
+    """A bucket must give back at least one refresh per token lifetime: a client renews
+    each token before it expires, and one refused renewal signs it out at expiry."""
+    env = {
+        "jwt_ttl": ttl,
+        "session_max_age": ttl,
+        "rate_refreshes_per_user": f"{capacity}/{period}",
+    }
+    if period / capacity <= ttl:
+        assert GatewaySettings(dialogue_env="local", **env).refresh_rate == Rate(capacity, period)
+        return
+    with pytest.raises(ValidationError, match="RATE_REFRESHES_PER_USER") as error:
+        GatewaySettings(dialogue_env="local", **env)
+    assert f"JWT_TTL={ttl}" in str(error.value)
