@@ -74,7 +74,7 @@ export const session = {
   },
 };
 
-async function call(method, path, body, extraHeaders = {}) {
+async function call(method, path, body, extraHeaders = {}, again = false) {
   const token = session.token;
   const generation = session.generation;
   const headers = { ...extraHeaders };
@@ -97,6 +97,12 @@ async function call(method, path, body, extraHeaders = {}) {
   // its data and its 401 belong to nobody here. A renewed token is the same session.
   if (session.generation !== generation) throw new ApiError(0, "session", "session ended");
   if (response.status === 401 && !path.startsWith("/v1/auth/sign")) {
+    // Sent with a token that a renewal replaced while the request was on its way, and
+    // that expired before the server read it: the session goes on with the new token
+    // (a 401 means the server did nothing, so sending again is safe). Once only.
+    if (!again && token && session.token !== token && session.left() > 0) {
+      return call(method, path, body, extraHeaders, true);
+    }
     hooks.sessionEnded();
     throw new ApiError(401, "session", "session ended");
   }

@@ -110,16 +110,32 @@ async def test_a_session_outlives_its_first_token(
     """Renewed at 80 % of its life, the session goes on past the first token's expiry by
     the server's own clock: the server closes the stream the first token opened (4002),
     the page says hello again with the new token, and a message sent once the server
-    refuses the first token is stored. Before, the 4002 ended the session. Waits for the
-    server's clock to pass the first token's expiry: over a minute."""
+    refuses the first token is stored. Before, the 4002 ended the session. A send made
+    with the first token and held on its way until the server refuses that token is
+    answered 401, sent again with the new token and stored: before, that 401 ended the
+    session. Waits for the server's clock to pass the first token's expiry: over a
+    minute."""
     url = platform.gateway.url
     page = await new_page(browser)
     said = hellos(page)
+    held: list[Any] = []
+
+    async def hold_the_first_send(route: Any) -> None:
+        if held:
+            await route.continue_()
+        else:
+            held.append(route)
+
     async with aiohttp.ClientSession() as http:
         _, cid = await chat_with_someone(page, url, http, unique)
         first = await token_of(page)
+        await page.route(f"**/v1/chats/{cid}/messages", hold_the_first_send)
         await page.click(f".chat[data-cid='{cid}']")
         await page.wait_for_selector("#compose")
+        await page.fill("#compose", "sent with the first token")
+        await page.press("#compose", "Enter")
+        await eventually(lambda: len(held), lambda n: n == 1, what="the send, held")
+        assert held[0].request.headers["authorization"] == f"Bearer {first['token']}"
         await next_second(first)
         await page.clock.run_for(RENEWAL)
         second = await renewed(page, first)
@@ -139,6 +155,11 @@ async def test_a_session_outlives_its_first_token(
                 return resp.status
 
         await eventually(status_with_first, lambda s: s == 401, what="the first token refused")
+    await held[0].continue_()
+    await page.wait_for_selector(
+        "#messages .message[data-seq]:has-text('sent with the first token')"
+    )
+    assert await page.locator("#auth-error").count() == 0
     await page.fill("#compose", "after the first token")
     await page.press("#compose", "Enter")
     await page.wait_for_selector("#messages .message[data-seq]:has-text('after the first token')")
