@@ -41,7 +41,9 @@ WHITESPACE = "\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u2
 #: Non-blank, and no NUL: neither BSON keys nor PostgreSQL's jsonb (FerretDB) hold one.
 TEXT_PATTERN = f"^[^\x00]*[^\x00{WHITESPACE}][^\x00]*$"
 
-#: Largest integer a JSON number written as a float (`7.0`) holds exactly.
+#: A JSON number written as a float (`7.0`) is read as a double, which holds every integer
+#: below 2**53 exactly; from 2**53 on one double stands for several (2**53 + 1 reads as
+#: 2**53), so such a float names no one integer.
 _EXACT_FLOAT = 2**53
 #: The published schema's description: what its keywords cannot say, said to producers.
 RECORD_DESCRIPTION = (
@@ -54,12 +56,12 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def json_int(value: object) -> int | None:
-    """An integer from decoded JSON: an int, or a float with an integral value within
+    """An integer from decoded JSON: an int, or a float with an integral value below
     2**53 (`42.0`, which JSON Schema's "integer" includes); None for anything else (bool,
-    strings, 42.5, nan, 1e300)."""
+    strings, 42.5, 2.0**53, nan, 1e300)."""
     if type(value) is int:  # bool is an int subclass and is refused here
         return value
-    if type(value) is float and value.is_integer() and abs(value) <= _EXACT_FLOAT:
+    if type(value) is float and value.is_integer() and abs(value) < _EXACT_FLOAT:
         return int(value)
     return None
 

@@ -192,9 +192,9 @@ def rules_hold(context: HookContext, case: Case) -> bool:
     the username rules), that `before` and `after` exclude each other, that a look-up
     names users by `id` or by `username` (exactly one of the two), that a chat's users
     are 2 *distinct* ids, or that an integral number written with a fraction or an
-    exponent is an id (or a read marker's seq) only up to 2**53: its "integer" includes
-    7.0, which the gateway takes as 7 (contracts.records.json_int), but a float above
-    2**53 is not exact and is refused (4002; 4000 for a seq).
+    exponent is an id (or a read marker's seq) only below 2**53: its "integer" includes
+    7.0, which the gateway takes as 7 (contracts.records.json_int), but a float from
+    2**53 on is not exact and is refused (4002; 4000 for a seq).
     """
     operation = _operation(case)
     body = case.body if isinstance(case.body, dict) else {}

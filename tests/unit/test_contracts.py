@@ -168,7 +168,7 @@ def test_a_uid_written_as_a_float_is_read_as_json_schema_reads_it(uid: float) ->
     """JSON Schema's "integer" includes 7.0 (Python's json.dumps(7.0) writes it): such a
     record is stored with uid 7, and any other float is a dead letter, never a 5xx."""
     raw = json.dumps({**GOOD, "uid": uid}).encode()  # NaN and Infinity as Python writes them
-    if uid.is_integer() and 1 <= uid <= 2**53:
+    if uid.is_integer() and 1 <= uid < 2**53:
         record = decode_record(raw)
         assert type(record.uid) is int and record.uid == int(uid)
         assert orjson.loads(record.to_bytes())["uid"] == int(uid)
@@ -259,8 +259,8 @@ def test_an_event_is_decoded_as_the_schema_reads_it_or_refused(field: str, value
     }
     raw = events[field] | {field: value}
     values = value if isinstance(value, list) else [value]
-    # Above 2**53 a float no longer tells whole numbers apart: refused, as records do.
-    inexact = any(type(v) is float and abs(v) > 2**53 for v in values)
+    # From 2**53 on a float no longer tells whole numbers apart: refused, as records do.
+    inexact = any(type(v) is float and abs(v) >= 2**53 for v in values)
     if validator.is_valid(raw) and not inexact:
         decoded = decode_event(orjson.dumps(raw))
         assert orjson.loads(decoded.to_bytes()) == raw

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -77,11 +78,16 @@ def test_bad_user_in_a_list_is_4002(uid: object) -> None:
 
 
 def test_integral_json_numbers_are_integers_as_json_schema_says() -> None:
-    """`2.0` is an integer to JSON Schema (and so to the OpenAPI document); up to 2**53
-    it is exact and taken, beyond it a float no longer names one integer."""
+    """`2.0` is an integer to JSON Schema (and so to the OpenAPI document); below 2**53
+    it is exact and taken, from there on a float no longer names one integer: the text
+    9007199254740993.0 reads as the double 2**53, and was taken as user 2**53."""
     assert rules.user_ids([2.0, 2, 4e1]) == [2, 40]
     assert rules.read_seq({"seq": 7.0}) == 7
-    assert rules.json_int(2.0**53) == 2**53
+    assert rules.json_int(2.0**53 - 1) == 2**53 - 1
+    assert rules.json_int(-(2.0**53) + 1) == -(2**53) + 1
+    for text in ("9007199254740992.0", "9007199254740993.0", "9.007199254740993e15"):
+        assert rules.json_int(orjson.loads(text)) is None, text
+    assert rules.json_int(-(2.0**53)) is None
     assert rules.json_int(2.0**53 * 2) is None
 
 

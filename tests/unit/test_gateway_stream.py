@@ -293,7 +293,7 @@ def test_since_takes_chat_ids_and_seqs_within_bounds_only(since: dict[str, Any])
         and type(s) in (int, float)
         and float(s).is_integer()
         and 0 <= s <= UID_MAX
-        and (type(s) is int or abs(s) <= 2**53)
+        and (type(s) is int or abs(s) < 2**53)
         for c, s in since.items()
     )
     text = json.dumps({"type": "hello", "token": "t", "since": since})
