@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -20,7 +21,7 @@ from dialogue_worker.adapters.mongo import (
     unstorable,
 )
 from dialogue_worker.domain.sequencing import ChatState, Known
-from dialogue_worker.errors import StorageUnavailable, StoreRefused
+from dialogue_worker.errors import StorageUnavailable, StoreRefused, WorkerError
 from dialogue_worker.services.ports import ChatAdvance, ChatForWriting, IdEntry, StoredMessage
 from platform_common.gather import bounded
 
@@ -28,6 +29,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 #: Look-ups sent at once (each is one round trip; FerretDB serves them in parallel).
 PARALLEL = 16
+#: Documents per `insert` command: a batch's inserts go as several commands at once,
+#: which FerretDB runs in parallel (500 documents: one command ~28 ms, four ~19 ms).
+INSERT_CHUNK = 125
 
 
 def id_doc(entry: IdEntry) -> Doc:
@@ -202,16 +206,36 @@ class MongoMessageLog:
         await self._guarded(each(updates, one))
 
     async def _insert(self, collection: Any, docs: list[Doc]) -> set[int]:
-        """Insert unordered; the indexes of documents whose `_id` was there already."""
+        """Insert unordered; the indexes of documents whose `_id` was there already.
+
+        The documents go as `insert` commands of INSERT_CHUNK sent together, which is one
+        unordered insert split up: every document is tried, whatever another command
+        meets. All commands end before a failure is raised; a transient one is preferred,
+        so the batch is retried rather than refused when either could be said.
+        """
         if not docs:
             return set()
-        try:
-            await collection.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            return _duplicates(exc.details)
-        except PyMongoError as exc:
-            raise failure(exc) from exc
-        return set()
+        starts = range(0, len(docs), INSERT_CHUNK)
+        outcomes = await asyncio.gather(
+            *(collection.insert_many(docs[s : s + INSERT_CHUNK], ordered=False) for s in starts),
+            return_exceptions=True,
+        )
+        duplicates: set[int] = set()
+        failures: list[tuple[WorkerError, BaseException]] = []
+        for start, outcome in zip(starts, outcomes, strict=True):
+            if isinstance(outcome, BulkWriteError):
+                try:
+                    duplicates |= {start + i for i in _duplicates(outcome.details)}
+                except (StorageUnavailable, StoreRefused) as exc:
+                    failures.append((exc, outcome))
+            elif isinstance(outcome, PyMongoError):
+                failures.append((failure(outcome), outcome))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        if failures:
+            raised, cause = min(failures, key=lambda f: not isinstance(f[0], StorageUnavailable))
+            raise raised from cause
+        return duplicates
 
     async def _guarded(self, pending: Awaitable[R]) -> R:
         try:

@@ -20,7 +20,7 @@ from contracts.ids import new_id
 from contracts.records import MessageRecord
 from dialogue_worker.adapters.mongo import MongoDatabase, history_doc
 from dialogue_worker.adapters.mongo_chats import MongoChats
-from dialogue_worker.adapters.mongo_log import MongoMessageLog, id_doc
+from dialogue_worker.adapters.mongo_log import INSERT_CHUNK, MongoMessageLog, id_doc
 from dialogue_worker.domain.chats import preview
 from dialogue_worker.domain.history import legacy_page_key, message_key
 from dialogue_worker.domain.sequencing import ChatState, Known
@@ -543,6 +543,39 @@ async def test_a_message_stored_with_pages_of_100_is_found_by_its_key(
         found = await chats.messages_at(cid, [1, 100, 101, 130])
         assert [(m.seq, m.text) for m in found] == [(s, f"m{s}") for s in (1, 100, 101, 130)]
         assert await chats.activity_as_of(cid, 130, 1_050.5) == 1_050.0
+    finally:
+        await database.close()
+
+
+async def test_an_insert_sent_as_several_commands_tells_every_duplicate_by_its_place(
+    worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
+) -> None:
+    """`claim` and `append` send a batch as commands of INSERT_CHUNK documents at once:
+    the duplicates found in each are told by their place in the whole batch, and every
+    other document is stored, whichever command met a duplicate."""
+    cid = await create_chat(worker, [1, 2])
+    n = 3 * INSERT_CHUNK + 7
+    there = {0, INSERT_CHUNK - 1, INSERT_CHUNK, INSERT_CHUNK + 1, 2 * INSERT_CHUNK, n - 1}
+    entries = [IdEntry(new_id(), cid, 1_000 + i, 1, "h", 0, i) for i in range(n)]
+    database = MongoDatabase(infra.mongo_url, worker.mongo_db, timeout=30.0)
+    log = MongoMessageLog(database)
+    try:
+        await database.ids.insert_many([id_doc(entries[i]) for i in sorted(there)])
+        assert await log.claim(entries) == {entries[i].id for i in there}
+        stored = await database.ids.count_documents({"cid": ObjectId(cid)})
+        assert stored == n
+
+        messages = [
+            StoredMessage(cid, 1_000 + i, entries[i].id, 1, f"m{i}", 1_000, 2_000.0, 0, i)
+            for i in range(n)
+        ]
+        held = {INSERT_CHUNK + 3, 2 * INSERT_CHUNK + 5}  # another message holds these seqs
+        await database.history.insert_many(
+            [history_doc(replace(messages[i], id=new_id())) for i in sorted(held)]
+        )
+        assert await log.append(messages) == {cid: 1_000 + min(held)}
+        assert await database.history.count_documents({"cid": ObjectId(cid)}) == n
+        assert await log.append(messages[:INSERT_CHUNK]) == {}  # all there, all this batch's
     finally:
         await database.close()
 

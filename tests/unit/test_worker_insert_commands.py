@@ -1,0 +1,134 @@
+"""A batch's ids are inserted as several commands sent together, which must answer as one
+unordered insert would: duplicates by their place in the whole batch, every command ended
+before a failure is raised, a transient failure preferred over a refusal.
+
+The collection here is a hand-written stand-in that answers each command as scripted; the
+same path runs against FerretDB in tests/integration/test_worker_persistence.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure
+
+from contracts.ids import new_id
+from dialogue_worker.adapters.mongo import DUPLICATE_KEY, MongoDatabase
+from dialogue_worker.adapters.mongo_log import INSERT_CHUNK, MongoMessageLog
+from dialogue_worker.errors import StorageUnavailable, StoreRefused
+from dialogue_worker.services.ports import IdEntry
+
+CID = "5f0000000000000000000001"
+Answer = Callable[[list[dict[str, Any]]], None]
+
+
+def duplicates_at(*indexes: int) -> Answer:
+    def answer(docs: list[dict[str, Any]]) -> None:
+        errors = [{"index": i, "code": DUPLICATE_KEY, "errmsg": "E11000"} for i in indexes]
+        raise BulkWriteError({"writeErrors": errors, "nInserted": len(docs) - len(errors)})
+
+    return answer
+
+
+def bulk_error(code: int) -> Answer:
+    def answer(docs: list[dict[str, Any]]) -> None:
+        raise BulkWriteError({"writeErrors": [{"index": 0, "code": code, "errmsg": "no"}]})
+
+    return answer
+
+
+def raising(exc: BaseException) -> Answer:
+    def answer(docs: list[dict[str, Any]]) -> None:
+        raise exc
+
+    return answer
+
+
+def stored(docs: list[dict[str, Any]]) -> None:
+    return None
+
+
+class Commands:
+    """A collection whose n-th `insert` command answers as `answers[n]`, each after the
+    previous one has started, so all are in flight together."""
+
+    def __init__(self, *answers: Answer) -> None:
+        self.answers = answers
+        self.sizes: list[int] = []
+        self.ended = 0
+        self.all_started = asyncio.Event()
+
+    async def insert_many(self, docs: list[dict[str, Any]], ordered: bool) -> None:
+        assert ordered is False
+        answer = self.answers[len(self.sizes)]
+        self.sizes.append(len(docs))
+        if len(self.sizes) == len(self.answers):
+            self.all_started.set()
+        await self.all_started.wait()
+        try:
+            answer(docs)
+        finally:
+            self.ended += 1
+
+
+def entries(n: int) -> list[IdEntry]:
+    return [IdEntry(new_id(), CID, 1 + i, 1, "h", 0, i) for i in range(n)]
+
+
+def log_over(ids: Commands) -> MongoMessageLog:
+    return MongoMessageLog(cast(MongoDatabase, SimpleNamespace(ids=ids)))
+
+
+async def test_duplicates_of_every_command_are_told_by_their_place_in_the_batch() -> None:
+    batch = entries(3 * INSERT_CHUNK + 1)
+    ids = Commands(duplicates_at(0, 5), stored, duplicates_at(INSERT_CHUNK - 1), duplicates_at(0))
+    failed = await log_over(ids).claim(batch)
+    assert ids.sizes == [INSERT_CHUNK, INSERT_CHUNK, INSERT_CHUNK, 1]
+    places = {0, 5, 3 * INSERT_CHUNK - 1, 3 * INSERT_CHUNK}
+    assert failed == {batch[i].id for i in places}
+
+
+@pytest.mark.parametrize("order", [0, 1])
+async def test_a_transient_failure_is_raised_over_a_refusal_after_every_command_ended(
+    order: int,
+) -> None:
+    refusal = raising(OperationFailure("bad value", code=2))
+    transient = raising(AutoReconnect("connection reset"))
+    answers = [refusal, transient] if order == 0 else [transient, refusal]
+    ids = Commands(*answers, stored)
+    with pytest.raises(StorageUnavailable, match="connection reset"):
+        await log_over(ids).claim(entries(2 * INSERT_CHUNK + 1))
+    assert ids.ended == 3
+
+
+@pytest.mark.parametrize(
+    ("answer", "raised"),
+    [
+        (raising(OperationFailure("bad value", code=2)), StoreRefused),
+        (bulk_error(2), StoreRefused),
+        (bulk_error(91), StorageUnavailable),  # ShutdownInProgress: retry later
+    ],
+)
+async def test_one_failed_command_fails_the_insert_as_one_insert_would(
+    answer: Answer, raised: type[Exception]
+) -> None:
+    ids = Commands(duplicates_at(3), answer)
+    with pytest.raises(raised):
+        await log_over(ids).claim(entries(INSERT_CHUNK + 1))
+    assert ids.ended == 2
+
+
+async def test_an_error_that_is_not_the_store_s_is_raised_as_it_is() -> None:
+    ids = Commands(raising(RuntimeError("a bug")), raising(AutoReconnect("reset")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        await log_over(ids).claim(entries(INSERT_CHUNK + 1))
+    assert ids.ended == 2
+
+
+async def test_nothing_to_insert_sends_nothing() -> None:
+    ids = Commands()
+    assert await log_over(ids).claim([]) == set()
+    assert ids.sizes == []
