@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+from collections.abc import Awaitable
 
 from pymongo.errors import ConfigurationError
 
@@ -50,10 +51,11 @@ class WorkerRuntime:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         try:
-            await self._start()
-            settle_gc()
-            log.info("worker %s ready", self._parts.instance_id)
-            await self._serve()
+            if await self._prepared():
+                await self._start()
+                settle_gc()
+                log.info("worker %s ready", self._parts.instance_id)
+                await self._serve()
         except DuplicateWorker as exc:
             log.error("refusing to start: %s", exc)
             self._exit = EXIT_DUPLICATE
@@ -66,14 +68,42 @@ class WorkerRuntime:
                 loop.remove_signal_handler(sig)
         return self._exit
 
-    async def _start(self) -> None:
-        """Start every part in order; WorkerError (said in one line) when one cannot."""
+    async def _prepared(self) -> bool:
+        """Prepare what the consumer needs (`_prepare`); False when asked to stop first.
+
+        A SIGTERM while a dependency is awaited (MongoDB not answering yet, for up to
+        MONGO_TIMEOUT) ends the wait instead of outlasting it, so `docker compose stop`
+        never has to SIGKILL a worker that is still starting. The shutdown then closes
+        whatever was opened. faust's app is not started here: it is never cancelled
+        half-way (its start spawns the consumer's thread)."""
+        preparing = asyncio.ensure_future(self._guarded(self._prepare()))
+        stop = asyncio.ensure_future(self._stop.wait())
         try:
-            await self._start_parts()
+            await asyncio.wait({preparing, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if preparing.done() and not self._stop.is_set():
+            preparing.result()  # a start failure is raised
+            return True
+        preparing.cancel()
+        await asyncio.wait({preparing})
+        if not preparing.cancelled():
+            preparing.exception()  # (a failure meanwhile is not said: the worker is stopping)
+        log.info("asked to stop while starting: stopping before taking any partition")
+        return False
+
+    async def _start(self) -> None:
+        """Start the consumer and register; WorkerError (said in one line) when either cannot."""
+        await self._guarded(self._launch())
+
+    @staticmethod
+    async def _guarded(starting: Awaitable[None]) -> None:
+        try:
+            await starting
         except (OSError, ConfigurationError) as exc:  # what the OS or the MongoDB client
             raise WorkerError(str(exc)) from exc  # refuses: said as any other start failure
 
-    async def _start_parts(self) -> None:
+    async def _prepare(self) -> None:
         p, s = self._parts, self._parts.settings
         try:
             s.data_dir.mkdir(parents=True, exist_ok=True)
@@ -93,6 +123,9 @@ class WorkerRuntime:
         p.outbox.route(route)
         await p.outbox.start()
         await p.positions.start()
+
+    async def _launch(self) -> None:
+        p = self._parts
         # Web server first, then the consumer joins the group and the agent starts.
         await p.app.start()
         if p.app.crashed:

@@ -5,6 +5,7 @@ starting is `cannot start: ...` (it was a traceback)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from pathlib import Path
@@ -19,7 +20,7 @@ from pymongo.errors import ConfigurationError
 
 import dialogue_worker.__main__ as worker_main
 from dialogue_worker.bootstrap import Components
-from dialogue_worker.runtime import EXIT_FAILED, WorkerRuntime
+from dialogue_worker.runtime import EXIT_FAILED, EXIT_OK, WorkerRuntime
 from dialogue_worker.settings import WorkerSettings
 from platform_common.settings_errors import invalid_settings
 
@@ -197,3 +198,37 @@ def test_no_message_holds_three_characters_of_the_pieces_in_a_row() -> None:
     urls += ["mongodb://app:Q%@h/", "mongodb://h1,h2:99999/", "mongodb://h/?authSource="]
     said = "".join(_refusal(url) for url in urls)
     assert not re.search(f"[{re.escape(PIECES)}]{{3,}}", said)
+
+
+class _Hanging(_Part):
+    """A database whose open() waits until cancelled (MongoDB not answering yet)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = asyncio.Event()
+        self.cancelled = False
+
+    async def open(self) -> None:
+        self.waiting.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+
+async def test_a_stop_asked_while_a_dependency_is_awaited_ends_the_wait_and_the_worker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = WorkerSettings(dialogue_env="local", data_dir=tmp_path, deregister_grace=0)
+    database = _Hanging()
+    runtime = _runtime(settings, database)
+    with caplog.at_level(logging.INFO, "dialogue_worker"):
+        running = asyncio.ensure_future(runtime.run())
+        await database.waiting.wait()
+        runtime.request_stop()  # what SIGTERM does
+        # A bound so that a worker which keeps waiting fails here instead of hanging the suite.
+        assert await asyncio.wait_for(running, timeout=30) == EXIT_OK
+    assert database.cancelled and database.closed
+    assert "asked to stop while starting" in caplog.text
+    assert "ready" not in caplog.text
