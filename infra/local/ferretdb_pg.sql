@@ -114,6 +114,53 @@ BEGIN
 END
 $fn$;
 
+-- Empty a btree index FerretDB's queries cannot use; true when it was emptied now. Only
+-- non-unique, not yet partial btree indexes of collection tables whose every key is a
+-- (_jsonb -> 'field') with a GIN twin. FerretDB 1.x pushes equality down as @>, which no
+-- btree serves, yet the btree holds each document's whole value of the field, and
+-- PostgreSQL refuses a row whose entry passes 2,704 bytes (an array of ~400 user ids: a
+-- chat of that many members could not be stored). The index is made again under its
+-- name with WHERE false: it holds nothing and costs no write, and FerretDB, which keeps
+-- the name in its metadata, still lists and drops it. Unique indexes are kept: they
+-- enforce uniqueness.
+CREATE OR REPLACE FUNCTION ferretdb_infra.empty_unused_btree(idx oid) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    i record;
+    k integer;
+    expr text;
+    definition text;
+BEGIN
+    SELECT x.indrelid, x.indnkeyatts, x.indisunique, x.indpred IS NOT NULL AS partial, am.amname
+      INTO i
+      FROM pg_index x
+      JOIN pg_class ic ON ic.oid = x.indexrelid
+      JOIN pg_am am ON am.oid = ic.relam
+     WHERE x.indexrelid = idx;
+    IF NOT FOUND OR i.amname <> 'btree' OR i.indisunique OR i.partial
+       OR NOT ferretdb_infra.is_collection(i.indrelid) THEN
+        RETURN false;
+    END IF;
+    FOR k IN 1 .. i.indnkeyatts LOOP
+        expr := pg_get_indexdef(idx, k, true);
+        IF expr !~ '^\(_jsonb -> ''(?:[^'']|'''')*''::text\)$' OR NOT EXISTS (
+            SELECT 1
+            FROM pg_index g
+            JOIN pg_class gc ON gc.oid = g.indexrelid
+            JOIN pg_am gam ON gam.oid = gc.relam AND gam.amname = 'gin'
+            JOIN pg_opclass oc ON oc.oid = g.indclass[0] AND oc.opcname = 'jsonb_path_ops'
+            WHERE g.indrelid = i.indrelid AND g.indnkeyatts = 1
+              AND pg_get_indexdef(g.indexrelid, 1, true) = expr) THEN
+            RETURN false;
+        END IF;
+    END LOOP;
+    definition := pg_get_indexdef(idx);  -- CREATE INDEX <name> ON <schema>.<table> USING btree ...
+    EXECUTE format('DROP INDEX %s', idx::regclass);
+    EXECUTE definition || ' WHERE false';
+    RETURN true;
+END
+$fn$;
+
 -- The row trigger: an update of a versioned document must write the stored v + 1.
 CREATE OR REPLACE FUNCTION ferretdb_infra.version_guard() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
@@ -168,6 +215,8 @@ BEGIN
                WHERE command_tag = 'CREATE INDEX' AND object_type = 'index'
     LOOP
         PERFORM ferretdb_infra.make_gin_twins(cmd.objid);
+        -- Its re-creation comes back here, partial: left as it is.
+        PERFORM ferretdb_infra.empty_unused_btree(cmd.objid);
     END LOOP;
 END
 $fn$;
@@ -213,12 +262,20 @@ DO $do$
 DECLARE
     r record;
     twins integer := 0;
+    emptied integer := 0;
     guards integer := 0;
 BEGIN
     FOR r IN SELECT x.indexrelid FROM pg_index x
              WHERE x.indrelid >= 16384 AND ferretdb_infra.is_collection(x.indrelid)
     LOOP
         twins := twins + ferretdb_infra.make_gin_twins(r.indexrelid);
+    END LOOP;
+    FOR r IN SELECT x.indexrelid FROM pg_index x
+             WHERE x.indrelid >= 16384 AND ferretdb_infra.is_collection(x.indrelid)
+    LOOP
+        IF ferretdb_infra.empty_unused_btree(r.indexrelid) THEN
+            emptied := emptied + 1;
+        END IF;
     END LOOP;
     FOR r IN SELECT c.oid FROM pg_class c
              WHERE c.oid >= 16384 AND c.relkind = 'r' AND ferretdb_infra.is_collection(c.oid)
@@ -227,8 +284,9 @@ BEGIN
             guards := guards + 1;
         END IF;
     END LOOP;
-    IF twins > 0 OR guards > 0 THEN
-        RAISE NOTICE 'backfill: % GIN twin(s), % version guard(s) added', twins, guards;
+    IF twins > 0 OR emptied > 0 OR guards > 0 THEN
+        RAISE NOTICE 'backfill: % GIN twin(s), % unused btree(s) emptied, % version guard(s) added',
+            twins, emptied, guards;
     END IF;
 END
 $do$;

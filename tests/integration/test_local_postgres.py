@@ -5,6 +5,7 @@ lost updates into retryable errors, and private FerretDB copies get a database o
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.collection import Collection
-from pymongo.errors import OperationFailure
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from infra.local import LocalSettings, Stack
 from infra.local.postgres import ROLE, SUPERUSER, gin_twin_name
@@ -117,6 +118,31 @@ def test_an_index_a_client_makes_gets_a_gin_twin_that_serves_its_equality(
     assert some is not None and isinstance(some["_id"], ObjectId)
     assert id_twin in _scanned_indexes(pages, {"_id": some["_id"]})
     assert pages.find_one({"_id": some["_id"]}) == some
+
+
+def test_an_index_on_an_array_takes_arrays_of_any_size_and_unique_indexes_stay_whole(
+    stack: Stack, client: MongoClient[Doc], db_name: str
+) -> None:
+    """FerretDB's btree of a create_index is emptied once its GIN twin serves the queries:
+    a btree entry holds the whole array, and PostgreSQL refuses one past 2,704 bytes (a
+    chat of 500 random user ids could not be stored)."""
+    chats = client[db_name]["chats"]
+    chats.create_index([("users", ASCENDING)])
+    users = random.Random(7).sample(range(1, 10**9), 5000)
+    chats.insert_one({"_id": 1, "users": users})
+
+    indexes = _indexes(stack, db_name, _table(stack, db_name, "chats"))
+    btree = _btree_on(indexes, "users")
+    assert indexes[btree].endswith(" WHERE false"), indexes[btree]
+    assert "WHERE" not in indexes[_btree_on(indexes, "_id")]  # unique: it stays whole
+    assert gin_twin_name(btree, "users") in _scanned_indexes(chats, {"users": users[1234]})
+    assert chats.find_one({"users": users[4321]}, {"_id": 1}) == {"_id": 1}
+    with pytest.raises(DuplicateKeyError):
+        chats.insert_one({"_id": 1, "users": [1, 2]})
+    # FerretDB keeps the emptied index's name: it lists it, and drops it.
+    assert [i["name"] for i in chats.list_indexes()] == ["_id_", "users_1"]
+    chats.drop_index("users_1")
+    assert [i["name"] for i in chats.list_indexes()] == ["_id_"]
 
 
 @pytest.mark.parametrize("rows", [0, 5, 100])
@@ -239,21 +265,30 @@ def test_existing_tables_converge_when_the_triggers_are_installed_again(
     stack: Stack, client: MongoClient[Doc], db_name: str
 ) -> None:
     client[db_name]["old"].insert_one({"_id": 1, "v": 1})
+    client[db_name]["old"].create_index([("page", ASCENDING)])
     table = _table(stack, db_name, "old")
-    twin = gin_twin_name(_btree_on(_indexes(stack, db_name, table), "_id"), "_id")
+    indexes = _indexes(stack, db_name, table)
+    twin = gin_twin_name(_btree_on(indexes, "_id"), "_id")
+    page = _btree_on(indexes, "page")
     database = stack.settings.ferretdb_database
-    # As a table made before the triggers existed would be: no twin, no guard.
+    # As a table made before the triggers existed would be: no twin, no guard, a whole
+    # btree (made with the event triggers off, as they are in replica mode).
     stack.postgres.query(
         database,
         f'DROP INDEX "{db_name}"."{twin}";'
-        f' DROP TRIGGER ferretdb_version_guard ON "{db_name}"."{table}"',
+        f' DROP TRIGGER ferretdb_version_guard ON "{db_name}"."{table}";'
+        " SET session_replication_role = replica;"
+        f' DROP INDEX "{db_name}"."{page}";'
+        f' CREATE INDEX "{page}" ON "{db_name}"."{table}" ((_jsonb -> \'page\'))',
     )
-    assert _gin_fields(_indexes(stack, db_name, table)) == []
+    indexes = _indexes(stack, db_name, table)
+    assert _gin_fields(indexes) == ["page"] and "WHERE" not in indexes[page]
 
     assert stack.postgres.install_triggers(database) == [
-        "backfill: 1 GIN twin(s), 1 version guard(s) added"
+        "backfill: 1 GIN twin(s), 1 unused btree(s) emptied, 1 version guard(s) added"
     ]
-    assert twin in _indexes(stack, db_name, table)
+    indexes = _indexes(stack, db_name, table)
+    assert twin in indexes and indexes[page].endswith(" WHERE false")
     with pytest.raises(OperationFailure, match="stale write"):
         client[db_name]["old"].update_one({"_id": 1}, {"$set": {"x": 1}})
     assert stack.postgres.install_triggers(database) == []  # nothing left to do
