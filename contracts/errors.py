@@ -23,6 +23,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "4050"
     REQUEST_TIMEOUT = "4080"  # the request body did not arrive in time
     USERNAME_TAKEN = "4090"
+    CHAT_FULL = "4091"  # adding the users would take the chat past its member limit
     TOO_LARGE = "4130"
     TOO_MANY_ATTEMPTS = "4290"
     INTERNAL = "5000"

@@ -178,7 +178,12 @@ def build(settings: WorkerSettings) -> Components:
     web_app: web.Application = cast(Any, app.web).web_app  # faust's aiohttp application
     token = settings.entrypoint_token.get_secret_value()
     web_app.middlewares.append(edge_middleware(token, metrics, settings.mongo_timeout))
-    chats = ChatService(MongoChats(database), outbox, publish_timeout=settings.api_publish_timeout)
+    chats = ChatService(
+        MongoChats(database),
+        outbox,
+        publish_timeout=settings.api_publish_timeout,
+        max_members=settings.max_chat_members,
+    )
     InternalApi(chats, health, metrics, ident).install(web_app)
     return Components(
         settings=settings,

@@ -16,6 +16,7 @@ from pymongo.uri_parser_shared import _validate_uri
 
 from contracts.events import EVENTS_TOPIC
 from contracts.records import TOPIC
+from contracts.requests import MAX_USERS
 from discovery.models import is_wildcard
 from platform_common.addresses import ConsulUrl, KafkaBootstrap
 from platform_common.local import (
@@ -88,6 +89,12 @@ class WorkerSettings(BaseSettings):
         le=60,
         description="seconds the internal API waits for Kafka to take the event of a new "
         "chat, new members or a read marker before answering 5031",
+    )
+    max_chat_members: int = Field(
+        default=1000,
+        ge=MAX_USERS,  # a chat created with one request's users always fits
+        le=100_000,
+        description="members a chat may have: adding users past it answers 4091",
     )
     consul_url: ConsulUrl = Field(
         default="http://127.0.0.1:8500", description="Consul agent HTTP API"

@@ -13,7 +13,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from contracts.api import LastMessage
 from dialogue_worker.adapters.mongo import STALE_WRITE, Doc, MongoDatabase, failure
 from dialogue_worker.adapters.mongo_log import each
-from dialogue_worker.domain.chats import ChatView
+from dialogue_worker.domain.chats import ChatView, Full
 from dialogue_worker.domain.history import (
     PAGE_SIZE,
     SeqRange,
@@ -114,22 +114,45 @@ class MongoChats:
         return [_chat(d) for d in docs]
 
     async def add_members(
-        self, cid: str, member: int, users: Sequence[int]
-    ) -> tuple[ChatView, list[int]] | None:
-        try:
-            before = await self._db.chats.find_one_and_update(
-                {"_id": ObjectId(cid), "users": member},
-                {"$addToSet": {"users": {"$each": list(users)}}, "$inc": {"v": 1}},
-                return_document=ReturnDocument.BEFORE,
-            )
-        except PyMongoError as exc:
-            raise failure(exc) from exc
-        if before is None:
-            return None
-        members = set(before["users"])
-        added = [u for u in dict.fromkeys(users) if u not in members]
-        before["users"] = [*before["users"], *added]
-        return _chat(before), added
+        self, cid: str, member: int, users: Sequence[int], most: int
+    ) -> tuple[ChatView, list[int]] | Full | None:
+        # The write applies only while the chat has room for every user it adds (no
+        # element at index most - len(adding)): one document's check and change, which
+        # MongoDB applies atomically and FerretDB's version guard refuses when stale. When
+        # it does not apply, the chat read back tells why; naming users already in it
+        # leaves fewer to add, and the write is tried again for those alone.
+        adding = list(dict.fromkeys(users))
+        while True:
+            room = most - len(adding)
+            before = None
+            if room >= 0:
+                try:
+                    before = await self._db.chats.find_one_and_update(
+                        {
+                            "_id": ObjectId(cid),
+                            "users": member,
+                            f"users.{room}": {"$exists": False},
+                        },
+                        {"$addToSet": {"users": {"$each": adding}}, "$inc": {"v": 1}},
+                        return_document=ReturnDocument.BEFORE,
+                    )
+                except PyMongoError as exc:
+                    raise failure(exc) from exc
+            if before is not None:
+                members = set(before["users"])
+                added = [u for u in adding if u not in members]
+                before["users"] = [*before["users"], *added]
+                return _chat(before), added
+            chat = await self.get_chat(cid)
+            if chat is None or not chat.has_member(member):
+                return None
+            fresh = [u for u in adding if u not in chat.users]
+            if len(chat.users) + len(fresh) > most:
+                return Full(members=len(chat.users), new=len(fresh), most=most)
+            if not fresh:
+                return chat, []
+            # Members are never removed, so a write refused for room names fewer now.
+            adding = fresh
 
     async def history(self, cid: str, pages: Sequence[int]) -> list[MessageView]:
         async def page(number: int) -> list[Doc]:

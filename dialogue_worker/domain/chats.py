@@ -47,6 +47,22 @@ class ChatView:
         )
 
 
+@dataclass(frozen=True)
+class Full:
+    """Users not added: with them the chat would have more than `most` members."""
+
+    members: int  # the chat's members when it was read
+    new: int  # the named users not among them
+    most: int
+
+    def refusal(self) -> RequestError:
+        return RequestError(
+            ErrorCode.CHAT_FULL,
+            f"a chat has at most {self.most} members: this one has {self.members}, "
+            f"and {self.new} of these users are not in it",
+        )
+
+
 def preview(mid: str, seq: int, uid: int, text: str, created_at: float) -> LastMessage:
     """A chat's newest message as lists show it: the text cut to PREVIEW_MAX characters."""
     return LastMessage(id=mid, seq=seq, uid=uid, text=text[:PREVIEW_MAX], createdAt=int(created_at))

@@ -12,6 +12,7 @@ from contracts.errors import ErrorCode
 from contracts.events import ChatCreated, ChatRead, EventChat, MembersAdded
 from contracts.ids import new_id
 from contracts.live import FOLLOW_MAX, Followed
+from contracts.requests import MAX_USERS
 from dialogue_worker.domain.chat_list import (
     ListCursor,
     Position,
@@ -20,7 +21,7 @@ from dialogue_worker.domain.chat_list import (
     moved_since,
     page_of_chats,
 )
-from dialogue_worker.domain.chats import ChatView, new_chat_users, require_member
+from dialogue_worker.domain.chats import ChatView, Full, new_chat_users, require_member
 from dialogue_worker.domain.history import (
     Direction,
     HistoryQuery,
@@ -61,7 +62,9 @@ class ChatService:
         clock: Callable[[], float] = time.time,
         *,
         publish_timeout: float = 1.0,
+        max_members: int = MAX_USERS,
     ) -> None:
+        self._max_members = max_members
         self._store = store
         self._outbox = outbox
         self._clock = clock
@@ -147,11 +150,13 @@ class ChatService:
         return {chat.id: then for chat, then in zip(chats, found, strict=True)}
 
     async def add_members(self, cid: str, uid: int, users: list[int]) -> Chat:
-        result = await self._store.add_members(cid, uid, users)
+        result = await self._store.add_members(cid, uid, users, self._max_members)
         if result is None:  # unknown chat or not a member: tell which
             require_member(await self._store.get_chat(cid), uid)
             # A member of an existing chat cannot be refused; chats are never deleted.
             raise RequestError(ErrorCode.NOT_FOUND, "chat not found")
+        if isinstance(result, Full):
+            raise result.refusal()
         chat, _ = result
         # Published for every request, also when nobody was new: a retry after the change
         # was stored and its event not published (Kafka down, the worker killed; the

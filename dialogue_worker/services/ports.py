@@ -13,7 +13,7 @@ from typing import Protocol
 from contracts.api import LastMessage
 from contracts.events import ChatCreated, ChatRead, MembersAdded, MessageCreated
 from contracts.records import MessageRecord
-from dialogue_worker.domain.chats import ChatView
+from dialogue_worker.domain.chats import ChatView, Full
 from dialogue_worker.domain.messages import MessageView
 from dialogue_worker.domain.records import InboundRecord, Rejected
 from dialogue_worker.domain.sequencing import ChatState, Known
@@ -145,10 +145,12 @@ class ChatStore(Protocol):
         ...
 
     async def add_members(
-        self, cid: str, member: int, users: Sequence[int]
-    ) -> tuple[ChatView, list[int]] | None:
+        self, cid: str, member: int, users: Sequence[int], most: int
+    ) -> tuple[ChatView, list[int]] | Full | None:
         """Add users if `member` belongs to the chat: the chat after, and who was new.
-        None when the chat does not exist or `member` is not in it."""
+        None when the chat does not exist or `member` is not in it; Full (nothing added)
+        when the chat would then have more than `most` members. Checked and applied as
+        one write: concurrent additions never take a chat past `most`."""
         ...
 
     async def history(self, cid: str, pages: Sequence[int]) -> list[MessageView]:

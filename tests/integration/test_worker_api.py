@@ -70,6 +70,19 @@ async def test_chat_lifecycle(http: aiohttp.ClientSession) -> None:
     await expect_error(http, "4000", "POST", "/chats", data=b'{"users": [1, 2]}', headers=gzip)
 
 
+async def test_a_chat_at_its_member_limit_takes_nobody_new(http: aiohttp.ClientSession) -> None:
+    """MAX_CHAT_MEMBERS at its default, 1,000: as many as one request may name."""
+    status, chat = await call(http, "POST", "/chats", json={"users": list(range(1, 1001))})
+    assert status == 201 and len(chat["users"]) == 1000
+    path, caller = f"/chats/{chat['id']}", {"uid": "1"}
+    status, body = await call(http, "PUT", path, params=caller, json={"users": [5, 1001]})
+    assert (status, body["code"]) == (409, "4091"), body
+    assert body["message"].startswith("a chat has at most 1000 members: this one has 1000")
+    status, same = await call(http, "PUT", path, params=caller, json={"users": [1000, 2]})
+    assert status == 200 and same["users"] == list(range(1, 1001))  # members are no growth
+    assert (await call(http, "GET", path, params=caller))[1]["users"] == same["users"]
+
+
 async def test_user_chats_newest_first_with_a_cursor(http: aiohttp.ClientSession) -> None:
     uid = int(time.time() * 1000) % 1_000_000_000 + 1000  # a user no other test uses
     created = [(await call(http, "POST", "/chats", json={"users": [uid, 1]}))[1] for _ in range(5)]

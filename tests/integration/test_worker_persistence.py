@@ -21,9 +21,10 @@ from contracts.records import MessageRecord
 from dialogue_worker.adapters.mongo import MongoDatabase, history_doc
 from dialogue_worker.adapters.mongo_chats import MongoChats
 from dialogue_worker.adapters.mongo_log import INSERT_CHUNK, MongoMessageLog, id_doc
-from dialogue_worker.domain.chats import preview
+from dialogue_worker.domain.chats import Full, preview
 from dialogue_worker.domain.history import legacy_page_key, message_key
 from dialogue_worker.domain.sequencing import ChatState, Known
+from dialogue_worker.errors import StorageUnavailable
 from dialogue_worker.services.ports import ChatAdvance, IdEntry, StoredMessage
 from infra.local import LocalSettings
 from infra.processes.worker import WorkerProcess, produce
@@ -713,6 +714,46 @@ async def test_moves_of_one_read_marker_at_once_all_land_and_the_highest_wins(
         assert all(1 <= at <= 24 for at, _ in moved)
         assert any(changed for _, changed in moved)
         assert await chats.read_marker(cid, 1) == 24
+    finally:
+        await database.close()
+
+
+async def test_members_are_added_up_to_the_limit_and_never_past_it_at_once(
+    worker: WorkerProcess, infra: LocalSettings
+) -> None:
+    """The limit is part of the one write that adds: naming members already in the chat
+    does not count against it, and adders racing for the last places never take the chat
+    past it (on FerretDB the version guard refuses the stale ones, retried here as the
+    gateway retries a 5030)."""
+    database = MongoDatabase(infra.mongo_url, worker.mongo_db, timeout=30.0)
+    chats = MongoChats(database)
+
+    async def add(cid: str, users: list[int], most: int) -> object:
+        for _ in range(200):
+            try:
+                return await chats.add_members(cid, 1, users, most)
+            except StorageUnavailable:
+                continue  # a stale write: another adder changed the chat first
+        raise AssertionError("always stale")
+
+    try:
+        cid = await create_chat(worker, [1, 2])
+        grown = await add(cid, [1, 2, 3, 4], 4)  # two new: room for them
+        assert isinstance(grown, tuple) and grown[1] == [3, 4]
+        assert grown[0].users == {1, 2, 3, 4}
+        assert await add(cid, [2, 5], 4) == Full(members=4, new=1, most=4)
+        again = await add(cid, [3, 1], 4)
+        assert isinstance(again, tuple) and again[1] == [] and again[0].users == {1, 2, 3, 4}
+        assert await chats.add_members(cid, 9, [9], 4) is None  # not a member
+        assert await chats.add_members("f" * 24, 1, [9], 4) is None  # no such chat
+
+        race = await create_chat(worker, [1, 2])
+        results = await asyncio.gather(*(add(race, [10 + i], 6) for i in range(8)))
+        members = (await chats.get_chat(race)).users  # type: ignore[union-attr]
+        joined = {10 + i for i, r in enumerate(results) if isinstance(r, tuple)}
+        refused = {10 + i for i, r in enumerate(results) if isinstance(r, Full)}
+        assert len(joined) == 4 and len(refused) == 4
+        assert members == {1, 2} | joined
     finally:
         await database.close()
 

@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from contracts.records import MessageRecord
-from dialogue_worker.domain.chats import ChatView
+from dialogue_worker.domain.chats import ChatView, Full
 from dialogue_worker.domain.history import page_of
 from dialogue_worker.domain.messages import MessageView
 from dialogue_worker.domain.records import InboundRecord, Rejected
@@ -204,13 +204,15 @@ class MemoryStore:
         return [row.chat for row in self.chats.values() if uid in row.chat.users]
 
     async def add_members(
-        self, cid: str, member: int, users: Sequence[int]
-    ) -> tuple[ChatView, list[int]] | None:
+        self, cid: str, member: int, users: Sequence[int], most: int
+    ) -> tuple[ChatView, list[int]] | Full | None:
         self._step("add_members")
         row = self.chats.get(cid)
         if row is None or member not in row.chat.users:
             return None
         added = [u for u in dict.fromkeys(users) if u not in row.chat.users]
+        if len(row.chat.users) + len(added) > most:
+            return Full(members=len(row.chat.users), new=len(added), most=most)
         self.chats[cid] = Row(replace(row.chat, users=row.chat.users | set(added)), row.state)
         return self.chats[cid].chat, added
 

@@ -75,6 +75,24 @@ async def test_create_get_add_members_and_their_events() -> None:
     await expect(ErrorCode.TOO_FEW_USERS, service.create([4, 4]))
 
 
+async def test_members_past_the_limit_are_refused_whole_and_publish_nothing() -> None:
+    store, outbox = MemoryStore(), MemoryOutbox()
+    service = ChatService(store, outbox, Clock(), max_members=4)
+    chat = await service.create([1, 2])
+    with pytest.raises(RequestError) as err:
+        await service.add_members(chat.id, 1, [3, 4, 5])
+    assert err.value.code is ErrorCode.CHAT_FULL and err.value.code.status == 409
+    assert "at most 4 members: this one has 2, and 3 of these users" in err.value.message
+    assert (await service.get(chat.id, 1)).users == [1, 2]  # nothing added
+    assert [type(e) for e in outbox.events] == [ChatCreated]
+    # Up to the limit is fine, and naming members again adds nobody past it.
+    assert (await service.add_members(chat.id, 1, [3, 4])).users == [1, 2, 3, 4]
+    assert (await service.add_members(chat.id, 2, [4, 1])).users == [1, 2, 3, 4]
+    await expect(ErrorCode.CHAT_FULL, service.add_members(chat.id, 1, [4, 5]))
+    # A non-member still learns that first.
+    await expect(ErrorCode.NOT_MEMBER, service.add_members(chat.id, 9, [9]))
+
+
 async def test_history_pages_by_seq_and_by_message_id_both_ways() -> None:
     service, store, _, _ = make()
     chat = await service.create([1, 2])
