@@ -62,6 +62,26 @@ LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $fn$
                         AND m.relname = '_ferretdb_database_metadata' AND m.relkind = 'r'))
 $fn$;
 
+-- The field of an index key of the form (_jsonb -> 'field'), else NULL (a nested path).
+CREATE OR REPLACE FUNCTION ferretdb_infra.key_field(expr text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT replace(substring(expr FROM '^\(_jsonb -> ''((?:[^'']|'''')*)''::text\)$'),
+                   '''''', '''')
+$fn$;
+
+-- Whether table tbl has a GIN jsonb_path_ops index on the index key expression expr.
+CREATE OR REPLACE FUNCTION ferretdb_infra.has_gin_twin(tbl oid, expr text) RETURNS boolean
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT EXISTS (
+        SELECT 1
+        FROM pg_index g
+        JOIN pg_class gc ON gc.oid = g.indexrelid
+        JOIN pg_am gam ON gam.oid = gc.relam AND gam.amname = 'gin'
+        JOIN pg_opclass oc ON oc.oid = g.indclass[0] AND oc.opcname = 'jsonb_path_ops'
+        WHERE g.indrelid = tbl AND g.indnkeyatts = 1
+          AND pg_get_indexdef(g.indexrelid, 1, true) = expr)
+$fn$;
+
 -- Make the GIN twins of one index; returns how many it made. Only btree indexes of
 -- collection tables, only keys of the form (_jsonb -> 'field'): GIN indexes (the twins
 -- themselves) and nested paths are skipped.
@@ -88,18 +108,10 @@ BEGIN
     END IF;
     FOR k IN 1 .. i.indnkeyatts LOOP
         expr := pg_get_indexdef(idx, k, true);  -- e.g. (_jsonb -> 'cid'::text)
-        field := substring(expr FROM '^\(_jsonb -> ''((?:[^'']|'''')*)''::text\)$');
+        field := ferretdb_infra.key_field(expr);
         CONTINUE WHEN field IS NULL;
-        field := replace(field, '''''', '''');
         -- One GIN index per expression is enough (a compound index shares keys with others).
-        CONTINUE WHEN EXISTS (
-            SELECT 1
-            FROM pg_index g
-            JOIN pg_class gc ON gc.oid = g.indexrelid
-            JOIN pg_am gam ON gam.oid = gc.relam AND gam.amname = 'gin'
-            JOIN pg_opclass oc ON oc.oid = g.indclass[0] AND oc.opcname = 'jsonb_path_ops'
-            WHERE g.indrelid = i.indrelid AND g.indnkeyatts = 1
-              AND pg_get_indexdef(g.indexrelid, 1, true) = expr);
+        CONTINUE WHEN ferretdb_infra.has_gin_twin(i.indrelid, expr);
         BEGIN
             EXECUTE format(
                 'CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((_jsonb -> %L) jsonb_path_ops)',
@@ -131,11 +143,11 @@ DECLARE
     expr text;
     definition text;
 BEGIN
-    SELECT x.indrelid, x.indnkeyatts, x.indisunique, x.indpred IS NOT NULL AS partial, am.amname
+    SELECT x.indrelid, x.indnkeyatts, x.indisunique, x.indpred IS NOT NULL AS partial,
+           (SELECT amname FROM pg_am am JOIN pg_class ic ON ic.relam = am.oid
+             WHERE ic.oid = idx) AS amname
       INTO i
       FROM pg_index x
-      JOIN pg_class ic ON ic.oid = x.indexrelid
-      JOIN pg_am am ON am.oid = ic.relam
      WHERE x.indexrelid = idx;
     IF NOT FOUND OR i.amname <> 'btree' OR i.indisunique OR i.partial
        OR NOT ferretdb_infra.is_collection(i.indrelid) THEN
@@ -143,14 +155,8 @@ BEGIN
     END IF;
     FOR k IN 1 .. i.indnkeyatts LOOP
         expr := pg_get_indexdef(idx, k, true);
-        IF expr !~ '^\(_jsonb -> ''(?:[^'']|'''')*''::text\)$' OR NOT EXISTS (
-            SELECT 1
-            FROM pg_index g
-            JOIN pg_class gc ON gc.oid = g.indexrelid
-            JOIN pg_am gam ON gam.oid = gc.relam AND gam.amname = 'gin'
-            JOIN pg_opclass oc ON oc.oid = g.indclass[0] AND oc.opcname = 'jsonb_path_ops'
-            WHERE g.indrelid = i.indrelid AND g.indnkeyatts = 1
-              AND pg_get_indexdef(g.indexrelid, 1, true) = expr) THEN
+        IF ferretdb_infra.key_field(expr) IS NULL
+           OR NOT ferretdb_infra.has_gin_twin(i.indrelid, expr) THEN
             RETURN false;
         END IF;
     END LOOP;
