@@ -93,7 +93,7 @@ class WorkerSettings(BaseSettings):
     max_chat_members: int = Field(
         default=1000,
         ge=MAX_USERS,  # a chat created with one request's users always fits
-        le=100_000,
+        le=10_000,  # chat.members_added lists them all: 220 KB at most, under MAX_RECORD
         description="members a chat may have: adding users past it answers 4091",
     )
     consul_url: ConsulUrl = Field(

@@ -9,7 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from contracts.events import MembersAdded
+from contracts.requests import MAX_USERS
 from dialogue_worker.adapters.mongo import MongoDatabase
+from dialogue_worker.adapters.outbox import MAX_RECORD
 from dialogue_worker.bootstrap import faust_app
 from dialogue_worker.settings import WorkerSettings
 
@@ -32,6 +35,28 @@ def test_a_retry_ceiling_below_the_first_pause_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="retry_backoff_max"):
         WorkerSettings(dialogue_env="local", retry_backoff_max=0.05)
     assert WorkerSettings(dialogue_env="local", retry_backoff_max=0.1).retry_backoff_max == 0.1
+
+
+@given(st.integers(min_value=-(2**70), max_value=2**70))
+def test_a_member_limit_is_taken_between_one_request_and_ten_thousand(most: int) -> None:
+    if MAX_USERS <= most <= 10_000:
+        assert WorkerSettings(dialogue_env="local", max_chat_members=most).max_chat_members == most
+    else:
+        with pytest.raises(ValidationError, match="max_chat_members"):
+            WorkerSettings(dialogue_env="local", max_chat_members=most)
+
+
+def test_the_members_event_of_the_largest_chat_fits_in_a_record() -> None:
+    """chat.members_added lists every member: at the highest limit, with the widest ids,
+    it must still be a record the outbox can send, or no member could be added."""
+    most = WorkerSettings.model_fields["max_chat_members"].metadata[-1].le
+    wide = 2**63 - 1
+    event = MembersAdded(
+        cid="f" * 24,
+        users=list(range(wide - MAX_USERS + 1, wide + 1)),
+        members=list(range(wide - most + 1, wide + 1)),
+    )
+    assert len(event.model_dump_json()) < MAX_RECORD // 2
 
 
 @given(st.floats(min_value=1e-3, max_value=1e12, allow_nan=False))
