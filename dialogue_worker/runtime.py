@@ -52,7 +52,7 @@ class WorkerRuntime:
             loop.add_signal_handler(sig, self.request_stop)
         try:
             if await self._prepared():
-                await self._start()
+                await self._guarded(self._start())
                 settle_gc()
                 log.info("worker %s ready", self._parts.instance_id)
                 await self._serve()
@@ -92,12 +92,9 @@ class WorkerRuntime:
         log.info("asked to stop while starting: stopping before taking any partition")
         return False
 
-    async def _start(self) -> None:
-        """Start the consumer and register; WorkerError (said in one line) when either cannot."""
-        await self._guarded(self._launch())
-
     @staticmethod
     async def _guarded(starting: Awaitable[None]) -> None:
+        """Await a start step; what the OS or the MongoDB client refuses is a WorkerError."""
         try:
             await starting
         except (OSError, ConfigurationError) as exc:  # what the OS or the MongoDB client
@@ -124,7 +121,8 @@ class WorkerRuntime:
         await p.outbox.start()
         await p.positions.start()
 
-    async def _launch(self) -> None:
+    async def _start(self) -> None:
+        """Start the consumer and register, once `_prepare` is done."""
         p = self._parts
         # Web server first, then the consumer joins the group and the agent starts.
         await p.app.start()
