@@ -143,11 +143,11 @@ DECLARE
     expr text;
     definition text;
 BEGIN
-    SELECT x.indrelid, x.indnkeyatts, x.indisunique, x.indpred IS NOT NULL AS partial,
-           (SELECT amname FROM pg_am am JOIN pg_class ic ON ic.relam = am.oid
-             WHERE ic.oid = idx) AS amname
+    SELECT x.indrelid, x.indnkeyatts, x.indisunique, x.indpred IS NOT NULL AS partial, am.amname
       INTO i
       FROM pg_index x
+      JOIN pg_class ic ON ic.oid = x.indexrelid
+      JOIN pg_am am ON am.oid = ic.relam
      WHERE x.indexrelid = idx;
     IF NOT FOUND OR i.amname <> 'btree' OR i.indisunique OR i.partial
        OR NOT ferretdb_infra.is_collection(i.indrelid) THEN
@@ -274,11 +274,8 @@ BEGIN
     FOR r IN SELECT x.indexrelid FROM pg_index x
              WHERE x.indrelid >= 16384 AND ferretdb_infra.is_collection(x.indrelid)
     LOOP
+        -- As the event trigger does: the twins first, then the btree they make unused.
         twins := twins + ferretdb_infra.make_gin_twins(r.indexrelid);
-    END LOOP;
-    FOR r IN SELECT x.indexrelid FROM pg_index x
-             WHERE x.indrelid >= 16384 AND ferretdb_infra.is_collection(x.indrelid)
-    LOOP
         IF ferretdb_infra.empty_unused_btree(r.indexrelid) THEN
             emptied := emptied + 1;
         END IF;
