@@ -1,17 +1,19 @@
 """Benchmark: read latency of the message store at 10k, 100k and 1M messages, and the write rate.
 
     .venv/bin/python -m bench.store_bench [--sizes 10000,100000,1000000] [--samples 200]
+                                          [--members 2]
 
 Runs one worker against the local services (python -m infra.local up) on a fresh
 database, then grows the store in stages through the worker itself (records produced to
 its topic): one hot chat holds 10 % of the messages, the rest spread over 999 small
-chats, 200 of which have user 1 as a member. After each stage it times, at the worker's
-internal API (no gateway in between), p50 and p99 over `--samples` calls of: the newest
-page of the hot chat, a page 50,000 messages deep in it (or half its size, when smaller),
-the newest page of a small chat, the chat list of a user in 200 chats, and a read-marker
-move; then, after a message in each of the user's 200 chats, the second page of a listing
-begun before them (every chat ranked where it stood then; a tenth of the samples). It
-prints the rate at which the worker stored each stage's messages.
+chats, 200 of which have user 1 as a member (with one other user each, or `--members`
+minus one). After each stage it times, at the worker's internal API (no gateway in
+between), p50 and p99 over `--samples` calls of: the newest page of the hot chat, a page
+50,000 messages deep in it (or half its size, when smaller), the newest page of a small
+chat, the chat list of a user in 200 chats, and a read-marker move; then, after a message
+in each of the user's 200 chats, the second page of a listing begun before them (every
+chat ranked where it stood then; a tenth of the samples). It prints the rate at which the
+worker stored each stage's messages.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import aiohttp
 from bench._common import StallWatch, counts, forget_worker, number, percentile
 from contracts.ids import new_id
 from contracts.records import MessageRecord
+from contracts.requests import MAX_USERS
 from infra.local import LocalSettings
 from infra.processes.worker import WorkerProcess, produce
 
@@ -63,10 +66,18 @@ async def timed(samples: int, call: Callable[[int], Awaitable[Any]]) -> tuple[fl
     return percentile(times, 0.5), percentile(times, 0.99)
 
 
+def members(listed: int, size: int) -> list[int]:
+    """The members of user 1's `listed`-th chat: user 1 and `size - 1` others, whom no
+    other chat of the bench has (user 2 is the hot chat's; 3.. the small chats')."""
+    first = 3 + SMALL_CHATS + listed * (size - 1)
+    return [1, *range(first, first + size - 1)]
+
+
 class Bench:
-    def __init__(self, worker: WorkerProcess, http: aiohttp.ClientSession) -> None:
+    def __init__(self, worker: WorkerProcess, http: aiohttp.ClientSession, size: int) -> None:
         self.worker = worker
         self.http = http
+        self.size = size  # members of each of user 1's small chats
         self.hot = ""
         self.small: list[str] = []
         self.stored = 0  # messages produced so far
@@ -82,7 +93,7 @@ class Bench:
     async def setup(self) -> None:
         self.hot = (await self.call("POST", "/chats", json={"users": [1, 2]}))["id"]
         for i in range(SMALL_CHATS):
-            users = [1, 3 + i] if i < LISTED else [2, 3 + i]
+            users = members(i, self.size) if i < LISTED else [2, 3 + i]
             self.small.append((await self.call("POST", "/chats", json={"users": users}))["id"])
 
     async def grow_to(self, total: int, bootstrap: str) -> float:
@@ -172,7 +183,7 @@ class Bench:
         return results
 
 
-async def main(sizes: list[int], samples: int) -> None:
+async def main(sizes: list[int], samples: int, size: int) -> None:
     infra = LocalSettings.from_env()
     run = uuid.uuid4().hex[:8]
     worker = WorkerProcess.for_test(
@@ -180,12 +191,12 @@ async def main(sizes: list[int], samples: int) -> None:
     )
     print(
         f"store benchmark: 1 hot chat ({HOT_SHARE:.0%}), {SMALL_CHATS} small chats, "
-        f"{samples} samples per read, page {PAGE}"
+        f"{samples} samples per read, page {PAGE}; user 1's chats have {size} members"
     )
     try:
         await worker.start().wait_ready(120)
         async with aiohttp.ClientSession(headers=worker.headers) as http:
-            bench = Bench(worker, http)
+            bench = Bench(worker, http, size)
             await bench.setup()
             for size in sizes:
                 rate = await bench.grow_to(size, infra.kafka_bootstrap)
@@ -219,10 +230,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=sizes, default=sizes("10000,100000,1000000"))
     parser.add_argument("--samples", type=number(int, 1), default=200)
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--members",
+        type=number(int, 2),
+        default=2,
+        help=f"members of each of user 1's chats, at most {MAX_USERS} (the list reads them all)",
+    )
+    args = parser.parse_args(argv)
+    if args.members > MAX_USERS:  # what one POST /chats may name
+        parser.error(f"argument --members: must be <= {MAX_USERS}, got {args.members}")
+    return args
 
 
 if __name__ == "__main__":
     args = parse_args()
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    asyncio.run(main(args.sizes, args.samples))
+    asyncio.run(main(args.sizes, args.samples, args.members))

@@ -16,9 +16,11 @@ from bench.discovery_bench import parse_args as discovery_args
 from bench.live_bench import parse_args as live_args
 from bench.scaling_bench import MIN_RECORDS, MIN_WINDOW, WINDOW_SHARE
 from bench.scaling_bench import parse_args as scaling_args
+from bench.store_bench import LISTED, SMALL_CHATS, sizes
+from bench.store_bench import members as store_members
 from bench.store_bench import parse_args as store_args
-from bench.store_bench import sizes
 from bench.worker_bench import parse_args as worker_args
+from contracts.requests import MAX_USERS
 
 
 @pytest.mark.parametrize(
@@ -113,3 +115,23 @@ def test_the_worker_bench_takes_a_revision_git_knows(capsys: pytest.CaptureFixtu
     for raw in ("no-such-revision-of-this-repository", "HEAD:README.md", "-h", ""):
         said = _refused(worker_args, [f"--against={raw}"], capsys)
         assert "error: argument --against:" in said
+
+
+@given(st.integers(-10, 2 * MAX_USERS))
+def test_store_bench_members_fit_one_chat_creation(size: int) -> None:
+    argv = ["--members", str(size)]
+    if 2 <= size <= MAX_USERS:
+        assert store_args(argv).members == size
+    else:
+        with pytest.raises(SystemExit) as exited:
+            store_args(argv)
+        assert exited.value.code == 2
+
+
+@pytest.mark.parametrize("size", [2, 50, MAX_USERS])
+def test_store_bench_chats_of_user_1_are_theirs_alone(size: int) -> None:
+    chats = [store_members(i, size) for i in range(LISTED)]
+    others = {2, *range(3, 3 + SMALL_CHATS)}  # the hot chat's and the small chats' users
+    assert all(len(set(c)) == size and c[0] == 1 for c in chats)
+    everyone = [u for c in chats for u in c[1:]]
+    assert len(set(everyone)) == len(everyone) and not set(everyone) & others
