@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -65,6 +66,19 @@ TRANSIENT_CODES = frozenset(
 )
 #: PostgreSQL's serialization failure, raised by the version guard under FerretDB.
 STALE_WRITE = "SQLSTATE 40001"
+#: FerretDB answers InternalError for whatever its PostgreSQL connection met.
+INTERNAL_ERROR = 1
+#: What such an answer says when trying again can help: the connection failed or timed
+#: out (Go's and pgx's network errors), or PostgreSQL refused with a SQLSTATE of class 08
+#: (connection), 40 (rollback: serialization, deadlock), 53 (resources: connections,
+#: memory, disk), 57 (operator: shutdown, a terminated backend, a cancelled statement)
+#: or 58 (I/O). Seen here: backends terminated (57P01), and a read that timed out while
+#: PostgreSQL wrote a long checkpoint. Class 54 (an index row too large) stays a refusal.
+BACKEND_PASSING = re.compile(
+    r"\(SQLSTATE (?:08|40|53|57|58)[0-9A-Z]{3}\)|i/o timeout|connection refused"
+    r"|connection reset|broken pipe|conn closed|unexpected EOF|failed to connect"
+    r"|context deadline exceeded"
+)
 #: Seconds close() waits for the server to end the client's sessions (pymongo would wait
 #: for server selection, 30 s, when the server is down).
 CLOSE_WITHIN = 2.0
@@ -101,7 +115,14 @@ def is_transient(exc: PyMongoError) -> bool:
         return True
     if exc.has_error_label("TransientTransactionError") or STALE_WRITE in str(exc):
         return True
-    return isinstance(exc, OperationFailure) and exc.code in TRANSIENT_CODES
+    return isinstance(exc, OperationFailure) and passing(exc.code, str(exc))
+
+
+def passing(code: object, message: str) -> bool:
+    """Whether a server error with this code and message is "not now" (see is_transient)."""
+    if code in TRANSIENT_CODES or STALE_WRITE in message:
+        return True
+    return code == INTERNAL_ERROR and BACKEND_PASSING.search(message) is not None
 
 
 def failure(exc: PyMongoError) -> StorageUnavailable | StoreRefused:

@@ -12,12 +12,11 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from contracts.records import MessageRecord
 from dialogue_worker.adapters.mongo import (
     DUPLICATE_KEY,
-    STALE_WRITE,
-    TRANSIENT_CODES,
     Doc,
     MongoDatabase,
     failure,
     history_doc,
+    passing,
     unstorable,
 )
 from dialogue_worker.domain.sequencing import ChatState, Known
@@ -252,7 +251,7 @@ def _duplicates(details: Mapping[str, Any]) -> set[int]:
     others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
     if others:
         first = f"code {others[0].get('code')}: {others[0].get('errmsg')}"
-        if any(e.get("code") in TRANSIENT_CODES or STALE_WRITE in str(e) for e in others):
+        if any(passing(e.get("code"), str(e)) for e in others):
             raise StorageUnavailable(f"bulk write failed: {first}")
         raise StoreRefused(f"refused by MongoDB: {first}")
     return {int(e["index"]) for e in errors}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from pymongo import AsyncMongoClient
 from contracts.ids import new_id
 from contracts.records import MessageRecord
 from infra.local import LocalSettings, Stack
+from infra.local.postgres import ROLE
 from infra.processes.private import private_stack
 from infra.processes.worker import WorkerProcess, free_port, produce
 from tests.support.waiting import eventually
@@ -232,3 +235,72 @@ async def test_a_second_worker_with_the_same_id_is_refused(
         lambda: check_status(infra.consul_url, original.service_id), lambda s: s == "passing"
     )
     assert await original.terminate() == 0
+
+
+async def test_postgresql_ending_ferretdbs_connections_is_an_outage_not_a_refusal(
+    infra: LocalSettings,
+    stack: Stack,
+    unique: Callable[[str], str],
+    tmp_path: Path,
+    cleanup: list[WorkerProcess],
+) -> None:
+    """PostgreSQL ends FerretDB's connections (a backend terminated, as a restart or an
+    administrator does), and FerretDB answers InternalError for each command that was on
+    one. The worker takes that as the outage it is: a read answers 5030 and a batch is
+    retried. It used to take it as a refusal: 5000 to the reader (which the gateway counts
+    against the worker) and the batch halved, its records judged one by one."""
+    ports = {"LOCAL_MONGO_PORT": str(free_port())}
+    with private_stack(tmp_path, infra.cache_dir, ["ferretdb"], ports) as private:
+        own = private.settings.ferretdb_database
+        env = FAST_TTL | {"RETRY_BACKOFF_MAX": "0.5"}
+        worker = WorkerProcess.for_test(
+            infra, unique, mongo_url=private.settings.mongo_url, env=env
+        )
+        cleanup.append(worker)
+        mongo: Mongo = AsyncMongoClient(private.settings.mongo_url, timeoutMS=3000)
+        messages = mongo[worker.mongo_db]["history"]
+
+        async def end_connections() -> None:
+            await asyncio.to_thread(
+                stack.postgres.query,
+                "postgres",
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                f" WHERE datname = '{own}' AND usename = '{ROLE}'",
+            )
+
+        answers: Counter[tuple[int, str | None]] = Counter()
+
+        async def read_met_one() -> bool:
+            await end_connections()
+            async with aiohttp.ClientSession(headers=worker.headers) as http:
+                url = f"{worker.base_url}/chats/{chats[0]}"
+                async with http.get(url, params={"uid": "1"}) as resp:
+                    answers[(resp.status, (await resp.json()).get("code"))] += 1
+                    return resp.status != 200
+
+        produced = 0
+
+        async def write_met_one() -> bool:
+            nonlocal produced
+            await end_connections()
+            await produce(infra.kafka_bootstrap, worker.topic, records_for(chats, 40))
+            produced += 40
+            return await worker.metric("dialogue_worker_retries_total") > 0
+
+        try:
+            await worker.start().wait_ready()
+            chats = await new_chats(worker, 4)
+            await eventually(read_met_one, what="a read that met an ended connection")
+            assert set(answers) <= {(200, None), (503, "5030")}, answers
+
+            await eventually(write_met_one, within=60, what="a write that met one")
+            await eventually(lambda: _at_least(messages, produced), what=f"{produced} stored")
+            assert await worker.metric("dialogue_worker_dlq_records_total") == 0
+            log = worker.log_text()
+            assert "batch write refused" not in log and "refused once" not in log
+            assert await worker.terminate() == 0
+            assert await worker.committed_everything()
+            assert await messages.count_documents({}) == produced
+        finally:
+            worker.kill()
+            await mongo.close()
