@@ -102,15 +102,15 @@ class MongoMessageLog:
         except PyMongoError as exc:
             raise failure(exc) from exc
         seq, uid, digest = entry["seq"], entry["uid"], entry["h"]
-        if stored is not None and stored["id"] == entry["_id"]:
-            return Known(cid, seq, uid, digest, True, stored["createdAt"])
+        applied = stored is not None and stored["id"] == entry["_id"]
         return Known(
             cid,
             seq,
             uid,
             digest,
-            applied=False,
-            taken=stored is not None,  # another message holds its seq
+            applied,
+            created_at=stored["createdAt"] if stored is not None and applied else None,
+            taken=stored is not None and not applied,  # another message holds its seq
             writer=entry.get("w"),  # (entries written before 2026-12-05 have neither)
             pinned=entry.get("n", False),
         )

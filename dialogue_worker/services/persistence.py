@@ -419,15 +419,18 @@ class BatchPersister:
             sent = first
             if not taken_seqs and later:
                 if await self._take_over(later, was, known):
-                    await self._stored_part(plan, first, known)
+                    await self._stored_part(plan, first, known, writer)
                     continue
                 taken_seqs = await self._append([m for m in messages if m.id in held])
                 sent = messages
             if taken_seqs:  # another writer gave out some of these seqs
                 _log_taken([p.item for p in plan.new if p.item.message.cid in taken_seqs])
-                await self._stored_part(plan, sent, known, taken_seqs)
+                await self._stored_part(plan, sent, known, writer, taken_seqs)
                 continue
-            settled = await self._settle(plan, now)
+            # A repeat whose entry this batch wrote was stored by an attempt of it that
+            # failed later (a transient error after the insert): new, not redelivered.
+            own = sum(1 for p in plan.repeats if _own(known.get(p.item.message.id), writer))
+            settled = await self._settle(plan, now, own)
             # Last: a batch whose settling fails for good is halved and planned again.
             await self._dead_letter(
                 [Rejected(i.record, RejectKind.ID_CONFLICT, why) for i, why in plan.conflicts]
@@ -486,6 +489,7 @@ class BatchPersister:
         plan: _Round,
         sent: Sequence[StoredMessage],
         known: dict[str, Known | None],
+        writer: str,
         taken: Mapping[str, int] | None = None,
     ) -> None:
         """A round stopped after storing `sent` (but for the seqs `taken` by another
@@ -501,7 +505,7 @@ class BatchPersister:
             )
         for placed in plan.new:
             if placed.item.message.id in sent_ids and placed.item.message.cid not in taken:
-                known[placed.item.message.id] = _stored(placed)
+                known[placed.item.message.id] = _stored(placed, writer)
         whole = {
             cid
             for cid, chat in plan.plans.items()
@@ -542,8 +546,9 @@ class BatchPersister:
                 result.repeats.append(Placed(like_first(copy, stored.item), stored.seq))
         return result
 
-    async def _settle(self, plan: _Round, now: float) -> _Stored:
-        """The batch is stored: record where each chat stands, then publish the events."""
+    async def _settle(self, plan: _Round, now: float, own: int) -> _Stored:
+        """The batch is stored: record where each chat stands, then publish the events.
+        `own`: repeats this batch stored itself, counted as inserted."""
         repeats: dict[str, list[Placed]] = defaultdict(list)
         for placed in plan.repeats:
             repeats[placed.item.message.cid].append(placed)
@@ -580,7 +585,7 @@ class BatchPersister:
         events = [self._event(p) for p in sorted(plan.new + plan.repeats, key=_order)]
         if events:
             await self._retry("publish", lambda: self._outbox.publish(events))
-        return _Stored(len(plan.new), len(plan.repeats), len(plan.conflicts))
+        return _Stored(len(plan.new) + own, len(plan.repeats) - own, len(plan.conflicts))
 
     def _id_entry(self, placed: Placed, writer: str, before: Known | None) -> IdEntry:
         """The entry `writer` writes for a placed message; pinned when another attempt
@@ -660,10 +665,17 @@ def _log_taken(moved: Sequence[Accepted]) -> None:
         )
 
 
-def _stored(placed: Placed) -> Known:
+def _stored(placed: Placed, writer: str) -> Known:
     """What the store holds for a message this attempt stored."""
     m = placed.item.message
-    return Known(m.cid, placed.seq, m.uid, text_digest(m.text), True, m.createdAt)
+    digest = text_digest(m.text)
+    return Known(m.cid, placed.seq, m.uid, digest, True, m.createdAt, writer=writer)
+
+
+def _own(known: Known | None, writer: str) -> bool:
+    """Whether `writer` (this batch) stored the message: its entry is applied, written by
+    this batch alone."""
+    return known is not None and known.applied and known.free_for(writer)
 
 
 def _seat(entry: IdEntry) -> tuple[str, int]:

@@ -2,7 +2,8 @@
 
 `MemoryStore` keeps the four collections as dicts and honours what the worker relies
 on from MongoDB: a unique key per message id and per (chat, seq), and updates that never
-move a chat's sequence back. `fail_next` makes chosen calls fail, `crash_after` stops a
+move a chat's sequence back. `fail_next` makes chosen calls fail, `refuse_after` makes them
+refuse once they did their work (a refusal whose write went through), `crash_after` stops a
 batch between two steps, as a SIGKILL would.
 """
 
@@ -18,7 +19,7 @@ from dialogue_worker.domain.history import page_of
 from dialogue_worker.domain.messages import MessageView
 from dialogue_worker.domain.records import InboundRecord, Rejected
 from dialogue_worker.domain.sequencing import ChatState, Known
-from dialogue_worker.errors import OutboxUnavailable, StorageUnavailable
+from dialogue_worker.errors import OutboxUnavailable, StorageUnavailable, StoreRefused
 from dialogue_worker.services.ports import (
     ChatAdvance,
     ChatForWriting,
@@ -49,6 +50,7 @@ class MemoryStore:
         self.ids: dict[str, IdEntry] = {}
         self.reads: dict[tuple[str, int], int] = {}
         self.fail_next: dict[str, int] = {}  # method name -> failures to raise
+        self.refuse_after: dict[str, int] = {}  # method name -> refusals after its work
         self.crash_after: str | None = None  # method name after which the "process" dies
         self.up = True
         self.calls: list[str] = []
@@ -72,6 +74,9 @@ class MemoryStore:
             raise StorageUnavailable(f"{name} failed")
 
     def _done(self, name: str) -> None:
+        if self.refuse_after.get(name):
+            self.refuse_after[name] -= 1
+            raise StoreRefused(f"{name} refused after its write")
         if self.crash_after == name:
             self.crash_after = None
             raise Crash(name)
@@ -115,8 +120,8 @@ class MemoryStore:
                     applied,
                     created,
                     taken,
-                    None if applied else entry.writer,
-                    False if applied else entry.pinned,
+                    entry.writer,
+                    entry.pinned,
                 )
         return found
 

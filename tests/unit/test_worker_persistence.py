@@ -325,6 +325,24 @@ async def test_write_failures_are_retried_with_backoff_and_reported() -> None:
     assert (await w.health.check()).status is Status.PASSING
 
 
+async def test_messages_a_refused_batch_stored_itself_count_as_new_when_it_is_halved() -> None:
+    """The chat's update was refused after the messages were stored (until 2026-12-06
+    FerretDB's lost PostgreSQL connections were refusals): the halves find the batch's
+    own messages stored. They are new messages, not repeats (they were counted as
+    duplicates, and a benchmark waiting for the persisted count waited forever); a real
+    redelivery still counts as repeats."""
+    w = World()
+    w.store.refuse_after["advance"] = 1
+
+    outcome = await w.persister.persist([rec(0), rec(1)])
+
+    assert (outcome.stored, outcome.duplicates, outcome.dead_lettered) == (2, 0, 0)
+    assert w.metrics.persisted._value.get() == 2 and w.metrics.duplicates._value.get() == 0
+    assert list(w.store.seqs(CID)) == [1, 2]
+    again = await w.restarted().persister.persist([rec(0), rec(1)])
+    assert (again.stored, again.duplicates) == (0, 2)
+
+
 async def test_kafka_failures_retry_only_their_step() -> None:
     w = World()
     w.outbox.fail_next = 2
