@@ -183,7 +183,7 @@ class Bench:
         return results
 
 
-async def main(sizes: list[int], samples: int, size: int) -> None:
+async def main(sizes: list[int], samples: int, chat_size: int) -> None:
     infra = LocalSettings.from_env()
     run = uuid.uuid4().hex[:8]
     worker = WorkerProcess.for_test(
@@ -191,12 +191,12 @@ async def main(sizes: list[int], samples: int, size: int) -> None:
     )
     print(
         f"store benchmark: 1 hot chat ({HOT_SHARE:.0%}), {SMALL_CHATS} small chats, "
-        f"{samples} samples per read, page {PAGE}; user 1's chats have {size} members"
+        f"{samples} samples per read, page {PAGE}; user 1's chats have {chat_size} members"
     )
     try:
         await worker.start().wait_ready(120)
         async with aiohttp.ClientSession(headers=worker.headers) as http:
-            bench = Bench(worker, http, size)
+            bench = Bench(worker, http, chat_size)
             await bench.setup()
             for size in sizes:
                 rate = await bench.grow_to(size, infra.kafka_bootstrap)

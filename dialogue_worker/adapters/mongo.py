@@ -113,9 +113,10 @@ def is_transient(exc: PyMongoError) -> bool:
         return True
     if exc.timeout or exc.has_error_label("RetryableWriteError"):
         return True
-    if exc.has_error_label("TransientTransactionError") or STALE_WRITE in str(exc):
+    if exc.has_error_label("TransientTransactionError"):
         return True
-    return isinstance(exc, OperationFailure) and passing(exc.code, str(exc))
+    # Only a server's answer has a code; the stale write is told by its words alone.
+    return passing(exc.code if isinstance(exc, OperationFailure) else None, str(exc))
 
 
 def passing(code: object, message: str) -> bool:
