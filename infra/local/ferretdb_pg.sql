@@ -9,6 +9,8 @@
 --    btree (the `_id` index of each collection, every create_index of a client), the
 --    event trigger `ferretdb_gin_twins` makes a GIN jsonb_path_ops index on the same
 --    expression: one per key of a compound index, none when the table already has one.
+--    Twins write through (fastupdate off): with GIN's default pending list every look-up
+--    also scans the entries inserted since the list was last merged, up to 4 MB of them.
 -- 2. Version guard. FerretDB updates a document by reading it without a lock and
 --    writing it back whole. The event trigger `ferretdb_version_guard` gives every
 --    collection table a row trigger that refuses (SQLSTATE 40001, "stale write") an
@@ -114,7 +116,8 @@ BEGIN
         CONTINUE WHEN ferretdb_infra.has_gin_twin(i.indrelid, expr);
         BEGIN
             EXECUTE format(
-                'CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((_jsonb -> %L) jsonb_path_ops)',
+                'CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((_jsonb -> %L) jsonb_path_ops)'
+                ' WITH (fastupdate = off)',
                 ferretdb_infra.gin_twin_name(i.index_name, field),
                 i.schema_name, i.table_name, field);
             made := made + 1;
@@ -123,6 +126,32 @@ BEGIN
         END;
     END LOOP;
     RETURN made;
+END
+$fn$;
+
+-- Make a GIN twin write through; true when it did not. With fastupdate on (GIN's default)
+-- an insert only appends its entries to the index's pending list, which is merged into
+-- the index when it passes gin_pending_list_limit (4 MB) or by (auto)vacuum; until then
+-- every look-up reads the whole list as well. In a large, busy table autovacuum comes
+-- seldom, so a look-up by _id read up to 4 MB of pending entries and cost what the last
+-- ~100,000 inserts cost, not what its answer does. Off, an insert puts its entries in
+-- place; what was pending is merged now.
+CREATE OR REPLACE FUNCTION ferretdb_infra.write_through(idx oid) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1
+        FROM pg_index g
+        JOIN pg_class gc ON gc.oid = g.indexrelid
+        JOIN pg_am gam ON gam.oid = gc.relam AND gam.amname = 'gin'
+        JOIN pg_opclass oc ON oc.oid = g.indclass[0] AND oc.opcname = 'jsonb_path_ops'
+        WHERE g.indexrelid = idx AND ferretdb_infra.is_collection(g.indrelid)
+          AND NOT coalesce(gc.reloptions @> ARRAY['fastupdate=off'], false)) THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('ALTER INDEX %s SET (fastupdate = off)', idx::regclass);
+    PERFORM gin_clean_pending_list(idx::regclass);
+    RETURN true;
 END
 $fn$;
 
@@ -270,6 +299,7 @@ DECLARE
     twins integer := 0;
     emptied integer := 0;
     guards integer := 0;
+    through integer := 0;
 BEGIN
     FOR r IN SELECT x.indexrelid FROM pg_index x
              WHERE x.indrelid >= 16384 AND ferretdb_infra.is_collection(x.indrelid)
@@ -279,6 +309,9 @@ BEGIN
         IF ferretdb_infra.empty_unused_btree(r.indexrelid) THEN
             emptied := emptied + 1;
         END IF;
+        IF ferretdb_infra.write_through(r.indexrelid) THEN
+            through := through + 1;
+        END IF;
     END LOOP;
     FOR r IN SELECT c.oid FROM pg_class c
              WHERE c.oid >= 16384 AND c.relkind = 'r' AND ferretdb_infra.is_collection(c.oid)
@@ -287,9 +320,9 @@ BEGIN
             guards := guards + 1;
         END IF;
     END LOOP;
-    IF twins > 0 OR emptied > 0 OR guards > 0 THEN
-        RAISE NOTICE 'backfill: % GIN twin(s), % unused btree(s) emptied, % version guard(s) added',
-            twins, emptied, guards;
+    IF twins > 0 OR emptied > 0 OR guards > 0 OR through > 0 THEN
+        RAISE NOTICE 'backfill: % GIN twin(s), % unused btree(s) emptied, % version guard(s) added, % twin(s) made to write through',
+            twins, emptied, guards, through;
     END IF;
 END
 $do$;

@@ -78,6 +78,24 @@ def _gin_fields(indexes: dict[str, str]) -> list[str]:
     return sorted(fields)
 
 
+def _pending_pages(stack: Stack, db: str, index: str) -> int:
+    """Pages of the GIN index's pending list, which this merges (gin_clean_pending_list)."""
+    return int(
+        stack.postgres.query(
+            stack.settings.ferretdb_database,
+            f'SELECT gin_clean_pending_list(\'"{db}"."{index}"\'::regclass)',
+        )
+    )
+
+
+def _options(stack: Stack, db: str, index: str) -> str:
+    """The storage parameters of an index, as psql prints them ('' for none)."""
+    return stack.postgres.query(
+        stack.settings.ferretdb_database,
+        f'SELECT reloptions FROM pg_class WHERE oid = \'"{db}"."{index}"\'::regclass',
+    ).strip()
+
+
 def _scanned_indexes(collection: Collection[Doc], query: Doc) -> list[str]:
     """The indexes PostgreSQL's plan for FerretDB's pushed-down query reads."""
     explained = collection.database.command("explain", {"find": collection.name, "filter": query})
@@ -118,6 +136,44 @@ def test_an_index_a_client_makes_gets_a_gin_twin_that_serves_its_equality(
     assert some is not None and isinstance(some["_id"], ObjectId)
     assert id_twin in _scanned_indexes(pages, {"_id": some["_id"]})
     assert pages.find_one({"_id": some["_id"]}) == some
+
+    # Twins write through: what is inserted is in place, with no pending list to read.
+    pages.insert_many([{"page": f"p{i % 100}", "n": i} for i in range(ROWS)])
+    for twin in (page_twin, id_twin):
+        assert _options(stack, db_name, twin) == "{fastupdate=off}"
+        assert _pending_pages(stack, db_name, twin) == 0
+
+
+def test_a_twin_with_a_pending_list_is_made_to_write_through_when_installed_again(
+    stack: Stack, client: MongoClient[Doc], db_name: str
+) -> None:
+    """As twins made before 2026-12-06 were: GIN's default pending list, which every
+    look-up read whole until (auto)vacuum merged it."""
+    pages = client[db_name]["pages"]
+    pages.insert_one({"_id": "first"})
+    table = _table(stack, db_name, "pages")
+    twin = gin_twin_name(_btree_on(_indexes(stack, db_name, table), "_id"), "_id")
+    database = stack.settings.ferretdb_database
+    stack.postgres.query(
+        database,
+        f'DROP INDEX "{db_name}"."{twin}";'
+        f' CREATE INDEX "{twin}" ON "{db_name}"."{table}"'
+        " USING gin ((_jsonb -> '_id') jsonb_path_ops)",
+    )
+    _fill(pages)  # into the pending list
+    assert _options(stack, db_name, twin) == ""
+
+    assert stack.postgres.install_triggers(database) == [
+        "backfill: 0 GIN twin(s), 0 unused btree(s) emptied, 0 version guard(s) added,"
+        " 1 twin(s) made to write through"
+    ]
+    assert _options(stack, db_name, twin) == "{fastupdate=off}"
+    assert _pending_pages(stack, db_name, twin) == 0  # merged by the backfill
+    some = pages.find_one({"seq": 1234})
+    assert some is not None
+    assert twin in _scanned_indexes(pages, {"_id": some["_id"]})
+    assert pages.find_one({"_id": some["_id"]}) == some
+    assert stack.postgres.install_triggers(database) == []
 
 
 def test_an_index_on_an_array_takes_arrays_of_any_size_and_unique_indexes_stay_whole(
@@ -285,7 +341,8 @@ def test_existing_tables_converge_when_the_triggers_are_installed_again(
     assert _gin_fields(indexes) == ["page"] and "WHERE" not in indexes[page]
 
     assert stack.postgres.install_triggers(database) == [
-        "backfill: 1 GIN twin(s), 1 unused btree(s) emptied, 1 version guard(s) added"
+        "backfill: 1 GIN twin(s), 1 unused btree(s) emptied, 1 version guard(s) added,"
+        " 0 twin(s) made to write through"
     ]
     indexes = _indexes(stack, db_name, table)
     assert twin in indexes and indexes[page].endswith(" WHERE false")
