@@ -1,7 +1,8 @@
 """The benchmarks' command lines refuse what they could not run, before anything starts:
 a live bench that would post nothing, a store bench whose sizes do not grow, a scaling
 bench whose window could not be timed, a discovery bench with no request to time, a
-worker bench against a revision git does not know."""
+worker bench against a revision git does not know, a GIN pending-list bench with nothing
+to count."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.discovery_bench import parse_args as discovery_args
+from bench.gin_pending_bench import parse_args as gin_pending_args
 from bench.live_bench import parse_args as live_args
 from bench.scaling_bench import MIN_RECORDS, MIN_WINDOW, WINDOW_SHARE
 from bench.scaling_bench import parse_args as scaling_args
@@ -135,3 +137,25 @@ def test_store_bench_chats_of_user_1_are_theirs_alone(size: int) -> None:
     assert all(len(set(c)) == size and c[0] == 1 for c in chats)
     everyone = [u for c in chats for u in c[1:]]
     assert len(set(everyone)) == len(everyone) and not set(everyone) & others
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--base", "0"],
+        ["--pending", "10000,0"],
+        ["--pending", ""],
+        ["--lookups", "-1"],
+        ["--inserts", "1.5"],
+    ],
+)
+def test_a_gin_pending_bench_with_nothing_to_count_is_refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        gin_pending_args(argv)
+    assert exited.value.code == 2
+
+
+def test_the_gin_pending_bench_defaults_reach_a_full_pending_list() -> None:
+    """200,000 pending `_id` entries fill about the 4 MB GIN's default limit lets wait."""
+    args = gin_pending_args([])
+    assert args.base == 1_000_000 and max(args.pending) == 200_000
