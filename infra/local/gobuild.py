@@ -67,12 +67,15 @@ def build_module_copy(
     output: Path,
     cache_dir: Path,
     extra_files: dict[str, str],
+    replaced: dict[str, str] | None = None,
 ) -> None:
     """Build a main package of module@version as the main module, from a copy of its source.
 
     Used for FerretDB, whose version package wants generated files (version.txt)
-    that its release process writes: extra_files supplies them. The copy is removed and
-    made again: the caller holds the cache's lock on the output (downloads.cache_lock).
+    that its release process writes: extra_files supplies them. `replaced` gives new
+    contents for files of the source, each of which must be there (a version without
+    one is refused rather than built with an extra file). The copy is removed and made
+    again: the caller holds the cache's lock on the output (downloads.cache_lock).
     """
     name = module.rsplit("/", 1)[-1].lower()
     info = json.loads(
@@ -86,6 +89,13 @@ def build_module_copy(
         os.chmod(folder, 0o755)
         for file in files:
             os.chmod(os.path.join(folder, file), 0o644)
+    for rel, content in (replaced or {}).items():
+        if not (src / rel).is_file():
+            raise ServiceError(
+                f"{module} v{version} has no {rel}, which the local build replaces: "
+                "check that the replacement still fits this version"
+            )
+        (src / rel).write_text(content)
     for rel, content in extra_files.items():
         (src / rel).write_text(content)
     go_build(src, package_dir, output, cache_dir)
