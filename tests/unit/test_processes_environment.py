@@ -31,3 +31,23 @@ def test_settings_in_the_shell_reach_neither_process(monkeypatch: pytest.MonkeyP
     assert "ADMIN_TOKEN" not in gateway.env and "trusted_proxies" not in gateway.env
     assert gateway.env["GATEWAY_PORT"] == str(gateway.port)
     assert gateway.env["PATH_OF_MY_OWN"] == "kept"
+
+
+def test_the_gateways_tests_start_are_held_back_by_no_rate_limit() -> None:
+    """Every rate limit the gateway has is loosened for the tests' gateways (a limit
+    added later included); a test about one limit sets it itself."""
+    from gateway.settings import GatewaySettings
+    from infra.processes.gateway import LOOSE_LIMITS
+
+    limits = {
+        name.upper()
+        for name in GatewaySettings.model_fields
+        if name.startswith("rate_") and name.endswith(("_per_address", "_per_user"))
+    }
+    assert "RATE_READS_PER_USER" in limits and "RATE_REFRESHES_PER_USER" in limits
+    assert limits <= set(LOOSE_LIMITS)
+    loose = {k.lower(): v for k, v in LOOSE_LIMITS.items() if k.startswith("RATE_")}
+    settings = GatewaySettings(dialogue_env="local", **loose)
+    for name in limits:
+        rate = getattr(settings, name.lower())
+        assert (rate.capacity, rate.period) == (1_000_000, 1.0), name
