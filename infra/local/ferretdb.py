@@ -7,7 +7,7 @@ goes by the environment (PGPASSWORD), not the command line.
 The build replaces one file of FerretDB's source, its object-lifetime tracking (a leak
 check that records a stack trace for every iterator), with ferretdb_resource.go, which
 tracks nothing; and FerretDB runs with GOGC=400 unless the environment sets GOGC. Both
-only save CPU (docs/decisions.md, "The local FerretDB build").
+only save CPU (docs/decisions.md, "FerretDB build").
 """
 
 from __future__ import annotations

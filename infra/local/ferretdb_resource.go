@@ -1,5 +1,5 @@
 // Replaces internal/util/resource/resource.go in the local FerretDB build (see
-// infra/local/ferretdb.py and docs/decisions.md, "The local FerretDB build").
+// infra/local/ferretdb.py and docs/decisions.md, "FerretDB build").
 //
 // Upstream, Track adds every iterator, query result and connection to a pprof profile
 // (which records the caller's stack) and sets a finalizer on it, so that an object

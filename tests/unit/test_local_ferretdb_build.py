@@ -26,8 +26,9 @@ def _settings(tmp_path: Path) -> LocalSettings:
 
 @pytest.fixture
 def module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
-    """A module source with FerretDB's resource.go; go mod download names it, go build
-    copies what it would compile (the replaced file) to `built`."""
+    """A module source with FerretDB's resource.go, which go mod download names; go build
+    records what it would compile (the resource and version files) in the returned dict,
+    beside the source's folder."""
     source = tmp_path / "mod"
     (source / "internal/util/resource").mkdir(parents=True)
     (source / "build/version").mkdir(parents=True)

@@ -8,8 +8,9 @@ import itertools
 
 import pytest
 
+from gateway.settings import GatewaySettings
 from infra.local import LocalSettings
-from infra.processes.gateway import GatewayProcess, gateway_env
+from infra.processes.gateway import LOOSE_LIMITS, GatewayProcess, gateway_env
 from infra.processes.worker import WorkerProcess
 
 
@@ -36,9 +37,6 @@ def test_settings_in_the_shell_reach_neither_process(monkeypatch: pytest.MonkeyP
 def test_the_gateways_tests_start_are_held_back_by_no_rate_limit() -> None:
     """Every rate limit the gateway has is loosened for the tests' gateways (a limit
     added later included); a test about one limit sets it itself."""
-    from gateway.settings import GatewaySettings
-    from infra.processes.gateway import LOOSE_LIMITS
-
     limits = {
         name.upper()
         for name in GatewaySettings.model_fields
