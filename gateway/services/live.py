@@ -221,49 +221,50 @@ class Session:
         if item.kind == "message":
             position = self.positions.get(item.cid)
             if position is None:  # a chat joined on this socket: its first message here
-                if item.seq > 1:
-                    if not await self._in_history(item):
-                        # No message of it may be queued behind this one: then nothing
-                        # would ever say where its live messages start.
-                        await self._joined(item.cid)
-                        return
-                    # What came before it (also what was stored after the join but
-                    # reached the hub before the join's event) is paged over REST.
-                    await self._send_gap(item.cid, 1, item.seq - 1)
-            else:
-                if item.seq <= position:
-                    return  # a duplicate of what this client has
-                if item.seq > position + 1:
-                    if not await self._in_history(item):
-                        return
-                    await self._fill(item.cid, position, item.seq - 1)
+                position = await self._joined(item.cid, arriving=item.seq)
+            if item.seq <= position:
+                return  # a duplicate of what this client has
+            if item.seq > position + 1:
+                if not await self._in_history(item):
+                    return
+                await self._fill(item.cid, position, item.seq - 1)
             self.positions[item.cid] = item.seq
         await self._socket.send(item.text)
         latency = None if item.published is None else max(0.0, self._clock() - item.published)
         self._metrics.delivered(item.kind, latency)
         if item.kind == "chat" and item.cid in self.positions and self.positions[item.cid] is None:
-            await self._joined(item.cid)
+            if not self._queued_seqs(item.cid):  # else its first queued message starts it
+                await self._joined(item.cid)
 
-    async def _joined(self, cid: str) -> None:
-        """After the frame saying the user joined `cid` on this socket, with no message of
-        it queued (whose delivery would bring the `gap` before it): a `gap` over what the
-        chat holds now, where its live messages start. A message stored after the join
-        whose event reached the hub before the join's was dropped (the session did not
-        follow the chat yet), and without a later message it was never sent nor named
-        (found in review, 2026-12-04). Its event came before the join's, and a message is
-        counted before its event is published, so the lastSeq read now counts it."""
-        if self._queued_seqs(cid):
-            return
+    async def _joined(self, cid: str, arriving: int | None = None) -> int:
+        """Start a chat joined on this socket: a `gap` over what it holds now, up to the
+        first message heard of it, and what the messages heard will not bring sent from
+        history. Returns the chat's position. Called after the frame saying the user
+        joined `cid` when no message of it is queued, else with the first message of it to
+        deliver (`arriving`).
+
+        A message stored after the join whose event reached the hub before the join's was
+        dropped (the session did not follow the chat yet), and without a later message it
+        was never sent nor named (found in review, 2026-12-04). Its event came before the
+        join's, and a message is counted before its event is published, so the lastSeq
+        read now counts it. Messages heard since (queued, or arriving) go out live, so the
+        gap ends below the first of them. Events can come out of seq order (a
+        redelivery): a message heard late, below ones whose events were dropped, ended
+        the gap there and left those unnamed (found in review, 2026-12-07); so whatever
+        the chat holds above the newest message heard is sent from history."""
         try:
             last = (await self._workers.chat(self.uid, cid)).lastSeq
         except Exception as exc:  # any failure to read: the client resumes later
             raise StreamUnavailable(f"chat unavailable: {type(exc).__name__}") from exc
-        # A message stored and heard while the chat was read is counted by it, and is
-        # queued now: the gap ends below it, so it goes out live rather than only named.
-        last = min([last + 1, *self._queued_seqs(cid)]) - 1
-        if last:
-            await self._send_gap(cid, 1, last)
-        self.positions[cid] = last
+        heard = self._queued_seqs(cid) + ([] if arriving is None else [arriving])
+        start = min([last + 1, *heard]) - 1
+        if start:
+            await self._send_gap(cid, 1, start)
+        self.positions[cid] = start
+        if max(heard, default=start) >= last:
+            return start
+        await self._fill(cid, start, last)  # ends at `last`: sent, or named in a gap
+        return last
 
     def _queued_seqs(self, cid: str) -> list[int]:
         return [i.seq for i in self._queue or () if i.kind == "message" and i.cid == cid]

@@ -622,8 +622,9 @@ async def test_a_chat_joined_before_it_holds_a_message_starts_at_seq_1() -> None
 def test_a_chat_joined_on_the_socket_is_sent_or_announced_from_seq_1(
     before: int, early: int, order: list[int]
 ) -> None:
-    """Whatever reaches the hub around a join, the client holds or is told of every seq
-    up to the newest one it heard of, in seq order and each once."""
+    """Whatever reaches the hub around a join, in whatever order, the client holds or is
+    told of every seq up to the newest one it heard of and every one the chat held at the
+    join, in seq order and each once."""
 
     async def run() -> FakeSocket:
         hub, history = Hub(), FakeHistory()
@@ -647,8 +648,53 @@ def test_a_chat_joined_on_the_socket_is_sent_or_announced_from_seq_1(
     assert seqs == sorted(set(seqs))
     # Every seq it heard of, and no more than the chat holds (with no message queued
     # when the join is sent, it is told of what the chat held then).
-    assert set(range(1, max(order, default=0) + 1)) <= told <= set(range(1, 31))
+    assert set(range(1, max([before + early, *order]) + 1)) <= told <= set(range(1, 31))
     assert told == set(range(1, max(told, default=0) + 1))
+
+
+async def test_a_late_event_below_dropped_ones_leaves_no_hole_in_a_joined_chat() -> None:
+    """Seqs 4-10 were heard before the join (dropped), then 3 came late (a redelivery):
+    the gap ended below 3 and 4-10 were neither sent nor named (found in review)."""
+    hub, history = Hub(), FakeHistory()
+    events = history.add(CID, 10)
+    _, socket = await _session(hub, history, {OTHER: 0})
+    for event in events[3:]:
+        hub.publish(event)
+    hub.publish(MembersAdded(cid=CID, users=[1], members=[1, 2]))
+    hub.publish(events[2])
+    hub.publish(history.add(OTHER, 1)[0])  # queued last: once it is out, all is
+    await eventually(lambda: socket.seqs(OTHER) == [1], what="the witness")
+    assert socket.seqs(CID) == list(range(3, 11))
+    assert [f for f in socket.sent if f["type"] == "gap"] == [
+        {"type": "gap", "cid": CID, "fromSeq": 1, "toSeq": 2}
+    ]
+
+
+class _LateDuringTheRead(FakeHistory):
+    """An old message's event (a redelivery) is heard while the session reads the chat."""
+
+    hub: Hub
+    late: MessageCreated
+
+    async def chat(self, uid: int, cid: str) -> Any:
+        self.hub.publish(self.late)
+        return await super().chat(uid, cid)
+
+
+async def test_a_late_event_heard_while_a_joined_chat_is_read_leaves_no_hole() -> None:
+    """The read counted 10, the late 3 ended the gap at 2 and 4-10 went unnamed."""
+    hub, history = Hub(), _LateDuringTheRead()
+    history.hub = hub
+    events = history.add(CID, 10)
+    history.late = events[2]
+    _, socket = await _session(hub, history, {OTHER: 0})
+    for event in events[3:]:
+        hub.publish(event)
+    hub.publish(MembersAdded(cid=CID, users=[1], members=[1, 2]))
+    await eventually(lambda: socket.seqs(CID), lambda s: s == list(range(3, 11)), what="3-10")
+    assert [f for f in socket.sent if f["type"] == "gap"] == [
+        {"type": "gap", "cid": CID, "fromSeq": 1, "toSeq": 2}
+    ]
 
 
 async def test_an_event_history_does_not_hold_moves_nothing_in_a_joined_chat() -> None:
