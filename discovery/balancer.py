@@ -95,7 +95,12 @@ class Balancer:
         return 0 if slot is None else slot.ejections
 
     def succeeded(
-        self, instance_id: str, ejections: int | None = None, *, served: bool = True
+        self,
+        instance_id: str,
+        ejections: int | None = None,
+        *,
+        served: bool = True,
+        at: str | None = None,
     ) -> None:
         """A request to the instance got an answer (< 500): it is healthy. `ejections`
         is `ejections_of` when the request was sent: an answer to a request sent before
@@ -103,8 +108,9 @@ class Balancer:
         (it used to end the cool-down at once: a worker failing half its requests
         stayed in rotation). `served=False`: the answer only says the instance is
         healthy (a health check, as the readmission probe is): it is readmitted but its
-        doubling is kept, since only a served request shows it serves again."""
-        slot = self._slots.get(instance_id)
+        doubling is kept, since only a served request shows it serves again. `at`: the
+        URL the request went to (see `_slot_of`)."""
+        slot = self._slot_of(instance_id, at)
         if slot is None:
             return
         stale = ejections is not None and ejections != slot.ejections
@@ -115,9 +121,9 @@ class Balancer:
         slot.ejected_until = None
         slot.probing = False
 
-    def failed(self, instance_id: str) -> bool:
-        """A request to the instance failed; returns True when that ejected it."""
-        slot = self._slots.get(instance_id)
+    def failed(self, instance_id: str, *, at: str | None = None) -> bool:
+        """A request to the instance (at URL `at`) failed; returns True when that ejected it."""
+        slot = self._slot_of(instance_id, at)
         if slot is None:
             return False
         slot.failures += 1
@@ -133,14 +139,14 @@ class Balancer:
                 due.append(slot.instance)
         return due
 
-    def probe_passed(self, instance_id: str) -> None:
-        slot = self._slots.get(instance_id)
+    def probe_passed(self, instance_id: str, *, at: str | None = None) -> None:
+        slot = self._slot_of(instance_id, at)
         if slot is not None and slot.probing:
             slot.ejected_until = None
             slot.probing = False
 
-    def probe_failed(self, instance_id: str) -> None:
-        slot = self._slots.get(instance_id)
+    def probe_failed(self, instance_id: str, *, at: str | None = None) -> None:
+        slot = self._slot_of(instance_id, at)
         if slot is not None and slot.probing:
             self._eject(slot)
 
@@ -161,6 +167,16 @@ class Balancer:
             )
             for slot in (self._slots[i] for i in self._order)
         ]
+
+    def _slot_of(self, instance_id: str, at: str | None) -> _Slot | None:
+        """The instance's slot, for the outcome of a request or probe sent to URL `at`;
+        None when it is gone, or when the id now names another URL (registered again
+        elsewhere): an outcome of the old address says nothing of the new one (a late
+        timeout from it ejected the new one, found in review, 2026-12-07)."""
+        slot = self._slots.get(instance_id)
+        if slot is None or (at is not None and slot.instance.base_url != at):
+            return None
+        return slot
 
     def _eject(self, slot: _Slot) -> bool:
         now = self._clock()

@@ -215,7 +215,9 @@ class BalancedClient:
                 failures.append(self._failed(instance, f"HTTP {status}, saying it is unhealthy"))
                 rejected = response
                 continue
-            self._balancer.succeeded(instance.id, ejections, served=healthy is None)
+            self._balancer.succeeded(
+                instance.id, ejections, served=healthy is None, at=instance.base_url
+            )
             return response
         if rejected is not None:
             return rejected
@@ -242,7 +244,7 @@ class BalancedClient:
         return self._failed(instance, reason)
 
     def _failed(self, instance: Instance, reason: str) -> str:
-        ejected = self._balancer.failed(instance.id)
+        ejected = self._balancer.failed(instance.id, at=instance.base_url)
         log.warning(
             "request to instance '%s' failed: %s%s",
             instance.id,
@@ -261,7 +263,7 @@ class BalancedClient:
     def _probe_due(self, session: aiohttp.ClientSession) -> None:
         for instance in self._balancer.due_for_probe():
             if self.probe_path is None:
-                self._balancer.probe_passed(instance.id)
+                self._balancer.probe_passed(instance.id, at=instance.base_url)
                 continue
             task = asyncio.create_task(
                 self._probe(session, instance, self.probe_path), name=f"probe:{instance.id}"
@@ -284,9 +286,9 @@ class BalancedClient:
             healthy = False
         if healthy:
             log.info("instance '%s' answers again; back in rotation", instance.id)
-            self._balancer.probe_passed(instance.id)
+            self._balancer.probe_passed(instance.id, at=instance.base_url)
         else:
-            self._balancer.probe_failed(instance.id)
+            self._balancer.probe_failed(instance.id, at=instance.base_url)
 
 
 def _sent_tracing() -> aiohttp.TraceConfig:

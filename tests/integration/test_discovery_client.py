@@ -267,6 +267,38 @@ async def test_a_timeout_ejects_the_instance_and_the_read_moves_on(
     assert stats[hung.state.id].failures == 1 and not stats[hung.state.id].healthy
 
 
+async def test_a_late_timeout_from_an_old_address_does_not_eject_the_new_one(
+    fleet_of: Callable[[int], Awaitable[Fleet]], infra: LocalSettings
+) -> None:
+    """A worker registered again under the same id at another address: the timeout of a
+    request sent to the old address, ending after the watch moved the id, ejected the
+    instance at the new one (found in review)."""
+    fleet = await fleet_of(1)
+    (old,) = fleet.servers
+    old.state.delay = 30.0
+    client = fleet.client(request_timeout=2.0, attempts=1)
+    await client.start()
+    pending = asyncio.create_task(client.request("GET", "/chats"))
+    await eventually(lambda: old.state.hits["/chats"] == 1, what="the request at the old one")
+    await fleet.registrars.pop().stop()  # it went away and came back elsewhere
+    new = StubServer(old.state.id)
+    await new.start()
+    fleet.servers.append(new)
+    moved = Registration(old.state.id, "127.0.0.1", new.port, "1.0", service=fleet.service)
+    registrar = Registrar(infra.consul_url, moved, passing, ttl=5.0)
+    await registrar.start()
+    fleet.registrars.append(registrar)
+    await eventually(
+        lambda: [i.port for i in fleet.watch.instances], lambda p: p == [new.port], what="moved"
+    )
+    with pytest.raises(NoInstanceAvailable, match="no answer within 2s"):
+        await pending
+    (stats,) = client.stats()
+    assert (stats.url, stats.healthy, stats.failures) == (f"http://127.0.0.1:{new.port}", True, 0)
+    assert (await client.request("GET", "/chats")).instance_id == old.state.id
+    assert new.state.hits["/chats"] == 1
+
+
 async def test_the_deadline_bounds_the_whole_request(
     fleet_of: Callable[[int], Awaitable[Fleet]],
 ) -> None:

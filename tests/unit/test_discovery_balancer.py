@@ -180,3 +180,23 @@ def test_an_answer_to_a_request_sent_before_the_ejection_leaves_it_ejected(
     assert {s.id: s for s in balancer.stats()}["a"].ejected_until == clock.now + 10
     balancer.succeeded("a", balancer.ejections_of("a"))  # sent since: readmits it
     assert "a" in picks(balancer, 3)
+
+
+def test_outcomes_from_an_address_the_id_no_longer_has_are_ignored(clock: FakeClock) -> None:
+    """An id registered again at another URL gets a new slot; a late timeout of a request
+    to the old URL ejected the new one, and a late answer readmitted it (found in review)."""
+    b = Balancer(cooldown=5.0, max_cooldown=40.0, clock=clock)
+    b.update([inst("a", 1), inst("b", 2)])
+    old = b.pick()
+    assert old is not None and old.id == "a"
+    b.update([inst("a", 9), inst("b", 2)])  # "a" moved while the request was in flight
+    assert not b.failed("a", at=old.base_url)
+    assert {s.id: s.healthy for s in b.stats()} == {"a": True, "b": True}
+    assert b.failed("a", at=inst("a", 9).base_url)  # its own failure still counts
+    clock.advance(5.0)
+    assert [i.id for i in b.due_for_probe()] == ["a"]
+    b.probe_passed("a", at=old.base_url)  # a probe of the old URL says nothing either
+    b.succeeded("a", at=old.base_url)
+    assert {s.id: s.healthy for s in b.stats()} == {"a": False, "b": True}
+    b.probe_passed("a", at=inst("a", 9).base_url)
+    assert {s.id: s.healthy for s in b.stats()} == {"a": True, "b": True}
