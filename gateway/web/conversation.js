@@ -136,7 +136,19 @@ export class Conversation {
     for (const m of messages) {
       this.bySeq.set(m.seq, m);
       store.saw(this.cid, m.seq);
+    }
+    this.reconcile(messages);
+  }
+
+  // Own sends against messages this view holds (all of them by default): an entry whose
+  // message is here goes, and so does a failed one whose record got through all the
+  // same. A send can end while another view of the chat is open, or none: a page read
+  // later, live or not, settles it too (a history page used to leave a failed copy, with
+  // its Retry, beside the stored message).
+  reconcile(messages = [...this.bySeq.values()]) {
+    for (const m of messages) {
       for (const [key, p] of this.pending) if (p.id === m.id) this.pending.delete(key);
+      this.settle(m);
     }
   }
 
@@ -194,7 +206,6 @@ export class Conversation {
     if (this.bySeq.has(message.seq)) return;
     const stick = this.atBottom();
     this.add([message]);
-    this.settle(message);
     this.render();
     if (stick || message.uid === store.me.userId) this.toBottom();
     if (message.uid !== store.me.userId) {
@@ -215,15 +226,13 @@ export class Conversation {
       const p = this.pending.get(key);
       this.claimed.add(message.id);
       if (p) Object.assign(p, { state: "sent", id: message.id });
-      if ([...this.bySeq.values()].some((m) => m.id === message.id)) this.pending.delete(key);
     } catch (e) {
       if (e.code === "session") return; // signed out: this conversation is gone
       const p = this.pending.get(key);
       // Refused (too long, not a member...): sending it again would be refused again.
       if (p) Object.assign(p, { state: refused(e) ? "refused" : "failed", why: explain(e) });
-      for (const m of this.bySeq.values()) this.settle(m); // it may have come in already
     }
-    store.changed("outbox");
+    store.changed("outbox"); // the open view reconciles it with what it holds
   }
 
   // A refused message goes back into the composer, before whatever is being written there.

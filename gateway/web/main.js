@@ -187,7 +187,7 @@ async function onMessage(frame) {
   const chat = store.chats.get(frame.cid) ?? (await fetchChat(frame.cid));
   if (frame.seq > chat.lastSeq) {
     chat.lastSeq = frame.seq;
-    chat.lastMessage = { seq: frame.seq, uid: message.uid, text: message.text.slice(0, 100), createdAt: message.createdAt };
+    chat.lastMessage = { seq: frame.seq, uid: message.uid, text: [...message.text].slice(0, 100).join(""), createdAt: message.createdAt };
   }
   if (message.uid === store.me.userId && frame.seq > chat.readSeq) {
     chat.readSeq = frame.seq; // what I wrote, I have read
@@ -225,7 +225,11 @@ function start(token) {
   const mine = epoch;
   store.me = { userId: token.userId, username: token.username };
   store.unstashDrafts();
-  store.listeners.add((what) => what === "outbox" && conversation?.render());
+  store.listeners.add((what) => {
+    if (what !== "outbox" || !conversation) return;
+    conversation.reconcile(); // a send ended: its message may be held here already
+    conversation.render();
+  });
   whoami.textContent = `Signed in as ${token.username}`;
   signOutButton.hidden = false;
   retry = { delay: FIRST_RETRY, timer: null };

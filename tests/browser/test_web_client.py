@@ -8,6 +8,7 @@ scrolling up, ten seconds offline, and a message that looks like HTML rendered a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -23,8 +24,10 @@ from tests.browser.pages import (
     DESK,
     PHONE,
     StreamTap,
+    another_chat,
     chat_with_someone,
     message_texts,
+    open_chat,
     refuse,
     scrolled_to_top,
     sign_up,
@@ -409,6 +412,49 @@ async def test_a_send_whose_answer_was_lost_shows_once(
     await eventually(
         lambda: page.locator("#messages .message").count(), lambda n: n == 1, what="one copy"
     )
+    await context.close()
+
+
+async def test_a_lost_answer_settles_when_the_chat_is_opened_again(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """As above, but the answer is lost while another chat is open, so the message's
+    frame finds no view of its chat: the history page read on coming back used to show
+    the stored message and, beside it, the failed copy with a Retry (found in review)."""
+    context = await browser.new_context()
+    page = await context.new_page()
+    url = platform.gateway.url
+    async with aiohttp.ClientSession() as http:
+        other, cid = await chat_with_someone(page, url, http, unique)
+        elsewhere, title = await another_chat(page, url, http, unique)
+        await page.click(f".chat[data-cid='{cid}']")
+        await page.wait_for_selector("#compose")
+        left = asyncio.Event()
+
+        async def lost_answer(route: Any) -> None:
+            if route.request.method != "POST":
+                await route.continue_()
+                return
+            await left.wait()
+            await route.fetch()  # the gateway takes it...
+            await route.abort()  # ...and the page never hears back
+
+        await page.route(f"**/v1/chats/{cid}/messages", lost_answer)
+        await page.fill("#compose", "did it go?")
+        await page.press("#compose", "Enter")
+        await page.wait_for_selector("#messages .message.sending")
+        await open_chat(page, elsewhere, title)
+        left.set()
+        await eventually(
+            lambda: other.call("GET", f"/v1/chats/{cid}/messages"),
+            lambda page_: [m["text"] for m in page_["data"]] == ["did it go?"],
+            what="stored",
+        )
+        await page.click(f".chat[data-cid='{cid}']")
+        await page.wait_for_selector("#messages .message[data-seq]:has-text('did it go?')")
+        await eventually(
+            lambda: page.locator("#messages .message").count(), lambda n: n == 1, what="one copy"
+        )
     await context.close()
 
 
