@@ -1,6 +1,7 @@
 // Every network call of the client: the REST API, its error codes, the token.
 
 const TOKEN_KEY = "dialogue.token";
+const OFFSET_KEY = "dialogue.clockOffset";
 
 export class ApiError extends Error {
   constructor(status, code, message, retryAfter) {
@@ -46,7 +47,14 @@ export const hooks = { sessionEnded: () => {} };
 
 export const session = {
   generation: 0, // +1 at each sign-in and sign-out: answers for an earlier session are dropped
-  offset: 0, // ms the server's clock is ahead of this one (from its Date header)
+  // ms the server's clock is ahead of this one (from its Date header). Kept over a reload,
+  // where the saved token's life is judged before any answer came: by this clock alone, a
+  // computer running fast ended a session that had minutes left (found in review).
+  offset: Number(sessionStorage.getItem(OFFSET_KEY)) || 0,
+  measured(offset) {
+    this.offset = offset;
+    sessionStorage.setItem(OFFSET_KEY, String(offset));
+  },
   get token() {
     return this.saved()?.token ?? null;
   },
@@ -91,7 +99,7 @@ async function call(method, path, body, extraHeaders = {}, again = false) {
     throw new ApiError(0, "network", "network problem");
   }
   const date = Date.parse(response.headers.get("Date"));
-  if (date) session.offset = date - Date.now();
+  if (date) session.measured(date - Date.now());
   const data = await response.json().catch(() => ({}));
   // An answer for a session that ended meanwhile (signed out, perhaps someone else in):
   // its data and its 401 belong to nobody here. A renewed token is the same session.

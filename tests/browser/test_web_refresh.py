@@ -243,6 +243,25 @@ async def test_a_tab_back_from_sleep_renews_at_once_or_ends_an_expired_session(
     await page.context.close()
 
 
+async def test_a_reload_counts_the_token_by_the_servers_clock(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """A computer clock two minutes fast: at sign-in the Date header corrects it, but a
+    reload judged the saved token by this clock alone, before any answer, and ended the
+    session with its 60 s still ahead (found in review)."""
+    context = await browser.new_context(viewport=DESK)
+    page = await context.new_page()
+    await page.clock.install(time=time.time() + 2 * TTL)
+    name = "o" + unique("")[-12:]
+    await sign_up(page, platform.gateway.url, name)
+    before = await token_of(page)
+    await page.reload()
+    await page.wait_for_selector("#new-chat-names")
+    assert await page.locator("#auth-error").count() == 0
+    assert await token_of(page) == before
+    await context.close()
+
+
 async def test_a_request_on_its_way_during_a_renewal_still_counts(
     platform: Platform, browser: Browser, unique: Callable[[str], str]
 ) -> None:
