@@ -49,6 +49,9 @@ NULL_RECORD = "x-dlq-null-record"
 SOURCE_TIMESTAMP = "x-dlq-timestamp"
 #: On a forwarded record: where it was read ("topic/partition/offset").
 FORWARDED_FROM = "x-forwarded-from"
+#: On a forwarded record whose source headers did not fit beside FORWARDED_FROM: how
+#: many were left out (a copy the owner dead-letters later carries it on).
+FORWARD_HEADERS_DROPPED = "x-forwarded-headers-dropped"
 #: The largest record the outbox sends (its producer's max_request_size, aiokafka's default).
 MAX_RECORD = 1_048_576
 
@@ -65,17 +68,23 @@ def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int
 
 
 def fitted(
-    key: bytes | None, value: bytes | None, own: Headers, added: Headers, *, cut: bool
+    key: bytes | None,
+    value: bytes | None,
+    own: Headers,
+    added: Headers,
+    *,
+    cut: bool,
+    dropped: str,
 ) -> tuple[bytes | None, bytes | None, Headers]:
     """Key, value and headers of a copy that fits MAX_RECORD: the source's `own` headers
-    are kept if they fit beside `added`, else left out (on a dead letter, `cut`, with
-    HEADERS_DROPPED); then, if `cut`, the key and value are cut (`_cut`). Without `cut` a
+    are kept if they fit beside `added`, else left out, with a header `dropped` saying how
+    many; then, if `cut`, the key and value are cut (`_cut`). Without `cut` (a forward) a
     value that does not fit is returned whole (a valid record's value is bounded far below
     the limit by the contract, and a forward's key is a chat id)."""
     if record_size(key, value, [*own, *added]) <= MAX_RECORD:
         return key, value, [*own, *added]
-    if cut and own:  # a dead letter says what it left out
-        added = [*added, (HEADERS_DROPPED, str(len(own)).encode())]
+    if own:  # the copy says what it left out (a forward's did not: found in review)
+        added = [*added, (dropped, str(len(own)).encode())]
     if not cut or record_size(key, value, added) <= MAX_RECORD:
         return key, value, added
     return _cut(key, value, added)
@@ -146,8 +155,10 @@ def dead_letter_copy(rejected: Rejected) -> tuple[bytes | None, bytes | None, He
         added.append((SOURCE_TIMESTAMP, str(record.timestamp_ms).encode()))
     if record.key is None and record.value is None:
         added.append((NULL_RECORD, b"1"))
-        return fitted(None, b"", carried(record.headers), added, cut=True)
-    return fitted(record.key, record.value, carried(record.headers), added, cut=True)
+        return fitted(None, b"", carried(record.headers), added, cut=True, dropped=HEADERS_DROPPED)
+    return fitted(
+        record.key, record.value, carried(record.headers), added, cut=True, dropped=HEADERS_DROPPED
+    )
 
 
 def forward_copy(record: InboundRecord, cid: str) -> tuple[bytes | None, bytes | None, Headers]:
@@ -160,7 +171,14 @@ def forward_copy(record: InboundRecord, cid: str) -> tuple[bytes | None, bytes |
         (PREVIOUS + name if name == FORWARDED_FROM else name, value)
         for name, value in record.headers
     ]
-    return fitted(cid.encode(), record.value, own, [(FORWARDED_FROM, where)], cut=False)
+    return fitted(
+        cid.encode(),
+        record.value,
+        own,
+        [(FORWARDED_FROM, where)],
+        cut=False,
+        dropped=FORWARD_HEADERS_DROPPED,
+    )
 
 
 class KafkaOutbox:
