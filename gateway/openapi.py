@@ -487,7 +487,8 @@ ROUTES: tuple[Route, ...] = (
         limited="read-marker moves by this user or from this address",
         description="A marker never moves back: a lower seq changes nothing and answers "
         "the current marker. A seq past the chat's lastSeq is clamped to it. When the "
-        "marker moves, a `chat.read` event tells the caller's other devices.",
+        "marker ends where the caller asked (it moved there, or stood there already: a "
+        "retry), a `chat.read` event tells the caller's other devices.",
     ),
     Route(
         method="post",
