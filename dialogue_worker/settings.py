@@ -62,6 +62,12 @@ def _unbracketed(setting: str, host: str) -> str:
     return host
 
 
+#: A MongoDB database name: at most 63 bytes, none of these characters (pymongo's and the
+#: server's rules).
+DB_NAME_MAX = 63
+_DB_NAME_FORBIDDEN = ' ./\\$"\x00'
+
+
 class WorkerSettings(BaseSettings):
     """Environment variables (upper-case field names) with their defaults."""
 
@@ -105,6 +111,7 @@ class WorkerSettings(BaseSettings):
     )
     worker_app_id: str = Field(
         default="dialogue-worker",
+        min_length=1,
         description="faust app id, which is also the Kafka consumer group",
     )
     worker_host: str = Field(
@@ -182,6 +189,19 @@ class WorkerSettings(BaseSettings):
     def _mongo_url(cls, url: str) -> str:
         return mongo_url(url)
 
+    @field_validator("mongo_db")
+    @classmethod
+    def _database_name(cls, name: str) -> str:
+        # What MongoDB takes: the client raised InvalidName at start, a traceback.
+        bad = sorted({c for c in name if c in _DB_NAME_FORBIDDEN})
+        if not name or bad or len(name.encode()) > DB_NAME_MAX:
+            shown = ", ".join(repr(c) for c in bad)
+            raise ValueError(
+                f"MONGO_DB={name!r} is not a MongoDB database name: 1-{DB_NAME_MAX} bytes, "
+                f"none of {_DB_NAME_FORBIDDEN!r}" + (f" (it has {shown})" if bad else "")
+            )
+        return name
+
     @field_validator("worker_host")
     @classmethod
     def _bind_address(cls, host: str) -> str:
@@ -199,6 +219,16 @@ class WorkerSettings(BaseSettings):
                 "WORKER_HOST, or the host name when WORKER_HOST is a wildcard)"
             )
         return _unbracketed("WORKER_ADVERTISE_HOST", host)
+
+    @model_validator(mode="after")
+    def _writes_can_be_acknowledged(self) -> Self:
+        if self.topic_replication and self.topic_min_insync > self.topic_replication:
+            raise ValueError(
+                f"TOPIC_MIN_INSYNC={self.topic_min_insync} is more than "
+                f"TOPIC_REPLICATION={self.topic_replication}: Kafka would refuse every "
+                "acks=all write to the topics it creates (NotEnoughReplicas)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _no_default_secret_outside_local(self) -> Self:

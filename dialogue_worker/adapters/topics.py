@@ -70,6 +70,13 @@ async def ensure_topics(
         # The brokers' own default replication counts the brokers that are down as well.
         configured = await _broker_setting(admin, cluster, "default.replication.factor")
         wanted = Durability.for_cluster(max(live, configured or 1), replication, min_insync)
+        if wanted.min_insync > wanted.replication:  # TOPIC_REPLICATION left to the cluster
+            raise TopicSetupFailed(
+                f"TOPIC_MIN_INSYNC={min_insync} is more than the {wanted.replication} "
+                "replica(s) topics get on this cluster: Kafka would refuse every acks=all "
+                "write to a topic created so (NotEnoughReplicas); lower it or set "
+                "TOPIC_REPLICATION"
+            )
         if live < wanted.replication:
             log.warning(
                 "%d broker(s) up, topics need %d replicas: a missing topic cannot be "

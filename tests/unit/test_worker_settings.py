@@ -70,6 +70,41 @@ def test_a_mongo_timeout_is_one_the_client_takes_or_refused_when_read(seconds: f
     MongoDatabase(settings.mongo_url, settings.mongo_db, settings.mongo_timeout)
 
 
+@given(st.text(max_size=70) | st.sampled_from(["", "a.b", "x$y", "a b", "é" * 32, "d" * 63]))
+def test_a_database_name_is_one_the_client_takes_or_refused_when_read(name: str) -> None:
+    """MONGO_DB=a.b (or empty) passed the settings and broke start with pymongo's
+    InvalidName, a traceback (found in review)."""
+    try:
+        settings = WorkerSettings(dialogue_env="local", mongo_db=name)
+    except ValidationError as exc:
+        assert "MONGO_DB" in str(exc)
+        return
+    assert 0 < len(name.encode()) <= 63
+    MongoDatabase(settings.mongo_url, settings.mongo_db, settings.mongo_timeout)
+
+
+def test_an_empty_app_id_is_refused_when_read() -> None:
+    """faust refused it at start with ImproperlyConfigured, a traceback."""
+    with pytest.raises(ValidationError, match="worker_app_id"):
+        WorkerSettings(dialogue_env="local", worker_app_id="")
+
+
+@pytest.mark.parametrize(("replication", "min_insync"), [(1, 2), (2, 3), (3, 4)])
+def test_more_in_sync_replicas_than_replicas_is_refused_when_read(
+    replication: int, min_insync: int
+) -> None:
+    """Kafka creates such a topic, and then refuses every acks=all write to it: the
+    worker's outbox failed for ever (found in review)."""
+    with pytest.raises(ValidationError, match=r"TOPIC_MIN_INSYNC=\d+ is more than"):
+        WorkerSettings(
+            dialogue_env="local", topic_replication=replication, topic_min_insync=min_insync
+        )
+    taken = WorkerSettings(
+        dialogue_env="local", topic_replication=replication, topic_min_insync=replication
+    )
+    assert (taken.topic_replication, taken.topic_min_insync) == (replication, replication)
+
+
 async def test_faust_reads_two_batches_ahead_not_its_default_4096_records(
     tmp_path: Path,
 ) -> None:
