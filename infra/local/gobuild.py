@@ -52,7 +52,9 @@ def wrapper_module(module: str, version: str, package: str, cache_dir: Path) -> 
 def go_build(build: Path, package: str, output: Path, cache_dir: Path, ldflags: str = "") -> None:
     """go build package in folder build, writing output atomically."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_suffix(".tmp")
+    # Named after the whole output: `with_suffix` made one `ferretdb-1.24.tmp` for every
+    # build of 1.24.x, whatever lock each builder held (found in review).
+    tmp = output.with_name(output.name + ".tmp")
     args = ["build", "-o", str(tmp)]
     if ldflags:
         args.append(f"-ldflags={ldflags}")
@@ -81,7 +83,9 @@ def build_module_copy(
     info = json.loads(
         run_go(["mod", "download", "-json", f"{module}@v{version}"], cache_dir, cache_dir, name)
     )
-    src = cache_dir / "build" / f"{name}-src-{version}"
+    # One copy per output, which the caller's lock covers: a copy per version was rebuilt
+    # under a build of the same version with other replacements (found in review).
+    src = cache_dir / "build" / f"{output.name}-src"
     if src.exists():
         shutil.rmtree(src)
     shutil.copytree(info["Dir"], src)

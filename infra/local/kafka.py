@@ -36,6 +36,8 @@ from infra.local.service import Progress, Service, ServiceError
 from infra.local.settings import LocalSettings
 
 POM = Path(__file__).with_name("kafka-pom.xml")
+#: The cluster id the nodes of a 3-node cluster share, in the run folder.
+CLUSTER_ID_FILE = "kafka-cluster-id"
 #: Seconds the download of Kafka's jars may take (about 20 s here).
 MVN_TIMEOUT = 900.0
 
@@ -95,21 +97,23 @@ class Kafka(Service):
 
     @property
     def libs(self) -> Path:
-        return self.settings.cache_dir / f"kafka-{self.settings.kafka_version}" / "libs"
+        """The jars, a folder per POM content: a clone with another dependency list
+        provisions its own rather than empty the one a running broker of another clone
+        loads its classes from (found in review)."""
+        digest = hashlib.sha1(POM.read_bytes()).hexdigest()[:12]
+        return self.settings.cache_dir / f"kafka-{self.settings.kafka_version}" / f"libs-{digest}"
 
     @property
     def _stamp(self) -> Path:
-        """Written once the jars are complete; it names the POM's content, so a changed
-        dependency list provisions again."""
-        digest = hashlib.sha1(POM.read_bytes()).hexdigest()[:12]
-        return self.libs / f".complete-{digest}"
+        """Written once the jars are complete."""
+        return self.libs / ".complete"
 
     def provision(self, progress: Progress) -> None:
         if self._stamp.exists():
             return
         # The folder is emptied and filled again: one provisioning of it at a time, by
         # the nodes of a cluster (side by side here) and by other clones sharing the cache.
-        name = f"kafka-{self.settings.kafka_version}-libs"
+        name = f"kafka-{self.settings.kafka_version}-{self.libs.name}"
         with _PROVISIONING, cache_lock(self.settings.cache_dir, name, self.name, progress):
             self._provision(progress)
 
@@ -188,7 +192,7 @@ class Kafka(Service):
         """One id for every node of the cluster (a file beside their data folders)."""
         if self.settings.kafka_nodes == 1:
             return _cluster_id()
-        path = self.run_dir / "kafka-cluster-id"
+        path = self.run_dir / CLUSTER_ID_FILE
         if not path.exists():
             path.write_text(_cluster_id())
         return path.read_text().strip()

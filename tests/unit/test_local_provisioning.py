@@ -162,7 +162,7 @@ def _consul(settings: LocalSettings, built: list[str], mp: pytest.MonkeyPatch) -
 def _done_marker(service: Service) -> tuple[str, Path]:
     """(the cache lock's name, the file that says it is provisioned)"""
     if isinstance(service, kafka.Kafka):
-        return f"kafka-{service.settings.kafka_version}-libs", service._stamp
+        return f"kafka-{service.settings.kafka_version}-{service.libs.name}", service._stamp
     assert isinstance(service, ferretdb.FerretDB | consul.Consul)
     return service.binary.name, service.binary
 
