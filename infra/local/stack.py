@@ -13,7 +13,7 @@ from pathlib import Path
 
 from infra.local.consul import Consul
 from infra.local.ferretdb import FerretDB
-from infra.local.kafka import Kafka, node_names
+from infra.local.kafka import CLUSTER_ID_FILE, Kafka, node_names
 from infra.local.locks import exclusive
 from infra.local.mariadb import MariaDB
 from infra.local.postgres import Postgres
@@ -381,7 +381,7 @@ class Stack:
         services = {*self.services, *node_names(1), *node_names(3), "dev"}
         own = {f"{name}{suffix}" for name in services for suffix in ("", ".log", ".log.1", ".pid")}
         for entry in run_dir.iterdir():
-            if entry.name in own | {LOCK_FILE}:
+            if entry.name in own | {LOCK_FILE, CLUSTER_ID_FILE}:
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry)
                 else:

@@ -16,7 +16,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -69,9 +69,12 @@ COLUMNS = {
 @pytest.fixture(scope="module")
 def soak_env(
     consul_url: str, unique: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, str]:
-    """make dev's settings for a copy of its own (as tests/e2e/test_dev_platform.py)."""
-    return {
+) -> Iterator[dict[str, str]]:
+    """make dev's settings for a copy of its own (as tests/e2e/test_dev_platform.py).
+    Afterwards `infra.dev down` stops whatever of it still runs: the soak stops its
+    platform itself, but not when the timeout below kills it, and its gateway and
+    workers run in sessions of their own, so they outlived `make test` (found in review)."""
+    env = {
         **os.environ,
         "DEV_RUN_DIR": str(tmp_path_factory.mktemp("soak-run")),
         "DEV_GATEWAY_PORT": str(free_range(1)),
@@ -83,6 +86,16 @@ def soak_env(
         "DEV_MONGO_DB": unique("soak_db").replace("-", "_"),
         "DEV_ID_PREFIX": unique("soak"),
     }
+    yield env
+    down = subprocess.run(
+        [sys.executable, "-m", "infra.dev", "down"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert down.returncode == 0, f"{down.stdout}\n{down.stderr}"
 
 
 def test_a_short_soak_reports_and_its_invariants_hold(

@@ -19,6 +19,7 @@ import pytest
 from infra.local import __main__ as cli
 from infra.local import settings as local_settings
 from infra.local import stack as stack_module
+from infra.local.kafka import CLUSTER_ID_FILE
 from infra.local.process import ManagedProcess, ProcessError, gone
 from infra.local.settings import LocalSettings, postgres_fallback_dir
 from infra.local.stack import LOCK_FILE, Stack, StopError
@@ -159,6 +160,17 @@ def test_a_run_folder_set_elsewhere_keeps_what_infra_did_not_make(
     (shared / "dev").mkdir()
     _stack(stacks, _settings(scratch, shared)).purge()
     assert [p.name for p in shared.iterdir()] == ["my-notes"]
+
+
+def test_a_run_folder_set_elsewhere_goes_after_a_three_node_kafka(
+    scratch: Path, stacks: list[Stack]
+) -> None:
+    """The nodes' shared cluster id file stayed, so the folder was never removed
+    (found in review)."""
+    run = _used(scratch / "three-nodes")
+    (run / CLUSTER_ID_FILE).write_text("MkU3OEVBNTcwNTJENDM2Qk")
+    assert run in _stack(stacks, _settings(scratch, run)).purge()[1]
+    assert not run.exists()
 
 
 def test_the_default_run_folder_goes_whatever_it_holds(scratch: Path, stacks: list[Stack]) -> None:
