@@ -5,7 +5,7 @@ Collections (database MONGO_DB):
                lastMessage, lastPart, lastOffset, v}                     index: users
 - `history`   {_id: "<cid>:<seq>", page: "<cid>:25:<page>", cid, seq, id, uid, text,
                createdAt, at, p, o}: one message per seq                 index: page
-- `message_ids` {_id: ObjectId(message id), cid, seq, uid, h, p, o, w, n}: where an id is
+- `message_ids` {_id: ObjectId(message id), cid, seq, uid, h, p, o, w, n, v}: where an id is
 - `reads`     {_id: "<cid>:<uid>", cid, u, seq, v}: read markers         index: u
 - `migrations` {_id: name, at}: one-off data changes already made (CHATS_V2)
 

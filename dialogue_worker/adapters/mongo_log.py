@@ -7,11 +7,12 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from typing import Any, TypeVar
 
 from bson import ObjectId
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 from contracts.records import MessageRecord
 from dialogue_worker.adapters.mongo import (
     DUPLICATE_KEY,
+    STALE_WRITE,
     Doc,
     MongoDatabase,
     failure,
@@ -44,6 +45,7 @@ def id_doc(entry: IdEntry) -> Doc:
         "o": entry.offset,
         "w": entry.writer,
         "n": entry.pinned,
+        "v": entry.version,
     }
 
 
@@ -113,6 +115,7 @@ class MongoMessageLog:
             taken=stored is not None and not applied,  # another message holds its seq
             writer=entry.get("w"),  # (entries written before 2026-12-05 have neither)
             pinned=entry.get("n", False),
+            version=entry.get("v"),  # (nor before 2026-12-07)
         )
 
     async def claim(self, entries: Sequence[IdEntry]) -> set[str]:
@@ -121,16 +124,30 @@ class MongoMessageLog:
 
     async def reclaim(self, entries: Sequence[IdEntry], was: Mapping[str, Known]) -> set[str]:
         async def replace(entry: IdEntry) -> str | None:
-            doc = id_doc(entry)
             before = was[entry.id]
+            doc = {**id_doc(entry), "v": before.next_version}
             there = await self._db.history.find_one(
                 self._db.message(entry.cid, before.seq), {"id": 1}
             )
             if there is not None and there["id"] == doc["_id"]:
                 return entry.id  # stored where it points meanwhile: not left over
-            # {"w": None} also matches an entry written before entries had a writer.
-            as_before = {"_id": doc["_id"], "seq": before.seq, "w": before.writer}
-            result = await self._db.ids.replace_one(as_before, doc)
+            # {"w": None} also matches an entry written before entries had a writer, and
+            # {"v": None} one written before they had a version.
+            as_before = {
+                "_id": doc["_id"],
+                "seq": before.seq,
+                "w": before.writer,
+                "v": before.version,
+            }
+            try:
+                result = await self._db.ids.replace_one(as_before, doc)
+            except OperationFailure as exc:
+                # FerretDB checks the filter, then writes the document by `_id` alone: two
+                # owners moving one entry at once both matched it, and stored its message
+                # at two seqs (found in review). Its version guard refuses the later one.
+                if STALE_WRITE in str(exc):
+                    return entry.id
+                raise
             return None if result.matched_count else entry.id
 
         return {mid for mid in await self._guarded(each(entries, replace)) if mid}

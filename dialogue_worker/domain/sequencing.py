@@ -57,6 +57,12 @@ class Known:
     taken: bool = False  # its seq holds another message (so it can never be stored there)
     writer: str | None = None  # the attempt that last wrote the entry
     pinned: bool = False  # more than one attempt wrote it at this seq
+    version: int | None = None  # its count of writes (None: written before it had one)
+
+    @property
+    def next_version(self) -> int:
+        """The version a rewrite of this entry gives it."""
+        return (self.version or 0) + 1
 
     def free_for(self, writer: str) -> bool:
         """Whether `writer` may point the entry elsewhere while its seq holds nothing: it

@@ -505,7 +505,8 @@ class BatchPersister:
             )
         for placed in plan.new:
             if placed.item.message.id in sent_ids and placed.item.message.cid not in taken:
-                known[placed.item.message.id] = _stored(placed, writer)
+                mid = placed.item.message.id
+                known[mid] = _stored(placed, writer, known.get(mid))
         whole = {
             cid
             for cid, chat in plan.plans.items()
@@ -593,8 +594,9 @@ class BatchPersister:
         m, r = placed.item.message, placed.item.record
         pinned = before is not None and before.seq == placed.seq and not before.free_for(writer)
         digest = text_digest(m.text)
+        version = 0 if before is None else before.next_version
         return IdEntry(
-            m.id, m.cid, placed.seq, m.uid, digest, r.partition, r.offset, writer, pinned
+            m.id, m.cid, placed.seq, m.uid, digest, r.partition, r.offset, writer, pinned, version
         )
 
     def _message(self, placed: Placed, at: float) -> StoredMessage:
@@ -665,11 +667,15 @@ def _log_taken(moved: Sequence[Accepted]) -> None:
         )
 
 
-def _stored(placed: Placed, writer: str) -> Known:
-    """What the store holds for a message this attempt stored."""
+def _stored(placed: Placed, writer: str, entry: Known | None) -> Known:
+    """What the store holds for a message this attempt stored (`entry`: its id entry as
+    this attempt wrote it)."""
     m = placed.item.message
     digest = text_digest(m.text)
-    return Known(m.cid, placed.seq, m.uid, digest, True, m.createdAt, writer=writer)
+    version = None if entry is None else entry.version
+    return Known(
+        m.cid, placed.seq, m.uid, digest, True, m.createdAt, writer=writer, version=version
+    )
 
 
 def _own(known: Known | None, writer: str) -> bool:
@@ -687,7 +693,14 @@ def _wrote(known: dict[str, Known | None], entries: Iterable[IdEntry]) -> None:
     round planned again rewrites them, not looks them up."""
     for e in entries:
         known[e.id] = Known(
-            e.cid, e.seq, e.uid, e.digest, applied=False, writer=e.writer, pinned=e.pinned
+            e.cid,
+            e.seq,
+            e.uid,
+            e.digest,
+            applied=False,
+            writer=e.writer,
+            pinned=e.pinned,
+            version=e.version,
         )
 
 

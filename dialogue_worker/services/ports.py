@@ -36,7 +36,9 @@ class ChatForWriting:
 class IdEntry:
     """A message id and where its message is (the `message_ids` collection): `writer`,
     the attempt that last wrote it; `pinned`, whether another attempt wrote it at this
-    seq before (then more than one may store its message there)."""
+    seq before (then more than one may store its message there); `version`, what this
+    write makes its count of writes (0 for a new entry: each rewrite adds one, so that a
+    rewrite made from a stale read is refused, see MessageStore.reclaim)."""
 
     id: str
     cid: str
@@ -47,6 +49,7 @@ class IdEntry:
     offset: int
     writer: str | None = None
     pinned: bool = False
+    version: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,9 +103,10 @@ class MessageStore(Protocol):
 
     async def reclaim(self, entries: Sequence[IdEntry], was: Mapping[str, Known]) -> set[str]:
         """Overwrite id entries whose message is not stored, each only while it is as it
-        was looked up (`was`, by id: the same seq and writer) and that seq does not hold
-        its message; the ids whose entry another writer wrote meanwhile, or whose message
-        was stored there meanwhile, left as they are."""
+        was looked up (`was`, by id: the same seq, writer and version; the version goes up
+        by one, so of two rewrites made from one look-up only the first applies) and that
+        seq does not hold its message; the ids whose entry another writer wrote meanwhile,
+        or whose message was stored there meanwhile, left as they are."""
         ...
 
     async def append(self, messages: Sequence[StoredMessage]) -> dict[str, int]:

@@ -604,23 +604,25 @@ async def test_retract_and_reclaim_change_only_what_this_attempt_wrote(
 
         entry = IdEntry(new_id(), cid, 5, 1, "h", 0, 5, writer="a")
         assert await log.claim([entry]) == set()
-        as_claimed = Known(cid, 5, 1, "h", False, writer="a")
+        as_claimed = Known(cid, 5, 1, "h", False, writer="a", version=0)
         assert await log.known([entry.id]) == {entry.id: as_claimed}
         moved = replace(entry, seq=6, writer="b")
         assert await log.reclaim([moved], {entry.id: replace(as_claimed, seq=4)}) == {entry.id}
         assert await log.reclaim([moved], {entry.id: replace(as_claimed, writer="c")}) == {entry.id}
         assert await log.known([entry.id]) == {entry.id: as_claimed}
         assert await log.reclaim([moved], {entry.id: as_claimed}) == set()
-        assert await log.known([entry.id]) == {entry.id: Known(cid, 6, 1, "h", False, writer="b")}
+        assert await log.known([entry.id]) == {
+            entry.id: Known(cid, 6, 1, "h", False, writer="b", version=1)
+        }
         # An entry written before entries had a writer is known and taken over as `None`'s.
         old = IdEntry(new_id(), cid, 8, 1, "h", 0, 8)
-        legacy = {k: v for k, v in id_doc(old).items() if k not in ("w", "n")}
+        legacy = {k: v for k, v in id_doc(old).items() if k not in ("w", "n", "v")}
         await database.ids.insert_one(legacy)
         assert await log.known([old.id]) == {old.id: Known(cid, 8, 1, "h", False)}
         pinned = replace(old, writer="b", pinned=True)
         assert await log.reclaim([pinned], {old.id: Known(cid, 8, 1, "h", False)}) == set()
         assert (await log.known([old.id]))[old.id] == Known(
-            cid, 8, 1, "h", False, writer="b", pinned=True
+            cid, 8, 1, "h", False, writer="b", pinned=True, version=1
         )
 
         # An entry whose message is stored: known as applied, with the stored createdAt.
@@ -628,16 +630,16 @@ async def test_retract_and_reclaim_change_only_what_this_attempt_wrote(
         assert first is not None
         mid = str(first["id"])
         assert await log.claim([IdEntry(mid, cid, 1, 1, "h1", 0, 1)]) == set()
-        assert await log.known([mid]) == {mid: Known(cid, 1, 1, "h1", True, 1_000)}
+        assert await log.known([mid]) == {mid: Known(cid, 1, 1, "h1", True, 1_000, version=0)}
         # ... never moved off the seq its message is stored at, even while it points there.
-        stored_at_1 = Known(cid, 1, 1, "h1", False)
+        stored_at_1 = Known(cid, 1, 1, "h1", False, version=0)
         assert await log.reclaim([IdEntry(mid, cid, 7, 1, "h1", 0, 1)], {mid: stored_at_1}) == {mid}
         assert (await log.known([mid]))[mid].seq == 1
         # An entry whose seq holds another message: known as taken (it never holds a seat).
         elsewhere = IdEntry(new_id(), cid, 1, 1, "h", 0, 9)
         assert await log.claim([elsewhere]) == set()
         found = await log.known([elsewhere.id])
-        assert found == {elsewhere.id: Known(cid, 1, 1, "h", False, taken=True)}
+        assert found == {elsewhere.id: Known(cid, 1, 1, "h", False, taken=True, version=0)}
 
         # An append tells, per chat, the lowest seq it found holding another message
         # (seq 1 holds the chat's first; 2 was retracted above, so it is stored now).
@@ -647,6 +649,34 @@ async def test_retract_and_reclaim_change_only_what_this_attempt_wrote(
         ]
         assert await log.append([replace(mine[0], id=mid), mine[1]]) == {}  # 1: the same id
         assert await log.append(mine) == {cid: 1}
+    finally:
+        await database.close()
+
+
+async def test_of_two_owners_moving_one_entry_at_once_only_one_moves_it(
+    worker: WorkerProcess, infra: LocalSettings
+) -> None:
+    """FerretDB checks an update's filter, then writes the document by `_id` alone: two
+    owners that looked an entry up and moved it at once both matched it, and each stored
+    its message at its own seq: one message twice in history (found in review). The
+    entry's version, guarded by PostgreSQL, lets only the first rewrite apply."""
+    cid = await create_chat(worker, [1, 2])
+    database = MongoDatabase(infra.mongo_url, worker.mongo_db, timeout=30.0)
+    log = MongoMessageLog(database)
+    try:
+        entries = [IdEntry(new_id(), cid, 50, 1, "h", 0, i, writer="dead") for i in range(120)]
+        assert await log.claim(entries) == set()
+        was = await log.known([e.id for e in entries])
+        assert {k.version for k in was.values()} == {0}
+        ours = [replace(e, seq=100 + i, writer="a") for i, e in enumerate(entries)]
+        theirs = [replace(e, seq=300 + i, writer="b") for i, e in enumerate(entries)]
+        left_a, left_b = await asyncio.gather(log.reclaim(ours, was), log.reclaim(theirs, was))
+        assert left_a | left_b == {e.id for e in entries}  # nobody moved one both moved
+        assert not left_a & left_b  # and each was moved by one of them
+        now = await log.known([e.id for e in entries])
+        for e in entries:
+            winner = "b" if e.id in left_a else "a"
+            assert (now[e.id].writer, now[e.id].version) == (winner, 1)
     finally:
         await database.close()
 
@@ -693,7 +723,7 @@ async def test_a_message_is_found_by_seq_and_by_id_with_the_filter_of_either_dep
         assert await log.claim([IdEntry(mid, cid, 2, 1, "h2", 0, 2)]) == set()
         assert await chats.seq_of(cid, mid) == 2
         assert await chats.seq_of(new_id(), mid) is None  # another chat's id
-        assert await log.known([mid]) == {mid: Known(cid, 2, 1, "h2", True, 1_000)}
+        assert await log.known([mid]) == {mid: Known(cid, 2, 1, "h2", True, 1_000, version=0)}
     finally:
         await database.close()
 

@@ -122,6 +122,7 @@ class MemoryStore:
                     taken,
                     entry.writer,
                     entry.pinned,
+                    entry.version,
                 )
         return found
 
@@ -137,7 +138,7 @@ class MemoryStore:
         moved = {
             e.id
             for e in entries
-            if (self.ids[e.id].seq, self.ids[e.id].writer) != (was[e.id].seq, was[e.id].writer)
+            if _as_found(self.ids[e.id]) != (was[e.id].seq, was[e.id].writer, was[e.id].version)
             or self._holds(e.cid, was[e.id].seq, e.id)
         }
         self.ids.update({e.id: e for e in entries if e.id not in moved})
@@ -280,3 +281,9 @@ class MemoryOutbox:
         if self.stalled:
             await asyncio.Event().wait()
         self.events.extend(events)
+
+
+def _as_found(entry: IdEntry) -> tuple[int, str | None, int | None]:
+    """What a rewrite of an entry must find it as: its seq, writer and version (as the
+    real store's filter names them, and as FerretDB's version guard holds the last)."""
+    return entry.seq, entry.writer, entry.version
