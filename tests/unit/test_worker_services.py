@@ -170,6 +170,25 @@ async def test_a_chat_whose_event_kafka_does_not_take_is_removed_and_answered_50
     assert (await service.chats_of(1, 10, None)).data == []
 
 
+async def test_a_new_chat_whose_removal_fails_once_is_still_removed_and_answered_5031(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Kafka and then MongoDB failing: the removal's failure took the answer's place
+    (5030, storage unavailable) and the chat stayed, unannounced (found in review)."""
+    service, store, outbox, _ = make()
+    outbox.fail_next = 1
+    store.fail_next["remove_chat"] = 1
+    await expect(ErrorCode.BUS_UNAVAILABLE, service.create([1, 2]))
+    assert store.chats == {} and outbox.events == []
+    # When the store keeps failing, the chat stays: the answer is still the 5031, and
+    # the chat left without its event is logged.
+    outbox.fail_next = 1
+    store.fail_next["remove_chat"] = 10**6
+    await expect(ErrorCode.BUS_UNAVAILABLE, service.create([1, 3]))
+    (left,) = store.chats
+    assert f"chat {left} stays stored without its chat.created event" in caplog.text
+
+
 async def test_a_publish_that_hangs_is_cut_short_and_answered_5031() -> None:
     """aiokafka waits up to its request timeout (40 s) for a broker that is away; the
     gateway gives a worker 2 s and took the silence for a dead worker."""
