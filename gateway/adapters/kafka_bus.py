@@ -114,12 +114,25 @@ class KafkaBus:
     async def _connect(self) -> None:
         producer = self._new_producer()
         try:
-            await producer.start()
+            # aiokafka's start waits for a producer id for ever when a broker answers
+            # metadata but none grants one (no controller quorum, a broker starting): the
+            # gateway never listened (found in review). Bounded, it is a failed try (a
+            # TimeoutError, an OSError), and the connector goes on in the background.
+            async with asyncio.timeout(self._send_timeout):
+                await producer.start()
         except BaseException:
-            await producer.stop()
+            await self._abandon(producer)
             raise
         self._producer = producer
         log.info("Kafka producer started", extra={"bootstrap": self._bootstrap})
+
+    async def _abandon(self, producer: Any) -> None:
+        """Stop a producer that did not start, without waiting on it for long either."""
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                await producer.stop()
+        except TimeoutError:
+            log.warning("a Kafka producer that did not start did not stop in time either")
 
     async def _keep_connecting(self) -> None:
         def unreachable(exc: Exception) -> bool:

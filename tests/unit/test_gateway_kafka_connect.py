@@ -1,0 +1,54 @@
+"""The gateway's producer start: bounded, so a Kafka that answers metadata but grants no
+producer id (no controller quorum, a broker starting) leaves the gateway starting and
+the producer connecting in the background. aiokafka's start is stood in for by a
+hand-written producer whose start waits until the test lets it finish."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from gateway.adapters.kafka_bus import KafkaBus
+from tests.support.waiting import eventually
+
+
+class StandIn:
+    """What KafkaBus uses of a producer at start and stop (nothing is ever sent)."""
+
+    def __init__(self, granted: asyncio.Event) -> None:
+        self.granted = granted
+        self.started = False
+        self.stopped = False
+
+    async def start(self) -> None:
+        await self.granted.wait()  # aiokafka's wait for a producer id
+        self.started = True
+
+    async def flush(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_a_producer_start_that_waits_for_ever_does_not_hold_the_gateway(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    granted = asyncio.Event()
+    made: list[StandIn] = []
+
+    def new_producer(self: Any) -> StandIn:
+        made.append(StandIn(granted))
+        return made[-1]
+
+    monkeypatch.setattr(KafkaBus, "_new_producer", new_producer)
+    bus = KafkaBus("127.0.0.1:9", "topic", send_timeout=0.2)
+    await asyncio.wait_for(bus.start(), 60)  # a bound on a hang, not a figure
+    assert bus._producer is None and made[0].stopped  # the first try given up, and stopped
+    await eventually(lambda: len(made) >= 2, what="another try in the background")
+    granted.set()  # quorum is back: the next try starts
+    await eventually(lambda: bus._producer is not None, what="the producer started")
+    assert bus._producer.started
+    await bus.stop()
