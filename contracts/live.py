@@ -9,10 +9,10 @@ up from history (or says `gap` when that would be too much), then pushes `messag
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from contracts.api import Chat, Message
 from contracts.ids import is_object_id
@@ -67,15 +67,26 @@ CLOSE_TEXT = {
 }
 
 
+#: A chat id as `since` names it, and the seq it holds (the published schema says what
+#: `parse_hello` takes: it accepted a hello without `type`, an empty token, any key and
+#: any integer; found in review).
+_SinceChat = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{24}$")]
+_SinceSeq = Annotated[int, Field(ge=0, le=UID_MAX)]
+
+
 class Hello(BaseModel):
     """The client's first frame."""
 
     model_config = ConfigDict(frozen=True)
 
-    type: Literal["hello"] = "hello"
-    token: str = Field(description="the JWT from sign-in (no Authorization header here)")
-    since: dict[str, int] = Field(
+    type: Literal["hello"]
+    token: str = Field(
+        min_length=1, description="the JWT from sign-in (no Authorization header here)"
+    )
+    since: dict[_SinceChat, _SinceSeq] = Field(
         default_factory=dict,
+        max_length=SINCE_MAX,
+        json_schema_extra={"additionalProperties": False},
         description=f"chat id -> newest seq the client holds (0: none); at most {SINCE_MAX}",
     )
 
@@ -95,7 +106,7 @@ def parse_hello(text: str) -> Hello:
     token = value.get("token")
     if not isinstance(token, str) or not token:
         raise HelloProblem("hello needs a token")
-    return Hello(token=token, since=_since(value.get("since", {})))
+    return Hello(type="hello", token=token, since=_since(value.get("since", {})))
 
 
 def _since(value: object) -> dict[str, int]:

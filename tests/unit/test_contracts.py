@@ -20,6 +20,7 @@ from contracts.__main__ import EVENTS_SCHEMA_FILE, SCHEMA_FILE, events_schema_te
 from contracts.errors import ErrorCode, error_body
 from contracts.events import ChatCreated, ChatRead, MembersAdded, MessageCreated, decode_event
 from contracts.ids import is_object_id, new_id
+from contracts.live import SINCE_MAX, Hello, HelloProblem, parse_hello
 from contracts.records import (
     CREATED_MIN,
     CREATED_SCHEMA_MAX,
@@ -337,3 +338,38 @@ def test_a_created_at_out_of_its_window_is_said_so(created: float) -> None:
 def test_a_created_at_that_is_no_number_is_said_so(created: Any) -> None:
     reason = _reason({**GOOD, "createdAt": created})
     assert reason.startswith("createdAt: a number of unix seconds expected"), reason
+
+
+_HELLO_SCHEMA = jsonschema.Draft202012Validator(Hello.model_json_schema())
+_CID = "65f0c0ffee0000000000beef"
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "type": st.sampled_from(["hello", "Hello", "ready", 1]),
+            "token": st.sampled_from(["", "t", "a.b.c"]) | st.integers(),
+            "since": st.dictionaries(
+                st.sampled_from([_CID, _CID.upper(), "abc", "", _CID + "\n"]),
+                st.sampled_from([-1, 0, 1, 2**63 - 1, 2**63, 1.5, True, "1", None]),
+                max_size=3,
+            )
+            | st.sampled_from([[], "x", None]),
+        },
+    )
+)
+def test_the_published_hello_takes_what_the_gateway_takes(hello: dict[str, Any]) -> None:
+    """The Hello frame of the OpenAPI document required a token only: a client built
+    from it sent hellos the gateway closed with 4000 (found in review)."""
+    try:
+        parse_hello(json.dumps(hello))
+        taken = True
+    except HelloProblem:
+        taken = False
+    assert _HELLO_SCHEMA.is_valid(hello) == taken, hello
+
+
+def test_the_published_hello_bounds_since() -> None:
+    schema = Hello.model_json_schema()["properties"]["since"]
+    assert schema["maxProperties"] == SINCE_MAX and schema["additionalProperties"] is False
