@@ -109,7 +109,25 @@ def decode_event(value: bytes) -> MessageCreated | ChatCreated | MembersAdded | 
         whole = _integral(parsed)
     except RecursionError:  # orjson nests 1024 deep, further than Python recurses here
         raise ValueError("not an event: nested too deep") from None
-    return EVENT.validate_python(whole, strict=True)
+    event = EVENT.validate_python(whole, strict=True)
+    _complete(event)
+    return event
+
+
+def _complete(model: BaseModel) -> None:
+    """ValueError when `model`, or a model in it, lacks a field: the schema requires every
+    one, and the models' defaults (for writers) filled them in (`chat.lastSeq` 0, found in
+    review)."""
+    missing = sorted(set(type(model).model_fields) - model.model_fields_set)
+    if missing:
+        raise ValueError(
+            f"not an event: {type(model).__name__} lacks {', '.join(missing)} "
+            "(the schema requires it)"
+        )
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            _complete(value)
 
 
 def _integral(value: object) -> object:
