@@ -15,8 +15,10 @@ from bench.soak.invariants import (
     CATCH_UP_WITHIN,
     LiveCheck,
     MessageCheck,
+    Stored,
     caught_up,
     check_live,
+    judge_messages,
     stored_of,
 )
 from bench.soak.plan import Chat, Plan
@@ -119,6 +121,21 @@ def test_messages_hold_exactly_when_every_part_does(
     assert len(check.problems()) == sum(
         [acked == 0, missing > 0, duplicated > 0, holes > 0, not done]
     )
+
+
+def test_a_message_counts_as_stored_in_its_own_chat_and_any_id_twice_is_a_duplicate() -> None:
+    """By id alone, one stored in another chat of the run counted as stored, and an id
+    whose post got no clear answer could be stored twice unseen (found in review)."""
+    chat_x, chat_y = str(ObjectId()), str(ObjectId())
+    rest = {"acked": [("a", chat_x), ("b", chat_x)], "produced": [("c", chat_y)]}
+    right = Stored(ids=Counter({(chat_x, "a"): 1, (chat_x, "b"): 1, (chat_y, "c"): 1}))
+    assert judge_messages(rest, right, True, 0.0).ok
+    astray = Stored(ids=Counter({(chat_x, "a"): 1, (chat_y, "b"): 1, (chat_y, "c"): 1}))
+    check = judge_messages(rest, astray, True, 0.0)
+    assert (check.missing, check.stored_once, check.unacknowledged) == (["b"], 2, 1)
+    twice = right.ids + Counter({(chat_y, "unanswered"): 1, (chat_x, "unanswered"): 1})
+    check = judge_messages(rest, Stored(ids=twice), True, 0.0)
+    assert (check.duplicated, check.unacknowledged, check.ok) == (["unanswered"], 2, False)
 
 
 def test_the_live_report_is_summed_over_clients() -> None:
