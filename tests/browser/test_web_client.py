@@ -389,6 +389,11 @@ async def test_a_gap_over_what_the_open_chat_holds_changes_nothing(
     await context.close()
 
 
+async def _answer_lost(route: Any) -> None:
+    await route.fetch()  # the gateway takes the request...
+    await route.abort()  # ...and the page never hears back
+
+
 async def test_a_send_whose_answer_was_lost_shows_once(
     platform: Platform, browser: Browser, unique: Callable[[str], str]
 ) -> None:
@@ -401,11 +406,7 @@ async def test_a_send_whose_answer_was_lost_shows_once(
     await page.click(f".chat[data-cid='{cid}']")
     await page.wait_for_selector("#compose")
 
-    async def lost_answer(route: Any) -> None:
-        await route.fetch()  # the gateway takes it...
-        await route.abort()  # ...and the page never hears back
-
-    await page.route(f"**/v1/chats/{cid}/messages", lost_answer)
+    await page.route(f"**/v1/chats/{cid}/messages", _answer_lost)
     await page.fill("#compose", "did it go?")
     await page.press("#compose", "Enter")
     await page.wait_for_selector("#messages .message[data-seq]:has-text('did it go?')")
@@ -436,8 +437,7 @@ async def test_a_lost_answer_settles_when_the_chat_is_opened_again(
                 await route.continue_()
                 return
             await left.wait()
-            await route.fetch()  # the gateway takes it...
-            await route.abort()  # ...and the page never hears back
+            await _answer_lost(route)
 
         await page.route(f"**/v1/chats/{cid}/messages", lost_answer)
         await page.fill("#compose", "did it go?")
