@@ -152,14 +152,22 @@ class WorkerSettings(BaseSettings):
     )
     batch_size: int = Field(default=500, ge=1, description="records written per bulk call at most")
     batch_within: float = Field(default=0.05, gt=0, description="seconds to wait to fill a batch")
-    commit_interval: float = Field(default=1.0, gt=0, description="seconds between offset commits")
+    # Floors: below them the timers turn into busy loops that flood the group coordinator
+    # or Consul (a TTL of 0.01 s heartbeats every 3 ms), or, for STALL_AFTER, a tail of
+    # transaction markers counts as stuck before the watch timer's two ticks pass it.
+    commit_interval: float = Field(
+        default=1.0, ge=0.1, le=60, description="seconds between offset commits (0.1-60)"
+    )
     heartbeat_ttl: float = Field(
-        default=10.0, gt=0, description="TTL of the Consul health check, seconds"
+        default=10.0,
+        ge=1,
+        le=86_400,
+        description="TTL of the Consul health check, seconds (1-86400)",
     )
     stall_after: float = Field(
         default=30.0,
-        gt=0,
-        description="seconds a partition with lag may keep its position before it is 'stuck'",
+        ge=3,
+        description="seconds a partition with lag may keep its position before it is stuck (>= 3)",
     )
     chat_cache_ttl: float = Field(
         default=5.0, ge=0, description="seconds a chat's members are trusted for membership checks"

@@ -144,3 +144,27 @@ async def test_faust_takes_no_setting_of_its_own_from_the_environment(
     assert conf.stream_buffer_maxsize == 14
     assert conf.consumer_auto_offset_reset == "earliest"
     assert str(conf.datadir).startswith(str(tmp_path))
+
+
+BOUNDS = {
+    "commit_interval": (0.1, 60.0),
+    "heartbeat_ttl": (1.0, 86_400.0),
+    "stall_after": (3.0, None),
+}
+
+
+@given(
+    st.sampled_from(sorted(BOUNDS)),
+    st.floats(min_value=-1e12, max_value=1e12, allow_nan=False) | st.sampled_from([0.0, 1e-9]),
+)
+def test_a_timer_setting_is_taken_within_its_bounds_or_refused_when_read(
+    name: str, seconds: float
+) -> None:
+    """Timers at 0.01 s turned into busy loops flooding Consul or the group coordinator,
+    and a STALL_AFTER under the watch timer's two ticks rewound idle transactional tails."""
+    low, high = BOUNDS[name]
+    if low <= seconds and (high is None or seconds <= high):
+        assert getattr(WorkerSettings(dialogue_env="local", **{name: seconds}), name) == seconds
+    else:
+        with pytest.raises(ValidationError, match=name):
+            WorkerSettings(dialogue_env="local", **{name: seconds})
