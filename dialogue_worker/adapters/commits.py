@@ -32,6 +32,8 @@ PROBE_WITHIN = 10.0
 #: Longest the committer's part of a rebalance may take (faust gives the whole
 #: rebalance the session timeout, 10 s).
 REBALANCE_STEP_WITHIN = 5.0
+#: Longest one commit on the timer may take (seconds).
+COMMIT_WITHIN = 5.0
 
 
 class KafkaPositions:
@@ -184,9 +186,16 @@ class OffsetCommitter:
             self._committed.pop(tp, None)
 
     async def tick(self) -> None:
-        """On the commit timer: learn the starts not known yet, then commit."""
+        """On the commit timer: learn the starts not known yet, then commit (each bounded:
+        a commit hanging on an unreachable coordinator would stop the timer's later ticks
+        for as long as aiokafka retries)."""
         await self.learn()
-        await self.commit()
+        try:
+            async with asyncio.timeout(COMMIT_WITHIN):
+                await self.commit()
+        except TimeoutError:  # nothing recorded as committed: the next tick tries again
+            self._metrics.commit_failures.inc()
+            log.warning("offset commit timed out after %gs", COMMIT_WITHIN)
 
     async def commit(self, tps: Iterable[Tp] | None = None) -> Mapping[Tp, int]:
         """Commit every given (default: assigned) partition that moved since its last commit."""

@@ -127,3 +127,20 @@ async def test_a_commit_hanging_at_revocation_does_not_hold_the_rebalance(
     app.consumer.hang = True
     await committer.revoked({TP(TOPIC, 0)})  # returns: the next owner reads 0..2 again
     assert not ledger.owns((TOPIC, 0))
+
+
+async def test_a_commit_hanging_on_the_timer_gives_up_and_the_next_tick_commits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An unbounded timer commit held every later tick for as long as it hung."""
+    monkeypatch.setattr(commits, "COMMIT_WITHIN", 0.01)
+    committer, app, positions, ledger = world()
+    positions.committed_offsets[(TOPIC, 0)] = 0
+    await committer.assigned({TP(TOPIC, 0)})
+    ledger.mark((TOPIC, 0), range(0, 3))
+    app.consumer.hang = True
+    async with asyncio.timeout(5):
+        await committer.tick()
+    app.consumer.hang = False
+    await committer.tick()
+    assert app.consumer.commits == [{(TOPIC, 0): 3}]
