@@ -180,7 +180,10 @@ class ChatService:
         result = await self._store.add_members(cid, uid, users, self._max_members)
         if result is None:  # unknown chat or not a member: tell which
             require_member(await self._store.get_chat(cid), uid)
-            # A member of an existing chat cannot be refused; chats are never deleted.
+            # The caller became a member in between (another request added them): members
+            # are never removed, so the add now goes through.
+            result = await self._store.add_members(cid, uid, users, self._max_members)
+        if result is None:  # chats are never deleted, nor members removed
             raise RequestError(ErrorCode.NOT_FOUND, "chat not found")
         if isinstance(result, Full):
             raise result.refusal()

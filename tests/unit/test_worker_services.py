@@ -93,6 +93,26 @@ async def test_members_past_the_limit_are_refused_whole_and_publish_nothing() ->
     await expect(ErrorCode.NOT_MEMBER, service.add_members(chat.id, 9, [9]))
 
 
+async def test_a_caller_added_while_their_own_add_was_refused_gets_the_add_through() -> None:
+    """The store refused the add (not a member yet), then another member's request added
+    the caller before the check that tells 4040 from 4031: that answered 4040 for a chat
+    that exists."""
+    service, store, outbox, _ = make()
+    chat = await service.create([1, 2])
+    refuse = store.add_members
+
+    async def added_meanwhile(cid: str, member: int, users: list[int], most: int) -> object:
+        result = await refuse(cid, member, users, most)
+        if result is None and member == 9:
+            await refuse(cid, 1, [9], most)  # the other request lands in between
+        return result
+
+    store.add_members = added_meanwhile  # type: ignore[method-assign]
+    grown = await service.add_members(chat.id, 9, [7])
+    assert grown.users == [1, 2, 7, 9]
+    assert isinstance(outbox.events[-1], MembersAdded) and outbox.events[-1].users == [7]
+
+
 async def test_history_pages_by_seq_and_by_message_id_both_ways() -> None:
     service, store, _, _ = make()
     chat = await service.create([1, 2])
