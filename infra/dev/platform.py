@@ -7,10 +7,13 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
+from discovery.models import WORKER_META_STARTED
 from infra.dev.demo import demo_pair, warm_up
 from infra.dev.http import call
 from infra.dev.settings import DEFAULT_WORKERS, DevSettings, service_environment
@@ -65,6 +68,9 @@ class DevPlatform:
         self.settings = settings or DevSettings.from_env()
         self.progress = progress or DevProgress()
         self.run_dir = self.settings.run_dir
+        #: When this command started each worker it (re)started: its registration must
+        #: be younger, as a SIGKILLed predecessor's stays passing until its TTL lapses.
+        self._started: dict[int, datetime] = {}
 
     # --- processes ---------------------------------------------------------------------
     def gateway(self) -> ManagedProcess:
@@ -175,6 +181,8 @@ class DevPlatform:
                 continue
             if idx in keep:
                 self._step(f"worker-{idx}", "was not running: starting it again")
+            now = datetime.now(UTC)  # to the millisecond, as the registration has it
+            self._started[idx] = now.replace(microsecond=now.microsecond // 1000 * 1000)
             self._start(
                 self.worker(idx),
                 "dialogue_worker",
@@ -245,19 +253,24 @@ class DevPlatform:
         except OSError:
             return False
 
-    def passing(self) -> set[str]:
-        """Ids of the instances of service `dialogue` passing their check in Consul."""
+    def passing(self) -> dict[str, Registration]:
+        """The instances of service `dialogue` passing their check in Consul, by id."""
         url = f"{self.settings.consul_url}/v1/health/service/{SERVICE}?passing=true"
         try:
             answer = call("GET", url, token=self.settings.consul_token, timeout=3)
         except OSError:
-            return set()
+            return {}
         if answer.status != 200 or not isinstance(answer.body, list):
-            return set()
-        return {entry["Service"]["ID"] for entry in answer.body}
+            return {}
+        found = {}
+        for entry in answer.body:
+            service = entry["Service"]
+            started = (service.get("Meta") or {}).get(WORKER_META_STARTED)
+            found[service["ID"]] = Registration(service["Port"], _parse_time(started))
+        return found
 
-    def routed(self) -> set[str]:
-        """Ids of the instances in the gateway's balancer (its admin view).
+    def routed(self) -> dict[str, int | None]:
+        """The instances in the gateway's balancer (its admin view): id -> port.
 
         An instance ejected after a failed call counts: ejection is a cool-down that
         ends with the next read it is offered, so without reads it never ends.
@@ -266,15 +279,31 @@ class DevPlatform:
         try:
             answer = call("GET", url, token=LOCAL_ADMIN_TOKEN, timeout=3)
         except OSError:
-            return set()
+            return {}
         if answer.status in (401, 403):
             raise DevError(
                 f"{url}: admin token refused ({answer.status}): {answer.body} "
                 "(is the gateway on this port the one make dev started?)"
             )
         if answer.status != 200:  # busy or starting: the caller's deadline names the logs
-            return set()
-        return {item["id"] for item in answer.body["data"]}
+            return {}
+        return {item["id"]: urlsplit(item.get("url", "")).port for item in answer.body["data"]}
+
+    def _registered(self, index: int, seen: Mapping[str, Registration]) -> bool:
+        """Worker `index` passes in Consul at its own port and, if this command started
+        it, by a registration made since (not its SIGKILLed predecessor's)."""
+        entry = seen.get(self.settings.service_id(index))
+        if entry is None or entry.port != self.settings.worker_port(index):
+            return False
+        since = self._started.get(index)
+        return since is None or (entry.started is not None and entry.started >= since)
+
+    def _serving(
+        self, index: int, seen: Mapping[str, Registration], routed: Mapping[str, int | None]
+    ) -> bool:
+        """Registered (above) and routed by the gateway at its own port."""
+        sid = self.settings.service_id(index)
+        return self._registered(index, seen) and routed.get(sid) == self.settings.worker_port(index)
 
     def _wait_membership(self, indexes: list[int], gone: list[str]) -> None:
         """Until every worker passes in Consul and the gateway routes to exactly them."""
@@ -282,9 +311,10 @@ class DevPlatform:
         wanted = {self.settings.service_id(i) for i in indexes}
 
         def settled() -> bool:
-            seen = self.passing()
-            routed = self.routed()
-            return wanted <= seen and wanted <= routed and not (set(gone) & (seen | routed))
+            seen, routed = self.passing(), self.routed()
+            return all(self._serving(i, seen, routed) for i in indexes) and not (
+                set(gone) & (seen.keys() | routed.keys())
+            )
 
         self._until(
             f"workers {sorted(wanted)} passing in Consul and routed by the gateway",
@@ -305,7 +335,7 @@ class DevPlatform:
                 service_id=self.settings.service_id(i),
                 url=f"http://{self.settings.host}:{self.settings.worker_port(i)}",
                 pid=self.worker(i).pid(),
-                passing=self.settings.service_id(i) in seen,
+                passing=self._registered(i, seen),
                 log=str(self.worker(i).log_file),
             )
             for i in state.workers
@@ -313,6 +343,24 @@ class DevPlatform:
         gateway_pid = self.gateway().pid()
         ready = gateway_pid is not None and self._gateway_ready()
         return DevStatus(gateway_pid, ready, views, state.demo_chat)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What make dev reads of a worker's Consul registration."""
+
+    port: int
+    started: datetime | None  # meta `started`: when the registering process started
+
+
+def _parse_time(text: object) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
 
 
 def plan_workers(current: Iterable[int], wanted: int) -> tuple[list[int], list[int], list[int]]:

@@ -3,6 +3,7 @@ gateway's admin view refusing make dev's token: readable lines, no traceback."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +49,63 @@ def test_a_busy_admin_view_is_asked_again(
 ) -> None:
     """Only a refused token is final; the wait's own deadline ends any other answer."""
     monkeypatch.setattr(dev_platform, "call", _answering(Answer(status, {"code": "5030"})))
-    assert DevPlatform(DevSettings.from_env()).routed() == set()
+    assert DevPlatform(DevSettings.from_env()).routed() == {}
 
 
 def test_the_admin_view_lists_the_routed_ids(
     run_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    body = {"object": "list", "data": [{"id": "dev-worker-1"}, {"id": "dev-worker-2"}]}
+    body = {
+        "object": "list",
+        "data": [
+            {"id": "dev-worker-1", "url": "http://127.0.0.1:8101"},
+            {"id": "dev-worker-2", "url": "http://127.0.0.1:8102"},
+        ],
+    }
     monkeypatch.setattr(dev_platform, "call", _answering(Answer(200, body)))
-    assert DevPlatform(DevSettings.from_env()).routed() == {"dev-worker-1", "dev-worker-2"}
+    routed = DevPlatform(DevSettings.from_env()).routed()
+    assert routed == {"dev-worker-1": 8101, "dev-worker-2": 8102}
+
+
+def _consul_and_gateway(entries: list[dict[str, Any]], routed: list[dict[str, str]]) -> Any:
+    def call(method: str, url: str, **_: object) -> Answer:
+        if "/v1/health/service/" in url:
+            return Answer(200, [{"Service": e} for e in entries])
+        return Answer(200, {"object": "list", "data": routed})
+
+    return call
+
+
+@pytest.mark.parametrize(
+    ("port", "started", "ready"),
+    [
+        (None, "2020-01-01T00:00:00.000+00:00", False),  # the SIGKILLed predecessor's
+        (1, None, False),  # another copy's worker under the same id, at its own port
+        (None, None, True),  # registered by the worker this command started
+    ],
+)
+def test_a_restarted_worker_counts_only_by_its_own_registration(
+    port: int | None,
+    started: str | None,
+    ready: bool,
+    run_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker make dev restarted counted as ready by the registration its dead
+    predecessor left passing (for up to its TTL), or by another copy's worker at the same
+    id: make dev said "up" while the new process was still starting."""
+    settings = DevSettings.from_env()
+    platform = DevPlatform(settings)
+    own = settings.worker_port(1)
+    platform._started[1] = datetime.now(UTC).replace(microsecond=0)
+    entry = {
+        "ID": settings.service_id(1),
+        "Port": own + (port or 0),
+        "Meta": {"started": started or datetime.now(UTC).isoformat(timespec="milliseconds")},
+    }
+    routed = [{"id": settings.service_id(1), "url": f"http://127.0.0.1:{own + (port or 0)}"}]
+    monkeypatch.setattr(dev_platform, "call", _consul_and_gateway([entry], routed))
+    assert platform._serving(1, platform.passing(), platform.routed()) is ready
 
 
 @pytest.mark.parametrize(
