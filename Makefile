@@ -38,7 +38,15 @@ setup: install infra-up  ## install everything and start the local infrastructur
 infra-up: install  ## provision (first time) and start Kafka, Consul, PostgreSQL + FerretDB, MariaDB on 127.0.0.1
 	$(BIN)/python -m infra.local up
 
+# Stopping reads the pid files under .run with the project's Python. With .venv gone (deleted
+# to repair it) and processes recorded there, it is made again first: skipping the stop left
+# them running, and `clean` then deleted the pid files nothing else can stop them by.
+VENV_FOR_PIDS = @if [ ! -x $(BIN)/python ] && [ -n "$$(find .run -name '*.pid' 2>/dev/null | head -n 1)" ]; then \
+	echo "processes recorded in .run and no .venv to stop them with: making it first"; \
+	$(MAKE) --no-print-directory install; fi
+
 infra-down:  ## stop the local infrastructure started by infra-up
+	$(VENV_FOR_PIDS)
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m infra.local down; fi
 
 infra-status: install  ## show what runs, where, and whether it answers
@@ -68,6 +76,7 @@ test-unit: install  ## only the unit tests (no services)
 # behind, FerretDB kept the old chats while MariaDB's user ids started again at 1.
 clean:  ## stop everything, remove the run folder and PostgreSQL's data (caches are kept)
 	@$(MAKE) --no-print-directory dev-down
+	$(VENV_FOR_PIDS)
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m infra.local purge; else rm -rf .run; fi
 
 # --- the whole platform as local processes (infra/dev), no Docker -----------------------
@@ -76,6 +85,7 @@ dev: install  ## run it: infrastructure, the gateway on :8007 and two workers (W
 	$(BIN)/python -m infra.dev up $(if $(WORKERS),--workers $(WORKERS))
 
 dev-down:  ## stop what make dev started (infrastructure that was already running keeps running)
+	$(VENV_FOR_PIDS)
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m infra.dev down; fi
 
 scale: install  ## add or remove local workers while make dev runs: make scale WORKERS=3
