@@ -32,6 +32,10 @@ PARALLEL = 16
 #: Documents per `insert` command: a batch's inserts go as several commands at once,
 #: which FerretDB runs in parallel (500 documents: one command ~28 ms, four ~19 ms).
 INSERT_CHUNK = 125
+#: Documents per ordered `insert` command: FerretDB 1.24 inserts in batches of 100 and,
+#: ordered, goes on with the next batch after one met a duplicate (measured: 125
+#: documents with the first already there wrote 24 of the others).
+ORDERED_CHUNK = 100
 
 
 def id_doc(entry: IdEntry) -> Doc:
@@ -119,8 +123,41 @@ class MongoMessageLog:
         )
 
     async def claim(self, entries: Sequence[IdEntry]) -> set[str]:
-        failed = await self._insert(self._db.ids, [id_doc(e) for e in entries])
-        return {entries[i].id for i in failed}
+        # Each chat's entries from the lowest seq, as ordered inserts (which stop at the
+        # first duplicate) of whole chats: a command stopped by one chat leaves the chats
+        # after it in that command unwritten too (claimed again in the next round; that
+        # happens only when an id is taken). A chat with more than ORDERED_CHUNK entries
+        # goes as commands one after another, none after one that stopped.
+        by_chat: dict[str, list[IdEntry]] = {}
+        for entry in sorted(entries, key=lambda e: (e.cid, e.seq)):
+            by_chat.setdefault(entry.cid, []).append(entry)
+        turns: list[list[list[IdEntry]]] = []  # each: commands sent in turn
+        shared: list[IdEntry] = []
+        for run in by_chat.values():
+            if len(run) > ORDERED_CHUNK:
+                turns.append(
+                    [run[i : i + ORDERED_CHUNK] for i in range(0, len(run), ORDERED_CHUNK)]
+                )
+                continue
+            if len(shared) + len(run) > ORDERED_CHUNK:
+                turns.append([shared])
+                shared = []
+            shared += run
+        if shared:
+            turns.append([shared])
+        outcomes = await asyncio.gather(
+            *(self._claim_in_turn(commands) for commands in turns), return_exceptions=True
+        )
+        return set().union(*_results(outcomes))
+
+    async def _claim_in_turn(self, commands: list[list[IdEntry]]) -> set[str]:
+        for i, command in enumerate(commands):
+            docs = [id_doc(e) for e in command]
+            stopped = await self._insert_chunks(self._db.ids, [docs], ordered=True)
+            if stopped:
+                rest = command[min(stopped) :] + [e for later in commands[i + 1 :] for e in later]
+                return {e.id for e in rest}
+        return set()
 
     async def reclaim(self, entries: Sequence[IdEntry], was: Mapping[str, Known]) -> set[str]:
         async def replace(entry: IdEntry) -> str | None:
@@ -226,31 +263,45 @@ class MongoMessageLog:
 
         The documents go as `insert` commands of INSERT_CHUNK sent together, which is one
         unordered insert split up: every document is tried, whatever another command
-        meets. All commands end before a failure is raised; a transient one is preferred,
-        so the batch is retried rather than refused when either could be said.
+        meets."""
+        chunks = [docs[s : s + INSERT_CHUNK] for s in range(0, len(docs), INSERT_CHUNK)]
+        return await self._insert_chunks(collection, chunks, ordered=False)
+
+    async def _insert_chunks(
+        self, collection: Any, chunks: list[list[Doc]], *, ordered: bool
+    ) -> set[int]:
+        """One `insert` command per chunk, sent together; the indexes (counted over the
+        chunks in turn) of the documents not written: whose `_id` was there already, and
+        for an ordered command every document after that one in its chunk.
+
+        All commands end before a failure is raised; a transient one is preferred, so the
+        batch is retried rather than refused when either could be said.
         """
-        if not docs:
+        chunks = [chunk for chunk in chunks if chunk]
+        if not chunks:
             return set()
-        starts = range(0, len(docs), INSERT_CHUNK)
+        starts = [sum(len(c) for c in chunks[:i]) for i in range(len(chunks))]
         outcomes = await asyncio.gather(
-            *(collection.insert_many(docs[s : s + INSERT_CHUNK], ordered=False) for s in starts),
+            *(collection.insert_many(chunk, ordered=ordered) for chunk in chunks),
             return_exceptions=True,
         )
         duplicates: set[int] = set()
         failures: list[tuple[WorkerError, BaseException]] = []
-        for start, outcome in zip(starts, outcomes, strict=True):
+        for start, chunk, outcome in zip(starts, chunks, outcomes, strict=True):
             if isinstance(outcome, BulkWriteError):
                 try:
-                    duplicates |= {start + i for i in _duplicates(outcome.details)}
+                    found = _duplicates(outcome.details)
                 except (StorageUnavailable, StoreRefused) as exc:
                     failures.append((exc, outcome))
+                    continue
+                if ordered and found:
+                    found = set(range(min(found), len(chunk)))
+                duplicates |= {start + i for i in found}
             elif isinstance(outcome, PyMongoError):
                 failures.append((failure(outcome), outcome))
             elif isinstance(outcome, BaseException):
                 raise outcome
-        if failures:
-            raised, cause = min(failures, key=lambda f: not isinstance(f[0], StorageUnavailable))
-            raise raised from cause
+        _raise_first(failures)
         return duplicates
 
     async def _guarded(self, pending: Awaitable[R]) -> R:
@@ -258,6 +309,31 @@ class MongoMessageLog:
             return await pending
         except PyMongoError as exc:
             raise failure(exc) from exc
+
+
+def _raise_first(failures: Sequence[tuple[WorkerError, BaseException]]) -> None:
+    """Raise one of these failures, if any: a transient one when there is one, so the
+    batch is retried rather than refused when either could be said."""
+    if failures:
+        raised, cause = min(failures, key=lambda f: not isinstance(f[0], StorageUnavailable))
+        raise raised from cause
+
+
+def _results(outcomes: Sequence[T | BaseException]) -> list[T]:
+    """The results of calls gathered with their exceptions, once all ended; a failure
+    is raised as `_raise_first` does, anything else that is not a store error at once."""
+    failures: list[WorkerError] = []
+    results: list[T] = []
+    for outcome in outcomes:
+        if isinstance(outcome, (StorageUnavailable, StoreRefused)):
+            failures.append(outcome)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            results.append(outcome)
+    if failures:
+        raise min(failures, key=lambda f: not isinstance(f, StorageUnavailable))
+    return results
 
 
 def _duplicates(details: Mapping[str, Any]) -> set[int]:

@@ -98,7 +98,10 @@ class MessageStore(Protocol):
         ...
 
     async def claim(self, entries: Sequence[IdEntry]) -> set[str]:
-        """Store the id entries; the ids that were there already (nothing written for them)."""
+        """Store the id entries, in each chat from the lowest seq, stopping at the first id
+        that is there already; the ids not written (there already, or after one that was
+        in their chat). So an attempt whose plan counted a stored message as new leaves no
+        entry above it, which a crash would leave as a seat nobody fills below."""
         ...
 
     async def reclaim(self, entries: Sequence[IdEntry], was: Mapping[str, Known]) -> set[str]:

@@ -548,24 +548,61 @@ async def test_a_message_stored_with_pages_of_100_is_found_by_its_key(
         await database.close()
 
 
-async def test_an_insert_sent_as_several_commands_tells_every_duplicate_by_its_place(
+async def test_a_claim_writes_each_chats_entries_up_to_the_first_id_already_there(
+    worker: WorkerProcess, infra: LocalSettings
+) -> None:
+    """A chat's entries are written from its lowest seq and none past an id that is there
+    already (a copy of a stored message the plan counted as new): left above it, a crash
+    made them seats nobody fills below. Every entry not reported is written, and none
+    that is reported was, across commands of whole chats sent at once."""
+    hot = ObjectId()
+    taken_in_hot = INSERT_CHUNK + 3
+    entries = [
+        IdEntry(new_id(), str(hot), 1_000 + i, 1, "h", 0, i) for i in range(2 * INSERT_CHUNK + 7)
+    ]
+    there = [entries[taken_in_hot]]
+    for n in range(3 * INSERT_CHUNK):  # chats of 1 to 3 entries; in every fifth, the lowest taken
+        cid = str(ObjectId())
+        run = [IdEntry(new_id(), cid, 3 + k, 1, "h", 0, k) for k in range(1 + n % 3)]
+        entries += run
+        if n % 5 == 0:
+            there.append(run[0])
+    database = MongoDatabase(infra.mongo_url, worker.mongo_db, timeout=30.0)
+    log = MongoMessageLog(database)
+    try:
+        await database.ids.insert_many([id_doc(e) for e in there])
+        # Sent in another order than the seqs: each chat is still written from its lowest.
+        unwritten = await log.claim(list(reversed(entries)))
+        assert {e.id for e in there} <= unwritten
+        ids = [ObjectId(e.id) for e in entries]
+        written = {str(d["_id"]) async for d in database.ids.find({"_id": {"$in": ids}})}
+        assert written == {e.id for e in entries if e.id not in unwritten} | {e.id for e in there}
+        for cid in {e.cid for e in entries}:
+            run = sorted((e for e in entries if e.cid == cid), key=lambda e: e.seq)
+            first_unwritten = next((e.seq for e in run if e.id in unwritten), None)
+            if first_unwritten is not None:  # nothing of this chat written above it
+                assert all(e.id in unwritten for e in run if e.seq >= first_unwritten), cid
+        hot_left = {e.id for e in entries[:taken_in_hot]} - unwritten
+        assert len(hot_left) == taken_in_hot  # the hot chat up to its taken id, in full
+        # What was not tried is written by the next claim.
+        again = [e for e in entries if e.id in unwritten and e not in there]
+        assert again and await log.claim(again) == set()
+    finally:
+        await database.close()
+
+
+async def test_an_append_sent_as_several_commands_tells_every_taken_seq_by_its_chat(
     worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
 ) -> None:
-    """`claim` and `append` send a batch as commands of INSERT_CHUNK documents at once:
-    the duplicates found in each are told by their place in the whole batch, and every
-    other document is stored, whichever command met a duplicate."""
+    """`append` sends a batch as commands of INSERT_CHUNK documents at once: every
+    document is tried whichever command met a seq another message holds, and the lowest
+    such seq per chat is told."""
     cid = await create_chat(worker, [1, 2])
     n = 3 * INSERT_CHUNK + 7
-    there = {0, INSERT_CHUNK - 1, INSERT_CHUNK, INSERT_CHUNK + 1, 2 * INSERT_CHUNK, n - 1}
     entries = [IdEntry(new_id(), cid, 1_000 + i, 1, "h", 0, i) for i in range(n)]
     database = MongoDatabase(infra.mongo_url, worker.mongo_db, timeout=30.0)
     log = MongoMessageLog(database)
     try:
-        await database.ids.insert_many([id_doc(entries[i]) for i in sorted(there)])
-        assert await log.claim(entries) == {entries[i].id for i in there}
-        stored = await database.ids.count_documents({"cid": ObjectId(cid)})
-        assert stored == n
-
         messages = [
             StoredMessage(cid, 1_000 + i, entries[i].id, 1, f"m{i}", 1_000, 2_000.0, 0, i)
             for i in range(n)

@@ -128,10 +128,17 @@ class MemoryStore:
 
     async def claim(self, entries: Sequence[IdEntry]) -> set[str]:
         self._step("claim")
-        taken = {e.id for e in entries if e.id in self.ids}
-        self.ids.update({e.id: e for e in entries if e.id not in taken})
+        # In each chat from the lowest seq, none written past the first id there already.
+        unwritten: set[str] = set()
+        stopped: set[str] = set()
+        for e in sorted(entries, key=lambda e: (e.cid, e.seq)):
+            if e.cid in stopped or e.id in self.ids:
+                stopped.add(e.cid)
+                unwritten.add(e.id)
+            else:
+                self.ids[e.id] = e
         self._done("claim")
-        return taken
+        return unwritten
 
     async def reclaim(self, entries: Sequence[IdEntry], was: Mapping[str, Known]) -> set[str]:
         self._step("reclaim")

@@ -186,6 +186,29 @@ async def test_a_crash_after_any_step_leaves_no_gap_and_no_second_seq(step: str)
     assert w.store.chats[CID].state == ChatState(6, 0, 5)
 
 
+@pytest.mark.parametrize("step", ["claim", "append", "advance"])
+async def test_a_crash_with_a_copy_of_a_stored_message_in_the_batch_keeps_partition_order(
+    step: str,
+) -> None:
+    """The copy (produced twice) is planned as new until its claim finds the id taken; the
+    entries claimed above it in one unordered insert stayed as seats a crash left to the
+    redelivery: seq 3 empty for good, the next message stored there, out of order."""
+    w = World()
+    await w.persister.persist([rec(0), rec(1)])
+    w.store.crash_after = step
+    batch = [rec(2, mid=1, text="m1"), rec(3), rec(4), rec(5)]  # offset 2 repeats offset 1
+    with pytest.raises(Crash):
+        await w.persister.persist(batch)
+
+    again = w.restarted()
+    await again.persister.persist(batch)
+    await again.persister.persist([rec(6)])
+    assert w.store.seqs(CID) == dict(zip(range(1, 7), ids(0, 1, 3, 4, 5, 6), strict=True))
+    assert w.store.chats[CID].chat.last_seq == 6
+    created = [(s, m) for c, s, m in again.events() if c == CID and s >= 3]
+    assert created == list(zip(range(3, 7), ids(3, 4, 5, 6), strict=True))
+
+
 async def test_a_chats_activity_is_the_moment_its_newest_message_was_stored() -> None:
     """One reading of the clock per batch: the chat list ranks an unmoved chat by its
     `lastAt` and a moved one by its messages' `at`, so the two must be the same number."""
