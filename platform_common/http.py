@@ -73,9 +73,12 @@ def caller_timeout(value: str | None) -> float | None:
     not whole milliseconds 1 .. TIMEOUT_MS_MAX."""
     if value is None:
         return None
-    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= TIMEOUT_MS_MAX:
+    # The length first: int() of over 4,300 digits raises its own message, which the
+    # answer would carry.
+    digits = value.lstrip("0") if value.isascii() and value.isdigit() else ""
+    if not digits or len(digits) > len(str(TIMEOUT_MS_MAX)) or int(digits) > TIMEOUT_MS_MAX:
         raise ValueError(f"{TIMEOUT_HEADER} must be whole milliseconds 1-{TIMEOUT_MS_MAX}")
-    return int(value) / 1000
+    return int(digits) / 1000
 
 
 def incoming_request_id(value: str | None) -> str | None:

@@ -45,15 +45,30 @@ def test_anything_else_is_refused(value: str) -> None:
         caller_timeout(value)
 
 
-@given(st.text(max_size=12))
+@pytest.mark.parametrize("value", ["9" * 5_000, "0" * 5_000 + "1" * 5_000])
+def test_a_value_of_thousands_of_digits_is_refused_with_the_platforms_message(value: str) -> None:
+    """int() of over 4,300 digits raised Python's own message, which the 4000 carried."""
+    with pytest.raises(ValueError, match=rf"^{TIMEOUT_HEADER} must be whole milliseconds"):
+        caller_timeout(value)
+    assert caller_timeout("0" * 5_000 + "25") == 0.025
+
+
+@given(st.text(max_size=12) | st.text("0123456789", min_size=4_000, max_size=6_000))
 def test_any_text_is_a_timeout_in_range_or_refused(value: str) -> None:
     try:
         seconds = caller_timeout(value)
-    except ValueError:
-        assert not (value.isascii() and value.isdigit() and 1 <= int(value) <= TIMEOUT_MS_MAX)
+    except ValueError as exc:
+        assert str(exc).startswith(TIMEOUT_HEADER)
+        digits = value.lstrip("0")
+        assert not (
+            value.isascii()
+            and value.isdigit()
+            and len(digits) < 10
+            and 1 <= int(digits or 0) <= TIMEOUT_MS_MAX
+        )
         return
     assert seconds is not None and 0.001 <= seconds <= TIMEOUT_MS_MAX / 1000
-    assert round(seconds * 1000) == int(value)
+    assert round(seconds * 1000) == int(value.lstrip("0"))
 
 
 @pytest.fixture
