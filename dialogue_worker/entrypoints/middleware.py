@@ -25,6 +25,7 @@ from platform_common.http import (
     http_error_response,
     request_scope,
 )
+from platform_common.logs import clip
 
 log = logging.getLogger(__name__)
 SCHEME = "Entrypoint"
@@ -95,8 +96,8 @@ def edge_middleware(token: str, metrics: WorkerMetrics, ceiling: float) -> Middl
             metrics.http_requests.labels(_route(request), str(response.status)).inc()
             log.info(
                 "%s %s -> %d",
-                request.method,
-                request.path,
+                clip(request.method),
+                clip(request.path),
                 response.status,
                 extra=access_fields(response.status, time.monotonic() - started),
             )
@@ -123,7 +124,9 @@ async def _handle(
             raise
         return http_error_response(exc)
     except ConnectionError as exc:  # the caller went away mid-request: nobody to answer
-        log.debug("caller went away during %s %s: %s", request.method, request.path, exc)
+        log.debug(
+            "caller went away during %s %s: %s", clip(request.method), clip(request.path), exc
+        )
         return error_response(ErrorCode.MALFORMED, "caller went away")
     except StorageUnavailable as exc:
         if given is not None and _ran_out(exc):
@@ -137,5 +140,5 @@ async def _handle(
         log.warning("message bus unavailable: %s", exc)
         return error_response(ErrorCode.BUS_UNAVAILABLE, "message bus unavailable; retry")
     except Exception:  # the edge: anything unexpected is a logged 5000, never a plain page
-        log.exception("unhandled error in %s %s", request.method, request.path)
+        log.exception("unhandled error in %s %s", clip(request.method), clip(request.path))
         return error_response(ErrorCode.INTERNAL, "internal error")

@@ -125,6 +125,19 @@ async def test_the_worker_access_line_has_status_and_duration_ms(
     assert "ms" not in line.__dict__
 
 
+async def test_the_worker_access_line_cuts_the_path_a_client_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """security.md: strings a client controls are cut to 200 characters in log lines; the
+    worker's access line carried an 8,000-character path whole."""
+    caplog.set_level(logging.INFO, "dialogue_worker.entrypoints.middleware")
+    async with TestClient(TestServer(_worker_app())) as client:
+        response = await client.get("/" + "a" * 8_000)  # no token: 401, logged all the same
+        assert response.status == 401
+    [line] = [r for r in caplog.records if r.getMessage().endswith("-> 401")]
+    assert len(line.getMessage()) < 300
+
+
 def test_the_gateway_access_line_has_status_and_duration_ms(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
