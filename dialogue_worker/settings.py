@@ -21,6 +21,7 @@ from discovery.models import is_wildcard
 from platform_common.addresses import ConsulUrl, KafkaBootstrap
 from platform_common.local import (
     LOCAL_ENTRYPOINT_TOKEN,
+    LOCAL_SECRETS,
     refuse_public_bind,
     secret_problem,
 )
@@ -250,7 +251,7 @@ class WorkerSettings(BaseSettings):
                 )
         if not token:
             raise ValueError("ENTRYPOINT_TOKEN must not be empty")
-        if token == LOCAL_ENTRYPOINT_TOKEN:
+        if token in LOCAL_SECRETS:  # any development secret is public, not just its own
             refuse_public_bind("WORKER_HOST", self.worker_host)
         return self
 

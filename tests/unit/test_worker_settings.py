@@ -15,6 +15,7 @@ from dialogue_worker.adapters.mongo import MongoDatabase
 from dialogue_worker.adapters.outbox import MAX_RECORD
 from dialogue_worker.bootstrap import faust_app
 from dialogue_worker.settings import WorkerSettings
+from platform_common.local import LOCAL_SECRETS
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.7"])
@@ -23,6 +24,14 @@ def test_a_worker_on_the_public_local_token_binds_to_loopback_only(host: str) ->
         WorkerSettings(dialogue_env="local", worker_host=host)
     assert WorkerSettings(dialogue_env="local", worker_host="127.0.0.1").worker_host
     assert WorkerSettings(dialogue_env="local", worker_host=host, entrypoint_token="t" * 40)
+
+
+@pytest.mark.parametrize("token", sorted(LOCAL_SECRETS))
+def test_a_worker_on_any_development_secret_binds_to_loopback_only(token: str) -> None:
+    """Only the worker's own development token was caught: another published one (the
+    gateway's development JWT secret, say) let it serve every interface in local mode."""
+    with pytest.raises(ValidationError, match="WORKER_HOST"):
+        WorkerSettings(dialogue_env="local", worker_host="0.0.0.0", entrypoint_token=token)
 
 
 @pytest.mark.parametrize("level", ["info", "Warning", "DEBUG"])
