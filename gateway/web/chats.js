@@ -7,6 +7,11 @@ import { store } from "./store.js";
 export function chatList(onOpen) {
   const list = el("ul", { class: "chats", id: "chat-list", "aria-label": "Chats" });
   const render = () => {
+    // The list is built again on every change: the chat whose button had the focus keeps
+    // it, or a keyboard user was sent back to the top of the page by any message.
+    const focused = list.contains(document.activeElement)
+      ? document.activeElement.getAttribute("data-cid")
+      : null;
     list.replaceChildren(
       ...store.ordered().map((chat) => {
         const unread = chat.unread > 0;
@@ -30,6 +35,7 @@ export function chatList(onOpen) {
         );
       }),
     );
+    if (focused) list.querySelector(`button[data-cid="${CSS.escape(focused)}"]`)?.focus();
   };
   store.listeners.add(render);
   render();
@@ -40,6 +46,8 @@ export function chatList(onOpen) {
     "aria-describedby": "new-chat-error",
   });
   const error = el("p", { class: "error", id: "new-chat-error", role: "alert" });
+  const start = el("button", { type: "submit", text: "Start" });
+  let busy = false; // one chat per submit: a double click or a second Enter made two
   const form = el(
     "form",
     {
@@ -56,7 +64,9 @@ export function chatList(onOpen) {
               .map((n) => [n.toLowerCase(), n]),
           ).values(),
         ]; // a name typed twice is one user
-        if (!wanted.length) return;
+        if (!wanted.length || busy) return;
+        busy = true;
+        start.disabled = true;
         try {
           const found = (await api.usersByName(wanted)).data;
           if (found.length < wanted.length) {
@@ -73,12 +83,15 @@ export function chatList(onOpen) {
           onOpen(chat.id);
         } catch (e) {
           error.textContent = explain(e);
+        } finally {
+          busy = false;
+          start.disabled = false;
         }
       },
     },
     el("label", { for: "new-chat-names", text: "Start a chat with" }),
     names,
-    el("button", { type: "submit", text: "Start" }),
+    start,
     error,
   );
   return el("section", { class: "list-pane", "aria-label": "Your chats" }, form, list);

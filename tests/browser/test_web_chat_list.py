@@ -1,5 +1,5 @@
 """The web client's chat list, in a real browser: a stream frame that could not be
-handled, and the time shown for an old last message."""
+handled, the time shown for an old last message, starting a chat, and the keyboard focus."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from typing import Any
 import aiohttp
 from playwright.async_api import Browser
 
-from tests.browser.pages import DESK, ONE_CHAT, refuse, sign_up, token_of
+from tests.browser.pages import (
+    DESK,
+    ONE_CHAT,
+    another_chat,
+    refuse,
+    requests_to,
+    sign_up,
+    token_of,
+)
 from tests.support.api_user import User
 from tests.support.faults import Platform
 
@@ -75,4 +83,52 @@ async def test_an_old_last_message_shows_its_date(
     assert "2001" in (await when.text_content() or "")
     # A list read still in flight would fail in its handler as the context closes.
     await page.unroute_all(behavior="ignoreErrors")
+    await context.close()
+
+
+async def test_starting_a_chat_twice_at_once_starts_one(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """The form had no guard: a double click or a second Enter while the first was on its
+    way created two chats with the same people."""
+    url = platform.gateway.url
+    context = await browser.new_context(viewport=DESK)
+    page = await context.new_page()
+    async with aiohttp.ClientSession() as http:
+        await sign_up(page, url, "s" + unique("")[-12:])
+        name = "t" + unique("")[-12:]
+        await User.sign_up(http, url, name)
+    looked_up = requests_to(page, "GET", "/v1/users")
+    created = requests_to(page, "POST", "/v1/chats")
+    await page.fill("#new-chat-names", name)
+    await page.evaluate(
+        "() => { const f = document.querySelector('form.new-chat');"
+        " f.requestSubmit(); f.requestSubmit(); }"
+    )
+    await page.wait_for_selector(f"#chat-title:has-text('{name}')")
+    await page.wait_for_function("!document.querySelector('form.new-chat button').disabled")
+    assert len([u for u in looked_up if "username=" in u]) == 1 and len(created) == 1
+    assert await page.locator(".chat").count() == 1
+    await context.close()
+
+
+async def test_the_focused_chat_keeps_the_focus_when_the_list_changes(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """The list is built again on every change; the focus fell back to the page's top at
+    every message in any chat, so the list could not be used from the keyboard."""
+    url = platform.gateway.url
+    context = await browser.new_context(viewport=DESK)
+    page = await context.new_page()
+    async with aiohttp.ClientSession() as http:
+        await sign_up(page, url, "u" + unique("")[-12:])
+        me = await token_of(page)
+        other = await User.sign_up(http, url, "v" + unique("")[-12:])
+        first = await other.call("POST", "/v1/chats", json={"users": [other.id, me["userId"]]})
+        second, _ = await another_chat(page, url, http, unique)
+        await page.focus(f".chat[data-cid='{first['id']}']")
+        await other.post(first["id"], "moves the list")
+        await page.wait_for_selector(f".chat[data-cid='{first['id']}'] .badge")
+    focused = await page.evaluate("document.activeElement.getAttribute('data-cid')")
+    assert focused == first["id"] and second != first["id"]
     await context.close()
