@@ -217,7 +217,11 @@ export class Conversation {
   // The entry is the store's: a send that ends after this chat was left updates what is
   // shown when it is opened again, and whichever view is open then re-renders.
   async send(key, text) {
-    const after = this.newestSeq;
+    // The newest seq known when it was sent: a same-text message of ours above it may be
+    // this send's (its answer lost). The chat's lastSeq counts too: before the newest page
+    // came (still loading, failed, or read again after a gap) the view holds nothing, and
+    // any old message of the same text on that page settled a send that never got through.
+    const after = Math.max(this.newestSeq, store.chats.get(this.cid)?.lastSeq ?? 0);
     this.pending.set(key, { text, state: "sending", id: null, after });
     this.render();
     this.toBottom();

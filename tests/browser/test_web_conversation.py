@@ -23,7 +23,9 @@ from tests.browser.pages import (
     refuse,
     requests_to,
     scrolled_to_top,
+    token_of,
 )
+from tests.support.api_user import User
 from tests.support.faults import Platform
 from tests.support.waiting import eventually
 
@@ -289,4 +291,36 @@ async def test_an_older_page_that_failed_offers_a_retry(
     await problem.locator("button:has-text('Retry')").click()
     every = [f"m {i}" for i in range(60)]
     await eventually(lambda: message_texts(page), lambda t: t == every, what="the older page")
+    await context.close()
+
+
+async def test_a_send_that_failed_before_the_chat_could_be_read_stays_failed(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """A send made while the newest page was not held recorded 0 as the newest seq it
+    knew, so an old message of ours with the same text, read once the page came, was
+    taken for it: the failed copy and its Retry went, and the message was never sent."""
+    url = platform.gateway.url
+    context = await browser.new_context(viewport=DESK)
+    page = await context.new_page()
+    async with aiohttp.ClientSession() as http:
+        _, cid = await chat_with_someone(page, url, http, unique)
+        me = User(http, url, await token_of(page))
+        await me.post(cid, "ok")
+        await page.wait_for_selector(f".chat[data-cid='{cid}'] .preview:has-text('ok')")
+
+    async def down(route: Any) -> None:  # no worker answers: reads 5030, sends 5031
+        await refuse(route, 503, "5030" if route.request.method == "GET" else "5031")
+
+    await page.route(f"**/v1/chats/{cid}/messages*", down)
+    await page.click(f".chat[data-cid='{cid}']")
+    await page.wait_for_selector("#messages .problem")
+    await page.fill("#compose", "ok")
+    await page.press("#compose", "Enter")
+    failed = page.locator("#messages .message.failed:has-text('ok')")
+    await failed.wait_for()
+    await page.unroute(f"**/v1/chats/{cid}/messages*")
+    await page.locator("#messages .problem button:has-text('Retry')").click()
+    await page.wait_for_selector("#messages .message[data-seq='1']:has-text('ok')")
+    assert await failed.count() == 1
     await context.close()
