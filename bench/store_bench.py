@@ -83,6 +83,7 @@ class Bench:
         self.stored = 0  # messages produced so far
         self.hot_size = 0
         self.small_size = 0
+        self.marked = 0  # where user 1's read markers stand in the listed chats
 
     async def call(self, method: str, path: str, **kwargs: Any) -> Any:
         async with self.http.request(method, f"{self.worker.base_url}{path}", **kwargs) as resp:
@@ -136,7 +137,18 @@ class Bench:
         params = {"uid": "1", "limit": "50", "cursor": first["nextCursor"]}
         return await timed(samples, lambda i: self.call("GET", "/chats", params=params))
 
+    async def mark_listed(self, seq: int) -> None:
+        """User 1's read marker at `seq` in each listed chat (untimed)."""
+        for cid in self.small[:LISTED]:
+            await self.call("PUT", f"/chats/{cid}/read", params={"uid": "1"}, json={"seq": seq})
+
     async def measure(self, samples: int) -> dict[str, tuple[float, float]]:
+        # Every listed chat has a marker before anything is timed: the chat list reads
+        # them (at the first size it read none), and a move updates one, as at later sizes.
+        if not self.marked:
+            self.marked = 1
+            await self.mark_listed(self.marked)
+        moves = -(-samples // LISTED)  # each call moves its chat's marker forward by one
         depth = min(DEEP, self.hot_size // 2)
         deep_seq = self.hot_size - depth
         results = {
@@ -176,10 +188,11 @@ class Bench:
                     "PUT",
                     f"/chats/{self.small[i % LISTED]}/read",
                     params={"uid": "1"},
-                    json={"seq": 1 + i // LISTED},
+                    json={"seq": self.marked + 1 + i // LISTED},
                 ),
             ),
         }
+        self.marked += moves
         return results
 
 
