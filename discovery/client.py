@@ -18,6 +18,10 @@ from discovery.watch import ServiceWatch
 from platform_common.http import TIMEOUT_MS_MAX
 
 log = logging.getLogger(__name__)
+#: Seconds a pooled connection to a worker may stay idle before this side closes it.
+#: A worker closes one idle longer than its HEAD_WITHIN (30 s), which must be more, or a
+#: request could go out on a connection the worker is closing at that moment.
+POOL_IDLE = 15.0
 
 
 class BalancedClient:
@@ -103,7 +107,7 @@ class BalancedClient:
             return
         self._session = aiohttp.ClientSession(
             headers=self._headers,
-            connector=aiohttp.TCPConnector(limit=0),
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=POOL_IDLE),
             trace_configs=[_sent_tracing()],
         )
         self.watch.subscribe(self._balancer.update)

@@ -47,6 +47,10 @@ from platform_common.kafka import ScopedProducer
 
 #: How often a delivery held up by a full stream buffer looks again: from 1 ms,
 #: doubling up to 50 ms while the streams take nothing (e.g. MongoDB is down).
+#: Seconds a connection to the worker's API may take to send a request head (a client
+#: trickling one, or opening connections and sending nothing, held them for ever). More
+#: than the gateway keeps a pooled connection idle (discovery.client.POOL_IDLE).
+HEAD_WITHIN = 30.0
 ROOM_POLL_MIN = 0.001
 ROOM_POLL_MAX = 0.05
 
@@ -173,7 +177,11 @@ class WorkerWeb(aiohttp_web.Web):
 
     def __init__(self, app: Any, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
-        self._runner = JsonRefusingRunner(self.web_app, access_log=None)
+        # keepalive_timeout: aiohttp closes a connection that has not sent a complete
+        # request head within it (from its opening, or after the previous answer).
+        self._runner = JsonRefusingRunner(
+            self.web_app, access_log=None, keepalive_timeout=HEAD_WITHIN
+        )
 
 
 class WorkerApp(faust.App):

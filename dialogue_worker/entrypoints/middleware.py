@@ -118,7 +118,10 @@ async def _handle(
             response: web.StreamResponse = await handler(request)
         return response
     except (RequestError, RequestProblem) as exc:
-        return error_response(exc.code, exc.message)
+        response = error_response(exc.code, exc.message)
+        if exc.code is ErrorCode.REQUEST_TIMEOUT:
+            response.force_close()  # the rest of the body is not worth waiting for
+        return response
     except web.HTTPException as exc:  # aiohttp's own: unknown route, wrong method, too large
         if exc.status < 400:
             raise

@@ -6,6 +6,7 @@ of them is a RequestProblem (4001/4002/4005/4000) that the edge turns into an er
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,6 +19,9 @@ from contracts.errors import ErrorCode
 from contracts.requests import RequestProblem
 from dialogue_worker.domain.chat_list import ListCursor
 from dialogue_worker.domain.history import Direction, HistoryQuery
+
+#: Seconds a request body may take to arrive once its head has.
+BODY_WITHIN = 30.0
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,13 @@ def messages_query(query: Mapping[str, str]) -> MessagesQuery:
 
 async def json_object(request: web.Request) -> object:
     try:
-        return orjson.loads(await request.read())
+        async with asyncio.timeout(BODY_WITHIN):
+            raw = await request.read()
+        return orjson.loads(raw)
+    except TimeoutError:  # a body that never comes held the request, and its connection
+        raise RequestProblem(
+            ErrorCode.REQUEST_TIMEOUT, f"the body did not arrive within {BODY_WITHIN:g} seconds"
+        ) from None
     except RequestPayloadError:  # broken chunks, a Content-Encoding the body does not have
         raise RequestProblem(ErrorCode.MALFORMED, "request body could not be decoded") from None
     except orjson.JSONDecodeError as exc:
