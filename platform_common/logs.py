@@ -63,7 +63,23 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        try:
+            return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:
+            # What orjson will not encode (a lone surrogate, an integer past 64 bits):
+            # each value as its repr, escaped, rather than the line lost to logging's
+            # "--- Logging error ---".
+            safe = {key: _encodable(value) for key, value in entry.items()}
+            return orjson.dumps(safe, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _encodable(value: object) -> object:
+    """`value` if orjson encodes it, else its repr with anything not UTF-8 escaped."""
+    try:
+        orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return repr(value).encode("utf-8", "backslashreplace").decode()
+    return value
 
 
 def setup_logging(level: str, quiet: Iterable[str] = ()) -> None:

@@ -8,6 +8,8 @@ import sys
 from datetime import datetime
 
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
 from platform_common.logs import JsonFormatter, partition_fields, request_id
 
@@ -59,3 +61,20 @@ def test_other_extras_are_kept_and_exceptions_are_formatted() -> None:
     entry = orjson.loads(JsonFormatter().format(record))
     assert entry["status"] == 503
     assert "ValueError: bad" in entry["exc"]
+
+
+@given(
+    st.text(),
+    st.one_of(
+        st.text(),
+        st.integers(min_value=-(2**80), max_value=2**80),
+        st.dictionaries(st.integers() | st.text(max_size=3), st.text(max_size=3), max_size=3),
+        st.lists(st.integers(min_value=-(2**70), max_value=2**70), max_size=3),
+    ),
+)
+def test_any_message_and_extra_make_one_line(text: str, value: object) -> None:
+    """A lone surrogate, an integer past 64 bits or a dict with other keys than strings
+    made orjson raise: logging printed "--- Logging error ---" and the line was lost."""
+    entry = _line("said %s", text, said=value)
+    assert {"ts", "level", "logger", "msg", "request_id", "said"} <= set(entry)
+    assert isinstance(entry["msg"], str) and entry["msg"].startswith(("said ", "'said "))
