@@ -44,11 +44,13 @@ class MessageCheck:
     stored_once: int
     missing: list[str]
     duplicated: list[str]  # ids stored more than once (in one chat or across chats)
-    unacknowledged: int  # stored, but the post got no clear answer
+    unacknowledged: int  # stored, but no post or record was acknowledged for it
     seq_holes: int  # seqs missing below a chat's newest one (seqs are gap-free per chat)
     caught_up: bool  # the consumer group's lag reached 0 within `caught_up_within`
     caught_up_seconds: float
     caught_up_within: float = CATCH_UP_WITHIN
+    unclear: int = 0  # posts and records without a clear answer (may be stored)
+    reacknowledged: list[str] = field(default_factory=list)  # ids acknowledged twice
 
     @property
     def acknowledged(self) -> int:
@@ -65,6 +67,13 @@ class MessageCheck:
             found.append(f"{len(self.duplicated)} stored more than once")
         if self.seq_holes:
             found.append(f"{self.seq_holes} seq holes")
+        if self.reacknowledged:
+            found.append(f"{len(self.reacknowledged)} ids acknowledged to two posts or records")
+        if self.unacknowledged > self.unclear:
+            found.append(
+                f"{self.unacknowledged} stored without an acknowledgement, more than the"
+                f" {self.unclear} posts and records without a clear answer"
+            )
         if not self.caught_up:
             found.append(f"the workers did not catch up within {self.caught_up_within:g} s")
         return found
@@ -196,7 +205,8 @@ def judge_messages(rest: dict[str, Any], stored: Stored, caught: bool, took: flo
     and no id stored twice, acknowledged or not. By id alone, a message stored in another
     chat of the run counted as stored, and an id the posts got no clear answer for could
     be stored twice unseen (found in review)."""
-    wanted = {(cid, mid) for mid, cid in [*rest["acked"], *rest["produced"]]}
+    acknowledged = Counter((cid, mid) for mid, cid in [*rest["acked"], *rest["produced"]])
+    wanted = set(acknowledged)
     per_id: Counter[str] = Counter()
     for (_, mid), documents in stored.ids.items():
         per_id[mid] += documents
@@ -210,6 +220,11 @@ def judge_messages(rest: dict[str, Any], stored: Stored, caught: bool, took: flo
         seq_holes=stored.seq_holes,
         caught_up=caught,
         caught_up_seconds=took,
+        # Only a post or record without a clear answer may be stored unacknowledged: a
+        # stored refusal means a client's retry stores the message twice.
+        unclear=sum(rest.get("unclear", {}).values()),
+        # Two 202s (or acks) with one id, and the set above kept one of them.
+        reacknowledged=sorted(mid for (_, mid), n in acknowledged.items() if n > 1),
     )
 
 

@@ -163,6 +163,8 @@ class RestLoad:
             self.acked.append((str(answer["id"]), chat.cid))
         elif code in ("conn", "timeout", "unparsed"):
             self.unclear[code] += 1  # may be stored: counted, not expected
+        elif code == "503" and isinstance(answer, dict) and answer.get("code") == "5031":
+            self.unclear["5031"] += 1  # sent, not confirmed: may be stored too
         self.stats.record("post", code, seconds)
 
     async def history(self) -> None:
@@ -231,6 +233,7 @@ class RestLoad:
             await self.producer.send_and_wait(self.plan.topic, record.to_bytes(), key=record.key())
         except Exception as exc:  # any producer failure is a figure of the run, by kind
             self.stats.record("produce", f"kafka:{type(exc).__name__}", None)
+            self.unclear["kafka"] += 1  # a timeout may have been written all the same
             return
         self.produced.append((record.id, chat.cid))
         self.stats.record("produce", "ack", time.perf_counter() - started)

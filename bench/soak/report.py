@@ -162,8 +162,8 @@ def invariant_lines(messages: MessageCheck, live: LiveCheck) -> list[str]:
         f" {m.stored_once}, missing {len(m.missing)}, duplicated {len(m.duplicated)}"
         + (f" (e.g. missing {m.missing[:3]})" if m.missing else "")
         + (f" (e.g. duplicated {m.duplicated[:3]})" if m.duplicated else ""),
-        f"    also: {m.unacknowledged} stored without a clear answer to the post; seq holes"
-        f" {m.seq_holes}; {caught_up}",
+        f"    also: {m.unacknowledged} stored without an acknowledgement ({m.unclear} posts"
+        f" and records got no clear answer); seq holes {m.seq_holes}; {caught_up}",
         f"  live: {v.clients} clients owed {v.expected} deliveries: missing {v.missing}"
         f" ({v.clients_short} clients short), beyond the store {v.beyond}, foreign {v.foreign},"
         f" out of order {v.out_of_order}, uncovered gaps {v.uncovered}; duplicates dropped"

@@ -260,3 +260,18 @@ async def test_the_store_is_read_by_page_and_every_hole_shows() -> None:
     assert stored.seq_holes == 1 + 25
     assert sum(stored.ids.values()) == sum(len(s) for s in seqs.values())
     assert set(history.filtered_by) == {"page"}  # never by cid: that is a scan
+
+
+def test_an_id_acknowledged_twice_or_a_stored_refusal_breaks_the_invariant() -> None:
+    """A set of acknowledged ids let two 202s with one id pass while one message was never
+    stored; and any stored message without an acknowledgement passed as "no clear answer",
+    a refused post stored too (found in review)."""
+    chat = str(ObjectId())
+    stored = Stored(ids=Counter({(chat, "a"): 1}))
+    twice = judge_messages({"acked": [("a", chat), ("a", chat)], "produced": []}, stored, True, 0)
+    assert twice.reacknowledged == ["a"] and not twice.ok
+    extra = Stored(ids=stored.ids + Counter({(chat, "x"): 1}))
+    rest: dict[str, object] = {"acked": [("a", chat)], "produced": []}
+    assert not judge_messages(rest, extra, True, 0).ok  # no post went unanswered
+    rest["unclear"] = {"timeout": 1}
+    assert judge_messages(rest, extra, True, 0).ok  # the one that timed out was stored
