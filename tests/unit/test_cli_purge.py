@@ -208,5 +208,7 @@ def test_make_clean_purges_after_make_dev_down() -> None:
     recipe = re.search(r"^clean:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
     assert recipe is not None
     lines = recipe.group(1).splitlines()
-    assert "dev-down" in lines[0] and "-m infra.local purge" in lines[1]
+    # dev-down first; then, with no .venv and pid files left, .venv made again; then purge.
+    assert "dev-down" in lines[0] and "VENV_FOR_PIDS" in lines[1]
+    assert "-m infra.local purge" in lines[2]
     assert "rm -rf .run" not in recipe.group(1).split("else")[0]
