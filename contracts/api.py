@@ -30,15 +30,14 @@ TEXT_WIRE_PATTERN = TEXT_PATTERN
 
 
 def _id_field(description: str) -> Any:
-    """An id of the wire form: documented with its pattern, validated as a plain string."""
+    """An id of the wire form, documented and validated (`decode_event` read an event's
+    chat and message ids as any string, while the published schema requires the form)."""
     return Field(
         description=description,
-        json_schema_extra={
-            "pattern": OBJECT_ID_PATTERN,
-            "minLength": 24,  # with the pattern: Python's `re` lets `$` pass a final "\n"
-            "maxLength": 24,
-            "examples": [EXAMPLE_ID],
-        },
+        pattern=OBJECT_ID_PATTERN,
+        min_length=24,  # with the pattern: Python's `re` lets `$` pass a final "\n"
+        max_length=24,
+        examples=[EXAMPLE_ID],
     )
 
 

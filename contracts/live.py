@@ -86,7 +86,12 @@ class Hello(BaseModel):
     since: dict[_SinceChat, _SinceSeq] = Field(
         default_factory=dict,
         max_length=SINCE_MAX,
-        json_schema_extra={"additionalProperties": False},
+        # propertyNames: with the pattern alone, a key ending in "\n" passed Python's
+        # validators (`$` lets a final newline pass), and parse_hello refused it.
+        json_schema_extra={
+            "additionalProperties": False,
+            "propertyNames": {"minLength": 24, "maxLength": 24},
+        },
         description=f"chat id -> newest seq the client holds (0: none); at most {SINCE_MAX}",
     )
 

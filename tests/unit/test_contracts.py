@@ -11,7 +11,7 @@ import jsonschema
 import jsonschema_rs
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -303,6 +303,37 @@ def test_an_event_lacking_a_field_the_schema_requires_is_refused() -> None:
                 decode_event(orjson.dumps(lacking))
 
 
+@pytest.mark.parametrize(
+    "bad", ["x", "65F0C0FFEE0000000000BEEF", "65f0c0ffee0000000000beef\n", "65f0c0ffee00"]
+)
+def test_an_event_whose_nested_id_is_not_an_id_is_refused_as_the_schema_does(bad: str) -> None:
+    """The nested ids (a chat's, a message's and its chat's, a preview's) were documented
+    with their form but read as any string: the gateway's feed took events a schema-based
+    consumer refuses, and passed them on to its sockets (found in review)."""
+    validator = jsonschema.Draft202012Validator(json.loads(EVENTS_SCHEMA_FILE.read_text()))
+    cid = new_id()
+    chat = api.Chat(id=cid, users=[1, 2], createdAt=1, lastSeq=2)
+    message = api.Message(id=new_id(), cid=cid, uid=1, createdAt=1, text="x", seq=2)
+    created = orjson.loads(
+        ChatCreated(cid=cid, chat=EventChat.model_validate(chat.model_dump())).to_bytes()
+    )
+    posted = orjson.loads(
+        MessageCreated(
+            cid=cid, seq=2, message=EventMessage.model_validate(message.model_dump())
+        ).to_bytes()
+    )
+    for whole, path in (
+        (created, ("chat", "id")),
+        (posted, ("message", "id")),
+        (posted, ("message", "cid")),
+    ):
+        wrong = _without(whole, path)
+        wrong[path[0]] = wrong[path[0]] | {path[1]: bad}
+        assert not validator.is_valid(wrong), path
+        with pytest.raises(ValueError):
+            decode_event(orjson.dumps(wrong))
+
+
 def _paths(value: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Every key of `value` and of the objects in it, as paths."""
     found = []
@@ -409,6 +440,7 @@ _CID = "65f0c0ffee0000000000beef"
         },
     )
 )
+@example({"type": "hello", "token": "t", "since": {_CID + "\n": 0}})  # passed by luck
 def test_the_published_hello_takes_what_the_gateway_takes(hello: dict[str, Any]) -> None:
     """The Hello frame of the OpenAPI document required a token only: a client built
     from it sent hellos the gateway closed with 4000 (found in review)."""
