@@ -163,6 +163,7 @@ class OffsetCommitter:
         self._topic = topic
         self._metrics = metrics
         self._committed: dict[Tp, int] = {}
+        self._timed: asyncio.Future[Mapping[Tp, int]] | None = None  # the timer's commit
 
     def _ours(self, tps: Iterable[Any]) -> list[Tp]:
         return sorted((tp.topic, tp.partition) for tp in tps if tp.topic == self._topic)
@@ -186,16 +187,21 @@ class OffsetCommitter:
             self._committed.pop(tp, None)
 
     async def tick(self) -> None:
-        """On the commit timer: learn the starts not known yet, then commit (each bounded:
-        a commit hanging on an unreachable coordinator would stop the timer's later ticks
-        for as long as aiokafka retries)."""
+        """On the commit timer: learn the starts not known yet, then commit, waiting at
+        most COMMIT_WITHIN (a commit hanging on an unreachable coordinator stopped the
+        timer's later ticks for as long as aiokafka retried). The commit itself runs on in
+        faust's consumer thread, where cancelling the wait does not reach it: no tick
+        starts another while it runs, or hung commits would fill that thread's two
+        workers (seeks wait behind them) and could land out of order."""
         await self.learn()
+        if self._timed is not None and not self._timed.done():
+            return
+        self._timed = asyncio.ensure_future(self.commit())
         try:
-            async with asyncio.timeout(COMMIT_WITHIN):
-                await self.commit()
-        except TimeoutError:  # nothing recorded as committed: the next tick tries again
+            await asyncio.wait_for(asyncio.shield(self._timed), COMMIT_WITHIN)
+        except TimeoutError:  # recorded as committed only when it ends
             self._metrics.commit_failures.inc()
-            log.warning("offset commit timed out after %gs", COMMIT_WITHIN)
+            log.warning("offset commit unanswered after %gs; the next waits for it", COMMIT_WITHIN)
 
     async def commit(self, tps: Iterable[Tp] | None = None) -> Mapping[Tp, int]:
         """Commit every given (default: assigned) partition that moved since its last commit."""

@@ -15,6 +15,7 @@ from dialogue_worker.adapters import commits
 from dialogue_worker.adapters.commits import OffsetCommitter
 from dialogue_worker.domain.offsets import DurableOffsets
 from dialogue_worker.metrics import WorkerMetrics
+from tests.support.waiting import eventually
 
 TOPIC = "msgs"
 
@@ -129,18 +130,33 @@ async def test_a_commit_hanging_at_revocation_does_not_hold_the_rebalance(
     assert not ledger.owns((TOPIC, 0))
 
 
-async def test_a_commit_hanging_on_the_timer_gives_up_and_the_next_tick_commits(
+async def test_a_commit_hanging_on_the_timer_holds_no_tick_and_starts_no_second(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """An unbounded timer commit held every later tick for as long as it hung."""
+    """An unbounded timer commit held every later tick for as long as it hung; a bounded
+    wait that started a commit at every tick piled hung commits up in faust's consumer
+    thread, where cancelling the wait does not stop them."""
     monkeypatch.setattr(commits, "COMMIT_WITHIN", 0.01)
     committer, app, positions, ledger = world()
     positions.committed_offsets[(TOPIC, 0)] = 0
     await committer.assigned({TP(TOPIC, 0)})
     ledger.mark((TOPIC, 0), range(0, 3))
-    app.consumer.hang = True
+    release = asyncio.Event()
+    started: list[dict[Any, int]] = []
+    accept = app.consumer._commit
+
+    async def hung(offsets: dict[Any, int]) -> bool:
+        started.append(offsets)
+        await release.wait()
+        return await accept(offsets)
+
+    app.consumer._commit = hung  # type: ignore[method-assign]
     async with asyncio.timeout(5):
         await committer.tick()
-    app.consumer.hang = False
-    await committer.tick()
-    assert app.consumer.commits == [{(TOPIC, 0): 3}]
+        ledger.mark((TOPIC, 0), range(3, 5))
+        await committer.tick()  # the first still runs: no second one
+    assert len(started) == 1
+    release.set()
+    await eventually(lambda: app.consumer.commits, lambda c: c == [{(TOPIC, 0): 3}])
+    await committer.tick()  # it ended: the next tick commits what followed
+    assert app.consumer.commits == [{(TOPIC, 0): 3}, {(TOPIC, 0): 5}]
