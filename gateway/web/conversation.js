@@ -221,7 +221,9 @@ export class Conversation {
     // this send's (its answer lost). The chat's lastSeq counts too: before the newest page
     // came (still loading, failed, or read again after a gap) the view holds nothing, and
     // any old message of the same text on that page settled a send that never got through.
-    const after = Math.max(this.newestSeq, store.chats.get(this.cid)?.lastSeq ?? 0);
+    // A Retry keeps what the first try knew: the chat's lastSeq may count that try by now.
+    const after =
+      this.pending.get(key)?.after ?? Math.max(this.newestSeq, store.chats.get(this.cid)?.lastSeq ?? 0);
     this.pending.set(key, { text, state: "sending", id: null, after });
     this.render();
     this.toBottom();
