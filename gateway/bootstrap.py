@@ -140,21 +140,26 @@ def build_services(
         settings.jwt_ttl,
         settings.session_max_age,
     )
-    membership = Membership(adapters.workers, settings.membership_cache_ttl, clock)
+    # Wall time (`clock`) where a moment is stored or sent (tokens, createdAt, idempotency
+    # entries); time.monotonic for how long something lasts (lockouts, buckets, caches):
+    # a step of the wall clock lengthened or ended every running lockout and bucket.
+    membership = Membership(adapters.workers, settings.membership_cache_ttl, time.monotonic)
     idempotency = IdempotencyCache(
         settings.idempotency_ttl,
         settings.idempotency_max_keys,
         settings.idempotency_max_bytes,
         settings.idempotency_keys_per_user,
     )
-    auth = AuthService(adapters.users, adapters.hasher, tokens, sign_in_throttle(settings), clock)
+    auth = AuthService(
+        adapters.users, adapters.hasher, tokens, sign_in_throttle(settings), clock, time.monotonic
+    )
     return Services(
         auth=auth,
         chats=ChatService(adapters.workers, adapters.users, membership),
         messages=MessageService(adapters.workers, adapters.bus, membership, idempotency, clock),
         readiness=Readiness(adapters.bus, adapters.users, adapters.workers, adapters.feed),
         workers=adapters.workers,
-        limits=RateLimits(rate_rules(settings), clock, settings.rate_limit_max_keys),
+        limits=RateLimits(rate_rules(settings), time.monotonic, settings.rate_limit_max_keys),
         directory=Directory(adapters.users),
         stream=StreamService(
             Hub(),

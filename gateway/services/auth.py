@@ -34,12 +34,17 @@ class AuthService:
         tokens: TokenCodec,
         throttle: SignInThrottle,
         clock: Callable[[], float],
+        elapsed: Callable[[], float] | None = None,
     ) -> None:
+        """`clock` is wall time (tokens' iat and exp); `elapsed` (default: `clock`) times
+        failures and lockouts, and should be monotonic: on the wall clock a step back
+        lengthened every running lockout by its size (found in review)."""
         self._users = users
         self._hasher = hasher
         self._tokens = tokens
         self._throttle = throttle
         self._clock = clock
+        self._elapsed = clock if elapsed is None else elapsed
         self._dummy_hash: str | None = None
         #: One password check at a time per account, and the attempts waiting for it.
         self._checking: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -65,7 +70,7 @@ class AuthService:
 
     async def _sign_in(self, credentials: Credentials, account: str, address: str) -> Token:
         name = credentials.username.canonical
-        refusal = self._throttle.refusal(account, address, self._clock())
+        refusal = self._throttle.refusal(account, address, self._elapsed())
         if refusal is not None:
             raise _throttled(refusal)
         with self._throttle.attempt(address):
@@ -76,7 +81,7 @@ class AuthService:
             else:
                 ok = await self._hasher.verify(user.password_hash, credentials.password)
             if user is None or not ok:
-                self._throttle.failed(account, address, self._clock(), name)
+                self._throttle.failed(account, address, self._elapsed(), name)
                 raise GatewayError(ErrorCode.BAD_TOKEN, _WRONG)
         self._throttle.succeeded(account, name)
         if self._hasher.needs_rehash(user.password_hash):

@@ -121,3 +121,28 @@ def test_forgetting_one_name_keeps_the_others_and_a_running_lockout() -> None:
     limit.forget("alice", name="álice")
     assert limit.retry_after("alice", now=4) == 29  # no right password lifts a lockout
     assert limit.retry_after("alice", now=33) is None
+
+
+def test_a_lockout_lasts_its_time_whatever_the_wall_clock_does() -> None:
+    """On the wall clock, a step back (an NTP correction) lengthened every running lockout
+    by its size, and a step forward ended them all."""
+
+    async def scenario() -> None:
+        users, hasher = FakeUsers(), FakeHasher()
+        await users.add(username("alice"), await hasher.hash("victim-password"), "f")
+        throttle = SignInThrottle(
+            FailureLimit(MAX_FAILURES, window=300, lockout=60),
+            FailureLimit(0, window=300, lockout=60),
+            FailureBudget(0, window=300),
+        )
+        wall, elapsed = _Clock(), _Clock()
+        codec = TokenCodec("k" * 40, "test", 3600)
+        auth = AuthService(users, hasher, codec, throttle, wall, elapsed)
+        for _ in range(MAX_FAILURES):
+            assert await _sign_in(auth, "alice", "wrong") == ErrorCode.BAD_TOKEN.value
+        assert await _sign_in(auth, "alice", "victim-password") == ErrorCode.TOO_MANY_ATTEMPTS.value
+        wall.now -= 3600  # stepped back an hour
+        elapsed.now += 61  # the lockout's minute has passed
+        assert await _sign_in(auth, "alice", "victim-password") == "ok"
+
+    asyncio.run(scenario())
