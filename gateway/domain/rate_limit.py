@@ -6,6 +6,9 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
+#: The largest N a rate may name.
+CAPACITY_MAX = 10**9
+
 
 @dataclass(frozen=True)
 class Rate:
@@ -28,8 +31,13 @@ class Rate:
             rate = cls(int(count), float(period)) if sep else None
         except ValueError:
             rate = None
-        if rate is None or rate.capacity < 1 or not 0 < rate.period < math.inf:
-            raise ValueError(f'a rate is "N/SECONDS" with N >= 1 (e.g. "20/60") or "off": {text!r}')
+        # N bounded: a capacity of hundreds of digits passed, then overflowed a float when
+        # the buckets were built, a traceback at start (found in review).
+        if rate is None or not 1 <= rate.capacity <= CAPACITY_MAX or not 0 < rate.period < math.inf:
+            raise ValueError(
+                f'a rate is "N/SECONDS" with N 1-{CAPACITY_MAX:,} (e.g. "20/60"), or "off"'
+                f' (or "0"): {text!r}'
+            )
         return rate
 
     @property

@@ -32,10 +32,25 @@ def test_rates_parse(text: str, rate: Rate) -> None:
     assert Rate.parse(text) == rate
 
 
-@pytest.mark.parametrize("text", ["", "20", "x/60", "20/0", "-1/5", "20/inf", "20/nan", "1/-1"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "20", "x/60", "20/0", "-1/5", "20/inf", "20/nan", "1/-1", "1" + "0" * 400 + "/60"],
+)
 def test_bad_rates_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="N/SECONDS"):
         Rate.parse(text)
+
+
+@given(st.integers(min_value=-(10**20), max_value=10**20), st.floats(allow_nan=True))
+def test_a_rate_is_refused_or_makes_buckets(capacity: int, period: float) -> None:
+    """A capacity of hundreds of digits passed the settings and overflowed a float when
+    the buckets were built: a traceback at start (found in review)."""
+    try:
+        rate = Rate.parse(f"{capacity}/{period!r}")
+    except ValueError:
+        return
+    bucket = TokenBuckets(rate)
+    assert bucket.wait("k", 0.0) == 0.0
 
 
 def test_a_bucket_allows_a_burst_then_refills_at_its_rate() -> None:
