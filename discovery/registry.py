@@ -72,6 +72,7 @@ class Registrar:
         self._registered = False
         self._last: HealthReport | None = None
         self._sent: HealthReport | None = None  # what Consul was told last
+        self._sent_at: float | None = None  # when (the event loop's clock)
 
     @property
     def check_id(self) -> str:
@@ -268,9 +269,13 @@ class Registrar:
             probe = asyncio.ensure_future(self._probe())
         except Exception as exc:  # a probe that fails before it is awaited
             return _raised(exc)
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.probe_timeout):
-                while not (await asyncio.wait((probe,), timeout=self.interval))[0]:
+                while True:
+                    done, _ = await asyncio.wait((probe,), timeout=self.keep_alive_in(loop.time()))
+                    if done:
+                        break
                     await self._keep_alive(client)
         except TimeoutError:
             if not probe.done():
@@ -282,6 +287,16 @@ class Registrar:
                 probe.cancel()
                 await asyncio.wait((probe,))
         return _outcome(probe)
+
+    def keep_alive_in(self, now: float) -> float:
+        """Seconds until the next keep-alive while a probe runs: an interval after the
+        last update Consul took, never sooner than a quarter interval (a fast probe
+        answers first; a keep-alive that failed is not retried in a tight loop). Counted
+        from the probe's start, one lost keep-alive during a slow probe let the check go
+        three intervals, its whole TTL, without an update (found in review)."""
+        if self._sent_at is None:
+            return self.interval
+        return max(self._sent_at + self.interval - now, self.interval / 4)
 
     async def _keep_alive(self, client: consul.aio.Consul) -> None:
         """Tell Consul again what it was told last, while the probe is still running."""
@@ -308,6 +323,7 @@ class Registrar:
             known = await update(self.check_id, report.reason[:_REASON_MAX] or None)
         if known:
             self._sent = report
+            self._sent_at = asyncio.get_running_loop().time()
         return bool(known)
 
 

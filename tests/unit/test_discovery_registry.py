@@ -190,3 +190,16 @@ async def test_a_probe_that_fails_before_it_is_awaited_is_critical_too(agent: Fa
 async def _never() -> HealthReport:
     await asyncio.Event().wait()
     raise AssertionError("unreachable")
+
+
+def test_a_keep_alive_is_due_an_interval_after_the_last_update_consul_took() -> None:
+    """Counted from the probe's start instead, one lost keep-alive during a slow probe let
+    the check go its whole TTL without an update (found in review)."""
+    registrar = Registrar("http://consul", REG, _never, ttl=3.0)
+    assert registrar.keep_alive_in(100.0) == 1.0  # nothing sent yet: an interval
+    registrar._sent_at = 100.0
+    assert registrar.keep_alive_in(100.2) == pytest.approx(0.8)
+    # The probe started as the beat fell due, an interval after the last update: soon,
+    # and after a failed keep-alive (nothing new taken) again a quarter interval later.
+    assert registrar.keep_alive_in(101.0) == 0.25
+    assert registrar.keep_alive_in(102.1) == 0.25
