@@ -161,9 +161,9 @@ class WorkerSettings(BaseSettings):
     )
     heartbeat_ttl: float = Field(
         default=10.0,
-        ge=1,
+        ge=2,  # below, one TTL update that times out (1 s at least) outlasts the check
         le=86_400,
-        description="TTL of the Consul health check, seconds (1-86400)",
+        description="TTL of the Consul health check, seconds (2-86400)",
     )
     stall_after: float = Field(
         default=30.0,
