@@ -351,7 +351,7 @@ class Hub:
     def __init__(self) -> None:
         self._by_uid: dict[int, set[Session]] = {}
         self._by_cid: dict[str, set[Session]] = {}
-        self._recorders: list[dict[str, int]] = []
+        self._recorders: list[dict[str, set[int]]] = []
 
     @property
     def sessions(self) -> int:
@@ -375,10 +375,10 @@ class Hub:
             self._by_cid.setdefault(cid, set()).add(session)
 
     @contextlib.contextmanager
-    def recording(self) -> Iterator[dict[str, int]]:
-        """cid -> the newest seq of the message events published while inside: what a
-        session that lists its chats and then follows them would otherwise not hear of."""
-        seen: dict[str, int] = {}
+    def recording(self) -> Iterator[dict[str, set[int]]]:
+        """cid -> the seqs of the message events published while inside: what a session
+        that lists its chats and then follows them would otherwise not hear of."""
+        seen: dict[str, set[int]] = {}
         self._recorders.append(seen)
         try:
             yield seen
@@ -405,8 +405,7 @@ class Hub:
             for session in tuple(self._by_cid.get(event.cid, ())):
                 session.offer(item)
             for seen in self._recorders:  # as many as streams opening at once (32 at most)
-                if event.seq > seen.get(event.cid, 0):
-                    seen[event.cid] = event.seq
+                seen.setdefault(event.cid, set()).add(event.seq)
         elif isinstance(event, ChatCreated):
             chat = event.chat
             text = frame(

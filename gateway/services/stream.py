@@ -104,9 +104,9 @@ class StreamService:
                 with self.hub.recording() as published:
                     chats = await self._chats(session.uid)
                     self.hub.follow(session, list(chats))
-                for cid, seq in published.items():
-                    if seq > chats.get(cid, seq):
-                        chats[cid] = seq
+                for cid, seqs in published.items():
+                    if cid in chats:
+                        chats[cid] = heard_through(chats[cid], seqs)
                 await session.start(since, chats)
         except TimeoutError:
             if not deadline.expired():
@@ -149,3 +149,14 @@ class StreamService:
                 len(followed.data),
             )
         return followed.data
+
+
+def heard_through(listed: int, heard: set[int]) -> int:
+    """Where a chat stands once the seqs heard while it was listed are counted: only those
+    that follow on from its listed lastSeq. The newest heard used to count, so one stray
+    or forged event (seq 10**12, say) became the socket's position, and every real
+    message below it was dropped as already sent (found in review); the live path checks
+    such a jump against history, and a real message after a hole is filled from there."""
+    while listed + 1 in heard:
+        listed += 1
+    return listed

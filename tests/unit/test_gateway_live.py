@@ -15,7 +15,7 @@ from contracts.events import ChatCreated, ChatRead, MembersAdded, MessageCreated
 from contracts.live import CATCH_UP_BUDGET, CATCH_UP_MAX, CloseCode, Followed
 from gateway.domain.requests import Paging
 from gateway.services.live import Hub, QueueLimits, Session, StreamUnavailable
-from gateway.services.stream import StreamService
+from gateway.services.stream import StreamService, heard_through
 from tests.support.waiting import eventually
 
 CID = "a" * 24
@@ -557,7 +557,7 @@ def test_overlapping_recordings_each_keep_their_own_to_the_end() -> None:
             hub.publish(events[0])
             hub.publish(events[1])
         hub.publish(events[2])
-    assert first == {CID: 3} and second == {CID: 2}
+    assert first == {CID: {1, 2, 3}} and second == {CID: {1, 2}}
     hub.publish(history.add(CID, 1)[0])  # nobody records any more
     assert hub._recorders == []
 
@@ -804,3 +804,40 @@ async def test_a_stream_from_a_shared_address_is_held_to_the_user_bound_only() -
     with pytest.raises(StreamUnavailable, match="address holds 2"):
         await service.open(7, FakeSocket(), {}, "203.0.113.9")
     assert service.hub.sessions == 6
+
+
+class _StrayWhileListed(Workers):
+    """A worker whose listing is overtaken by a message event far ahead of the chats:
+    stray or forged (anyone who may write to the events topic can send one)."""
+
+    hub: Hub
+
+    async def followed(self, uid: int) -> Any:
+        listed = await super().followed(uid)
+        for cid in (CID, OTHER):
+            self.hub.publish(MessageCreated(cid=cid, seq=10**12, message=_message(cid, 10**12)))
+        return listed
+
+
+async def test_an_event_far_ahead_heard_while_listing_hides_no_message() -> None:
+    """The newest seq heard while the chats were listed became the socket's position: a
+    gap up to it was sent, and every real message below it was dropped as already sent
+    (found in review). Only seqs that follow on from the listed lastSeq count now."""
+    workers = _StrayWhileListed()
+    workers.add(CID, 5)
+    workers.add(OTHER, 3)
+    service = _service(workers)
+    workers.hub = service.hub
+    socket = FakeSocket()
+    await service.open(1, socket, {CID: 5})
+    for event in workers.add(CID, 1) + workers.add(OTHER, 1):
+        service.hub.publish(event)
+    await eventually(lambda: (socket.seqs(CID), socket.seqs(OTHER)), lambda s: s == ([6], [4]))
+    assert "gap" not in socket.types()
+
+
+def test_seqs_heard_while_listing_count_only_where_they_follow_on() -> None:
+    assert heard_through(5, {6, 7, 9}) == 7
+    assert heard_through(5, {3, 5}) == 5
+    assert heard_through(5, {10**12}) == 5
+    assert heard_through(0, set()) == 0
