@@ -128,25 +128,9 @@ class MongoMessageLog:
         # after it in that command unwritten too (claimed again in the next round; that
         # happens only when an id is taken). A chat with more than ORDERED_CHUNK entries
         # goes as commands one after another, none after one that stopped.
-        by_chat: dict[str, list[IdEntry]] = {}
-        for entry in sorted(entries, key=lambda e: (e.cid, e.seq)):
-            by_chat.setdefault(entry.cid, []).append(entry)
-        turns: list[list[list[IdEntry]]] = []  # each: commands sent in turn
-        shared: list[IdEntry] = []
-        for run in by_chat.values():
-            if len(run) > ORDERED_CHUNK:
-                turns.append(
-                    [run[i : i + ORDERED_CHUNK] for i in range(0, len(run), ORDERED_CHUNK)]
-                )
-                continue
-            if len(shared) + len(run) > ORDERED_CHUNK:
-                turns.append([shared])
-                shared = []
-            shared += run
-        if shared:
-            turns.append([shared])
         outcomes = await asyncio.gather(
-            *(self._claim_in_turn(commands) for commands in turns), return_exceptions=True
+            *(self._claim_in_turn(commands) for commands in claim_turns(entries)),
+            return_exceptions=True,
         )
         return set().union(*_results(outcomes))
 
@@ -309,6 +293,28 @@ class MongoMessageLog:
             return await pending
         except PyMongoError as exc:
             raise failure(exc) from exc
+
+
+def claim_turns(entries: Sequence[IdEntry]) -> list[list[list[IdEntry]]]:
+    """How `claim` sends entries: turns sent at once, each a list of ordered commands sent
+    one after another. A command holds whole chats, each from its lowest seq, at most
+    ORDERED_CHUNK entries; a chat with more has a turn of its own."""
+    by_chat: dict[str, list[IdEntry]] = {}
+    for entry in sorted(entries, key=lambda e: (e.cid, e.seq)):
+        by_chat.setdefault(entry.cid, []).append(entry)
+    turns: list[list[list[IdEntry]]] = []
+    shared: list[IdEntry] = []
+    for run in by_chat.values():
+        if len(run) > ORDERED_CHUNK:
+            turns.append([run[i : i + ORDERED_CHUNK] for i in range(0, len(run), ORDERED_CHUNK)])
+            continue
+        if len(shared) + len(run) > ORDERED_CHUNK:
+            turns.append([shared])
+            shared = []
+        shared += run
+    if shared:
+        turns.append([shared])
+    return turns
 
 
 def _raise_first(failures: Sequence[tuple[WorkerError, BaseException]]) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from contracts.records import MessageRecord
+from dialogue_worker.adapters.mongo_log import claim_turns
 from dialogue_worker.domain.chats import ChatView, Full
 from dialogue_worker.domain.history import page_of
 from dialogue_worker.domain.messages import MessageView
@@ -128,15 +129,17 @@ class MemoryStore:
 
     async def claim(self, entries: Sequence[IdEntry]) -> set[str]:
         self._step("claim")
-        # In each chat from the lowest seq, none written past the first id there already.
+        # As MongoMessageLog sends them: each command stops at the first id there already,
+        # leaving the rest of it (other chats too) and the commands after it unwritten.
         unwritten: set[str] = set()
-        stopped: set[str] = set()
-        for e in sorted(entries, key=lambda e: (e.cid, e.seq)):
-            if e.cid in stopped or e.id in self.ids:
-                stopped.add(e.cid)
-                unwritten.add(e.id)
-            else:
-                self.ids[e.id] = e
+        for commands in claim_turns(entries):
+            stopped = False
+            for e in (e for command in commands for e in command):
+                if stopped or e.id in self.ids:
+                    stopped = True
+                    unwritten.add(e.id)
+                else:
+                    self.ids[e.id] = e
         self._done("claim")
         return unwritten
 
