@@ -20,6 +20,7 @@ into a retryable error instead of a lost update.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -56,6 +57,10 @@ from platform_common.retry import Backoff, retry
 log = logging.getLogger(__name__)
 Doc = dict[str, Any]
 DUPLICATE_KEY = 11000
+#: Documents per ordered `insert` command: FerretDB 1.24 inserts in batches of 100 and,
+#: ordered, goes on with the next batch after one met a duplicate (measured: 125
+#: documents with the first already there wrote 24 of the others). Checked at start.
+ORDERED_CHUNK = 100
 NAMESPACE_EXISTS = 48
 #: Server error codes that mean "not now" rather than "not this": shutting down, not
 #: (or no longer) primary, time limits, write conflicts, network trouble behind a mongos.
@@ -273,6 +278,27 @@ class MongoDatabase:
         except PyMongoError as exc:
             raise StorageUnavailable(f"write check failed: {exc}") from exc
 
+    async def _check_ordered_inserts(self, version: str) -> None:
+        """An ordered insert of ORDERED_CHUNK documents stops at one already there: id
+        entries are claimed so (adapters.mongo_log.claim). FerretDB inserts in batches
+        (100 by default, FERRETDB_TEST_BATCH_SIZE) and goes on with the next batch after
+        a duplicate, which would leave entries above a copy: seats nobody fills."""
+        checks = self.db["write_checks"]
+        ids = [f"ordered-check-{uuid.uuid4().hex}-{n}" for n in range(ORDERED_CHUNK)]
+        await checks.insert_one({"_id": ids[0]})
+        try:
+            with contextlib.suppress(pymongo.errors.BulkWriteError):
+                await checks.insert_many([{"_id": i} for i in ids], ordered=True)
+            written = await checks.count_documents({"_id": {"$in": ids}})
+        finally:
+            await checks.delete_many({"_id": {"$in": ids}})
+        if written != 1:
+            raise StoreMisconfigured(
+                f"FerretDB {version}: an ordered insert of {ORDERED_CHUNK} documents went on "
+                f"past a duplicate ({written - 1} written after it): run FerretDB without "
+                "FERRETDB_TEST_BATCH_SIZE (or with it at 100 or more)"
+            )
+
     async def _check_ferretdb(self, version: str) -> None:
         for name, query in READS:
             plan = await self.db.command("explain", {"find": name, "filter": query})
@@ -282,6 +308,7 @@ class MongoDatabase:
                     "index in PostgreSQL (run `python -m infra.local up`, which installs the "
                     "GIN indexes FerretDB's pushdown needs; see docs/decisions.md)"
                 )
+        await self._check_ordered_inserts(version)
         guard = self.db["write_checks"]
         probe = {
             "_id": f"guard-check-{uuid.uuid4().hex}",

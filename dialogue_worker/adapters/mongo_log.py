@@ -12,6 +12,7 @@ from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 from contracts.records import MessageRecord
 from dialogue_worker.adapters.mongo import (
     DUPLICATE_KEY,
+    ORDERED_CHUNK,
     STALE_WRITE,
     Doc,
     MongoDatabase,
@@ -32,10 +33,6 @@ PARALLEL = 16
 #: Documents per `insert` command: a batch's inserts go as several commands at once,
 #: which FerretDB runs in parallel (500 documents: one command ~28 ms, four ~19 ms).
 INSERT_CHUNK = 125
-#: Documents per ordered `insert` command: FerretDB 1.24 inserts in batches of 100 and,
-#: ordered, goes on with the next batch after one met a duplicate (measured: 125
-#: documents with the first already there wrote 24 of the others).
-ORDERED_CHUNK = 100
 
 
 def id_doc(entry: IdEntry) -> Doc:
