@@ -171,7 +171,9 @@ def invariant_lines(messages: MessageCheck, live: LiveCheck) -> list[str]:
         f" {v.drain_seconds:.1f} s after the store",
     ]
     lines += [f"    e.g. {example}" for example in v.examples]
-    if v.unchecked:
+    if v.unchecked and not v.clients:
+        lines.append("  live: NOT CHECKED: no socket was open (--sockets 0)")
+    elif v.unchecked:
         lines.append(
             f"  live: NOT CHECKED: no message went to a chat of the {v.clients} socket users"
             " (a longer run, or more --sockets, checks it)"
