@@ -207,3 +207,13 @@ def summary(
         *error_lines(samples),
         *invariant_lines(messages, live),
     ]
+
+
+def message_verdict(m: MessageCheck) -> str:
+    """The messages invariant alone, for messages.txt (written before the live check)."""
+    problems = m.problems()
+    verdict = "VIOLATED: " + "; ".join(problems) if problems else "holds"
+    lines = [f"messages invariant {verdict}", f"missing: {' '.join(m.missing) or 'none'}"]
+    lines.append(f"duplicated: {' '.join(m.duplicated) or 'none'}")
+    lines.append(f"acknowledged twice: {' '.join(m.reacknowledged) or 'none'}")
+    return "\n".join(lines)

@@ -18,7 +18,7 @@ from bench.soak.invariants import check_live, check_messages
 from bench.soak.platform import SoakError, Target, target
 from bench.soak.plot import plot
 from bench.soak.prepare import PrepareFailed, prepare
-from bench.soak.report import summary, write_csv
+from bench.soak.report import message_verdict, summary, write_csv
 from bench.soak.sampler import Sample, Sampler
 from bench.soak.settings import SoakSettings
 from infra.dev.platform import DevError
@@ -93,6 +93,9 @@ async def _soak(settings: SoakSettings, where: Target, ctrl_c: CtrlC) -> int:
             messages, stored = await check_messages(
                 sampler.kafka, local.mongo_url, where.dev.mongo_db, plan, rest_final
             )
+            # Written now: if the live clients or the plot fail after this, the run ends
+            # FAILED without a summary, and a broken message invariant would be lost.
+            (out / "messages.txt").write_text(message_verdict(messages) + "\n")
             _say("waiting for the live clients to see every stored message")
             live_final = await live.stop(300.0, expect=stored.last_seq)
     finally:
@@ -102,7 +105,10 @@ async def _soak(settings: SoakSettings, where: Target, ctrl_c: CtrlC) -> int:
         settings, samples, len(where.workers()), int(opened["ready"]), messages, live_check
     )
     title = f"soak {time.strftime('%Y-%m-%d %H:%M')}: {samples[-1].t / 60:.1f} min"
-    plot(samples, settings.window, out / "soak.png", title)
+    try:
+        plot(samples, settings.window, out / "soak.png", title)
+    except Exception as exc:  # the figure is not the verdict: the summary still goes out
+        lines.append(f"plot not drawn: {type(exc).__name__}: {exc}")
     lines += [f"files: {out / 'soak.csv'}, {out / 'soak.png'}, {out / 'summary.txt'}"]
     (out / "summary.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)

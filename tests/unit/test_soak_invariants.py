@@ -22,7 +22,7 @@ from bench.soak.invariants import (
     stored_of,
 )
 from bench.soak.plan import Chat, Plan
-from bench.soak.report import invariant_lines
+from bench.soak.report import invariant_lines, message_verdict
 from dialogue_worker.domain.history import page_key, page_of
 
 HELD = MessageCheck(
@@ -278,3 +278,13 @@ def test_an_id_acknowledged_twice_or_a_stored_refusal_breaks_the_invariant() -> 
     assert not judge_messages(rest, extra, True, 0).ok  # no post went unanswered
     rest["unclear"] = {"timeout": 1}
     assert judge_messages(rest, extra, True, 0).ok  # the one that timed out was stored
+
+
+def test_the_messages_verdict_stands_on_its_own() -> None:
+    """Written before the live check: a run that failed after it lost a broken messages
+    invariant with its summary (found in review)."""
+    assert message_verdict(HELD).splitlines()[0] == "messages invariant holds"
+    broken = replace(HELD, missing=["m1", "m2"], reacknowledged=["m3"])
+    verdict = message_verdict(broken).splitlines()
+    assert verdict[0].startswith("messages invariant VIOLATED: 2 acknowledged messages missing")
+    assert "missing: m1 m2" in verdict and "acknowledged twice: m3" in verdict
