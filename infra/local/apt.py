@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
+from pathlib import Path
 
 from infra.local.downloads import run_fetching
+from infra.local.locks import exclusive
 from infra.local.service import Progress, ServiceError
 
 #: Seconds one apt-get command may take (a package download included).
 APT_TIMEOUT = 900.0
 
-# Services provision side by side; dpkg takes one installation at a time.
-_APT = threading.Lock()
+#: Held around every apt-get run, by every process of the project on the machine:
+#: services provision side by side, and two clones may provision at once. dpkg's own
+#: lock can be waited for (DPkg::Lock::Timeout), but `apt-get update` fails at once on
+#: the lists' lock another update holds (a thread lock did not cover other processes).
+APT_LOCK = Path("/run/lock/dialogue-platform-apt.lock")
 
 
 def apt_install(service: str, package: str, progress: Progress) -> None:
@@ -21,7 +25,7 @@ def apt_install(service: str, package: str, progress: Progress) -> None:
     if os.geteuid() != 0:
         raise ServiceError(f"{package} is not installed; run: sudo apt-get install -y {package}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    with _APT:
+    with exclusive(APT_LOCK, lambda: progress.step(service, "waiting for another apt-get run")):
         progress.step(service, f"installing {package} (apt-get)")
         # Finish what an interrupted dpkg left half-configured (a killed earlier run), or
         # every install fails at once until someone runs it by hand. Not fatal: dpkg
