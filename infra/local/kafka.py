@@ -130,6 +130,7 @@ class Kafka(Service):
                 "mvn",
                 "-q",
                 "-B",
+                "-C",  # a jar whose checksum does not match fails (Maven 3 only warns)
                 "-f",
                 str(POM),
                 "dependency:copy-dependencies",
