@@ -20,13 +20,13 @@ from aiokafka.errors import KafkaError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from dialogue_worker.adapters.topics import keyed_partitioner
-from dialogue_worker.domain.records import InboundRecord, Rejected
+from dialogue_worker.domain.records import FORWARDED_FROM, InboundRecord, Rejected
 from dialogue_worker.errors import OutboxUnavailable
 from dialogue_worker.services.ports import Event
 from platform_common.kafka import ScopedProducer
 
 REASON = "x-dlq-reason"  # human-readable reason, UTF-8
-KIND = "x-dlq-kind"  # invalid | unknown_chat | not_member | unstorable | id_conflict
+KIND = "x-dlq-kind"  # a RejectKind: invalid, unknown_chat, not_member, ..., wrong_partition
 SOURCE_TOPIC = "x-dlq-topic"
 SOURCE_PARTITION = "x-dlq-partition"
 SOURCE_OFFSET = "x-dlq-offset"
@@ -47,8 +47,6 @@ NULL_RECORD = "x-dlq-null-record"
 #: On a dead letter: the source record's Kafka timestamp, in milliseconds (the copy's own
 #: is when it was dead-lettered; the source may be gone by retention).
 SOURCE_TIMESTAMP = "x-dlq-timestamp"
-#: On a forwarded record: where it was read ("topic/partition/offset").
-FORWARDED_FROM = "x-forwarded-from"
 #: On a forwarded record whose source headers did not fit beside FORWARDED_FROM: how
 #: many were left out (a copy the owner dead-letters later carries it on).
 FORWARD_HEADERS_DROPPED = "x-forwarded-headers-dropped"

@@ -33,6 +33,11 @@ class RejectKind(StrEnum):
     NOT_MEMBER = "not_member"  # the author is not a member of the chat
     UNSTORABLE = "unstorable"  # valid, but the store cannot hold it (encoding, a refused write)
     ID_CONFLICT = "id_conflict"  # its id is already stored with another chat, author or text
+    WRONG_PARTITION = "wrong_partition"  # forwarded once, and still not on its chat's partition
+
+
+#: On a forwarded record: where it was read ("topic/partition/offset").
+FORWARDED_FROM = "x-forwarded-from"
 
 
 #: The longest reason a dead letter carries (characters); a reason quotes the record, and
@@ -84,14 +89,34 @@ def decode_all(records: Sequence[InboundRecord]) -> Sorted:
 
 
 def check_partition(batch: Sorted, partition_of: Callable[[str], int]) -> Sorted:
-    """Keep the records read from their chat's partition; the others are to be forwarded."""
+    """Keep the records read from their chat's partition; the others are to be forwarded,
+    but a forwarded copy that is still not on its chat's partition is dead-lettered: two
+    workers that count the topic's partitions differently (partitions added, not every
+    worker restarted) sent one copy back and forth for as long as they both ran, and the
+    message was never stored (found in review)."""
     result = Sorted(rejected=list(batch.rejected), forward=list(batch.forward))
     for item in batch.accepted:
-        if item.record.partition == partition_of(item.message.cid):
+        owner = partition_of(item.message.cid)
+        if item.record.partition == owner:
             result.accepted.append(item)
+        elif (came := _forwarded_from(item.record)) is not None:
+            why = (
+                f"forwarded from {came} to partition {item.record.partition}, whose worker "
+                f"places chat {item.message.cid} on partition {owner}: the workers count the "
+                "topic's partitions differently (restart them all, then replay this record)"
+            )
+            result.rejected.append(Rejected(item.record, RejectKind.WRONG_PARTITION, why))
         else:
             result.forward.append((item.record, item.message.cid))
     return result
+
+
+def _forwarded_from(record: InboundRecord) -> str | None:
+    """Where a forwarded copy was forwarded from (its newest FORWARDED_FROM), or None."""
+    for name, value in record.headers:
+        if name == FORWARDED_FROM:
+            return "?" if value is None else value.decode(errors="backslashreplace")
+    return None
 
 
 def check_storable(batch: Sorted, unstorable: Callable[[MessageRecord], str | None]) -> Sorted:

@@ -3,8 +3,10 @@ topic, the intake (`agent.inbound`, then `BatchPersister.persist`) reads it with
 exception, and they change nothing of its fate. The rule, as docs/worker.md ("Producing
 a record") and docs/decisions.md state it: the key is not checked, only the partition;
 a valid record on its chat's partition is stored (an unknown chat dead-lettered as
-`unknown_chat`), one on another partition is forwarded to its chat, and an invalid one is
-dead-lettered as `invalid`; none is dead-lettered for its key or partition. Every record
+`unknown_chat`), one on another partition is forwarded to its chat (unless it is a
+forwarded copy already, carrying `x-forwarded-from`: then it is dead-lettered as
+`wrong_partition`, not sent round again), and an invalid one is dead-lettered as
+`invalid`; none is dead-lettered for its key. Every record
 is made durable, and every dead letter fits in one request with the record's headers
 and timestamp as they came."""
 
@@ -152,10 +154,20 @@ def expected(spec: Spec) -> tuple[str, str]:
     if spec.cid is None:
         return "dead-lettered", "invalid"
     if spec.partition != chat_partition(spec.cid):
+        if "x-forwarded-from" in _names(spec.headers):  # a copy misplaced again: no loop
+            return "dead-lettered", "wrong_partition"
         return "forwarded", spec.cid
     if spec.cid == UNKNOWN:
         return "dead-lettered", "unknown_chat"
     return "stored", spec.cid
+
+
+def _names(headers: Any) -> list[str]:
+    if headers is None:
+        return []
+    if isinstance(headers, Mapping):
+        return list(headers)
+    return [name for name, _ in headers]
 
 
 def event(spec: Spec, offset: int) -> SimpleNamespace:

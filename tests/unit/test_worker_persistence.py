@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -16,7 +17,7 @@ import pytest
 from contracts.events import MessageCreated
 from contracts.records import MessageRecord
 from dialogue_worker.domain.offsets import DurableOffsets
-from dialogue_worker.domain.records import InboundRecord, RejectKind
+from dialogue_worker.domain.records import FORWARDED_FROM, InboundRecord, RejectKind
 from dialogue_worker.domain.sequencing import ChatState, Known, text_digest
 from dialogue_worker.errors import StoreRefused
 from dialogue_worker.metrics import WorkerMetrics
@@ -311,6 +312,23 @@ async def test_records_on_another_partition_than_their_chats_are_forwarded() -> 
     assert outcome.stored == 1 and list(w.store.seqs(CID)) == [1]
     assert [(r.offset, cid) for r, cid in w.outbox.forwarded] == [(1, OTHER), (2, CID)]
     assert w.metrics.forwarded._value.get() == 2
+
+
+async def test_a_forwarded_copy_still_on_another_partition_is_dead_lettered_not_sent_on() -> None:
+    """Workers counting the topic's partitions differently (partitions added, not every
+    worker restarted) sent one copy back and forth for as long as both ran, a produce per
+    hop and the message never stored (found in review)."""
+    w = World(partitions=2)  # CID lives on partition 0
+    copy = rec(5, partition=1)
+    copy = replace(copy, headers=((FORWARDED_FROM, b"msgs/3/17"), ("trace", b"t")))
+
+    outcome = await w.persister.persist([copy, rec(6, partition=1)])
+
+    assert w.outbox.forwarded and [r.offset for r, _ in w.outbox.forwarded] == [6]
+    [dead] = w.outbox.dead
+    assert (dead.record.offset, dead.kind) == (5, RejectKind.WRONG_PARTITION)
+    assert "forwarded from msgs/3/17 to partition 1" in dead.reason
+    assert "places chat" in dead.reason and outcome.stored == 0
 
 
 async def test_invalid_and_non_member_records_are_dead_lettered_with_reasons() -> None:
