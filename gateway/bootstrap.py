@@ -156,7 +156,9 @@ def build_services(
     return Services(
         auth=auth,
         chats=ChatService(adapters.workers, adapters.users, membership),
-        messages=MessageService(adapters.workers, adapters.bus, membership, idempotency, clock),
+        messages=MessageService(
+            adapters.workers, adapters.bus, membership, idempotency, clock, time.monotonic
+        ),
         readiness=Readiness(adapters.bus, adapters.users, adapters.workers, adapters.feed),
         workers=adapters.workers,
         limits=RateLimits(rate_rules(settings), time.monotonic, settings.rate_limit_max_keys),

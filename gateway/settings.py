@@ -303,6 +303,17 @@ class GatewaySettings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _idempotency_outlives_a_send(self) -> GatewaySettings:
+        # A send still waiting for Kafka outlived its own entry: a retry queued behind it
+        # found none after a 5031, and made a second message (found in review).
+        if self.idempotency_ttl < self.kafka_send_timeout:
+            raise SettingsError(
+                f"IDEMPOTENCY_TTL={self.idempotency_ttl:g} is shorter than "
+                f"KAFKA_SEND_TIMEOUT={self.kafka_send_timeout:g}: a key must outlive a send"
+            )
+        return self
+
     @property
     def refresh_rate(self) -> Rate:
         """RATE_REFRESHES_PER_USER, or 30 refreshes per JWT_TTL when it is unset."""

@@ -50,12 +50,17 @@ class MessageService:
         membership: Membership,
         idempotency: IdempotencyCache,
         clock: Callable[[], float],
+        elapsed: Callable[[], float] | None = None,
     ) -> None:
+        """`clock` is wall time (createdAt); `elapsed` (default: `clock`) ages idempotency
+        entries and should be monotonic: on the wall clock a step forward expired keys
+        early, and retries within the window then made second messages."""
         self._workers = workers
         self._bus = bus
         self._membership = membership
         self._idempotency = idempotency
         self._clock = clock
+        self._elapsed = clock if elapsed is None else elapsed
         self._key_locks: KeyedLocks[tuple[int, str]] = KeyedLocks()
 
     async def post(self, caller: Principal, cid: str, text: str, key: str | None) -> Message:
@@ -71,7 +76,7 @@ class MessageService:
 
     async def _post_once(self, caller: Principal, cid: str, text: str, key: str) -> Message:
         uid, digest = caller.user_id, request_digest(cid, text)
-        earlier = self._idempotency.lookup(uid, key, digest, self._clock())
+        earlier = self._idempotency.lookup(uid, key, digest, self._elapsed())
         if earlier is None:
             message = self._new_message(caller, cid, text)
         else:  # same chat and text (the digest matched): the same message again
@@ -85,9 +90,9 @@ class MessageService:
                 return message
         await self._membership.require(uid, cid)
         attempt = Attempt(message.id, message.createdAt, digest, acked=False)
-        self._idempotency.record(uid, key, attempt, self._clock())
+        self._idempotency.record(uid, key, attempt, self._elapsed())
         await self._send(message)
-        self._idempotency.record(uid, key, replace(attempt, acked=True), self._clock())
+        self._idempotency.record(uid, key, replace(attempt, acked=True), self._elapsed())
         return message
 
     def _new_message(self, caller: Principal, cid: str, text: str) -> Message:

@@ -208,3 +208,17 @@ def test_the_smallest_argon2_settings_accepted_hash_a_password() -> None:
     assert hasher.verify(hasher.hash("secret1"), "secret1")
     with pytest.raises(HashingError):  # what the refused ARGON2_MEMORY_KIB=31 would do
         PasswordHasher(time_cost=1, memory_cost=31, parallelism=4).hash("secret1")
+
+
+@given(st.floats(0.01, 100.0), st.floats(0.01, 100.0))
+def test_an_idempotency_key_must_outlive_a_kafka_send(ttl: float, send: float) -> None:
+    """A send still waiting for Kafka outlived its entry: the retry queued behind its 5031
+    found none, and made a second message (found in review)."""
+    if ttl >= send:
+        settings = GatewaySettings(
+            dialogue_env="local", idempotency_ttl=ttl, kafka_send_timeout=send
+        )
+        assert settings.idempotency_ttl == ttl
+    else:
+        with pytest.raises(ValidationError, match="IDEMPOTENCY_TTL"):
+            GatewaySettings(dialogue_env="local", idempotency_ttl=ttl, kafka_send_timeout=send)

@@ -1,0 +1,58 @@
+"""The post use case over hand-written fakes of the bus and the workers: an
+Idempotency-Key's entry ages on the monotonic clock, whatever the wall clock does."""
+
+from __future__ import annotations
+
+import pytest
+
+from contracts.errors import ErrorCode
+from contracts.records import MessageRecord
+from gateway.domain.idempotency import IdempotencyCache
+from gateway.domain.tokens import Principal
+from gateway.errors import GatewayError
+from gateway.services.chats import Membership
+from gateway.services.messages import MessageService
+from tests.support.gateway_fakes import FakeBus, FakeWorkers
+
+
+class AckLostBus(FakeBus):
+    """Writes every record; the first one's acknowledgement is lost (a 5031)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lose_next = True
+
+    async def publish(self, record: MessageRecord) -> None:
+        self.records.append(record)
+        if self.lose_next:
+            self.lose_next = False
+            raise GatewayError(ErrorCode.BUS_UNAVAILABLE, "sent, not confirmed")
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_retry_within_the_window_is_the_same_message_after_a_wall_clock_step() -> None:
+    """On the wall clock, a step forward (an NTP correction, a suspended machine) expired
+    keys early, and a retry within IDEMPOTENCY_TTL made a second message."""
+    bus = AckLostBus()
+    workers = FakeWorkers(bus)
+    chat = await workers.create_chat([1, 2])
+    wall, elapsed = Clock(1_700_000_000.0), Clock(100.0)
+    cache = IdempotencyCache(ttl=60.0, max_entries=100, max_bytes=1 << 20, keys_per_user=10)
+    posts = MessageService(workers, bus, Membership(workers, 5.0, elapsed), cache, wall, elapsed)
+    caller = Principal(user_id=1, username="alice", expires_at=2_000_000_000, auth_time=0)
+    with pytest.raises(GatewayError) as lost:  # written, its acknowledgement lost: 5031
+        await posts.post(caller, chat.id, "hello", "key-1")
+    assert lost.value.code is ErrorCode.BUS_UNAVAILABLE
+    wall.now += 7_200  # two hours on the wall, ten seconds in fact
+    elapsed.now += 10
+    again = await posts.post(caller, chat.id, "hello", "key-1")
+    # The retry sent the same record again (one message to the worker), not a new one.
+    assert [r.id for r in bus.records] == [again.id, again.id]
+    assert again.createdAt == 1_700_000_000
