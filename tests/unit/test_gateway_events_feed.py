@@ -1,15 +1,22 @@
-"""The events feed's placement of partitions (gateway/adapters/events_feed.py) when its
-first placement fails half-way, against a hand-written consumer. Reading real Kafka is
+"""The events feed (gateway/adapters/events_feed.py): its placement of partitions when its
+first placement fails half-way, against a hand-written consumer, and what it makes of any
+record a producer to the events topic can write. Reading real Kafka is
 tests/integration/test_gateway_events_feed.py."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 from aiokafka.errors import KafkaConnectionError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from contracts.events import decode_event
 from gateway.adapters.events_feed import KafkaEventFeed
+from gateway.services.live import Hub
 from platform_common.retry import Backoff
 
 TOPIC = "dialogue.events"
@@ -57,3 +64,66 @@ async def test_a_first_placement_that_failed_half_way_still_starts_every_partiti
     await feed._position(consumer, Backoff(0.01, 0.01))
     assert consumer.rewound == [] and feed.ready()
     assert feed._next == {0: 40, 1: 40, 2: 40}
+
+
+# --- what a producer to the events topic can send ------------------------------------------
+
+CID = "65f0c0ffee0000000000beef"
+GOOD = {"v": 1, "type": "chat.read", "cid": CID, "uid": 7, "seq": 3}
+REASONS = {"empty value", "not an event", "not encodable"}
+INTS = st.integers(min_value=-(2**70), max_value=2**70)
+JSON = st.recursive(
+    st.none() | st.booleans() | INTS | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+VALUES = st.one_of(
+    st.none(),
+    st.binary(max_size=64),
+    JSON.map(lambda v: orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS) if _dumps(v) else b"x"),
+    st.fixed_dictionaries({k: st.just(v) for k, v in GOOD.items()})
+    .flatmap(
+        lambda good: st.sampled_from(sorted(good)).flatmap(
+            lambda field: JSON.map(lambda bad: {**good, field: bad})
+        )
+    )
+    .map(lambda v: orjson.dumps(v) if _dumps(v) else b"{}"),
+    st.just(orjson.dumps(GOOD)),
+)
+
+
+def _dumps(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(VALUES, st.none() | st.integers(min_value=-(2**63), max_value=2**63 - 1))
+def test_any_record_of_the_events_topic_is_delivered_or_skipped_with_its_reason(
+    value: bytes | None, timestamp: int | None
+) -> None:
+    """Anyone who may produce to the topic reaches this code, and every live stream hears
+    what it delivers: a record is an event the hub can send (delivered) or skipped with
+    one of the documented reasons, and the feed goes on."""
+    feed = KafkaEventFeed("127.0.0.1:9", TOPIC)
+    delivered: list[Any] = []
+    skipped: list[str] = []
+    hub = Hub()
+
+    def deliver(event: Any, published: float | None) -> None:
+        hub.publish(event, published)  # encodes the frame, as for a live socket
+        delivered.append(event)
+
+    feed._deliver, feed._skipped = deliver, skipped.append
+    record = SimpleNamespace(topic=TOPIC, partition=0, offset=1, value=value, timestamp=timestamp)
+    feed._handle(record)
+    assert len(delivered) + len(skipped) == 1 and set(skipped) <= REASONS
+    if value is None:
+        assert skipped == ["empty value"]
+    elif value == orjson.dumps(GOOD):
+        assert delivered == [decode_event(value)]
