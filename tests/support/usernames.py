@@ -29,12 +29,18 @@ def _math_bold(ch: str) -> str:
 
 
 @st.composite
-def _letter(draw: st.DrawFn, ch: str) -> str:
+def _letter(draw: st.DrawFn, ch: str, invisible: bool = True) -> str:
     shape = draw(st.sampled_from([ch, ch.upper(), _fullwidth(ch), _fullwidth(ch.upper())]))
     shape = draw(st.sampled_from([shape, _math_bold(shape)])) if shape.isascii() else shape
     accent = draw(st.sampled_from(("", "", *ACCENTS)))
-    before = draw(st.sampled_from(("", "", "", *INVISIBLE)))
+    before = draw(st.sampled_from(("", "", "", *INVISIBLE))) if invisible else ""
     return f"{before}{shape}{accent}"
+
+
+@st.composite
+def visible_variants(draw: st.DrawFn, name: str) -> str:
+    """`name` re-cased, widened, bolded and accented, with nothing invisible and no padding."""
+    return "".join(draw(_letter(ch, invisible=False)) for ch in name)
 
 
 @st.composite

@@ -44,10 +44,11 @@ def test_a_refused_admin_token_is_an_error_naming_the_status(
 
 
 @pytest.mark.parametrize("status", [429, 503])
-def test_a_busy_admin_view_is_asked_again(
+def test_a_busy_admin_view_counts_as_nothing_routed_yet(
     status: int, run_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Only a refused token is final; the wait's own deadline ends any other answer."""
+    """Only a refused token is final; any other answer is "nothing routed yet", which the
+    wait asks again until its own deadline."""
     monkeypatch.setattr(dev_platform, "call", _answering(Answer(status, {"code": "5030"})))
     assert DevPlatform(DevSettings.from_env()).routed() == {}
 

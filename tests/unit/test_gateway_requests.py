@@ -51,8 +51,13 @@ def test_sign_up_rejects_with_4000(change: dict[str, Any]) -> None:
 
 
 def test_sign_up_bounds_are_inclusive() -> None:
-    parse_sign_up({**GOOD, "username": "a" * 5, "password": "p" * 6, "passwordConfirm": "p" * 6})
-    parse_sign_up({**GOOD, "username": "a" * 30, "password": "p" * 64, "passwordConfirm": "p" * 64})
+    for name, password in (("a" * 5, "p" * 6), ("a" * 30, "p" * 64)):
+        body = {**GOOD, "username": name, "password": password, "passwordConfirm": password}
+        parsed = parse_sign_up(body)  # taken whole: nothing cut or changed at the bounds
+        assert (parsed.username.canonical, parsed.password) == (name, password)
+    for name, password in (("a" * 4, "p" * 6), ("a" * 31, "p" * 6), ("a" * 5, "p" * 65)):
+        body = {**GOOD, "username": name, "password": password, "passwordConfirm": password}
+        assert _code(parse_sign_up, body) is ErrorCode.MALFORMED
 
 
 def test_sign_in_ignores_extra_fields_and_needs_strings() -> None:

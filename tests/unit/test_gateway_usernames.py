@@ -22,7 +22,7 @@ from gateway.domain.usernames import (
     username,
 )
 from gateway.errors import GatewayError
-from tests.support.usernames import ISSUE_VARIANTS, variants
+from tests.support.usernames import ISSUE_VARIANTS, variants, visible_variants
 
 
 def _refused(name: str) -> bool:
@@ -62,14 +62,15 @@ def test_every_variant_of_a_name_is_refused_or_shares_its_lockout(pair: tuple[st
     assert _refused(variant) or throttle_key(sign_in_name(variant).canonical) == key
 
 
-@given(variants("alice"))
+@given(visible_variants("alice"))
 def test_variants_without_invisible_or_padding_are_the_same_account_or_an_accented_one(
     variant: str,
 ) -> None:
-    if not _refused(variant):
-        name = sign_in_name(variant).canonical
-        bare = "".join(ch for ch in unicodedata.normalize("NFD", name) if ch.isascii())
-        assert bare == "alice"
+    """Every such variant is a name sign-in reads (the test used to draw every variant and
+    check only those not refused: about 6 in 100)."""
+    name = sign_in_name(variant).canonical
+    bare = "".join(ch for ch in unicodedata.normalize("NFD", name) if ch.isascii())
+    assert bare == "alice"
 
 
 @given(st.text(max_size=SIGN_IN_MAX))
