@@ -30,7 +30,7 @@ from infra.processes.gateway import (
     gateway_env,
     scratch_database,
 )
-from infra.processes.private import free_port, private_stack
+from infra.processes.private import free_range, private_stack
 from infra.processes.worker import WorkerProcess
 from tests.support.api_user import Api
 from tests.support.faults import Platform
@@ -371,7 +371,8 @@ async def test_kafka_stopped_gives_5031_and_never_202(
 ) -> None:
     alice, bob = await api.sign_up(_name(unique, "bus")), await api.sign_up(_name(unique, "bus"))
     cid = await _chat(api, alice["token"], [alice["userId"], bob["userId"]])
-    ports = {"LOCAL_KAFKA_PORT": str(free_port()), "LOCAL_KAFKA_CONTROLLER_PORT": str(free_port())}
+    base = free_range(2)  # two calls of free_port() could give one port twice
+    ports = {"LOCAL_KAFKA_PORT": str(base), "LOCAL_KAFKA_CONTROLLER_PORT": str(base + 1)}
     # A private broker, so killing it disturbs no other test (starting it blocks ~10 s).
     with private_stack(tmp_path, infra.cache_dir, ["kafka"], ports) as kafka:
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka.settings.kafka_bootstrap)

@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 
 from infra.local import LocalSettings
-from infra.processes.private import free_port, private_stack
+from infra.processes.private import free_range, private_stack
 from tests.support.faults import (
     ConsulMonitor,
     Load,
@@ -27,7 +27,8 @@ async def test_kafka_killed_and_restarted(
     http: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    ports = {"LOCAL_KAFKA_PORT": str(free_port()), "LOCAL_KAFKA_CONTROLLER_PORT": str(free_port())}
+    base = free_range(2)  # two calls of free_port() could give one port twice
+    ports = {"LOCAL_KAFKA_PORT": str(base), "LOCAL_KAFKA_CONTROLLER_PORT": str(base + 1)}
     with private_stack(tmp_path, infra.cache_dir, ["kafka"], ports) as kafka:
         bootstrap = kafka.settings.kafka_bootstrap
         async with Platform.start(
