@@ -100,8 +100,15 @@ class ChatBook:
             self._states[cid] = (state, seq if counted is None else max(seq, counted))
 
     def forget_partitions(self, partitions: Collection[int]) -> None:
-        """This worker no longer owns these partitions: their chats' states may move on."""
-        gone = [cid for cid, (state, _) in self._states.items() if state.partition in partitions]
+        """This worker no longer owns these partitions: their chats' states may move on.
+        So may those of chats with no seq yet (partition -1, so no owner known): one of
+        them may live on a revoked partition, and was kept, stale, until a write found
+        its seqs taken (found in review)."""
+        gone = [
+            cid
+            for cid, (state, _) in self._states.items()
+            if state.partition in partitions or state.partition < 0
+        ]
         self.forget(gone)
 
     def forget(self, cids: Iterable[str]) -> None:

@@ -813,6 +813,18 @@ async def test_the_book_knows_a_chats_count_only_while_it_holds_the_chat() -> No
     assert book.counted(CID) is None
 
 
+async def test_a_chat_without_a_seq_is_forgotten_with_any_revoked_partition() -> None:
+    """Its state names no partition (-1): it stayed, stale, after its partition was
+    revoked, until a write found its seqs taken (found in review)."""
+    store = MemoryStore()
+    store.add_chat(CID, {1, 2})
+    book = ChatBook(store, 5.0)
+    await book.ensure([CID])
+    assert book.state(CID).partition == -1 and book.counted(CID) == 0
+    book.forget_partitions([5])
+    assert book.counted(CID) is None
+
+
 async def test_repeats_above_a_stale_state_are_read_again_and_counted() -> None:
     """Another writer stored seqs 3..5 and died before counting them; this worker still
     holds the chat at 2 and gets the records again: it reads the chat again and counts."""
