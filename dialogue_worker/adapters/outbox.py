@@ -16,7 +16,12 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidProducerIdMapping,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+)
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from dialogue_worker.adapters.topics import keyed_partitioner
@@ -52,6 +57,14 @@ SOURCE_TIMESTAMP = "x-dlq-timestamp"
 FORWARD_HEADERS_DROPPED = "x-forwarded-headers-dropped"
 #: The largest record the outbox sends (its producer's max_request_size, aiokafka's default).
 MAX_RECORD = 1_048_576
+#: Errors after which the idempotent producer's sequence numbers no longer match the
+#: broker's for some partition: every later send there fails the same way, so the
+#: producer is made again (a new producer id). aiokafka moves a partition's sequence on
+#: when it drops an expired batch (a partition without a leader for request_timeout_ms),
+#: and the outbox was then retried on the same producer for ever (found in review).
+STALE_PRODUCER = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerIdMapping)
+#: Seconds the old producer is given to stop when it is made again.
+RENEW_WITHIN = 5.0
 
 Headers = list[tuple[str, bytes | None]]
 #: topic, value, key, headers, partition (None: the producer's keyed partitioner), and
@@ -188,6 +201,7 @@ class KafkaOutbox:
         self.events_topic = events_topic
         self._bootstrap = bootstrap
         self._producer: ScopedProducer | None = None
+        self._started = False  # start() was called (and stop() not): a renewal may restart
         self._partition_of: Callable[[str], int] | None = None
 
     def route(self, partition_of: Callable[[str], int]) -> None:
@@ -199,6 +213,7 @@ class KafkaOutbox:
         self._partition_of = partition_of
 
     async def start(self) -> None:
+        self._started = True
         if self._producer is None:
             producer = ScopedProducer(
                 metadata_topics=(self.topic, self.events_topic, self.dlq_topic),
@@ -214,6 +229,7 @@ class KafkaOutbox:
             self._producer = producer
 
     async def stop(self) -> None:
+        self._started = False
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
@@ -242,6 +258,11 @@ class KafkaOutbox:
 
     async def _send(self, records: Sequence[Outgoing]) -> None:
         """Send in order (one partition keeps the order of what is sent to it); wait for all."""
+        if self._producer is None and self._started:  # made again after STALE_PRODUCER
+            try:
+                await self.start()
+            except KafkaError as exc:
+                raise OutboxUnavailable(f"cannot start a Kafka producer: {exc!r}") from exc
         if self._producer is None:
             raise OutboxUnavailable("the Kafka producer is not started")
         try:
@@ -258,4 +279,17 @@ class KafkaOutbox:
             ]
             await asyncio.gather(*pending)
         except KafkaError as exc:
+            if isinstance(exc, STALE_PRODUCER):
+                await self._renew()
             raise OutboxUnavailable(f"cannot produce to Kafka: {exc!r}") from exc
+
+    async def _renew(self) -> None:
+        """Drop the producer (the next send starts a new one): what it still holds for
+        other partitions fails with it and is sent again by the persister's retry."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                async with asyncio.timeout(RENEW_WITHIN):
+                    await producer.stop()
+            except (TimeoutError, KafkaError):  # abandoned: the new one does not need it
+                pass

@@ -1,0 +1,83 @@
+"""The outbox's producer is made again after an error that leaves its sequence numbers
+out of step with the broker's (a hand-written producer stands in for aiokafka's; the real
+producer, against a real broker, is tests/integration/test_worker_outbox.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+import pytest
+from aiokafka.errors import KafkaConnectionError, OutOfOrderSequenceNumber
+
+from contracts.events import ChatRead
+from dialogue_worker.adapters import outbox as outbox_module
+from dialogue_worker.adapters.outbox import KafkaOutbox
+from dialogue_worker.errors import OutboxUnavailable
+
+CID = "65f0c0ffee0000000000beef"
+
+
+class Producer:
+    """Made by the outbox; the first one made fails every send with `failure`."""
+
+    made: ClassVar[list[Producer]] = []
+    failure: ClassVar[Exception | None] = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.sent: list[Any] = []
+        self.stopped = False
+        self.fails = Producer.failure if not Producer.made else None
+        Producer.made.append(self)
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def send(self, topic: str, value: bytes, **kwargs: Any) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.fails is not None:
+            done.set_exception(self.fails)
+        else:
+            self.sent.append((topic, value))
+            done.set_result(None)
+        return done
+
+
+@pytest.fixture
+def outbox(monkeypatch: pytest.MonkeyPatch) -> KafkaOutbox:
+    Producer.made = []
+    monkeypatch.setattr(outbox_module, "ScopedProducer", Producer)
+    return KafkaOutbox("127.0.0.1:9", dlq_topic="m.dlq", topic="m", events_topic="e")
+
+
+async def test_a_producer_out_of_step_with_the_broker_is_made_again(outbox: KafkaOutbox) -> None:
+    """Retried on the same producer, every send to that partition failed for ever."""
+    Producer.failure = OutOfOrderSequenceNumber()
+    await outbox.start()
+    event = ChatRead(cid=CID, uid=1, seq=2)
+    with pytest.raises(OutboxUnavailable):
+        await outbox.publish([event])
+    await outbox.publish([event])  # the persister's retry
+    first, second = Producer.made
+    assert first.stopped and not second.stopped
+    assert second.sent == [("e", event.to_bytes())]
+
+
+async def test_a_transient_error_keeps_the_producer(outbox: KafkaOutbox) -> None:
+    Producer.failure = KafkaConnectionError()
+    await outbox.start()
+    with pytest.raises(OutboxUnavailable):
+        await outbox.publish([ChatRead(cid=CID, uid=1, seq=2)])
+    assert len(Producer.made) == 1 and not Producer.made[0].stopped
+
+
+async def test_a_stopped_outbox_is_not_started_again_by_a_send(outbox: KafkaOutbox) -> None:
+    Producer.failure = None
+    await outbox.start()
+    await outbox.stop()
+    with pytest.raises(OutboxUnavailable, match="not started"):
+        await outbox.publish([ChatRead(cid=CID, uid=1, seq=2)])
+    assert len(Producer.made) == 1
