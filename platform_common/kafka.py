@@ -20,6 +20,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import InvalidProducerIdMapping, OutOfOrderSequenceNumber, UnknownProducerId
+
+#: Errors after which an idempotent producer's sequence numbers no longer match the
+#: broker's for some partition: every later send there fails the same way, so the
+#: producer must be made again (a new producer id). aiokafka moves a partition's sequence
+#: on when it drops an expired batch (a partition without a leader for
+#: request_timeout_ms); its own producer is never renewed (aiokafka issue #1017).
+STALE_PRODUCER = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerIdMapping)
 
 
 class _ScopedStart:

@@ -16,19 +16,14 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiokafka.errors import (
-    InvalidProducerIdMapping,
-    KafkaError,
-    OutOfOrderSequenceNumber,
-    UnknownProducerId,
-)
+from aiokafka.errors import KafkaError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from dialogue_worker.adapters.topics import keyed_partitioner
 from dialogue_worker.domain.records import FORWARDED_FROM, InboundRecord, Rejected
 from dialogue_worker.errors import OutboxUnavailable
 from dialogue_worker.services.ports import Event
-from platform_common.kafka import ScopedProducer
+from platform_common.kafka import STALE_PRODUCER, ScopedProducer
 
 REASON = "x-dlq-reason"  # human-readable reason, UTF-8
 KIND = "x-dlq-kind"  # a RejectKind: invalid, unknown_chat, not_member, ..., wrong_partition
@@ -57,12 +52,6 @@ SOURCE_TIMESTAMP = "x-dlq-timestamp"
 FORWARD_HEADERS_DROPPED = "x-forwarded-headers-dropped"
 #: The largest record the outbox sends (its producer's max_request_size, aiokafka's default).
 MAX_RECORD = 1_048_576
-#: Errors after which the idempotent producer's sequence numbers no longer match the
-#: broker's for some partition: every later send there fails the same way, so the
-#: producer is made again (a new producer id). aiokafka moves a partition's sequence on
-#: when it drops an expired batch (a partition without a leader for request_timeout_ms),
-#: and the outbox was then retried on the same producer for ever (found in review).
-STALE_PRODUCER = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerIdMapping)
 #: Seconds the old producer is given to stop when it is made again.
 RENEW_WITHIN = 5.0
 

@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from contracts.errors import ErrorCode
 from contracts.records import MessageRecord
 from gateway.errors import GatewayError
-from platform_common.kafka import ScopedProducer
+from platform_common.kafka import STALE_PRODUCER, ScopedProducer
 from platform_common.retry import Backoff, retry
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,21 @@ class KafkaBus:
             raise _unavailable("no acknowledgement in time") from None
         except KafkaError as exc:
             log.warning("Kafka send failed: %s", exc, extra={"message_id": record.id})
+            if isinstance(exc, STALE_PRODUCER):
+                await self._renew(producer)
             raise _unavailable(type(exc).__name__) from None
+
+    async def _renew(self, producer: Any) -> None:
+        """Drop a producer whose sequence numbers are out of step with the broker's and
+        connect a new one in the background (each post meanwhile answers 5031). Kept, it
+        failed every later post to that partition (aiokafka issue #1017; found in review)."""
+        if self._producer is not producer:
+            return  # another post renewed it already
+        self._producer = None
+        log.warning("Kafka producer out of step with the broker: making a new one")
+        await self._abandon(producer)
+        if self._connector is None:
+            self._connector = asyncio.create_task(self._keep_connecting(), name="kafka-connect")
 
     async def ready(self) -> bool:
         """True when the producer runs and the broker answers metadata for the topic."""

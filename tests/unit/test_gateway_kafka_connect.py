@@ -9,8 +9,13 @@ import asyncio
 from typing import Any
 
 import pytest
+from aiokafka.errors import OutOfOrderSequenceNumber
 
+from contracts.errors import ErrorCode
+from contracts.ids import new_id
+from contracts.records import MessageRecord
 from gateway.adapters.kafka_bus import KafkaBus
+from gateway.errors import GatewayError
 from tests.support.waiting import eventually
 
 
@@ -51,4 +56,50 @@ async def test_a_producer_start_that_waits_for_ever_does_not_hold_the_gateway(
     granted.set()  # quorum is back: the next try starts
     await eventually(lambda: bus._producer is not None, what="the producer started")
     assert bus._producer.started
+    await bus.stop()
+
+
+class Sending(StandIn):
+    """A started producer whose sends fail with `failure` (None: they are acknowledged)."""
+
+    def __init__(self, failure: Exception | None) -> None:
+        granted = asyncio.Event()
+        granted.set()
+        super().__init__(granted)
+        self.failure = failure
+        self.sent: list[bytes] = []
+
+    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.failure is None:
+            self.sent.append(value)
+            done.set_result(None)
+        else:
+            done.set_exception(self.failure)
+        return done
+
+
+async def test_a_producer_out_of_step_with_the_broker_is_made_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka never renews its producer after OutOfOrderSequenceNumber (issue #1017):
+    kept, every later post to that partition failed with 5031."""
+    made: list[Sending] = []
+
+    def new_producer(self: Any) -> Sending:
+        made.append(Sending(OutOfOrderSequenceNumber() if not made else None))
+        return made[-1]
+
+    monkeypatch.setattr(KafkaBus, "_new_producer", new_producer)
+    bus = KafkaBus("127.0.0.1:9", "topic", send_timeout=5.0)
+    await bus.start()
+    record = MessageRecord(
+        v=1, id=new_id(), cid=new_id(), uid=1, text="hi", createdAt=1_700_000_000
+    )
+    with pytest.raises(GatewayError) as failed:
+        await bus.publish(record)
+    assert failed.value.code is ErrorCode.BUS_UNAVAILABLE and made[0].stopped
+    await eventually(lambda: bus._producer is not None, what="a new producer")
+    await bus.publish(record)
+    assert made[1].sent == [record.to_bytes()]
     await bus.stop()
