@@ -13,6 +13,7 @@ own headers go, then the key and value (dead letters only) are cut, saying so in
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +25,8 @@ from dialogue_worker.domain.records import FORWARDED_FROM, InboundRecord, Reject
 from dialogue_worker.errors import OutboxUnavailable
 from dialogue_worker.services.ports import Event
 from platform_common.kafka import STALE_PRODUCER, ScopedProducer
+
+log = logging.getLogger(__name__)
 
 REASON = "x-dlq-reason"  # human-readable reason, UTF-8
 KIND = "x-dlq-kind"  # a RejectKind: invalid, unknown_chat, not_member, ..., wrong_partition
@@ -52,8 +55,9 @@ SOURCE_TIMESTAMP = "x-dlq-timestamp"
 FORWARD_HEADERS_DROPPED = "x-forwarded-headers-dropped"
 #: The largest record the outbox sends (its producer's max_request_size, aiokafka's default).
 MAX_RECORD = 1_048_576
-#: Seconds the old producer is given to stop when it is made again.
-RENEW_WITHIN = 5.0
+#: Seconds a producer may take to start (aiokafka waits for a producer id for ever when a
+#: broker answers metadata but none grants one).
+START_WITHIN = 30.0
 
 Headers = list[tuple[str, bytes | None]]
 #: topic, value, key, headers, partition (None: the producer's keyed partitioner), and
@@ -191,6 +195,8 @@ class KafkaOutbox:
         self._bootstrap = bootstrap
         self._producer: ScopedProducer | None = None
         self._started = False  # start() was called (and stop() not): a renewal may restart
+        self._starting = asyncio.Lock()
+        self._retiring: set[asyncio.Future[None]] = set()  # producers given up, stopping
         self._partition_of: Callable[[str], int] | None = None
 
     def route(self, partition_of: Callable[[str], int]) -> None:
@@ -201,20 +207,32 @@ class KafkaOutbox:
         again by the next worker's check, for ever."""
         self._partition_of = partition_of
 
+    def _new_producer(self) -> ScopedProducer:
+        return ScopedProducer(
+            metadata_topics=(self.topic, self.events_topic, self.dlq_topic),
+            bootstrap_servers=self._bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            max_request_size=MAX_RECORD,
+            client_id="dialogue-worker",
+            partitioner=keyed_partitioner,
+        )
+
     async def start(self) -> None:
         self._started = True
-        if self._producer is None:
-            producer = ScopedProducer(
-                metadata_topics=(self.topic, self.events_topic, self.dlq_topic),
-                bootstrap_servers=self._bootstrap,
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=2,
-                max_request_size=MAX_RECORD,
-                client_id="dialogue-worker",
-                partitioner=keyed_partitioner,
-            )
-            await producer.start()
+        async with self._starting:  # one producer at a time, whoever asks
+            if self._producer is not None:
+                return
+            producer = self._new_producer()
+            try:
+                async with asyncio.timeout(START_WITHIN):  # it waits for a producer id
+                    await producer.start()
+            except BaseException as exc:  # failed, timed out or cancelled: nothing left
+                self._retire(producer)
+                if isinstance(exc, KafkaError | TimeoutError):
+                    raise OutboxUnavailable(f"cannot start a Kafka producer: {exc!r}") from exc
+                raise
             self._producer = producer
 
     async def stop(self) -> None:
@@ -222,6 +240,7 @@ class KafkaOutbox:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
 
     async def dead_letter(self, rejected: Sequence[Rejected]) -> None:
         sends: list[Outgoing] = []
@@ -246,17 +265,17 @@ class KafkaOutbox:
         )
 
     async def _send(self, records: Sequence[Outgoing]) -> None:
-        """Send in order (one partition keeps the order of what is sent to it); wait for all."""
-        if self._producer is None and self._started:  # made again after STALE_PRODUCER
-            try:
-                await self.start()
-            except KafkaError as exc:
-                raise OutboxUnavailable(f"cannot start a Kafka producer: {exc!r}") from exc
-        if self._producer is None:
+        """Send in order (one partition keeps the order of what is sent to it), all through
+        one producer; wait for all."""
+        producer = self._producer
+        if producer is None and self._started:  # made again after STALE_PRODUCER
+            await self.start()
+            producer = self._producer
+        if producer is None:
             raise OutboxUnavailable("the Kafka producer is not started")
         try:
             pending: list[Any] = [
-                await self._producer.send(
+                await producer.send(
                     topic,
                     value,
                     key=key,
@@ -268,17 +287,22 @@ class KafkaOutbox:
             ]
             await asyncio.gather(*pending)
         except KafkaError as exc:
-            if isinstance(exc, STALE_PRODUCER):
-                await self._renew()
+            if isinstance(exc, STALE_PRODUCER) and self._producer is producer:
+                self._producer = None  # the next send starts a new one
+                self._retire(producer)
             raise OutboxUnavailable(f"cannot produce to Kafka: {exc!r}") from exc
 
-    async def _renew(self) -> None:
-        """Drop the producer (the next send starts a new one): what it still holds for
-        other partitions fails with it and is sent again by the persister's retry."""
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                async with asyncio.timeout(RENEW_WITHIN):
-                    await producer.stop()
-            except (TimeoutError, KafkaError):  # abandoned: the new one does not need it
-                pass
+    def _retire(self, producer: ScopedProducer) -> None:
+        """Stop a producer in the background, to its end (aiokafka's stop, once cut short,
+        leaves its sender running for good): what it still holds fails with it and is sent
+        again by the persister's retry. stop() waits for it."""
+        task = asyncio.ensure_future(_stop_quietly(producer))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+
+async def _stop_quietly(producer: ScopedProducer) -> None:
+    try:
+        await producer.stop()
+    except KafkaError as exc:
+        log.warning("a Kafka producer given up did not stop cleanly: %s", exc)

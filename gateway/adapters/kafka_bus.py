@@ -163,10 +163,10 @@ class KafkaBus:
         except KafkaError as exc:
             log.warning("Kafka send failed: %s", exc, extra={"message_id": record.id})
             if isinstance(exc, STALE_PRODUCER):
-                await self._renew(producer)
+                self._renew(producer)
             raise _unavailable(type(exc).__name__) from None
 
-    async def _renew(self, producer: Any) -> None:
+    def _renew(self, producer: Any) -> None:
         """Drop a producer whose sequence numbers are out of step with the broker's and
         connect a new one in the background (each post meanwhile answers 5031). Kept, it
         failed every later post to that partition (aiokafka issue #1017; found in review)."""
@@ -174,9 +174,14 @@ class KafkaBus:
             return  # another post renewed it already
         self._producer = None
         log.warning("Kafka producer out of step with the broker: making a new one")
-        await self._abandon(producer)
         if self._connector is None:
-            self._connector = asyncio.create_task(self._keep_connecting(), name="kafka-connect")
+            # Stopping the old one waits for its batches (up to the send timeout): in the
+            # background, before connecting again, so this post answers 5031 at once.
+            self._connector = asyncio.create_task(self._replace(producer), name="kafka-reconnect")
+
+    async def _replace(self, producer: Any) -> None:
+        await self._close(producer)
+        await self._keep_connecting()
 
     async def ready(self) -> bool:
         """True when the producer runs and the broker answers metadata for the topic."""

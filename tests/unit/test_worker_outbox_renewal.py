@@ -37,6 +37,7 @@ class Producer:
         self.stopped = True
 
     async def send(self, topic: str, value: bytes, **kwargs: Any) -> asyncio.Future[None]:
+        await asyncio.sleep(0)  # aiokafka's send may wait (a full batch draining)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.fails is not None:
             done.set_exception(self.fails)
@@ -81,3 +82,40 @@ async def test_a_stopped_outbox_is_not_started_again_by_a_send(outbox: KafkaOutb
     with pytest.raises(OutboxUnavailable, match="not started"):
         await outbox.publish([ChatRead(cid=CID, uid=1, seq=2)])
     assert len(Producer.made) == 1
+
+
+async def test_sends_racing_a_renewal_start_one_producer_and_keep_the_new_one(
+    outbox: KafkaOutbox,
+) -> None:
+    """Found in review: two sends after a renewal each started a producer (the first never
+    stopped), a late failure of the old producer dropped the new one, and a send that
+    read the producer again per record met None half-way (an AttributeError)."""
+    Producer.failure = OutOfOrderSequenceNumber()
+    await outbox.start()
+    event = ChatRead(cid=CID, uid=1, seq=2)
+    results = await asyncio.gather(
+        outbox.publish([event]), outbox.publish([event] * 5), return_exceptions=True
+    )
+    assert [type(r) for r in results] == [OutboxUnavailable] * 2  # both on the old one
+    await asyncio.gather(outbox.publish([event]), outbox.publish([event]))
+    first, second = Producer.made  # one new producer, however many sends asked
+    assert first.stopped and not second.stopped and len(second.sent) == 2
+
+
+async def test_a_start_cut_short_leaves_no_producer_running(
+    outbox: KafkaOutbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start cancelled by its caller's timeout (a chat request allows 1 s) left the
+    half-started producer, its metadata task and connections, running for good."""
+    Producer.failure = None
+    never = asyncio.Event()
+
+    async def waits_for_a_producer_id(self: Producer) -> None:
+        await never.wait()
+
+    monkeypatch.setattr(Producer, "start", waits_for_a_producer_id)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await outbox.start()
+    await outbox.stop()  # waits for what it retired
+    assert len(Producer.made) == 1 and Producer.made[0].stopped
