@@ -157,7 +157,7 @@ async def test_make_devs_consul_probes_use_dev_consul_token(
         await eventually(
             lambda: stub.state.id in reader.passing(), what="the instance, seen with the token"
         )
-        assert anonymous.passing() == set()  # default deny
+        assert anonymous.passing() == {}  # default deny
     finally:
         await registrar.stop()
 
