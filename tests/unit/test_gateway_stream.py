@@ -16,7 +16,7 @@ import orjson
 import pytest
 from aiohttp import WSMsgType, WSServerHandshakeError, web
 from aiohttp.test_utils import TestClient, TestServer
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.api import Chat
@@ -393,3 +393,45 @@ async def test_a_frame_the_client_does_not_take_in_time_cuts_the_connection() ->
 def test_a_close_reason_is_whole_characters_within_120_bytes(reason: str) -> None:
     cut = close_reason(reason)
     assert len(cut) <= 120 and reason.startswith(cut.decode("utf-8"))
+
+
+FRAMES_AFTER_HELLO = st.lists(
+    st.one_of(
+        st.text(max_size=200).map(lambda text: ("text", text)),
+        st.sampled_from(['{"type":"hello","token":"x"}', "[]", "null", '{"type":"ping"}']).map(
+            lambda text: ("text", text)
+        ),
+        st.binary(max_size=64).map(lambda data: ("binary", data)),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(FRAMES_AFTER_HELLO)
+async def test_frames_after_hello_are_ignored_or_close_as_documented(
+    frames: list[tuple[str, Any]],
+) -> None:
+    """live.md: text frames after hello are ignored; a binary frame closes with 1003. Only
+    the hello had a property test; what a client sends next reaches the same socket."""
+    world = World()
+    settings_ = GatewaySettings(dialogue_env="local", stream_hello_timeout=0.5)
+    async with TestClient(TestServer(create_app(settings_, adapters=world.adapters))) as client:
+        ws = await _hello(client, _token(7))
+        assert await _frames(ws, 1) == [{"type": "ready", "userId": 7}]
+        binary = False
+        for kind, payload in frames:
+            if kind == "text":
+                await ws.send_str(payload)
+            else:
+                await ws.send_bytes(payload)
+                binary = True
+                break
+        if binary:
+            assert await _closed_with(ws) == CloseCode.UNSUPPORTED
+        else:  # still open, and still delivering
+            chat = Chat(id=CID, users=[7, 8], createdAt=1)
+            world.feed.publish(ChatCreated(cid=CID, chat=chat))
+            [created] = await _frames(ws, 1)
+            assert created["type"] == "chat" and created["cid"] == CID
+        await ws.close()
