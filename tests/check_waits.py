@@ -2,7 +2,9 @@
 
 Refuses, in every tests/**/*.py except the shared helper tests/support/waiting.py:
 
-- a fixed sleep: `asyncio.sleep(<number other than 0>)` or `time.sleep(<number>)`.
+- a fixed sleep: `asyncio.sleep(<number other than 0>)` or `time.sleep(<number>)`, the
+  number also as an UPPER_CASE constant or arithmetic of such (a computed pause, a
+  variable, passes: a backoff, or hold()'s own body).
   Wait for a condition with `eventually()`, yield with `settle()`, or let time pass on
   purpose with `hold()` (tests/support/waiting.py);
 - an assertion that something was fast: `assert <clock difference> < bound` (or `<=`),
@@ -36,6 +38,21 @@ class Finding:
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}: {self.message}"
+
+
+def _fixed(node: ast.expr) -> bool:
+    """An expression whose value is fixed: literals, UPPER_CASE names, and arithmetic."""
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, int | float) and not isinstance(node.value, bool)
+    if isinstance(node, ast.Name):
+        return node.id.isupper()
+    if isinstance(node, ast.Attribute):  # module.CONSTANT
+        return node.attr.isupper()
+    if isinstance(node, ast.UnaryOp):
+        return _fixed(node.operand)
+    if isinstance(node, ast.BinOp):
+        return _fixed(node.left) and _fixed(node.right)
+    return False
 
 
 def _number(node: ast.expr) -> float | None:
@@ -90,12 +107,18 @@ def _fixed_sleeps(module: _Module, tree: ast.Module, path: str) -> Iterator[Find
             continue
         kind = module.sleep_module(node)
         seconds = _number(node.args[0])
-        if kind is None or seconds is None or (kind == "asyncio" and seconds == 0):
+        if kind is None or (kind == "asyncio" and seconds == 0):
             continue
+        # A named constant (UPPER_CASE) or an expression of literals is a fixed sleep all
+        # the same (only literals were caught, found in review); a computed pause (a
+        # variable: a backoff, hold()'s own body) is not.
+        if seconds is None and not _fixed(node.args[0]):
+            continue
+        shown = f"{seconds:g}" if seconds is not None else ast.unparse(node.args[0])
         yield Finding(
             path,
             node.lineno,
-            f"fixed sleep {kind}.sleep({seconds:g}): wait for a condition with eventually(), "
+            f"fixed sleep {kind}.sleep({shown}): wait for a condition with eventually(), "
             "yield with settle(), or let time pass on purpose with hold()",
         )
 

@@ -24,6 +24,10 @@ def lines(source: str) -> list[int]:
         "time.sleep(0.05)",
         "time.sleep(0)",
         "await asyncio.sleep(-1)",
+        "await asyncio.sleep(PAUSE)",  # a named constant: fixed all the same
+        "await asyncio.sleep(0.5 * 2)",
+        "await asyncio.sleep(timing.SETTLE)",
+        "time.sleep(PAUSE / 2)",
     ],
 )
 def test_a_fixed_sleep_is_refused(call: str) -> None:
