@@ -272,6 +272,14 @@ export class Conversation {
   }
 
   render() {
+    // The list is built again on every change: a focused button (a send's Retry, Edit or
+    // Discard, a page's Retry) keeps the focus, or a keyboard user lost it at every message.
+    const active = this.list.contains(document.activeElement) ? document.activeElement : null;
+    const focused = active && {
+      key: active.closest("li")?.dataset.key ?? null,
+      kind: active.closest("li")?.className ?? "",
+      text: active.textContent,
+    };
     const items = [];
     let lastDay = null;
     if (this.problem) {
@@ -316,7 +324,7 @@ export class Conversation {
       items.push(
         el(
           "li",
-          { class: `message mine ${p.state}`, "data-state": p.state },
+          { class: `message mine ${p.state}`, "data-state": p.state, "data-key": key },
           el("span", { class: "author", text: "You" }),
           el("p", { class: "text", text: p.text }),
           el("span", { class: "state", text: state }),
@@ -325,6 +333,12 @@ export class Conversation {
       );
     }
     this.list.replaceChildren(...items);
+    if (focused) {
+      const again = [...this.list.querySelectorAll("li")].find((li) =>
+        focused.key ? li.dataset.key === focused.key : li.className === focused.kind,
+      );
+      [...(again?.querySelectorAll("button") ?? [])].find((b) => b.textContent === focused.text)?.focus();
+    }
   }
 
   // A failure a retry may mend offers Retry; a refusal offers Edit and Discard.

@@ -324,3 +324,36 @@ async def test_a_send_that_failed_before_the_chat_could_be_read_stays_failed(
     await page.wait_for_selector("#messages .message[data-seq='1']:has-text('ok')")
     assert await failed.count() == 1
     await context.close()
+
+
+async def test_a_focused_retry_keeps_the_focus_when_a_message_arrives(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """The conversation is built again on every message: a keyboard user's focus on a
+    failed send's Retry fell back to the page's top (found in review)."""
+    url = platform.gateway.url
+    context = await browser.new_context(viewport=DESK)
+    page = await context.new_page()
+    async with aiohttp.ClientSession() as http:
+        other, cid = await chat_with_someone(page, url, http, unique)
+
+        async def refused(route: Any) -> None:
+            if route.request.method == "POST":
+                await refuse(route, 503, "5031")
+            else:
+                await route.continue_()
+
+        await page.route(f"**/v1/chats/{cid}/messages*", refused)
+        await page.click(f".chat[data-cid='{cid}']")
+        await page.fill("#compose", "will fail")
+        await page.press("#compose", "Enter")
+        retry = page.locator("#messages .message.failed button:has-text('Retry')")
+        await retry.focus()
+        await other.post(cid, "meanwhile")
+        await page.wait_for_selector("#messages .message[data-seq]:has-text('meanwhile')")
+    focused = await page.evaluate(
+        "[document.activeElement.textContent, document.activeElement.closest('li')?.dataset.state]"
+    )
+    assert focused == ["Retry", "failed"]
+    await page.unroute_all(behavior="ignoreErrors")
+    await context.close()
