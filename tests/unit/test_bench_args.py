@@ -2,7 +2,7 @@
 a live bench that would post nothing, a store bench whose sizes do not grow, a scaling
 bench whose window could not be timed, a discovery bench with no request to time, a
 worker bench against a revision git does not know, a GIN pending-list bench with nothing
-to count."""
+to count, a list-shapes bench whose page is more than its chats."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from bench.discovery_bench import parse_args as discovery_args
 from bench.gin_pending_bench import parse_args as gin_pending_args
+from bench.list_shapes_bench import parse_args as list_shapes_args
 from bench.live_bench import parse_args as live_args
 from bench.scaling_bench import MIN_RECORDS, MIN_WINDOW, WINDOW_SHARE
 from bench.scaling_bench import parse_args as scaling_args
@@ -159,3 +160,10 @@ def test_the_gin_pending_bench_defaults_reach_a_full_pending_list() -> None:
     """200,000 pending `_id` entries fill about the 4 MB GIN's default limit lets wait."""
     args = gin_pending_args([])
     assert args.base == 1_000_000 and max(args.pending) == 200_000
+
+
+def test_a_list_shapes_bench_whose_page_is_more_than_the_chats_is_refused() -> None:
+    with pytest.raises(SystemExit) as exited:
+        list_shapes_args(["--chats", "10", "--page", "11"])
+    assert exited.value.code == 2
+    assert list_shapes_args(["--chats", "10", "--page", "10"]).page == 10
