@@ -140,9 +140,10 @@ def build_services(
         settings.jwt_ttl,
         settings.session_max_age,
     )
-    # Wall time (`clock`) where a moment is stored or sent (tokens, createdAt, idempotency
-    # entries); time.monotonic for how long something lasts (lockouts, buckets, caches):
-    # a step of the wall clock lengthened or ended every running lockout and bucket.
+    # Wall time (`clock`) where a moment is stored or sent (tokens, createdAt);
+    # time.monotonic for how long something lasts (lockouts, buckets, caches, idempotency
+    # entries): a step of the wall clock lengthened or ended every running lockout and
+    # bucket, and expired keys early.
     membership = Membership(adapters.workers, settings.membership_cache_ttl, time.monotonic)
     idempotency = IdempotencyCache(
         settings.idempotency_ttl,

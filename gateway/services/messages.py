@@ -91,7 +91,15 @@ class MessageService:
         await self._membership.require(uid, cid)
         attempt = Attempt(message.id, message.createdAt, digest, acked=False)
         self._idempotency.record(uid, key, attempt, self._elapsed())
-        await self._send(message)
+        try:
+            await self._send(message)
+        except BaseException:
+            # The key's time counts again from here: a retry made after this 5031 (one
+            # queued behind this send, or one that waited Retry-After) found the entry
+            # expired when the send had lasted about IDEMPOTENCY_TTL, and made a second
+            # message while Kafka may still deliver this one (found in review).
+            self._idempotency.record(uid, key, attempt, self._elapsed())
+            raise
         self._idempotency.record(uid, key, replace(attempt, acked=True), self._elapsed())
         return message
 

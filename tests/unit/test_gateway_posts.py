@@ -56,3 +56,37 @@ async def test_a_retry_within_the_window_is_the_same_message_after_a_wall_clock_
     # The retry sent the same record again (one message to the worker), not a new one.
     assert [r.id for r in bus.records] == [again.id, again.id]
     assert again.createdAt == 1_700_000_000
+
+
+class SlowLostBus(AckLostBus):
+    """As AckLostBus, and the lost send lasts `lasts` seconds of the elapsed clock."""
+
+    def __init__(self, elapsed: Clock, lasts: float) -> None:
+        super().__init__()
+        self.elapsed = elapsed
+        self.lasts = lasts
+
+    async def publish(self, record: MessageRecord) -> None:
+        if self.lose_next:
+            self.elapsed.now += self.lasts  # Kafka answers nothing until the send timeout
+        await super().publish(record)
+
+
+async def test_a_retry_after_a_send_that_lasted_the_whole_window_is_the_same_message() -> None:
+    """The key's time counted from before the send: a send lasting IDEMPOTENCY_TTL (the
+    settings allow it equal to KAFKA_SEND_TIMEOUT) left a retry after its 5031 with an
+    expired entry, and a second message while Kafka could still deliver the first."""
+    elapsed = Clock(100.0)
+    bus = SlowLostBus(elapsed, lasts=10.0)
+    workers = FakeWorkers(bus)
+    chat = await workers.create_chat([1, 2])
+    cache = IdempotencyCache(ttl=10.0, max_entries=100, max_bytes=1 << 20, keys_per_user=10)
+    posts = MessageService(
+        workers, bus, Membership(workers, 5.0, elapsed), cache, Clock(1_700_000_000.0), elapsed
+    )
+    caller = Principal(user_id=1, username="alice", expires_at=2_000_000_000, auth_time=0)
+    with pytest.raises(GatewayError):
+        await posts.post(caller, chat.id, "hello", "key-1")
+    elapsed.now += 2  # the client waits Retry-After
+    again = await posts.post(caller, chat.id, "hello", "key-1")
+    assert [r.id for r in bus.records] == [again.id, again.id]
