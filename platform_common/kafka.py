@@ -15,12 +15,19 @@ any other topic they touch later (aiokafka adds it on first use).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import InvalidProducerIdMapping, OutOfOrderSequenceNumber, UnknownProducerId
+from aiokafka.errors import (
+    InvalidProducerIdMapping,
+    KafkaConnectionError,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+)
 
 #: Errors after which an idempotent producer's sequence numbers no longer match the
 #: broker's for some partition: every later send there fails the same way, so the
@@ -66,3 +73,41 @@ class ScopedConsumer(_ScopedStart, AIOKafkaConsumer):  # type: ignore[misc]
 class ScopedAdminClient(_ScopedStart, AIOKafkaAdminClient):  # type: ignore[misc]
     def _cluster_client(self) -> Any:
         return self._client
+
+
+async def close_producer(producer: Any, within: float, why: str) -> bool:
+    """Stop a producer, waiting at most `within` seconds for what it still holds; False
+    when Kafka did not take it all in time.
+
+    An idempotent aiokafka producer retries a batch for an unreachable leader for ever,
+    and its stop() waits for it; a stop() cut short by a timeout leaves its sender running
+    for good. So: flush, bounded; on time out stop the sender and fail what is left (its
+    senders see `why`), then stop()."""
+    try:
+        async with asyncio.timeout(within):
+            await producer.flush()
+        flushed = True
+    except TimeoutError:
+        flushed = False
+        await producer._sender.close()
+        fail_unsent(producer._message_accumulator, KafkaConnectionError(why))
+    await producer.stop()
+    return flushed
+
+
+def fail_unsent(accumulator: Any, exc: KafkaError) -> None:
+    """Fail every batch aiokafka still holds, and mark each failure seen: nobody waits on
+    a batch's own futures, so asyncio would log "Future exception was never retrieved"
+    for each at exit (a record's sender got its error already)."""
+    batches = [b for queue in accumulator._batches.values() for b in queue]
+    batches += list(accumulator._pending_batches)
+    # A batch sent once and queued again for a retry still has the callback that removes
+    # it from the pending set when it ends, but is no longer in that set: failing it
+    # raised KeyError in that callback (an asyncio error line per batch). In the set,
+    # the callback finds it; for a batch never sent, being there changes nothing.
+    accumulator._pending_batches.update(batches)
+    accumulator.fail_all(exc)
+    for batch in batches:
+        for future in (batch.future, batch._drain_waiter, *(f for f, _ in batch._msg_futures)):
+            if future.done() and not future.cancelled():
+                future.exception()

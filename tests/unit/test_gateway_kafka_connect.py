@@ -104,3 +104,46 @@ async def test_a_producer_out_of_step_with_the_broker_is_made_again(
     await bus.publish(record)
     assert made[1].sent == [record.to_bytes()]
     await bus.stop()
+
+
+class Flushing(Sending):
+    """A producer out of step with the broker whose flush waits until `released`."""
+
+    def __init__(self, released: asyncio.Event) -> None:
+        super().__init__(OutOfOrderSequenceNumber())
+        self.released = released
+        self.flushing = False
+
+    async def flush(self) -> None:
+        self.flushing = True
+        await self.released.wait()
+
+
+async def test_stopping_while_a_replaced_producer_flushes_still_stops_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The shutdown used to cancel the task closing the replaced producer mid-flush: the
+    producer was never stopped, its sender and connections left running."""
+    released = asyncio.Event()
+    made: list[Sending] = []
+
+    def new_producer(self: Any) -> Sending:
+        made.append(Flushing(released) if not made else Sending(None))
+        return made[-1]
+
+    monkeypatch.setattr(KafkaBus, "_new_producer", new_producer)
+    bus = KafkaBus("127.0.0.1:9", "topic", send_timeout=30.0)
+    await bus.start()
+    record = MessageRecord(
+        v=1, id=new_id(), cid=new_id(), uid=1, text="hi", createdAt=1_700_000_000
+    )
+    with pytest.raises(GatewayError):
+        await bus.publish(record)
+    old = made[0]
+    assert isinstance(old, Flushing)
+    await eventually(lambda: old.flushing, what="the replaced producer flushing")
+    stopping = asyncio.ensure_future(bus.stop())
+    await eventually(lambda: bus._connector is None, what="the connector cancelled")
+    released.set()  # Kafka takes what the old producer held
+    await asyncio.wait_for(stopping, 60)  # a bound on a hang, not a figure
+    assert old.stopped
