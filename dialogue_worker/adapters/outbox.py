@@ -24,7 +24,7 @@ from dialogue_worker.adapters.topics import keyed_partitioner
 from dialogue_worker.domain.records import FORWARDED_FROM, InboundRecord, Rejected
 from dialogue_worker.errors import OutboxUnavailable
 from dialogue_worker.services.ports import Event
-from platform_common.kafka import STALE_PRODUCER, ScopedProducer
+from platform_common.kafka import STALE_PRODUCER, ScopedProducer, close_producer
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,10 @@ MAX_RECORD = 1_048_576
 #: Seconds a producer may take to start (aiokafka waits for a producer id for ever when a
 #: broker answers metadata but none grants one).
 START_WITHIN = 30.0
+#: Seconds a producer given up, or the outbox's own at shutdown, may take to deliver what
+#: it holds; then the rest fails (an idempotent producer retries a batch for a partition
+#: without a leader for ever, and its stop waits for it: a shutdown never ended).
+STOP_WITHIN = 5.0
 
 Headers = list[tuple[str, bytes | None]]
 #: topic, value, key, headers, partition (None: the producer's keyed partitioner), and
@@ -233,13 +237,24 @@ class KafkaOutbox:
                 if isinstance(exc, KafkaError | TimeoutError):
                     raise OutboxUnavailable(f"cannot start a Kafka producer: {exc!r}") from exc
                 raise
+            if not self._started:  # stop() came while it started: kept, it ran for good
+                self._retire(producer)
+                raise OutboxUnavailable("the outbox stopped while its producer started")
             self._producer = producer
 
     async def stop(self) -> None:
+        """Stop the producer and every one given up, each within STOP_WITHIN; a start
+        under way is waited for as long (it then stops what it started)."""
         self._started = False
+        try:
+            async with asyncio.timeout(START_WITHIN):
+                async with self._starting:
+                    pass
+        except TimeoutError:  # cannot happen: a start is bounded by the same time
+            log.warning("a Kafka producer start did not end within %.0f s", START_WITHIN)
         producer, self._producer = self._producer, None
         if producer is not None:
-            await producer.stop()
+            self._retire(producer)
         await asyncio.gather(*self._retiring, return_exceptions=True)
 
     async def dead_letter(self, rejected: Sequence[Rejected]) -> None:
@@ -293,9 +308,9 @@ class KafkaOutbox:
             raise OutboxUnavailable(f"cannot produce to Kafka: {exc!r}") from exc
 
     def _retire(self, producer: ScopedProducer) -> None:
-        """Stop a producer in the background, to its end (aiokafka's stop, once cut short,
-        leaves its sender running for good): what it still holds fails with it and is sent
-        again by the persister's retry. stop() waits for it."""
+        """Stop a producer in the background, giving it STOP_WITHIN to deliver what it
+        holds (close_producer): what it could not fails, and is sent again by the
+        persister's retry. stop() waits for it."""
         task = asyncio.ensure_future(_stop_quietly(producer))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
@@ -303,6 +318,7 @@ class KafkaOutbox:
 
 async def _stop_quietly(producer: ScopedProducer) -> None:
     try:
-        await producer.stop()
+        if not await close_producer(producer, STOP_WITHIN, "worker producer given up"):
+            log.warning("a Kafka producer stopped with records Kafka never took")
     except KafkaError as exc:
         log.warning("a Kafka producer given up did not stop cleanly: %s", exc)

@@ -33,6 +33,9 @@ class Producer:
     async def start(self) -> None:
         pass
 
+    async def flush(self) -> None:
+        pass
+
     async def stop(self) -> None:
         self.stopped = True
 
@@ -119,3 +122,74 @@ async def test_a_start_cut_short_leaves_no_producer_running(
             await outbox.start()
     await outbox.stop()  # waits for what it retired
     assert len(Producer.made) == 1 and Producer.made[0].stopped
+
+
+async def test_a_start_under_way_when_the_outbox_stops_leaves_no_producer_running(
+    outbox: KafkaOutbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stop() did not wait for a start under way (a send restarting the producer after a
+    renewal): the start ended after it and kept a producer nobody would stop (found in
+    review)."""
+    Producer.failure = None
+    granted = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def waits_for_a_producer_id(self: Producer) -> None:
+        entered.set()
+        await granted.wait()
+
+    await outbox.start()
+    await outbox.stop()
+    outbox._started = True  # as after a renewal: the next send starts a producer
+    monkeypatch.setattr(Producer, "start", waits_for_a_producer_id)
+    sending = asyncio.ensure_future(outbox.publish([ChatRead(cid=CID, uid=1, seq=2)]))
+    await entered.wait()
+    stopping = asyncio.ensure_future(outbox.stop())
+    granted.set()
+    await asyncio.wait_for(stopping, 60)  # a bound on a hang, not a figure
+    with pytest.raises(OutboxUnavailable):
+        await sending
+    assert outbox._producer is None
+    assert all(p.stopped for p in Producer.made) and len(Producer.made) == 2
+
+
+class Accumulator:
+    """What close_producer uses of aiokafka's accumulator: one batch never sent."""
+
+    def __init__(self) -> None:
+        self._batches: dict[Any, list[Any]] = {}
+        self._pending_batches: set[Any] = set()
+        self.failed: list[Exception] = []
+
+    def fail_all(self, exc: Exception) -> None:
+        self.failed.append(exc)
+
+
+class Sender:
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_producer_kafka_never_drains_stops_within_its_bound(
+    outbox: KafkaOutbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idempotent producer retries a batch for a partition without a leader for ever
+    and its stop waits for it: the outbox's stop never returned (found in review)."""
+    Producer.failure = None
+    never = asyncio.Event()
+
+    async def flushes_for_ever(self: Producer) -> None:
+        await never.wait()
+
+    monkeypatch.setattr(Producer, "flush", flushes_for_ever)
+    monkeypatch.setattr(outbox_module, "STOP_WITHIN", 0.05)
+    await outbox.start()
+    producer = Producer.made[0]
+    producer._sender = Sender()  # type: ignore[attr-defined]
+    producer._message_accumulator = Accumulator()  # type: ignore[attr-defined]
+    await asyncio.wait_for(outbox.stop(), 60)  # a bound on a hang, not a figure
+    assert producer._sender.closed and producer.stopped  # type: ignore[attr-defined]
+    assert len(producer._message_accumulator.failed) == 1  # type: ignore[attr-defined]
