@@ -244,14 +244,14 @@ class KafkaOutbox:
 
     async def stop(self) -> None:
         """Stop the producer and every one given up, each within STOP_WITHIN; a start
-        under way is waited for as long (it then stops what it started)."""
+        under way is waited for as long (when it ends it stops what it started)."""
         self._started = False
         try:
-            async with asyncio.timeout(START_WITHIN):
+            async with asyncio.timeout(STOP_WITHIN):
                 async with self._starting:
                     pass
-        except TimeoutError:  # cannot happen: a start is bounded by the same time
-            log.warning("a Kafka producer start did not end within %.0f s", START_WITHIN)
+        except TimeoutError:
+            log.warning("a Kafka producer start still under way; it stops what it starts")
         producer, self._producer = self._producer, None
         if producer is not None:
             self._retire(producer)
