@@ -18,7 +18,7 @@ from contracts.events import EVENTS_TOPIC
 from contracts.records import TOPIC
 from contracts.requests import MAX_USERS
 from discovery.models import is_wildcard
-from platform_common.addresses import ConsulUrl, KafkaBootstrap
+from platform_common.addresses import ConsulToken, ConsulUrl, KafkaBootstrap
 from platform_common.local import (
     LOCAL_ENTRYPOINT_TOKEN,
     LOCAL_SECRETS,
@@ -106,7 +106,7 @@ class WorkerSettings(BaseSettings):
     consul_url: ConsulUrl = Field(
         default="http://127.0.0.1:8500", description="Consul agent HTTP API"
     )
-    consul_token: SecretStr | None = Field(
+    consul_token: ConsulToken = Field(
         default=None,
         description="Consul ACL token (service:write on WORKER_SERVICE); unset: no token sent",
     )
@@ -253,6 +253,8 @@ class WorkerSettings(BaseSettings):
             raise ValueError("ENTRYPOINT_TOKEN must not be empty")
         if token in LOCAL_SECRETS:  # any development secret is public, not just its own
             refuse_public_bind("WORKER_HOST", self.worker_host)
+        if problem := secret_problem("ENTRYPOINT_TOKEN", token):  # as weak beyond loopback
+            refuse_public_bind("WORKER_HOST", self.worker_host, problem)
         return self
 
     @property

@@ -12,7 +12,7 @@ from contracts.live import HELLO_WITHIN
 from gateway.domain.addresses import IPNetwork
 from gateway.domain.rate_limit import Rate
 from gateway.domain.tokens import SESSION_MAX_AGE
-from platform_common.addresses import ConsulUrl, KafkaBootstrap
+from platform_common.addresses import ConsulToken, ConsulUrl, KafkaBootstrap
 from platform_common.local import (
     LOCAL_ADMIN_TOKEN,
     LOCAL_ENTRYPOINT_TOKEN,
@@ -31,8 +31,8 @@ ARGON2_MAX_COST, ARGON2_MAX_LANES = 2**32 - 1, 2**24 - 1
 def mysql_password_problem(password: SecretStr | None) -> str | None:
     """Why MYSQL_PASSWORD cannot be used outside local mode, or None."""
     given = password.get_secret_value() if password else ""
-    if not given:
-        return "MYSQL_PASSWORD is not set"
+    if not given.strip():
+        return "MYSQL_PASSWORD is not set (or only white space)"
     if given == LOCAL_MYSQL_PASSWORD:
         return "MYSQL_PASSWORD is the local development default"
     return None
@@ -117,7 +117,7 @@ class GatewaySettings(BaseSettings):
     )
 
     consul_url: ConsulUrl = Field(default="http://127.0.0.1:8500", description="Consul HTTP API")
-    consul_token: SecretStr | None = Field(
+    consul_token: ConsulToken = Field(
         default=None,
         description="Consul ACL token (service:read on WORKER_SERVICE); unset: no token sent",
     )
@@ -349,9 +349,15 @@ class GatewaySettings(BaseSettings):
     @model_validator(mode="after")
     def _secrets(self) -> GatewaySettings:
         if self.local:
-            defaults = (self.jwt_secret, self.entrypoint_token, self.admin_token)
-            if any(v is None or v.get_secret_value() in LOCAL_SECRETS | {""} for v in defaults):
-                refuse_public_bind("GATEWAY_HOST", self.gateway_host)
+            # Beyond loopback every secret must be one production would take (a 1-byte
+            # signing key passed there while it was not a development default).
+            for name in ("jwt_secret", "entrypoint_token", "admin_token"):
+                value: SecretStr | None = getattr(self, name)
+                raw = "" if value is None else value.get_secret_value()
+                if raw in LOCAL_SECRETS | {""}:
+                    refuse_public_bind("GATEWAY_HOST", self.gateway_host)
+                if problem := secret_problem(name.upper(), raw):
+                    refuse_public_bind("GATEWAY_HOST", self.gateway_host, problem)
             return self
         problems = []
         # ADMIN_TOKEN is optional (unset, the admin view is off); set, it is held to the
@@ -361,8 +367,8 @@ class GatewaySettings(BaseSettings):
             ("entrypoint_token", True),
             ("admin_token", False),
         ):
-            value: SecretStr | None = getattr(self, name)
-            raw = value.get_secret_value() if value else ""
+            secret: SecretStr | None = getattr(self, name)
+            raw = secret.get_secret_value() if secret else ""
             if (raw or required) and (problem := secret_problem(name.upper(), raw)):
                 problems.append(problem)
         if problem := mysql_password_problem(self.mysql_password):

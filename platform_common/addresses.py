@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator, SecretStr
 
 
 def kafka_bootstrap(value: str) -> str:
@@ -56,3 +56,13 @@ def consul_url(value: str) -> str:
 KafkaBootstrap = Annotated[str, AfterValidator(kafka_bootstrap)]
 #: A settings field naming a Consul agent, checked when read.
 ConsulUrl = Annotated[str, AfterValidator(consul_url)]
+
+
+def unset_if_empty(value: object) -> object:
+    """None for an empty value: `CONSUL_TOKEN=` means no token, and is told at start as
+    an unset one is (it sent no token while the start-up warning said nothing)."""
+    return None if value == "" else value
+
+
+#: A settings field holding a Consul ACL token; empty is unset.
+ConsulToken = Annotated[SecretStr | None, BeforeValidator(unset_if_empty)]

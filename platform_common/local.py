@@ -16,15 +16,41 @@ LOCAL_SECRETS = frozenset({LOCAL_JWT_SECRET, LOCAL_ENTRYPOINT_TOKEN, LOCAL_ADMIN
 MIN_SECRET_BYTES = 32
 
 
+#: Fewest different characters, and longest run of one character, a secret may have: a
+#: random one has many, and runs of 8 are rare (one in 16**7 per place for hex). So "s"*40,
+#: 32 spaces, or a key padded with "x" like the end-to-end tests' are refused; they pass
+#: a length check and can be guessed.
+MIN_DISTINCT, MAX_RUN = 8, 7
+
+
 def secret_problem(name: str, value: str) -> str | None:
-    """Why `value` cannot be the secret `name` outside local mode, or None."""
+    """Why `value` cannot be the secret `name` outside local mode (or beyond loopback in
+    local mode), or None."""
     if not value:
         return f"{name} is not set"
-    if value in LOCAL_SECRETS:
+    if value.strip() in LOCAL_SECRETS:
         return f"{name} is a local development default"
+    if value != value.strip():
+        return f"{name} starts or ends with white space (a copy error?)"
     if len(value.encode()) < MIN_SECRET_BYTES:
         return f"{name} is shorter than {MIN_SECRET_BYTES} bytes"
+    if len(set(value)) < MIN_DISTINCT or longest_run(value) > MAX_RUN:
+        return (
+            f"{name} is not random (fewer than {MIN_DISTINCT} different characters, or one "
+            f"repeated more than {MAX_RUN} times in a row): use secrets.token_urlsafe(32)"
+        )
     return None
+
+
+def longest_run(value: str) -> int:
+    """The length of the longest run of one repeated character."""
+    longest = run = 0
+    previous = None
+    for char in value:
+        run = run + 1 if char == previous else 1
+        previous = char
+        longest = max(longest, run)
+    return longest
 
 
 def is_loopback(host: str) -> bool:
@@ -37,11 +63,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def refuse_public_bind(variable: str, host: str) -> None:
-    """Local mode runs on public development secrets: it binds to loopback only."""
+def refuse_public_bind(variable: str, host: str, why: str = "") -> None:
+    """Local mode with a development or weak secret (`why`, when given, says which)
+    binds to loopback only."""
     if not is_loopback(host):
+        secrets = f"a weak secret ({why})" if why else "the public development secrets"
         raise ValueError(
-            f"{variable}={host!r} with DIALOGUE_ENV=local would serve the public development "
-            "secrets beyond this machine: bind to a loopback address, or set the secrets and "
-            "DIALOGUE_ENV=production"
+            f"{variable}={host!r} with DIALOGUE_ENV=local would serve {secrets} beyond this "
+            "machine: bind to a loopback address, or set strong secrets"
         )

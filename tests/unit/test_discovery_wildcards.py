@@ -16,7 +16,8 @@ from dialogue_worker.settings import WorkerSettings
 from discovery import Registration, instance_id_for
 from discovery.models import is_wildcard
 
-TOKEN = "t" * 40  # outside local mode, where any bind address is allowed
+#: Outside local mode, where any bind address is allowed.
+TOKEN = "gs4WkYD2nO55sLNRQg3kCdkJp0aZZh6_z1qT2PHd"
 
 
 @st.composite

@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 PRODUCTION = {
     "DIALOGUE_ENV": "production",
-    "JWT_SECRET": "j" * 40,
-    "ENTRYPOINT_TOKEN": "e" * 40,
+    "JWT_SECRET": "caB4IYRJra8vwYFNxP-if3ogsGZAmXfJoOYU7h6M",
+    "ENTRYPOINT_TOKEN": "Q8mv36URbZS5Zhgh6NYyxkXGLcQ4evmkekfR_-7B",
     "MYSQL_PASSWORD": "m" * 20,
 }
 
@@ -43,7 +43,7 @@ def test_defaults_and_environment_names(monkeypatch: pytest.MonkeyPatch) -> None
         "t",
     )
     assert settings.jwt_ttl == 3600 and settings.worker_service == "dialogue"
-    assert settings.secret("jwt_secret") == "j" * 40
+    assert settings.secret("jwt_secret") == "caB4IYRJra8vwYFNxP-if3ogsGZAmXfJoOYU7h6M"
     assert settings.admin_secret() is None
 
 
@@ -65,6 +65,11 @@ def test_local_mode_has_development_secrets(monkeypatch: pytest.MonkeyPatch) -> 
         ({"ADMIN_TOKEN": "c"}, "ADMIN_TOKEN is shorter than 32 bytes"),
         ({"ADMIN_TOKEN": LOCAL_ADMIN_TOKEN}, "ADMIN_TOKEN is a local development default"),
         ({"MYSQL_PASSWORD": "dialogue-local"}, "MYSQL_PASSWORD is the local development default"),
+        ({"MYSQL_PASSWORD": "   "}, "MYSQL_PASSWORD is not set"),
+        ({"JWT_SECRET": "e2e-gateway-secret-" + "x" * 32}, "JWT_SECRET is not random"),
+        ({"JWT_SECRET": " " * 40}, "JWT_SECRET starts or ends with white space"),
+        ({"JWT_SECRET": LOCAL_JWT_SECRET + " "}, "JWT_SECRET is a local development default"),
+        ({"ADMIN_TOKEN": "ab" * 20}, "ADMIN_TOKEN is not random"),
         ({"DIALOGUE_ENV": "staging"}, "dialogue_env"),
     ],
 )
@@ -128,14 +133,25 @@ def test_local_mode_on_its_public_secrets_binds_to_loopback_only(host: str) -> N
     for loopback in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
         assert GatewaySettings(dialogue_env="local", gateway_host=loopback).local
     own = {
-        "jwt_secret": "j" * 40,
-        "entrypoint_token": "e" * 40,
-        "admin_token": "a" * 40,
+        "jwt_secret": "caB4IYRJra8vwYFNxP-if3ogsGZAmXfJoOYU7h6M",
+        "entrypoint_token": "Q8mv36URbZS5Zhgh6NYyxkXGLcQ4evmkekfR_-7B",
+        "admin_token": "5JrnKhzXlnZKjvGJpFbg1sIUlPD4CrjkBM462D9T",
     }
     assert GatewaySettings(dialogue_env="local", gateway_host=host, **own).local
     for name in own:  # an empty value means the public default as well
         with pytest.raises(ValidationError, match="GATEWAY_HOST"):
             GatewaySettings(dialogue_env="local", gateway_host=host, **own | {name: ""})
+        # and a secret production would refuse is as weak beyond loopback (a 1-byte
+        # signing key served every interface)
+        with pytest.raises(ValidationError, match=r"GATEWAY_HOST.*weak secret"):
+            GatewaySettings(dialogue_env="local", gateway_host=host, **own | {name: "a"})
+
+
+@pytest.mark.parametrize("token", ["", None])
+def test_an_empty_consul_token_is_no_token(token: str | None) -> None:
+    """CONSUL_TOKEN= sent no token while the start-up warning about it said nothing."""
+    settings = GatewaySettings(dialogue_env="local", consul_token=token)
+    assert settings.consul_token is None
 
 
 def test_the_shutdown_grace_covers_a_post_in_flight() -> None:

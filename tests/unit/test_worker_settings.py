@@ -23,7 +23,23 @@ def test_a_worker_on_the_public_local_token_binds_to_loopback_only(host: str) ->
     with pytest.raises(ValidationError, match="WORKER_HOST"):
         WorkerSettings(dialogue_env="local", worker_host=host)
     assert WorkerSettings(dialogue_env="local", worker_host="127.0.0.1").worker_host
-    assert WorkerSettings(dialogue_env="local", worker_host=host, entrypoint_token="t" * 40)
+    assert WorkerSettings(
+        dialogue_env="local",
+        worker_host=host,
+        entrypoint_token="gs4WkYD2nO55sLNRQg3kCdkJp0aZZh6_z1qT2PHd",
+    )
+
+
+@pytest.mark.parametrize("token", ["x", "t" * 40, " " * 40])
+def test_a_worker_on_a_weak_token_binds_to_loopback_only(token: str) -> None:
+    """Local mode took any token that was not a development default beyond loopback."""
+    with pytest.raises(ValidationError, match=r"WORKER_HOST.*weak secret"):
+        WorkerSettings(dialogue_env="local", worker_host="0.0.0.0", entrypoint_token=token)
+    assert WorkerSettings(dialogue_env="local", worker_host="127.0.0.1", entrypoint_token=token)
+
+
+def test_an_empty_consul_token_is_no_token() -> None:
+    assert WorkerSettings(dialogue_env="local", consul_token="").consul_token is None
 
 
 @pytest.mark.parametrize("token", sorted(LOCAL_SECRETS))
