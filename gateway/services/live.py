@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Protocol, TypeVar
@@ -170,13 +170,19 @@ class Session:
             self._queued_bytes = 0
             self._socket.close(code, reason)
 
-    async def start(self, since: dict[str, int], chats: dict[str, int]) -> None:
+    async def start(
+        self, since: dict[str, int], chats: dict[str, int], unsure: Collection[str] = ()
+    ) -> None:
         """Send `ready`, catch up the chats in `since`, then deliver what was queued.
 
         `chats` (cid -> lastSeq when listed, or the newest seq whose event the hub saw
         before they were routed here) are the user's chats, already routed here.
         A chat not in `since` starts at its listed lastSeq: the client reads older
-        messages over REST.
+        messages over REST. `unsure`: chats of which a seq beyond that was heard before
+        they were routed here; whatever history holds past the position is sent (the
+        event of a message that overtook the one below it was heard before the session
+        followed the chat, and without this was never sent nor named: found in review,
+        2026-12-07; history, not the event, says what is real).
         """
         for cid, last in chats.items():
             # An event may have placed it already (None: members added meanwhile, where
@@ -186,6 +192,10 @@ class Session:
         await self._socket.send(frame(Ready(userId=self.uid).model_dump()))
         for cid in [c for c in since if c in chats]:  # in the client's order (the budget)
             await self._catch_up(cid, chats[cid])
+        for cid in unsure:
+            position = self.positions.get(cid)
+            if position is not None:
+                await self._fill(cid, position, None)
         self._live = True
         self._wake()
 

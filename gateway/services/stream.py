@@ -104,10 +104,13 @@ class StreamService:
                 with self.hub.recording() as published:
                     chats = await self._chats(session.uid)
                     self.hub.follow(session, list(chats))
+                unsure = set()
                 for cid, seqs in published.items():
                     if cid in chats:
                         chats[cid] = heard_through(chats[cid], seqs)
-                await session.start(since, chats)
+                        if max(seqs) > chats[cid]:
+                            unsure.add(cid)
+                await session.start(since, chats, unsure)
         except TimeoutError:
             if not deadline.expired():
                 raise
@@ -156,7 +159,9 @@ def heard_through(listed: int, heard: set[int]) -> int:
     that follow on from its listed lastSeq. The newest heard used to count, so one stray
     or forged event (seq 10**12, say) became the socket's position, and every real
     message below it was dropped as already sent (found in review); the live path checks
-    such a jump against history, and a real message after a hole is filled from there."""
+    such a jump against history, and a real message after a hole is filled from there.
+    A chat where a seq was heard beyond this is read from history at the start (an event
+    that came before the one below it was heard nowhere else)."""
     while listed + 1 in heard:
         listed += 1
     return listed

@@ -841,3 +841,38 @@ def test_seqs_heard_while_listing_count_only_where_they_follow_on() -> None:
     assert heard_through(5, {3, 5}) == 5
     assert heard_through(5, {10**12}) == 5
     assert heard_through(0, set()) == 0
+
+
+class _OvertakenWhileListed(Workers):
+    """A listing during which 6 and 7 of both chats are stored and only 7's events are
+    heard (a redelivery put them out of order); 6's come once the session follows."""
+
+    hub: Hub
+    late: list[Any]
+
+    async def followed(self, uid: int) -> Any:
+        listed = await super().followed(uid)
+        self.late = []
+        for cid in (CID, OTHER):
+            six, seven = self.add(cid, 2)
+            self.hub.publish(seven)
+            self.late.append(six)
+        return listed
+
+
+async def test_a_message_heard_while_listing_before_the_one_below_it_is_sent() -> None:
+    """Seqs heard while listing count only where they follow on from lastSeq, and the
+    rest were dropped: 7, heard before 6, was never sent nor named (found in review)."""
+    workers = _OvertakenWhileListed()
+    workers.add(CID, 5)
+    workers.add(OTHER, 5)
+    service = _service(workers)
+    workers.hub = service.hub
+    socket = FakeSocket()
+    session = await service.open(1, socket, {CID: 5})
+    for event in workers.late:
+        service.hub.publish(event)
+    await eventually(
+        lambda: (socket.seqs(CID), socket.seqs(OTHER)), lambda s: s == ([6, 7], [6, 7])
+    )
+    assert "gap" not in socket.types() and session.positions == {CID: 7, OTHER: 7}
