@@ -204,7 +204,15 @@ class OffsetCommitter:
             log.warning("offset commit unanswered after %gs; the next waits for it", COMMIT_WITHIN)
 
     async def commit(self, tps: Iterable[Tp] | None = None) -> Mapping[Tp, int]:
-        """Commit every given (default: assigned) partition that moved since its last commit."""
+        """Commit every given (default: assigned) partition that moved since its last commit.
+
+        A commit of the timer's still running is waited for first (callers bound the
+        wait): sent beside it, the revocation's or the shutdown's commit could land before
+        it, and its older offsets last, under the next owner's generation too (found in
+        review)."""
+        timed = self._timed
+        if timed is not None and not timed.done() and timed is not asyncio.current_task():
+            await asyncio.shield(timed)
         wanted = self._ledger.assigned() if tps is None else list(tps)
         offsets: dict[Tp, int] = {}
         for tp in wanted:
@@ -223,7 +231,9 @@ class OffsetCommitter:
         if not done:
             self._metrics.commit_failures.inc()
             return {}
-        self._committed.update(offsets)
+        # Only of partitions still held: one revoked meanwhile is another owner's now.
+        held = set(self._ledger.assigned())
+        self._committed.update({tp: o for tp, o in offsets.items() if tp in held})
         return offsets
 
     async def learn(self) -> None:

@@ -15,7 +15,7 @@ from dialogue_worker.adapters import commits
 from dialogue_worker.adapters.commits import OffsetCommitter
 from dialogue_worker.domain.offsets import DurableOffsets
 from dialogue_worker.metrics import WorkerMetrics
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, settle
 
 TOPIC = "msgs"
 
@@ -160,3 +160,50 @@ async def test_a_commit_hanging_on_the_timer_holds_no_tick_and_starts_no_second(
     await eventually(lambda: app.consumer.commits, lambda c: c == [{(TOPIC, 0): 3}])
     await committer.tick()  # it ended: the next tick commits what followed
     assert app.consumer.commits == [{(TOPIC, 0): 3}, {(TOPIC, 0): 5}]
+
+
+async def test_a_revocation_commit_waits_for_the_timers_commit_still_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sent beside a hung timer commit, the revocation's newer offsets could land first
+    and the timer's older ones last, moving the group's offset back (found in review)."""
+    monkeypatch.setattr(commits, "COMMIT_WITHIN", 0.01)
+    committer, app, positions, ledger = world()
+    positions.committed_offsets[(TOPIC, 0)] = 0
+    await committer.assigned({TP(TOPIC, 0)})
+    ledger.mark((TOPIC, 0), range(0, 3))
+    release = asyncio.Event()
+    started: list[dict[Any, int]] = []
+    accept = app.consumer._commit
+
+    async def hung_first(offsets: dict[Any, int]) -> bool:
+        started.append({(tp.topic, tp.partition): o for tp, o in offsets.items()})
+        if len(started) == 1:
+            await release.wait()
+        return await accept(offsets)
+
+    app.consumer._commit = hung_first  # type: ignore[method-assign]
+    await committer.tick()  # its commit of 3 hangs in faust's consumer thread
+    ledger.mark((TOPIC, 0), range(3, 8))
+    revoking = asyncio.ensure_future(committer.revoked({TP(TOPIC, 0)}))
+    await settle()  # the revocation reaches its commit
+    assert started == [{(TOPIC, 0): 3}]  # nothing sent beside the one running
+    release.set()
+    await asyncio.wait_for(revoking, 60)  # a bound on a hang, not a figure
+    assert app.consumer.commits == [{(TOPIC, 0): 3}, {(TOPIC, 0): 8}]
+
+
+async def test_a_revocation_gives_up_while_the_timers_commit_hangs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(commits, "COMMIT_WITHIN", 0.01)
+    monkeypatch.setattr(commits, "REBALANCE_STEP_WITHIN", 0.01)
+    committer, app, positions, ledger = world()
+    positions.committed_offsets[(TOPIC, 0)] = 0
+    await committer.assigned({TP(TOPIC, 0)})
+    ledger.mark((TOPIC, 0), range(0, 3))
+    app.consumer.hang = True
+    await committer.tick()
+    ledger.mark((TOPIC, 0), range(3, 8))
+    await committer.revoked({TP(TOPIC, 0)})  # returns: the next owner reads them again
+    assert app.consumer.commits == [] and not ledger.owns((TOPIC, 0))
