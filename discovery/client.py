@@ -110,6 +110,11 @@ class BalancedClient:
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=POOL_IDLE),
             trace_configs=[_sent_tracing()],
         )
+        # aiohttp sends GET, PUT and DELETE a second time, to the same instance, when a
+        # kept-alive connection drops under them, whatever `idempotent` says: a request
+        # made not to be sent twice was, and a retry went to the instance that failed
+        # and past the retry budget (found in review). Retries are this client's own.
+        self._session._retry_connection = False
         self.watch.subscribe(self._balancer.update)
 
     async def stop(self) -> None:

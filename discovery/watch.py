@@ -17,6 +17,7 @@ from discovery.consul_api import (
     brief,
     health_entries,
     instances_from_health,
+    named_ids,
     open_consul,
 )
 from discovery.durations import to_go, to_seconds
@@ -200,7 +201,7 @@ class ServiceWatch:
         if index == 0:
             log.info("consul index went backwards for '%s'; starting over", self.service)
             self._membership.restarted()
-        self._observed(self._eligible(instances_from_health(serving(nodes))))
+        self._observed(self._eligible(instances_from_health(serving(nodes))), named_ids(nodes))
         self._backoff.reset()
         return index
 
@@ -246,9 +247,11 @@ class ServiceWatch:
         )
         return delay
 
-    def _observed(self, instances: tuple[Instance, ...]) -> None:
+    def _observed(
+        self, instances: tuple[Instance, ...], named: frozenset[str] = frozenset()
+    ) -> None:
         was_stale = self.stale_since
-        changed = self._membership.observed(instances)
+        changed = self._membership.observed(instances, named)
         self._ready.set()
         if was_stale is not None and self.stale_since is None:
             log.info(
@@ -257,13 +260,13 @@ class ServiceWatch:
                 time.monotonic() - was_stale,
             )
         elif self.stale_since is not None:
-            named = {i.id for i in instances}
+            served = {i.id for i in instances}
             log.warning(
                 "consul lists %d instance(s) of '%s' right after coming back; keeping %s "
                 "for up to %.0fs while they re-register",
                 len(instances),
                 self.service,
-                ", ".join(i.id for i in self.instances if i.id not in named),
+                ", ".join(i.id for i in self.instances if i.id not in served),
                 self._membership.doubt_left() or 0.0,
             )
         if not changed:

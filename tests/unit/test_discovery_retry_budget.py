@@ -12,6 +12,7 @@ from aiohttp import web
 
 from discovery import BalancedClient, Instance, NoInstanceAvailable
 from discovery.balancer import RetryBudget
+from discovery.errors import DiscoveryError
 from tests.support.static_watch import StaticWatch
 
 
@@ -142,3 +143,41 @@ async def test_a_burst_of_failing_reads_sends_its_first_tries_and_the_budget(
     # the budget refused its retry.
     refused = [r for r in results if "retry budget spent" in str(r)]
     assert len(refused) >= reads - budget // 2
+
+
+async def test_a_request_not_to_be_repeated_reaches_a_dropping_instance_once() -> None:
+    """aiohttp sent PUT and DELETE again, on its own and to the same instance, when a
+    kept-alive connection dropped under them, whatever `idempotent` said (found in
+    review): a server on an ephemeral 127.0.0.1 port answers the first request, then
+    drops the connection of every other one once it has read it."""
+    hits: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        hits.append(request.method)
+        await request.read()
+        if len(hits) > 1 and request.transport is not None:
+            request.transport.close()
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    instance = Instance("s", "127.0.0.1", runner.addresses[0][1])
+    client = BalancedClient(
+        StaticWatch([instance], service="dropping"),  # type: ignore[arg-type]
+        attempts=3,
+        deadline=60.0,
+        request_timeout=30.0,
+    )
+    await client.start()
+    try:
+        await client.request("GET", "/warm")  # a connection kept alive
+        for method in ("PUT", "DELETE"):
+            with pytest.raises(DiscoveryError):  # the outcome is unknown: not sent again
+                await client.request(method, "/members", json={}, idempotent=False)
+    finally:
+        await client.stop()
+        await runner.cleanup()
+    assert hits == ["GET", "PUT", "DELETE"]
