@@ -98,16 +98,6 @@ def brief(value: object) -> str:
     return _BRIEF.repr(value)
 
 
-def named_ids(nodes: Iterable[Mapping[str, Any]]) -> frozenset[str]:
-    """The service ids an answer names, whatever their health or shape."""
-    named = set()
-    for node in nodes:
-        service = node.get("Service")
-        if isinstance(service, dict) and _text(service.get("ID")):
-            named.add(service["ID"])
-    return frozenset(named)
-
-
 def _instance(node: Mapping[str, Any]) -> Instance:
     """The instance one entry registers; ValueError says what does not read.
 

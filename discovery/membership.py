@@ -65,14 +65,8 @@ class Membership:
         left = self._doubt_until - self._clock()
         return left if left > 0 else None
 
-    def observed(
-        self, instances: tuple[Instance, ...], named: frozenset[str] = frozenset()
-    ) -> bool:
-        """Consul answered with `instances` to serve; `named`: every id the answer holds,
-        also those it does not serve (critical, in maintenance, not eligible). Returns
-        True when the served set changed. An instance the answer names but does not serve
-        is never kept by the grace: an agent that forgot it could not name it (one kept
-        took reads for 15 s after a blip, in maintenance or critical; found in review)."""
+    def observed(self, instances: tuple[Instance, ...]) -> bool:
+        """Consul answered with `instances`; returns True when the served set changed."""
         now = self._clock()
         self._ready = True
         if self._doubt_pending:
@@ -84,8 +78,8 @@ class Membership:
             if self._doubt_until is None:
                 self._doubt_until = now + self.restart_grace
                 self._before = self._instances
-        listed = {i.id for i in instances} | named
-        lacking = [i for i in self._before if i.id not in listed]
+        named = {i.id for i in instances}
+        lacking = [i for i in self._before if i.id not in named]
         if lacking and self.doubt_left() is not None:
             if self._stale_since is None:
                 self._stale_since = now

@@ -17,7 +17,6 @@ from discovery.consul_api import (
     brief,
     health_entries,
     instances_from_health,
-    named_ids,
     open_consul,
 )
 from discovery.durations import to_go, to_seconds
@@ -201,7 +200,7 @@ class ServiceWatch:
         if index == 0:
             log.info("consul index went backwards for '%s'; starting over", self.service)
             self._membership.restarted()
-        self._observed(self._eligible(instances_from_health(serving(nodes))), named_ids(nodes))
+        self._observed(self._eligible(instances_from_health(serving(nodes))))
         self._backoff.reset()
         return index
 
@@ -247,11 +246,9 @@ class ServiceWatch:
         )
         return delay
 
-    def _observed(
-        self, instances: tuple[Instance, ...], named: frozenset[str] = frozenset()
-    ) -> None:
+    def _observed(self, instances: tuple[Instance, ...]) -> None:
         was_stale = self.stale_since
-        changed = self._membership.observed(instances, named)
+        changed = self._membership.observed(instances)
         self._ready.set()
         if was_stale is not None and self.stale_since is None:
             log.info(
@@ -260,13 +257,13 @@ class ServiceWatch:
                 time.monotonic() - was_stale,
             )
         elif self.stale_since is not None:
-            served = {i.id for i in instances}
+            named = {i.id for i in instances}
             log.warning(
                 "consul lists %d instance(s) of '%s' right after coming back; keeping %s "
                 "for up to %.0fs while they re-register",
                 len(instances),
                 self.service,
-                ", ".join(i.id for i in self.instances if i.id not in served),
+                ", ".join(i.id for i in self.instances if i.id not in named),
                 self._membership.doubt_left() or 0.0,
             )
         if not changed:

@@ -125,15 +125,3 @@ def test_a_restart_after_a_believed_answer_gets_a_grace_of_its_own() -> None:
     m.observed((A, B))  # B back
     m.restarted()  # a later restart is doubted again
     assert m.observed((A,)) is False and m.instances == (A, B)
-
-
-def test_an_instance_the_answer_names_but_does_not_serve_is_not_kept_by_the_grace() -> None:
-    """The grace is for instances an agent forgot; one it names as critical (in
-    maintenance, its TTL lapsed) was kept for the whole grace after a blip (found in
-    review), taking reads it could not serve."""
-    m, _ = make()
-    m.observed((A, B, C))
-    m.unreachable()  # a query failed
-    assert m.observed((A,), frozenset({"a", "b"})) is True
-    assert m.instances == (A, C)  # B named, not served: gone; C forgotten: kept
-    assert m.doubt_left() is not None

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 import discovery.watch
 from discovery import ServiceWatch
 from discovery.watch import serving
-from platform_common.retry import Backoff
 from tests.support.waiting import eventually
 
 SERF = "serfHealth"
@@ -157,28 +156,5 @@ async def test_the_watch_serves_warning_and_drops_critical_through_blocking_quer
         assert not any(call.get("passing") for call in consul.health.calls)
         assert first == {"index": None, "wait": "30000ms"}  # the first query does not block
         assert second == {"index": 1, "wait": "30000ms"}  # then each blocks on the last index
-    finally:
-        await watch.stop()
-
-
-async def test_after_a_failed_query_an_instance_named_critical_is_dropped_at_once(
-    consul: FakeConsul,
-) -> None:
-    """After a blip the grace keeps instances the answer lacks (an agent that lost its
-    state lists them again one by one); one it names as critical was kept with them for
-    the whole grace and took reads (found in review)."""
-    watch = ServiceWatch("http://consul", "dialogue", wait="30s", backoff=Backoff(0.001, 0.001))
-    await watch.start()
-    try:
-        await consul.health.answers.put(
-            [entry("a", check("passing")), entry("b", check("passing"))]
-        )
-        await watch.wait_ready(5)
-        await consul.health.answers.put({"not": "a list"})  # type: ignore[arg-type]
-        await consul.health.answers.put(
-            [entry("a", check("passing")), entry("b", check("critical"))]
-        )
-        await eventually(lambda: [i.id for i in watch.instances] == ["a"], what="b dropped")
-        assert watch.stale_since is None  # every instance served before is accounted for
     finally:
         await watch.stop()
