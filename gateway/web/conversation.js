@@ -14,6 +14,16 @@ export function tooLong(text) {
   return length > TEXT_MAX ? `Too long to send: ${length} characters, at most ${TEXT_MAX}.` : "";
 }
 
+// A fresh Idempotency-Key. crypto.randomUUID exists on secure pages only (HTTPS or
+// localhost): served over plain HTTP on another address, the send threw after the
+// composer was cleared, and the text was lost (found in review). getRandomValues exists
+// everywhere.
+export function idempotencyKey() {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 export class Conversation {
   constructor(cid, onBack) {
     this.cid = cid;
@@ -61,9 +71,10 @@ export class Conversation {
           if (!text.trim()) return;
           hint.textContent = tooLong(text);
           if (hint.textContent) return;
+          const key = idempotencyKey();
           input.value = "";
           store.draft(cid, "");
-          this.send(crypto.randomUUID(), text);
+          this.send(key, text);
         },
       },
       hint,
@@ -87,8 +98,12 @@ export class Conversation {
     return this.node.isConnected;
   }
 
+  // A loop, not Math.max(...keys): spread arguments overflow the call stack past some
+  // 100,000 held messages, and every read, send and mark then threw (found in review).
   get newestSeq() {
-    return Math.max(0, ...this.bySeq.keys());
+    let newest = 0;
+    for (const seq of this.bySeq.keys()) if (seq > newest) newest = seq;
+    return newest;
   }
 
   async load() {
@@ -126,7 +141,9 @@ export class Conversation {
   // the socket is open gets a gap from seq 1 that names what the newest page holds.
   holdsThrough(toSeq) {
     if (!this.loaded || this.bySeq.size === 0) return false;
-    for (let seq = Math.min(...this.bySeq.keys()); seq <= toSeq; seq++) {
+    let oldest = Infinity;
+    for (const seq of this.bySeq.keys()) if (seq < oldest) oldest = seq;
+    for (let seq = oldest; seq <= toSeq; seq++) {
       if (!this.bySeq.has(seq)) return false;
     }
     return true;

@@ -357,3 +357,35 @@ async def test_a_focused_retry_keeps_the_focus_when_a_message_arrives(
     assert focused == ["Retry", "failed"]
     await page.unroute_all(behavior="ignoreErrors")
     await context.close()
+
+
+async def test_a_page_without_random_uuid_still_sends_with_a_key(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """crypto.randomUUID exists on secure pages only: served over plain HTTP on another
+    address than loopback (compose's PUBLISH_ADDR=0.0.0.0), the send threw after the
+    composer was cleared, and the text was lost (found in review). The browser here
+    serves loopback, a secure context, so the page is given none."""
+    context = await browser.new_context(viewport=DESK)
+    await context.add_init_script("delete Crypto.prototype.randomUUID")
+    page = await context.new_page()
+    async with aiohttp.ClientSession() as http:
+        _, cid = await chat_with_someone(page, platform.gateway.url, http, unique)
+    keys: list[str] = []
+    page.on(
+        "request",
+        lambda r: (
+            keys.append(r.headers.get("idempotency-key", ""))
+            if r.method == "POST" and r.url.endswith("/messages")
+            else None
+        ),
+    )
+    await page.click(f".chat[data-cid='{cid}']")
+    await page.fill("#compose", "sent without randomUUID")
+    await page.press("#compose", "Enter")
+    await eventually(
+        lambda: message_texts(page), lambda t: t == ["sent without randomUUID"], what="sent"
+    )
+    [key] = keys
+    assert len(key) == 32 and int(key, 16) >= 0  # 128 random bits, in hex
+    await context.close()
