@@ -21,7 +21,6 @@ from discovery.models import is_wildcard
 from platform_common.addresses import ConsulToken, ConsulUrl, KafkaBootstrap
 from platform_common.local import (
     LOCAL_ENTRYPOINT_TOKEN,
-    LOCAL_SECRETS,
     refuse_public_bind,
     secret_problem,
 )
@@ -251,9 +250,9 @@ class WorkerSettings(BaseSettings):
                 )
         if not token:
             raise ValueError("ENTRYPOINT_TOKEN must not be empty")
-        if token in LOCAL_SECRETS:  # any development secret is public, not just its own
-            refuse_public_bind("WORKER_HOST", self.worker_host)
-        if problem := secret_problem("ENTRYPOINT_TOKEN", token):  # as weak beyond loopback
+        # Any development secret is public, not just its own, and a weak one is as weak
+        # beyond loopback as in production.
+        if problem := secret_problem("ENTRYPOINT_TOKEN", token):
             refuse_public_bind("WORKER_HOST", self.worker_host, problem)
         return self
 

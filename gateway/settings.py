@@ -17,7 +17,6 @@ from platform_common.local import (
     LOCAL_ADMIN_TOKEN,
     LOCAL_ENTRYPOINT_TOKEN,
     LOCAL_JWT_SECRET,
-    LOCAL_SECRETS,
     refuse_public_bind,
     secret_problem,
 )
@@ -354,8 +353,6 @@ class GatewaySettings(BaseSettings):
             for name in ("jwt_secret", "entrypoint_token", "admin_token"):
                 value: SecretStr | None = getattr(self, name)
                 raw = "" if value is None else value.get_secret_value()
-                if raw in LOCAL_SECRETS | {""}:
-                    refuse_public_bind("GATEWAY_HOST", self.gateway_host)
                 if problem := secret_problem(name.upper(), raw):
                     refuse_public_bind("GATEWAY_HOST", self.gateway_host, problem)
             return self

@@ -63,12 +63,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def refuse_public_bind(variable: str, host: str, why: str = "") -> None:
-    """Local mode with a development or weak secret (`why`, when given, says which)
-    binds to loopback only."""
+def refuse_public_bind(variable: str, host: str, why: str) -> None:
+    """Local mode with a development or weak secret (`why` says which) binds to loopback
+    only."""
     if not is_loopback(host):
-        secrets = f"a weak secret ({why})" if why else "the public development secrets"
         raise ValueError(
-            f"{variable}={host!r} with DIALOGUE_ENV=local would serve {secrets} beyond this "
-            "machine: bind to a loopback address, or set strong secrets"
+            f"{variable}={host!r} with DIALOGUE_ENV=local would serve a weak secret ({why}) "
+            "beyond this machine: bind to a loopback address, or set strong secrets"
         )
