@@ -19,6 +19,10 @@ from gateway.errors import GatewayError
 from tests.support.waiting import eventually
 
 
+def a_record() -> MessageRecord:
+    return MessageRecord(v=1, id=new_id(), cid=new_id(), uid=1, text="hi", createdAt=1_700_000_000)
+
+
 class StandIn:
     """What KafkaBus uses of a producer at start and stop (nothing is ever sent)."""
 
@@ -93,9 +97,7 @@ async def test_a_producer_out_of_step_with_the_broker_is_made_again(
     monkeypatch.setattr(KafkaBus, "_new_producer", new_producer)
     bus = KafkaBus("127.0.0.1:9", "topic", send_timeout=5.0)
     await bus.start()
-    record = MessageRecord(
-        v=1, id=new_id(), cid=new_id(), uid=1, text="hi", createdAt=1_700_000_000
-    )
+    record = a_record()
     with pytest.raises(GatewayError) as failed:
         await bus.publish(record)
     assert failed.value.code is ErrorCode.BUS_UNAVAILABLE  # at once: stopping is not waited
@@ -134,9 +136,7 @@ async def test_stopping_while_a_replaced_producer_flushes_still_stops_it(
     monkeypatch.setattr(KafkaBus, "_new_producer", new_producer)
     bus = KafkaBus("127.0.0.1:9", "topic", send_timeout=30.0)
     await bus.start()
-    record = MessageRecord(
-        v=1, id=new_id(), cid=new_id(), uid=1, text="hi", createdAt=1_700_000_000
-    )
+    record = a_record()
     with pytest.raises(GatewayError):
         await bus.publish(record)
     old = made[0]

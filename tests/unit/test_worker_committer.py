@@ -130,12 +130,12 @@ async def test_a_commit_hanging_at_revocation_does_not_hold_the_rebalance(
     assert not ledger.owns((TOPIC, 0))
 
 
-async def test_a_commit_hanging_on_the_timer_holds_no_tick_and_starts_no_second(
+async def first_commit_held(
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """An unbounded timer commit held every later tick for as long as it hung; a bounded
-    wait that started a commit at every tick piled hung commits up in faust's consumer
-    thread, where cancelling the wait does not stop them."""
+) -> tuple[OffsetCommitter, App, DurableOffsets, asyncio.Event, list[dict[Any, int]]]:
+    """A committer with offsets 0..2 of its one partition durable, whose first commit
+    hangs in faust's consumer thread until `release` is set (the timer stops waiting for
+    it at once); `started`: every commit as it was sent."""
     monkeypatch.setattr(commits, "COMMIT_WITHIN", 0.01)
     committer, app, positions, ledger = world()
     positions.committed_offsets[(TOPIC, 0)] = 0
@@ -145,12 +145,23 @@ async def test_a_commit_hanging_on_the_timer_holds_no_tick_and_starts_no_second(
     started: list[dict[Any, int]] = []
     accept = app.consumer._commit
 
-    async def hung(offsets: dict[Any, int]) -> bool:
-        started.append(offsets)
-        await release.wait()
+    async def first_held(offsets: dict[Any, int]) -> bool:
+        started.append({(tp.topic, tp.partition): o for tp, o in offsets.items()})
+        if len(started) == 1:
+            await release.wait()
         return await accept(offsets)
 
-    app.consumer._commit = hung  # type: ignore[method-assign]
+    app.consumer._commit = first_held  # type: ignore[method-assign]
+    return committer, app, ledger, release, started
+
+
+async def test_a_commit_hanging_on_the_timer_holds_no_tick_and_starts_no_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An unbounded timer commit held every later tick for as long as it hung; a bounded
+    wait that started a commit at every tick piled hung commits up in faust's consumer
+    thread, where cancelling the wait does not stop them."""
+    committer, app, ledger, release, started = await first_commit_held(monkeypatch)
     async with asyncio.timeout(5):
         await committer.tick()
         ledger.mark((TOPIC, 0), range(3, 5))
@@ -167,22 +178,7 @@ async def test_a_revocation_commit_waits_for_the_timers_commit_still_running(
 ) -> None:
     """Sent beside a hung timer commit, the revocation's newer offsets could land first
     and the timer's older ones last, moving the group's offset back (found in review)."""
-    monkeypatch.setattr(commits, "COMMIT_WITHIN", 0.01)
-    committer, app, positions, ledger = world()
-    positions.committed_offsets[(TOPIC, 0)] = 0
-    await committer.assigned({TP(TOPIC, 0)})
-    ledger.mark((TOPIC, 0), range(0, 3))
-    release = asyncio.Event()
-    started: list[dict[Any, int]] = []
-    accept = app.consumer._commit
-
-    async def hung_first(offsets: dict[Any, int]) -> bool:
-        started.append({(tp.topic, tp.partition): o for tp, o in offsets.items()})
-        if len(started) == 1:
-            await release.wait()
-        return await accept(offsets)
-
-    app.consumer._commit = hung_first  # type: ignore[method-assign]
+    committer, app, ledger, release, started = await first_commit_held(monkeypatch)
     await committer.tick()  # its commit of 3 hangs in faust's consumer thread
     ledger.mark((TOPIC, 0), range(3, 8))
     revoking = asyncio.ensure_future(committer.revoked({TP(TOPIC, 0)}))
