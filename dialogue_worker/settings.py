@@ -10,7 +10,7 @@ from typing import Literal, Self
 from urllib.parse import unquote_plus
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from pymongo.errors import PyMongoError
 from pymongo.uri_parser_shared import _validate_uri
 
@@ -25,6 +25,7 @@ from platform_common.local import (
     secret_problem,
 )
 from platform_common.logs import LogLevel
+from platform_common.settings_base import BoundedSettings
 
 
 def _without_password(reason: str, url: str) -> str:
@@ -68,7 +69,7 @@ DB_NAME_MAX = 63
 _DB_NAME_FORBIDDEN = ' ./\\$"\x00'
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(BoundedSettings):
     """Environment variables (upper-case field names) with their defaults."""
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
@@ -139,7 +140,10 @@ class WorkerSettings(BaseSettings):
     )
     topic_partitions: int = Field(default=12, ge=1, description="partitions created for the topics")
     topic_replication: int = Field(
-        default=0, ge=0, description="replication factor of created topics (0: min(3, brokers))"
+        default=0,
+        ge=0,
+        le=2**15 - 1,  # an int16 in Kafka's CreateTopics request
+        description="replication factor of created topics (0: min(3, brokers))",
     )
     topic_min_insync: int = Field(
         default=0,

@@ -6,7 +6,7 @@ import ipaddress
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from contracts.live import HELLO_WITHIN
 from gateway.domain.addresses import IPNetwork
@@ -21,6 +21,7 @@ from platform_common.local import (
     secret_problem,
 )
 from platform_common.logs import LogLevel
+from platform_common.settings_base import BoundedSettings
 
 LOCAL_MYSQL_PASSWORD = "dialogue-local"
 #: argon2's largest time and memory cost (2**32 - 1) and number of lanes (2**24 - 1).
@@ -67,7 +68,7 @@ def _limit(default: str, what: str) -> Any:
     return Field(default=Rate.parse(default), description=f"token bucket of {what}")
 
 
-class GatewaySettings(BaseSettings):
+class GatewaySettings(BoundedSettings):
     """Every field is read from the environment variable of the same name, upper-cased."""
 
     model_config = SettingsConfigDict(

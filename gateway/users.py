@@ -16,13 +16,13 @@ import sys
 from typing import Any, Literal
 
 from pydantic import SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings
 
 from contracts.requests import RequestProblem, user_id
 from gateway.adapters.mysql_users import MySQLUserStore, mysql_pool
 from gateway.domain.usernames import username
 from gateway.errors import GatewayError
 from gateway.settings import LOCAL_MYSQL_PASSWORD, GatewaySettings, mysql_password_problem
+from platform_common.settings_base import BoundedSettings
 from platform_common.settings_errors import invalid_settings
 
 #: Exit codes: done; the store refused it (taken, no such user, unreachable); bad input.
@@ -34,7 +34,7 @@ def _gateways(name: str) -> Any:
     return GatewaySettings.model_fields[name]
 
 
-class UserStoreSettings(BaseSettings):
+class UserStoreSettings(BoundedSettings):
     """The gateway's settings this command uses, read and checked as the gateway does."""
 
     model_config = GatewaySettings.model_config  # case, extra variables, no inf/nan

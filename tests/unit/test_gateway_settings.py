@@ -16,6 +16,7 @@ from gateway import users as users_cli
 from gateway.__main__ import shutdown_grace
 from gateway.settings import GatewaySettings
 from platform_common.local import LOCAL_ADMIN_TOKEN, LOCAL_JWT_SECRET
+from platform_common.settings_base import NUMBER_MAX
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -197,7 +198,7 @@ def test_argon2_settings_argon2_cannot_use_are_refused_at_start(
 
 
 @given(
-    memory=st.integers(min_value=8, max_value=2**32 - 1),
+    memory=st.integers(min_value=8, max_value=NUMBER_MAX),  # argon2's own bound is 2**32 - 1
     lanes=st.integers(min_value=1, max_value=2**24 - 1),
 )
 def test_argon2_memory_is_accepted_exactly_when_argon2_can_hash_with_it(
