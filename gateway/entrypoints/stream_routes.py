@@ -100,10 +100,13 @@ async def stream(request: web.Request) -> web.StreamResponse:
         raise GatewayError(ErrorCode.MALFORMED, "GET /v1/stream is a WebSocket: send an Upgrade")
     admit(request, Action.OPEN_STREAM)
     await ws.prepare(request)
-    _limit_send_buffer(request, settings.stream_send_buffer)
     client = WebSocket(ws, request, settings.stream_send_timeout)
     greeted: tuple[_Opening, asyncio.TimerHandle] | None = None
+    # From here on the connection is a WebSocket: whatever fails must close it with a
+    # close code. Raised out of the handler, it would reach the errors middleware, whose
+    # HTTP answer, written into the upgraded socket, reads as a broken frame (1002).
     try:
+        _limit_send_buffer(request, settings.stream_send_buffer)
         greeted = await _greet(request, ws, client)
         if greeted is not None:
             # Read from hello on: aiohttp answers pings and the close handshake only

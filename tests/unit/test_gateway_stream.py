@@ -33,10 +33,12 @@ from contracts.live import (
 from contracts.records import UID_MAX
 from gateway.app import create_app
 from gateway.domain.tokens import TokenCodec
+from gateway.entrypoints import stream_routes
 from gateway.entrypoints.state import SERVICES
 from gateway.entrypoints.stream_routes import WebSocket, close_reason
 from gateway.settings import GatewaySettings
 from platform_common.local import LOCAL_JWT_SECRET
+from platform_common.settings_base import NUMBER_MAX
 from tests.support.gateway_fakes import World
 from tests.support.waiting import WITHIN, eventually
 
@@ -201,6 +203,31 @@ async def test_shutting_down_says_going_away(world: World) -> None:
     assert await _closed_with(ws) == CloseCode.GOING_AWAY
     await closing
     await client.close()
+
+
+async def test_a_failure_after_the_upgrade_closes_the_socket_as_internal(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: a failure between the upgrade and the handler's own error handling
+    reached the errors middleware, whose JSON answer, written into the upgraded socket,
+    read as a broken frame (the client saw 1002, and no reason)."""
+
+    def broken(request: web.Request, size: int) -> None:
+        raise TypeError("an injected failure right after the upgrade")
+
+    monkeypatch.setattr(stream_routes, "_limit_send_buffer", broken)
+    settings = GatewaySettings(dialogue_env="local")
+    async with TestClient(TestServer(create_app(settings, adapters=world.adapters))) as client:
+        ws = await _hello(client, _token())
+        assert await _closed_with(ws) == CloseCode.INTERNAL
+
+
+async def test_the_largest_send_buffer_a_setting_allows_serves_a_stream(world: World) -> None:
+    settings = GatewaySettings(dialogue_env="local", stream_send_buffer=NUMBER_MAX)
+    async with TestClient(TestServer(create_app(settings, adapters=world.adapters))) as client:
+        ws = await _hello(client, _token(7))
+        assert await _frames(ws, 1) == [{"type": "ready", "userId": 7}]
+        await ws.close()
 
 
 async def test_the_socket_gauge_and_close_reasons_are_exported(client: Client) -> None:
