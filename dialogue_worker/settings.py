@@ -21,6 +21,7 @@ from discovery.models import is_wildcard
 from platform_common.addresses import ConsulToken, ConsulUrl, KafkaBootstrap
 from platform_common.local import (
     LOCAL_ENTRYPOINT_TOKEN,
+    header_token_problem,
     refuse_public_bind,
     secret_problem,
 )
@@ -254,6 +255,8 @@ class WorkerSettings(BoundedSettings):
                 )
         if not token:
             raise ValueError("ENTRYPOINT_TOKEN must not be empty")
+        if problem := header_token_problem("ENTRYPOINT_TOKEN", token):
+            raise ValueError(problem)
         # Any development secret is public, not just its own, and a weak one is as weak
         # beyond loopback as in production.
         if problem := secret_problem("ENTRYPOINT_TOKEN", token):

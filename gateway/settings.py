@@ -17,6 +17,7 @@ from platform_common.local import (
     LOCAL_ADMIN_TOKEN,
     LOCAL_ENTRYPOINT_TOKEN,
     LOCAL_JWT_SECRET,
+    header_token_problem,
     refuse_public_bind,
     secret_problem,
 )
@@ -348,6 +349,10 @@ class GatewaySettings(BoundedSettings):
 
     @model_validator(mode="after")
     def _secrets(self) -> GatewaySettings:
+        for name in ("entrypoint_token", "admin_token"):  # sent in headers, in any mode
+            token: SecretStr | None = getattr(self, name)
+            if token and (problem := header_token_problem(name.upper(), token.get_secret_value())):
+                raise SettingsError(problem)
         if self.local:
             # Beyond loopback every secret must be one production would take (a 1-byte
             # signing key passed there while it was not a development default).

@@ -42,6 +42,22 @@ def secret_problem(name: str, value: str) -> str | None:
     return None
 
 
+def header_token_problem(name: str, value: str) -> str | None:
+    """Why `value` cannot be a token sent in an HTTP `Authorization` header, or None.
+
+    Visible ASCII only (no space): the worker refuses any other byte in the header, and
+    HTTP clients encode header values differently past ASCII (found in review: a
+    non-ASCII ENTRYPOINT_TOKEN passed both services' settings, and every call of the
+    gateway then got 401, every read and write 5030). Never quotes the value."""
+    if all("!" <= char <= "~" for char in value):
+        return None
+    return (
+        f"{name} holds a character that is not visible ASCII (a space, a control "
+        "character or a non-ASCII one): it travels in an HTTP header; use "
+        "secrets.token_urlsafe(32)"
+    )
+
+
 def longest_run(value: str) -> int:
     """The length of the longest run of one repeated character."""
     longest = run = 0
