@@ -1,7 +1,9 @@
 """Every number a service reads from its environment fits a signed 32-bit integer: one
 past it is refused at start, naming the setting, and the largest one allowed works where
 an unbounded one used to fail each request (found in review: `JWT_TTL` of 2**64 made every
-sign-up answer 5000 after the account was created)."""
+sign-up answer 5000 after the account was created). Every text is valid UTF-8: bytes
+that are not (read by Python as lone surrogates) are refused the same way (a MYSQL_USER
+such as that failed the gateway's start with the MySQL driver's traceback)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings
 
 from dialogue_worker.settings import WorkerSettings
@@ -38,6 +40,12 @@ def _numeric(cls: type[BaseSettings]) -> list[str]:
 
 
 NUMERIC = [(cls, name) for cls in SETTINGS for name in _numeric(cls)]
+TEXT = [
+    (cls, name)
+    for cls in SETTINGS
+    for name, field in cls.model_fields.items()
+    if set(getattr(field.annotation, "__args__", (field.annotation,))) & {str, SecretStr}
+]
 
 
 def test_every_service_has_number_settings_to_check() -> None:
@@ -95,3 +103,25 @@ async def test_the_longest_token_lifetime_allowed_still_signs_up_and_in() -> Non
 async def _check_token_works(client: TestClient[web.Request, web.Application], token: str) -> None:
     response = await client.get("/v1/chats", headers={"Authorization": f"Bearer {token}"})
     assert response.status == 200, await response.text()
+
+
+@given(
+    st.sampled_from(TEXT),
+    st.text(min_size=1, max_size=20),
+    st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF),  # as os.environ reads them
+)
+def test_a_text_that_is_not_utf_8_is_refused_naming_its_setting(
+    case: tuple[type[BaseSettings], str], text: str, stray: str
+) -> None:
+    cls, name = case
+    given_value = text + stray
+    with pytest.raises(ValidationError) as refused:
+        cls(dialogue_env="local", **{name: given_value})
+    problems = settings_problems(refused.value)
+    assert any(p.startswith(f"{name}:") for p in problems), problems
+
+
+def test_there_are_text_settings_to_check() -> None:
+    names = {(c.__name__, n) for c, n in TEXT}
+    assert {("GatewaySettings", "mysql_user"), ("UserStoreSettings", "mysql_password")} <= names
+    assert ("WorkerSettings", "entrypoint_token") in names
