@@ -33,6 +33,10 @@ def events_schema_text() -> str:
     generated from it must not take them for optional)."""
     schema = EVENT.json_schema(mode="serialization")
     schema["title"] = "dialogue.events event v1"
+    # pydantic adds OpenAPI's `discriminator` beside `oneOf`; it is no JSON Schema
+    # keyword, and validators in strict mode (Ajv's default) refuse to compile a schema
+    # holding one (found in review). `oneOf` with each type's `const` says the same.
+    del schema["discriminator"]
     return _text(EVENTS_SCHEMA_FILE.name, schema)
 
 

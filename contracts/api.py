@@ -14,7 +14,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.errors import ErrorCode
-from contracts.records import TEXT_MAX, TEXT_PATTERN, UID_MAX
+from contracts.records import INT64_MAX, TEXT_MAX, TEXT_PATTERN, UID_MAX
 from contracts.requests import MAX_USERS, MIN_CHAT_USERS
 
 T = TypeVar("T")
@@ -202,8 +202,8 @@ class LastMessage(BaseModel):
     """A chat's newest message as lists show it: its text cut to PREVIEW_MAX characters."""
 
     id: str = _id_field("message id")
-    seq: int = Field(ge=1, description="its seq in the chat")
-    uid: int = Field(description="the author's user id")
+    seq: int = Field(ge=1, le=INT64_MAX, description="its seq in the chat")
+    uid: UserId = Field(description="the author's user id")
     text: str = Field(description=f"the first {PREVIEW_MAX} characters of the text")
     createdAt: int = Field(description="unix time in seconds")
 
@@ -213,13 +213,15 @@ class Chat(BaseModel):
 
     object: Literal["chat"] = "chat"
     id: str = _id_field("chat id")
-    users: list[int] = Field(description="member user ids")
+    users: list[UserId] = Field(description="member user ids")
     createdAt: int = Field(description="unix time in seconds")
     # Added by the message store v2; clients of the old API ignore them.
-    lastSeq: int = Field(default=0, ge=0, description="seq of the newest message (0: none yet)")
+    lastSeq: int = Field(
+        default=0, ge=0, le=INT64_MAX, description="seq of the newest message (0: none yet)"
+    )
     lastMessage: LastMessage | None = Field(default=None, description="the newest message")
-    readSeq: int = Field(default=0, ge=0, description="the caller's read marker")
-    unread: int = Field(default=0, ge=0, description="lastSeq - readSeq")
+    readSeq: int = Field(default=0, ge=0, le=INT64_MAX, description="the caller's read marker")
+    unread: int = Field(default=0, ge=0, le=INT64_MAX, description="lastSeq - readSeq")
 
 
 class Message(BaseModel):
@@ -228,12 +230,13 @@ class Message(BaseModel):
     object: Literal["message"] = "message"
     id: str = _id_field("message id, assigned by the gateway before the record is produced")
     cid: str = _id_field("chat id")
-    uid: int = Field(description="the author's user id")
+    uid: UserId = Field(description="the author's user id")
     createdAt: int = Field(description="unix time in seconds, an integer as in the old API")
     text: str
     seq: int | None = Field(
         default=None,
         ge=1,
+        le=INT64_MAX,
         description="1, 2, 3 ... per chat, in the order the chat's messages were stored; "
         "null in the answer to a post (the seq is given when a worker stores it)",
     )

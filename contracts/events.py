@@ -14,12 +14,10 @@ from typing import Annotated, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from contracts.api import Chat, Message
-from contracts.records import UID_MAX, integral
+from contracts.api import Chat, Message, UserId
+from contracts.records import INT64_MAX, UID_MAX, integral
 
 EVENTS_TOPIC = "dialogue.events"
-#: Seqs are MongoDB int64s where they are stored.
-INT64_MAX = 2**63 - 1
 #: The lengths as well as the pattern: Python's `re` (and so the `jsonschema` library)
 #: lets `$` match before a final newline, which would pass "<24 hex>\n".
 ObjectIdHex = Annotated[str, Field(pattern=r"^[0-9a-f]{24}$", min_length=24, max_length=24)]
@@ -73,8 +71,8 @@ class ChatCreated(_Event):
 
 class MembersAdded(_Event):
     type: Literal["chat.members_added"] = "chat.members_added"
-    users: list[int] = Field(description="the users the change named (members now)")
-    members: list[int] = Field(description="every member after it")
+    users: list[UserId] = Field(description="the users the change named (members now)")
+    members: list[UserId] = Field(description="every member after it")
 
 
 class ChatRead(_Event):

@@ -27,6 +27,8 @@ TEXT_MAX = 4096  # characters
 RECORD_MAX_BYTES = 64 * 1024  # the whole value, 65,536 bytes
 #: Largest user id: MongoDB and BSON hold signed 64-bit integers.
 UID_MAX = 2**63 - 1
+#: Seqs are MongoDB int64s where they are stored.
+INT64_MAX = 2**63 - 1
 #: createdAt window: from 2001-01-01T00:00:00Z to one day past the consumer's clock. The
 #: JSON Schema carries a fixed outer bound (2100-01-01); the model also checks "now + 1 day".
 CREATED_MIN = 978_307_200
@@ -49,7 +51,9 @@ _EXACT_FLOAT = 2**53
 RECORD_DESCRIPTION = (
     "One chat message as produced to `dialogue.messages` (key = cid): a UTF-8 JSON object "
     f"of at most {RECORD_MAX_BYTES:,} bytes (64 KiB) whose strings are valid Unicode "
-    "(no unpaired surrogate escape such as \\ud800)."
+    "(no unpaired surrogate escape such as \\ud800). An integer written as a float "
+    f"(`7.0`) is taken below {_EXACT_FLOAT:,} (2^53) only: from there on one float stands "
+    "for several integers, so `uid` must be written without a fraction."
 )
 #: A `\uXXXX` escape of a UTF-16 surrogate (U+D800..U+DFFF), the half of a pair.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
