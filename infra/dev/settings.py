@@ -11,13 +11,15 @@ from contracts.events import EVENTS_TOPIC
 from contracts.records import TOPIC
 from dialogue_worker.settings import WorkerSettings
 from gateway.settings import GatewaySettings
-from infra.local.settings import LocalSettings, env_int
+from infra.local.settings import LocalSettings, env_int, env_port
 from platform_common.addresses import consul_address
 
 DEFAULT_WORKERS = 2
 #: The most workers `make dev`/`make scale` starts: each is a process of ~100 MB, and
 #: more than the topic's partitions consume nothing.
 MAX_WORKERS = 64
+#: Partitions `make dev` creates its topics with, at most (one local broker; past it, a typo).
+MAX_PARTITIONS = 1000
 
 #: Every environment variable the gateway or a worker reads: their settings' field
 #: names, which both match case-insensitively (no prefix, no aliases).
@@ -113,18 +115,18 @@ class DevSettings:
         return cls(
             local=local,
             run_dir=Path(e.get("DEV_RUN_DIR") or local.run_dir / "dev").resolve(),
-            gateway_port=env_int(e, "DEV_GATEWAY_PORT", 8007),
-            worker_base_port=env_int(e, "DEV_WORKER_BASE_PORT", 8100),
+            gateway_port=env_port(e, "DEV_GATEWAY_PORT", 8007),
+            worker_base_port=env_port(e, "DEV_WORKER_BASE_PORT", 8100),
             consul_url=dev_consul_url((e.get("DEV_CONSUL_URL") or local.consul_url).rstrip("/")),
             consul_token=e.get("DEV_CONSUL_TOKEN") or None,
             topic=topic,
             events_topic=e.get("DEV_EVENTS_TOPIC") or events_topic_for(topic),
-            partitions=env_int(e, "DEV_TOPIC_PARTITIONS", 12),
+            partitions=env_int(e, "DEV_TOPIC_PARTITIONS", 12, 1, MAX_PARTITIONS),
             app_id=e.get("DEV_APP_ID") or "dialogue-worker",
             mongo_db=e.get("DEV_MONGO_DB") or "dialogue",
             id_prefix=e.get("DEV_ID_PREFIX") or "dev-worker",
             log_level=e.get("DEV_LOG_LEVEL") or "INFO",
-            ready_timeout=float(env_int(e, "DEV_READY_TIMEOUT", 120)),
+            ready_timeout=float(env_int(e, "DEV_READY_TIMEOUT", 120, 1, 86_400)),
         )
 
     @property

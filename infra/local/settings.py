@@ -31,15 +31,32 @@ KAFKA_PORT_STEP = 10
 KAFKA_NODE_COUNTS = (1, 3)
 
 
-def env_int(env: dict[str, str], name: str, default: int) -> int:
-    """env[name] as an int, default when unset or empty; a readable exit when not a number."""
+#: The highest port a service takes above its setting: Consul's gRPC TLS port is
+#: LOCAL_CONSUL_BASE_PORT + 203; Kafka's third node listens 2 * KAFKA_PORT_STEP above.
+CONSUL_PORTS_ABOVE_BASE = 203
+PORT_MAX = 65535
+
+
+def env_int(
+    env: dict[str, str], name: str, default: int, low: int = 0, high: int = 2**31 - 1
+) -> int:
+    """env[name] as an int in low..high, default when unset or empty; a readable exit
+    otherwise. ASCII digits only: `int()` also reads other scripts' digits ("٣٣٠٦")
+    and underscores ("3_306"), which no other program reading these settings does."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise SystemExit(f"{name} must be an integer, got {raw!r}") from exc
+    if not re.fullmatch(r"-?[0-9]{1,10}", raw.strip()):
+        raise SystemExit(f"{name} must be an integer, got {raw!r}")
+    value = int(raw)
+    if not low <= value <= high:
+        raise SystemExit(f"{name} must be {low} .. {high}, got {value}")
+    return value
+
+
+def env_port(env: dict[str, str], name: str, default: int, above: int = 0) -> int:
+    """A TCP port setting; `above`: how many ports over it the service also takes."""
+    return env_int(env, name, default, 1, PORT_MAX - above)
 
 
 def os_user() -> str:
@@ -196,17 +213,21 @@ class LocalSettings:
             host=host,
             run_dir=run_dir,
             cache_dir=Path(e.get("LOCAL_CACHE_DIR") or cache_default).resolve(),
-            kafka_port=env_int(e, "LOCAL_KAFKA_PORT", 9092),
-            kafka_controller_port=env_int(e, "LOCAL_KAFKA_CONTROLLER_PORT", 9093),
+            kafka_port=env_port(e, "LOCAL_KAFKA_PORT", 9092, above=2 * KAFKA_PORT_STEP),
+            kafka_controller_port=env_port(
+                e, "LOCAL_KAFKA_CONTROLLER_PORT", 9093, above=2 * KAFKA_PORT_STEP
+            ),
             kafka_nodes=_kafka_nodes(env_int(e, "LOCAL_KAFKA_NODES", 1)),
-            consul_port=env_int(e, "LOCAL_CONSUL_PORT", 8500),
-            consul_base_port=env_int(e, "LOCAL_CONSUL_BASE_PORT", 8300),
-            mongo_port=env_int(e, "LOCAL_MONGO_PORT", 27017),
-            postgres_port=env_int(e, "LOCAL_POSTGRES_PORT", 5433),
+            consul_port=env_port(e, "LOCAL_CONSUL_PORT", 8500),
+            consul_base_port=env_port(
+                e, "LOCAL_CONSUL_BASE_PORT", 8300, above=CONSUL_PORTS_ABOVE_BASE
+            ),
+            mongo_port=env_port(e, "LOCAL_MONGO_PORT", 27017),
+            postgres_port=env_port(e, "LOCAL_POSTGRES_PORT", 5433),
             postgres_password=e.get("LOCAL_POSTGRES_PASSWORD") or "ferretdb-local",
             postgres_run_dir=_postgres_run_dir(e.get("LOCAL_POSTGRES_RUN_DIR"), run_dir),
             ferretdb_database=ferretdb_database,
-            mysql_port=env_int(e, "LOCAL_MYSQL_PORT", 3306),
+            mysql_port=env_port(e, "LOCAL_MYSQL_PORT", 3306),
             mysql_user=mysql_user(e.get("LOCAL_MYSQL_USER", "dialogue")),
             # Empty is unset, as for the gateway, which takes an empty MYSQL_PASSWORD for
             # unset and uses this default: MariaDB must be given the same one.

@@ -137,3 +137,49 @@ def test_an_empty_folder_or_version_is_unset() -> None:
         )
     }
     assert LocalSettings.from_env(empty) == LocalSettings.from_env({})
+
+
+#: Each port setting and how many ports above it the service also takes.
+PORTS = {
+    "LOCAL_KAFKA_PORT": 2 * local_settings.KAFKA_PORT_STEP,
+    "LOCAL_KAFKA_CONTROLLER_PORT": 2 * local_settings.KAFKA_PORT_STEP,
+    "LOCAL_CONSUL_PORT": 0,
+    "LOCAL_CONSUL_BASE_PORT": local_settings.CONSUL_PORTS_ABOVE_BASE,
+    "LOCAL_MONGO_PORT": 0,
+    "LOCAL_POSTGRES_PORT": 0,
+    "LOCAL_MYSQL_PORT": 0,
+}
+
+
+@given(
+    st.sampled_from(sorted(PORTS)),
+    st.integers(-(2**40), 2**40).map(str)
+    | st.text(max_size=12)
+    | st.sampled_from(["٣٣٠٦", "3_306", "0x10", "1e3", " 3306", "+3306", "65535", "0"]),
+)
+def test_a_port_setting_is_a_port_every_service_can_take_or_refused_naming_it(
+    name: str, raw: str
+) -> None:
+    """Found in review: LOCAL_KAFKA_PORT=70000, LOCAL_CONSUL_PORT=-1 or Arabic-Indic
+    digits passed, and were built into URLs; `up` then failed late as "not ready"."""
+    try:
+        port = getattr(_settings(**{name: raw}), name.removeprefix("LOCAL_").lower())
+    except SystemExit as refused:
+        assert name in str(refused)
+        return
+    assert raw == "" or raw.strip().lstrip("-").isascii()
+    assert 1 <= port and port + PORTS[name] <= 65535
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("DEV_TOPIC_PARTITIONS", "2147483648"),
+        ("DEV_TOPIC_PARTITIONS", "0"),
+        ("DEV_READY_TIMEOUT", "-5"),
+        ("DEV_GATEWAY_PORT", "70000"),
+    ],
+)
+def test_make_devs_numbers_are_bounded(name: str, raw: str) -> None:
+    with pytest.raises(SystemExit, match=name):
+        DevSettings.from_env({"LOCAL_RUN_DIR": "/tmp/run-x", name: raw})
