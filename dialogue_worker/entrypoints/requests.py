@@ -39,8 +39,16 @@ class MessagesQuery:
 
 
 def caller(query: Mapping[str, str]) -> int:
-    """`?uid=`: the user a request is made for."""
-    return rules.user_id(query.get("uid"))
+    """`?uid=`: the user a request is made for, given once (4002 when given twice: the
+    first used to win silently, and a proxy reading the last would act for another user)."""
+    return rules.user_id(_once(query, "uid", ErrorCode.BAD_USER_ID))
+
+
+def _once(query: Mapping[str, str], name: str, code: ErrorCode) -> str | None:
+    getall = getattr(query, "getall", None)
+    if getall is not None and len(getall(name, ())) > 1:
+        raise RequestProblem(code, f"{name} is given more than once")
+    return query.get(name)
 
 
 def chats_query(query: Mapping[str, str]) -> ChatsQuery:
@@ -57,7 +65,8 @@ def messages_query(query: Mapping[str, str]) -> MessagesQuery:
     rules.paging_once(query, rules.HISTORY_PAGING)
     direction, cursor = rules.history_cursor(query)
     history = HistoryQuery(rules.limit(query.get("limit")), cursor, Direction(direction))
-    return MessagesQuery(caller(query), rules.chat_id(query.get("cid")), history)
+    uid = caller(query)
+    return MessagesQuery(uid, rules.chat_id(_once(query, "cid", ErrorCode.BAD_CHAT_ID)), history)
 
 
 async def json_object(request: web.Request) -> object:

@@ -223,3 +223,27 @@ def test_an_echoed_value_is_short_whatever_its_characters(value: str) -> None:
             problem()
         except RequestProblem as exc:
             assert len(exc.message) < 100, exc.message
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(["1", "7", "x", ""]), min_size=1, max_size=3),
+    st.lists(st.sampled_from([CID, OTHER_CID, "zz"]), min_size=1, max_size=3),
+)
+def test_who_and_which_chat_are_given_once_to_the_worker(uids: list[str], cids: list[str]) -> None:
+    """Found in review: `?uid=1&uid=2` was answered for user 1 and `?cid=<id>&cid=zz` for
+    the chat, the rest dropped silently; a proxy reading the last value would have acted
+    for someone else. Given twice, the worker refuses them: 4002 and 4001."""
+    query = MultiDict([*(("uid", u) for u in uids), *(("cid", c) for c in cids)])
+    for parse in (chats_query, messages_query):
+        try:
+            decoded = parse(query)
+        except RequestProblem as exc:
+            if len(uids) > 1:
+                assert exc.code is ErrorCode.BAD_USER_ID and "more than once" in exc.message
+            elif parse is messages_query and len(cids) > 1 and uids[0].isdigit():
+                assert exc.code is ErrorCode.BAD_CHAT_ID and "more than once" in exc.message
+            continue
+        assert len(uids) == 1 and str(decoded.uid) == uids[0]  # type: ignore[attr-defined]
+        if parse is messages_query:
+            assert len(cids) == 1 and decoded.cid == cids[0]  # type: ignore[attr-defined]
