@@ -130,7 +130,13 @@ def searchable(path: Path, uid: int, gids: set[int]) -> bool:
         try:
             info = folder.stat()
         except FileNotFoundError:
-            return True  # created later, by root, with the usual umask
+            # Created later, by this process: with the mode its umask leaves (found in
+            # review: under umask 027 or 077 root made the run folder 750 or 700, out of
+            # the postgres user's reach, and `infra-up` stopped).
+            mode = 0o777 & ~current_umask()
+            if uid == os.geteuid():
+                return bool(mode & stat.S_IXUSR)
+            return bool(mode & (stat.S_IXGRP if os.getegid() in gids else stat.S_IXOTH))
         if info.st_uid == uid:
             bit = stat.S_IXUSR
         elif info.st_gid in gids:
@@ -140,6 +146,13 @@ def searchable(path: Path, uid: int, gids: set[int]) -> bool:
         if not info.st_mode & bit:
             return False
     return True
+
+
+def current_umask() -> int:
+    """This process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def local_host(host: str) -> str:

@@ -238,6 +238,22 @@ def test_a_path_is_searchable_only_through_folders_the_user_may_pass(tmp_path: P
     assert searchable(inner / "not-yet" / "made", owner.st_uid, set())
 
 
+@pytest.mark.parametrize(("umask", "reachable"), [(0o022, True), (0o027, False), (0o077, False)])
+def test_a_folder_not_made_yet_is_searchable_as_the_umask_will_make_it(
+    umask: int, reachable: bool
+) -> None:
+    """Found in review: a missing run folder counted as reachable for the postgres user,
+    "made later with the usual umask"; under umask 027 or 077 root made it 750 or 700,
+    and `infra-up` stopped. The folder is now judged by the mode it will get."""
+    previous = os.umask(umask)
+    try:
+        missing = Path("/dialogue-platform-no-such-folder") / "run"  # below "/" only
+        assert searchable(missing, 54321, {54321}) is reachable
+        assert searchable(missing, os.geteuid(), set())  # its own maker passes
+    finally:
+        os.umask(previous)
+
+
 def test_before_postgresql_is_installed_the_choice_is_made_for_a_system_user(
     as_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
