@@ -56,7 +56,11 @@ def env_int(
 
 def env_port(env: dict[str, str], name: str, default: int, above: int = 0) -> int:
     """A TCP port setting; `above`: how many ports over it the service also takes."""
-    return env_int(env, name, default, 1, PORT_MAX - above)
+    port = env_int(env, name, default, -(2**31), 2**31 - 1)
+    if not 1 <= port <= PORT_MAX - above:
+        room = f" (the service also takes the {above} ports above it)" if above else ""
+        raise SystemExit(f"{name} must be a TCP port, 1 .. {PORT_MAX - above}{room}; got {port}")
+    return port
 
 
 def os_user() -> str:
