@@ -8,7 +8,12 @@ the records after it their chat's seqs first, and the skipped ones later seqs (o
 `PartitionOrder.admit` looks at each partition's records of a batch in offset order,
 from where the partition is durable (`DurableOffsets.through`):
 - records of a partition it no longer owns are dropped (their new owner reads them); a
-  partition just assigned first learns where it starts (its committed offset);
+  partition just assigned first learns where it starts (its committed offset). While
+  Kafka cannot say (`learn` failing), its records are held back and the partition is
+  read again from the first of them: written unchecked, a record handed over past a hole
+  would take its chat's next seq before the records in the hole (found in review). One
+  try to learn per `reseek_after` seconds after a failure, so the batches of the other
+  partitions do not each wait for it;
 - a record below the next expected offset is a repeat of one already handled: admitted
   (writing it again changes nothing);
 - the expected one is admitted;
@@ -62,6 +67,10 @@ class PartitionOrder:
         self._reseek_after = reseek_after
         self._clock = clock
         self._sought: dict[TopicPartition, tuple[int, float]] = {}
+        #: The first offset handed over of each partition whose start is not known yet.
+        self._unlearned: dict[TopicPartition, int] = {}
+        #: When learning last failed (-inf: never).
+        self._learn_failed = float("-inf")
         #: One past the highest offset handed over, per partition.
         self._handed: dict[TopicPartition, int] = {}
         #: Each partition's position at the last `mend_tails`.
@@ -84,25 +93,23 @@ class PartitionOrder:
             return []  # revoked while the records were in hand: their new owner reads them
         want = self._ledger.through(tp)
         if want is None:  # just assigned: read where the partition starts before writing
-            await self._learn()
+            await self._learn_start(tp)
             if not self._ledger.owns(tp):
                 return []  # revoked while its start was read
             want = self._ledger.through(tp)
         self._handed[tp] = max(self._handed.get(tp, 0), records[-1].offset + 1)
         if want is None:
-            log.warning(
-                "where the partition starts is unknown (Kafka unreachable?): records "
-                "written without the order check",
-                extra=partition_fields(*tp),
-            )
-            return records
+            await self._hold_unlearned(tp, records[0].offset)
+            return []
+        self._unlearned.pop(tp, None)
         admitted = []
         for record in records:
             if record.offset < want:  # a repeat of one already handled
                 admitted.append(record)
                 continue
             if record.offset > want and not await self._hole_is_empty(tp, want, record.offset):
-                await self._seek_back(tp, want, record.offset)
+                why = f"records {record.offset}.. were handed over before {want}"
+                await self._seek_back(tp, want, why)
                 break
             admitted.append(record)
             want = record.offset + 1
@@ -132,6 +139,7 @@ class PartitionOrder:
         The partitions that moved."""
         watched, self._watched = self._watched, {tp: s.position for tp, s in states.items()}
         self._handed = {tp: end for tp, end in self._handed.items() if self._ledger.owns(tp)}
+        self._unlearned = {tp: o for tp, o in self._unlearned.items() if self._ledger.owns(tp)}
         mended = []
         for tp, state in sorted(states.items()):
             if state.lag <= 0 or watched.get(tp) != state.position:
@@ -150,6 +158,27 @@ class PartitionOrder:
                 )
                 break  # the others would wait for the same Kafka
         return mended
+
+    async def _learn_start(self, tp: TopicPartition) -> None:
+        """Ask Kafka where the partition starts: at once, unless asking failed less than
+        `reseek_after` seconds ago (each try can take seconds; a batch waits for it)."""
+        now = self._clock()
+        if now - self._learn_failed < self._reseek_after:
+            return
+        await self._learn()
+        if self._ledger.owns(tp) and self._ledger.through(tp) is None:
+            self._learn_failed = now
+
+    async def _hold_unlearned(self, tp: TopicPartition, first: int) -> None:
+        """Hold back records of a partition whose start Kafka could not say, and read it
+        again from the first offset handed over since it was assigned."""
+        start = min(first, self._unlearned.get(tp, first))
+        self._unlearned[tp] = start
+        why = (
+            f"where the partition starts is unknown (Kafka unreachable?): records {first}.. "
+            "are written once it is known"
+        )
+        await self._seek_back(tp, start, why)
 
     async def _hole_is_empty(self, tp: TopicPartition, start: int, end: int) -> bool:
         try:
@@ -178,7 +207,10 @@ class PartitionOrder:
             extra=partition_fields(*tp, start),
         )
 
-    async def _seek_back(self, tp: TopicPartition, offset: int, seen: int) -> None:
+    async def _seek_back(self, tp: TopicPartition, offset: int, why: str) -> None:
+        """Read the partition again from `offset` (its records in hand were held back),
+        unless it was sought there less than `reseek_after` seconds ago. `why` is logged
+        when it seeks."""
         now = self._clock()
         last = self._sought.get(tp)
         self._metrics.held_back.inc()
@@ -186,11 +218,7 @@ class PartitionOrder:
             return  # sought there a moment ago: the records are on their way
         self._sought[tp] = (offset, now)
         log.warning(
-            "records %d.. were handed over before %d: held back, reading again from %d",
-            seen,
-            offset,
-            offset,
-            extra=partition_fields(*tp, offset),
+            "%s: held back, reading again from %d", why, offset, extra=partition_fields(*tp, offset)
         )
         try:
             await self._partitions.rewind(tp, offset)
