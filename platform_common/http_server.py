@@ -92,12 +92,22 @@ class JsonRefusingHandler(RequestHandler):
             log.error("error outside the app's handlers", exc_info=exc)
             self._refused(code)
         else:
-            log.debug("refused a malformed request (%d): %s", status, clip(message or str(exc)))
+            # What was wrong, without the bytes aiohttp's parser quotes after it: the whole
+            # offending line, which can be an Authorization header with its token (found
+            # in review: a token with a stray control byte was logged whole).
+            said = message or str(exc)
+            log.debug("refused a malformed request (%d): %s", status, clip(parser_problem(said)))
             self._refused(code)
         response = error_response(code, _MESSAGES[code])
         self._dress(response)
         response.force_close()
         return response
+
+
+def parser_problem(text: str) -> str:
+    """aiohttp's text for a request it could not parse, without the request bytes it
+    quotes: its first line ("Invalid header value char:"), the colon dropped."""
+    return text.strip().split("\n", 1)[0].rstrip(": ")
 
 
 #: Headers aiohttp acts on itself before any middleware runs (the Expect handler, the
