@@ -29,6 +29,24 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 #: Characters of a client-supplied string (path, header, name) a log line keeps.
 CLIP = 200
 
+#: Characters JSON may carry unescaped that still end or disguise a line: what
+#: `str.splitlines()` splits at beyond the C0 controls orjson escapes (U+0085, U+2028,
+#: U+2029), the other C1 controls (terminal escapes start with U+009B), and the
+#: bidirectional controls that reorder what a viewer shows. Found in review: a request
+#: path or a Kafka header carrying them split one line into several for the tools that
+#: read these logs line by line. Escaped as \uXXXX, inside the JSON strings they are in.
+_UNSAFE = {
+    c: f"\\u{c:04x}"
+    for c in [
+        *range(0x80, 0xA0),
+        0x061C,
+        0x200E,
+        0x200F,
+        *range(0x2028, 0x202F),
+        *range(0x2066, 0x206A),
+    ]
+}
+
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
@@ -64,13 +82,14 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         try:
-            return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+            line = orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
         except TypeError:
             # What orjson will not encode (a lone surrogate, an integer past 64 bits):
             # each value as its repr, escaped, rather than the line lost to logging's
             # "--- Logging error ---".
             safe = {key: _encodable(value) for key, value in entry.items()}
-            return orjson.dumps(safe, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+            line = orjson.dumps(safe, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        return line.translate(_UNSAFE)
 
 
 def _encodable(value: object) -> object:

@@ -78,3 +78,24 @@ def test_any_message_and_extra_make_one_line(text: str, value: object) -> None:
     entry = _line("said %s", text, said=value)
     assert {"ts", "level", "logger", "msg", "request_id", "said"} <= set(entry)
     assert isinstance(entry["msg"], str) and entry["msg"].startswith(("said ", "'said "))
+
+
+LINE_BREAKERS = "\x85\u2028\u2029\x1c\x1d\x1e\r\n\x0b\x0c"
+DISGUISES = "\x9b\u202e\u202d\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+
+
+@given(st.text(st.characters() | st.sampled_from(list(LINE_BREAKERS + DISGUISES))))
+def test_no_text_breaks_a_line_or_hides_what_it_says(text: str) -> None:
+    """Found in review: orjson writes U+2028, U+2029, U+0085 and the C1 and bidi controls
+    as they are; a request path or a Kafka header with them split one JSON line into
+    several for every tool reading the logs line by line (`splitlines()`), or reordered
+    what a terminal shows. They are escaped, and the line reads back to the same text."""
+    record = logging.LogRecord("gateway.x", logging.INFO, __file__, 1, "path %s", (text,), None)
+    record.__dict__["header"] = text
+    line = JsonFormatter().format(record)
+    assert len(line.splitlines()) == 1
+    assert not set(line) & set(LINE_BREAKERS + DISGUISES)
+    assert not any(0x80 <= ord(c) <= 0x9F for c in line)
+    entry = orjson.loads(line)
+    if not any(0xD800 <= ord(c) <= 0xDFFF for c in text):  # else written as its repr
+        assert entry["msg"] == f"path {text}" and entry["header"] == text
