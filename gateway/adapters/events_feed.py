@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from contracts.events import decode_event
 from gateway.services.ports import ChatEvent
+from platform_common.logs import clip
 from platform_common.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ class KafkaEventFeed:
             errors = exc.errors() if isinstance(exc, ValidationError) else None
             log.warning(
                 "events feed skipped a record that is not an event: %s",
-                errors[0]["msg"] if errors else exc,
+                clip(errors[0]["msg"] if errors else str(exc)),  # it may quote the record
                 extra={
                     "topic": record.topic,
                     "partition": record.partition,

@@ -127,3 +127,19 @@ def test_any_record_of_the_events_topic_is_delivered_or_skipped_with_its_reason(
         assert skipped == ["empty value"]
     elif value == orjson.dumps(GOOD):
         assert delivered == [decode_event(value)]
+
+
+@pytest.mark.parametrize("field", ["type", "cid", "v"])
+def test_a_skipped_record_is_logged_in_one_short_line(
+    field: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found in review: the reason quoted the record's `type` whole: a 1 MB line, written by
+    every gateway for every such record anyone may produce."""
+    feed = KafkaEventFeed("127.0.0.1:9", TOPIC)
+    feed._skipped = lambda reason: None
+    huge = {**GOOD, field: "\u2028X" * 250_000}
+    record = SimpleNamespace(topic=TOPIC, partition=0, offset=1, value=orjson.dumps(huge))
+    record.timestamp = None
+    feed._handle(record)
+    [line] = [r.getMessage() for r in caplog.records if "not an event" in r.getMessage()]
+    assert len(line) < 1_000, len(line)
