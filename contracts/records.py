@@ -25,6 +25,9 @@ from pydantic import (
 TOPIC = "dialogue.messages"
 TEXT_MAX = 4096  # characters
 RECORD_MAX_BYTES = 64 * 1024  # the whole value, 65,536 bytes
+#: The header of a record the consumer read in place of a batch it could not (one
+#: decompressing past its bound, or corrupt): why (platform_common/kafka_records.py).
+UNREADABLE_HEADER = "x-dialogue-unreadable"
 #: Largest user id: MongoDB and BSON hold signed 64-bit integers.
 UID_MAX = 2**63 - 1
 #: Seqs are MongoDB int64s where they are stored.

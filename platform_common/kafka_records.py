@@ -1,4 +1,5 @@
-"""Fetched records whose header keys are not UTF-8 reach the consumer instead of stopping it.
+"""Fetched records whose header keys are not UTF-8, and batches that cannot be
+decompressed within bounds, reach the consumer instead of stopping it.
 
 Kafka's protocol calls a header key a string, but nothing checks it: a producer that
 writes bytes (sarama, franz-go, a hand-rolled client) can put any bytes there. aiokafka
@@ -15,19 +16,105 @@ record format v2, which decodes header keys with replacement characters (U+FFFD)
 value and header values are bytes either way, so the record is what its producer wrote
 except for those keys, and the worker stores or dead-letters it like any other (a
 dead letter copies its headers with the replaced keys).
+
+A compressed batch is decompressed whole before its first record is read, by aiokafka,
+with no bound: found in review, a 32 KB zstd batch an outside producer wrote became 1 GB
+in the worker (and a 1 MiB one, the broker's default limit, would be ~30 GB), in every
+worker that took the partition in turn, and in every gateway for the events topic.
+`install()` also gives aiokafka (and `lenient_records`) decoders that stop at
+`BATCH_MAX_BYTES`. A batch that does not decompress within it, or not at all (a corrupt
+payload, which also stopped the partition), is read as one `UNREADABLE` record per
+offset it covers: no key, no value, and a header saying why. The worker dead-letters
+them (`invalid`, with that reason) and goes on; the events feed skips them.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
+import mmap
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiokafka.consumer.fetcher as fetcher
+import aiokafka.record._crecords.default_records as c_default_records
+import aiokafka.record.default_records as py_default_records
+import cramjam
 from aiokafka import codec
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import decode_varint
+
+from contracts.records import UNREADABLE_HEADER
+
+#: The most bytes a record batch may decompress to. A producer's batch holds up to its
+#: batch.size (16 KiB for Java, 1 MB for librdkafka) before compression, and the topic's
+#: records are at most 64 KiB: 64 MiB leaves room for any producer's settings.
+BATCH_MAX_BYTES = 64 * 1024 * 1024
+#: The header of each record read in place of an unreadable batch's: why it is unreadable.
+UNREADABLE = UNREADABLE_HEADER
+
+
+class UnreadableBatch(ValueError):
+    """A compressed batch that does not decompress within BATCH_MAX_BYTES, or at all."""
+
+
+def _into(decompress_into: Callable[[bytes, Any], int], name: str) -> Callable[[Any], bytes]:
+    """A decoder writing into a mapping of BATCH_MAX_BYTES (its pages are taken only as
+    they are written), failing past it."""
+
+    def decode(payload: Any) -> bytes:
+        with mmap.mmap(-1, BATCH_MAX_BYTES) as out:
+            try:
+                size = decompress_into(bytes(payload), out)
+            except cramjam.DecompressionError as exc:
+                raise UnreadableBatch(f"{name}: {exc} (at most {BATCH_MAX_BYTES} bytes)") from None
+            return out[:size]
+
+    return decode
+
+
+def gzip_decode(payload: Any) -> bytes:
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(bytes(payload)), mode="r") as gz:
+            data = gz.read(BATCH_MAX_BYTES + 1)
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise UnreadableBatch(f"gzip: {exc}") from None
+    if len(data) > BATCH_MAX_BYTES:
+        raise UnreadableBatch(f"gzip: decompresses past {BATCH_MAX_BYTES} bytes")
+    return data
+
+
+def snappy_decode(payload: Any) -> bytes:
+    """aiokafka's decoder, once every block's declared length (snappy writes it first)
+    adds up to at most BATCH_MAX_BYTES: cramjam allocates what a block declares."""
+    data = bytes(payload)
+    if codec._detect_xerial_stream(data):
+        blocks, cursor = [], 16
+        while cursor + 4 <= len(data):
+            (size,) = struct.unpack_from("!i", data, cursor)
+            blocks.append(data[cursor + 4 : cursor + 4 + max(size, 0)])
+            cursor += 4 + max(size, 0)
+    else:
+        blocks = [data]
+    try:
+        declared = sum(int(cramjam.snappy.decompress_raw_len(b)) for b in blocks)
+        if declared > BATCH_MAX_BYTES:
+            raise UnreadableBatch(f"snappy: declares {declared} bytes (at most {BATCH_MAX_BYTES})")
+        return bytes(codec.snappy_decode(data))
+    except cramjam.DecompressionError as exc:
+        raise UnreadableBatch(f"snappy: {exc}") from None
+
+
+lz4_decode = _into(cramjam.lz4.decompress_into, "lz4")
+zstd_decode = _into(cramjam.zstd.decompress_into, "zstd")
+BOUNDED = {
+    "gzip_decode": gzip_decode,
+    "snappy_decode": snappy_decode,
+    "lz4_decode": lz4_decode,
+    "zstd_decode": zstd_decode,
+}
 
 # Record batch v2 (Kafka's "message format v2"): the header's fixed fields, big-endian.
 _HEADER = struct.Struct(">qiibIhiqqqhii")  # baseOffset .. recordCount: 61 bytes
@@ -35,10 +122,10 @@ _LENGTH_END = 12  # baseOffset (8) + batchLength (4): a batch is 12 + batchLengt
 _MAGIC_AT = 16
 _LOG_APPEND_TIME = 0x08
 _DECODERS: dict[int, Callable[[bytes], bytes]] = {
-    1: codec.gzip_decode,
-    2: codec.snappy_decode,
-    3: codec.lz4_decode,
-    4: codec.zstd_decode,
+    1: gzip_decode,
+    2: snappy_decode,
+    3: lz4_decode,
+    4: zstd_decode,
 }
 
 
@@ -101,6 +188,23 @@ def lenient_records(batch: bytes, skip: int = 0) -> Iterator[LenientRecord]:
             )
 
 
+def unreadable_records(batch: bytes, why: str) -> Iterator[LenientRecord]:
+    """One record per offset of a batch whose records cannot be read: no key, no value,
+    an UNREADABLE header saying why (the batch's header is read, not its records)."""
+    (base, _, _, _, _, attributes, last_delta, first_ts, max_ts, *_) = _HEADER.unpack_from(batch)
+    log_append = bool(attributes & _LOG_APPEND_TIME)
+    reason = f"record batch of offsets {base}..{base + last_delta} is unreadable: {why}"
+    for delta in range(last_delta + 1):
+        yield LenientRecord(
+            offset=base + delta,
+            timestamp=max_ts if log_append else first_ts,
+            timestamp_type=int(log_append),
+            key=None,
+            value=None,
+            headers=[(UNREADABLE, reason.encode())],
+        )
+
+
 def _bytes(body: bytes, pos: int) -> tuple[bytes | None, int]:
     """A varint length (-1: null) and that many bytes."""
     size, pos = decode_varint(body, pos)
@@ -134,15 +238,21 @@ class TolerantBatch:
 
     def _read(self) -> Iterator[Any]:
         taken = 0
-        records = iter(self._batch)
+        records: Iterator[Any] | None = None
         while True:
             try:
+                if records is None:
+                    records = iter(self._batch)  # aiokafka decompresses the batch here
                 record = next(records)
             except StopIteration:
                 return
             except UnicodeDecodeError:  # a header key that is not UTF-8
                 start, end = self._span
                 yield from lenient_records(self._raw[start:end], skip=taken)
+                return
+            except UnreadableBatch as exc:  # it did not decompress within bounds
+                start, end = self._span
+                yield from unreadable_records(self._raw[start:end], str(exc))
                 return
             taken += 1
             yield record
@@ -174,7 +284,15 @@ class TolerantRecords:
 
 
 def install() -> None:
-    """Make aiokafka's fetcher (every consumer of this process) read `TolerantRecords`."""
+    """Make aiokafka's fetcher (every consumer of this process) read `TolerantRecords`,
+    and its record batches (C and Python) decompress with the bounded decoders."""
     if getattr(fetcher, "MemoryRecords", None) not in (MemoryRecords, TolerantRecords):
         raise RuntimeError("aiokafka's fetcher changed: check platform_common/kafka_records.py")
+    for module in (c_default_records, py_default_records):
+        for name, decode in BOUNDED.items():
+            if not callable(getattr(module, name, None)):
+                raise RuntimeError(
+                    f"aiokafka's record batch has no {name}: check platform_common/kafka_records.py"
+                )
+            setattr(module, name, decode)
     fetcher.MemoryRecords = TolerantRecords

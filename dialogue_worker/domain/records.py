@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from contracts.records import InvalidRecord, MessageRecord, decode_record
+from contracts.records import UNREADABLE_HEADER, InvalidRecord, MessageRecord, decode_record
 from platform_common.logs import clip
 
 
@@ -78,6 +78,9 @@ def decode_all(records: Sequence[InboundRecord]) -> Sorted:
     stranger's: it is dead-lettered rather than stop its partition, docs/security.md)."""
     result = Sorted()
     for record in records:
+        if (why := _unreadable(record)) is not None:  # its batch could not be read
+            result.rejected.append(Rejected(record, RejectKind.INVALID, why))
+            continue
         try:
             result.accepted.append(Accepted(record, decode_record(record.value)))
         except InvalidRecord as exc:
@@ -109,6 +112,14 @@ def check_partition(batch: Sorted, partition_of: Callable[[str], int]) -> Sorted
         else:
             result.forward.append((item.record, item.message.cid))
     return result
+
+
+def _unreadable(record: InboundRecord) -> str | None:
+    """Why the consumer could not read the batch this record stands in for, or None."""
+    for name, value in record.headers:
+        if name == UNREADABLE_HEADER:
+            return (value or b"?").decode(errors="backslashreplace")
+    return None
 
 
 def _forwarded_from(record: InboundRecord) -> str | None:

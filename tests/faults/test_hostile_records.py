@@ -156,3 +156,36 @@ async def test_hostile_records_go_to_the_dlq_and_the_stream_goes_on(
     assert worker.returncode is None
     # TTL 3 s: one heartbeat may be late on a loaded machine; it must be passing again.
     await eventually(worker.consul_status, lambda status: status == "passing")
+
+
+async def test_a_decompression_bomb_is_dead_lettered_and_the_stream_goes_on(
+    worker: WorkerProcess, infra: LocalSettings
+) -> None:
+    """Found in review: a compressed batch is decompressed whole before its first record
+    is read, with no bound (a 32 KB zstd batch became 1 GB). One of 80 MiB of zeros (a few
+    KB on the wire, within the broker's 1 MiB) is read as unreadable records past
+    BATCH_MAX_BYTES (64 MiB): dead-lettered with the reason, and the next record stored."""
+    async with aiohttp.ClientSession(headers=worker.headers) as http:
+        async with http.post(f"{worker.base_url}/chats", json={"users": MEMBERS}) as resp:
+            assert resp.status == 201, await resp.text()
+            cid = (await resp.json())["id"]
+    bomb = b"\0" * (80 * 1024 * 1024)
+    zstd = {**LIKE_JAVA, "compression.type": "zstd", "message.max.bytes": 200 * 1024 * 1024}
+    await asyncio.to_thread(
+        librdkafka.produce, infra.kafka_bootstrap, worker.topic, [(cid.encode(), bomb)], zstd
+    )
+    del bomb
+    after = record(cid, text="after the bomb")
+    await produce(infra.kafka_bootstrap, worker.topic, [(cid.encode(), orjson.dumps(after))])
+
+    letters = await dead_letters(infra.kafka_bootstrap, worker.dlq_topic, {b""}, 60)
+    assert b"" in letters, letters
+    headers = letters[b""]
+    assert headers.get("x-dlq-kind") == "invalid", headers
+    assert "unreadable" in headers.get("x-dlq-reason", ""), headers
+    messages = await eventually(
+        lambda: readable(worker, cid), lambda found: len(found) >= 1, what="the next record"
+    )
+    assert [m["id"] for m in messages] == [after["id"]]
+    report(f"faults 7-decompression-bomb: dlq_reason={headers.get('x-dlq-reason', '')[:120]!r}")
+    assert worker.returncode is None

@@ -11,6 +11,8 @@ from aiokafka.record.memory_records import MemoryRecords
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contracts.records import UNREADABLE_HEADER
+from platform_common import kafka_records
 from platform_common.kafka_records import TolerantRecords, lenient_records
 
 GZIP = 1
@@ -164,3 +166,59 @@ def test_any_header_key_bytes_are_read_as_replaced_text_and_nothing_else_changes
     tolerant = TolerantRecords(raw)  # the same through the fetcher's reader
     batch = tolerant.next_batch()
     assert batch is not None and [fields(r) for r in batch] == expected
+
+
+# --- batches that do not decompress within bounds, or at all ------------------------------
+
+
+@pytest.fixture
+def small_bound(monkeypatch: pytest.MonkeyPatch) -> int:
+    """A bound of 64 KiB (64 MiB in service), and the bounded decoders installed in
+    aiokafka's parsers, as the worker and the gateway install them at start."""
+    monkeypatch.setattr(kafka_records, "BATCH_MAX_BYTES", 64 * 1024)
+    kafka_records.install()
+    return 64 * 1024
+
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
+def test_a_batch_decompressing_past_the_bound_is_read_as_unreadable_records(
+    codec: str, small_bound: int
+) -> None:
+    """Found in review: a 32 KB zstd batch decompressed to 1 GB in the consumer, before
+    its first record was read; any outside producer could write one."""
+    rows = [(5, b"k", b"\0" * small_bound, []) for _ in range(3)]  # 3 x the bound
+    raw = build(rows, CODECS[codec], base=70)
+    assert len(raw) < small_bound  # it compresses to little
+    tolerant = TolerantRecords(raw)
+    batch = tolerant.next_batch()
+    assert batch is not None
+    found = [fields(r) for r in batch]
+    assert [f[0] for f in found] == [70, 71, 72]  # one per offset the batch covers
+    for _, _, _, key, value, headers in found:
+        assert (key, value) == (None, None)
+        [(name, why)] = headers
+        assert name == UNREADABLE_HEADER and codec.encode() in why and b"70..72" in why
+
+
+def test_a_batch_within_the_bound_reads_as_before(small_bound: int) -> None:
+    rows = [(5, b"k", b"x" * (small_bound // 4), []) for _ in range(3)]
+    for compression in CODECS.values():
+        raw = build(rows, compression, base=3)
+        batch = TolerantRecords(raw).next_batch()
+        assert batch is not None
+        assert [(r.offset, r.value) for r in batch] == [(3 + i, rows[i][2]) for i in range(3)]
+
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
+def test_a_corrupt_compressed_batch_is_read_as_unreadable_records(
+    codec: str, small_bound: int
+) -> None:
+    """A payload that does not decompress at all stopped the consumer the same way."""
+    rows = [(5, b"k", b"value", []) for _ in range(2)]
+    raw = bytearray(build(rows, CODECS[codec], base=9))
+    raw[61:] = (b"\x00garbage, not a compressed payload" * 10)[: len(raw) - 61]
+    batch = TolerantRecords(bytes(raw)).next_batch()
+    assert batch is not None
+    found = [fields(r) for r in batch]
+    assert [f[0] for f in found] == [9, 10]
+    assert all(f[5][0][0] == UNREADABLE_HEADER for f in found)

@@ -12,7 +12,14 @@ import bson
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from contracts.records import CREATED_MIN, FUTURE_SLACK, RECORD_MAX_BYTES, TEXT_MAX, UID_MAX
+from contracts.records import (
+    CREATED_MIN,
+    FUTURE_SLACK,
+    RECORD_MAX_BYTES,
+    TEXT_MAX,
+    UID_MAX,
+    UNREADABLE_HEADER,
+)
 from dialogue_worker.adapters.mongo import history_doc, unstorable
 from dialogue_worker.domain import records as records_module
 from dialogue_worker.domain.records import (
@@ -134,3 +141,18 @@ def test_a_record_whose_decoding_fails_unexpectedly_is_dead_lettered(
     assert not batch.accepted
     [rejected] = batch.rejected
     assert rejected.kind is RejectKind.INVALID and rejected.reason == "undecodable: RecursionError"
+
+
+def test_a_record_standing_for_an_unreadable_batch_is_dead_lettered_with_the_reason() -> None:
+    """The consumer reads a batch that does not decompress within its bound (or at all)
+    as one such record per offset (platform_common/kafka_records.py): dead-lettered as
+    invalid, saying why, whatever its value."""
+    why = b"record batch of offsets 70..72 is unreadable: zstd: failed to write whole buffer"
+    for value in (None, b'{"v": 1}'):
+        record = InboundRecord(
+            "dialogue.messages", 0, 70, None, value, headers=((UNREADABLE_HEADER, why),)
+        )
+        batch = decode_all([record])
+        assert not batch.accepted
+        [refused] = batch.rejected
+        assert refused.kind is RejectKind.INVALID and refused.reason == why.decode()
