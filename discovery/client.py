@@ -18,6 +18,30 @@ from discovery.watch import ServiceWatch
 from platform_common.http import TIMEOUT_MS_MAX
 
 log = logging.getLogger(__name__)
+#: The largest answer read from an instance. The gateway's largest real one (a history
+#: page of 200 texts of 4,096 characters escaped as \\uXXXX) is about 4.9 MB; past this
+#: the instance is broken, or not one of ours (found in review: a 500 MB answer from a
+#: registered instance was read whole).
+ANSWER_MAX_BYTES = 16 * 1024 * 1024
+
+
+class AnswerTooLarge(aiohttp.ClientPayloadError):
+    """An instance's answer is longer than ANSWER_MAX_BYTES: a failed try of it."""
+
+
+async def read_bounded(resp: aiohttp.ClientResponse, limit: int = ANSWER_MAX_BYTES) -> bytes:
+    """The whole body, unless it is longer than `limit` (AnswerTooLarge; read no further)."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise AnswerTooLarge(f"an answer of {resp.content_length} bytes (at most {limit})")
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise AnswerTooLarge(f"an answer of more than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 #: Seconds a pooled connection to a worker may stay idle before this side closes it.
 #: A worker closes one idle longer than its HEAD_WITHIN (30 s), which must be more, or a
 #: request could go out on a connection the worker is closing at that moment.
@@ -188,7 +212,7 @@ class BalancedClient:
                     timeout=timeout,
                     trace_request_ctx=attempt,
                 ) as resp:
-                    body = await resp.read()
+                    body = await read_bounded(resp)
                     status, resp_headers = resp.status, resp.headers
             except aiohttp.ClientConnectorError as exc:  # no connection: it never got there
                 failures.append(self._failed(instance, f"cannot connect: {exc.os_error}"))
@@ -286,7 +310,7 @@ class BalancedClient:
                 instance.base_url + path,
                 timeout=aiohttp.ClientTimeout(total=self.request_timeout),
             ) as resp:
-                body = await resp.read()
+                body = await read_bounded(resp)
                 healthy = resp.status < 500 and resp.status not in self.refused
                 if healthy and self.probe_healthy is not None:
                     healthy = self.probe_healthy(body)

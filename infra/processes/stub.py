@@ -37,7 +37,23 @@ class StubState:
         self.id = ""
         self.fail_status: int | None = None
         self.delay = 0.0  # seconds every answer except /ping waits
+        #: Set: every answer except /ping is this many bytes, streamed without a length.
+        self.answer_bytes: int | None = None
         self.hits: Counter[str] = Counter()
+
+
+async def _stream(request: web.Request, size: int) -> web.StreamResponse:
+    """`size` bytes of JSON-ish filler, chunked (no Content-Length), stopping early when
+    the client goes away."""
+    answer = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await answer.prepare(request)
+    chunk = b" " * (256 * 1024)
+    with contextlib.suppress(ConnectionError):
+        while size > 0:
+            await answer.write(chunk[:size])
+            size -= len(chunk)
+        await answer.write_eof()
+    return answer
 
 
 def make_app(state: StubState) -> web.Application:
@@ -51,13 +67,15 @@ def make_app(state: StubState) -> web.Application:
         code = int(request.match_info["code"])
         return web.json_response({"instance": state.id, "status": code}, status=code)
 
-    async def echo(request: web.Request) -> web.Response:
+    async def echo(request: web.Request) -> web.StreamResponse:
         state.hits[request.path] += 1
         body = await request.read()
         if state.delay:
             await asyncio.sleep(state.delay)
         if state.fail_status is not None:
             return web.json_response({"instance": state.id}, status=state.fail_status)
+        if state.answer_bytes is not None:
+            return await _stream(request, state.answer_bytes)
         return web.json_response(
             {
                 "instance": state.id,

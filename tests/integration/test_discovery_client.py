@@ -21,6 +21,7 @@ from discovery import (
     Registration,
     ServiceWatch,
 )
+from discovery.client import ANSWER_MAX_BYTES
 from infra.local import LocalSettings
 from infra.processes.stub import StubProcess, StubServer
 from platform_common.http import TIMEOUT_HEADER, TIMEOUT_MS_MAX
@@ -441,3 +442,21 @@ async def test_a_hung_instance_is_ejected_even_when_its_try_has_the_whole_deadli
         await client.request("GET", "/chats")
     (stats,) = client.stats()
     assert (stats.failures, stats.ejections) == (1, 1)
+
+
+async def test_an_answer_past_the_bound_is_a_failed_try_and_the_read_moves_on(
+    fleet_of: Callable[[int], Awaitable[Fleet]],
+) -> None:
+    """Found in review: an instance's answer was read whole, whatever its size (500 MB
+    from a registered instance took the gateway 1 GB). Past ANSWER_MAX_BYTES it is a
+    failed try: the instance is ejected and the read goes to the next one."""
+    fleet = await fleet_of(2)
+    flood = fleet.servers[0]
+    flood.state.answer_bytes = ANSWER_MAX_BYTES + 1
+    client = fleet.client(cooldown=60)
+    await client.start()
+    served = [(await client.request("GET", "/chats")).instance_id for _ in range(6)]
+    assert served == [fleet.servers[1].state.id] * 6
+    assert flood.state.hits["/chats"] == 1  # one try, then it sat out
+    stats = {s.id: s for s in client.stats()}
+    assert stats[flood.state.id].ejections == 1 and not stats[flood.state.id].healthy
