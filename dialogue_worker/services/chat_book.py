@@ -9,6 +9,11 @@ from typing import Any
 from dialogue_worker.domain.sequencing import ChatState
 from dialogue_worker.services.ports import MessageStore
 
+#: Members the cache holds, all chats together (about 70 MB): bounding chats alone let
+#: 100,000 chats of 1,000 members take ~7 GB (found in review; members() caches every
+#: existing chat a record names, and anyone can make chats that large).
+MAX_MEMBERS_HELD = 1_000_000
+
 
 class ChatBook:
     """Members and sequence states of chats, kept apart because two paths use them.
@@ -33,12 +38,15 @@ class ChatBook:
         ttl: float,
         clock: Callable[[], float] = time.monotonic,
         max_chats: int = 100_000,
+        max_members: int = MAX_MEMBERS_HELD,
     ) -> None:
         self._store = store
         self._ttl = ttl
         self._clock = clock
         self._max = max_chats
+        self._max_members = max_members
         self._members: dict[str, tuple[float, frozenset[int]]] = {}
+        self._held = 0  # members in `_members`, all chats together
         #: cid -> (sequence state, the seq the chat's document counts): one table, so
         #: both are known or neither (a count that is too low would re-count messages).
         self._states: dict[str, tuple[ChatState, int | None]] = {}
@@ -56,12 +64,28 @@ class ChatBook:
                 found[cid] = entry[1]
         if stale:
             fresh = await self._store.chats_for_writing(stale)
-            self._bound(self._members)  # may empty the table: `found` was taken before
             expires = self._clock() + self._ttl
             for cid, chat in fresh.items():
-                self._members[cid] = (expires, chat.members)
+                self._hold(cid, expires, chat.members)
                 found[cid] = chat.members
         return found
+
+    @property
+    def members_held(self) -> int:
+        """Members cached, all chats together (at most `max_members`)."""
+        return self._held
+
+    def _hold(self, cid: str, expires: float, members: frozenset[int]) -> None:
+        """Cache a chat's members; the table is emptied first when it would pass either
+        bound (it may be: what a batch found was taken before)."""
+        old = self._members.pop(cid, None)
+        self._held -= 0 if old is None else len(old[1])
+        if len(self._members) >= self._max or self._held + len(members) > self._max_members:
+            self._members.clear()
+            self._held = 0
+        if len(members) <= self._max_members:
+            self._members[cid] = (expires, members)
+            self._held += len(members)
 
     def bound(self) -> None:
         """Keep the states bounded (called before a write plans, never during one)."""

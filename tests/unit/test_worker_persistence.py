@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contracts.events import MessageCreated
 from contracts.records import MessageRecord
@@ -417,6 +419,25 @@ async def test_a_full_member_table_keeps_the_chats_it_already_answered_for() -> 
     assert await book.members({CID: {1}}) == {CID: frozenset({1, 2})}  # the table is full
     both = await book.members({CID: {1}, OTHER: {2}})  # OTHER is fetched: the table clears
     assert both == {CID: frozenset({1, 2}), OTHER: frozenset({1, 2})}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=40))
+async def test_the_member_table_holds_at_most_its_bound_of_members_and_answers_right(
+    sizes: list[int],
+) -> None:
+    """Found in review: the table counted chats only; 100,000 chats of 1,000 members each
+    (any user can make them, and any record naming one caches it) held ~7 GB."""
+    store = MemoryStore()
+    cids = [f"{i:024x}" for i in range(len(sizes))]
+    for cid, size in zip(cids, sizes, strict=True):
+        store.add_chat(cid, set(range(1, size + 1)))
+    book = ChatBook(store, 5.0, max_members=500)
+    for cid, size in zip(cids, sizes, strict=True):
+        assert await book.members({cid: {1}}) == {cid: frozenset(range(1, size + 1))}
+        assert book.members_held <= 500
+    both = await book.members({cids[0]: {1}, cids[-1]: {1}})  # answered right, held or not
+    assert both == {c: frozenset(range(1, sizes[i] + 1)) for c, i in ((cids[0], 0), (cids[-1], -1))}
 
 
 class PickyStore(MemoryStore):
