@@ -30,6 +30,11 @@ CATCH_UP_MAX = 500
 CATCH_UP_BUDGET = 2 * CATCH_UP_MAX
 #: Chats one stream follows: the user's most active ones when it opened (read at hello).
 FOLLOW_MAX = 10_000
+#: Chats one socket follows at most: those listed at its start (FOLLOW_MAX at most) and
+#: 1,000 created or joined since. Past it the socket is closed with TRY_AGAIN, and the
+#: client's reconnect lists the most active again (found in review: chats others
+#: created with the user grew a socket's index without bound, ~370 B each).
+SESSION_CHATS_MAX = FOLLOW_MAX + 1_000
 
 
 class CloseCode(IntEnum):

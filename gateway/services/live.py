@@ -31,6 +31,7 @@ from contracts.events import ChatCreated, MembersAdded, MessageCreated
 from contracts.live import (
     CATCH_UP_BUDGET,
     CATCH_UP_MAX,
+    SESSION_CHATS_MAX,
     ChatFrame,
     CloseCode,
     GapFrame,
@@ -46,6 +47,7 @@ from gateway.services.ports import ChatEvent, Workers
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", int, str)
+_TOO_MANY_CHATS = "following too many chats: reconnect with `since`"
 
 
 class Socket(Protocol):
@@ -441,11 +443,16 @@ class Hub:
                     session.offer(_Item("read", text, event.cid, published=published))
 
     def _joining(self, cid: str, uids: list[int], position: int | None) -> list[Session]:
-        """Follow `cid` on the sessions of `uids` that do not yet; return all of theirs."""
+        """Follow `cid` on the sessions of `uids` that do not yet; return all of theirs.
+        A session already following SESSION_CHATS_MAX chats is closed instead (TRY_AGAIN:
+        the reconnect lists the user's most active chats, this one among them)."""
         joined: list[Session] = []
         for uid in uids:
-            for session in self._by_uid.get(uid, ()):
+            for session in tuple(self._by_uid.get(uid, ())):
                 if cid not in session.positions:
+                    if len(session.positions) >= SESSION_CHATS_MAX:
+                        session.close(CloseCode.TRY_AGAIN, _TOO_MANY_CHATS)
+                        continue
                     session.positions[cid] = position
                     self.follow(session, [cid])
                 joined.append(session)

@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 from contracts.api import Chat, Message, Page
 from contracts.events import ChatCreated, ChatRead, MembersAdded, MessageCreated
-from contracts.live import CATCH_UP_BUDGET, CATCH_UP_MAX, CloseCode, Followed
+from contracts.live import (
+    CATCH_UP_BUDGET,
+    CATCH_UP_MAX,
+    SESSION_CHATS_MAX,
+    CloseCode,
+    Followed,
+)
 from gateway.domain.requests import Paging
 from gateway.services.live import Hub, QueueLimits, Session, StreamUnavailable
 from gateway.services.stream import StreamService, heard_through
@@ -876,3 +882,24 @@ async def test_a_message_heard_while_listing_before_the_one_below_it_is_sent() -
         lambda: (socket.seqs(CID), socket.seqs(OTHER)), lambda s: s == ([6, 7], [6, 7])
     )
     assert "gap" not in socket.types() and session.positions == {CID: 7, OTHER: 7}
+
+
+async def test_a_socket_following_its_most_chats_is_closed_to_come_back_not_grown() -> None:
+    """Found in review: every chat another user created with this one added to the
+    socket's index, without bound (50,000 chats: 19 MB for one socket). Past
+    SESSION_CHATS_MAX the socket is closed with TRY_AGAIN; its reconnect lists the most
+    active chats again, the new one among them."""
+    hub, history = Hub(), FakeHistory()
+    full = {f"{i:024x}": 0 for i in range(SESSION_CHATS_MAX)}
+    session, socket = await _session(hub, history, {})
+    other, other_socket = await _session(hub, history, {}, uid=2)
+    session.positions.update(full)  # as if it had listed or joined that many
+    hub.follow(session, list(full))
+    followed = hub.followed
+    new = "f" * 24
+    chat = Chat(id=new, users=[1, 2], createdAt=1)
+    hub.publish(ChatCreated(cid=new, chat=chat))
+    assert socket.closed is not None and socket.closed[0] is CloseCode.TRY_AGAIN
+    assert new not in session.positions and len(session.positions) == SESSION_CHATS_MAX
+    assert new in other.positions and other_socket.closed is None  # the other user follows it
+    assert hub.followed == followed + 1
