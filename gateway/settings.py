@@ -270,7 +270,7 @@ class GatewaySettings(BoundedSettings):
     )
     idempotency_max_bytes: int = Field(
         default=32 * 1024 * 1024,
-        ge=1024,
+        ge=2048,  # one entry of the longest key and its user's table: 1,375 bytes
         description="memory the Idempotency-Key entries may take, estimated in bytes",
     )
     idempotency_keys_per_user: int = Field(

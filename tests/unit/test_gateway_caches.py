@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from contracts.errors import ErrorCode
 from gateway.domain.idempotency import (
     ENTRY_OVERHEAD,
+    USER_OVERHEAD,
     Attempt,
     IdempotencyCache,
     request_digest,
@@ -114,7 +115,7 @@ def test_idempotency_counts_keys_dropped_before_their_time() -> None:
         max_size=200,
     ),
     st.integers(1, 20),
-    st.integers(ENTRY_OVERHEAD + 255, 20_000),
+    st.integers(ENTRY_OVERHEAD + USER_OVERHEAD + 255, 20_000),
 )
 def test_idempotency_stays_within_every_bound(
     writes: list[tuple[int, str, bool]], per_user: int, max_bytes: int
@@ -125,7 +126,9 @@ def test_idempotency_stays_within_every_bound(
         assert len(cache) <= 50 and cache.bytes <= max_bytes
         assert all(cache.keys_of(u) <= per_user for u in range(1, 6))
         assert cache.lookup(uid, key, request_digest(CID, "hi"), now=now) is not None
-    assert cache.bytes == sum(ENTRY_OVERHEAD + len(k) for (_, k) in _keys(cache))
+    users = {uid for (uid, _) in _keys(cache)}
+    entries = sum(ENTRY_OVERHEAD + len(k) for (_, k) in _keys(cache))
+    assert cache.bytes == entries + USER_OVERHEAD * len(users)
 
 
 def _keys(cache: IdempotencyCache) -> list[tuple[int, str]]:
