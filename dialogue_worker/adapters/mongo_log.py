@@ -319,7 +319,10 @@ def _raise_first(failures: Sequence[tuple[WorkerError, BaseException]]) -> None:
     batch is retried rather than refused when either could be said."""
     if failures:
         raised, cause = min(failures, key=lambda f: not isinstance(f[0], StorageUnavailable))
-        raise raised from cause
+        # Not chained to a BulkWriteError: its text holds every failed document, message
+        # texts included, and a traceback logged with the error (write_behind.py) would
+        # write them to the log (found in review). `raised` says what went wrong.
+        raise raised from (None if isinstance(cause, BulkWriteError) else cause)
 
 
 def _results(outcomes: Sequence[T | BaseException]) -> list[T]:

@@ -10,6 +10,7 @@ same path runs against FerretDB in tests/integration/test_worker_persistence.py.
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, cast
@@ -166,3 +167,19 @@ async def test_nothing_to_insert_sends_nothing() -> None:
     ids = Commands()
     assert await log_over(ids).claim([]) == set()
     assert ids.sizes == []
+
+
+async def test_a_refused_insert_carries_no_document_into_a_logged_traceback() -> None:
+    """pymongo's BulkWriteError text holds each failed document: chained as the cause,
+    a traceback logged with the error (write_behind.py logs one) wrote message texts to
+    the log (found in review)."""
+
+    def refused_with_the_documents(docs: list[dict[str, Any]]) -> None:
+        op = {"_id": 1, "text": "a private message text"}
+        raise BulkWriteError({"writeErrors": [{"index": 0, "code": 2, "errmsg": "no", "op": op}]})
+
+    ids = Commands(refused_with_the_documents)
+    with pytest.raises(StoreRefused) as refused:
+        await log_over(ids)._insert(ids, docs(1))
+    told = "".join(traceback.format_exception(refused.value))
+    assert "a private message text" not in told and "code 2: no" in told
