@@ -1,4 +1,4 @@
-"""Sharding of the two collections when connected to a mongos; idempotent."""
+"""Sharding of the worker's collections (SHARD_KEYS) when connected to a mongos; idempotent."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ KeyOf = Callable[[str], Awaitable[Mapping[str, Any] | None]]
 async def ensure_sharding(
     command: Command, database: str, hello: Mapping[str, Any], key_of: KeyOf
 ) -> bool:
-    """Shard messages and chats (see SHARD_KEYS) on a mongos; False on a plain server.
+    """Shard the collections of SHARD_KEYS on a mongos; False on a plain server.
 
     A collection sharded already must be so on its key in SHARD_KEYS: MongoDB answers
     "already sharded" also when the key differs, and a history sharded on another key

@@ -107,7 +107,7 @@ function addShards(admin, shards) {
   }
 }
 
-// The worker's shard keys (dialogue_worker/adapters/sharding.py, DESIGN.md).
+// The worker's shard keys (dialogue_worker/adapters/sharding.py, docs/decisions.md).
 const SHARD_KEYS = {
   history: { page: "hashed" },
   message_ids: { _id: "hashed" },
