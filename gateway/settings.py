@@ -12,7 +12,7 @@ from contracts.live import HELLO_WITHIN
 from gateway.domain.addresses import IPNetwork
 from gateway.domain.rate_limit import Rate
 from gateway.domain.tokens import SESSION_MAX_AGE
-from platform_common.addresses import ConsulToken, ConsulUrl, KafkaBootstrap
+from platform_common.addresses import ConsulToken, ConsulUrl, HostName, KafkaBootstrap
 from platform_common.local import (
     LOCAL_ADMIN_TOKEN,
     LOCAL_ENTRYPOINT_TOKEN,
@@ -93,7 +93,7 @@ class GatewaySettings(BoundedSettings):
         "from then on and none of its tokens lasts longer; at least JWT_TTL",
     )
 
-    mysql_host: str = Field(default="127.0.0.1", description="MySQL/MariaDB host")
+    mysql_host: HostName = Field(default="127.0.0.1", description="MySQL/MariaDB host")
     mysql_port: int = Field(default=3306, ge=1, le=65535, description="MySQL/MariaDB port")
     mysql_user: str = Field(default="dialogue", description="MySQL user")
     mysql_password: SecretStr | None = Field(default=None, description="MySQL password")

@@ -40,7 +40,7 @@ class UserStoreSettings(BoundedSettings):
     model_config = GatewaySettings.model_config  # case, extra variables, no inf/nan
 
     dialogue_env: Literal["local", "production"] = _gateways("dialogue_env")
-    mysql_host: str = _gateways("mysql_host")
+    mysql_host: str = _gateways("mysql_host")  # the gateway's HostName check comes with it
     mysql_port: int = _gateways("mysql_port")
     mysql_user: str = _gateways("mysql_user")
     mysql_password: SecretStr | None = _gateways("mysql_password")

@@ -12,6 +12,11 @@ from pydantic import AfterValidator, BeforeValidator, SecretStr
 def kafka_bootstrap(value: str) -> str:
     """`value` if it is a comma-separated list of host:port (IPv6 in brackets)."""
     entries = [part.strip() for part in value.split(",")]
+    if "@" in value:  # not quoted: what stands before it may be a password
+        raise ValueError(
+            "a bootstrap server is host:port, without a user or password before an '@' "
+            "(the platform's Kafka clients do not authenticate)"
+        )
     if not value.strip() or not all(entries):
         raise ValueError(f"expected host:port[,host:port...], got {value[:80]!r}")
     for entry in entries:
@@ -30,6 +35,13 @@ def consul_address(url: str) -> tuple[str, str, int]:
     shown = _without_credentials(url, parts.netloc)
     if parts.scheme not in ("", "http", "https"):
         raise ValueError(f"{shown!r}: the scheme must be http or https")
+    if "@" in parts.netloc:
+        # Consul was never sent them (the client takes the host and port), and they
+        # showed in every error that quoted the URL (found in review).
+        raise ValueError(
+            f"{shown!r}: Consul takes an ACL token (CONSUL_TOKEN), not a user and "
+            "password in the URL"
+        )
     try:
         port = parts.port
     except ValueError:
@@ -46,6 +58,18 @@ def _without_credentials(url: str, netloc: str) -> str:
     return (url.replace(credentials + at, "***@", 1) if at else url)[:80]
 
 
+def host_name(value: str) -> str:
+    """`value` if it can be a host name or IP address: not empty, and none of the
+    characters that would make it a URL or a user (`@`, `/`, white space). The value is
+    not quoted when it holds an `@`: what stands before it may be a password (found in
+    review: MYSQL_HOST='admin:secret@db' was printed whole in "MySQL ... unreachable")."""
+    if "@" in value:
+        raise ValueError("a host name, without a user or password before an '@'")
+    if not value or "/" in value or any(c.isspace() for c in value):
+        raise ValueError(f"a host name or IP address, got {value[:80]!r}")
+    return value
+
+
 def consul_url(value: str) -> str:
     """`value` if it names a Consul agent (`consul_address`)."""
     consul_address(value)
@@ -54,6 +78,8 @@ def consul_url(value: str) -> str:
 
 #: A settings field of Kafka bootstrap servers, checked when read.
 KafkaBootstrap = Annotated[str, AfterValidator(kafka_bootstrap)]
+#: A settings field naming a host (MySQL's), checked when read.
+HostName = Annotated[str, AfterValidator(host_name)]
 #: A settings field naming a Consul agent, checked when read.
 ConsulUrl = Annotated[str, AfterValidator(consul_url)]
 

@@ -45,7 +45,7 @@ def dev_consul_url(url: str) -> str:
     except ValueError as exc:
         raise SystemExit(f"DEV_CONSUL_URL: {exc}") from None
     if "://" not in url:
-        raise SystemExit(f"DEV_CONSUL_URL must start with http:// or https://, got {url[:80]!r}")
+        raise SystemExit("DEV_CONSUL_URL must start with http:// or https://")
     return url
 
 
