@@ -30,7 +30,7 @@ from itertools import cycle
 
 import aiohttp
 
-from bench._common import number, percentile
+from bench._common import loopback_consul, number, percentile
 from discovery import BalancedClient, Balancer, Instance, NoInstanceAvailable, ServiceWatch
 from infra.processes.stub import StubProcess
 
@@ -309,7 +309,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line; refused (exit 2, with the reason) when a figure would have no
     values: (c) splits --requests into two rounds, so 1 gave none and a StatisticsError."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--consul", default="http://127.0.0.1:8500")
+    parser.add_argument("--consul", type=loopback_consul, default="http://127.0.0.1:8500")
     parser.add_argument("--trials", type=number(int, 1), default=5)
     parser.add_argument(
         "--requests",

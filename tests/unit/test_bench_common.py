@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench._common import counts, number, percentile
+from bench._common import counts, loopback_consul, number, percentile
 from infra.processes.worker import metric_sum
 
 EXPOSITION = """\
@@ -38,6 +38,32 @@ def test_percentile_is_one_of_the_values_and_monotonic_in_q(values: list[float],
     assert got in values
     assert percentile(values, 0) == min(values) and percentile(values, 1) == max(values)
     assert percentile(values, q / 2) <= got
+
+
+@given(st.integers(1, 3000), st.sampled_from([0.5, 0.9, 0.99, 0.999]))
+def test_percentile_is_the_nearest_rank(n: int, q: float) -> None:
+    """The ceil(q * n)-th smallest: at least a q share of the values are at or below it,
+    and fewer below the one before. The old rule (round half to even of q * (n - 1))
+    took the upper middle of 4 values and the lower of 6 (found in review)."""
+    values = [float(i) for i in range(1, n + 1)]  # the k-th smallest is k
+    got = int(percentile(values, q))
+    assert got >= q * n - 1e-9 and got - 1 < q * n - 1e-9
+    assert percentile(values[::-1], q) == got  # the order given does not matter
+
+
+@pytest.mark.parametrize(
+    ("n", "q", "rank"), [(4, 0.5, 2), (6, 0.5, 3), (8, 0.5, 4), (200, 0.99, 198), (52, 0.99, 52)]
+)
+def test_percentile_known_ranks(n: int, q: float, rank: int) -> None:
+    assert percentile([float(i) for i in range(1, n + 1)], q) == rank
+
+
+def test_a_benchmark_talks_to_a_consul_on_this_machine_only() -> None:
+    assert loopback_consul("http://127.0.0.1:8500") == "http://127.0.0.1:8500"
+    for far in ("http://203.0.113.5:8500", "consul.example:8500", "http://admin:pw@127.0.0.1:1"):
+        with pytest.raises(argparse.ArgumentTypeError) as refused:
+            loopback_consul(far)
+        assert "pw" not in str(refused.value)
 
 
 def test_percentile_of_nothing_is_an_error() -> None:
