@@ -49,6 +49,14 @@ def dev_consul_url(url: str) -> str:
     return url
 
 
+def dev_consul_token(token: str | None) -> str | None:
+    """DEV_CONSUL_TOKEN, checked: sent in a header, so visible ASCII (found in review: a
+    non-ASCII one ended `make dev` in an encoding traceback). Never quoted."""
+    if token is not None and not all("!" <= c <= "~" for c in token):
+        raise SystemExit("DEV_CONSUL_TOKEN must be visible ASCII (it is sent in a header)")
+    return token
+
+
 def events_topic_for(topic: str) -> str:
     """The chat events topic that goes with a message topic.
 
@@ -118,7 +126,7 @@ class DevSettings:
             gateway_port=env_port(e, "DEV_GATEWAY_PORT", 8007),
             worker_base_port=env_port(e, "DEV_WORKER_BASE_PORT", 8100),
             consul_url=dev_consul_url((e.get("DEV_CONSUL_URL") or local.consul_url).rstrip("/")),
-            consul_token=e.get("DEV_CONSUL_TOKEN") or None,
+            consul_token=dev_consul_token(e.get("DEV_CONSUL_TOKEN") or None),
             topic=topic,
             events_topic=e.get("DEV_EVENTS_TOPIC") or events_topic_for(topic),
             partitions=env_int(e, "DEV_TOPIC_PARTITIONS", 12, 1, MAX_PARTITIONS),

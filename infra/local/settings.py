@@ -63,6 +63,20 @@ def env_port(env: dict[str, str], name: str, default: int, above: int = 0) -> in
     return port
 
 
+def refuse_undecodable(env: dict[str, str], prefixes: tuple[str, ...]) -> None:
+    """A readable exit for a variable of these prefixes whose bytes are not UTF-8 (Python
+    reads them as lone surrogates, which failed later with a traceback: a LOCAL_RUN_DIR
+    such as that broke every infra command, `--help` and `make infra-down` included)."""
+    for name, value in sorted(env.items()):
+        if name.startswith(prefixes):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise SystemExit(
+                    f"{name} is not valid UTF-8 (the environment holds bytes that are not)"
+                ) from None
+
+
 def os_user() -> str:
     """The name of the OS user running the stack (KeyError: a uid without a passwd
     entry, as in some containers)."""
@@ -214,6 +228,7 @@ class LocalSettings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> LocalSettings:
         e = dict(os.environ if env is None else env)
+        refuse_undecodable(e, ("LOCAL_", "DEV_", "XDG_CACHE_HOME"))
         host = local_host(e.get("LOCAL_HOST", "127.0.0.1"))
         # An empty folder or version is unset, as in the shell's ${VAR:-default}: read
         # as a path, "" is the current directory (the repository, under make).

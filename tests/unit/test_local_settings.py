@@ -183,3 +183,25 @@ def test_a_port_setting_is_a_port_every_service_can_take_or_refused_naming_it(
 def test_make_devs_numbers_are_bounded(name: str, raw: str) -> None:
     with pytest.raises(SystemExit, match=name):
         DevSettings.from_env({"LOCAL_RUN_DIR": "/tmp/run-x", name: raw})
+
+
+@given(
+    st.sampled_from(["LOCAL_RUN_DIR", "LOCAL_CACHE_DIR", "DEV_CONSUL_TOKEN", "DEV_CONSUL_URL"]),
+    st.text(max_size=10),
+    st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF),  # as os.environ reads them
+)
+def test_a_setting_that_is_not_utf_8_is_a_readable_exit_naming_it(
+    name: str, text: str, stray: str
+) -> None:
+    """Found in review: LOCAL_RUN_DIR with bytes that are not UTF-8 ended every infra
+    command (--help and infra-down too) in a traceback; DEV_CONSUL_TOKEN and
+    DEV_CONSUL_URL ended `make dev status` in one."""
+    with pytest.raises(SystemExit, match=name):
+        DevSettings.from_env({"LOCAL_RUN_DIR": "/tmp/run-x", name: text + stray})
+
+
+def test_make_devs_consul_token_is_visible_ascii() -> None:
+    with pytest.raises(SystemExit, match="DEV_CONSUL_TOKEN must be visible ASCII"):
+        DevSettings.from_env({"LOCAL_RUN_DIR": "/tmp/run-x", "DEV_CONSUL_TOKEN": "tökén"})
+    token = "a1b2c3-d4e5"
+    assert DevSettings.from_env({"LOCAL_RUN_DIR": "/tmp/run-x", "DEV_CONSUL_TOKEN": token})
