@@ -13,6 +13,7 @@ from gateway.domain.usernames import (
     BLANK_SYMBOLS,
     SIGN_IN_MAX,
     USERNAME_MAX,
+    USERNAME_MIN,
     canonical,
     mixes_scripts,
     refusal,
@@ -200,3 +201,13 @@ def test_the_blank_symbols_the_review_named_are_refused_with_a_reason(blank: str
         assert sign_up_refusal(name) == (
             "username must not contain blank symbols (such as U+2800 braille blank)"
         )
+
+
+@given(st.text(st.sampled_from("abcdeéèêëñüçåø"), min_size=USERNAME_MIN, max_size=USERNAME_MAX))
+def test_any_spelling_of_a_name_sign_up_takes_is_one_sign_in_looks_up(name: str) -> None:
+    """A name typed decomposed (NFD: "e" and a combining accent) is longer than the one
+    its account was made with: a 30-character name was refused at sign-in as one no
+    account can have (found in review)."""
+    account = username(name)
+    for spelling in (name, unicodedata.normalize("NFD", name), name.upper()):
+        assert sign_in_name(spelling).canonical == account.canonical
