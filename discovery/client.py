@@ -18,11 +18,13 @@ from discovery.watch import ServiceWatch
 from platform_common.http import TIMEOUT_MS_MAX
 
 log = logging.getLogger(__name__)
-#: The largest answer read from an instance. The gateway's largest real one (a history
-#: page of 200 texts of 4,096 characters escaped as \\uXXXX) is about 4.9 MB; past this
-#: the instance is broken, or not one of ours (found in review: a 500 MB answer from a
-#: registered instance was read whole).
-ANSWER_MAX_BYTES = 16 * 1024 * 1024
+#: The largest answer read from an instance. The gateway's largest real ones: a chat
+#: list page of 200 chats of MAX_CHAT_MEMBERS (at most 10,000) members with 19-digit ids,
+#: ~40 MB; a history page of 200 texts of 4,096 characters escaped as \\uXXXX, ~4.9 MB.
+#: Past this the instance is broken, or not one of ours (found in review: a 500 MB
+#: answer from a registered instance was read whole; 16 MiB, the first bound, was below
+#: the largest chat list, which would have ejected every worker in turn).
+ANSWER_MAX_BYTES = 64 * 1024 * 1024
 
 
 class AnswerTooLarge(aiohttp.ClientPayloadError):
