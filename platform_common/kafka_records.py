@@ -68,7 +68,7 @@ def _into(decompress_into: Callable[[bytes, Any], int], name: str) -> Callable[[
         with mmap.mmap(-1, BATCH_MAX_BYTES) as out:
             try:
                 size = decompress_into(bytes(payload), out)
-            except cramjam.DecompressionError as exc:
+            except Exception as exc:  # a stranger's bytes: whatever fails, unreadable
                 raise UnreadableBatch(f"{name}: {exc} (at most {BATCH_MAX_BYTES} bytes)") from None
             return out[:size]
 
@@ -79,7 +79,7 @@ def gzip_decode(payload: Any) -> bytes:
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(bytes(payload)), mode="r") as gz:
             data = gz.read(BATCH_MAX_BYTES + 1)
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+    except Exception as exc:  # BadGzipFile, EOFError, zlib.error: a stranger's bytes
         raise UnreadableBatch(f"gzip: {exc}") from None
     if len(data) > BATCH_MAX_BYTES:
         raise UnreadableBatch(f"gzip: decompresses past {BATCH_MAX_BYTES} bytes")
@@ -90,20 +90,26 @@ def snappy_decode(payload: Any) -> bytes:
     """aiokafka's decoder, once every block's declared length (snappy writes it first)
     adds up to at most BATCH_MAX_BYTES: cramjam allocates what a block declares."""
     data = bytes(payload)
+    blocks = [data]
     if codec._detect_xerial_stream(data):
         blocks, cursor = [], 16
-        while cursor + 4 <= len(data):
+        while cursor < len(data):
+            if cursor + 4 > len(data):
+                raise UnreadableBatch("snappy: a block's length is cut short")
             (size,) = struct.unpack_from("!i", data, cursor)
-            blocks.append(data[cursor + 4 : cursor + 4 + max(size, 0)])
-            cursor += 4 + max(size, 0)
-    else:
-        blocks = [data]
+            if size < 0 or cursor + 4 + size > len(data):
+                raise UnreadableBatch("snappy: a block runs past the batch")
+            blocks.append(data[cursor + 4 : cursor + 4 + size])
+            cursor += 4 + size
     try:
         declared = sum(int(cramjam.snappy.decompress_raw_len(b)) for b in blocks)
-        if declared > BATCH_MAX_BYTES:
-            raise UnreadableBatch(f"snappy: declares {declared} bytes (at most {BATCH_MAX_BYTES})")
+    except Exception as exc:  # a stranger's bytes: whatever fails, the batch is unreadable
+        raise UnreadableBatch(f"snappy: {exc}") from None
+    if declared > BATCH_MAX_BYTES:
+        raise UnreadableBatch(f"snappy: declares {declared} bytes (at most {BATCH_MAX_BYTES})")
+    try:
         return bytes(codec.snappy_decode(data))
-    except cramjam.DecompressionError as exc:
+    except Exception as exc:
         raise UnreadableBatch(f"snappy: {exc}") from None
 
 
@@ -188,15 +194,16 @@ def lenient_records(batch: bytes, skip: int = 0) -> Iterator[LenientRecord]:
             )
 
 
-def unreadable_records(batch: bytes, why: str) -> Iterator[LenientRecord]:
-    """One record per offset of a batch whose records cannot be read: no key, no value,
-    an UNREADABLE header saying why (the batch's header is read, not its records)."""
+def unreadable_records(batch: bytes, why: str, after: int = -1) -> Iterator[LenientRecord]:
+    """One record per offset of a batch whose records cannot be read, from the one past
+    `after` (the last record read of it, if any): no key, no value, an UNREADABLE header
+    saying why (the batch's header is read, not its records)."""
     (base, _, _, _, _, attributes, last_delta, first_ts, max_ts, *_) = _HEADER.unpack_from(batch)
     log_append = bool(attributes & _LOG_APPEND_TIME)
     reason = f"record batch of offsets {base}..{base + last_delta} is unreadable: {why}"
-    for delta in range(last_delta + 1):
+    for offset in range(max(base, after + 1), base + last_delta + 1):
         yield LenientRecord(
-            offset=base + delta,
+            offset=offset,
             timestamp=max_ts if log_append else first_ts,
             timestamp_type=int(log_append),
             key=None,
@@ -237,8 +244,9 @@ class TolerantBatch:
         return next(self._records)
 
     def _read(self) -> Iterator[Any]:
-        taken = 0
+        taken, last = 0, -1  # records read, and the offset of the last one
         records: Iterator[Any] | None = None
+        start, end = self._span
         while True:
             try:
                 if records is None:
@@ -247,15 +255,28 @@ class TolerantBatch:
             except StopIteration:
                 return
             except UnicodeDecodeError:  # a header key that is not UTF-8
-                start, end = self._span
-                yield from lenient_records(self._raw[start:end], skip=taken)
+                lenient = lenient_records(self._raw[start:end], skip=taken)
+                while True:
+                    try:
+                        record = next(lenient)
+                    except StopIteration:
+                        return
+                    except ValueError as exc:  # malformed past the key as well
+                        yield from unreadable_records(self._raw[start:end], str(exc), last)
+                        return
+                    last = record.offset
+                    yield record
+            except Exception as exc:  # a stranger's bytes must not stop the consumer
+                # It did not decompress within bounds (UnreadableBatch), or a record of it
+                # is malformed (aiokafka's CorruptRecordException): the rest is unreadable.
+                yield from unreadable_records(self._raw[start:end], _said(exc), last)
                 return
-            except UnreadableBatch as exc:  # it did not decompress within bounds
-                start, end = self._span
-                yield from unreadable_records(self._raw[start:end], str(exc))
-                return
-            taken += 1
+            taken, last = taken + 1, record.offset
             yield record
+
+
+def _said(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, UnreadableBatch) else f"{type(exc).__name__}: {exc}"
 
 
 class TolerantRecords:
