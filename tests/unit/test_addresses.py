@@ -63,9 +63,7 @@ def test_both_services_refuse_them(settings: type, name: str, value: object) -> 
 
 @given(
     st.text(
-        alphabet=st.characters(
-            min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="@/:?#[]"
-        ),
+        alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="@"),
         min_size=4,
         max_size=30,
     ),
@@ -78,4 +76,9 @@ def test_a_refused_consul_url_is_quoted_without_its_credentials(
     url = f"{scheme}://admin:{secret}@consul{port}"
     with pytest.raises(ValueError) as refused:
         consul_address(url if scheme == "ftp" or port else url + ":0")
-    assert secret not in str(refused.value) and "***@consul" in str(refused.value)
+    # Refused for its '@' before anything else, quoting none of it (a password with '/',
+    # '?' or '#' moved the '@' out of what urlsplit calls the host, and was quoted whole).
+    assert str(refused.value) == (
+        "a Consul URL with an '@' in it: Consul takes an ACL token (CONSUL_TOKEN), "
+        "not a user and password in the URL"
+    )

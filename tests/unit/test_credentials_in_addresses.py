@@ -18,7 +18,9 @@ from platform_common.settings_errors import settings_problems
 
 #: A password: at least 6 characters, none that would end the user information.
 passwords = st.text(
-    st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="@/?#:%[]"),
+    # '/', '?' and '#' too: they move the '@' out of what urlsplit calls the host part
+    # (found in review: such a password was quoted whole).
+    st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="@%[]"),
     min_size=6,
     max_size=30,
 )
@@ -38,19 +40,26 @@ def test_an_address_with_a_password_is_refused_without_saying_it(
     place: tuple[type, str, object], secret: str
 ) -> None:
     cls, name, address = place
-    with pytest.raises(ValidationError) as refused:
-        cls(dialogue_env="local", **{name: address(secret)})  # type: ignore[operator]
-    problems = settings_problems(refused.value)
+
+    def problems_with(password: str) -> list[str]:
+        with pytest.raises(ValidationError) as refused:
+            cls(dialogue_env="local", **{name: address(password)})  # type: ignore[operator]
+        return settings_problems(refused.value)
+
+    problems = problems_with(secret)
     assert any(p.startswith(f"{name}:") for p in problems), problems
-    assert secret not in " ".join(problems)
+    assert problems == problems_with("Q9q9Q9")  # nothing said depends on the password
 
 
 @given(passwords)
 def test_make_devs_consul_url_with_a_password_is_refused_without_saying_it(secret: str) -> None:
-    for url in (f"http://admin:{secret}@127.0.0.1:8500", f"admin:{secret}@127.0.0.1:1"):
-        with pytest.raises(SystemExit) as refused:
-            dev_consul_url(url)
-        assert "DEV_CONSUL_URL" in str(refused.value) and secret not in str(refused.value)
+    for url in ("http://admin:{}@127.0.0.1:8500", "admin:{}@127.0.0.1:1"):
+        said = []
+        for password in (secret, "Q9q9Q9"):
+            with pytest.raises(SystemExit) as refused:
+                dev_consul_url(url.format(password))
+            said.append(str(refused.value))
+        assert "DEV_CONSUL_URL" in said[0] and said[0] == said[1]
 
 
 @pytest.mark.parametrize("host", ["db.internal", "127.0.0.1", "::1", "mysql-0.mysql"])
