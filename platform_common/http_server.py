@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -106,8 +107,11 @@ class JsonRefusingHandler(RequestHandler):
 
 def parser_problem(text: str) -> str:
     """aiohttp's text for a request it could not parse, without the request bytes it
-    quotes: its first line ("Invalid header value char:"), the colon dropped."""
-    return text.strip().split("\n", 1)[0].rstrip(": ")
+    quotes: its first line ("Invalid header value char:" from the C parser), cut before
+    a quoted bytes literal ("Invalid HTTP header: b'Bearer ...'" from the pure-Python
+    one, which aiohttp runs under AIOHTTP_NO_EXTENSIONS), the colon dropped."""
+    first = text.strip().split("\n", 1)[0]
+    return re.split(r"""\bb['"]""", first, maxsplit=1)[0].rstrip(": ")
 
 
 #: Headers aiohttp acts on itself before any middleware runs (the Expect handler, the

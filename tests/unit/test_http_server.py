@@ -85,6 +85,8 @@ async def test_a_refused_header_is_logged_without_the_bytes_the_parser_quotes(
         ),
         ("400, message:\n  Bad status line", "400, message"),
         ("Request Timeout", "Request Timeout"),
+        ("Invalid HTTP header: b'Bearer Zq3v8KpL2mXw9RtY\\x7f'", "Invalid HTTP header"),
+        ('Bad header: b"Authorization: Bearer tok"', "Bad header"),
     ],
 )
 def test_the_parsers_problem_is_its_first_line(text: str, problem: str) -> None:
