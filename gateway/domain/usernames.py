@@ -138,9 +138,12 @@ def username(name: str) -> Username:
 def sign_in_name(name: str) -> Username:
     """The name of a sign-in: refused (4000) when no account can have it, before any look-up.
 
-    Judged in its composed form (NFC): a name typed decomposed ("e" and a combining
-    accent for "é") is longer than the one its account was made with, and a 30-character
-    name was refused as one no account can have (found in review)."""
-    if len(name) > SIGN_IN_MAX or refusal(unicodedata.normalize("NFC", name)) is not None:
+    Judged as typed and in its composed form (NFC), refused only when both are: a name
+    typed decomposed ("e" and a combining accent for "é") is longer than the one its
+    account was made with, and a 30-character name was refused as one no account can
+    have (found in review); and NFC lengthens a few names (U+0344 becomes two marks)."""
+    if len(name) > SIGN_IN_MAX or (
+        refusal(name) is not None and refusal(unicodedata.normalize("NFC", name)) is not None
+    ):
         raise _invalid("no account can have this username")
     return Username(name, canonical(name))

@@ -211,3 +211,11 @@ def test_any_spelling_of_a_name_sign_up_takes_is_one_sign_in_looks_up(name: str)
     account = username(name)
     for spelling in (name, unicodedata.normalize("NFD", name), name.upper()):
         assert sign_in_name(spelling).canonical == account.canonical
+
+
+def test_a_name_nfc_lengthens_still_signs_in() -> None:
+    """U+0344 composes to two marks: checked in NFC alone, this 30-character name, which
+    sign-up takes, was refused at sign-in (found in review of the fix above)."""
+    name = "\uff76\uff9e" * 14 + "\uff71\u0344"
+    assert len(name) == USERNAME_MAX and len(unicodedata.normalize("NFC", name)) > USERNAME_MAX
+    assert sign_in_name(name).canonical == username(name).canonical
