@@ -33,8 +33,9 @@ def percentile(values: Sequence[float], q: float) -> float:
     """The q-quantile (0 <= q <= 1) by nearest rank: the ceil(q * n)-th smallest value, no
     interpolation (so p99 of fewer than 100 values is the maximum). Until 2026-12-07 the
     value at round(q * (n - 1)), which rounds half to even: p50 of an even count took the
-    upper or the lower middle by turns (found in review); for the 200 and 300 samples the
-    figures in docs/ were taken with, both rules pick the same value."""
+    upper or the lower middle by turns (found in review). For the 200 and 300 samples the
+    figures in docs/ were taken with, both rules pick the same p90, p95 and p99; their
+    p50 was the upper middle, now the lower (one sample apart)."""
     if not values:
         raise ValueError("percentile of no values")
     ordered = sorted(values)
