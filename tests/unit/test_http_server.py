@@ -4,7 +4,9 @@ keeps the protocol settings an application gives aiohttp."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -15,6 +17,19 @@ from platform_common.http_server import JsonRefusingRunner, parser_problem
 LONG_PATH = "/" + "a" * 10_000  # past aiohttp's default request-line limit, 8,190
 
 
+@contextlib.asynccontextmanager
+async def _serving(app: web.Application) -> AsyncIterator[int]:
+    """`app` behind a JsonRefusingRunner on a free loopback port (yielded)."""
+    runner = JsonRefusingRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
 async def _status(handler_args: dict[str, int] | None) -> tuple[int, str]:
     app = web.Application(handler_args=handler_args)
 
@@ -22,17 +37,9 @@ async def _status(handler_args: dict[str, int] | None) -> tuple[int, str]:
         return web.Response(text="ok")
 
     app.router.add_get("/{tail:.*}", anything)
-    runner = JsonRefusingRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}{LONG_PATH}") as answer:
-                return answer.status, answer.content_type
-    finally:
-        await runner.cleanup()
+    async with _serving(app) as port, aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}{LONG_PATH}") as answer:
+            return answer.status, answer.content_type
 
 
 async def test_the_applications_handler_args_reach_the_protocols() -> None:
@@ -56,20 +63,12 @@ async def test_a_refused_header_is_logged_without_the_bytes_the_parser_quotes(
     a stray control byte was logged whole at debug level (found in review)."""
     caplog.set_level(logging.DEBUG, "platform_common")
     token = "Zq3v8KpL2mXw9RtY6uHb4NcJ7sFd1GeA5oIk0"
-    app = web.Application()
-    runner = JsonRefusingRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
+    async with _serving(web.Application()) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         request = f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\x7f\r\n\r\n"
         writer.write(request.encode())
         status_line = await reader.readline()
         writer.close()
-    finally:
-        await runner.cleanup()
     assert status_line.split()[1] == b"400", status_line
     said = [r.getMessage() for r in caplog.records if "malformed request" in r.getMessage()]
     assert said and all(token[:8] not in line for line in said), said
