@@ -60,7 +60,9 @@ class BalancedClient:
     are returned as they are, except the statuses in `refused` (an instance that
     refuses the client itself, e.g. 401 for a credential it does not share): those
     count as the instance's failure, like a 5xx, and the last one is returned when
-    no instance answers otherwise. A 5xx that `passed_on` accepts is the instance's
+    no instance answers otherwise; so does an answer below 500 that `refuses` accepts
+    (one whose body says the instance refuses the client, e.g. a route it lacks, being
+    of another version). A 5xx that `passed_on` accepts is the instance's
     answer about something beyond it that the others share (the gateway's workers: the
     message bus is down): returned as it is, neither ejecting the instance nor moving
     on. With `timeout_header`, each try tells the instance in that header how long it
@@ -92,6 +94,7 @@ class BalancedClient:
         max_cooldown: float = 60.0,
         probe_path: str | None = "/ping",
         refused: frozenset[int] = frozenset(),
+        refuses: Callable[[int, bytes], bool] | None = None,
         probe_healthy: Callable[[bytes], bool] | None = None,
         passed_on: Callable[[int, bytes], bool] | None = None,
         timeout_header: str | None = None,
@@ -109,6 +112,7 @@ class BalancedClient:
         self.connect_timeout = connect_timeout
         self.probe_path = probe_path
         self.refused = refused
+        self.refuses = refuses
         self.probe_healthy = probe_healthy
         self.passed_on = passed_on
         self.timeout_header = timeout_header
@@ -242,7 +246,9 @@ class BalancedClient:
                 headers=CIMultiDictProxy(CIMultiDict(resp_headers)),
                 instance_id=instance.id,
             )
-            if status in self.refused:  # it answered, refusing us: nothing was applied
+            if status in self.refused or (
+                self.refuses is not None and status < 500 and self.refuses(status, body)
+            ):  # it answered, refusing us: nothing was applied
                 failures.append(self._failed(instance, f"HTTP {status}"))
                 rejected = response
                 continue

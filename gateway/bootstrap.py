@@ -12,7 +12,13 @@ from gateway.adapters.events_feed import KafkaEventFeed
 from gateway.adapters.kafka_bus import KafkaBus
 from gateway.adapters.mysql_users import MySQLUserStore, mysql_pool
 from gateway.adapters.passwords import Argon2Hasher
-from gateway.adapters.workers import REFUSALS, WorkerClient, bus_unavailable, pong_serves_reads
+from gateway.adapters.workers import (
+    REFUSALS,
+    WorkerClient,
+    bus_unavailable,
+    pong_serves_reads,
+    refuses_gateway,
+)
 from gateway.domain.idempotency import IdempotencyCache
 from gateway.domain.throttle import FailureBudget, FailureLimit, SignInThrottle
 from gateway.domain.tokens import TokenCodec
@@ -79,6 +85,7 @@ async def real_adapters(settings: GatewaySettings) -> AsyncIterator[Adapters]:
             cooldown=settings.upstream_cooldown,
             headers={"Authorization": f"Entrypoint {settings.secret('entrypoint_token')}"},
             refused=REFUSALS,
+            refuses=refuses_gateway,
             probe_healthy=pong_serves_reads,
             passed_on=bus_unavailable,
             timeout_header=TIMEOUT_HEADER,

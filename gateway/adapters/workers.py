@@ -37,6 +37,24 @@ def _request_id_header() -> dict[str, str]:
 REFUSALS = frozenset({401, 405, 413})
 
 
+#: The body a worker sends for a route it does not have (aiohttp's 404 in the platform's
+#: error body); a missing chat's 4040 says "chat not found".
+_NO_SUCH_ROUTE = {"object": "error", "code": ErrorCode.NOT_FOUND.value, "message": "Not Found"}
+
+
+def refuses_gateway(status: int, body: bytes) -> bool:
+    """Whether a worker's answer below 500 says it lacks the route: a worker of another
+    version (found in review: a route added since, such as /followed, reached the client
+    as 404 4040 "Not Found" from an older worker, which was neither ejected nor passed
+    over). Like REFUSALS, the instance's failure: the next worker is tried."""
+    if status != 404:
+        return False
+    try:
+        return bool(orjson.loads(body) == _NO_SUCH_ROUTE)
+    except orjson.JSONDecodeError:
+        return False
+
+
 def pong_serves_reads(body: bytes) -> bool:
     """Whether a worker's `/ping` answer says it can serve reads: it answers 200 whatever
     its health and says `critical` (MongoDB unreachable) in the body, and such a worker
@@ -64,7 +82,7 @@ def bus_unavailable(status: int, body: bytes) -> bool:
 def worker_error(status: int, body: bytes) -> GatewayError:
     """The worker's own error when it sent a well-formed one about the client's request,
     else a 5xx of ours."""
-    if status in REFUSALS:
+    if status in REFUSALS or refuses_gateway(status, body):
         log.error(
             "dialogue workers refuse the gateway", extra={"status": status, "body": body[:200]}
         )

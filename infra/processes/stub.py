@@ -39,6 +39,8 @@ class StubState:
         self.delay = 0.0  # seconds every answer except /ping waits
         #: Set: every answer except /ping is this many bytes, streamed without a length.
         self.answer_bytes: int | None = None
+        #: Paths answered as a worker answers a route it does not have (404, 4040).
+        self.missing: set[str] = set()
         self.hits: Counter[str] = Counter()
 
 
@@ -76,6 +78,9 @@ def make_app(state: StubState) -> web.Application:
             return web.json_response({"instance": state.id}, status=state.fail_status)
         if state.answer_bytes is not None:
             return await _stream(request, state.answer_bytes)
+        if request.path in state.missing:
+            no_route = {"object": "error", "code": "4040", "message": "Not Found"}
+            return web.json_response(no_route, status=404)
         return web.json_response(
             {
                 "instance": state.id,

@@ -22,6 +22,7 @@ from discovery import (
     ServiceWatch,
 )
 from discovery.client import ANSWER_MAX_BYTES
+from gateway.adapters.workers import refuses_gateway
 from infra.local import LocalSettings
 from infra.processes.stub import StubProcess, StubServer
 from platform_common.http import TIMEOUT_HEADER, TIMEOUT_MS_MAX
@@ -460,3 +461,21 @@ async def test_an_answer_past_the_bound_is_a_failed_try_and_the_read_moves_on(
     assert flood.state.hits["/chats"] == 1  # one try, then it sat out
     stats = {s.id: s for s in client.stats()}
     assert stats[flood.state.id].ejections == 1 and not stats[flood.state.id].healthy
+
+
+async def test_an_answer_refusing_the_client_moves_on_like_a_refused_status(
+    fleet_of: Callable[[int], Awaitable[Fleet]],
+) -> None:
+    """`refuses` (the gateway's: a worker lacking a route, being of another version) makes
+    an answer below 500 the instance's failure; found in review, such a 404 reached the
+    client, and the worker was neither ejected nor passed over."""
+    fleet = await fleet_of(2)
+    old = fleet.servers[0]
+    old.state.missing.add("/followed")
+    client = fleet.client(refuses=refuses_gateway, cooldown=60)
+    await client.start()
+    served = [(await client.request("GET", "/followed")).instance_id for _ in range(4)]
+    assert served == [fleet.servers[1].state.id] * 4
+    assert old.state.hits["/followed"] == 1  # one try, then it sat out
+    stats = {s.id: s for s in client.stats()}
+    assert stats[old.state.id].ejections == 1
