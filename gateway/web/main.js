@@ -172,7 +172,12 @@ async function open(cid) {
   screen.classList.add("open");
   const opened = conversation;
   await opened.load(); // says itself when it fails, with a Retry
-  if (conversation === opened) opened.input.focus();
+  // To the composer, unless the user went into the conversation while it loaded (a
+  // failed send's Retry, the composer itself): a slow first page took that focus away
+  // (found by a browser test under load).
+  if (conversation === opened && !opened.node.contains(document.activeElement)) {
+    opened.input.focus();
+  }
 }
 
 async function fetchChat(cid) {

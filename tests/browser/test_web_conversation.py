@@ -359,6 +359,51 @@ async def test_a_focused_retry_keeps_the_focus_when_a_message_arrives(
     await context.close()
 
 
+async def test_a_focus_taken_while_the_chat_loads_is_kept_when_it_has_loaded(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """Opening a chat focused the composer once its first page came: a user who had
+    meanwhile focused a failed send's Retry lost it (found when the test above failed
+    under a loaded CI machine, where the first page came late)."""
+    url = platform.gateway.url
+    context = await browser.new_context(viewport=DESK)
+    page = await context.new_page()
+    release = asyncio.Event()
+    async with aiohttp.ClientSession() as http:
+        other, cid = await chat_with_someone(page, url, http, unique)
+        await other.post(cid, "sent before")
+
+        async def slow_history(route: Any) -> None:
+            if route.request.method == "POST":
+                await refuse(route, 503, "5031")
+                return
+            await release.wait()  # the first page comes once Retry has the focus
+            await route.continue_()
+
+        await page.route(f"**/v1/chats/{cid}/messages*", slow_history)
+        await page.click(f".chat[data-cid='{cid}']")
+        await page.fill("#compose", "will fail")
+        await page.press("#compose", "Enter")
+        retry = page.locator("#messages .message.failed button:has-text('Retry')")
+        await retry.focus()
+        async with page.expect_response(
+            lambda r: "/messages" in r.url and r.request.method == "GET"
+        ) as first_page:
+            release.set()
+        await (await first_page.value).finished()
+        # The page reads the body and renders in tasks of its own: one frame and one task
+        # after it, the load has ended (the live stream may show the message sooner, so
+        # the message alone says nothing about the load).
+        await page.evaluate("() => new Promise((r) => requestAnimationFrame(() => setTimeout(r)))")
+        await page.wait_for_selector("#messages .message[data-seq]:has-text('sent before')")
+    focused = await page.evaluate(
+        "[document.activeElement.textContent, document.activeElement.closest('li')?.dataset.state]"
+    )
+    assert focused == ["Retry", "failed"]
+    await page.unroute_all(behavior="ignoreErrors")
+    await context.close()
+
+
 async def test_a_page_without_random_uuid_still_sends_with_a_key(
     platform: Platform, browser: Browser, unique: Callable[[str], str]
 ) -> None:
