@@ -167,6 +167,7 @@ class BalancedClient:
         headers: Mapping[str, str] | None = None,
         idempotent: bool = True,
         healthy: Callable[[bytes], bool] | None = None,
+        readable: Callable[[bytes], bool] | None = None,
     ) -> UpstreamResponse:
         """Send the request to the next healthy instance; raises NoInstanceAvailable.
 
@@ -175,12 +176,18 @@ class BalancedClient:
         failure (the next instance is asked; the last such answer is returned when none
         answers otherwise), one it accepts readmits the instance without resetting its
         doubling cool-down (it says the instance is healthy, not that it served).
+
+        `readable` (idempotent requests only) judges a success's body: one it rejects (not
+        the answer's shape: a broken instance, or not one of ours) is the instance's
+        failure, and the next instance is asked; the last such answer is returned when
+        none answers otherwise. Counted a success, such an instance kept taking its share
+        of requests and failing each one (found in review).
         """
         session = self._session
         if session is None:
             raise RuntimeError("BalancedClient.start() was not called")
-        if healthy is not None and not idempotent:
-            raise ValueError("healthy judges idempotent requests only: it moves them on")
+        if (healthy is not None or readable is not None) and not idempotent:
+            raise ValueError("healthy and readable judge idempotent requests only: they move on")
         self._probe_due(session)
         give_up_at = time.monotonic() + self.deadline
         tried: list[str] = []
@@ -250,6 +257,10 @@ class BalancedClient:
                 self.refuses is not None and status < 500 and self.refuses(status, body)
             ):  # it answered, refusing us: nothing was applied
                 failures.append(self._failed(instance, f"HTTP {status}"))
+                rejected = response
+                continue
+            if readable is not None and status < 300 and not readable(body):
+                failures.append(self._failed(instance, f"HTTP {status} with a body not understood"))
                 rejected = response
                 continue
             if healthy is not None and not healthy(body):

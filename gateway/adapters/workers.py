@@ -118,6 +118,15 @@ class WorkerClient:
         json: Any = None,
         idempotent: bool = True,
     ) -> M:
+        read: list[tuple[bytes, M]] = []  # the body `readable` accepted, as a model
+
+        def readable(body: bytes) -> bool:
+            try:
+                read[:] = [(body, model.model_validate_json(body))]
+            except ValidationError:
+                return False
+            return True
+
         try:
             response = await self._client.request(
                 method,
@@ -126,6 +135,9 @@ class WorkerClient:
                 json=json,
                 headers=_request_id_header(),
                 idempotent=idempotent,
+                # A success whose body is not the answer's shape: that worker is broken
+                # (or not one of ours), and a read moves on to the next one.
+                readable=readable if idempotent else None,
             )
         except OutcomeUnknown as exc:
             log.warning("worker call may or may not have taken effect: %s", exc)
@@ -137,6 +149,8 @@ class WorkerClient:
             raise GatewayError(ErrorCode.NO_WORKER, "no dialogue worker available") from None
         if response.status >= 400:
             raise worker_error(response.status, response.body)
+        if read and read[0][0] is response.body:
+            return read[0][1]  # validated once, when it was judged
         try:
             return model.model_validate_json(response.body)
         except ValidationError as exc:

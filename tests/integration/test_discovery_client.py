@@ -479,3 +479,26 @@ async def test_an_answer_refusing_the_client_moves_on_like_a_refused_status(
     assert old.state.hits["/followed"] == 1  # one try, then it sat out
     stats = {s.id: s for s in client.stats()}
     assert stats[old.state.id].ejections == 1
+
+
+async def test_a_success_whose_body_is_not_understood_moves_on_and_ejects(
+    fleet_of: Callable[[int], Awaitable[Fleet]],
+) -> None:
+    """`readable` (the gateway's: the body parses as the route's answer) makes a 200 that
+    it rejects the instance's failure. Found in review: a worker answering 200 with HTML
+    was counted a success, kept its share of reads, and each of them failed with 5000."""
+    fleet = await fleet_of(2)
+    broken = fleet.servers[0]
+    broken.state.garbled = True
+    client = fleet.client(cooldown=60)
+    await client.start()
+
+    def readable(body: bytes) -> bool:
+        return body.startswith(b"{")
+
+    answers = [await client.request("GET", "/chats", readable=readable) for _ in range(4)]
+    assert {a.instance_id for a in answers} == {fleet.servers[1].state.id}
+    assert broken.state.hits["/chats"] == 1  # one try, then it sat out
+    assert {s.id: s for s in client.stats()}[broken.state.id].ejections == 1
+    with pytest.raises(ValueError):  # a POST that reached an instance is never moved on
+        await client.request("POST", "/chats", json={}, idempotent=False, readable=readable)

@@ -28,7 +28,13 @@ from discovery import (
     Registration,
     ServiceWatch,
 )
-from gateway.adapters.workers import REFUSALS, WorkerClient, bus_unavailable, pong_serves_reads
+from gateway.adapters.workers import (
+    REFUSALS,
+    WorkerClient,
+    bus_unavailable,
+    pong_serves_reads,
+    refuses_gateway,
+)
 from gateway.errors import GatewayError
 from infra.local import LocalSettings
 from infra.processes.private import free_port
@@ -184,7 +190,11 @@ async def _as_the_gateway(worker: FakeWorker) -> AsyncIterator[WorkerClient]:
     """A client of its own, set up as the gateway's: the module's shared one stays
     unejected for the tests that follow, and the answer is reset however this ends."""
     balanced = BalancedClient(
-        worker.watch, cooldown=60.0, refused=REFUSALS, passed_on=bus_unavailable
+        worker.watch,
+        cooldown=60.0,
+        refused=REFUSALS,
+        refuses=refuses_gateway,
+        passed_on=bus_unavailable,
     )
     await balanced.start()
     try:
@@ -192,6 +202,22 @@ async def _as_the_gateway(worker: FakeWorker) -> AsyncIterator[WorkerClient]:
     finally:
         worker.answer.status, worker.answer.body = 200, b"{}"
         await balanced.stop()
+
+
+async def test_a_read_answered_with_a_body_that_is_not_its_shape_moves_on_to_a_peer(
+    worker: FakeWorker, infra: LocalSettings
+) -> None:
+    """Found in review: a worker answering 200 with a body that is not the route's answer
+    (HTML, another version's shape) was counted a success and kept its share of reads,
+    each failing with 5000. It is now the worker's failure: the read is answered by the
+    peer, and the broken worker sits out."""
+    async with _as_the_gateway(worker) as client, healthy_peer(infra, worker) as peer:
+        worker.answer.status, worker.answer.body = 200, b"<html>not a chat</html>"
+        for _ in range(4):
+            chat = await client.chat(1, new_id())
+            assert chat.users == [1]
+        broken = next(v for v in client.instances() if v.id != peer)
+        assert broken.ejections == 1 and not broken.healthy
 
 
 async def test_a_5xx_answer_does_eject_the_worker(worker: FakeWorker) -> None:
