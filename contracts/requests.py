@@ -20,6 +20,15 @@ MAX_USERS = 1000  # user ids in one request body
 MIN_CHAT_USERS = 2  # distinct users a chat is created with, at least
 #: What a refusal echoes of the value it was sent, at most.
 ECHO = 40
+
+
+def visible_ascii(text: str) -> bool:
+    """Whether every character is visible ASCII (U+0021..U+007E: no space, no control,
+    nothing past ASCII): what a header value the platform reads or sends may hold (an
+    Idempotency-Key, a request id, a token)."""
+    return all("!" <= char <= "~" for char in text)
+
+
 _UID_DIGITS = len(str(UID_MAX))
 
 

@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from contracts.errors import ErrorCode, error_body
+from contracts.requests import visible_ascii
 from platform_common.logs import request_id
 
 #: The header a request id comes in with, goes back out with and is passed on in.
@@ -83,7 +84,7 @@ def caller_timeout(value: str | None) -> float | None:
 
 def incoming_request_id(value: str | None) -> str | None:
     """`value` if it may be a request id (1-128 visible ASCII characters), else None."""
-    if value and len(value) <= REQUEST_ID_MAX and all("!" <= ch <= "~" for ch in value):
+    if value and len(value) <= REQUEST_ID_MAX and visible_ascii(value):
         return value
     return None
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from contracts.requests import visible_ascii
+
 #: The internal token the gateway sends and the workers check (`Authorization: Entrypoint`).
 LOCAL_ENTRYPOINT_TOKEN = "local-only-entrypoint-token"
 #: The gateway's token signing key and admin bearer token in local mode.
@@ -49,7 +51,7 @@ def header_token_problem(name: str, value: str) -> str | None:
     HTTP clients encode header values differently past ASCII (found in review: a
     non-ASCII ENTRYPOINT_TOKEN passed both services' settings, and every call of the
     gateway then got 401, every read and write 5030). Never quotes the value."""
-    if all("!" <= char <= "~" for char in value):
+    if visible_ascii(value):
         return None
     return (
         f"{name} holds a character that is not visible ASCII (a space, a control "

@@ -52,7 +52,7 @@ def idempotency_key(header: str | None) -> str | None:
     """The Idempotency-Key header, if any: 1-255 visible ASCII characters."""
     if header is None:
         return None
-    if not 1 <= len(header) <= IDEMPOTENCY_KEY_MAX or not all("!" <= ch <= "~" for ch in header):
+    if not 1 <= len(header) <= IDEMPOTENCY_KEY_MAX or not rules.visible_ascii(header):
         raise GatewayError(
             ErrorCode.MALFORMED, "Idempotency-Key must be 1-255 visible ASCII characters"
         )

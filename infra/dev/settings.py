@@ -9,6 +9,7 @@ from pathlib import Path
 
 from contracts.events import EVENTS_TOPIC
 from contracts.records import TOPIC
+from contracts.requests import visible_ascii
 from dialogue_worker.settings import WorkerSettings
 from gateway.settings import GatewaySettings
 from infra.local.settings import LocalSettings, env_int, env_port
@@ -52,7 +53,7 @@ def dev_consul_url(url: str) -> str:
 def dev_consul_token(token: str | None) -> str | None:
     """DEV_CONSUL_TOKEN, checked: sent in a header, so visible ASCII (found in review: a
     non-ASCII one ended `make dev` in an encoding traceback). Never quoted."""
-    if token is not None and not all("!" <= c <= "~" for c in token):
+    if token is not None and not visible_ascii(token):
         raise SystemExit("DEV_CONSUL_TOKEN must be visible ASCII (it is sent in a header)")
     return token
 
