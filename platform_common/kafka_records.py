@@ -23,9 +23,9 @@ in the worker (and a 1 MiB one, the broker's default limit, would be ~30 GB), in
 worker that took the partition in turn, and in every gateway for the events topic.
 `install()` also gives aiokafka (and `lenient_records`) decoders that stop at
 `BATCH_MAX_BYTES`. A batch that does not decompress within it, or not at all (a corrupt
-payload, which also stopped the partition), is read as one `UNREADABLE` record per
-offset it covers: no key, no value, and a header saying why. The worker dead-letters
-them (`invalid`, with that reason) and goes on; the events feed skips them.
+payload, which also stopped the partition), is read as one record per offset it covers:
+no key, no value, and an UNREADABLE_HEADER saying why. The worker dead-letters them
+(`invalid`, with that reason) and goes on; the events feed skips them.
 """
 
 from __future__ import annotations
@@ -52,8 +52,6 @@ from contracts.records import UNREADABLE_HEADER
 #: batch.size (16 KiB for Java, 1 MB for librdkafka) before compression, and the topic's
 #: records are at most 64 KiB: 64 MiB leaves room for any producer's settings.
 BATCH_MAX_BYTES = 64 * 1024 * 1024
-#: The header of each record read in place of an unreadable batch's: why it is unreadable.
-UNREADABLE = UNREADABLE_HEADER
 
 
 class UnreadableBatch(ValueError):
@@ -87,8 +85,10 @@ def gzip_decode(payload: Any) -> bytes:
 
 
 def snappy_decode(payload: Any) -> bytes:
-    """aiokafka's decoder, once every block's declared length (snappy writes it first)
-    adds up to at most BATCH_MAX_BYTES: cramjam allocates what a block declares."""
+    """What aiokafka's decoder gives (the xerial framing's blocks, or one raw block, each
+    decompressed), once every block's declared length (snappy writes it first) adds up to
+    at most BATCH_MAX_BYTES: cramjam allocates what a block declares. The blocks are
+    split once, here, and decompressed from that split."""
     data = bytes(payload)
     blocks = [data]
     if codec._detect_xerial_stream(data):
@@ -108,7 +108,7 @@ def snappy_decode(payload: Any) -> bytes:
     if declared > BATCH_MAX_BYTES:
         raise UnreadableBatch(f"snappy: declares {declared} bytes (at most {BATCH_MAX_BYTES})")
     try:
-        return bytes(codec.snappy_decode(data))
+        return b"".join(bytes(cramjam.snappy.decompress_raw(b)) for b in blocks)
     except Exception as exc:
         raise UnreadableBatch(f"snappy: {exc}") from None
 
@@ -196,7 +196,7 @@ def lenient_records(batch: bytes, skip: int = 0) -> Iterator[LenientRecord]:
 
 def unreadable_records(batch: bytes, why: str, after: int = -1) -> Iterator[LenientRecord]:
     """One record per offset of a batch whose records cannot be read, from the one past
-    `after` (the last record read of it, if any): no key, no value, an UNREADABLE header
+    `after` (the last record read of it, if any): no key, no value, an UNREADABLE_HEADER
     saying why (the batch's header is read, not its records)."""
     (base, _, _, _, _, attributes, last_delta, first_ts, max_ts, *_) = _HEADER.unpack_from(batch)
     log_append = bool(attributes & _LOG_APPEND_TIME)
@@ -208,7 +208,7 @@ def unreadable_records(batch: bytes, why: str, after: int = -1) -> Iterator[Leni
             timestamp_type=int(log_append),
             key=None,
             value=None,
-            headers=[(UNREADABLE, reason.encode())],
+            headers=[(UNREADABLE_HEADER, reason.encode())],
         )
 
 
