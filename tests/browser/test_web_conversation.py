@@ -344,19 +344,27 @@ async def test_a_focused_retry_keeps_the_focus_when_a_message_arrives(
                 await route.continue_()
 
         await page.route(f"**/v1/chats/{cid}/messages*", refused)
-        await page.click(f".chat[data-cid='{cid}']")
-        await page.fill("#compose", "will fail")
-        await page.press("#compose", "Enter")
-        retry = page.locator("#messages .message.failed button:has-text('Retry')")
-        await retry.focus()
+        await _fail_a_send_and_focus_its_retry(page, cid)
         await other.post(cid, "meanwhile")
         await page.wait_for_selector("#messages .message[data-seq]:has-text('meanwhile')")
-    focused = await page.evaluate(
-        "[document.activeElement.textContent, document.activeElement.closest('li')?.dataset.state]"
-    )
-    assert focused == ["Retry", "failed"]
+    assert await _focused(page) == ["Retry", "failed"]
     await page.unroute_all(behavior="ignoreErrors")
     await context.close()
+
+
+async def _fail_a_send_and_focus_its_retry(page: Page, cid: str) -> None:
+    """Open the chat, send a message the route refuses, and focus its Retry button."""
+    await page.click(f".chat[data-cid='{cid}']")
+    await page.fill("#compose", "will fail")
+    await page.press("#compose", "Enter")
+    await page.locator("#messages .message.failed button:has-text('Retry')").focus()
+
+
+async def _focused(page: Page) -> Any:
+    """The focused element's text, and the state of the message it belongs to."""
+    return await page.evaluate(
+        "[document.activeElement.textContent, document.activeElement.closest('li')?.dataset.state]"
+    )
 
 
 async def test_a_focus_taken_while_the_chat_loads_is_kept_when_it_has_loaded(
@@ -381,11 +389,7 @@ async def test_a_focus_taken_while_the_chat_loads_is_kept_when_it_has_loaded(
             await route.continue_()
 
         await page.route(f"**/v1/chats/{cid}/messages*", slow_history)
-        await page.click(f".chat[data-cid='{cid}']")
-        await page.fill("#compose", "will fail")
-        await page.press("#compose", "Enter")
-        retry = page.locator("#messages .message.failed button:has-text('Retry')")
-        await retry.focus()
+        await _fail_a_send_and_focus_its_retry(page, cid)
         async with page.expect_response(
             lambda r: "/messages" in r.url and r.request.method == "GET"
         ) as first_page:
@@ -396,10 +400,7 @@ async def test_a_focus_taken_while_the_chat_loads_is_kept_when_it_has_loaded(
         # the message alone says nothing about the load).
         await page.evaluate("() => new Promise((r) => requestAnimationFrame(() => setTimeout(r)))")
         await page.wait_for_selector("#messages .message[data-seq]:has-text('sent before')")
-    focused = await page.evaluate(
-        "[document.activeElement.textContent, document.activeElement.closest('li')?.dataset.state]"
-    )
-    assert focused == ["Retry", "failed"]
+    assert await _focused(page) == ["Retry", "failed"]
     await page.unroute_all(behavior="ignoreErrors")
     await context.close()
 
