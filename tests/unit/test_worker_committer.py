@@ -117,14 +117,21 @@ async def test_revocation_commits_what_is_durable_then_forgets_the_partition() -
     assert len(app.consumer.commits) == 1
 
 
-async def test_a_commit_hanging_at_revocation_does_not_hold_the_rebalance(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(commits, "REBALANCE_STEP_WITHIN", 0.01)
+async def three_durable() -> tuple[OffsetCommitter, App, DurableOffsets]:
+    """A committer of one partition, assigned from offset 0, whose offsets 0..2 are
+    durable."""
     committer, app, positions, ledger = world()
     positions.committed_offsets[(TOPIC, 0)] = 0
     await committer.assigned({TP(TOPIC, 0)})
     ledger.mark((TOPIC, 0), range(0, 3))
+    return committer, app, ledger
+
+
+async def test_a_commit_hanging_at_revocation_does_not_hold_the_rebalance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(commits, "REBALANCE_STEP_WITHIN", 0.01)
+    committer, app, ledger = await three_durable()
     app.consumer.hang = True
     await committer.revoked({TP(TOPIC, 0)})  # returns: the next owner reads 0..2 again
     assert not ledger.owns((TOPIC, 0))
@@ -137,10 +144,7 @@ async def first_commit_held(
     hangs in faust's consumer thread until `release` is set (the timer stops waiting for
     it at once); `started`: every commit as it was sent."""
     monkeypatch.setattr(commits, "COMMIT_WITHIN", 0.01)
-    committer, app, positions, ledger = world()
-    positions.committed_offsets[(TOPIC, 0)] = 0
-    await committer.assigned({TP(TOPIC, 0)})
-    ledger.mark((TOPIC, 0), range(0, 3))
+    committer, app, ledger = await three_durable()
     release = asyncio.Event()
     started: list[dict[Any, int]] = []
     accept = app.consumer._commit
@@ -194,10 +198,7 @@ async def test_a_revocation_gives_up_while_the_timers_commit_hangs(
 ) -> None:
     monkeypatch.setattr(commits, "COMMIT_WITHIN", 0.01)
     monkeypatch.setattr(commits, "REBALANCE_STEP_WITHIN", 0.01)
-    committer, app, positions, ledger = world()
-    positions.committed_offsets[(TOPIC, 0)] = 0
-    await committer.assigned({TP(TOPIC, 0)})
-    ledger.mark((TOPIC, 0), range(0, 3))
+    committer, app, ledger = await three_durable()
     app.consumer.hang = True
     await committer.tick()
     ledger.mark((TOPIC, 0), range(3, 8))
