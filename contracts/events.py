@@ -83,13 +83,13 @@ class ChatRead(_Event):
     seq: int = Field(ge=0, le=INT64_MAX)
 
 
-Event = Annotated[
-    MessageCreated | ChatCreated | MembersAdded | ChatRead, Field(discriminator="type")
-]
+#: Every event the platform publishes.
+ChatEvent = MessageCreated | ChatCreated | MembersAdded | ChatRead
+Event = Annotated[ChatEvent, Field(discriminator="type")]
 EVENT = TypeAdapter(Event)
 
 
-def decode_event(value: bytes) -> MessageCreated | ChatCreated | MembersAdded | ChatRead:
+def decode_event(value: bytes) -> ChatEvent:
     """Parse one event value (ValueError, a pydantic.ValidationError when it is JSON,
     when it is not one).
 

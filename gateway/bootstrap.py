@@ -8,7 +8,6 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from dataclasses import dataclass
 
 from discovery import WORKER_META_APP_ID, WORKER_TAG, BalancedClient, ServiceWatch
-from gateway.adapters.events_feed import KafkaEventFeed
 from gateway.adapters.kafka_bus import KafkaBus
 from gateway.adapters.mysql_users import MySQLUserStore, mysql_pool
 from gateway.adapters.passwords import Argon2Hasher
@@ -34,6 +33,7 @@ from gateway.services.readiness import Readiness
 from gateway.services.stream import StreamService
 from gateway.settings import GatewaySettings
 from platform_common import kafka_records
+from platform_common.events_feed import KafkaEventFeed
 from platform_common.http import TIMEOUT_HEADER
 
 

@@ -27,7 +27,7 @@ from functools import cached_property
 from typing import Protocol, TypeVar
 
 from contracts.api import Message
-from contracts.events import ChatCreated, MembersAdded, MessageCreated
+from contracts.events import ChatCreated, ChatEvent, MembersAdded, MessageCreated
 from contracts.live import (
     CATCH_UP_BUDGET,
     CATCH_UP_MAX,
@@ -42,7 +42,7 @@ from contracts.live import (
 )
 from contracts.requests import LIMIT_MAX
 from gateway.domain.requests import Paging
-from gateway.services.ports import ChatEvent, Workers
+from gateway.services.ports import Workers
 
 log = logging.getLogger(__name__)
 

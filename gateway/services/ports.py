@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from contracts.api import Chat, Message, Page, ReadMarker
-from contracts.events import ChatCreated, ChatRead, MembersAdded, MessageCreated
+from contracts.events import ChatEvent
 from contracts.live import Followed
 from contracts.records import MessageRecord
 from gateway.domain.requests import Paging
@@ -87,9 +87,6 @@ class Workers(Protocol):
     async def ping(self) -> None: ...
 
     def instances(self) -> list[InstanceView]: ...
-
-
-ChatEvent = MessageCreated | ChatCreated | MembersAdded | ChatRead
 
 
 class EventFeed(Protocol):

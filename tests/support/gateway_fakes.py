@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from contracts.api import Chat, Message, Page, ReadMarker
 from contracts.errors import ErrorCode
+from contracts.events import ChatEvent
 from contracts.ids import new_id
 from contracts.live import Followed
 from contracts.records import MessageRecord
@@ -18,7 +19,7 @@ from gateway.domain.requests import Paging
 from gateway.domain.usernames import Username
 from gateway.domain.users import Gender, User
 from gateway.errors import GatewayError
-from gateway.services.ports import ChatEvent, InstanceView
+from gateway.services.ports import InstanceView
 from gateway.settings import GatewaySettings
 
 

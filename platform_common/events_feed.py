@@ -1,11 +1,19 @@
-"""This gateway's reader of `dialogue.events`: every partition, from the end, no group.
+"""A reader of `dialogue.events`: every partition, from the end, no group.
 
-Every gateway reads every event (it cannot know which of its sockets an event
-concerns before reading it), so the consumer has no group and commits nothing: it is
-assigned all partitions and starts at their ends when the gateway starts (after an
-error, where it stopped). What happened before is not lost to clients: they resume
-with `since`, and a session fills any seq it sees skipped from history
-(gateway/services/live.py).
+Each gateway reads every event (it cannot know which of its sockets an event concerns
+before reading it), and so does each worker (the chat lists it keeps, see
+dialogue_worker/services/chat_lists.py). The consumer has no group and commits
+nothing: it is assigned all partitions and starts at their ends when its process
+starts (after an error, where it stopped). What happened before is not lost to
+clients: they resume with `since`, and a session fills any seq it sees skipped from
+history (gateway/services/live.py); a worker reads the store for what came before.
+
+`caught_up` is the readers' barrier (with `barrier=True`): it returns once every event
+published before the call has been handed over, so a process answers after the writes
+other processes answered before it was asked. It asks for the topic's ends through a
+client of its own: the broker answers a connection's requests in order, and the
+reading consumer's connection holds a fetch waiting for records for up to 500 ms, so a
+ListOffsets sent there waited behind it (measured: 500 ms each on an idle topic).
 
 Partitions added to the topic while the gateway runs: aiokafka assigns a group-less
 consumer the new set when its metadata shows it (within `metadata_every` seconds) and
@@ -26,8 +34,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from contracts.events import decode_event
-from gateway.services.ports import ChatEvent
+from contracts.events import ChatEvent, decode_event
 from platform_common.logs import clip
 from platform_common.retry import Backoff
 
@@ -48,9 +55,19 @@ class KafkaEventFeed:
     is told about records that are not events (they are skipped).
     """
 
-    def __init__(self, bootstrap: str, topic: str, metadata_every: float = METADATA_EVERY) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        metadata_every: float = METADATA_EVERY,
+        *,
+        client_id: str = "dialogue-gateway-events",
+        barrier: bool = False,
+    ) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
+        self._client_id = client_id
+        self._barrier = barrier
         self._metadata_every = metadata_every
         self._deliver: Callable[[ChatEvent, float | None], None] = lambda event, at: None
         self._skipped: Callable[[str], None] = lambda reason: None
@@ -64,6 +81,10 @@ class KafkaEventFeed:
         self._placed_once = False
         self._task: asyncio.Task[None] | None = None
         self._status = "starting"
+        self._consumer: Any = None  # the one reading now (None between attempts)
+        self._ends: Any = None  # the client asking for the topic's ends (with barrier=True)
+        #: Set (and replaced) after each fetch is handed over: what `caught_up` waits on.
+        self._fetched = asyncio.Event()
 
     def ready(self) -> bool:
         return self._ready
@@ -92,16 +113,29 @@ class KafkaEventFeed:
         while True:
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self._bootstrap,
-                client_id="dialogue-gateway-events",
+                client_id=self._client_id,
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="latest",
                 metadata_max_age_ms=int(self._metadata_every * 1000),
             )
+            ends = (
+                AIOKafkaConsumer(
+                    bootstrap_servers=self._bootstrap,
+                    client_id=f"{self._client_id}-ends",
+                    group_id=None,
+                    enable_auto_commit=False,
+                )
+                if self._barrier
+                else None
+            )
             try:
                 await consumer.start()
+                if ends is not None:
+                    await ends.start()
                 await self._position(consumer, backoff)
                 backoff.reset()
+                self._consumer, self._ends = consumer, ends
                 await self._consume(consumer)
             except (KafkaError, TimeoutError) as exc:
                 self._ready = False
@@ -117,8 +151,12 @@ class KafkaEventFeed:
                 await asyncio.sleep(delay)
             finally:
                 self._ready = False
+                self._consumer = self._ends = None
                 with contextlib.suppress(KafkaError):
                     await consumer.stop()
+                if ends is not None:
+                    with contextlib.suppress(KafkaError):
+                        await ends.stop()
 
     async def _position(self, consumer: Any, backoff: Backoff) -> None:
         """Read every partition of the topic (once it exists) from its end.
@@ -173,6 +211,27 @@ class KafkaEventFeed:
                         self._handle(record)
                     except Exception:  # a bug about one event must not stop the feed
                         log.exception("events feed: handling a record failed")
+            fetched, self._fetched = self._fetched, asyncio.Event()
+            fetched.set()
+
+    async def caught_up(self, within: float) -> bool:
+        """Whether every event published before this call is handed over, waiting up to
+        `within` seconds: the topic's ends now (one ListOffsets request), then the feed
+        reading up to them. False when it cannot tell in time (the feed not reading,
+        Kafka unreachable, or the feed behind)."""
+        consumer, reader = self._consumer, self._ends
+        if consumer is None or reader is None or not self._ready:
+            return False
+        try:
+            async with asyncio.timeout(within):
+                ends = await reader.end_offsets(list(self._assigned))
+                while consumer is self._consumer and any(
+                    self._next.get(tp, 0) < end for tp, end in ends.items()
+                ):
+                    await self._fetched.wait()
+        except (KafkaError, TimeoutError):
+            return False
+        return consumer is self._consumer
 
     def _handle(self, record: Any) -> None:
         if record.value is None:

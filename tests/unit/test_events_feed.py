@@ -1,7 +1,7 @@
-"""The events feed (gateway/adapters/events_feed.py): its placement of partitions when its
+"""The events feed (platform_common/events_feed.py): its placement of partitions when its
 first placement fails half-way, against a hand-written consumer, and what it makes of any
 record a producer to the events topic can write. Reading real Kafka is
-tests/integration/test_gateway_events_feed.py."""
+tests/integration/test_events_feed.py."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.events import decode_event
-from gateway.adapters.events_feed import KafkaEventFeed
 from gateway.services.live import Hub
+from platform_common.events_feed import KafkaEventFeed
 from platform_common.retry import Backoff
 
 TOPIC = "dialogue.events"

@@ -8,11 +8,10 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 
-from contracts.events import ChatRead
+from contracts.events import ChatEvent, ChatRead
 from contracts.ids import new_id
-from gateway.adapters.events_feed import KafkaEventFeed
-from gateway.services.ports import ChatEvent
 from infra.local import LocalSettings
+from platform_common.events_feed import KafkaEventFeed
 from tests.support.waiting import eventually
 
 
@@ -131,3 +130,30 @@ async def test_partitions_added_while_the_feed_runs_skip_nothing(
         ]
     finally:
         await feed.stop()
+
+
+async def test_caught_up_returns_once_every_event_published_before_it_is_handed_over(
+    infra: LocalSettings, unique: Callable[[str], str]
+) -> None:
+    bootstrap, topic = infra.kafka_bootstrap, unique("events")
+    await _topic(bootstrap, topic)
+    got: list[ChatEvent] = []
+    feed = KafkaEventFeed(bootstrap, topic, barrier=True)
+    plain = KafkaEventFeed(bootstrap, topic)
+    await feed.start(lambda event, at: got.append(event), lambda reason: None)
+    await plain.start(lambda event, at: None, lambda reason: None)
+    try:
+        await eventually(lambda: feed.ready() and plain.ready(), what="feeds positioned")
+        assert await feed.caught_up(5.0)  # nothing published: at the ends already
+        for round_ in range(5):
+            events = _reads(7, seq=round_ * 10)
+            await _produce(bootstrap, topic, [(e.key(), e.to_bytes()) for e in events])
+            assert await feed.caught_up(5.0)
+            # (keys on several partitions: in order within each, not across them)
+            assert sorted(e.to_bytes() for e in got[-7:]) == sorted(e.to_bytes() for e in events)
+        assert len(got) == 35
+        assert not await plain.caught_up(5.0)  # no barrier asked for: it cannot tell
+    finally:
+        await feed.stop()
+        await plain.stop()
+    assert not await feed.caught_up(5.0)  # stopped: it cannot tell
