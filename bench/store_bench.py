@@ -1,7 +1,7 @@
 """Benchmark: read latency of the message store at 10k, 100k and 1M messages, and the write rate.
 
     .venv/bin/python -m bench.store_bench [--sizes 10000,100000,1000000] [--samples 200]
-                                          [--members 2]
+                                          [--members 2] [--chat-lists-max 500000]
 
 Runs one worker against the local services (python -m infra.local up) on a fresh
 database, then grows the store in stages through the worker itself (records produced to
@@ -10,10 +10,16 @@ chats, 200 of which have user 1 as a member (with one other user each, or `--mem
 minus one). After each stage it times, at the worker's internal API (no gateway in
 between), p50 and p99 over `--samples` calls of: the newest page of the hot chat, a page
 50,000 messages deep in it (or half its size, when smaller), the newest page of a small
-chat, the chat list of a user in 200 chats, and a read-marker move; then, after a message
-in each of the user's 200 chats, the second page of a listing begun before them (every
-chat ranked where it stood then; a tenth of the samples). It prints the rate at which the
-worker stored each stage's messages.
+chat, the chat list of a user in 200 chats, a read-marker move, and the chat list right
+after each such move (the move untimed: the list the worker keeps has one marker to read
+again); then, after a message in each of the user's 200 chats, the second page of a
+listing begun before them (every chat ranked where it stood then; a tenth of the
+samples). It prints the rate at which the worker stored each stage's messages.
+
+The worker keeps chat lists (`CHAT_LISTS_MAX`, docs/decisions.md "The chat list, kept"):
+the repeated list of an unchanged user costs what nothing changed costs.
+`--chat-lists-max 0` runs the worker without them, so every list reads the user's chats
+and markers whole, as before they were kept.
 """
 
 from __future__ import annotations
@@ -193,18 +199,33 @@ class Bench:
             ),
         }
         self.marked += moves
+        results["chat list after a marker move"] = await self.list_after_a_move(samples)
         return results
 
+    async def list_after_a_move(self, samples: int) -> tuple[float, float]:
+        """The chat list, each time right after one of its markers moved (untimed; a move
+        clamped to the chat's newest seq publishes its event all the same)."""
+        times = []
+        for i in range(samples):
+            cid, seq = self.small[i % LISTED], {"seq": self.marked}
+            await self.call("PUT", f"/chats/{cid}/read", params={"uid": "1"}, json=seq)
+            started = time.perf_counter()
+            await self.call("GET", "/chats", params={"uid": "1", "limit": "50"})
+            times.append((time.perf_counter() - started) * 1e3)
+        return percentile(times, 0.5), percentile(times, 0.99)
 
-async def main(sizes: list[int], samples: int, chat_size: int) -> None:
+
+async def main(sizes: list[int], samples: int, chat_size: int, lists_max: int) -> None:
     infra = LocalSettings.from_env()
     run = uuid.uuid4().hex[:8]
+    env = {"LOG_LEVEL": "WARNING", "CHAT_LISTS_MAX": str(lists_max)}
     worker = WorkerProcess.for_test(
-        infra, lambda p: f"store-bench-{p}-{run}", partitions=12, env={"LOG_LEVEL": "WARNING"}
+        infra, lambda p: f"store-bench-{p}-{run}", partitions=12, env=env
     )
     print(
         f"store benchmark: 1 hot chat ({HOT_SHARE:.0%}), {SMALL_CHATS} small chats, "
-        f"{samples} samples per read, page {PAGE}; user 1's chats have {chat_size} members"
+        f"{samples} samples per read, page {PAGE}; user 1's chats have {chat_size} members; "
+        f"CHAT_LISTS_MAX={lists_max}"
     )
     try:
         await worker.start().wait_ready(120)
@@ -249,7 +270,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=2,
         help=f"members of each of user 1's chats, at most {MAX_USERS} (the list reads them all)",
     )
+    parser.add_argument(
+        "--chat-lists-max",
+        type=number(int, 0),
+        default=500_000,
+        help="the worker's CHAT_LISTS_MAX (0: every list read whole)",
+    )
     args = parser.parse_args(argv)
+    if args.chat_lists_max > 2**31 - 1:  # what the worker's settings take
+        parser.error(f"argument --chat-lists-max: must be <= {2**31 - 1}")
     if args.members > MAX_USERS:  # what one POST /chats may name
         parser.error(f"argument --members: must be <= {MAX_USERS}, got {args.members}")
     return args
@@ -258,4 +287,4 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     args = parse_args()
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    asyncio.run(main(args.sizes, args.samples, args.members))
+    asyncio.run(main(args.sizes, args.samples, args.members, args.chat_lists_max))

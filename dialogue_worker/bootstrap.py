@@ -25,12 +25,14 @@ from dialogue_worker.entrypoints.http import InternalApi
 from dialogue_worker.entrypoints.middleware import edge_middleware
 from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.chat_book import ChatBook
+from dialogue_worker.services.chat_lists import ChatLists
 from dialogue_worker.services.chats import ChatService
 from dialogue_worker.services.health import PING_TIMEOUT, WorkerHealth
 from dialogue_worker.services.ordering import PartitionOrder
 from dialogue_worker.services.persistence import BatchPersister
 from dialogue_worker.settings import WorkerSettings
 from platform_common import kafka_records
+from platform_common.events_feed import KafkaEventFeed
 from platform_common.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ class Components:
     app: faust.App
     database: MongoDatabase
     outbox: KafkaOutbox
+    feed: KafkaEventFeed
+    lists: ChatLists
     persister: BatchPersister
     committer: OffsetCommitter
     positions: KafkaPositions
@@ -178,11 +182,26 @@ def build(settings: WorkerSettings) -> Components:
     web_app: web.Application = cast(Any, app.web).web_app  # faust's aiohttp application
     token = settings.entrypoint_token.get_secret_value()
     web_app.middlewares.append(edge_middleware(token, metrics, settings.mongo_timeout))
+    store = MongoChats(database)
+    feed = KafkaEventFeed(
+        settings.kafka_bootstrap,
+        settings.events_topic,
+        client_id="dialogue-worker-lists",
+        barrier=True,
+    )
+    lists = ChatLists(
+        store,
+        feed,
+        most=settings.chat_lists_max,
+        ttl=settings.chat_lists_ttl,
+        counted=lambda source: metrics.chat_lists.labels(source).inc(),
+    )
     chats = ChatService(
-        MongoChats(database),
+        store,
         outbox,
         publish_timeout=settings.api_publish_timeout,
         max_members=settings.max_chat_members,
+        lists=lists,
     )
     InternalApi(chats, health, metrics, ident).install(web_app)
     return Components(
@@ -191,6 +210,8 @@ def build(settings: WorkerSettings) -> Components:
         app=app,
         database=database,
         outbox=outbox,
+        feed=feed,
+        lists=lists,
         persister=persister,
         committer=committer,
         positions=positions,

@@ -98,6 +98,13 @@ class WorkerMetrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.chat_lists = Counter(
+            "dialogue_worker_chat_lists",
+            "Chat lists given, by where they came from: kept (only what changed was read), "
+            "read (read whole), store (the events feed could not vouch for the kept ones).",
+            ["source"],
+            registry=self.registry,
+        )
         self.http_requests = Counter(
             "dialogue_worker_http_requests",
             "Internal API requests by route and status.",

@@ -120,6 +120,8 @@ class WorkerRuntime:
         p.outbox.route(route)
         await p.outbox.start()
         await p.positions.start()
+        # Kept chat lists are used once the feed reads the events topic (from its end).
+        await p.feed.start(p.lists.on_event, lambda reason: None)
 
     async def _start(self) -> None:
         """Start the consumer and register, once `_prepare` is done."""
@@ -160,6 +162,7 @@ class WorkerRuntime:
                 log.warning("final offset commit timed out: those records are read again")
         if p.app.started or p.app.crashed:
             await p.app.stop()  # leaves the group, stops the web server
+        await p.feed.stop()
         await p.positions.stop()
         await p.outbox.stop()
         await p.database.close()

@@ -177,6 +177,19 @@ class WorkerSettings(BoundedSettings):
     chat_cache_ttl: float = Field(
         default=5.0, ge=0, description="seconds a chat's members are trusted for membership checks"
     )
+    chat_lists_max: int = Field(
+        default=500_000,
+        ge=0,
+        description="entries of the chat lists the worker keeps (a user, a user's chat and "
+        "a kept chat's member one each, a kept chat 6 more; 130-200 bytes an entry); "
+        "0 reads every list whole",
+    )
+    chat_lists_ttl: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="seconds after which a kept chat list is read whole again",
+    )
     retry_backoff_max: float = Field(
         default=5.0,
         ge=0.1,  # the first pause is 0.1 s: a smaller ceiling made every write step fail

@@ -35,6 +35,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from contracts.events import ChatEvent, decode_event
+from platform_common.kafka import ScopedConsumer
 from platform_common.logs import clip
 from platform_common.retry import Backoff
 
@@ -120,11 +121,13 @@ class KafkaEventFeed:
                 metadata_max_age_ms=int(self._metadata_every * 1000),
             )
             ends = (
-                AIOKafkaConsumer(
+                ScopedConsumer(
+                    metadata_topics=[self._topic],
                     bootstrap_servers=self._bootstrap,
                     client_id=f"{self._client_id}-ends",
                     group_id=None,
                     enable_auto_commit=False,
+                    metadata_max_age_ms=int(self._metadata_every * 1000),
                 )
                 if self._barrier
                 else None
@@ -203,14 +206,17 @@ class KafkaEventFeed:
                 )
                 await self._place(consumer, first=False)  # this fetch may be from the ends
                 continue
-            for tp, records in batches.items():
-                if records:
-                    self._next[tp] = records[-1].offset + 1
+            for records in batches.values():
                 for record in records:
                     try:
                         self._handle(record)
                     except Exception:  # a bug about one event must not stop the feed
                         log.exception("events feed: handling a record failed")
+            # Where each partition is read to, from the consumer: it steps over what is not
+            # handed over (transaction markers), which the last record's offset would miss
+            # (and `caught_up` would wait for an end it never reaches).
+            for tp in self._assigned:
+                self._next[tp] = await consumer.position(tp)
             fetched, self._fetched = self._fetched, asyncio.Event()
             fetched.set()
 
@@ -222,6 +228,10 @@ class KafkaEventFeed:
         consumer, reader = self._consumer, self._ends
         if consumer is None or reader is None or not self._ready:
             return False
+        # Partitions added to the topic that the feed does not read yet (it learns of them
+        # within `metadata_every`): their events would not be waited for.
+        if reader.partitions_for_topic(self._topic) != {tp.partition for tp in self._assigned}:
+            return False
         try:
             async with asyncio.timeout(within):
                 ends = await reader.end_offsets(list(self._assigned))
@@ -230,6 +240,9 @@ class KafkaEventFeed:
                 ):
                     await self._fetched.wait()
         except (KafkaError, TimeoutError):
+            return False
+        except Exception:  # whatever else the client raises: unknown, not a failed request
+            log.exception("events feed: could not tell whether it has read up to the ends")
             return False
         return consumer is self._consumer
 

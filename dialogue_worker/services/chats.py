@@ -36,6 +36,7 @@ from dialogue_worker.errors import (
     StorageUnavailable,
     WorkerError,
 )
+from dialogue_worker.services.chat_lists import ChatLists
 from dialogue_worker.services.ports import ChatStore, Event, Outbox
 from platform_common.gather import bounded
 from platform_common.retry import Backoff, retry
@@ -71,8 +72,11 @@ class ChatService:
         *,
         publish_timeout: float = 1.0,
         max_members: int = MAX_USERS,
+        lists: ChatLists | None = None,
     ) -> None:
         self._max_members = max_members
+        #: Without kept lists, each list is read from the store.
+        self._lists = lists or ChatLists(store, None, most=0, ttl=0)
         self._store = store
         self._outbox = outbox
         self._clock = clock
@@ -142,8 +146,7 @@ class ChatService:
                 f"cursor expired (a listing lasts {CURSOR_TTL // 60:g} minutes): "
                 "list again from the first page",
             )
-        # Both reads cost the user's chats (one document each): sent together.
-        mine, reads = await asyncio.gather(self._store.chats_of(uid), self._store.read_markers(uid))
+        mine, reads = await self._lists.lists(uid)
         chats = [c for c in mine if in_snapshot(c, snapshot)]
         moved = [c for c in chats if moved_since(c, snapshot)]
         then = await self._activities(moved, snapshot)

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from contracts.api import LastMessage
-from contracts.events import ChatCreated, ChatRead, MembersAdded, MessageCreated
+from contracts.events import ChatEvent
 from contracts.records import MessageRecord
 from dialogue_worker.domain.chats import ChatView, Full
 from dialogue_worker.domain.messages import MessageView
 from dialogue_worker.domain.records import InboundRecord, Rejected
 from dialogue_worker.domain.sequencing import ChatState, Known
 
-Event = MessageCreated | ChatCreated | MembersAdded | ChatRead
+Event = ChatEvent
 
 
 @dataclass(frozen=True)
@@ -187,6 +187,15 @@ class ChatStore(Protocol):
         ...
 
     async def ping(self) -> None: ...
+
+
+class Barrier(Protocol):
+    """The events topic as this worker reads it."""
+
+    async def caught_up(self, within: float) -> bool:
+        """Whether every event published before the call has been read (waiting up to
+        `within` seconds); False when that cannot be told in time."""
+        ...
 
 
 class Outbox(Protocol):

@@ -139,6 +139,8 @@ def _runtime(settings: WorkerSettings, database: _Part) -> WorkerRuntime:
         app=part,
         database=cast(Any, database),
         outbox=part,
+        feed=part,
+        lists=part,
         persister=part,
         committer=part,
         positions=part,

@@ -68,6 +68,8 @@ async def test_consul_unreachable_ends_the_start_before_the_consumer_joins(
         app=cast(Any, app),
         database=cast(Any, database),
         outbox=cast(Any, others),
+        feed=cast(Any, others),
+        lists=cast(Any, others),
         persister=cast(Any, others),
         committer=cast(Any, others),
         positions=cast(Any, others),
