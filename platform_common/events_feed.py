@@ -47,6 +47,10 @@ FETCH_MAX = 1000
 ASSIGNED_WITHIN = 30.0
 #: Seconds between metadata refreshes: how soon partitions added to the topic are read.
 METADATA_EVERY = 30.0
+#: Events behind the ends past which `caught_up` says no at once instead of waiting: a
+#: feed that far behind (decoding a burst slower than it comes) would make every caller
+#: wait out its time.
+BEHIND_MAX = 1000
 
 
 class KafkaEventFeed:
@@ -224,7 +228,8 @@ class KafkaEventFeed:
         """Whether every event published before this call is handed over, waiting up to
         `within` seconds: the topic's ends now (one ListOffsets request), then the feed
         reading up to them. False when it cannot tell in time (the feed not reading,
-        Kafka unreachable, or the feed behind)."""
+        Kafka unreachable, or the feed behind), and at once when it is more than
+        BEHIND_MAX events behind."""
         consumer, reader = self._consumer, self._ends
         if consumer is None or reader is None or not self._ready:
             return False
@@ -235,6 +240,9 @@ class KafkaEventFeed:
         try:
             async with asyncio.timeout(within):
                 ends = await reader.end_offsets(list(self._assigned))
+                behind = sum(max(0, end - self._next.get(tp, 0)) for tp, end in ends.items())
+                if behind > BEHIND_MAX:
+                    return False
                 while consumer is self._consumer and any(
                     self._next.get(tp, 0) < end for tp, end in ends.items()
                 ):

@@ -5,18 +5,20 @@ tests/integration/test_events_feed.py."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.events import decode_event
 from gateway.services.live import Hub
-from platform_common.events_feed import KafkaEventFeed
+from platform_common.events_feed import BEHIND_MAX, KafkaEventFeed
 from platform_common.retry import Backoff
 
 TOPIC = "dialogue.events"
@@ -143,3 +145,28 @@ def test_a_skipped_record_is_logged_in_one_short_line(
     feed._handle(record)
     [line] = [r.getMessage() for r in caplog.records if "not an event" in r.getMessage()]
     assert len(line) < 1_000, len(line)
+
+
+class Ends:
+    """The client asking for the topic's ends: three partitions, `ahead` past 40 each."""
+
+    def __init__(self, ahead: int) -> None:
+        self.ahead = ahead
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {0, 1, 2}
+
+    async def end_offsets(self, partitions: list[Any]) -> dict[Any, int]:
+        return {tp: 40 + self.ahead for tp in partitions}
+
+
+@pytest.mark.parametrize("ahead", [BEHIND_MAX // 3 + 1, 10 * BEHIND_MAX])
+async def test_a_feed_far_behind_says_so_at_once_instead_of_waiting(ahead: int) -> None:
+    """A feed decoding a burst slower than it comes would make every list wait out its
+    time before reading the store (0.5 s each): past BEHIND_MAX events it says no."""
+    feed = KafkaEventFeed("127.0.0.1:9", TOPIC, barrier=True)
+    feed._consumer, feed._ends, feed._ready = object(), Ends(ahead), True
+    feed._assigned = frozenset(TopicPartition(TOPIC, p) for p in range(3))
+    feed._next = dict.fromkeys(feed._assigned, 40)
+    async with asyncio.timeout(30):  # a guard against a hang, not a measure of speed
+        assert not await feed.caught_up(within=3600.0)
