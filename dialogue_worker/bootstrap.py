@@ -25,7 +25,7 @@ from dialogue_worker.entrypoints.http import InternalApi
 from dialogue_worker.entrypoints.middleware import edge_middleware
 from dialogue_worker.metrics import WorkerMetrics
 from dialogue_worker.services.chat_book import ChatBook
-from dialogue_worker.services.chat_lists import ChatLists
+from dialogue_worker.services.chat_lists import Change, ChatLists
 from dialogue_worker.services.chats import ChatService
 from dialogue_worker.services.health import PING_TIMEOUT, WorkerHealth
 from dialogue_worker.services.ordering import PartitionOrder
@@ -188,6 +188,7 @@ def build(settings: WorkerSettings) -> Components:
         settings.events_topic,
         client_id="dialogue-worker-lists",
         barrier=True,
+        decode=Change.of,  # only which chat, marker or member changed
     )
     lists = ChatLists(
         store,

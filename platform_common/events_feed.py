@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from contracts.events import ChatEvent, decode_event
+from contracts.events import decode_event
 from platform_common.kafka import ScopedConsumer
 from platform_common.logs import clip
 from platform_common.retry import Backoff
@@ -68,13 +68,16 @@ class KafkaEventFeed:
         *,
         client_id: str = "dialogue-gateway-events",
         barrier: bool = False,
+        decode: Callable[[bytes], Any] = decode_event,
     ) -> None:
         self._bootstrap = bootstrap
+        #: A record's value -> what `deliver` gets (ValueError: not an event, skipped).
+        self._decode = decode
         self._topic = topic
         self._client_id = client_id
         self._barrier = barrier
         self._metadata_every = metadata_every
-        self._deliver: Callable[[ChatEvent, float | None], None] = lambda event, at: None
+        self._deliver: Callable[[Any, float | None], None] = lambda event, at: None
         self._skipped: Callable[[str], None] = lambda reason: None
         self._ready = False
         #: Per partition, the offset after the last record read: a restarted feed goes on
@@ -100,7 +103,7 @@ class KafkaEventFeed:
         return "ok" if self._ready else self._status
 
     async def start(
-        self, deliver: Callable[[ChatEvent, float | None], None], skipped: Callable[[str], None]
+        self, deliver: Callable[[Any, float | None], None], skipped: Callable[[str], None]
     ) -> None:
         self._deliver, self._skipped = deliver, skipped
         if self._task is None:
@@ -259,7 +262,7 @@ class KafkaEventFeed:
             self._skipped("empty value")
             return
         try:
-            event = decode_event(record.value)
+            event = self._decode(record.value)
         except ValueError as exc:  # pydantic's ValidationError is one, and so is bad JSON
             self._skipped("not an event")
             errors = exc.errors() if isinstance(exc, ValidationError) else None

@@ -44,12 +44,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from contracts.events import ChatCreated, ChatEvent, ChatRead, MembersAdded, MessageCreated
+import orjson
+
 from dialogue_worker.domain.chats import ChatView
 from dialogue_worker.services.ports import Barrier, ChatStore
 from platform_common.gather import bounded
@@ -66,6 +69,50 @@ LOOKUPS = 8
 CHAT_ENTRIES = 6
 
 Lists = tuple[list[ChatView], dict[str, int]]
+_OBJECT_ID = re.compile(r"[0-9a-f]{24}")
+_KINDS = frozenset(("message.created", "chat.members_added", "chat.created", "chat.read"))
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a kept list takes from an event: its type, its chat and the users it names
+    (`chat.created`: the members; `chat.members_added`: the users added; `chat.read`:
+    the reader)."""
+
+    type: str
+    cid: str
+    users: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, value: bytes) -> Change:
+        """Decode an event's value for its marks alone (ValueError: not an event).
+
+        Every field a list shows is read from the store, so the rest of the event is not
+        checked: validating each event whole (contracts.events.decode_event, 13.5 µs)
+        cost every worker ~15 µs of CPU per message stored anywhere; this takes 2.3 µs."""
+        try:
+            event = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(event, dict) or type(event.get("v")) is not int or event["v"] != 1:
+            raise ValueError("not an event of version 1")
+        kind, cid = event.get("type"), event.get("cid")
+        if not isinstance(kind, str) or kind not in _KINDS:
+            raise ValueError("not an event: unknown type")
+        if not isinstance(cid, str) or not _OBJECT_ID.fullmatch(cid):
+            raise ValueError("not an event: no chat id")
+        if kind == "message.created":
+            named: Any = []
+        elif kind == "chat.read":
+            named = [event.get("uid")]
+        elif kind == "chat.members_added":
+            named = event.get("users")
+        else:  # chat.created: its members
+            chat = event.get("chat")
+            named = chat.get("users") if isinstance(chat, dict) else None
+        if not isinstance(named, list) or not all(type(uid) is int for uid in named):
+            raise ValueError(f"not an event: {kind} without its users")
+        return cls(kind, cid, tuple(named))
 
 
 @dataclass
@@ -116,22 +163,23 @@ class ChatLists:
     def size(self) -> int:
         return self._size
 
-    def on_event(self, event: ChatEvent, published: float | None = None) -> None:
-        """Mark what the event changed (the feed calls this for each event, in order)."""
-        cid = event.cid
-        if isinstance(event, MessageCreated | MembersAdded):
+    def on_event(self, change: Change, published: float | None = None) -> None:
+        """Mark what an event changed (the feed calls this for each event, in order)."""
+        cid, kind = change.cid, change.type
+        if kind in ("message.created", "chat.members_added"):
             self._tick += 1
             if cid in self._chats:
                 self._changed[cid] = self._tick
             if self._in_flight:
                 self._recent[cid] = self._tick
-        if isinstance(event, ChatCreated | MembersAdded):
-            named = event.chat.users if isinstance(event, ChatCreated) else event.users
-            for uid in named:
+        if kind in ("chat.created", "chat.members_added"):
+            for uid in change.users:
                 if (member := self._users.get(uid)) is not None:
                     self._mark(member, member.joined, cid)
-        elif isinstance(event, ChatRead) and (reader := self._users.get(event.uid)) is not None:
-            self._mark(reader, reader.stale_reads, cid)
+        elif kind == "chat.read":
+            for uid in change.users:
+                if (reader := self._users.get(uid)) is not None:
+                    self._mark(reader, reader.stale_reads, cid)
 
     async def lists(self, uid: int) -> Lists:
         """The user's chats and their markers by chat id, as the store holds them now."""

@@ -13,16 +13,25 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.events import ChatCreated, ChatRead, EventChat, EventMessage, MessageCreated
+from contracts.events import (
+    ChatCreated,
+    ChatRead,
+    EventChat,
+    EventMessage,
+    MembersAdded,
+    MessageCreated,
+    decode_event,
+)
 from contracts.ids import new_id
 from dialogue_worker.domain.chats import ChatView, preview
 from dialogue_worker.domain.messages import MessageView
 from dialogue_worker.errors import RequestError, StorageUnavailable
-from dialogue_worker.services.chat_lists import CHAT_ENTRIES, ChatLists
+from dialogue_worker.services.chat_lists import CHAT_ENTRIES, Change, ChatLists
 from dialogue_worker.services.chats import ChatService
 from dialogue_worker.services.ports import Event
 from tests.support.worker_fakes import MemoryOutbox, MemoryStore
@@ -42,8 +51,8 @@ class Feed:
 
     def deliver(self) -> None:
         events = self._outbox.events
-        while self._read < len(events):
-            self._lists().on_event(events[self._read])
+        while self._read < len(events):  # as the worker's feed decodes them
+            self._lists().on_event(Change.of(events[self._read].to_bytes()))
             self._read += 1
 
     async def caught_up(self, within: float) -> bool:
@@ -395,3 +404,66 @@ async def test_a_chat_being_read_for_one_user_is_read_again_for_another() -> Non
     gate.set()
     await first
     await world.check(1)
+
+
+CID = "65f0c0ffee0123456789abcd"
+EVENTS = [
+    {"v": 1, "type": "chat.read", "cid": CID, "uid": 7, "seq": 3},
+    {"v": 1, "type": "chat.members_added", "cid": CID, "users": [4, 5], "members": [1, 4, 5]},
+    {"v": 1, "type": "chat.created", "cid": CID,
+     "chat": {"object": "chat", "id": CID, "users": [1, 2], "createdAt": 1_700_000_000,
+              "lastSeq": 0, "lastMessage": None, "readSeq": 0, "unread": 0}},
+    {"v": 1, "type": "message.created", "cid": CID, "seq": 1,
+     "message": {"object": "message", "id": CID, "cid": CID, "uid": 2,
+                 "createdAt": 1_700_000_000, "text": "hi", "seq": 1}},
+]  # fmt: skip
+ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=8,
+)
+
+
+def _json(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError):  # past 64 bits, or a float JSON lacks
+        return b"{}"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=64),
+        ANY_JSON.map(_json),
+        st.sampled_from(EVENTS).flatmap(
+            lambda good: st.sampled_from(sorted(good)).flatmap(
+                lambda key: ANY_JSON.map(lambda bad: _json({**good, key: bad}))
+            )
+        ),
+        st.sampled_from(EVENTS).map(_json),
+    )
+)
+def test_any_record_is_a_change_or_refused_and_every_event_is_read_as_its_model_says(
+    value: bytes,
+) -> None:
+    """Whoever may produce to the events topic reaches Change.of: anything is refused
+    with ValueError (the feed skips it) or read; an event the contract takes is read as
+    its model names its chat and users."""
+    try:
+        change = Change.of(value)
+    except ValueError:
+        change = None
+    try:
+        event = decode_event(value)
+    except ValueError:
+        return
+    if isinstance(event, ChatCreated):
+        users: tuple[int, ...] = tuple(event.chat.users)
+    elif isinstance(event, MembersAdded):
+        users = tuple(event.users)
+    elif isinstance(event, ChatRead):
+        users = (event.uid,)
+    else:
+        users = ()
+    assert change == Change(event.type, event.cid, users)
