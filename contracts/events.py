@@ -103,6 +103,8 @@ def decode_event(value: bytes) -> ChatEvent:
         raise ValueError(f"not JSON: {exc}") from None
     if isinstance(parsed, dict) and "v" not in parsed:  # the models default it for writers
         raise ValueError("not an event: v is missing (the schema requires it)")
+    if isinstance(parsed, dict) and isinstance(parsed["v"], bool):  # Literal[1] takes True
+        raise ValueError("not an event: v must be 1 (the schema's const), not a boolean")
     try:
         whole = _integral(parsed)
     except RecursionError:  # orjson nests 1024 deep, further than Python recurses here

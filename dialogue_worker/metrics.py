@@ -101,7 +101,8 @@ class WorkerMetrics:
         self.chat_lists = Counter(
             "dialogue_worker_chat_lists",
             "Chat lists given, by where they came from: kept (only what changed was read), "
-            "read (read whole), store (the events feed could not vouch for the kept ones).",
+            "read (read whole, then kept), store (read whole, not kept: the events feed could "
+            "not vouch for kept lists, or CHAT_LISTS_MAX is 0).",
             ["source"],
             registry=self.registry,
         )

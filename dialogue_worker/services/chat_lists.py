@@ -36,8 +36,10 @@ Memory: at most `most` entries (a user, a user's chat and a kept chat's member c
 one each, a kept chat CHAT_ENTRIES more: 130-200 bytes an entry, measured by
 bench/chat_lists_bench.py); past it the users listed longest ago are dropped, and a
 list of more than `most` entries is read from the store every time, and keeps no other
-user out. Marks past `STALE_MAX` for one user are not recorded: that user's next list is
-read whole.
+user out (while its requests run, its entries are held beside the bound). Beside them,
+chats that change while a read is in flight are remembered until no read begun before
+their change is left (one entry a chat; a read lasts at most MONGO_TIMEOUT). Marks past
+`STALE_MAX` for one user are not recorded: that user's next list is read whole.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from typing import Any
 
 import orjson
 
+from contracts.records import json_int
 from dialogue_worker.domain.chats import ChatView
 from dialogue_worker.services.ports import Barrier, ChatStore
 from platform_common.gather import bounded
@@ -94,7 +97,7 @@ class Change:
             event = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             raise ValueError(f"not JSON: {exc}") from None
-        if not isinstance(event, dict) or type(event.get("v")) is not int or event["v"] != 1:
+        if not isinstance(event, dict) or json_int(event.get("v")) != 1:
             raise ValueError("not an event of version 1")
         kind, cid = event.get("type"), event.get("cid")
         if not isinstance(kind, str) or kind not in _KINDS:
@@ -110,9 +113,12 @@ class Change:
         else:  # chat.created: its members
             chat = event.get("chat")
             named = chat.get("users") if isinstance(chat, dict) else None
-        if not isinstance(named, list) or not all(type(uid) is int for uid in named):
+        # Integers as the contract reads them (7.0 is 7: contracts.events.decode_event).
+        whole = [json_int(uid) for uid in named] if isinstance(named, list) else [None]
+        users = tuple(uid for uid in whole if uid is not None)
+        if len(users) != len(whole):
             raise ValueError(f"not an event: {kind} without its users")
-        return cls(kind, cid, tuple(named))
+        return cls(kind, cid, users)
 
 
 @dataclass
@@ -149,6 +155,7 @@ class ChatLists:
         self._counted = counted
         self._stale_max = stale_max
         self._users: OrderedDict[int, _User] = OrderedDict()  # least recently listed first
+        self._busy: dict[int, _User] = {}  # users with a request in progress
         self._chats: dict[str, ChatView] = {}  # the kept reading of each held chat
         self._holders: dict[str, int] = {}  # chat id -> users it is kept for
         self._tick = 0  # change events seen
@@ -192,6 +199,7 @@ class ChatLists:
             self._size += 1
         self._users.move_to_end(uid)
         user.users += 1
+        self._busy[uid] = user
         try:
             async with user.lock:
                 expired = user.read_at is None or self._clock() - user.read_at >= self._ttl
@@ -203,8 +211,10 @@ class ChatLists:
                 found = [self._chats[cid] for cid in user.chats], dict(user.reads)
         finally:
             user.users -= 1
-            if user.users == 0 and self._own_size(user) > self._most:
-                self._drop(uid)  # too large to keep: it would push every other user out
+            if user.users == 0:
+                del self._busy[uid]
+                if self._own_size(user) > self._most:
+                    self._drop(uid)  # too large to keep: it would push every other user out
             self._shrink()
         return found
 
@@ -339,11 +349,17 @@ class ChatLists:
         self._size -= 1 + len(user.chats)
 
     def _shrink(self) -> None:
-        """Drop the users listed longest ago (none in use) until the entries fit."""
-        for uid in [uid for uid, user in self._users.items() if user.users == 0]:
-            if self._size <= self._most:
+        """Drop the users listed longest ago (none in use) until the entries fit. A user
+        in use whose list alone is past the bound is not kept (dropped when its last
+        request ends): its entries meanwhile push nobody out."""
+        sizes = (self._own_size(user) for user in self._busy.values())
+        allowed = self._most + sum(size for size in sizes if size > self._most)
+        while self._size > allowed:
+            # The oldest first; users in use were moved to the end when their request came.
+            idle = next((uid for uid, user in self._users.items() if user.users == 0), None)
+            if idle is None:
                 return
-            self._drop(uid)
+            self._drop(idle)
 
     def _mark(self, user: _User, marks: set[str], cid: str) -> None:
         """Record one mark for the user; past `stale_max` marks, that its list is to be

@@ -424,6 +424,10 @@ ANY_JSON = st.recursive(
 )
 
 
+#: Integers as JSON Schema reads them (7.0 is 7), and what only looks like one.
+EDGES = [1.0, 7.0, 1e2, True, False, [4.0, 5], [True], [2.0**53], 2.0**53, -0.0, [], [None]]
+
+
 def _json(value: Any) -> bytes:
     try:
         return orjson.dumps(value)
@@ -438,7 +442,9 @@ def _json(value: Any) -> bytes:
         ANY_JSON.map(_json),
         st.sampled_from(EVENTS).flatmap(
             lambda good: st.sampled_from(sorted(good)).flatmap(
-                lambda key: ANY_JSON.map(lambda bad: _json({**good, key: bad}))
+                lambda key: (ANY_JSON | st.sampled_from(EDGES)).map(
+                    lambda bad: _json({**good, key: bad})
+                )
             )
         ),
         st.sampled_from(EVENTS).map(_json),
@@ -467,3 +473,19 @@ def test_any_record_is_a_change_or_refused_and_every_event_is_read_as_its_model_
     else:
         users = ()
     assert change == Change(event.type, event.cid, users)
+
+
+async def test_a_list_too_large_to_keep_pushes_no_other_user_out() -> None:
+    """Found in review: with two requests of such a user at once, the first one's end
+    dropped every other user to make room for the one still in use."""
+    world = World(most=60, stale_max=32)
+    for uid in (1, 2, 3):
+        await world.apply(("create", [uid, 99]))
+        await world.check(uid)
+    for _ in range(8):  # 8 chats of 2 members: 1 + 8 + 8 x 8 entries, past 60
+        await world.apply(("create", [9, 98]))
+    await asyncio.gather(world.lists.lists(9), world.lists.lists(9))
+    world.store.calls.clear()
+    for uid in (1, 2, 3):
+        await world.check(uid)
+    assert world.store.calls == []  # all three still kept, nothing read again
