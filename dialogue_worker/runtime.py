@@ -120,8 +120,10 @@ class WorkerRuntime:
         p.outbox.route(route)
         await p.outbox.start()
         await p.positions.start()
-        # Kept chat lists are used once the feed reads the events topic (from its end).
-        await p.feed.start(p.lists.on_event, lambda reason: None)
+        # Kept chat lists are used once the feed reads the events topic (from its end);
+        # without them (CHAT_LISTS_MAX=0) the worker reads no event.
+        if s.chat_lists_max:
+            await p.feed.start(p.lists.on_event, lambda reason: None)
 
     async def _start(self) -> None:
         """Start the consumer and register, once `_prepare` is done."""

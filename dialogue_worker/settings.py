@@ -182,7 +182,7 @@ class WorkerSettings(BoundedSettings):
         ge=0,
         description="entries of the chat lists the worker keeps (a user, a user's chat and "
         "a kept chat's member one each, a kept chat 6 more; 130-200 bytes an entry); "
-        "0 reads every list whole",
+        "0 reads every list whole (and no events feed runs)",
     )
     chat_lists_ttl: float = Field(
         default=60.0,

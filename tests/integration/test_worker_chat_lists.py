@@ -128,3 +128,21 @@ async def test_events_no_write_stands_behind_change_no_list(
     )
     # Kept: the reader has read the forged events before answering (its barrier).
     assert await listed_kept(reader, 7) == before
+
+
+async def test_a_worker_without_kept_lists_reads_no_event(
+    infra: LocalSettings, unique: Callable[[str], str], pair: tuple[WorkerProcess, WorkerProcess]
+) -> None:
+    """CHAT_LISTS_MAX=0 (docs/capacity.md: past ~10,000 messages/s a worker's share of
+    reading every event grows): every list is read whole, and no events feed runs."""
+    plain = WorkerProcess.for_test(infra, unique, env={"CHAT_LISTS_MAX": "0"})
+    try:
+        await plain.start().wait_ready()
+        chat = await call(plain, "POST", "/chats", json={"users": [1, 2]})
+        assert chat["id"] in await listed(plain, 1)
+        assert await kept_lists(plain) == 0
+    finally:
+        await plain.terminate()
+    assert "events feed reads" not in plain.log_text()
+    reader = pair[1]  # a worker keeping lists says it reads the topic
+    assert "events feed reads" in reader.log_text()
