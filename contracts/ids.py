@@ -7,6 +7,7 @@ import re
 import secrets
 import threading
 import time
+from typing import TypeGuard
 
 from bson import ObjectId
 
@@ -19,7 +20,7 @@ _COUNTER = itertools.count(secrets.randbelow(1 << 23))
 _LOCK = threading.Lock()
 
 
-def is_object_id(value: object) -> bool:
+def is_object_id(value: object) -> TypeGuard[str]:
     """True for a 24-char lowercase hex string (the wire form of an ObjectId)."""
     return isinstance(value, str) and _HEX24.fullmatch(value) is not None
 

@@ -80,8 +80,9 @@ class KafkaEventFeed:
         self._deliver: Callable[[Any, float | None], None] = lambda event, at: None
         self._skipped: Callable[[str], None] = lambda reason: None
         self._ready = False
-        #: Per partition, the offset after the last record read: a restarted feed goes on
-        #: from there, so events published while it was down are not skipped.
+        #: Per partition, where the feed has read to (the consumer's position after each
+        #: fetch): a restarted feed goes on from there, so events published while it was
+        #: down are not skipped.
         self._next: dict[Any, int] = {}
         self._assigned: frozenset[Any] = frozenset()  # what `_next` was applied to
         #: Whether a first placement has completed. Not `bool(_next)`: one that failed

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -55,6 +54,7 @@ from typing import Any
 
 import orjson
 
+from contracts.ids import is_object_id
 from contracts.records import json_int
 from dialogue_worker.domain.chats import ChatView
 from dialogue_worker.services.ports import Barrier, ChatStore
@@ -72,7 +72,6 @@ LOOKUPS = 8
 CHAT_ENTRIES = 6
 
 Lists = tuple[list[ChatView], dict[str, int]]
-_OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 _KINDS = frozenset(("message.created", "chat.members_added", "chat.created", "chat.read"))
 
 
@@ -102,7 +101,7 @@ class Change:
         kind, cid = event.get("type"), event.get("cid")
         if not isinstance(kind, str) or kind not in _KINDS:
             raise ValueError("not an event: unknown type")
-        if not isinstance(cid, str) or not _OBJECT_ID.fullmatch(cid):
+        if not is_object_id(cid):
             raise ValueError("not an event: no chat id")
         if kind == "message.created":
             named: Any = []
