@@ -212,7 +212,8 @@ class ChatLists:
             user.users -= 1
             if user.users == 0:
                 del self._busy[uid]
-                if self._own_size(user) > self._most:
+                # (a user's own entries are within the total: only past it can they be)
+                if self._size > self._most and self._own_size(user) > self._most:
                     self._drop(uid)  # too large to keep: it would push every other user out
             self._shrink()
         return found
@@ -351,6 +352,8 @@ class ChatLists:
         """Drop the users listed longest ago (none in use) until the entries fit. A user
         in use whose list alone is past the bound is not kept (dropped when its last
         request ends): its entries meanwhile push nobody out."""
+        if self._size <= self._most:  # the common case: nothing to count
+            return
         sizes = (self._own_size(user) for user in self._busy.values())
         allowed = self._most + sum(size for size in sizes if size > self._most)
         while self._size > allowed:
