@@ -46,11 +46,13 @@ async def _borrowed(session: aiohttp.ClientSession) -> AsyncIterator[aiohttp.Cli
 
 def metric_sum(text: str, name: str) -> float:
     """The samples named exactly `name` in a Prometheus text exposition, summed over their
-    label sets (0: absent). `x_total` does not match `x_total_bytes` or `x_created`."""
+    label sets (0: absent). `x_total` does not match `x_total_bytes` or `x_created`. A
+    name with its labels (`x_total{source="kept"}`, as the exposition writes them) is
+    that one sample."""
     total = 0.0
     for line in text.splitlines():
         sample, _, value = line.rpartition(" ")
-        if sample.split("{", 1)[0] == name:
+        if sample == name or sample.split("{", 1)[0] == name:
             total += float(value)
     return total
 

@@ -43,13 +43,7 @@ async def call(worker: WorkerProcess, method: str, path: str, **kwargs: Any) -> 
 
 async def kept_lists(worker: WorkerProcess) -> float:
     """Lists the worker gave from what it keeps (its metric's `kept` sample)."""
-    async with aiohttp.ClientSession(headers=worker.headers) as http:
-        async with http.get(f"{worker.base_url}/metrics") as resp:
-            text = await resp.text()
-    sample = 'dialogue_worker_chat_lists_total{source="kept"} '
-    return sum(
-        float(line.removeprefix(sample)) for line in text.splitlines() if line.startswith(sample)
-    )
+    return await worker.metric('dialogue_worker_chat_lists_total{source="kept"}')
 
 
 async def listed(worker: WorkerProcess, uid: int) -> dict[str, Any]:

@@ -30,6 +30,10 @@ def test_metric_sum_adds_the_label_sets_of_exactly_one_name() -> None:
     assert metric_sum(EXPOSITION, "gateway_stream_sockets") == 2.0
     assert metric_sum(EXPOSITION, "dialogue_worker_records_persisted") == 0.0
     assert metric_sum(EXPOSITION, "absent_total") == 0.0
+    # one label set, named as the exposition writes it
+    labelled = 'dialogue_worker_records_persisted_total{partition="0"}'
+    assert metric_sum(EXPOSITION, labelled) == 3.0
+    assert metric_sum(EXPOSITION, 'dialogue_worker_records_persisted_total{partition="2"}') == 0
 
 
 @given(st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1), st.floats(0, 1))
