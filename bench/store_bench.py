@@ -62,10 +62,16 @@ def record(cid: str, uid: int) -> tuple[bytes, bytes]:
     return r.key(), r.to_bytes()
 
 
-async def timed(samples: int, call: Callable[[int], Awaitable[Any]]) -> tuple[float, float]:
-    """p50, p99 in milliseconds of `samples` sequential calls."""
+async def timed(
+    samples: int,
+    call: Callable[[int], Awaitable[Any]],
+    before: Callable[[int], Awaitable[Any]] | None = None,
+) -> tuple[float, float]:
+    """p50, p99 in milliseconds of `samples` sequential calls (each after `before`, untimed)."""
     times = []
     for i in range(samples):
+        if before is not None:
+            await before(i)
         started = time.perf_counter()
         await call(i)
         times.append((time.perf_counter() - started) * 1e3)
@@ -205,14 +211,16 @@ class Bench:
     async def list_after_a_move(self, samples: int) -> tuple[float, float]:
         """The chat list, each time right after one of its markers moved (untimed; a move
         clamped to the chat's newest seq publishes its event all the same)."""
-        times = []
-        for i in range(samples):
+
+        def move(i: int) -> Awaitable[Any]:
             cid, seq = self.small[i % LISTED], {"seq": self.marked}
-            await self.call("PUT", f"/chats/{cid}/read", params={"uid": "1"}, json=seq)
-            started = time.perf_counter()
-            await self.call("GET", "/chats", params={"uid": "1", "limit": "50"})
-            times.append((time.perf_counter() - started) * 1e3)
-        return percentile(times, 0.5), percentile(times, 0.99)
+            return self.call("PUT", f"/chats/{cid}/read", params={"uid": "1"}, json=seq)
+
+        return await timed(
+            samples,
+            lambda i: self.call("GET", "/chats", params={"uid": "1", "limit": "50"}),
+            before=move,
+        )
 
 
 async def main(sizes: list[int], samples: int, chat_size: int, lists_max: int) -> None:
