@@ -14,6 +14,9 @@ other processes answered before it was asked. It asks for the topic's ends throu
 client of its own: the broker answers a connection's requests in order, and the
 reading consumer's connection holds a fetch waiting for records for up to 500 ms, so a
 ListOffsets sent there waited behind it (measured: 500 ms each on an idle topic).
+Callers that arrive while a ListOffsets is in flight share the next one (`Rounds`): never
+the one in flight, which was sent before they asked and may miss an event published
+just before; so many lists at once cost one or two requests, not one each.
 
 Partitions added to the topic while the gateway runs: aiokafka assigns a group-less
 consumer the new set when its metadata shows it (within `metadata_every` seconds) and
@@ -27,11 +30,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import ValidationError
 
 from contracts.events import decode_event
@@ -40,6 +43,7 @@ from platform_common.logs import clip
 from platform_common.retry import Backoff
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Records taken per fetch; publishing them to the hub never blocks.
 FETCH_MAX = 1000
@@ -51,6 +55,59 @@ METADATA_EVERY = 30.0
 #: feed that far behind (decoding a burst slower than it comes) would make every caller
 #: wait out its time.
 BEHIND_MAX = 1000
+
+
+class Rounds(Generic[T]):
+    """One call of `fetch` at a time, shared by every caller that arrived before it was
+    sent. A caller that arrives while a call is in flight waits for the next one, which
+    it shares with the others that arrive meanwhile: an answer is never older than the
+    caller's question. A caller that stops waiting (its timeout) leaves the call to the
+    others; a failed call fails the callers of its round, and the next round is a new
+    call. Each call is bounded by the `within` of the caller that opened its round."""
+
+    def __init__(self, fetch: Callable[[], Awaitable[T]]) -> None:
+        self._fetch = fetch
+        self._next: tuple[asyncio.Future[T], float] | None = None  # the round not sent yet
+        self._sender: asyncio.Task[None] | None = None
+
+    async def __call__(self, within: float) -> T:
+        if self._next is None:
+            future = asyncio.get_running_loop().create_future()
+            future.add_done_callback(_retrieved)  # its callers may all have stopped waiting
+            self._next = (future, within)
+            if self._sender is None:
+                self._sender = asyncio.create_task(self._send(), name="events-feed-ends")
+        return await asyncio.shield(self._next[0])
+
+    async def _send(self) -> None:
+        future: asyncio.Future[T] | None = None
+        try:
+            while self._next is not None:
+                (future, within), self._next = self._next, None
+                try:
+                    async with asyncio.timeout(within):
+                        answer = await self._fetch()
+                except Exception as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(answer)
+        finally:  # cancelled (closed): the rounds it holds are never sent, and say so
+            pending = [future, self._next[0] if self._next is not None else None]
+            self._next, self._sender = None, None
+            for waiting in pending:
+                if waiting is not None and not waiting.done():
+                    waiting.set_exception(KafkaConnectionError("the events feed stopped"))
+
+    async def close(self) -> None:
+        sender = self._sender
+        if sender is not None:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class KafkaEventFeed:
@@ -94,6 +151,7 @@ class KafkaEventFeed:
         self._ends: Any = None  # the client asking for the topic's ends (with barrier=True)
         #: Set (and replaced) after each fetch is handed over: what `caught_up` waits on.
         self._fetched = asyncio.Event()
+        self._ends_now: Rounds[dict[Any, int]] = Rounds(self._fetch_ends)
 
     def ready(self) -> bool:
         return self._ready
@@ -115,6 +173,7 @@ class KafkaEventFeed:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        await self._ends_now.close()
         self._ready = False
 
     async def _run(self) -> None:
@@ -230,10 +289,10 @@ class KafkaEventFeed:
 
     async def caught_up(self, within: float) -> bool:
         """Whether every event published before this call is handed over, waiting up to
-        `within` seconds: the topic's ends now (one ListOffsets request), then the feed
-        reading up to them. False when it cannot tell in time (the feed not reading,
-        Kafka unreachable, or the feed behind), and at once when it is more than
-        BEHIND_MAX events behind."""
+        `within` seconds: the topic's ends now (a ListOffsets request sent after the call,
+        shared by the calls that arrive before it is sent), then the feed reading up to
+        them. False when it cannot tell in time (the feed not reading, Kafka unreachable,
+        or the feed behind), and at once when it is more than BEHIND_MAX events behind."""
         consumer, reader = self._consumer, self._ends
         if consumer is None or reader is None or not self._ready:
             return False
@@ -243,7 +302,7 @@ class KafkaEventFeed:
             return False
         try:
             async with asyncio.timeout(within):
-                ends = await reader.end_offsets(list(self._assigned))
+                ends = await self._ends_now(within)
                 behind = sum(max(0, end - self._next.get(tp, 0)) for tp, end in ends.items())
                 if behind > BEHIND_MAX:
                     return False
@@ -257,6 +316,14 @@ class KafkaEventFeed:
             log.exception("events feed: could not tell whether it has read up to the ends")
             return False
         return consumer is self._consumer
+
+    async def _fetch_ends(self) -> dict[Any, int]:
+        """The topic's ends now, for every partition the feed reads (one ListOffsets)."""
+        reader = self._ends
+        if reader is None:
+            raise KafkaConnectionError("the events feed is not reading")
+        ends: dict[Any, int] = await reader.end_offsets(list(self._assigned))
+        return ends
 
     def _handle(self, record: Any) -> None:
         if record.value is None:

@@ -22,10 +22,11 @@ never replaces a newer one. Chats not kept yet that change while any read is in 
 are remembered with their tick until no read that began before it is in flight.
 
 A list is as fresh as the events this worker has read: before answering, the feed's
-`caught_up` waits until every event published before the request is read (one
-ListOffsets request), so a marker moved or a chat created through another worker shows
-here as it does there. When the feed cannot say so within `BARRIER_WITHIN`, the list is
-read from the store whole, as without this module.
+`caught_up` waits until every event published before the request is read (a
+ListOffsets request, shared by the lists asked at once), so a marker moved or a chat
+created through another worker shows here as it does there. When the feed cannot say
+so within `BARRIER_WITHIN`, the list is read from the store whole, as without this
+module.
 
 A change that publishes no event is not seen until the list is read whole again: a chat
 removed because its `chat.created` could not be published, and a chat counted by a

@@ -3,6 +3,7 @@ partition, records that are not events skipped, and a restart that skips nothing
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -152,6 +153,12 @@ async def test_caught_up_returns_once_every_event_published_before_it_is_handed_
             # (keys on several partitions: in order within each, not across them)
             assert sorted(e.to_bytes() for e in got[-7:]) == sorted(e.to_bytes() for e in events)
         assert len(got) == 35
+        # Lists at once share their requests for the ends, and each still waits for what
+        # was published before it asked.
+        events = _reads(7, seq=100)
+        await _produce(bootstrap, topic, [(e.key(), e.to_bytes()) for e in events])
+        assert await asyncio.gather(*(feed.caught_up(5.0) for _ in range(20))) == [True] * 20
+        assert sorted(e.to_bytes() for e in got[-7:]) == sorted(e.to_bytes() for e in events)
         assert not await plain.caught_up(5.0)  # no barrier asked for: it cannot tell
     finally:
         await feed.stop()

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from contracts.events import decode_event
 from gateway.services.live import Hub
-from platform_common.events_feed import BEHIND_MAX, KafkaEventFeed
+from platform_common.events_feed import BEHIND_MAX, KafkaEventFeed, Rounds
 from platform_common.retry import Backoff
 
 TOPIC = "dialogue.events"
@@ -170,3 +170,124 @@ async def test_a_feed_far_behind_says_so_at_once_instead_of_waiting(ahead: int) 
     feed._next = dict.fromkeys(feed._assigned, 40)
     async with asyncio.timeout(30):  # a guard against a hang, not a measure of speed
         assert not await feed.caught_up(within=3600.0)
+
+
+# --- the topic's ends, one request for the callers that arrive before it is sent ----------
+
+
+class ListOffsets:
+    """A ListOffsets that answers its call number once `release`d (or fails, or hangs)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        self.fail: Exception | None = None
+        self.hang = False
+
+    async def __call__(self) -> int:
+        self.calls += 1
+        number = self.calls
+        self.started.set()
+        if self.hang:
+            await asyncio.Event().wait()
+        await self.release.wait()
+        self.release.clear()
+        self.started.clear()
+        if self.fail is not None:
+            raise self.fail
+        return number
+
+
+async def _sent(ends: ListOffsets) -> None:
+    """Until a request is in flight (a test fails here, not hangs, when none is sent)."""
+    async with asyncio.timeout(5.0):
+        await ends.started.wait()
+
+
+async def _arrive(rounds: Rounds[int], n: int) -> list[asyncio.Task[int]]:
+    """n callers that have joined a round (a call joins before its first await)."""
+    arrived: list[int] = []
+    joined = asyncio.Event()
+
+    async def caller() -> int:
+        arrived.append(1)
+        if len(arrived) == n:
+            joined.set()
+        return await rounds(5.0)  # joins a round before its first await
+
+    tasks = [asyncio.create_task(caller()) for _ in range(n)]
+    await joined.wait()
+    return tasks
+
+
+async def test_callers_arriving_while_a_request_is_in_flight_share_the_next_one() -> None:
+    """The one in flight was sent before they asked (it may miss an event published just
+    before): they never get its answer, and all of them together cost one more request."""
+    ends = ListOffsets()
+    rounds = Rounds(ends)
+    (first,) = await _arrive(rounds, 1)
+    await _sent(ends)
+    later = await _arrive(rounds, 6)
+    assert ends.calls == 1
+    ends.release.set()  # answers call 1
+    assert await first == 1
+    await _sent(ends)
+    ends.release.set()  # answers call 2
+    assert await asyncio.gather(*later) == [2] * 6
+    assert ends.calls == 2
+
+
+async def test_a_failed_request_fails_its_round_only_and_the_next_round_asks_again() -> None:
+    ends = ListOffsets()
+    rounds = Rounds(ends)
+    ends.fail = KafkaConnectionError("broker went away")
+    failing = await _arrive(rounds, 3)
+    await _sent(ends)
+    ends.release.set()
+    for task in failing:
+        with pytest.raises(KafkaConnectionError):
+            await task
+    ends.fail = None
+    (again,) = await _arrive(rounds, 1)
+    await _sent(ends)
+    ends.release.set()
+    assert await again == 2
+
+
+async def test_a_caller_that_stops_waiting_leaves_the_request_to_the_others() -> None:
+    ends = ListOffsets()
+    rounds = Rounds(ends)
+    leaving, staying = await _arrive(rounds, 2)
+    await _sent(ends)
+    leaving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    ends.release.set()
+    assert await staying == 1 and ends.calls == 1
+
+
+async def test_a_request_that_hangs_ends_at_the_round_s_bound_and_the_next_is_sent() -> None:
+    ends = ListOffsets()
+    ends.hang = True
+    rounds = Rounds(ends)
+    with pytest.raises(TimeoutError):
+        await rounds(0.05)
+    ends.hang = False
+    (again,) = await _arrive(rounds, 1)
+    await _sent(ends)
+    ends.release.set()
+    assert await again == 2
+
+
+async def test_closing_answers_every_waiting_caller_and_leaves_no_task() -> None:
+    ends = ListOffsets()
+    rounds = Rounds(ends)
+    (in_flight,) = await _arrive(rounds, 1)
+    await _sent(ends)
+    (waiting,) = await _arrive(rounds, 1)  # the next round, never sent
+    await rounds.close()
+    for task in (in_flight, waiting):
+        with pytest.raises(KafkaConnectionError, match="stopped"):
+            await task
+    assert rounds._sender is None
