@@ -23,6 +23,7 @@ from dialogue_worker.entrypoints.middleware import (
 )
 from dialogue_worker.metrics import WorkerMetrics
 from platform_common.http import TIMEOUT_HEADER, TIMEOUT_MS_MAX, caller_timeout, json_response
+from tests.support.absent import MONGO_NOT_THERE
 
 TOKEN = "test-token"
 #: Seconds the worker's own MongoDB timeout (timeoutMS) allows, and at most a caller's.
@@ -74,11 +75,11 @@ def test_any_text_is_a_timeout_in_range_or_refused(value: str) -> None:
 @pytest.fixture
 async def worker() -> AsyncIterator[Client]:
     """The worker's edge in front of two handlers: `/read` reads from a MongoDB that is
-    not there (nothing listens on port 1), so the read ends when its time does, and
+    not there (tests/support/absent.py), so the read ends when its time does, and
     pymongo's error says how much time it had; `/spent` fails as a MongoDB operation
     whose time ran out (maxTimeMS, a socket timeout) does."""
     mongo: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
-        "mongodb://127.0.0.1:1/", timeoutMS=int(OWN * 1000), connect=False
+        MONGO_NOT_THERE, timeoutMS=int(OWN * 1000), connect=False
     )
 
     async def read(request: web.Request) -> web.StreamResponse:

@@ -21,6 +21,7 @@ from dialogue_worker.services.health import PartitionState, Status, WorkerHealth
 from dialogue_worker.settings import WorkerSettings
 from discovery import HealthReport
 from platform_common.local import LOCAL_ENTRYPOINT_TOKEN as LOCAL_TOKEN
+from tests.support.absent import MONGO_NOT_THERE
 from tests.support.worker_fakes import MemoryStore
 
 
@@ -244,7 +245,7 @@ async def test_the_shared_ping_keeps_its_own_time_whoever_starts_it() -> None:
     """A check started inside a caller's pymongo.timeout (a read's X-Timeout-Ms: `/ping`
     through the gateway) leaves the shared ping its own time: the caller's hurry is not
     reported, to it and to every check sharing the ping, as MongoDB unreachable."""
-    database = MongoDatabase("mongodb://127.0.0.1:1/", "health", timeout=5.0)  # not there
+    database = MongoDatabase(MONGO_NOT_THERE, "health", timeout=5.0)
     health = WorkerHealth(lambda: database.ping(1.0), dict, stall_after=30, clock=Clock())
     try:
         with pymongo.timeout(0.05):
