@@ -92,17 +92,23 @@ class Rounds(Generic[T]):
                 else:
                     future.set_result(answer)
         finally:  # cancelled (closed): the rounds it holds are never sent, and say so
-            pending = [future, self._next[0] if self._next is not None else None]
-            self._next, self._sender = None, None
-            for waiting in pending:
-                if waiting is not None and not waiting.done():
-                    waiting.set_exception(KafkaConnectionError("the events feed stopped"))
+            self._stopped(future)
 
     async def close(self) -> None:
         sender = self._sender
         if sender is not None:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
+        # A sender cancelled before its first step never ran its `finally`.
+        self._stopped(None)
+
+    def _stopped(self, in_flight: asyncio.Future[T] | None) -> None:
+        """No sender from now on: the round in flight and the next one fail."""
+        pending = [in_flight, self._next[0] if self._next is not None else None]
+        self._next, self._sender = None, None
+        for waiting in pending:
+            if waiting is not None and not waiting.done():
+                waiting.set_exception(KafkaConnectionError("the events feed stopped"))
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

@@ -291,3 +291,20 @@ async def test_closing_answers_every_waiting_caller_and_leaves_no_task() -> None
         with pytest.raises(KafkaConnectionError, match="stopped"):
             await task
     assert rounds._sender is None
+
+
+async def test_closing_before_the_first_request_is_sent_still_answers_and_starts_afresh() -> None:
+    """Closed before its sender ran: a task cancelled before its first step never runs its
+    `finally`, and the round it left behind was joined by every later caller, never sent."""
+    ends = ListOffsets()
+    rounds = Rounds(ends)
+    early = asyncio.ensure_future(rounds(5.0))
+    await asyncio.sleep(0)  # the caller joins a round; its sender has not run yet
+    await rounds.close()
+    with pytest.raises(KafkaConnectionError, match="stopped"):
+        async with asyncio.timeout(5.0):  # fails here, not hangs
+            await early
+    (again,) = await _arrive(rounds, 1)
+    await _sent(ends)
+    ends.release.set()
+    assert await again == 1
