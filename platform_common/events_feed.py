@@ -63,52 +63,72 @@ class Rounds(Generic[T]):
     it shares with the others that arrive meanwhile: an answer is never older than the
     caller's question. A caller that stops waiting (its timeout) leaves the call to the
     others; a failed call fails the callers of its round, and the next round is a new
-    call. Each call is bounded by the `within` of the caller that opened its round."""
+    call. A round is bounded by its callers' latest deadline (each caller's `within`
+    from when it asked), and one whose deadline passed before it could be sent (its
+    callers waited behind a slow call) fails without being sent."""
 
     def __init__(self, fetch: Callable[[], Awaitable[T]]) -> None:
         self._fetch = fetch
-        self._next: tuple[asyncio.Future[T], float] | None = None  # the round not sent yet
+        #: The round not sent yet: its answer, and its callers' latest deadline.
+        self._next: tuple[asyncio.Future[T], float] | None = None
         self._sender: asyncio.Task[None] | None = None
 
     async def __call__(self, within: float) -> T:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
         if self._next is None:
-            future = asyncio.get_running_loop().create_future()
+            future = loop.create_future()
             future.add_done_callback(_retrieved)  # its callers may all have stopped waiting
-            self._next = (future, within)
-            if self._sender is None:
-                self._sender = asyncio.create_task(self._send(), name="events-feed-ends")
-        return await asyncio.shield(self._next[0])
+        else:
+            future, latest = self._next
+            deadline = max(deadline, latest)
+        self._next = (future, deadline)
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send(), name="events-feed-ends")
+        return await asyncio.shield(future)
 
     async def _send(self) -> None:
+        loop = asyncio.get_running_loop()
         future: asyncio.Future[T] | None = None
         try:
             while self._next is not None:
-                (future, within), self._next = self._next, None
+                (future, deadline), self._next = self._next, None
                 try:
-                    async with asyncio.timeout(within):
+                    if loop.time() >= deadline:
+                        raise TimeoutError("every caller of the round has stopped waiting")
+                    async with asyncio.timeout_at(deadline):
                         answer = await self._fetch()
                 except Exception as exc:
                     future.set_exception(exc)
                 else:
                     future.set_result(answer)
         finally:  # cancelled (closed): the rounds it holds are never sent, and say so
-            self._stopped(future)
+            _stopped(future)
+            if self._sender is asyncio.current_task():
+                self._sender = None
+                self._drop_next()
 
     async def close(self) -> None:
+        """Stop the call in flight; its round and the next one fail (a caller arriving
+        later starts afresh)."""
         sender = self._sender
-        if sender is not None:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
-        # A sender cancelled before its first step never ran its `finally`.
-        self._stopped(None)
+        if sender is None:
+            return
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        if self._sender is sender:  # cancelled before its first step: no `finally` ran
+            self._sender = None
+            self._drop_next()
 
-    def _stopped(self, in_flight: asyncio.Future[T] | None) -> None:
-        """No sender from now on: the round in flight and the next one fail."""
-        pending = [in_flight, self._next[0] if self._next is not None else None]
-        self._next, self._sender = None, None
-        for waiting in pending:
-            if waiting is not None and not waiting.done():
-                waiting.set_exception(KafkaConnectionError("the events feed stopped"))
+    def _drop_next(self) -> None:
+        if self._next is not None:
+            _stopped(self._next[0])
+            self._next = None
+
+
+def _stopped(future: asyncio.Future[Any] | None) -> None:
+    if future is not None and not future.done():
+        future.set_exception(KafkaConnectionError("the events feed stopped"))
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
@@ -226,8 +246,7 @@ class KafkaEventFeed:
                 log.exception("events feed failed; again in %.1fs", delay)
                 await asyncio.sleep(delay)
             finally:
-                self._ready = False
-                self._consumer = self._ends = None
+                self._reader_gone()
                 with contextlib.suppress(KafkaError):
                     await consumer.stop()
                 if ends is not None:
@@ -290,8 +309,19 @@ class KafkaEventFeed:
             # (and `caught_up` would wait for an end it never reaches).
             for tp in self._assigned:
                 self._next[tp] = await consumer.position(tp)
-            fetched, self._fetched = self._fetched, asyncio.Event()
-            fetched.set()
+            self._wake()
+
+    def _wake(self) -> None:
+        """Every `caught_up` waiting for a fetch looks again."""
+        fetched, self._fetched = self._fetched, asyncio.Event()
+        fetched.set()
+
+    def _reader_gone(self) -> None:
+        """The reading consumer stopped (the feed stops or starts over): a `caught_up`
+        waiting for it says no now instead of waiting out its time."""
+        self._ready = False
+        self._consumer = self._ends = None
+        self._wake()
 
     async def caught_up(self, within: float) -> bool:
         """Whether every event published before this call is handed over, waiting up to

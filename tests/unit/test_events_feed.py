@@ -6,8 +6,9 @@ tests/integration/test_events_feed.py."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
@@ -174,6 +175,10 @@ async def test_a_feed_far_behind_says_so_at_once_instead_of_waiting(ahead: int) 
 
 # --- the topic's ends, one request for the callers that arrive before it is sent ----------
 
+#: Every wait of these tests is bounded by it, so a round never answered fails the test
+#: instead of hanging it (a guard, not a measure of speed).
+GUARD = 5.0
+
 
 class ListOffsets:
     """A ListOffsets that answers its call number once `release`d (or fails, or hangs)."""
@@ -189,23 +194,38 @@ class ListOffsets:
         self.calls += 1
         number = self.calls
         self.started.set()
-        if self.hang:
-            await asyncio.Event().wait()
-        await self.release.wait()
-        self.release.clear()
-        self.started.clear()
+        try:
+            if self.hang:
+                await asyncio.Event().wait()
+            await self.release.wait()
+        finally:  # answered, failed or cancelled: the next call is a new one
+            self.release.clear()
+            self.started.clear()
         if self.fail is not None:
             raise self.fail
         return number
 
 
 async def _sent(ends: ListOffsets) -> None:
-    """Until a request is in flight (a test fails here, not hangs, when none is sent)."""
-    async with asyncio.timeout(5.0):
+    """Until a request is in flight."""
+    async with asyncio.timeout(GUARD):
         await ends.started.wait()
 
 
-async def _arrive(rounds: Rounds[int], n: int) -> list[asyncio.Task[int]]:
+async def _answers(*tasks: asyncio.Future[int]) -> list[int]:
+    async with asyncio.timeout(GUARD):
+        return list(await asyncio.gather(*tasks))
+
+
+async def _fails(
+    task: asyncio.Future[int], error: type[BaseException], match: str | None = None
+) -> None:
+    with pytest.raises(error, match=match):
+        async with asyncio.timeout(GUARD):
+            await task
+
+
+async def _arrive(rounds: Rounds[int], n: int, within: float = GUARD) -> list[asyncio.Task[int]]:
     """n callers that have joined a round (a call joins before its first await)."""
     arrived: list[int] = []
     joined = asyncio.Event()
@@ -214,7 +234,7 @@ async def _arrive(rounds: Rounds[int], n: int) -> list[asyncio.Task[int]]:
         arrived.append(1)
         if len(arrived) == n:
             joined.set()
-        return await rounds(5.0)  # joins a round before its first await
+        return await rounds(within)  # joins a round before its first await
 
     tasks = [asyncio.create_task(caller()) for _ in range(n)]
     await joined.wait()
@@ -231,10 +251,10 @@ async def test_callers_arriving_while_a_request_is_in_flight_share_the_next_one(
     later = await _arrive(rounds, 6)
     assert ends.calls == 1
     ends.release.set()  # answers call 1
-    assert await first == 1
+    assert await _answers(first) == [1]
     await _sent(ends)
     ends.release.set()  # answers call 2
-    assert await asyncio.gather(*later) == [2] * 6
+    assert await _answers(*later) == [2] * 6
     assert ends.calls == 2
 
 
@@ -246,13 +266,12 @@ async def test_a_failed_request_fails_its_round_only_and_the_next_round_asks_aga
     await _sent(ends)
     ends.release.set()
     for task in failing:
-        with pytest.raises(KafkaConnectionError):
-            await task
+        await _fails(task, KafkaConnectionError)
     ends.fail = None
     (again,) = await _arrive(rounds, 1)
     await _sent(ends)
     ends.release.set()
-    assert await again == 2
+    assert await _answers(again) == [2]
 
 
 async def test_a_caller_that_stops_waiting_leaves_the_request_to_the_others() -> None:
@@ -261,23 +280,67 @@ async def test_a_caller_that_stops_waiting_leaves_the_request_to_the_others() ->
     leaving, staying = await _arrive(rounds, 2)
     await _sent(ends)
     leaving.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await leaving
+    await _fails(leaving, asyncio.CancelledError)
     ends.release.set()
-    assert await staying == 1 and ends.calls == 1
+    assert await _answers(staying) == [1] and ends.calls == 1
 
 
-async def test_a_request_that_hangs_ends_at_the_round_s_bound_and_the_next_is_sent() -> None:
+async def test_a_request_that_hangs_ends_at_the_round_s_deadline_and_the_next_is_sent() -> None:
     ends = ListOffsets()
     ends.hang = True
     rounds = Rounds(ends)
-    with pytest.raises(TimeoutError):
-        await rounds(0.05)
+    await _fails(asyncio.ensure_future(rounds(0.05)), TimeoutError)
     ends.hang = False
     (again,) = await _arrive(rounds, 1)
     await _sent(ends)
     ends.release.set()
-    assert await again == 2
+    assert await _answers(again) == [2]
+
+
+async def test_a_round_whose_callers_gave_up_behind_a_slow_request_is_not_sent() -> None:
+    """Its deadline is its callers', from when they asked: waiting behind a slow request
+    does not give it a time of its own after they are gone (the next caller would wait
+    behind it)."""
+    ends = ListOffsets()
+    rounds = Rounds(ends)
+    (slow,) = await _arrive(rounds, 1)
+    await _sent(ends)
+    (hurried,) = await _arrive(rounds, 1, within=0.0)  # its deadline passes at once
+    ends.release.set()
+    assert await _answers(slow) == [1]
+    await _fails(hurried, TimeoutError)
+    assert ends.calls == 1
+    (later,) = await _arrive(rounds, 1)
+    await _sent(ends)
+    ends.release.set()
+    assert await _answers(later) == [2]
+
+
+async def test_a_round_every_caller_left_fails_without_an_unretrieved_exception() -> None:
+    """Its answer is an exception nobody awaits: asyncio would log "Future exception was
+    never retrieved" when it is collected, unless the round marks it retrieved."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda loop, context: reported.append(context))
+    try:
+        ends = ListOffsets()
+        ends.fail = KafkaConnectionError("broker went away")
+        rounds = Rounds(ends)
+        (caller,) = await _arrive(rounds, 1)
+        await _sent(ends)
+        sender = rounds._sender
+        assert sender is not None
+        caller.cancel()
+        await _fails(caller, asyncio.CancelledError)
+        ends.release.set()
+        async with asyncio.timeout(GUARD):
+            await sender  # the round has failed: its request did
+        del rounds, caller, sender, ends  # (ends holds the exception, which holds the round)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    assert reported == []
 
 
 async def test_closing_answers_every_waiting_caller_and_leaves_no_task() -> None:
@@ -286,11 +349,12 @@ async def test_closing_answers_every_waiting_caller_and_leaves_no_task() -> None
     (in_flight,) = await _arrive(rounds, 1)
     await _sent(ends)
     (waiting,) = await _arrive(rounds, 1)  # the next round, never sent
+    sender = rounds._sender
+    assert sender is not None
     await rounds.close()
     for task in (in_flight, waiting):
-        with pytest.raises(KafkaConnectionError, match="stopped"):
-            await task
-    assert rounds._sender is None
+        await _fails(task, KafkaConnectionError, match="stopped")
+    assert sender.done() and rounds._sender is None
 
 
 async def test_closing_before_the_first_request_is_sent_still_answers_and_starts_afresh() -> None:
@@ -298,13 +362,38 @@ async def test_closing_before_the_first_request_is_sent_still_answers_and_starts
     `finally`, and the round it left behind was joined by every later caller, never sent."""
     ends = ListOffsets()
     rounds = Rounds(ends)
-    early = asyncio.ensure_future(rounds(5.0))
+    early = asyncio.ensure_future(rounds(GUARD))
     await asyncio.sleep(0)  # the caller joins a round; its sender has not run yet
     await rounds.close()
-    with pytest.raises(KafkaConnectionError, match="stopped"):
-        async with asyncio.timeout(5.0):  # fails here, not hangs
-            await early
+    await _fails(early, KafkaConnectionError, match="stopped")
     (again,) = await _arrive(rounds, 1)
     await _sent(ends)
     ends.release.set()
-    assert await again == 1
+    assert await _answers(again) == [1]
+
+
+class Watched(asyncio.Event):
+    """An event that tells when someone waits for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited = asyncio.Event()
+
+    async def wait(self) -> Literal[True]:
+        self.waited.set()
+        return await super().wait()
+
+
+async def test_a_barrier_waiting_for_a_reader_that_stops_says_no_at_once() -> None:
+    """It used to wait out its whole time for a fetch that would never come."""
+    feed = KafkaEventFeed("127.0.0.1:9", TOPIC, barrier=True)
+    feed._consumer, feed._ends, feed._ready = object(), Ends(5), True
+    feed._assigned = frozenset(TopicPartition(TOPIC, p) for p in range(3))
+    feed._next = dict.fromkeys(feed._assigned, 40)  # 15 events behind the ends
+    feed._fetched = fetched = Watched()
+    waiting = asyncio.ensure_future(feed.caught_up(within=3600.0))
+    async with asyncio.timeout(GUARD):
+        await fetched.waited.wait()  # it waits for the reader's next fetch
+    feed._reader_gone()
+    async with asyncio.timeout(GUARD):
+        assert not await waiting
