@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -234,24 +234,21 @@ class KafkaEventFeed:
                 self._consumer, self._ends = consumer, ends
                 await self._consume(consumer)
             except (KafkaError, TimeoutError) as exc:
-                self._ready = False
                 self._status = f"Kafka unavailable: {type(exc).__name__}"
                 delay = backoff.next_delay()
                 log.warning("events feed: %s; again in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
             except Exception:  # a bug must not end the feed for the gateway's lifetime
-                self._ready = False
                 self._status = "restarting after an error"
                 delay = backoff.next_delay()
                 log.exception("events feed failed; again in %.1fs", delay)
-                await asyncio.sleep(delay)
-            finally:
+            finally:  # before the pause: a barrier waiting for this reader is told now
                 self._reader_gone()
                 with contextlib.suppress(KafkaError):
                     await consumer.stop()
                 if ends is not None:
                     with contextlib.suppress(KafkaError):
                         await ends.stop()
+            await asyncio.sleep(delay)
 
     async def _position(self, consumer: Any, backoff: Backoff) -> None:
         """Read every partition of the topic (once it exists) from its end.
@@ -287,7 +284,7 @@ class KafkaEventFeed:
                 self._next[tp] = await consumer.position(tp)
         self._assigned = assigned
 
-    async def _consume(self, consumer: Any) -> None:
+    async def _consume(self, consumer: Any) -> NoReturn:
         while True:
             batches = await consumer.getmany(timeout_ms=1000, max_records=FETCH_MAX)
             if frozenset(consumer.assignment()) != self._assigned:
