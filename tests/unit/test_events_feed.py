@@ -241,6 +241,15 @@ async def _arrive(rounds: Rounds[int], n: int, within: float = GUARD) -> list[as
     return tasks
 
 
+async def _asked_alone(rounds: Rounds[int], ends: ListOffsets) -> int:
+    """The answer to one caller asking while nothing is in flight: a request of its own."""
+    (caller,) = await _arrive(rounds, 1)
+    await _sent(ends)
+    ends.release.set()
+    (answer,) = await _answers(caller)
+    return answer
+
+
 async def test_callers_arriving_while_a_request_is_in_flight_share_the_next_one() -> None:
     """The one in flight was sent before they asked (it may miss an event published just
     before): they never get its answer, and all of them together cost one more request."""
@@ -268,10 +277,7 @@ async def test_a_failed_request_fails_its_round_only_and_the_next_round_asks_aga
     for task in failing:
         await _fails(task, KafkaConnectionError)
     ends.fail = None
-    (again,) = await _arrive(rounds, 1)
-    await _sent(ends)
-    ends.release.set()
-    assert await _answers(again) == [2]
+    assert await _asked_alone(rounds, ends) == 2
 
 
 async def test_a_caller_that_stops_waiting_leaves_the_request_to_the_others() -> None:
@@ -291,10 +297,7 @@ async def test_a_request_that_hangs_ends_at_the_round_s_deadline_and_the_next_is
     rounds = Rounds(ends)
     await _fails(asyncio.ensure_future(rounds(0.05)), TimeoutError)
     ends.hang = False
-    (again,) = await _arrive(rounds, 1)
-    await _sent(ends)
-    ends.release.set()
-    assert await _answers(again) == [2]
+    assert await _asked_alone(rounds, ends) == 2
 
 
 async def test_a_round_whose_callers_gave_up_behind_a_slow_request_is_not_sent() -> None:
@@ -310,10 +313,7 @@ async def test_a_round_whose_callers_gave_up_behind_a_slow_request_is_not_sent()
     assert await _answers(slow) == [1]
     await _fails(hurried, TimeoutError)
     assert ends.calls == 1
-    (later,) = await _arrive(rounds, 1)
-    await _sent(ends)
-    ends.release.set()
-    assert await _answers(later) == [2]
+    assert await _asked_alone(rounds, ends) == 2
 
 
 async def test_a_round_every_caller_left_fails_without_an_unretrieved_exception() -> None:
@@ -366,10 +366,7 @@ async def test_closing_before_the_first_request_is_sent_still_answers_and_starts
     await asyncio.sleep(0)  # the caller joins a round; its sender has not run yet
     await rounds.close()
     await _fails(early, KafkaConnectionError, match="stopped")
-    (again,) = await _arrive(rounds, 1)
-    await _sent(ends)
-    ends.release.set()
-    assert await _answers(again) == [1]
+    assert await _asked_alone(rounds, ends) == 1
 
 
 class Watched(asyncio.Event):
