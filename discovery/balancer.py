@@ -2,7 +2,10 @@
 without I/O.
 
 An instance that fails a request (connection error, timeout, 5xx) is ejected
-for a cool-down that doubles with each ejection in a row (up to a ceiling).
+for a cool-down that doubles with each ejection in a row (up to a ceiling). A fault
+(`faulted`: the instance answered, but its handler failed on that request) ejects it
+only once it has answered that way a number of times in a row, with no request served
+between: one request that makes every handler fail must not empty the set.
 When the cool-down is over it is due for a readmission probe; it only takes
 requests again once the probe passed (or a request to it succeeded). When every
 instance of the set is ejected the balancer does not refuse: it hands out the
@@ -31,6 +34,7 @@ class _Slot:
     failures: int = 0
     ejections: int = 0
     strikes: int = 0  # ejections since the last successful request
+    faults: int = 0  # faults since the last served request or ejection
     ejected_until: float | None = None  # None while in rotation
     probing: bool = False
 
@@ -118,6 +122,7 @@ class Balancer:
             return
         if served:
             slot.strikes = 0
+            slot.faults = 0
         slot.ejected_until = None
         slot.probing = False
 
@@ -127,6 +132,21 @@ class Balancer:
         if slot is None:
             return False
         slot.failures += 1
+        return self._eject(slot)
+
+    def faulted(self, instance_id: str, *, in_a_row: int, at: str | None = None) -> bool:
+        """A request to the instance (at URL `at`) was answered with a fault: the
+        instance's handler failed on that request (a bug it hit), which says more of the
+        request than of the instance. It counts as a failure, and ejects the instance
+        only when it is the `in_a_row`-th fault with no request served between (an
+        instance whose every handler fails). Returns True when that ejected it."""
+        slot = self._slot_of(instance_id, at)
+        if slot is None:
+            return False
+        slot.failures += 1
+        slot.faults += 1
+        if slot.faults < in_a_row:
+            return False
         return self._eject(slot)
 
     def due_for_probe(self) -> list[Instance]:
@@ -184,6 +204,7 @@ class Balancer:
             return False  # already sitting out (a concurrent request failed first)
         slot.strikes += 1
         slot.ejections += 1
+        slot.faults = 0
         slot.ejected_until = now + self.cooldown_for(slot.strikes)
         slot.probing = False
         return True

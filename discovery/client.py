@@ -65,9 +65,15 @@ class BalancedClient:
     of another version). A 5xx that `passed_on` accepts is the instance's
     answer about something beyond it that the others share (the gateway's workers: the
     message bus is down): returned as it is, neither ejecting the instance nor moving
-    on. With `timeout_header`, each try tells the instance in that header how long it
-    waits for the answer (whole milliseconds, at least 1), so the instance can give up
-    when the caller does. An ejected instance is readmitted once a GET of
+    on. A 5xx that `faulted` accepts says the instance's handler failed on this request
+    (the gateway's workers: 5000, a bug): an idempotent request moves on, as after any
+    failure, and the last such answer is returned when no instance answers otherwise; a
+    non-idempotent one raises OutcomeUnknown. It ejects the instance only at the
+    `faults_to_eject`-th such answer in a row with nothing served between (one request
+    that hits a bug in every instance would otherwise eject them all). With
+    `timeout_header`, each try tells the instance in that header how long it waits
+    for the answer (whole milliseconds, at least 1), so the instance can give up when
+    the caller does. An ejected instance is readmitted once a GET of
     `probe_path` answers below 500 and not in `refused`, with a body `probe_healthy`
     accepts when given (None: readmit when the cool-down ends).
 
@@ -97,6 +103,8 @@ class BalancedClient:
         refuses: Callable[[int, bytes], bool] | None = None,
         probe_healthy: Callable[[bytes], bool] | None = None,
         passed_on: Callable[[int, bytes], bool] | None = None,
+        faulted: Callable[[int, bytes], bool] | None = None,
+        faults_to_eject: int = 5,
         timeout_header: str | None = None,
         retry_ratio: float = 0.2,
         min_retries_per_second: float = 10.0,
@@ -105,6 +113,8 @@ class BalancedClient:
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
+        if faults_to_eject < 1:
+            raise ValueError("faults_to_eject must be at least 1")
         self.watch = watch
         self.attempts = attempts
         self.deadline = deadline
@@ -115,6 +125,8 @@ class BalancedClient:
         self.refuses = refuses
         self.probe_healthy = probe_healthy
         self.passed_on = passed_on
+        self.faulted = faulted
+        self.faults_to_eject = faults_to_eject
         self.timeout_header = timeout_header
         self._headers = dict(headers or {})
         self._balancer = Balancer(cooldown=cooldown, max_cooldown=max_cooldown, clock=clock)
@@ -241,18 +253,23 @@ class BalancedClient:
                     raise OutcomeUnknown(_unknown(method, path, reason)) from exc
                 failures.append(reason)
                 continue
-            if status >= 500 and not (self.passed_on and self.passed_on(status, body)):
-                reason = self._failed(instance, f"HTTP {status}")
-                if not idempotent:
-                    raise OutcomeUnknown(_unknown(method, path, reason))
-                failures.append(reason)
-                continue
             response = UpstreamResponse(
                 status=status,
                 body=body,
                 headers=CIMultiDictProxy(CIMultiDict(resp_headers)),
                 instance_id=instance.id,
             )
+            if status >= 500 and not (self.passed_on and self.passed_on(status, body)):
+                # A health check's 5xx says the instance is not healthy, whatever it is.
+                fault = healthy is None and self.faulted is not None and self.faulted(status, body)
+                what = f"HTTP {status}, its handler failed" if fault else f"HTTP {status}"
+                reason = self._failed(instance, what, fault=fault)
+                if not idempotent:
+                    raise OutcomeUnknown(_unknown(method, path, reason))
+                failures.append(reason)
+                if fault:
+                    rejected = response
+                continue
             if status in self.refused or (
                 self.refuses is not None and status < 500 and self.refuses(status, body)
             ):  # it answered, refusing us: nothing was applied
@@ -295,8 +312,15 @@ class BalancedClient:
             return f"{instance.id}: {reason} (in the time the deadline left)"
         return self._failed(instance, reason)
 
-    def _failed(self, instance: Instance, reason: str) -> str:
-        ejected = self._balancer.failed(instance.id, at=instance.base_url)
+    def _failed(self, instance: Instance, reason: str, *, fault: bool = False) -> str:
+        """Count the try's failure against the instance (a fault: see `Balancer.faulted`)
+        and log it; returns the reason as `failures` lists it."""
+        if fault:
+            ejected = self._balancer.faulted(
+                instance.id, in_a_row=self.faults_to_eject, at=instance.base_url
+            )
+        else:
+            ejected = self._balancer.failed(instance.id, at=instance.base_url)
         log.warning(
             "request to instance '%s' failed: %s%s",
             instance.id,

@@ -15,6 +15,7 @@ from gateway.adapters.workers import (
     REFUSALS,
     WorkerClient,
     bus_unavailable,
+    handler_failed,
     pong_serves_reads,
     refuses_gateway,
 )
@@ -49,6 +50,26 @@ class Adapters:
 AdaptersFactory = Callable[[GatewaySettings], AbstractAsyncContextManager[Adapters]]
 
 
+def worker_balancer(settings: GatewaySettings, watch: ServiceWatch) -> BalancedClient:
+    """The client the gateway reaches its workers with, over the instances `watch` sees:
+    what counts as a worker's failure, what is passed on, and the retries."""
+    return BalancedClient(
+        watch,
+        attempts=settings.upstream_attempts,
+        deadline=settings.upstream_deadline,
+        request_timeout=settings.upstream_request_timeout,
+        cooldown=settings.upstream_cooldown,
+        headers={"Authorization": f"Entrypoint {settings.secret('entrypoint_token')}"},
+        refused=REFUSALS,
+        refuses=refuses_gateway,
+        probe_healthy=pong_serves_reads,
+        passed_on=bus_unavailable,
+        faulted=handler_failed,
+        faults_to_eject=settings.upstream_faults_to_eject,
+        timeout_header=TIMEOUT_HEADER,
+    )
+
+
 @asynccontextmanager
 async def real_adapters(settings: GatewaySettings) -> AsyncIterator[Adapters]:
     """MySQL pool (migrated), Kafka producer, Consul watch and balancer; closed in reverse."""
@@ -77,19 +98,7 @@ async def real_adapters(settings: GatewaySettings) -> AsyncIterator[Adapters]:
         )
         stack.push_async_callback(watch.stop)
         await watch.start()
-        client = BalancedClient(
-            watch,
-            attempts=settings.upstream_attempts,
-            deadline=settings.upstream_deadline,
-            request_timeout=settings.upstream_request_timeout,
-            cooldown=settings.upstream_cooldown,
-            headers={"Authorization": f"Entrypoint {settings.secret('entrypoint_token')}"},
-            refused=REFUSALS,
-            refuses=refuses_gateway,
-            probe_healthy=pong_serves_reads,
-            passed_on=bus_unavailable,
-            timeout_header=TIMEOUT_HEADER,
-        )
+        client = worker_balancer(settings, watch)
         stack.push_async_callback(client.stop)
         await client.start()
         feed = KafkaEventFeed(settings.kafka_bootstrap, settings.events_topic)

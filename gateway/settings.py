@@ -147,6 +147,11 @@ class GatewaySettings(BoundedSettings):
     upstream_cooldown: float = Field(
         default=5.0, gt=0, le=60, description="seconds a failed worker is ejected"
     )
+    upstream_faults_to_eject: int = Field(
+        default=5,
+        ge=1,
+        description="5000 answers (its handler failed) in a row that eject a worker",
+    )
 
     admin_token: SecretStr | None = Field(
         default=None,

@@ -66,17 +66,30 @@ def pong_serves_reads(body: bytes) -> bool:
     return status in ("passing", "warning")
 
 
-def bus_unavailable(status: int, body: bytes) -> bool:
-    """Whether a worker's 5xx says the message bus is down (5031: a new chat, members or
-    a marker whose event Kafka did not take): its answer is passed on, and the worker,
-    which serves reads, is not ejected for it."""
-    if status != ErrorCode.BUS_UNAVAILABLE.status:
+def _says(status: int, body: bytes, code: ErrorCode) -> bool:
+    """Whether a worker's answer is its error body with `code` (and the code's status)."""
+    if status != code.status:
         return False
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         return False
-    return isinstance(data, dict) and data.get("code") == ErrorCode.BUS_UNAVAILABLE.value
+    return isinstance(data, dict) and data.get("code") == code.value
+
+
+def bus_unavailable(status: int, body: bytes) -> bool:
+    """Whether a worker's 5xx says the message bus is down (5031: a new chat, members or
+    a marker whose event Kafka did not take): its answer is passed on, and the worker,
+    which serves reads, is not ejected for it."""
+    return _says(status, body, ErrorCode.BUS_UNAVAILABLE)
+
+
+def handler_failed(status: int, body: bytes) -> bool:
+    """Whether a worker's 5xx says its handler failed on the request (500, 5000: a bug
+    the request hit): a fault, which ejects the worker only when it keeps answering so
+    (`UPSTREAM_FAULTS_TO_EJECT` in a row). Taken for the worker's failure, one request
+    hitting a bug ejected every worker that its tries reached (listed since stop 44)."""
+    return _says(status, body, ErrorCode.INTERNAL)
 
 
 def worker_error(status: int, body: bytes) -> GatewayError:

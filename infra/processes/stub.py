@@ -41,6 +41,8 @@ class StubState:
         self.answer_bytes: int | None = None
         #: Paths answered as a worker answers a route it does not have (404, 4040).
         self.missing: set[str] = set()
+        #: Paths answered as a worker answers a request its handler failed on (500, 5000).
+        self.faulty: set[str] = set()
         #: Set: every answer except /ping is a 200 whose body is not JSON.
         self.garbled = False
         self.hits: Counter[str] = Counter()
@@ -82,6 +84,9 @@ def make_app(state: StubState) -> web.Application:
             return await _stream(request, state.answer_bytes)
         if state.garbled:
             return web.Response(text="<html>not an answer</html>", content_type="text/html")
+        if request.path in state.faulty:
+            fault = {"object": "error", "code": "5000", "message": "internal error"}
+            return web.json_response(fault, status=500)
         if request.path in state.missing:
             no_route = {"object": "error", "code": "4040", "message": "Not Found"}
             return web.json_response(no_route, status=404)

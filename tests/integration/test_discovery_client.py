@@ -22,7 +22,7 @@ from discovery import (
     ServiceWatch,
 )
 from discovery.client import ANSWER_MAX_BYTES
-from gateway.adapters.workers import refuses_gateway
+from gateway.adapters.workers import handler_failed, refuses_gateway
 from infra.local import LocalSettings
 from infra.processes.stub import StubProcess, StubServer
 from platform_common.http import TIMEOUT_HEADER, TIMEOUT_MS_MAX
@@ -502,3 +502,62 @@ async def test_a_success_whose_body_is_not_understood_moves_on_and_ejects(
     assert {s.id: s for s in client.stats()}[broken.state.id].ejections == 1
     with pytest.raises(ValueError):  # a POST that reached an instance is never moved on
         await client.request("POST", "/chats", json={}, idempotent=False, readable=readable)
+
+
+async def test_a_request_every_handler_fails_on_ejects_nobody(
+    fleet_of: Callable[[int], Awaitable[Fleet]],
+) -> None:
+    """A read that hits a bug in every instance's handler (500, 5000) is tried on each
+    and answered with the last 5000; nobody is ejected, so other reads carry on. Counted
+    as the instances' failure, one such read ejected all three for a cool-down (listed
+    since stop 44)."""
+    fleet = await fleet_of(3)
+    for server in fleet.servers:
+        server.state.faulty.add("/deadly")
+    client = fleet.client(faulted=handler_failed, faults_to_eject=3, cooldown=60)
+    await client.start()
+    for _ in range(10):  # more than faults_to_eject, each instance serving a read between
+        answer = await client.request("GET", "/deadly")
+        assert answer.status == 500 and answer.json()["code"] == "5000"
+        served = {(await client.request("GET", "/chats")).instance_id for _ in range(3)}
+        assert len(served) == 3
+    assert [s.state.hits["/deadly"] for s in fleet.servers] == [10, 10, 10]
+    stats = client.stats()
+    assert all(s.healthy and s.ejections == 0 and s.failures == 10 for s in stats), stats
+    with pytest.raises(OutcomeUnknown, match="handler failed"):  # a POST is never moved on
+        await client.request("POST", "/deadly", json={}, idempotent=False)
+    assert sum(s.state.hits["/deadly"] for s in fleet.servers) == 31
+
+
+async def test_an_instance_whose_handlers_keep_failing_is_ejected_in_the_end(
+    fleet_of: Callable[[int], Awaitable[Fleet]],
+) -> None:
+    """An instance that answers 5000 to everything (a broken process) is not the
+    request's doing: at the `faults_to_eject`-th fault in a row it sits out, and every
+    read meanwhile was answered by its peer."""
+    fleet = await fleet_of(2)
+    broken, peer = fleet.servers
+    broken.state.faulty.add("/chats")
+    client = fleet.client(faulted=handler_failed, faults_to_eject=3, cooldown=60)
+    await client.start()
+    served = [(await client.request("GET", "/chats")).instance_id for _ in range(12)]
+    assert served == [peer.state.id] * 12
+    assert broken.state.hits["/chats"] == 3
+    stats = {s.id: s for s in client.stats()}
+    assert stats[broken.state.id].ejections == 1 and not stats[broken.state.id].healthy
+
+
+async def test_a_health_check_answered_with_a_fault_ejects_at_once(
+    fleet_of: Callable[[int], Awaitable[Fleet]],
+) -> None:
+    """A health check (`healthy`) asks whether the instance is well: a 5000 says it is
+    not, whatever the request, so it ejects as any 5xx does."""
+    fleet = await fleet_of(1)
+    (server,) = fleet.servers
+    server.state.faulty.add("/health")
+    client = fleet.client(faulted=handler_failed, faults_to_eject=3, cooldown=60)
+    await client.start()
+    with pytest.raises(NoInstanceAvailable, match="HTTP 500"):
+        await client.request("GET", "/health", healthy=lambda body: True)
+    (stats,) = client.stats()
+    assert (stats.failures, stats.ejections, stats.healthy) == (1, 1, False)

@@ -31,11 +31,11 @@ from discovery import (
 from gateway.adapters.workers import (
     REFUSALS,
     WorkerClient,
-    bus_unavailable,
     pong_serves_reads,
-    refuses_gateway,
 )
+from gateway.bootstrap import worker_balancer
 from gateway.errors import GatewayError
+from gateway.settings import GatewaySettings
 from infra.local import LocalSettings
 from infra.processes.private import free_port
 from tests.support.waiting import eventually
@@ -185,17 +185,16 @@ async def test_any_4xx_answer_ejects_nothing(worker: FakeWorker, status: int, bo
     _untouched(worker)
 
 
+#: The gateway's own settings for its workers, but a cool-down that outlasts a test.
+AS_THE_GATEWAY = GatewaySettings(dialogue_env="local", upstream_cooldown=60)
+FAULTS_TO_EJECT = AS_THE_GATEWAY.upstream_faults_to_eject
+
+
 @asynccontextmanager
 async def _as_the_gateway(worker: FakeWorker) -> AsyncIterator[WorkerClient]:
-    """A client of its own, set up as the gateway's: the module's shared one stays
+    """A client of its own, made as the gateway makes it: the module's shared one stays
     unejected for the tests that follow, and the answer is reset however this ends."""
-    balanced = BalancedClient(
-        worker.watch,
-        cooldown=60.0,
-        refused=REFUSALS,
-        refuses=refuses_gateway,
-        passed_on=bus_unavailable,
-    )
+    balanced = worker_balancer(AS_THE_GATEWAY, worker.watch)
     await balanced.start()
     try:
         yield WorkerClient(balanced)
@@ -229,6 +228,23 @@ async def test_a_5xx_answer_does_eject_the_worker(worker: FakeWorker) -> None:
         assert caught.value.code is ErrorCode.NO_WORKER
         (view,) = client.instances()
         assert view.ejections == 1 and not view.healthy
+
+
+async def test_a_worker_whose_handler_failed_is_passed_on_and_ejected_only_in_the_end(
+    worker: FakeWorker,
+) -> None:
+    """Its 5000 (the request hit a bug) reaches the client as 5000, not as "no worker
+    available", and ejects the worker only when it answers so UPSTREAM_FAULTS_TO_EJECT
+    times in a row: one such request used to eject every worker its tries reached."""
+    async with _as_the_gateway(worker) as client:
+        worker.answer.status = ErrorCode.INTERNAL.status
+        worker.answer.body = orjson.dumps(error_body(ErrorCode.INTERNAL, "internal error"))
+        for n in range(1, FAULTS_TO_EJECT + 1):
+            with pytest.raises(GatewayError) as caught:
+                await client.chat(1, new_id())
+            assert caught.value.code is ErrorCode.INTERNAL
+            (view,) = client.instances()
+            assert view.failures == n and view.healthy == (n < FAULTS_TO_EJECT), view
 
 
 async def test_a_worker_saying_the_bus_is_down_is_passed_on_and_not_ejected(

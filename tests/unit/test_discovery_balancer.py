@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from discovery.balancer import Balancer
 from discovery.models import Instance
@@ -200,3 +202,67 @@ def test_outcomes_from_an_address_the_id_no_longer_has_are_ignored(clock: FakeCl
     assert {s.id: s.healthy for s in b.stats()} == {"a": False, "b": True}
     b.probe_passed("a", at=inst("a", 9).base_url)
     assert {s.id: s.healthy for s in b.stats()} == {"a": True, "b": True}
+
+
+def _healthy(balancer: Balancer, instance_id: str) -> bool:
+    return next(s.healthy for s in balancer.stats() if s.id == instance_id)
+
+
+def test_a_fault_ejects_only_at_the_count_in_a_row(balancer: Balancer) -> None:
+    """A request that makes the handler fail says little of the instance: the first
+    faults count as failures and eject nothing; the `in_a_row`-th ejects it."""
+    for _ in range(4):
+        assert not balancer.faulted("a", in_a_row=5)
+        assert _healthy(balancer, "a")
+    assert balancer.faulted("a", in_a_row=5)
+    stats = {s.id: s for s in balancer.stats()}
+    assert not stats["a"].healthy and stats["a"].failures == 5 and stats["a"].ejections == 1
+
+
+def test_a_served_request_between_faults_starts_the_count_again(balancer: Balancer) -> None:
+    for _ in range(3):
+        for _ in range(4):
+            assert not balancer.faulted("a", in_a_row=5)
+        balancer.succeeded("a")
+    assert _healthy(balancer, "a") and balancer.ejections_of("a") == 0
+
+
+def test_a_health_check_alone_keeps_the_count(balancer: Balancer) -> None:
+    """A passing health check says the instance is up, not that its handlers serve."""
+    for _ in range(4):
+        balancer.faulted("a", in_a_row=5)
+    balancer.succeeded("a", served=False)
+    assert balancer.faulted("a", in_a_row=5) and not _healthy(balancer, "a")
+
+
+@given(
+    outcomes=st.lists(st.sampled_from(["served", "checked", "fault", "failure"]), max_size=60),
+    in_a_row=st.integers(1, 6),
+)
+def test_an_instance_is_ejected_by_a_failure_or_by_faults_in_a_row(
+    outcomes: list[str], in_a_row: int
+) -> None:
+    """Whatever the order of outcomes (the clock stands still, so an ejection lasts): a
+    failure ejects an instance in rotation; a fault ejects it when it is the
+    `in_a_row`-th since the last served request or ejection; an answer readmits it."""
+    balancer = Balancer(cooldown=5.0, max_cooldown=40.0, clock=FakeClock())
+    balancer.update([inst("a")])
+    run, ejections = 0, 0
+    for outcome in outcomes:
+        in_rotation = _healthy(balancer, "a")
+        if outcome in ("served", "checked"):
+            balancer.succeeded("a", served=outcome == "served")
+            run = 0 if outcome == "served" else run
+            assert _healthy(balancer, "a")
+            continue
+        if outcome == "fault":
+            run += 1
+            ejected = balancer.faulted("a", in_a_row=in_a_row)
+            assert ejected == (in_rotation and run >= in_a_row)
+        else:
+            ejected = balancer.failed("a")
+            assert ejected == in_rotation
+        if ejected:
+            run, ejections = 0, ejections + 1
+        assert _healthy(balancer, "a") == (in_rotation and not ejected)
+    assert balancer.ejections_of("a") == ejections

@@ -127,6 +127,14 @@ def test_a_cooldown_the_balancer_cannot_use_is_refused_as_configuration(cooldown
     assert GatewaySettings(dialogue_env="local", upstream_cooldown=60).upstream_cooldown == 60
 
 
+@pytest.mark.parametrize("faults", [0, -1])
+def test_a_fault_count_the_balancer_cannot_use_is_refused_as_configuration(faults: int) -> None:
+    with pytest.raises(ValidationError, match="upstream_faults_to_eject"):
+        GatewaySettings(dialogue_env="local", upstream_faults_to_eject=faults)
+    settings = GatewaySettings(dialogue_env="local", upstream_faults_to_eject=1)
+    assert settings.upstream_faults_to_eject == 1
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "gateway.example"])
 def test_local_mode_on_its_public_secrets_binds_to_loopback_only(host: str) -> None:
     with pytest.raises(ValidationError, match="GATEWAY_HOST"):
