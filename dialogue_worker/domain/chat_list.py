@@ -15,10 +15,12 @@ import binascii
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import orjson
 
 from contracts.errors import ErrorCode
+from contracts.ids import is_object_id
 from contracts.requests import RequestProblem
 from dialogue_worker.domain.chats import ChatView
 
@@ -49,15 +51,25 @@ class ListCursor:
             if len(text) > CURSOR_MAX:
                 raise ValueError("too long")
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            snapshot, activity, cid = orjson.loads(raw)
-            values = (float(snapshot), float(activity))
-            if not all(math.isfinite(v) for v in values) or not isinstance(cid, str):
+            value = orjson.loads(raw)
+            # Exactly what encode writes: [T, activity, chat id]. Until 2026-12-08 any
+            # three things float() took (numbers as strings, a bool, an object's keys, a
+            # string's characters) and any text as the chat id were read as a cursor.
+            if not isinstance(value, list) or len(value) != 3:
+                raise ValueError("not [T, activity, chat id]")
+            snapshot, activity, cid = value
+            if not (_number(snapshot) and _number(activity) and is_object_id(cid)):
                 raise ValueError("bad fields")
-        except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        except (ValueError, binascii.Error, orjson.JSONDecodeError):
             raise RequestProblem(
                 ErrorCode.BAD_PAGING, "cursor must be a nextCursor of this list"
             ) from None
-        return cls(values[0], Position(values[1], cid[:40]))
+        return cls(float(snapshot), Position(float(activity), cid))
+
+
+def _number(value: object) -> TypeGuard[float]:
+    """A finite JSON number (orjson reads ints past 2**64 - 1 as floats); not a bool."""
+    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

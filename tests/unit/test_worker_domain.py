@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import math
 from dataclasses import replace
@@ -16,7 +17,13 @@ from hypothesis import strategies as st
 from contracts.errors import ErrorCode
 from contracts.records import TEXT_MAX
 from contracts.requests import RequestProblem
-from dialogue_worker.domain.chat_list import ListCursor, Position, Ranked, page_of_chats
+from dialogue_worker.domain.chat_list import (
+    CURSOR_MAX,
+    ListCursor,
+    Position,
+    Ranked,
+    page_of_chats,
+)
 from dialogue_worker.domain.chats import (
     ChatView,
     new_chat_users,
@@ -305,6 +312,63 @@ def test_a_cursor_not_given_out_is_4005(text: str) -> None:
     with pytest.raises(RequestProblem) as err:
         ListCursor.decode(text)
     assert err.value.code is ErrorCode.BAD_PAGING
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30)
+    | st.from_regex(r"\A[0-9a-f]{24}\Z"),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
+    max_leaves=8,
+)
+
+
+def _given_out(value: object) -> bool:
+    """What `encode` writes: [number, number, chat id], numbers finite and not bools."""
+    if not isinstance(value, list) or len(value) != 3:
+        return False
+    *numbers, cid = value
+    return (
+        all(type(n) in (int, float) and math.isfinite(n) for n in numbers)
+        and isinstance(cid, str)
+        and len(cid) == 24
+        and all(c in "0123456789abcdef" for c in cid)
+    )
+
+
+def _cursor_of(value: object) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(value)).decode().rstrip("=")
+
+
+_NUMBER_LIKE = (
+    st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.booleans()
+    | st.integers(-(10**6), 10**12).map(str)
+    | st.sampled_from(["1_000", " 1e3 ", "inf", "nan", "-0"])
+)
+_ID_LIKE = st.from_regex(r"\A[0-9a-f]{24}\Z") | st.text(max_size=30) | _NUMBER_LIKE
+
+
+@given(_JSON | st.tuples(_NUMBER_LIKE, _NUMBER_LIKE, _ID_LIKE).map(list))
+@settings(max_examples=500)
+def test_a_cursor_is_read_only_in_the_shape_encode_gives(value: object) -> None:
+    """Found in review: numbers as strings ("1_000"), a bool, an object's keys, a
+    string's characters and any text as the chat id were taken as a cursor."""
+    text = _cursor_of(value)
+    if len(text) > CURSOR_MAX or not _given_out(value):
+        with pytest.raises(RequestProblem) as err:
+            ListCursor.decode(text)
+        assert err.value.code is ErrorCode.BAD_PAGING
+        return
+    assert isinstance(value, list)
+    decoded = ListCursor.decode(text)
+    assert (decoded.snapshot, decoded.after.activity, decoded.after.cid) == tuple(value)
 
 
 @given(
