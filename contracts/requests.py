@@ -59,12 +59,21 @@ def chat_id(value: object) -> str:
     return value
 
 
+def _decimal(raw: str) -> int | None:
+    """ASCII decimal digits as their value, leading zeros or not; None for anything else
+    and for more significant digits than UID_MAX has (past every bound of a query value,
+    and never int() of a long string). Until 2026-12-08 the length bound counted leading
+    zeros: `limit=0200` was 200 and `limit=00050` a 4005 (found in review)."""
+    if not raw.isascii() or not raw.isdigit():
+        return None
+    digits = raw.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _UID_DIGITS else None
+
+
 def user_id(raw: str | None) -> int:
     """A user id from a query string: 1 .. 2**63 - 1 in ASCII decimal (4002 otherwise)."""
-    if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > _UID_DIGITS:
-        raise RequestProblem(ErrorCode.BAD_USER_ID, f"bad user id: {_echo(raw)}")
-    uid = int(raw)
-    if not 1 <= uid <= UID_MAX:
+    uid = None if raw is None else _decimal(raw)
+    if uid is None or not 1 <= uid <= UID_MAX:
         raise RequestProblem(ErrorCode.BAD_USER_ID, f"bad user id: {_echo(raw)}")
     return uid
 
@@ -107,11 +116,12 @@ def limit(raw: str | None) -> int:
     """`limit`: 1 .. LIMIT_MAX, LIMIT_DEFAULT when absent or empty (4005 otherwise)."""
     if raw is None or raw == "":
         return LIMIT_DEFAULT
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 4 or not 1 <= int(raw) <= LIMIT_MAX:
+    value = _decimal(raw)
+    if value is None or not 1 <= value <= LIMIT_MAX:
         raise RequestProblem(
             ErrorCode.BAD_PAGING, f"limit must be an integer 1-{LIMIT_MAX}, got {_echo(raw)}"
         )
-    return int(raw)
+    return value
 
 
 def cursor_id(name: str, raw: str | None) -> str | None:
@@ -127,9 +137,10 @@ def seq_param(name: str, raw: str | None) -> int | None:
     """A seq in a query string (`beforeSeq`, `afterSeq`): 0 .. 2**63 - 1; absent or empty: None."""
     if raw is None or raw == "":
         return None
-    if not raw.isascii() or not raw.isdigit() or len(raw) > _UID_DIGITS or int(raw) > UID_MAX:
+    value = _decimal(raw)
+    if value is None or value > UID_MAX:
         raise RequestProblem(ErrorCode.BAD_PAGING, f"{name} must be a seq, got {_echo(raw)}")
-    return int(raw)
+    return value
 
 
 #: The history cursors: (name, "before"/"after"); a request names at most one of them.

@@ -34,7 +34,7 @@ def test_bad_uid_is_4002(raw: str | None) -> None:
     assert code_of(rules.user_id, raw) is ErrorCode.BAD_USER_ID
 
 
-@pytest.mark.parametrize("raw", ["9" * 5000, str(2**63), "0" * 30 + "1"])
+@pytest.mark.parametrize("raw", ["9" * 5000, str(2**63), "0" * 30, "0" * 5000 + str(2**63)])
 def test_uids_past_the_range_are_4002_not_5000(raw: str) -> None:
     assert code_of(rules.user_id, raw) is ErrorCode.BAD_USER_ID
     assert rules.user_id(str(2**63 - 1)) == 2**63 - 1
@@ -247,3 +247,25 @@ def test_who_and_which_chat_are_given_once_to_the_worker(uids: list[str], cids: 
         assert len(uids) == 1 and str(decoded.uid) == uids[0]  # type: ignore[attr-defined]
         if parse is messages_query:
             assert len(cids) == 1 and decoded.cid == cids[0]  # type: ignore[attr-defined]
+
+
+def _outcome(parse: Callable[[str], object], raw: str) -> object:
+    try:
+        return parse(raw)
+    except RequestProblem as exc:
+        return exc.code
+
+
+@given(st.integers(0, 2**64), st.integers(1, 40))
+def test_leading_zeros_change_nothing(n: int, zeros: int) -> None:
+    """An integer in a query string means its value, whatever zeros lead it. Found in
+    review: `limit=0200` was 200 and `limit=00050` a 4005; a seq or uid of 20 characters
+    was refused though its value was 1."""
+    plain, padded = str(n), "0" * zeros + str(n)
+    parsers: list[Callable[[str], object]] = [
+        limit,
+        lambda raw: seq_param("beforeSeq", raw),
+        rules.user_id,
+    ]
+    for parse in parsers:
+        assert _outcome(parse, padded) == _outcome(parse, plain)
