@@ -105,6 +105,7 @@ class Session:
     """One open stream: the user, the chats it follows and what it has sent of each."""
 
     __slots__ = (
+        "_aside",
         "_budget",
         "_clock",
         "_drainer",
@@ -143,33 +144,62 @@ class Session:
         self._live = False
         self._drainer: asyncio.Task[None] | None = None
         self._budget = CATCH_UP_BUDGET  # messages the catch-up may still send
+        #: Chats whose message frames were set aside while the session was not live yet,
+        #: to be sent from history before it goes live (see `offer`).
+        self._aside: set[str] = set()
 
     def offer(self, item: _Item) -> None:
-        """Queue a frame (from the hub, synchronously); close the session when it is full."""
+        """Queue a frame (from the hub, synchronously); close the session when it is full.
+
+        Before the session is live (its catch-up runs) the queue cannot drain, so a
+        full queue says nothing of the client: its message frames are set aside instead,
+        and their chats sent from history when the catch-up ends (until 2026-12-08 a
+        client that read every frame at once was closed as too slow when a busy chat
+        published more than the queue holds during its catch-up: found in review). Only
+        a queue full of other frames (chat changes, read markers) still closes it."""
         if self.closed:
             return
-        size = item.size
         if self._queue is None:
             self._queue = deque()
-        # An empty queue takes any frame: one message can escape to more bytes than the
-        # limit (4,096 control characters are ~25 KB of JSON), and a client that keeps
-        # up must not be closed for it.
-        if self._queue and (
-            len(self._queue) >= self._limits.frames
-            or self._queued_bytes + size > self._limits.bytes
-        ):
+        if self._full(item) and not self._live:
+            self._set_aside()
+            if item.kind == "message":
+                self._aside.add(item.cid)
+                return
+        if self._full(item):
             self._metrics.overflowed()
             self.close(CloseCode.TOO_SLOW, "too slow: reconnect with since")
             return
         self._queue.append(item)
-        self._queued_bytes += size
+        self._queued_bytes += item.size
         self._wake()
+
+    def _full(self, item: _Item) -> bool:
+        """Whether `item` does not fit behind what is queued. An empty queue takes any
+        frame: one message can escape to more bytes than the limit (4,096 control
+        characters are ~25 KB of JSON), and a client that keeps up must not be closed
+        for it."""
+        return bool(self._queue) and (
+            len(self._queue or ()) >= self._limits.frames
+            or self._queued_bytes + item.size > self._limits.bytes
+        )
+
+    def _set_aside(self) -> None:
+        """Take the queued message frames out, noting their chats in `_aside`. History
+        holds every message whose event was published, so nothing is lost: `start`
+        sends those chats from their position before going live, and a frame queued
+        later that it already sent is dropped as a duplicate."""
+        queue = self._queue or deque()
+        self._aside.update(i.cid for i in queue if i.kind == "message")
+        self._queue = deque(i for i in queue if i.kind != "message")
+        self._queued_bytes = sum(i.size for i in self._queue)
 
     def close(self, code: CloseCode, reason: str) -> None:
         if not self.closed:
             self.closed = True
             self._queue = None
             self._queued_bytes = 0
+            self._aside.clear()
             self._socket.close(code, reason)
 
     async def start(
@@ -196,6 +226,13 @@ class Session:
             await self._catch_up(cid, chats[cid])
         for cid in unsure:
             position = self.positions.get(cid)
+            if position is not None:
+                await self._fill(cid, position, None)
+        while self._aside:  # more may be set aside while these are sent
+            cid = self._aside.pop()
+            position = self.positions.get(cid)
+            # None: a chat joined meanwhile, whose frame is still queued: its delivery
+            # starts the chat from what it holds then.
             if position is not None:
                 await self._fill(cid, position, None)
         self._live = True

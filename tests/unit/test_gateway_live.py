@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.api import Chat, Message, Page
@@ -903,3 +903,93 @@ async def test_a_socket_following_its_most_chats_is_closed_to_come_back_not_grow
     assert new not in session.positions and len(session.positions) == SESSION_CHATS_MAX
     assert new in other.positions and other_socket.closed is None  # the other user follows it
     assert hub.followed == followed + 1
+
+
+class _HeldHistory(Workers):
+    """History whose reads wait until the test lets them go: a catch-up in progress."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.waiting = 0
+
+    async def messages(self, uid: int, cid: str, paging: Paging) -> Page[Message]:
+        self.waiting += 1
+        await self.release.wait()
+        return await super().messages(uid, cid, paging)
+
+
+@pytest.mark.parametrize("limits", [QueueLimits(frames=5), QueueLimits(bytes=2_000)])
+async def test_a_client_that_keeps_up_is_not_closed_for_what_queued_during_its_catch_up(
+    limits: QueueLimits,
+) -> None:
+    """The queue drains only once the catch-up is over, so what a busy chat published
+    meanwhile filled it and a client that read every frame at once was closed as too
+    slow (found in review): in a reconnect storm, when catch-ups are slow, every client
+    would be sent away again. Message frames are set aside instead and sent from history
+    when the catch-up ends, in order, each once."""
+    hub, history = Hub(), _HeldHistory()
+    history.add(CID, 3)
+    busy, quiet = OTHER, "c" * 24
+    history.add(quiet, 1)
+    session = Session(1, FakeSocket(), history, Metrics(), limits, lambda: 0.0)
+    socket = session._socket  # type: ignore[attr-defined]
+    hub.register(session)
+    chats = {CID: 3, busy: 0, quiet: 1}
+    hub.follow(session, list(chats))
+    opening = asyncio.create_task(session.start({CID: 1}, chats))
+    await eventually(lambda: history.waiting, lambda n: n >= 1, what="the catch-up reading")
+    for event in history.add(busy, 40):
+        hub.publish(event)
+    hub.publish(history.add(quiet, 1)[0])  # quiet's one event fits in the queue
+    history.release.set()
+    await opening
+    witness = history.add(CID, 1)[0]
+    hub.publish(witness)
+    await eventually(
+        lambda: socket.closed is not None or socket.seqs()[-1:] == [4], what="the witness"
+    )
+    assert socket.closed is None
+    assert socket.seqs() == [2, 3, 4]
+    assert socket.seqs(busy) == list(range(1, 41))
+    assert socket.seqs(quiet) == [2]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=60),
+    st.integers(min_value=1, max_value=6),
+)
+def test_any_order_of_events_during_a_catch_up_reaches_the_client_in_order(
+    order: list[int], frames: int
+) -> None:
+    """Events of a busy chat (duplicates, reorderings, losses) published while the
+    catch-up of another holds the session back, into a queue of a few frames: the
+    client gets each message of the busy chat once, in order, through the newest heard."""
+
+    async def run() -> tuple[list[int], list[int], object]:
+        hub, history = Hub(), _HeldHistory()
+        history.add(CID, 2)
+        events = history.add(OTHER, 30)
+        session = Session(1, FakeSocket(), history, Metrics(), QueueLimits(frames), lambda: 0.0)
+        socket: FakeSocket = session._socket  # type: ignore[attr-defined]
+        hub.register(session)
+        chats = {CID: 2, OTHER: 0}
+        hub.follow(session, list(chats))
+        opening = asyncio.create_task(session.start({CID: 1}, chats))
+        await eventually(lambda: history.waiting, lambda n: n >= 1, what="the catch-up")
+        for seq in order:
+            hub.publish(events[seq - 1])
+        history.release.set()
+        await opening
+        hub.publish(history.add(CID, 1)[0])  # the witness, queued last
+        await eventually(
+            lambda: socket.closed is not None or socket.seqs()[-1:] == [3], what="the witness"
+        )
+        return socket.seqs(OTHER), socket.seqs(), socket.closed
+
+    busy, caught_up, closed = asyncio.run(run())
+    assert closed is None and caught_up == [2, 3]
+    # At least through the newest heard; a fill from history may send more (all 30 are
+    # stored), never out of order or twice.
+    assert busy == list(range(1, len(busy) + 1)) and len(busy) >= max(order)
