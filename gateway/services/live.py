@@ -410,7 +410,12 @@ class Hub:
     def __init__(self) -> None:
         self._by_uid: dict[int, set[Session]] = {}
         self._by_cid: dict[str, set[Session]] = {}
-        self._recorders: list[dict[str, set[int]]] = []
+        #: (cid, seq) of the message events published while any stream lists its chats,
+        #: one shared record (each listing used to keep its own copy of every event of
+        #: the platform: up to STREAM_CATCH_UPS copies, found in review, 2026-12-08).
+        self._journal: list[tuple[str, int]] = []
+        self._journal_base = 0  # how many entries were trimmed off its front
+        self._recordings: list[int] = []  # where each open recording began in it
 
     @property
     def sessions(self) -> int:
@@ -435,16 +440,21 @@ class Hub:
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[dict[str, set[int]]]:
-        """cid -> the seqs of the message events published while inside: what a session
-        that lists its chats and then follows them would otherwise not hear of."""
+        """cid -> the seqs of the message events published while inside, filled when it
+        is left: what a session that lists its chats and then follows them would
+        otherwise not hear of."""
         seen: dict[str, set[int]] = {}
-        self._recorders.append(seen)
+        start = self._journal_base + len(self._journal)
+        self._recordings.append(start)
         try:
             yield seen
         finally:
-            # By identity: two streams listing at once record equal dicts, and remove()
-            # (by equality) took the other one's out.
-            self._recorders = [r for r in self._recorders if r is not seen]
+            for cid, seq in self._journal[start - self._journal_base :]:
+                seen.setdefault(cid, set()).add(seq)
+            self._recordings.remove(start)  # equal starts are the same to the journal
+            keep = min(self._recordings, default=self._journal_base + len(self._journal))
+            del self._journal[: keep - self._journal_base]
+            self._journal_base = keep
 
     def unregister(self, session: Session) -> None:
         _discard(self._by_uid, session.uid, session)
@@ -463,8 +473,8 @@ class Hub:
             item = _Item("message", text, event.cid, event.seq, published)
             for session in tuple(self._by_cid.get(event.cid, ())):
                 session.offer(item)
-            for seen in self._recorders:  # as many as streams opening at once (32 at most)
-                seen.setdefault(event.cid, set()).add(event.seq)
+            if self._recordings:
+                self._journal.append((event.cid, event.seq))
         elif isinstance(event, ChatCreated):
             chat = event.chat
             text = frame(

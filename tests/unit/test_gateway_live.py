@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 from typing import Any
 
 import orjson
@@ -565,7 +567,49 @@ def test_overlapping_recordings_each_keep_their_own_to_the_end() -> None:
         hub.publish(events[2])
     assert first == {CID: {1, 2, 3}} and second == {CID: {1, 2}}
     hub.publish(history.add(CID, 1)[0])  # nobody records any more
-    assert hub._recorders == []
+    assert hub._journal == []
+
+
+def test_streams_listing_at_once_share_one_record_of_the_events() -> None:
+    """Each listing kept its own copy of every message event of the platform: with 32
+    streams listing, 32 copies (found in review)."""
+    hub, history = Hub(), FakeHistory()
+    events = history.add(CID, 1000)
+    with contextlib.ExitStack() as stack:
+        records = [stack.enter_context(hub.recording()) for _ in range(32)]
+        for event in events:
+            hub.publish(event)
+        assert len(hub._journal) == 1000
+    assert all(r == {CID: set(range(1, 1001))} for r in records)
+    assert hub._journal == []
+
+
+@given(st.lists(st.sampled_from(["enter", "leave", "publish"]), max_size=80), st.randoms())
+def test_each_recording_holds_exactly_what_was_published_while_it_was_open(
+    steps: list[str], rnd: random.Random
+) -> None:
+    hub, history = Hub(), FakeHistory()
+    open_ones: list[tuple[contextlib.ExitStack, dict[str, set[int]], set[int]]] = []
+    done: list[tuple[dict[str, set[int]], set[int]]] = []
+    for step in steps:
+        if step == "enter":
+            stack = contextlib.ExitStack()
+            open_ones.append((stack, stack.enter_context(hub.recording()), set()))
+        elif step == "leave" and open_ones:
+            stack, seen, expected = open_ones.pop(rnd.randrange(len(open_ones)))
+            stack.close()
+            done.append((seen, expected))
+        elif step == "publish":
+            event = history.add(CID, 1)[0]
+            hub.publish(event)
+            for _, _, expected in open_ones:
+                expected.add(event.seq)
+    for stack, seen, expected in open_ones:
+        stack.close()
+        done.append((seen, expected))
+    for seen, expected in done:
+        assert seen == ({CID: expected} if expected else {})
+    assert hub._journal == []
 
 
 async def test_a_message_heard_before_the_join_that_preceded_it_is_announced() -> None:
