@@ -19,6 +19,7 @@ from infra.processes.gateway import GatewayProcess
 from tests.support.api_user import User
 from tests.support.faults import Platform
 from tests.support.live_client import LiveClient
+from tests.support.readme_client import readme_client
 from tests.support.waiting import eventually
 
 #: Small stream queues on the second gateway, so a client that stops reading fills its
@@ -250,3 +251,39 @@ async def test_non_members_see_nothing_of_a_chat(
     await watching.wait_messages(private, 1)
     assert watching.texts[private] == ["welcome eve"]
     await watching.close()
+
+
+async def test_the_readme_client_pages_a_gap_and_loses_nothing(
+    platform: Platform,
+    http: aiohttp.ClientSession,
+    unique: Callable[[str], str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The README's client, joined to a chat that already holds messages: the `gap` it
+    is sent is paged over REST, so its `since` never passes a message it did not show
+    (the client printed before 2026-12-08 skipped gaps and moved `since` past them)."""
+    url = platform.gateway.url
+    alice, bob, carol = [await sign_up(http, url, unique) for _ in range(3)]
+    cid = await alice.chat_with(carol)
+    for i in range(3):
+        await alice.post(cid, f"before bob {i}")
+    await eventually(lambda: alice.history(cid), lambda h: len(h) == 3, what="stored")
+    witness = await alice.chat_with(bob)
+    since: dict[str, int] = {}
+    listening = asyncio.create_task(readme_client()["listen"](url, bob.token, since))
+    try:
+
+        async def live() -> bool:  # once a message posted now reaches it, it is live
+            await alice.post(witness, "are you there")
+            return bool(await eventually(lambda: witness in since, within=2))
+
+        await eventually(live, what="the client live")
+        await alice.call("PUT", f"/v1/chats/{cid}", json={"users": [bob.id]})
+        await eventually(lambda: since.get(cid), lambda s: s == 3, what="the gap paged")
+        await alice.post(cid, "after bob")
+        await eventually(lambda: since.get(cid), lambda s: s == 4, what="the live one")
+    finally:
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+    shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith(cid)]
+    assert shown == [f"{cid} {i + 1} before bob {i}" for i in range(3)] + [f"{cid} 4 after bob"]
