@@ -139,7 +139,7 @@ class AuthService:
     async def _dummy(self) -> str:
         """A real hash to verify against for unknown usernames, so timing reveals nothing."""
         if self._dummy_hash is None:
-            self._dummy_hash = await self._hasher.hash("not-a-real-password")
+            self._dummy_hash = await self._hasher.hash("not-a-real-password", urgent=True)
         return self._dummy_hash
 
 

@@ -40,7 +40,9 @@ class UserStore(Protocol):
 
 
 class PasswordHasher(Protocol):
-    async def hash(self, password: str) -> str: ...
+    async def hash(self, password: str, *, urgent: bool = False) -> str:
+        """The password's hash; may refuse with 4290 when too many wait to be hashed,
+        unless `urgent` (the decoy hash sign-ins of unknown names are checked against)."""
 
     async def verify(self, password_hash: str, password: str) -> bool: ...
 

@@ -85,7 +85,7 @@ class FakeHasher:
     def __init__(self) -> None:
         self.verified = 0
 
-    async def hash(self, password: str) -> str:
+    async def hash(self, password: str, *, urgent: bool = False) -> str:
         await asyncio.sleep(0)
         return f"hashed:{password}"
 
