@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
+from yarl import URL
 
 from contracts.live import HELLO_WITHIN
 from gateway.domain.addresses import IPNetwork
@@ -57,6 +58,36 @@ def _networks(value: Any) -> Any:
     if isinstance(value, str):
         return [ipaddress.ip_network(part.strip()) for part in value.split(",") if part.strip()]
     return value
+
+
+def _origins(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _origin(value: str) -> str:
+    """An origin as a browser sends it (scheme://host[:port], the default port left out),
+    or "null"."""
+    if value == "null":
+        return value
+    url = URL(value)
+    if (
+        url.scheme not in ("http", "https")
+        or not url.host
+        or url.user is not None
+        or url.path not in ("", "/")
+        or url.query_string
+        or url.fragment
+    ):
+        raise ValueError(f"not an origin (scheme://host[:port]): {value[:80]!r}")
+    return str(url.origin())
+
+
+#: Comma-separated origins in the environment ("https://chat.example, http://localhost:3000").
+Origins = Annotated[
+    list[Annotated[str, AfterValidator(_origin)]], NoDecode, BeforeValidator(_origins)
+]
 
 
 #: "N/SECONDS" in the environment (N requests per SECONDS, bursts of N), or "off".
@@ -215,6 +246,11 @@ class GatewaySettings(BoundedSettings):
     rate_reads_per_user: RateSetting = _limit("120/10", "read-marker moves per user")
     rate_limit_max_keys: int = Field(
         default=100_000, ge=1, description="buckets kept per limit (least recently used go)"
+    )
+    stream_origins: Origins = Field(
+        default_factory=list,
+        description="web pages of other origins allowed to open streams (comma-separated "
+        "scheme://host[:port]); the gateway's own origin (the Host it is asked by) always is",
     )
     trusted_proxies: Networks = Field(
         default_factory=list,

@@ -7,10 +7,11 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from yarl import URL
 
 from contracts.errors import ErrorCode
 from contracts.live import (
@@ -84,6 +85,24 @@ class WebSocket:
                 self._request.transport.abort()
 
 
+def origin_allowed(origin: str | None, host: str, allowed: Collection[str]) -> bool:
+    """Whether a stream may be opened from `origin` (the request's Origin header): none
+    (not a browser: a browser always sends one with a WebSocket), one in `allowed`, or
+    the gateway's own: the host and port the request was sent to (`Host`), whatever
+    the scheme, since TLS may end at a proxy in front."""
+    if origin is None:
+        return True
+    try:
+        url = URL(origin)
+        own = URL.build(scheme=url.scheme, authority=host)
+        normal = str(url.origin())
+    except (ValueError, TypeError):
+        return origin in allowed  # "null", or nothing a browser sends
+    if normal in allowed:
+        return True
+    return url.scheme in ("http", "https") and (url.host, url.port) == (own.host, own.port)
+
+
 def close_reason(reason: str) -> bytes:
     """At most 120 bytes of UTF-8 (a close frame holds 123), never cut inside a character:
     a reason that is not valid UTF-8 fails the connection in the client (1007)."""
@@ -98,6 +117,13 @@ async def stream(request: web.Request) -> web.StreamResponse:
     )
     if not ws.can_prepare(request).ok:
         raise GatewayError(ErrorCode.MALFORMED, "GET /v1/stream is a WebSocket: send an Upgrade")
+    if not origin_allowed(request.headers.get("Origin"), request.host, settings.stream_origins):
+        # Before the stream budget: a page elsewhere, opening sockets from its visitors'
+        # browsers, spent their address's budget and kept their own tab's live updates
+        # refused (found in review, 2026-12-08). Browsers always send Origin here.
+        raise GatewayError(
+            ErrorCode.FORBIDDEN, "streams are not open to pages of this origin (STREAM_ORIGINS)"
+        )
     admit(request, Action.OPEN_STREAM)
     await ws.prepare(request)
     client = WebSocket(ws, request, settings.stream_send_timeout)

@@ -35,7 +35,7 @@ from gateway.app import create_app
 from gateway.domain.tokens import TokenCodec
 from gateway.entrypoints import stream_routes
 from gateway.entrypoints.state import SERVICES
-from gateway.entrypoints.stream_routes import WebSocket, close_reason
+from gateway.entrypoints.stream_routes import WebSocket, close_reason, origin_allowed
 from gateway.settings import GatewaySettings
 from platform_common.local import LOCAL_JWT_SECRET
 from platform_common.settings_base import NUMBER_MAX
@@ -459,3 +459,69 @@ async def test_frames_after_hello_are_ignored_or_close_as_documented(
             [created] = await _frames(ws, 1)
             assert created["type"] == "chat" and created["cid"] == CID
         await ws.close()
+
+
+async def test_pages_of_other_origins_cannot_open_streams_nor_spend_the_budget(
+    world: World,
+) -> None:
+    """A page elsewhere opening sockets from its visitors' browsers spent their
+    address's stream budget before any hello, and their own tab's reconnects were
+    refused for as long as it stayed open (found in review). Other origins are now
+    refused first (403, 4030); the gateway's own origin, listed ones and clients that
+    send no Origin (not browsers) open streams as before."""
+    settings = GatewaySettings(
+        dialogue_env="local",
+        rate_streams_per_address="2/60",
+        stream_origins="https://app.example",
+    )
+    client: Client = TestClient(TestServer(create_app(settings, adapters=world.adapters)))
+    await client.start_server()
+    try:
+        for _ in range(5):
+            with pytest.raises(WSServerHandshakeError) as refused:
+                await client.ws_connect("/v1/stream", headers={"Origin": "https://evil.example"})
+            assert refused.value.status == 403
+        answer = await client.get(
+            "/v1/stream",
+            headers={
+                "Origin": "null",
+                "Connection": "Upgrade",
+                "Upgrade": "websocket",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            },
+        )
+        assert answer.status == 403 and (await answer.json())["code"] == "4030"
+        own = str(client.make_url("").origin())
+        for origin in (own, "https://app.example"):  # the budget of 2 is still whole
+            ws = await client.ws_connect("/v1/stream", headers={"Origin": origin})
+            await ws.send_str(orjson.dumps({"type": "hello", "token": _token()}).decode())
+            assert (await _frames(ws, 1))[0]["type"] == "ready"
+            await ws.close()
+        with pytest.raises(WSServerHandshakeError) as spent:  # and now it is spent
+            await client.ws_connect("/v1/stream")
+        assert spent.value.status == 429
+    finally:
+        await client.close()
+
+
+@given(st.one_of(st.none(), st.text(max_size=60)), st.text(max_size=40))
+def test_any_origin_and_host_are_judged_without_raising(origin: str | None, host: str) -> None:
+    assert origin_allowed(origin, host, ["https://app.example", "null"]) in (True, False)
+
+
+_HOSTS = st.sampled_from(["chat.example", "evil.example", "127.0.0.1", "[::1]"])
+_PORTS = st.sampled_from([None, 80, 443, 8007])
+
+
+@given(st.sampled_from(["http", "https"]), _HOSTS, _PORTS, _HOSTS, _PORTS)
+def test_an_origin_is_the_gateways_own_when_it_names_the_host_and_port_asked(
+    scheme: str, host: str, port: int | None, asked: str, asked_port: int | None
+) -> None:
+    """Same host, and the same port once each side's default (the origin's scheme's)
+    is filled in; the scheme itself is not compared (TLS may end at a proxy)."""
+    origin = f"{scheme}://{host}" + ("" if port is None else f":{port}")
+    header = asked + ("" if asked_port is None else f":{asked_port}")
+    default = 443 if scheme == "https" else 80
+    same = host == asked and (port or default) == (asked_port or default)
+    assert origin_allowed(origin, header, []) is same
