@@ -132,3 +132,29 @@ async def test_the_focused_chat_keeps_the_focus_when_the_list_changes(
     focused = await page.evaluate("document.activeElement.getAttribute('data-cid')")
     assert focused == first["id"] and second != first["id"]
     await context.close()
+
+
+async def test_a_name_typed_in_another_case_or_width_finds_its_user(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """The server finds "Straße" for "STRASSE" (NFKC, then case folding); the form
+    compared with toLowerCase, and named the users it had found as unknown (found in
+    review)."""
+    url = platform.gateway.url
+    context = await browser.new_context(viewport=DESK)
+    page = await context.new_page()
+    suffix = unique("")[-8:].replace("-", "")
+    name = f"straße{suffix}"
+    async with aiohttp.ClientSession() as http:
+        await sign_up(page, url, "s" + unique("")[-12:])
+        await User.sign_up(http, url, name)
+    typed = f"STRASSE{suffix.upper()}"
+    await page.fill("#new-chat-names", f"{typed}, nobody{suffix}")
+    await page.click("form.new-chat button")
+    await page.wait_for_selector("#new-chat-error:has-text('No user named')")
+    said = await page.locator("#new-chat-error").text_content()
+    assert said == f"No user named nobody{suffix}."
+    await page.fill("#new-chat-names", typed)
+    await page.click("form.new-chat button")
+    await page.wait_for_selector(f"#chat-title:has-text('{name}')")
+    await context.close()
