@@ -3,14 +3,20 @@ nothing else, and no superuser answers over TCP."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pymysql
 import pytest
+import yaml
 
 from infra.local import LocalSettings
 from infra.local.mariadb import MariaDB
 from infra.processes.gateway import mysql_connect, mysql_execute
+
+COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 
 
 async def test_the_project_account_has_no_server_wide_rights(infra: LocalSettings) -> None:
@@ -59,3 +65,28 @@ def test_infra_keeps_its_own_superuser_session_over_the_socket(infra: LocalSetti
             assert cur.fetchone() == (1,)
     finally:
         conn.close()
+
+
+async def test_the_compose_mysql_check_fails_on_credentials_the_server_refuses(
+    infra: LocalSettings,
+) -> None:
+    """docker-compose.yml's check of `mysql`, run against the local MariaDB as compose
+    would run it: it passes with the gateway's credentials and fails with others.
+    `mysqladmin ping` exits 0 on "Access denied": a volume kept from another .env showed
+    healthy while the gateway was refused (found in review)."""
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    kind, command = compose["services"]["mysql"]["healthcheck"]["test"]
+    assert kind == "CMD-SHELL" and "-h 127.0.0.1" in command
+    command = command.replace("$$", "$").replace("127.0.0.1", f"{infra.host} -P {infra.mysql_port}")
+
+    def check(password: str) -> int:
+        env = {
+            "PATH": os.environ["PATH"],
+            "MYSQL_USER": infra.mysql_user,
+            "MYSQL_PASSWORD": password,
+            "MYSQL_DATABASE": infra.mysql_database,
+        }
+        return subprocess.run(["sh", "-c", command], env=env, capture_output=True).returncode
+
+    assert check(infra.mysql_password) == 0
+    assert check(infra.mysql_password + "-not") != 0
