@@ -231,9 +231,9 @@ class Session:
         while self._aside:  # more may be set aside while these are sent
             cid = self._aside.pop()
             position = self.positions.get(cid)
-            # None: a chat joined meanwhile, whose frame is still queued: its delivery
-            # starts the chat from what it holds then.
-            if position is not None:
+            # A chat created or joined meanwhile has its frame still queued: its delivery
+            # starts the chat (after the frame, so no message comes before it).
+            if position is not None and not self._queued_change(cid):
                 await self._fill(cid, position, None)
         self._live = True
         self._wake()
@@ -324,6 +324,9 @@ class Session:
             return start
         await self._fill(cid, start, last)  # ends at `last`: sent, or named in a gap
         return last
+
+    def _queued_change(self, cid: str) -> bool:
+        return any(i.kind == "chat" and i.cid == cid for i in self._queue or ())
 
     def _queued_seqs(self, cid: str) -> list[int]:
         return [i.seq for i in self._queue or () if i.kind == "message" and i.cid == cid]

@@ -1054,3 +1054,28 @@ async def test_a_message_heard_before_its_chat_was_created_is_sent() -> None:
     assert alice.seqs() == [1]
     hub.publish(history.add(CID, 1)[0])  # seq 2: live from there, once
     await eventually(lambda: alice.seqs(), lambda s: s == [1, 2], what="seq 2")
+
+
+async def test_a_chat_created_during_the_catch_up_comes_before_its_messages() -> None:
+    """Messages of a chat created while the catch-up ran, set aside with the queue full:
+    they go out after the chat's frame, not before it from the set-aside fill."""
+    hub, history = Hub(), _HeldHistory()
+    history.add(CID, 2)
+    session = Session(1, FakeSocket(), history, Metrics(), QueueLimits(frames=3), lambda: 0.0)
+    socket: FakeSocket = session._socket  # type: ignore[attr-defined]
+    hub.register(session)
+    hub.follow(session, [CID])
+    opening = asyncio.create_task(session.start({CID: 1}, {CID: 2}))
+    await eventually(lambda: history.waiting, lambda n: n >= 1, what="the catch-up")
+    hub.publish(ChatCreated(cid=OTHER, chat=Chat(id=OTHER, users=[1, 2], createdAt=1)))
+    for event in history.add(OTHER, 10):
+        hub.publish(event)
+    history.release.set()
+    await opening
+    hub.publish(history.add(CID, 1)[0])  # the witness
+    await eventually(
+        lambda: socket.closed is not None or socket.seqs()[-1:] == [3], what="the witness"
+    )
+    assert socket.closed is None and socket.seqs(OTHER) == list(range(1, 11))
+    kinds = [(f["type"], f.get("cid")) for f in socket.sent]
+    assert kinds.index(("chat", OTHER)) < kinds.index(("message", OTHER))
