@@ -350,7 +350,10 @@ def _duplicates(details: Mapping[str, Any]) -> set[int]:
     others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
     if others:
         first = f"code {others[0].get('code')}: {others[0].get('errmsg')}"
-        if any(passing(e.get("code"), str(e)) for e in others):
+        # Judged by the server's words alone: each error also carries the refused
+        # document (`op`), whose text a producer chooses; in str(e) a message mentioning
+        # a network error made a refusal transient, retried for ever (found in review).
+        if any(passing(e.get("code"), str(e.get("errmsg", ""))) for e in others):
             raise StorageUnavailable(f"bulk write failed: {first}")
         raise StoreRefused(f"refused by MongoDB: {first}")
     return {int(e["index"]) for e in errors}

@@ -81,3 +81,18 @@ def test_a_bulk_insert_s_internal_errors_are_judged_the_same(
     )
     with pytest.raises(raised):
         _duplicates(error.details)
+
+
+@given(
+    st.sampled_from([INTERNAL_ERROR, 2, 10334]),
+    st.sampled_from([TERMINATED, TIMED_OUT, "x (SQLSTATE 40001)", "connection refused"]),
+)
+def test_a_refusal_is_judged_by_the_servers_words_not_by_the_document(
+    code: int, words: str
+) -> None:
+    """pymongo copies the refused document into each bulk write error (`op`), and str()
+    of the error quoted it: a message whose text mentioned a network error made a
+    refusal transient, retried for ever instead of dead-lettered (found in review)."""
+    refused = {"index": 0, "code": code, "errmsg": "refused", "op": {"text": words}}
+    with pytest.raises(StoreRefused):
+        _duplicates(BulkWriteError({"writeErrors": [refused]}).details)
