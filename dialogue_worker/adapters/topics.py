@@ -84,7 +84,15 @@ async def ensure_topics(
                 live,
                 wanted.replication,
             )
-        configs = {"min.insync.replicas": str(wanted.min_insync)}
+        configs = {
+            "min.insync.replicas": str(wanted.min_insync),
+            # A record's timestamp is when it arrived, not what its producer set: Kafka's
+            # retention judges a segment by its newest timestamp, so records produced with
+            # old ones (a backfill stamped with the messages' own times) were deleted
+            # within minutes, before a worker that was behind had read them (found in
+            # review, 2026-12-08). The producer's time stays in the record's value.
+            "message.timestamp.type": "LogAppendTime",
+        }
         response = await admin.create_topics(
             [NewTopic(t, partitions, wanted.replication, topic_configs=configs) for t in topics]
         )
