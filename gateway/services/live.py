@@ -281,19 +281,22 @@ class Session:
         await self._socket.send(item.text)
         latency = None if item.published is None else max(0.0, self._clock() - item.published)
         self._metrics.delivered(item.kind, latency)
-        if item.kind == "chat" and item.cid in self.positions:
-            if self._queued_seqs(item.cid):
-                return  # its first queued message starts it, or fills up to itself
-            position = self.positions[item.cid]
-            if position is None:  # joined here
-                await self._joined(item.cid)
-            elif position == 0:
-                # Created, or nothing in it yet: a message whose event came before the
-                # chat's (stored, so readable and writable, before its event is out; a
-                # produce retried after another's) was dropped, the chat not followed
-                # yet, and never sent nor named (found in review, 2026-12-08). One
-                # history read per new chat a session hears of.
-                await self._fill(item.cid, 0, None)
+        if item.kind != "chat" or item.cid not in self.positions:
+            return
+        position = self.positions[item.cid]
+        if position not in (None, 0):
+            return  # only a chat joined here, or with nothing sent of it, is started
+        if self._queued_seqs(item.cid):
+            return  # its first queued message starts it, or fills up to itself
+        if position is None:  # joined here
+            await self._joined(item.cid)
+        else:
+            # Created, or nothing in it yet: a message whose event came before the
+            # chat's (stored, so readable and writable, before its event is out; a
+            # produce retried after another's) was dropped, the chat not followed
+            # yet, and never sent nor named (found in review, 2026-12-08). One
+            # history read per new chat a session hears of.
+            await self._fill(item.cid, 0, None)
 
     async def _joined(self, cid: str, arriving: int | None = None) -> int:
         """Start a chat joined on this socket: a `gap` over what it holds now, up to the
