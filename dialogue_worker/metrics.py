@@ -68,7 +68,13 @@ class WorkerMetrics:
         self.offsets_skipped = Counter(
             "dialogue_worker_offsets_skipped",
             "Offsets committed past without a record: Kafka showed them empty (transaction "
-            "markers, retention).",
+            "markers).",
+            registry=self.registry,
+        )
+        self.offsets_expired = Counter(
+            "dialogue_worker_offsets_expired",
+            "Offsets committed past because Kafka had deleted them (retention, DeleteRecords) "
+            "before the worker stored them: the records there are lost.",
             registry=self.registry,
         )
         self.held_back = Counter(

@@ -131,6 +131,9 @@ class KafkaPartitionLog:
     async def first_record(self, tp: Tp, offset: int, end: int) -> int | None:
         return await self._positions.first_record(tp, offset, end)
 
+    async def start(self, tp: Tp) -> int:
+        return (await self._positions.earliest([tp]))[tp]
+
     async def rewind(self, tp: Tp, offset: int) -> None:
         """Seek through faust's consumer thread (`seek_wait`), if still assigned."""
         await seek_back(self._app, tp, offset)

@@ -18,7 +18,9 @@ from where the partition is durable (`DurableOffsets.through`):
   (writing it again changes nothing);
 - the expected one is admitted;
 - past a hole, Kafka is asked whether the hole holds a record (`PartitionLog`). If not
-  (transaction markers, retention), the hole is marked as done and the record admitted.
+  (transaction markers, retention), the hole is marked as done and the record admitted;
+  offsets below the partition's first retained one are counted and logged apart, as an
+  error: their records were deleted before they were stored, and are lost.
   If it does, that record and every later one of the partition in the batch are held
   back, and the partition is read again from the hole (at most once per `reseek_after`
   seconds for one offset: records buffered before the seek still come first).
@@ -127,7 +129,7 @@ class PartitionOrder:
         to = end if first is None else first
         if to <= through:
             return False  # a record is there, still to be handed over
-        self._mark_empty(tp, through, to)
+        await self._pass_empty(tp, through, to)
         return True
 
     async def mend_tails(
@@ -194,18 +196,46 @@ class PartitionOrder:
             return False
         if first is not None:
             return False
-        self._mark_empty(tp, start, end)
+        await self._pass_empty(tp, start, end)
         return True
 
-    def _mark_empty(self, tp: TopicPartition, start: int, end: int) -> None:
+    async def _pass_empty(self, tp: TopicPartition, start: int, end: int) -> None:
+        """Mark offsets [start, end), which Kafka showed to hold no record, done; and tell
+        the ones below the partition's first retained offset (records deleted before they
+        were stored: lost) from the rest (transaction markers)."""
         self._ledger.mark_range(tp, start, end)
-        self._metrics.offsets_skipped.inc(end - start)
-        log.info(
-            "offsets %d..%d hold no record (transaction markers or retention)",
-            start,
-            end - 1,
-            extra=partition_fields(*tp, start),
-        )
+        try:
+            kept_from = await self._partitions.start(tp)
+        except Exception as exc:  # the hole is empty either way; only its cause is unknown
+            kept_from = start
+            log.warning(
+                "could not ask where the partition starts (%s): offsets %d..%d are counted "
+                "as transaction markers, though retention may have deleted records there",
+                exc,
+                start,
+                end - 1,
+                extra=partition_fields(*tp, start),
+            )
+        expired = min(kept_from, end) - start
+        if expired > 0:
+            self._metrics.offsets_expired.inc(expired)
+            log.error(
+                "offsets %d..%d were deleted by Kafka (retention) before this worker stored "
+                "them: the records there are lost; the topic's retention is shorter than the "
+                "worker's lag",
+                start,
+                start + expired - 1,
+                extra=partition_fields(*tp, start),
+            )
+        markers = end - max(kept_from, start)
+        if markers > 0:
+            self._metrics.offsets_skipped.inc(markers)
+            log.info(
+                "offsets %d..%d hold no record (transaction markers)",
+                max(kept_from, start),
+                end - 1,
+                extra=partition_fields(*tp, max(kept_from, start)),
+            )
 
     async def _seek_back(self, tp: TopicPartition, offset: int, why: str) -> None:
         """Read the partition again from `offset` (its records in hand were held back),

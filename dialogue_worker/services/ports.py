@@ -222,3 +222,8 @@ class PartitionLog(Protocol):
     async def rewind(self, tp: tuple[str, int], offset: int) -> None:
         """Read the partition again from `offset` (its records are handed over anew)."""
         ...
+
+    async def start(self, tp: tuple[str, int]) -> int:
+        """The first offset the partition still holds: below it, retention (or a
+        `DeleteRecords`) removed the records."""
+        ...

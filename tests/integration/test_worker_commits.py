@@ -2,16 +2,18 @@
 
 A transactional producer leaves a marker after each transaction: an offset no consumer
 is handed. The worker's commit stops at every such hole until Kafka shows it empty, then
-goes on to the partition's end; no record is stored twice or left out.
+goes on to the partition's end; no record is stored twice or left out. Records Kafka
+deleted before the worker stored them (retention) are passed too, as lost: an error.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
@@ -20,7 +22,7 @@ from contracts.records import MessageRecord
 from dialogue_worker.adapters.commits import KafkaPositions
 from infra.local import LocalSettings
 from infra.processes.worker import WorkerProcess
-from tests.integration.test_worker_persistence import create_chat
+from tests.integration.test_worker_persistence import create_chat, record
 from tests.support.waiting import eventually
 
 Mongo = AsyncMongoClient[dict[str, Any]]
@@ -113,3 +115,64 @@ async def test_kafka_positions_finds_the_first_record_past_a_marker(
         assert earliest[tp] == 0
     finally:
         await positions.stop()
+
+
+async def test_records_deleted_before_they_were_stored_are_passed_as_lost(
+    infra: LocalSettings, unique: Callable[[str], str]
+) -> None:
+    """A worker stopped while its topic's retention (here DeleteRecords) removes records
+    it never stored: on restart it goes on from the partition's start, counts the
+    deleted offsets as lost and logs an error, and the chat's seqs stay gap-free."""
+    behind = WorkerProcess.for_test(infra, unique).start()
+    client: Mongo = AsyncMongoClient(infra.mongo_url)
+    history = client[behind.mongo_db]["history"]
+    try:
+        await behind.wait_ready()
+        cid = await create_chat(behind, [1, 2])
+        producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+
+            async def send(n: int) -> list[tuple[int, int]]:
+                sent = []
+                for i in range(n):
+                    r = record(cid, 1, f"message {i}")
+                    meta = await producer.send_and_wait(behind.topic, r.to_bytes(), key=r.key())
+                    sent.append((meta.partition, meta.offset))
+                return sent
+
+            await send(10)
+
+            async def stored(n: int) -> bool:
+                return await history.count_documents({"cid": ObjectId(cid)}) == n
+
+            await eventually(lambda: stored(10), what="the first 10 stored")
+            await eventually(behind.committed_everything, what="the first 10 committed")
+            assert await behind.terminate() == 0
+            later = await send(10)  # produced while the worker is down
+        finally:
+            await producer.stop()
+        partition = later[0][0]
+        first = later[0][1]
+        admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+        await admin.start()
+        try:  # retention, at once: the first 6 of them go
+            tp = TopicPartition(behind.topic, partition)
+            await admin.delete_records({tp: RecordsToDelete(before_offset=first + 6)})
+        finally:
+            await admin.close()
+
+        behind.start()
+        await behind.wait_ready()
+        await eventually(lambda: stored(14), what="the 4 records left stored")
+        await eventually(behind.committed_everything, what="committed past the deleted ones")
+        seqs = sorted(d["seq"] for d in await history.find({"cid": ObjectId(cid)}).to_list())
+        assert seqs == list(range(1, 15))
+        assert await behind.metric("dialogue_worker_offsets_expired_total") == 6
+        assert await behind.metric("dialogue_worker_offsets_skipped_total") == 0
+        line = f"offsets {first}..{first + 5} were deleted by Kafka"
+        assert line in behind.log_text(since_start=True)
+    finally:
+        await behind.terminate()
+        await client.drop_database(behind.mongo_db)
+        await client.close()

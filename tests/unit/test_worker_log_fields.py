@@ -52,6 +52,19 @@ async def test_ordering_lines_name_the_partition_and_the_first_offset_of_the_hol
     assert _where(line) == ("msgs", 0, 0)  # held back, read again from offset 0
 
 
+async def test_records_lost_to_retention_are_an_error_naming_the_partition_and_offsets(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "dialogue_worker")
+    admit, _, _ = order(FakeLog(markers={7}, kept_from=7), start=3)
+    await admit.admit([rec(8)])  # 3..6 deleted before they were stored, 7 a marker
+    lost = _lines(caplog, containing="deleted by Kafka")
+    assert [(line.levelno, _where(line)) for line in lost] == [(logging.ERROR, ("msgs", 0, 3))]
+    assert "offsets 3..6 " in lost[0].getMessage()
+    markers = _lines(caplog, containing="hold no record")
+    assert [(line.levelno, _where(line)) for line in markers] == [(logging.INFO, ("msgs", 0, 7))]
+
+
 async def test_a_failed_seek_back_names_the_partition_and_offset(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -15,20 +15,29 @@ TP = ("msgs", 0)
 
 
 class FakeLog:
-    """Offsets that hold records (all but `markers`); the seeks asked for."""
+    """Offsets that hold records (all from `kept_from` on but `markers`; below it,
+    retention deleted them); the seeks asked for."""
 
-    def __init__(self, markers: set[int] | None = None) -> None:
+    def __init__(self, markers: set[int] | None = None, kept_from: int = 0) -> None:
         self.markers = markers or set()
+        self.kept_from = kept_from
         self.rewinds: list[tuple[tuple[str, int], int]] = []
         self.failing = False
+        self.start_failing = False
 
     async def first_record(self, tp: tuple[str, int], offset: int, end: int) -> int | None:
         if self.failing:
             raise ConnectionError("kafka unreachable")
-        return next((o for o in range(offset, end) if o not in self.markers), None)
+        held = range(max(offset, self.kept_from), end)
+        return next((o for o in held if o not in self.markers), None)
 
     async def rewind(self, tp: tuple[str, int], offset: int) -> None:
         self.rewinds.append((tp, offset))
+
+    async def start(self, tp: tuple[str, int]) -> int:
+        if self.failing or self.start_failing:
+            raise ConnectionError("kafka unreachable")
+        return self.kept_from
 
 
 class Clock:
@@ -40,7 +49,10 @@ class Clock:
 
 
 def order(
-    log: FakeLog, start: int | None = 0, learn: Callable[[], Awaitable[None]] | None = None
+    log: FakeLog,
+    start: int | None = 0,
+    learn: Callable[[], Awaitable[None]] | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> tuple[PartitionOrder, DurableOffsets, Clock]:
     ledger = DurableOffsets()
     ledger.assign([TP, ("msgs", 1)])
@@ -48,7 +60,12 @@ def order(
         ledger.begin(TP, start)
     ledger.begin(("msgs", 1), 0)
     clock = Clock()
-    return PartitionOrder(ledger, log, WorkerMetrics(), learn=learn, clock=clock), ledger, clock
+    admit = PartitionOrder(ledger, log, metrics or WorkerMetrics(), learn=learn, clock=clock)
+    return admit, ledger, clock
+
+
+def counted(metrics: WorkerMetrics, name: str) -> float:
+    return metrics.registry.get_sample_value(f"dialogue_worker_offsets_{name}_total") or 0.0
 
 
 async def test_records_in_order_and_repeats_are_all_admitted_in_offset_order() -> None:
@@ -175,6 +192,32 @@ async def test_a_hole_without_records_is_marked_done() -> None:
     assert ledger.through(TP) == 43  # the commit point passes both markers
 
 
+async def test_offsets_deleted_by_retention_are_passed_and_counted_as_lost() -> None:
+    """A worker far behind: retention deleted 10..19 before they were stored, and the
+    consumer, reset to the partition's start, hands 22.. over (20..21: markers)."""
+    log = FakeLog(markers={20, 21}, kept_from=20)
+    metrics = WorkerMetrics()
+    admit, ledger, _ = order(log, start=10, metrics=metrics)
+    batch = [rec(o) for o in range(22, 30)]
+
+    assert await admit.admit(batch) == batch
+    assert log.rewinds == []
+    assert counted(metrics, "expired") == 10  # lost: told apart, not as markers
+    assert counted(metrics, "skipped") == 2
+    ledger.mark(TP, [r.offset for r in batch])
+    assert ledger.through(TP) == 30
+
+
+async def test_a_hole_whose_cause_kafka_cannot_say_is_passed_as_markers() -> None:
+    log = FakeLog(markers={20}, kept_from=0)
+    log.start_failing = True
+    metrics = WorkerMetrics()
+    admit, _, _ = order(log, start=20, metrics=metrics)
+    assert await admit.admit([rec(21)]) == [rec(21)]
+    assert counted(metrics, "expired") == 0
+    assert counted(metrics, "skipped") == 1
+
+
 async def test_when_kafka_cannot_say_the_records_are_held_back() -> None:
     log = FakeLog(markers={5})
     log.failing = True
@@ -201,6 +244,16 @@ async def test_mend_passes_offsets_without_records_at_the_end_of_a_partition() -
     assert await admit.mend(TP, 31) is True
     assert ledger.through(TP) == 31
     assert await admit.mend(TP, 31) is False  # nothing left to pass
+
+
+async def test_mend_counts_a_tail_deleted_by_retention_as_lost() -> None:
+    log = FakeLog(kept_from=40)  # every record of 30..39 deleted; 40 is the high watermark
+    metrics = WorkerMetrics()
+    admit, ledger, _ = order(log, start=30, metrics=metrics)
+    assert await admit.mend(TP, 40) is True
+    assert ledger.through(TP) == 40
+    assert counted(metrics, "expired") == 10
+    assert counted(metrics, "skipped") == 0
 
 
 async def test_mend_leaves_a_partition_whose_next_record_is_there() -> None:
