@@ -525,8 +525,13 @@ ROUTES: tuple[Route, ...] = (
         answers=(Answer(101, "switching to the WebSocket protocol", media_type=None),),
         auth=Auth.NONE,
         limited="stream opens from this address",
-        notes={ErrorCode.MALFORMED: "a plain GET: this route only upgrades to a WebSocket"},
-        errors=(ErrorCode.MALFORMED,),
+        notes={
+            ErrorCode.MALFORMED: "a plain GET: this route only upgrades to a WebSocket",
+            ErrorCode.FORBIDDEN: "an `Origin` other than the gateway's own and not listed in "
+            "STREAM_ORIGINS (before the upgrade; clients that send no `Origin` are not "
+            "concerned)",
+        },
+        errors=(ErrorCode.MALFORMED, ErrorCode.FORBIDDEN),
         frames=(
             (live.Hello,),
             (live.Ready, live.MessageFrame, live.GapFrame, live.ChatFrame, live.ReadFrame),

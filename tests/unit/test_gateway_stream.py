@@ -36,6 +36,7 @@ from gateway.domain.tokens import TokenCodec
 from gateway.entrypoints import stream_routes
 from gateway.entrypoints.state import SERVICES
 from gateway.entrypoints.stream_routes import WebSocket, close_reason, origin_allowed
+from gateway.openapi import document as openapi_document
 from gateway.settings import GatewaySettings
 from platform_common.local import LOCAL_JWT_SECRET
 from platform_common.settings_base import NUMBER_MAX
@@ -492,6 +493,13 @@ async def test_pages_of_other_origins_cannot_open_streams_nor_spend_the_budget(
             },
         )
         assert answer.status == 403 and (await answer.json())["code"] == "4030"
+        documented = openapi_document()["paths"]["/v1/stream"]["get"]["responses"]
+        assert (
+            "4030"
+            in documented["403"]["content"]["application/json"]["schema"]["properties"]["code"][
+                "enum"
+            ]
+        )  # the refusal is in the OpenAPI document (it was not: found in review)
         own = str(client.make_url("").origin())
         for origin in (own, "https://app.example"):  # the budget of 2 is still whole
             ws = await client.ws_connect("/v1/stream", headers={"Origin": origin})
