@@ -20,6 +20,7 @@ const TEXT = {
   4011: () => "Wrong username or password.",
   4010: () => "Please sign in.",
   session: () => SESSION_ENDED,
+  network: () => "Network problem. Check your connection.",
   4290: (e) => `Too many attempts. Try again in ${e.retryAfter || "a few"} s.`,
   4031: () => "You are not a member of that chat.",
   4003: () => "Not sent: a message is 1 to 4096 characters, not blank.",

@@ -27,15 +27,17 @@ export function chatList(onOpen) {
               "aria-label": `${store.title(chat)}${unread ? `, ${chat.unread} unread` : ""}`,
               onclick: () => onOpen(chat.id),
             },
-            el("span", { class: "title", text: store.title(chat) }),
+            el("span", { class: "title", dir: "auto", text: store.title(chat) }),
             el("span", { class: "when", text: chat.lastMessage ? when(chat.lastMessage.createdAt) : "" }),
-            el("span", { class: "preview", text: chat.lastMessage?.text ?? "No messages yet" }),
+            el("span", { class: "preview", dir: "auto", text: chat.lastMessage?.text ?? "No messages yet" }),
             unread ? el("span", { class: "badge", text: String(chat.unread) }) : null,
           ),
         );
       }),
     );
-    if (focused) list.querySelector(`button[data-cid="${CSS.escape(focused)}"]`)?.focus();
+    // Without preventScroll, a list scrolled away from the focused chat jumped back to it
+    // at every message (found in review).
+    if (focused) list.querySelector(`button[data-cid="${CSS.escape(focused)}"]`)?.focus({ preventScroll: true });
   };
   // At most once per frame: a catch-up or a busy minute brings a change per message, and
   // building a list of 1,000 chats for each took seconds of script (found in review). A

@@ -38,6 +38,8 @@ export class Conversation {
     this.problem = null; // why the newest page could not be read, shown with a Retry
     this.olderProblem = null; // why an older page could not be read
     this.readSent = 0;
+    this.due = false; // live messages wait for the next animation frame to be shown
+    this.stick = false; // and then scroll to the bottom (it was there, or one is its own)
     this.list = el("ol", { class: "messages", id: "messages", "aria-label": "Messages" });
     this.scroller = el("div", { class: "scroller", onscroll: () => this.scrolled() }, this.list);
     const hint = el("p", { class: "error", id: "compose-error", role: "alert" });
@@ -81,7 +83,10 @@ export class Conversation {
       input,
       el("button", { type: "submit", text: "Send" }),
     );
-    this.title = el("h2", { id: "chat-title", text: store.title(store.chats.get(cid)) });
+    const title = store.title(store.chats.get(cid));
+    // One line, cut with an ellipsis (a long group's names pushed a phone's page sideways;
+    // found in review); the whole of it on hover.
+    this.title = el("h2", { id: "chat-title", dir: "auto", title, text: title });
     this.node = el(
       "section",
       { class: "conversation", "aria-labelledby": "chat-title" },
@@ -190,6 +195,9 @@ export class Conversation {
     try {
       const page = await api.messages(this.cid, { limit: PAGE, before });
       if (this.older !== before) return; // started over (a gap) meanwhile
+      // Live messages waiting for their frame first: shown together with the older page,
+      // their height was taken for the older page's, and the view jumped (found in review).
+      this.showLive();
       const height = this.scroller.scrollHeight;
       this.add(page.data);
       this.older = page.nextCursor;
@@ -221,13 +229,27 @@ export class Conversation {
 
   live(message) {
     if (this.bySeq.has(message.seq)) return;
-    const stick = this.atBottom();
+    // Shown in the next animation frame, with whatever else came before it: a catch-up
+    // brings hundreds at once, and the list rebuilt for each took seconds (found in
+    // review). Until then the page shows what it did, so "at the bottom" is as it was.
+    this.stick ||= this.atBottom() || message.uid === store.me.userId;
     this.add([message]);
-    this.render();
-    if (stick || message.uid === store.me.userId) this.toBottom();
     if (message.uid !== store.me.userId) {
       announce(`${store.names.get(message.uid) ?? "Someone"}: ${message.text}`);
     }
+    if (this.due) return;
+    this.due = true;
+    requestAnimationFrame(() => this.showLive());
+  }
+
+  // Shows the live messages still waiting for their frame (no-op when none wait).
+  showLive() {
+    if (!this.due) return;
+    this.due = false;
+    const stick = this.stick;
+    this.stick = false;
+    this.render();
+    if (stick) this.toBottom();
     this.markRead();
   }
 
@@ -331,7 +353,7 @@ export class Conversation {
           "li",
           { class: mine ? "message mine" : "message", "data-seq": String(m.seq) },
           el("span", { class: "author", text: mine ? "You" : (store.names.get(m.uid) ?? `#${m.uid}`) }),
-          el("p", { class: "text", text: m.text }),
+          el("p", { class: "text", dir: "auto", text: m.text }),
           el("time", { text: time(m.createdAt) }),
         ),
       );
@@ -343,7 +365,7 @@ export class Conversation {
           "li",
           { class: `message mine ${p.state}`, "data-state": p.state, "data-key": key },
           el("span", { class: "author", text: "You" }),
-          el("p", { class: "text", text: p.text }),
+          el("p", { class: "text", dir: "auto", text: p.text }),
           el("span", { class: "state", text: state }),
           ...this.actions(key, p),
         ),
@@ -354,7 +376,7 @@ export class Conversation {
       const again = [...this.list.querySelectorAll("li")].find((li) =>
         focused.key ? li.dataset.key === focused.key : li.className === focused.kind,
       );
-      [...(again?.querySelectorAll("button") ?? [])].find((b) => b.textContent === focused.text)?.focus();
+      [...(again?.querySelectorAll("button") ?? [])].find((b) => b.textContent === focused.text)?.focus({ preventScroll: true });
     }
   }
 

@@ -4,7 +4,7 @@ import { api, explain, hooks, refused, SESSION_ENDED, session } from "./api.js";
 import { authScreen } from "./auth.js";
 import { chatList } from "./chats.js";
 import { Conversation } from "./conversation.js";
-import { el } from "./dom.js";
+import { announce, el } from "./dom.js";
 import { Live } from "./live.js";
 import { forgetReads, sendRead } from "./reads.js";
 import { store } from "./store.js";
@@ -64,6 +64,7 @@ function endSession() {
   store.reset();
   forgetReads();
   conversation = null;
+  announce(""); // the last message read out is the ended session's (found in review)
 }
 
 // A reason (the session ended) keeps the drafts for the next sign-in and fills in the name.
@@ -132,6 +133,7 @@ async function loadChats() {
     cursor = page.nextCursor;
   } while (cursor && fresh.length < 1000);
   for (const chat of fresh) store.put(chat);
+  for (const chat of [...fresh].reverse()) store.touched(chat.id); // the server's order
   await store.names_of(fresh.flatMap((c) => c.users));
   store.changed("chats");
 }
@@ -173,11 +175,18 @@ async function open(cid) {
   const opened = conversation;
   await opened.load(); // says itself when it fails, with a Retry
   // To the composer, unless the user went into the conversation while it loaded (a
-  // failed send's Retry, the composer itself): a slow first page took that focus away
-  // (found by a browser test under load).
-  if (conversation === opened && !opened.node.contains(document.activeElement)) {
+  // failed send's Retry, the composer itself: a slow first page took that focus away;
+  // found by a browser test under load) or is typing elsewhere: a name typed into the
+  // new-chat form meanwhile went on into the composer, and its Enter sent the rest of
+  // it as a message (found in review).
+  const focus = document.activeElement;
+  if (conversation === opened && !opened.node.contains(focus) && !typing(focus)) {
     opened.input.focus();
   }
+}
+
+function typing(node) {
+  return node instanceof HTMLInputElement || node instanceof HTMLTextAreaElement || !!node?.isContentEditable;
 }
 
 async function fetchChat(cid) {
@@ -191,6 +200,7 @@ async function onMessage(frame) {
   const message = frame.message;
   const chat = store.chats.get(frame.cid) ?? (await fetchChat(frame.cid));
   if (frame.seq > chat.lastSeq) {
+    store.touched(frame.cid);
     chat.lastSeq = frame.seq;
     chat.lastMessage = { seq: frame.seq, uid: message.uid, text: [...message.text].slice(0, 100).join(""), createdAt: message.createdAt };
   }

@@ -14,6 +14,10 @@ export const store = {
   drafts: new Map(), // cid -> text typed and not sent yet
   outbox: new Map(), // cid -> { pending, claimed } of its own sends (see Conversation)
   listeners: new Set(),
+  // cid -> when it last moved up, in the client's count: ties of `activity` (whole seconds)
+  // go to the chat that moved last, as the server orders them by a finer clock.
+  moved: new Map(),
+  moves: 0,
 
   reset() {
     this.me = null;
@@ -24,6 +28,7 @@ export const store = {
     this.drafts.clear();
     this.outbox.clear();
     this.listeners.clear();
+    this.moved.clear();
   },
 
   changed(what) {
@@ -61,11 +66,22 @@ export const store = {
     return chat.lastMessage?.createdAt ?? chat.createdAt;
   },
 
+  // Most recent first: by activity, then by which moved last (two chats with messages in
+  // one second were listed in the order the page first saw them; found in review).
+  recent(a, b) {
+    return this.activity(b) - this.activity(a) || (this.moved.get(b.id) ?? 0) - (this.moved.get(a.id) ?? 0);
+  },
+
   ordered() {
-    return [...this.chats.values()].sort((a, b) => this.activity(b) - this.activity(a));
+    return [...this.chats.values()].sort((a, b) => this.recent(a, b));
+  },
+
+  touched(cid) {
+    this.moved.set(cid, ++this.moves);
   },
 
   put(chat) {
+    if (!this.chats.has(chat.id)) this.touched(chat.id);
     this.chats.set(chat.id, chat);
     // A closed chat is all metadata, which this copy brings up to date. The open one
     // holds messages: a `since` past those it holds would skip the ones still on their
@@ -76,7 +92,7 @@ export const store = {
   since(max) {
     // The hello names at most `max` chats (the server refuses more): the most recent.
     const chats = [...this.seen.keys()].map((cid) => this.chats.get(cid)).filter(Boolean);
-    const ranked = chats.sort((a, b) => this.activity(b) - this.activity(a)).slice(0, max);
+    const ranked = chats.sort((a, b) => this.recent(a, b)).slice(0, max);
     if (this.open && this.seen.has(this.open) && !ranked.some((c) => c.id === this.open)) {
       ranked[ranked.length - 1] = this.chats.get(this.open);
     }

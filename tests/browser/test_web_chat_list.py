@@ -158,3 +158,33 @@ async def test_a_name_typed_in_another_case_or_width_finds_its_user(
     await page.click("form.new-chat button")
     await page.wait_for_selector(f"#chat-title:has-text('{name}')")
     await context.close()
+
+
+async def test_chats_with_messages_in_one_second_are_listed_newest_first(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """Activity is whole seconds: of two chats with messages in one second, the list
+    kept the one it had first seen on top, whichever had the newer message (found in
+    review). The one that moved last now goes first, as the server lists them."""
+    url = platform.gateway.url
+    context = await browser.new_context(viewport=DESK)
+    page = await context.new_page()
+    async with aiohttp.ClientSession() as http:
+        await sign_up(page, url, "w" + unique("")[-12:])
+        me = User(http, url, await token_of(page))
+        first = await User.sign_up(http, url, "x" + unique("")[-12:])
+        second = await User.sign_up(http, url, "y" + unique("")[-12:])
+        older = await first.chat_with(me)
+        newer = await second.chat_with(me)
+        await page.wait_for_selector(f".chat[data-cid='{older}']")
+        await page.wait_for_selector(f".chat[data-cid='{newer}']")
+        await first.post(older, "one")
+        # Each after the other: two chats' events may come in either order (partitions).
+        await page.wait_for_selector(f".chat[data-cid='{older}'] .preview:has-text('one')")
+        await second.post(newer, "two")
+        await page.wait_for_selector(f".chat[data-cid='{newer}'] .preview:has-text('two')")
+        listed = await page.locator("#chat-list .chat").evaluate_all(
+            "(buttons) => buttons.map((b) => b.dataset.cid)"
+        )
+    assert listed == [newer, older]
+    await context.close()

@@ -472,3 +472,32 @@ async def test_a_username_typed_twice_starts_a_chat_with_that_user(
     await page.wait_for_selector(f"#chat-title:has-text('{name}')")
     assert await page.locator("#new-chat-error").text_content() == ""
     await context.close()
+
+
+async def test_long_names_and_right_to_left_text_fit_a_phone(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """A group of long names pushed a phone's page sideways, and right-to-left text was
+    laid out left to right (its full stop on the wrong side; found in review)."""
+    url = platform.gateway.url
+    context = await browser.new_context(viewport=PHONE)
+    page = await context.new_page()
+    async with aiohttp.ClientSession() as http:
+        await sign_up(page, url, "r" + unique("")[-12:])
+        me = User(http, url, await token_of(page))
+        unbroken = ["".join(ch for ch in unique(c) * 3 if ch.isalnum())[:30] for c in "uv"]
+        longs = [await User.sign_up(http, url, name) for name in unbroken]
+        cid = await longs[0].chat_with(me, longs[1])
+        await longs[0].post(cid, "مرحبا بالعالم.")
+        await page.click(f".chat[data-cid='{cid}']")
+        await page.wait_for_selector("#messages .message .text:has-text('مرحبا')")
+        widths = await page.evaluate(
+            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        directions = await page.evaluate(
+            "[...document.querySelectorAll('#messages .message .text')]"
+            ".map((p) => p.matches(':dir(rtl)'))"
+        )
+    assert widths[0] <= widths[1]
+    assert directions == [True]
+    await context.close()

@@ -405,6 +405,49 @@ async def test_a_focus_taken_while_the_chat_loads_is_kept_when_it_has_loaded(
     await context.close()
 
 
+async def test_typing_elsewhere_while_the_chat_loads_is_not_taken_into_the_composer(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """A user who opened a chat whose first page was slow and meanwhile typed a name into
+    the new-chat form had the focus moved to the composer when the page came: the rest of
+    the name, and its Enter, went out as a message (found in review)."""
+    url = platform.gateway.url
+    context = await browser.new_context(viewport=DESK)
+    page = await context.new_page()
+    release = asyncio.Event()
+    posts: list[str] = []
+    async with aiohttp.ClientSession() as http:
+        other, cid = await chat_with_someone(page, url, http, unique)
+        await other.post(cid, "sent before")
+
+        async def slow_history(route: Any) -> None:
+            if route.request.method == "POST":
+                posts.append(route.request.url)
+                await route.continue_()
+                return
+            await release.wait()  # the first page comes while a name is being typed
+            await route.continue_()
+
+        await page.route(f"**/v1/chats/{cid}/messages*", slow_history)
+        await page.click(f".chat[data-cid='{cid}']")
+        await page.click("#new-chat-names")
+        await page.keyboard.type("bobb")
+        async with page.expect_response(
+            lambda r: "/messages" in r.url and r.request.method == "GET"
+        ) as first_page:
+            release.set()
+        await (await first_page.value).finished()
+        await page.evaluate("() => new Promise((r) => requestAnimationFrame(() => setTimeout(r)))")
+        await page.wait_for_selector("#messages .message[data-seq]:has-text('sent before')")
+        await page.keyboard.type("y_b")
+        assert await page.evaluate("document.activeElement.id") == "new-chat-names"
+        assert await page.input_value("#new-chat-names") == "bobby_b"
+        assert await page.input_value("#compose") == ""
+    assert posts == []
+    await page.unroute_all(behavior="ignoreErrors")
+    await context.close()
+
+
 async def test_a_page_without_random_uuid_still_sends_with_a_key(
     platform: Platform, browser: Browser, unique: Callable[[str], str]
 ) -> None:

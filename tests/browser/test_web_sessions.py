@@ -97,6 +97,26 @@ async def test_an_answer_for_an_ended_session_reaches_no_one(
     await context.close()
 
 
+async def test_the_last_message_read_out_goes_with_its_session(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """The screen readers' live region kept the last message that came in after its
+    user signed out, for whoever used the tab next (found in review)."""
+    url = platform.gateway.url
+    context = await browser.new_context(viewport=DESK)
+    page = await context.new_page()
+    async with aiohttp.ClientSession() as http:
+        other, cid = await chat_with_someone(page, url, http, unique)
+        await page.click(f".chat[data-cid='{cid}']")
+        await page.wait_for_selector("#compose")
+        await other.post(cid, "the door code is 4711")
+        await page.wait_for_selector("#announcer:has-text('the door code is 4711')")
+        await page.click("#sign-out")
+        await page.wait_for_selector("#username")
+    assert await page.locator("#announcer").text_content() == ""
+    await context.close()
+
+
 async def test_a_draft_outlives_a_sign_in_the_server_forced(
     platform: Platform, browser: Browser, unique: Callable[[str], str]
 ) -> None:
