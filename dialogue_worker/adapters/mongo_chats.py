@@ -32,7 +32,7 @@ from platform_common.retry import Backoff, retry
 SEQS_BACK, STEP = 1_000, 100
 #: Seconds a read-marker move goes on trying when other moves of it win the race.
 RACES_WITHIN = 1.0
-_CHAT_FIELDS = ("users", "createdAt", "openedAt", "lastSeq", "lastAt", "lastMessage")
+_CHAT_FIELDS = ("users", "createdAt", "openedAt", "lastSeq", "lastAt", "lastMessage", "pending")
 
 
 def _chat(doc: Doc) -> ChatView:
@@ -45,6 +45,7 @@ def _chat(doc: Doc) -> ChatView:
         last_seq=int(doc.get("lastSeq", 0)),
         last_at=doc.get("lastAt"),
         last_message=None if last is None else LastMessage.model_validate(last),
+        pending=bool(doc.get("pending")),
     )
 
 
@@ -86,11 +87,20 @@ class MongoChats:
             "lastAt": None,
             "lastMessage": None,
             "v": 0,
+            "pending": True,  # until its chat.created is out (open_chat)
         }
         try:
             await self._db.chats.insert_one(doc)
         except DuplicateKeyError as exc:  # a fresh ObjectId never collides
             raise StorageUnavailable(f"chat id collision: {chat.id}") from exc
+        except PyMongoError as exc:
+            raise failure(exc) from exc
+
+    async def open_chat(self, cid: str) -> None:
+        try:
+            await self._db.chats.update_one(
+                {"_id": ObjectId(cid)}, {"$unset": {"pending": ""}, "$inc": {"v": 1}}
+            )
         except PyMongoError as exc:
             raise failure(exc) from exc
 

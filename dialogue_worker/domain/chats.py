@@ -16,6 +16,8 @@ class ChatView:
 
     `opened_at` and `last_at` are the worker's clock (seconds, with fractions) when the
     chat was created and when its newest message was counted: the chat list's order.
+    `pending`: created, its `chat.created` not published yet; it may still be removed, so
+    nobody is shown it nor may use it until it is opened (`ChatService.create`).
     """
 
     id: str
@@ -25,6 +27,7 @@ class ChatView:
     last_seq: int = 0
     last_at: float | None = None
     last_message: LastMessage | None = None
+    pending: bool = False
 
     @property
     def activity(self) -> float:

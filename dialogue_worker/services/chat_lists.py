@@ -220,11 +220,18 @@ class ChatLists:
         return found
 
     async def _read(self, uid: int) -> Lists:
+        chats, reads, _ = await self._read_all(uid)
+        return chats, reads
+
+    async def _read_all(self, uid: int) -> tuple[list[ChatView], dict[str, int], list[str]]:
+        """The user's chats and markers, and apart the chats still pending (their
+        creation not ended: listed by nobody yet)."""
         # Both reads cost the user's chats (one document each): sent together.
         chats, reads = await asyncio.gather(
             self._store.chats_of(uid), self._store.read_markers(uid)
         )
-        return chats, reads
+        pending = [c.id for c in chats if c.pending]
+        return [c for c in chats if not c.pending], reads, pending
 
     async def _read_whole(self, uid: int, user: _User) -> None:
         user.joined.clear()
@@ -232,10 +239,13 @@ class ChatLists:
         user.overflow = False
         async with self._reading() as began:
             try:
-                chats, reads = await self._read(uid)
+                chats, reads, pending = await self._read_all(uid)
             except BaseException:
                 user.read_at = None  # read whole again next time
                 raise
+            # Its chat.created may be marked already, and cleared above: without a mark
+            # the chat, once opened, would wait for the next whole read.
+            user.joined.update(pending)
             now = {chat.id for chat in chats}
             for chat in chats:
                 if chat.id not in user.chats:
@@ -273,6 +283,8 @@ class ChatLists:
             for cid, chat in zip([*stale, *joined], chats, strict=True):
                 if chat is None:  # removed (its chat.created was never published)
                     self._forget(cid)
+                elif chat.pending:  # told of before its creator opened it: read it again
+                    user.joined.add(cid)
                 elif chat.has_member(uid) or cid in user.chats:
                     if cid not in user.chats:
                         user.chats.add(cid)

@@ -50,8 +50,16 @@ LOOK_BACKS = 8
 CURSOR_TTL = 900.0
 #: Seconds a cursor's snapshot may be ahead of this worker's clock (another worker's).
 CURSOR_AHEAD = 60.0
-#: Seconds the removal of a chat whose chat.created was not published is tried for.
+#: Seconds the removal of a chat whose chat.created was not published is tried for, and
+#: the opening of one whose event is out.
 REMOVE_WITHIN = 1.0
+#: Seconds past `publish_timeout` a read waits for a pending chat to be opened or removed;
+#: one still pending then (its worker died while creating it, or its store fails) is not
+#: found. With the defaults 1.25 s in all, within the gateway's 2 s per attempt
+#: (UPSTREAM_REQUEST_TIMEOUT), which would otherwise take the wait for a dead worker.
+SETTLE_MARGIN = 0.25
+#: Seconds between reads of a pending chat: the first wait, and the longest.
+SETTLE_POLL = (0.02, 0.2)
 
 
 class ChatService:
@@ -61,7 +69,9 @@ class ChatService:
     before the answer (at-least-once: a retried request may publish again). Kafka not
     taking an event within `publish_timeout` is a 5031: new members and a marker stay
     stored and their retry publishes again; a new chat is removed again, as nobody has
-    its id yet and a retry creates another.
+    its id yet and a retry creates another. Until its event is out a new chat is
+    pending: no list shows it, and a read of it or a write to it waits until it is
+    opened or removed (`_settled`), so nobody uses a chat that may still go.
     """
 
     def __init__(
@@ -73,7 +83,9 @@ class ChatService:
         publish_timeout: float = 1.0,
         max_members: int = MAX_USERS,
         lists: ChatLists | None = None,
+        settle_margin: float = SETTLE_MARGIN,
     ) -> None:
+        self._settle_within = publish_timeout + settle_margin
         self._max_members = max_members
         #: Without kept lists, each list is read from the store.
         self._lists = lists or ChatLists(store, None, most=0, ttl=0)
@@ -97,7 +109,7 @@ class ChatService:
     async def create(self, users: list[int]) -> Chat:
         now = self._clock()
         chat = ChatView(new_id(), frozenset(new_chat_users(users)), int(now), now)
-        await self._store.insert_chat(chat)
+        await self._store.insert_chat(chat)  # pending: nobody is shown it yet
         try:
             event = ChatCreated(cid=chat.id, chat=EventChat.model_validate(chat.to_api()))
             await self._publish(event, "no chat")
@@ -107,9 +119,44 @@ class ChatService:
             # timeout is still delivered (aiokafka keeps sending it, up to its request
             # timeout): live sessions then show a chat that reads answer 4040 for, until
             # their next chat list. Of a duplicate and a phantom, the phantom goes away.
+            # Until 2026-12-08 the chat was not pending meanwhile: a member who listed it
+            # could post to it, be answered 202, and the message was dead-lettered once
+            # the chat was gone (found in review).
             await self._remove(chat.id)
             raise
+        await self._open(chat.id)
         return chat.to_api()
+
+    async def _open(self, cid: str) -> None:
+        """Open a chat whose event is out, trying for REMOVE_WITHIN seconds. When the store
+        keeps failing the chat stays pending (found by nobody, its event a phantom's) and
+        the answer is a 5030."""
+        try:
+            await retry(
+                lambda: self._store.open_chat(cid),
+                retry_on=lambda exc: isinstance(exc, StorageUnavailable),
+                backoff=Backoff(0.05, 0.25),
+                deadline=time.monotonic() + REMOVE_WITHIN,
+            )
+        except WorkerError as exc:
+            log.error("chat %s stays pending, its chat.created published: %s", cid, exc)
+            raise
+
+    async def _settled(self, cid: str) -> ChatView | None:
+        """The chat, once its creation has ended: a pending one is read again until it is
+        opened or removed, for at most `publish_timeout` + `settle_margin` seconds, after
+        which it counts as not found. A live client told of a chat by its `chat.created`
+        may read it before its creator's worker has opened it."""
+        deadline = time.monotonic() + self._settle_within
+        pause, longest = SETTLE_POLL
+        while True:
+            chat = await self._store.get_chat(cid)
+            if chat is None or not chat.pending:
+                return chat
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, longest)
 
     async def _remove(self, cid: str) -> None:
         """Remove a chat whose creation failed, trying for REMOVE_WITHIN seconds. When the
@@ -131,7 +178,7 @@ class ChatService:
             )
 
     async def get(self, cid: str, uid: int) -> Chat:
-        chat = require_member(await self._store.get_chat(cid), uid)
+        chat = require_member(await self._settled(cid), uid)
         return chat.to_api(await self._store.read_marker(cid, uid))
 
     async def chats_of(self, uid: int, limit: int, cursor: ListCursor | None) -> Page[Chat]:
@@ -162,7 +209,7 @@ class ChatService:
         """The chats a live stream of the user follows: cid -> lastSeq of its FOLLOW_MAX
         most active chats, most active first, ties by id as in the chat list (one read of
         the user's chats)."""
-        chats = await self._store.chats_of(uid)
+        chats = [c for c in await self._store.chats_of(uid) if not c.pending]
         mine = sorted(chats, key=lambda c: Position(c.activity, c.id), reverse=True)
         return Followed(
             data={c.id: c.last_seq for c in mine[:FOLLOW_MAX]}, more=len(mine) > FOLLOW_MAX
@@ -180,6 +227,8 @@ class ChatService:
         return {chat.id: then for chat, then in zip(chats, found, strict=True)}
 
     async def add_members(self, cid: str, uid: int, users: list[int]) -> Chat:
+        if (found := await self._store.get_chat(cid)) is not None and found.pending:
+            require_member(await self._settled(cid), uid)  # then as any other chat
         result = await self._store.add_members(cid, uid, users, self._max_members)
         if result is None:  # unknown chat or not a member: tell which
             require_member(await self._store.get_chat(cid), uid)
@@ -203,7 +252,7 @@ class ChatService:
     async def messages(self, uid: int, cid: str, query: HistoryQuery) -> Page[Message]:
         """`limit` messages past the cursor, newest first; nextCursor is the id to pass as
         `before` (or `after`, paging forward) for the next page, null at the end."""
-        chat = require_member(await self._store.get_chat(cid), uid)
+        chat = require_member(await self._settled(cid), uid)
         cursor = query.cursor
         if isinstance(cursor, str):  # a message id: where is it in this chat?
             cursor = await self._seq_of(cid, cursor)
@@ -230,7 +279,7 @@ class ChatService:
 
     async def mark_read(self, cid: str, uid: int, seq: int) -> ReadMarker:
         """Move the caller's marker forward to `seq`, clamped to the chat's newest seq."""
-        chat = require_member(await self._store.get_chat(cid), uid)
+        chat = require_member(await self._settled(cid), uid)
         target = min(seq, chat.last_seq)
         marker, _ = await self._store.move_read(cid, uid, target)
         # Published whenever the marker stands where the caller asked, also when it stood

@@ -139,7 +139,13 @@ class MessageStore(Protocol):
 class ChatStore(Protocol):
     """Chats, their history and read markers, for the internal API."""
 
-    async def insert_chat(self, chat: ChatView) -> None: ...
+    async def insert_chat(self, chat: ChatView) -> None:
+        """Store a new chat as pending (`ChatView.pending`)."""
+        ...
+
+    async def open_chat(self, cid: str) -> None:
+        """A pending chat's event is out: it is a chat like any other from now on."""
+        ...
 
     async def remove_chat(self, cid: str) -> None:
         """Remove a chat that was just created and never given out (no messages, no markers)."""

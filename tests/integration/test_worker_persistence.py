@@ -21,7 +21,7 @@ from contracts.records import MessageRecord
 from dialogue_worker.adapters.mongo import MongoDatabase, history_doc
 from dialogue_worker.adapters.mongo_chats import MongoChats
 from dialogue_worker.adapters.mongo_log import INSERT_CHUNK, MongoMessageLog, id_doc
-from dialogue_worker.domain.chats import Full, preview
+from dialogue_worker.domain.chats import ChatView, Full, preview
 from dialogue_worker.domain.history import legacy_page_key, message_key
 from dialogue_worker.domain.sequencing import ChatState, Known
 from dialogue_worker.errors import StorageUnavailable
@@ -429,10 +429,11 @@ async def test_chats_advance_together_and_a_stale_state_moves_none_back(
         }
         assert len(chats) == 64
         for cid in stale:
-            assert (chats[cid]["lastSeq"], chats[cid]["lastOffset"], chats[cid]["v"]) == (3, 30, 1)
+            # v: 1 when the chat was opened (its chat.created out), +1 per advance applied
+            assert (chats[cid]["lastSeq"], chats[cid]["lastOffset"], chats[cid]["v"]) == (3, 30, 2)
             assert chats[cid]["lastMessage"]["text"] == "message 3"
         for cid in ahead:
-            assert (chats[cid]["lastSeq"], chats[cid]["lastOffset"], chats[cid]["v"]) == (4, 40, 2)
+            assert (chats[cid]["lastSeq"], chats[cid]["lastOffset"], chats[cid]["v"]) == (4, 40, 3)
             assert chats[cid]["lastMessage"]["text"] == "message 4"
         assert {c["lastPart"] for c in chats.values()} == {0}
         await database.ping()  # the server still answers
@@ -849,3 +850,28 @@ async def test_batches_a_producer_compressed_are_read(
     await eventually(lambda: _count_is(history, cid, 20), what=f"20 {codec} records stored")
     stored = await history.find({"cid": ObjectId(cid)}, {"seq": 1, "text": 1}).to_list()
     assert [d["text"] for d in sorted(stored, key=lambda d: d["seq"])] == [r.text for r in records]
+
+
+async def test_a_new_chat_is_pending_until_opened_and_then_a_chat_like_any_other(
+    worker: WorkerProcess, mongo: Mongo, infra: LocalSettings
+) -> None:
+    """On the real store: a chat inserted pending is read as pending (by key and in its
+    members' chats) until opened; opening passes FerretDB's version guard; a chat created
+    through the worker's API is stored opened."""
+    database = MongoDatabase(infra.mongo_url, worker.mongo_db, timeout=30.0)
+    chats = MongoChats(database)
+    try:
+        chat = ChatView(new_id(), frozenset({41, 42}), int(time.time()), time.time())
+        await chats.insert_chat(chat)
+        assert (await chats.get_chat(chat.id)) == replace(chat, pending=True)
+        assert [c.pending for c in await chats.chats_of(41) if c.id == chat.id] == [True]
+        await chats.open_chat(chat.id)
+        assert (await chats.get_chat(chat.id)) == chat
+        assert [c.pending for c in await chats.chats_of(42) if c.id == chat.id] == [False]
+        stored = await mongo[worker.mongo_db]["chats"].find_one({"_id": ObjectId(chat.id)})
+        assert stored is not None and "pending" not in stored and stored["v"] == 1
+    finally:
+        await database.close()
+    cid = await create_chat(worker, [41, 43])
+    stored = await mongo[worker.mongo_db]["chats"].find_one({"_id": ObjectId(cid)})
+    assert stored is not None and "pending" not in stored

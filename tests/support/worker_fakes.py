@@ -204,7 +204,12 @@ class MemoryStore:
 
     async def insert_chat(self, chat: ChatView) -> None:
         self._step("insert_chat")
-        self.chats[chat.id] = Row(chat, ChatState())
+        self.chats[chat.id] = Row(replace(chat, pending=True), ChatState())
+
+    async def open_chat(self, cid: str) -> None:
+        self._step("open_chat")
+        if (row := self.chats.get(cid)) is not None:
+            row.chat = replace(row.chat, pending=False)
 
     async def remove_chat(self, cid: str) -> None:
         self._step("remove_chat")

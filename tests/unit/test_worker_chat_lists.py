@@ -34,6 +34,7 @@ from dialogue_worker.errors import RequestError, StorageUnavailable
 from dialogue_worker.services.chat_lists import CHAT_ENTRIES, Change, ChatLists
 from dialogue_worker.services.chats import ChatService
 from dialogue_worker.services.ports import Event
+from tests.support.waiting import eventually
 from tests.support.worker_fakes import MemoryOutbox, MemoryStore
 
 USERS = (1, 2, 3, 4)
@@ -286,6 +287,38 @@ async def test_a_kept_list_reads_only_what_changed_and_the_feed_behind_reads_the
     chats, _ = await world.lists.lists(1)
     assert world.store.calls == ["chats_of"]
     assert {c.id: c.last_seq for c in chats}[world.chats[4]] == 1
+
+
+@pytest.mark.parametrize("whole", [False, True])
+async def test_a_chat_told_of_while_pending_is_listed_once_opened(whole: bool) -> None:
+    """A chat's chat.created is out before its creator's worker opens it: a list read
+    meanwhile (by key, or whole) must not show it, nor forget it: no other event comes
+    when it is opened, so it waited for the next whole read."""
+    world = World(most=10_000, stale_max=32)
+    await world.apply(("create", [2, 9]))
+    await world.check(2)
+    release = asyncio.Event()
+    real_open = world.store.open_chat
+
+    async def held_open(cid: str) -> None:
+        await release.wait()
+        await real_open(cid)
+
+    world.store.open_chat = held_open  # type: ignore[method-assign]
+    creating = asyncio.create_task(world.service.create([1, 2]))
+    await eventually(
+        lambda: [e for e in world.outbox.events if isinstance(e, ChatCreated)][1:],
+        what="the chat.created out, the chat still pending",
+    )
+    if whole:
+        world.now += 61.0  # past the kept list's ttl: read whole
+    chats, _ = await world.lists.lists(2)
+    assert [c.id for c in chats] == world.chats  # not the pending one
+    release.set()
+    world.chats.append((await creating).id)
+    world.store.calls.clear()
+    await world.check(2)
+    assert "chats_of" not in world.store.calls  # by key: it stayed marked
 
 
 async def test_entries_stay_within_the_bound_and_a_list_past_it_is_read_each_time() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 import pytest
 
 from contracts.errors import ErrorCode
@@ -9,10 +12,11 @@ from contracts.events import ChatCreated, ChatRead, MembersAdded
 from dialogue_worker.domain.chat_list import ListCursor
 from dialogue_worker.domain.history import Direction, HistoryQuery
 from dialogue_worker.domain.sequencing import text_digest
-from dialogue_worker.errors import RequestError, StorageUnavailable
+from dialogue_worker.errors import OutboxUnavailable, RequestError, StorageUnavailable
 from dialogue_worker.services import chats as chats_service
 from dialogue_worker.services.chats import CURSOR_AHEAD, CURSOR_TTL, ChatService
-from dialogue_worker.services.ports import IdEntry, StoredMessage
+from dialogue_worker.services.ports import Event, IdEntry, StoredMessage
+from tests.support.waiting import eventually, settle
 from tests.support.worker_fakes import MemoryOutbox, MemoryStore
 
 
@@ -321,3 +325,94 @@ async def test_unread_counts_in_the_list() -> None:
     await service.mark_read(chat.id, 1, 3)
     [listed] = (await service.chats_of(1, 10, None)).data
     assert (listed.lastSeq, listed.readSeq, listed.unread) == (5, 3, 2)
+
+
+class HeldOpen:
+    """The store's open_chat, held until `release`: a chat stays pending meanwhile."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.release = asyncio.Event()
+        self._open = store.open_chat
+        store.open_chat = self.open  # type: ignore[method-assign]
+
+    async def open(self, cid: str) -> None:
+        await self.release.wait()
+        await self._open(cid)
+
+
+async def test_a_chat_is_shown_to_nobody_until_its_creation_has_ended() -> None:
+    """While a new chat's chat.created was being published, its other member could list
+    it, post to it (the gateway's membership check read it) and be answered 202; when
+    the publish then failed the chat was removed and the message dead-lettered (found in
+    review). Until its creator's worker opens it, the chat is pending: no list shows it,
+    and reads of it wait for the outcome."""
+    service, store, _, _ = make()
+    held = HeldOpen(store)
+    creating = asyncio.create_task(service.create([1, 2]))
+    await eventually(lambda: list(store.chats), what="the chat stored, pending")
+    (cid,) = store.chats
+    assert (await service.chats_of(2, 10, None)).data == []
+    assert (await service.followed(2)).data == {}
+    reading = asyncio.create_task(service.get(cid, 2))  # as the gateway's membership check
+    marking = asyncio.create_task(service.mark_read(cid, 2, 0))
+    adding = asyncio.create_task(service.add_members(cid, 2, [3]))
+    await settle()
+    assert not (reading.done() or marking.done() or adding.done())
+    held.release.set()
+    chat = await creating
+    assert (await reading).id == cid and (await marking).seq == 0
+    assert (await adding).users == [1, 2, 3]
+    assert [c.id for c in (await service.chats_of(2, 10, None)).data] == [chat.id]
+
+
+class RefusedLater(MemoryOutbox):
+    """Kafka refuses the publish, once `refuse` is set (until then it is in flight)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refuse = asyncio.Event()
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        await self.refuse.wait()
+        raise OutboxUnavailable("broker down")
+
+
+async def test_reads_of_a_chat_whose_creation_failed_find_nothing() -> None:
+    store, outbox = MemoryStore(), RefusedLater()
+    service = ChatService(store, outbox, Clock())
+    creating = asyncio.create_task(service.create([1, 2]))
+    await eventually(lambda: list(store.chats), what="the chat stored, pending")
+    (cid,) = store.chats
+    reading = asyncio.create_task(service.get(cid, 2))  # as the gateway's membership check
+    history = asyncio.create_task(service.messages(2, cid, HistoryQuery(limit=10)))
+    await settle()
+    assert not (reading.done() or history.done())  # no member's yes for a chat that may go
+    outbox.refuse.set()
+    await expect(ErrorCode.BUS_UNAVAILABLE, creating)
+    await expect(ErrorCode.NOT_FOUND, reading)
+    await expect(ErrorCode.NOT_FOUND, history)
+    assert store.chats == {}
+
+
+async def test_a_chat_left_pending_by_a_dead_worker_is_found_by_nobody() -> None:
+    store, outbox = MemoryStore(), MemoryOutbox()
+    service = ChatService(store, outbox, Clock(), publish_timeout=0.01, settle_margin=0.05)
+    HeldOpen(store)  # never released: as if the worker died before opening it
+    creating = asyncio.create_task(service.create([1, 2]))
+    await eventually(lambda: list(store.chats), what="the chat stored, pending")
+    (cid,) = store.chats
+    await expect(ErrorCode.NOT_FOUND, service.get(cid, 1))
+    await expect(ErrorCode.NOT_FOUND, service.add_members(cid, 1, [3]))
+    assert store.chats[cid].chat.users == frozenset({1, 2})  # nobody added
+    creating.cancel()
+
+
+async def test_a_chat_whose_opening_fails_is_answered_5030_and_stays_hidden() -> None:
+    service, store, outbox, _ = make()
+    store.fail_next["open_chat"] = 10**6
+    with pytest.raises(StorageUnavailable):
+        await service.create([1, 2])
+    (cid,) = store.chats
+    assert [type(e) for e in outbox.events] == [ChatCreated]  # its event is a phantom's
+    assert (await service.chats_of(1, 10, None)).data == []
+    assert store.chats[cid].chat.pending
