@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -22,13 +23,18 @@ def _unavailable(reason: str) -> GatewayError:
     return GatewayError(ErrorCode.BUS_UNAVAILABLE, f"message bus unavailable: {reason}")
 
 
-def _late_outcome(message_id: str, delivery: asyncio.Future[Any]) -> None:
-    """Log what became of a record whose sender already got 5031."""
+def _late_outcome(
+    message_id: str, delivered: Callable[[], None] | None, delivery: asyncio.Future[Any]
+) -> None:
+    """Log what became of a record whose sender already got 5031, and say so when it was
+    delivered after all."""
     if delivery.cancelled():
         return
     exc = delivery.exception()
     if exc is None:
         log.warning("record delivered after its send timed out", extra={"message_id": message_id})
+        if delivered is not None:
+            delivered()
     else:
         log.warning("record never delivered: %s", exc, extra={"message_id": message_id})
 
@@ -126,7 +132,9 @@ class KafkaBus:
         )
         self._connector = None
 
-    async def publish(self, record: MessageRecord) -> None:
+    async def publish(
+        self, record: MessageRecord, delivered_late: Callable[[], None] | None = None
+    ) -> None:
         producer = self._producer
         if producer is None:
             raise _unavailable("not connected")
@@ -138,7 +146,8 @@ class KafkaBus:
         except TimeoutError:
             log.warning("Kafka send timed out", extra={"message_id": record.id})
             if delivery is not None:
-                delivery.add_done_callback(functools.partial(_late_outcome, record.id))
+                late = functools.partial(_late_outcome, record.id, delivered_late)
+                delivery.add_done_callback(late)
             raise _unavailable("no acknowledgement in time") from None
         except KafkaError as exc:
             log.warning("Kafka send failed: %s", exc, extra={"message_id": record.id})

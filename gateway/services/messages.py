@@ -14,6 +14,7 @@ from contracts.records import MessageRecord
 from gateway.domain.idempotency import Attempt, IdempotencyCache, request_digest
 from gateway.domain.requests import Paging
 from gateway.domain.tokens import Principal
+from gateway.errors import GatewayError
 from gateway.services.chats import Membership
 from gateway.services.ports import MessageBus, Workers
 
@@ -92,7 +93,7 @@ class MessageService:
         attempt = Attempt(message.id, message.createdAt, digest, acked=False)
         self._idempotency.record(uid, key, attempt, self._elapsed())
         try:
-            await self._send(message)
+            await self._send(message, lambda: self._delivered_late(uid, key, attempt))
         except BaseException:
             # The key's time counts again from here: a retry made after this 5031 (one
             # queued behind this send, or one that waited Retry-After) found the entry
@@ -103,11 +104,24 @@ class MessageService:
         self._idempotency.record(uid, key, replace(attempt, acked=True), self._elapsed())
         return message
 
+    def _delivered_late(self, uid: int, key: str, attempt: Attempt) -> None:
+        """A record answered 5031 was delivered after all: a retry with its key is answered
+        from here. Before, it was sent again, and with Kafka away at that moment the client
+        got a second 5031 for a message that was stored (found in review)."""
+        try:
+            now = self._idempotency.lookup(uid, key, attempt.digest, self._elapsed())
+        except GatewayError:  # the key was used again for another message
+            return
+        if now is not None and now.message_id == attempt.message_id and not now.acked:
+            self._idempotency.record(uid, key, replace(now, acked=True), self._elapsed())
+
     def _new_message(self, caller: Principal, cid: str, text: str) -> Message:
         created = int(self._clock())
         return Message(id=new_id(), cid=cid, uid=caller.user_id, createdAt=created, text=text)
 
-    async def _send(self, message: Message) -> Message:
+    async def _send(
+        self, message: Message, delivered_late: Callable[[], None] | None = None
+    ) -> Message:
         record = MessageRecord(
             v=1,
             id=message.id,
@@ -116,5 +130,5 @@ class MessageService:
             text=message.text,
             createdAt=message.createdAt,
         )
-        await self._bus.publish(record)
+        await self._bus.publish(record, delivered_late)
         return message

@@ -51,8 +51,12 @@ class PasswordHasher(Protocol):
 
 
 class MessageBus(Protocol):
-    async def publish(self, record: MessageRecord) -> None:
-        """Return once the record is durable; GatewayError 5031 when it cannot be."""
+    async def publish(
+        self, record: MessageRecord, delivered_late: Callable[[], None] | None = None
+    ) -> None:
+        """Return once the record is durable; GatewayError 5031 when it cannot be.
+        `delivered_late` is called if a record answered 5031 for its send timeout is
+        delivered after all."""
 
     async def ready(self) -> bool: ...
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -138,3 +140,58 @@ async def test_private_broker_late_start_then_killed(tmp_path: Path) -> None:
     finally:
         stack.kill("kafka")
         await bus.stop()
+
+
+async def test_a_record_delivered_after_its_timeout_is_reported(tmp_path: Path) -> None:
+    """A broker that stops answering (SIGSTOP: a long GC pause, a frozen VM) past the send
+    timeout: the post is answered 5031, aiokafka keeps the record and delivers it once
+    the broker answers again, and the bus says so (the gateway then answers a retry with
+    the same Idempotency-Key from memory, tests/unit/test_gateway_posts.py). Delivered
+    once."""
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    stack = Stack(
+        LocalSettings.from_env(
+            {
+                "LOCAL_RUN_DIR": str(tmp_path),
+                "LOCAL_KAFKA_PORT": str(port),
+                "LOCAL_KAFKA_CONTROLLER_PORT": str(free_port()),
+            }
+        )
+    )
+    bus = KafkaBus(bootstrap, "gw-late", 1.0)
+    try:
+        await asyncio.to_thread(stack.up, ["kafka"])
+        await _create_topic(bootstrap, "gw-late")
+        await bus.start()
+        await eventually(bus.ready, what="the producer connected")
+        await bus.publish(_record())  # connected to the partition's leader
+        pid = stack.process("kafka").pid()
+        assert pid is not None
+        delivered = asyncio.Event()
+        late = _record(text="late")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(GatewayError) as timed_out:
+                await bus.publish(late, delivered.set)
+            assert timed_out.value.code is ErrorCode.BUS_UNAVAILABLE
+            assert not delivered.is_set()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await eventually(delivered.is_set, what="the record delivered after all")
+        consumer = AIOKafkaConsumer(
+            "gw-late", bootstrap_servers=bootstrap, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        try:
+            texts: list[str] = []
+            while len(texts) < 2:
+                batch = await consumer.getmany(timeout_ms=10_000)
+                assert batch, "records did not arrive"
+                texts += [decode_record(r.value).text for rs in batch.values() for r in rs]
+        finally:
+            await consumer.stop()
+        assert sorted(texts) == ["hello", "late"]
+    finally:
+        await bus.stop()
+        stack.kill("kafka")

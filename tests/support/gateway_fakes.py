@@ -104,7 +104,9 @@ class FakeBus:
         self.records: list[MessageRecord] = []
         self.down = False
 
-    async def publish(self, record: MessageRecord) -> None:
+    async def publish(
+        self, record: MessageRecord, delivered_late: Callable[[], None] | None = None
+    ) -> None:
         if self.down:
             raise GatewayError(ErrorCode.BUS_UNAVAILABLE, "message bus unavailable")
         self.records.append(record)

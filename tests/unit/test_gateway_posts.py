@@ -3,6 +3,9 @@ Idempotency-Key's entry ages on the monotonic clock, whatever the wall clock doe
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import pytest
 
 from contracts.errors import ErrorCode
@@ -22,7 +25,9 @@ class AckLostBus(FakeBus):
         super().__init__()
         self.lose_next = True
 
-    async def publish(self, record: MessageRecord) -> None:
+    async def publish(
+        self, record: MessageRecord, delivered_late: Callable[[], None] | None = None
+    ) -> None:
         self.records.append(record)
         if self.lose_next:
             self.lose_next = False
@@ -66,10 +71,12 @@ class SlowLostBus(AckLostBus):
         self.elapsed = elapsed
         self.lasts = lasts
 
-    async def publish(self, record: MessageRecord) -> None:
+    async def publish(
+        self, record: MessageRecord, delivered_late: Callable[[], None] | None = None
+    ) -> None:
         if self.lose_next:
             self.elapsed.now += self.lasts  # Kafka answers nothing until the send timeout
-        await super().publish(record)
+        await super().publish(record, delivered_late)
 
 
 async def test_a_retry_after_a_send_that_lasted_the_whole_window_is_the_same_message() -> None:
@@ -90,3 +97,47 @@ async def test_a_retry_after_a_send_that_lasted_the_whole_window_is_the_same_mes
     elapsed.now += 2  # the client waits Retry-After
     again = await posts.post(caller, chat.id, "hello", "key-1")
     assert [r.id for r in bus.records] == [again.id, again.id]
+
+
+class LateBus(FakeBus):
+    """The first send times out (5031), and its record is delivered a moment later."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late = True
+
+    async def publish(
+        self, record: MessageRecord, delivered_late: Callable[[], None] | None = None
+    ) -> None:
+        if self.down:
+            raise GatewayError(ErrorCode.BUS_UNAVAILABLE, "message bus unavailable")
+        self.records.append(record)
+        if self.late:
+            self.late = False
+            if delivered_late is not None:
+                asyncio.get_running_loop().call_soon(delivered_late)
+            raise GatewayError(ErrorCode.BUS_UNAVAILABLE, "no acknowledgement in time")
+
+
+async def test_a_retry_after_a_late_delivery_is_answered_from_memory() -> None:
+    """A record delivered after its send timed out was only logged: the client's retry
+    with its key sent it again, and with Kafka away at that moment got a second 5031 for
+    a message that was stored (found in review). Now the retry is answered 202."""
+    bus = LateBus()
+    workers = FakeWorkers(bus)
+    chat = await workers.create_chat([1, 2])
+    elapsed = Clock(100.0)
+    cache = IdempotencyCache(ttl=60.0, max_entries=100, max_bytes=1 << 20, keys_per_user=10)
+    posts = MessageService(
+        workers, bus, Membership(workers, 5.0, elapsed), cache, Clock(1_700_000_000.0), elapsed
+    )
+    caller = Principal(user_id=1, username="alice", expires_at=2_000_000_000, auth_time=0)
+    with pytest.raises(GatewayError) as timed_out:
+        await posts.post(caller, chat.id, "hello", "key-1")
+    assert timed_out.value.code is ErrorCode.BUS_UNAVAILABLE
+    await asyncio.sleep(0)  # the delivery's callback
+    bus.down = True  # Kafka away when the client retries
+    again = await posts.post(caller, chat.id, "hello", "key-1")
+    assert [r.id for r in bus.records] == [again.id]  # answered, not sent again
+    with pytest.raises(GatewayError):  # another message with the same key: still refused
+        await posts.post(caller, chat.id, "other text", "key-1")
