@@ -23,8 +23,11 @@ from gateway.errors import GatewayError
 #: percent between runs), rounded up with room (bench/idempotency_bench.py prints the
 #: ratio). The first figures (400, no user table) were from sys.getsizeof, which leaves
 #: out what an object points to: 100,000 users of one key took 2.6 times
-#: IDEMPOTENCY_MAX_BYTES.
-ENTRY_OVERHEAD = 800
+#: IDEMPOTENCY_MAX_BYTES. 800 held for a cache filled once, not for one held at its bound
+#: while posts go through it (each key recorded twice, the oldest evicted, the dicts'
+#: deleted slots kept): 0.93-1.04 of the estimate (found in review, 2026-12-08); at 950,
+#: 0.82-0.88 (the bench's second table; filled once 0.71-0.74).
+ENTRY_OVERHEAD = 950
 USER_OVERHEAD = 450
 
 
