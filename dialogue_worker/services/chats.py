@@ -58,6 +58,9 @@ REMOVE_WITHIN = 1.0
 #: found. With the defaults 1.25 s in all, within the gateway's 2 s per attempt
 #: (UPSTREAM_REQUEST_TIMEOUT), which would otherwise take the wait for a dead worker.
 SETTLE_MARGIN = 0.25
+#: Seconds a read waits for a pending chat at most, whatever API_PUBLISH_TIMEOUT is (it
+#: may be set up to 60 s): longer, the gateway would take the wait for a dead worker.
+SETTLE_MOST = 1.5
 #: Seconds between reads of a pending chat: the first wait, and the longest.
 SETTLE_POLL = (0.02, 0.2)
 
@@ -85,7 +88,7 @@ class ChatService:
         lists: ChatLists | None = None,
         settle_margin: float = SETTLE_MARGIN,
     ) -> None:
-        self._settle_within = publish_timeout + settle_margin
+        self._settle_within = min(publish_timeout + settle_margin, SETTLE_MOST)
         self._max_members = max_members
         #: Without kept lists, each list is read from the store.
         self._lists = lists or ChatLists(store, None, most=0, ttl=0)
@@ -144,18 +147,19 @@ class ChatService:
 
     async def _settled(self, cid: str) -> ChatView | None:
         """The chat, once its creation has ended: a pending one is read again until it is
-        opened or removed, for at most `publish_timeout` + `settle_margin` seconds, after
-        which it counts as not found. A live client told of a chat by its `chat.created`
-        may read it before its creator's worker has opened it."""
+        opened or removed, for `publish_timeout` + `settle_margin` seconds (SETTLE_MOST at
+        most), after which it counts as not found. A live client told of a chat by its
+        `chat.created` may read it before its creator's worker has opened it."""
         deadline = time.monotonic() + self._settle_within
         pause, longest = SETTLE_POLL
         while True:
             chat = await self._store.get_chat(cid)
             if chat is None or not chat.pending:
                 return chat
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return None
-            await asyncio.sleep(pause)
+            await asyncio.sleep(min(pause, left))
             pause = min(pause * 2, longest)
 
     async def _remove(self, cid: str) -> None:

@@ -416,3 +416,17 @@ async def test_a_chat_whose_opening_fails_is_answered_5030_and_stays_hidden() ->
     assert [type(e) for e in outbox.events] == [ChatCreated]  # its event is a phantom's
     assert (await service.chats_of(1, 10, None)).data == []
     assert store.chats[cid].chat.pending
+
+
+async def test_a_pending_chat_is_waited_for_within_the_gateways_attempt() -> None:
+    """API_PUBLISH_TIMEOUT may be set up to 60 s: a read of a chat left pending must not
+    wait that long, or the gateway (2 s per attempt) takes the wait for a dead worker."""
+    store, outbox = MemoryStore(), MemoryOutbox()
+    service = ChatService(store, outbox, Clock(), publish_timeout=60.0)
+    HeldOpen(store)  # never released
+    creating = asyncio.create_task(service.create([1, 2]))
+    await eventually(lambda: list(store.chats), what="the chat stored, pending")
+    (cid,) = store.chats
+    async with asyncio.timeout(30):  # a bound on a hang, not a figure
+        await expect(ErrorCode.NOT_FOUND, service.get(cid, 1))
+    creating.cancel()
