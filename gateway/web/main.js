@@ -69,7 +69,7 @@ function endSession() {
 
 // A reason (the session ended) keeps the drafts for the next sign-in and fills in the name.
 function signOut(reason = "", username = store.me?.username) {
-  if (reason) store.stashDrafts();
+  if (!reason) store.dropDrafts(); // (kept otherwise: written through at every change)
   endSession();
   session.clear();
   whoami.textContent = "";

@@ -2,7 +2,10 @@
 
 import { api } from "./api.js";
 
-const DRAFTS = "dialogue.drafts."; // + user id: drafts kept over a sign-in an ended session forced
+// + user id: the drafts, in this tab's sessionStorage, so that a reload, a tab the browser
+// discarded and brought back, or a sign-in an ended session forced keeps them. Before,
+// only the last was kept (found in review). An explicit sign-out drops them.
+const DRAFTS = "dialogue.drafts.";
 
 export const store = {
   me: null, // { userId, username }
@@ -43,18 +46,38 @@ export const store = {
   draft(cid, text) {
     if (text) this.drafts.set(cid, text);
     else this.drafts.delete(cid);
+    this.stashDrafts();
   },
 
-  // Drafts outlive a sign-in forced by an ended session (this tab only, per user).
+  // Written through at every change (this tab only, per user).
   stashDrafts() {
-    if (!this.me || !this.drafts.size) return;
-    sessionStorage.setItem(DRAFTS + this.me.userId, JSON.stringify([...this.drafts]));
+    if (!this.me) return;
+    const key = DRAFTS + this.me.userId;
+    try {
+      if (this.drafts.size) sessionStorage.setItem(key, JSON.stringify([...this.drafts]));
+      else sessionStorage.removeItem(key);
+    } catch {
+      // storage full or refused: the drafts stay in this page's memory only
+    }
   },
 
   unstashDrafts() {
-    const key = DRAFTS + this.me.userId;
-    for (const [cid, text] of JSON.parse(sessionStorage.getItem(key) ?? "[]")) this.draft(cid, text);
-    sessionStorage.removeItem(key);
+    let kept = [];
+    try {
+      kept = JSON.parse(sessionStorage.getItem(DRAFTS + this.me.userId) ?? "[]");
+    } catch {
+      // unreadable: as if none were kept
+    }
+    for (const [cid, text] of Array.isArray(kept) ? kept : []) {
+      if (typeof cid === "string" && typeof text === "string" && text) this.drafts.set(cid, text);
+    }
+  },
+
+  // A sign-out the user chose: the tab's next user finds none of them.
+  dropDrafts() {
+    if (!this.me) return;
+    this.drafts.clear();
+    sessionStorage.removeItem(DRAFTS + this.me.userId);
   },
 
   saw(cid, seq) {

@@ -139,3 +139,26 @@ async def test_a_draft_outlives_a_sign_in_the_server_forced(
     await page.click(f".chat[data-cid='{cid}']")
     assert await page.input_value("#compose") == "half written"
     await context.close()
+
+
+async def test_a_draft_outlives_a_reload_and_goes_with_a_sign_out(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """A reload (or a tab the browser discarded and brought back) lost every draft: they
+    were kept in the page's memory, in sessionStorage only when the server ended the
+    session (found in review). A sign-out the user chose leaves none for the next one."""
+    context = await browser.new_context(viewport=DESK)
+    page = await context.new_page()
+    async with aiohttp.ClientSession() as http:
+        _, cid = await chat_with_someone(page, platform.gateway.url, http, unique)
+    name = (await token_of(page))["username"]
+    await page.click(f".chat[data-cid='{cid}']")
+    await page.fill("#compose", "half written")
+    await page.reload()
+    await page.click(f".chat[data-cid='{cid}']")
+    assert await page.input_value("#compose") == "half written"
+    await page.click("#sign-out")
+    await sign_in(page, name)
+    await page.click(f".chat[data-cid='{cid}']")
+    assert await page.input_value("#compose") == ""
+    await context.close()
