@@ -160,6 +160,32 @@ async def test_a_name_typed_in_another_case_or_width_finds_its_user(
     await context.close()
 
 
+async def test_a_username_with_a_comma_can_be_reached(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """The form splits what is typed on commas, and a username may hold one: "doe, jane"
+    was looked up as "doe" and "jane", and could not be reached (found in review). The
+    whole text is looked up too and taken when the parts are not all users."""
+    url = platform.gateway.url
+    context = await browser.new_context(viewport=DESK)
+    page = await context.new_page()
+    suffix = unique("")[-8:].replace("-", "")
+    name = f"doe{suffix}, jane"
+    async with aiohttp.ClientSession() as http:
+        await sign_up(page, url, "c" + unique("")[-12:])
+        await User.sign_up(http, url, name)
+        other = "e" + unique("")[-12:]
+        await User.sign_up(http, url, other)
+    await page.fill("#new-chat-names", name)
+    await page.click("form.new-chat button")
+    await page.wait_for_selector(f"#chat-title:has-text('{name}')")
+    await page.fill("#new-chat-names", f"{other}, nobody{suffix}")  # still names apart
+    await page.click("form.new-chat button")
+    await page.wait_for_selector("#new-chat-error:has-text('No user named')")
+    assert await page.locator("#new-chat-error").text_content() == f"No user named nobody{suffix}."
+    await context.close()
+
+
 async def test_chats_with_messages_in_one_second_are_listed_newest_first(
     platform: Platform, browser: Browser, unique: Callable[[str], str]
 ) -> None:
