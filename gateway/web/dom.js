@@ -45,3 +45,27 @@ export function announce(text) {
   const region = document.getElementById("announcer");
   region.textContent = text;
 }
+
+// A press (mouse button or touch) from pointerdown until its release: lists built anew
+// meanwhile lost the click, their button pressed being gone or moved when released
+// (found in review). A list that is `held` puts its rebuild in `waiting`, run at the
+// release; each plans a frame, so the rebuild comes after the click is handled.
+let pressedOn = null;
+export const waiting = new Set();
+
+function released() {
+  if (pressedOn === null) return;
+  pressedOn = null;
+  const runs = [...waiting];
+  waiting.clear();
+  for (const run of runs) run();
+}
+
+document.addEventListener("pointerdown", (event) => (pressedOn = event.target), true);
+document.addEventListener("pointerup", released, true);
+document.addEventListener("pointercancel", released, true);
+window.addEventListener("blur", released); // released outside the window, say
+
+export function held(node) {
+  return pressedOn !== null && node.contains(pressedOn);
+}

@@ -105,6 +105,7 @@ class StreamTap:
 
     def __init__(self, closes: bool = True) -> None:
         self.hellos: list[dict[str, Any]] = []
+        self.frames: list[str] = []  # every frame the server sent the page, as text
         self.tokens: list[str] = []
         self.sockets: list[Any] = []
         self.dropping = False
@@ -125,6 +126,7 @@ class StreamTap:
             server.send(message)
 
         def to_page(message: str | bytes) -> None:
+            self.frames.append(message if isinstance(message, str) else message.decode())
             if not (self.dropping and json.loads(message).get("type") == "message"):
                 ws.send(message)
 

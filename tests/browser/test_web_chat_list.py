@@ -12,6 +12,7 @@ from playwright.async_api import Browser
 from tests.browser.pages import (
     DESK,
     ONE_CHAT,
+    StreamTap,
     another_chat,
     refuse,
     requests_to,
@@ -20,6 +21,7 @@ from tests.browser.pages import (
 )
 from tests.support.api_user import User
 from tests.support.faults import Platform
+from tests.support.waiting import eventually
 
 #: 2001-06-01T12:00:00Z: a last message long ago.
 LONG_AGO = 991_396_800
@@ -183,6 +185,51 @@ async def test_a_username_with_a_comma_can_be_reached(
     await page.click("form.new-chat button")
     await page.wait_for_selector("#new-chat-error:has-text('No user named')")
     assert await page.locator("#new-chat-error").text_content() == f"No user named nobody{suffix}."
+    await context.close()
+
+
+async def test_a_chat_pressed_while_a_message_moves_the_list_opens_when_released(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """The list was built anew at every message: a press on a chat while a message came
+    in elsewhere was released on another button (new, or moved down by the chat that
+    went to the top), and no chat opened (found in review). The list waits for the
+    release."""
+    url = platform.gateway.url
+    context = await browser.new_context(viewport=DESK)
+    page = await context.new_page()
+    tap = StreamTap()
+    await tap.attach(page)
+    async with aiohttp.ClientSession() as http:
+        await sign_up(page, url, "p" + unique("")[-12:])
+        me = User(http, url, await token_of(page))
+        first_name = "q" + unique("")[-12:]
+        first = await User.sign_up(http, url, first_name)
+        second = await User.sign_up(http, url, "r" + unique("")[-12:])
+        pressed = await first.chat_with(me)
+        busy = await second.chat_with(me)
+        await page.wait_for_selector(f".chat[data-cid='{pressed}']")
+        await page.wait_for_selector(f".chat[data-cid='{busy}']")
+        await second.post(busy, "before")  # the busy chat on top, the pressed one below
+        await page.wait_for_selector(f".chat[data-cid='{busy}'] .preview:has-text('before')")
+        box = await page.locator(f".chat[data-cid='{pressed}']").bounding_box()
+        assert box is not None
+        await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        await page.mouse.down()
+        frames = len(tap.frames)
+        await second.post(busy, "while pressed")
+        await eventually(
+            lambda: [f for f in tap.frames[frames:] if "while pressed" in f],
+            what="the message's frame at the page",
+        )
+        # Two frames and a task: had the list been rebuilt for it, it would be by now.
+        await page.evaluate(
+            "() => new Promise((r) => requestAnimationFrame("
+            "() => requestAnimationFrame(() => setTimeout(r))))"
+        )
+        await page.mouse.up()
+        await page.wait_for_selector(f"#chat-title:has-text('{first_name}')")
+        await page.wait_for_selector(f".chat[data-cid='{busy}'] .preview:has-text('while pressed')")
     await context.close()
 
 
