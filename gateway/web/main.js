@@ -163,6 +163,7 @@ function retryLater(e) {
 
 async function open(cid) {
   if (conversation?.cid === cid) return; // already open: as it is, draft and all
+  const focusAtOpen = document.activeElement;
   store.open = cid;
   conversation = new Conversation(cid, () => {
     conversation = null;
@@ -176,11 +177,13 @@ async function open(cid) {
   await opened.load(); // says itself when it fails, with a Retry
   // To the composer, unless the user went into the conversation while it loaded (a
   // failed send's Retry, the composer itself: a slow first page took that focus away;
-  // found by a browser test under load) or is typing elsewhere: a name typed into the
+  // found by a browser test under load) or went to type elsewhere: a name typed into the
   // new-chat form meanwhile went on into the composer, and its Enter sent the rest of
-  // it as a message (found in review).
+  // it as a message (found in review). A field that had the focus when the chat was
+  // opened (the new-chat form's, submitted with Enter) gives it up as before.
   const focus = document.activeElement;
-  if (conversation === opened && !opened.node.contains(focus) && !typing(focus)) {
+  const movedToType = focus !== focusAtOpen && typing(focus);
+  if (conversation === opened && !opened.node.contains(focus) && !movedToType) {
     opened.input.focus();
   }
 }

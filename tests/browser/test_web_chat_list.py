@@ -188,6 +188,30 @@ async def test_a_username_with_a_comma_can_be_reached(
     await context.close()
 
 
+async def test_a_chat_started_with_enter_leaves_the_focus_in_its_composer(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """Started from the keyboard (a name, then Enter), the new chat's composer had the
+    focus; a change that kept the focus in any text field left it in the names field, and
+    the first message typed went into a user look-up (found in review)."""
+    url = platform.gateway.url
+    context = await browser.new_context(viewport=DESK)
+    page = await context.new_page()
+    async with aiohttp.ClientSession() as http:
+        await sign_up(page, url, "f" + unique("")[-12:])
+        name = "g" + unique("")[-12:]
+        await User.sign_up(http, url, name)
+    await page.fill("#new-chat-names", name)
+    await page.press("#new-chat-names", "Enter")
+    await page.wait_for_selector(f"#chat-title:has-text('{name}')")
+    await eventually(
+        lambda: page.evaluate("document.activeElement.id"),
+        lambda focused: focused == "compose",
+        what="the composer focused once the chat has loaded",
+    )
+    await context.close()
+
+
 async def test_a_chat_pressed_while_a_message_moves_the_list_opens_when_released(
     platform: Platform, browser: Browser, unique: Callable[[str], str]
 ) -> None:
