@@ -98,8 +98,12 @@ class MessageService:
             # The key's time counts again from here: a retry made after this 5031 (one
             # queued behind this send, or one that waited Retry-After) found the entry
             # expired when the send had lasted about IDEMPOTENCY_TTL, and made a second
-            # message while Kafka may still deliver this one (found in review).
-            self._idempotency.record(uid, key, attempt, self._elapsed())
+            # message while Kafka may still deliver this one (found in review). An earlier
+            # send of this message delivered late meanwhile marked it acknowledged: kept.
+            latest = self._idempotency.lookup(uid, key, digest, self._elapsed())
+            if latest is None or latest.message_id != attempt.message_id:
+                latest = attempt
+            self._idempotency.record(uid, key, latest, self._elapsed())
             raise
         self._idempotency.record(uid, key, replace(attempt, acked=True), self._elapsed())
         return message

@@ -141,3 +141,45 @@ async def test_a_retry_after_a_late_delivery_is_answered_from_memory() -> None:
     assert [r.id for r in bus.records] == [again.id]  # answered, not sent again
     with pytest.raises(GatewayError):  # another message with the same key: still refused
         await posts.post(caller, chat.id, "other text", "key-1")
+
+
+class DeliveredDuringRetryBus(FakeBus):
+    """The first send times out; its record is delivered while the retry's send waits,
+    and the retry's send then fails too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_late: Callable[[], None] | None = None
+        self.sends = 0
+
+    async def publish(
+        self, record: MessageRecord, delivered_late: Callable[[], None] | None = None
+    ) -> None:
+        self.sends += 1
+        if self.down:
+            raise GatewayError(ErrorCode.BUS_UNAVAILABLE, "message bus unavailable")
+        if self.sends == 1:
+            self.first_late = delivered_late
+        elif self.first_late is not None:
+            self.first_late()  # the first send's record, delivered now
+        raise GatewayError(ErrorCode.BUS_UNAVAILABLE, "no acknowledgement in time")
+
+
+async def test_a_late_delivery_during_a_failing_retry_is_kept() -> None:
+    """The retry's failure recorded its own (unacknowledged) attempt over the mark the
+    late delivery had just made, and the next retry was sent again (found in review)."""
+    bus = DeliveredDuringRetryBus()
+    workers = FakeWorkers(bus)
+    chat = await workers.create_chat([1, 2])
+    elapsed = Clock(100.0)
+    cache = IdempotencyCache(ttl=60.0, max_entries=100, max_bytes=1 << 20, keys_per_user=10)
+    posts = MessageService(
+        workers, bus, Membership(workers, 5.0, elapsed), cache, Clock(1_700_000_000.0), elapsed
+    )
+    caller = Principal(user_id=1, username="alice", expires_at=2_000_000_000, auth_time=0)
+    for _ in range(2):
+        with pytest.raises(GatewayError):
+            await posts.post(caller, chat.id, "hello", "key-1")
+    bus.down = True
+    again = await posts.post(caller, chat.id, "hello", "key-1")
+    assert bus.sends == 2 and again.createdAt == 1_700_000_000
