@@ -132,7 +132,10 @@ class KafkaPartitionLog:
         return await self._positions.first_record(tp, offset, end)
 
     async def start(self, tp: Tp) -> int:
-        return (await self._positions.earliest([tp]))[tp]
+        # Bounded as the probe is: asked in the agent's batch, which waits for it (aiokafka
+        # alone would wait its request timeout, 40 s; found in review).
+        async with asyncio.timeout(PROBE_WITHIN):
+            return (await self._positions.earliest([tp]))[tp]
 
     async def rewind(self, tp: Tp, offset: int) -> None:
         """Seek through faust's consumer thread (`seek_wait`), if still assigned."""

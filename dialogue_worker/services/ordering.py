@@ -221,7 +221,8 @@ class PartitionOrder:
             self._metrics.offsets_expired.inc(expired)
             log.error(
                 "offsets %d..%d were deleted by Kafka (retention) before this worker stored "
-                "them: the records there are lost; the topic's retention is shorter than the "
+                "them: the records there are lost, unless an earlier owner of the partition "
+                "stored them without committing; the topic's retention is shorter than the "
                 "worker's lag",
                 start,
                 start + expired - 1,
