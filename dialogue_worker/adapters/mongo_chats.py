@@ -96,10 +96,11 @@ class MongoChats:
         except PyMongoError as exc:
             raise failure(exc) from exc
 
-    async def open_chat(self, cid: str) -> None:
+    async def open_chat(self, cid: str, at: float) -> None:
         try:
             await self._db.chats.update_one(
-                {"_id": ObjectId(cid)}, {"$unset": {"pending": ""}, "$inc": {"v": 1}}
+                {"_id": ObjectId(cid)},
+                {"$unset": {"pending": ""}, "$set": {"openedAt": at}, "$inc": {"v": 1}},
             )
         except PyMongoError as exc:
             raise failure(exc) from exc

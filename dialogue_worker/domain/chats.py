@@ -9,6 +9,11 @@ from contracts.api import PREVIEW_MAX, Chat, LastMessage
 from contracts.errors import ErrorCode
 from dialogue_worker.errors import RequestError
 
+#: Seconds past which a chat still pending is abandoned: its creation (publish, then
+#: open or remove, each bounded at a few seconds) has long ended. Generous, as the clock
+#: that judges it may be another worker's than the one that created it.
+PENDING_MOST = 60.0
+
 
 @dataclass(frozen=True)
 class ChatView:
@@ -17,7 +22,8 @@ class ChatView:
     `opened_at` and `last_at` are the worker's clock (seconds, with fractions) when the
     chat was created and when its newest message was counted: the chat list's order.
     `pending`: created, its `chat.created` not published yet; it may still be removed, so
-    nobody is shown it nor may use it until it is opened (`ChatService.create`).
+    nobody is shown it nor may use it until it is opened (`ChatService.create`), when
+    `opened_at` becomes that moment.
     """
 
     id: str
@@ -33,6 +39,11 @@ class ChatView:
     def activity(self) -> float:
         """When something last happened in the chat (its newest message, or its creation)."""
         return self.opened_at if self.last_at is None else self.last_at
+
+    def abandoned(self, now: float) -> bool:
+        """Pending for longer than its creation can last (PENDING_MOST): its worker died
+        before opening it, or could not write; it will never open, and counts as gone."""
+        return self.pending and now - self.opened_at > PENDING_MOST
 
     def has_member(self, uid: int) -> bool:
         return uid in self.users

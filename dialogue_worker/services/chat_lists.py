@@ -146,7 +146,9 @@ class ChatLists:
         clock: Callable[[], float] = time.monotonic,
         counted: Callable[[str], None] = lambda source: None,
         stale_max: int = STALE_MAX,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        self._wall = wall  # the clock chats are stamped with: pending chats age on it
         self._store = store
         self._feed = feed
         self._most = most
@@ -230,7 +232,8 @@ class ChatLists:
         chats, reads = await asyncio.gather(
             self._store.chats_of(uid), self._store.read_markers(uid)
         )
-        pending = [c.id for c in chats if c.pending]
+        now = self._wall()
+        pending = [c.id for c in chats if c.pending and not c.abandoned(now)]
         return [c for c in chats if not c.pending], reads, pending
 
     async def _read_whole(self, uid: int, user: _User) -> None:
@@ -282,6 +285,8 @@ class ChatLists:
                 raise
             for cid, chat in zip([*stale, *joined], chats, strict=True):
                 if chat is None:  # removed (its chat.created was never published)
+                    self._forget(cid)
+                elif chat.abandoned(self._wall()):  # will never open: as if removed
                     self._forget(cid)
                 elif chat.pending:  # told of before its creator opened it: read it again
                     user.joined.add(cid)

@@ -143,8 +143,9 @@ class ChatStore(Protocol):
         """Store a new chat as pending (`ChatView.pending`)."""
         ...
 
-    async def open_chat(self, cid: str) -> None:
-        """A pending chat's event is out: it is a chat like any other from now on."""
+    async def open_chat(self, cid: str, at: float) -> None:
+        """A pending chat's event is out: it is a chat like any other from now on, opened
+        `at` (so a chat list begun before is not told of it, as of a chat created after)."""
         ...
 
     async def remove_chat(self, cid: str) -> None:

@@ -865,8 +865,9 @@ async def test_a_new_chat_is_pending_until_opened_and_then_a_chat_like_any_other
         await chats.insert_chat(chat)
         assert (await chats.get_chat(chat.id)) == replace(chat, pending=True)
         assert [c.pending for c in await chats.chats_of(41) if c.id == chat.id] == [True]
-        await chats.open_chat(chat.id)
-        assert (await chats.get_chat(chat.id)) == chat
+        opened = time.time()
+        await chats.open_chat(chat.id, opened)
+        assert (await chats.get_chat(chat.id)) == replace(chat, opened_at=opened)
         assert [c.pending for c in await chats.chats_of(42) if c.id == chat.id] == [False]
         stored = await mongo[worker.mongo_db]["chats"].find_one({"_id": ObjectId(chat.id)})
         assert stored is not None and "pending" not in stored and stored["v"] == 1

@@ -206,10 +206,10 @@ class MemoryStore:
         self._step("insert_chat")
         self.chats[chat.id] = Row(replace(chat, pending=True), ChatState())
 
-    async def open_chat(self, cid: str) -> None:
+    async def open_chat(self, cid: str, at: float) -> None:
         self._step("open_chat")
         if (row := self.chats.get(cid)) is not None:
-            row.chat = replace(row.chat, pending=False)
+            row.chat = replace(row.chat, pending=False, opened_at=at)
 
     async def remove_chat(self, cid: str) -> None:
         self._step("remove_chat")

@@ -28,7 +28,7 @@ from contracts.events import (
     decode_event,
 )
 from contracts.ids import new_id
-from dialogue_worker.domain.chats import ChatView, preview
+from dialogue_worker.domain.chats import PENDING_MOST, ChatView, preview
 from dialogue_worker.domain.messages import MessageView
 from dialogue_worker.errors import RequestError, StorageUnavailable
 from dialogue_worker.services.chat_lists import CHAT_ENTRIES, Change, ChatLists
@@ -100,7 +100,7 @@ class World:
         self.feed = Feed(self.outbox, lambda: self.lists)
         self.lists = ChatLists(
             self.store, self.feed, most=most, ttl=60.0, clock=lambda: self.now,
-            stale_max=stale_max,
+            wall=lambda: 1_000.0 + self.now, stale_max=stale_max,
         )  # fmt: skip
         self.service = ChatService(self.store, self.outbox, lambda: 1_000.0 + self.now)
         self.chats: list[str] = []
@@ -300,9 +300,9 @@ async def test_a_chat_told_of_while_pending_is_listed_once_opened(whole: bool) -
     release = asyncio.Event()
     real_open = world.store.open_chat
 
-    async def held_open(cid: str) -> None:
+    async def held_open(cid: str, at: float) -> None:
         await release.wait()
-        await real_open(cid)
+        await real_open(cid, at)
 
     world.store.open_chat = held_open  # type: ignore[method-assign]
     creating = asyncio.create_task(world.service.create([1, 2]))
@@ -311,7 +311,7 @@ async def test_a_chat_told_of_while_pending_is_listed_once_opened(whole: bool) -
         what="the chat.created out, the chat still pending",
     )
     if whole:
-        world.now += 61.0  # past the kept list's ttl: read whole
+        world.now += 60.0  # the kept list's ttl: read whole (not yet abandoned)
     chats, _ = await world.lists.lists(2)
     assert [c.id for c in chats] == world.chats  # not the pending one
     release.set()
@@ -319,6 +319,31 @@ async def test_a_chat_told_of_while_pending_is_listed_once_opened(whole: bool) -
     world.store.calls.clear()
     await world.check(2)
     assert "chats_of" not in world.store.calls  # by key: it stayed marked
+
+
+async def test_a_chat_that_never_opens_is_forgotten_by_the_lists() -> None:
+    """Marked again at every list while pending, a chat whose worker died before opening
+    it cost a read by key at every list of each member for ever (found in review)."""
+    world = World(most=10_000, stale_max=32)
+    await world.apply(("create", [2, 9]))
+    await world.check(2)
+
+    async def never(cid: str, at: float) -> None:
+        await asyncio.Event().wait()
+
+    world.store.open_chat = never  # type: ignore[method-assign]
+    creating = asyncio.create_task(world.service.create([1, 2]))
+    await eventually(
+        lambda: [e for e in world.outbox.events if isinstance(e, ChatCreated)][1:],
+        what="the chat.created out, the chat pending",
+    )
+    await world.lists.lists(2)  # marked, read by key, still pending: marked again
+    world.now += PENDING_MOST + 1
+    await world.lists.lists(2)  # abandoned now: forgotten
+    world.store.calls.clear()
+    chats, _ = await world.lists.lists(2)
+    assert world.store.calls == [] and [c.id for c in chats] == world.chats
+    creating.cancel()
 
 
 async def test_entries_stay_within_the_bound_and_a_list_past_it_is_read_each_time() -> None:

@@ -10,6 +10,7 @@ import pytest
 from contracts.errors import ErrorCode
 from contracts.events import ChatCreated, ChatRead, MembersAdded
 from dialogue_worker.domain.chat_list import ListCursor
+from dialogue_worker.domain.chats import PENDING_MOST
 from dialogue_worker.domain.history import Direction, HistoryQuery
 from dialogue_worker.domain.sequencing import text_digest
 from dialogue_worker.errors import OutboxUnavailable, RequestError, StorageUnavailable
@@ -335,9 +336,9 @@ class HeldOpen:
         self._open = store.open_chat
         store.open_chat = self.open  # type: ignore[method-assign]
 
-    async def open(self, cid: str) -> None:
+    async def open(self, cid: str, at: float) -> None:
         await self.release.wait()
-        await self._open(cid)
+        await self._open(cid, at)
 
 
 async def test_a_chat_is_shown_to_nobody_until_its_creation_has_ended() -> None:
@@ -352,7 +353,8 @@ async def test_a_chat_is_shown_to_nobody_until_its_creation_has_ended() -> None:
     await eventually(lambda: list(store.chats), what="the chat stored, pending")
     (cid,) = store.chats
     assert (await service.chats_of(2, 10, None)).data == []
-    assert (await service.followed(2)).data == {}
+    # followed, though: a stream opened now follows the chat it will not be told of again
+    assert (await service.followed(2)).data == {cid: 0}
     reading = asyncio.create_task(service.get(cid, 2))  # as the gateway's membership check
     marking = asyncio.create_task(service.mark_read(cid, 2, 0))
     adding = asyncio.create_task(service.add_members(cid, 2, [3]))
@@ -430,3 +432,21 @@ async def test_a_pending_chat_is_waited_for_within_the_gateways_attempt() -> Non
     async with asyncio.timeout(30):  # a bound on a hang, not a figure
         await expect(ErrorCode.NOT_FOUND, service.get(cid, 1))
     creating.cancel()
+
+
+async def test_a_chat_pending_past_its_creation_is_gone_at_once() -> None:
+    """A chat whose worker died before opening it never opens: a read of it waited 1.5 s
+    each time for its 4040, and the streams of its members followed it (found in
+    review). Past PENDING_MOST it counts as removed."""
+    service, store, _, clock = make()
+    HeldOpen(store)  # never released
+    creating = asyncio.create_task(service.create([1, 2]))
+    await eventually(lambda: list(store.chats), what="the chat stored, pending")
+    (cid,) = store.chats
+    creating.cancel()
+    clock.now += PENDING_MOST + 1
+    reading = asyncio.create_task(service.get(cid, 1))
+    await settle()
+    assert reading.done()  # no wait
+    await expect(ErrorCode.NOT_FOUND, reading)
+    assert (await service.followed(1)).data == {}
