@@ -251,6 +251,13 @@ export class Conversation {
     });
   }
 
+  // A rebuild asked for from outside (a send's outcome): not while a press on the list
+  // lasts, but in the frame after its release.
+  renderWhenFree() {
+    if (held(this.list)) waiting.add(() => requestAnimationFrame(() => this.renderWhenFree()));
+    else this.render();
+  }
+
   // Shows the live messages still waiting for their frame (no-op when none wait).
   showLive() {
     if (!this.due) return;

@@ -46,24 +46,41 @@ export function announce(text) {
   region.textContent = text;
 }
 
-// A press (mouse button or touch) from pointerdown until its release: lists built anew
-// meanwhile lost the click, their button pressed being gone or moved when released
-// (found in review). A list that is `held` puts its rebuild in `waiting`, run at the
-// release; each plans a frame, so the rebuild comes after the click is handled.
+// A press (the primary mouse button, a finger or a pen) from pointerdown until its
+// release: lists built anew meanwhile lost the click, their button pressed being gone or
+// moved when released (found in review). A list that is `held` puts its rebuild in
+// `waiting`, run at the release; each plans a frame, so the rebuild comes after the click
+// is handled. Browsers do not always say that a press ended (a context menu, a drag, a
+// window left): anything that shows it ended releases it, and so does PRESS_MOST ms.
+const PRESS_MOST = 5000;
 let pressedOn = null;
+let pressTimer = null;
 export const waiting = new Set();
 
 function released() {
   if (pressedOn === null) return;
   pressedOn = null;
+  clearTimeout(pressTimer);
   const runs = [...waiting];
   waiting.clear();
   for (const run of runs) run();
 }
 
-document.addEventListener("pointerdown", (event) => (pressedOn = event.target), true);
-document.addEventListener("pointerup", released, true);
-document.addEventListener("pointercancel", released, true);
+document.addEventListener(
+  "pointerdown",
+  (event) => {
+    if (event.button !== 0 || !event.isPrimary) return; // a right click opens a menu, say
+    pressedOn = event.target;
+    clearTimeout(pressTimer);
+    pressTimer = setTimeout(released, PRESS_MOST);
+  },
+  true,
+);
+for (const type of ["pointerup", "pointercancel", "contextmenu", "dragstart", "click"]) {
+  document.addEventListener(type, released, true);
+}
+document.addEventListener("pointermove", (event) => event.buttons === 0 && released(), true);
+document.addEventListener("visibilitychange", released);
 window.addEventListener("blur", released); // released outside the window, say
 
 export function held(node) {

@@ -163,7 +163,12 @@ function retryLater(e) {
 
 async function open(cid) {
   if (conversation?.cid === cid) return; // already open: as it is, draft and all
-  const focusAtOpen = document.activeElement;
+  // Typing outside the conversation while it loads (an input event anywhere else).
+  let typedElsewhere = false;
+  const typed = (event) => {
+    if (!conversation?.node.contains(event.target)) typedElsewhere = true;
+  };
+  document.addEventListener("input", typed, true);
   store.open = cid;
   conversation = new Conversation(cid, () => {
     conversation = null;
@@ -174,22 +179,21 @@ async function open(cid) {
   pane.replaceChildren(conversation.node);
   screen.classList.add("open");
   const opened = conversation;
-  await opened.load(); // says itself when it fails, with a Retry
+  try {
+    await opened.load(); // says itself when it fails, with a Retry
+  } finally {
+    document.removeEventListener("input", typed, true);
+  }
   // To the composer, unless the user went into the conversation while it loaded (a
   // failed send's Retry, the composer itself: a slow first page took that focus away;
   // found by a browser test under load) or went to type elsewhere: a name typed into the
   // new-chat form meanwhile went on into the composer, and its Enter sent the rest of
-  // it as a message (found in review). A field that had the focus when the chat was
+  // it as a message (found in review). A field that only had the focus when the chat was
   // opened (the new-chat form's, submitted with Enter) gives it up as before.
   const focus = document.activeElement;
-  const movedToType = focus !== focusAtOpen && typing(focus);
-  if (conversation === opened && !opened.node.contains(focus) && !movedToType) {
+  if (conversation === opened && !opened.node.contains(focus) && !typedElsewhere) {
     opened.input.focus();
   }
-}
-
-function typing(node) {
-  return node instanceof HTMLInputElement || node instanceof HTMLTextAreaElement || !!node?.isContentEditable;
 }
 
 async function fetchChat(cid) {
@@ -246,7 +250,7 @@ function start(token) {
   store.listeners.add((what) => {
     if (what !== "outbox" || !conversation) return;
     conversation.reconcile(); // a send ended: its message may be held here already
-    conversation.render();
+    conversation.renderWhenFree();
   });
   whoami.textContent = `Signed in as ${token.username}`;
   signOutButton.hidden = false;

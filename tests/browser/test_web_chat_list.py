@@ -3,6 +3,7 @@ handled, the time shown for an old last message, starting a chat, and the keyboa
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -212,6 +213,41 @@ async def test_a_chat_started_with_enter_leaves_the_focus_in_its_composer(
     await context.close()
 
 
+async def test_a_name_typed_again_while_the_new_chat_loads_stays_in_its_field(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """Started with Enter, the focus stays in the names field while the chat loads: a
+    user typing the next name there had the rest of it taken into the composer when the
+    page came (found in review)."""
+    url = platform.gateway.url
+    context = await browser.new_context(viewport=DESK)
+    page = await context.new_page()
+    release = asyncio.Event()
+
+    async def slow_history(route: Any) -> None:
+        await release.wait()
+        await route.continue_()
+
+    async with aiohttp.ClientSession() as http:
+        await sign_up(page, url, "j" + unique("")[-12:])
+        name = "k" + unique("")[-12:]
+        await User.sign_up(http, url, name)
+    await page.route("**/v1/chats/*/messages*", slow_history)
+    await page.fill("#new-chat-names", name)
+    await page.press("#new-chat-names", "Enter")
+    await page.wait_for_selector(f"#chat-title:has-text('{name}')")
+    await page.keyboard.type("next")
+    async with page.expect_response(lambda r: "/messages" in r.url) as first_page:
+        release.set()
+    await (await first_page.value).finished()
+    await page.evaluate("() => new Promise((r) => requestAnimationFrame(() => setTimeout(r)))")
+    await page.keyboard.type("name")
+    assert await page.input_value("#new-chat-names") == "nextname"
+    assert await page.input_value("#compose") == ""
+    await page.unroute_all(behavior="ignoreErrors")
+    await context.close()
+
+
 async def test_a_chat_pressed_while_a_message_moves_the_list_opens_when_released(
     platform: Platform, browser: Browser, unique: Callable[[str], str]
 ) -> None:
@@ -254,6 +290,31 @@ async def test_a_chat_pressed_while_a_message_moves_the_list_opens_when_released
         await page.mouse.up()
         await page.wait_for_selector(f"#chat-title:has-text('{first_name}')")
         await page.wait_for_selector(f".chat[data-cid='{busy}'] .preview:has-text('while pressed')")
+    await context.close()
+
+
+async def test_a_press_the_browser_never_ends_does_not_hold_the_list(
+    platform: Platform, browser: Browser, unique: Callable[[str], str]
+) -> None:
+    """A right click opens a context menu, and the page is told of no release: the press
+    it started held the lists until the next click anywhere, and no message showed
+    (found in review). Only the primary button holds them."""
+    url = platform.gateway.url
+    context = await browser.new_context(viewport=DESK)
+    page = await context.new_page()
+    async with aiohttp.ClientSession() as http:
+        await sign_up(page, url, "h" + unique("")[-12:])
+        me = User(http, url, await token_of(page))
+        other = await User.sign_up(http, url, "i" + unique("")[-12:])
+        cid = await other.chat_with(me)
+        await page.wait_for_selector(f".chat[data-cid='{cid}']")
+        box = await page.locator(f".chat[data-cid='{cid}']").bounding_box()
+        assert box is not None
+        await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        await page.mouse.down(button="right")  # and no release, as under a context menu
+        await other.post(cid, "shown all the same")
+        await page.wait_for_selector(f".chat[data-cid='{cid}'] .preview:has-text('shown all')")
+        await page.mouse.up(button="right")
     await context.close()
 
 
