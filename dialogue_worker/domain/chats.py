@@ -9,10 +9,11 @@ from contracts.api import PREVIEW_MAX, Chat, LastMessage
 from contracts.errors import ErrorCode
 from dialogue_worker.errors import RequestError
 
-#: Seconds past which a chat still pending is abandoned: its creation (publish, then
-#: open or remove, each bounded at a few seconds) has long ended. Generous, as the clock
-#: that judges it may be another worker's than the one that created it.
-PENDING_MOST = 60.0
+#: Seconds past which a chat still pending is abandoned: its creation has long ended (the
+#: insert and each try at opening within MONGO_TIMEOUT, 10 s by default, the publish
+#: within API_PUBLISH_TIMEOUT, up to 60 s, the opening tried for a second). Generous, as
+#: the clock that judges it may be another worker's than the one that created it.
+PENDING_MOST = 300.0
 
 
 @dataclass(frozen=True)
