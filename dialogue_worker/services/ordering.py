@@ -228,14 +228,14 @@ class PartitionOrder:
                 start + expired - 1,
                 extra=partition_fields(*tp, start),
             )
-        markers = end - max(kept_from, start)
-        if markers > 0:
-            self._metrics.offsets_skipped.inc(markers)
+        first_marker = max(kept_from, start)
+        if end > first_marker:
+            self._metrics.offsets_skipped.inc(end - first_marker)
             log.info(
                 "offsets %d..%d hold no record (transaction markers)",
-                max(kept_from, start),
+                first_marker,
                 end - 1,
-                extra=partition_fields(*tp, max(kept_from, start)),
+                extra=partition_fields(*tp, first_marker),
             )
 
     async def _seek_back(self, tp: TopicPartition, offset: int, why: str) -> None:

@@ -292,10 +292,10 @@ class Session:
             await self._joined(item.cid)
         else:
             # Created, or nothing in it yet: a message whose event came before the
-            # chat's (stored, so readable and writable, before its event is out; a
-            # produce retried after another's) was dropped, the chat not followed
-            # yet, and never sent nor named (found in review, 2026-12-08). One
-            # history read per new chat a session hears of.
+            # chat's (a produce retried after another's; until the worker kept new
+            # chats pending, also one posted while the chat's event was on its way)
+            # was dropped, the chat not followed yet, and never sent nor named (found
+            # in review, 2026-12-08). One history read per new chat a session hears of.
             await self._fill(item.cid, 0, None)
 
     async def _joined(self, cid: str, arriving: int | None = None) -> int:

@@ -100,10 +100,8 @@ class MessageService:
             # expired when the send had lasted about IDEMPOTENCY_TTL, and made a second
             # message while Kafka may still deliver this one (found in review). An earlier
             # send of this message delivered late meanwhile marked it acknowledged: kept.
-            latest = self._idempotency.lookup(uid, key, digest, self._elapsed())
-            if latest is None or latest.message_id != attempt.message_id:
-                latest = attempt
-            self._idempotency.record(uid, key, latest, self._elapsed())
+            entry = self._entry_of(uid, key, attempt) or attempt
+            self._idempotency.record(uid, key, entry, self._elapsed())
             raise
         self._idempotency.record(uid, key, replace(attempt, acked=True), self._elapsed())
         return message
@@ -112,12 +110,18 @@ class MessageService:
         """A record answered 5031 was delivered after all: a retry with its key is answered
         from here. Before, it was sent again, and with Kafka away at that moment the client
         got a second 5031 for a message that was stored (found in review)."""
+        entry = self._entry_of(uid, key, attempt)
+        if entry is not None and not entry.acked:
+            self._idempotency.record(uid, key, replace(entry, acked=True), self._elapsed())
+
+    def _entry_of(self, uid: int, key: str, attempt: Attempt) -> Attempt | None:
+        """The key's entry while it is still `attempt`'s message; None when it expired,
+        was evicted or the key was used again for another message."""
         try:
-            now = self._idempotency.lookup(uid, key, attempt.digest, self._elapsed())
+            entry = self._idempotency.lookup(uid, key, attempt.digest, self._elapsed())
         except GatewayError:  # the key was used again for another message
-            return
-        if now is not None and now.message_id == attempt.message_id and not now.acked:
-            self._idempotency.record(uid, key, replace(now, acked=True), self._elapsed())
+            return None
+        return entry if entry is not None and entry.message_id == attempt.message_id else None
 
     def _new_message(self, caller: Principal, cid: str, text: str) -> Message:
         created = int(self._clock())

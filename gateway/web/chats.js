@@ -1,7 +1,7 @@
 // The chat list: by last activity, names, preview, time, unread badge; new chat by username.
 
 import { api, explain } from "./api.js";
-import { el, held, waiting, when } from "./dom.js";
+import { el, when, whenFree } from "./dom.js";
 import { store } from "./store.js";
 
 const LOOKUP_MAX = 50; // names one GET /v1/users may ask for
@@ -48,16 +48,14 @@ export function chatList(onOpen) {
   // a chat above it, was not the one released on, and the click was lost (found in
   // review); the list is drawn in the frame after the release, once the click is handled.
   let due = false;
-  const schedule = () => {
+  store.listeners.add(() => {
     if (due) return;
     due = true;
-    requestAnimationFrame(() => {
+    whenFree(list, () => {
       due = false;
-      if (held(list)) waiting.add(schedule);
-      else render();
+      render();
     });
-  };
-  store.listeners.add(schedule);
+  });
   render();
 
   const names = el("input", {

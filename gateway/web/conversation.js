@@ -1,7 +1,7 @@
 // One chat: history paged upwards, live messages, own messages with their state, read marks.
 
 import { api, explain, refused } from "./api.js";
-import { announce, day, el, held, time, waiting } from "./dom.js";
+import { announce, day, el, held, time, whenFree } from "./dom.js";
 import { sendRead } from "./reads.js";
 import { store } from "./store.js";
 
@@ -239,22 +239,15 @@ export class Conversation {
     }
     if (this.due) return;
     this.due = true;
-    this.nextFrame();
+    // Not while a press on the list lasts (a Retry pressed as a message came in was
+    // rebuilt away, and its click lost: found in review), but in the frame after it.
+    whenFree(this.list, () => this.showLive());
   }
 
-  // Not while a press on the list lasts (a Retry pressed as a message came in was rebuilt
-  // away, and its click lost: found in review), but in the frame after its release.
-  nextFrame() {
-    requestAnimationFrame(() => {
-      if (held(this.list)) waiting.add(() => this.nextFrame());
-      else this.showLive();
-    });
-  }
-
-  // A rebuild asked for from outside (a send's outcome): not while a press on the list
-  // lasts, but in the frame after its release.
+  // A rebuild asked for from outside (a send's outcome): at once, unless a press on the
+  // list lasts; then in the frame after its release.
   renderWhenFree() {
-    if (held(this.list)) waiting.add(() => requestAnimationFrame(() => this.renderWhenFree()));
+    if (held(this.list)) whenFree(this.list, () => this.render());
     else this.render();
   }
 

@@ -48,14 +48,14 @@ export function announce(text) {
 
 // A press (the primary mouse button, a finger or a pen) from pointerdown until its
 // release: lists built anew meanwhile lost the click, their button pressed being gone or
-// moved when released (found in review). A list that is `held` puts its rebuild in
-// `waiting`, run at the release; each plans a frame, so the rebuild comes after the click
-// is handled. Browsers do not always say that a press ended (a context menu, a drag, a
-// window left): anything that shows it ended releases it, and so does PRESS_MOST ms.
+// moved when released (found in review). A list rebuilds `whenFree`: in a frame in which
+// no press holds it, so after the release the rebuild comes after the click is handled.
+// Browsers do not always say that a press ended (a context menu, a drag, a window left):
+// anything that shows it ended releases it, and so does PRESS_MOST ms.
 const PRESS_MOST = 5000;
 let pressedOn = null;
 let pressTimer = null;
-export const waiting = new Set();
+const waiting = new Set(); // what waits for the release
 
 function released() {
   if (pressedOn === null) return;
@@ -85,4 +85,12 @@ window.addEventListener("blur", released); // released outside the window, say
 
 export function held(node) {
   return pressedOn !== null && node.contains(pressedOn);
+}
+
+// `run` in the next animation frame in which no press holds `node`.
+export function whenFree(node, run) {
+  requestAnimationFrame(() => {
+    if (held(node)) waiting.add(() => whenFree(node, run));
+    else run();
+  });
 }
