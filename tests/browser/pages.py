@@ -3,6 +3,7 @@ answer its requests in their place, and tap its stream."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Callable
@@ -80,6 +81,19 @@ async def another_chat(
 async def open_chat(page: Page, cid: str, title: str) -> None:
     await page.click(f".chat[data-cid='{cid}']")
     await page.wait_for_selector(f"#chat-title:has-text('{title}')")
+
+
+async def let_the_first_page_in(page: Page, release: asyncio.Event) -> None:
+    """Let a history read held by the test (until `release`) go on, and wait until the
+    page has handled its answer: the page reads the body and renders in tasks of its own,
+    so one frame and one task after the response the load has ended (the live stream may
+    show a message sooner, so a message alone says nothing about the load)."""
+    async with page.expect_response(
+        lambda r: "/messages" in r.url and r.request.method == "GET"
+    ) as first_page:
+        release.set()
+    await (await first_page.value).finished()
+    await page.evaluate("() => new Promise((r) => requestAnimationFrame(() => setTimeout(r)))")
 
 
 async def message_texts(page: Page) -> list[str]:

@@ -15,6 +15,7 @@ from tests.browser.pages import (
     ONE_CHAT,
     StreamTap,
     another_chat,
+    let_the_first_page_in,
     refuse,
     requests_to,
     sign_up,
@@ -237,10 +238,7 @@ async def test_a_name_typed_again_while_the_new_chat_loads_stays_in_its_field(
     await page.press("#new-chat-names", "Enter")
     await page.wait_for_selector(f"#chat-title:has-text('{name}')")
     await page.keyboard.type("next")
-    async with page.expect_response(lambda r: "/messages" in r.url) as first_page:
-        release.set()
-    await (await first_page.value).finished()
-    await page.evaluate("() => new Promise((r) => requestAnimationFrame(() => setTimeout(r)))")
+    await let_the_first_page_in(page, release)
     await page.keyboard.type("name")
     assert await page.input_value("#new-chat-names") == "nextname"
     assert await page.input_value("#compose") == ""

@@ -18,6 +18,7 @@ from tests.browser.pages import (
     DESK,
     another_chat,
     chat_with_someone,
+    let_the_first_page_in,
     message_texts,
     open_chat,
     refuse,
@@ -390,15 +391,7 @@ async def test_a_focus_taken_while_the_chat_loads_is_kept_when_it_has_loaded(
 
         await page.route(f"**/v1/chats/{cid}/messages*", slow_history)
         await _fail_a_send_and_focus_its_retry(page, cid)
-        async with page.expect_response(
-            lambda r: "/messages" in r.url and r.request.method == "GET"
-        ) as first_page:
-            release.set()
-        await (await first_page.value).finished()
-        # The page reads the body and renders in tasks of its own: one frame and one task
-        # after it, the load has ended (the live stream may show the message sooner, so
-        # the message alone says nothing about the load).
-        await page.evaluate("() => new Promise((r) => requestAnimationFrame(() => setTimeout(r)))")
+        await let_the_first_page_in(page, release)
         await page.wait_for_selector("#messages .message[data-seq]:has-text('sent before')")
     assert await _focused(page) == ["Retry", "failed"]
     await page.unroute_all(behavior="ignoreErrors")
@@ -432,12 +425,7 @@ async def test_typing_elsewhere_while_the_chat_loads_is_not_taken_into_the_compo
         await page.click(f".chat[data-cid='{cid}']")
         await page.click("#new-chat-names")
         await page.keyboard.type("bobb")
-        async with page.expect_response(
-            lambda r: "/messages" in r.url and r.request.method == "GET"
-        ) as first_page:
-            release.set()
-        await (await first_page.value).finished()
-        await page.evaluate("() => new Promise((r) => requestAnimationFrame(() => setTimeout(r)))")
+        await let_the_first_page_in(page, release)
         await page.wait_for_selector("#messages .message[data-seq]:has-text('sent before')")
         await page.keyboard.type("y_b")
         assert await page.evaluate("document.activeElement.id") == "new-chat-names"

@@ -42,22 +42,34 @@ class Clock:
         return self.now
 
 
+CALLER = Principal(user_id=1, username="alice", expires_at=2_000_000_000, auth_time=0)
+
+
+async def posts_over(
+    bus: FakeBus, elapsed: Clock, *, ttl: float = 60.0, wall: Clock | None = None
+) -> tuple[MessageService, str]:
+    """The post use case over `bus` and fake workers, its keys aged on `elapsed` and its
+    messages stamped by `wall` (1_700_000_000 by default); a chat of users 1 and 2."""
+    workers = FakeWorkers(bus)
+    chat = await workers.create_chat([1, 2])
+    cache = IdempotencyCache(ttl=ttl, max_entries=100, max_bytes=1 << 20, keys_per_user=10)
+    membership = Membership(workers, 5.0, elapsed)
+    stamp = wall or Clock(1_700_000_000.0)
+    return MessageService(workers, bus, membership, cache, stamp, elapsed), chat.id
+
+
 async def test_a_retry_within_the_window_is_the_same_message_after_a_wall_clock_step() -> None:
     """On the wall clock, a step forward (an NTP correction, a suspended machine) expired
     keys early, and a retry within IDEMPOTENCY_TTL made a second message."""
     bus = AckLostBus()
-    workers = FakeWorkers(bus)
-    chat = await workers.create_chat([1, 2])
     wall, elapsed = Clock(1_700_000_000.0), Clock(100.0)
-    cache = IdempotencyCache(ttl=60.0, max_entries=100, max_bytes=1 << 20, keys_per_user=10)
-    posts = MessageService(workers, bus, Membership(workers, 5.0, elapsed), cache, wall, elapsed)
-    caller = Principal(user_id=1, username="alice", expires_at=2_000_000_000, auth_time=0)
+    posts, cid = await posts_over(bus, elapsed, wall=wall)
     with pytest.raises(GatewayError) as lost:  # written, its acknowledgement lost: 5031
-        await posts.post(caller, chat.id, "hello", "key-1")
+        await posts.post(CALLER, cid, "hello", "key-1")
     assert lost.value.code is ErrorCode.BUS_UNAVAILABLE
     wall.now += 7_200  # two hours on the wall, ten seconds in fact
     elapsed.now += 10
-    again = await posts.post(caller, chat.id, "hello", "key-1")
+    again = await posts.post(CALLER, cid, "hello", "key-1")
     # The retry sent the same record again (one message to the worker), not a new one.
     assert [r.id for r in bus.records] == [again.id, again.id]
     assert again.createdAt == 1_700_000_000
@@ -85,17 +97,11 @@ async def test_a_retry_after_a_send_that_lasted_the_whole_window_is_the_same_mes
     expired entry, and a second message while Kafka could still deliver the first."""
     elapsed = Clock(100.0)
     bus = SlowLostBus(elapsed, lasts=10.0)
-    workers = FakeWorkers(bus)
-    chat = await workers.create_chat([1, 2])
-    cache = IdempotencyCache(ttl=10.0, max_entries=100, max_bytes=1 << 20, keys_per_user=10)
-    posts = MessageService(
-        workers, bus, Membership(workers, 5.0, elapsed), cache, Clock(1_700_000_000.0), elapsed
-    )
-    caller = Principal(user_id=1, username="alice", expires_at=2_000_000_000, auth_time=0)
+    posts, cid = await posts_over(bus, elapsed, ttl=10.0)
     with pytest.raises(GatewayError):
-        await posts.post(caller, chat.id, "hello", "key-1")
+        await posts.post(CALLER, cid, "hello", "key-1")
     elapsed.now += 2  # the client waits Retry-After
-    again = await posts.post(caller, chat.id, "hello", "key-1")
+    again = await posts.post(CALLER, cid, "hello", "key-1")
     assert [r.id for r in bus.records] == [again.id, again.id]
 
 
@@ -109,9 +115,7 @@ class LateBus(FakeBus):
     async def publish(
         self, record: MessageRecord, delivered_late: Callable[[], None] | None = None
     ) -> None:
-        if self.down:
-            raise GatewayError(ErrorCode.BUS_UNAVAILABLE, "message bus unavailable")
-        self.records.append(record)
+        await super().publish(record, delivered_late)  # refused while down, else written
         if self.late:
             self.late = False
             if delivered_late is not None:
@@ -124,23 +128,16 @@ async def test_a_retry_after_a_late_delivery_is_answered_from_memory() -> None:
     with its key sent it again, and with Kafka away at that moment got a second 5031 for
     a message that was stored (found in review). Now the retry is answered 202."""
     bus = LateBus()
-    workers = FakeWorkers(bus)
-    chat = await workers.create_chat([1, 2])
-    elapsed = Clock(100.0)
-    cache = IdempotencyCache(ttl=60.0, max_entries=100, max_bytes=1 << 20, keys_per_user=10)
-    posts = MessageService(
-        workers, bus, Membership(workers, 5.0, elapsed), cache, Clock(1_700_000_000.0), elapsed
-    )
-    caller = Principal(user_id=1, username="alice", expires_at=2_000_000_000, auth_time=0)
+    posts, cid = await posts_over(bus, Clock(100.0))
     with pytest.raises(GatewayError) as timed_out:
-        await posts.post(caller, chat.id, "hello", "key-1")
+        await posts.post(CALLER, cid, "hello", "key-1")
     assert timed_out.value.code is ErrorCode.BUS_UNAVAILABLE
     await asyncio.sleep(0)  # the delivery's callback
     bus.down = True  # Kafka away when the client retries
-    again = await posts.post(caller, chat.id, "hello", "key-1")
+    again = await posts.post(CALLER, cid, "hello", "key-1")
     assert [r.id for r in bus.records] == [again.id]  # answered, not sent again
     with pytest.raises(GatewayError):  # another message with the same key: still refused
-        await posts.post(caller, chat.id, "other text", "key-1")
+        await posts.post(CALLER, cid, "other text", "key-1")
 
 
 class DeliveredDuringRetryBus(FakeBus):
@@ -156,8 +153,7 @@ class DeliveredDuringRetryBus(FakeBus):
         self, record: MessageRecord, delivered_late: Callable[[], None] | None = None
     ) -> None:
         self.sends += 1
-        if self.down:
-            raise GatewayError(ErrorCode.BUS_UNAVAILABLE, "message bus unavailable")
+        await super().publish(record, delivered_late)  # refused while down, else written
         if self.sends == 1:
             self.first_late = delivered_late
         elif self.first_late is not None:
@@ -169,17 +165,10 @@ async def test_a_late_delivery_during_a_failing_retry_is_kept() -> None:
     """The retry's failure recorded its own (unacknowledged) attempt over the mark the
     late delivery had just made, and the next retry was sent again (found in review)."""
     bus = DeliveredDuringRetryBus()
-    workers = FakeWorkers(bus)
-    chat = await workers.create_chat([1, 2])
-    elapsed = Clock(100.0)
-    cache = IdempotencyCache(ttl=60.0, max_entries=100, max_bytes=1 << 20, keys_per_user=10)
-    posts = MessageService(
-        workers, bus, Membership(workers, 5.0, elapsed), cache, Clock(1_700_000_000.0), elapsed
-    )
-    caller = Principal(user_id=1, username="alice", expires_at=2_000_000_000, auth_time=0)
+    posts, cid = await posts_over(bus, Clock(100.0))
     for _ in range(2):
         with pytest.raises(GatewayError):
-            await posts.post(caller, chat.id, "hello", "key-1")
+            await posts.post(CALLER, cid, "hello", "key-1")
     bus.down = True
-    again = await posts.post(caller, chat.id, "hello", "key-1")
+    again = await posts.post(CALLER, cid, "hello", "key-1")
     assert bus.sends == 2 and again.createdAt == 1_700_000_000
